@@ -1,0 +1,258 @@
+"""The one error catalogue: every failure shoal reports has a stable code here.
+
+A code maps to a CLI exit code, an HTTP status, a message template and a hint. Code
+anywhere in shoal raises ``ShoalError(code, detail=..., **context)``; the server's error
+middleware turns it into JSON, the SDK rebuilds it from ``error_code``, and the CLI renders
+it. Nothing ever matches on message text. Standard library only: the CLI imports this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """How one error code looks to the outside world."""
+
+    exit_code: int
+    http_status: int
+    message: str
+    hint: str
+
+
+_JOB_LIST_HINT = "Run 'shoal job list' to see the jobs of this study."
+
+CATALOGUE: dict[str, ErrorSpec] = {
+    # --- arguments and local state (exit 4) ---
+    "INVALID_ARGS": ErrorSpec(4, 400, "Invalid arguments.", "Run the command with -h or --help for usage."),
+    "CONFIRMATION_REQUIRED": ErrorSpec(
+        4, 400, "This command asks for confirmation.", "Pass --force to run it without a terminal."
+    ),
+    "DOWNLOAD_EXISTS": ErrorSpec(
+        4,
+        400,
+        "The download destination already exists.",
+        "Use --force to replace it, remove the directory, or choose another --output-dir.",
+    ),
+    "JOB_NOT_DONE": ErrorSpec(
+        4, 409, "Job '{job_id}' has not finished.", "Run 'shoal job wait {job_id}' first, then retry."
+    ),
+    "SUBMIT_TOKEN_CONFLICT": ErrorSpec(
+        4,
+        409,
+        "A job with this submit token already exists with different content.",
+        "Use a new submit token when submitting different job content.",
+    ),
+    "SUBMIT_TOKEN_JOB_DELETED": ErrorSpec(
+        4, 410, "This submit token refers to a deleted job.", "Use a new submit token to submit the job again."
+    ),
+    "POC_WORKSPACE_EXISTS": ErrorSpec(
+        4, 400, "The POC workspace already exists.", "Pass --force to replace it, or choose --workspace DIR."
+    ),
+    "POC_NOT_PREPARED": ErrorSpec(
+        4, 400, "No POC workspace was found.", "Run 'shoal poc prepare' first, or pass --workspace DIR."
+    ),
+    "POC_ALREADY_RUNNING": ErrorSpec(
+        4, 409, "The POC system is already running.", "Run 'shoal poc stop' first."
+    ),
+    # --- job definition problems (exit 1) ---
+    "JOB_FOLDER_NOT_FOUND": ErrorSpec(
+        1, 400, "Job folder not found: {path}", "Pass -j with the folder that holds meta.json."
+    ),
+    "JOB_META_MISSING": ErrorSpec(
+        1, 400, "The job has no meta.json.", "A job folder holds meta.json plus one folder per app."
+    ),
+    "JOB_META_INVALID": ErrorSpec(
+        1,
+        400,
+        "meta.json is not valid.",
+        "meta.json must be a JSON object with 'name', 'min_clients' and 'deploy_map'.",
+    ),
+    "JOB_APP_MISSING": ErrorSpec(
+        1,
+        400,
+        "deploy_map names an app folder that does not exist.",
+        "Every key of deploy_map must be a folder beside meta.json.",
+    ),
+    "JOB_CONFIG_INVALID": ErrorSpec(
+        1,
+        400,
+        "An app's configuration is not valid.",
+        "Check config/config_fed_server.json and config/config_fed_client.json in the app folders.",
+    ),
+    "MIN_CLIENTS_UNSATISFIABLE": ErrorSpec(
+        1,
+        400,
+        "min_clients is larger than the sites the job can run on.",
+        "Lower min_clients in meta.json, or deploy the job to more sites.",
+    ),
+    "ARCHIVE_UNSAFE": ErrorSpec(
+        1,
+        400,
+        "The job archive holds an entry that is not allowed.",
+        "Job archives hold regular files under relative paths only: no '..', absolute paths or links.",
+    ),
+    "UPLOAD_TOO_LARGE": ErrorSpec(
+        1, 413, "The upload is larger than the server accepts.", "Keep data out of the job folder."
+    ),
+    # --- lookups and state (exit 1) ---
+    "JOB_NOT_FOUND": ErrorSpec(
+        1,
+        404,
+        "Job '{job_id}' does not exist in study '{study}'.",
+        "Run 'shoal job list --study <name>' to find the job, then retry with --study <name>.",
+    ),
+    "JOB_NOT_RUNNING": ErrorSpec(1, 409, "Job '{job_id}' is not currently running.", _JOB_LIST_HINT),
+    "JOB_FAILED": ErrorSpec(
+        1,
+        200,
+        "Job '{job_id}' reached terminal state {status}.",
+        "Run 'shoal job meta {job_id}' and 'shoal job logs {job_id}' to see why.",
+    ),
+    "JOB_FINISHED_EXCEPTION": ErrorSpec(
+        1,
+        200,
+        "Job '{job_id}' reached terminal state FINISHED_EXCEPTION.",
+        "Run 'shoal job meta {job_id}' and 'shoal job logs {job_id}' to see why.",
+    ),
+    "JOB_ABORTED": ErrorSpec(
+        1, 200, "Job '{job_id}' was aborted.", "Run 'shoal job meta {job_id}' to see who aborted it and why."
+    ),
+    "JOB_ABANDONED": ErrorSpec(
+        1, 200, "Job '{job_id}' was abandoned.", "Run 'shoal job meta {job_id}' to see why."
+    ),
+    "RESULT_NOT_AVAILABLE": ErrorSpec(
+        1, 404, "Job '{job_id}' has no stored result.", "Run 'shoal job meta {job_id}' to see how it ended."
+    ),
+    "STUDY_NOT_FOUND": ErrorSpec(
+        1, 404, "Study '{study}' does not exist.", "Ask the project admin which studies exist."
+    ),
+    "SITE_NOT_FOUND": ErrorSpec(
+        1, 404, "Site '{site}' is not connected.", "Run 'shoal system status' to list connected sites."
+    ),
+    "OUTPUT_DIR_NOT_WRITABLE": ErrorSpec(
+        1, 500, "Cannot write to {path}.", "Check permissions or choose another --output-dir."
+    ),
+    "MODEL_INVALID": ErrorSpec(
+        1, 400, "The model is not a valid safetensors file.", "Send weights saved with safetensors."
+    ),
+    "KIT_EXISTS": ErrorSpec(
+        4, 400, "Startup kit id '{kit_id}' is already registered.", "Use --force to replace the registration."
+    ),
+    "KIT_NOT_REGISTERED": ErrorSpec(
+        1, 404, "Startup kit id '{kit_id}' is not registered.", "Run 'shoal config list'."
+    ),
+    # --- connection, identity, authorization (exit 2) ---
+    "STARTUP_KIT_MISSING": ErrorSpec(
+        2,
+        400,
+        "Startup kit not found.",
+        "Run 'shoal poc prepare', or 'shoal config add <id> <kit-dir>' then 'shoal config use <id>', "
+        "or pass --kit-id / --startup-kit, or set SHOAL_STARTUP_KIT_DIR.",
+    ),
+    "CONNECTION_FAILED": ErrorSpec(
+        2, 503, "Could not connect to the shoal server.", "Check that the server runs: 'shoal system status'."
+    ),
+    "AUTH_FAILED": ErrorSpec(
+        2,
+        401,
+        "Authentication failed.",
+        "Check that the startup kit's certificate, key and rootCA.pem belong to this project.",
+    ),
+    "NOT_AUTHORIZED": ErrorSpec(
+        2, 403, "Not authorized.", "Use a startup kit whose role may run this command."
+    ),
+    "SERVICE_FAILED": ErrorSpec(
+        2, 503, "A POC service did not become ready.", "Read the log files listed above to see why."
+    ),
+    # --- time (exit 3) ---
+    "TIMEOUT": ErrorSpec(3, 504, "Operation timed out.", "Increase --timeout or check server load."),
+    # --- bugs (exit 5) ---
+    "INTERNAL_ERROR": ErrorSpec(
+        5,
+        500,
+        "An unexpected error occurred.",
+        "This is a bug. Re-run with SHOAL_DEBUG=1 for a traceback and report it.",
+    ),
+}
+
+
+class _Defaults(dict[str, Any]):
+    """Leaves unknown placeholders visible instead of raising KeyError."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+class ShoalError(Exception):
+    """An error with a catalogue code; the edges translate it, nobody parses its text."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str | None = None,
+        *,
+        hint: str | None = None,
+        data: dict[str, Any] | None = None,
+        **context: Any,
+    ) -> None:
+        if code not in CATALOGUE:
+            raise KeyError(f"unknown error code {code!r}")
+        self.code = code
+        self.detail = detail
+        self.context = context
+        self.data = data
+        spec = CATALOGUE[code]
+        self._hint = hint if hint is not None else spec.hint.format_map(_Defaults(context))
+        super().__init__(self.message)
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return CATALOGUE[self.code]
+
+    @property
+    def exit_code(self) -> int:
+        return self.spec.exit_code
+
+    @property
+    def http_status(self) -> int:
+        return self.spec.http_status
+
+    @property
+    def message(self) -> str:
+        if self._wire_message is not None:
+            return self._wire_message
+        base = self.spec.message.format_map(_Defaults(self.context))
+        return f"{base} — {self.detail}" if self.detail else base
+
+    @property
+    def hint(self) -> str:
+        return self._hint
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body the server sends and the SDK reads back."""
+        body: dict[str, Any] = {
+            "error_code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+        if self.data is not None:
+            body["data"] = self.data
+        return body
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> ShoalError:
+        """Rebuild an error the server sent; unknown codes become INTERNAL_ERROR."""
+        code = str(body.get("error_code", "INTERNAL_ERROR"))
+        if code not in CATALOGUE:
+            return cls("INTERNAL_ERROR", f"server answered with unknown code {code}: {body.get('message')}")
+        err = cls(code, hint=str(body.get("hint", "")), data=body.get("data"))
+        err._wire_message = str(body.get("message", err.message))
+        return err
+
+    _wire_message: str | None = None
+
+    def __str__(self) -> str:
+        return self.message

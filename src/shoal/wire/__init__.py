@@ -1,0 +1,1 @@
+"""What crosses a process boundary: statuses, routes, messages, model framing, archives."""
