@@ -46,7 +46,10 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Use a new submit token when submitting different job content.",
     ),
     "SUBMIT_TOKEN_JOB_DELETED": ErrorSpec(
-        4, 410, "This submit token refers to a deleted job.", "Use a new submit token to submit the job again."
+        4,
+        410,
+        "This submit token refers to a deleted job.",
+        "Use a new submit token to submit the job again.",
     ),
     "POC_WORKSPACE_EXISTS": ErrorSpec(
         4, 400, "The POC workspace already exists.", "Pass --force to replace it, or choose --workspace DIR."

@@ -1,0 +1,204 @@
+"""The SDK's admin client: one mTLS connection, one typed method per admin route.
+
+Standard library only (http.client, ssl, json): ``shoal job list`` must start and answer in
+well under 100 ms, and scripts call it in loops. Every failure becomes a ShoalError with a
+catalogue code; callers never see a socket or ssl exception.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import ssl
+import time
+import urllib.parse
+from pathlib import Path
+from typing import IO, Any
+
+from shoal.api.kits import AdminKit
+from shoal.errors import ShoalError
+from shoal.security.tls import client_ssl_context
+
+LONG_POLL = 25.0  # seconds one wait request is held open by the server
+
+
+class AdminClient:
+    def __init__(self, kit: AdminKit, connect_timeout: float = 5.0) -> None:
+        self.kit = kit
+        self.connect_timeout = connect_timeout
+        self._conn: http.client.HTTPSConnection | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.kit.host}:{self.kit.port}"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connection(self, timeout: float | None) -> http.client.HTTPSConnection:
+        if self._conn is None:
+            ctx = client_ssl_context(self.kit.path)
+            self._conn = http.client.HTTPSConnection(
+                self.kit.host, self.kit.port, context=ctx, timeout=self.connect_timeout
+            )
+            try:
+                self._conn.connect()
+            except BaseException:
+                self._conn = None
+                raise
+        self._conn.timeout = timeout
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: bytes | IO[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = 60.0,
+        sink: IO[bytes] | None = None,
+    ) -> Any:
+        """Send one request; return parsed JSON (or stream into ``sink``); map every failure."""
+        q = {k: v for k, v in (query or {}).items() if v is not None}
+        url = path + ("?" + urllib.parse.urlencode(q) if q else "")
+        try:
+            conn = self._connection(timeout)
+            conn.request(method, url, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raw = resp.read()
+                raise _error_from_response(resp.status, raw)
+            if sink is not None:
+                shutil.copyfileobj(resp, sink, 1 << 20)
+                return None
+            return json.loads(resp.read() or b"null")
+        except ShoalError:
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise ShoalError(
+                "AUTH_FAILED",
+                f"the server at {self.address} is not trusted by this kit's CA ({exc.verify_message})",
+            ) from exc
+        except ssl.SSLError as exc:
+            self.close()
+            raise ShoalError(
+                "AUTH_FAILED", f"the server at {self.address} refused this kit's certificate"
+            ) from exc
+        except TimeoutError as exc:
+            self.close()
+            raise ShoalError("TIMEOUT", f"no answer from {self.address}") from exc
+        except (
+            ConnectionRefusedError,
+            ConnectionResetError,
+            BrokenPipeError,
+            http.client.HTTPException,
+        ) as exc:
+            self.close()
+            raise ShoalError("CONNECTION_FAILED", f"{self.address}: {exc.__class__.__name__}") from exc
+        except OSError as exc:
+            self.close()
+            raise ShoalError("CONNECTION_FAILED", f"{self.address}: {exc.strerror or exc}") from exc
+
+    # --- one method per route ---
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/api/v1/health", timeout=5.0)
+        return result
+
+    def submit_job(self, archive: Path, study: str, submit_token: str | None = None) -> dict[str, Any]:
+        with archive.open("rb") as f:
+            result: dict[str, Any] = self._request(
+                "POST",
+                "/api/v1/jobs",
+                {"study": study, "submit_token": submit_token},
+                body=f,
+                headers={"Content-Type": "application/zip", "Content-Length": str(archive.stat().st_size)},
+                timeout=300.0,
+            )
+        return result
+
+    def list_jobs(
+        self,
+        study: str,
+        *,
+        name: str | None = None,
+        id_prefix: str | None = None,
+        reverse: bool = False,
+        max_results: int | None = None,
+        submit_token: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = {
+            "study": study,
+            "name": name,
+            "id": id_prefix,
+            "reverse": "1" if reverse else None,
+            "max": max_results,
+            "submit_token": submit_token,
+        }
+        jobs: list[dict[str, Any]] = self._request("GET", "/api/v1/jobs", query)["jobs"]
+        return jobs
+
+    def get_job(self, job_id: str, study: str) -> dict[str, Any]:
+        meta: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
+        return meta
+
+    def wait_job(
+        self, job_id: str, study: str, timeout: float = 0.0, interval: float = 2.0
+    ) -> tuple[bool, dict[str, Any]]:
+        """Hold long polls until the job is terminal; (False, last meta) if ``timeout`` passes first.
+
+        The server answers the moment the job ends. ``interval`` is only the pause before
+        retrying after a poll returned without news.
+        """
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        while True:
+            hold = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            answer = self._request(
+                "GET",
+                f"/api/v1/jobs/{_quote(job_id)}/wait",
+                {"study": study, "timeout": f"{hold:.3f}"},
+                timeout=hold + 30,
+            )
+            if answer["terminal"]:
+                return True, answer["job"]
+            if deadline is not None and time.monotonic() >= deadline:
+                return False, answer["job"]
+            if hold < LONG_POLL:
+                time.sleep(min(interval, max(0.0, (deadline or 0) - time.monotonic())))
+
+    def download_result(self, job_id: str, study: str, dest: Path) -> None:
+        with dest.open("wb") as sink:
+            self._request(
+                "GET", f"/api/v1/jobs/{_quote(job_id)}/result", {"study": study}, timeout=600.0, sink=sink
+            )
+
+    def system_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self._request("GET", "/api/v1/system/status")
+        return status
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _error_from_response(status: int, raw: bytes) -> ShoalError:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error_code" in body:
+        return ShoalError.from_wire(body)
+    return ShoalError("INTERNAL_ERROR", f"HTTP {status}: {raw[:200].decode(errors='replace')}")

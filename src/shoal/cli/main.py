@@ -1,0 +1,136 @@
+"""``shoal``: parse, call the SDK, render. The only place that turns errors into exit codes.
+
+Imports stay standard-library only here and at the top of every command module; heavy
+packages (aiohttp, numpy, cryptography) load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from shoal import __version__
+from shoal.cli.output import Result, render_error, render_result
+from shoal.errors import ShoalError
+
+FORMATS = ("txt", "json", "jsonl")
+Handler = Callable[[argparse.Namespace], Result]
+
+
+class ArgumentsRejected(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so errors follow the output mode."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentsRejected(self, message)
+
+
+def hoist_format(argv: list[str]) -> tuple[str, list[str]]:
+    """``--format X`` may stand anywhere after the command; take it out before parsing."""
+    fmt = "txt"
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--format" and i + 1 < len(argv):
+            fmt = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--format="):
+            fmt = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return fmt, rest
+
+
+def build_parser() -> Parser:
+    from shoal.cli import config, daemons, job, poc, system
+
+    parser = Parser(prog="shoal", description="Federated learning jobs: server, sites and admin CLI.")
+    parser.add_argument("-V", "--version", action="version", version=f"shoal {__version__}")
+    parser.add_argument("--format", choices=FORMATS, default="txt", help="output: txt (default), json, jsonl")
+    groups = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    job.register(groups)
+    config.register(groups)
+    poc.register(groups)
+    daemons.register(groups)
+    system.register(groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    fmt, rest = hoist_format(raw)
+    if fmt not in FORMATS:
+        sys.stderr.write(
+            f"shoal: argument --format: invalid choice: {fmt!r} (choose from txt, json, jsonl)\n"
+        )
+        return 2
+    parser = build_parser()
+    try:
+        args = parser.parse_args(rest)
+        handler: Handler | None = getattr(args, "handler", None)
+        if handler is None:
+            chosen = _deepest_parser(parser, rest)
+            raise ArgumentsRejected(chosen, "a subcommand is required")
+        if fmt == "jsonl" and not getattr(args, "supports_jsonl", False):
+            raise ShoalError("INVALID_ARGS", "--format jsonl is only supported by streaming commands")
+        args.format = fmt
+        return render_result(handler(args), fmt)
+    except ArgumentsRejected as exc:
+        err = ShoalError("INVALID_ARGS", str(exc), hint=f"Run '{exc.parser.prog} --help' for usage.")
+        if fmt in ("json", "jsonl"):
+            err.data = {"usage": exc.parser.format_usage().strip()}
+            return render_error(err, fmt)
+        return render_error(err, fmt, usage=exc.parser.format_help())
+    except ShoalError as err:
+        return render_error(err, fmt)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("SHOAL_DEBUG"):
+            traceback.print_exc()
+        return render_error(ShoalError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"), fmt)
+
+
+def _deepest_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)parser the words in argv lead to, for a help text that fits the mistake."""
+    current = parser
+    for word in argv:
+        sub = next((a for a in current._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or word not in sub.choices:
+            break
+        current = sub.choices[word]
+    return current
+
+
+def add_kit_options(p: argparse.ArgumentParser, study: bool = True) -> None:
+    """Options every server-connected command takes."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--kit-id", default=None, help="use this registered startup-kit id for this command only"
+    )
+    group.add_argument(
+        "--startup-kit", default=None, help="use this admin startup-kit directory for this command only"
+    )
+    if study:
+        p.add_argument("--study", default="default", help="study of the job (default: 'default')")
+
+
+def connect(args: argparse.Namespace) -> Any:
+    """Resolve the startup kit (before any network) and return an AdminClient."""
+    from shoal.api.client import AdminClient
+    from shoal.api.kits import resolve_admin_kit
+
+    kit = resolve_admin_kit(getattr(args, "kit_id", None), getattr(args, "startup_kit", None))
+    return AdminClient(kit)

@@ -1,0 +1,91 @@
+"""The only writer of stdout. Commands return a Result; this renders it in the chosen mode.
+
+JSON mode prints exactly one envelope on stdout; human text, progress and prompts go to
+stderr, so ``shoal ... --format json | jq`` always sees one document.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from shoal.errors import ShoalError
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass
+class Result:
+    """What a command produced: data for JSON, text for people, and the exit code."""
+
+    data: Any
+    human: str | None = None
+    exit_code: int = 0
+
+
+def envelope(data: Any, exit_code: int = 0) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "status": "ok", "exit_code": exit_code, "data": data}
+
+
+def error_envelope(err: ShoalError) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "error",
+        "exit_code": err.exit_code,
+        "error_code": err.code,
+        "message": err.message,
+        "hint": err.hint,
+    }
+    if err.data is not None:
+        out["data"] = err.data
+    return out
+
+
+def write_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def render_result(result: Result, fmt: str) -> int:
+    if fmt == "json":
+        write_json(envelope(result.data, result.exit_code))
+    elif result.human:
+        sys.stdout.write(result.human.rstrip("\n") + "\n")
+    return result.exit_code
+
+
+def render_error(err: ShoalError, fmt: str, usage: str | None = None) -> int:
+    if fmt in ("json", "jsonl"):
+        write_json(error_envelope(err))
+    else:
+        if usage:
+            sys.stderr.write(usage.rstrip("\n") + "\n\n")
+        lines = [err.message]
+        if err.hint:
+            lines.append(f"Hint: {err.hint}")
+        lines.append(f"Code: {err.code} (exit {err.exit_code})")
+        sys.stderr.write("\n".join(lines) + "\n")
+    return err.exit_code
+
+
+def progress(message: str) -> None:
+    """Human progress: always stderr, in every mode."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A plain aligned table (header, dashes, rows); empty string for no rows."""
+    if not rows:
+        return ""
+    cells = [[str(r.get(key, "")) for key, _ in columns] for r in rows]
+    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(columns)]
+
+    def fmt_row(vals: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()
+
+    lines = [fmt_row([t for _, t in columns]), fmt_row(["-" * w for w in widths])]
+    lines += [fmt_row(c) for c in cells]
+    return "\n".join(lines)

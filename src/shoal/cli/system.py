@@ -1,0 +1,34 @@
+"""``shoal system status``: the server and the sites connected to it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from shoal.cli.output import Result, table
+
+
+def register(groups: Any) -> None:
+    from shoal.cli.main import Parser, add_kit_options
+
+    system = groups.add_parser("system", help="the federation's state")
+    subs = system.add_subparsers(dest="system_command", metavar="SUBCOMMAND", parser_class=Parser)
+    p = subs.add_parser("status", help="show the server and connected sites")
+    add_kit_options(p, study=False)
+    p.set_defaults(handler=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> Result:
+    from shoal.cli.main import connect
+
+    client = connect(args)
+    status = client.system_status()
+    rows = status["sites"]
+    lines = [
+        f"server: {client.address} (project {status['server']['project']})",
+        f"running jobs: {', '.join(status['server']['running_jobs']) or 'none'}",
+    ]
+    lines.append(
+        table(rows, [("name", "SITE"), ("org", "ORG"), ("version", "VERSION")]) or "no sites connected"
+    )
+    return Result(status, human="\n".join(lines))

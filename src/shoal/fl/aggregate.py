@@ -1,0 +1,59 @@
+"""Streaming weighted aggregation: one running sum, so memory does not grow with the sites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class WeightedSum:
+    """Accumulates ``sum(w_i * x_i)`` and ``sum(w_i)`` one update at a time.
+
+    Updates are folded in as they arrive and can be freed right away; the result is the
+    weighted mean. Sums are kept in float64 so the order updates arrive in does not
+    change the answer beyond float rounding of the final cast.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, np.ndarray] = {}
+        self._dtypes: dict[str, np.dtype[Any]] = {}
+        self._metric_sums: dict[str, float] = {}
+        self._metric_weights: dict[str, float] = {}
+        self.total_weight = 0.0
+        self.count = 0
+
+    def add(
+        self, params: dict[str, np.ndarray], weight: float, metrics: dict[str, float] | None = None
+    ) -> None:
+        if weight <= 0:
+            raise ValueError(f"update weight must be positive, got {weight}")
+        if self._sums and set(params) != set(self._sums):
+            missing = sorted(set(self._sums) ^ set(params))
+            raise ValueError(f"update does not match the model's tensors: {missing}")
+        for name, value in params.items():
+            arr = np.asarray(value)
+            if name not in self._sums:
+                self._sums[name] = arr.astype(np.float64) * weight
+                self._dtypes[name] = arr.dtype
+            else:
+                if arr.shape != self._sums[name].shape:
+                    raise ValueError(
+                        f"tensor {name!r} has shape {arr.shape}, expected {self._sums[name].shape}"
+                    )
+                self._sums[name] += arr.astype(np.float64) * weight
+        for key, val in (metrics or {}).items():
+            self._metric_sums[key] = self._metric_sums.get(key, 0.0) + float(val) * weight
+            self._metric_weights[key] = self._metric_weights.get(key, 0.0) + weight
+        self.total_weight += weight
+        self.count += 1
+
+    def result(self) -> dict[str, np.ndarray]:
+        if self.count == 0:
+            raise ValueError("no updates to aggregate")
+        return {
+            name: (total / self.total_weight).astype(self._dtypes[name]) for name, total in self._sums.items()
+        }
+
+    def metrics(self) -> dict[str, float]:
+        return {k: self._metric_sums[k] / self._metric_weights[k] for k in self._metric_sums}

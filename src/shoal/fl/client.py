@@ -1,0 +1,116 @@
+"""The client API a training script uses at a site: init, receive, send, is_running.
+
+    from shoal.fl import client as flare
+    flare.init()
+    while flare.is_running():
+        model = flare.receive()
+        if model is None:
+            break
+        ...train...
+        flare.send(FLModel(params=new_weights, metrics={"loss": loss}, num_examples=n))
+
+The site agent starts the script with one end of a socketpair; tasks arrive as small JSON
+messages naming a safetensors file, so receiving a model needs no polling and no pickle.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shoal.fl.model import FLModel
+from shoal.wire.channel import SyncChannel
+from shoal.wire.models import load_params, save_params
+
+_channel: SyncChannel | None = None
+_current_task: dict[str, Any] | None = None
+_running = False
+
+
+def init() -> None:
+    """Connect to the site agent that started this process. Safe to call twice."""
+    global _channel, _running
+    if _channel is None:
+        _channel = SyncChannel.from_env()
+        _running = True
+
+
+def _require_channel() -> SyncChannel:
+    if _channel is None:
+        raise RuntimeError("call shoal.fl.client.init() first")
+    return _channel
+
+
+def is_running() -> bool:
+    """False once the server has ended the job or the agent has gone away."""
+    return _running
+
+
+def site_name() -> str:
+    return os.environ.get("SHOAL_SITE_NAME", "")
+
+
+def job_id() -> str:
+    return os.environ.get("SHOAL_JOB_ID", "")
+
+
+def receive(timeout: float | None = None) -> FLModel | None:
+    """Block until the next task arrives; None when the job is over."""
+    global _current_task, _running
+    channel = _require_channel()
+    while True:
+        message = channel.receive(timeout)
+        if message is None or message.get("op") == "stop":
+            _running = False
+            _current_task = None
+            return None
+        if message.get("op") == "task":
+            _current_task = message
+            params = load_params(Path(message["model_path"]))
+            return FLModel(
+                params=dict(params),
+                meta=dict(message.get("meta") or {}),
+                current_round=message.get("round"),
+                total_rounds=message.get("total_rounds"),
+            )
+
+
+def send(model: FLModel) -> None:
+    """Return this site's update for the task last received."""
+    global _current_task
+    channel = _require_channel()
+    if _current_task is None:
+        raise RuntimeError("send() without a task: call receive() first")
+    task = _current_task
+    out_dir = Path(task["model_path"]).parent
+    fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
+    os.close(fd)
+    save_params(_to_numpy(model.params), Path(name))
+    channel.send(
+        {
+            "op": "result",
+            "task_id": task["task_id"],
+            "path": name,
+            "num_examples": int(model.num_examples),
+            "metrics": {k: float(v) for k, v in model.metrics.items()},
+            "meta": model.meta,
+        }
+    )
+    _current_task = None
+
+
+def log_metric(key: str, value: float, step: int | None = None) -> None:
+    """Send one training metric to the server as it happens."""
+    _require_channel().send({"op": "metric", "key": key, "value": float(value), "step": step})
+
+
+def _to_numpy(params: dict[str, Any]) -> dict[str, Any]:
+    """Accept numpy arrays or torch tensors; torch is touched only if a tensor is given."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if hasattr(value, "detach") and hasattr(value, "cpu"):
+            value = value.detach().cpu().numpy()
+        out[name] = value
+    return out

@@ -1,0 +1,98 @@
+"""Entry point of a job's controller process: load the server app's workflow and run it.
+
+The server starts ``python -m shoal.fl.controller_main`` per job, in its own process group,
+with one end of a socketpair. Whatever the workflow does, the last message on the channel
+says how it ended ("done" or "error"), so the server can settle the job with a reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
+from shoal.wire.channel import SyncChannel
+
+BUILTIN_WORKFLOWS = {"fedavg": "shoal.fl.fedavg.FedAvg"}
+
+
+def _load_class(dotted: str) -> type[Workflow]:
+    module_name, _, class_name = dotted.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Workflow)):
+        raise TypeError(f"{dotted} is not a shoal Workflow subclass")
+    return cls
+
+
+def resolve_workflow(config: dict[str, Any]) -> tuple[type[Workflow], dict[str, Any]]:
+    """``"workflow": "fedavg"`` names a built-in; ``{"class": "mod.Cls"}`` names custom code."""
+    spec = config.get("workflow", "fedavg")
+    if isinstance(spec, str):
+        if spec not in BUILTIN_WORKFLOWS:
+            raise ValueError(
+                f"unknown workflow {spec!r}; built-in ones: {', '.join(sorted(BUILTIN_WORKFLOWS))}"
+            )
+        dotted = BUILTIN_WORKFLOWS[spec]
+    elif isinstance(spec, dict) and isinstance(spec.get("class"), str):
+        dotted = spec["class"]
+    else:
+        raise ValueError('\'workflow\' must be a built-in name or {"class": "module.Class"}')
+    args = config.get("args", {})
+    if not isinstance(args, dict):
+        raise ValueError("'args' must be a JSON object")
+    return _load_class(dotted), args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shoal-controller")
+    parser.add_argument("--job-id", required=True)
+    parser.add_argument("--app-dir", type=Path, required=True)
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--sites", required=True, help="comma-separated site names")
+    parser.add_argument("--min-clients", type=int, default=1)
+    opts = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+    )
+    channel = SyncChannel.from_env()
+    custom = opts.app_dir / "custom"
+    if custom.is_dir():
+        sys.path.insert(0, str(custom))
+    try:
+        config = json.loads((opts.app_dir / "config" / "config_fed_server.json").read_text())
+        cls, args = resolve_workflow(config)
+        ctx = WorkflowContext(
+            channel,
+            job_id=opts.job_id,
+            sites=[s for s in opts.sites.split(",") if s],
+            run_dir=opts.run_dir,
+            workspace=opts.workspace,
+            app_dir=opts.app_dir,
+            min_clients=opts.min_clients,
+        )
+        cls(ctx, **args).run()
+    except RoundFailed as exc:
+        logging.getLogger("shoal.workflow").error("job failed: %s", exc)
+        channel.send(
+            {"op": "error", "status": "FAILED", "type": "RoundFailed", "message": str(exc), "site": exc.site}
+        )
+        return 1
+    except Exception as exc:
+        traceback.print_exc()
+        channel.send(
+            {"op": "error", "status": "FINISHED_EXCEPTION", "type": type(exc).__name__, "message": str(exc)}
+        )
+        return 1
+    channel.send({"op": "done"})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

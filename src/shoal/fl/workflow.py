@@ -1,0 +1,180 @@
+"""The server side of a job: the Workflow base class and the context it drives sites with.
+
+A workflow runs in its own process (one per job), talks to the server over an inherited
+socket, and exchanges weights as safetensors files in the job's run folder. Write a custom
+workflow by subclassing ``Workflow`` in the job's custom code and naming it in
+``config_fed_server.json`` as ``{"workflow": {"class": "my_module.MyWorkflow"}, "args": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from shoal.fl.model import FLModel
+from shoal.wire.channel import SyncChannel
+from shoal.wire.models import load_params, save_params
+
+log = logging.getLogger("shoal.workflow")
+
+
+class RoundFailed(Exception):
+    """Too few sites answered a task: the job cannot go on."""
+
+    def __init__(self, message: str, site: str | None = None) -> None:
+        super().__init__(message)
+        self.site = site
+
+
+class WorkflowContext:
+    """What a workflow may do: send tasks, collect results, record metrics, save results."""
+
+    def __init__(
+        self,
+        channel: SyncChannel,
+        *,
+        job_id: str,
+        sites: list[str],
+        run_dir: Path,
+        workspace: Path,
+        app_dir: Path,
+        min_clients: int = 1,
+    ) -> None:
+        self._channel = channel
+        self.job_id = job_id
+        self.sites = list(sites)
+        self.run_dir = run_dir
+        self.workspace = workspace
+        self.app_dir = app_dir
+        self.min_clients = min_clients
+        self.rounds: list[dict[str, Any]] = []
+        self._failed_sites: dict[str, str] = {}
+        self._pending: dict[str, set[str]] = {}
+        (run_dir / "models").mkdir(parents=True, exist_ok=True)
+
+    def send_task(
+        self,
+        task_name: str,
+        model: FLModel,
+        *,
+        sites: list[str] | None = None,
+        round_number: int = 0,
+        total_rounds: int = 1,
+    ) -> str:
+        """Push a task and its model to sites; returns the task id to collect results by."""
+        task_id = uuid.uuid4().hex[:16]
+        model_path = self.run_dir / "models" / f"{task_id}.safetensors"
+        save_params(model.params, model_path)
+        targets = [s for s in (sites if sites is not None else self.sites) if s not in self._failed_sites]
+        self._channel.send(
+            {
+                "op": "task",
+                "task_id": task_id,
+                "task_name": task_name,
+                "round": round_number,
+                "total_rounds": total_rounds,
+                "model_path": str(model_path),
+                "sites": targets,
+                "meta": model.meta,
+            }
+        )
+        self._pending[task_id] = set(targets)
+        return task_id
+
+    def results(
+        self, task_id: str, *, min_responses: int, timeout: float | None
+    ) -> Iterator[tuple[str, FLModel]]:
+        """Yield (site, update) as results arrive until every site answered, failed, or time ran out.
+
+        Raises RoundFailed when fewer than ``min_responses`` can still answer.
+        """
+        waiting = self._pending.pop(task_id, set())
+        received = 0
+        deadline = None if not timeout else time.monotonic() + timeout
+        if len(waiting) < min_responses:
+            raise RoundFailed(f"only {len(waiting)} sites can take the task, {min_responses} needed")
+        while waiting:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if received >= min_responses:
+                    log.warning("round deadline passed; going on without %s", sorted(waiting))
+                    return
+                raise RoundFailed(
+                    f"round deadline passed with {received} of {min_responses} needed results; "
+                    f"no answer from {', '.join(sorted(waiting))}",
+                    site=sorted(waiting)[0],
+                )
+            try:
+                message = self._channel.receive(remaining)
+            except TimeoutError:
+                continue
+            if message is None:
+                raise RoundFailed("the server closed the channel")
+            op = message.get("op")
+            if op == "result" and message.get("task_id") == task_id and message.get("site") in waiting:
+                site = str(message["site"])
+                waiting.discard(site)
+                path = Path(message["path"])
+                params = load_params(path)
+                path.unlink(missing_ok=True)
+                received += 1
+                yield (
+                    site,
+                    FLModel(
+                        params=params,
+                        metrics=dict(message.get("metrics") or {}),
+                        meta=dict(message.get("meta") or {}),
+                        num_examples=int(message.get("num_examples") or 1),
+                    ),
+                )
+            elif op == "site_failed":
+                site = str(message.get("site"))
+                reason = str(message.get("reason", "site failed"))
+                self._failed_sites[site] = reason
+                if site in waiting:
+                    waiting.discard(site)
+                    log.warning("site %s dropped out: %s", site, reason)
+                    if received + len(waiting) < min_responses:
+                        raise RoundFailed(f"site {site} failed: {reason}", site=site)
+            elif op == "stop":
+                raise RoundFailed("the server stopped the job")
+
+    def record_round(self, round_number: int, metrics: dict[str, float], sites: list[str]) -> None:
+        """Remember one finished round and tell the server (for meta, stats and monitor)."""
+        entry = {"round": round_number, "metrics": metrics, "sites": sites, "time": time.time()}
+        self.rounds.append(entry)
+        self._channel.send({"op": "round", **entry})
+        log.info("round %d done: %s", round_number, " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+
+    def save_model(self, model: FLModel, name: str = "FL_global_model.safetensors") -> Path:
+        path = self.workspace / name
+        save_params(model.params, path)
+        return path
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.workspace / name
+        path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        return path
+
+    def load_app_model(self, relative: str) -> dict[str, Any]:
+        """Load an initial model shipped inside the server app folder."""
+        path = (self.app_dir / relative).resolve()
+        if not path.is_relative_to(self.app_dir.resolve()):
+            raise ValueError(f"initial model path escapes the app folder: {relative}")
+        return load_params(path)
+
+
+class Workflow:
+    """Base class for server-side workflows. Subclasses implement ``run``."""
+
+    def __init__(self, ctx: WorkflowContext, **args: Any) -> None:
+        self.ctx = ctx
+        self.args = args
+
+    def run(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,291 @@
+"""One running job: its controller process, its sites, and how it ends.
+
+The controller (the workflow) runs in its own process group and speaks JSON lines over a
+socketpair. This object relays its tasks to the sites over their open channels, hands site
+results back to it, and settles the job to exactly one terminal status with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shoal.wire.channel import CHANNEL_FD_ENV, encode
+from shoal.wire.status import JobStatus
+
+if TYPE_CHECKING:
+    from shoal.scheduler.scheduler import Scheduler
+
+log = logging.getLogger("shoal.scheduler")
+
+SITE_END_GRACE = 10.0  # seconds a site gets to stop its process and upload its log
+
+
+@dataclass
+class JobPaths:
+    """Where one job's files live on the server."""
+
+    root: Path
+
+    @property
+    def job(self) -> Path:
+        """The submitted job definition, extracted."""
+        return self.root / "job"
+
+    @property
+    def run(self) -> Path:
+        """Scratch space of the running job: models in flight, results being received."""
+        return self.root / "run"
+
+    @property
+    def workspace(self) -> Path:
+        """The job's result: global model, metrics, logs. Downloaded as ``workspace/``."""
+        return self.root / "workspace"
+
+    def site_log(self, site: str) -> Path:
+        return self.workspace / site / "log.txt"
+
+    @property
+    def server_log(self) -> Path:
+        return self.workspace / "server" / "log.txt"
+
+
+@dataclass
+class TaskState:
+    task_id: str
+    model_path: Path
+    sites: set[str]
+
+
+@dataclass
+class Progress:
+    """Live facts about a running job, shown by meta (and later stats and monitor)."""
+
+    current_round: int | None = None
+    total_rounds: int | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    site_status: dict[str, str] = field(default_factory=dict)
+
+
+class JobRun:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        job_id: int,
+        paths: JobPaths,
+        server_app: str,
+        site_apps: dict[str, str],
+        min_clients: int,
+    ) -> None:
+        self.scheduler = scheduler
+        self.job_id = job_id
+        self.paths = paths
+        self.server_app = server_app
+        self.site_apps = site_apps  # site name -> app folder it runs
+        self.min_clients = min_clients
+        self.tasks: dict[str, TaskState] = {}
+        self.progress = Progress(site_status={s: "deploying" for s in site_apps})
+        self._writer: asyncio.StreamWriter | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
+        self._ended_sites: set[str] = set()
+        self._all_ended = asyncio.Event()
+        self._lost_sites: set[str] = set()
+        self.done = asyncio.Event()
+
+    @property
+    def sites(self) -> list[str]:
+        return sorted(self.site_apps)
+
+    async def start(self) -> None:
+        """Start the controller and deploy to every site; the job is RUNNING when this returns."""
+        for d in (self.paths.run, self.paths.workspace / "server"):
+            d.mkdir(parents=True, exist_ok=True)
+        parent, child = socket.socketpair()
+        log_file = open(self.paths.server_log, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "shoal.fl.controller_main",
+                "--job-id",
+                str(self.job_id),
+                "--app-dir",
+                str(self.paths.job / self.server_app),
+                "--run-dir",
+                str(self.paths.run),
+                "--workspace",
+                str(self.paths.workspace),
+                "--sites",
+                ",".join(self.sites),
+                "--min-clients",
+                str(self.min_clients),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                pass_fds=(child.fileno(),),
+                env={**os.environ, CHANNEL_FD_ENV: str(child.fileno()), "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+                cwd=str(self.paths.run),
+            )
+        finally:
+            child.close()
+            log_file.close()
+        reader, self._writer = await asyncio.open_connection(sock=parent)
+        for site, app in self.site_apps.items():
+            ok = await self.scheduler.sites.send(
+                site, {"type": "deploy", "job_id": str(self.job_id), "app": app}
+            )
+            if not ok:
+                self.site_failed(
+                    site, {"type": "SiteDisconnected", "message": "site disconnected before deploy"}
+                )
+        self.scheduler.set_status(self.job_id, JobStatus.RUNNING, "running")
+        asyncio.get_running_loop().create_task(self._pump(reader))
+
+    async def _pump(self, reader: asyncio.StreamReader) -> None:
+        """Read the controller's messages until it exits, then settle the job."""
+        try:
+            while line := await reader.readline():
+                await self._handle(json.loads(line))
+        except (ConnectionError, ValueError) as exc:
+            log.warning("job %s: controller channel broke: %s", self.job_id, exc)
+        assert self._proc is not None
+        returncode = await self._proc.wait()
+        if self._outcome is None:
+            self._outcome = (
+                JobStatus.FINISHED_EXCEPTION,
+                f"the workflow process exited with code {returncode} without finishing",
+                {"site": "server", "type": "ProcessExit", "message": f"exit code {returncode}"},
+            )
+        await self._finish()
+
+    async def _handle(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "task":
+            task = TaskState(msg["task_id"], Path(msg["model_path"]), set(msg["sites"]))
+            self.tasks[task.task_id] = task
+            self.progress.current_round = msg.get("round")
+            self.progress.total_rounds = msg.get("total_rounds")
+            out = {
+                "type": "task",
+                "job_id": str(self.job_id),
+                "task_id": task.task_id,
+                "task_name": msg.get("task_name", "train"),
+                "round": msg.get("round"),
+                "total_rounds": msg.get("total_rounds"),
+                "meta": msg.get("meta") or {},
+            }
+            for site in sorted(task.sites):
+                if not await self.scheduler.sites.send(site, out):
+                    self.site_lost(site, "site is not connected")
+            self.scheduler.events.notify(self.job_id)
+        elif op == "round":
+            self.progress.last_metrics = dict(msg.get("metrics") or {})
+            self.scheduler.events.notify(self.job_id)
+        elif op == "done":
+            self._outcome = (JobStatus.FINISHED_OK, "finished", None)
+        elif op == "error":
+            status = JobStatus(msg.get("status", "FINISHED_EXCEPTION"))
+            site = msg.get("site") or "server"
+            error = {"site": site, "type": msg.get("type", "Error"), "message": msg.get("message", "")}
+            self._outcome = (status, f"{error['type']}: {error['message']}", error)
+
+    def _send_controller(self, msg: dict[str, Any]) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(encode(msg))
+
+    def task_for(self, site: str, task_id: str) -> TaskState | None:
+        task = self.tasks.get(task_id)
+        return task if task is not None and site in task.sites else None
+
+    def on_result(self, site: str, task_id: str, path: Path, header: dict[str, Any]) -> None:
+        self.progress.site_status[site] = "running"
+        self._send_controller(
+            {
+                "op": "result",
+                "task_id": task_id,
+                "site": site,
+                "path": str(path),
+                "num_examples": int(header.get("num_examples", 1)),
+                "metrics": header.get("metrics") or {},
+                "meta": header.get("meta") or {},
+            }
+        )
+
+    def site_ready(self, site: str) -> None:
+        self.progress.site_status[site] = "running"
+        self.scheduler.events.notify(self.job_id)
+
+    def site_failed(self, site: str, error: dict[str, Any]) -> None:
+        """A site's job process failed: tell the workflow, which decides if the job can go on."""
+        if site in self._lost_sites:
+            return
+        self._lost_sites.add(site)
+        self.progress.site_status[site] = "failed"
+        message = str(error.get("message", "failed"))
+        self.scheduler.record_first_error(
+            self.job_id, {"site": site, "type": error.get("type", "Error"), "message": message}
+        )
+        self._send_controller({"op": "site_failed", "site": site, "reason": message})
+        self._site_ended(site)
+
+    def site_lost(self, site: str, reason: str) -> None:
+        self.site_failed(site, {"type": "SiteDisconnected", "message": reason})
+
+    def site_ended(self, site: str) -> None:
+        self.progress.site_status.setdefault(site, "ended")
+        if self.progress.site_status[site] != "failed":
+            self.progress.site_status[site] = "ended"
+        self._site_ended(site)
+
+    def _site_ended(self, site: str) -> None:
+        self._ended_sites.add(site)
+        if self._ended_sites >= set(self.site_apps):
+            self._all_ended.set()
+
+    async def _finish(self) -> None:
+        """Ask the sites to stop and upload their logs (bounded wait), then settle the status."""
+        assert self._outcome is not None
+        status, reason, error = self._outcome
+        for site in self.sites:
+            if site not in self._ended_sites and not await self.scheduler.sites.send(
+                site, {"type": "end", "job_id": str(self.job_id), "reason": reason}
+            ):
+                self._site_ended(site)
+        try:
+            await asyncio.wait_for(self._all_ended.wait(), SITE_END_GRACE)
+        except TimeoutError:
+            stragglers = sorted(set(self.site_apps) - self._ended_sites)
+            log.warning("job %s: sites did not confirm the end: %s", self.job_id, stragglers)
+        if error is not None:
+            self.scheduler.record_first_error(self.job_id, error)
+        self.scheduler.set_status(self.job_id, status, reason)
+        self._cleanup_run_dir()
+        self.done.set()
+        self.scheduler.run_finished(self)
+
+    def _cleanup_run_dir(self) -> None:
+        for path in sorted(self.paths.run.rglob("*"), reverse=True):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """Stop the controller's whole process group (server shutdown or abort)."""
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def elapsed(self) -> float:
+        return time.time()

@@ -1,0 +1,169 @@
+"""Job lifecycle without HTTP: admission, dispatch, supervision, settling after a restart.
+
+Dispatch is event-driven: a submit, a site connecting, and a job ending each call ``kick``.
+Nothing scans the store on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from shoal.scheduler.events import JobEvents
+from shoal.scheduler.runner import JobPaths, JobRun
+from shoal.scheduler.sites import SiteRegistry
+from shoal.store.base import JobRecord, JobStore
+from shoal.store.blobs import BlobStore
+from shoal.wire.archive import extract_archive
+from shoal.wire.jobdef import load_job_definition
+from shoal.wire.status import JobStatus
+
+log = logging.getLogger("shoal.scheduler")
+
+ALL_SITES = "@ALL"
+
+
+def target_sites(deploy_map: dict[str, list[str]], connected: list[str]) -> dict[str, str]:
+    """Which connected site runs which app. ``@ALL`` means every connected site."""
+    out: dict[str, str] = {}
+    for app, targets in deploy_map.items():
+        for target in targets:
+            if target == ALL_SITES:
+                for site in connected:
+                    out.setdefault(site, app)
+            elif target != "server" and target in connected:
+                out.setdefault(target, app)
+    return out
+
+
+def server_app_of(deploy_map: dict[str, list[str]]) -> str | None:
+    for app, targets in deploy_map.items():
+        if "server" in targets or ALL_SITES in targets:
+            return app
+    return None
+
+
+class Scheduler:
+    def __init__(
+        self, store: JobStore, blobs: BlobStore, jobs_root: Path, sites: SiteRegistry, max_running: int = 8
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.jobs_root = jobs_root
+        self.sites = sites
+        self.events = JobEvents()
+        self.max_running = max_running
+        self.runs: dict[int, JobRun] = {}
+        self._kick_pending = False
+
+    def paths(self, job_id: int) -> JobPaths:
+        return JobPaths(self.jobs_root / str(job_id))
+
+    def settle_after_restart(self) -> int:
+        """Jobs that were dispatched or running when the server stopped end ABANDONED, with why."""
+        settled = 0
+        for job in self.store.jobs_in_status([JobStatus.DISPATCHED, JobStatus.RUNNING]):
+            if self.store.transition(
+                job.job_id, JobStatus.ABANDONED, reason="the server restarted while the job was running"
+            ):
+                settled += 1
+        return settled
+
+    def set_status(self, job_id: int, status: JobStatus, reason: str) -> JobRecord | None:
+        record = self.store.transition(job_id, status, reason=reason)
+        self.events.notify(job_id)
+        return record
+
+    def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+        job = self.store.get_job(job_id)
+        if job is not None and job.first_error is None:
+            self.store.set_first_error(job_id, error)
+
+    def kick(self) -> None:
+        """Ask for a dispatch pass soon; many kicks in one loop turn make one pass."""
+        if not self._kick_pending:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_soon(self._run_pass)
+
+    def _run_pass(self) -> None:
+        self._kick_pending = False
+        asyncio.get_running_loop().create_task(self._dispatch_pending())
+
+    async def _dispatch_pending(self) -> None:
+        connected = self.sites.names()
+        for job in self.store.jobs_in_status([JobStatus.SUBMITTED]):
+            if job.job_id in self.runs:
+                continue
+            if len(self.runs) >= self.max_running:
+                self._set_reason(
+                    job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
+                )
+                continue
+            targets = target_sites(job.meta.get("deploy_map", {}), connected)
+            min_clients = int(job.meta.get("min_clients", 1))
+            if len(targets) < min_clients:
+                have = ", ".join(sorted(targets)) or "none"
+                self._set_reason(
+                    job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
+                )
+                continue
+            await self._dispatch(job, targets, min_clients)
+
+    def _set_reason(self, job: JobRecord, reason: str) -> None:
+        if job.status_reason != reason:
+            self.store.set_status_reason(job.job_id, reason)
+            self.events.notify(job.job_id)
+
+    async def _dispatch(self, job: JobRecord, targets: dict[str, str], min_clients: int) -> None:
+        if (
+            self.set_status(job.job_id, JobStatus.DISPATCHED, f"deploying to {', '.join(sorted(targets))}")
+            is None
+        ):
+            return
+        paths = self.paths(job.job_id)
+        try:
+            await asyncio.to_thread(self._materialise, job, paths)
+            server_app = server_app_of(job.meta.get("deploy_map", {}))
+            if server_app is None:
+                raise ValueError("deploy_map deploys no app to the server")
+            run = JobRun(self, job.job_id, paths, server_app, targets, min_clients)
+            self.runs[job.job_id] = run
+            await run.start()
+        except Exception as exc:
+            log.exception("job %s could not start", job.job_id)
+            self.runs.pop(job.job_id, None)
+            self.record_first_error(
+                job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}
+            )
+            self.set_status(job.job_id, JobStatus.FAILED, f"could not start the job: {exc}")
+
+    def _materialise(self, job: JobRecord, paths: JobPaths) -> None:
+        """Extract the stored job archive into the job's folder (fresh each time)."""
+        if paths.job.exists():
+            shutil.rmtree(paths.job)
+        extract_archive(self.blobs.path(job.content_sha256), paths.job)
+        load_job_definition(paths.job)
+
+    def run_finished(self, run: JobRun) -> None:
+        self.runs.pop(run.job_id, None)
+        self.kick()
+
+    def site_connected(self, name: str) -> None:
+        self.kick()
+
+    def site_disconnected(self, name: str) -> None:
+        for run in list(self.runs.values()):
+            if name in run.site_apps:
+                run.site_lost(name, "the site disconnected")
+
+    async def shutdown(self) -> None:
+        """Server is stopping: kill every controller; their jobs end ABANDONED with a reason."""
+        for run in list(self.runs.values()):
+            run.kill()
+            self.store.transition(
+                run.job_id, JobStatus.ABANDONED, reason="the server shut down while the job was running"
+            )
+        self.runs.clear()

@@ -1,0 +1,160 @@
+"""The admin API: what the CLI and SDK call. Each handler parses, calls one thing, renders."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from shoal.errors import ShoalError
+from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext
+from shoal.server.middleware import identity_of
+from shoal.server.results import build_result_zip
+from shoal.server.submission import prepare_submission
+from shoal.server.views import job_meta, job_row
+from shoal.store.base import Submitter
+
+LONG_POLL_MAX = 30.0
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def save_body(request: web.Request, dest: Path, limit: int) -> int:
+    """Stream the request body to a file, refusing it once it passes ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ShoalError("UPLOAD_TOO_LARGE", f"{request.content_length} bytes; the limit is {limit}")
+    total = 0
+    with dest.open("wb") as out:
+        async for chunk in request.content.iter_chunked(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise ShoalError("UPLOAD_TOO_LARGE", f"more than {limit} bytes")
+            out.write(chunk)
+    return total
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    ident = identity_of(request)
+    study = ctx.study_of(request)
+    token = request.query.get("submit_token")
+    if token is not None and not SUBMIT_TOKEN_RE.match(token):
+        raise ShoalError(
+            "INVALID_ARGS", "submit token must be 1-128 of letters, digits, '.', '_', ':' or '-'"
+        )
+    work = ctx.tmp_dir / uuid.uuid4().hex
+    work.mkdir()
+    try:
+        upload = work / "upload.zip"
+        await save_body(request, upload, ctx.max_upload_bytes)
+        prepared = await asyncio.to_thread(prepare_submission, upload, work, ctx.known_sites())
+        sha = await asyncio.to_thread(ctx.blobs.put_file, prepared.archive)
+        record, created = ctx.store.create_job(
+            study=study,
+            name=prepared.jobdef.name,
+            meta=prepared.jobdef.meta,
+            content_sha256=sha,
+            submitter=Submitter(ident.name, ident.org, ident.role or ""),
+            submit_token=token,
+            content_hash=prepared.content_hash,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if created:
+        ctx.scheduler.kick()
+    return web.json_response(
+        {"job_id": str(record.job_id), "created": created}, status=201 if created else 200
+    )
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    study = ctx.study_of(request)
+    q = request.query
+    token = q.get("submit_token")
+    now = time.time()
+    if token is not None:
+        ident = identity_of(request)
+        job = ctx.store.find_by_submit_token(study, Submitter(ident.name, ident.org, ident.role or ""), token)
+        jobs = [job] if job is not None else []
+    else:
+        limit = int(q["max"]) if q.get("max", "").isdigit() and int(q["max"]) > 0 else None
+        jobs = ctx.store.list_jobs(
+            study=study,
+            name_prefix=q.get("name") or None,
+            id_prefix=q.get("id") or None,
+            reverse=q.get("reverse") == "1",
+            limit=limit,
+        )
+    return web.json_response({"jobs": [job_row(j, now) for j in jobs]})
+
+
+def _meta_of(ctx: ServerContext, request: web.Request) -> dict[str, object]:
+    job = ctx.job_in_study(request)
+    return job_meta(job, ctx.scheduler.runs.get(job.job_id), time.time())
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response(_meta_of(request.app[CTX], request))
+
+
+async def wait_job(request: web.Request) -> web.Response:
+    """Long poll: answer as soon as the job is terminal (pushed by the scheduler) or at the timeout."""
+    ctx = request.app[CTX]
+    try:
+        timeout = min(float(request.query.get("timeout", LONG_POLL_MAX)), LONG_POLL_MAX)
+    except ValueError as exc:
+        raise ShoalError("INVALID_ARGS", "timeout must be a number") from exc
+    deadline = time.monotonic() + max(0.0, timeout)
+    job = ctx.job_in_study(request)
+    seen = ctx.scheduler.events.version(job.job_id)
+    while True:
+        job = ctx.job_in_study(request)
+        remaining = deadline - time.monotonic()
+        if job.status.terminal or remaining <= 0:
+            break
+        seen = await ctx.scheduler.events.wait_change(job.job_id, seen, remaining)
+    meta = job_meta(job, ctx.scheduler.runs.get(job.job_id), time.time())
+    return web.json_response({"terminal": job.status.terminal, "job": meta})
+
+
+async def download_job(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request)
+    if not job.status.terminal:
+        raise ShoalError("JOB_NOT_DONE", f"current status: {job.status.value}", job_id=str(job.job_id))
+    meta = job_meta(job, None, time.time())
+    path = await asyncio.to_thread(build_result_zip, ctx.scheduler.paths(job.job_id), ctx.blobs, job, meta)
+    return web.FileResponse(path, headers={"Content-Type": "application/zip"})
+
+
+async def system_status(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    return web.json_response(
+        {
+            "server": {"project": ctx.project, "running_jobs": sorted(str(j) for j in ctx.scheduler.runs)},
+            "sites": [
+                {"name": s.name, "org": s.org, "connected_at": s.connected_at, "version": s.version}
+                for s in ctx.sites.all()
+            ],
+            "known_sites": ctx.known_sites(),
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v1/health", health),
+        web.post("/api/v1/jobs", submit_job),
+        web.get("/api/v1/jobs", list_jobs),
+        web.get("/api/v1/jobs/{job_id}", get_job),
+        web.get("/api/v1/jobs/{job_id}/wait", wait_job),
+        web.get("/api/v1/jobs/{job_id}/result", download_job),
+        web.get("/api/v1/system/status", system_status),
+    ]

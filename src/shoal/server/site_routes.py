@@ -1,0 +1,137 @@
+"""The site API: one WebSocket control channel per site, plus streamed model transfers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from shoal.errors import ShoalError
+from shoal.scheduler.runner import JobRun
+from shoal.scheduler.sites import ConnectedSite
+from shoal.server.admin_routes import save_body
+from shoal.server.context import CTX, ServerContext
+from shoal.server.middleware import identity_of
+
+log = logging.getLogger("shoal.server")
+
+HEARTBEAT_SECONDS = 15.0
+MAX_RESULT_BYTES = 8 * 2**30
+MAX_LOG_BYTES = 64 * 2**20
+
+
+async def site_channel(request: web.Request) -> web.WebSocketResponse:
+    """Hold the site's control channel: the server pushes deploy/task/end, the site reports back."""
+    ctx = request.app[CTX]
+    ident = identity_of(request)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=4 * 2**20)
+    await ws.prepare(request)
+
+    async def send(message: dict[str, Any]) -> None:
+        await ws.send_json(message)
+
+    site = ConnectedSite(name=ident.name, org=ident.org, send=send)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            kind = data.get("type")
+            if kind == "hello":
+                site.version = str(data.get("version", ""))
+                site.policy = dict(data.get("policy") or {})
+                ctx.sites.add(site)
+                ctx.seen_sites.add(site.name)
+                log.info("site %s connected", site.name)
+                await send({"type": "welcome", "project": ctx.project})
+                ctx.scheduler.site_connected(site.name)
+            else:
+                _on_site_message(ctx, site.name, data)
+    finally:
+        if ctx.sites.remove(site.name, send):
+            log.info("site %s disconnected", site.name)
+            ctx.scheduler.site_disconnected(site.name)
+    return ws
+
+
+def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> None:
+    run = ctx.scheduler.runs.get(int(data.get("job_id", 0) or 0))
+    if run is None or site not in run.site_apps:
+        return
+    kind = data.get("type")
+    if kind == "ready":
+        run.site_ready(site)
+    elif kind == "failed":
+        run.site_failed(site, dict(data.get("error") or {}))
+    elif kind == "ended":
+        run.site_ended(site)
+
+
+def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
+    """The running job in the path, if the calling site takes part in it."""
+    ctx = request.app[CTX]
+    site = identity_of(request).name
+    raw = request.match_info["job_id"]
+    run = ctx.scheduler.runs.get(int(raw)) if raw.isdigit() and len(raw) <= 16 else None
+    if run is None or site not in run.site_apps:
+        raise ShoalError("JOB_NOT_RUNNING", "this site has no part in that job now", job_id=raw)
+    return ctx, run, site
+
+
+async def job_archive(request: web.Request) -> web.FileResponse:
+    ctx, run, _ = _run_for_site(request)
+    job = ctx.store.get_job(run.job_id)
+    if job is None:
+        raise ShoalError("JOB_NOT_FOUND", job_id=str(run.job_id), study="?")
+    return web.FileResponse(ctx.blobs.path(job.content_sha256))
+
+
+async def task_model(request: web.Request) -> web.FileResponse:
+    _, run, site = _run_for_site(request)
+    task = run.task_for(site, request.match_info["task_id"])
+    if task is None:
+        raise ShoalError("JOB_NOT_RUNNING", "no such task for this site", job_id=str(run.job_id))
+    return web.FileResponse(task.model_path)
+
+
+async def task_result(request: web.Request) -> web.Response:
+    """Stream a site's update to disk, then hand the workflow its path (it aggregates)."""
+    _, run, site = _run_for_site(request)
+    task_id = request.match_info["task_id"]
+    if run.task_for(site, task_id) is None:
+        raise ShoalError("JOB_NOT_RUNNING", "no such task for this site", job_id=str(run.job_id))
+    try:
+        header = json.loads(request.headers.get("X-Shoal-Result", "{}"))
+    except ValueError as exc:
+        raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
+    results = run.paths.run / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    tmp = results / f".{uuid.uuid4().hex}.part"
+    await save_body(request, tmp, MAX_RESULT_BYTES)
+    final = results / f"{task_id}-{site}.safetensors"
+    tmp.replace(final)
+    run.on_result(site, task_id, final, header)
+    return web.json_response({"ok": True})
+
+
+async def job_log(request: web.Request) -> web.Response:
+    _, run, site = _run_for_site(request)
+    dest = run.paths.site_log(site)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".part")
+    await save_body(request, tmp, MAX_LOG_BYTES)
+    tmp.replace(dest)
+    return web.json_response({"ok": True})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/site/v1/ws", site_channel),
+        web.get("/site/v1/jobs/{job_id}/archive", job_archive),
+        web.get("/site/v1/jobs/{job_id}/tasks/{task_id}/model", task_model),
+        web.put("/site/v1/jobs/{job_id}/tasks/{task_id}/result", task_result),
+        web.put("/site/v1/jobs/{job_id}/log", job_log),
+    ]

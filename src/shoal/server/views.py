@@ -1,0 +1,72 @@
+"""How a job looks from outside: the JSON the admin API returns for it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shoal.scheduler.runner import JobRun
+    from shoal.store.base import JobRecord
+
+
+def iso(ts: float | None) -> str:
+    """UTC ISO-8601 with offset, or "" when the moment has not happened."""
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else ""
+
+
+def duration(job: JobRecord, now: float) -> tuple[str, float | None]:
+    """(text, seconds) from start to end, or to now while running; "N/A" before it starts."""
+    if job.start_time is None:
+        return "N/A", None
+    end = job.end_time if job.end_time is not None else now
+    seconds = max(0.0, end - job.start_time)
+    return str(timedelta(seconds=round(seconds, 3))), round(seconds, 3)
+
+
+def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
+    """Every field a user may need, flat; the job's own meta.json fields come first."""
+    text, seconds = duration(job, now)
+    out: dict[str, Any] = {k: v for k, v in job.meta.items() if k != "submit_token"}
+    out.update(
+        {
+            "job_id": str(job.job_id),
+            "name": job.name,
+            "job_name": job.name,
+            "status": job.status.value,
+            "status_reason": job.status_reason,
+            "study": job.study,
+            "submitter_name": job.submitter.name,
+            "submitter_org": job.submitter.org,
+            "submitter_role": job.submitter.role,
+            "submit_time": job.submit_time,
+            "submit_time_iso": iso(job.submit_time),
+            "start_time": iso(job.start_time),
+            "end_time": iso(job.end_time),
+            "duration": text,
+            "duration_s": seconds,
+            "first_error": job.first_error,
+            "cloned_from": str(job.cloned_from) if job.cloned_from is not None else None,
+        }
+    )
+    if run is not None:
+        out["progress"] = {
+            "current_round": run.progress.current_round,
+            "total_rounds": run.progress.total_rounds,
+            "last_metrics": run.progress.last_metrics,
+            "sites": dict(run.progress.site_status),
+        }
+    return out
+
+
+def job_row(job: JobRecord, now: float) -> dict[str, Any]:
+    """One line of ``job list``."""
+    text, _ = duration(job, now)
+    return {
+        "job_id": str(job.job_id),
+        "job_name": job.name,
+        "status": job.status.value,
+        "submit_time": iso(job.submit_time),
+        "duration": text,
+        "study": job.study,
+    }

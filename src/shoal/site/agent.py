@@ -1,0 +1,173 @@
+"""The site agent: dials out to the server, holds the control channel, runs the site's jobs.
+
+Sites sit behind firewalls, so the server never dials a site: the agent keeps one WebSocket
+open (reconnecting with capped, jittered backoff) and the server pushes work down it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from shoal import __version__
+from shoal.security.tls import client_ssl_context, read_kit_json
+from shoal.site.job import SiteJob
+
+log = logging.getLogger("shoal.site")
+
+BACKOFF_START = 0.1
+BACKOFF_MAX = 10.0
+
+
+class SiteAgent:
+    def __init__(self, kit_dir: Path, workspace: Path | None = None) -> None:
+        kind, config = read_kit_json(kit_dir)
+        if kind != "site":
+            raise ValueError(f"{kit_dir} is a {kind} kit, not a site kit")
+        self.kit_dir = kit_dir
+        self.name = str(config["name"])
+        server = config["server"]
+        self.base_url = f"https://{server['host']}:{server['port']}"
+        self.workspace = workspace or kit_dir / "workspace"
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        policy_file = kit_dir / "local" / "site_policy.json"
+        self.policy: dict[str, Any] = json.loads(policy_file.read_text()) if policy_file.exists() else {}
+        self.jobs: dict[str, SiteJob] = {}
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None
+        return self._session
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Report to the server; a message sent while disconnected is dropped (the server
+        learns of the disconnect on its side and settles the job)."""
+        if self._ws is not None and not self._ws.closed:
+            try:
+                await self._ws.send_json(message)
+            except ConnectionError:
+                pass
+
+    async def download(self, path: str, dest: Path) -> None:
+        """Stream a file from the server to ``dest`` (temp file, then rename)."""
+        tmp = dest.with_name(dest.name + ".part")
+        async with self.session.get(self.base_url + path) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
+            with tmp.open("wb") as out:
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    out.write(chunk)
+        tmp.replace(dest)
+
+    async def upload(self, path: str, src: Path, headers: dict[str, str]) -> None:
+        with src.open("rb") as f:
+            async with self.session.put(self.base_url + path, data=f, headers=headers) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {await resp.text()}")
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.kit_dir), limit=16)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+        ) as session:
+            self._session = session
+            backoff = BACKOFF_START
+            while not self._stop.is_set():
+                try:
+                    async with session.ws_connect(self.base_url + "/site/v1/ws", heartbeat=15.0) as ws:
+                        self._ws = ws
+                        await ws.send_json({"type": "hello", "version": __version__, "policy": self.policy})
+                        log.info("connected to %s", self.base_url)
+                        backoff = BACKOFF_START
+                        await self._listen(ws)
+                except (aiohttp.ClientError, OSError) as exc:
+                    log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
+                finally:
+                    self._ws = None
+                if self._stop.is_set():
+                    break
+                try:
+                    await asyncio.wait_for(self._stop.wait(), backoff * (0.5 + random.random()))
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            await self._end_all("the site agent is stopping")
+
+    async def _listen(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        stop_task = asyncio.ensure_future(self._stop.wait())
+        try:
+            while True:
+                receive = asyncio.ensure_future(ws.receive())
+                done, _ = await asyncio.wait({receive, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                if stop_task in done:
+                    receive.cancel()
+                    return
+                msg = receive.result()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    return
+                self._dispatch(json.loads(msg.data))
+        finally:
+            stop_task.cancel()
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        job_id = str(msg.get("job_id", ""))
+        loop = asyncio.get_running_loop()
+        if kind == "deploy":
+            if job_id not in self.jobs:
+                job = SiteJob(self, job_id, str(msg["app"]))
+                self.jobs[job_id] = job
+                loop.create_task(job.start())
+        elif kind == "task":
+            if (job := self.jobs.get(job_id)) is not None:
+                loop.create_task(self._guard(job, job.on_task(msg)))
+        elif kind in ("end", "abort"):
+            if (job := self.jobs.pop(job_id, None)) is not None:
+                loop.create_task(job.end(str(msg.get("reason", kind))))
+            else:
+                loop.create_task(self.send({"type": "ended", "job_id": job_id}))
+
+    async def _guard(self, job: SiteJob, coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:
+            log.exception("job %s: task failed", job.job_id)
+            await self.send(
+                {
+                    "type": "failed",
+                    "job_id": job.job_id,
+                    "error": {"type": type(exc).__name__, "message": str(exc)},
+                }
+            )
+
+    async def _end_all(self, reason: str) -> None:
+        jobs = list(self.jobs.values())
+        self.jobs.clear()
+        await asyncio.gather(*(job.stop_process() for job in jobs), return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_site(kit_dir: Path, workspace: Path | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+
+    async def main() -> None:
+        agent = SiteAgent(kit_dir, workspace)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())
+    return 0

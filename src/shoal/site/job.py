@@ -1,0 +1,232 @@
+"""One job at a site: fetch the app, run the training script in its own process group, relay tasks.
+
+The script talks to us over an inherited socket (see ``shoal.fl.client``); its stdout and
+stderr go to the job's ``log.txt``, which is uploaded to the server when the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shoal.wire.archive import extract_archive
+from shoal.wire.channel import CHANNEL_FD_ENV, encode
+
+if TYPE_CHECKING:
+    from shoal.site.agent import SiteAgent
+
+log = logging.getLogger("shoal.site")
+
+STOP_GRACE = 3.0  # seconds the script gets to leave on its own after "stop"
+TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
+
+
+class SiteJob:
+    def __init__(self, agent: SiteAgent, job_id: str, app: str) -> None:
+        self.agent = agent
+        self.job_id = job_id
+        self.app = app
+        self.dir = agent.workspace / "jobs" / job_id
+        self.proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._started = asyncio.Event()
+        self._ending = False
+        self._ended = False
+        self._failed = False
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log.txt"
+
+    def _append_log(self, line: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except Exception as exc:
+            log.exception("job %s could not start", self.job_id)
+            self._append_log(f"shoal site: could not start the job: {exc}")
+            await self._report_failure(type(exc).__name__, str(exc))
+        finally:
+            self._started.set()
+
+    async def _start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        archive = self.dir / "job.zip"
+        await self.agent.download(f"/site/v1/jobs/{self.job_id}/archive", archive)
+        job_dir = self.dir / "job"
+        await asyncio.to_thread(extract_archive, archive, job_dir)
+        app_dir = (job_dir / self.app).resolve()
+        if not app_dir.is_relative_to(job_dir.resolve()):
+            raise ValueError(f"app folder escapes the job: {self.app}")
+        config = json.loads((app_dir / "config" / "config_fed_client.json").read_text())
+        script = app_dir / "custom" / str(config["script"])
+        if not script.resolve().is_relative_to(app_dir):
+            raise ValueError(f"script path escapes the app folder: {config['script']}")
+        if not self.agent.policy.get("allow_custom_code", True):
+            raise PermissionError(f"site {self.agent.name} does not run custom code")
+        args = config.get("args", "")
+        argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
+        parent, child = socket.socketpair()
+        env = {
+            **os.environ,
+            CHANNEL_FD_ENV: str(child.fileno()),
+            "SHOAL_SITE_NAME": self.agent.name,
+            "SHOAL_JOB_ID": self.job_id,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                [str(app_dir / "custom"), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
+        with self.log_path.open("ab") as logf:
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-u",
+                    str(script),
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=logf,
+                    pass_fds=(child.fileno(),),
+                    env=env,
+                    cwd=str(self.dir),
+                    start_new_session=True,
+                )
+            finally:
+                child.close()
+        reader, self._writer = await asyncio.open_connection(sock=parent)
+        asyncio.get_running_loop().create_task(self._pump(reader))
+        await self.agent.send({"type": "ready", "job_id": self.job_id})
+
+    async def _pump(self, reader: asyncio.StreamReader) -> None:
+        """Relay the script's messages; when it exits before being told to stop, that's a failure."""
+        try:
+            while line := await reader.readline():
+                msg = json.loads(line)
+                if msg.get("op") == "result":
+                    await self._upload_result(msg)
+        except (ConnectionError, ValueError) as exc:
+            log.warning("job %s: channel to the script broke: %s", self.job_id, exc)
+        except Exception as exc:
+            log.exception("job %s: relaying a result failed", self.job_id)
+            await self._report_failure(type(exc).__name__, str(exc))
+        assert self.proc is not None
+        code = await self.proc.wait()
+        if not self._ending and code != 0:
+            await self._report_failure(
+                "ProcessExit", f"the training script exited with code {code}{self._tail()}"
+            )
+
+    def _tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return ("; last output: " + " | ".join(text)) if text else ""
+
+    async def _upload_result(self, msg: dict[str, Any]) -> None:
+        path = Path(msg["path"])
+        header = {
+            "num_examples": msg.get("num_examples", 1),
+            "metrics": msg.get("metrics", {}),
+            "meta": msg.get("meta", {}),
+        }
+        await self.agent.upload(
+            f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/result",
+            path,
+            {"X-Shoal-Result": json.dumps(header)},
+        )
+        path.unlink(missing_ok=True)
+
+    async def on_task(self, msg: dict[str, Any]) -> None:
+        await self._started.wait()
+        if self._writer is None or self._ending:
+            return
+        if self.proc is not None and self.proc.returncode is not None:
+            await self._report_failure(
+                "ProcessExit", "the training script had already exited when a task arrived"
+            )
+            return
+        models = self.dir / "models"
+        models.mkdir(exist_ok=True)
+        model_path = models / f"{msg['task_id']}.safetensors"
+        await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", model_path)
+        self._writer.write(
+            encode(
+                {
+                    "op": "task",
+                    "task_id": msg["task_id"],
+                    "task_name": msg.get("task_name", "train"),
+                    "round": msg.get("round"),
+                    "total_rounds": msg.get("total_rounds"),
+                    "meta": msg.get("meta") or {},
+                    "model_path": str(model_path),
+                }
+            )
+        )
+        await self._writer.drain()
+
+    async def _report_failure(self, kind: str, message: str) -> None:
+        if self._failed or self._ending:
+            return
+        self._failed = True
+        await self.agent.send(
+            {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": message}}
+        )
+
+    async def end(self, reason: str) -> None:
+        """Stop the script (politely, then by signal), upload its log, confirm to the server."""
+        if self._ended:
+            return
+        self._ending = True
+        await self._started.wait()
+        if self._writer is not None and not self._writer.is_closing():
+            try:
+                self._writer.write(encode({"op": "stop", "reason": reason}))
+                await self._writer.drain()
+            except ConnectionError:
+                pass
+        await self.stop_process()
+        self._ended = True
+        try:
+            await self.agent.upload(f"/site/v1/jobs/{self.job_id}/log", self.log_path, {})
+        except Exception as exc:
+            log.warning("job %s: could not upload the log: %s", self.job_id, exc)
+        await self.agent.send({"type": "ended", "job_id": self.job_id})
+
+    async def stop_process(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        for sig, grace in ((None, STOP_GRACE), (signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, 5.0)):
+            if sig is not None:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    return
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+                break
+            except TimeoutError:
+                continue
+        self._kill_group(proc.pid)
+
+    @staticmethod
+    def _kill_group(pgid: int) -> None:
+        """Children the script forked share its group; none may outlive the job."""
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

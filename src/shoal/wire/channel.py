@@ -1,0 +1,61 @@
+"""JSON-lines messages over an inherited socket: how a job process talks to its parent.
+
+A site agent hands its training process one end of a socketpair, and the server hands each job
+controller one the same way. Messages are one JSON object per line; model weights never travel
+here (they go through safetensors files beside the job), so a message is always small. Standard
+library only: the client API imports this inside the user's training script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+CHANNEL_FD_ENV = "SHOAL_CHANNEL_FD"
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class SyncChannel:
+    """The child's end: blocking send and receive on the inherited socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+
+    @classmethod
+    def from_env(cls) -> SyncChannel:
+        """Open the channel whose file descriptor the parent put in the environment."""
+        raw = os.environ.get(CHANNEL_FD_ENV)
+        if raw is None:
+            raise RuntimeError(
+                f"{CHANNEL_FD_ENV} is not set: this script must be started by a shoal site or server"
+            )
+        return cls(socket.socket(fileno=int(raw)))
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._sock.sendall(encode(message))
+
+    def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next message, or None when the parent closed the channel (it ended or died)."""
+        self._sock.settimeout(timeout)
+        try:
+            line = self._reader.readline()
+        except TimeoutError:
+            raise
+        except OSError:
+            return None
+        if not line:
+            return None
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            self._sock.close()
