@@ -1,0 +1,160 @@
+"""The storage interface every job store implements, and the records it hands out.
+
+The scheduler, the admin API and the run surface all talk to this Protocol, never to SQLite
+directly, so a second backend (PostgreSQL) can arrive later and must pass the same contract
+suite (``tests/contract/test_job_store.py``). Records are frozen: a caller that wants a newer
+view asks the store again instead of mutating a shared object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from shoal.wire.status import JobStatus
+
+#: Job ids are random integers in [1, 2**53): every JSON parser reads them exactly.
+JOB_ID_LIMIT = 2**53
+
+#: Submit-token record states (names follow the reference tool so operators recognise them).
+TOKEN_CREATED = "created"
+TOKEN_JOB_DELETED = "job_deleted"
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """Who submitted a job, as read from the peer certificate; part of a submit token's scope."""
+
+    name: str
+    org: str
+    role: str
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as the store knows it.
+
+    ``status_reason`` says why a job is still pending or why it ended; ``first_error`` holds
+    ``{"site", "type", "message"}`` of the first failure and is never replaced once set.
+    ``meta`` is the job's own meta.json content and never holds a submit token.
+    """
+
+    job_id: int
+    study: str
+    name: str
+    status: JobStatus
+    status_reason: str
+    submitter: Submitter
+    submit_time: float
+    start_time: float | None
+    end_time: float | None
+    meta: dict[str, Any]
+    content_sha256: str
+    first_error: dict[str, Any] | None
+    cloned_from: int | None
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Durable home of jobs and submit-token records.
+
+    Every mutating method commits before it returns: the server answers a client only after
+    the change would survive ``kill -9``. Implementations must be safe to call from several
+    threads; status changes are compare-and-set against ``shoal.wire.status.TRANSITIONS``.
+    """
+
+    def create_job(
+        self,
+        *,
+        study: str,
+        name: str,
+        meta: dict[str, Any],
+        content_sha256: str,
+        submitter: Submitter,
+        submit_token: str | None = None,
+        content_hash: str | None = None,
+        cloned_from: int | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """Create a job in status SUBMITTED and commit it; return ``(record, created)``.
+
+        The store picks the id (``secrets.randbelow``), never the client. A ``submit_token``
+        (which requires ``content_hash``) makes the call idempotent within the scope
+        (study, submitter name/org/role, token): the same content returns the existing job with
+        ``created=False``; different content raises ``SUBMIT_TOKEN_CONFLICT`` (data
+        ``existing_job_id``); a token whose job was deleted raises ``SUBMIT_TOKEN_JOB_DELETED``.
+        Concurrent calls with one token, from any number of threads or processes, create
+        exactly one job: the check and the insert share one write transaction, backed by a
+        UNIQUE key. A ``submit_token`` key inside ``meta`` is dropped.
+        """
+        ...
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        """The job, or None when no such job exists (or it was deleted)."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        study: str | None,
+        name_prefix: str | None = None,
+        id_prefix: str | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> list[JobRecord]:
+        """Jobs of ``study`` (all studies when None), oldest to newest by submit time.
+
+        ``limit`` keeps the NEWEST N jobs (still shown oldest to newest; ``reverse`` shows
+        newest first). ``name_prefix`` matches case-insensitively; ``id_prefix`` matches the
+        decimal form of the id. Indexed: stays fast with tens of thousands of jobs.
+        """
+        ...
+
+    def find_by_submit_token(self, study: str, submitter: Submitter, token: str) -> JobRecord | None:
+        """The job a token created, None if the token is unknown.
+
+        Raises ``SUBMIT_TOKEN_JOB_DELETED`` (data ``job_id``, ``state``, ``deleted_time``) when
+        that job has been deleted, so a retrying client learns its job is gone.
+        """
+        ...
+
+    def transition(
+        self,
+        job_id: int,
+        new_status: JobStatus,
+        *,
+        reason: str = "",
+        first_error: dict[str, Any] | None = None,
+    ) -> JobRecord | None:
+        """Compare-and-set the status in one transaction; return the new record or None.
+
+        None means the table forbids the change (for instance the job is already terminal) or
+        the job does not exist. RUNNING sets ``start_time``; a terminal status sets
+        ``end_time``. ``reason`` replaces ``status_reason``; ``first_error`` is kept only when
+        the job has none yet.
+        """
+        ...
+
+    def set_status_reason(self, job_id: int, reason: str) -> None:
+        """Say why a job is still waiting (for instance "waiting for 2 sites"); committed."""
+        ...
+
+    def set_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+        """Record the first failure of a job; a later call must not replace it. Committed."""
+        ...
+
+    def jobs_in_status(self, statuses: Iterable[JobStatus]) -> list[JobRecord]:
+        """Every job in one of ``statuses``, oldest first (scheduler queue and restart settling)."""
+        ...
+
+    def delete_job(self, job_id: int, *, deleted_by: Submitter | None = None) -> int:
+        """Delete the job and mark its submit-token records ``job_deleted``; committed.
+
+        Token records are kept forever so a retry with the same token is told the job is gone
+        instead of silently creating a new one. Returns how many records were newly marked.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the connection; the store must not be used afterwards."""
+        ...

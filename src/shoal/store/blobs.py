@@ -1,0 +1,117 @@
+"""Content-addressed blob store: large content lives as files named by their SHA-256.
+
+Job archives, models, logs and workspaces are too big for SQLite rows. Naming a file by its
+hash makes writes idempotent (the same content is stored once), lets readers verify what they
+read, and means a file, once in place, never changes. Every write goes to a temp file in the
+same directory tree, is fsynced, then renamed into place, so a crash never leaves a partial
+blob under a valid name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+def _check_sha(sha: str) -> str:
+    """Refuse anything but 64 lowercase hex digits before it becomes part of a path."""
+    if not isinstance(sha, str) or not _SHA256_HEX.fullmatch(sha):
+        raise ValueError(f"not a SHA-256 blob id: {sha!r}")
+    return sha
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable: the directory entry must reach disk too (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """Files under ``root/ab/cdef...`` named by the SHA-256 of their content."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.root / "tmp"
+        self._tmp.mkdir(exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        """Where the blob ``sha`` lives (whether or not it exists)."""
+        _check_sha(sha)
+        return self.root / sha[:2] / sha[2:]
+
+    def exists(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def put_stream(self, stream: BinaryIO, *, max_bytes: int | None = None) -> str:
+        """Store everything read from ``stream``; return its SHA-256 hex.
+
+        Hashes while copying, so the content is read once. ``max_bytes`` stops an oversized
+        upload without storing it (ValueError); callers translate that at the edge.
+        """
+        digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="blob-")
+        tmp = Path(tmp_name)
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(_CHUNK):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise ValueError(f"blob larger than {max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            dest = self.path(sha)
+            if dest.is_file():
+                tmp.unlink()
+                return sha
+            dest.parent.mkdir(exist_ok=True)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+            return sha
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def put_file(self, src: Path) -> str:
+        """Copy ``src`` into the store (idempotent); return its SHA-256 hex."""
+        with open(src, "rb") as f:
+            return self.put_stream(f)
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` (idempotent); return its SHA-256 hex."""
+        sha = hashlib.sha256(data).hexdigest()
+        if self.exists(sha):
+            return sha
+        return self.put_stream(io.BytesIO(data))
+
+    def open(self, sha: str) -> BinaryIO:
+        """Open a blob for reading (FileNotFoundError when absent)."""
+        return open(self.path(sha), "rb")
+
+    def delete(self, sha: str) -> None:
+        """Remove a blob; deleting a blob that is not there is not an error."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(sha).unlink()

@@ -1,0 +1,211 @@
+"""Job folders: ``meta.json`` plus one folder per app, checked before a job is accepted.
+
+The CLI runs these checks before uploading (fast feedback) and the server runs them again on
+the extracted archive (it trusts nobody): a bad job is refused at submit time with a code that
+says what is wrong, rather than failing later on a site. Layout::
+
+    meta.json                       {"name", "min_clients", "deploy_map", "resource_spec"?}
+    <app>/config/config_fed_server.json   for the app deployed to "server": {"workflow", ...}
+    <app>/config/config_fed_client.json   for apps deployed to sites: {"script", ...}
+    <app>/custom/                   the app's own code
+
+A deploy_map value is a list of site names, may include ``"server"``, or is ``["@ALL"]``:
+the server and every site. Standard library only (the CLI imports this).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from shoal.errors import ShoalError
+
+ALL_SITES = "@ALL"
+SERVER = "server"
+MAX_META_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 1 << 20
+SERVER_CONFIG = ("config", "config_fed_server.json")
+CLIENT_CONFIG = ("config", "config_fed_client.json")
+
+JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+#: App folders and site names: one plain path component, nothing a shell or a path would read.
+PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+SiteTargets = list[str] | Literal["@ALL"]
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """A validated job folder.
+
+    ``server_app`` is the app the server runs; ``site_apps`` maps each app deployed to sites
+    to its site names, or to ``"@ALL"`` for every site. ``meta`` is meta.json as read, minus
+    any ``submit_token`` key (tokens belong to a submission, not to the job's content).
+    """
+
+    name: str
+    min_clients: int
+    deploy_map: dict[str, list[str]]
+    resource_spec: dict[str, Any]
+    meta: dict[str, Any]
+    server_app: str
+    site_apps: dict[str, SiteTargets] = field(default_factory=dict)
+
+
+def _meta_invalid(detail: str) -> ShoalError:
+    return ShoalError("JOB_META_INVALID", detail)
+
+
+def _read_json_object(path: Path, limit: int, code: str, label: str) -> dict[str, Any]:
+    """Read a small JSON object; size is checked before reading so a huge file costs nothing."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ShoalError(code, f"{label} cannot be read: {exc.strerror}") from None
+    if size > limit:
+        raise ShoalError(code, f"{label} is {size} bytes; the limit is {limit}")
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ShoalError(code, f"{label} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ShoalError(code, f"{label} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _parse_deploy_map(raw: Any) -> dict[str, list[str]]:
+    if not isinstance(raw, dict) or not raw:
+        raise _meta_invalid("'deploy_map' must be a non-empty object of app folder -> list of targets")
+    result: dict[str, list[str]] = {}
+    for app, targets in raw.items():
+        if not PLAIN_NAME_RE.fullmatch(app) or app in (".", ".."):
+            raise _meta_invalid(f"deploy_map key {app!r} is not a plain folder name")
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            raise _meta_invalid(f"deploy_map[{app!r}] must be a non-empty list of strings")
+        if ALL_SITES in targets and len(targets) != 1:
+            raise _meta_invalid(f"deploy_map[{app!r}]: '@ALL' must stand alone")
+        for target in targets:
+            if target != ALL_SITES and not PLAIN_NAME_RE.fullmatch(target):
+                raise _meta_invalid(f"deploy_map[{app!r}] names an invalid site {target!r}")
+        if len(set(targets)) != len(targets):
+            raise _meta_invalid(f"deploy_map[{app!r}] lists a target twice")
+        result[app] = list(targets)
+    return result
+
+
+def _split_targets(deploy_map: dict[str, list[str]]) -> tuple[str, dict[str, SiteTargets]]:
+    """Which app the server runs and which apps run where; each target gets exactly one app."""
+    server_apps: list[str] = []
+    site_apps: dict[str, SiteTargets] = {}
+    claimed: dict[str, str] = {}
+    for app, targets in deploy_map.items():
+        if targets == [ALL_SITES]:
+            server_apps.append(app)
+            site_apps[app] = "@ALL"
+            claimed[ALL_SITES] = app
+            continue
+        if SERVER in targets:
+            server_apps.append(app)
+        sites = [t for t in targets if t != SERVER]
+        if sites:
+            site_apps[app] = sites
+        for site in sites:
+            if site in claimed:
+                raise _meta_invalid(f"site {site!r} is given two apps: {claimed[site]!r} and {app!r}")
+            claimed[site] = app
+    if ALL_SITES in claimed and len(site_apps) > 1:
+        raise _meta_invalid("an app deployed to '@ALL' cannot share the sites with other apps")
+    if len(server_apps) != 1:
+        found = ", ".join(repr(a) for a in server_apps) or "none"
+        raise _meta_invalid(f"exactly one app must be deployed to 'server' (found {found})")
+    if not site_apps:
+        raise _meta_invalid("no app is deployed to any site")
+    return server_apps[0], site_apps
+
+
+def _check_config(app_dir: Path, parts: tuple[str, str], key: str) -> None:
+    path = app_dir.joinpath(*parts)
+    label = f"{app_dir.name}/{'/'.join(parts)}"
+    if not path.is_file():
+        raise ShoalError("JOB_CONFIG_INVALID", f"{label} is missing")
+    config = _read_json_object(path, MAX_CONFIG_BYTES, "JOB_CONFIG_INVALID", label)
+    value = config.get(key)
+    if not value or not isinstance(value, str | dict):
+        raise ShoalError("JOB_CONFIG_INVALID", f"{label} must set {key!r}")
+
+
+def load_job_definition(root: Path) -> JobDefinition:
+    """Validate the job folder at ``root`` and return what it defines.
+
+    Raises, in this order of discovery: JOB_FOLDER_NOT_FOUND, JOB_META_MISSING,
+    JOB_META_INVALID (bad JSON, over 1 MiB, missing or ill-typed fields, bad names),
+    JOB_APP_MISSING (deploy_map names a folder that is not there), JOB_CONFIG_INVALID.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ShoalError("JOB_FOLDER_NOT_FOUND", path=str(root))
+    meta_path = root / "meta.json"
+    if not meta_path.exists() and not meta_path.is_symlink():
+        raise ShoalError("JOB_META_MISSING", f"no meta.json in {root}")
+    if meta_path.is_symlink() or not meta_path.is_file():
+        raise _meta_invalid("meta.json must be a regular file")
+    meta = _read_json_object(meta_path, MAX_META_BYTES, "JOB_META_INVALID", "meta.json")
+    meta.pop("submit_token", None)
+
+    name = meta.get("name")
+    if not isinstance(name, str) or not JOB_NAME_RE.fullmatch(name):
+        raise _meta_invalid(
+            "'name' must be 1-128 characters: letters, digits, '.', '_', '-' or space, "
+            "starting with a letter or digit"
+        )
+    min_clients = meta.get("min_clients")
+    if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
+        raise _meta_invalid("'min_clients' must be an integer >= 1")
+    deploy_map = _parse_deploy_map(meta.get("deploy_map"))
+    resource_spec = meta.get("resource_spec", {})
+    if not isinstance(resource_spec, dict):
+        raise _meta_invalid("'resource_spec' must be an object")
+    server_app, site_apps = _split_targets(deploy_map)
+
+    for app in deploy_map:
+        app_dir = root / app
+        if app_dir.is_symlink() or not app_dir.is_dir():
+            raise ShoalError("JOB_APP_MISSING", f"deploy_map names {app!r}, but {app}/ is not a folder here")
+    _check_config(root / server_app, SERVER_CONFIG, "workflow")
+    for app in site_apps:
+        _check_config(root / app, CLIENT_CONFIG, "script")
+
+    return JobDefinition(
+        name=name,
+        min_clients=min_clients,
+        deploy_map=deploy_map,
+        resource_spec=resource_spec,
+        meta=meta,
+        server_app=server_app,
+        site_apps=site_apps,
+    )
+
+
+def eligible_sites(jobdef: JobDefinition, known_sites: list[str]) -> list[str]:
+    """The known sites this job could run on, sorted."""
+    known = set(known_sites)
+    wanted: set[str] = set()
+    for targets in jobdef.site_apps.values():
+        if targets == ALL_SITES:
+            return sorted(known)
+        wanted.update(targets)
+    return sorted(wanted & known)
+
+
+def check_min_clients(jobdef: JobDefinition, known_sites: list[str]) -> None:
+    """Refuse a job that can never start: min_clients above the sites it could run on."""
+    sites = eligible_sites(jobdef, known_sites)
+    if jobdef.min_clients > len(sites):
+        raise ShoalError(
+            "MIN_CLIENTS_UNSATISFIABLE",
+            f"min_clients is {jobdef.min_clients} but the job can run on {len(sites)} known site(s): "
+            + (", ".join(sites) or "none"),
+        )

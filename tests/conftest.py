@@ -1,0 +1,47 @@
+"""Shared test helpers: run the real CLI as a subprocess, parse what it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+@dataclass
+class Cli:
+    """The ``shoal`` command with an isolated SHOAL_HOME."""
+
+    home: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env.update({"SHOAL_HOME": str(self.home), **self.extra_env})
+        return env
+
+    def run(self, *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shoal", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env(),
+            stdin=subprocess.DEVNULL,
+        )
+
+    def json(self, *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None) -> tuple[int, Any]:
+        """Run with --format json; stdout must be exactly one JSON document."""
+        proc = self.run(*args, "--format", "json", timeout=timeout, env=env)
+        try:
+            doc = json.loads(proc.stdout)
+        except ValueError as exc:
+            raise AssertionError(f"stdout is not one JSON document: {proc.stdout!r}\nstderr: {proc.stderr}") from exc
+        assert doc["exit_code"] == proc.returncode, (doc, proc.stderr)
+        return proc.returncode, doc

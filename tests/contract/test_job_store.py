@@ -1,0 +1,470 @@
+"""Contract suite for every JobStore implementation (today: SQLite on a temp file).
+
+A new backend joins by adding a factory to ``STORES``; it must pass everything here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.errors import ShoalError
+from shoal.store.base import JOB_ID_LIMIT, JobRecord, JobStore, Submitter
+from shoal.store.sqlite import SqliteJobStore, load_migrations
+from shoal.wire.status import TERMINAL, TRANSITIONS, JobStatus
+
+ALICE = Submitter(name="alice@example.com", org="acme", role="lead")
+BOB = Submitter(name="bob@example.com", org="acme", role="lead")
+SHA = "a" * 64
+
+StoreFactory = Callable[[Path], JobStore]
+STORES: dict[str, StoreFactory] = {"sqlite": lambda tmp: SqliteJobStore(tmp / "jobs.db")}
+
+
+@pytest.fixture(params=sorted(STORES))
+def factory(request: pytest.FixtureRequest) -> StoreFactory:
+    return STORES[request.param]
+
+
+@pytest.fixture
+def store(factory: StoreFactory, tmp_path: Path) -> Iterator[JobStore]:
+    s = factory(tmp_path)
+    yield s
+    s.close()
+
+
+def create_tok(
+    store: JobStore, name: str = "job", study: str = "default", **kw: Any
+) -> tuple[JobRecord, bool]:
+    """Create a job and also report whether it was new (for submit-token tests)."""
+    kw.setdefault("submitter", ALICE)
+    meta = kw.pop("meta", {"name": name})
+    return store.create_job(study=study, name=name, meta=meta, content_sha256=SHA, **kw)
+
+
+def create(store: JobStore, name: str = "job", study: str = "default", **kw: Any) -> JobRecord:
+    return create_tok(store, name, study, **kw)[0]
+
+
+# --- create / get --------------------------------------------------------------------------
+
+
+def test_create_returns_submitted_record(store: JobStore) -> None:
+    record, created = store.create_job(
+        study="s1",
+        name="hello",
+        meta={"name": "hello", "min_clients": 2},
+        content_sha256=SHA,
+        submitter=ALICE,
+    )
+    assert created is True
+    assert record.status is JobStatus.SUBMITTED
+    assert record.study == "s1" and record.name == "hello" and record.submitter == ALICE
+    assert record.meta == {"name": "hello", "min_clients": 2}
+    assert record.start_time is None and record.end_time is None and record.first_error is None
+    assert abs(record.submit_time - time.time()) < 5
+    assert store.get_job(record.job_id) == record
+
+
+def test_ids_random_in_range_and_unique(store: JobStore) -> None:
+    ids = {create(store, f"j{i}").job_id for i in range(300)}
+    assert len(ids) == 300
+    assert all(1 <= i < JOB_ID_LIMIT for i in ids)
+    assert max(ids) > 2**40  # random over the whole range, not a counter
+
+
+def test_get_unknown_is_none(store: JobStore) -> None:
+    assert store.get_job(12345) is None
+
+
+def test_submit_token_stripped_from_meta(store: JobStore) -> None:
+    record = create(store, meta={"name": "x", "submit_token": "tok"})
+    assert "submit_token" not in record.meta
+    stored = store.get_job(record.job_id)
+    assert stored is not None and "submit_token" not in stored.meta
+
+
+def test_clone_keeps_origin(store: JobStore) -> None:
+    origin = create(store)
+    clone = create(store, cloned_from=origin.job_id)
+    assert clone.cloned_from == origin.job_id and clone.job_id != origin.job_id
+
+
+def test_commit_visible_from_second_connection(factory: StoreFactory, tmp_path: Path) -> None:
+    first = factory(tmp_path)
+    record = create(first)
+    second = factory(tmp_path)
+    try:
+        assert second.get_job(record.job_id) == record
+    finally:
+        second.close()
+        first.close()
+
+
+def test_commit_visible_from_another_process(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    record = create(store)
+    code = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "print(c.execute('SELECT name FROM jobs WHERE job_id = ?', (int(sys.argv[2]),)).fetchone()[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "jobs.db"), str(record.job_id)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "job"
+    store.close()
+
+
+def test_survives_reopen(factory: StoreFactory, tmp_path: Path) -> None:
+    s = factory(tmp_path)
+    record = create(s)
+    s.close()
+    s = factory(tmp_path)
+    assert s.get_job(record.job_id) == record
+    s.close()
+
+
+# --- submit tokens -------------------------------------------------------------------------
+
+
+def test_same_token_same_content_returns_existing(store: JobStore) -> None:
+    first, created1 = create_tok(store, submit_token="t1", content_hash="sha256:1")
+    again, created2 = create_tok(store, submit_token="t1", content_hash="sha256:1")
+    assert created1 and not created2
+    assert again.job_id == first.job_id
+    assert len(store.list_jobs(study="default")) == 1
+    assert store.find_by_submit_token("default", ALICE, "t1") == first
+
+
+def test_token_scope_is_study_and_identity(store: JobStore) -> None:
+    a, _ = create_tok(store, submit_token="t", content_hash="sha256:1")
+    b, cb = create_tok(store, submit_token="t", content_hash="sha256:1", submitter=BOB)
+    c, cc = create_tok(store, submit_token="t", content_hash="sha256:1", study="other")
+    d, cd = create_tok(
+        store, submit_token="t", content_hash="sha256:1", submitter=Submitter(ALICE.name, ALICE.org, "member")
+    )
+    assert cb and cc and cd
+    assert len({a.job_id, b.job_id, c.job_id, d.job_id}) == 4
+
+
+def test_token_conflict(store: JobStore) -> None:
+    first, _ = create_tok(store, submit_token="t1", content_hash="sha256:1")
+    with pytest.raises(ShoalError) as err:
+        create_tok(store, submit_token="t1", content_hash="sha256:2")
+    assert err.value.code == "SUBMIT_TOKEN_CONFLICT"
+    assert err.value.data == {"existing_job_id": str(first.job_id)}
+    assert len(store.list_jobs(study=None)) == 1
+
+
+def test_token_of_deleted_job(store: JobStore) -> None:
+    first, _ = create_tok(store, submit_token="t1", content_hash="sha256:1")
+    assert store.delete_job(first.job_id, deleted_by=ALICE) == 1
+    attempts: list[Callable[[], object]] = [
+        lambda: create_tok(store, submit_token="t1", content_hash="sha256:1"),
+        lambda: create_tok(store, submit_token="t1", content_hash="sha256:other"),
+        lambda: store.find_by_submit_token("default", ALICE, "t1"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ShoalError) as err:
+            attempt()
+        assert err.value.code == "SUBMIT_TOKEN_JOB_DELETED"
+        data = err.value.data or {}
+        assert data["job_id"] == str(first.job_id) and data["state"] == "job_deleted"
+        assert data["deleted_time"].endswith("+00:00")
+    assert store.list_jobs(study=None) == []
+
+
+def test_token_records_survive_reopen(factory: StoreFactory, tmp_path: Path) -> None:
+    s = factory(tmp_path)
+    first, _ = create_tok(s, submit_token="t1", content_hash="sha256:1")
+    s.close()
+    s = factory(tmp_path)
+    again, created = create_tok(s, submit_token="t1", content_hash="sha256:1")
+    assert not created and again.job_id == first.job_id
+    s.close()
+
+
+def test_find_unknown_token(store: JobStore) -> None:
+    assert store.find_by_submit_token("default", ALICE, "nope") is None
+
+
+def test_twenty_threads_one_token_one_job(store: JobStore) -> None:
+    barrier = threading.Barrier(20)
+    results: list[tuple[int, bool]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            record, created = store.create_job(
+                study="default",
+                name="race",
+                meta={},
+                content_sha256=SHA,
+                submitter=ALICE,
+                submit_token="race",
+                content_hash="sha256:r",
+            )
+            results.append((record.job_id, created))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert len(store.list_jobs(study=None)) == 1
+
+
+def test_two_stores_one_token_one_job(factory: StoreFactory, tmp_path: Path) -> None:
+    """Two connections (as two processes would hold) racing on one token still make one job."""
+    stores = [factory(tmp_path) for _ in range(2)]
+    barrier = threading.Barrier(10)
+    ids: list[int] = []
+
+    def worker(s: JobStore) -> None:
+        barrier.wait()
+        record, _ = s.create_job(
+            study="d",
+            name="r",
+            meta={},
+            content_sha256=SHA,
+            submitter=ALICE,
+            submit_token="x",
+            content_hash="h",
+        )
+        ids.append(record.job_id)
+
+    threads = [threading.Thread(target=worker, args=(stores[i % 2],)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1 and len(ids) == 10
+    for s in stores:
+        s.close()
+
+
+# --- transitions ---------------------------------------------------------------------------
+
+
+def test_happy_path_sets_times(store: JobStore) -> None:
+    job = create(store)
+    d = store.transition(job.job_id, JobStatus.DISPATCHED)
+    assert d is not None and d.status is JobStatus.DISPATCHED and d.start_time is None
+    r = store.transition(job.job_id, JobStatus.RUNNING)
+    assert r is not None and r.start_time is not None and r.end_time is None
+    f = store.transition(job.job_id, JobStatus.FINISHED_OK, reason="all rounds done")
+    assert f is not None and f.end_time is not None and f.end_time >= r.start_time
+    assert f.status_reason == "all rounds done"
+    assert store.get_job(job.job_id) == f
+
+
+@pytest.mark.parametrize("current", list(JobStatus))
+@pytest.mark.parametrize("new", list(JobStatus))
+def test_transition_table_enforced(store: JobStore, current: JobStatus, new: JobStatus) -> None:
+    job = create(store)
+    path = {
+        JobStatus.SUBMITTED: [],
+        JobStatus.DISPATCHED: [JobStatus.DISPATCHED],
+        JobStatus.RUNNING: [JobStatus.DISPATCHED, JobStatus.RUNNING],
+    }.get(current, [JobStatus.DISPATCHED, JobStatus.RUNNING, current])
+    for step in path:
+        assert store.transition(job.job_id, step) is not None
+    before = store.get_job(job.job_id)
+    result = store.transition(job.job_id, new, reason="x")
+    if new in TRANSITIONS.get(current, frozenset()):
+        assert result is not None and result.status is new
+    else:
+        assert result is None
+        assert store.get_job(job.job_id) == before
+
+
+def test_terminal_never_overwritten(store: JobStore) -> None:
+    job = create(store)
+    assert store.transition(job.job_id, JobStatus.ABORTED, reason="user abort") is not None
+    for status in JobStatus:
+        assert store.transition(job.job_id, status, reason="late") is None
+    final = store.get_job(job.job_id)
+    assert final is not None and final.status is JobStatus.ABORTED and final.status_reason == "user abort"
+    assert final.status in TERMINAL
+
+
+def test_concurrent_terminal_transitions_one_wins(store: JobStore) -> None:
+    job = create(store)
+    store.transition(job.job_id, JobStatus.DISPATCHED)
+    store.transition(job.job_id, JobStatus.RUNNING)
+    barrier = threading.Barrier(len(TERMINAL))
+    wins: list[JobStatus] = []
+
+    def worker(status: JobStatus) -> None:
+        barrier.wait()
+        if store.transition(job.job_id, status) is not None:
+            wins.append(status)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in TERMINAL]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    final = store.get_job(job.job_id)
+    assert final is not None and final.status is wins[0]
+
+
+def test_first_error_kept_once(store: JobStore) -> None:
+    job = create(store)
+    e1 = {"site": "site-1", "type": "RuntimeError", "message": "boom"}
+    e2 = {"site": "site-2", "type": "ValueError", "message": "later"}
+    store.transition(job.job_id, JobStatus.DISPATCHED, first_error=e1)
+    r = store.transition(job.job_id, JobStatus.FAILED, reason="site-1 failed", first_error=e2)
+    assert r is not None and r.first_error == e1
+
+
+def test_set_first_error_keeps_the_first(store: JobStore) -> None:
+    job = create(store)
+    first = {"site": "site-1", "type": "ProcessExit", "message": "exit code 1"}
+    store.set_first_error(job.job_id, first)
+    store.set_first_error(job.job_id, {"site": "site-2", "type": "Other", "message": "later"})
+    record = store.get_job(job.job_id)
+    assert record is not None and record.first_error == first
+
+
+def test_transition_unknown_job(store: JobStore) -> None:
+    assert store.transition(999, JobStatus.DISPATCHED) is None
+
+
+def test_set_status_reason(store: JobStore) -> None:
+    job = create(store)
+    store.set_status_reason(job.job_id, "waiting for 2 sites")
+    record = store.get_job(job.job_id)
+    assert record is not None and record.status_reason == "waiting for 2 sites"
+
+
+def test_jobs_in_status_oldest_first(store: JobStore) -> None:
+    jobs = [create(store, f"j{i}") for i in range(5)]
+    store.transition(jobs[1].job_id, JobStatus.DISPATCHED)
+    store.transition(jobs[3].job_id, JobStatus.ABORTED)
+    pending = store.jobs_in_status([JobStatus.SUBMITTED])
+    assert [j.job_id for j in pending] == [jobs[i].job_id for i in (0, 2, 4)]
+    live = store.jobs_in_status({JobStatus.SUBMITTED, JobStatus.DISPATCHED})
+    assert [j.job_id for j in live] == [jobs[i].job_id for i in (0, 1, 2, 4)]
+    assert store.jobs_in_status([]) == []
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+def test_list_order_limit_reverse(store: JobStore) -> None:
+    jobs = [create(store, f"j{i}") for i in range(6)]
+    ids = [j.job_id for j in jobs]
+    assert [j.job_id for j in store.list_jobs(study="default")] == ids
+    assert [j.job_id for j in store.list_jobs(study="default", reverse=True)] == ids[::-1]
+    assert [j.job_id for j in store.list_jobs(study="default", limit=2)] == ids[-2:]
+    assert [j.job_id for j in store.list_jobs(study="default", limit=2, reverse=True)] == ids[::-1][:2]
+    assert store.list_jobs(study="default", limit=0) == []
+
+
+def test_list_by_study(store: JobStore) -> None:
+    a = create(store, study="a")
+    b = create(store, study="b")
+    assert [j.job_id for j in store.list_jobs(study="a")] == [a.job_id]
+    assert [j.job_id for j in store.list_jobs(study=None)] == [a.job_id, b.job_id]
+    assert store.list_jobs(study="nope") == []
+
+
+def test_list_name_prefix_case_insensitive(store: JobStore) -> None:
+    create(store, "Hello-World")
+    create(store, "hello_numpy")
+    create(store, "other")
+    names = [j.name for j in store.list_jobs(study="default", name_prefix="HELLO")]
+    assert names == ["Hello-World", "hello_numpy"]
+    assert store.list_jobs(study="default", name_prefix="zzz") == []
+
+
+def test_list_id_prefix(store: JobStore) -> None:
+    jobs = [create(store, f"j{i}") for i in range(30)]
+    target = jobs[7]
+    prefix = str(target.job_id)[:6]
+    found = store.list_jobs(study="default", id_prefix=prefix)
+    assert target.job_id in {j.job_id for j in found}
+    assert all(str(j.job_id).startswith(prefix) for j in found)
+    assert [j.job_id for j in store.list_jobs(study="default", id_prefix=str(target.job_id))] == [
+        target.job_id
+    ]
+
+
+def test_list_fast_with_10000_jobs(store: JobStore) -> None:
+    for i in range(10_000):
+        create(store, f"job-{i}", study="big" if i % 2 else "small")
+    start = time.perf_counter()
+    recent = store.list_jobs(study="big", limit=20)
+    by_name = store.list_jobs(study="big", name_prefix="job-999")
+    store.jobs_in_status([JobStatus.RUNNING])
+    elapsed = time.perf_counter() - start
+    assert len(recent) == 20 and recent[-1].name == "job-9999"
+    assert {j.name for j in by_name} == {
+        "job-999",
+        "job-9991",
+        "job-9993",
+        "job-9995",
+        "job-9997",
+        "job-9999",
+    }
+    assert elapsed < 0.5, elapsed
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+def test_delete_counts_newly_marked(store: JobStore) -> None:
+    plain = create(store)
+    assert store.delete_job(plain.job_id) == 0
+    assert store.get_job(plain.job_id) is None
+    tok, _ = create_tok(store, submit_token="t", content_hash="h")
+    assert store.delete_job(tok.job_id) == 1
+    assert store.delete_job(tok.job_id) == 0  # already marked
+    assert store.delete_job(424242) == 0
+
+
+# --- SQLite specifics ----------------------------------------------------------------------
+
+
+def test_sqlite_pragmas_and_schema_version(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(load_migrations())
+    conn.close()
+
+
+def test_sqlite_refuses_newer_schema(tmp_path: Path) -> None:
+    SqliteJobStore(tmp_path / "jobs.db").close()
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.commit()
+    conn.close()
+    with pytest.raises(RuntimeError, match="schema version 999"):
+        SqliteJobStore(tmp_path / "jobs.db")
+
+
+def test_sqlite_is_a_jobstore(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    assert isinstance(store, JobStore)
+    store.close()

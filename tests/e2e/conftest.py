@@ -1,0 +1,45 @@
+"""A real federation for end-to-end tests: POC server and sites as processes on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+
+@dataclass
+class Federation:
+    cli: Cli
+    workspace: Path
+
+    @property
+    def kits(self) -> Path:
+        return self.workspace / "kits"
+
+
+def start_federation(home: Path, sites: int = 2) -> Federation:
+    cli = Cli(home)
+    ws = home / "poc"
+    prepared = cli.run("poc", "prepare", "-n", str(sites), "--workspace", ws)
+    assert prepared.returncode == 0, prepared.stderr
+    started = cli.run("poc", "start", "--workspace", ws)
+    assert started.returncode == 0, started.stderr + started.stdout
+    return Federation(cli, ws)
+
+
+def stop_federation(fed: Federation) -> None:
+    stopped = fed.cli.run("poc", "stop", "--workspace", fed.workspace)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+@pytest.fixture(scope="session")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    fed = start_federation(tmp_path_factory.mktemp("fed"))
+    try:
+        yield fed
+    finally:
+        stop_federation(fed)

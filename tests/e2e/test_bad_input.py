@@ -1,0 +1,134 @@
+"""Bad input gets its own error code, exit code and hint, and leaves the store unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, Cli
+from tests.e2e.conftest import Federation
+
+pytestmark = pytest.mark.e2e
+
+
+def job_ids(fed: Federation) -> set[str]:
+    code, doc = fed.cli.json("job", "list")
+    assert code == 0
+    return {row["job_id"] for row in doc["data"]}
+
+
+def _no_meta(job: Path) -> None:
+    (job / "meta.json").unlink()
+
+
+def _bad_json(job: Path) -> None:
+    (job / "meta.json").write_text('{"name": "x", "min_clients": 2,')
+
+
+def _missing_app(job: Path) -> None:
+    meta = json.loads((job / "meta.json").read_text())
+    meta["deploy_map"] = {"no-such-app": ["@ALL"]}
+    (job / "meta.json").write_text(json.dumps(meta))
+
+
+def _too_many_clients(job: Path) -> None:
+    meta = json.loads((job / "meta.json").read_text())
+    meta["min_clients"] = 5
+    (job / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("breaker", "error_code"),
+    [
+        (_no_meta, "JOB_META_MISSING"),
+        (_bad_json, "JOB_META_INVALID"),
+        (_missing_app, "JOB_APP_MISSING"),
+        (_too_many_clients, "MIN_CLIENTS_UNSATISFIABLE"),
+    ],
+)
+def test_bad_job_folder_is_refused_and_stores_nothing(
+    federation: Federation, tmp_path: Path, breaker: Callable[[Path], None], error_code: str
+) -> None:
+    job = tmp_path / "job"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    breaker(job)
+    before = job_ids(federation)
+    code, doc = federation.cli.json("job", "submit", "-j", job)
+    assert code == 1, doc
+    assert doc["status"] == "error" and doc["error_code"] == error_code
+    assert doc["message"] and doc["hint"]
+    assert job_ids(federation) == before
+    human = federation.cli.run("job", "submit", "-j", job)
+    assert human.returncode == 1 and f"Code: {error_code} (exit 1)" in human.stderr and "Hint:" in human.stderr
+    assert human.stdout == ""
+
+
+def test_missing_job_folder(federation: Federation, tmp_path: Path) -> None:
+    code, doc = federation.cli.json("job", "submit", "-j", tmp_path / "nope")
+    assert code == 1 and doc["error_code"] == "JOB_FOLDER_NOT_FOUND"
+
+
+def test_unknown_job_id(federation: Federation) -> None:
+    for command in (("meta",), ("wait",), ("download",)):
+        code, doc = federation.cli.json("job", *command, "12345")
+        assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND", doc
+        assert "default" in doc["message"] and "--study" in doc["hint"]
+
+
+def test_invalid_arguments_exit_4(federation: Federation) -> None:
+    code, doc = federation.cli.json("job", "wait", "1", "--timeout", "-1")
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS" and "usage" in doc["data"]
+    human = federation.cli.run("job", "meta")
+    assert human.returncode == 4
+    assert human.stderr.startswith("usage: shoal job meta") and "Code: INVALID_ARGS (exit 4)" in human.stderr
+    code, doc = federation.cli.json("job", "submit", "--submit-token", "bad token!")
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _kit_copy_with_port(kit: Path, dest: Path, port: int) -> Path:
+    shutil.copytree(kit, dest)
+    cfg = dest / "startup" / "fed_admin.json"
+    data = json.loads(cfg.read_text())
+    data["server"]["port"] = port
+    cfg.write_text(json.dumps(data))
+    return dest
+
+
+def test_dead_server_is_exit_2(federation: Federation, tmp_path: Path) -> None:
+    kit = _kit_copy_with_port(federation.kits / "admin@example.com", tmp_path / "kit", _free_port())
+    code, doc = federation.cli.json("job", "list", "--startup-kit", kit)
+    assert code == 2 and doc["error_code"] == "CONNECTION_FAILED"
+    code, doc = federation.cli.json("job", "wait", "1", "--startup-kit", kit)
+    assert code == 2 and doc["error_code"] == "CONNECTION_FAILED"
+
+
+def test_kit_from_another_ca_is_refused(federation: Federation, tmp_path: Path) -> None:
+    other = Cli(tmp_path / "other-home")
+    prepared = other.run("poc", "prepare", "--workspace", tmp_path / "other-poc")
+    assert prepared.returncode == 0, prepared.stderr
+    server_port = json.loads((federation.workspace / "poc.json").read_text())["server"]["port"]
+    foreign = _kit_copy_with_port(tmp_path / "other-poc" / "kits" / "admin@example.com", tmp_path / "foreign", server_port)
+    code, doc = federation.cli.json("job", "list", "--startup-kit", foreign)
+    assert code == 2 and doc["error_code"] == "AUTH_FAILED", doc
+
+
+def test_missing_startup_kit(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "empty-home")
+    code, doc = cli.json("job", "list")
+    assert code == 2 and doc["error_code"] == "STARTUP_KIT_MISSING" and doc["hint"]
+    code, doc = cli.json("job", "list", "--startup-kit", tmp_path)
+    assert code == 2 and doc["error_code"] == "STARTUP_KIT_MISSING"
+    code, doc = cli.json("job", "list", "--kit-id", "nobody")
+    assert code == 2 and doc["error_code"] == "STARTUP_KIT_MISSING"

@@ -1,0 +1,176 @@
+"""The foundation, end to end: a POC federation runs hello-numpy and the job commands see it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import Federation
+
+pytestmark = pytest.mark.e2e
+
+HELLO = EXAMPLES / "hello-numpy"
+
+
+def load_linreg() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("linreg", HELLO / "app" / "custom" / "linreg.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def expected_fedavg(sites: list[str], rounds: int, lr: float, epochs: int) -> dict[str, np.ndarray]:
+    """FedAvg computed here, independently of shoal, from what each site's script does."""
+    linreg = load_linreg()
+    data = {s: linreg.site_data(s) for s in sites}
+    params = linreg.initial_params()
+    for _ in range(rounds):
+        updates = [(linreg.local_train(params, *data[s], lr, epochs), len(data[s][1])) for s in sites]
+        total = sum(n for _, n in updates)
+        params = {k: sum(u[k] * n for u, n in updates) / total for k in params}
+    return params
+
+
+def submit(fed: Federation, folder: Path) -> str:
+    code, doc = fed.cli.json("job", "submit", "-j", folder)
+    assert code == 0, doc
+    job_id: str = doc["data"]["job_id"]
+    assert job_id.isdigit() and 0 < int(job_id) < 2**53
+    return job_id
+
+
+def test_poc_sites_are_connected(federation: Federation) -> None:
+    code, doc = federation.cli.json("system", "status")
+    assert code == 0
+    assert [s["name"] for s in doc["data"]["sites"]] == ["site-1", "site-2"]
+
+
+def test_hello_numpy_end_to_end(federation: Federation, tmp_path: Path) -> None:
+    cli = federation.cli
+    job_id = submit(federation, HELLO)
+
+    code, doc = cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0, doc
+    assert doc["data"]["status"] == "FINISHED_OK"
+    assert doc["data"]["job_meta"]["job_name"] == "hello-numpy"
+
+    code, doc = cli.json("job", "download", job_id, "-o", tmp_path)
+    assert code == 0, doc
+    data = doc["data"]
+    assert data["download_path"] == str(tmp_path / job_id) == data["path"]
+    assert data["artifact_discovery"] == "completed"
+    assert data["missing_artifacts"] == []
+    assert set(data["artifacts"]["client_logs"]) == {"site-1", "site-2"}
+
+    got = load_file(data["artifacts"]["global_model"])
+    want = expected_fedavg(["site-1", "site-2"], rounds=5, lr=0.05, epochs=10)
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
+
+    summary = json.loads(Path(data["artifacts"]["metrics_summary"]).read_text())
+    losses = [r["metrics"]["loss"] for r in summary["rounds"]]
+    assert len(losses) == 5
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+    site_log = Path(data["artifacts"]["client_logs"]["site-1"]).read_text()
+    assert "round 4" in site_log
+
+    code, doc = cli.json("job", "list")
+    assert code == 0
+    row = next(r for r in doc["data"] if r["job_id"] == job_id)
+    assert row["job_name"] == "hello-numpy" and row["status"] == "FINISHED_OK" and row["study"] == "default"
+
+    code, doc = cli.json("job", "meta", job_id)
+    assert code == 0
+    meta = doc["data"]
+    assert meta["job_id"] == job_id and meta["status"] == "FINISHED_OK"
+    assert meta["submitter_name"] == "admin@example.com" and meta["submitter_role"] == "project_admin"
+    assert meta["deploy_map"] == {"app": ["@ALL"]} and meta["min_clients"] == 2
+    assert meta["first_error"] is None and meta["status_reason"]
+
+    # download again without --force refuses and keeps the first download
+    code, doc = cli.json("job", "download", job_id, "-o", tmp_path)
+    assert code == 4 and doc["error_code"] == "DOWNLOAD_EXISTS"
+    assert (tmp_path / job_id / "workspace" / "FL_global_model.safetensors").exists()
+
+
+def test_second_job_while_first_runs(federation: Federation) -> None:
+    first = submit(federation, HELLO)
+    second = submit(federation, HELLO)
+    assert first != second
+    for job_id in (first, second):
+        code, doc = federation.cli.json("job", "wait", job_id, "--timeout", "120")
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+
+
+def test_list_filters(federation: Federation) -> None:
+    job_id = submit(federation, HELLO)
+    code, doc = federation.cli.json("job", "list", "-i", job_id[:6], "-n", "HELLO")
+    assert code == 0 and job_id in [r["job_id"] for r in doc["data"]]
+    code, doc = federation.cli.json("job", "list", "-m", "1", "-r")
+    assert code == 0 and [r["job_id"] for r in doc["data"]] == [job_id]
+    code, doc = federation.cli.json("job", "list", "-n", "no-such-name")
+    assert code == 0 and doc["data"] == []
+    federation.cli.json("job", "wait", job_id, "--timeout", "120")
+
+
+def test_wait_timeout_exits_3(federation: Federation, tmp_path: Path) -> None:
+    slow = tmp_path / "slow"
+    _copy_job(HELLO, slow)
+    cfg = slow / "app" / "config" / "config_fed_server.json"
+    cfg.write_text(json.dumps({"workflow": "fedavg", "args": {"num_rounds": 200}}))
+    job_id = submit(federation, slow)
+    code, doc = federation.cli.json("job", "wait", job_id, "--timeout", "0.2")
+    assert code == 3 and doc["error_code"] == "TIMEOUT"
+    assert doc["data"]["job_id"] == job_id
+    code, doc = federation.cli.json("job", "download", job_id)
+    assert code == 4 and doc["error_code"] == "JOB_NOT_DONE"
+    code, doc = federation.cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0
+
+
+def test_failing_site_script_fails_the_job(federation: Federation, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    _copy_job(HELLO, broken)
+    (broken / "app" / "custom" / "client.py").write_text("raise SystemExit('this site cannot train')\n")
+    job_id = submit(federation, broken)
+    code, doc = federation.cli.json("job", "wait", job_id, "--timeout", "60")
+    assert code == 1, doc
+    assert doc["error_code"] == "JOB_FAILED"
+    assert doc["data"]["status"] == "FAILED"
+    code, doc = federation.cli.json("job", "meta", job_id)
+    error = doc["data"]["first_error"]
+    assert error["site"] in ("site-1", "site-2") and "cannot train" in error["message"]
+
+
+def _copy_job(src: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def test_cli_hot_path_imports_nothing_heavy(federation: Federation) -> None:
+    probe = (
+        "import sys\n"
+        "from shoal.cli.main import main\n"
+        "code = main(['job', 'list', '--format', 'json'])\n"
+        "heavy = sorted(m for m in ('aiohttp', 'numpy', 'cryptography', 'rich', 'safetensors') if m in sys.modules)\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
+        "raise SystemExit(code)\n"
+    )
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=federation.cli.env(), timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY=\n" in proc.stderr, proc.stderr
