@@ -7,6 +7,7 @@ packages (aiohttp, numpy, cryptography) load inside the commands that need them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -55,6 +56,7 @@ def hoist_format(argv: list[str]) -> tuple[str, list[str]]:
 
 def build_parser() -> Parser:
     from shoal.cli import config, daemons, job, poc, system
+    from shoal.cli.schema import add_schema_flags
 
     parser = Parser(prog="shoal", description="Federated learning jobs: server, sites and admin CLI.")
     parser.add_argument("-V", "--version", action="version", version=f"shoal {__version__}")
@@ -65,6 +67,7 @@ def build_parser() -> Parser:
     poc.register(groups)
     daemons.register(groups)
     system.register(groups)
+    add_schema_flags(parser)
     return parser
 
 
@@ -77,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     parser = build_parser()
+    if "--schema" in rest:
+        from shoal.cli.schema import describe
+
+        chosen = _deepest_parser(parser, [w for w in rest if not w.startswith("-")])
+        sys.stdout.write(json.dumps(describe(chosen), indent=2) + "\n")
+        return 0
     try:
         args = parser.parse_args(rest)
         handler: Handler | None = getattr(args, "handler", None)

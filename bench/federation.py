@@ -1,0 +1,48 @@
+"""A throwaway POC federation for benchmarks, in a temporary folder, stopped on exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+@dataclass
+class BenchFederation:
+    workspace: Path
+    env: dict[str, str]
+
+    def shoal(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", *map(str, args)], capture_output=True, text=True, env=self.env
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"shoal {' '.join(map(str, args))} failed: {proc.stdout}{proc.stderr}")
+        return proc
+
+    def shoal_json(self, *args: str | Path) -> dict[str, object]:
+        doc: dict[str, object] = json.loads(self.shoal(*args, "--format", "json").stdout)
+        return doc
+
+
+@contextmanager
+def federation(sites: int = 2) -> Iterator[BenchFederation]:
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+        home = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env["SHOAL_HOME"] = str(home)
+        fed = BenchFederation(home / "poc", env)
+        fed.shoal("poc", "prepare", "-n", str(sites), "--workspace", fed.workspace)
+        fed.shoal("poc", "start", "--workspace", fed.workspace)
+        try:
+            yield fed
+        finally:
+            fed.shoal("poc", "stop", "--workspace", fed.workspace, check=False)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shoal.cli.main import hoist_format, main
+
+
+@pytest.mark.parametrize(
+    ("argv", "fmt", "rest"),
+    [
+        (["job", "list", "--format", "json"], "json", ["job", "list"]),
+        (["--format=json", "job", "list"], "json", ["job", "list"]),
+        (["job", "--format", "jsonl", "meta", "1"], "jsonl", ["job", "meta", "1"]),
+        (["job", "list"], "txt", ["job", "list"]),
+    ],
+)
+def test_format_may_stand_anywhere(argv: list[str], fmt: str, rest: list[str]) -> None:
+    assert hoist_format(argv) == (fmt, rest)
+
+
+def test_argument_error_in_json_mode_is_one_envelope(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["job", "meta", "--format", "json"])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert code == 4 and doc["exit_code"] == 4 and doc["error_code"] == "INVALID_ARGS"
+    assert doc["status"] == "error" and doc["schema_version"] == "1" and "usage" in doc["data"]
+    assert err == ""
+
+
+def test_argument_error_in_text_mode_prints_help_then_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["job", "wait", "1", "--interval", "0"])
+    out, err = capsys.readouterr()
+    assert code == 4 and out == ""
+    assert err.startswith("usage: shoal job wait")
+    assert "Code: INVALID_ARGS (exit 4)" in err and "Hint:" in err
+
+
+def test_jsonl_only_for_streaming_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["job", "list", "--format", "jsonl"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS"
+
+
+def test_unknown_format_is_a_plain_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["job", "list", "--format", "xml"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
