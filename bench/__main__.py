@@ -20,7 +20,9 @@ def cold_start(fed: BenchFederation, runs: int) -> list[float]:
     for _ in range(runs):
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "shoal", "job", "list", "--format", "json"], capture_output=True, env=fed.env
+            [sys.executable, "-m", "shoal", "job", "list", "--format", "json"],
+            capture_output=True,
+            env=fed.env,
         )
         times.append(time.perf_counter() - start)
         assert proc.returncode == 0, proc.stderr

@@ -26,7 +26,9 @@ class Cli:
         env.update({"SHOAL_HOME": str(self.home), **self.extra_env})
         return env
 
-    def run(self, *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "shoal", *map(str, args)],
             capture_output=True,
@@ -36,12 +38,16 @@ class Cli:
             stdin=subprocess.DEVNULL,
         )
 
-    def json(self, *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None) -> tuple[int, Any]:
+    def json(
+        self, *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """Run with --format json; stdout must be exactly one JSON document."""
         proc = self.run(*args, "--format", "json", timeout=timeout, env=env)
         try:
             doc = json.loads(proc.stdout)
         except ValueError as exc:
-            raise AssertionError(f"stdout is not one JSON document: {proc.stdout!r}\nstderr: {proc.stderr}") from exc
+            raise AssertionError(
+                f"stdout is not one JSON document: {proc.stdout!r}\nstderr: {proc.stderr}"
+            ) from exc
         assert doc["exit_code"] == proc.returncode, (doc, proc.stderr)
         return proc.returncode, doc

@@ -64,7 +64,9 @@ def test_bad_job_folder_is_refused_and_stores_nothing(
     assert doc["message"] and doc["hint"]
     assert job_ids(federation) == before
     human = federation.cli.run("job", "submit", "-j", job)
-    assert human.returncode == 1 and f"Code: {error_code} (exit 1)" in human.stderr and "Hint:" in human.stderr
+    assert (
+        human.returncode == 1 and f"Code: {error_code} (exit 1)" in human.stderr and "Hint:" in human.stderr
+    )
     assert human.stdout == ""
 
 
@@ -119,7 +121,9 @@ def test_kit_from_another_ca_is_refused(federation: Federation, tmp_path: Path) 
     prepared = other.run("poc", "prepare", "--workspace", tmp_path / "other-poc")
     assert prepared.returncode == 0, prepared.stderr
     server_port = json.loads((federation.workspace / "poc.json").read_text())["server"]["port"]
-    foreign = _kit_copy_with_port(tmp_path / "other-poc" / "kits" / "admin@example.com", tmp_path / "foreign", server_port)
+    foreign = _kit_copy_with_port(
+        tmp_path / "other-poc" / "kits" / "admin@example.com", tmp_path / "foreign", server_port
+    )
     code, doc = federation.cli.json("job", "list", "--startup-kit", foreign)
     assert code == 2 and doc["error_code"] == "AUTH_FAILED", doc
 

@@ -163,7 +163,8 @@ def test_cli_hot_path_imports_nothing_heavy(federation: Federation) -> None:
         "import sys\n"
         "from shoal.cli.main import main\n"
         "code = main(['job', 'list', '--format', 'json'])\n"
-        "heavy = sorted(m for m in ('aiohttp', 'numpy', 'cryptography', 'rich', 'safetensors') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('aiohttp', 'numpy', 'cryptography', 'rich', 'safetensors')\n"
+        "               if m in sys.modules)\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
         "raise SystemExit(code)\n"
     )

@@ -100,7 +100,9 @@ def resolve_admin_kit(kit_id: str | None, startup_kit: str | None) -> AdminKit:
         config = load_config()
         if kit_id not in config.kits:
             raise ShoalError(
-                "STARTUP_KIT_MISSING", f"startup kit id '{kit_id}' is not registered", hint="Run 'shoal config list'."
+                "STARTUP_KIT_MISSING",
+                f"startup kit id '{kit_id}' is not registered",
+                hint="Run 'shoal config list'.",
             )
         return _from_path(
             config.kits[kit_id],
@@ -144,7 +146,11 @@ def config_add(kit_id: str, path: str, force: bool = False) -> dict[str, Any]:
         raise ShoalError("KIT_EXISTS", kit_id=kit_id)
     config.kits[kit_id] = str(kit.path)
     save_config(config)
-    return {"registered_startup_kit": kit_id, "path": str(kit.path), "next_step": f"shoal config use {kit_id}"}
+    return {
+        "registered_startup_kit": kit_id,
+        "path": str(kit.path),
+        "next_step": f"shoal config use {kit_id}",
+    }
 
 
 def config_use(kit_id: str) -> dict[str, Any]:

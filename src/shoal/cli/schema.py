@@ -120,7 +120,9 @@ def add_schema_flags(parser: argparse.ArgumentParser) -> None:
     """Give every leaf command a ``--schema`` flag (handled before argument validation)."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
-        parser.add_argument("--schema", action="store_true", help="print this command's schema as JSON and exit")
+        parser.add_argument(
+            "--schema", action="store_true", help="print this command's schema as JSON and exit"
+        )
         return
     for child in {id(c): c for c in subs[0].choices.values()}.values():
         add_schema_flags(child)

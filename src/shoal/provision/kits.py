@@ -1,8 +1,8 @@
 """Startup kits: one folder per participant with its certificate, key, the CA and where the server is.
 
-    <kits>/server/startup/{fed_server.json, server.crt, server.key, rootCA.pem}
-    <kits>/<site>/startup/{fed_site.json, client.crt, client.key, rootCA.pem}   local/site_policy.json
-    <kits>/<admin>/startup/{fed_admin.json, client.crt, client.key, rootCA.pem}
+<kits>/server/startup/{fed_server.json, server.crt, server.key, rootCA.pem}
+<kits>/<site>/startup/{fed_site.json, client.crt, client.key, rootCA.pem}   local/site_policy.json
+<kits>/<admin>/startup/{fed_admin.json, client.crt, client.key, rootCA.pem}
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ def _write_common(kit: Path, ca: CertificateAuthority, key: Any, cert: Any, cert
 
 
 def write_server_kit(
-    kits_dir: Path, ca: CertificateAuthority, *, project: str, org: str, host: str, port: int, sites: list[str]
+    kits_dir: Path,
+    ca: CertificateAuthority,
+    *,
+    project: str,
+    org: str,
+    host: str,
+    port: int,
+    sites: list[str],
 ) -> Path:
     kit = kits_dir / "server"
     key, cert = issue_cert(ca, name="server", org=org, kind="server", hosts=(host,))
@@ -51,7 +58,13 @@ def write_site_kit(
     _write_common(kit, ca, key, cert, "client")
     _write_json(
         kit / "startup" / "fed_site.json",
-        {"kind": "site", "project": project, "name": name, "org": org, "server": {"host": host, "port": port}},
+        {
+            "kind": "site",
+            "project": project,
+            "name": name,
+            "org": org,
+            "server": {"host": host, "port": port},
+        },
     )
     _write_json(kit / "local" / "site_policy.json", dict(DEFAULT_SITE_POLICY))
     return kit

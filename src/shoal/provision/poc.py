@@ -1,9 +1,9 @@
 """A proof-of-concept workspace: a CA and startup kits for one server, N sites and an admin.
 
-    <ws>/poc.json                 what was prepared (project, server address, sites, admin)
-    <ws>/ca/rootCA.{pem,key}      the CA key stays here, never in a kit
-    <ws>/kits/<participant>/      startup kits (see provision/kits.py)
-    <ws>/logs/                    service logs written by `shoal poc start`
+<ws>/poc.json                 what was prepared (project, server address, sites, admin)
+<ws>/ca/rootCA.{pem,key}      the CA key stays here, never in a kit
+<ws>/kits/<participant>/      startup kits (see provision/kits.py)
+<ws>/logs/                    service logs written by `shoal poc start`
 """
 
 from __future__ import annotations

@@ -123,17 +123,18 @@ class SiteAgent:
         kind = msg.get("type")
         job_id = str(msg.get("job_id", ""))
         loop = asyncio.get_running_loop()
+        job = self.jobs.get(job_id)
         if kind == "deploy":
-            if job_id not in self.jobs:
-                job = SiteJob(self, job_id, str(msg["app"]))
-                self.jobs[job_id] = job
+            if job is None:
+                job = self.jobs[job_id] = SiteJob(self, job_id, str(msg["app"]))
                 loop.create_task(job.start())
         elif kind == "task":
-            if (job := self.jobs.get(job_id)) is not None:
+            if job is not None:
                 loop.create_task(self._guard(job, job.on_task(msg)))
         elif kind in ("end", "abort"):
-            if (job := self.jobs.pop(job_id, None)) is not None:
-                loop.create_task(job.end(str(msg.get("reason", kind))))
+            if job is not None:
+                del self.jobs[job_id]
+                loop.create_task(job.end(str(msg.get("reason", kind)), kill=kind == "abort"))
             else:
                 loop.create_task(self.send({"type": "ended", "job_id": job_id}))
 

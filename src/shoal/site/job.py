@@ -186,19 +186,19 @@ class SiteJob:
             {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": message}}
         )
 
-    async def end(self, reason: str) -> None:
-        """Stop the script (politely, then by signal), upload its log, confirm to the server."""
+    async def end(self, reason: str, kill: bool = False) -> None:
+        """Stop the script (politely unless ``kill``, then by signal), upload its log, confirm."""
         if self._ended:
             return
         self._ending = True
         await self._started.wait()
-        if self._writer is not None and not self._writer.is_closing():
+        if not kill and self._writer is not None and not self._writer.is_closing():
             try:
                 self._writer.write(encode({"op": "stop", "reason": reason}))
                 await self._writer.drain()
             except ConnectionError:
                 pass
-        await self.stop_process()
+        await self.stop_process(polite=not kill)
         self._ended = True
         try:
             await self.agent.upload(f"/site/v1/jobs/{self.job_id}/log", self.log_path, {})
@@ -206,11 +206,14 @@ class SiteJob:
             log.warning("job %s: could not upload the log: %s", self.job_id, exc)
         await self.agent.send({"type": "ended", "job_id": self.job_id})
 
-    async def stop_process(self) -> None:
+    async def stop_process(self, polite: bool = False) -> None:
+        """Wait for the script to leave (if ``polite``), then SIGTERM, then SIGKILL its group."""
         proc = self.proc
         if proc is None or proc.returncode is not None:
+            self._kill_group_of(proc)
             return
-        for sig, grace in ((None, STOP_GRACE), (signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, 5.0)):
+        steps = ((None, STOP_GRACE),) if polite else ()
+        for sig, grace in (*steps, (signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, 5.0)):
             if sig is not None:
                 try:
                     os.killpg(proc.pid, sig)
@@ -221,12 +224,14 @@ class SiteJob:
                 break
             except TimeoutError:
                 continue
-        self._kill_group(proc.pid)
+        self._kill_group_of(proc)
 
     @staticmethod
-    def _kill_group(pgid: int) -> None:
+    def _kill_group_of(proc: asyncio.subprocess.Process | None) -> None:
         """Children the script forked share its group; none may outlive the job."""
+        if proc is None:
+            return
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
