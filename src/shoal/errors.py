@@ -8,18 +8,21 @@ it. Nothing ever matches on message text. Standard library only: the CLI imports
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False  # typing and dataclasses cost CLI start-up time; see decisions/0004
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True)
 class ErrorSpec:
     """How one error code looks to the outside world."""
 
-    exit_code: int
-    http_status: int
-    message: str
-    hint: str
+    __slots__ = ("exit_code", "http_status", "message", "hint")
+
+    def __init__(self, exit_code: int, http_status: int, message: str, hint: str) -> None:
+        self.exit_code = exit_code
+        self.http_status = http_status
+        self.message = message
+        self.hint = hint
 
 
 _JOB_LIST_HINT = "Run 'shoal job list' to see the jobs of this study."
@@ -182,7 +185,7 @@ CATALOGUE: dict[str, ErrorSpec] = {
 }
 
 
-class _Defaults(dict[str, Any]):
+class _Defaults(dict[str, object]):
     """Leaves unknown placeholders visible instead of raising KeyError."""
 
     def __missing__(self, key: str) -> str:

@@ -7,18 +7,20 @@ catalogue code; callers never see a socket or ssl exception.
 
 from __future__ import annotations
 
-import http.client
 import json
-import shutil
 import ssl
 import time
 import urllib.parse
 from pathlib import Path
-from typing import IO, Any
 
+from shoal.api.http import Connection, ProtocolError
 from shoal.api.kits import AdminKit
 from shoal.errors import ShoalError
 from shoal.security.tls import client_ssl_context
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 LONG_POLL = 25.0  # seconds one wait request is held open by the server
 
@@ -27,7 +29,7 @@ class AdminClient:
     def __init__(self, kit: AdminKit, connect_timeout: float = 5.0) -> None:
         self.kit = kit
         self.connect_timeout = connect_timeout
-        self._conn: http.client.HTTPSConnection | None = None
+        self._conn: Connection | None = None
 
     @property
     def address(self) -> str:
@@ -44,20 +46,13 @@ class AdminClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connection(self, timeout: float | None) -> http.client.HTTPSConnection:
+    def _connection(self, timeout: float | None) -> Connection:
         if self._conn is None:
             ctx = client_ssl_context(self.kit.path)
-            self._conn = http.client.HTTPSConnection(
-                self.kit.host, self.kit.port, context=ctx, timeout=self.connect_timeout
-            )
-            try:
-                self._conn.connect()
-            except BaseException:
-                self._conn = None
-                raise
-        self._conn.timeout = timeout
-        if self._conn.sock is not None:
-            self._conn.sock.settimeout(timeout)
+            conn = Connection(self.kit.host, self.kit.port, ctx, timeout=self.connect_timeout)
+            conn.connect()
+            self._conn = conn
+        self._conn.settimeout(timeout)
         return self._conn
 
     def _request(
@@ -75,15 +70,18 @@ class AdminClient:
         url = path + ("?" + urllib.parse.urlencode(q) if q else "")
         try:
             conn = self._connection(timeout)
-            conn.request(method, url, body=body, headers=headers or {})
-            resp = conn.getresponse()
+            resp = conn.request(method, url, body=body, headers=headers or {})
             if resp.status >= 400:
-                raw = resp.read()
-                raise _error_from_response(resp.status, raw)
+                raise _error_from_response(resp.status, resp.read())
             if sink is not None:
-                shutil.copyfileobj(resp, sink, 1 << 20)
-                return None
-            return json.loads(resp.read() or b"null")
+                for piece in resp.iter_body():
+                    sink.write(piece)
+                result = None
+            else:
+                result = json.loads(resp.read() or b"null")
+            if resp.headers.get("connection", "").lower() == "close":
+                self.close()
+            return result
         except ShoalError:
             raise
         except ssl.SSLCertVerificationError as exc:
@@ -104,7 +102,7 @@ class AdminClient:
             ConnectionRefusedError,
             ConnectionResetError,
             BrokenPipeError,
-            http.client.HTTPException,
+            ProtocolError,
         ) as exc:
             self.close()
             raise ShoalError("CONNECTION_FAILED", f"{self.address}: {exc.__class__.__name__}") from exc

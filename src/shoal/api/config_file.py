@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.errors import ShoalError
@@ -25,11 +23,17 @@ def config_path() -> Path:
     return shoal_home() / "config.toml"
 
 
-@dataclass
 class ShoalConfig:
-    kits: dict[str, str] = field(default_factory=dict)
-    active: str | None = None
-    poc_workspace: str | None = None
+    """The parsed config file: kit id -> path, the active id, the POC workspace."""
+
+    __slots__ = ("kits", "active", "poc_workspace")
+
+    def __init__(
+        self, kits: dict[str, str] | None = None, active: str | None = None, poc_workspace: str | None = None
+    ) -> None:
+        self.kits = dict(kits or {})
+        self.active = active
+        self.poc_workspace = poc_workspace
 
 
 def load_config() -> ShoalConfig:
@@ -71,6 +75,8 @@ def render(config: ShoalConfig) -> str:
 
 
 def save_config(config: ShoalConfig) -> None:
+    import tempfile
+
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)

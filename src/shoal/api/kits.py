@@ -9,27 +9,35 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from shoal.api.config_file import load_config, save_config
 from shoal.errors import ShoalError
+
+TYPE_CHECKING = False  # no typing/dataclasses at run time: CLI start-up (decisions/0004)
+if TYPE_CHECKING:
+    from typing import Any
 
 ADMIN_FILES = ("fed_admin.json", "client.crt", "client.key", "rootCA.pem")
 ENV_KIT = "SHOAL_STARTUP_KIT_DIR"
 
 
-@dataclass(frozen=True)
 class AdminKit:
-    path: Path
-    name: str
-    org: str
-    role: str
-    project: str
-    host: str
-    port: int
-    source: str  # kit-id | startup-kit | env | active
+    """An admin startup kit, and where it came from (kit-id | startup-kit | env | active)."""
+
+    __slots__ = ("path", "name", "org", "role", "project", "host", "port", "source")
+
+    def __init__(
+        self, *, path: Path, name: str, org: str, role: str, project: str, host: str, port: int, source: str
+    ) -> None:
+        self.path = path
+        self.name = name
+        self.org = org
+        self.role = role
+        self.project = project
+        self.host = host
+        self.port = port
+        self.source = source
 
     @property
     def cert(self) -> Path:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from shoal.cli.output import Result, progress, table
 from shoal.errors import ShoalError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -137,6 +138,9 @@ def _resolve_job_folder(raw: str) -> Path:
 
 
 def cmd_submit(args: argparse.Namespace) -> Result:
+    import shutil
+    import tempfile
+
     from shoal.cli.main import connect
     from shoal.wire.archive import zip_folder
 
@@ -255,6 +259,9 @@ def cmd_wait(args: argparse.Namespace) -> Result:
 
 
 def cmd_download(args: argparse.Namespace) -> Result:
+    import shutil
+    import tempfile
+
     from shoal.cli.artifacts import discover
     from shoal.cli.main import connect
     from shoal.wire.archive import extract_archive

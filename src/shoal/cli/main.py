@@ -10,13 +10,15 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
-from typing import Any, NoReturn
 
 from shoal import __version__
 from shoal.cli.output import Result, render_error, render_result
 from shoal.errors import ShoalError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 FORMATS = ("txt", "json", "jsonl")
 Handler = Callable[[argparse.Namespace], Result]
@@ -54,19 +56,32 @@ def hoist_format(argv: list[str]) -> tuple[str, list[str]]:
     return fmt, rest
 
 
-def build_parser() -> Parser:
-    from shoal.cli import config, daemons, job, poc, system
+# Top-level command -> module that registers it. Only the family a command line names is
+# built: argparse construction (and its gettext lookups) is a visible share of cold start.
+FAMILIES = {
+    "job": "shoal.cli.job",
+    "config": "shoal.cli.config",
+    "poc": "shoal.cli.poc",
+    "server": "shoal.cli.daemons",
+    "site": "shoal.cli.daemons",
+    "system": "shoal.cli.system",
+}
+
+
+def build_parser(argv: list[str] | None = None) -> Parser:
+    """The parser for ``argv``'s command family, or for every family when none is named."""
+    import importlib
+
     from shoal.cli.schema import add_schema_flags
 
     parser = Parser(prog="shoal", description="Federated learning jobs: server, sites and admin CLI.")
     parser.add_argument("-V", "--version", action="version", version=f"shoal {__version__}")
     parser.add_argument("--format", choices=FORMATS, default="txt", help="output: txt (default), json, jsonl")
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    job.register(groups)
-    config.register(groups)
-    poc.register(groups)
-    daemons.register(groups)
-    system.register(groups)
+    first = next((w for w in argv or [] if not w.startswith("-")), None)
+    modules = [FAMILIES[first]] if first in FAMILIES else list(dict.fromkeys(FAMILIES.values()))
+    for name in modules:
+        importlib.import_module(name).register(groups)
     add_schema_flags(parser)
     return parser
 
@@ -79,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             f"shoal: argument --format: invalid choice: {fmt!r} (choose from txt, json, jsonl)\n"
         )
         return 2
-    parser = build_parser()
+    parser = build_parser(rest)
     if "--schema" in rest:
         from shoal.cli.schema import describe
 
@@ -108,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if os.environ.get("SHOAL_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         return render_error(ShoalError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"), fmt)
 

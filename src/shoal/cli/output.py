@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
-from typing import Any
 
 from shoal.errors import ShoalError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = "1"
 
 
-@dataclass
 class Result:
     """What a command produced: data for JSON, text for people, and the exit code."""
 
-    data: Any
-    human: str | None = None
-    exit_code: int = 0
+    __slots__ = ("data", "human", "exit_code")
+
+    def __init__(self, data: Any, human: str | None = None, exit_code: int = 0) -> None:
+        self.data = data
+        self.human = human
+        self.exit_code = exit_code
 
 
 def envelope(data: Any, exit_code: int = 0) -> dict[str, Any]:

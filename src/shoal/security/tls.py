@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import ssl
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 KIT_FILES = {"server": "fed_server.json", "site": "fed_site.json", "admin": "fed_admin.json"}
 
