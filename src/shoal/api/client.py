@@ -183,6 +183,13 @@ class AdminClient:
                 "GET", f"/api/v1/jobs/{_quote(job_id)}/result", {"study": study}, timeout=600.0, sink=sink
             )
 
+    def abort_job(self, job_id: str, study: str) -> dict[str, Any]:
+        """Returns once the job is ABORTED (sites confirmed, or the stragglers are named)."""
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/v1/jobs/{_quote(job_id)}/abort", {"study": study}, timeout=120.0
+        )
+        return result
+
     def system_status(self) -> dict[str, Any]:
         status: dict[str, Any] = self._request("GET", "/api/v1/system/status")
         return status

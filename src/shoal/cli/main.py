@@ -68,6 +68,10 @@ FAMILIES = {
 }
 
 
+# Commands of the run surface (seed 003): their JSON is {"success": ..., ...}, not the envelope.
+RUN_SURFACE = frozenset({"run", "ls", "stop", "new", "build"})
+
+
 def build_parser(argv: list[str] | None = None) -> Parser:
     """The parser for ``argv``'s command family, or for every family when none is named."""
     import importlib
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             f"shoal: argument --format: invalid choice: {fmt!r} (choose from txt, json, jsonl)\n"
         )
         return 2
+    first = next((w for w in rest if not w.startswith("-")), "")
+    surface = "run" if first in RUN_SURFACE else "job"
     parser = build_parser(rest)
     if "--schema" in rest:
         from shoal.cli.schema import describe
@@ -110,15 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         if fmt == "jsonl" and not getattr(args, "supports_jsonl", False):
             raise ShoalError("INVALID_ARGS", "--format jsonl is only supported by streaming commands")
         args.format = fmt
-        return render_result(handler(args), fmt)
+        return render_result(handler(args), fmt, surface)
     except ArgumentsRejected as exc:
         err = ShoalError("INVALID_ARGS", str(exc), hint=f"Run '{exc.parser.prog} --help' for usage.")
         if fmt in ("json", "jsonl"):
             err.data = {"usage": exc.parser.format_usage().strip()}
-            return render_error(err, fmt)
-        return render_error(err, fmt, usage=exc.parser.format_help())
+            return render_error(err, fmt, surface=surface)
+        return render_error(err, fmt, usage=exc.parser.format_help(), surface=surface)
     except ShoalError as err:
-        return render_error(err, fmt)
+        return render_error(err, fmt, surface=surface)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -126,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        return render_error(ShoalError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"), fmt)
+        return render_error(
+            ShoalError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"), fmt, surface=surface
+        )
 
 
 def _deepest_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:

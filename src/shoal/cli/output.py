@@ -52,16 +52,23 @@ def write_json(doc: Any) -> None:
     sys.stdout.flush()
 
 
-def render_result(result: Result, fmt: str) -> int:
-    if fmt == "json":
+def render_result(result: Result, fmt: str, surface: str = "job") -> int:
+    """``surface`` "run" prints ``{"success": true, **data}`` instead of the job envelope."""
+    if fmt == "json" and surface == "run":
+        write_json({"success": result.exit_code == 0, **result.data})
+    elif fmt == "json":
         write_json(envelope(result.data, result.exit_code))
     elif result.human:
         sys.stdout.write(result.human.rstrip("\n") + "\n")
     return result.exit_code
 
 
-def render_error(err: ShoalError, fmt: str, usage: str | None = None) -> int:
-    if fmt in ("json", "jsonl"):
+def render_error(err: ShoalError, fmt: str, usage: str | None = None, surface: str = "job") -> int:
+    """Errors exit non-zero on both surfaces; the run surface keeps its own JSON shape."""
+    if fmt == "json" and surface == "run":
+        message = err.message + (f"\n{err.hint}" if err.hint else "")
+        write_json({"success": False, "error-message": message})
+    elif fmt in ("json", "jsonl"):
         write_json(error_envelope(err))
     else:
         if usage:

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,9 +96,12 @@ class JobRun:
         self._writer: asyncio.StreamWriter | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
-        self._ended_sites: set[str] = set()
-        self._all_ended = asyncio.Event()
-        self._lost_sites: set[str] = set()
+        self._failed_sites: set[str] = set()
+        self._confirmed: set[str] = set()  # sites that said their part of the job has ended
+        self._gone: set[str] = set()  # sites that disconnected: nobody left to confirm
+        self._settled = asyncio.Event()
+        self._aborting = False
+        self._finishing = False
         self.done = asyncio.Event()
 
     @property
@@ -228,45 +230,60 @@ class JobRun:
 
     def site_failed(self, site: str, error: dict[str, Any]) -> None:
         """A site's job process failed: tell the workflow, which decides if the job can go on."""
-        if site in self._lost_sites:
+        if site in self._failed_sites:
             return
-        self._lost_sites.add(site)
+        self._failed_sites.add(site)
         self.progress.site_status[site] = "failed"
         message = str(error.get("message", "failed"))
         self.scheduler.record_first_error(
             self.job_id, {"site": site, "type": error.get("type", "Error"), "message": message}
         )
         self._send_controller({"op": "site_failed", "site": site, "reason": message})
-        self._site_ended(site)
 
     def site_lost(self, site: str, reason: str) -> None:
+        self._gone.add(site)
         self.site_failed(site, {"type": "SiteDisconnected", "message": reason})
+        self._check_settled()
 
     def site_ended(self, site: str) -> None:
-        self.progress.site_status.setdefault(site, "ended")
-        if self.progress.site_status[site] != "failed":
+        if self.progress.site_status.get(site) != "failed":
             self.progress.site_status[site] = "ended"
-        self._site_ended(site)
+        self._confirmed.add(site)
+        self._check_settled()
 
-    def _site_ended(self, site: str) -> None:
-        self._ended_sites.add(site)
-        if self._ended_sites >= set(self.site_apps):
-            self._all_ended.set()
+    def _check_settled(self) -> None:
+        if self._confirmed | self._gone >= set(self.site_apps):
+            self._settled.set()
+
+    async def abort(self, who: str) -> None:
+        """Kill the workflow, have every site kill its process group, and wait until it is settled."""
+        if not self._finishing:
+            self._aborting = True
+            self._outcome = (JobStatus.ABORTED, f"aborted by {who}", None)
+            self.kill()
+        await self.done.wait()
 
     async def _finish(self) -> None:
         """Ask the sites to stop and upload their logs (bounded wait), then settle the status."""
+        self._finishing = True
         assert self._outcome is not None
         status, reason, error = self._outcome
+        kind = "abort" if self._aborting else "end"
         for site in self.sites:
-            if site not in self._ended_sites and not await self.scheduler.sites.send(
-                site, {"type": "end", "job_id": str(self.job_id), "reason": reason}
+            if site in self._confirmed or site in self._gone:
+                continue
+            if not await self.scheduler.sites.send(
+                site, {"type": kind, "job_id": str(self.job_id), "reason": reason}
             ):
-                self._site_ended(site)
+                self._gone.add(site)
+        self._check_settled()
         try:
-            await asyncio.wait_for(self._all_ended.wait(), SITE_END_GRACE)
+            await asyncio.wait_for(self._settled.wait(), SITE_END_GRACE)
         except TimeoutError:
-            stragglers = sorted(set(self.site_apps) - self._ended_sites)
+            stragglers = sorted(set(self.site_apps) - self._confirmed - self._gone)
             log.warning("job %s: sites did not confirm the end: %s", self.job_id, stragglers)
+            if self._aborting:
+                reason += f"; no confirmation from {', '.join(stragglers)} within {SITE_END_GRACE:g}s"
         if error is not None:
             self.scheduler.record_first_error(self.job_id, error)
         self.scheduler.set_status(self.job_id, status, reason)
@@ -286,6 +303,3 @@ class JobRun:
                 os.killpg(self._proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    def elapsed(self) -> float:
-        return time.time()

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from shoal.errors import ShoalError
 from shoal.scheduler.events import JobEvents
 from shoal.scheduler.runner import JobPaths, JobRun
 from shoal.scheduler.sites import SiteRegistry
@@ -126,6 +127,9 @@ class Scheduler:
         paths = self.paths(job.job_id)
         try:
             await asyncio.to_thread(self._materialise, job, paths)
+            current = self.store.get_job(job.job_id)
+            if current is None or current.status is not JobStatus.DISPATCHED:
+                return  # aborted or deleted while it was being unpacked
             server_app = server_app_of(job.meta.get("deploy_map", {}))
             if server_app is None:
                 raise ValueError("deploy_map deploys no app to the server")
@@ -146,6 +150,21 @@ class Scheduler:
             shutil.rmtree(paths.job)
         extract_archive(self.blobs.path(job.content_sha256), paths.job)
         load_job_definition(paths.job)
+
+    async def abort(self, job: JobRecord, who: str) -> JobRecord:
+        """End a job that has not finished: kill what runs, or cancel what waits."""
+        if job.status.terminal:
+            raise ShoalError(
+                "JOB_NOT_RUNNING", f"it already ended as {job.status.value}", job_id=str(job.job_id)
+            )
+        run = self.runs.get(job.job_id)
+        if run is not None:
+            await run.abort(who)
+        else:
+            self.set_status(job.job_id, JobStatus.ABORTED, f"aborted by {who} before it started")
+        final = self.store.get_job(job.job_id)
+        assert final is not None
+        return final
 
     def run_finished(self, run: JobRun) -> None:
         self.runs.pop(run.job_id, None)

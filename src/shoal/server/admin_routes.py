@@ -134,6 +134,16 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/zip"})
 
 
+async def abort_job(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request)
+    ident = identity_of(request)
+    final = await ctx.scheduler.abort(job, ident.name)
+    return web.json_response(
+        {"job_id": str(final.job_id), "status": final.status.value, "reason": final.status_reason}
+    )
+
+
 async def system_status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     return web.json_response(
@@ -156,5 +166,6 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/v1/jobs/{job_id}", get_job),
         web.get("/api/v1/jobs/{job_id}/wait", wait_job),
         web.get("/api/v1/jobs/{job_id}/result", download_job),
+        web.post("/api/v1/jobs/{job_id}/abort", abort_job),
         web.get("/api/v1/system/status", system_status),
     ]

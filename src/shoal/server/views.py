@@ -69,4 +69,8 @@ def job_row(job: JobRecord, now: float) -> dict[str, Any]:
         "submit_time": iso(job.submit_time),
         "duration": text,
         "study": job.study,
+        "start_time": iso(job.start_time),
+        "end_time": iso(job.end_time),
+        "content_sha256": job.content_sha256,
+        "fab": job.meta.get("fab"),
     }
