@@ -144,6 +144,18 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "MODEL_INVALID": ErrorSpec(
         1, 400, "The model is not a valid safetensors file.", "Send weights saved with safetensors."
     ),
+    "LOG_NOT_FOUND": ErrorSpec(
+        1,
+        404,
+        "Job logs are not available for site '{site}'.",
+        'Logs reach the server when the job streams them (meta.json "log_streaming": true) or when it ends.',
+    ),
+    "LOG_CONFIG_INVALID": ErrorSpec(
+        4,
+        400,
+        "Not a log level or mode.",
+        "Use one of DEBUG, INFO, WARNING, ERROR, CRITICAL, concise, msg_only, full, verbose, reload.",
+    ),
     "KIT_EXISTS": ErrorSpec(
         4, 400, "Startup kit id '{kit_id}' is already registered.", "Use --force to replace the registration."
     ),

@@ -345,6 +345,22 @@ def test_set_first_error_keeps_the_first(store: JobStore) -> None:
     assert record is not None and record.first_error == first
 
 
+def test_jobs_using_content_counts_clones(store: JobStore) -> None:
+    first = create(store)
+    clone, _ = store.create_job(
+        study="default",
+        name=first.name,
+        meta=first.meta,
+        content_sha256=first.content_sha256,
+        submitter=first.submitter,
+        cloned_from=first.job_id,
+    )
+    assert clone.cloned_from == first.job_id
+    assert store.jobs_using_content(first.content_sha256) == 2
+    store.delete_job(first.job_id)
+    assert store.jobs_using_content(first.content_sha256) == 1
+
+
 def test_transition_unknown_job(store: JobStore) -> None:
     assert store.transition(999, JobStatus.DISPATCHED) is None
 

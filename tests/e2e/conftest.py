@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,14 @@ class Federation:
         return self.workspace / "kits"
 
 
-def start_federation(home: Path, sites: int = 2) -> Federation:
+def start_federation(home: Path, sites: int = 2, studies: dict[str, object] | None = None) -> Federation:
+    """Prepare and start a POC; ``studies`` is written to the server's studies.json first."""
     cli = Cli(home)
     ws = home / "poc"
     prepared = cli.run("poc", "prepare", "-n", str(sites), "--workspace", ws)
     assert prepared.returncode == 0, prepared.stderr
+    if studies is not None:
+        (ws / "kits" / "server" / "local" / "studies.json").write_text(json.dumps({"studies": studies}))
     started = cli.run("poc", "start", "--workspace", ws)
     assert started.returncode == 0, started.stderr + started.stdout
     return Federation(cli, ws)

@@ -190,6 +190,49 @@ class AdminClient:
         )
         return result
 
+    def delete_job(self, job_id: str, study: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("DELETE", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
+        return result
+
+    def clone_job(self, job_id: str, study: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/v1/jobs/{_quote(job_id)}/clone", {"study": study}
+        )
+        return result
+
+    def job_events(self, job_id: str, study: str, since: int, hold: float) -> dict[str, Any]:
+        """The job as soon as it changed after version ``since`` (or after ``hold`` seconds)."""
+        result: dict[str, Any] = self._request(
+            "GET",
+            f"/api/v1/jobs/{_quote(job_id)}/events",
+            {"study": study, "since": since, "timeout": f"{hold:.3f}"},
+            timeout=hold + 30,
+        )
+        return result
+
+    def job_stats(self, job_id: str, study: str, site: str = "all") -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"/api/v1/jobs/{_quote(job_id)}/stats", {"study": study, "site": site}
+        )
+        return result
+
+    def job_logs(self, job_id: str, study: str, site: str = "server") -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"/api/v1/jobs/{_quote(job_id)}/logs", {"study": study, "site": site}, timeout=120.0
+        )
+        return result
+
+    def log_config(self, job_id: str, study: str, setting: str, site: str = "all") -> dict[str, Any]:
+        body = json.dumps({"setting": setting, "site": site}).encode()
+        result: dict[str, Any] = self._request(
+            "POST",
+            f"/api/v1/jobs/{_quote(job_id)}/log-config",
+            {"study": study},
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return result
+
     def system_status(self) -> dict[str, Any]:
         status: dict[str, Any] = self._request("GET", "/api/v1/system/status")
         return status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 
@@ -15,34 +14,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-NORMALISED = {
-    "FINISHED_OK": "COMPLETED",
-    "FINISHED_EXCEPTION": "FAILED",
-    "FAILED": "FAILED",
-    "ABORTED": "ABORTED",
-    "ABANDONED": "ABANDONED",
-}
-FAILURE_CODES = {
-    "FAILED": "JOB_FAILED",
-    "FINISHED_EXCEPTION": "JOB_FINISHED_EXCEPTION",
-    "ABORTED": "JOB_ABORTED",
-    "ABANDONED": "JOB_ABANDONED",
-}
-SUMMARY_KEYS = (
-    "job_name",
-    "status",
-    "status_reason",
-    "submit_time_iso",
-    "start_time",
-    "end_time",
-    "duration",
-    "study",
-    "submitter_name",
-    "submitter_org",
-    "submitter_role",
-    "first_error",
-)
 
 
 def submit_token(value: str) -> str:
@@ -67,13 +38,28 @@ def positive(value: str) -> float:
     return number
 
 
+DEPRECATED = {
+    "list_templates": "use 'shoal recipe list'",
+    "create": "use 'python job.py --export --export-dir <folder>' then 'shoal job submit -j <folder>'",
+    "show_variables": "use 'shoal recipe show <name>' or the recipe API",
+}
+
+
 def register(groups: Any) -> None:
-    from shoal.cli.main import Parser, add_kit_options
+    from shoal.cli.main import Parser, add_kit_options, lazy
 
     job = groups.add_parser("job", help="submit, watch and manage jobs")
     subs = job.add_subparsers(dest="job_command", metavar="SUBCOMMAND", parser_class=Parser)
 
-    p = subs.add_parser("submit", help="submit a job folder (or .zip)")
+    def command(name: str, help_text: str, handler: Any, job_id: bool = True) -> Parser:
+        p: Parser = subs.add_parser(name, help=help_text)
+        if job_id:
+            p.add_argument("job_id", help="the job's id")
+        add_kit_options(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("submit", "submit a job folder (or .zip)", cmd_submit, job_id=False)
     p.add_argument(
         "-j",
         "--job-folder",
@@ -83,16 +69,13 @@ def register(groups: Any) -> None:
         help="job folder or .zip holding meta.json (default: ./current_job)",
     )
     p.add_argument(
-        "--submit-token",
-        type=submit_token,
-        default=None,
-        help="caller-chosen token that makes retries of this submit safe",
+        "--submit-token", type=submit_token, default=None, help="caller-chosen token that makes retries safe"
     )
     p.add_argument("-debug", "--debug", action="store_true", help="keep the archive that was uploaded")
-    add_kit_options(p)
-    p.set_defaults(handler=cmd_submit)
+    p.add_argument("--wait", action="store_true", help="then wait for the job, as 'shoal job wait' does")
+    p.add_argument("--timeout", type=non_negative, default=0.0, help="with --wait: seconds to wait at most")
 
-    p = subs.add_parser("list", help="list jobs")
+    p = command("list", "list jobs", cmd_list, job_id=False)
     p.add_argument("-n", "--name", default=None, help="job name prefix")
     p.add_argument("-i", "--id", dest="id_prefix", default=None, help="job id prefix")
     p.add_argument("-r", "--reverse", action="store_true", help="newest first")
@@ -102,27 +85,87 @@ def register(groups: Any) -> None:
     p.add_argument(
         "--submit-token", type=submit_token, default=None, help="find the job submitted with this token"
     )
-    add_kit_options(p)
-    p.set_defaults(handler=cmd_list)
 
-    p = subs.add_parser("meta", help="show a job's metadata")
-    p.add_argument("job_id")
-    add_kit_options(p)
-    p.set_defaults(handler=cmd_meta)
+    command("meta", "show a job's metadata", cmd_meta)
 
-    p = subs.add_parser("wait", help="wait for a job and return one final result")
-    p.add_argument("job_id")
-    p.add_argument("--timeout", type=non_negative, default=0.0, help="seconds to wait at most (0: no limit)")
-    p.add_argument("--interval", type=positive, default=2.0, help="seconds between retries when no news came")
-    add_kit_options(p)
-    p.set_defaults(handler=cmd_wait)
+    for name, help_text, handler in (
+        ("wait", "wait for a job and return one final result", lazy("shoal.cli.job_wait", "cmd_wait")),
+        ("monitor", "follow a job, streaming progress", lazy("shoal.cli.job_wait", "cmd_monitor")),
+    ):
+        p = command(name, help_text, handler)
+        p.add_argument(
+            "--timeout", type=non_negative, default=0.0, help="seconds to wait at most (0: no limit)"
+        )
+        p.add_argument(
+            "--interval", type=positive, default=2.0, help="seconds between polls when no news came"
+        )
+        if name == "monitor":
+            p.add_argument(
+                "--stats-target",
+                choices=("server", "client", "all"),
+                default="server",
+                help="whose metrics to show",
+            )
+            p.add_argument(
+                "--metric", action="append", default=None, help="extra metric key to show (repeatable)"
+            )
+            p.set_defaults(supports_jsonl=True)
 
-    p = subs.add_parser("download", help="download a finished job's result")
-    p.add_argument("job_id")
+    p = command("download", "download a finished job's result", lazy("shoal.cli.job_manage", "cmd_download"))
     p.add_argument("-o", "--output-dir", default=None, help="where to put <job_id>/ (default: .)")
     p.add_argument("--force", action="store_true", help="replace an existing download")
-    add_kit_options(p)
-    p.set_defaults(handler=cmd_download)
+
+    for name, help_text in (("abort", "abort a job that has not finished"), ("delete", "delete a job")):
+        p = command(name, help_text, lazy("shoal.cli.job_manage", f"cmd_{name}"))
+        p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    command("clone", "submit a copy of a job", lazy("shoal.cli.job_manage", "cmd_clone"))
+
+    from shoal.cli.job_observe import non_negative_int, parse_when
+
+    p = command(
+        "logs", "show a job's logs from the server's log store", lazy("shoal.cli.job_observe", "cmd_logs")
+    )
+    p.add_argument(
+        "--site", "--sites", dest="site", default="server", help="server (default), a site name, or all"
+    )
+    p.add_argument("--tail", type=non_negative_int, default=None, help="at most the last N lines per site")
+    p.add_argument("--since", type=parse_when, default=None, help="lines at or after this ISO timestamp")
+    p.add_argument(
+        "--max-bytes", type=non_negative_int, default=None, help="at most the last N bytes per site"
+    )
+
+    p = command(
+        "log-config",
+        "change a running job's log level or mode",
+        lazy("shoal.cli.job_observe", "cmd_log_config"),
+    )
+    p.add_argument(
+        "level",
+        nargs="?",
+        default=None,
+        help="DEBUG, INFO, WARNING, ERROR, CRITICAL, concise, msg_only, full, verbose or reload",
+    )
+    p.add_argument("--site", default="all", help="all (default), server, or a site name")
+
+    p = command("stats", "show a running job's statistics", lazy("shoal.cli.job_observe", "cmd_stats"))
+    p.add_argument("--site", default="all", help="all (default), server, or a site name")
+
+    for name, pointer in DEPRECATED.items():
+        p = subs.add_parser(name, help=f"[DEPRECATED] {pointer}")
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(handler=deprecated(name, pointer))
+
+
+def deprecated(name: str, pointer: str) -> Any:
+    def handler(args: argparse.Namespace) -> Result:
+        from shoal.cli.output import progress
+
+        progress(f"'shoal job {name}' is deprecated: {pointer}.")
+        return Result(
+            {"deprecated": True, "command": f"shoal job {name}", "replacement": pointer}, exit_code=0
+        )
+
+    return handler
 
 
 def _resolve_job_folder(raw: str) -> Path:
@@ -158,6 +201,12 @@ def cmd_submit(args: argparse.Namespace) -> Result:
             shutil.copy(archive, kept)
             progress(f"uploaded archive kept at {kept}")
     job_id = answer["job_id"]
+    if args.wait:
+        from shoal.cli.job_wait import cmd_wait
+
+        progress(f"job_id: {job_id}")
+        args.job_id, args.interval = job_id, 2.0
+        return cmd_wait(args)
     return Result({"job_id": job_id}, human=f"job_id: {job_id}")
 
 
@@ -219,86 +268,3 @@ def _meta_text(meta: dict[str, Any]) -> str:
         err = meta["first_error"]
         lines.append(f"First error: [{err.get('site')}] {err.get('type')}: {err.get('message')}")
     return "\n".join(lines)
-
-
-def summary(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: meta[k] for k in SUMMARY_KEYS if meta.get(k) not in (None, "")}
-
-
-def cmd_wait(args: argparse.Namespace) -> Result:
-    from shoal.cli.main import connect
-
-    client = connect(args)
-    if args.format == "txt":
-        progress(f"Waiting for job {args.job_id} in study {args.study} ...")
-    finished, meta = client.wait_job(args.job_id, args.study, timeout=args.timeout, interval=args.interval)
-    status = meta["status"]
-    data = {
-        "job_id": meta["job_id"],
-        "status": status,
-        "duration_s": meta.get("duration_s"),
-        "job_meta": summary(meta),
-        "last_stats": (meta.get("progress") or {}).get("last_metrics") or None,
-    }
-    if not finished:
-        raise ShoalError("TIMEOUT", f"job {args.job_id} did not finish within {args.timeout:g}s", data=data)
-    if status != "FINISHED_OK":
-        raise ShoalError(
-            FAILURE_CODES.get(status, "JOB_FAILED"),
-            meta.get("status_reason") or None,
-            data=data,
-            job_id=meta["job_id"],
-            status=status,
-        )
-    human = [f"Job {meta['job_id']} status: {NORMALISED.get(status, status)} ({status})"]
-    if meta.get("duration_s") is not None:
-        human.append(f"  Duration: {meta['duration_s']:.1f}s")
-    human.append(f"  Name: {meta.get('name', '')}")
-    human.append(f"  Study: {meta.get('study', '')}")
-    return Result(data, human="\n".join(human))
-
-
-def cmd_download(args: argparse.Namespace) -> Result:
-    import shutil
-    import tempfile
-
-    from shoal.cli.artifacts import discover
-    from shoal.cli.main import connect
-    from shoal.wire.archive import extract_archive
-
-    client = connect(args)
-    meta = client.get_job(args.job_id, args.study)
-    if meta["status"] not in NORMALISED:
-        raise ShoalError(
-            "JOB_NOT_DONE",
-            f"current status: {meta['status']}; searched study '{args.study}'",
-            job_id=meta["job_id"],
-        )
-    out_dir = Path(args.output_dir or ".").expanduser().resolve()
-    dest = out_dir / meta["job_id"]
-    if dest.exists() and not args.force:
-        raise ShoalError("DOWNLOAD_EXISTS", str(dest))
-    if args.format == "txt":
-        progress(f"Downloading job {meta['job_id']} from study {args.study} ...")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".shoal-download-", dir=out_dir) as tmp:
-            archive = Path(tmp) / "result.zip"
-            client.download_result(meta["job_id"], args.study, archive)
-            staged = Path(tmp) / "tree"
-            extract_archive(archive, staged)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(staged, dest)
-    except PermissionError as exc:
-        raise ShoalError("OUTPUT_DIR_NOT_WRITABLE", str(exc), path=str(out_dir)) from exc
-    artifacts, missing = discover(dest)
-    data = {
-        "job_id": meta["job_id"],
-        "download_path": str(dest),
-        "path": str(dest),
-        "artifact_discovery": "completed",
-        "artifacts": artifacts,
-        "missing_artifacts": missing,
-    }
-    return Result(data, human=f"Job result downloaded to: {dest}")

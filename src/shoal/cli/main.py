@@ -148,6 +148,18 @@ def _deepest_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     return current
 
 
+def lazy(module: str, name: str) -> Handler:
+    """A handler that imports its module only when its command runs (CLI start-up stays small)."""
+
+    def handler(args: argparse.Namespace) -> Result:
+        import importlib
+
+        target: Handler = getattr(importlib.import_module(module), name)
+        return target(args)
+
+    return handler
+
+
 def add_kit_options(p: argparse.ArgumentParser, study: bool = True) -> None:
     """Options every server-connected command takes."""
     group = p.add_mutually_exclusive_group()

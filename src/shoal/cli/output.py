@@ -100,3 +100,24 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     lines = [fmt_row([t for _, t in columns]), fmt_row(["-" * w for w in widths])]
     lines += [fmt_row(c) for c in cells]
     return "\n".join(lines)
+
+
+def emit_event(doc: dict[str, Any]) -> None:
+    """One JSONL event on stdout, flushed at once (monitor streams these)."""
+    write_json({"schema_version": SCHEMA_VERSION, **doc})
+
+
+def error_event(err: ShoalError) -> dict[str, Any]:
+    """A terminal JSONL event for a failure that ended the stream (connection, auth, not found)."""
+    return {**error_envelope(err), "event": "terminal", "terminal": True}
+
+
+def confirm(question: str, force: bool) -> bool:
+    """Ask on the terminal; without one, refuse unless --force (scripts must say what they mean)."""
+    if force:
+        return True
+    if not sys.stdin.isatty():
+        raise ShoalError("CONFIRMATION_REQUIRED", "stdin is not a terminal")
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")

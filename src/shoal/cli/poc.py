@@ -26,6 +26,12 @@ def register(groups: Any) -> None:
     p.add_argument("--workspace", default=None, help="where (default: ~/.shoal/poc)")
     p.add_argument("--force", action="store_true", help="replace an existing workspace")
     p.set_defaults(handler=cmd_prepare)
+    p = subs.add_parser("add-user", help="issue another admin startup kit from the POC's CA")
+    p.add_argument("role", choices=("project_admin", "org_admin", "lead", "member"))
+    p.add_argument("email")
+    p.add_argument("--org", default=None, help="the user's org (default: the POC's org)")
+    p.add_argument("--workspace", default=None, help="the POC workspace (default: ~/.shoal/poc)")
+    p.set_defaults(handler=cmd_add_user)
     for name, handler, help_text in (
         ("start", cmd_start, "start the server and sites in the background"),
         ("stop", cmd_stop, "stop every process the POC started"),
@@ -99,3 +105,13 @@ def cmd_clean(args: argparse.Namespace) -> Result:
         stop_poc(ws)
     data = clean_poc(ws)
     return Result(data, human=f"removed {ws}")
+
+
+def cmd_add_user(args: argparse.Namespace) -> Result:
+    from shoal.provision.poc import DEFAULT_ORG, add_poc_admin
+
+    kit = add_poc_admin(_workspace(args), args.email, args.role, org=args.org or DEFAULT_ORG)
+    data = {"startup_kit": str(kit), "name": args.email, "role": args.role, "org": args.org or DEFAULT_ORG}
+    return Result(
+        data, human=f"admin kit for {args.email} ({args.role}): {kit}\nuse it with --startup-kit {kit}"
+    )

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shoal.fl.logconfig import apply as apply_log_setting
 from shoal.fl.model import FLModel
 from shoal.wire.channel import SyncChannel
 from shoal.wire.models import load_params, save_params
@@ -66,7 +67,9 @@ def receive(timeout: float | None = None) -> FLModel | None:
             _running = False
             _current_task = None
             return None
-        if message.get("op") == "task":
+        if message.get("op") == "log_config":
+            apply_log_setting(str(message.get("setting", "")))
+        elif message.get("op") == "task":
             _current_task = message
             params = load_params(Path(message["model_path"]))
             return FLModel(

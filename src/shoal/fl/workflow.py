@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from shoal.fl.logconfig import apply as apply_log_setting
 from shoal.fl.model import FLModel
 from shoal.wire.channel import SyncChannel
 from shoal.wire.models import load_params, save_params
@@ -143,6 +144,8 @@ class WorkflowContext:
                         raise RoundFailed(f"site {site} failed: {reason}", site=site)
             elif op == "stop":
                 raise RoundFailed("the server stopped the job")
+            elif op == "log_config":
+                apply_log_setting(str(message.get("setting", "")))
 
     def record_round(self, round_number: int, metrics: dict[str, float], sites: list[str]) -> None:
         """Remember one finished round and tell the server (for meta, stats and monitor)."""

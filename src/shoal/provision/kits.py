@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.provision.ca import CertificateAuthority, issue_cert, write_cert, write_key
+from shoal.security.policy import write_default_policy
 from shoal.security.tls import KIT_FILES, read_kit_json
 
 DEFAULT_SITE_POLICY = {"allow_custom_code": True, "allow_log_streaming": True, "studies": None}
@@ -43,6 +44,7 @@ def write_server_kit(
     kit = kits_dir / "server"
     key, cert = issue_cert(ca, name="server", org=org, kind="server", hosts=(host,))
     _write_common(kit, ca, key, cert, "server")
+    write_default_policy(kit / "local" / "authorization.json")
     _write_json(
         kit / "startup" / "fed_server.json",
         {"kind": "server", "project": project, "name": "server", "host": host, "port": port, "sites": sites},

@@ -71,8 +71,32 @@ class Progress:
 
     current_round: int | None = None
     total_rounds: int | None = None
+    rounds_done: int = 0
     last_metrics: dict[str, float] = field(default_factory=dict)
     site_status: dict[str, str] = field(default_factory=dict)
+    tasks_sent: int = 0
+    results_received: int = 0
+    bytes_to_sites: int = 0
+    bytes_from_sites: int = 0
+    site_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    site_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    def count(self, site: str, key: str, amount: int = 1) -> None:
+        counts = self.site_counts.setdefault(site, {})
+        counts[key] = counts.get(key, 0) + amount
+
+    def as_stats(self) -> dict[str, Any]:
+        return {
+            "current_round": self.current_round,
+            "total_rounds": self.total_rounds,
+            "rounds_done": self.rounds_done,
+            "last_metrics": self.last_metrics,
+            "tasks_sent": self.tasks_sent,
+            "results_received": self.results_received,
+            "bytes_to_sites": self.bytes_to_sites,
+            "bytes_from_sites": self.bytes_from_sites,
+        }
 
 
 class JobRun:
@@ -188,11 +212,15 @@ class JobRun:
                 "meta": msg.get("meta") or {},
             }
             for site in sorted(task.sites):
-                if not await self.scheduler.sites.send(site, out):
+                if await self.scheduler.sites.send(site, out):
+                    self.progress.tasks_sent += 1
+                    self.progress.count(site, "tasks")
+                else:
                     self.site_lost(site, "site is not connected")
             self.scheduler.events.notify(self.job_id)
         elif op == "round":
             self.progress.last_metrics = dict(msg.get("metrics") or {})
+            self.progress.rounds_done += 1
             self.scheduler.events.notify(self.job_id)
         elif op == "done":
             self._outcome = (JobStatus.FINISHED_OK, "finished", None)
@@ -212,6 +240,13 @@ class JobRun:
 
     def on_result(self, site: str, task_id: str, path: Path, header: dict[str, Any]) -> None:
         self.progress.site_status[site] = "running"
+        size = path.stat().st_size
+        self.progress.results_received += 1
+        self.progress.bytes_from_sites += size
+        self.progress.count(site, "results")
+        self.progress.count(site, "bytes_from_site", size)
+        if header.get("metrics"):
+            self.progress.site_metrics.setdefault(site, {}).update(header["metrics"])
         self._send_controller(
             {
                 "op": "result",
@@ -223,6 +258,36 @@ class JobRun:
                 "meta": header.get("meta") or {},
             }
         )
+
+    def model_served(self, site: str, size: int) -> None:
+        self.progress.bytes_to_sites += size
+        self.progress.count(site, "bytes_to_site", size)
+
+    def site_metric(self, site: str, key: str, value: float, step: int | None) -> None:
+        """A metric a training script logged with ``flare.log_metric``: kept live per site."""
+        self.progress.site_metrics.setdefault(site, {})[key] = value
+        if step is not None:
+            self.progress.site_metrics[site][f"{key}_step"] = step
+        self.scheduler.events.notify(self.job_id)
+
+    def notice(self, text: str) -> None:
+        """Something a user should see in the job's meta (a site refused log streaming, ...)."""
+        if text not in self.progress.notices:
+            self.progress.notices.append(text)
+            self.scheduler.events.notify(self.job_id)
+
+    async def set_log_config(self, setting: str, sites: list[str], server: bool) -> dict[str, str]:
+        """Push a log level or mode to the workflow and to the chosen sites, live."""
+        applied: dict[str, str] = {}
+        if server:
+            self._send_controller({"op": "log_config", "setting": setting})
+            applied["server"] = "sent"
+        for site in sites:
+            ok = await self.scheduler.sites.send(
+                site, {"type": "log_config", "job_id": str(self.job_id), "setting": setting}
+            )
+            applied[site] = "sent" if ok else "not connected"
+        return applied
 
     def site_ready(self, site: str) -> None:
         self.progress.site_status[site] = "running"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,15 @@ from shoal.wire.status import JobStatus
 log = logging.getLogger("shoal.scheduler")
 
 ALL_SITES = "@ALL"
+FINISHED_KEPT = 256
 
 
-def target_sites(deploy_map: dict[str, list[str]], connected: list[str]) -> dict[str, str]:
-    """Which connected site runs which app. ``@ALL`` means every connected site."""
+def target_sites(
+    deploy_map: dict[str, list[str]], connected: list[str], allowed: set[str] | None = None
+) -> dict[str, str]:
+    """Which connected site runs which app. ``@ALL`` means every connected site (of the study)."""
+    if allowed is not None:
+        connected = [s for s in connected if s in allowed]
     out: dict[str, str] = {}
     for app, targets in deploy_map.items():
         for target in targets:
@@ -49,8 +56,15 @@ def server_app_of(deploy_map: dict[str, list[str]]) -> str | None:
 
 class Scheduler:
     def __init__(
-        self, store: JobStore, blobs: BlobStore, jobs_root: Path, sites: SiteRegistry, max_running: int = 8
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        jobs_root: Path,
+        sites: SiteRegistry,
+        max_running: int = 8,
+        study_sites: Callable[[str], set[str] | None] = lambda study: None,
     ) -> None:
+        self.study_sites = study_sites
         self.store = store
         self.blobs = blobs
         self.jobs_root = jobs_root
@@ -58,6 +72,9 @@ class Scheduler:
         self.events = JobEvents()
         self.max_running = max_running
         self.runs: dict[int, JobRun] = {}
+        # The last live facts of recently finished jobs (bounded), so meta and monitor can still
+        # show their final round and metrics.
+        self.finished: OrderedDict[int, JobRun] = OrderedDict()
         self._kick_pending = False
 
     def paths(self, job_id: int) -> JobPaths:
@@ -103,7 +120,7 @@ class Scheduler:
                     job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
                 )
                 continue
-            targets = target_sites(job.meta.get("deploy_map", {}), connected)
+            targets = target_sites(job.meta.get("deploy_map", {}), connected, self.study_sites(job.study))
             min_clients = int(job.meta.get("min_clients", 1))
             if len(targets) < min_clients:
                 have = ", ".join(sorted(targets)) or "none"
@@ -166,8 +183,15 @@ class Scheduler:
         assert final is not None
         return final
 
+    def run_of(self, job_id: int) -> JobRun | None:
+        """The running job's live state, or the last state of a recently finished one."""
+        return self.runs.get(job_id) or self.finished.get(job_id)
+
     def run_finished(self, run: JobRun) -> None:
         self.runs.pop(run.job_id, None)
+        self.finished[run.job_id] = run
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
         self.kick()
 
     def site_connected(self, name: str) -> None:

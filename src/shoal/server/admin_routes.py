@@ -43,6 +43,7 @@ async def submit_job(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     ident = identity_of(request)
     study = ctx.study_of(request)
+    ctx.authorize(request, "submit_job")
     token = request.query.get("submit_token")
     if token is not None and not SUBMIT_TOKEN_RE.match(token):
         raise ShoalError(
@@ -76,6 +77,7 @@ async def submit_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     study = ctx.study_of(request)
+    ctx.authorize(request, "view")
     q = request.query
     token = q.get("submit_token")
     now = time.time()
@@ -97,7 +99,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 def _meta_of(ctx: ServerContext, request: web.Request) -> dict[str, object]:
     job = ctx.job_in_study(request)
-    return job_meta(job, ctx.scheduler.runs.get(job.job_id), time.time())
+    return job_meta(job, ctx.scheduler.run_of(job.job_id), time.time())
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -120,28 +122,18 @@ async def wait_job(request: web.Request) -> web.Response:
         if job.status.terminal or remaining <= 0:
             break
         seen = await ctx.scheduler.events.wait_change(job.job_id, seen, remaining)
-    meta = job_meta(job, ctx.scheduler.runs.get(job.job_id), time.time())
+    meta = job_meta(job, ctx.scheduler.run_of(job.job_id), time.time())
     return web.json_response({"terminal": job.status.terminal, "job": meta})
 
 
 async def download_job(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
-    job = ctx.job_in_study(request)
+    job = ctx.job_in_study(request, "download_job")
     if not job.status.terminal:
         raise ShoalError("JOB_NOT_DONE", f"current status: {job.status.value}", job_id=str(job.job_id))
     meta = job_meta(job, None, time.time())
     path = await asyncio.to_thread(build_result_zip, ctx.scheduler.paths(job.job_id), ctx.blobs, job, meta)
     return web.FileResponse(path, headers={"Content-Type": "application/zip"})
-
-
-async def abort_job(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    job = ctx.job_in_study(request)
-    ident = identity_of(request)
-    final = await ctx.scheduler.abort(job, ident.name)
-    return web.json_response(
-        {"job_id": str(final.job_id), "status": final.status.value, "reason": final.status_reason}
-    )
 
 
 async def system_status(request: web.Request) -> web.Response:
@@ -166,6 +158,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/v1/jobs/{job_id}", get_job),
         web.get("/api/v1/jobs/{job_id}/wait", wait_job),
         web.get("/api/v1/jobs/{job_id}/result", download_job),
-        web.post("/api/v1/jobs/{job_id}/abort", abort_job),
         web.get("/api/v1/system/status", system_status),
     ]

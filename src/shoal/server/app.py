@@ -12,10 +12,12 @@ from aiohttp import web
 
 from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry
+from shoal.security.policy import Policy
 from shoal.security.tls import read_kit_json, server_ssl_context
-from shoal.server import admin_routes, site_routes
+from shoal.server import admin_manage, admin_observe, admin_routes, site_routes
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import errors_middleware, identity_middleware
+from shoal.server.studies import Studies
 from shoal.store.blobs import BlobStore
 from shoal.store.sqlite import SqliteJobStore
 
@@ -28,7 +30,8 @@ def build_context(kit_dir: Path, workspace: Path) -> ServerContext:
     store = SqliteJobStore(workspace / "store.db")
     blobs = BlobStore(workspace / "blobs")
     sites = SiteRegistry()
-    scheduler = Scheduler(store, blobs, workspace / "jobs", sites)
+    studies = Studies.load(kit_dir / "local" / "studies.json")
+    scheduler = Scheduler(store, blobs, workspace / "jobs", sites, study_sites=studies.sites)
     return ServerContext(
         store=store,
         blobs=blobs,
@@ -37,7 +40,8 @@ def build_context(kit_dir: Path, workspace: Path) -> ServerContext:
         workspace=workspace,
         project=str(config.get("project", "")),
         provisioned_sites=list(config.get("sites", [])),
-        studies=dict(config.get("studies", {})),
+        studies=studies,
+        policy=Policy.load(kit_dir / "local" / "authorization.json"),
     )
 
 
@@ -45,6 +49,8 @@ def build_app(ctx: ServerContext) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, identity_middleware], client_max_size=4 * 2**20)
     app[CTX] = ctx
     app.add_routes(admin_routes.routes())
+    app.add_routes(admin_manage.routes())
+    app.add_routes(admin_observe.routes())
     app.add_routes(site_routes.routes())
     return app
 

@@ -11,10 +11,12 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry
+from shoal.security.policy import DEFAULT_POLICY, Policy
+from shoal.server.middleware import identity_of
+from shoal.server.studies import DEFAULT_STUDY, Studies
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import BlobStore
 
-DEFAULT_STUDY = "default"
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -27,7 +29,8 @@ class ServerContext:
     workspace: Path
     project: str
     provisioned_sites: list[str] = field(default_factory=list)
-    studies: dict[str, dict[str, object]] = field(default_factory=dict)
+    studies: Studies = field(default_factory=lambda: Studies({}))
+    policy: Policy = field(default_factory=lambda: Policy(DEFAULT_POLICY))
     max_upload_bytes: int = 256 * 2**20
     seen_sites: set[str] = field(default_factory=set)
 
@@ -42,18 +45,23 @@ class ServerContext:
         return sorted(set(self.provisioned_sites) | self.seen_sites | set(self.sites.names()))
 
     def study_of(self, request: web.Request) -> str:
+        """The requested study, if it exists and the caller may use it."""
         study = request.query.get("study", DEFAULT_STUDY) or DEFAULT_STUDY
-        if study != DEFAULT_STUDY and study not in self.studies:
-            raise ShoalError("STUDY_NOT_FOUND", study=study)
-        return study
+        return self.studies.require(study, identity_of(request))
 
-    def job_in_study(self, request: web.Request) -> JobRecord:
-        """The job named in the path, if it belongs to the requested study; else JOB_NOT_FOUND."""
+    def authorize(self, request: web.Request, right: str, job: JobRecord | None = None) -> None:
+        owner = (job.submitter.name, job.submitter.org) if job is not None else None
+        self.policy.check(identity_of(request), right, owner)
+
+    def job_in_study(self, request: web.Request, right: str = "view") -> JobRecord:
+        """The job named in the path, if it is in the requested study and the caller holds
+        ``right`` on it; a job of another study answers JOB_NOT_FOUND, as if it did not exist."""
         study = self.study_of(request)
         raw = request.match_info["job_id"]
         job = self.store.get_job(int(raw)) if raw.isdigit() and len(raw) <= 16 else None
         if job is None or job.study != study:
             raise ShoalError("JOB_NOT_FOUND", f"searched study '{study}'", job_id=raw, study=study)
+        self.authorize(request, right, job)
         return job
 
 

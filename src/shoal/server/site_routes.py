@@ -64,10 +64,26 @@ def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> Non
     kind = data.get("type")
     if kind == "ready":
         run.site_ready(site)
+    elif kind == "log":
+        append_site_log(run, site, str(data.get("data", "")))
+    elif kind == "metric":
+        run.site_metric(site, str(data.get("key")), float(data.get("value", 0.0)), data.get("step"))
+    elif kind == "notice":
+        run.notice(f"{site}: {data.get('message', '')}")
     elif kind == "failed":
         run.site_failed(site, dict(data.get("error") or {}))
     elif kind == "ended":
         run.site_ended(site)
+
+
+def append_site_log(run: JobRun, site: str, text: str) -> None:
+    """A chunk of a site's live log; the full file the site uploads at the end replaces it."""
+    dest = run.paths.site_log(site)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and dest.stat().st_size + len(text) > MAX_LOG_BYTES:
+        return
+    with dest.open("a", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
@@ -94,6 +110,7 @@ async def task_model(request: web.Request) -> web.FileResponse:
     task = run.task_for(site, request.match_info["task_id"])
     if task is None:
         raise ShoalError("JOB_NOT_RUNNING", "no such task for this site", job_id=str(run.job_id))
+    run.model_served(site, task.model_path.stat().st_size)
     return web.FileResponse(task.model_path)
 
 

@@ -56,6 +56,8 @@ def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
             "last_metrics": run.progress.last_metrics,
             "sites": dict(run.progress.site_status),
         }
+        if run.progress.notices:
+            out["notices"] = list(run.progress.notices)
     return out
 
 

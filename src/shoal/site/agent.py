@@ -131,6 +131,9 @@ class SiteAgent:
         elif kind == "task":
             if job is not None:
                 loop.create_task(self._guard(job, job.on_task(msg)))
+        elif kind == "log_config":
+            if job is not None:
+                loop.create_task(self._guard(job, job.set_log_config(str(msg.get("setting", "")))))
         elif kind in ("end", "abort"):
             if job is not None:
                 del self.jobs[job_id]

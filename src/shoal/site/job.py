@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.site")
 
 STOP_GRACE = 3.0  # seconds the script gets to leave on its own after "stop"
+LOG_STREAM_INTERVAL = 0.5  # seconds between live log chunks sent to the server
+LOG_CHUNK_MAX = 256 * 1024
 TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
 
 
@@ -107,8 +109,45 @@ class SiteJob:
             finally:
                 child.close()
         reader, self._writer = await asyncio.open_connection(sock=parent)
-        asyncio.get_running_loop().create_task(self._pump(reader))
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._pump(reader))
         await self.agent.send({"type": "ready", "job_id": self.job_id})
+        meta = json.loads((job_dir / "meta.json").read_text())
+        if meta.get("log_streaming"):
+            if self.agent.policy.get("allow_log_streaming", True):
+                loop.create_task(self._stream_log())
+            else:
+                await self.agent.send(
+                    {
+                        "type": "notice",
+                        "job_id": self.job_id,
+                        "message": "log streaming refused by site policy",
+                    }
+                )
+
+    async def _stream_log(self) -> None:
+        """Send the script's new log lines to the server while it runs (whole lines only)."""
+        offset = 0
+        while not self._ending:
+            await asyncio.sleep(LOG_STREAM_INTERVAL)
+            try:
+                with self.log_path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read(LOG_CHUNK_MAX)
+            except OSError:
+                continue
+            cut = data.rfind(b"\n") + 1
+            if cut and not self._ending:
+                offset += cut
+                await self.agent.send(
+                    {"type": "log", "job_id": self.job_id, "data": data[:cut].decode("utf-8", "replace")}
+                )
+
+    async def set_log_config(self, setting: str) -> None:
+        await self._started.wait()
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(encode({"op": "log_config", "setting": setting}))
+            await self._writer.drain()
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         """Relay the script's messages; when it exits before being told to stop, that's a failure."""
@@ -117,6 +156,16 @@ class SiteJob:
                 msg = json.loads(line)
                 if msg.get("op") == "result":
                     await self._upload_result(msg)
+                elif msg.get("op") == "metric":
+                    await self.agent.send(
+                        {
+                            "type": "metric",
+                            "job_id": self.job_id,
+                            "key": msg.get("key"),
+                            "value": msg.get("value"),
+                            "step": msg.get("step"),
+                        }
+                    )
         except (ConnectionError, ValueError) as exc:
             log.warning("job %s: channel to the script broke: %s", self.job_id, exc)
         except Exception as exc:

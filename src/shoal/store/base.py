@@ -155,6 +155,10 @@ class JobStore(Protocol):
         """
         ...
 
+    def jobs_using_content(self, content_sha256: str) -> int:
+        """How many jobs still reference a stored archive (clones share one); a blob with none may go."""
+        ...
+
     def close(self) -> None:
         """Release the connection; the store must not be used afterwards."""
         ...

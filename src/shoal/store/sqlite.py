@@ -391,6 +391,10 @@ class SqliteJobStore:
             )
             return int(cur.rowcount)
 
+    def jobs_using_content(self, content_sha256: str) -> int:
+        rows = self._read("SELECT COUNT(*) FROM jobs WHERE content_sha256 = ?", (content_sha256,))
+        return int(rows[0][0])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -1,0 +1,89 @@
+"""``shoal job download``, ``abort``, ``delete`` and ``clone``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from shoal.cli.job_wait import NORMALISED
+from shoal.cli.output import Result, progress
+from shoal.errors import ShoalError
+
+
+def cmd_download(args: argparse.Namespace) -> Result:
+    import shutil
+    import tempfile
+
+    from shoal.cli.artifacts import discover
+    from shoal.cli.main import connect
+    from shoal.wire.archive import extract_archive
+
+    client = connect(args)
+    meta = client.get_job(args.job_id, args.study)
+    if meta["status"] not in NORMALISED:
+        raise ShoalError(
+            "JOB_NOT_DONE",
+            f"current status: {meta['status']}; searched study '{args.study}'",
+            job_id=meta["job_id"],
+        )
+    out_dir = Path(args.output_dir or ".").expanduser().resolve()
+    dest = out_dir / meta["job_id"]
+    if dest.exists() and not args.force:
+        raise ShoalError("DOWNLOAD_EXISTS", str(dest))
+    if args.format == "txt":
+        progress(f"Downloading job {meta['job_id']} from study {args.study} ...")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".shoal-download-", dir=out_dir) as tmp:
+            archive = Path(tmp) / "result.zip"
+            client.download_result(meta["job_id"], args.study, archive)
+            staged = Path(tmp) / "tree"
+            extract_archive(archive, staged)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(staged, dest)
+    except PermissionError as exc:
+        raise ShoalError("OUTPUT_DIR_NOT_WRITABLE", str(exc), path=str(out_dir)) from exc
+    artifacts, missing = discover(dest)
+    data = {
+        "job_id": meta["job_id"],
+        "download_path": str(dest),
+        "path": str(dest),
+        "artifact_discovery": "completed",
+        "artifacts": artifacts,
+        "missing_artifacts": missing,
+    }
+    return Result(data, human=f"Job result downloaded to: {dest}")
+
+
+def cmd_abort(args: argparse.Namespace) -> Result:
+    from shoal.cli.main import connect
+    from shoal.cli.output import confirm
+
+    client = connect(args)
+    if not confirm(f"Abort job '{args.job_id}' in study '{args.study}'?", args.force):
+        return Result({"job_id": args.job_id, "cancelled": True}, human="Not aborted.")
+    if args.format == "txt":
+        progress(f"Aborting job {args.job_id} ...")
+    answer = client.abort_job(args.job_id, args.study)
+    data = {"job_id": answer["job_id"], "status": answer["status"], "reason": answer.get("reason", "")}
+    return Result(data, human=f"job_id: {data['job_id']}\nstatus: {data['status']}\nreason: {data['reason']}")
+
+
+def cmd_delete(args: argparse.Namespace) -> Result:
+    from shoal.cli.main import connect
+    from shoal.cli.output import confirm
+
+    client = connect(args)
+    if not confirm(f"Delete job '{args.job_id}' in study '{args.study}'?", args.force):
+        return Result({"job_id": args.job_id, "cancelled": True}, human="Not deleted.")
+    data = client.delete_job(args.job_id, args.study)
+    return Result(data, human=f"deleted job {data['job_id']}")
+
+
+def cmd_clone(args: argparse.Namespace) -> Result:
+    from shoal.cli.main import connect
+
+    data = connect(args).clone_job(args.job_id, args.study)
+    return Result(data, human=f"source_job_id: {data['source_job_id']}\nnew_job_id: {data['new_job_id']}")

@@ -1,0 +1,152 @@
+"""``shoal job logs``, ``log-config`` and ``stats``: looking into a job while it runs and after."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import UTC, datetime
+
+from shoal.cli.output import Result
+from shoal.errors import ShoalError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_TAIL = 500
+_TS = re.compile(r"^\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)")
+
+
+def parse_when(value: str) -> datetime:
+    """ISO-like timestamps; 'Z' and offsets become UTC, naive values are taken as they are."""
+    text = value.strip().replace(",", ".").replace("Z", "+00:00")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a timestamp: {value!r} (use YYYY-MM-DDTHH:MM:SS)") from exc
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return number
+
+
+def since_filter(text: str, since: datetime) -> tuple[str, bool]:
+    """Keep lines at or after ``since``; lines without a timestamp follow the line before them."""
+    keep = False
+    seen = False
+    out = []
+    for line in text.splitlines(keepends=True):
+        m = _TS.match(line)
+        if m:
+            try:
+                keep = parse_when(m.group(1)) >= since
+                seen = True
+            except argparse.ArgumentTypeError:
+                pass
+        if keep:
+            out.append(line)
+    return ("".join(out), True) if seen else (text, False)
+
+
+def bound(text: str, tail: int | None, max_bytes: int | None) -> tuple[str, bool]:
+    """Apply --tail then --max-bytes; report whether anything was cut."""
+    cut = False
+    if tail is not None:
+        lines = text.splitlines(keepends=True)
+        if len(lines) > tail:
+            text, cut = "".join(lines[len(lines) - tail :]) if tail else "", True
+    if max_bytes is not None:
+        raw = text.encode()
+        if len(raw) > max_bytes:
+            text, cut = (raw[len(raw) - max_bytes :].decode("utf-8", "ignore") if max_bytes else ""), True
+    return text, cut
+
+
+def cmd_logs(args: argparse.Namespace) -> Result:
+    from shoal.cli.main import connect
+
+    answer = connect(args).job_logs(args.job_id, args.study, args.site)
+    explicit = args.tail is not None or args.since is not None or args.max_bytes is not None
+    tail = args.tail if explicit else DEFAULT_TAIL
+    logs: dict[str, str] = {}
+    sites: dict[str, dict[str, Any]] = {}
+    any_cut = False
+    since_applied = False
+    for site, text in answer["logs"].items():
+        if args.since is not None:
+            text, applied = since_filter(text, args.since)
+            since_applied = since_applied or applied
+        text, cut = bound(text, tail, args.max_bytes)
+        cut = cut or bool(answer.get("capped", {}).get(site))
+        any_cut = any_cut or cut
+        logs[site] = text
+        sites[site] = {
+            "available": True,
+            "lines": len(text.splitlines()),
+            "bytes": len(text.encode()),
+            "logs_truncated": cut,
+        }
+    for site, reason in answer.get("unavailable", {}).items():
+        sites[site] = {"available": False, "reason": reason}
+    data: dict[str, Any] = {
+        "job_id": answer["job_id"],
+        "target": args.site,
+        "logs": logs,
+        "logs_truncated": any_cut,
+        "sites": sites,
+        "filters": {
+            "tail": tail,
+            "since": args.since.isoformat() if args.since else None,
+            "since_applied": since_applied,
+            "max_bytes": args.max_bytes,
+            "default_tail_applied": not explicit,
+        },
+    }
+    if answer.get("unavailable"):
+        data["unavailable"] = answer["unavailable"]
+        if args.format == "txt":
+            sys.stderr.write("Unavailable logs:\n")
+            for site, reason in sorted(answer["unavailable"].items()):
+                sys.stderr.write(f"{site}: {reason}\n")
+    if len(logs) == 1 and not answer.get("unavailable"):
+        human = next(iter(logs.values()))
+    else:
+        human = "\n\n".join(f"===== {s} =====\n{t.rstrip() or '(no log content)'}" for s, t in logs.items())
+    return Result(data, human=human)
+
+
+def cmd_log_config(args: argparse.Namespace) -> Result:
+    from shoal.cli.main import connect
+
+    if not args.level:
+        raise ShoalError("LOG_CONFIG_INVALID", "give a level or mode")
+    data = connect(args).log_config(args.job_id, args.study, args.level, args.site)
+    applied = ", ".join(f"{k}: {v}" for k, v in data["applied"].items())
+    return Result(data, human=f"job {data['job_id']}: log setting {data['setting']} -> {applied}")
+
+
+def cmd_stats(args: argparse.Namespace) -> Result:
+    from shoal.cli.main import connect
+
+    data = connect(args).job_stats(args.job_id, args.study, args.site)
+    lines = [f"job {data['job_id']} ({data['status']})"]
+    server = data.get("server")
+    if server:
+        rnd = server.get("current_round")
+        lines.append(
+            f"  server: round {rnd + 1 if rnd is not None else '-'} of {server.get('total_rounds')}, "
+            f"tasks sent {server['tasks_sent']}, results {server['results_received']}, "
+            f"bytes out {server['bytes_to_sites']}, bytes in {server['bytes_from_sites']}"
+        )
+        if server.get("last_metrics"):
+            lines.append("  metrics: " + " ".join(f"{k}={v:.6g}" for k, v in server["last_metrics"].items()))
+    for site, info in (data.get("sites") or {}).items():
+        lines.append(
+            f"  {site}: {info.get('status')} tasks {info.get('tasks', 0)} results {info.get('results', 0)}"
+        )
+    return Result(data, human="\n".join(lines))

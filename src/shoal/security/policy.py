@@ -1,0 +1,82 @@
+"""Who may do what: the role → right table, read from the server's policy file.
+
+Roles come from the admin certificate (``title``). Each right maps to a condition:
+``any`` (allowed), ``org`` (the job's submitter is in the caller's org), ``own`` (the caller
+submitted the job), ``none`` (denied). The file ``<server kit>/local/authorization.json`` is
+the single source of truth; DEFAULT_POLICY is what provisioning writes there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shoal.errors import ShoalError
+from shoal.security.identity import Identity
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+RIGHTS = ("submit_job", "view", "manage_job", "download_job", "clone_job", "view_logs")
+CONDITIONS = ("any", "org", "own", "none")
+
+DEFAULT_POLICY: dict[str, dict[str, str]] = {
+    "project_admin": {r: "any" for r in RIGHTS},
+    "org_admin": {
+        "submit_job": "none",
+        "view": "any",
+        "manage_job": "org",
+        "download_job": "org",
+        "clone_job": "none",
+        "view_logs": "org",
+    },
+    "lead": {
+        "submit_job": "any",
+        "view": "any",
+        "manage_job": "own",
+        "download_job": "own",
+        "clone_job": "own",
+        "view_logs": "own",
+    },
+    "member": {"view": "any"},
+}
+
+
+class Policy:
+    def __init__(self, table: dict[str, dict[str, str]]) -> None:
+        for role, rights in table.items():
+            for right, cond in rights.items():
+                if right not in RIGHTS or cond not in CONDITIONS:
+                    raise ValueError(
+                        f"policy: role {role!r} has an unknown right or condition: {right}={cond}"
+                    )
+        self.table = table
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        """The policy file if present, else the default (a missing file must not open everything)."""
+        if not path.exists():
+            return cls(DEFAULT_POLICY)
+        data: dict[str, Any] = json.loads(path.read_text())
+        return cls(data.get("roles", data))
+
+    def condition(self, role: str | None, right: str) -> str:
+        return self.table.get(role or "", {}).get(right, "none")
+
+    def check(self, who: Identity, right: str, owner: tuple[str, str] | None = None) -> None:
+        """Raise NOT_AUTHORIZED unless ``who`` holds ``right``; ``owner`` is the job's (name, org)."""
+        cond = self.condition(who.role, right)
+        if cond == "any":
+            return
+        if owner is not None and cond == "own" and owner[0] == who.name:
+            return
+        if owner is not None and cond == "org" and owner[1] == who.org:
+            return
+        scope = {"own": "jobs it submitted", "org": "jobs of its org", "none": "no job"}.get(cond, "no job")
+        raise ShoalError("NOT_AUTHORIZED", f"role '{who.role}' may use {right} on {scope}")
+
+
+def write_default_policy(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"roles": DEFAULT_POLICY}, indent=2) + "\n")

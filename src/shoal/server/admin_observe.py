@@ -1,0 +1,128 @@
+"""Admin routes that watch a job: change events (monitor), stats, logs, live log settings."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from shoal.errors import ShoalError
+from shoal.fl.logconfig import LEVELS, MODES
+from shoal.server.context import CTX
+from shoal.server.views import job_meta
+
+LONG_POLL_MAX = 30.0
+LOG_CAP_BYTES = 5 * 2**20  # per log in one answer; the CLI bounds further
+
+
+async def job_events(request: web.Request) -> web.Response:
+    """Long poll for monitor: answer at once if anything changed since ``since``, else on change."""
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request)
+    try:
+        since = int(request.query.get("since", "-1"))
+        timeout = min(max(0.0, float(request.query.get("timeout", LONG_POLL_MAX))), LONG_POLL_MAX)
+    except ValueError as exc:
+        raise ShoalError("INVALID_ARGS", "since must be an integer and timeout a number") from exc
+    version = ctx.scheduler.events.version(job.job_id)
+    if version == since and not job.status.terminal:
+        version = await ctx.scheduler.events.wait_change(job.job_id, since, timeout)
+        job = ctx.job_in_study(request)
+    run = ctx.scheduler.run_of(job.job_id)
+    return web.json_response(
+        {"version": version, "terminal": job.status.terminal, "job": job_meta(job, run, time.time())}
+    )
+
+
+async def job_stats(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request)
+    run = ctx.scheduler.runs.get(job.job_id)
+    if run is None:
+        raise ShoalError(
+            "JOB_NOT_RUNNING",
+            f"stats exist only while a job runs; it is {job.status.value}",
+            job_id=str(job.job_id),
+        )
+    site = request.query.get("site", "all")
+    sites = run.sites if site == "all" else [site]
+    if site not in ("all", "server") and site not in run.site_apps:
+        raise ShoalError("SITE_NOT_FOUND", f"it has no part in job {job.job_id}", site=site)
+    p = run.progress
+    data: dict[str, object] = {"job_id": str(job.job_id), "status": job.status.value}
+    if site in ("all", "server"):
+        data["server"] = {**p.as_stats(), "participating_sites": run.sites}
+    if site != "server":
+        data["sites"] = {
+            s: {
+                "status": p.site_status.get(s),
+                **p.site_counts.get(s, {}),
+                "metrics": p.site_metrics.get(s, {}),
+            }
+            for s in sites
+        }
+    return web.json_response(data)
+
+
+def _tail(text: bytes) -> tuple[str, bool]:
+    if len(text) <= LOG_CAP_BYTES:
+        return text.decode("utf-8", "replace"), False
+    return text[-LOG_CAP_BYTES:].decode("utf-8", "replace"), True
+
+
+async def job_logs(request: web.Request) -> web.Response:
+    """Stored logs: the server's, and each site's as streamed during the run or uploaded at its end."""
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request, "view_logs")
+    paths = ctx.scheduler.paths(job.job_id)
+    target = request.query.get("site", "server")
+    run = ctx.scheduler.run_of(job.job_id)
+    deploy_sites = (
+        sorted(run.site_apps)
+        if run
+        else sorted(p.name for p in paths.workspace.iterdir() if p.is_dir() and p.name != "server")
+        if paths.workspace.is_dir()
+        else []
+    )
+    targets = ["server", *deploy_sites] if target == "all" else [target]
+    logs: dict[str, str] = {}
+    capped: dict[str, bool] = {}
+    unavailable: dict[str, str] = {}
+    for name in targets:
+        path = paths.server_log if name == "server" else paths.site_log(name)
+        if "/" in name or name.startswith(".") or not path.is_file():
+            unavailable[name] = "no log stored for this site and job"
+            continue
+        logs[name], capped[name] = _tail(path.read_bytes())
+    if target not in ("server", "all") and target in unavailable:
+        raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
+    return web.json_response(
+        {"job_id": str(job.job_id), "logs": logs, "capped": capped, "unavailable": unavailable}
+    )
+
+
+async def log_config(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request, "manage_job")
+    body = await request.json()
+    setting = str(body.get("setting", ""))
+    if setting.upper() not in LEVELS and setting not in MODES:
+        raise ShoalError("LOG_CONFIG_INVALID", f"got {setting!r}")
+    run = ctx.scheduler.runs.get(job.job_id)
+    if run is None:
+        raise ShoalError("JOB_NOT_RUNNING", f"it is {job.status.value}", job_id=str(job.job_id))
+    site = str(body.get("site", "all"))
+    if site not in ("all", "server") and site not in run.site_apps:
+        raise ShoalError("SITE_NOT_FOUND", f"it has no part in job {job.job_id}", site=site)
+    sites = run.sites if site == "all" else ([] if site == "server" else [site])
+    applied = await run.set_log_config(setting, sites, server=site in ("all", "server"))
+    return web.json_response({"job_id": str(job.job_id), "setting": setting, "applied": applied})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v1/jobs/{job_id}/events", job_events),
+        web.get("/api/v1/jobs/{job_id}/stats", job_stats),
+        web.get("/api/v1/jobs/{job_id}/logs", job_logs),
+        web.post("/api/v1/jobs/{job_id}/log-config", log_config),
+    ]
