@@ -41,9 +41,50 @@ def trivial_job(fed: BenchFederation, runs: int) -> list[float]:
     return times
 
 
+def _end_time(meta: dict[str, object]) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(meta["end_time"])).timestamp()
+
+
+def monitor_latency(fed: BenchFederation, runs: int) -> list[float]:
+    """From the job's end (server clock) to ``job monitor --format jsonl`` printing the terminal event."""
+    samples = []
+    for _ in range(runs):
+        job_id = fed.shoal_json("job", "submit", "-j", BENCH / "jobs" / "trivial")["data"]["job_id"]  # type: ignore[index]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "job", "monitor", str(job_id), "--format", "jsonl"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=fed.env,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event.get("terminal"):
+                samples.append(time.time() - _end_time(event["job_meta"]))
+                break
+        proc.wait()
+    return samples
+
+
+def wait_latency(fed: BenchFederation, runs: int) -> list[float]:
+    """From the job's end (server clock) to ``job wait`` returning (the whole process)."""
+    samples = []
+    for _ in range(runs):
+        job_id = fed.shoal_json("job", "submit", "-j", BENCH / "jobs" / "trivial")["data"]["job_id"]  # type: ignore[index]
+        fed.shoal("job", "wait", str(job_id))
+        returned = time.time()
+        meta = fed.shoal_json("job", "meta", str(job_id))["data"]
+        samples.append(returned - _end_time(meta))  # type: ignore[arg-type]
+    return samples
+
+
 WORKLOADS: dict[str, tuple[str, Callable[[BenchFederation, int], list[float]], int]] = {
     "cold_start": ("shoal job list --format json, cold start", cold_start, 10),
     "trivial_job": ("1-round 2-site trivial job, submit -> terminal", trivial_job, 5),
+    "monitor_latency": ("job end -> monitor jsonl terminal event", monitor_latency, 5),
+    "wait_latency": ("job end -> job wait returns", wait_latency, 5),
 }
 
 

@@ -54,7 +54,9 @@ async def submit_job(request: web.Request) -> web.Response:
     try:
         upload = work / "upload.zip"
         await save_body(request, upload, ctx.max_upload_bytes)
-        prepared = await asyncio.to_thread(prepare_submission, upload, work, ctx.known_sites())
+        allowed = ctx.studies.sites(study)
+        sites = [s for s in ctx.known_sites() if allowed is None or s in allowed]
+        prepared = await asyncio.to_thread(prepare_submission, upload, work, sites)
         sha = await asyncio.to_thread(ctx.blobs.put_file, prepared.archive)
         record, created = ctx.store.create_job(
             study=study,

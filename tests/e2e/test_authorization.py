@@ -1,0 +1,182 @@
+"""Roles and studies: every role × command against the policy file, and study isolation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import Federation, start_federation, stop_federation
+from tests.e2e.jobs import copy_hello
+
+pytestmark = pytest.mark.e2e
+
+USERS = {
+    "org_admin": ("orgadmin@example.org", "example.org"),
+    "lead": ("lead@example.org", "example.org"),
+    "member": ("member@example.org", "example.org"),
+    "other_lead": ("lead@other.org", "other.org"),
+}
+STUDIES = {
+    "cancer": {"sites": ["site-1"], "admins": ["lead@example.org"], "orgs": []},
+    "other": {"sites": ["site-2"], "admins": [], "orgs": []},
+}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    federation = start_federation(tmp_path_factory.mktemp("authz"), studies=STUDIES)
+    for key, (email, org) in USERS.items():
+        role = "lead" if key == "other_lead" else key
+        proc = federation.cli.run(
+            "poc", "add-user", role, email, "--org", org, "--workspace", federation.workspace
+        )
+        assert proc.returncode == 0, proc.stderr
+    try:
+        yield federation
+    finally:
+        stop_federation(federation)
+
+
+def kit(fed: Federation, who: str) -> Path:
+    email = "admin@example.com" if who == "project_admin" else USERS[who][0]
+    return fed.kits / email
+
+
+def as_user(fed: Federation, who: str, *args: str | Path) -> tuple[int, dict[str, object]]:
+    return fed.cli.json(*args, "--startup-kit", kit(fed, who))
+
+
+def submit_as(
+    fed: Federation, who: str, folder: Path = EXAMPLES / "hello-numpy", study: str = "default"
+) -> str:
+    code, doc = as_user(fed, who, "job", "submit", "-j", folder, "--study", study)
+    assert code == 0, doc
+    job_id = str(doc["data"]["job_id"])  # type: ignore[index]
+    code, doc = as_user(fed, "project_admin", "job", "wait", job_id, "--study", study, "--timeout", "120")
+    assert code == 0, doc
+    return job_id
+
+
+def expected(
+    policy: dict[str, dict[str, str]], role: str, right: str, owner: tuple[str, str], me: tuple[str, str]
+) -> bool:
+    cond = policy.get(role, {}).get(right, "none")
+    return cond == "any" or (cond == "own" and owner[0] == me[0]) or (cond == "org" and owner[1] == me[1])
+
+
+# command -> (right, arguments after the job id); allowed commands on a finished job answer with
+# these codes (0 or a state error), denied ones with NOT_AUTHORIZED.
+JOB_COMMANDS = {
+    "meta": ("view", ()),
+    "download": ("download_job", ("-o", "{tmp}", "--force")),
+    "clone": ("clone_job", ()),
+    "logs": ("view_logs", ()),
+    "abort": ("manage_job", ("--force",)),
+    "log-config": ("manage_job", ("DEBUG",)),
+}
+
+
+def test_role_by_command_matrix_follows_the_policy_file(fed: Federation, tmp_path: Path) -> None:
+    policy = json.loads((fed.kits / "server" / "local" / "authorization.json").read_text())["roles"]
+    owners = {
+        "project_admin": ("admin@example.com", "example.org"),
+        "lead": USERS["lead"],
+        "other_lead": USERS["other_lead"],
+    }
+    jobs = {who: submit_as(fed, who) for who in owners}
+    checked = 0
+    for who in ("project_admin", "org_admin", "lead", "member", "other_lead"):
+        role = "lead" if who == "other_lead" else who
+        me = owners.get(who) or USERS[who]
+        for owner_key, job_id in jobs.items():
+            for command, (right, extra) in JOB_COMMANDS.items():
+                args = [a.format(tmp=tmp_path / f"{who}-{owner_key}") for a in extra]
+                code, doc = as_user(fed, who, "job", command, job_id, *args)
+                allowed = expected(policy, role, right, owners[owner_key], me)
+                if allowed:
+                    assert code in (0, 1) and doc.get("error_code") != "NOT_AUTHORIZED", (who, command, doc)
+                else:
+                    assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED", (who, command, owner_key, doc)
+                checked += 1
+        code, doc = as_user(fed, who, "job", "list")
+        assert (code == 0) == expected(policy, role, "view", ("", ""), me)
+        code, doc = as_user(fed, who, "job", "submit", "-j", EXAMPLES / "hello-numpy")
+        assert (code == 0) == expected(policy, role, "submit_job", ("", ""), me), (who, doc)
+        if code != 0:
+            assert doc["error_code"] == "NOT_AUTHORIZED" and code == 2
+    assert checked == 5 * 3 * len(JOB_COMMANDS)
+
+
+def test_study_isolation(fed: Federation, tmp_path: Path) -> None:
+    one_site = copy_hello(tmp_path / "one-site")
+    meta = json.loads((one_site / "meta.json").read_text())
+    meta["min_clients"] = 1
+    (one_site / "meta.json").write_text(json.dumps(meta))
+    job_id = submit_as(fed, "lead", one_site, study="cancer")
+
+    code, doc = as_user(fed, "lead", "job", "meta", job_id, "--study", "cancer")
+    assert code == 0 and doc["data"]["study"] == "cancer"
+    assert doc["data"]["progress"]["sites"] == {"site-1": "ended"}
+    for study in ("default", "other"):
+        code, doc = as_user(fed, "project_admin", "job", "meta", job_id, "--study", study)
+        assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND" and study in doc["message"]
+    code, doc = as_user(fed, "project_admin", "job", "list")
+    assert job_id not in [r["job_id"] for r in doc["data"]]
+    code, doc = as_user(fed, "project_admin", "job", "list", "--study", "cancer")
+    assert [r["job_id"] for r in doc["data"]] == [job_id]
+    code, doc = as_user(fed, "member", "job", "list", "--study", "cancer")
+    assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED"
+    code, doc = as_user(fed, "project_admin", "job", "list", "--study", "nope")
+    assert code == 1 and doc["error_code"] == "STUDY_NOT_FOUND"
+    # a study with one site cannot take a job that needs two
+    code, doc = as_user(fed, "lead", "job", "submit", "-j", EXAMPLES / "hello-numpy", "--study", "cancer")
+    assert code == 1 and doc["error_code"] == "MIN_CLIENTS_UNSATISFIABLE"
+
+
+def test_site_certificate_cannot_use_the_admin_api(fed: Federation, tmp_path: Path) -> None:
+    site_kit = tmp_path / "site-as-admin"
+    shutil.copytree(fed.kits / "site-1", site_kit)
+    admin_json = json.loads((fed.kits / "admin@example.com" / "startup" / "fed_admin.json").read_text())
+    (site_kit / "startup" / "fed_admin.json").write_text(json.dumps(admin_json))
+    (site_kit / "startup" / "fed_site.json").unlink()
+    code, doc = fed.cli.json("job", "list", "--startup-kit", site_kit)
+    assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED"
+
+
+def test_pending_job_says_why_and_can_be_aborted_or_deleted(fed: Federation) -> None:
+    """Runs last in this module: it stops site-2 for good."""
+    import os
+    import signal
+    import time
+
+    pids = json.loads((fed.workspace / "run" / "pids.json").read_text())
+    os.killpg(pids["site-2"], signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while True:
+        code, doc = fed.cli.json("system", "status")
+        if [s["name"] for s in doc["data"]["sites"]] == ["site-1"]:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    first = submit_pending(fed)
+    code, doc = fed.cli.json("job", "meta", first)
+    assert doc["data"]["status"] == "SUBMITTED"
+    assert "waiting for sites" in doc["data"]["status_reason"] and "site-1" in doc["data"]["status_reason"]
+    code, doc = fed.cli.json("job", "abort", first, "--force")
+    assert code == 0 and doc["data"]["status"] == "ABORTED" and "before it started" in doc["data"]["reason"]
+    second = submit_pending(fed)
+    code, doc = fed.cli.json("job", "delete", second, "--force")
+    assert code == 0
+    code, doc = fed.cli.json("job", "meta", second)
+    assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND"
+
+
+def submit_pending(fed: Federation) -> str:
+    code, doc = fed.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy")
+    assert code == 0, doc
+    return str(doc["data"]["job_id"])
