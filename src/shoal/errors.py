@@ -183,7 +183,7 @@ CATALOGUE: dict[str, ErrorSpec] = {
         2, 403, "Not authorized.", "Use a startup kit whose role may run this command."
     ),
     "SERVICE_FAILED": ErrorSpec(
-        2, 503, "A POC service did not become ready.", "Read the log files listed above to see why."
+        2, 503, "A POC service failed.", "Read the service log files (shoal poc start lists them) to see why."
     ),
     # --- time (exit 3) ---
     "TIMEOUT": ErrorSpec(3, 504, "Operation timed out.", "Increase --timeout or check server load."),

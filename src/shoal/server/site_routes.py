@@ -47,6 +47,13 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                 ctx.seen_sites.add(site.name)
                 log.info("site %s connected", site.name)
                 await send({"type": "welcome", "project": ctx.project})
+                for job_id in data.get("jobs", []):
+                    run = ctx.scheduler.runs.get(int(job_id)) if str(job_id).isdigit() else None
+                    if run is None or site.name not in run.site_apps:
+                        # A job this server no longer runs (it restarted, or the job ended while
+                        # the site was away): the site must not keep its process alive.
+                        reason = "the server no longer runs this job"
+                        await send({"type": "abort", "job_id": str(job_id), "reason": reason})
                 ctx.scheduler.site_connected(site.name)
             else:
                 _on_site_message(ctx, site.name, data)

@@ -86,7 +86,14 @@ class SiteAgent:
                 try:
                     async with session.ws_connect(self.base_url + "/site/v1/ws", heartbeat=15.0) as ws:
                         self._ws = ws
-                        await ws.send_json({"type": "hello", "version": __version__, "policy": self.policy})
+                        await ws.send_json(
+                            {
+                                "type": "hello",
+                                "version": __version__,
+                                "policy": self.policy,
+                                "jobs": list(self.jobs),
+                            }
+                        )
                         log.info("connected to %s", self.base_url)
                         backoff = BACKOFF_START
                         await self._listen(ws)
