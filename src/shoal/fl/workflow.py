@@ -142,6 +142,9 @@ class WorkflowContext:
                     log.warning("site %s dropped out: %s", site, reason)
                     if received + len(waiting) < min_responses:
                         raise RoundFailed(f"site {site} failed: {reason}", site=site)
+            elif op == "site_joined":
+                # A site that dropped out is back: it takes part from the next task on.
+                self._failed_sites.pop(str(message.get("site")), None)
             elif op == "stop":
                 raise RoundFailed("the server stopped the job")
             elif op == "log_config":

@@ -305,6 +305,18 @@ class JobRun:
         )
         self._send_controller({"op": "site_failed", "site": site, "reason": message})
 
+    async def site_returned(self, site: str) -> None:
+        """A site that disconnected mid-job is back: deploy to it again; it joins the next round."""
+        if site not in self._gone or self._finishing:
+            return
+        self._gone.discard(site)
+        self._failed_sites.discard(site)
+        self.progress.site_status[site] = "deploying"
+        app = self.site_apps[site]
+        if await self.scheduler.sites.send(site, {"type": "deploy", "job_id": str(self.job_id), "app": app}):
+            self._send_controller({"op": "site_joined", "site": site})
+            self.notice(f"{site} reconnected and rejoined the job")
+
     def site_lost(self, site: str, reason: str) -> None:
         self._gone.add(site)
         self.site_failed(site, {"type": "SiteDisconnected", "message": reason})

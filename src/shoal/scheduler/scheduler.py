@@ -195,6 +195,9 @@ class Scheduler:
         self.kick()
 
     def site_connected(self, name: str) -> None:
+        for run in list(self.runs.values()):
+            if name in run.site_apps:
+                asyncio.get_running_loop().create_task(run.site_returned(name))
         self.kick()
 
     def site_disconnected(self, name: str) -> None:

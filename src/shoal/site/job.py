@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -68,6 +69,8 @@ class SiteJob:
         archive = self.dir / "job.zip"
         await self.agent.download(f"/site/v1/jobs/{self.job_id}/archive", archive)
         job_dir = self.dir / "job"
+        if job_dir.exists():  # left by an earlier agent process that ran this job and died
+            await asyncio.to_thread(shutil.rmtree, job_dir)
         await asyncio.to_thread(extract_archive, archive, job_dir)
         app_dir = (job_dir / self.app).resolve()
         if not app_dir.is_relative_to(job_dir.resolve()):
