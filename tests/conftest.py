@@ -6,9 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.federation import Federation
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -51,3 +57,15 @@ class Cli:
             ) from exc
         assert doc["exit_code"] == proc.returncode, (doc, proc.stderr)
         return proc.returncode, doc
+
+
+@pytest.fixture(scope="session")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """One real federation (server + 2 sites) shared by every test that only adds jobs to it."""
+    from tests.federation import start_federation, stop_federation
+
+    fed = start_federation(tmp_path_factory.mktemp("fed"))
+    try:
+        yield fed
+    finally:
+        stop_federation(fed)

@@ -1,49 +1,5 @@
-"""A real federation for end-to-end tests: POC server and sites as processes on free ports."""
+"""End-to-end tests share the session federation defined in tests/conftest.py."""
 
-from __future__ import annotations
+from tests.federation import Federation, start_federation, stop_federation
 
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-
-from tests.conftest import Cli
-
-
-@dataclass
-class Federation:
-    cli: Cli
-    workspace: Path
-
-    @property
-    def kits(self) -> Path:
-        return self.workspace / "kits"
-
-
-def start_federation(home: Path, sites: int = 2, studies: dict[str, object] | None = None) -> Federation:
-    """Prepare and start a POC; ``studies`` is written to the server's studies.json first."""
-    cli = Cli(home)
-    ws = home / "poc"
-    prepared = cli.run("poc", "prepare", "-n", str(sites), "--workspace", ws)
-    assert prepared.returncode == 0, prepared.stderr
-    if studies is not None:
-        (ws / "kits" / "server" / "local" / "studies.json").write_text(json.dumps({"studies": studies}))
-    started = cli.run("poc", "start", "--workspace", ws)
-    assert started.returncode == 0, started.stderr + started.stdout
-    return Federation(cli, ws)
-
-
-def stop_federation(fed: Federation) -> None:
-    stopped = fed.cli.run("poc", "stop", "--workspace", fed.workspace)
-    assert stopped.returncode == 0, stopped.stderr
-
-
-@pytest.fixture(scope="session")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    fed = start_federation(tmp_path_factory.mktemp("fed"))
-    try:
-        yield fed
-    finally:
-        stop_federation(fed)
+__all__ = ["Federation", "start_federation", "stop_federation"]

@@ -16,6 +16,7 @@ class Identity:
     org: str
     kind: str  # server | site | admin (certificate OU)
     role: str | None  # admins only: project_admin | org_admin | lead | member (certificate title)
+    serial: str = ""  # the certificate's serial number (hex), for the audit log and the deny list
 
 
 def identity_from_peercert(peercert: dict[str, Any]) -> Identity:
@@ -31,4 +32,10 @@ def identity_from_peercert(peercert: dict[str, Any]) -> Identity:
     kind = fields.get("organizationalUnitName")
     if not name or kind not in KINDS:
         raise ShoalError("AUTH_FAILED", "the certificate does not name a shoal participant (CN and OU)")
-    return Identity(name=name, org=fields.get("organizationName", ""), kind=kind, role=fields.get("title"))
+    return Identity(
+        name=name,
+        org=fields.get("organizationName", ""),
+        kind=kind,
+        role=fields.get("title"),
+        serial=str(peercert.get("serialNumber", "")),
+    )

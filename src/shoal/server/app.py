@@ -13,10 +13,18 @@ from aiohttp import web
 from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry
 from shoal.security.policy import Policy
+from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
 from shoal.server import admin_manage, admin_observe, admin_routes, site_routes
+from shoal.server.audit import AuditLog
 from shoal.server.context import CTX, ServerContext
-from shoal.server.middleware import errors_middleware, identity_middleware
+from shoal.server.middleware import (
+    AUDIT_KEY,
+    DENY_KEY,
+    audit_middleware,
+    errors_middleware,
+    identity_middleware,
+)
 from shoal.server.studies import Studies
 from shoal.store.blobs import BlobStore
 from shoal.store.sqlite import SqliteJobStore
@@ -41,13 +49,18 @@ def build_context(kit_dir: Path, workspace: Path) -> ServerContext:
         project=str(config.get("project", "")),
         provisioned_sites=list(config.get("sites", [])),
         studies=studies,
+        kit_dir=kit_dir,
         policy=Policy.load(kit_dir / "local" / "authorization.json"),
     )
 
 
 def build_app(ctx: ServerContext) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, identity_middleware], client_max_size=4 * 2**20)
+    app = web.Application(
+        middlewares=[audit_middleware, errors_middleware, identity_middleware], client_max_size=4 * 2**20
+    )
     app[CTX] = ctx
+    app[DENY_KEY] = DenyList(ctx.kit_dir / "local" / "revoked.json")
+    app[AUDIT_KEY] = AuditLog(ctx.workspace / "audit.jsonl")
     app.add_routes(admin_routes.routes())
     app.add_routes(admin_manage.routes())
     app.add_routes(admin_observe.routes())

@@ -28,6 +28,7 @@ class ServerContext:
     sites: SiteRegistry
     workspace: Path
     project: str
+    kit_dir: Path
     provisioned_sites: list[str] = field(default_factory=list)
     studies: Studies = field(default_factory=lambda: Studies({}))
     policy: Policy = field(default_factory=lambda: Policy(DEFAULT_POLICY))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -15,6 +16,7 @@ from shoal.scheduler.sites import ConnectedSite
 from shoal.server.admin_routes import save_body
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import identity_of
+from shoal.wire.models import check_safetensors
 
 log = logging.getLogger("shoal.server")
 
@@ -135,6 +137,11 @@ async def task_result(request: web.Request) -> web.Response:
     results.mkdir(parents=True, exist_ok=True)
     tmp = results / f".{uuid.uuid4().hex}.part"
     await save_body(request, tmp, MAX_RESULT_BYTES)
+    try:
+        await asyncio.to_thread(check_safetensors, tmp)
+    except ShoalError:
+        tmp.unlink(missing_ok=True)
+        raise
     final = results / f"{task_id}-{site}.safetensors"
     tmp.replace(final)
     run.on_result(site, task_id, final, header)

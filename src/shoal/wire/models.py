@@ -29,6 +29,41 @@ def save_params(params: Params, path: Path) -> None:
     os.replace(tmp, path)
 
 
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+def check_safetensors(path: Path) -> None:
+    """Cheap structural check of an upload before anyone loads it (standard library only):
+    an 8-byte little-endian header length, a JSON header of tensor entries, data offsets that
+    fit the file. Refuses with MODEL_INVALID; never executes or unpickles anything."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ShoalError("MODEL_INVALID", "shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise ShoalError("MODEL_INVALID", "header length does not fit the file")
+        try:
+            header = json.loads(f.read(length))
+        except ValueError as exc:
+            raise ShoalError("MODEL_INVALID", "header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise ShoalError("MODEL_INVALID", "header is not a JSON object")
+    data_size = size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_size
+        ):
+            raise ShoalError("MODEL_INVALID", f"tensor {name!r} has bad data offsets")
+
+
 def load_params(path: Path) -> Params:
     """Read weights; a file that is not valid safetensors is refused with MODEL_INVALID."""
     from safetensors.numpy import load_file

@@ -1,0 +1,95 @@
+"""Hostile job archives submitted through the real CLI are refused before anything is extracted,
+each with its code, and the store is unchanged."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import Federation
+
+pytestmark = pytest.mark.e2e
+
+
+def good_files() -> dict[str, bytes]:
+    root = EXAMPLES / "hello-numpy"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_zip(
+    path: Path, entries: dict[str, bytes], tweak: Callable[[zipfile.ZipFile], None] | None = None
+) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if tweak:
+            tweak(zf)
+    return path
+
+
+def symlink_entry(zf: zipfile.ZipFile) -> None:
+    info = zipfile.ZipInfo("app/custom/link.py")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    zf.writestr(info, "/etc/passwd")
+
+
+def bomb(zf: zipfile.ZipFile) -> None:
+    zf.writestr("app/custom/zeros.bin", b"\0" * (300 * 2**20))
+
+
+CASES: dict[
+    str, tuple[Callable[[], dict[str, bytes]], Callable[[zipfile.ZipFile], None] | None, set[str]]
+] = {
+    "dotdot": (lambda: {**good_files(), "../evil.py": b"x"}, None, {"ARCHIVE_UNSAFE"}),
+    "absolute": (lambda: {**good_files(), "/tmp/evil.py": b"x"}, None, {"ARCHIVE_UNSAFE"}),
+    "symlink": (good_files, symlink_entry, {"ARCHIVE_UNSAFE"}),
+    "case-twins": (lambda: {**good_files(), "app/custom/Client.py": b"x"}, None, {"ARCHIVE_UNSAFE"}),
+    "zip-bomb": (good_files, bomb, {"ARCHIVE_UNSAFE", "UPLOAD_TOO_LARGE"}),
+    "huge-meta": (
+        lambda: {**good_files(), "meta.json": b" " * (10 * 2**20) + b"{}"},
+        None,
+        {"JOB_META_INVALID", "UPLOAD_TOO_LARGE", "ARCHIVE_UNSAFE"},
+    ),
+    "escaping-app-name": (
+        lambda: {
+            **good_files(),
+            "meta.json": json.dumps(
+                {"name": "x", "min_clients": 1, "deploy_map": {"../../etc": ["@ALL"]}}
+            ).encode(),
+        },
+        None,
+        {"JOB_META_INVALID", "JOB_APP_MISSING"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_archive_is_refused(federation: Federation, tmp_path: Path, case: str) -> None:
+    entries, tweak, codes = CASES[case]
+    archive = write_zip(tmp_path / f"{case}.zip", entries(), tweak)
+    code, before = federation.cli.json("job", "list")
+    code, doc = federation.cli.json("job", "submit", "-j", archive)
+    assert code != 0 and doc["error_code"] in codes, doc
+    code, after = federation.cli.json("job", "list")
+    assert after["data"] == before["data"]
+    assert not (Path("/tmp") / "evil.py").exists()
+
+
+def test_many_tiny_files_are_refused_fast(federation: Federation, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in good_files().items():
+            zf.writestr(name, data)
+        for i in range(100_000):
+            zf.writestr(f"app/custom/many/{i}.txt", b"")
+    archive = tmp_path / "many.zip"
+    archive.write_bytes(buf.getvalue())
+    code, doc = federation.cli.json("job", "submit", "-j", archive)
+    assert code != 0 and doc["error_code"] in ("ARCHIVE_UNSAFE", "UPLOAD_TOO_LARGE"), doc
