@@ -19,14 +19,22 @@ class Federation:
         return self.workspace / "kits"
 
 
-def start_federation(home: Path, sites: int = 2, studies: dict[str, object] | None = None) -> Federation:
-    """Prepare and start a POC; ``studies`` is written to the server's studies.json first."""
+def start_federation(
+    home: Path,
+    sites: int = 2,
+    studies: dict[str, object] | None = None,
+    server_local: dict[str, object] | None = None,
+) -> Federation:
+    """Prepare and start a POC; ``studies`` goes to the server's studies.json and each
+    ``server_local`` entry (file name -> JSON) into the server kit's local/ folder, first."""
     cli = Cli(home)
     ws = home / "poc"
     prepared = cli.run("poc", "prepare", "-n", str(sites), "--workspace", ws)
     assert prepared.returncode == 0, prepared.stderr
     if studies is not None:
         (ws / "kits" / "server" / "local" / "studies.json").write_text(json.dumps({"studies": studies}))
+    for name, content in (server_local or {}).items():
+        (ws / "kits" / "server" / "local" / name).write_text(json.dumps(content))
     started = cli.run("poc", "start", "--workspace", ws)
     assert started.returncode == 0, started.stderr + started.stdout
     return Federation(cli, ws)

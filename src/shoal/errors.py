@@ -156,6 +156,12 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Not a log level or mode.",
         "Use one of DEBUG, INFO, WARNING, ERROR, CRITICAL, concise, msg_only, full, verbose, reload.",
     ),
+    "STORE_FULL": ErrorSpec(
+        1,
+        507,
+        "The server's store has no room for this job.",
+        "Delete finished jobs ('shoal job delete'), or ask the operator to free space or raise the quota.",
+    ),
     "KIT_EXISTS": ErrorSpec(
         4, 400, "Startup kit id '{kit_id}' is already registered.", "Use --force to replace the registration."
     ),

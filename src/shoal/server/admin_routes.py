@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import time
 import uuid
@@ -57,7 +58,13 @@ async def submit_job(request: web.Request) -> web.Response:
         allowed = ctx.studies.sites(study)
         sites = [s for s in ctx.known_sites() if allowed is None or s in allowed]
         prepared = await asyncio.to_thread(prepare_submission, upload, work, sites)
-        sha = await asyncio.to_thread(ctx.blobs.put_file, prepared.archive)
+        await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size)
+        try:
+            sha = await asyncio.to_thread(ctx.blobs.put_file, prepared.archive)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ShoalError("STORE_FULL", "the disk under the server's store is full") from exc
+            raise
         record, created = ctx.store.create_job(
             study=study,
             name=prepared.jobdef.name,

@@ -40,7 +40,7 @@ def build_context(kit_dir: Path, workspace: Path) -> ServerContext:
     sites = SiteRegistry()
     studies = Studies.load(kit_dir / "local" / "studies.json")
     scheduler = Scheduler(store, blobs, workspace / "jobs", sites, study_sites=studies.sites)
-    return ServerContext(
+    ctx = ServerContext(
         store=store,
         blobs=blobs,
         scheduler=scheduler,
@@ -52,6 +52,20 @@ def build_context(kit_dir: Path, workspace: Path) -> ServerContext:
         kit_dir=kit_dir,
         policy=Policy.load(kit_dir / "local" / "authorization.json"),
     )
+    limits = _limits(kit_dir / "local" / "limits.json")
+    ctx.max_upload_bytes = limits.get("max_upload_bytes", ctx.max_upload_bytes)
+    ctx.max_store_bytes = limits.get("max_store_bytes", ctx.max_store_bytes)
+    ctx.min_free_bytes = limits.get("min_free_bytes", ctx.min_free_bytes)
+    return ctx
+
+
+def _limits(path: Path) -> dict[str, int]:
+    """Optional ``local/limits.json``: max_upload_bytes, max_store_bytes, min_free_bytes."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    keys = ("max_upload_bytes", "max_store_bytes", "min_free_bytes")
+    return {k: int(data[k]) for k in keys if k in data}
 
 
 def build_app(ctx: ServerContext) -> web.Application:

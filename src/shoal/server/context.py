@@ -33,6 +33,8 @@ class ServerContext:
     studies: Studies = field(default_factory=lambda: Studies({}))
     policy: Policy = field(default_factory=lambda: Policy(DEFAULT_POLICY))
     max_upload_bytes: int = 256 * 2**20
+    max_store_bytes: int | None = None  # quota on stored job archives; None: only the disk limits
+    min_free_bytes: int = 64 * 2**20  # refuse submits before the disk is completely full
     seen_sites: set[str] = field(default_factory=set)
 
     @property
@@ -40,6 +42,17 @@ class ServerContext:
         path = self.workspace / "tmp"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def check_room(self, size: int) -> None:
+        """Refuse a submit the store cannot hold, before anything is written (nothing is damaged)."""
+        import shutil
+
+        if shutil.disk_usage(self.workspace).free - size < self.min_free_bytes:
+            raise ShoalError("STORE_FULL", "the disk under the server's store is nearly full")
+        if self.max_store_bytes is not None and self.blobs.total_bytes() + size > self.max_store_bytes:
+            raise ShoalError(
+                "STORE_FULL", f"the store quota of {self.max_store_bytes} bytes would be exceeded"
+            )
 
     def known_sites(self) -> list[str]:
         """Sites a job could ever run on: provisioned, or seen connected since start."""

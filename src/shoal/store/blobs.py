@@ -111,6 +111,10 @@ class BlobStore:
         """Open a blob for reading (FileNotFoundError when absent)."""
         return open(self.path(sha), "rb")
 
+    def total_bytes(self) -> int:
+        """Bytes the stored blobs take (for the server's store quota)."""
+        return sum(p.stat().st_size for p in self.root.glob("??/*") if p.is_file())
+
     def delete(self, sha: str) -> None:
         """Remove a blob; deleting a blob that is not there is not an error."""
         with contextlib.suppress(FileNotFoundError):
