@@ -90,6 +90,9 @@ class AdminClient:
                 "AUTH_FAILED",
                 f"the server at {self.address} is not trusted by this kit's CA ({exc.verify_message})",
             ) from exc
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            self.close()
+            raise ShoalError("CONNECTION_FAILED", f"{self.address}: the connection was cut") from exc
         except ssl.SSLError as exc:
             self.close()
             raise ShoalError(

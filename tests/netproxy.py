@@ -1,0 +1,87 @@
+"""A TCP proxy on loopback that tests control: cut the link, bring it back, drop replies.
+
+TLS passes through untouched (the proxy only moves bytes), so the peers still authenticate
+each other end to end.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class Proxy:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        # Once a client has sent more than this many bytes on a connection (handshake + request),
+        # the server's answers on it are lost. None: nothing is dropped.
+        self.drop_replies_after: int | None = None
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.port = self._listen(0)
+
+    def _listen(self, port: int) -> int:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        bound: int = listener.getsockname()[1]
+        return bound
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, server]
+            sent = [0]
+            threading.Thread(target=self._pipe, args=(client, server, False, sent), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True, sent), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, is_reply: bool, sent: list[int]) -> None:
+        try:
+            while data := src.recv(65536):
+                if not is_reply:
+                    sent[0] += len(data)
+                limit = self.drop_replies_after
+                if is_reply and limit is not None and sent[0] > limit:
+                    break  # the request went through; its answer is lost on the way back
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones, as a pulled cable would."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self) -> None:
+        self._listen(self.port)
+
+    def close(self) -> None:
+        self.cut()
