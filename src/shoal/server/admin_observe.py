@@ -104,7 +104,12 @@ async def job_logs(request: web.Request) -> web.Response:
 async def log_config(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     job = ctx.job_in_study(request, "manage_job")
-    body = await request.json()
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise ShoalError("INVALID_ARGS", "the body must be a JSON object") from exc
+    if not isinstance(body, dict):
+        raise ShoalError("INVALID_ARGS", "the body must be a JSON object")
     setting = str(body.get("setting", ""))
     if setting.upper() not in LEVELS and setting not in MODES:
         raise ShoalError("LOG_CONFIG_INVALID", f"got {setting!r}")
