@@ -24,6 +24,7 @@ def start_federation(
     sites: int = 2,
     studies: dict[str, object] | None = None,
     server_local: dict[str, object] | None = None,
+    site_local: dict[str, dict[str, object]] | None = None,
 ) -> Federation:
     """Prepare and start a POC; ``studies`` goes to the server's studies.json and each
     ``server_local`` entry (file name -> JSON) into the server kit's local/ folder, first."""
@@ -35,6 +36,9 @@ def start_federation(
         (ws / "kits" / "server" / "local" / "studies.json").write_text(json.dumps({"studies": studies}))
     for name, content in (server_local or {}).items():
         (ws / "kits" / "server" / "local" / name).write_text(json.dumps(content))
+    for site, files in (site_local or {}).items():
+        for name, content in files.items():
+            (ws / "kits" / site / "local" / name).write_text(json.dumps(content))
     started = cli.run("poc", "start", "--workspace", ws)
     assert started.returncode == 0, started.stderr + started.stdout
     return Federation(cli, ws)

@@ -108,8 +108,10 @@ class JobRun:
         server_app: str,
         site_apps: dict[str, str],
         min_clients: int,
+        study: str = "default",
     ) -> None:
         self.scheduler = scheduler
+        self.study = study
         self.job_id = job_id
         self.paths = paths
         self.server_app = server_app
@@ -168,9 +170,7 @@ class JobRun:
             log_file.close()
         reader, self._writer = await asyncio.open_connection(sock=parent)
         for site, app in self.site_apps.items():
-            ok = await self.scheduler.sites.send(
-                site, {"type": "deploy", "job_id": str(self.job_id), "app": app}
-            )
+            ok = await self.scheduler.sites.send(site, self._deploy_message(app))
             if not ok:
                 self.site_failed(
                     site, {"type": "SiteDisconnected", "message": "site disconnected before deploy"}
@@ -305,6 +305,9 @@ class JobRun:
         )
         self._send_controller({"op": "site_failed", "site": site, "reason": message})
 
+    def _deploy_message(self, app: str) -> dict[str, Any]:
+        return {"type": "deploy", "job_id": str(self.job_id), "app": app, "study": self.study}
+
     async def site_returned(self, site: str) -> None:
         """A site that disconnected mid-job is back: deploy to it again; it joins the next round."""
         if site not in self._gone or self._finishing:
@@ -313,7 +316,7 @@ class JobRun:
         self._failed_sites.discard(site)
         self.progress.site_status[site] = "deploying"
         app = self.site_apps[site]
-        if await self.scheduler.sites.send(site, {"type": "deploy", "job_id": str(self.job_id), "app": app}):
+        if await self.scheduler.sites.send(site, self._deploy_message(app)):
             self._send_controller({"op": "site_joined", "site": site})
             self.notice(f"{site} reconnected and rejoined the job")
 

@@ -120,7 +120,8 @@ class Scheduler:
                     job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
                 )
                 continue
-            targets = target_sites(job.meta.get("deploy_map", {}), connected, self.study_sites(job.study))
+            serving = [s for s in connected if self._serves(s, job.study)]
+            targets = target_sites(job.meta.get("deploy_map", {}), serving, self.study_sites(job.study))
             min_clients = int(job.meta.get("min_clients", 1))
             if len(targets) < min_clients:
                 have = ", ".join(sorted(targets)) or "none"
@@ -129,6 +130,12 @@ class Scheduler:
                 )
                 continue
             await self._dispatch(job, targets, min_clients)
+
+    def _serves(self, site: str, study: str) -> bool:
+        """A site's own policy may limit the studies it serves (``studies`` in site_policy.json)."""
+        connected = self.sites.get(site)
+        studies = connected.policy.get("studies") if connected is not None else None
+        return studies is None or study in studies
 
     def _set_reason(self, job: JobRecord, reason: str) -> None:
         if job.status_reason != reason:
@@ -150,7 +157,7 @@ class Scheduler:
             server_app = server_app_of(job.meta.get("deploy_map", {}))
             if server_app is None:
                 raise ValueError("deploy_map deploys no app to the server")
-            run = JobRun(self, job.job_id, paths, server_app, targets, min_clients)
+            run = JobRun(self, job.job_id, paths, server_app, targets, min_clients, study=job.study)
             self.runs[job.job_id] = run
             await run.start()
         except Exception as exc:

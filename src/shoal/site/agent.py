@@ -133,7 +133,9 @@ class SiteAgent:
         job = self.jobs.get(job_id)
         if kind == "deploy":
             if job is None:
-                job = self.jobs[job_id] = SiteJob(self, job_id, str(msg["app"]))
+                job = self.jobs[job_id] = SiteJob(
+                    self, job_id, str(msg["app"]), str(msg.get("study", "default"))
+                )
                 loop.create_task(job.start())
         elif kind == "task":
             if job is not None:

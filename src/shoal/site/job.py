@@ -33,10 +33,11 @@ TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
 
 
 class SiteJob:
-    def __init__(self, agent: SiteAgent, job_id: str, app: str) -> None:
+    def __init__(self, agent: SiteAgent, job_id: str, app: str, study: str = "default") -> None:
         self.agent = agent
         self.job_id = job_id
         self.app = app
+        self.study = study
         self.dir = agent.workspace / "jobs" / job_id
         self.proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -76,13 +77,12 @@ class SiteJob:
         if not app_dir.is_relative_to(job_dir.resolve()):
             raise ValueError(f"app folder escapes the job: {self.app}")
         config = json.loads((app_dir / "config" / "config_fed_client.json").read_text())
-        script = app_dir / "custom" / str(config["script"])
-        if not script.resolve().is_relative_to(app_dir):
-            raise ValueError(f"script path escapes the app folder: {config['script']}")
-        if not self.agent.policy.get("allow_custom_code", True):
-            raise PermissionError(f"site {self.agent.name} does not run custom code")
+        served = self.agent.policy.get("studies")
+        if served is not None and self.study not in served:
+            raise PermissionError(f"site {self.agent.name} does not serve study '{self.study}' (site policy)")
         args = config.get("args", "")
         argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
+        argv = self._entry_point(app_dir, config) + argv
         parent, child = socket.socketpair()
         env = {
             **os.environ,
@@ -91,7 +91,10 @@ class SiteJob:
             "SHOAL_JOB_ID": self.job_id,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(
-                [str(app_dir / "custom"), *filter(None, [os.environ.get("PYTHONPATH")])]
+                [
+                    *([str(app_dir / "custom")] if self.agent.policy.get("allow_custom_code", True) else []),
+                    *filter(None, [os.environ.get("PYTHONPATH")]),
+                ]
             ),
         }
         with self.log_path.open("ab") as logf:
@@ -99,7 +102,6 @@ class SiteJob:
                 self.proc = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-u",
-                    str(script),
                     *argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=logf,
@@ -151,6 +153,19 @@ class SiteJob:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(encode({"op": "log_config", "setting": setting}))
             await self._writer.drain()
+
+    def _entry_point(self, app_dir: Path, config: dict[str, Any]) -> list[str]:
+        """``"module": "shoal...."`` runs built-in client code; ``"script"`` runs the job's custom
+        code, which a site may forbid (``allow_custom_code: false`` in its site_policy.json)."""
+        module = config.get("module")
+        if isinstance(module, str) and module.startswith("shoal."):
+            return ["-m", module]
+        if not self.agent.policy.get("allow_custom_code", True):
+            raise PermissionError(f"site {self.agent.name} forbids custom code (site policy)")
+        script = (app_dir / "custom" / str(config.get("script", ""))).resolve()
+        if not script.is_relative_to(app_dir) or not script.is_file():
+            raise ValueError(f"no training script {config.get('script')!r} in the app's custom folder")
+        return [str(script)]
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         """Relay the script's messages; when it exits before being told to stop, that's a failure."""

@@ -126,15 +126,15 @@ def _split_targets(deploy_map: dict[str, list[str]]) -> tuple[str, dict[str, Sit
     return server_apps[0], site_apps
 
 
-def _check_config(app_dir: Path, parts: tuple[str, str], key: str) -> None:
+def _check_config(app_dir: Path, parts: tuple[str, str], *keys: str) -> None:
+    """The config must set one of ``keys`` (a client runs a custom "script" or a built-in "module")."""
     path = app_dir.joinpath(*parts)
     label = f"{app_dir.name}/{'/'.join(parts)}"
     if not path.is_file():
         raise ShoalError("JOB_CONFIG_INVALID", f"{label} is missing")
     config = _read_json_object(path, MAX_CONFIG_BYTES, "JOB_CONFIG_INVALID", label)
-    value = config.get(key)
-    if not value or not isinstance(value, str | dict):
-        raise ShoalError("JOB_CONFIG_INVALID", f"{label} must set {key!r}")
+    if not any(config.get(k) and isinstance(config.get(k), str | dict) for k in keys):
+        raise ShoalError("JOB_CONFIG_INVALID", f"{label} must set {' or '.join(repr(k) for k in keys)}")
 
 
 def load_job_definition(root: Path) -> JobDefinition:
@@ -176,7 +176,7 @@ def load_job_definition(root: Path) -> JobDefinition:
             raise ShoalError("JOB_APP_MISSING", f"deploy_map names {app!r}, but {app}/ is not a folder here")
     _check_config(root / server_app, SERVER_CONFIG, "workflow")
     for app in site_apps:
-        _check_config(root / app, CLIENT_CONFIG, "script")
+        _check_config(root / app, CLIENT_CONFIG, "script", "module")
 
     return JobDefinition(
         name=name,
