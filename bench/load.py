@@ -1,0 +1,116 @@
+"""Load: many concurrent CLI clients issuing list/meta/submit against one federation.
+
+``python -m bench.load [--clients 50] [--seconds 60]`` prints throughput, p50/p99 latency per
+operation and every error by code. Each client is a real ``shoal`` process per call, as scripts
+and agents use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+@dataclass
+class LoadResult:
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def operations(self) -> int:
+        return sum(len(v) for v in self.latencies.values())
+
+    def summary(self) -> dict[str, object]:
+        ops: dict[str, object] = {}
+        for name, values in sorted(self.latencies.items()):
+            values = sorted(values)
+            ops[name] = {
+                "count": len(values),
+                "p50_ms": round(statistics.median(values) * 1000, 1),
+                "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))] * 1000, 1),
+            }
+        return {
+            "operations": self.operations,
+            "per_second": round(self.operations / self.seconds, 1) if self.seconds else 0,
+            "errors": dict(self.errors),
+            "by_operation": ops,
+        }
+
+
+def run_load(env: dict[str, str], clients: int, seconds: float, job_folder: Path | None = None) -> LoadResult:
+    job_folder = job_folder or BENCH / "jobs" / "trivial"
+    result = LoadResult()
+    lock = threading.Lock()
+    known: list[str] = []
+    deadline = time.monotonic() + seconds
+
+    def call(*args: str) -> dict[str, object]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", *args, "--format", "json"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        doc: dict[str, object] = json.loads(proc.stdout)
+        return doc
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < deadline:
+            roll = rng.random()
+            if roll < 0.2 or not known:
+                op, args = "submit", ("job", "submit", "-j", str(job_folder))
+            elif roll < 0.6:
+                op, args = "list", ("job", "list", "-m", "100")
+            else:
+                op, args = "meta", ("job", "meta", rng.choice(known))
+            start = time.perf_counter()
+            try:
+                doc = call(*args)
+            except ValueError:
+                doc = {"status": "error", "error_code": "NOT_JSON"}
+            elapsed = time.perf_counter() - start
+            with lock:
+                result.latencies.setdefault(op, []).append(elapsed)
+                if doc.get("status") != "ok":
+                    result.errors[str(doc.get("error_code"))] += 1
+                elif op == "submit":
+                    known.append(str(doc["data"]["job_id"]))  # type: ignore[index]
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def main() -> int:
+    from bench.federation import federation
+
+    parser = argparse.ArgumentParser(prog="python -m bench.load")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    opts = parser.parse_args()
+    with federation() as fed:
+        result = run_load(fed.env, opts.clients, opts.seconds)
+    print(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
