@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+
+def _accumulator(dtype: np.dtype[Any]) -> type[np.floating[Any]]:
+    """float64 sums for float64 (and integer) tensors; float32 for smaller floats, so a large
+    float32 model's running sum takes its own size, not twice it."""
+    if np.issubdtype(dtype, np.floating) and dtype.itemsize <= 4:
+        return np.float32
+    return np.float64
 
 
 class WeightedSum:
@@ -24,24 +33,25 @@ class WeightedSum:
         self.count = 0
 
     def add(
-        self, params: dict[str, np.ndarray], weight: float, metrics: dict[str, float] | None = None
+        self, params: Mapping[str, np.ndarray], weight: float, metrics: dict[str, float] | None = None
     ) -> None:
         if weight <= 0:
             raise ValueError(f"update weight must be positive, got {weight}")
         if self._sums and set(params) != set(self._sums):
             missing = sorted(set(self._sums) ^ set(params))
             raise ValueError(f"update does not match the model's tensors: {missing}")
-        for name, value in params.items():
-            arr = np.asarray(value)
+        for name in params:
+            arr = np.asarray(params[name])  # one tensor at a time (params may be a LazyParams)
             if name not in self._sums:
-                self._sums[name] = arr.astype(np.float64) * weight
+                self._sums[name] = arr.astype(_accumulator(arr.dtype)) * weight
                 self._dtypes[name] = arr.dtype
             else:
                 if arr.shape != self._sums[name].shape:
                     raise ValueError(
                         f"tensor {name!r} has shape {arr.shape}, expected {self._sums[name].shape}"
                     )
-                self._sums[name] += arr.astype(np.float64) * weight
+                self._sums[name] += arr * weight
+            del arr
         for key, val in (metrics or {}).items():
             self._metric_sums[key] = self._metric_sums.get(key, 0.0) + float(val) * weight
             self._metric_weights[key] = self._metric_weights.get(key, 0.0) + weight
@@ -49,11 +59,15 @@ class WeightedSum:
         self.count += 1
 
     def result(self) -> dict[str, np.ndarray]:
-        if self.count == 0:
+        """The weighted mean; it takes over the running sums (in place), so call it once."""
+        if self.count == 0 or not self._dtypes:
             raise ValueError("no updates to aggregate")
-        return {
-            name: (total / self.total_weight).astype(self._dtypes[name]) for name, total in self._sums.items()
-        }
+        out: dict[str, np.ndarray] = {}
+        for name in list(self._sums):
+            total = self._sums.pop(name)
+            total /= self.total_weight  # in place: no second copy of a large model
+            out[name] = total.astype(self._dtypes[name], copy=False)
+        return out
 
     def metrics(self) -> dict[str, float]:
         return {k: self._metric_sums[k] / self._metric_weights[k] for k in self._metric_sums}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def log_metric(key: str, value: float, step: int | None = None) -> None:
     _require_channel().send({"op": "metric", "key": key, "value": float(value), "step": step})
 
 
-def _to_numpy(params: dict[str, Any]) -> dict[str, Any]:
+def _to_numpy(params: Mapping[str, Any]) -> dict[str, Any]:
     """Accept numpy arrays or torch tensors; torch is touched only if a tensor is given."""
     out: dict[str, Any] = {}
     for name, value in params.items():

@@ -19,7 +19,7 @@ from typing import Any
 from shoal.fl.logconfig import apply as apply_log_setting
 from shoal.fl.model import FLModel
 from shoal.wire.channel import SyncChannel
-from shoal.wire.models import load_params, save_params
+from shoal.wire.models import LazyParams, load_params, save_params
 
 log = logging.getLogger("shoal.workflow")
 
@@ -121,18 +121,21 @@ class WorkflowContext:
                 site = str(message["site"])
                 waiting.discard(site)
                 path = Path(message["path"])
-                params = load_params(path)
-                path.unlink(missing_ok=True)
                 received += 1
-                yield (
-                    site,
-                    FLModel(
-                        params=params,
-                        metrics=dict(message.get("metrics") or {}),
-                        meta=dict(message.get("meta") or {}),
-                        num_examples=int(message.get("num_examples") or 1),
-                    ),
-                )
+                try:
+                    # Tensors load one at a time as the consumer reads them, so aggregating a
+                    # large model holds one tensor of the update at a time, not the whole copy.
+                    yield (
+                        site,
+                        FLModel(
+                            params=LazyParams(path),
+                            metrics=dict(message.get("metrics") or {}),
+                            meta=dict(message.get("meta") or {}),
+                            num_examples=int(message.get("num_examples") or 1),
+                        ),
+                    )
+                finally:
+                    path.unlink(missing_ok=True)
             elif op == "site_failed":
                 site = str(message.get("site"))
                 reason = str(message.get("reason", "site failed"))

@@ -7,6 +7,7 @@ Loading a safetensors file cannot run code, and it maps straight onto numpy arra
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 Params = dict[str, "np.ndarray"]
 
 
-def save_params(params: Params, path: Path) -> None:
+def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
     """Write weights atomically (temp file then rename), so a reader never sees half a file."""
     import numpy as np
     from safetensors.numpy import save_file
@@ -62,6 +63,33 @@ def check_safetensors(path: Path) -> None:
             isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_size
         ):
             raise ShoalError("MODEL_INVALID", f"tensor {name!r} has bad data offsets")
+
+
+class LazyParams(Mapping[str, "np.ndarray"]):
+    """A safetensors file read tensor by tensor on access (``dict(lazy)`` loads it all)."""
+
+    def __init__(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        check_safetensors(path)
+        self.path = path
+        try:
+            self._file = safe_open(str(path), framework="numpy")
+            self._keys = list(self._file.keys())  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise ShoalError("MODEL_INVALID", f"{path.name}: {exc}") from exc
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._keys:
+            raise KeyError(key)
+        tensor: np.ndarray = self._file.get_tensor(key)  # type: ignore[no-untyped-call]
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def load_params(path: Path) -> Params:
