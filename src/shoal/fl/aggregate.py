@@ -60,7 +60,7 @@ class WeightedSum:
 
     def result(self) -> dict[str, np.ndarray]:
         """The weighted mean; it takes over the running sums (in place), so call it once."""
-        if self.count == 0 or not self._dtypes:
+        if self.count == 0:
             raise ValueError("no updates to aggregate")
         out: dict[str, np.ndarray] = {}
         for name in list(self._sums):

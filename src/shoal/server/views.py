@@ -55,6 +55,7 @@ def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
             "total_rounds": run.progress.total_rounds,
             "last_metrics": run.progress.last_metrics,
             "sites": dict(run.progress.site_status),
+            "stats": run.progress.as_stats(),
         }
         if run.progress.notices:
             out["notices"] = list(run.progress.notices)

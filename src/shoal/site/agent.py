@@ -27,6 +27,8 @@ BACKOFF_MAX = 10.0
 
 
 class SiteAgent:
+    job_class: type[SiteJob] = SiteJob  # what runs a job here; a benchmark swaps in a light one
+
     def __init__(self, kit_dir: Path, workspace: Path | None = None) -> None:
         kind, config = read_kit_json(kit_dir)
         if kind != "site":

@@ -1,0 +1,66 @@
+"""Many light site agents in one process: real TLS connections, real protocol, trivial training.
+
+``python -m bench.light_sites KITS_DIR site-1 site-2 ...`` runs one SiteAgent per named kit on
+one event loop. Each agent's jobs run in-process (download the model, add one, upload it)
+instead of starting a training process, so 200 sites fit on a 2-core machine and the benchmark
+measures the server, not 200 Python start-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from shoal.site.agent import SiteAgent
+from shoal.site.job import SiteJob
+from shoal.wire.models import load_params, save_params
+
+
+class LightJob(SiteJob):
+    async def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._started.set()
+        await self.agent.send({"type": "ready", "job_id": self.job_id})
+
+    async def on_task(self, msg: dict[str, Any]) -> None:
+        model = self.dir / f"{msg['task_id']}.safetensors"
+        await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", model)
+        import numpy as np
+
+        params = load_params(model) or {"w": np.zeros(4, dtype=np.float32)}
+        result = self.dir / f"{msg['task_id']}-result.safetensors"
+        save_params({k: v + 1 for k, v in params.items()}, result)
+        header = {"num_examples": 1, "metrics": {"loss": 0.0}, "meta": {}}
+        await self.agent.upload(
+            f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/result",
+            result,
+            {"X-Shoal-Result": json.dumps(header)},
+        )
+        model.unlink(missing_ok=True)
+        result.unlink(missing_ok=True)
+
+    async def end(self, reason: str, kill: bool = False) -> None:
+        await self.agent.send({"type": "ended", "job_id": self.job_id})
+
+    async def stop_process(self, polite: bool = False) -> None:
+        return None
+
+
+class LightAgent(SiteAgent):
+    job_class = LightJob
+
+
+async def run(kits: Path, names: list[str]) -> None:
+    agents = [LightAgent(kits / name) for name in names]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: [a.stop() for a in agents])
+    await asyncio.gather(*(a.run() for a in agents))
+
+
+if __name__ == "__main__":
+    asyncio.run(run(Path(sys.argv[1]), sys.argv[2:]))

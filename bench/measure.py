@@ -1,0 +1,79 @@
+"""Peak memory of process trees, read from /proc while a workload runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss(root: int, tree: dict[int, list[int]] | None = None) -> int:
+    """RSS of ``root`` and all its descendants (job processes run in their own sessions but
+    are still children of the server or site that started them)."""
+    tree = tree if tree is not None else _children()
+    seen, stack, total = set(), [root], 0
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += _rss(pid)
+        stack.extend(tree.get(pid, []))
+    return total
+
+
+class PeakSampler:
+    """Samples the RSS of several process trees every ``interval`` seconds; keeps the peaks."""
+
+    def __init__(self, roots: dict[str, int], interval: float = 0.05) -> None:
+        self.roots = roots
+        self.interval = interval
+        self.peaks = {name: 0 for name in roots}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            tree = _children()
+            for name, pid in self.roots.items():
+                self.peaks[name] = max(self.peaks[name], tree_rss(pid, tree))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,322 @@
+"""The benchmark workloads. Each returns figures; ``quick`` shrinks it to a smoke run for CI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.federation import BENCH, BenchFederation
+from bench.measure import PeakSampler, cpu_seconds
+
+
+@dataclass
+class Figure:
+    workload: str
+    metric: str
+    samples: list[float]
+    unit: str = "ms"
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        scale = 1000.0 if self.unit == "ms" else 1.0
+        values = [v * scale for v in self.samples]
+        return {
+            "workload": self.workload,
+            "metric": self.metric,
+            "unit": self.unit,
+            "median": round(statistics.median(values), 3),
+            "min": round(min(values), 3),
+            "max": round(max(values), 3),
+            "runs": len(values),
+            "note": self.note,
+        }
+
+
+def _cli_times(fed: BenchFederation, args: list[str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, env=fed.env)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise RuntimeError(f"shoal {' '.join(args)}: {proc.stdout!r} {proc.stderr!r}")
+    return times
+
+
+def _submit(fed: BenchFederation, folder: Path) -> str:
+    return str(fed.shoal_json("job", "submit", "-j", folder)["data"]["job_id"])  # type: ignore[index]
+
+
+def _end_time(meta: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(meta["end_time"])).timestamp()
+
+
+def cold_start(fed: BenchFederation, quick: bool) -> list[Figure]:
+    runs = 3 if quick else 20
+    job_id = _submit(fed, BENCH / "jobs" / "trivial")
+    fed.shoal("job", "wait", job_id)
+    figures = [
+        Figure(
+            "cold start", "job list --format json", _cli_times(fed, ["job", "list", "--format", "json"], runs)
+        ),
+        Figure(
+            "cold start",
+            "job meta --format json",
+            _cli_times(fed, ["job", "meta", job_id, "--format", "json"], runs),
+        ),
+    ]
+    if fed.shoal("ls", "--help", check=False).returncode == 0:
+        figures.append(
+            Figure("cold start", "ls --format json", _cli_times(fed, ["ls", "--format", "json"], runs))
+        )
+    return figures
+
+
+def trivial_job(fed: BenchFederation, quick: bool) -> list[Figure]:
+    samples = []
+    for _ in range(2 if quick else 5):
+        start = time.perf_counter()
+        fed.shoal("job", "wait", _submit(fed, BENCH / "jobs" / "trivial"))
+        samples.append(time.perf_counter() - start)
+    return [Figure("trivial job", "1 round, 2 sites: submit -> wait returns", samples)]
+
+
+def _rounds(fed: BenchFederation, job_id: str) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = fed.shoal_json("job", "download", job_id, "-o", tmp)
+        summary = json.loads(Path(doc["data"]["artifacts"]["metrics_summary"]).read_text())  # type: ignore[index]
+    rounds: list[dict[str, Any]] = summary["rounds"]
+    return rounds
+
+
+def per_round(fed: BenchFederation, quick: bool) -> list[Figure]:
+    """(end of the last round - end of the first) / (rounds - 1), tiny model, 2 sites."""
+    samples = []
+    for _ in range(1 if quick else 3):
+        job_id = _submit(fed, BENCH / "jobs" / "rounds")
+        fed.shoal("job", "wait", job_id)
+        times = [r["time"] for r in _rounds(fed, job_id)]
+        samples.append((times[-1] - times[0]) / (len(times) - 1))
+    return [Figure("per-round overhead", "50 rounds, tiny model, 2 sites", samples)]
+
+
+def _pids(fed: BenchFederation) -> dict[str, int]:
+    pids: dict[str, int] = json.loads((fed.workspace / "run" / "pids.json").read_text())
+    return pids
+
+
+def large_model(fed: BenchFederation, quick: bool) -> list[Figure]:
+    figures = []
+    for mb in (20,) if quick else (100, 1024):
+        with tempfile.TemporaryDirectory() as tmp:
+            job = Path(tmp) / "big"
+            shutil.copytree(BENCH / "jobs" / "big", job)
+            cfg = job / "app" / "config" / "config_fed_client.json"
+            cfg.write_text(json.dumps({"script": "client.py", "args": f"--mb {mb}"}))
+            with PeakSampler(_pids(fed)) as sampler:
+                job_id = _submit(fed, job)
+                fed.shoal("job", "wait", job_id)
+            meta = fed.shoal_json("job", "meta", job_id)["data"]
+            times = [r["time"] for r in _rounds(fed, job_id)]
+        stats = meta["progress"]["stats"]  # type: ignore[index]
+        moved = (stats["bytes_to_sites"] + stats["bytes_from_sites"]) / 2**20
+        figures += [
+            Figure(
+                f"{mb} MB model, 2 sites", "seconds per round (rounds 2-3)", [(times[-1] - times[0]) / 2], "s"
+            ),
+            Figure(
+                f"{mb} MB model, 2 sites", "server tree peak RSS", [sampler.peaks["server"] / 2**20], "MiB"
+            ),
+            Figure(
+                f"{mb} MB model, 2 sites",
+                "site tree peak RSS (max of sites)",
+                [max(v for k, v in sampler.peaks.items() if k != "server") / 2**20],
+                "MiB",
+            ),
+            Figure(f"{mb} MB model, 2 sites", "MiB moved over the wire (3 rounds)", [moved], "MiB"),
+        ]
+    return figures
+
+
+@contextmanager
+def _light_federation(n_sites: int) -> Iterator[tuple[BenchFederation, subprocess.Popen[bytes], int]]:
+    """A POC server plus ``n_sites`` light agents in one process (bench/light_sites.py)."""
+    import os
+
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-sites-") as tmp:
+        home = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env["SHOAL_HOME"] = str(home)
+        fed = BenchFederation(home / "poc", env)
+        fed.shoal("poc", "prepare", "-n", str(n_sites), "--workspace", fed.workspace)
+        kits = fed.workspace / "kits"
+        log = (fed.workspace / "logs" / "server.log").open("ab")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "server", "start", "-k", kits / "server"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        sites = subprocess.Popen(
+            [sys.executable, "-m", "bench.light_sites", kits, *[f"site-{i}" for i in range(1, n_sites + 1)]],
+            stdout=subprocess.DEVNULL,
+            stderr=(fed.workspace / "logs" / "sites.log").open("ab"),
+            env=env,
+            cwd=BENCH.parent,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                proc = fed.shoal("system", "status", "--format", "json", check=False)
+                if proc.returncode == 0 and len(json.loads(proc.stdout)["data"]["sites"]) == n_sites:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("light sites did not all connect")
+                time.sleep(0.2)
+            yield fed, sites, server.pid
+        finally:
+            for proc in (sites, server):
+                proc.terminate()
+                proc.wait(timeout=60)
+
+
+def many_sites(fed: BenchFederation, quick: bool) -> list[Figure]:
+    figures = []
+    for n in (5,) if quick else (50, 200):
+        with _light_federation(n) as (light, _, server_pid), tempfile.TemporaryDirectory() as tmp:
+            job = Path(tmp) / "job"
+            shutil.copytree(BENCH / "jobs" / "trivial", job)
+            (job / "meta.json").write_text(
+                json.dumps({"name": f"{n}-sites", "min_clients": n, "deploy_map": {"app": ["@ALL"]}})
+            )
+            (job / "app" / "config" / "config_fed_server.json").write_text(
+                json.dumps({"workflow": "fedavg", "args": {"num_rounds": 5}})
+            )
+            cpu_before = cpu_seconds(server_pid)
+            with PeakSampler({"server": server_pid}) as sampler:
+                job_id = _submit(light, job)
+                light.shoal("job", "wait", job_id)
+            cpu = cpu_seconds(server_pid) - cpu_before
+            times = [r["time"] for r in _rounds(light, job_id)]
+        per = (times[-1] - times[0]) / (len(times) - 1)
+        figures += [
+            Figure(f"{n} sites", "seconds per round", [per], "s"),
+            Figure(f"{n} sites", "server CPU seconds for the 5-round job", [cpu], "s"),
+            Figure(f"{n} sites", "server tree peak RSS", [sampler.peaks["server"] / 2**20], "MiB"),
+        ]
+    return figures
+
+
+def many_jobs(fed: BenchFederation, quick: bool) -> list[Figure]:
+    """A store holding many finished jobs: list and meta latency; submit throughput."""
+    from shoal.store.base import Submitter
+    from shoal.store.sqlite import SqliteJobStore
+    from shoal.wire.status import JobStatus
+
+    n = 300 if quick else 10_000
+    db = fed.workspace / "kits" / "server" / "workspace" / "store.db"
+    store = SqliteJobStore(db)  # a second writer beside the running server: WAL allows it
+    try:
+        sample_id = ""
+        for i in range(n):
+            record, _ = store.create_job(
+                study="default",
+                name=f"old-{i}",
+                meta={"name": f"old-{i}", "min_clients": 2, "deploy_map": {}},
+                content_sha256="0" * 64,
+                submitter=Submitter("admin@example.com", "example.org", "project_admin"),
+            )
+            # jobs_in_status never sees them as pending: they go straight to a terminal status
+            store.transition(record.job_id, JobStatus.ABORTED, reason="benchmark filler")
+            sample_id = str(record.job_id)
+    finally:
+        store.close()
+    runs = 3 if quick else 20
+    figures = [
+        Figure(
+            f"{n} jobs in the store",
+            "job list -m 100 --format json (whole CLI)",
+            _cli_times(fed, ["job", "list", "-m", "100", "--format", "json"], runs),
+        ),
+        Figure(
+            f"{n} jobs in the store",
+            "job meta --format json (whole CLI)",
+            _cli_times(fed, ["job", "meta", sample_id, "--format", "json"], runs),
+        ),
+    ]
+    from concurrent.futures import ThreadPoolExecutor
+
+    seconds = 2.0 if quick else 10.0
+    deadline = time.monotonic() + seconds
+    accepted = [0]
+
+    def submitter(_: int) -> None:
+        while time.monotonic() < deadline:
+            fed.shoal("job", "submit", "-j", BENCH / "jobs" / "trivial", "--format", "json")
+            accepted[0] += 1
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(submitter, range(4)))
+    figures.append(
+        Figure(
+            f"{n} jobs in the store",
+            "submits accepted per second (4 submitters)",
+            [accepted[0] / (time.monotonic() - start)],
+            "/s",
+        )
+    )
+    return figures
+
+
+def wait_latency(fed: BenchFederation, quick: bool) -> list[Figure]:
+    samples = []
+    for _ in range(2 if quick else 5):
+        job_id = _submit(fed, BENCH / "jobs" / "trivial")
+        fed.shoal("job", "wait", job_id)
+        returned = time.time()
+        samples.append(returned - _end_time(fed.shoal_json("job", "meta", job_id)["data"]))  # type: ignore[arg-type]
+    return [Figure("wait latency", "job end -> job wait returns", samples)]
+
+
+def monitor_latency(fed: BenchFederation, quick: bool) -> list[Figure]:
+    samples = []
+    for _ in range(2 if quick else 5):
+        job_id = _submit(fed, BENCH / "jobs" / "trivial")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "job", "monitor", job_id, "--format", "jsonl"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=fed.env,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event.get("terminal"):
+                samples.append(time.time() - _end_time(event["job_meta"]))
+                break
+        proc.wait()
+    return [Figure("monitor latency", "job end -> jsonl terminal event", samples)]
+
+
+WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
+    "cold_start": cold_start,
+    "trivial_job": trivial_job,
+    "per_round": per_round,
+    "wait_latency": wait_latency,
+    "monitor_latency": monitor_latency,
+    "large_model": large_model,
+    "many_sites": many_sites,
+    "many_jobs": many_jobs,
+}
