@@ -93,10 +93,18 @@ def trivial_job(fed: BenchFederation, quick: bool) -> list[Figure]:
 
 
 def _rounds(fed: BenchFederation, job_id: str) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        doc = fed.shoal_json("job", "download", job_id, "-o", tmp)
-        summary = json.loads(Path(doc["data"]["artifacts"]["metrics_summary"]).read_text())  # type: ignore[index]
-    rounds: list[dict[str, Any]] = summary["rounds"]
+    """Round records straight from the server's job workspace (same machine; no 1 GB download)."""
+    path = (
+        fed.workspace
+        / "kits"
+        / "server"
+        / "workspace"
+        / "jobs"
+        / job_id
+        / "workspace"
+        / "metrics_summary.json"
+    )
+    rounds: list[dict[str, Any]] = json.loads(path.read_text())["rounds"]
     return rounds
 
 

@@ -10,6 +10,8 @@ from shoal.cli.job_wait import NORMALISED
 from shoal.cli.output import Result, progress
 from shoal.errors import ShoalError
 
+RESULT_LIMIT = 256 * 2**30  # a downloaded result is as large as its model, not a hostile upload
+
 
 def cmd_download(args: argparse.Namespace) -> Result:
     import shutil
@@ -39,7 +41,9 @@ def cmd_download(args: argparse.Namespace) -> Result:
             archive = Path(tmp) / "result.zip"
             client.download_result(meta["job_id"], args.study, archive)
             staged = Path(tmp) / "tree"
-            extract_archive(archive, staged)
+            # the server's own result: its size is the model's, not an attacker's choice, but
+            # paths are still checked (no '..', links or absolute names)
+            extract_archive(archive, staged, max_member_bytes=RESULT_LIMIT, max_total_bytes=RESULT_LIMIT)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(staged, dest)

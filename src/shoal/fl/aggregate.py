@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from shoal.wire.models import LazyParams
+
 
 def _accumulator(dtype: np.dtype[Any]) -> type[np.floating[Any]]:
     """float64 sums for float64 (and integer) tensors; float32 for smaller floats, so a large
@@ -40,8 +42,11 @@ class WeightedSum:
         if self._sums and set(params) != set(self._sums):
             missing = sorted(set(self._sums) ^ set(params))
             raise ValueError(f"update does not match the model's tensors: {missing}")
+        if isinstance(params, LazyParams):
+            self._add_streamed(params, weight)
+            params = {}
         for name in params:
-            arr = np.asarray(params[name])  # one tensor at a time (params may be a LazyParams)
+            arr = np.asarray(params[name])
             if name not in self._sums:
                 self._sums[name] = arr.astype(_accumulator(arr.dtype)) * weight
                 self._dtypes[name] = arr.dtype
@@ -52,11 +57,29 @@ class WeightedSum:
                     )
                 self._sums[name] += arr * weight
             del arr
+        self._add_metrics(metrics, weight)
+        self.total_weight += weight
+        self.count += 1
+
+    def _add_streamed(self, params: LazyParams, weight: float) -> None:
+        """Fold an update in chunk by chunk from its file: memory stays at one chunk, whatever
+        the model's size (the running sum is the only full-size array)."""
+        for name in params:
+            shape, dtype = params.shape(name)
+            if name not in self._sums:
+                self._sums[name] = np.zeros(shape, dtype=_accumulator(dtype))
+                self._dtypes[name] = dtype
+            elif shape != self._sums[name].shape:
+                raise ValueError(f"tensor {name!r} has shape {shape}, expected {self._sums[name].shape}")
+            flat = self._sums[name].reshape(-1)
+            for start, chunk in params.chunks(name):
+                part = flat[start : start + chunk.size]
+                part += chunk * weight if weight != 1 else chunk
+
+    def _add_metrics(self, metrics: dict[str, float] | None, weight: float) -> None:
         for key, val in (metrics or {}).items():
             self._metric_sums[key] = self._metric_sums.get(key, 0.0) + float(val) * weight
             self._metric_weights[key] = self._metric_weights.get(key, 0.0) + weight
-        self.total_weight += weight
-        self.count += 1
 
     def result(self) -> dict[str, np.ndarray]:
         """The weighted mean; it takes over the running sums (in place), so call it once."""

@@ -69,6 +69,8 @@ class WorkflowContext:
     ) -> str:
         """Push a task and its model to sites; returns the task id to collect results by."""
         task_id = uuid.uuid4().hex[:16]
+        for old in (self.run_dir / "models").glob("*.safetensors"):
+            old.unlink(missing_ok=True)  # every site fetched it before answering the last task
         model_path = self.run_dir / "models" / f"{task_id}.safetensors"
         save_params(model.params, model_path)
         targets = [s for s in (sites if sites is not None else self.sites) if s not in self._failed_sites]

@@ -7,7 +7,6 @@ import errno
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 from aiohttp import web
 
@@ -15,6 +14,7 @@ from shoal.errors import ShoalError
 from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext
 from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip
+from shoal.server.streaming import save_body, stream_file
 from shoal.server.submission import prepare_submission
 from shoal.server.views import job_meta, job_row
 from shoal.store.base import Submitter
@@ -24,20 +24,6 @@ LONG_POLL_MAX = 30.0
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
-
-
-async def save_body(request: web.Request, dest: Path, limit: int) -> int:
-    """Stream the request body to a file, refusing it once it passes ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ShoalError("UPLOAD_TOO_LARGE", f"{request.content_length} bytes; the limit is {limit}")
-    total = 0
-    with dest.open("wb") as out:
-        async for chunk in request.content.iter_chunked(1 << 20):
-            total += len(chunk)
-            if total > limit:
-                raise ShoalError("UPLOAD_TOO_LARGE", f"more than {limit} bytes")
-            out.write(chunk)
-    return total
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -142,7 +128,7 @@ async def download_job(request: web.Request) -> web.StreamResponse:
         raise ShoalError("JOB_NOT_DONE", f"current status: {job.status.value}", job_id=str(job.job_id))
     meta = job_meta(job, None, time.time())
     path = await asyncio.to_thread(build_result_zip, ctx.scheduler.paths(job.job_id), ctx.blobs, job, meta)
-    return web.FileResponse(path, headers={"Content-Type": "application/zip"})
+    return await stream_file(request, path, "application/zip")
 
 
 async def system_status(request: web.Request) -> web.Response:

@@ -13,9 +13,9 @@ from aiohttp import WSMsgType, web
 from shoal.errors import ShoalError
 from shoal.scheduler.runner import JobRun
 from shoal.scheduler.sites import ConnectedSite
-from shoal.server.admin_routes import save_body
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import identity_of
+from shoal.server.streaming import save_body, stream_file
 from shoal.wire.models import check_safetensors
 
 log = logging.getLogger("shoal.server")
@@ -106,21 +106,21 @@ def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
     return ctx, run, site
 
 
-async def job_archive(request: web.Request) -> web.FileResponse:
+async def job_archive(request: web.Request) -> web.StreamResponse:
     ctx, run, _ = _run_for_site(request)
     job = ctx.store.get_job(run.job_id)
     if job is None:
         raise ShoalError("JOB_NOT_FOUND", job_id=str(run.job_id), study="?")
-    return web.FileResponse(ctx.blobs.path(job.content_sha256))
+    return await stream_file(request, ctx.blobs.path(job.content_sha256))
 
 
-async def task_model(request: web.Request) -> web.FileResponse:
+async def task_model(request: web.Request) -> web.StreamResponse:
     _, run, site = _run_for_site(request)
     task = run.task_for(site, request.match_info["task_id"])
     if task is None:
         raise ShoalError("JOB_NOT_RUNNING", "no such task for this site", job_id=str(run.job_id))
     run.model_served(site, task.model_path.stat().st_size)
-    return web.FileResponse(task.model_path)
+    return await stream_file(request, task.model_path)
 
 
 async def task_result(request: web.Request) -> web.Response:

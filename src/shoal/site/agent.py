@@ -67,7 +67,7 @@ class SiteAgent:
             if resp.status != 200:
                 raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
             with tmp.open("wb") as out:
-                async for chunk in resp.content.iter_chunked(1 << 20):
+                async for chunk in resp.content.iter_any():
                     out.write(chunk)
         tmp.replace(dest)
 

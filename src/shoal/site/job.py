@@ -228,6 +228,8 @@ class SiteJob:
             return
         models = self.dir / "models"
         models.mkdir(exist_ok=True)
+        for old in models.glob("*.safetensors"):
+            old.unlink(missing_ok=True)  # the script has answered the task it came with
         model_path = models / f"{msg['task_id']}.safetensors"
         await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", model_path)
         self._writer.write(

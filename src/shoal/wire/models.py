@@ -1,15 +1,20 @@
 """Model weights on the wire and on disk: safetensors files of numpy arrays, never pickle.
 
-Loading a safetensors file cannot run code, and it maps straight onto numpy arrays. Metadata
-(round numbers and the like) travels in the JSON messages beside the file, not inside it.
+Loading a safetensors file cannot run code. The format is simple (an 8-byte header length, a
+JSON header naming each tensor's dtype, shape and byte range, then the raw bytes), so shoal
+reads and writes it itself to stream large models: writing never copies an array into one big
+buffer, reading maps the file (copy-on-write) instead of loading it, and the aggregator reads a
+tensor in fixed-size chunks. Files stay readable by ``safetensors.numpy/torch.load_file``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
 
@@ -17,29 +22,65 @@ if TYPE_CHECKING:
     import numpy as np
 
 Params = dict[str, "np.ndarray"]
+MAX_HEADER_BYTES = 100 * 2**20
+CHUNK_BYTES = 32 * 2**20
+
+# safetensors dtype name <-> numpy dtype string
+DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
+
+
+def _safetensors_dtype(arr: np.ndarray) -> str:
+    import numpy as np
+
+    for name, code in DTYPES.items():
+        if arr.dtype == np.dtype(code):
+            return name
+    raise ShoalError("MODEL_INVALID", f"dtype {arr.dtype} cannot be stored as safetensors")
 
 
 def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
-    """Write weights atomically (temp file then rename), so a reader never sees half a file."""
+    """Write weights atomically (temp file, then rename), streaming each array's own buffer."""
     import numpy as np
-    from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.ascontiguousarray(params[name]) for name in sorted(params)}
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, arr in arrays.items():
+        header[name] = {
+            "dtype": _safetensors_dtype(arr),
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        offset += arr.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # keep the data 8-byte aligned, as the reference writer does
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, str(tmp))
+    with tmp.open("wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for arr in arrays.values():
+            if arr.nbytes:
+                f.write(arr.reshape(-1).view(np.uint8).data)
     os.replace(tmp, path)
 
 
-MAX_HEADER_BYTES = 100 * 2**20
-
-
-def check_safetensors(path: Path) -> None:
-    """Cheap structural check of an upload before anyone loads it (standard library only):
-    an 8-byte little-endian header length, a JSON header of tensor entries, data offsets that
-    fit the file. Refuses with MODEL_INVALID; never executes or unpickles anything."""
-    import json
-    import struct
-
+def read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The validated header and where the data starts. Refuses anything malformed with
+    MODEL_INVALID (standard library only; nothing is executed or unpickled)."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
@@ -55,48 +96,100 @@ def check_safetensors(path: Path) -> None:
     if not isinstance(header, dict):
         raise ShoalError("MODEL_INVALID", "header is not a JSON object")
     data_size = size - 8 - length
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, entry in tensors.items():
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not (
             isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_size
         ):
             raise ShoalError("MODEL_INVALID", f"tensor {name!r} has bad data offsets")
+        if entry.get("dtype") not in DTYPES or not isinstance(entry.get("shape"), list):
+            raise ShoalError("MODEL_INVALID", f"tensor {name!r} has an unknown dtype or no shape")
+        count = 1
+        for dim in entry["shape"]:
+            if not isinstance(dim, int) or dim < 0:
+                raise ShoalError("MODEL_INVALID", f"tensor {name!r} has a bad shape")
+            count *= dim
+        import numpy as np
+
+        if count * np.dtype(DTYPES[entry["dtype"]]).itemsize != offsets[1] - offsets[0]:
+            raise ShoalError("MODEL_INVALID", f"tensor {name!r}: shape and byte range disagree")
+    return tensors, 8 + length
+
+
+def check_safetensors(path: Path) -> None:
+    """Cheap structural check of an upload before anyone loads it."""
+    read_header(path)
 
 
 class LazyParams(Mapping[str, "np.ndarray"]):
-    """A safetensors file read tensor by tensor on access (``dict(lazy)`` loads it all)."""
+    """A safetensors file whose tensors are read on access, or chunk by chunk (``chunks``)."""
 
     def __init__(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        check_safetensors(path)
         self.path = path
-        try:
-            self._file = safe_open(str(path), framework="numpy")
-            self._keys = list(self._file.keys())  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            raise ShoalError("MODEL_INVALID", f"{path.name}: {exc}") from exc
+        self._tensors, self._data_start = read_header(path)
+
+    def _spec(self, key: str) -> tuple[Any, list[int], int, int]:
+        import numpy as np
+
+        entry = self._tensors[key]
+        begin, end = entry["data_offsets"]
+        return np.dtype(DTYPES[entry["dtype"]]), entry["shape"], self._data_start + begin, end - begin
 
     def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self._keys:
-            raise KeyError(key)
-        tensor: np.ndarray = self._file.get_tensor(key)  # type: ignore[no-untyped-call]
-        return tensor
+        import numpy as np
+
+        dtype, shape, start, nbytes = self._spec(key)
+        out = np.empty(shape, dtype=dtype)
+        with self.path.open("rb") as f:
+            f.seek(start)
+            if nbytes and f.readinto(out.reshape(-1).view(np.uint8).data) != nbytes:
+                raise ShoalError("MODEL_INVALID", f"{self.path.name}: tensor {key!r} is cut short")
+        return out
+
+    def shape(self, key: str) -> tuple[tuple[int, ...], Any]:
+        dtype, shape, _, _ = self._spec(key)
+        return tuple(shape), dtype
+
+    def chunks(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+        """(first element index, flat chunk) pairs, reusing one buffer: memory stays at one chunk."""
+        import numpy as np
+
+        dtype, _, start, nbytes = self._spec(key)
+        per = max(1, chunk_bytes // dtype.itemsize)
+        buffer = np.empty(per, dtype=dtype)
+        done = 0
+        with self.path.open("rb") as f:
+            f.seek(start)
+            while done < nbytes:
+                take = min(per * dtype.itemsize, nbytes - done)
+                view = buffer[: take // dtype.itemsize]
+                if f.readinto(view.view(np.uint8).data) != take:
+                    raise ShoalError("MODEL_INVALID", f"{self.path.name}: tensor {key!r} is cut short")
+                yield done // dtype.itemsize, view
+                done += take
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._tensors)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._tensors)
 
 
 def load_params(path: Path) -> Params:
-    """Read weights; a file that is not valid safetensors is refused with MODEL_INVALID."""
-    from safetensors.numpy import load_file
+    """Map the file's tensors into memory copy-on-write: nothing is read until it is used, and
+    changing an array in place never writes back to the file."""
+    import numpy as np
 
-    try:
-        return dict(load_file(str(path)))
-    except Exception as exc:  # safetensors raises its own SafetensorError and OSError
-        raise ShoalError("MODEL_INVALID", f"{path.name}: {exc}") from exc
+    tensors, data_start = read_header(path)
+    out: Params = {}
+    for name, entry in tensors.items():
+        begin, end = entry["data_offsets"]
+        dtype = np.dtype(DTYPES[entry["dtype"]])
+        if end == begin:
+            out[name] = np.zeros(entry["shape"], dtype=dtype)
+        else:
+            out[name] = np.memmap(
+                path, dtype=dtype, mode="c", offset=data_start + begin, shape=tuple(entry["shape"])
+            )
+    return out
