@@ -111,12 +111,21 @@ def _rounds(fed: BenchFederation, job_id: str) -> list[dict[str, Any]]:
 def per_round(fed: BenchFederation, quick: bool) -> list[Figure]:
     """(end of the last round - end of the first) / (rounds - 1), tiny model, 2 sites."""
     samples = []
-    for _ in range(1 if quick else 3):
-        job_id = _submit(fed, BENCH / "jobs" / "rounds")
-        fed.shoal("job", "wait", job_id)
-        times = [r["time"] for r in _rounds(fed, job_id)]
-        samples.append((times[-1] - times[0]) / (len(times) - 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "rounds"
+        shutil.copytree(BENCH / "jobs" / "trivial", job)
+        cfg = job / "app" / "config" / "config_fed_server.json"
+        cfg.write_text(json.dumps({"workflow": "fedavg", "args": {"num_rounds": 50}}))
+        for _ in range(1 if quick else 3):
+            samples.append(_per_round_once(fed, job))
     return [Figure("per-round overhead", "50 rounds, tiny model, 2 sites", samples)]
+
+
+def _per_round_once(fed: BenchFederation, job: Path) -> float:
+    job_id = _submit(fed, job)
+    fed.shoal("job", "wait", job_id)
+    times = [r["time"] for r in _rounds(fed, job_id)]
+    return float((times[-1] - times[0]) / (len(times) - 1))
 
 
 def _pids(fed: BenchFederation) -> dict[str, int]:
