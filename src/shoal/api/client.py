@@ -167,6 +167,7 @@ class AdminClient:
         deadline = time.monotonic() + timeout if timeout > 0 else None
         while True:
             hold = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            asked = time.monotonic()
             answer = self._request(
                 "GET",
                 f"/api/v1/jobs/{_quote(job_id)}/wait",
@@ -177,8 +178,9 @@ class AdminClient:
                 return True, answer["job"]
             if deadline is not None and time.monotonic() >= deadline:
                 return False, answer["job"]
-            if hold < LONG_POLL:
-                time.sleep(min(interval, max(0.0, (deadline or 0) - time.monotonic())))
+            if time.monotonic() - asked < hold / 2:
+                # answered early without news (a proxy that cannot hold requests): don't spin
+                time.sleep(interval)
 
     def download_result(self, job_id: str, study: str, dest: Path) -> None:
         with dest.open("wb") as sink:
