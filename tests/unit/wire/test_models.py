@@ -1,0 +1,70 @@
+"""shoal's own safetensors reader and writer agree with the reference implementation."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from shoal.errors import ShoalError
+from shoal.wire.models import LazyParams, load_params, save_params
+
+PARAMS = {
+    "f32": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "f64": np.linspace(0, 1, 7),
+    "i64": np.array([1, -2, 3], dtype=np.int64),
+    "u8": np.arange(5, dtype=np.uint8),
+    "empty": np.zeros((0, 2), dtype=np.float32),
+    "scalar": np.array(3.5, dtype=np.float32),
+}
+
+
+def test_reference_reads_what_shoal_writes(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_params(PARAMS, path)
+    loaded = load_file(str(path))
+    assert set(loaded) == set(PARAMS)
+    for name, value in PARAMS.items():
+        np.testing.assert_array_equal(loaded[name], value)
+        assert loaded[name].dtype == value.dtype
+
+
+def test_shoal_reads_what_the_reference_writes(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file(PARAMS, str(path))
+    for params in (load_params(path), dict(LazyParams(path))):
+        for name, value in PARAMS.items():
+            np.testing.assert_array_equal(params[name], value)
+
+
+def test_loaded_arrays_are_copy_on_write(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_params({"w": np.zeros(4, dtype=np.float32)}, path)
+    params = load_params(path)
+    params["w"] += 1
+    assert load_file(str(path))["w"].tolist() == [0, 0, 0, 0]
+
+
+def test_chunks_cover_the_tensor(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    value = np.arange(1000, dtype=np.float32)
+    save_params({"w": value}, path)
+    lazy = LazyParams(path)
+    got = np.empty_like(value)
+    for start, chunk in lazy.chunks("w", chunk_bytes=64):
+        got[start : start + chunk.size] = chunk
+    np.testing.assert_array_equal(got, value)
+    assert lazy.shape("w") == ((1000,), np.dtype(np.float32))
+
+
+def test_header_that_lies_about_sizes_is_refused(tmp_path: Path) -> None:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [10], "data_offsets": [0, 8]}}).encode()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    with pytest.raises(ShoalError) as err:
+        load_params(path)
+    assert err.value.code == "MODEL_INVALID"
