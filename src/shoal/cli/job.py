@@ -45,112 +45,25 @@ DEPRECATED = {
 }
 
 
-def register(groups: Any) -> None:
-    from shoal.cli.main import Parser, add_kit_options, lazy
+def register(groups: Any, wanted: str | None = None) -> None:
+    """Add ``shoal job``; with ``wanted`` naming a subcommand, build only that one's parser
+    (argparse construction is a visible share of a cold start)."""
+    from shoal.cli.main import Parser, add_kit_options
 
     job = groups.add_parser("job", help="submit, watch and manage jobs")
     subs = job.add_subparsers(dest="job_command", metavar="SUBCOMMAND", parser_class=Parser)
-
-    def command(name: str, help_text: str, handler: Any, job_id: bool = True) -> Parser:
+    only = wanted if wanted in COMMANDS or wanted in DEPRECATED else None
+    for name, (help_text, takes_id, build) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         p: Parser = subs.add_parser(name, help=help_text)
-        if job_id:
+        if takes_id:
             p.add_argument("job_id", help="the job's id")
         add_kit_options(p)
-        p.set_defaults(handler=handler)
-        return p
-
-    p = command("submit", "submit a job folder (or .zip)", cmd_submit, job_id=False)
-    p.add_argument(
-        "-j",
-        "--job-folder",
-        "--job_folder",
-        dest="job_folder",
-        default="./current_job",
-        help="job folder or .zip holding meta.json (default: ./current_job)",
-    )
-    p.add_argument(
-        "--submit-token", type=submit_token, default=None, help="caller-chosen token that makes retries safe"
-    )
-    p.add_argument("-debug", "--debug", action="store_true", help="keep the archive that was uploaded")
-    p.add_argument("--wait", action="store_true", help="then wait for the job, as 'shoal job wait' does")
-    p.add_argument("--timeout", type=non_negative, default=0.0, help="with --wait: seconds to wait at most")
-
-    p = command("list", "list jobs", cmd_list, job_id=False)
-    p.add_argument("-n", "--name", default=None, help="job name prefix")
-    p.add_argument("-i", "--id", dest="id_prefix", default=None, help="job id prefix")
-    p.add_argument("-r", "--reverse", action="store_true", help="newest first")
-    p.add_argument(
-        "-m", "--max", dest="max_results", type=int, default=None, help="at most this many (newest)"
-    )
-    p.add_argument(
-        "--submit-token", type=submit_token, default=None, help="find the job submitted with this token"
-    )
-
-    command("meta", "show a job's metadata", cmd_meta)
-
-    for name, help_text, handler in (
-        ("wait", "wait for a job and return one final result", lazy("shoal.cli.job_wait", "cmd_wait")),
-        ("monitor", "follow a job, streaming progress", lazy("shoal.cli.job_wait", "cmd_monitor")),
-    ):
-        p = command(name, help_text, handler)
-        p.add_argument(
-            "--timeout", type=non_negative, default=0.0, help="seconds to wait at most (0: no limit)"
-        )
-        p.add_argument(
-            "--interval", type=positive, default=2.0, help="seconds between polls when no news came"
-        )
-        if name == "monitor":
-            p.add_argument(
-                "--stats-target",
-                choices=("server", "client", "all"),
-                default="server",
-                help="whose metrics to show",
-            )
-            p.add_argument(
-                "--metric", action="append", default=None, help="extra metric key to show (repeatable)"
-            )
-            p.set_defaults(supports_jsonl=True)
-
-    p = command("download", "download a finished job's result", lazy("shoal.cli.job_manage", "cmd_download"))
-    p.add_argument("-o", "--output-dir", default=None, help="where to put <job_id>/ (default: .)")
-    p.add_argument("--force", action="store_true", help="replace an existing download")
-
-    for name, help_text in (("abort", "abort a job that has not finished"), ("delete", "delete a job")):
-        p = command(name, help_text, lazy("shoal.cli.job_manage", f"cmd_{name}"))
-        p.add_argument("--force", action="store_true", help="do not ask for confirmation")
-    command("clone", "submit a copy of a job", lazy("shoal.cli.job_manage", "cmd_clone"))
-
-    from shoal.cli.job_observe import non_negative_int, parse_when
-
-    p = command(
-        "logs", "show a job's logs from the server's log store", lazy("shoal.cli.job_observe", "cmd_logs")
-    )
-    p.add_argument(
-        "--site", "--sites", dest="site", default="server", help="server (default), a site name, or all"
-    )
-    p.add_argument("--tail", type=non_negative_int, default=None, help="at most the last N lines per site")
-    p.add_argument("--since", type=parse_when, default=None, help="lines at or after this ISO timestamp")
-    p.add_argument(
-        "--max-bytes", type=non_negative_int, default=None, help="at most the last N bytes per site"
-    )
-
-    p = command(
-        "log-config",
-        "change a running job's log level or mode",
-        lazy("shoal.cli.job_observe", "cmd_log_config"),
-    )
-    p.add_argument(
-        "level",
-        nargs="?",
-        default=None,
-        help="DEBUG, INFO, WARNING, ERROR, CRITICAL, concise, msg_only, full, verbose or reload",
-    )
-    p.add_argument("--site", default="all", help="all (default), server, or a site name")
-
-    p = command("stats", "show a running job's statistics", lazy("shoal.cli.job_observe", "cmd_stats"))
-    p.add_argument("--site", default="all", help="all (default), server, or a site name")
-
+        build(p)
     for name, pointer in DEPRECATED.items():
+        if only is not None and name != only:
+            continue
         p = subs.add_parser(name, help=f"[DEPRECATED] {pointer}")
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(handler=deprecated(name, pointer))
@@ -268,3 +181,138 @@ def _meta_text(meta: dict[str, Any]) -> str:
         err = meta["first_error"]
         lines.append(f"First error: [{err.get('site')}] {err.get('type')}: {err.get('message')}")
     return "\n".join(lines)
+
+
+# --- the parsers, one builder per subcommand ---
+
+
+def _submit(p: Any) -> None:
+    p.add_argument(
+        "-j",
+        "--job-folder",
+        "--job_folder",
+        dest="job_folder",
+        default="./current_job",
+        help="job folder or .zip holding meta.json (default: ./current_job)",
+    )
+    p.add_argument(
+        "--submit-token", type=submit_token, default=None, help="caller-chosen token that makes retries safe"
+    )
+    p.add_argument("-debug", "--debug", action="store_true", help="keep the archive that was uploaded")
+    p.add_argument("--wait", action="store_true", help="then wait for the job, as 'shoal job wait' does")
+    p.add_argument("--timeout", type=non_negative, default=0.0, help="with --wait: seconds to wait at most")
+    p.set_defaults(handler=cmd_submit)
+
+
+def _list(p: Any) -> None:
+    p.add_argument("-n", "--name", default=None, help="job name prefix")
+    p.add_argument("-i", "--id", dest="id_prefix", default=None, help="job id prefix")
+    p.add_argument("-r", "--reverse", action="store_true", help="newest first")
+    p.add_argument(
+        "-m", "--max", dest="max_results", type=int, default=None, help="at most this many (newest)"
+    )
+    p.add_argument(
+        "--submit-token", type=submit_token, default=None, help="find the job submitted with this token"
+    )
+    p.set_defaults(handler=cmd_list)
+
+
+def _meta(p: Any) -> None:
+    p.set_defaults(handler=cmd_meta)
+
+
+def _waiting(name: str) -> Any:
+    def build(p: Any) -> None:
+        from shoal.cli.main import lazy
+
+        p.add_argument(
+            "--timeout", type=non_negative, default=0.0, help="seconds to wait at most (0: no limit)"
+        )
+        p.add_argument(
+            "--interval", type=positive, default=2.0, help="seconds between polls when no news came"
+        )
+        p.set_defaults(handler=lazy("shoal.cli.job_wait", f"cmd_{name}"))
+        if name == "monitor":
+            p.add_argument(
+                "--stats-target",
+                choices=("server", "client", "all"),
+                default="server",
+                help="whose metrics to show",
+            )
+            p.add_argument(
+                "--metric", action="append", default=None, help="extra metric key to show (repeatable)"
+            )
+            p.set_defaults(supports_jsonl=True)
+
+    return build
+
+
+def _download(p: Any) -> None:
+    from shoal.cli.main import lazy
+
+    p.add_argument("-o", "--output-dir", default=None, help="where to put <job_id>/ (default: .)")
+    p.add_argument("--force", action="store_true", help="replace an existing download")
+    p.set_defaults(handler=lazy("shoal.cli.job_manage", "cmd_download"))
+
+
+def _managing(name: str) -> Any:
+    def build(p: Any) -> None:
+        from shoal.cli.main import lazy
+
+        if name != "clone":
+            p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+        p.set_defaults(handler=lazy("shoal.cli.job_manage", f"cmd_{name}"))
+
+    return build
+
+
+def _logs(p: Any) -> None:
+    from shoal.cli.job_observe import non_negative_int, parse_when
+    from shoal.cli.main import lazy
+
+    p.add_argument(
+        "--site", "--sites", dest="site", default="server", help="server (default), a site name, or all"
+    )
+    p.add_argument("--tail", type=non_negative_int, default=None, help="at most the last N lines per site")
+    p.add_argument("--since", type=parse_when, default=None, help="lines at or after this ISO timestamp")
+    p.add_argument(
+        "--max-bytes", type=non_negative_int, default=None, help="at most the last N bytes per site"
+    )
+    p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_logs"))
+
+
+def _log_config(p: Any) -> None:
+    from shoal.cli.main import lazy
+
+    p.add_argument(
+        "level",
+        nargs="?",
+        default=None,
+        help="DEBUG, INFO, WARNING, ERROR, CRITICAL, concise, msg_only, full, verbose or reload",
+    )
+    p.add_argument("--site", default="all", help="all (default), server, or a site name")
+    p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_log_config"))
+
+
+def _stats(p: Any) -> None:
+    from shoal.cli.main import lazy
+
+    p.add_argument("--site", default="all", help="all (default), server, or a site name")
+    p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_stats"))
+
+
+# name -> (help, takes a job id, parser builder)
+COMMANDS: dict[str, tuple[str, bool, Any]] = {
+    "submit": ("submit a job folder (or .zip)", False, _submit),
+    "list": ("list jobs", False, _list),
+    "meta": ("show a job's metadata", True, _meta),
+    "wait": ("wait for a job and return one final result", True, _waiting("wait")),
+    "monitor": ("follow a job, streaming progress", True, _waiting("monitor")),
+    "download": ("download a finished job's result", True, _download),
+    "abort": ("abort a job that has not finished", True, _managing("abort")),
+    "delete": ("delete a job", True, _managing("delete")),
+    "clone": ("submit a copy of a job", True, _managing("clone")),
+    "logs": ("show a job's logs from the server's log store", True, _logs),
+    "log-config": ("change a running job's log level or mode", True, _log_config),
+    "stats": ("show a running job's statistics", True, _stats),
+}

@@ -84,8 +84,14 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     first = next((w for w in argv or [] if not w.startswith("-")), None)
     modules = [FAMILIES[first]] if first in FAMILIES else list(dict.fromkeys(FAMILIES.values()))
+    words = [w for w in argv or [] if not w.startswith("-")]
+    second = words[1] if len(words) > 1 else None
     for name in modules:
-        importlib.import_module(name).register(groups)
+        module = importlib.import_module(name)
+        if name == "shoal.cli.job":
+            module.register(groups, wanted=second)  # only the subcommand being run
+        else:
+            module.register(groups)
     add_schema_flags(parser)
     return parser
 
