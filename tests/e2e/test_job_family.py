@@ -353,3 +353,19 @@ def test_terminal_event_arrives_fast(federation: Federation, tmp_path: Path) -> 
     assert last["terminal"] is True and last["status"] == "COMPLETED"
     code, doc = federation.cli.json("job", "meta", job_id)
     assert doc["data"]["end_time"]
+
+
+def test_structured_logs(federation: Federation) -> None:
+    code, doc = federation.cli.json("job", "submit", "-j", HELLO, "--wait", "--timeout", "120")
+    job_id = doc["data"]["job_id"]
+    code, doc = federation.cli.json("job", "logs", job_id, "--site", "all")
+    assert code == 0, doc
+    data = doc["data"]
+    assert data["log_files"] == {"server": "log.json", "site-1": "log.json", "site-2": "log.json"}
+    site_records = [json.loads(line) for line in data["logs"]["site-1"].splitlines()]
+    assert site_records and all({"asctime", "message", "site"} <= set(r) for r in site_records)
+    assert any("round 4" in r["message"] for r in site_records)
+    server_records = [json.loads(line) for line in data["logs"]["server"].splitlines()]
+    assert any(r.get("levelname") == "INFO" and "round 4 done" in r["message"] for r in server_records)
+    human = federation.cli.run("job", "logs", job_id, "--site", "site-1")
+    assert "round 4" in human.stdout and not human.stdout.startswith("{")

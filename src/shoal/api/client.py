@@ -221,9 +221,14 @@ class AdminClient:
         )
         return result
 
-    def job_logs(self, job_id: str, study: str, site: str = "server") -> dict[str, Any]:
+    def job_logs(
+        self, job_id: str, study: str, site: str = "server", file: str = "log.txt"
+    ) -> dict[str, Any]:
         result: dict[str, Any] = self._request(
-            "GET", f"/api/v1/jobs/{_quote(job_id)}/logs", {"study": study, "site": site}, timeout=120.0
+            "GET",
+            f"/api/v1/jobs/{_quote(job_id)}/logs",
+            {"study": study, "site": site, "file": file},
+            timeout=120.0,
         )
         return result
 

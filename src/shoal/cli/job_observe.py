@@ -41,6 +41,13 @@ def since_filter(text: str, since: datetime) -> tuple[str, bool]:
     seen = False
     out = []
     for line in text.splitlines(keepends=True):
+        if line.startswith("{"):  # a JSON record: its own time decides; no time, no line
+            stamp = _record_time(line)
+            keep = stamp is not None and stamp >= since
+            seen = seen or stamp is not None
+            if keep:
+                out.append(line)
+            continue
         m = _TS.match(line)
         if m:
             try:
@@ -51,6 +58,17 @@ def since_filter(text: str, since: datetime) -> tuple[str, bool]:
         if keep:
             out.append(line)
     return ("".join(out), True) if seen else (text, False)
+
+
+def _record_time(line: str) -> datetime | None:
+    import json
+
+    try:
+        record = json.loads(line)
+        raw = record.get("asctime") or record.get("timestamp") or record.get("time")
+        return parse_when(str(raw)) if raw else None
+    except (ValueError, AttributeError, argparse.ArgumentTypeError):
+        return None
 
 
 def bound(text: str, tail: int | None, max_bytes: int | None) -> tuple[str, bool]:
@@ -70,7 +88,22 @@ def bound(text: str, tail: int | None, max_bytes: int | None) -> tuple[str, bool
 def cmd_logs(args: argparse.Namespace) -> Result:
     from shoal.cli.main import connect
 
-    answer = connect(args).job_logs(args.job_id, args.study, args.site)
+    client = connect(args)
+    # JSON output prefers the structured log.json, people the plain log.txt; each site falls
+    # back to the other file when its preferred one was not stored.
+    preferred, other = ("log.json", "log.txt") if args.format == "json" else ("log.txt", "log.json")
+    answer = client.job_logs(args.job_id, args.study, args.site, preferred)
+    fallback: set[str] = set()
+    if answer.get("unavailable"):
+        second = client.job_logs(args.job_id, args.study, args.site, other)
+        for site in list(answer["unavailable"]):
+            if site in second["logs"]:
+                text = second["logs"][site]
+                answer["logs"][site] = text if args.format == "json" else _records_as_text(text)
+                answer.setdefault("capped", {})[site] = second.get("capped", {}).get(site, False)
+                del answer["unavailable"][site]
+                fallback.add(site)
+    files = {site: other if site in fallback else preferred for site in answer["logs"]}
     explicit = args.tail is not None or args.since is not None or args.max_bytes is not None
     tail = args.tail if explicit else DEFAULT_TAIL
     logs: dict[str, str] = {}
@@ -96,6 +129,7 @@ def cmd_logs(args: argparse.Namespace) -> Result:
     data: dict[str, Any] = {
         "job_id": answer["job_id"],
         "target": args.site,
+        "log_files": files,
         "logs": logs,
         "logs_truncated": any_cut,
         "sites": sites,
@@ -118,6 +152,22 @@ def cmd_logs(args: argparse.Namespace) -> Result:
     else:
         human = "\n\n".join(f"===== {s} =====\n{t.rstrip() or '(no log content)'}" for s, t in logs.items())
     return Result(data, human=human)
+
+
+def _records_as_text(text: str) -> str:
+    """JSON log records rendered as readable lines: time - name - level - message."""
+    import json
+
+    lines = []
+    for raw in text.splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            lines.append(raw)
+            continue
+        parts = [record.get(k) for k in ("asctime", "name", "levelname", "message")]
+        lines.append(" - ".join(str(p) for p in parts if p))
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def cmd_log_config(args: argparse.Namespace) -> Result:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from aiohttp import web
@@ -76,6 +77,9 @@ async def job_logs(request: web.Request) -> web.Response:
     job = ctx.job_in_study(request, "view_logs")
     paths = ctx.scheduler.paths(job.job_id)
     target = request.query.get("site", "server")
+    file_name = request.query.get("file", "log.txt")
+    if file_name not in ("log.txt", "log.json"):
+        raise ShoalError("INVALID_ARGS", "file must be log.txt or log.json")
     run = ctx.scheduler.run_of(job.job_id)
     deploy_sites = (
         sorted(run.site_apps)
@@ -89,16 +93,44 @@ async def job_logs(request: web.Request) -> web.Response:
     capped: dict[str, bool] = {}
     unavailable: dict[str, str] = {}
     for name in targets:
-        path = paths.server_log if name == "server" else paths.site_log(name)
+        path = (paths.server_log if name == "server" else paths.site_log(name)).with_name(file_name)
+        if name == "server" and file_name == "log.json" and paths.server_log.is_file():
+            logs[name], capped[name] = _tail(_records_from_text(paths.server_log.read_bytes(), name))
+            continue
         if "/" in name or name.startswith(".") or not path.is_file():
-            unavailable[name] = "no log stored for this site and job"
+            unavailable[name] = f"no {file_name} stored for this site and job"
             continue
         logs[name], capped[name] = _tail(path.read_bytes())
     if target not in ("server", "all") and target in unavailable:
-        raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
+        stored = [f for f in ("log.txt", "log.json") if paths.site_log(target).with_name(f).is_file()]
+        if not stored or "/" in target or target.startswith("."):
+            raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
     return web.json_response(
         {"job_id": str(job.job_id), "logs": logs, "capped": capped, "unavailable": unavailable}
     )
+
+
+def _records_from_text(text: bytes, source: str) -> bytes:
+    """The server's log lines ("time - logger - LEVEL - message") as JSON records, one per line;
+    continuation lines (tracebacks) join the record before them."""
+    out: list[dict[str, str]] = []
+    for line in text.decode("utf-8", "replace").splitlines():
+        parts = line.split(" - ", 3)
+        if len(parts) == 4 and parts[0][:4].isdigit():
+            out.append(
+                {
+                    "asctime": parts[0],
+                    "name": parts[1],
+                    "levelname": parts[2],
+                    "message": parts[3],
+                    "site": source,
+                }
+            )
+        elif out:
+            out[-1]["message"] += "\n" + line
+        else:
+            out.append({"message": line, "site": source})
+    return "".join(json.dumps(r) + "\n" for r in out).encode()
 
 
 async def log_config(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ log = logging.getLogger("shoal.server")
 HEARTBEAT_SECONDS = 15.0
 MAX_RESULT_BYTES = 8 * 2**30
 MAX_LOG_BYTES = 64 * 2**20
+LOG_FILES = ("log.txt", "log.json")
 
 
 async def site_channel(request: web.Request) -> web.WebSocketResponse:
@@ -150,7 +151,10 @@ async def task_result(request: web.Request) -> web.Response:
 
 async def job_log(request: web.Request) -> web.Response:
     _, run, site = _run_for_site(request)
-    dest = run.paths.site_log(site)
+    name = request.query.get("file", "log.txt")
+    if name not in LOG_FILES:
+        raise ShoalError("INVALID_ARGS", f"log file must be one of {', '.join(LOG_FILES)}")
+    dest = run.paths.site_log(site).with_name(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".part")
     await save_body(request, tmp, MAX_LOG_BYTES)

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ class SiteJob:
         self._started = asyncio.Event()
         self._ending = False
         self._ended = False
+        self._capture: asyncio.Task[None] | None = None
         self._failed = False
 
     @property
@@ -97,24 +99,25 @@ class SiteJob:
                 ]
             ),
         }
-        with self.log_path.open("ab") as logf:
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-u",
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=logf,
-                    pass_fds=(child.fileno(),),
-                    env=env,
-                    cwd=str(self.dir),
-                    start_new_session=True,
-                )
-            finally:
-                child.close()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-u",
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(child.fileno(),),
+                env=env,
+                cwd=str(self.dir),
+                start_new_session=True,
+            )
+        finally:
+            child.close()
         reader, self._writer = await asyncio.open_connection(sock=parent)
         loop = asyncio.get_running_loop()
+        assert self.proc.stdout is not None
+        self._capture = loop.create_task(self._capture_output(self.proc.stdout))
         loop.create_task(self._pump(reader))
         await self.agent.send({"type": "ready", "job_id": self.job_id})
         meta = json.loads((job_dir / "meta.json").read_text())
@@ -129,6 +132,26 @@ class SiteJob:
                         "message": "log streaming refused by site policy",
                     }
                 )
+
+    @property
+    def json_log_path(self) -> Path:
+        return self.dir / "log.json"
+
+    async def _capture_output(self, stream: asyncio.StreamReader) -> None:
+        """Write the script's output twice: as text (log.txt) and as JSON records (log.json),
+        each line stamped with the time the site saw it."""
+        with self.log_path.open("ab") as text, self.json_log_path.open("a", encoding="utf-8") as records:
+            while line := await stream.readline():
+                text.write(line)
+                text.flush()
+                record = {
+                    "asctime": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "site": self.agent.name,
+                    "job_id": self.job_id,
+                    "message": line.decode("utf-8", "replace").rstrip("\n"),
+                }
+                records.write(json.dumps(record) + "\n")
+                records.flush()
 
     async def _stream_log(self) -> None:
         """Send the script's new log lines to the server while it runs (whole lines only)."""
@@ -191,6 +214,11 @@ class SiteJob:
             await self._report_failure(type(exc).__name__, str(exc))
         assert self.proc is not None
         code = await self.proc.wait()
+        if self._capture is not None:
+            try:  # the script's last words, for the failure report below
+                await asyncio.wait_for(asyncio.shield(self._capture), 2.0)
+            except TimeoutError:
+                pass
         if not self._ending and code != 0:
             await self._report_failure(
                 "ProcessExit", f"the training script exited with code {code}{self._tail()}"
@@ -269,8 +297,17 @@ class SiteJob:
                 pass
         await self.stop_process(polite=not kill)
         self._ended = True
+        if self._capture is not None:
+            try:
+                await asyncio.wait_for(self._capture, 5.0)  # the output written before the exit
+            except TimeoutError:
+                self._capture.cancel()
         try:
             await self.agent.upload(f"/site/v1/jobs/{self.job_id}/log", self.log_path, {})
+            if self.json_log_path.exists():
+                await self.agent.upload(
+                    f"/site/v1/jobs/{self.job_id}/log?file=log.json", self.json_log_path, {}
+                )
         except Exception as exc:
             log.warning("job %s: could not upload the log: %s", self.job_id, exc)
         await self.agent.send({"type": "ended", "job_id": self.job_id})
