@@ -1,22 +1,27 @@
-"""``~/.shoal/config.toml``: registered startup kits, the active one, and the POC workspace.
+"""``<shoal home>/config.toml``: registered startup kits, the active one, and the POC workspace.
 
-Read with tomllib; written by hand (the shape is small and fixed), atomically, mode 0600.
+Read with tomllib; written by hand (the shape is small and fixed), atomically, mode 0600, so
+a crash mid-write never leaves a half file and other users cannot read which kits exist.
 ``SHOAL_HOME`` moves the whole folder (tests and the demo use it to stay out of ~/.shoal).
+Standard library only: every server-connected command reads this file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from pathlib import Path
 
 from shoal.errors import ShoalError
 
+CONFIG_VERSION = 1
+_PARSE_HINT = "Fix the config file, or move it aside and run 'shoal poc prepare'."
+
 
 def shoal_home() -> Path:
+    """``$SHOAL_HOME`` if set and non-blank, else ``~/.shoal``; always absolute."""
     raw = os.environ.get("SHOAL_HOME", "").strip()
-    return Path(raw).expanduser() if raw else Path.home() / ".shoal"
+    return Path(raw).expanduser().absolute() if raw else Path.home() / ".shoal"
 
 
 def config_path() -> Path:
@@ -36,35 +41,72 @@ class ShoalConfig:
         self.poc_workspace = poc_workspace
 
 
+def _bad(path: Path, why: str) -> ShoalError:
+    return ShoalError("STARTUP_KIT_MISSING", f"cannot parse {path}: {why}", hint=_PARSE_HINT)
+
+
+def _table(raw: dict[str, object], key: str, path: Path) -> dict[str, object]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise _bad(path, f"'{key}' must be a table")
+    return value
+
+
+def _optional_str(raw: dict[str, object], key: str, path: Path) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad(path, f"'{key}' must be a string")
+    return value or None
+
+
 def load_config() -> ShoalConfig:
+    """The config file, or an empty config if there is none yet.
+
+    A file that does not parse or has the wrong shape is an error, never silently treated as
+    empty: the next save would otherwise wipe the user's registrations.
+    """
     path = config_path()
-    if not path.exists():
-        return ShoalConfig()
     try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ShoalError(
-            "STARTUP_KIT_MISSING",
-            f"cannot parse {path}: {exc}",
-            hint="Fix the config file, or move it aside and run 'shoal poc prepare'.",
-        ) from exc
-    kits_section = raw.get("startup_kits", {})
-    entries = kits_section.get("entries", {})
-    poc = raw.get("poc", {})
+        text = path.read_text()
+    except FileNotFoundError:
+        return ShoalConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _bad(path, str(exc)) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _bad(path, str(exc)) from exc
+    version = raw.get("version", CONFIG_VERSION)
+    if version != CONFIG_VERSION:
+        raise _bad(path, f"version {version!r} is not one this shoal understands (expected {CONFIG_VERSION})")
+    kits_section = _table(raw, "startup_kits", path)
+    entries = _table(kits_section, "entries", path)
+    if not all(isinstance(v, str) for v in entries.values()):
+        raise _bad(path, "every [startup_kits.entries] value must be a path string")
     return ShoalConfig(
         kits={str(k): str(v) for k, v in entries.items()},
-        active=kits_section.get("active") or None,
-        poc_workspace=poc.get("workspace") or None,
+        active=_optional_str(kits_section, "active", path),
+        poc_workspace=_optional_str(_table(raw, "poc", path), "workspace", path),
     )
 
 
 def _quote(value: str) -> str:
-    """TOML basic strings share JSON's escapes for everything a path or id can hold."""
-    return json.dumps(value, ensure_ascii=False)
+    """A TOML basic string: escape the quote, the backslash and every control character."""
+    out = ['"']
+    for ch in value:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 def render(config: ShoalConfig) -> str:
-    lines = ["version = 1", "", "[startup_kits]"]
+    """The file's text. Keys are always quoted, so any kit id (emails, dots, spaces) round-trips."""
+    lines = [f"version = {CONFIG_VERSION}", "", "[startup_kits]"]
     if config.active:
         lines.append(f"active = {_quote(config.active)}")
     lines += ["", "[startup_kits.entries]"]
@@ -74,19 +116,36 @@ def render(config: ShoalConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_config(config: ShoalConfig) -> None:
-    import tempfile
+def save_config(config: ShoalConfig) -> Path:
+    """Write the file atomically: temp file in the same folder, fsync, os.replace, mode 0600."""
+    import tempfile  # only writers pay for it
 
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
             f.write(render(config))
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; some filesystems cannot fsync a folder, which is fine."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)

@@ -1,8 +1,11 @@
 """Which admin startup kit a command uses, and the ``shoal config`` registry operations.
 
 Resolution order: ``--kit-id``, ``--startup-kit``, ``SHOAL_STARTUP_KIT_DIR``, the active kit.
-It fails before any connection is made. Identity comes from ``fed_admin.json``, so nothing
-here parses a certificate (the CLI must start fast).
+The first selector given decides: a bad one is an error, never a silent fall-through to the
+next (a script that names a kit must not run as somebody else). It all happens before any
+connection. Identity comes from ``fed_admin.json``, so nothing here parses a certificate;
+this module is on every command's start-up path (decisions/0004): standard library only,
+no typing or dataclasses at run time.
 """
 
 from __future__ import annotations
@@ -14,144 +17,252 @@ from pathlib import Path
 from shoal.api.config_file import load_config, save_config
 from shoal.errors import ShoalError
 
-TYPE_CHECKING = False  # no typing/dataclasses at run time: CLI start-up (decisions/0004)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    InvalidKit = Callable[[str, str | None], ShoalError]
 
 ADMIN_FILES = ("fed_admin.json", "client.crt", "client.key", "rootCA.pem")
 ENV_KIT = "SHOAL_STARTUP_KIT_DIR"
+SOURCES = ("kit-id", "startup-kit", "env", "active")
+
+_AdminKitFields = ("path", "name", "org", "role", "project", "host", "port", "cert", "key", "ca", "source")
 
 
 class AdminKit:
-    """An admin startup kit, and where it came from (kit-id | startup-kit | env | active)."""
+    """A validated admin startup kit, and where it came from (kit-id | startup-kit | env | active).
 
-    __slots__ = ("path", "name", "org", "role", "project", "host", "port", "source")
+    Immutable like a frozen dataclass, but hand-written: importing dataclasses costs the CLI
+    about 10 ms of start-up (it pulls in inspect and ast).
+    """
+
+    __slots__ = _AdminKitFields
+
+    path: Path
+    name: str
+    org: str
+    role: str
+    project: str
+    host: str
+    port: int
+    cert: Path
+    key: Path
+    ca: Path
+    source: str
 
     def __init__(
-        self, *, path: Path, name: str, org: str, role: str, project: str, host: str, port: int, source: str
+        self,
+        *,
+        path: Path,
+        name: str,
+        org: str,
+        role: str,
+        project: str,
+        host: str,
+        port: int,
+        source: str,
+        cert: Path | None = None,
+        key: Path | None = None,
+        ca: Path | None = None,
     ) -> None:
-        self.path = path
-        self.name = name
-        self.org = org
-        self.role = role
-        self.project = project
-        self.host = host
-        self.port = port
-        self.source = source
+        startup = path / "startup"
+        values = {
+            "path": path,
+            "name": name,
+            "org": org,
+            "role": role,
+            "project": project,
+            "host": host,
+            "port": port,
+            "cert": cert or startup / "client.crt",
+            "key": key or startup / "client.key",
+            "ca": ca or startup / "rootCA.pem",
+            "source": source,
+        }
+        for field, value in values.items():
+            object.__setattr__(self, field, value)
 
-    @property
-    def cert(self) -> Path:
-        return self.path / "startup" / "client.crt"
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"AdminKit is immutable; cannot set {name!r}")
 
-    @property
-    def key(self) -> Path:
-        return self.path / "startup" / "client.key"
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"AdminKit is immutable; cannot delete {name!r}")
 
-    @property
-    def ca(self) -> Path:
-        return self.path / "startup" / "rootCA.pem"
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in _AdminKitFields)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AdminKit) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in _AdminKitFields)
+        return f"AdminKit({inner})"
 
 
-def _normalise(path: Path) -> Path:
-    path = path.expanduser().resolve()
+def normalise_kit_path(raw: str | Path) -> Path:
+    """Absolute real path of a kit; its ``startup/`` subfolder stands for the kit itself."""
+    path = Path(raw).expanduser().resolve()
     return path.parent if path.name == "startup" else path
 
 
-def kit_problem(path: Path) -> str | None:
-    """Why ``path`` is not an admin kit ("missing", "not-a-kit", "not-admin"), or None if it is."""
+def inspect_kit(path: Path) -> tuple[str | None, str, dict[str, Any] | None]:
+    """(problem, reason, fed_admin.json) for ``path``; problem is None for a valid admin kit.
+
+    problem is "missing" (no such path), "not-admin" (a site or server kit), or "invalid"
+    (anything else); reason says what exactly, for the error detail.
+    """
     if not path.exists():
-        return "missing"
+        return "missing", "no such path", None
     startup = path / "startup"
-    if all((startup / f).exists() for f in ADMIN_FILES):
-        return None
-    if (startup / "fed_site.json").exists() or (startup / "fed_server.json").exists():
-        return "not-admin"
-    return "not-a-kit"
+    for kind, marker in (("site", "fed_site.json"), ("server", "fed_server.json")):
+        if (startup / marker).is_file() and not (startup / "fed_admin.json").is_file():
+            return "not-admin", f"it is a {kind} kit", None
+    absent = [f for f in ADMIN_FILES if not (startup / f).is_file()]
+    if absent:
+        return "invalid", "it lacks " + ", ".join(f"startup/{f}" for f in absent), None
+    try:
+        data = json.loads((startup / "fed_admin.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "invalid", "startup/fed_admin.json is not valid JSON", None
+    if not isinstance(data, dict) or data.get("kind") != "admin":
+        return "invalid", 'startup/fed_admin.json does not say "kind": "admin"', None
+    server = data.get("server")
+    port = server.get("port") if isinstance(server, dict) else None
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return "invalid", "startup/fed_admin.json has no valid server port", None
+    if not all(isinstance(data.get(k), str) and data.get(k) for k in ("name", "role")):
+        return "invalid", "startup/fed_admin.json lacks the admin's name or role", None
+    return None, "", data
 
 
-def load_admin_kit(path: Path, source: str) -> AdminKit:
-    data: dict[str, Any] = json.loads((path / "startup" / "fed_admin.json").read_text())
-    server = data.get("server", {})
+def _build(path: Path, data: dict[str, Any], source: str) -> AdminKit:
+    server: dict[str, Any] = data["server"]
     return AdminKit(
         path=path,
-        name=str(data.get("name", "")),
+        name=str(data["name"]),
         org=str(data.get("org", "")),
-        role=str(data.get("role", "")),
+        role=str(data["role"]),
         project=str(data.get("project", "")),
-        host=str(server.get("host", "127.0.0.1")),
-        port=int(server.get("port", 0)),
+        host=str(server.get("host") or "127.0.0.1"),
+        port=int(server["port"]),
         source=source,
     )
 
 
-_PATH_HINT = "Use the admin startup kit folder that provisioning made (it holds startup/fed_admin.json)."
+def _fail(detail: str, hint: str | None = None) -> ShoalError:
+    return ShoalError("STARTUP_KIT_MISSING", detail, hint=hint)
 
 
-def _from_path(raw: str, source: str, what: str, hint: str) -> AdminKit:
-    path = _normalise(Path(raw))
-    problem = kit_problem(path)
+def _load(path: Path, source: str, on_missing: ShoalError, on_invalid: InvalidKit) -> AdminKit:
+    """The kit at ``path``, or the caller's error; ``on_invalid(reason, problem)`` builds the other one."""
+    problem, reason, data = inspect_kit(path)
     if problem == "missing":
-        raise ShoalError("STARTUP_KIT_MISSING", f"{what} does not exist: {path}", hint=hint)
-    if problem == "not-admin":
-        raise ShoalError(
-            "STARTUP_KIT_MISSING",
-            f"{what} is not an admin startup kit (it is a site or server kit): {path}",
-            hint="Commands that talk to the server need an admin kit.",
+        raise on_missing
+    if problem is not None or data is None:
+        raise on_invalid(reason, problem)
+    return _build(path, data, source)
+
+
+def _registered(kit_id: str, raw: str, source: str, active: bool) -> AdminKit:
+    """A kit from the config file, as ``--kit-id`` (active=False) or the active kit."""
+    path = normalise_kit_path(raw)
+    if active:
+        who = f"the active startup kit '{kit_id}'"
+        gone = f"{who} points to a path that does not exist: {path}"
+        hint = f"Run 'shoal config use <id>' to pick another kit, or 'shoal config remove {kit_id}'."
+    else:
+        who = f"the path registered for '{kit_id}'"
+        gone = f"{who} does not exist: {path}"
+        hint = (
+            f"Restore the kit folder, or register another one: 'shoal config add {kit_id} <kit-dir> --force'."
         )
-    if problem == "not-a-kit":
-        raise ShoalError("STARTUP_KIT_MISSING", f"{what} is not a startup kit: {path}", hint=hint)
-    return load_admin_kit(path, source)
+    return _load(
+        path,
+        source,
+        _fail(gone, hint),
+        lambda reason, _: _fail(f"{who} is not a valid admin startup kit ({reason}): {path}", hint),
+    )
+
+
+def _explicit(raw: str, source: str) -> AdminKit:
+    """A kit named by a path: ``--startup-kit`` or ``$SHOAL_STARTUP_KIT_DIR``."""
+    path = normalise_kit_path(raw)
+    if source == "env":
+        hint = f"Unset {ENV_KIT}, or point it at an admin startup kit folder."
+        return _load(
+            path,
+            source,
+            _fail(f"{ENV_KIT} points to a path that does not exist: {path}", hint),
+            lambda reason, _: _fail(
+                f"{ENV_KIT} does not point to an admin startup kit ({reason}): {path}", hint
+            ),
+        )
+
+    def invalid(reason: str, problem: str | None) -> ShoalError:
+        if problem == "not-admin":
+            return _fail(
+                f"path is not an admin startup kit ({reason}): {path}",
+                "Commands that talk to the server need an admin kit (its startup/ holds fed_admin.json).",
+            )
+        return _fail(
+            f"path is not a valid startup kit ({reason}): {path}",
+            "Pass the kit folder that provisioning made (the one holding startup/), not its parent.",
+        )
+
+    return _load(
+        path,
+        source,
+        _fail(f"startup kit path does not exist: {path}", "Pass an existing admin startup kit folder."),
+        invalid,
+    )
 
 
 def resolve_admin_kit(kit_id: str | None, startup_kit: str | None) -> AdminKit:
-    if kit_id:
+    """The admin kit this command uses; ``None`` means the selector was not given.
+
+    Selectors never change the config file: ``--kit-id`` and ``--startup-kit`` apply to one
+    command, so concurrent scripts can use different kits safely.
+    """
+    if kit_id is not None:
         config = load_config()
         if kit_id not in config.kits:
-            raise ShoalError(
-                "STARTUP_KIT_MISSING",
-                f"startup kit id '{kit_id}' is not registered",
-                hint="Run 'shoal config list'.",
+            raise _fail(
+                f"startup kit id '{kit_id}' is not registered", "Run 'shoal config list' to see the ids."
             )
-        return _from_path(
-            config.kits[kit_id],
-            "kit-id",
-            f"the path registered for '{kit_id}'",
-            f"Restore the kit, or re-register it: 'shoal config add {kit_id} <kit-dir> --force'.",
-        )
-    if startup_kit:
-        return _from_path(startup_kit, "startup-kit", "--startup-kit path", _PATH_HINT)
+        return _registered(kit_id, config.kits[kit_id], "kit-id", active=False)
+    if startup_kit is not None:
+        return _explicit(startup_kit, "startup-kit")
     env = os.environ.get(ENV_KIT, "").strip()
     if env:
-        return _from_path(
-            env, "env", f"{ENV_KIT}", f"Unset {ENV_KIT}, or point it at an admin startup kit folder."
-        )
+        return _explicit(env, "env")
     config = load_config()
     if not config.active:
-        raise ShoalError("STARTUP_KIT_MISSING", "no active startup kit is configured")
+        raise _fail("no active startup kit is configured")
     if config.active not in config.kits:
-        raise ShoalError(
-            "STARTUP_KIT_MISSING",
+        raise _fail(
             f"the active startup kit '{config.active}' is not registered",
-            hint="Run 'shoal config list', then 'shoal config use <id>'.",
+            "Run 'shoal config list', then 'shoal config use <id>'.",
         )
-    return _from_path(
-        config.kits[config.active],
-        "active",
-        f"the active startup kit '{config.active}'",
-        f"Run 'shoal config use <id>' or 'shoal config remove {config.active}'.",
-    )
+    return _registered(config.active, config.kits[config.active], "active", active=True)
 
 
 # --- shoal config add/use/list/remove ---
 
 
 def config_add(kit_id: str, path: str, force: bool = False) -> dict[str, Any]:
-    if not kit_id.strip():
-        raise ShoalError("INVALID_ARGS", "the kit id must not be empty")
-    kit = _from_path(path, "kit-id", "path", _PATH_HINT)
+    """Register an admin kit under ``kit_id``; never changes which kit is active."""
+    kit_id = kit_id.strip()
+    if not kit_id:
+        raise ShoalError("INVALID_ARGS", "the startup kit id must not be empty")
     config = load_config()
     if kit_id in config.kits and not force:
         raise ShoalError("KIT_EXISTS", kit_id=kit_id)
+    kit = _explicit(path, "startup-kit")
     config.kits[kit_id] = str(kit.path)
     save_config(config)
     return {
@@ -162,10 +273,11 @@ def config_add(kit_id: str, path: str, force: bool = False) -> dict[str, Any]:
 
 
 def config_use(kit_id: str) -> dict[str, Any]:
+    """Make a registered, still valid kit the active one (no server contact)."""
     config = load_config()
     if kit_id not in config.kits:
         raise ShoalError("KIT_NOT_REGISTERED", kit_id=kit_id)
-    kit = _from_path(config.kits[kit_id], "active", f"the path registered for '{kit_id}'", _PATH_HINT)
+    kit = _registered(kit_id, config.kits[kit_id], "active", active=False)
     config.active = kit_id
     save_config(config)
     return {
@@ -176,27 +288,31 @@ def config_use(kit_id: str) -> dict[str, Any]:
 
 
 def config_list() -> list[dict[str, Any]]:
+    """Every registration with its health; a stale row is reported, never an error."""
     config = load_config()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for kit_id, raw in sorted(config.kits.items()):
-        path = Path(raw)
-        problem = kit_problem(path)
+        problem, reason, data = inspect_kit(normalise_kit_path(raw))
         row: dict[str, Any] = {
             "active": "*" if kit_id == config.active else "",
             "id": kit_id,
             "status": "ok" if problem is None else ("missing" if problem == "missing" else "invalid"),
-            "path": raw,
             "identity": None,
             "role": None,
+            "path": raw,
         }
-        if problem is None:
-            kit = load_admin_kit(path, "kit-id")
-            row.update(identity=kit.name, role=kit.role, org=kit.org, project=kit.project)
+        if data is not None:
+            row.update(
+                identity=data["name"], role=data["role"], org=data.get("org"), project=data.get("project")
+            )
+        else:
+            row["reason"] = reason
         rows.append(row)
     return rows
 
 
 def config_remove(kit_id: str) -> dict[str, Any]:
+    """Forget a registration (the kit's files stay); clears the active kit if it was this one."""
     config = load_config()
     if kit_id not in config.kits:
         raise ShoalError("KIT_NOT_REGISTERED", kit_id=kit_id)
@@ -204,7 +320,7 @@ def config_remove(kit_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {"removed_startup_kit": kit_id}
     if config.active == kit_id:
         config.active = None
-        out["warning"] = "it was the active kit; no kit is active now"
+        out["warning"] = f"'{kit_id}' was the active startup kit; no kit is active now"
         out["next_step"] = "shoal config use <id>"
     save_config(config)
     return out

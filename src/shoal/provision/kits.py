@@ -1,32 +1,64 @@
 """Startup kits: one folder per participant with its certificate, key, the CA and where the server is.
 
-<kits>/server/startup/{fed_server.json, server.crt, server.key, rootCA.pem}
-<kits>/<site>/startup/{fed_site.json, client.crt, client.key, rootCA.pem}   local/site_policy.json
-<kits>/<admin>/startup/{fed_admin.json, client.crt, client.key, rootCA.pem}
+<kits>/server/startup/{fed_server.json, server.crt, server.key, rootCA.pem}   local/authorization.json
+<kits>/<site>/startup/{fed_site.json, client.crt, client.key, rootCA.pem}     local/site_policy.json
+<kits>/<admin>/startup/{fed_admin.json, client.crt, client.key, rootCA.pem}   local/
+
+A kit is everything one participant needs and nothing more: never the CA key. ``startup/``
+is what provisioning owns; ``local/`` is where that participant's operator adjusts policy.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from shoal.errors import ShoalError
 from shoal.provision.ca import CertificateAuthority, issue_cert, write_cert, write_key
 from shoal.security.policy import write_default_policy
 from shoal.security.tls import KIT_FILES, read_kit_json
 
-DEFAULT_SITE_POLICY = {"allow_custom_code": True, "allow_log_streaming": True, "studies": None}
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_SITE_POLICY: dict[str, Any] = {
+    "allow_custom_code": True,
+    "allow_log_streaming": True,
+    "studies": None,
+}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic (temp file + os.replace): a service starting during a port rewrite never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def _write_common(kit: Path, ca: CertificateAuthority, key: Any, cert: Any, cert_name: str) -> None:
+def kit_folder(kits_dir: Path, name: str) -> Path:
+    """The kit folder for a participant; its name must be one plain path component."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ShoalError("INVALID_ARGS", f"participant name {name!r} cannot be a folder name")
+    return kits_dir / name
+
+
+def _write_common(
+    kit: Path, ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, stem: str
+) -> None:
     startup = kit / "startup"
-    write_cert(cert, startup / f"{cert_name}.crt")
-    write_key(key, startup / f"{cert_name}.key")
+    write_cert(cert, startup / f"{stem}.crt")
+    write_key(key, startup / f"{stem}.key")
     (startup / "rootCA.pem").write_bytes(ca.cert_pem)
     (kit / "local").mkdir(parents=True, exist_ok=True)
 
@@ -37,29 +69,46 @@ def write_server_kit(
     *,
     project: str,
     org: str,
-    host: str,
     port: int,
-    sites: list[str],
+    host: str = DEFAULT_HOST,
+    sites: list[str] | tuple[str, ...] = (),
 ) -> Path:
-    kit = kits_dir / "server"
+    """The server's kit. ``sites`` lists the provisioned sites (the server reports who is missing);
+    ``local/authorization.json`` gets the default role policy so operators can see and edit it."""
+    kit = kit_folder(kits_dir, "server")
     key, cert = issue_cert(ca, name="server", org=org, kind="server", hosts=(host,))
     _write_common(kit, ca, key, cert, "server")
     write_default_policy(kit / "local" / "authorization.json")
-    _write_json(
-        kit / "startup" / "fed_server.json",
-        {"kind": "server", "project": project, "name": "server", "host": host, "port": port, "sites": sites},
+    write_json(
+        kit / "startup" / KIT_FILES["server"],
+        {
+            "kind": "server",
+            "project": project,
+            "name": "server",
+            "host": host,
+            "port": port,
+            "sites": list(sites),
+        },
     )
     return kit
 
 
 def write_site_kit(
-    kits_dir: Path, ca: CertificateAuthority, *, name: str, project: str, org: str, host: str, port: int
+    kits_dir: Path,
+    ca: CertificateAuthority,
+    *,
+    name: str,
+    project: str,
+    org: str,
+    port: int,
+    host: str = DEFAULT_HOST,
 ) -> Path:
-    kit = kits_dir / name
+    """A site's kit, with a permissive default site policy the site's operator can tighten."""
+    kit = kit_folder(kits_dir, name)
     key, cert = issue_cert(ca, name=name, org=org, kind="site")
     _write_common(kit, ca, key, cert, "client")
-    _write_json(
-        kit / "startup" / "fed_site.json",
+    write_json(
+        kit / "startup" / KIT_FILES["site"],
         {
             "kind": "site",
             "project": project,
@@ -68,7 +117,7 @@ def write_site_kit(
             "server": {"host": host, "port": port},
         },
     )
-    _write_json(kit / "local" / "site_policy.json", dict(DEFAULT_SITE_POLICY))
+    write_json(kit / "local" / "site_policy.json", dict(DEFAULT_SITE_POLICY))
     return kit
 
 
@@ -80,14 +129,16 @@ def write_admin_kit(
     role: str,
     project: str,
     org: str,
-    host: str,
     port: int,
+    host: str = DEFAULT_HOST,
 ) -> Path:
-    kit = kits_dir / name
+    """An admin's kit. fed_admin.json repeats name/org/role from the certificate so the CLI can
+    show who it is without parsing X.509; the server trusts only the certificate."""
+    kit = kit_folder(kits_dir, name)
     key, cert = issue_cert(ca, name=name, org=org, kind="admin", role=role)
     _write_common(kit, ca, key, cert, "client")
-    _write_json(
-        kit / "startup" / "fed_admin.json",
+    write_json(
+        kit / "startup" / KIT_FILES["admin"],
         {
             "kind": "admin",
             "project": project,
@@ -100,15 +151,19 @@ def write_admin_kit(
     return kit
 
 
-def set_server_port(kits_dir: Path, port: int) -> None:
-    """Point every kit in ``kits_dir`` at a new server port (POC start, when the old one is taken)."""
-    for kit in sorted(p for p in kits_dir.iterdir() if p.is_dir()):
-        try:
-            kind, data = read_kit_json(kit)
-        except FileNotFoundError:
-            continue
+def set_server_port(kits_dir: Path, port: int) -> list[str]:
+    """Point every kit in ``kits_dir`` at a new server port (POC start, when the old one is taken).
+
+    Folders without ``startup/`` are skipped; every kit is read before any is written, so a
+    damaged kit stops the change before it is half done. Returns the kits that were rewritten.
+    """
+    if not 0 < port < 65536:
+        raise ShoalError("INVALID_ARGS", f"port {port} is out of range")
+    kits = [(kit, *read_kit_json(kit)) for kit in sorted(kits_dir.iterdir()) if (kit / "startup").is_dir()]
+    for kit, kind, data in kits:
         if kind == "server":
             data["port"] = port
         else:
-            data["server"]["port"] = port
-        _write_json(kit / "startup" / KIT_FILES[kind], data)
+            data.setdefault("server", {})["port"] = port
+        write_json(kit / "startup" / KIT_FILES[kind], data)
+    return [kit.name for kit, _, _ in kits]

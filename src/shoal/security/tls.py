@@ -1,4 +1,10 @@
-"""SSL contexts built from a startup kit. Standard library only: the CLI uses this."""
+"""SSL contexts built from a startup kit. Standard library only: the CLI uses this.
+
+Every connection in shoal is mutual TLS against the project CA in the kit's ``rootCA.pem``:
+the server accepts only clients with a certificate from that CA, and clients accept only a
+server whose certificate is from that CA *and* names the host they dialled. Problems with
+the kit's files are reported as ShoalError before any socket is opened.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +12,76 @@ import json
 import ssl
 from pathlib import Path
 
-TYPE_CHECKING = False
+from shoal.errors import ShoalError
+
+TYPE_CHECKING = False  # typing costs CLI start-up time (decisions/0004)
 if TYPE_CHECKING:
     from typing import Any
 
 KIT_FILES = {"server": "fed_server.json", "site": "fed_site.json", "admin": "fed_admin.json"}
+_KIT_HINT = "Pass the startup kit folder that provisioning made (it holds startup/fed_*.json)."
 
 
 def read_kit_json(kit_dir: Path) -> tuple[str, dict[str, Any]]:
-    """(kind, config) of a kit: whichever ``startup/fed_*.json`` it holds."""
+    """(kind, config) of a kit: whichever ``startup/fed_*.json`` it holds.
+
+    The kind comes from the file name, and the file's own ``kind`` must agree, so a renamed
+    file cannot turn a site kit into a server kit.
+    """
+    startup = Path(kit_dir) / "startup"
     for kind, name in KIT_FILES.items():
-        path = Path(kit_dir) / "startup" / name
-        if path.exists():
-            data: dict[str, Any] = json.loads(path.read_text())
-            return kind, data
-    raise FileNotFoundError(f"{kit_dir} holds no startup/fed_server.json, fed_site.json or fed_admin.json")
+        path = startup / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ShoalError("STARTUP_KIT_MISSING", f"cannot read {path}: {exc}", hint=_KIT_HINT) from exc
+        if not isinstance(data, dict) or data.get("kind", kind) != kind:
+            raise ShoalError("STARTUP_KIT_MISSING", f"{path} is not a {kind} kit description", hint=_KIT_HINT)
+        return kind, data
+    raise ShoalError(
+        "STARTUP_KIT_MISSING",
+        f"{kit_dir} is not a startup kit (no startup/fed_server.json, fed_site.json or fed_admin.json)",
+        hint=_KIT_HINT,
+    )
+
+
+def _load(ctx: ssl.SSLContext, startup: Path, cert_name: str) -> ssl.SSLContext:
+    """Load the CA and the participant's certificate/key; a broken kit is a ShoalError, not a traceback."""
+    ca, cert, key = startup / "rootCA.pem", startup / f"{cert_name}.crt", startup / f"{cert_name}.key"
+    for path in (ca, cert, key):
+        if not path.is_file():
+            raise ShoalError("STARTUP_KIT_MISSING", f"the startup kit has no {path}", hint=_KIT_HINT)
+    try:
+        ctx.load_verify_locations(cafile=str(ca))
+        ctx.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ShoalError(
+            "STARTUP_KIT_MISSING",
+            f"cannot load the certificate, key or rootCA.pem in {startup}: {exc}",
+            hint="The kit's files are damaged or do not belong together; use a freshly provisioned kit.",
+        ) from exc
+    return ctx
 
 
 def server_ssl_context(kit_dir: Path) -> ssl.SSLContext:
     """TLS 1.2+, and every client must present a certificate signed by the project CA."""
-    startup = Path(kit_dir) / "startup"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=str(startup / "rootCA.pem"))
-    ctx.load_cert_chain(str(startup / "server.crt"), str(startup / "server.key"))
-    return ctx
+    return _load(ctx, Path(kit_dir) / "startup", "server")
 
 
 def client_ssl_context(kit_dir: Path) -> ssl.SSLContext:
-    """Present the kit's certificate and trust only a server signed by the project CA."""
-    startup = Path(kit_dir) / "startup"
+    """For site and admin kits: present the kit's certificate, trust only the project CA's server.
+
+    Hostname checking stays on: the server certificate names localhost and 127.0.0.1 plus
+    whatever hosts provisioning was given, so a stolen server key alone cannot impersonate
+    another address.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=str(startup / "rootCA.pem"))
-    ctx.load_cert_chain(str(startup / "client.crt"), str(startup / "client.key"))
-    return ctx
+    return _load(ctx, Path(kit_dir) / "startup", "client")
