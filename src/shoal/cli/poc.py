@@ -30,6 +30,7 @@ def register(groups: Any) -> None:
     p.add_argument("role", choices=("project_admin", "org_admin", "lead", "member"))
     p.add_argument("email")
     p.add_argument("--org", default=None, help="the user's org (default: the POC's org)")
+    p.add_argument("--force", action="store_true", help="replace an existing kit of that name")
     p.add_argument("--workspace", default=None, help="the POC workspace (default: ~/.shoal/poc)")
     p.set_defaults(handler=cmd_add_user)
     for name, handler, help_text in (
@@ -110,7 +111,9 @@ def cmd_clean(args: argparse.Namespace) -> Result:
 def cmd_add_user(args: argparse.Namespace) -> Result:
     from shoal.provision.poc import DEFAULT_ORG, add_poc_admin
 
-    kit = add_poc_admin(_workspace(args), args.email, args.role, org=args.org or DEFAULT_ORG)
+    kit = add_poc_admin(
+        _workspace(args), args.email, args.role, org=args.org or DEFAULT_ORG, force=args.force
+    )
     data = {"startup_kit": str(kit), "name": args.email, "role": args.role, "org": args.org or DEFAULT_ORG}
     return Result(
         data, human=f"admin kit for {args.email} ({args.role}): {kit}\nuse it with --startup-kit {kit}"
