@@ -16,6 +16,11 @@ class Proxy:
         # Once a client has sent more than this many bytes on a connection (handshake + request),
         # the server's answers on it are lost. None: nothing is dropped.
         self.drop_replies_after: int | None = None
+        # Cut the first connection whose answer (or request) passes this many bytes, once: a
+        # transfer broken in the middle while the rest of the link stays up.
+        self.cut_once_after_reply_bytes: int | None = None
+        self.cut_once_after_request_bytes: int | None = None
+        self.cuts = 0
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -44,15 +49,28 @@ class Proxy:
                 continue
             with self._lock:
                 self._conns += [client, server]
-            sent = [0]
+            sent = [0, 0]  # bytes client->server, server->client on this connection
             threading.Thread(target=self._pipe, args=(client, server, False, sent), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True, sent), daemon=True).start()
+
+    def _should_cut(self, is_reply: bool, sent: list[int]) -> bool:
+        with self._lock:
+            limit = self.cut_once_after_reply_bytes if is_reply else self.cut_once_after_request_bytes
+            if limit is not None and sent[1 if is_reply else 0] > limit:
+                if is_reply:
+                    self.cut_once_after_reply_bytes = None
+                else:
+                    self.cut_once_after_request_bytes = None
+                self.cuts += 1
+                return True
+        return False
 
     def _pipe(self, src: socket.socket, dst: socket.socket, is_reply: bool, sent: list[int]) -> None:
         try:
             while data := src.recv(65536):
-                if not is_reply:
-                    sent[0] += len(data)
+                sent[1 if is_reply else 0] += len(data)
+                if self._should_cut(is_reply, sent):
+                    break
                 limit = self.drop_replies_after
                 if is_reply and limit is not None and sent[0] > limit:
                     break  # the request went through; its answer is lost on the way back

@@ -28,6 +28,7 @@ log = logging.getLogger("shoal.scheduler")
 
 ALL_SITES = "@ALL"
 FINISHED_KEPT = 256
+RECONNECT_GRACE = 5.0  # seconds a disconnected site has to come back before jobs go on without it
 
 
 def target_sites(
@@ -208,9 +209,24 @@ class Scheduler:
         self.kick()
 
     def site_disconnected(self, name: str) -> None:
+        """Give the site RECONNECT_GRACE seconds to come back before its jobs go on without it:
+        a network blip must not cost a round (its transfers resume when it returns)."""
+        self.sites.hold(name)
+        asyncio.get_running_loop().call_later(RECONNECT_GRACE, self._grace_expired, name)
+
+    def _grace_expired(self, name: str) -> None:
+        if not self.sites.drop(name):
+            return
         for run in list(self.runs.values()):
             if name in run.site_apps:
-                run.site_lost(name, "the site disconnected")
+                run.site_lost(name, f"the site disconnected and did not return within {RECONNECT_GRACE:g}s")
+
+    def site_restarted(self, name: str, jobs: set[str]) -> None:
+        """A site connected without jobs it should be running (its agent restarted): those
+        jobs lost it now; site_connected deploys them to it again."""
+        for run in list(self.runs.values()):
+            if name in run.site_apps and str(run.job_id) not in jobs:
+                run.site_lost(name, "the site restarted and lost the job")
 
     async def shutdown(self) -> None:
         """Server is stopping: kill every controller; their jobs end ABANDONED with a reason."""

@@ -21,11 +21,28 @@ class ConnectedSite:
 
 
 class SiteRegistry:
+    """Connected sites, and an outbox for each site that dropped off within its grace period:
+    messages for it wait there and go out, in order, when it reconnects."""
+
     def __init__(self) -> None:
         self._sites: dict[str, ConnectedSite] = {}
+        self._outbox: dict[str, list[dict[str, Any]]] = {}
 
-    def add(self, site: ConnectedSite) -> None:
+    def add(self, site: ConnectedSite) -> list[dict[str, Any]]:
+        """Register a (re)connected site; returns what waited for it in its outbox."""
         self._sites[site.name] = site
+        return self._outbox.pop(site.name, [])
+
+    def hold(self, name: str) -> None:
+        """The site dropped off: keep its messages until it returns or ``drop`` is called."""
+        self._outbox.setdefault(name, [])
+
+    def drop(self, name: str) -> bool:
+        """The grace period ended; True if the site is still away (its outbox is discarded)."""
+        if name in self._sites:
+            return False
+        self._outbox.pop(name, None)
+        return True
 
     def remove(self, name: str, send: Sender) -> bool:
         """Forget a site, unless a newer connection of the same site has replaced it."""
@@ -47,6 +64,9 @@ class SiteRegistry:
     async def send(self, name: str, message: dict[str, Any]) -> bool:
         site = self._sites.get(name)
         if site is None:
+            if name in self._outbox:
+                self._outbox[name].append(message)
+                return True
             return False
         try:
             await site.send(message)

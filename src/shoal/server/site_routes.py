@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -46,11 +45,16 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
             if kind == "hello":
                 site.version = str(data.get("version", ""))
                 site.policy = dict(data.get("policy") or {})
-                ctx.sites.add(site)
+                reported = {str(j) for j in data.get("jobs", [])}
+                waiting = ctx.sites.add(site)
                 ctx.seen_sites.add(site.name)
                 log.info("site %s connected", site.name)
                 await send({"type": "welcome", "project": ctx.project})
-                for job_id in data.get("jobs", []):
+                ctx.scheduler.site_restarted(site.name, reported)
+                for message in waiting:  # what the server had to say while the site was away
+                    if message.get("job_id") in reported or message.get("type") not in ("task", "log_config"):
+                        await send(message)
+                for job_id in reported:
                     run = ctx.scheduler.runs.get(int(job_id)) if str(job_id).isdigit() else None
                     if run is None or site.name not in run.site_apps:
                         # A job this server no longer runs (it restarted, or the job ended while
@@ -84,6 +88,13 @@ def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> Non
         run.site_failed(site, dict(data.get("error") or {}))
     elif kind == "ended":
         run.site_ended(site)
+
+
+async def result_received(request: web.Request) -> web.Response:
+    """How many bytes of an interrupted result upload arrived (where the site resumes)."""
+    _, run, site = _run_for_site(request)
+    tmp = run.paths.run / "results" / f".{request.match_info['task_id']}-{site}.part"
+    return web.json_response({"received": tmp.stat().st_size if tmp.exists() else 0})
 
 
 def append_site_log(run: JobRun, site: str, text: str) -> None:
@@ -136,8 +147,17 @@ async def task_result(request: web.Request) -> web.Response:
         raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
     results = run.paths.run / "results"
     results.mkdir(parents=True, exist_ok=True)
-    tmp = results / f".{uuid.uuid4().hex}.part"
-    await save_body(request, tmp, MAX_RESULT_BYTES)
+    # Uploads resume: the site sends ?offset=N, the bytes it knows arrived; anything else is
+    # refused with the size we hold (409), so both sides agree before more bytes are appended.
+    tmp = results / f".{task_id}-{site}.part"
+    offset = request.query.get("offset", "0")
+    held = tmp.stat().st_size if tmp.exists() else 0
+    if not offset.isdigit() or (int(offset) != 0 and int(offset) != held):
+        return web.json_response({"error_code": "INVALID_ARGS", "received": held}, status=409)
+    await save_body(request, tmp, MAX_RESULT_BYTES, append=int(offset) > 0)
+    total = request.headers.get("X-Shoal-Total")
+    if total is not None and (not total.isdigit() or tmp.stat().st_size != int(total)):
+        return web.json_response({"error_code": "INVALID_ARGS", "received": tmp.stat().st_size}, status=409)
     try:
         await asyncio.to_thread(check_safetensors, tmp)
     except ShoalError:
@@ -168,5 +188,6 @@ def routes() -> list[web.RouteDef]:
         web.get("/site/v1/jobs/{job_id}/archive", job_archive),
         web.get("/site/v1/jobs/{job_id}/tasks/{task_id}/model", task_model),
         web.put("/site/v1/jobs/{job_id}/tasks/{task_id}/result", task_result),
+        web.get("/site/v1/jobs/{job_id}/tasks/{task_id}/result", result_received),
         web.put("/site/v1/jobs/{job_id}/log", job_log),
     ]

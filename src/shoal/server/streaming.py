@@ -20,22 +20,35 @@ CHUNK = 4 * 2**20
 async def stream_file(
     request: web.Request, path: Path, content_type: str = "application/octet-stream"
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": content_type})
-    response.content_length = path.stat().st_size
+    """The file, or its tail from ``Range: bytes=N-`` (206), so a broken download resumes."""
+    size = path.stat().st_size
+    start = _range_start(request.headers.get("Range"), size)
+    response = web.StreamResponse(status=206 if start else 200, headers={"Content-Type": content_type})
+    if start:
+        response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+    response.content_length = size - start
     await response.prepare(request)
     with path.open("rb") as f:
+        f.seek(start)
         while chunk := await asyncio.to_thread(f.read, CHUNK):
             await response.write(chunk)
     await response.write_eof()
     return response
 
 
-async def save_body(request: web.Request, dest: Path, limit: int) -> int:
-    """Stream the request body to a file, refusing it once it passes ``limit`` bytes."""
+def _range_start(header: str | None, size: int) -> int:
+    if not header or not header.startswith("bytes=") or not header.endswith("-"):
+        return 0
+    value = header[len("bytes=") : -1]
+    return int(value) if value.isdigit() and int(value) < size else 0
+
+
+async def save_body(request: web.Request, dest: Path, limit: int, append: bool = False) -> int:
+    """Stream the request body to a file (or onto its end), refusing past ``limit`` bytes."""
     if request.content_length is not None and request.content_length > limit:
         raise ShoalError("UPLOAD_TOO_LARGE", f"{request.content_length} bytes; the limit is {limit}")
-    total = 0
-    with dest.open("wb") as out:
+    total = dest.stat().st_size if append and dest.exists() else 0
+    with dest.open("ab" if append else "wb") as out:
         async for chunk in request.content.iter_any():
             total += len(chunk)
             if total > limit:

@@ -24,6 +24,7 @@ log = logging.getLogger("shoal.site")
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 10.0
+TRANSFER_ATTEMPTS = 12  # a transfer retries (resuming) through about a minute of lost link
 
 
 class SiteAgent:
@@ -61,21 +62,61 @@ class SiteAgent:
                 pass
 
     async def download(self, path: str, dest: Path) -> None:
-        """Stream a file from the server to ``dest`` (temp file, then rename)."""
+        """Stream a file from the server to ``dest``; a broken transfer resumes where it stopped
+        (``Range``) instead of starting over, for as long as the link keeps coming back."""
         tmp = dest.with_name(dest.name + ".part")
-        async with self.session.get(self.base_url + path) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
-            with tmp.open("wb") as out:
-                async for chunk in resp.content.iter_any():
-                    out.write(chunk)
-        tmp.replace(dest)
+        tmp.unlink(missing_ok=True)
+        for attempt in range(TRANSFER_ATTEMPTS):
+            have = tmp.stat().st_size if tmp.exists() else 0
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                async with self.session.get(self.base_url + path, headers=headers) as resp:
+                    if resp.status not in (200, 206):
+                        raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
+                    if have:
+                        log.info("resuming download of %s at byte %d (HTTP %d)", path, have, resp.status)
+                    with tmp.open("ab" if resp.status == 206 else "wb") as out:
+                        async for chunk in resp.content.iter_any():
+                            out.write(chunk)
+                tmp.replace(dest)
+                return
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                log.warning("download of %s broke (%s); retrying", path, exc)
+                await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_START * 2**attempt))
+        raise RuntimeError(f"GET {path}: gave up after {TRANSFER_ATTEMPTS} attempts")
 
     async def upload(self, path: str, src: Path, headers: dict[str, str]) -> None:
-        with src.open("rb") as f:
-            async with self.session.put(self.base_url + path, data=f, headers=headers) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {await resp.text()}")
+        """PUT a file; a broken result upload resumes from the bytes the server says it holds."""
+        size = src.stat().st_size
+        offset = 0
+        for attempt in range(TRANSFER_ATTEMPTS):
+            try:
+                query = f"{'&' if '?' in path else '?'}offset={offset}"
+                with src.open("rb") as f:
+                    f.seek(offset)
+                    send = {**headers, "X-Shoal-Total": str(size), "Content-Length": str(size - offset)}
+                    async with self.session.put(self.base_url + path + query, data=f, headers=send) as resp:
+                        if resp.status == 409:  # we and the server disagree on what arrived
+                            offset = int((await resp.json()).get("received", 0))
+                            continue
+                        if resp.status != 200:
+                            raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {await resp.text()}")
+                        return
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                log.warning("upload to %s broke (%s); resuming", path, exc)
+                await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_START * 2**attempt))
+                offset = await self._received(path)
+        raise RuntimeError(f"PUT {path}: gave up after {TRANSFER_ATTEMPTS} attempts")
+
+    async def _received(self, path: str) -> int:
+        """Bytes of an interrupted upload the server holds (0 where it cannot say)."""
+        try:
+            async with self.session.get(self.base_url + path) as resp:
+                if resp.status == 200:
+                    return int((await resp.json()).get("received", 0))
+        except (aiohttp.ClientError, ConnectionError, TimeoutError, ValueError):
+            pass
+        return 0
 
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.kit_dir), limit=16)
