@@ -162,6 +162,30 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "The server's store has no room for this job.",
         "Delete finished jobs ('shoal job delete'), or ask the operator to free space or raise the quota.",
     ),
+    "APP_PROJECT_MISSING": ErrorSpec(
+        1,
+        400,
+        "No app project here.",
+        "Run it in an app folder (pyproject.toml), or create one: 'shoal new NAME'.",
+    ),
+    "APP_PROJECT_INVALID": ErrorSpec(
+        1,
+        400,
+        "The app project's pyproject.toml is not valid.",
+        "It needs [project] name and version and [tool.shoal.app] with clientapp; see docs/run-surface.md.",
+    ),
+    "FEDERATION_NOT_FOUND": ErrorSpec(
+        1,
+        404,
+        "Federation '{federation}' is not declared.",
+        "Declare it under [tool.shoal.federations] in pyproject.toml, or name one that exists.",
+    ),
+    "BUNDLE_TOO_LARGE": ErrorSpec(
+        1,
+        413,
+        "The app bundle is too large.",
+        "Keep data and models out of the app folder, or list them in .gitignore.",
+    ),
     "KIT_EXISTS": ErrorSpec(
         4, 400, "Startup kit id '{kit_id}' is already registered.", "Use --force to replace the registration."
     ),
@@ -199,6 +223,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
         500,
         "An unexpected error occurred.",
         "This is a bug. Re-run with SHOAL_DEBUG=1 for a traceback and report it.",
+    ),
+    # --- simulator (exit 1) ---
+    "SIMULATION_FAILED": ErrorSpec(
+        1,
+        200,
+        "The simulated job ended with {status}.",
+        "Read server/log.txt and the sites' log.txt files under {workspace} to see why.",
     ),
 }
 

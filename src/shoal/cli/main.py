@@ -65,6 +65,11 @@ FAMILIES = {
     "server": "shoal.cli.daemons",
     "site": "shoal.cli.daemons",
     "system": "shoal.cli.system",
+    "run": "shoal.cli.runs",
+    "ls": "shoal.cli.runs",
+    "stop": "shoal.cli.runs",
+    "new": "shoal.cli.runs",
+    "build": "shoal.cli.runs",
 }
 
 

@@ -1,0 +1,1 @@
+"""App projects (a pyproject.toml with [tool.shoal.app]), their bundles, and their jobs."""

@@ -1,0 +1,298 @@
+"""``shoal run``, ``ls``, ``stop`` (seed 003), plus ``new`` and ``build``: the app surface.
+
+The same jobs as ``shoal job``, seen as runs of app bundles: ``run-id`` is the job id as a JSON
+number. JSON output is ``{"success": true, ...}`` or ``{"success": false, "error-message": ...}``
+(valid JSON, and a non-zero exit code on failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shoal.cli.output import Result, progress
+from shoal.errors import ShoalError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from shoal.app.project import AppProject, Federation
+
+
+def register(groups: Any) -> None:
+    p = groups.add_parser("run", help="build an app project's bundle and start a run of it")
+    p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
+    p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
+    p.add_argument("--run-config", action="append", default=[], metavar="K=V", help="override an app setting")
+    p.add_argument(
+        "--stream", action="store_true", help="follow the run until it ends; exit with its outcome"
+    )
+    p.set_defaults(handler=cmd_run)
+
+    p = groups.add_parser("ls", help="list runs")
+    p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
+    p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
+    p.add_argument("--run-id", type=int, default=None, help="show this run only")
+    p.set_defaults(handler=cmd_ls)
+
+    p = groups.add_parser("stop", help="stop a run")
+    p.add_argument("run_id", type=int, help="the run to stop")
+    p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
+    p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
+    p.set_defaults(handler=cmd_stop)
+
+    p = groups.add_parser("new", help="create an app project that runs on the POC as it is")
+    p.add_argument("name", help="project name (and folder)")
+    p.set_defaults(handler=cmd_new)
+
+    p = groups.add_parser("build", help="build an app project's bundle (.fab) into the current folder")
+    p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
+    p.set_defaults(handler=cmd_build)
+
+
+def _load(args: argparse.Namespace) -> tuple[AppProject, Federation]:
+    from shoal.app.project import load_project
+
+    if args.format != "json":
+        progress("Loading project configuration... ")
+    project = load_project(Path(args.app_dir))
+    federation = project.federation(args.federation)
+    if args.format != "json":
+        progress("Success")
+    return project, federation
+
+
+def _client(federation: Federation) -> Any:
+    from shoal.api.client import AdminClient
+    from shoal.api.kits import resolve_admin_kit
+
+    return AdminClient(resolve_admin_kit(federation.kit_id, federation.startup_kit))
+
+
+def cmd_build(args: argparse.Namespace) -> Result:
+    from shoal.app.bundle import build_bundle
+    from shoal.app.project import load_project
+
+    bundle = build_bundle(load_project(Path(args.app_dir)), Path.cwd())
+    data = {**bundle.describe(), "fab-path": str(bundle.path)}
+    return Result(data, human=f"🎊 Successfully built {bundle.filename}")
+
+
+def cmd_run(args: argparse.Namespace) -> Result:
+    import tempfile
+
+    from shoal.app.bundle import build_bundle
+    from shoal.app.jobfolder import write_job_folder
+    from shoal.app.project import parse_run_config
+    from shoal.wire.archive import zip_folder
+
+    project, federation = _load(args)
+    config = {**project.config, **parse_run_config(args.run_config)}
+    client = _client(federation)
+    with tempfile.TemporaryDirectory(prefix="shoal-run-") as tmp:
+        bundle = build_bundle(project, Path(tmp) / "dist")
+        job = write_job_folder(project, bundle, config, Path(tmp) / "job")
+        archive = Path(tmp) / "job.zip"
+        zip_folder(job, archive)
+        answer = client.submit_job(archive, federation.study)
+    run_id = int(answer["job_id"])
+    data: dict[str, Any] = {"run-id": run_id, **bundle.describe()}
+    human = f"🎊 Successfully built {bundle.filename}\n🎊 Successfully started run {run_id}"
+    if not args.stream:
+        return Result(data, human=human)
+    if args.format != "json":
+        sys.stdout.write(human + "\n")
+        sys.stdout.flush()
+    status = _follow(client, str(run_id), federation.study)
+    data["status"] = _run_status(status)
+    if status != "FINISHED_OK":
+        raise ShoalError(
+            "JOB_FAILED", f"run {run_id} ended {_run_status(status)}", job_id=str(run_id), status=status
+        )
+    return Result(data, human=f"✅ Run {run_id} {_run_status(status)}")
+
+
+def _follow(client: Any, job_id: str, study: str) -> str:
+    """Print each change of the run (status, round, metrics) to stderr until it ends."""
+    version = -1
+    while True:
+        answer = client.job_events(job_id, study, version, 25.0)
+        version, meta = answer["version"], answer["job"]
+        prog = meta.get("progress") or {}
+        metrics = " ".join(f"{k}={v:.6g}" for k, v in (prog.get("last_metrics") or {}).items())
+        rnd = prog.get("current_round")
+        where = f" round {rnd + 1}/{prog.get('total_rounds')}" if rnd is not None else ""
+        progress(f"[{_run_status(meta['status'])}]{where} {metrics}".rstrip())
+        if answer["terminal"]:
+            return str(meta["status"])
+
+
+def _run_status(status: str) -> str:
+    from shoal.wire.status import RUN_STATUS, JobStatus
+
+    try:
+        return RUN_STATUS[JobStatus(status)]
+    except ValueError:
+        return status.lower()
+
+
+def _stamp(iso: str) -> str:
+    if not iso:
+        return "N/A"
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _elapsed(row: dict[str, Any]) -> str:
+    if not row.get("start_time"):
+        return "00:00:00"
+    start = datetime.fromisoformat(row["start_time"])
+    end = datetime.fromisoformat(row["end_time"]) if row.get("end_time") else datetime.now(UTC)
+    seconds = max(0, int((end - start).total_seconds()))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A job-list row as a run; plain ``job submit`` jobs get fab-* values from the job itself
+    (fab-id ``job/<name>``, version 0.0.0, the stored archive's hash)."""
+    fab = row.get("fab") or {}
+    return {
+        "run-id": int(row["job_id"]),
+        "fab-id": fab.get("id", f"job/{row['job_name']}"),
+        "fab-name": fab.get("name", row["job_name"]),
+        "fab-version": fab.get("version", "0.0.0"),
+        "fab-hash": fab.get("hash", str(row.get("content_sha256", ""))[:8]),
+        "status": _run_status(row["status"]),
+        "elapsed": _elapsed(row),
+        "created-at": _stamp(row.get("submit_time", "")),
+        "running-at": _stamp(row.get("start_time", "")),
+        "finished-at": _stamp(row.get("end_time", "")),
+    }
+
+
+def cmd_ls(args: argparse.Namespace) -> Result:
+    _, federation = _load(args)
+    client = _client(federation)
+    if args.run_id is not None:
+        rows = client.list_jobs(federation.study, id_prefix=str(args.run_id))
+        rows = [r for r in rows if r["job_id"] == str(args.run_id)]
+        if not rows:
+            raise ShoalError(
+                "JOB_NOT_FOUND",
+                f"searched study '{federation.study}'",
+                job_id=str(args.run_id),
+                study=federation.study,
+            )
+    else:
+        if args.format != "json":
+            progress("📄 Listing all runs...")
+        rows = client.list_jobs(federation.study)
+    runs = [run_view(r) for r in rows]
+    return Result({"runs": runs}, human=_table(runs))
+
+
+def _table(runs: list[dict[str, Any]]) -> str:
+    columns = ["run-id", "fab-id", "status", "elapsed", "created-at", "running-at", "finished-at"]
+    titles = ["Run ID", "FAB", "Status", "Elapsed", "Created At", "Running At", "Finished At"]
+    try:
+        import io
+
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        from shoal.cli.output import table
+
+        return table([{c: r[c] for c in columns} for r in runs], list(zip(columns, titles, strict=True)))
+    grid = Table()
+    for title in titles:
+        grid.add_column(title, overflow="fold")  # long ids wrap, as in the seed, never cut
+    for r in runs:
+        grid.add_row(
+            str(r["run-id"]), f"{r['fab-id']} (v{r['fab-version']})", *[str(r[c]) for c in columns[2:]]
+        )
+    out = io.StringIO()
+    Console(file=out, width=120).print(grid)
+    return out.getvalue()
+
+
+def cmd_stop(args: argparse.Namespace) -> Result:
+    _, federation = _load(args)
+    client = _client(federation)
+    if args.format != "json":
+        progress(f"✋ Stopping run ID {args.run_id}...")
+    client.abort_job(str(args.run_id), federation.study)
+    return Result({"run-id": args.run_id}, human=f"✅ Run {args.run_id} successfully stopped.")
+
+
+NEW_PYPROJECT = """[project]
+name = "{name}"
+version = "1.0.0"
+description = "A shoal app: federated linear regression with numpy"
+dependencies = ["shoal", "numpy"]
+
+[tool.shoal.app]
+publisher = "local"
+serverapp = "fedavg"
+clientapp = "client.py"
+
+[tool.shoal.app.config]
+num-rounds = 3
+min-clients = 2
+
+[tool.shoal.federations]
+default = "local"
+
+[tool.shoal.federations.local]
+# the admin startup kit 'shoal poc prepare' registers; or: startup-kit = "path/to/kit"
+kit-id = "admin@example.com"
+"""
+
+NEW_CLIENT = '''"""Training script: each site fits y = x·w + b on data only it holds, FedAvg combines them."""
+
+import zlib
+
+import numpy as np
+
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+seed = zlib.crc32(flare.site_name().encode())
+rng = np.random.default_rng(seed)
+x = rng.normal(rng.normal(0, 1, 3), 1.0, size=(100 + seed % 100, 3))
+y = x @ np.array([1.5, -2.0, 0.5]) + 0.3 + rng.normal(0, 0.05, len(x))
+
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    w = np.array(model.params.get("w", np.zeros(3)))
+    b = float(np.array(model.params.get("b", np.zeros(1)))[0])
+    loss = float(np.mean((x @ w + b - y) ** 2))
+    for _ in range(20):
+        err = x @ w + b - y
+        w -= 0.05 * 2 * x.T @ err / len(y)
+        b -= 0.05 * 2 * err.mean()
+    print(f"round {model.current_round}: loss {loss:.4f}", flush=True)
+    flare.send(FLModel(params={"w": w, "b": np.array([b])}, metrics={"loss": loss}, num_examples=len(y)))
+'''
+
+
+def cmd_new(args: argparse.Namespace) -> Result:
+    from shoal.app.project import NAME_CHARS
+
+    if not args.name or not set(args.name) <= NAME_CHARS:
+        raise ShoalError("INVALID_ARGS", "the name may hold letters, digits, '-', '_' and '.' only")
+    root = Path(args.name).resolve()
+    if root.exists():
+        raise ShoalError("INVALID_ARGS", f"{root} already exists")
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text(NEW_PYPROJECT.format(name=args.name))
+    (root / "client.py").write_text(NEW_CLIENT)
+    (root / ".gitignore").write_text("__pycache__/\n*.fab\n.venv/\n")
+    data = {"path": str(root), "next_step": f"shoal run {args.name}"}
+    return Result(
+        data, human=f"🎊 Created {root}\nnext: shoal poc prepare && shoal poc start && shoal run {args.name}"
+    )

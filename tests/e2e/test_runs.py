@@ -1,0 +1,166 @@
+"""run, ls, stop through the real CLI on a POC, with the JSON of seed 003."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import Federation
+
+pytestmark = pytest.mark.e2e
+
+RUN_KEYS = {"success", "run-id", "fab-id", "fab-name", "fab-version", "fab-hash", "fab-filename"}
+LS_KEYS = {
+    "run-id",
+    "fab-id",
+    "fab-name",
+    "fab-version",
+    "fab-hash",
+    "status",
+    "elapsed",
+    "created-at",
+    "running-at",
+    "finished-at",
+}
+
+
+def app(tmp_path: Path, federation: Federation, slow: bool = False) -> Path:
+    root = tmp_path / "app"
+    shutil.copytree(EXAMPLES / "quickstart-app", root)
+    text = (root / "pyproject.toml").read_text()
+    kit = federation.kits / "admin@example.com"
+    text = text.replace('kit-id = "admin@example.com"', f'startup-kit = "{kit}"')
+    (root / "pyproject.toml").write_text(text)
+    if slow:
+        client = (
+            (root / "client.py")
+            .read_text()
+            .replace("    for _ in range(20):", "    time.sleep(0.02)\n    for _ in range(20):")
+        )
+        (root / "client.py").write_text("import time\n" + client)
+    return root
+
+
+def shoal(fed: Federation, cwd: Path, *args: str | Path) -> tuple[int, dict[str, object], str]:
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "shoal", *map(str, args), "--format", "json"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=fed.cli.env(),
+        timeout=120,
+    )
+    doc = json.loads(proc.stdout)  # every document, success or failure, is valid JSON
+    assert isinstance(doc["success"], bool) and doc["success"] == (proc.returncode == 0), (doc, proc.stderr)
+    return proc.returncode, doc, proc.stderr
+
+
+def test_run_ls_stop(federation: Federation, tmp_path: Path) -> None:
+    root = app(tmp_path, federation, slow=True)
+    code, doc, _ = shoal(federation, root, "run", "--run-config", "num-rounds=100000")
+    assert code == 0 and set(doc) == RUN_KEYS
+    run_id = doc["run-id"]
+    assert isinstance(run_id, int) and int(float(run_id)) == run_id  # survives a float64 parser
+    assert json.loads(json.dumps(doc), parse_int=float)["run-id"] == float(run_id)
+    assert (
+        doc["fab-id"] == "local/quickstart-app"
+        and doc["fab-version"] == "1.0.0"
+        and len(doc["fab-hash"]) == 8
+    )
+    assert doc["fab-filename"] == f"local.quickstart-app.1-0-0.{doc['fab-hash']}.fab"
+
+    deadline = time.monotonic() + 30
+    while True:
+        code, doc, _ = shoal(federation, root, "ls", "--run-id", run_id)
+        (run,) = doc["runs"]
+        if run["status"] == "running":
+            break
+        assert time.monotonic() < deadline, run
+        time.sleep(0.1)
+    assert set(run) == LS_KEYS and run["run-id"] == run_id and run["finished-at"] == "N/A"
+    assert run["created-at"].endswith("Z") and len(run["created-at"]) == len("2026-01-01 00:00:00Z")
+    assert len(run["elapsed"].split(":")) == 3
+
+    code, doc, _ = shoal(federation, root, "ls")
+    assert code == 0 and run_id in [r["run-id"] for r in doc["runs"]]
+
+    code, doc, _ = shoal(federation, root, "stop", run_id)
+    assert code == 0 and doc == {"success": True, "run-id": run_id}
+    code, doc, _ = shoal(federation, root, "ls", "--run-id", run_id)
+    assert doc["runs"][0]["status"] == "finished:stopped" and doc["runs"][0]["finished-at"] != "N/A"
+
+    code, doc, _ = shoal(federation, root, "stop", run_id)
+    assert code != 0 and doc["success"] is False and "error-message" in doc
+
+
+def test_run_stream_to_completion(federation: Federation, tmp_path: Path) -> None:
+    root = app(tmp_path, federation)
+    code, doc, stderr = shoal(federation, root, "run", "--stream")
+    assert code == 0 and doc["status"] == "finished:completed", stderr
+    assert "round 3/3" in stderr
+
+
+def test_plain_jobs_appear_with_fab_values(federation: Federation, tmp_path: Path) -> None:
+    code, submitted = federation.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait")
+    root = app(tmp_path, federation)
+    code, doc, _ = shoal(federation, root, "ls", "--run-id", submitted["data"]["job_id"])
+    (run,) = doc["runs"]
+    assert run["fab-id"] == "job/hello-numpy" and run["fab-version"] == "0.0.0" and len(run["fab-hash"]) == 8
+
+
+def test_failures_are_json_with_non_zero_exit(federation: Federation, tmp_path: Path) -> None:
+    root = app(tmp_path, federation)
+    code, doc, _ = shoal(federation, root, "run", ".", "missing")
+    assert (
+        code == 1
+        and "There is no `[missing]` federation" in doc["error-message"]
+        and "local" in doc["error-message"]
+    )
+    code, doc, _ = shoal(federation, root, "ls", "--run-id", "123")
+    assert code == 1 and "123" in doc["error-message"]
+    code, doc, _ = shoal(federation, tmp_path, "run", tmp_path / "nowhere")
+    assert code == 1 and "pyproject.toml" in doc["error-message"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "pyproject.toml").write_text("[project\n")
+    code, doc, _ = shoal(federation, bad, "run")
+    assert code == 1 and "not valid" in doc["error-message"]
+    dead = root / "pyproject.toml"
+    dead.write_text(
+        dead.read_text().replace(
+            f'startup-kit = "{federation.kits / "admin@example.com"}"',
+            f'startup-kit = "{_dead_kit(federation, tmp_path)}"',
+        )
+    )
+    code, doc, _ = shoal(federation, root, "ls")
+    assert code == 2 and "connect" in doc["error-message"].lower()
+
+
+def _dead_kit(federation: Federation, tmp_path: Path) -> Path:
+    import socket
+
+    kit = tmp_path / "dead-kit"
+    shutil.copytree(federation.kits / "admin@example.com", kit)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = kit / "startup" / "fed_admin.json"
+    data = json.loads(cfg.read_text())
+    data["server"]["port"] = port
+    cfg.write_text(json.dumps(data))
+    return kit
+
+
+def test_new_scaffolds_a_project_that_builds(tmp_path: Path, federation: Federation) -> None:
+    code, doc, _ = shoal(federation, tmp_path, "new", "myapp")
+    assert code == 0 and (tmp_path / "myapp" / "pyproject.toml").exists()
+    code, doc, _ = shoal(federation, tmp_path, "build", "myapp")
+    assert code == 0 and (tmp_path / doc["fab-filename"]).exists() and doc["fab-id"] == "local/myapp"
