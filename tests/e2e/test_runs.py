@@ -116,6 +116,23 @@ def test_plain_jobs_appear_with_fab_values(federation: Federation, tmp_path: Pat
     assert run["fab-id"] == "job/hello-numpy" and run["fab-version"] == "0.0.0" and len(run["fab-hash"]) == 8
 
 
+def test_ls_and_stop_work_outside_an_app_project(federation: Federation, tmp_path: Path) -> None:
+    """A folder with no app project (or a library's own pyproject.toml) uses the active kit;
+    naming a federation there still needs the project."""
+    code, submitted = federation.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait")
+    run_id = submitted["data"]["job_id"]
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "pyproject.toml").write_text('[project]\nname = "lib"\nversion = "1"\n')
+    for cwd in (tmp_path, library):
+        code, doc, _ = shoal(federation, cwd, "ls", "--run-id", run_id)
+        assert code == 0 and [r["run-id"] for r in doc["runs"]] == [int(run_id)], doc
+    code, doc, _ = shoal(federation, library, "stop", run_id)
+    assert code == 1 and doc["success"] is False  # it already finished: a clear refusal, still JSON
+    code, doc, _ = shoal(federation, library, "ls", ".", "prod")
+    assert code == 1 and "pyproject.toml" in doc["error-message"]
+
+
 def test_failures_are_json_with_non_zero_exit(federation: Federation, tmp_path: Path) -> None:
     root = app(tmp_path, federation)
     code, doc, _ = shoal(federation, root, "run", ".", "missing")

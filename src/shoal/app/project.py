@@ -84,6 +84,16 @@ def _plain(value: Any, what: str, path: Path) -> str:
     return value
 
 
+def is_app_project(app_dir: Path) -> bool:
+    """Whether ``app_dir`` holds a pyproject.toml that declares a shoal app (any validity)."""
+    path = app_dir.expanduser() / "pyproject.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return path.is_file()  # unreadable or broken: let load_project say what is wrong
+    return isinstance(data.get("tool", {}).get("shoal", {}).get("app"), dict)
+
+
 def load_project(app_dir: Path) -> AppProject:
     root = app_dir.expanduser().resolve()
     path = root / "pyproject.toml"

@@ -70,6 +70,7 @@ FAMILIES = {
     "stop": "shoal.cli.runs",
     "new": "shoal.cli.runs",
     "build": "shoal.cli.runs",
+    "simulate": "shoal.cli.simulate",
 }
 
 

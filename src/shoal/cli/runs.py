@@ -65,6 +65,19 @@ def _load(args: argparse.Namespace) -> tuple[AppProject, Federation]:
     return project, federation
 
 
+def _federation_only(args: argparse.Namespace) -> Federation:
+    """The federation for ``ls`` and ``stop``, which never touch the app itself.
+
+    Outside an app project (no pyproject.toml, or one that is not a shoal app, such as a
+    library's own) and with no federation named, they talk to the active startup kit, so
+    ``shoal ls`` works from any folder. Naming a federation still needs the project."""
+    from shoal.app.project import Federation, is_app_project
+
+    if args.federation is None and not is_app_project(Path(args.app_dir)):
+        return Federation("(active startup kit)")
+    return _load(args)[1]
+
+
 def _client(federation: Federation) -> Any:
     from shoal.api.client import AdminClient
     from shoal.api.kits import resolve_admin_kit
@@ -173,7 +186,7 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> Result:
-    _, federation = _load(args)
+    federation = _federation_only(args)
     client = _client(federation)
     if args.run_id is not None:
         rows = client.list_jobs(federation.study, id_prefix=str(args.run_id))
@@ -218,7 +231,7 @@ def _table(runs: list[dict[str, Any]]) -> str:
 
 
 def cmd_stop(args: argparse.Namespace) -> Result:
-    _, federation = _load(args)
+    federation = _federation_only(args)
     client = _client(federation)
     if args.format != "json":
         progress(f"✋ Stopping run ID {args.run_id}...")

@@ -39,6 +39,19 @@ def init() -> None:
         _running = True
 
 
+def attach(channel: SyncChannel) -> None:
+    """Use ``channel`` as the transport instead of the inherited socket, and start afresh.
+
+    The seam the simulator plugs into (``shoal.fl.sim_worker``): it attaches an in-process
+    channel per task, so the script's own ``init()`` finds it connected and everything else
+    (receive, send, log_metric) runs exactly the code a real site runs.
+    """
+    global _channel, _current_task, _running
+    _channel = channel
+    _current_task = None
+    _running = True
+
+
 def _require_channel() -> SyncChannel:
     if _channel is None:
         raise RuntimeError("call shoal.fl.client.init() first")

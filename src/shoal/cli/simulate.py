@@ -1,0 +1,110 @@
+"""``shoal simulate``: run a job on this machine with N virtual sites, no server or certificates.
+
+The work is in ``shoal.fl.simulator`` (imported only when the command runs: it pulls numpy).
+Round progress goes to stderr; the report is the command's data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shoal.cli.output import Result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def register(groups: Any) -> None:
+    p = groups.add_parser(
+        "simulate",
+        help="run a job locally with N virtual sites (no server, no certificates)",
+        description="Run a job on this machine: the job's workflow as on a server, and N virtual "
+        "sites (site-1..site-N) that run the training script through the same client API, "
+        "multiplexed over a pool of worker processes. Results land where a downloaded job's do: "
+        "OUT/workspace/FL_global_model.safetensors, metrics_summary.json, <site>/log.txt.",
+    )
+    p.add_argument(
+        "-j",
+        "--job",
+        dest="job_folder",
+        metavar="JOB",
+        required=True,
+        help="the job folder (holds meta.json)",
+    )
+    p.add_argument(
+        "-n",
+        "--n-sites",
+        dest="n_sites",
+        metavar="N",
+        type=at_least_one,
+        default=None,
+        help="how many virtual sites (default: the job's min_clients)",
+    )
+    p.add_argument(
+        "--workers",
+        metavar="W",
+        type=at_least_one,
+        default=None,
+        help="worker processes the sites share (default: one per CPU)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        dest="out_dir",
+        metavar="OUT",
+        default=None,
+        help="result folder, new or empty (default: a new temporary folder)",
+    )
+    p.set_defaults(handler=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> Result:
+    from shoal.fl.simulator import failure, run_simulation
+    from shoal.wire.jobdef import load_job_definition
+
+    job = Path(args.job_folder).expanduser()
+    n_sites = args.n_sites if args.n_sites is not None else load_job_definition(job).min_clients
+    stderr = sys.stderr  # the controller's own output is redirected while it runs
+
+    def on_round(entry: dict[str, Any]) -> None:
+        metrics = " ".join(f"{k}={v:.6g}" for k, v in sorted(entry["metrics"].items()))
+        seconds = entry["seconds"]
+        took = f" in {seconds:.2f}s" if seconds is not None else ""
+        stderr.write(f"round {entry['round']} done{took}: {entry['sites']} sites {metrics}\n")
+        stderr.flush()
+
+    report = run_simulation(
+        job,
+        n_sites,
+        workers=args.workers,
+        out_dir=Path(args.out_dir) if args.out_dir else None,
+        on_round=on_round,
+    )
+    if not report.ok:
+        raise failure(report)
+    last = report.rounds[-1]["metrics"] if report.rounds else {}
+    rss = report.peak_rss_mib
+    human = "\n".join(
+        [
+            f"Simulated {report.job_name} with {report.sites} sites on {report.workers} workers: "
+            f"{len(report.rounds)} rounds in {report.duration_s:.1f}s",
+            *([" ".join(f"{k}={v:.6g}" for k, v in sorted(last.items()))] if last else []),
+            f"peak memory: {rss['total']:.0f} MiB "
+            f"(controller {rss['controller']:.0f}, workers {rss['workers']:.0f})",
+            f"results: {report.workspace}",
+        ]
+    )
+    return Result(report.as_dict(), human=human)

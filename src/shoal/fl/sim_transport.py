@@ -1,0 +1,149 @@
+"""The simulator's stand-in for the server: an in-process channel between a workflow and a pool.
+
+In production the workflow's ``WorkflowContext`` talks JSON lines to the server over a socket,
+and the server relays each task to the sites and each result back (``scheduler/runner.py``).
+``PoolTransport`` takes the socket's place, so the workflow code runs unchanged: a "task"
+message becomes one ``SiteTask`` per site, queued for a pool of worker processes, and each
+worker's answer comes back from ``receive()`` as the very message the server would relay
+("result" naming a safetensors file, or "site_failed").
+
+Backpressure: at most ``max_in_flight`` site runs are handed to the pool at a time, and the next
+one only once the workflow has taken an answer. With a streaming workflow (FedAvg folds each
+update into a running sum and deletes its file), memory and disk in use stay bounded by the
+in-flight runs, not by the number of sites.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
+
+from shoal.fl.sim_worker import SiteTask, run_site_task
+from shoal.wire.channel import SyncChannel
+
+SpecFactory = Callable[[str, dict[str, Any]], SiteTask]
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+class PoolTransport(SyncChannel):
+    """A ``SyncChannel`` (the type ``WorkflowContext`` drives) with a worker pool behind it."""
+
+    def __init__(
+        self,
+        pool: Executor,
+        make_spec: SpecFactory,
+        *,
+        max_in_flight: int,
+        on_round: RoundCallback | None = None,
+    ) -> None:  # no socket: do not call super().__init__
+        self._pool = pool
+        self._make_spec = make_spec
+        self._max_in_flight = max(1, max_in_flight)
+        self._on_round = on_round
+        self._waiting: deque[SiteTask] = deque()
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._in_flight = 0
+        self._round_started: dict[Any, float] = {}
+        self.rounds: list[dict[str, Any]] = []
+        self.first_error: dict[str, Any] | None = None
+        self.site_metrics: dict[str, dict[str, Any]] = {}
+        self.worker_rss_kib: dict[int, int] = {}
+        self.site_runs = 0
+
+    # --- what the workflow sends: tasks and finished rounds -------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "task":
+            task = {
+                "op": "task",
+                "task_id": message["task_id"],
+                "task_name": message.get("task_name", "train"),
+                "round": message.get("round"),
+                "total_rounds": message.get("total_rounds"),
+                "meta": message.get("meta") or {},
+                "model_path": message["model_path"],
+            }
+            self._round_started.setdefault(message.get("round"), time.monotonic())
+            self._waiting.extend(self._make_spec(site, task) for site in message.get("sites", []))
+            self._fill()
+        elif op == "round":
+            started = self._round_started.pop(message.get("round"), None)
+            entry = {
+                "round": message.get("round"),
+                "metrics": dict(message.get("metrics") or {}),
+                "sites": len(message.get("sites") or []),
+                "seconds": None if started is None else time.monotonic() - started,
+            }
+            self.rounds.append(entry)
+            if self._on_round is not None:
+                self._on_round(entry)
+
+    # --- what the workflow receives: the sites' answers ------------------------------------
+    def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if self._in_flight == 0 and not self._waiting and self._answers.empty():
+            return None  # nothing can ever answer: the workflow must not wait forever
+        try:
+            answer = self._answers.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        self._in_flight -= 1
+        self._fill()
+        return self._note(answer)
+
+    def close(self) -> None:
+        self._waiting.clear()
+
+    @property
+    def pending(self) -> int:
+        """Site runs queued or running (0 once every answer was taken)."""
+        return len(self._waiting) + self._in_flight
+
+    def _fill(self) -> None:
+        while self._waiting and self._in_flight < self._max_in_flight:
+            spec = self._waiting.popleft()
+            self._in_flight += 1
+            future = self._pool.submit(run_site_task, spec)
+            future.add_done_callback(functools.partial(self._answered, spec))
+
+    def _answered(self, spec: SiteTask, future: Future[dict[str, Any]]) -> None:
+        """Runs in the pool's thread: hand the answer over; the workflow takes it in receive()."""
+        self._answers.put(_answer_of(future, spec))
+
+    def _note(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Keep what reports need (worker memory, metrics, first error); pass the rest on."""
+        self.site_runs += 1
+        worker = answer.pop("worker", None)
+        if worker:
+            pid = int(worker["pid"])
+            self.worker_rss_kib[pid] = max(self.worker_rss_kib.get(pid, 0), int(worker["max_rss_kib"]))
+        site = str(answer.get("site"))
+        for metric in answer.pop("logged", []):
+            values = self.site_metrics.setdefault(site, {})
+            values[str(metric.get("key"))] = metric.get("value")
+            if metric.get("step") is not None:
+                values[f"{metric.get('key')}_step"] = metric["step"]
+        if answer.get("op") == "site_failed" and self.first_error is None:
+            self.first_error = {
+                "site": site,
+                "type": answer.get("type", "Error"),
+                "message": answer.get("reason", ""),
+            }
+        return answer
+
+
+def _answer_of(future: Future[dict[str, Any]], spec: SiteTask) -> dict[str, Any]:
+    """A worker's answer, or a site failure when the worker itself broke (it died, say)."""
+    try:
+        return future.result()
+    except BaseException as exc:  # BrokenProcessPool, CancelledError, a bug in the worker
+        return {
+            "op": "site_failed",
+            "site": spec.site,
+            "type": type(exc).__name__,
+            "reason": f"the simulator's worker failed: {type(exc).__name__}: {exc}",
+        }

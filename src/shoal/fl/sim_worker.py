@@ -1,0 +1,206 @@
+"""The site side of the simulator: run one site's training script for one task, in a pool worker.
+
+A real site starts the script once and feeds it every task over a socket. Here a worker process
+serves many virtual sites, so each task is one run of the script (``runpy``) with the client
+API attached to an in-process channel (``shoal.fl.client.attach``): ``receive()`` yields the
+task, ``send()`` writes the update as a safetensors file beside the model (the real client code
+does that), and the next ``receive()`` returns None, so the script's loop ends as it would on a
+real site when the job stops.
+
+What a run sees is what a real site's process sees: ``SHOAL_SITE_NAME`` and ``SHOAL_JOB_ID``,
+``sys.argv`` from ``config_fed_client.json``, the app's ``custom/`` folder first on
+``sys.path``, the site's own folder as the working directory, stdout and stderr (file
+descriptors 1 and 2, so C extensions and child processes too) appended to the site's
+``log.txt``. Heavy third-party modules (numpy, torch) stay imported between runs, which is what
+makes a run cheap; modules of the job's own ``custom/`` folder are dropped after each run, so
+module-level state never leaks from one site into the next.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import runpy
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal.fl import client
+from shoal.wire.channel import SyncChannel
+
+
+@dataclass(frozen=True)
+class SiteTask:
+    """Everything a worker needs to run one task for one site (pickled to the worker)."""
+
+    site: str
+    job_id: str
+    app_dir: str
+    entry: tuple[str, str]  # ("script", absolute path) or ("module", dotted name)
+    argv: tuple[str, ...]
+    work_dir: str
+    log_path: str
+    task: dict[str, Any]
+
+
+class TaskChannel(SyncChannel):
+    """The client API's transport for one task: it hands out the task once, then says "over".
+
+    A subclass of ``SyncChannel`` (the transport type the client module expects) with no
+    socket behind it: messages the script sends are kept for the worker to return.
+    """
+
+    def __init__(self, task: dict[str, Any]) -> None:  # no socket: do not call super().__init__
+        self._inbox: list[dict[str, Any]] = [task]
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
+        return self._inbox.pop(0) if self._inbox else None
+
+    def close(self) -> None:
+        self._inbox.clear()
+
+
+class _ScriptExit(Exception):
+    def __init__(self, code: object, output: str = "") -> None:
+        tail = f"; last output: {output}" if output else ""
+        super().__init__(f"the training script exited with code {code}{tail}")
+
+
+def run_site_task(spec: SiteTask) -> dict[str, Any]:
+    """Run the script once for ``spec.task``; return the message the controller should get.
+
+    The answer is ``{"op": "result", ...}`` (as the real server relays it) or
+    ``{"op": "site_failed", ...}``, plus ``worker`` facts (pid, peak RSS, seconds) for reports.
+    """
+    started = time.monotonic()
+    channel = TaskChannel(spec.task)
+    error: tuple[str, str] | None = None
+    try:
+        with _site_process_view(spec):
+            client.attach(channel)
+            _run_entry(spec)
+    except _ScriptExit as exc:
+        error = ("ProcessExit", str(exc))
+    except Exception as exc:
+        error = (type(exc).__name__, f"{type(exc).__name__}: {exc}")
+    answer = _answer(spec, channel.sent, error)
+    answer["worker"] = {
+        "pid": os.getpid(),
+        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "seconds": time.monotonic() - started,
+    }
+    return answer
+
+
+def _run_entry(spec: SiteTask) -> None:
+    kind, target = spec.entry
+    try:
+        if kind == "module":
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(target, run_name="__main__")
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # what the interpreter does with sys.exit("message")
+            print(exc.code, file=sys.stderr)
+            raise _ScriptExit(1, exc.code) from None
+        if exc.code not in (None, 0):
+            raise _ScriptExit(exc.code) from None
+    except Exception:
+        traceback.print_exc()  # into the site's log, as a crashing script's traceback would be
+        raise
+
+
+def _answer(spec: SiteTask, sent: list[dict[str, Any]], error: tuple[str, str] | None) -> dict[str, Any]:
+    result = next((m for m in sent if m.get("op") == "result"), None)
+    metrics = [m for m in sent if m.get("op") == "metric"]
+    if error is None and result is None:
+        error = ("NoResult", "the training script ended without sending a result for the task")
+    if error is not None:
+        return {
+            "op": "site_failed",
+            "site": spec.site,
+            "type": error[0],
+            "reason": error[1],
+            "logged": metrics,
+        }
+    assert result is not None
+    return {
+        "op": "result",
+        "task_id": result["task_id"],
+        "site": spec.site,
+        "path": result["path"],
+        "num_examples": int(result.get("num_examples", 1)),
+        "metrics": result.get("metrics") or {},
+        "meta": result.get("meta") or {},
+        "logged": metrics,
+    }
+
+
+class _site_process_view:  # noqa: N801 - used as a context manager, reads like one
+    """Make this worker look like the site's own process for one run, and undo it afterwards."""
+
+    def __init__(self, spec: SiteTask) -> None:
+        self.spec = spec
+
+    def __enter__(self) -> None:
+        spec = self.spec
+        Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
+        Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
+        self._cwd = os.getcwd()
+        self._argv = list(sys.argv)
+        self._path = list(sys.path)
+        self._modules = set(sys.modules)
+        self._env = {k: os.environ.get(k) for k in ("SHOAL_SITE_NAME", "SHOAL_JOB_ID")}
+        _flush()
+        self._saved_fds = (os.dup(1), os.dup(2))
+        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        os.environ["SHOAL_SITE_NAME"] = spec.site
+        os.environ["SHOAL_JOB_ID"] = spec.job_id
+        os.chdir(spec.work_dir)
+        custom = os.path.join(spec.app_dir, "custom")
+        sys.path.insert(0, custom)
+        sys.argv = [spec.entry[1], *spec.argv]
+
+    def __exit__(self, *exc: object) -> None:
+        _flush()
+        for fd, saved in zip((1, 2), self._saved_fds, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        os.chdir(self._cwd)
+        sys.argv = self._argv
+        sys.path[:] = self._path
+        for key, value in self._env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        forget_job_modules(self.spec.app_dir, self._modules)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def forget_job_modules(app_dir: str, before: set[str]) -> None:
+    """Drop modules this run imported from the job's own folder (the next site re-imports
+    them fresh); keep library modules, which is what makes the next run cheap."""
+    root = os.path.realpath(app_dir) + os.sep
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        places = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
+        if any(p and os.path.realpath(p).startswith(root) for p in places):
+            sys.modules.pop(name, None)

@@ -1,0 +1,322 @@
+"""Run a job on this machine with N virtual sites: no server, no certificates, same results.
+
+    from shoal.fl.simulator import simulate
+    workspace = simulate(Path("examples/hello-numpy"), n_sites=100, workers=2)
+    # workspace / "FL_global_model.safetensors", "metrics_summary.json", "site-7/log.txt", ...
+
+The job's workflow runs here, in this process, exactly as the job controller runs it in
+production, but its ``WorkflowContext`` talks to a ``PoolTransport`` instead of the server.
+Sites ``site-1..site-N`` are multiplexed over a bounded pool of worker processes: each task
+for a site is one run of the site's training script in a worker (see ``sim_worker``), through
+the real client API. Why this shape, and what it cannot do: docs/simulator.md and
+docs/decisions/0006-simulator.md. The whole pool is shut down before this returns.
+
+Call it from code guarded by ``if __name__ == "__main__":`` (worker processes are started with
+``forkserver``/``spawn``, which import the calling program's main module).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import resource
+import secrets
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ShoalError
+from shoal.fl.controller_main import resolve_workflow
+from shoal.fl.sim_transport import PoolTransport, RoundCallback
+from shoal.fl.sim_worker import SiteTask, forget_job_modules
+from shoal.fl.workflow import RoundFailed, WorkflowContext
+from shoal.wire.jobdef import (
+    ALL_SITES,
+    CLIENT_CONFIG,
+    SERVER_CONFIG,
+    JobDefinition,
+    check_min_clients,
+    eligible_sites,
+    load_job_definition,
+)
+
+log = logging.getLogger("shoal.simulator")
+
+#: Sub-folders of the output folder the simulator owns (it refuses a folder that has any).
+OUTPUT_PARTS = ("job", "run", "sites", "workspace")
+LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+@dataclass
+class SimulationReport:
+    """How a simulated job went: what ``shoal simulate --format json`` prints as ``data``."""
+
+    job_name: str
+    job_id: str
+    status: str
+    reason: str
+    sites: int
+    workers: int
+    out_dir: str
+    workspace: str
+    global_model: str | None
+    metrics_summary: str | None
+    duration_s: float
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    first_error: dict[str, Any] | None = None
+    site_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "FINISHED_OK"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def simulate(job_dir: Path, n_sites: int, workers: int | None = None, out_dir: Path | None = None) -> Path:
+    """Run the job in ``job_dir`` with ``n_sites`` virtual sites over ``workers`` processes
+    (default: one per CPU) and return the result workspace (``<out_dir>/workspace``).
+
+    Raises ShoalError: INVALID_ARGS (n_sites or workers < 1, an output folder already used),
+    the job-folder codes of ``load_job_definition``, MIN_CLIENTS_UNSATISFIABLE, and
+    SIMULATION_FAILED (with the report as ``data``) when the job itself failed.
+    """
+    report = run_simulation(job_dir, n_sites, workers=workers, out_dir=out_dir)
+    if not report.ok:
+        raise failure(report)
+    return Path(report.workspace)
+
+
+def failure(report: SimulationReport) -> ShoalError:
+    return ShoalError(
+        "SIMULATION_FAILED",
+        report.reason,
+        data=report.as_dict(),
+        status=report.status,
+        workspace=report.workspace,
+    )
+
+
+def run_simulation(
+    job_dir: Path,
+    n_sites: int,
+    *,
+    workers: int | None = None,
+    out_dir: Path | None = None,
+    on_round: RoundCallback | None = None,
+) -> SimulationReport:
+    """Like ``simulate`` but returns the report whether the job succeeded or failed;
+    ``on_round`` is called after each round with ``{"round", "metrics", "sites", "seconds"}``."""
+    if isinstance(n_sites, bool) or not isinstance(n_sites, int) or n_sites < 1:
+        raise ShoalError("INVALID_ARGS", f"the number of sites must be at least 1, got {n_sites!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ShoalError("INVALID_ARGS", f"the number of workers must be at least 1, got {workers!r}")
+    jobdef = load_job_definition(Path(job_dir))
+    every_site = [f"site-{i}" for i in range(1, n_sites + 1)]
+    check_min_clients(jobdef, every_site)
+    sites = eligible_sites(jobdef, every_site)
+    site_app = _site_apps(jobdef, sites)
+    for app in set(site_app.values()):  # bad input is refused before anything is written
+        _client_entry(Path(job_dir) / app)
+    out = _output_folder(out_dir, jobdef.name)
+    shutil.copytree(Path(job_dir), out / "job", ignore=shutil.ignore_patterns("__pycache__"))
+    entries = {app: _client_entry(out / "job" / app) for app in set(site_app.values())}
+    pool_size = min(workers or os.cpu_count() or 1, len(sites))
+    job_id = str(secrets.randbelow(2**53 - 1) + 1)  # like the server's ids (decisions/0003)
+
+    def make_spec(site: str, task: dict[str, Any]) -> SiteTask:
+        app = site_app[site]
+        entry, argv = entries[app]
+        return SiteTask(
+            site=site,
+            job_id=job_id,
+            app_dir=str(out / "job" / app),
+            entry=entry,
+            argv=argv,
+            work_dir=str(out / "sites" / site),
+            log_path=str(out / "workspace" / site / "log.txt"),
+            task=task,
+        )
+
+    started = time.monotonic()
+    with _worker_pool(pool_size) as pool:
+        transport = PoolTransport(pool, make_spec, max_in_flight=2 * pool_size, on_round=on_round)
+        status, reason = _run_controller(
+            jobdef, out, job_id, sites, transport, scale=-(-len(sites) // pool_size)
+        )
+    workspace = out / "workspace"
+    for site in sites:  # every site that took part has a log, as after a real run
+        (workspace / site).mkdir(parents=True, exist_ok=True)
+        (workspace / site / "log.txt").touch()
+    shutil.rmtree(out / "run", ignore_errors=True)
+    model, summary = workspace / "FL_global_model.safetensors", workspace / "metrics_summary.json"
+    return SimulationReport(
+        job_name=jobdef.name,
+        job_id=job_id,
+        status=status,
+        reason=reason,
+        sites=len(sites),
+        workers=pool_size,
+        out_dir=str(out),
+        workspace=str(workspace),
+        global_model=str(model) if model.exists() else None,
+        metrics_summary=str(summary) if summary.exists() else None,
+        duration_s=time.monotonic() - started,
+        rounds=transport.rounds,
+        first_error=transport.first_error if status != "FINISHED_OK" else None,
+        site_metrics=transport.site_metrics,
+        peak_rss_mib=_peak_rss(transport.worker_rss_kib),
+    )
+
+
+def _site_apps(jobdef: JobDefinition, sites: list[str]) -> dict[str, str]:
+    """Which app each simulated site runs (deploy_map: "@ALL" or named sites)."""
+    out: dict[str, str] = {}
+    for app, targets in jobdef.site_apps.items():
+        for site in sites if targets == ALL_SITES else [s for s in targets if s in sites]:
+            out[site] = app
+    return out
+
+
+def _output_folder(out_dir: Path | None, job_name: str) -> Path:
+    if out_dir is None:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in job_name)
+        return Path(tempfile.mkdtemp(prefix=f"shoal-simulate-{safe}-")).resolve()
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ShoalError("INVALID_ARGS", f"the output folder {out} is a file", hint="Choose another -o.")
+    used = [p for p in OUTPUT_PARTS if (out / p).exists()]
+    if used:
+        raise ShoalError(
+            "INVALID_ARGS",
+            f"the output folder {out} already holds {', '.join(used)} (an earlier simulation?)",
+            hint="Choose another -o, or remove the folder first.",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _client_entry(app_dir: Path) -> tuple[tuple[str, str], tuple[str, ...]]:
+    """What a site would start for this app (the rules of ``SiteJob._entry_point``)."""
+    config = json.loads(app_dir.joinpath(*CLIENT_CONFIG).read_text())
+    args = config.get("args", "")
+    argv = tuple(shlex.split(args) if isinstance(args, str) else [str(a) for a in args])
+    module = config.get("module")
+    if isinstance(module, str) and module.startswith("shoal."):
+        return ("module", module), argv
+    script = (app_dir / "custom" / str(config.get("script", ""))).resolve()
+    if not script.is_relative_to(app_dir.resolve()) or not script.is_file():
+        raise ShoalError(
+            "JOB_CONFIG_INVALID", f"no training script {config.get('script')!r} in {app_dir.name}/custom"
+        )
+    return ("script", str(script)), argv
+
+
+@contextlib.contextmanager
+def _worker_pool(size: int) -> Iterator[ProcessPoolExecutor]:
+    """Workers start from a clean interpreter (forkserver, else spawn), never as a fork of this
+    process: the controller's modules, threads and the server app's custom code stay out."""
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["shoal.fl.sim_worker", "numpy"])
+    pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_controller(
+    jobdef: JobDefinition, out: Path, job_id: str, sites: list[str], transport: PoolTransport, *, scale: int
+) -> tuple[str, str]:
+    """Run the server app's workflow here, as ``controller_main`` does in its own process:
+    its logs and output go to ``workspace/server/log.txt``; returns (status, reason)."""
+    app_dir = out / "job" / jobdef.server_app
+    server_log = out / "workspace" / "server" / "log.txt"
+    server_log.parent.mkdir(parents=True, exist_ok=True)
+    with _server_process_view(app_dir, server_log):
+        try:
+            config = json.loads(app_dir.joinpath(*SERVER_CONFIG).read_text())
+            cls, args = resolve_workflow(config)
+            args = _scaled_deadline(args, scale)
+            ctx = WorkflowContext(
+                transport,
+                job_id=job_id,
+                sites=sites,
+                run_dir=out / "run",
+                workspace=out / "workspace",
+                app_dir=app_dir,
+                min_clients=jobdef.min_clients,
+            )
+            cls(ctx, **args).run()
+        except RoundFailed as exc:
+            logging.getLogger("shoal.workflow").error("job failed: %s", exc)
+            return "FAILED", f"RoundFailed: {exc}"
+        except Exception as exc:
+            traceback.print_exc()
+            return "FINISHED_EXCEPTION", f"{type(exc).__name__}: {exc}"
+        finally:
+            transport.close()
+    return "FINISHED_OK", "finished"
+
+
+def _scaled_deadline(args: dict[str, Any], scale: int) -> dict[str, Any]:
+    """A round deadline budgets sites training side by side; here each worker runs ``scale``
+    sites one after another, so the deadline stretches by that factor."""
+    timeout = args.get("round_timeout")
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0 and scale > 1:
+        return {**args, "round_timeout": float(timeout) * scale}
+    return args
+
+
+@contextlib.contextmanager
+def _server_process_view(app_dir: Path, server_log: Path) -> Iterator[None]:
+    """The controller's surroundings, undone afterwards: the server app's custom code importable,
+    logging at INFO and stdout/stderr into the server log (stdout may carry the CLI's JSON)."""
+    custom = str(app_dir / "custom")
+    saved_path = list(sys.path)
+    saved_modules = set(sys.modules)
+    root = logging.getLogger()
+    saved_level = root.level
+    with server_log.open("a") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        sys.path.insert(0, custom)
+        try:
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(saved_level)
+            sys.path[:] = saved_path
+            forget_job_modules(str(app_dir), saved_modules)
+
+
+def _peak_rss(worker_rss_kib: dict[int, int]) -> dict[str, float]:
+    """Peak resident memory in MiB: this process (the controller) and the workers (each one's
+    own peak, summed: an upper bound of what they held at once). ru_maxrss is KiB on Linux."""
+    unit = 1 / 1024 if sys.platform != "darwin" else 1 / 1024 / 1024
+    controller = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+    workers = sum(worker_rss_kib.values()) * unit
+    return {
+        "controller": round(controller, 1),
+        "workers": round(workers, 1),
+        "worker_max": round(max(worker_rss_kib.values(), default=0) * unit, 1),
+        "total": round(controller + workers, 1),
+    }

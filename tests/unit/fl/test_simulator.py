@@ -1,0 +1,210 @@
+"""The simulator in-process: same results as a federation, bad input refused, failures reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from tests.conftest import EXAMPLES
+from tests.e2e.test_federation import expected_fedavg
+
+from shoal.errors import ShoalError
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+from shoal.fl.sim_worker import TaskChannel
+from shoal.fl.simulator import _scaled_deadline, run_simulation, simulate
+from shoal.wire.models import save_params
+
+HELLO = EXAMPLES / "hello-numpy"
+
+
+def make_job(root: Path, client: str, *, meta: dict[str, object] | None = None, rounds: int = 1) -> Path:
+    """A one-app job whose site script is ``client`` (extra modules can be added afterwards)."""
+    (root / "app" / "config").mkdir(parents=True)
+    (root / "app" / "custom").mkdir()
+    (root / "meta.json").write_text(
+        json.dumps(meta or {"name": "t", "min_clients": 1, "deploy_map": {"app": ["@ALL"]}})
+    )
+    (root / "app" / "config" / "config_fed_client.json").write_text(json.dumps({"script": "client.py"}))
+    server = {"workflow": "fedavg", "args": {"num_rounds": rounds}}
+    (root / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    (root / "app" / "custom" / "client.py").write_text(client)
+    return root
+
+
+ECHO_SITE = """
+from shoal.fl import FLModel, client as flare
+import numpy as np
+import sitevalue
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    flare.log_metric("seen", sitevalue.NUMBER, step=model.current_round)
+    flare.send(FLModel(params={"v": np.array([float(sitevalue.NUMBER)])}, metrics={"n": sitevalue.NUMBER}))
+"""
+
+
+def test_hello_numpy_matches_fedavg_and_the_result_layout(tmp_path: Path) -> None:
+    workspace = simulate(HELLO, n_sites=2, workers=2, out_dir=tmp_path / "out")
+    assert workspace == (tmp_path / "out" / "workspace").resolve()
+    got = load_file(workspace / "FL_global_model.safetensors")
+    want = expected_fedavg(["site-1", "site-2"], rounds=5, lr=0.05, epochs=10)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
+    summary = json.loads((workspace / "metrics_summary.json").read_text())
+    assert summary["workflow"] == "fedavg" and len(summary["rounds"]) == 5
+    assert "round 4 done" in (workspace / "server" / "log.txt").read_text()
+    for site in ("site-1", "site-2"):
+        assert f"{site}: round 4:" in (workspace / site / "log.txt").read_text()
+    assert not (tmp_path / "out" / "run").exists()  # models in flight are cleaned up
+
+
+def test_one_worker_many_sites_no_state_leaks_between_sites(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", ECHO_SITE, rounds=2)
+    # Module-level state computed at import time must be each site's own, as in a real process.
+    (job / "app" / "custom" / "sitevalue.py").write_text(
+        "import os\nNUMBER = int(os.environ['SHOAL_SITE_NAME'].split('-')[1])\n"
+    )
+    report = run_simulation(job, 5, workers=1, out_dir=tmp_path / "out")
+    assert report.ok and report.workers == 1 and report.sites == 5
+    model = load_file(Path(report.workspace) / "FL_global_model.safetensors")
+    np.testing.assert_allclose(model["v"], [3.0])  # mean of 1..5
+    assert [r["metrics"]["n"] for r in report.rounds] == [3.0, 3.0]
+    assert report.site_metrics["site-4"] == {"seen": 4.0, "seen_step": 1}
+    assert report.peak_rss_mib["total"] > 0
+
+
+def test_deploy_map_naming_sites_runs_only_those(tmp_path: Path) -> None:
+    meta = {"name": "t", "min_clients": 2, "deploy_map": {"app": ["server", "site-1", "site-3"]}}
+    job = make_job(tmp_path / "job", ECHO_SITE, meta=meta)
+    (job / "app" / "custom" / "sitevalue.py").write_text(
+        "import os\nNUMBER = int(os.environ['SHOAL_SITE_NAME'].split('-')[1])\n"
+    )
+    report = run_simulation(job, 5, out_dir=tmp_path / "out")
+    assert report.ok and report.sites == 2
+    assert sorted(p.name for p in Path(report.workspace).iterdir() if p.name.startswith("site-")) == [
+        "site-1",
+        "site-3",
+    ]
+    np.testing.assert_allclose(load_file(Path(report.workspace) / "FL_global_model.safetensors")["v"], [2.0])
+
+
+@pytest.mark.parametrize(
+    ("script", "kind", "text"),
+    [
+        ("raise SystemExit('this site cannot train')\n", "ProcessExit", "this site cannot train"),
+        ("raise ValueError('bad data')\n", "ValueError", "bad data"),
+        (
+            "from shoal.fl import client as flare\nflare.init()\nflare.receive()\n",
+            "NoResult",
+            "without sending",
+        ),
+    ],
+)
+def test_failing_site_script_fails_the_job(tmp_path: Path, script: str, kind: str, text: str) -> None:
+    job = make_job(tmp_path / "job", script)
+    with pytest.raises(ShoalError) as info:
+        simulate(job, 2, out_dir=tmp_path / "out")
+    err = info.value
+    assert err.code == "SIMULATION_FAILED" and err.exit_code == 1
+    assert err.data is not None and err.data["status"] == "FAILED"
+    assert err.data["first_error"]["type"] == kind and text in err.data["first_error"]["message"]
+    log = (tmp_path / "out" / "workspace" / err.data["first_error"]["site"] / "log.txt").read_text()
+    if kind != "NoResult":
+        assert text in log
+
+
+def test_workflow_exception_is_finished_exception(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", ECHO_SITE)
+    server = {"workflow": {"class": "myflow.Broken"}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    (job / "app" / "custom" / "myflow.py").write_text(
+        "from shoal.fl.workflow import Workflow\n"
+        "class Broken(Workflow):\n"
+        "    def run(self):\n"
+        "        print('about to fail')\n"
+        "        raise RuntimeError('workflow bug')\n"
+    )
+    report = run_simulation(job, 1, out_dir=tmp_path / "out")
+    assert report.status == "FINISHED_EXCEPTION" and "workflow bug" in report.reason
+    server_log = (tmp_path / "out" / "workspace" / "server" / "log.txt").read_text()
+    assert "about to fail" in server_log and "RuntimeError: workflow bug" in server_log
+    assert "myflow" not in sys.modules  # the server app's custom code does not stay behind
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_n_below_one_is_invalid_args(tmp_path: Path, n: int) -> None:
+    with pytest.raises(ShoalError) as info:
+        simulate(HELLO, n, out_dir=tmp_path / "out")
+    assert info.value.code == "INVALID_ARGS" and info.value.exit_code == 4
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_job_folders_get_their_codes_and_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ShoalError) as info:
+        simulate(tmp_path / "missing", 2, out_dir=out)
+    assert info.value.code == "JOB_FOLDER_NOT_FOUND"
+    bad = make_job(tmp_path / "bad", "")
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(ShoalError) as info:
+        simulate(bad, 2, out_dir=out)
+    assert info.value.code == "JOB_META_INVALID"
+    with pytest.raises(ShoalError) as info:
+        simulate(HELLO, 1, out_dir=out)  # hello-numpy needs min_clients=2
+    assert info.value.code == "MIN_CLIENTS_UNSATISFIABLE"
+    noscript = make_job(tmp_path / "noscript", "")
+    (noscript / "app" / "custom" / "client.py").unlink()
+    with pytest.raises(ShoalError) as info:
+        simulate(noscript, 2, out_dir=out)
+    assert info.value.code == "JOB_CONFIG_INVALID"
+    assert not out.exists()
+
+
+def test_an_used_output_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out" / "workspace").mkdir(parents=True)
+    with pytest.raises(ShoalError) as info:
+        simulate(HELLO, 2, out_dir=tmp_path / "out")
+    assert info.value.code == "INVALID_ARGS" and "workspace" in info.value.message
+
+
+def test_client_api_over_a_task_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seam: the real client functions run over an attached in-process channel."""
+    for name in ("_channel", "_current_task", "_running"):  # restored after the test
+        monkeypatch.setattr(flare, name, getattr(flare, name))
+    model = tmp_path / "models" / "t1.safetensors"
+    save_params({"w": np.ones(2)}, model)
+    channel = TaskChannel(
+        {"op": "task", "task_id": "t1", "round": 3, "total_rounds": 4, "model_path": str(model)}
+    )
+    flare.attach(channel)
+    flare.init()  # finds the channel attached: no socket needed
+    got = flare.receive()
+    assert got is not None and got.current_round == 3
+    np.testing.assert_array_equal(got.params["w"], [1.0, 1.0])
+    flare.send(FLModel(params={"w": np.zeros(2)}, num_examples=7))
+    assert flare.receive() is None and not flare.is_running()
+    [result] = channel.sent
+    assert result["op"] == "result" and result["num_examples"] == 7
+    np.testing.assert_array_equal(load_file(result["path"])["w"], [0.0, 0.0])
+
+
+def test_round_deadline_stretches_with_sites_per_worker() -> None:
+    assert _scaled_deadline({"round_timeout": 60}, 500) == {"round_timeout": 30000.0}
+    assert _scaled_deadline({"round_timeout": 0}, 500) == {"round_timeout": 0}
+    assert _scaled_deadline({"num_rounds": 2}, 500) == {"num_rounds": 2}
+
+
+def test_copy_of_job_keeps_the_source_untouched(tmp_path: Path) -> None:
+    source = tmp_path / "src-job"
+    shutil.copytree(HELLO, source, ignore=shutil.ignore_patterns("__pycache__"))
+    before = sorted(str(p.relative_to(source)) for p in source.rglob("*"))
+    simulate(source, 2, out_dir=tmp_path / "out")
+    assert sorted(str(p.relative_to(source)) for p in source.rglob("*")) == before
