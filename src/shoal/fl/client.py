@@ -29,6 +29,7 @@ from shoal.wire.models import load_params, save_params
 _channel: SyncChannel | None = None
 _current_task: dict[str, Any] | None = None
 _running = False
+_task_name = "train"
 
 
 def init() -> None:
@@ -71,9 +72,15 @@ def job_id() -> str:
     return os.environ.get("SHOAL_JOB_ID", "")
 
 
+def task_name() -> str:
+    """The name of the task last received ("train" unless the workflow says otherwise, e.g.
+    "validate" or "submit_model" in cross-site evaluation, "stats" in federated statistics)."""
+    return _task_name
+
+
 def receive(timeout: float | None = None) -> FLModel | None:
     """Block until the next task arrives; None when the job is over."""
-    global _current_task, _running
+    global _current_task, _running, _task_name
     channel = _require_channel()
     while True:
         message = channel.receive(timeout)
@@ -85,6 +92,7 @@ def receive(timeout: float | None = None) -> FLModel | None:
             apply_log_setting(str(message.get("setting", "")))
         elif message.get("op") == "task":
             _current_task = message
+            _task_name = str(message.get("task_name") or "train")
             params = load_params(Path(message["model_path"]))
             return FLModel(
                 params=dict(params),
