@@ -12,6 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The PyTorch extra (torch CPU build, scikit-learn) only for the test suite: make demo stays light.
+TORCH_STAMP := $(VENV)/.installed-torch
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,torch]'
+	touch $(TORCH_STAMP)
+
 # Byte-compile explicitly: an editable install writes no .pyc, and with PYTHONDONTWRITEBYTECODE
 # set (as on CI machines) every CLI call would recompile shoal from source (~15 ms of cold start).
 compile: $(STAMP)
@@ -27,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck compile
+test: lint typecheck compile $(TORCH_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: compile
