@@ -174,6 +174,12 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "The app project's pyproject.toml is not valid.",
         "It needs [project] name and version and [tool.shoal.app] with clientapp; see docs/run-surface.md.",
     ),
+    "RECIPE_NOT_FOUND": ErrorSpec(
+        1,
+        404,
+        "There is no recipe '{recipe}'.",
+        "Run 'shoal recipe list' to see the built-in recipes.",
+    ),
     "FEDERATION_NOT_FOUND": ErrorSpec(
         1,
         404,

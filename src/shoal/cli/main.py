@@ -71,6 +71,7 @@ FAMILIES = {
     "new": "shoal.cli.runs",
     "build": "shoal.cli.runs",
     "simulate": "shoal.cli.simulate",
+    "recipe": "shoal.cli.recipes",
 }
 
 

@@ -19,7 +19,12 @@ from typing import Any
 from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
 from shoal.wire.channel import SyncChannel
 
-BUILTIN_WORKFLOWS = {"fedavg": "shoal.fl.fedavg.FedAvg"}
+BUILTIN_WORKFLOWS = {
+    "fedavg": "shoal.fl.fedavg.FedAvg",
+    "fedstats": "shoal.fl.fedstats.FedStats",
+    "cyclic": "shoal.fl.cyclic.Cyclic",
+    "cross_site_eval": "shoal.fl.crosseval.CrossSiteEval",
+}
 
 
 def _load_class(dotted: str) -> type[Workflow]:

@@ -18,6 +18,7 @@ class FedAvg(Workflow):
     - ``round_timeout`` (seconds, default 0 = none): deadline for each round
     - ``initial_model`` (path inside the app folder to a .safetensors file; default: sites start
       from their own initial weights and round 0 receives an empty model)
+    - ``task_meta`` (JSON object, default {}): sent with every task, e.g. FedProx's ``{"mu": 0.01}``
     """
 
     def __init__(
@@ -25,33 +26,41 @@ class FedAvg(Workflow):
         ctx: WorkflowContext,
         *,
         num_rounds: int = 1,
-        min_responses: int | None = None,
-        round_timeout: float = 0.0,
         initial_model: str | None = None,
+        task_meta: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(ctx, **extra)
         if num_rounds < 1:
             raise ValueError("num_rounds must be at least 1")
         self.num_rounds = num_rounds
-        self.min_responses = min_responses or ctx.min_clients
-        self.round_timeout = round_timeout
-        self.initial_model = initial_model
+        self.initial_model_path = initial_model
+        self.task_meta = dict(task_meta or {})
 
-    def run(self) -> None:
-        params = self.ctx.load_app_model(self.initial_model) if self.initial_model else {}
-        model = FLModel(params=params)
+    def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
+        """Run every round from ``model``; return the global model and, with ``keep_last``, each
+        site's update of the last round in memory (for workflows that evaluate them; plain
+        FedAvg streams every update and never holds one whole)."""
+        last: dict[str, FLModel] = {}
         for rnd in range(self.num_rounds):
-            task_id = self.ctx.send_task("train", model, round_number=rnd, total_rounds=self.num_rounds)
             acc = WeightedSum()
             answered: list[str] = []
-            for site, update in self.ctx.results(
-                task_id, min_responses=self.min_responses, timeout=self.round_timeout
-            ):
+            final = keep_last and rnd == self.num_rounds - 1
+            task = FLModel(params=model.params, meta={**self.task_meta, **model.meta})
+            for site, update in self.collect("train", task, round_number=rnd, total_rounds=self.num_rounds):
+                if final:
+                    update = FLModel(
+                        params=dict(update.params), metrics=update.metrics, num_examples=update.num_examples
+                    )
+                    last[site] = update
                 acc.add(update.params, update.num_examples, update.metrics)
                 answered.append(site)
             model = FLModel(params=acc.result())
             self.ctx.record_round(rnd, acc.metrics(), sorted(answered))
+        return model, last
+
+    def run(self) -> None:
+        model, _ = self.train(self.initial_model(self.initial_model_path))
         self.ctx.save_model(model)
         self.ctx.write_json(
             "metrics_summary.json",

@@ -155,6 +155,10 @@ class WorkflowContext:
             elif op == "log_config":
                 apply_log_setting(str(message.get("setting", "")))
 
+    def active_sites(self) -> list[str]:
+        """The job's sites that have not dropped out (a site that rejoins counts again)."""
+        return [s for s in self.sites if s not in self._failed_sites]
+
     def record_round(self, round_number: int, metrics: dict[str, float], sites: list[str]) -> None:
         """Remember one finished round and tell the server (for meta, stats and monitor)."""
         entry = {"round": round_number, "metrics": metrics, "sites": sites, "time": time.time()}
@@ -181,11 +185,57 @@ class WorkflowContext:
 
 
 class Workflow:
-    """Base class for server-side workflows. Subclasses implement ``run``."""
+    """Base class for server-side workflows. Subclasses implement ``run``.
 
-    def __init__(self, ctx: WorkflowContext, **args: Any) -> None:
+    Every workflow takes ``min_responses`` (results that close a task, k of n; default the job's
+    min_clients) and ``round_timeout`` (seconds per task, 0 for none); ``collect`` applies them.
+    A custom workflow is a few lines (see docs/workflows.md)::
+
+        class Median(Workflow):
+            def run(self) -> None:
+                model = FLModel(params={})
+                for rnd in range(3):
+                    updates = [u.params for _, u in self.collect("train", model, round_number=rnd)]
+                    model = FLModel(params={k: np.median([u[k] for u in updates], 0) for k in updates[0]})
+                    self.ctx.record_round(rnd, {}, self.ctx.sites)
+                self.ctx.save_model(model)
+    """
+
+    def __init__(
+        self,
+        ctx: WorkflowContext,
+        *,
+        min_responses: int | None = None,
+        round_timeout: float = 0.0,
+        **args: Any,
+    ) -> None:
         self.ctx = ctx
+        self.min_responses = min_responses or ctx.min_clients
+        self.round_timeout = float(round_timeout)
         self.args = args
+
+    def collect(
+        self,
+        task_name: str,
+        model: FLModel,
+        *,
+        sites: list[str] | None = None,
+        round_number: int = 0,
+        total_rounds: int = 1,
+        min_responses: int | None = None,
+    ) -> Iterator[tuple[str, FLModel]]:
+        """Send a task and yield ``(site, result)`` as results arrive, with this workflow's
+        k-of-n and deadline rules. Results stream: a result's tensors load as they are read."""
+        task_id = self.ctx.send_task(
+            task_name, model, sites=sites, round_number=round_number, total_rounds=total_rounds
+        )
+        needed = min_responses or min(self.min_responses, len(sites) if sites else self.min_responses)
+        yield from self.ctx.results(task_id, min_responses=needed, timeout=self.round_timeout)
+
+    def initial_model(self, relative: str | None) -> FLModel:
+        """The model a job starts from: a safetensors file in the server app, or none (sites
+        then start from their own initial weights, as round 0 receives empty params)."""
+        return FLModel(params=self.ctx.load_app_model(relative) if relative else {})
 
     def run(self) -> None:
         raise NotImplementedError

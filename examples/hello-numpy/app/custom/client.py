@@ -26,7 +26,13 @@ def main() -> None:
             break
         params = model.params or initial_params()
         loss = mse(params, x, y)
-        update = local_train(params, x, y, args.lr, args.epochs)
+        if flare.task_name() == "validate":  # cross-site evaluation: score a model, train nothing
+            owner = model.meta.get("model_owner", "?")
+            print(f"{site}: the {owner} model's loss on local data {loss:.6f}")
+            flare.send(FLModel(params={}, metrics={"mse": loss}, num_examples=len(y)))
+            continue
+        mu = float(model.meta.get("mu", 0.0))  # FedProx sends mu with each task; FedAvg does not
+        update = local_train(params, x, y, args.lr, args.epochs, mu=mu)
         print(f"{site}: round {model.current_round}: loss of the global model on local data {loss:.6f}")
         flare.send(FLModel(params=update, metrics={"loss": loss}, num_examples=len(y)))
 

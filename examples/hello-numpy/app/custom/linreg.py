@@ -10,6 +10,8 @@ import zlib
 
 import numpy as np
 
+from shoal.fl.fedprox import proximal_gradient
+
 TRUE_WEIGHT = np.array([2.0, -3.0, 0.5])
 TRUE_BIAS = 1.0
 
@@ -35,14 +37,21 @@ def mse(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
 
 
 def local_train(
-    params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float, epochs: int
+    params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float, epochs: int, mu: float = 0.0
 ) -> dict[str, np.ndarray]:
-    """Full-batch gradient descent on the mean squared error: deterministic, so tests can replay it."""
-    w = params["weight"].astype(np.float64).copy()
-    b = float(params["bias"][0])
+    """Full-batch gradient descent on the mean squared error: deterministic, so tests can replay it.
+
+    ``mu > 0`` adds FedProx's proximal term mu/2·||w - w_global||², which pulls the local
+    weights toward the global model this round started from."""
+    anchor = {"weight": params["weight"].astype(np.float64), "bias": params["bias"].astype(np.float64)}
+    current = {"weight": anchor["weight"].copy(), "bias": anchor["bias"].copy()}
     n = len(y)
     for _ in range(epochs):
-        err = x @ w + b - y
-        w -= lr * (2.0 / n) * (x.T @ err)
-        b -= lr * (2.0 / n) * float(err.sum())
-    return {"weight": w, "bias": np.array([b])}
+        err = x @ current["weight"] + current["bias"][0] - y
+        grad = {"weight": (2.0 / n) * (x.T @ err), "bias": np.array([(2.0 / n) * float(err.sum())])}
+        if mu:
+            for name, extra in proximal_gradient(current, anchor, mu).items():
+                grad[name] = grad[name] + extra
+        for name in current:
+            current[name] -= lr * grad[name]
+    return current

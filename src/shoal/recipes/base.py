@@ -1,0 +1,211 @@
+"""The Recipe base class: a job described in Python, exported as a job folder or simulated.
+
+A recipe is a dataclass. Its fields are the job's knobs (each with a ``help`` in its metadata,
+which ``shoal recipe show`` prints), its class variables say which built-in workflow runs on
+the server and how ``shoal recipe list`` names it. ``export(dir)`` writes the same job folder a
+person would write by hand (meta.json, app/config/*.json, app/custom/...), so what ``job
+submit`` accepts, ``shoal simulate`` runs, and nothing about a recipe is hidden from review.
+
+Paths in ``train_script`` and ``custom_files`` are relative to ``source_dir``: by default the
+folder of the running ``job.py`` (the ``__main__`` module), else the current folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from shoal.errors import ShoalError
+
+
+def knob(default: Any, help: str) -> Any:
+    """A recipe field with the one-line help ``recipe show`` prints."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    """A job built in Python. Subclasses set ``recipe_name`` and ``workflow`` and add fields."""
+
+    recipe_name: ClassVar[str] = ""
+    workflow: ClassVar[str] = ""
+
+    name: str = knob("", "the job's name (meta.json name)")
+    min_clients: int = knob(2, "sites needed before the job starts")
+    sites: list[str] | None = knob(None, "run on these sites only (default: every site, @ALL)")
+    train_script: str | None = knob("client.py", "the training script, relative to job.py's folder")
+    train_args: str = knob("", "command-line arguments for the training script")
+    client_module: str | None = knob(
+        None, "a built-in client module (shoal.fl.clients.*) to run instead of a script"
+    )
+    custom_files: list[str] = knob([], "more files or folders beside job.py that the script needs")
+    round_timeout: float = knob(0.0, "per-round deadline in seconds (0: none)")
+    min_responses: int | None = knob(None, "results that close a round, k of n (default: min_clients)")
+    log_streaming: bool = knob(False, "stream site logs to the server while the job runs")
+    source_dir: Path | None = field(default=None, repr=False, metadata={"help": ""})
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ShoalError("INVALID_ARGS", f"{type(self).__name__} needs a name")
+        if self.min_clients < 1:
+            raise ShoalError("INVALID_ARGS", f"min_clients must be at least 1, got {self.min_clients}")
+        if self.min_responses is not None and not 1 <= self.min_responses:
+            raise ShoalError("INVALID_ARGS", f"min_responses must be at least 1, got {self.min_responses}")
+        if self.round_timeout < 0:
+            raise ShoalError("INVALID_ARGS", "round_timeout must not be negative")
+        if (self.train_script is None) == (self.client_module is None):
+            raise ShoalError("INVALID_ARGS", "give either train_script or client_module")
+        if self.client_module is not None and not self.client_module.startswith("shoal.fl.clients."):
+            raise ShoalError("INVALID_ARGS", "client_module must be a built-in shoal.fl.clients module")
+
+    # --- what subclasses describe ----------------------------------------------------------
+    def workflow_args(self) -> dict[str, Any]:
+        """The server workflow's ``args``; subclasses add their own to these."""
+        args: dict[str, Any] = {}
+        if self.round_timeout:
+            args["round_timeout"] = self.round_timeout
+        if self.min_responses is not None:
+            args["min_responses"] = self.min_responses
+        return args
+
+    def client_config(self) -> dict[str, Any]:
+        if self.client_module is not None:
+            return {"module": self.client_module, "args": self.train_args}
+        return {"script": Path(str(self.train_script)).name, "args": self.train_args}
+
+    def meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": self.name,
+            "min_clients": self.min_clients,
+            "deploy_map": {"app": list(self.sites) if self.sites else ["@ALL"]},
+            "resource_spec": {},
+        }
+        if self.log_streaming:
+            meta["log_streaming"] = True
+        return meta
+
+    # --- what users call --------------------------------------------------------------------
+    def export(self, job_dir: Path | str) -> Path:
+        """Write the job folder (refusing a folder that already holds a job) and return it."""
+        out = Path(job_dir).expanduser().resolve()
+        if (out / "meta.json").exists() or (out / "app").exists():
+            raise ShoalError(
+                "INVALID_ARGS",
+                f"{out} already holds a job",
+                hint="Export into a new or empty folder.",
+            )
+        source = self._source()
+        copies = [*([self.train_script] if self.train_script else []), *self.custom_files]
+        for rel in copies:  # everything is checked before anything is written
+            self._inside(source, rel)
+        config = out / "app" / "config"
+        custom = out / "app" / "custom"
+        config.mkdir(parents=True, exist_ok=True)
+        custom.mkdir(parents=True, exist_ok=True)
+        for rel in copies:
+            src = self._inside(source, rel)
+            dest = custom / Path(rel).name
+            if src.is_dir():
+                shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, dest)
+        server = {"workflow": self.workflow, "args": self.workflow_args()}
+        _write_json(out / "meta.json", self.meta())
+        _write_json(config / "config_fed_server.json", server)
+        _write_json(config / "config_fed_client.json", self.client_config())
+        return out
+
+    def simulate(
+        self, n: int | None = None, *, workers: int | None = None, out_dir: Path | None = None
+    ) -> Path:
+        """Export to a temporary folder and run it with ``n`` virtual sites (default
+        min_clients); returns the result workspace (global model, metrics_summary.json, logs)."""
+        import tempfile
+
+        from shoal.fl.simulator import simulate
+
+        with tempfile.TemporaryDirectory(prefix=f"shoal-recipe-{self.recipe_name}-") as tmp:
+            job = self.export(Path(tmp) / self.name)
+            return simulate(job, n or self.min_clients, workers=workers, out_dir=out_dir)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """The ``job.py`` convention: ``--export --export-dir DIR`` writes the job folder;
+        without ``--export`` the job runs in the simulator (``-n`` sites, ``--workers``)."""
+        parser = argparse.ArgumentParser(description=f"{self.name}: a {self.recipe_name} recipe")
+        parser.add_argument("--export", action="store_true", help="write the job folder and stop")
+        parser.add_argument("--export-dir", default=None, help="where to export (default: ./<name>)")
+        parser.add_argument("-n", "--n-sites", type=int, default=None, help="simulated sites")
+        parser.add_argument("--workers", type=int, default=None, help="simulator worker processes")
+        parser.add_argument("-o", "--out", default=None, help="simulator result folder")
+        opts = parser.parse_args(argv)
+        try:
+            if opts.export:
+                job = self.export(Path(opts.export_dir or self.name))
+                print(f"Exported job {self.name!r} to {job}")
+                print(f"Submit it with: shoal job submit -j {job}")
+            else:
+                out = Path(opts.out) if opts.out else None
+                workspace = self.simulate(opts.n_sites, workers=opts.workers, out_dir=out)
+                print(f"Simulated job {self.name!r}; results in {workspace}")
+        except ShoalError as exc:
+            print(f"{exc.code}: {exc}", file=sys.stderr)
+            if exc.hint:
+                print(f"Hint: {exc.hint}", file=sys.stderr)
+            return 1
+        return 0
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _source(self) -> Path:
+        if self.source_dir is not None:
+            return Path(self.source_dir).resolve()
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        return Path(main_file).resolve().parent if main_file else Path.cwd()
+
+    @staticmethod
+    def _inside(source: Path, rel: str) -> Path:
+        path = (source / rel).resolve()
+        if not path.is_relative_to(source):
+            raise ShoalError("INVALID_ARGS", f"{rel!r} is outside {source}")
+        if not path.exists():
+            raise ShoalError(
+                "INVALID_ARGS", f"{rel!r} does not exist in {source}", hint="Paths are relative to job.py."
+            )
+        return path
+
+    @classmethod
+    def parameters(cls) -> list[dict[str, Any]]:
+        """Every knob of this recipe: name, type, default, help (for ``recipe show``)."""
+        out = []
+        for f in fields(cls):
+            if not f.metadata.get("help"):
+                continue
+            if f.default_factory is not MISSING:
+                default = f.default_factory()
+            else:
+                default = f.default if f.default is not MISSING else None
+            out.append(
+                {
+                    "name": f.name,
+                    "type": str(f.type),
+                    "default": default,
+                    "required": f.name == "name",
+                    "help": f.metadata["help"],
+                }
+            )
+        return out
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring."""
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
