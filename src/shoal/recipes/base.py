@@ -84,7 +84,7 @@ class Recipe:
         meta: dict[str, Any] = {
             "name": self.name,
             "min_clients": self.min_clients,
-            "deploy_map": {"app": list(self.sites) if self.sites else ["@ALL"]},
+            "deploy_map": {"app": ["server", *self.sites] if self.sites else ["@ALL"]},
             "resource_spec": {},
         }
         if self.log_streaming:
