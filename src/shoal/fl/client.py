@@ -72,6 +72,11 @@ def job_id() -> str:
     return os.environ.get("SHOAL_JOB_ID", "")
 
 
+def app_dir() -> str:
+    """This job's app folder at the site (its ``custom/`` holds the job's files), or ""."""
+    return os.environ.get("SHOAL_APP_DIR", "")
+
+
 def task_name() -> str:
     """The name of the task last received ("train" unless the workflow says otherwise, e.g.
     "validate" or "submit_model" in cross-site evaluation, "stats" in federated statistics)."""

@@ -7,7 +7,8 @@ task, ``send()`` writes the update as a safetensors file beside the model (the r
 does that), and the next ``receive()`` returns None, so the script's loop ends as it would on a
 real site when the job stops.
 
-What a run sees is what a real site's process sees: ``SHOAL_SITE_NAME`` and ``SHOAL_JOB_ID``,
+What a run sees is what a real site's process sees: ``SHOAL_SITE_NAME``, ``SHOAL_JOB_ID``,
+``SHOAL_APP_DIR``,
 ``sys.argv`` from ``config_fed_client.json``, the app's ``custom/`` folder first on
 ``sys.path``, the site's own folder as the working directory, stdout and stderr (file
 descriptors 1 and 2, so C extensions and child processes too) appended to the site's
@@ -157,7 +158,7 @@ class _site_process_view:  # noqa: N801 - used as a context manager, reads like 
         self._argv = list(sys.argv)
         self._path = list(sys.path)
         self._modules = set(sys.modules)
-        self._env = {k: os.environ.get(k) for k in ("SHOAL_SITE_NAME", "SHOAL_JOB_ID")}
+        self._env = {k: os.environ.get(k) for k in ("SHOAL_SITE_NAME", "SHOAL_JOB_ID", "SHOAL_APP_DIR")}
         _flush()
         self._saved_fds = (os.dup(1), os.dup(2))
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -166,6 +167,7 @@ class _site_process_view:  # noqa: N801 - used as a context manager, reads like 
         os.close(log_fd)
         os.environ["SHOAL_SITE_NAME"] = spec.site
         os.environ["SHOAL_JOB_ID"] = spec.job_id
+        os.environ["SHOAL_APP_DIR"] = spec.app_dir
         os.chdir(spec.work_dir)
         custom = os.path.join(spec.app_dir, "custom")
         sys.path.insert(0, custom)

@@ -91,6 +91,7 @@ class SiteJob:
             CHANNEL_FD_ENV: str(child.fileno()),
             "SHOAL_SITE_NAME": self.agent.name,
             "SHOAL_JOB_ID": self.job_id,
+            "SHOAL_APP_DIR": str(app_dir),
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(
                 [

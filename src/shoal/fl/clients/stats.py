@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,6 @@ import numpy.typing as npt
 from shoal.fl import FLModel
 from shoal.fl import client as flare
 from shoal.fl.fedstats import WITHHELD_REASON, site_pass1, site_pass2
-
-CLIENT_CONFIG = ("config", "config_fed_client.json")
 
 
 class DataError(ValueError):
@@ -83,25 +80,10 @@ def read_table(path: Path) -> tuple[list[str], npt.NDArray[np.float64]]:
 
 
 def _app_dirs() -> list[Path]:
-    """Where this job's app folder may be: ``SHOAL_APP_DIR`` if the runner sets it; the
-    ``custom/`` folders on sys.path (site and simulator put the app's there); the job extracted
-    under the working directory (a site's job folder holds ``job/<app>/``)."""
-    found: list[Path] = []
+    """The job's app folder: site agents and the simulator set ``SHOAL_APP_DIR`` for the
+    training process (``shoal.fl.client.app_dir()`` reads the same)."""
     env = os.environ.get("SHOAL_APP_DIR")
-    if env:
-        found.append(Path(env))
-    for entry in sys.path:
-        p = Path(entry or ".")
-        if p.name == "custom" and p.parent.joinpath(*CLIENT_CONFIG).is_file():
-            found.append(p.parent)
-    job = Path.cwd() / "job"
-    if job.is_dir():
-        found.extend(sorted(c.parent.parent for c in job.glob("*/config/config_fed_client.json")))
-    unique: list[Path] = []
-    for p in found:
-        if p.resolve() not in unique:
-            unique.append(p.resolve())
-    return unique
+    return [Path(env).resolve()] if env else []
 
 
 def resolve_data(template: str, site: str) -> Path:

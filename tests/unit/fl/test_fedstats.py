@@ -1,0 +1,213 @@
+"""Federated statistics: what sites compute and the server combines equals numpy on pooled data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shoal.fl.clients.stats import DataError, answer, read_table, resolve_data
+from shoal.fl.fedstats import (
+    ALL_STATISTICS,
+    combine_pass1,
+    histogram_edges,
+    local_ssd,
+    merge_histograms,
+    site_pass1,
+    site_pass2,
+    std_from_ssd,
+)
+
+RNG = np.random.default_rng(7)
+SITES = [
+    RNG.normal(50, 12, (200, 3)),
+    RNG.normal(55, 9, (150, 3)),
+    RNG.uniform(0, 100, (37, 3)),
+]
+POOLED = np.concatenate(SITES)
+
+
+def federated(sites: list[np.ndarray], bins: int = 10) -> dict[str, np.ndarray]:
+    """The protocol end to end, without processes: pass 1, combine, pass 2, combine."""
+    glob = combine_pass1(site_pass1(x) for x in sites)
+    ranges = [[lo, hi] for lo, hi in zip(glob["min"], glob["max"], strict=True)]
+    second = [site_pass2(x, list(glob["mean"]), ranges, bins) for x in sites]
+    ssd = np.sum([p["ssd"] for p in second], axis=0)
+    return {
+        **glob,
+        "std": std_from_ssd(ssd, glob["count"]),
+        "std_sample": std_from_ssd(ssd, glob["count"], ddof=1),
+        "hist": merge_histograms(p["hist"] for p in second),
+    }
+
+
+def test_combined_statistics_equal_numpy_on_pooled_rows() -> None:
+    got = federated(SITES)
+    np.testing.assert_array_equal(got["count"], [len(POOLED)] * 3)
+    np.testing.assert_allclose(got["sum"], POOLED.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(got["mean"], POOLED.mean(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(got["min"], POOLED.min(axis=0))
+    np.testing.assert_array_equal(got["max"], POOLED.max(axis=0))
+    np.testing.assert_allclose(got["std"], POOLED.std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(got["std_sample"], POOLED.std(axis=0, ddof=1), rtol=1e-12)
+
+
+def test_histogram_is_the_pooled_histogram_over_the_global_range() -> None:
+    got = federated(SITES, bins=7)
+    assert got["hist"].shape == (3, 7)
+    for j in range(3):
+        counts, edges = np.histogram(POOLED[:, j], bins=7, range=(POOLED[:, j].min(), POOLED[:, j].max()))
+        np.testing.assert_array_equal(got["hist"][j], counts)
+        np.testing.assert_array_equal(histogram_edges(got["min"][j], got["max"][j], 7), edges)
+        assert got["hist"][j].sum() == len(POOLED)  # the global max lands in the last, closed bin
+
+
+def test_constant_feature_gets_numpy_edges_and_zero_std() -> None:
+    sites = [np.full((12, 1), 3.0), np.full((20, 1), 3.0)]
+    got = federated(sites, bins=4)
+    np.testing.assert_array_equal(got["std"], [0.0])
+    counts, edges = np.histogram(np.full(32, 3.0), bins=4, range=(3.0, 3.0))
+    np.testing.assert_array_equal(got["hist"][0], counts)
+    np.testing.assert_array_equal(histogram_edges(3.0, 3.0, 4), edges)
+
+
+def test_std_from_ssd_is_nan_without_enough_rows() -> None:
+    out = std_from_ssd([0.0, 8.0], [1.0, 3.0], ddof=1)
+    assert np.isnan(out[0]) and out[1] == pytest.approx(2.0)
+
+
+def test_site_std_from_its_ssd_about_the_global_mean() -> None:
+    glob = combine_pass1(site_pass1(x) for x in SITES)
+    for x in SITES:
+        ssd_global = site_pass2(x, list(glob["mean"]), [[0, 1]] * 3, 0)["ssd"]
+        own = local_ssd(ssd_global, [len(x)] * 3, x.mean(axis=0), glob["mean"])
+        np.testing.assert_allclose(std_from_ssd(own, [len(x)] * 3), x.std(axis=0), rtol=1e-10)
+
+
+def test_merge_refuses_histograms_of_different_shapes() -> None:
+    with pytest.raises(ValueError, match="different shapes"):
+        merge_histograms([np.zeros((2, 3)), np.zeros((2, 4))])
+    with pytest.raises(ValueError):
+        combine_pass1([])
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_read_table_skips_empty_lines(tmp_path: Path) -> None:
+    f = write_csv(tmp_path / "a.csv", "age,bmi\n\n30,21.5\n  \n40,22\n\n")
+    names, data = read_table(f)
+    assert names == ["age", "bmi"]
+    np.testing.assert_array_equal(data, [[30, 21.5], [40, 22]])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("age,bmi\n30,abc\n", r"line 2, column 'bmi': 'abc' is not a number"),
+        ("age,bmi\n30,\n", r"line 2, column 'bmi': '' is not a number"),
+        ("age,bmi\n30,nan\n", r"not a finite number"),
+        ("age,bmi\n30\n", r"1 cells, the header names 2 columns"),
+        ("", r"is empty"),
+    ],
+)
+def test_non_numeric_csv_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    f = write_csv(tmp_path / "bad.csv", text)
+    with pytest.raises(DataError, match=message):
+        read_table(f)
+    with pytest.raises(DataError, match=message):
+        answer(f, 1, {"pass": 1})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot read the data file"):
+        read_table(tmp_path / "nope.csv")
+
+
+def test_a_small_site_withholds_everything_even_its_row_count(tmp_path: Path) -> None:
+    f = write_csv(tmp_path / "s.csv", "age,bmi\n" + "".join(f"{i},{i / 2}\n" for i in range(5)))
+    for meta in ({"pass": 1, "min_count": 10}, {"pass": 2, "min_count": 10, "mean": [0, 0], "bins": 3}):
+        out = answer(f, 10, meta)
+        assert dict(out.params) == {}
+        assert out.meta == {"withheld": True, "reason": "fewer than min_count rows"}
+        assert out.metrics == {} and out.num_examples == 1
+    # the larger of the site's own threshold and the server's applies
+    assert answer(f, 1, {"pass": 1, "min_count": 6}).meta.get("withheld")
+    assert answer(f, 6, {"pass": 1, "min_count": 1}).meta.get("withheld")
+    assert not answer(f, 5, {"pass": 1, "min_count": 5}).meta.get("withheld")
+
+
+def test_answer_both_passes(tmp_path: Path) -> None:
+    x = SITES[0]
+    f = write_csv(
+        tmp_path / "s.csv", "a,b,c\n" + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in x)
+    )
+    one = answer(f, 10, {"pass": 1, "min_count": 10})
+    assert one.meta == {"pass": 1, "features": ["a", "b", "c"]} and one.num_examples == 200
+    for k, v in site_pass1(x).items():
+        np.testing.assert_array_equal(one.params[k], v)
+    meta = {
+        "pass": 2,
+        "features": ["a", "b", "c"],
+        "mean": [1.0, 2.0, 3.0],
+        "ranges": [[0, 100]] * 3,
+        "bins": 5,
+    }
+    two = answer(f, 10, meta)
+    want = site_pass2(x, [1.0, 2.0, 3.0], [[0, 100]] * 3, 5)
+    np.testing.assert_array_equal(two.params["ssd"], want["ssd"])
+    np.testing.assert_array_equal(two.params["hist"], want["hist"])
+    with pytest.raises(DataError, match="differ from the job's features"):
+        answer(f, 10, {**meta, "features": ["a", "b"]})
+
+
+def test_resolve_data_expands_site_and_prefers_the_apps_custom_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = tmp_path / "job" / "app"
+    (app / "custom" / "data").mkdir(parents=True)
+    (app / "custom" / "data" / "site-9.csv").write_text("a\n1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOAL_APP_DIR", str(app))  # what site agents and the simulator set
+    assert resolve_data("data/{site}.csv", "site-9") == (app / "custom" / "data" / "site-9.csv").resolve()
+    assert resolve_data("other/{site}.csv", "site-9") == tmp_path / "other" / "site-9.csv"
+    assert resolve_data("/abs/{site}.csv", "x") == Path("/abs/x.csv")
+
+
+def test_all_statistics_are_known() -> None:
+    assert ALL_STATISTICS == ("count", "sum", "mean", "std", "min", "max", "histogram")
+
+
+def test_recipe_exports_the_builtin_client_and_workflow_args(tmp_path: Path) -> None:
+    from shoal.errors import ShoalError
+    from shoal.recipes import RECIPES, FedStatsRecipe
+
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "src" / "data" / "site-1.csv").write_text("a\n1\n")
+    recipe = FedStatsRecipe(
+        name="st",
+        min_clients=1,
+        bins=4,
+        statistics=["mean", "std"],
+        custom_files=["data"],
+        source_dir=tmp_path / "src",
+    )
+    job = recipe.export(tmp_path / "job")
+    client = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())
+    assert client == {"module": "shoal.fl.clients.stats", "args": "--data data/{site}.csv --min-count 10"}
+    server = json.loads((job / "app" / "config" / "config_fed_server.json").read_text())
+    assert server == {
+        "workflow": "fedstats",
+        "args": {"statistics": ["mean", "std"], "min_count": 10, "bins": 4},
+    }
+    assert (job / "app" / "custom" / "data" / "site-1.csv").is_file()
+    assert RECIPES["fedstats"] is FedStatsRecipe
+    spaced = FedStatsRecipe(name="st", data="my data/{site}.csv", min_count=3)
+    assert spaced.train_args == "--data 'my data/{site}.csv' --min-count 3"
+    for bad in ({"min_count": 0}, {"bins": 0}, {"statistics": ["median"]}):
+        with pytest.raises(ShoalError):
+            FedStatsRecipe(name="st", **bad)  # type: ignore[arg-type]
