@@ -49,12 +49,4 @@ class CrossSiteEval(FedAvg):
         self.ctx.write_json(
             "cross_site_eval.json", {"models": list(candidates), "validators": validators, "matrix": matrix}
         )
-        self.ctx.write_json(
-            "metrics_summary.json",
-            {
-                "workflow": "cross_site_eval",
-                "num_rounds": self.num_rounds,
-                "rounds": self.ctx.rounds,
-                "cross_site_eval": matrix,
-            },
-        )
+        self.ctx.write_metrics_summary("cross_site_eval", num_rounds=self.num_rounds, cross_site_eval=matrix)

@@ -68,7 +68,4 @@ class Cyclic(Workflow):
                 raise RoundFailed(f"cycle {rnd}: no site took the model")
             self.ctx.record_round(rnd, metrics, visited)
         self.ctx.save_model(model)
-        self.ctx.write_json(
-            "metrics_summary.json",
-            {"workflow": "cyclic", "num_rounds": self.num_rounds, "rounds": self.ctx.rounds},
-        )
+        self.ctx.write_metrics_summary("cyclic", num_rounds=self.num_rounds)

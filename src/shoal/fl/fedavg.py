@@ -62,7 +62,4 @@ class FedAvg(Workflow):
     def run(self) -> None:
         model, _ = self.train(self.initial_model(self.initial_model_path))
         self.ctx.save_model(model)
-        self.ctx.write_json(
-            "metrics_summary.json",
-            {"workflow": "fedavg", "num_rounds": self.num_rounds, "rounds": self.ctx.rounds},
-        )
+        self.ctx.write_metrics_summary("fedavg", num_rounds=self.num_rounds)

@@ -379,4 +379,4 @@ class FedStats(Workflow):
             if site not in report["sites"]:
                 report["sites"][site] = {"answered": False}
         self.ctx.write_json("statistics.json", report)
-        self.ctx.write_json("metrics_summary.json", {"workflow": "fedstats", "rounds": self.ctx.rounds})
+        self.ctx.write_metrics_summary("fedstats")

@@ -47,6 +47,7 @@ class PoolTransport(SyncChannel):
         self._on_round = on_round
         self._waiting: deque[SiteTask] = deque()
         self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._relayed: deque[dict[str, Any]] = deque()  # log_metric messages, then the answer
         self._in_flight = 0
         self._round_started: dict[Any, float] = {}
         self.rounds: list[dict[str, Any]] = []
@@ -85,6 +86,8 @@ class PoolTransport(SyncChannel):
 
     # --- what the workflow receives: the sites' answers ------------------------------------
     def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if self._relayed:
+            return self._relayed.popleft()
         if self._in_flight == 0 and not self._waiting and self._answers.empty():
             return None  # nothing can ever answer: the workflow must not wait forever
         try:
@@ -93,7 +96,8 @@ class PoolTransport(SyncChannel):
             raise TimeoutError from None
         self._in_flight -= 1
         self._fill()
-        return self._note(answer)
+        self._relayed.append(self._note(answer))  # after the metrics it logged, as a server relays
+        return self._relayed.popleft()
 
     def close(self) -> None:
         self._waiting.clear()
@@ -123,6 +127,9 @@ class PoolTransport(SyncChannel):
             self.worker_rss_kib[pid] = max(self.worker_rss_kib.get(pid, 0), int(worker["max_rss_kib"]))
         site = str(answer.get("site"))
         for metric in answer.pop("logged", []):
+            self._relayed.append(
+                {"op": "metric", "site": site, **{k: metric.get(k) for k in ("key", "value", "step")}}
+            )
             values = self.site_metrics.setdefault(site, {})
             values[str(metric.get("key"))] = metric.get("value")
             if metric.get("step") is not None:

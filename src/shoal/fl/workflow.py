@@ -23,6 +23,10 @@ from shoal.wire.models import LazyParams, load_params, save_params
 
 log = logging.getLogger("shoal.workflow")
 
+#: Metrics a site logs with ``flare.log_metric`` kept per site for metrics_summary.json; beyond
+#: this a site's oldest entries are dropped (the live view in stats/monitor still updates).
+MAX_LOGGED_PER_SITE = 10_000
+
 
 class RoundFailed(Exception):
     """Too few sites answered a task: the job cannot go on."""
@@ -54,6 +58,7 @@ class WorkflowContext:
         self.app_dir = app_dir
         self.min_clients = min_clients
         self.rounds: list[dict[str, Any]] = []
+        self.logged_metrics: dict[str, list[dict[str, Any]]] = {}
         self._failed_sites: dict[str, str] = {}
         self._pending: dict[str, set[str]] = {}
         (run_dir / "models").mkdir(parents=True, exist_ok=True)
@@ -152,8 +157,44 @@ class WorkflowContext:
                 self._failed_sites.pop(str(message.get("site")), None)
             elif op == "stop":
                 raise RoundFailed("the server stopped the job")
-            elif op == "log_config":
-                apply_log_setting(str(message.get("setting", "")))
+            else:
+                self._on_side_message(message)
+
+    def _on_side_message(self, message: dict[str, Any]) -> None:
+        """Messages that are not answers to the task at hand: live metrics and log settings."""
+        op = message.get("op")
+        if op == "metric":
+            series = self.logged_metrics.setdefault(str(message.get("site")), [])
+            series.append(
+                {
+                    "key": str(message.get("key")),
+                    "value": float(message.get("value", 0.0)),
+                    "step": message.get("step"),
+                    "round": self.rounds[-1]["round"] + 1 if self.rounds else 0,
+                }
+            )
+            del series[:-MAX_LOGGED_PER_SITE]
+        elif op == "log_config":
+            apply_log_setting(str(message.get("setting", "")))
+
+    def write_metrics_summary(self, workflow: str, **extra: Any) -> Path:
+        """``metrics_summary.json``: each round's aggregated metrics and every metric the sites
+        logged with ``log_metric`` (per site, in order, with step and round), plus ``extra``."""
+        while True:  # metrics logged in the last round may still be on their way
+            try:
+                message = self._channel.receive(0.01)
+            except TimeoutError:
+                break
+            if message is None:
+                break
+            self._on_side_message(message)
+        summary = {
+            "workflow": workflow,
+            **extra,
+            "rounds": self.rounds,
+            "logged_metrics": self.logged_metrics,
+        }
+        return self.write_json("metrics_summary.json", summary)
 
     def active_sites(self) -> list[str]:
         """The job's sites that have not dropped out (a site that rejoins counts again)."""

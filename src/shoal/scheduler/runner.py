@@ -264,10 +264,12 @@ class JobRun:
         self.progress.count(site, "bytes_to_site", size)
 
     def site_metric(self, site: str, key: str, value: float, step: int | None) -> None:
-        """A metric a training script logged with ``flare.log_metric``: kept live per site."""
+        """A metric a training script logged with ``flare.log_metric``: kept live per site, and
+        passed to the workflow, which records every one in metrics_summary.json."""
         self.progress.site_metrics.setdefault(site, {})[key] = value
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step
+        self._send_controller({"op": "metric", "site": site, "key": key, "value": value, "step": step})
         self.scheduler.events.notify(self.job_id)
 
     def notice(self, text: str) -> None:

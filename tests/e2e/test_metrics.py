@@ -1,0 +1,67 @@
+"""Metrics a training script logs with ``log_metric`` reach metrics_summary.json, on a POC and
+in the simulator alike, beside each round's aggregated metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+from tests.e2e.conftest import Federation
+from tests.e2e.jobs import slow_job
+
+pytestmark = pytest.mark.e2e
+
+
+def check_summary(summary: dict[str, object], sites: list[str], rounds: int) -> None:
+    logged = summary["logged_metrics"]
+    assert isinstance(logged, dict) and sorted(logged) == sites
+    for site in sites:
+        assert [(m["key"], m["value"], m["step"]) for m in logged[site]] == [
+            ("step_loss", 0.5, r) for r in range(rounds)
+        ]
+        assert [m["round"] for m in logged[site]] == list(range(rounds))
+    assert [r["metrics"] for r in summary["rounds"]] == [{"loss": 1.0}] * rounds  # type: ignore[index]
+
+
+def test_logged_metrics_in_the_summary(federation: Federation, tmp_path: Path) -> None:
+    job = slow_job(tmp_path / "job", rounds=3, delay=0.0)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    job_id = doc["data"]["job_id"]
+    code, doc = federation.cli.json("job", "download", job_id, "-o", tmp_path / "dl")
+    assert code == 0, doc
+    check_summary(
+        json.loads(Path(doc["data"]["artifacts"]["metrics_summary"]).read_text()), ["site-1", "site-2"], 3
+    )
+
+    code, doc = Cli(home=tmp_path / "home").json("simulate", "-j", job, "-n", "3", "-o", tmp_path / "sim")
+    assert code == 0, doc
+    summary = json.loads(Path(doc["data"]["metrics_summary"]).read_text())
+    check_summary(summary, ["site-1", "site-2", "site-3"], 3)
+
+
+def test_logged_metrics_reach_monitor_live(federation: Federation, tmp_path: Path) -> None:
+    job = slow_job(tmp_path / "job", rounds=15, delay=0.05)
+    code, doc = federation.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    proc = federation.cli.run(
+        "job",
+        "monitor",
+        job_id,
+        "--format",
+        "jsonl",
+        "--metric",
+        "step_loss",
+        "--stats-target",
+        "all",
+        "--timeout",
+        "120",
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    live = [e for e in events if not e["terminal"] and "site-1.step_loss" in (e.get("metrics") or {})]
+    assert live and live[0]["metrics"]["site-1.step_loss"] == 0.5, events
