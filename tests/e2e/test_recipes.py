@@ -121,3 +121,47 @@ def test_job_py_without_export_simulates(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "workspace" / "FL_global_model.safetensors").is_file()
     assert {p.name for p in (tmp_path / "out" / "workspace").iterdir()} >= {"site-1", "site-2", "site-3"}
+
+
+MEDIAN = """
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl.workflow import Workflow
+
+
+class Median(Workflow):
+    def __init__(self, ctx, *, num_rounds=3, **extra):
+        super().__init__(ctx, **extra)
+        self.num_rounds = num_rounds
+
+    def run(self):
+        model = self.initial_model(None)
+        for rnd in range(self.num_rounds):
+            updates = {site: dict(u.params)
+                       for site, u in self.collect("train", model, round_number=rnd,
+                                                   total_rounds=self.num_rounds)}
+            names = next(iter(updates.values()))
+            model = FLModel(params={k: np.median([u[k] for u in updates.values()], axis=0)
+                                    for k in names})
+            self.ctx.record_round(rnd, {}, sorted(updates))
+        self.ctx.save_model(model)
+        self.ctx.write_metrics_summary("median", num_rounds=self.num_rounds)
+"""
+
+
+def test_custom_workflow_from_the_docs(federation: Federation, tmp_path: Path) -> None:
+    """docs/recipes.md's Median workflow, shipped in the job's custom code, on a POC and simulated."""
+    job = export("fedavg", tmp_path / "job")
+    (job / "app" / "custom" / "median.py").write_text(MEDIAN)
+    server = {"workflow": {"class": "median.Median"}, "args": {"num_rounds": 2, "round_timeout": 60}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    linreg = load_linreg()
+    params = linreg.initial_params()
+    for _ in range(2):
+        updates = [linreg.local_train(params, *linreg.site_data(s), LR, EPOCHS) for s in SITES]
+        params = {k: np.median([u[k] for u in updates], axis=0) for k in params}
+    poc = run_on_poc(federation, job, tmp_path / "poc")
+    assert_model(poc["artifacts"]["global_model"], params)
+    workspace = simulate(job, tmp_path / "sim")
+    assert_model(workspace / "FL_global_model.safetensors", params)
+    assert json.loads((workspace / "metrics_summary.json").read_text())["workflow"] == "median"

@@ -202,7 +202,13 @@ def forget_job_modules(app_dir: str, before: set[str]) -> None:
     them fresh); keep library modules, which is what makes the next run cheap."""
     root = os.path.realpath(app_dir) + os.sep
     for name in set(sys.modules) - before:
-        module = sys.modules.get(name)
-        places = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
-        if any(p and os.path.realpath(p).startswith(root) for p in places):
+        # vars(), not getattr(): some modules answer any attribute (torch.ops, torch.classes
+        # hand back a namespace object for ``__path__``), which is neither a path nor iterable.
+        attrs = vars(sys.modules.get(name) or sys)
+        try:
+            entries = list(attrs.get("__path__") or [])  # a list, or a namespace package's path
+        except TypeError:
+            entries = []
+        places = [attrs.get("__file__"), *entries]
+        if any(isinstance(p, str) and os.path.realpath(p).startswith(root) for p in places):
             sys.modules.pop(name, None)

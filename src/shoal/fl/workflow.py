@@ -230,7 +230,7 @@ class Workflow:
 
     Every workflow takes ``min_responses`` (results that close a task, k of n; default the job's
     min_clients) and ``round_timeout`` (seconds per task, 0 for none); ``collect`` applies them.
-    A custom workflow is a few lines (see docs/workflows.md)::
+    A custom workflow is a few lines (see docs/recipes.md)::
 
         class Median(Workflow):
             def run(self) -> None:
