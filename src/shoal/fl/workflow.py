@@ -236,7 +236,8 @@ class Workflow:
             def run(self) -> None:
                 model = FLModel(params={})
                 for rnd in range(3):
-                    updates = [u.params for _, u in self.collect("train", model, round_number=rnd)]
+                    # dict(): a result's tensors are read from a file that goes once the loop moves on
+                    updates = [dict(u.params) for _, u in self.collect("train", model, round_number=rnd)]
                     model = FLModel(params={k: np.median([u[k] for u in updates], 0) for k in updates[0]})
                     self.ctx.record_round(rnd, {}, self.ctx.sites)
                 self.ctx.save_model(model)
