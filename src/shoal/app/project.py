@@ -28,17 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.app.federation import Federation
 from shoal.errors import ShoalError
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-
-@dataclass
-class Federation:
-    name: str
-    kit_id: str | None = None
-    startup_kit: str | None = None  # absolute (resolved against the project folder)
-    study: str = "default"
 
 
 @dataclass
@@ -82,16 +75,6 @@ def _plain(value: Any, what: str, path: Path) -> str:
     if not isinstance(value, str) or not value or not set(value) <= NAME_CHARS:
         raise _invalid(path, f"{what} must be a plain name (letters, digits, '-', '_', '.'), got {value!r}")
     return value
-
-
-def is_app_project(app_dir: Path) -> bool:
-    """Whether ``app_dir`` holds a pyproject.toml that declares a shoal app (any validity)."""
-    path = app_dir.expanduser() / "pyproject.toml"
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return path.is_file()  # unreadable or broken: let load_project say what is wrong
-    return isinstance(data.get("tool", {}).get("shoal", {}).get("app"), dict)
 
 
 def load_project(app_dir: Path) -> AppProject:

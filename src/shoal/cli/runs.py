@@ -19,7 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from shoal.app.project import AppProject, Federation
+    from shoal.app.federation import Federation
+    from shoal.app.project import AppProject
 
 
 def register(groups: Any) -> None:
@@ -71,7 +72,7 @@ def _federation_only(args: argparse.Namespace) -> Federation:
     Outside an app project (no pyproject.toml, or one that is not a shoal app, such as a
     library's own) and with no federation named, they talk to the active startup kit, so
     ``shoal ls`` works from any folder. Naming a federation still needs the project."""
-    from shoal.app.project import Federation, is_app_project
+    from shoal.app.federation import Federation, is_app_project
 
     if args.federation is None and not is_app_project(Path(args.app_dir)):
         return Federation("(active startup kit)")
@@ -203,7 +204,7 @@ def cmd_ls(args: argparse.Namespace) -> Result:
             progress("📄 Listing all runs...")
         rows = client.list_jobs(federation.study)
     runs = [run_view(r) for r in rows]
-    return Result({"runs": runs}, human=_table(runs))
+    return Result({"runs": runs}, human=lambda: _table(runs))
 
 
 def _table(runs: list[dict[str, Any]]) -> str:

@@ -138,3 +138,20 @@ def test_a_damaged_file_is_an_error_with_a_hint(text: str, needle: str) -> None:
     assert f"cannot parse {config_path()}" in err.value.message
     assert needle in err.value.message
     assert err.value.hint == "Fix the config file, or move it aside and run 'shoal poc prepare'."
+
+
+def test_the_parse_is_kept_while_the_text_is_unchanged(home: Path) -> None:
+    save_config(ShoalConfig(kits={"a": "/kits/a"}, active="a"))
+    first = load_config()
+    cache = home / ".config.parsed.json"
+    assert cache.is_file() and stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert (first.kits, first.active) == ({"a": "/kits/a"}, "a")
+    # a hand edit of the TOML is seen at once: the cache only answers for the exact same text
+    config_path().write_text(render(ShoalConfig(kits={"b": "/kits/b"}, active="b")))
+    assert (load_config().kits, load_config().active) == ({"b": "/kits/b"}, "b")
+    # a damaged cache is ignored and rewritten; a damaged TOML is still refused
+    cache.write_text("{not json")
+    assert load_config().kits == {"b": "/kits/b"}
+    config_path().write_text("version = [")
+    with pytest.raises(ShoalError):
+        load_config()

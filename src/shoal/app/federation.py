@@ -1,0 +1,51 @@
+"""Which federation a run command talks to, and whether a folder is an app project at all.
+
+Kept apart from ``project`` (tomllib, dataclasses): ``shoal ls`` and ``stop`` outside an app
+project need only these, and every millisecond of their import is cold start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Federation:
+    """A ``[tool.shoal.federations.NAME]`` entry: which admin kit, which study."""
+
+    __slots__ = ("name", "kit_id", "startup_kit", "study")
+
+    def __init__(
+        self,
+        name: str,
+        kit_id: str | None = None,
+        startup_kit: str | None = None,  # absolute (resolved against the project folder)
+        study: str = "default",
+    ) -> None:
+        self.name = name
+        self.kit_id = kit_id
+        self.startup_kit = startup_kit
+        self.study = study
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Federation):
+            return NotImplemented
+        return all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Federation({self.name!r}, kit_id={self.kit_id!r}, startup_kit={self.startup_kit!r})"
+
+
+def is_app_project(app_dir: Path) -> bool:
+    """Whether ``app_dir`` holds a pyproject.toml that declares a shoal app (any validity)."""
+    path = app_dir.expanduser() / "pyproject.toml"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return path.is_file()  # unreadable: let load_project say what is wrong
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return True  # broken: let load_project say what is wrong
+    return isinstance(data.get("tool", {}).get("shoal", {}).get("app"), dict)
