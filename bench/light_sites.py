@@ -52,6 +52,7 @@ class LightJob(SiteJob):
 
 class LightAgent(SiteAgent):
     job_class = LightJob
+    keep_spare = False  # jobs run in-process here: 200 agents need no warm interpreters
 
 
 async def run(kits: Path, names: list[str]) -> None:

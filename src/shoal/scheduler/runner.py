@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.wire import warm
 from shoal.wire.channel import CHANNEL_FD_ENV, encode
 from shoal.wire.status import JobStatus
 
@@ -125,6 +126,7 @@ class JobRun:
         self._failed_sites: set[str] = set()
         self._confirmed: set[str] = set()  # sites that said their part of the job has ended
         self._gone: set[str] = set()  # sites that disconnected: nobody left to confirm
+        self._told_to_end: set[str] = set()  # sites sent "end"/"abort" already
         self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
@@ -134,29 +136,15 @@ class JobRun:
     def sites(self) -> list[str]:
         return sorted(self.site_apps)
 
-    async def start(self) -> None:
-        """Start the controller and deploy to every site; the job is RUNNING when this returns."""
-        for d in (self.paths.run, self.paths.workspace / "server"):
-            d.mkdir(parents=True, exist_ok=True)
+    async def _start_cold(self, argv: list[str]) -> tuple[asyncio.subprocess.Process, socket.socket]:
+        """Start the controller in a new interpreter (``SHOAL_WARM_SPARES=0``)."""
         parent, child = socket.socketpair()
         log_file = open(self.paths.server_log, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "shoal.fl.controller_main",
-                "--job-id",
-                str(self.job_id),
-                "--app-dir",
-                str(self.paths.job / self.server_app),
-                "--run-dir",
-                str(self.paths.run),
-                "--workspace",
-                str(self.paths.workspace),
-                "--sites",
-                ",".join(self.sites),
-                "--min-clients",
-                str(self.min_clients),
+                "-u",
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
@@ -168,6 +156,34 @@ class JobRun:
         finally:
             child.close()
             log_file.close()
+        return proc, parent
+
+    async def start(self) -> None:
+        """Start the controller and deploy to every site; the job is RUNNING when this returns."""
+        for d in (self.paths.run, self.paths.workspace / "server"):
+            d.mkdir(parents=True, exist_ok=True)
+        argv = [
+            "-m",
+            "shoal.fl.controller_main",
+            "--job-id",
+            str(self.job_id),
+            "--app-dir",
+            str(self.paths.job / self.server_app),
+            "--run-dir",
+            str(self.paths.run),
+            "--workspace",
+            str(self.paths.workspace),
+            "--sites",
+            ",".join(self.sites),
+            "--min-clients",
+            str(self.min_clients),
+        ]
+        if warm.enabled():
+            self._proc, parent = await self.scheduler.spares.launch(
+                argv, cwd=str(self.paths.run), env={}, output_file=str(self.paths.server_log)
+            )
+        else:
+            self._proc, parent = await self._start_cold(argv)
         reader, self._writer = await asyncio.open_connection(sock=parent)
         for site, app in self.site_apps.items():
             ok = await self.scheduler.sites.send(site, self._deploy_message(app))
@@ -224,6 +240,8 @@ class JobRun:
             self.scheduler.events.notify(self.job_id)
         elif op == "done":
             self._outcome = (JobStatus.FINISHED_OK, "finished", None)
+            # The results are written: sites can stop while the controller process exits.
+            await self._tell_sites_to_end("end", "finished")
         elif op == "error":
             status = JobStatus(msg.get("status", "FINISHED_EXCEPTION"))
             site = msg.get("site") or "server"
@@ -312,7 +330,7 @@ class JobRun:
 
     async def site_returned(self, site: str) -> None:
         """A site that disconnected mid-job is back: deploy to it again; it joins the next round."""
-        if site not in self._gone or self._finishing:
+        if site not in self._gone or self._finishing or self._outcome is not None:
             return
         self._gone.discard(site)
         self._failed_sites.discard(site)
@@ -350,14 +368,7 @@ class JobRun:
         self._finishing = True
         assert self._outcome is not None
         status, reason, error = self._outcome
-        kind = "abort" if self._aborting else "end"
-        for site in self.sites:
-            if site in self._confirmed or site in self._gone:
-                continue
-            if not await self.scheduler.sites.send(
-                site, {"type": kind, "job_id": str(self.job_id), "reason": reason}
-            ):
-                self._gone.add(site)
+        await self._tell_sites_to_end("abort" if self._aborting else "end", reason)
         self._check_settled()
         try:
             await asyncio.wait_for(self._settled.wait(), SITE_END_GRACE)
@@ -372,6 +383,18 @@ class JobRun:
         self._cleanup_run_dir()
         self.done.set()
         self.scheduler.run_finished(self)
+
+    async def _tell_sites_to_end(self, kind: str, reason: str) -> None:
+        """Send each site still in the job its "end" (or "abort") once; a site that cannot be
+        told counts as gone."""
+        for site in self.sites:
+            if site in self._confirmed or site in self._gone or site in self._told_to_end:
+                continue
+            self._told_to_end.add(site)
+            if not await self.scheduler.sites.send(
+                site, {"type": kind, "job_id": str(self.job_id), "reason": reason}
+            ):
+                self._gone.add(site)
 
     def _cleanup_run_dir(self) -> None:
         for path in sorted(self.paths.run.rglob("*"), reverse=True):

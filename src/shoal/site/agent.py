@@ -19,6 +19,7 @@ import aiohttp
 from shoal import __version__
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
+from shoal.wire.warm import SparePool
 
 log = logging.getLogger("shoal.site")
 
@@ -29,6 +30,7 @@ TRANSFER_ATTEMPTS = 12  # a transfer retries (resuming) through about a minute o
 
 class SiteAgent:
     job_class: type[SiteJob] = SiteJob  # what runs a job here; a benchmark swaps in a light one
+    keep_spare = True  # keep a training process warm (a light job class starts none)
 
     def __init__(self, kit_dir: Path, workspace: Path | None = None) -> None:
         kind, config = read_kit_json(kit_dir)
@@ -46,6 +48,9 @@ class SiteAgent:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
+        # A training process started ahead of time with numpy and the client API imported
+        # (shoal.wire.warm): a job's script starts without waiting for an interpreter.
+        self.spares = SparePool(("numpy", "shoal.fl.client", "shoal.fl"), pipe_stdout=True)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -119,6 +124,14 @@ class SiteAgent:
         return 0
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.spares.close()
+
+    async def _run(self) -> None:
+        if self.keep_spare:
+            self.spares.warm_up()
         connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.kit_dir), limit=16)
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=None)

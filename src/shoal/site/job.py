@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.wire import warm
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import CHANNEL_FD_ENV, encode
 
@@ -85,36 +86,20 @@ class SiteJob:
         args = config.get("args", "")
         argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
         argv = self._entry_point(app_dir, config) + argv
-        parent, child = socket.socketpair()
+        custom = [str(app_dir / "custom")] if self.agent.policy.get("allow_custom_code", True) else []
         env = {
-            **os.environ,
-            CHANNEL_FD_ENV: str(child.fileno()),
             "SHOAL_SITE_NAME": self.agent.name,
             "SHOAL_JOB_ID": self.job_id,
             "SHOAL_APP_DIR": str(app_dir),
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(
-                [
-                    *([str(app_dir / "custom")] if self.agent.policy.get("allow_custom_code", True) else []),
-                    *filter(None, [os.environ.get("PYTHONPATH")]),
-                ]
-            ),
+            "PYTHONPATH": os.pathsep.join([*custom, *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-u",
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                pass_fds=(child.fileno(),),
-                env=env,
-                cwd=str(self.dir),
-                start_new_session=True,
+        if warm.enabled():
+            self.proc, parent = await self.agent.spares.launch(
+                argv, cwd=str(self.dir), env=env, sys_path=custom
             )
-        finally:
-            child.close()
+        else:
+            self.proc, parent = await self._start_cold(argv, env)
         reader, self._writer = await asyncio.open_connection(sock=parent)
         loop = asyncio.get_running_loop()
         assert self.proc.stdout is not None
@@ -133,6 +118,28 @@ class SiteJob:
                         "message": "log streaming refused by site policy",
                     }
                 )
+
+    async def _start_cold(
+        self, argv: list[str], env: dict[str, str]
+    ) -> tuple[asyncio.subprocess.Process, socket.socket]:
+        """Start the script in a new interpreter (``SHOAL_WARM_SPARES=0``)."""
+        parent, child = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-u",
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(child.fileno(),),
+                env={**os.environ, **env, CHANNEL_FD_ENV: str(child.fileno())},
+                cwd=str(self.dir),
+                start_new_session=True,
+            )
+        finally:
+            child.close()
+        return proc, parent
 
     @property
     def json_log_path(self) -> Path:
@@ -303,14 +310,13 @@ class SiteJob:
                 await asyncio.wait_for(self._capture, 5.0)  # the output written before the exit
             except TimeoutError:
                 self._capture.cancel()
-        try:
-            await self.agent.upload(f"/site/v1/jobs/{self.job_id}/log", self.log_path, {})
-            if self.json_log_path.exists():
-                await self.agent.upload(
-                    f"/site/v1/jobs/{self.job_id}/log?file=log.json", self.json_log_path, {}
-                )
-        except Exception as exc:
-            log.warning("job %s: could not upload the log: %s", self.job_id, exc)
+        uploads = [self.agent.upload(f"/site/v1/jobs/{self.job_id}/log", self.log_path, {})]
+        if self.json_log_path.exists():
+            path = f"/site/v1/jobs/{self.job_id}/log?file=log.json"
+            uploads.append(self.agent.upload(path, self.json_log_path, {}))
+        for outcome in await asyncio.gather(*uploads, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.warning("job %s: could not upload the log: %s", self.job_id, outcome)
         await self.agent.send({"type": "ended", "job_id": self.job_id})
 
     async def stop_process(self, polite: bool = False) -> None:
