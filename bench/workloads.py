@@ -91,9 +91,13 @@ def cold_start(fed: BenchFederation, quick: bool) -> list[Figure]:
     return figures
 
 
+IDLE_PAUSE = 2.0  # seconds between samples: each job meets an idle federation, as a user's would
+
+
 def trivial_job(fed: BenchFederation, quick: bool) -> list[Figure]:
     samples = []
     for _ in range(2 if quick else 5):
+        time.sleep(IDLE_PAUSE)
         start = time.perf_counter()
         fed.shoal("job", "wait", _submit(fed, BENCH / "jobs" / "trivial"))
         samples.append(time.perf_counter() - start)
@@ -308,6 +312,7 @@ def many_jobs(fed: BenchFederation, quick: bool) -> list[Figure]:
 def wait_latency(fed: BenchFederation, quick: bool) -> list[Figure]:
     samples = []
     for _ in range(2 if quick else 5):
+        time.sleep(IDLE_PAUSE)
         job_id = _submit(fed, BENCH / "jobs" / "trivial")
         fed.shoal("job", "wait", job_id)
         returned = time.time()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_ASSIGNMENT = 1 << 20
+REPLACE_DELAY = 1.0  # seconds between a job process's exit and starting the next spare
 
 
 def enabled() -> bool:
@@ -83,15 +84,19 @@ class SparePool:
             spare.sock.close()
             spare = await self._spawn()
             spare.sock.sendall(assignment)
-        # The next spare starts once this process is gone: started now, its imports would take
-        # the CPU from the job it was meant to speed up (two cores: ~2× longer first rounds).
+        # The next spare starts a moment after this process is gone: started at once, its
+        # imports would take the CPU from the job it was meant to speed up, or from the CLI
+        # waiting on it (two cores: first rounds twice as long, `job wait` 100 ms late).
         task = asyncio.get_running_loop().create_task(self._replace_after(spare.proc))
         self._replacing.add(task)
         task.add_done_callback(self._replacing.discard)
         return spare.proc, spare.sock
 
     async def _replace_after(self, proc: asyncio.subprocess.Process) -> None:
+        import asyncio
+
         await proc.wait()
+        await asyncio.sleep(REPLACE_DELAY)
         self.warm_up()
 
     async def _take(self) -> Spare:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.wire import warm
 from shoal.wire.warm import SparePool
 
 SCRIPT = """
@@ -59,7 +60,7 @@ def test_a_script_runs_as_python_would_run_it(tmp_path: Path) -> None:
         await writer.drain()
         output = await _read_all(proc.stdout)
         code = await proc.wait()
-        await asyncio.sleep(0.05)  # the next spare starts once this one is gone
+        await asyncio.sleep(warm.REPLACE_DELAY + 0.2)  # the next spare starts once this one is gone
         replaced = pool._ready is not None
         await pool.close()
         writer.close()
