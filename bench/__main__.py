@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from bench import workloads
 from bench.federation import federation
 from bench.workloads import WORKLOADS, Figure
 
@@ -40,7 +41,12 @@ def main() -> int:
     parser.add_argument("--only", choices=names, action="append", help="run only these workloads")
     parser.add_argument("--quick", action="store_true", help="shrink every workload to a smoke run")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--model-mb", type=int, action="append", help="large_model sizes in MB (default 100 and 1024)"
+    )
     opts = parser.parse_args()
+    if opts.model_mb:
+        workloads.LARGE_MODEL_MB = tuple(opts.model_mb)
     chosen = opts.only or names
     rows = []
     started = time.monotonic()

@@ -145,9 +145,12 @@ def _pids(fed: BenchFederation) -> dict[str, int]:
     return pids
 
 
+LARGE_MODEL_MB: tuple[int, ...] = (100, 1024)  # python -m bench --model-mb N changes it
+
+
 def large_model(fed: BenchFederation, quick: bool) -> list[Figure]:
     figures = []
-    for mb in (20,) if quick else (100, 1024):
+    for mb in (20,) if quick else LARGE_MODEL_MB:
         with tempfile.TemporaryDirectory() as tmp:
             job = Path(tmp) / "big"
             shutil.copytree(BENCH / "jobs" / "big", job)
