@@ -295,7 +295,8 @@ def test_submit_wait_meta_reason_and_first_error(federation: Federation, tmp_pat
     job_id = doc["data"]["job_id"]
     code, doc = federation.cli.json("job", "meta", job_id)
     meta = doc["data"]
-    assert meta["first_error"]["type"] == "ProcessExit" and "no data here" in meta["first_error"]["message"]
+    error = meta["first_error"]
+    assert error["type"] == "ProcessExit" and "no data here" in error["message"], meta
     assert "site-" in meta["status_reason"] and meta["status"] == "FAILED"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal.api.http import Connection
+from shoal.api.tls import client_context
 from shoal.errors import CATALOGUE
 from tests.e2e.conftest import Federation
 
@@ -47,10 +47,7 @@ bodies = st.one_of(
 
 
 def connection(fed: Federation) -> Connection:
-    startup = fed.kits / "admin@example.com" / "startup"
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(startup / "rootCA.pem")
-    ctx.load_cert_chain(startup / "client.crt", startup / "client.key")
+    ctx = client_context(str(fed.kits / "admin@example.com"))
     poc = json.loads((fed.workspace / "poc.json").read_text())
     return Connection(poc["server"]["host"], int(poc["server"]["port"]), ctx, timeout=10)
 
@@ -70,6 +67,17 @@ def real_job(federation: Federation) -> str:
     )
     assert code == 0, doc
     return str(doc["data"]["job_id"])
+
+
+@pytest.mark.parametrize("job_id", ["\u00b9", "\u0663", "1" * 40, "-1", "0x10", " 7"])
+def test_ids_that_are_digits_but_not_numbers(conn: Connection, job_id: str) -> None:
+    """Found by the fuzzer: '¹' is a digit to str.isdigit() but not a number to int()."""
+    import urllib.parse
+
+    for template in ("/api/v1/jobs/{id}", "/api/v1/jobs/{id}/events", "/api/v1/jobs/{id}/stats"):
+        resp = conn.request("GET", template.replace("{id}", urllib.parse.quote(job_id, safe="")))
+        raw = resp.read()
+        assert resp.status < 500, (template, job_id, raw[:300])
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,6 +1,6 @@
 """The SDK's admin client: one mTLS connection, one typed method per admin route.
 
-Standard library only (http.client, ssl, json): ``shoal job list`` must start and answer in
+Standard library only (its own HTTP client, _ssl, json): ``shoal job list`` must start and answer in
 well under 100 ms, and scripts call it in loops. Every failure becomes a ShoalError with a
 catalogue code; callers never see a socket or ssl exception.
 """
@@ -8,15 +8,14 @@ catalogue code; callers never see a socket or ssl exception.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 import urllib.parse
 from pathlib import Path
 
+from shoal.api import tls
 from shoal.api.http import Connection, ProtocolError
 from shoal.api.kits import AdminKit
 from shoal.errors import ShoalError
-from shoal.security.tls import client_ssl_context
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ class AdminClient:
 
     def _connection(self, timeout: float | None) -> Connection:
         if self._conn is None:
-            ctx = client_ssl_context(self.kit.path)
+            ctx = tls.client_context(str(self.kit.path))
             conn = Connection(self.kit.host, self.kit.port, ctx, timeout=self.connect_timeout)
             conn.connect()
             self._conn = conn
@@ -84,16 +83,16 @@ class AdminClient:
             return result
         except ShoalError:
             raise
-        except ssl.SSLCertVerificationError as exc:
+        except tls.SSLCertVerificationError as exc:
             self.close()
             raise ShoalError(
                 "AUTH_FAILED",
                 f"the server at {self.address} is not trusted by this kit's CA ({exc.verify_message})",
             ) from exc
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+        except (tls.SSLEOFError, tls.SSLZeroReturnError) as exc:
             self.close()
             raise ShoalError("CONNECTION_FAILED", f"{self.address}: the connection was cut") from exc
-        except ssl.SSLError as exc:
+        except tls.SSLError as exc:
             self.close()
             raise ShoalError(
                 "AUTH_FAILED", f"the server at {self.address} refused this kit's certificate"

@@ -116,7 +116,7 @@ def _records_from_text(text: bytes, source: str) -> bytes:
     out: list[dict[str, str]] = []
     for line in text.decode("utf-8", "replace").splitlines():
         parts = line.split(" - ", 3)
-        if len(parts) == 4 and parts[0][:4].isdigit():
+        if len(parts) == 4 and parts[0][:4].isdecimal():
             out.append(
                 {
                     "asctime": parts[0],

@@ -81,7 +81,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         job = ctx.store.find_by_submit_token(study, Submitter(ident.name, ident.org, ident.role or ""), token)
         jobs = [job] if job is not None else []
     else:
-        limit = int(q["max"]) if q.get("max", "").isdigit() and int(q["max"]) > 0 else None
+        limit = int(q["max"]) if q.get("max", "").isdecimal() and int(q["max"]) > 0 else None
         jobs = ctx.store.list_jobs(
             study=study,
             name_prefix=q.get("name") or None,

@@ -72,7 +72,7 @@ class ServerContext:
         ``right`` on it; a job of another study answers JOB_NOT_FOUND, as if it did not exist."""
         study = self.study_of(request)
         raw = request.match_info["job_id"]
-        job = self.store.get_job(int(raw)) if raw.isdigit() and len(raw) <= 16 else None
+        job = self.store.get_job(int(raw)) if raw.isdecimal() and len(raw) <= 16 else None
         if job is None or job.study != study:
             raise ShoalError("JOB_NOT_FOUND", f"searched study '{study}'", job_id=raw, study=study)
         self.authorize(request, right, job)

@@ -55,7 +55,7 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                     if message.get("job_id") in reported or message.get("type") not in ("task", "log_config"):
                         await send(message)
                 for job_id in reported:
-                    run = ctx.scheduler.runs.get(int(job_id)) if str(job_id).isdigit() else None
+                    run = ctx.scheduler.runs.get(int(job_id)) if str(job_id).isdecimal() else None
                     if run is None or site.name not in run.site_apps:
                         # A job this server no longer runs (it restarted, or the job ended while
                         # the site was away): the site must not keep its process alive.
@@ -112,7 +112,7 @@ def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
     ctx = request.app[CTX]
     site = identity_of(request).name
     raw = request.match_info["job_id"]
-    run = ctx.scheduler.runs.get(int(raw)) if raw.isdigit() and len(raw) <= 16 else None
+    run = ctx.scheduler.runs.get(int(raw)) if raw.isdecimal() and len(raw) <= 16 else None
     if run is None or site not in run.site_apps:
         raise ShoalError("JOB_NOT_RUNNING", "this site has no part in that job now", job_id=raw)
     return ctx, run, site
@@ -152,11 +152,11 @@ async def task_result(request: web.Request) -> web.Response:
     tmp = results / f".{task_id}-{site}.part"
     offset = request.query.get("offset", "0")
     held = tmp.stat().st_size if tmp.exists() else 0
-    if not offset.isdigit() or (int(offset) != 0 and int(offset) != held):
+    if not offset.isdecimal() or (int(offset) != 0 and int(offset) != held):
         return web.json_response({"error_code": "INVALID_ARGS", "received": held}, status=409)
     await save_body(request, tmp, MAX_RESULT_BYTES, append=int(offset) > 0)
     total = request.headers.get("X-Shoal-Total")
-    if total is not None and (not total.isdigit() or tmp.stat().st_size != int(total)):
+    if total is not None and (not total.isdecimal() or tmp.stat().st_size != int(total)):
         return web.json_response({"error_code": "INVALID_ARGS", "received": tmp.stat().st_size}, status=409)
     try:
         await asyncio.to_thread(check_safetensors, tmp)

@@ -40,7 +40,7 @@ def _range_start(header: str | None, size: int) -> int:
     if not header or not header.startswith("bytes=") or not header.endswith("-"):
         return 0
     value = header[len("bytes=") : -1]
-    return int(value) if value.isdigit() and int(value) < size else 0
+    return int(value) if value.isdecimal() and int(value) < size else 0
 
 
 async def save_body(request: web.Request, dest: Path, limit: int, append: bool = False) -> int:
