@@ -258,9 +258,12 @@ class SiteJob:
         if self._writer is None or self._ending:
             return
         if self.proc is not None and self.proc.returncode is not None:
-            await self._report_failure(
-                "ProcessExit", "the training script had already exited when a task arrived"
-            )
+            # A crash is reported by _pump, with the script's last output; only a script that
+            # ended cleanly before its work is reported here.
+            if self.proc.returncode == 0:
+                await self._report_failure(
+                    "ProcessExit", f"the training script had already exited when a task arrived{self._tail()}"
+                )
             return
         models = self.dir / "models"
         models.mkdir(exist_ok=True)
