@@ -7,7 +7,7 @@ OpenSSL calls ``ssl.SSLSocket`` makes (``_SSLContext._wrap_socket``, ``do_handsh
 ``read``/``write``), the same exception classes (``ssl`` re-exports ``_ssl``'s), and the same
 checks as ``shoal.security.tls.client_ssl_context``: TLS 1.2 or later, only the project CA,
 the server's name checked by OpenSSL, the kit's certificate presented. The server and the site
-agent keep the ``ssl`` module.
+agent keep the ``ssl`` module (decisions/0011).
 """
 
 from __future__ import annotations
