@@ -25,10 +25,12 @@ def start_federation(
     studies: dict[str, object] | None = None,
     server_local: dict[str, object] | None = None,
     site_local: dict[str, dict[str, object]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Federation:
     """Prepare and start a POC; ``studies`` goes to the server's studies.json and each
-    ``server_local`` entry (file name -> JSON) into the server kit's local/ folder, first."""
-    cli = Cli(home)
+    ``server_local`` entry (file name -> JSON) into the server kit's local/ folder, first;
+    ``env`` reaches the CLI and, through ``poc start``, the server and the sites."""
+    cli = Cli(home, extra_env=dict(env or {}))
     ws = home / "poc"
     prepared = cli.run("poc", "prepare", "-n", str(sites), "--workspace", ws)
     assert prepared.returncode == 0, prepared.stderr

@@ -175,3 +175,27 @@ def test_cli_hot_path_imports_nothing_heavy(federation: Federation) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY=\n" in proc.stderr, proc.stderr
+
+
+def test_without_warm_spares_jobs_start_cold_and_agree(tmp_path: Path) -> None:
+    """SHOAL_WARM_SPARES=0: every job process is a new interpreter (decisions/0010); same result."""
+    import subprocess
+
+    from tests.federation import start_federation, stop_federation
+
+    fed = start_federation(tmp_path / "home", env={"SHOAL_WARM_SPARES": "0"})
+    try:
+        code, doc = fed.cli.json("job", "submit", "-j", HELLO, "--wait", "--timeout", "120")
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+        code, doc = fed.cli.json("job", "download", doc["data"]["job_id"], "-o", tmp_path / "dl")
+        assert code == 0, doc
+        got = load_file(doc["data"]["artifacts"]["global_model"])
+        want = expected_fedavg(["site-1", "site-2"], rounds=5, lr=0.05, epochs=10)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
+        daemons = set(json.loads((fed.workspace / "run" / "pids.json").read_text()).values())
+        table = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout
+        children = [line for line in table.splitlines() if int(line.split()[0]) in daemons]
+        assert not [c for c in children if "shoal.wire.warm" in c], children
+    finally:
+        stop_federation(fed)
