@@ -17,7 +17,7 @@ import io
 import os
 import socket
 
-from shoal.errors import ShoalError
+from shoal.security.kitfiles import load_identity
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,29 +28,13 @@ SSLCertVerificationError = _ssl.SSLCertVerificationError
 SSLEOFError = _ssl.SSLEOFError
 SSLZeroReturnError = _ssl.SSLZeroReturnError
 
-_KIT_HINT = "Pass the startup kit folder that provisioning made (it holds startup/fed_*.json)."
-
 
 def client_context(kit_dir: str) -> Any:
     """A client context for the admin kit in ``kit_dir`` (its ``startup/`` files)."""
-    startup = os.path.join(kit_dir, "startup")
-    ca, cert, key = (os.path.join(startup, n) for n in ("rootCA.pem", "client.crt", "client.key"))
-    for path in (ca, cert, key):
-        if not os.path.isfile(path):
-            raise ShoalError("STARTUP_KIT_MISSING", f"the startup kit has no {path}", hint=_KIT_HINT)
     # PROTOCOL_TLS_CLIENT starts with CERT_REQUIRED and hostname checking on.
     ctx = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = _ssl.PROTO_TLSv1_2
-    try:
-        ctx.load_verify_locations(ca)
-        ctx.load_cert_chain(cert, key)
-    except (SSLError, OSError) as exc:
-        raise ShoalError(
-            "STARTUP_KIT_MISSING",
-            f"cannot load the certificate, key or rootCA.pem in {startup}: {exc}",
-            hint="The kit's files are damaged or do not belong together; use a freshly provisioned kit.",
-        ) from exc
-    return ctx
+    return load_identity(ctx, os.path.join(kit_dir, "startup"), "client")
 
 
 class TLSSocket:

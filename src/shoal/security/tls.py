@@ -13,13 +13,13 @@ import ssl
 from pathlib import Path
 
 from shoal.errors import ShoalError
+from shoal.security.kitfiles import KIT_HINT, load_identity
 
 TYPE_CHECKING = False  # typing costs CLI start-up time (decisions/0004)
 if TYPE_CHECKING:
     from typing import Any
 
 KIT_FILES = {"server": "fed_server.json", "site": "fed_site.json", "admin": "fed_admin.json"}
-_KIT_HINT = "Pass the startup kit folder that provisioning made (it holds startup/fed_*.json)."
 
 
 def read_kit_json(kit_dir: Path) -> tuple[str, dict[str, Any]]:
@@ -36,33 +36,15 @@ def read_kit_json(kit_dir: Path) -> tuple[str, dict[str, Any]]:
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ShoalError("STARTUP_KIT_MISSING", f"cannot read {path}: {exc}", hint=_KIT_HINT) from exc
+            raise ShoalError("STARTUP_KIT_MISSING", f"cannot read {path}: {exc}", hint=KIT_HINT) from exc
         if not isinstance(data, dict) or data.get("kind", kind) != kind:
-            raise ShoalError("STARTUP_KIT_MISSING", f"{path} is not a {kind} kit description", hint=_KIT_HINT)
+            raise ShoalError("STARTUP_KIT_MISSING", f"{path} is not a {kind} kit description", hint=KIT_HINT)
         return kind, data
     raise ShoalError(
         "STARTUP_KIT_MISSING",
         f"{kit_dir} is not a startup kit (no startup/fed_server.json, fed_site.json or fed_admin.json)",
-        hint=_KIT_HINT,
+        hint=KIT_HINT,
     )
-
-
-def _load(ctx: ssl.SSLContext, startup: Path, cert_name: str) -> ssl.SSLContext:
-    """Load the CA and the participant's certificate/key; a broken kit is a ShoalError, not a traceback."""
-    ca, cert, key = startup / "rootCA.pem", startup / f"{cert_name}.crt", startup / f"{cert_name}.key"
-    for path in (ca, cert, key):
-        if not path.is_file():
-            raise ShoalError("STARTUP_KIT_MISSING", f"the startup kit has no {path}", hint=_KIT_HINT)
-    try:
-        ctx.load_verify_locations(cafile=str(ca))
-        ctx.load_cert_chain(str(cert), str(key))
-    except (ssl.SSLError, OSError) as exc:
-        raise ShoalError(
-            "STARTUP_KIT_MISSING",
-            f"cannot load the certificate, key or rootCA.pem in {startup}: {exc}",
-            hint="The kit's files are damaged or do not belong together; use a freshly provisioned kit.",
-        ) from exc
-    return ctx
 
 
 def server_ssl_context(kit_dir: Path) -> ssl.SSLContext:
@@ -70,7 +52,7 @@ def server_ssl_context(kit_dir: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
-    return _load(ctx, Path(kit_dir) / "startup", "server")
+    return load_identity(ctx, str(Path(kit_dir) / "startup"), "server")
 
 
 def client_ssl_context(kit_dir: Path) -> ssl.SSLContext:
@@ -84,4 +66,4 @@ def client_ssl_context(kit_dir: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
-    return _load(ctx, Path(kit_dir) / "startup", "client")
+    return load_identity(ctx, str(Path(kit_dir) / "startup"), "client")
