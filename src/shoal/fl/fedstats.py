@@ -297,6 +297,33 @@ class FedStats(Workflow):
             raise RoundFailed(f"no pass-2 answer from {', '.join(missing)}", site=missing[0])
         return parts
 
+    def _features_report(
+        self,
+        features: list[str],
+        stats: dict[str, Array],
+        ssd: Array | None,
+        hist: Array | None,
+        edges: list[Array],
+    ) -> dict[str, Any]:
+        """Every feature's report from count/sum/min/max arrays, the sum of squared deviations
+        from the mean (for std), and histogram counts: the global ones or one site's."""
+        std = std_from_ssd(ssd, stats["count"]) if ssd is not None else None
+        std1 = std_from_ssd(ssd, stats["count"], ddof=1) if ssd is not None else None
+        return {
+            name: feature_report(
+                self.statistics,
+                count=float(stats["count"][j]),
+                total=float(stats["sum"][j]),
+                lo=float(stats["min"][j]),
+                hi=float(stats["max"][j]),
+                std=None if std is None else float(std[j]),
+                std_sample=None if std1 is None else float(std1[j]),
+                edges=edges[j],
+                counts=None if hist is None else hist[j],
+            )
+            for j, name in enumerate(features)
+        }
+
     def run(self) -> None:
         features, parts, withheld, answered = self._pass1()
         contributing = sorted(parts)
@@ -325,29 +352,15 @@ class FedStats(Workflow):
             histogram_edges(float(lo), float(hi), self.bins)
             for lo, hi in zip(glob["min"], glob["max"], strict=True)
         ]
-        std = std_from_ssd(ssd, glob["count"]) if ssd is not None else None
-        std1 = std_from_ssd(ssd, glob["count"], ddof=1) if ssd is not None else None
 
         report: dict[str, Any] = {
             "features": features,
             "statistics": self.statistics,
             "std_ddof": 0,
             "min_count": self.min_count,
-            "global": {},
+            "global": self._features_report(features, glob, ssd, hist, edges),
             "sites": {},
         }
-        for j, name in enumerate(features):
-            report["global"][name] = feature_report(
-                self.statistics,
-                count=float(glob["count"][j]),
-                total=float(glob["sum"][j]),
-                lo=float(glob["min"][j]),
-                hi=float(glob["max"][j]),
-                std=None if std is None else float(std[j]),
-                std_sample=None if std1 is None else float(std1[j]),
-                edges=edges[j],
-                counts=None if hist is None else hist[j],
-            )
         for site in answered:
             if site in withheld:
                 report["sites"][site] = {"withheld": True, "reason": WITHHELD_REASON}
@@ -358,23 +371,8 @@ class FedStats(Workflow):
                 if second
                 else None
             )
-            s_std = std_from_ssd(site_ssd, p["count"]) if site_ssd is not None else None
-            s_std1 = std_from_ssd(site_ssd, p["count"], ddof=1) if site_ssd is not None else None
             site_hist = second[site].get("hist") if second else None
-            report["sites"][site] = {
-                name: feature_report(
-                    self.statistics,
-                    count=float(p["count"][j]),
-                    total=float(p["sum"][j]),
-                    lo=float(p["min"][j]),
-                    hi=float(p["max"][j]),
-                    std=None if s_std is None else float(s_std[j]),
-                    std_sample=None if s_std1 is None else float(s_std1[j]),
-                    edges=edges[j],
-                    counts=None if site_hist is None else site_hist[j],
-                )
-                for j, name in enumerate(features)
-            }
+            report["sites"][site] = self._features_report(features, p, site_ssd, site_hist, edges)
         for site in self.ctx.sites:
             if site not in report["sites"]:
                 report["sites"][site] = {"answered": False}
