@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import EXAMPLES
@@ -34,6 +36,20 @@ print("stubborn script and its child", os.getpid(), child.pid, flush=True)
 while True:
     time.sleep(0.1)
 """
+
+
+def export_recipe(job_py: Path, dest: Path) -> Path:
+    """Run an example's ``job.py --export --export-dir DEST``, as a user would; the job folder."""
+    proc = subprocess.run(
+        [sys.executable, str(job_py), "--export", "--export-dir", str(dest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert (dest / "meta.json").is_file()
+    return dest
 
 
 def copy_hello(dest: Path) -> Path:

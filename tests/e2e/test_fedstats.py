@@ -4,8 +4,6 @@ gives numpy's statistics of the pooled rows of the sites above the threshold."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 
 from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
+from tests.e2e.jobs import export_recipe
 
 pytestmark = pytest.mark.e2e
 
@@ -23,16 +22,7 @@ BINS = 10
 
 
 def export(dest: Path) -> Path:
-    proc = subprocess.run(
-        [sys.executable, str(FEDSTATS / "job.py"), "--export", "--export-dir", str(dest)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert (dest / "meta.json").is_file()
-    return dest
+    return export_recipe(FEDSTATS / "job.py", dest)
 
 
 def pooled(sites: list[str]) -> np.ndarray:

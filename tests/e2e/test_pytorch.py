@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,6 +17,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from tests.conftest import EXAMPLES, Cli  # noqa: E402
 from tests.e2e.conftest import Federation  # noqa: E402
+from tests.e2e.jobs import export_recipe  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -36,13 +35,7 @@ def load_net() -> ModuleType:
 
 def export_job(dest: Path) -> Path:
     """The job folder, written by the example's own recipe (``job.py --export``)."""
-    proc = subprocess.run(
-        [sys.executable, str(HELLO_PT / "job.py"), "--export", "--export-dir", str(dest)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    export_recipe(HELLO_PT / "job.py", dest)
     assert sorted(p.name for p in (dest / "app" / "custom").iterdir()) == ["client.py", "net.py"]
     return dest
 

@@ -15,6 +15,7 @@ from safetensors.numpy import load_file
 
 from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
+from tests.e2e.jobs import export_recipe
 from tests.e2e.test_federation import load_linreg
 
 pytestmark = pytest.mark.e2e
@@ -24,12 +25,8 @@ LR, EPOCHS = 0.05, 10
 
 
 def export(recipe: str, dest: Path) -> Path:
-    job = EXAMPLES / "recipes" / recipe / "job.py"
-    proc = subprocess.run(
-        [sys.executable, job, "--export", "--export-dir", dest], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert (dest / "meta.json").is_file() and (dest / "app" / "custom" / "linreg.py").is_file()
+    export_recipe(EXAMPLES / "recipes" / recipe / "job.py", dest)
+    assert (dest / "app" / "custom" / "linreg.py").is_file()
     return dest
 
 
