@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,42 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.federation import BENCH
 from bench.measure import PeakSampler
-
-CLIENT = '''"""Adds 1 to every weight of a float32 model of --mb megabytes."""
-import argparse
-
-import numpy as np
-
-from shoal.fl import FLModel
-from shoal.fl import client as flare
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--mb", type=float, default=1)
-opts = parser.parse_args()
-
-flare.init()
-while flare.is_running():
-    model = flare.receive()
-    if model is None:
-        break
-    params = dict(model.params) or {"w": np.zeros(int(opts.mb * 2**20) // 4, dtype=np.float32)}
-    for value in params.values():
-        value += 1.0
-    flare.send(FLModel(params=params, num_examples=1))
-'''
 
 
 def write_job(root: Path, mb: float, rounds: int) -> Path:
-    (root / "app" / "config").mkdir(parents=True)
-    (root / "app" / "custom").mkdir()
+    """The large-model bench job (bench/jobs/big: each site adds 1 to every weight), resized."""
+    shutil.copytree(BENCH / "jobs" / "big", root, ignore=shutil.ignore_patterns("__pycache__"))
     meta = {"name": f"sim-{mb:g}mb", "min_clients": 1, "deploy_map": {"app": ["@ALL"]}}
     (root / "meta.json").write_text(json.dumps(meta))
     client = {"script": "client.py", "args": f"--mb {mb:g}"}
     (root / "app" / "config" / "config_fed_client.json").write_text(json.dumps(client))
     server = {"workflow": "fedavg", "args": {"num_rounds": rounds}}
     (root / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
-    (root / "app" / "custom" / "client.py").write_text(CLIENT)
     return root
 
 
