@@ -20,11 +20,10 @@ class CrossSiteEval(FedAvg):
     """Arguments: those of FedAvg (``num_rounds`` may be 0) plus ``evaluate_local`` (bool,
     default true): also evaluate each site's own last update, not only the global model."""
 
-    def __init__(
-        self, ctx: WorkflowContext, *, num_rounds: int = 1, evaluate_local: bool = True, **extra: Any
-    ) -> None:
-        super().__init__(ctx, num_rounds=max(1, num_rounds), **extra)
-        self.num_rounds = num_rounds
+    min_rounds = 0  # evaluate the initial model only
+
+    def __init__(self, ctx: WorkflowContext, *, evaluate_local: bool = True, **extra: Any) -> None:
+        super().__init__(ctx, **extra)
         self.evaluate_local = evaluate_local
 
     def run(self) -> None:

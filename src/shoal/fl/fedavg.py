@@ -21,6 +21,8 @@ class FedAvg(Workflow):
     - ``task_meta`` (JSON object, default {}): sent with every task, e.g. FedProx's ``{"mu": 0.01}``
     """
 
+    min_rounds = 1  # a subclass that can do without training lowers it
+
     def __init__(
         self,
         ctx: WorkflowContext,
@@ -31,8 +33,8 @@ class FedAvg(Workflow):
         **extra: Any,
     ) -> None:
         super().__init__(ctx, **extra)
-        if num_rounds < 1:
-            raise ValueError("num_rounds must be at least 1")
+        if num_rounds < self.min_rounds:
+            raise ValueError(f"num_rounds must be at least {self.min_rounds}")
         self.num_rounds = num_rounds
         self.initial_model_path = initial_model
         self.task_meta = dict(task_meta or {})
