@@ -12,14 +12,11 @@ import json
 import logging
 import os
 import signal
-import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.wire import warm
-from shoal.wire.channel import CHANNEL_FD_ENV, encode
+from shoal.wire.channel import encode
 from shoal.wire.status import JobStatus
 
 if TYPE_CHECKING:
@@ -136,28 +133,6 @@ class JobRun:
     def sites(self) -> list[str]:
         return sorted(self.site_apps)
 
-    async def _start_cold(self, argv: list[str]) -> tuple[asyncio.subprocess.Process, socket.socket]:
-        """Start the controller in a new interpreter (``SHOAL_WARM_SPARES=0``)."""
-        parent, child = socket.socketpair()
-        log_file = open(self.paths.server_log, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-u",
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                pass_fds=(child.fileno(),),
-                env={**os.environ, CHANNEL_FD_ENV: str(child.fileno()), "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,
-                cwd=str(self.paths.run),
-            )
-        finally:
-            child.close()
-            log_file.close()
-        return proc, parent
-
     async def start(self) -> None:
         """Start the controller and deploy to every site; the job is RUNNING when this returns."""
         for d in (self.paths.run, self.paths.workspace / "server"):
@@ -178,12 +153,9 @@ class JobRun:
             "--min-clients",
             str(self.min_clients),
         ]
-        if warm.enabled():
-            self._proc, parent = await self.scheduler.spares.launch(
-                argv, cwd=str(self.paths.run), env={}, output_file=str(self.paths.server_log)
-            )
-        else:
-            self._proc, parent = await self._start_cold(argv)
+        self._proc, parent = await self.scheduler.spares.launch(
+            argv, cwd=str(self.paths.run), env={}, output_file=str(self.paths.server_log)
+        )
         reader, self._writer = await asyncio.open_connection(sock=parent)
         for site, app in self.site_apps.items():
             ok = await self.scheduler.sites.send(site, self._deploy_message(app))

@@ -13,15 +13,12 @@ import os
 import shlex
 import shutil
 import signal
-import socket
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.wire import warm
 from shoal.wire.archive import extract_archive
-from shoal.wire.channel import CHANNEL_FD_ENV, encode
+from shoal.wire.channel import encode
 
 if TYPE_CHECKING:
     from shoal.site.agent import SiteAgent
@@ -94,12 +91,8 @@ class SiteJob:
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join([*custom, *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
-        if warm.enabled():
-            self.proc, parent = await self.agent.spares.launch(
-                argv, cwd=str(self.dir), env=env, sys_path=custom
-            )
-        else:
-            self.proc, parent = await self._start_cold(argv, env)
+        launch = self.agent.spares.launch
+        self.proc, parent = await launch(argv, cwd=str(self.dir), env=env, sys_path=custom)
         reader, self._writer = await asyncio.open_connection(sock=parent)
         loop = asyncio.get_running_loop()
         assert self.proc.stdout is not None
@@ -118,28 +111,6 @@ class SiteJob:
                         "message": "log streaming refused by site policy",
                     }
                 )
-
-    async def _start_cold(
-        self, argv: list[str], env: dict[str, str]
-    ) -> tuple[asyncio.subprocess.Process, socket.socket]:
-        """Start the script in a new interpreter (``SHOAL_WARM_SPARES=0``)."""
-        parent, child = socket.socketpair()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-u",
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                pass_fds=(child.fileno(),),
-                env={**os.environ, **env, CHANNEL_FD_ENV: str(child.fileno())},
-                cwd=str(self.dir),
-                start_new_session=True,
-            )
-        finally:
-            child.close()
-        return proc, parent
 
     @property
     def json_log_path(self) -> Path:

@@ -71,9 +71,12 @@ class SparePool:
         output_file: str | None = None,
     ) -> tuple[asyncio.subprocess.Process, socket.socket]:
         """Run ``python -u <argv>`` in a spare (``argv`` is ``["-m", module, ...]`` or
-        ``[script, ...]``); returns the process and the parent's end of its channel."""
+        ``[script, ...]``); returns the process and the parent's end of its channel. With spares
+        off (``SHOAL_WARM_SPARES=0``) it starts a new interpreter with the same arguments."""
         import asyncio
 
+        if not enabled():  # env's PYTHONPATH does what sys_path does for a spare
+            return await self._start(argv, cwd=cwd, env=env, output_file=output_file)
         assignment = encode(
             {"argv": argv, "cwd": cwd, "env": env, "sys_path": sys_path or [], "output": output_file}
         )
@@ -112,21 +115,36 @@ class SparePool:
         return await self._spawn()
 
     async def _spawn(self) -> Spare:
+        proc, sock = await self._start(["-m", "shoal.wire.warm", *self.preload], cwd=None, env={})
+        return Spare(proc, sock)
+
+    async def _start(
+        self, args: list[str], *, cwd: str | None, env: dict[str, str], output_file: str | None = None
+    ) -> tuple[asyncio.subprocess.Process, socket.socket]:
+        """``python -u <args>`` in its own session, one end of a socketpair as its channel, its
+        output into ``output_file``, a pipe (``pipe_stdout``) or nowhere."""
         import asyncio
 
         parent, child = socket.socketpair()
+        log = open(output_file, "ab") if output_file else None  # noqa: SIM115 - handed to the child
+        if log is not None:
+            stdout: Any = log
+            stderr: Any = log
+        elif self.pipe_stdout:
+            stdout, stderr = asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT
+        else:
+            stdout = stderr = asyncio.subprocess.DEVNULL
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-u",
-                "-m",
-                "shoal.wire.warm",
-                *self.preload,
+                *args,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if self.pipe_stdout else asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.STDOUT if self.pipe_stdout else asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
                 pass_fds=(child.fileno(),),
-                env={**os.environ, CHANNEL_FD_ENV: str(child.fileno()), "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **env, CHANNEL_FD_ENV: str(child.fileno()), "PYTHONUNBUFFERED": "1"},
+                cwd=cwd,
                 start_new_session=True,
             )
         except BaseException:
@@ -134,7 +152,9 @@ class SparePool:
             raise
         finally:
             child.close()
-        return Spare(proc, parent)
+            if log is not None:
+                log.close()
+        return proc, parent
 
     async def close(self) -> None:
         """Let the waiting spare go (it exits when its socket closes); start no more."""
