@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import resource
 import secrets
-import shlex
 import shutil
 import sys
 import tempfile
@@ -43,10 +42,10 @@ from shoal.fl.sim_worker import SiteTask, forget_job_modules
 from shoal.fl.workflow import RoundFailed, WorkflowContext
 from shoal.wire.jobdef import (
     ALL_SITES,
-    CLIENT_CONFIG,
     SERVER_CONFIG,
     JobDefinition,
     check_min_clients,
+    client_command,
     eligible_sites,
     load_job_definition,
 )
@@ -210,19 +209,14 @@ def _output_folder(out_dir: Path | None, job_name: str) -> Path:
 
 
 def _client_entry(app_dir: Path) -> tuple[tuple[str, str], tuple[str, ...]]:
-    """What a site would start for this app (the rules of ``SiteJob._entry_point``)."""
-    config = json.loads(app_dir.joinpath(*CLIENT_CONFIG).read_text())
-    args = config.get("args", "")
-    argv = tuple(shlex.split(args) if isinstance(args, str) else [str(a) for a in args])
-    module = config.get("module")
-    if isinstance(module, str) and module.startswith("shoal."):
-        return ("module", module), argv
-    script = (app_dir / "custom" / str(config.get("script", ""))).resolve()
-    if not script.is_relative_to(app_dir.resolve()) or not script.is_file():
-        raise ShoalError(
-            "JOB_CONFIG_INVALID", f"no training script {config.get('script')!r} in {app_dir.name}/custom"
-        )
-    return ("script", str(script)), argv
+    """What a site would start for this app (``client_command``), as a worker runs it."""
+    try:
+        argv = client_command(app_dir)
+    except ValueError as exc:
+        raise ShoalError("JOB_CONFIG_INVALID", str(exc)) from None
+    if argv[0] == "-m":
+        return ("module", argv[1]), tuple(argv[2:])
+    return ("script", argv[0]), tuple(argv[1:])
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import shutil
 import signal
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import encode
+from shoal.wire.jobdef import client_command
 
 if TYPE_CHECKING:
     from shoal.site.agent import SiteAgent
@@ -76,14 +76,15 @@ class SiteJob:
         app_dir = (job_dir / self.app).resolve()
         if not app_dir.is_relative_to(job_dir.resolve()):
             raise ValueError(f"app folder escapes the job: {self.app}")
-        config = json.loads((app_dir / "config" / "config_fed_client.json").read_text())
         served = self.agent.policy.get("studies")
         if served is not None and self.study not in served:
             raise PermissionError(f"site {self.agent.name} does not serve study '{self.study}' (site policy)")
-        args = config.get("args", "")
-        argv = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
-        argv = self._entry_point(app_dir, config) + argv
-        custom = [str(app_dir / "custom")] if self.agent.policy.get("allow_custom_code", True) else []
+        custom_code = self.agent.policy.get("allow_custom_code", True)
+        # "module": "shoal...." runs built-in client code; "script" runs the job's custom code,
+        # which a site may forbid (allow_custom_code: false in its site_policy.json).
+        refusal = None if custom_code else f"site {self.agent.name} forbids custom code (site policy)"
+        argv = client_command(app_dir, refuse_scripts=refusal)
+        custom = [str(app_dir / "custom")] if custom_code else []
         env = {
             "SHOAL_SITE_NAME": self.agent.name,
             "SHOAL_JOB_ID": self.job_id,
@@ -155,19 +156,6 @@ class SiteJob:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(encode({"op": "log_config", "setting": setting}))
             await self._writer.drain()
-
-    def _entry_point(self, app_dir: Path, config: dict[str, Any]) -> list[str]:
-        """``"module": "shoal...."`` runs built-in client code; ``"script"`` runs the job's custom
-        code, which a site may forbid (``allow_custom_code: false`` in its site_policy.json)."""
-        module = config.get("module")
-        if isinstance(module, str) and module.startswith("shoal."):
-            return ["-m", module]
-        if not self.agent.policy.get("allow_custom_code", True):
-            raise PermissionError(f"site {self.agent.name} forbids custom code (site policy)")
-        script = (app_dir / "custom" / str(config.get("script", ""))).resolve()
-        if not script.is_relative_to(app_dir) or not script.is_file():
-            raise ValueError(f"no training script {config.get('script')!r} in the app's custom folder")
-        return [str(script)]
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         """Relay the script's messages; when it exits before being told to stop, that's a failure."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -209,3 +210,26 @@ def check_min_clients(jobdef: JobDefinition, known_sites: list[str]) -> None:
             f"min_clients is {jobdef.min_clients} but the job can run on {len(sites)} known site(s): "
             + (", ".join(sites) or "none"),
         )
+
+
+def client_command(app_dir: Path, *, refuse_scripts: str | None = None) -> list[str]:
+    """The ``python -u`` arguments a site runs for an app: ``["-m", module, *args]`` for a
+    built-in ``"module": "shoal...."`` client, else ``[custom/<script>, *args]``.
+
+    ``refuse_scripts`` (a site whose policy forbids custom code says why) refuses a script with
+    PermissionError before it is looked for; a script outside the app's ``custom/`` folder, or
+    missing, is a ValueError. Sites and the simulator both start clients by this rule.
+    """
+    config = json.loads(app_dir.joinpath(*CLIENT_CONFIG).read_text())
+    raw = config.get("args", "")
+    args = shlex.split(raw) if isinstance(raw, str) else [str(a) for a in raw]
+    module = config.get("module")
+    if isinstance(module, str) and module.startswith("shoal."):
+        return ["-m", module, *args]
+    if refuse_scripts is not None:
+        raise PermissionError(refuse_scripts)
+    root = app_dir.resolve()
+    script = (root / "custom" / str(config.get("script", ""))).resolve()
+    if not script.is_relative_to(root) or not script.is_file():
+        raise ValueError(f"no training script {config.get('script')!r} in {app_dir.name}/custom")
+    return [str(script), *args]
