@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
-from pathlib import Path
 
 from shoal.api import tls
 from shoal.api.http import Connection, ProtocolError
@@ -19,6 +17,7 @@ from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import IO, Any
 
 LONG_POLL = 25.0  # seconds one wait request is held open by the server
@@ -66,7 +65,7 @@ class AdminClient:
     ) -> Any:
         """Send one request; return parsed JSON (or stream into ``sink``); map every failure."""
         q = {k: v for k, v in (query or {}).items() if v is not None}
-        url = path + ("?" + urllib.parse.urlencode(q) if q else "")
+        url = path + ("?" + "&".join(f"{_quote(k)}={_quote(str(v))}" for k, v in q.items()) if q else "")
         try:
             conn = self._connection(timeout)
             resp = conn.request(method, url, body=body, headers=headers or {})
@@ -247,8 +246,13 @@ class AdminClient:
         return status
 
 
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
 def _quote(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
+    """Percent-encode all but RFC 3986's unreserved characters, as ``urllib.parse.quote(value,
+    safe="")`` does; importing ``urllib.parse`` (it brings ``ipaddress``) is ~5 ms of a CLI call."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode())
 
 
 def _error_from_response(status: int, raw: bytes) -> ShoalError:

@@ -5,14 +5,13 @@ The first selector given decides: a bad one is an error, never a silent fall-thr
 next (a script that names a kit must not run as somebody else). It all happens before any
 connection. Identity comes from ``fed_admin.json``, so nothing here parses a certificate;
 this module is on every command's start-up path (decisions/0004): standard library only,
-no typing or dataclasses at run time.
+no typing or dataclasses at run time, and paths are strings (``os.path``, not ``pathlib``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from shoal.api.config_file import load_config, save_config
 from shoal.errors import ShoalError
@@ -40,22 +39,22 @@ class AdminKit:
 
     __slots__ = _AdminKitFields
 
-    path: Path
+    path: str
     name: str
     org: str
     role: str
     project: str
     host: str
     port: int
-    cert: Path
-    key: Path
-    ca: Path
+    cert: str
+    key: str
+    ca: str
     source: str
 
     def __init__(
         self,
         *,
-        path: Path,
+        path: str,
         name: str,
         org: str,
         role: str,
@@ -63,11 +62,11 @@ class AdminKit:
         host: str,
         port: int,
         source: str,
-        cert: Path | None = None,
-        key: Path | None = None,
-        ca: Path | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        ca: str | None = None,
     ) -> None:
-        startup = path / "startup"
+        startup = os.path.join(path, "startup")
         values = {
             "path": path,
             "name": name,
@@ -76,9 +75,9 @@ class AdminKit:
             "project": project,
             "host": host,
             "port": port,
-            "cert": cert or startup / "client.crt",
-            "key": key or startup / "client.key",
-            "ca": ca or startup / "rootCA.pem",
+            "cert": cert or os.path.join(startup, "client.crt"),
+            "key": key or os.path.join(startup, "client.key"),
+            "ca": ca or os.path.join(startup, "rootCA.pem"),
             "source": source,
         }
         for field, value in values.items():
@@ -104,29 +103,31 @@ class AdminKit:
         return f"AdminKit({inner})"
 
 
-def normalise_kit_path(raw: str | Path) -> Path:
+def normalise_kit_path(raw: str | os.PathLike[str]) -> str:
     """Absolute real path of a kit; its ``startup/`` subfolder stands for the kit itself."""
-    path = Path(raw).expanduser().resolve()
-    return path.parent if path.name == "startup" else path
+    path = os.path.realpath(os.path.expanduser(raw))
+    return os.path.dirname(path) if os.path.basename(path) == "startup" else path
 
 
-def inspect_kit(path: Path) -> tuple[str | None, str, dict[str, Any] | None]:
+def inspect_kit(path: str) -> tuple[str | None, str, dict[str, Any] | None]:
     """(problem, reason, fed_admin.json) for ``path``; problem is None for a valid admin kit.
 
     problem is "missing" (no such path), "not-admin" (a site or server kit), or "invalid"
     (anything else); reason says what exactly, for the error detail.
     """
-    if not path.exists():
+    if not os.path.exists(path):
         return "missing", "no such path", None
-    startup = path / "startup"
+    startup = os.path.join(path, "startup")
+    admin_file = os.path.join(startup, "fed_admin.json")
     for kind, marker in (("site", "fed_site.json"), ("server", "fed_server.json")):
-        if (startup / marker).is_file() and not (startup / "fed_admin.json").is_file():
+        if os.path.isfile(os.path.join(startup, marker)) and not os.path.isfile(admin_file):
             return "not-admin", f"it is a {kind} kit", None
-    absent = [f for f in ADMIN_FILES if not (startup / f).is_file()]
+    absent = [f for f in ADMIN_FILES if not os.path.isfile(os.path.join(startup, f))]
     if absent:
         return "invalid", "it lacks " + ", ".join(f"startup/{f}" for f in absent), None
     try:
-        data = json.loads((startup / "fed_admin.json").read_text())
+        with open(admin_file, encoding="utf-8") as f:
+            data = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError):
         return "invalid", "startup/fed_admin.json is not valid JSON", None
     if not isinstance(data, dict) or data.get("kind") != "admin":
@@ -140,7 +141,7 @@ def inspect_kit(path: Path) -> tuple[str | None, str, dict[str, Any] | None]:
     return None, "", data
 
 
-def _build(path: Path, data: dict[str, Any], source: str) -> AdminKit:
+def _build(path: str, data: dict[str, Any], source: str) -> AdminKit:
     server: dict[str, Any] = data["server"]
     return AdminKit(
         path=path,
@@ -158,7 +159,7 @@ def _fail(detail: str, hint: str | None = None) -> ShoalError:
     return ShoalError("STARTUP_KIT_MISSING", detail, hint=hint)
 
 
-def _load(path: Path, source: str, on_missing: ShoalError, on_invalid: InvalidKit) -> AdminKit:
+def _load(path: str, source: str, on_missing: ShoalError, on_invalid: InvalidKit) -> AdminKit:
     """The kit at ``path``, or the caller's error; ``on_invalid(reason, problem)`` builds the other one."""
     problem, reason, data = inspect_kit(path)
     if problem == "missing":
@@ -263,11 +264,11 @@ def config_add(kit_id: str, path: str, force: bool = False) -> dict[str, Any]:
     if kit_id in config.kits and not force:
         raise ShoalError("KIT_EXISTS", kit_id=kit_id)
     kit = _explicit(path, "startup-kit")
-    config.kits[kit_id] = str(kit.path)
+    config.kits[kit_id] = kit.path
     save_config(config)
     return {
         "registered_startup_kit": kit_id,
-        "path": str(kit.path),
+        "path": kit.path,
         "next_step": f"shoal config use {kit_id}",
     }
 
@@ -281,7 +282,7 @@ def config_use(kit_id: str) -> dict[str, Any]:
     config.active = kit_id
     save_config(config)
     return {
-        "startup_kit": {"source": "active", "id": kit_id, "path": str(kit.path)},
+        "startup_kit": {"source": "active", "id": kit_id, "path": kit.path},
         "identity": {"name": kit.name, "org": kit.org, "role": kit.role},
         "project": kit.project,
     }

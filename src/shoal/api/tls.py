@@ -15,12 +15,12 @@ from __future__ import annotations
 import _ssl
 import io
 import os
-import socket
 
 from shoal.security.kitfiles import load_identity
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from _socket import socket
     from typing import Any
 
 SSLError = _ssl.SSLError
@@ -40,7 +40,7 @@ def client_context(kit_dir: str) -> Any:
 class TLSSocket:
     """A connected client socket after the handshake: ``sendall``, a buffered reader, timeouts."""
 
-    def __init__(self, context: Any, raw: socket.socket, server_hostname: str) -> None:
+    def __init__(self, context: Any, raw: socket, server_hostname: str) -> None:
         self._raw = raw  # the C object keeps only a weak reference to it
         self._tls = context._wrap_socket(raw, False, server_hostname)
         self._tls.do_handshake()

@@ -1,12 +1,13 @@
 """Which federation a run command talks to, and whether a folder is an app project at all.
 
 Kept apart from ``project`` (tomllib, dataclasses): ``shoal ls`` and ``stop`` outside an app
-project need only these, and every millisecond of their import is cold start.
+project need only these, and every millisecond of their import is cold start (so paths are
+strings here: ``pathlib`` brings ``urllib.parse``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 
 class Federation:
@@ -35,13 +36,14 @@ class Federation:
         return f"Federation({self.name!r}, kit_id={self.kit_id!r}, startup_kit={self.startup_kit!r})"
 
 
-def is_app_project(app_dir: Path) -> bool:
+def is_app_project(app_dir: str | os.PathLike[str]) -> bool:
     """Whether ``app_dir`` holds a pyproject.toml that declares a shoal app (any validity)."""
-    path = app_dir.expanduser() / "pyproject.toml"
+    path = os.path.join(os.path.expanduser(app_dir), "pyproject.toml")
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except (OSError, UnicodeDecodeError):
-        return path.is_file()  # unreadable: let load_project say what is wrong
+        return os.path.isfile(path)  # unreadable: let load_project say what is wrong
     import tomllib
 
     try:

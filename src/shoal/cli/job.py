@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
 from shoal.cli.output import Result, progress, table
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -82,6 +82,8 @@ def deprecated(name: str, pointer: str) -> Any:
 
 
 def _resolve_job_folder(raw: str) -> Path:
+    from pathlib import Path  # only submit pays for it (decisions/0004)
+
     path = Path(raw).expanduser()
     if not path.exists():
         raise ShoalError("JOB_FOLDER_NOT_FOUND", path=str(path))
@@ -96,6 +98,7 @@ def _resolve_job_folder(raw: str) -> Path:
 def cmd_submit(args: argparse.Namespace) -> Result:
     import shutil
     import tempfile
+    from pathlib import Path
 
     from shoal.cli.main import connect
     from shoal.wire.archive import zip_folder

@@ -20,6 +20,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+# argparse looks each of its messages up in the "argparse" gettext domain, for which Python
+# ships no translations; every lookup imports locale and probes for .mo files (~3 ms of each CLI
+# call). shoal's own messages are English, and so stay argparse's.
+argparse._ = str  # type: ignore[attr-defined]
+argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural  # type: ignore[attr-defined]
+
 FORMATS = ("txt", "json", "jsonl")
 Handler = Callable[[argparse.Namespace], Result]
 

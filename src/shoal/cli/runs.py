@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 
 from shoal.cli.output import Result, progress
 from shoal.errors import ShoalError
@@ -55,6 +53,8 @@ def register(groups: Any) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[AppProject, Federation]:
+    from pathlib import Path
+
     from shoal.app.project import load_project
 
     if args.format != "json":
@@ -74,7 +74,7 @@ def _federation_only(args: argparse.Namespace) -> Federation:
     ``shoal ls`` works from any folder. Naming a federation still needs the project."""
     from shoal.app.federation import Federation, is_app_project
 
-    if args.federation is None and not is_app_project(Path(args.app_dir)):
+    if args.federation is None and not is_app_project(args.app_dir):
         return Federation("(active startup kit)")
     return _load(args)[1]
 
@@ -87,6 +87,8 @@ def _client(federation: Federation) -> Any:
 
 
 def cmd_build(args: argparse.Namespace) -> Result:
+    from pathlib import Path
+
     from shoal.app.bundle import build_bundle
     from shoal.app.project import load_project
 
@@ -97,6 +99,7 @@ def cmd_build(args: argparse.Namespace) -> Result:
 
 def cmd_run(args: argparse.Namespace) -> Result:
     import tempfile
+    from pathlib import Path
 
     from shoal.app.bundle import build_bundle
     from shoal.app.jobfolder import write_job_folder
@@ -154,12 +157,16 @@ def _run_status(status: str) -> str:
 
 
 def _stamp(iso: str) -> str:
+    from datetime import UTC, datetime  # only for rows, not on every ls
+
     if not iso:
         return "N/A"
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _elapsed(row: dict[str, Any]) -> str:
+    from datetime import UTC, datetime  # only for rows, not on every ls
+
     if not row.get("start_time"):
         return "00:00:00"
     start = datetime.fromisoformat(row["start_time"])
@@ -295,6 +302,8 @@ while flare.is_running():
 
 
 def cmd_new(args: argparse.Namespace) -> Result:
+    from pathlib import Path
+
     from shoal.app.project import NAME_CHARS
 
     if not args.name or not set(args.name) <= NAME_CHARS:

@@ -38,7 +38,7 @@ def default_poc_workspace() -> Path:
     if env:
         return Path(env).expanduser().resolve()
     configured = load_config().poc_workspace
-    return Path(configured).expanduser().resolve() if configured else shoal_home() / "poc"
+    return Path(configured).expanduser().resolve() if configured else Path(shoal_home(), "poc")
 
 
 def free_port(host: str = HOST) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tomllib
@@ -23,24 +24,24 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_shoal_home_comes_from_the_env_or_defaults_to_dot_shoal(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert shoal_home() == home
-    assert config_path() == home / "config.toml"
+    assert Path(shoal_home()) == home
+    assert Path(config_path()) == home / "config.toml"
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     monkeypatch.setenv("SHOAL_HOME", "  ")
-    assert shoal_home() == tmp_path / "user" / ".shoal"
+    assert Path(shoal_home()) == tmp_path / "user" / ".shoal"
     monkeypatch.delenv("SHOAL_HOME")
-    assert config_path() == tmp_path / "user" / ".shoal" / "config.toml"
+    assert Path(config_path()) == tmp_path / "user" / ".shoal" / "config.toml"
 
 
 def test_no_file_is_an_empty_config() -> None:
     config = load_config()
     assert (config.kits, config.active, config.poc_workspace) == ({}, None, None)
-    assert not config_path().exists()
+    assert not Path(config_path()).exists()
 
 
 def test_the_file_has_the_documented_shape() -> None:
     save_config(ShoalConfig({"admin@example.com": "/abs/path"}, "admin@example.com", "/abs/ws"))
-    assert config_path().read_text() == (
+    assert Path(config_path()).read_text() == (
         "version = 1\n"
         "\n"
         "[startup_kits]\n"
@@ -75,16 +76,16 @@ def test_any_id_and_path_round_trip(awkward: str) -> None:
 
 def test_writes_are_0600_and_leave_no_temporary_files(home: Path) -> None:
     save_config(ShoalConfig({"a": "/a"}))
-    config_path().chmod(0o644)
+    Path(config_path()).chmod(0o644)
     save_config(ShoalConfig({"b": "/b"}))
-    assert stat.S_IMODE(config_path().stat().st_mode) == 0o600
-    assert sorted(p.name for p in home.iterdir()) == ["config.toml"]
+    assert stat.S_IMODE(Path(config_path()).stat().st_mode) == 0o600
+    assert sorted(p.name for p in home.iterdir()) == [".config.parsed.json", "config.toml"]
     assert load_config().kits == {"b": "/b"}
 
 
 def test_a_failed_write_keeps_the_old_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     save_config(ShoalConfig({"a": "/a"}, "a"))
-    before = config_path().read_text()
+    before = Path(config_path()).read_text()
 
     def crash(src: str, dst: str) -> None:
         raise OSError("power cut")
@@ -93,8 +94,8 @@ def test_a_failed_write_keeps_the_old_file(home: Path, monkeypatch: pytest.Monke
         patch.setattr(os, "replace", crash)
         with pytest.raises(OSError):
             save_config(ShoalConfig({"b": "/b"}))
-    assert config_path().read_text() == before
-    assert sorted(p.name for p in home.iterdir()) == ["config.toml"]
+    assert Path(config_path()).read_text() == before
+    assert sorted(p.name for p in home.iterdir()) == [".config.parsed.json", "config.toml"]
 
 
 def test_the_write_is_a_rename_of_a_synced_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,8 +131,8 @@ def test_the_write_is_a_rename_of_a_synced_file(monkeypatch: pytest.MonkeyPatch)
     ],
 )
 def test_a_damaged_file_is_an_error_with_a_hint(text: str, needle: str) -> None:
-    config_path().parent.mkdir(parents=True)
-    config_path().write_text(text, encoding="utf-8" if text.isascii() else "latin-1")
+    Path(config_path()).parent.mkdir(parents=True)
+    Path(config_path()).write_text(text, encoding="utf-8" if text.isascii() else "latin-1")
     with pytest.raises(ShoalError) as err:
         load_config()
     assert err.value.code == "STARTUP_KIT_MISSING"
@@ -147,11 +148,29 @@ def test_the_parse_is_kept_while_the_text_is_unchanged(home: Path) -> None:
     assert cache.is_file() and stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert (first.kits, first.active) == ({"a": "/kits/a"}, "a")
     # a hand edit of the TOML is seen at once: the cache only answers for the exact same text
-    config_path().write_text(render(ShoalConfig(kits={"b": "/kits/b"}, active="b")))
+    Path(config_path()).write_text(render(ShoalConfig(kits={"b": "/kits/b"}, active="b")))
     assert (load_config().kits, load_config().active) == ({"b": "/kits/b"}, "b")
     # a damaged cache is ignored and rewritten; a damaged TOML is still refused
     cache.write_text("{not json")
     assert load_config().kits == {"b": "/kits/b"}
-    config_path().write_text("version = [")
+    Path(config_path()).write_text("version = [")
     with pytest.raises(ShoalError):
         load_config()
+
+
+def test_a_save_leaves_the_parse_the_toml_would_give(home: Path) -> None:
+    """The command after a save reads the saved parse: it must equal tomllib's reading."""
+    from shoal.api.config_file import _parse
+
+    config = ShoalConfig(kits={'odd "id"\\.x': "/kits/é", "b": "/b"}, active="b", poc_workspace="")
+    save_config(config)
+    text = Path(config_path()).read_text(encoding="utf-8")
+    saved = load_config()  # answered from .config.parsed.json
+    parsed = _parse(config_path(), text)
+    assert (saved.kits, saved.active, saved.poc_workspace) == (
+        parsed.kits,
+        parsed.active,
+        parsed.poc_workspace,
+    )
+    assert saved.poc_workspace is None
+    assert json.loads((home / ".config.parsed.json").read_text())["source"] == text

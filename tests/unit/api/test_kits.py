@@ -87,7 +87,7 @@ def test_admin_kit_holds_everything_a_client_needs(tmp_path: Path) -> None:
     )
     kit = resolve_admin_kit(None, str(kit_dir))
     assert kit == AdminKit(
-        path=kit_dir.resolve(),
+        path=str(kit_dir.resolve()),
         name="lead@example.org",
         org="hospital.org",
         role="lead",
@@ -96,9 +96,9 @@ def test_admin_kit_holds_everything_a_client_needs(tmp_path: Path) -> None:
         port=9001,
         source="startup-kit",
     )
-    assert kit.cert == kit_dir.resolve() / "startup/client.crt"
-    assert kit.key == kit_dir.resolve() / "startup/client.key"
-    assert kit.ca == kit_dir.resolve() / "startup/rootCA.pem"
+    assert kit.cert == str(kit_dir.resolve() / "startup/client.crt")
+    assert kit.key == str(kit_dir.resolve() / "startup/client.key")
+    assert kit.ca == str(kit_dir.resolve() / "startup/rootCA.pem")
     assert "lead@example.org" in repr(kit)
     assert hash(kit) == hash(resolve_admin_kit(None, str(kit_dir)))
 
@@ -113,7 +113,7 @@ def test_admin_kit_is_immutable(tmp_path: Path) -> None:
 
 def test_the_startup_subfolder_stands_for_the_kit(tmp_path: Path) -> None:
     kit_dir = make_kit(tmp_path / "a")
-    assert resolve_admin_kit(None, str(kit_dir / "startup")).path == kit_dir.resolve()
+    assert resolve_admin_kit(None, str(kit_dir / "startup")).path == str(kit_dir.resolve())
 
 
 # --- resolution order ---
@@ -156,11 +156,11 @@ def test_then_the_active_kit_when_the_environment_is_blank(
 
 
 def test_selectors_never_change_the_config_file(four_kits: dict[str, Path]) -> None:
-    before = config_path().read_text()
+    before = Path(config_path()).read_text()
     resolve_admin_kit("by_id", None)
     resolve_admin_kit(None, str(four_kits["startup-kit"]))
     resolve_admin_kit(None, None)
-    assert config_path().read_text() == before
+    assert Path(config_path()).read_text() == before
 
 
 def test_a_bad_selector_is_an_error_not_a_fall_through(four_kits: dict[str, Path], tmp_path: Path) -> None:
@@ -246,8 +246,8 @@ def test_a_damaged_admin_kit_is_not_a_valid_kit(tmp_path: Path, damage: Any, rea
 
 
 def test_a_damaged_config_file_stops_resolution(tmp_path: Path) -> None:
-    config_path().parent.mkdir(parents=True)
-    config_path().write_text("[[[")
+    Path(config_path()).parent.mkdir(parents=True)
+    Path(config_path()).write_text("[[[")
     err = failure()
     assert "cannot parse" in err.message
     # an explicit path does not need the config file

@@ -41,7 +41,7 @@ def ws(tmp_path: Path) -> Path:
 
 
 def config_toml() -> dict[str, Any]:
-    return tomllib.loads(config_path().read_text())
+    return tomllib.loads(Path(config_path()).read_text())
 
 
 def raises(code: str, fn: Any, *args: Any, **kwargs: Any) -> ShoalError:
@@ -151,11 +151,11 @@ def test_prepare_reports_the_prior_active_kit(ws: Path, tmp_path: Path) -> None:
 
 def test_prepare_refuses_an_existing_workspace_without_force_and_changes_nothing(ws: Path) -> None:
     prepare_poc(ws, n_sites=1)
-    before = (ws / "poc.json").read_text(), config_path().read_text()
+    before = (ws / "poc.json").read_text(), Path(config_path()).read_text()
     err = raises("POC_WORKSPACE_EXISTS", prepare_poc, ws, n_sites=2)
     assert str(ws.resolve()) in err.message
     assert err.exit_code == 4
-    assert ((ws / "poc.json").read_text(), config_path().read_text()) == before
+    assert ((ws / "poc.json").read_text(), Path(config_path()).read_text()) == before
 
 
 def test_prepare_with_force_replaces_the_workspace_and_its_ca(ws: Path) -> None:
@@ -197,8 +197,8 @@ def test_prepare_needs_a_site(ws: Path) -> None:
 
 
 def test_prepare_with_an_unreadable_config_changes_nothing(ws: Path) -> None:
-    config_path().parent.mkdir(parents=True)
-    config_path().write_text("this is = = not toml")
+    Path(config_path()).parent.mkdir(parents=True)
+    Path(config_path()).write_text("this is = = not toml")
     err = raises("STARTUP_KIT_MISSING", prepare_poc, ws)
     assert "cannot parse" in err.message
     assert not ws.exists()
@@ -212,7 +212,7 @@ def test_a_failure_half_way_leaves_no_workspace(ws: Path, monkeypatch: pytest.Mo
     with pytest.raises(OSError):
         prepare_poc(ws)
     assert not ws.exists()
-    assert not config_path().exists()
+    assert not Path(config_path()).exists()
 
 
 # --- add an admin ---
