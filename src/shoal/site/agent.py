@@ -189,7 +189,7 @@ class SiteAgent:
         job = self.jobs.get(job_id)
         if kind == "deploy":
             if job is None:
-                job = self.jobs[job_id] = SiteJob(
+                job = self.jobs[job_id] = self.job_class(
                     self, job_id, str(msg["app"]), str(msg.get("study", "default"))
                 )
                 loop.create_task(job.start())
