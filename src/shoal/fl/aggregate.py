@@ -18,6 +18,12 @@ def _accumulator(dtype: np.dtype[Any]) -> type[np.floating[Any]]:
     return np.float64
 
 
+def _scaled(arr: np.ndarray, weight: float, dtype: np.dtype[Any]) -> np.ndarray:
+    """``arr * weight`` computed in the sum's dtype: scaling a float16 tensor by a site's
+    example count in float16 would round it, and overflow past 65504."""
+    return arr * weight if arr.dtype == dtype else arr.astype(dtype) * weight
+
+
 class WeightedSum:
     """Accumulates ``sum(w_i * x_i)`` and ``sum(w_i)`` one update at a time.
 
@@ -55,7 +61,7 @@ class WeightedSum:
                     raise ValueError(
                         f"tensor {name!r} has shape {arr.shape}, expected {self._sums[name].shape}"
                     )
-                self._sums[name] += arr * weight
+                self._sums[name] += _scaled(arr, weight, self._sums[name].dtype)
             del arr
         self._add_metrics(metrics, weight)
         self.total_weight += weight
@@ -67,14 +73,28 @@ class WeightedSum:
         for name in params:
             shape, dtype = params.shape(name)
             if name not in self._sums:
-                self._sums[name] = np.zeros(shape, dtype=_accumulator(dtype))
                 self._dtypes[name] = dtype
+                if _accumulator(dtype) == dtype:
+                    # The first update becomes the running sum as it is read: no zero-filled
+                    # array to add it into (a pass over the model saved per round).
+                    first = params[name]
+                    if weight != 1:
+                        first *= weight
+                    self._sums[name] = first
+                    continue
+                self._sums[name] = np.zeros(shape, dtype=_accumulator(dtype))
             elif shape != self._sums[name].shape:
                 raise ValueError(f"tensor {name!r} has shape {shape}, expected {self._sums[name].shape}")
             flat = self._sums[name].reshape(-1)
             for start, chunk in params.chunks(name):
                 part = flat[start : start + chunk.size]
-                part += chunk * weight if weight != 1 else chunk
+                if weight == 1:
+                    part += chunk
+                elif chunk.dtype == part.dtype:
+                    chunk *= weight  # the chunk is LazyParams' scratch buffer: no temporary array
+                    part += chunk
+                else:
+                    part += _scaled(chunk, weight, part.dtype)
 
     def _add_metrics(self, metrics: dict[str, float] | None, weight: float) -> None:
         for key, val in (metrics or {}).items():
