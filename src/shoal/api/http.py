@@ -40,8 +40,6 @@ class Response:
         self._chunked = headers.get("transfer-encoding", "").lower() == "chunked"
         length = headers.get("content-length")
         self._remaining = int(length) if length is not None else None
-        self._chunk_left = 0
-        self._done = (self._remaining == 0) and not self._chunked
 
     def iter_body(self) -> Iterator[bytes]:
         """Yield the body in pieces (chunked or fixed length)."""
@@ -74,7 +72,6 @@ class Response:
         else:
             while data := self._stream.read(CHUNK):
                 yield data
-        self._done = True
 
     def read(self) -> bytes:
         return b"".join(self.iter_body())

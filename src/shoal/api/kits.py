@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 ADMIN_FILES = ("fed_admin.json", "client.crt", "client.key", "rootCA.pem")
 ENV_KIT = "SHOAL_STARTUP_KIT_DIR"
-SOURCES = ("kit-id", "startup-kit", "env", "active")
 
 _AdminKitFields = ("path", "name", "org", "role", "project", "host", "port", "cert", "key", "ca", "source")
 

@@ -54,7 +54,6 @@ class PoolTransport(SyncChannel):
         self.first_error: dict[str, Any] | None = None
         self.site_metrics: dict[str, dict[str, Any]] = {}
         self.worker_rss_kib: dict[int, int] = {}
-        self.site_runs = 0
 
     # --- what the workflow sends: tasks and finished rounds -------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -102,11 +101,6 @@ class PoolTransport(SyncChannel):
     def close(self) -> None:
         self._waiting.clear()
 
-    @property
-    def pending(self) -> int:
-        """Site runs queued or running (0 once every answer was taken)."""
-        return len(self._waiting) + self._in_flight
-
     def _fill(self) -> None:
         while self._waiting and self._in_flight < self._max_in_flight:
             spec = self._waiting.popleft()
@@ -120,7 +114,6 @@ class PoolTransport(SyncChannel):
 
     def _note(self, answer: dict[str, Any]) -> dict[str, Any]:
         """Keep what reports need (worker memory, metrics, first error); pass the rest on."""
-        self.site_runs += 1
         worker = answer.pop("worker", None)
         if worker:
             pid = int(worker["pid"])
