@@ -165,7 +165,7 @@ def _stamp(iso: str) -> str:
 
 
 def _elapsed(row: dict[str, Any]) -> str:
-    from datetime import UTC, datetime  # only for rows, not on every ls
+    from datetime import UTC, datetime
 
     if not row.get("start_time"):
         return "00:00:00"

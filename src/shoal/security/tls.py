@@ -53,8 +53,8 @@ def server_ssl_context(kit_dir: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
     # No TLS 1.3 session tickets: no shoal client resumes a session (the CLI is a new process
-    # per call, sites hold one connection), and issuing two tickets per handshake was ~0.9 ms
-    # of server CPU on every CLI call.
+    # per call, and the sites' aiohttp client never offers one), and issuing two tickets per
+    # handshake was ~0.9 ms of server CPU on every CLI call.
     ctx.num_tickets = 0
     return load_identity(ctx, str(Path(kit_dir) / "startup"), "server")
 
