@@ -21,6 +21,13 @@ class Proxy:
         self.cut_once_after_reply_bytes: int | None = None
         self.cut_once_after_request_bytes: int | None = None
         self.cuts = 0
+        # Stall the first connection whose answer (or request) passes this many bytes, once: the
+        # proxy stops reading and forwarding it but keeps both sockets open, as a TCP path that
+        # silently stopped moving would. Only close() releases it.
+        self.stall_once_after_reply_bytes: int | None = None
+        self.stall_once_after_request_bytes: int | None = None
+        self.stalls = 0
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -53,15 +60,14 @@ class Proxy:
             threading.Thread(target=self._pipe, args=(client, server, False, sent), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True, sent), daemon=True).start()
 
-    def _should_cut(self, is_reply: bool, sent: list[int]) -> bool:
+    def _once(self, fault: str, is_reply: bool, sent: list[int]) -> bool:
+        """Whether the one-shot ``fault`` ("cut" or "stall") fires now for this direction."""
+        attr = f"{fault}_once_after_{'reply' if is_reply else 'request'}_bytes"
         with self._lock:
-            limit = self.cut_once_after_reply_bytes if is_reply else self.cut_once_after_request_bytes
+            limit = getattr(self, attr)
             if limit is not None and sent[1 if is_reply else 0] > limit:
-                if is_reply:
-                    self.cut_once_after_reply_bytes = None
-                else:
-                    self.cut_once_after_request_bytes = None
-                self.cuts += 1
+                setattr(self, attr, None)
+                setattr(self, f"{fault}s", getattr(self, f"{fault}s") + 1)
                 return True
         return False
 
@@ -69,7 +75,10 @@ class Proxy:
         try:
             while data := src.recv(65536):
                 sent[1 if is_reply else 0] += len(data)
-                if self._should_cut(is_reply, sent):
+                if self._once("cut", is_reply, sent):
+                    break
+                if self._once("stall", is_reply, sent):
+                    self._released.wait()
                     break
                 limit = self.drop_replies_after
                 if is_reply and limit is not None and sent[0] > limit:
@@ -102,4 +111,5 @@ class Proxy:
         self._listen(self.port)
 
     def close(self) -> None:
+        self._released.set()
         self.cut()

@@ -18,6 +18,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 pytestmark = pytest.mark.e2e
 
+IDLE = 3  # seconds without a byte before a transfer counts as stalled, in the routed federation
+
 
 def server_address(fed: Federation) -> tuple[str, int]:
     poc = json.loads((fed.workspace / "poc.json").read_text())
@@ -78,7 +80,8 @@ def routed(tmp_path: Path) -> Iterator[tuple[Federation, Proxy]]:
 
     from tests.federation import start_federation, stop_federation
 
-    fed = start_federation(tmp_path / "home", sites=2)
+    # Transfers that move nothing for 3 s count as stalled (60 s by default), on every process.
+    fed = start_federation(tmp_path / "home", sites=2, env={"SHOAL_TRANSFER_IDLE_TIMEOUT": str(IDLE)})
     proxy = Proxy(server_address(fed))
     cfg = fed.kits / "site-2" / "startup" / "fed_site.json"
     data = json.loads(cfg.read_text())
@@ -157,6 +160,62 @@ def test_broken_transfers_resume(routed: tuple[Federation, Proxy], tmp_path: Pat
         ).read_text()
     )["rounds"]
     assert all(r["sites"] == ["site-1", "site-2"] for r in rounds)
+
+
+def test_stalled_transfers_are_dropped_and_resumed(routed: tuple[Federation, Proxy], tmp_path: Path) -> None:
+    """A model download and a result upload whose path silently stops moving (no reset, no
+    close: a dropped flow) are dropped after the idle timeout and resumed; no round loses
+    site-2, and nothing waited on a wall-clock limit."""
+    import shutil
+
+    fed, proxy = routed
+    job = tmp_path / "big"
+    shutil.copytree(BENCH / "jobs" / "big", job)
+    (job / "app" / "config" / "config_fed_client.json").write_text(
+        json.dumps({"script": "client.py", "args": "--mb 16"})
+    )
+    proxy.stall_once_after_reply_bytes = 6 * 2**20  # the global model on its way down to site-2
+    proxy.stall_once_after_request_bytes = 6 * 2**20  # site-2's update on its way up
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    job_id = doc["data"]["job_id"]
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0, doc
+    assert proxy.stalls == 2
+    site_log = (fed.workspace / "logs" / "site-2.log").read_text()
+    assert f"download of /site/v1/jobs/{job_id}/" in site_log
+    assert site_log.count(f"no data moved for {IDLE} s") >= 2, site_log[-3000:]
+    assert "resuming download" in site_log
+    rounds = json.loads(
+        (
+            fed.kits / "server" / "workspace" / "jobs" / job_id / "workspace" / "metrics_summary.json"
+        ).read_text()
+    )["rounds"]
+    assert all(r["sites"] == ["site-1", "site-2"] for r in rounds)
+
+
+def test_the_server_drops_an_upload_that_stops_moving(routed: tuple[Federation, Proxy]) -> None:
+    """A body that stops arriving (the sender vanished without closing) is answered TIMEOUT
+    after the idle timeout instead of holding the request open forever; nothing is stored."""
+    from shoal.api import tls
+    from shoal.api.http import Connection
+    from shoal.api.kits import resolve_admin_kit
+
+    fed, _ = routed
+    before = fed.cli.json("job", "list")[1]["data"]
+    kit = resolve_admin_kit(None, str(fed.kits / "admin@example.com"))
+    conn = Connection(kit.host, kit.port, tls.client_context(kit.path), timeout=5)
+    conn.connect()
+    conn.settimeout(IDLE + 20)
+    started = time.monotonic()
+    head = "POST /api/v1/jobs?study=default HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
+    conn._sock.sendall((head + "Content-Length: 100000\r\n\r\n").encode() + b"PK" * 50)  # type: ignore[union-attr]
+    response = conn._read_response()
+    waited = time.monotonic() - started
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 504 and body["error_code"] == "TIMEOUT", body
+    assert IDLE - 0.5 <= waited < IDLE + 10, waited
+    assert fed.cli.json("job", "list")[1]["data"] == before
 
 
 def wait_sites(fed: Federation, wanted: set[str], timeout: float = 30) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal.errors import ShoalError
+from shoal.wire.idle import idle_timeout
 
 CHUNK = 4 * 2**20
 
@@ -44,14 +45,26 @@ def _range_start(header: str | None, size: int) -> int:
 
 
 async def save_body(request: web.Request, dest: Path, limit: int, append: bool = False) -> int:
-    """Stream the request body to a file (or onto its end), refusing past ``limit`` bytes."""
+    """Stream the request body to a file (or onto its end), refusing past ``limit`` bytes.
+
+    An upload that moves no byte for ``idle_timeout()`` seconds is dropped (TIMEOUT): a peer
+    gone without a word would otherwise hold the request open forever. What arrived stays, so
+    the sender resumes from there (shoal.wire.idle).
+    """
     if request.content_length is not None and request.content_length > limit:
         raise ShoalError("UPLOAD_TOO_LARGE", f"{request.content_length} bytes; the limit is {limit}")
+    idle = idle_timeout()
     total = dest.stat().st_size if append and dest.exists() else 0
     with dest.open("ab" if append else "wb") as out:
-        async for chunk in request.content.iter_any():
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await request.content.readany()
+            except TimeoutError as exc:
+                raise ShoalError("TIMEOUT", f"no upload data for {idle:g} s after {total} bytes") from exc
+            if not chunk:
+                return total
             total += len(chunk)
             if total > limit:
                 raise ShoalError("UPLOAD_TOO_LARGE", f"more than {limit} bytes")
             out.write(chunk)
-    return total

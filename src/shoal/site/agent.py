@@ -11,14 +11,16 @@ import json
 import logging
 import random
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
 from shoal import __version__
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
+from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.warm import SparePool
 
 log = logging.getLogger("shoal.site")
@@ -26,6 +28,15 @@ log = logging.getLogger("shoal.site")
 BACKOFF_START = 0.1
 BACKOFF_MAX = 10.0
 TRANSFER_ATTEMPTS = 12  # a transfer retries (resuming) through about a minute of lost link
+UPLOAD_PIECE = 256 * 2**10
+
+
+async def _read_ticking(f: BinaryIO, progress: Progress) -> AsyncIterator[bytes]:
+    """A file as an upload body, read from a worker thread. The writer asks for the next piece
+    only once the last one went out, so each read is a sign of progress."""
+    while data := await asyncio.to_thread(f.read, UPLOAD_PIECE):
+        progress.tick()
+        yield data
 
 
 class SiteAgent:
@@ -67,51 +78,70 @@ class SiteAgent:
                 pass
 
     async def download(self, path: str, dest: Path) -> None:
-        """Stream a file from the server to ``dest``; a broken transfer resumes where it stopped
-        (``Range``) instead of starting over, for as long as the link keeps coming back."""
+        """Stream a file from the server to ``dest``; a broken or stalled transfer resumes where
+        it stopped (``Range``) instead of starting over, for as long as the link keeps coming
+        back. Stalled means no byte for ``idle_timeout()`` seconds: never a wall-clock limit."""
         tmp = dest.with_name(dest.name + ".part")
         tmp.unlink(missing_ok=True)
+        idle = idle_timeout()
         for attempt in range(TRANSFER_ATTEMPTS):
-            have = tmp.stat().st_size if tmp.exists() else 0
-            headers = {"Range": f"bytes={have}-"} if have else {}
+            progress = Progress()
             try:
-                async with self.session.get(self.base_url + path, headers=headers) as resp:
-                    if resp.status not in (200, 206):
-                        raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
-                    if have:
-                        log.info("resuming download of %s at byte %d (HTTP %d)", path, have, resp.status)
-                    with tmp.open("ab" if resp.status == 206 else "wb") as out:
-                        async for chunk in resp.content.iter_any():
-                            out.write(chunk)
+                await watched(self._download_once(path, tmp, progress), progress, idle)
                 tmp.replace(dest)
                 return
-            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            except (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled) as exc:
                 log.warning("download of %s broke (%s); retrying", path, exc)
                 await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_START * 2**attempt))
         raise RuntimeError(f"GET {path}: gave up after {TRANSFER_ATTEMPTS} attempts")
 
+    async def _download_once(self, path: str, tmp: Path, progress: Progress) -> None:
+        have = tmp.stat().st_size if tmp.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        async with self.session.get(self.base_url + path, headers=headers) as resp:
+            if resp.status not in (200, 206):
+                raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
+            if have:
+                log.info("resuming download of %s at byte %d (HTTP %d)", path, have, resp.status)
+            with tmp.open("ab" if resp.status == 206 else "wb") as out:
+                async for chunk in resp.content.iter_any():
+                    out.write(chunk)
+                    progress.tick()
+
     async def upload(self, path: str, src: Path, headers: dict[str, str]) -> None:
-        """PUT a file; a broken result upload resumes from the bytes the server says it holds."""
-        size = src.stat().st_size
+        """PUT a file; a broken or stalled result upload resumes from the bytes the server says
+        it holds."""
         offset = 0
+        idle = idle_timeout()
         for attempt in range(TRANSFER_ATTEMPTS):
+            progress = Progress()
             try:
-                query = f"{'&' if '?' in path else '?'}offset={offset}"
-                with src.open("rb") as f:
-                    f.seek(offset)
-                    send = {**headers, "X-Shoal-Total": str(size), "Content-Length": str(size - offset)}
-                    async with self.session.put(self.base_url + path + query, data=f, headers=send) as resp:
-                        if resp.status == 409:  # we and the server disagree on what arrived
-                            offset = int((await resp.json()).get("received", 0))
-                            continue
-                        if resp.status != 200:
-                            raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {await resp.text()}")
-                        return
-            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                held = await watched(self._upload_once(path, src, offset, headers, progress), progress, idle)
+                if held is None:
+                    return
+                offset = held  # we and the server disagreed on what arrived: send from there
+            except (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled) as exc:
                 log.warning("upload to %s broke (%s); resuming", path, exc)
                 await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_START * 2**attempt))
                 offset = await self._received(path)
         raise RuntimeError(f"PUT {path}: gave up after {TRANSFER_ATTEMPTS} attempts")
+
+    async def _upload_once(
+        self, path: str, src: Path, offset: int, headers: dict[str, str], progress: Progress
+    ) -> int | None:
+        """One PUT from ``offset``: None once the server has it all, else the bytes it holds (409)."""
+        size = src.stat().st_size
+        query = f"{'&' if '?' in path else '?'}offset={offset}"
+        send = {**headers, "X-Shoal-Total": str(size), "Content-Length": str(size - offset)}
+        with src.open("rb") as f:
+            f.seek(offset)
+            body = _read_ticking(f, progress)
+            async with self.session.put(self.base_url + path + query, data=body, headers=send) as resp:
+                if resp.status == 409:
+                    return int((await resp.json()).get("received", 0))
+                if resp.status != 200:
+                    raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {await resp.text()}")
+                return None
 
     async def _received(self, path: str) -> int:
         """Bytes of an interrupted upload the server holds (0 where it cannot say)."""
