@@ -19,6 +19,8 @@ from typing import Any
 from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
 from shoal.wire.channel import SyncChannel
 
+LAST_WORD_WAIT = 10.0  # seconds to wait for the server to read the outcome before exiting anyway
+
 BUILTIN_WORKFLOWS = {
     "fedavg": "shoal.fl.fedavg.FedAvg",
     "fedstats": "shoal.fl.fedstats.FedStats",
@@ -85,18 +87,26 @@ def main(argv: list[str] | None = None) -> int:
         cls(ctx, **args).run()
     except RoundFailed as exc:
         logging.getLogger("shoal.workflow").error("job failed: %s", exc)
-        channel.send(
-            {"op": "error", "status": "FAILED", "type": "RoundFailed", "message": str(exc), "site": exc.site}
-        )
-        return 1
+        last_word: dict[str, Any] = {
+            "op": "error",
+            "status": "FAILED",
+            "type": "RoundFailed",
+            "message": str(exc),
+            "site": exc.site,
+        }
     except Exception as exc:
         traceback.print_exc()
-        channel.send(
-            {"op": "error", "status": "FINISHED_EXCEPTION", "type": type(exc).__name__, "message": str(exc)}
-        )
-        return 1
-    channel.send({"op": "done"})
-    return 0
+        last_word = {
+            "op": "error",
+            "status": "FINISHED_EXCEPTION",
+            "type": type(exc).__name__,
+            "message": str(exc),
+        }
+    else:
+        last_word = {"op": "done"}
+    channel.send(last_word)
+    channel.wait_closed(LAST_WORD_WAIT)  # the server closes its side once it has read it
+    return 0 if last_word["op"] == "done" else 1
 
 
 if __name__ == "__main__":

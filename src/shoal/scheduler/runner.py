@@ -118,6 +118,7 @@ class JobRun:
         self.tasks: dict[str, TaskState] = {}
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._writer: asyncio.StreamWriter | None = None
+        self._controller_said_last_word = False  # "done" or "error" read: we write no more
         self._proc: asyncio.subprocess.Process | None = None
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
         self._failed_sites: set[str] = set()
@@ -212,6 +213,7 @@ class JobRun:
             self.scheduler.events.notify(self.job_id)
         elif op == "done":
             self._outcome = (JobStatus.FINISHED_OK, "finished", None)
+            self._release_controller()
             # The results are written: sites can stop while the controller process exits.
             await self._tell_sites_to_end("end", "finished")
         elif op == "error":
@@ -219,9 +221,22 @@ class JobRun:
             site = msg.get("site") or "server"
             error = {"site": site, "type": msg.get("type", "Error"), "message": msg.get("message", "")}
             self._outcome = (status, f"{error['type']}: {error['message']}", error)
+            self._release_controller()
+
+    def _release_controller(self) -> None:
+        """Its last word is read: close our side, which is what the controller waits for before
+        exiting. Until then it is alive to receive whatever we send, so a write never meets a
+        closed socket; asyncio would answer that with an error that also discards the lines not
+        yet read, such as this very outcome (SyncChannel.wait_closed)."""
+        self._controller_said_last_word = True
+        if self._writer is not None and self._writer.can_write_eof() and not self._writer.is_closing():
+            try:
+                self._writer.write_eof()
+            except OSError:
+                pass
 
     def _send_controller(self, msg: dict[str, Any]) -> None:
-        if self._writer is not None and not self._writer.is_closing():
+        if self._writer is not None and not self._writer.is_closing() and not self._controller_said_last_word:
             self._writer.write(encode(msg))
 
     def task_for(self, site: str, task_id: str) -> TaskState | None:

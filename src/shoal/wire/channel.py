@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import Any
 
 CHANNEL_FD_ENV = "SHOAL_CHANNEL_FD"
@@ -53,6 +54,19 @@ class SyncChannel:
             return None
         message: dict[str, Any] = json.loads(line)
         return message
+
+    def wait_closed(self, timeout: float) -> None:
+        """After its last message, read and drop whatever comes until the parent closes the
+        channel (it has read that message) or ``timeout`` passes. Exiting at once could let the
+        parent write into a closed socket, and asyncio's answer to that error also throws away
+        the lines it had not read yet: the last message among them."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if self.receive(left) is None:
+                    return
+            except (TimeoutError, ValueError):
+                return
 
     def close(self) -> None:
         try:

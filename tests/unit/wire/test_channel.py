@@ -1,0 +1,54 @@
+"""The job-process channel's last-word handshake (shoal.wire.channel.SyncChannel.wait_closed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+from shoal.wire.channel import SyncChannel, encode
+
+
+def test_the_last_word_survives_the_parent_writing_at_the_same_moment() -> None:
+    """The child sends its outcome and waits; the parent, still writing to it, reads every line
+    (the outcome included) and closes its side; only then does the child return."""
+    parent_sock, child_sock = socket.socketpair()
+    child = SyncChannel(child_sock)
+    returned: list[float] = []
+
+    def child_main() -> None:
+        child.send({"op": "error", "status": "FAILED"})
+        child.wait_closed(timeout=10)
+        returned.append(time.monotonic())
+        child.close()
+
+    async def parent() -> tuple[list[dict[str, object]], float]:
+        reader, writer = await asyncio.open_connection(sock=parent_sock)
+        for i in range(50):  # e.g. site_failed and metric relays, racing the child's exit
+            writer.write(encode({"op": "metric", "i": i}))
+        await writer.drain()
+        seen = [json.loads(await reader.readline())]
+        closed_at = time.monotonic()
+        writer.write_eof()  # what the server does once it has read the outcome
+        assert await reader.readline() == b""  # the child exits: end of file, nothing lost
+        writer.close()
+        return seen, closed_at
+
+    thread = threading.Thread(target=child_main)
+    thread.start()
+    seen, closed_at = asyncio.run(parent())
+    thread.join(timeout=10)
+    assert seen == [{"op": "error", "status": "FAILED"}]
+    assert returned and returned[0] >= closed_at
+
+
+def test_wait_closed_gives_up_after_its_timeout() -> None:
+    parent_sock, child_sock = socket.socketpair()
+    child = SyncChannel(child_sock)
+    start = time.monotonic()
+    child.wait_closed(timeout=0.3)  # the parent never closes
+    assert 0.3 <= time.monotonic() - start < 3
+    child.close()
+    parent_sock.close()
