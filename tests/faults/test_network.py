@@ -133,64 +133,56 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     assert len(rounds) == 200 and all(r["sites"] == ["site-1", "site-2"] for r in rounds)
 
 
-def test_broken_transfers_resume(routed: tuple[Federation, Proxy], tmp_path: Path) -> None:
-    """A model download and a result upload cut in the middle resume where they stopped."""
+def run_16mb_job(fed: Federation, tmp_path: Path) -> str:
+    """Submit the bench's large-model job with a 16 MB model, wait until it finishes OK, and
+    check that site-2 (the routed one) answered every round; return the job id."""
     import shutil
 
-    fed, proxy = routed
     job = tmp_path / "big"
     shutil.copytree(BENCH / "jobs" / "big", job)
     (job / "app" / "config" / "config_fed_client.json").write_text(
         json.dumps({"script": "client.py", "args": "--mb 16"})
     )
-    proxy.cut_once_after_reply_bytes = 6 * 2**20  # the global model on its way down to site-2
-    proxy.cut_once_after_request_bytes = 6 * 2**20  # site-2's update on its way up
     code, doc = fed.cli.json("job", "submit", "-j", job)
-    job_id = doc["data"]["job_id"]
+    job_id = str(doc["data"]["job_id"])
     code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
     assert code == 0, doc
-    assert proxy.cuts == 2
-    site_log = (fed.workspace / "logs" / "site-2.log").read_text()
-    assert "resuming download" in site_log and "(HTTP 206)" in site_log
-    # the cut upload was recovered too (aiohttp re-sends a PUT cut on a reused connection once
-    # by itself; past that, the agent resumes from the offset the server reports)
     rounds = json.loads(
         (
             fed.kits / "server" / "workspace" / "jobs" / job_id / "workspace" / "metrics_summary.json"
         ).read_text()
     )["rounds"]
     assert all(r["sites"] == ["site-1", "site-2"] for r in rounds)
+    return job_id
+
+
+def test_broken_transfers_resume(routed: tuple[Federation, Proxy], tmp_path: Path) -> None:
+    """A model download and a result upload cut in the middle resume where they stopped."""
+    fed, proxy = routed
+    proxy.cut_once_after_reply_bytes = 6 * 2**20  # the global model on its way down to site-2
+    proxy.cut_once_after_request_bytes = 6 * 2**20  # site-2's update on its way up
+    run_16mb_job(fed, tmp_path)
+    assert proxy.cuts == 2
+    site_log = (fed.workspace / "logs" / "site-2.log").read_text()
+    assert "resuming download" in site_log and "(HTTP 206)" in site_log
+    # the cut upload was recovered too (aiohttp re-sends a PUT cut on a reused connection once
+    # by itself; past that, the agent resumes from the offset the server reports): every round
+    # had site-2's update, which run_16mb_job checked
 
 
 def test_stalled_transfers_are_dropped_and_resumed(routed: tuple[Federation, Proxy], tmp_path: Path) -> None:
     """A model download and a result upload whose path silently stops moving (no reset, no
     close: a dropped flow) are dropped after the idle timeout and resumed; no round loses
     site-2, and nothing waited on a wall-clock limit."""
-    import shutil
-
     fed, proxy = routed
-    job = tmp_path / "big"
-    shutil.copytree(BENCH / "jobs" / "big", job)
-    (job / "app" / "config" / "config_fed_client.json").write_text(
-        json.dumps({"script": "client.py", "args": "--mb 16"})
-    )
     proxy.stall_once_after_reply_bytes = 6 * 2**20  # the global model on its way down to site-2
     proxy.stall_once_after_request_bytes = 6 * 2**20  # site-2's update on its way up
-    code, doc = fed.cli.json("job", "submit", "-j", job)
-    job_id = doc["data"]["job_id"]
-    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
-    assert code == 0, doc
+    job_id = run_16mb_job(fed, tmp_path)
     assert proxy.stalls == 2
     site_log = (fed.workspace / "logs" / "site-2.log").read_text()
     assert f"download of /site/v1/jobs/{job_id}/" in site_log
     assert site_log.count(f"no data moved for {IDLE} s") >= 2, site_log[-3000:]
     assert "resuming download" in site_log
-    rounds = json.loads(
-        (
-            fed.kits / "server" / "workspace" / "jobs" / job_id / "workspace" / "metrics_summary.json"
-        ).read_text()
-    )["rounds"]
-    assert all(r["sites"] == ["site-1", "site-2"] for r in rounds)
 
 
 def test_the_server_drops_an_upload_that_stops_moving(routed: tuple[Federation, Proxy]) -> None:
