@@ -210,6 +210,36 @@ def test_the_server_drops_an_upload_that_stops_moving(routed: tuple[Federation, 
     assert fed.cli.json("job", "list")[1]["data"] == before
 
 
+def test_the_server_drops_a_download_nobody_reads(routed: tuple[Federation, Proxy], tmp_path: Path) -> None:
+    """A reader that stops taking bytes (a frozen process keeps its connection open with a zero
+    window) is cut off after the idle timeout instead of holding the server's handler forever."""
+    from shoal.api import tls
+    from shoal.api.http import Connection, ProtocolError
+    from shoal.api.kits import resolve_admin_kit
+
+    fed, _ = routed
+    job_id = run_16mb_job(fed, tmp_path)  # its result holds the 16 MB model, stored uncompressed
+    kit = resolve_admin_kit(None, str(fed.kits / "admin@example.com"))
+    conn = Connection(kit.host, kit.port, tls.client_context(kit.path), timeout=5)
+    conn.connect()
+    request = f"GET /api/v1/jobs/{job_id}/result?study=default HTTP/1.1\r\nHost: x\r\n\r\n"
+    conn._sock.sendall(request.encode())  # type: ignore[union-attr]
+    time.sleep(IDLE + 3)  # take nothing: the socket buffers fill and the server's writes block
+    conn.settimeout(10)
+    response = conn._read_response()
+    assert response.status == 200
+    length = int(response.headers["content-length"])
+    got = 0
+    with pytest.raises((ProtocolError, OSError)):  # what was buffered, then the connection ends
+        for piece in response.iter_body():
+            got += len(piece)
+    conn.close()
+    assert 0 < got < length, (got, length)
+    server_log = (fed.workspace / "logs" / "server.log").read_text()
+    assert f"the reader took nothing for {IDLE:g} s" in server_log
+    assert fed.cli.json("job", "meta", job_id)[0] == 0  # and the server carries on
+
+
 def wait_sites(fed: Federation, wanted: set[str], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -8,6 +8,7 @@ from 16.5 s to 5.3 s). Memory stays at one chunk either way.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from aiohttp import web
@@ -16,12 +17,22 @@ from shoal.errors import ShoalError
 from shoal.wire.idle import idle_timeout
 
 CHUNK = 4 * 2**20
+PIECE = 256 * 2**10  # the unit a reader must take within the idle timeout
+
+log = logging.getLogger("shoal.server")
 
 
 async def stream_file(
     request: web.Request, path: Path, content_type: str = "application/octet-stream"
 ) -> web.StreamResponse:
-    """The file, or its tail from ``Range: bytes=N-`` (206), so a broken download resumes."""
+    """The file, or its tail from ``Range: bytes=N-`` (206), so a broken download resumes.
+
+    A reader that does not take the next PIECE within ``idle_timeout()`` seconds (a frozen
+    process keeps its connection open with a zero window, forever) has its connection aborted:
+    the handler and the open file are not held for a peer that is not reading. Judged per
+    256 KiB, a link of a few KB/s still counts as progressing.
+    """
+    idle = idle_timeout()
     size = path.stat().st_size
     start = _range_start(request.headers.get("Range"), size)
     response = web.StreamResponse(status=206 if start else 200, headers={"Content-Type": content_type})
@@ -32,7 +43,18 @@ async def stream_file(
     with path.open("rb") as f:
         f.seek(start)
         while chunk := await asyncio.to_thread(f.read, CHUNK):
-            await response.write(chunk)
+            view = memoryview(chunk)
+            try:
+                for at in range(0, len(view), PIECE):
+                    async with asyncio.timeout(idle):
+                        await response.write(view[at : at + PIECE])
+            except TimeoutError:
+                log.warning(
+                    "%s %s: the reader took nothing for %g s; dropping it", request.method, request.path, idle
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
     await response.write_eof()
     return response
 
