@@ -139,6 +139,8 @@ class SiteAgent:
             async with self.session.put(self.base_url + path + query, data=body, headers=send) as resp:
                 if resp.status == 409:
                     return int((await resp.json()).get("received", 0))
+                if resp.status == 504:  # the server gave up waiting for our bytes first: resume
+                    raise TransferStalled(f"the server dropped the upload: {await resp.text()}")
                 if resp.status != 200:
                     raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {await resp.text()}")
                 return None
