@@ -74,7 +74,8 @@ class WeightedSum:
             shape, dtype = params.shape(name)
             if name not in self._sums:
                 self._dtypes[name] = dtype
-                if _accumulator(dtype) == dtype:
+                accumulator = _accumulator(dtype)
+                if accumulator == dtype:
                     # The first update becomes the running sum as it is read: no zero-filled
                     # array to add it into (a pass over the model saved per round).
                     first = params[name]
@@ -82,7 +83,7 @@ class WeightedSum:
                         first *= weight
                     self._sums[name] = first
                     continue
-                self._sums[name] = np.zeros(shape, dtype=_accumulator(dtype))
+                self._sums[name] = np.zeros(shape, dtype=accumulator)
             elif shape != self._sums[name].shape:
                 raise ValueError(f"tensor {name!r} has shape {shape}, expected {self._sums[name].shape}")
             flat = self._sums[name].reshape(-1)

@@ -118,7 +118,6 @@ class JobRun:
         self.tasks: dict[str, TaskState] = {}
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._writer: asyncio.StreamWriter | None = None
-        self._controller_said_last_word = False  # "done" or "error" read: we write no more
         self._proc: asyncio.subprocess.Process | None = None
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
         self._failed_sites: set[str] = set()
@@ -228,7 +227,6 @@ class JobRun:
         exiting. Until then it is alive to receive whatever we send, so a write never meets a
         closed socket; asyncio would answer that with an error that also discards the lines not
         yet read, such as this very outcome (SyncChannel.wait_closed)."""
-        self._controller_said_last_word = True
         if self._writer is not None and self._writer.can_write_eof() and not self._writer.is_closing():
             try:
                 self._writer.write_eof()
@@ -236,7 +234,9 @@ class JobRun:
                 pass
 
     def _send_controller(self, msg: dict[str, Any]) -> None:
-        if self._writer is not None and not self._writer.is_closing() and not self._controller_said_last_word:
+        # Once there is an outcome the controller is ending (its last word read, or it is being
+        # killed for an abort): nothing more is written to it.
+        if self._writer is not None and not self._writer.is_closing() and self._outcome is None:
             self._writer.write(encode(msg))
 
     def task_for(self, site: str, task_id: str) -> TaskState | None:

@@ -29,6 +29,8 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 10.0
 TRANSFER_ATTEMPTS = 12  # a transfer retries (resuming) through about a minute of lost link
 UPLOAD_PIECE = 256 * 2**10
+# What ends one transfer attempt and starts the next (resuming), rather than failing the job.
+TRANSFER_BROKEN = (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled)
 
 
 async def _read_ticking(f: BinaryIO, progress: Progress) -> AsyncIterator[bytes]:
@@ -90,7 +92,7 @@ class SiteAgent:
                 await watched(self._download_once(path, tmp, progress), progress, idle)
                 tmp.replace(dest)
                 return
-            except (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled) as exc:
+            except TRANSFER_BROKEN as exc:
                 log.warning("download of %s broke (%s); retrying", path, exc)
                 await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_START * 2**attempt))
         raise RuntimeError(f"GET {path}: gave up after {TRANSFER_ATTEMPTS} attempts")
@@ -120,7 +122,7 @@ class SiteAgent:
                 if held is None:
                     return
                 offset = held  # we and the server disagreed on what arrived: send from there
-            except (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled) as exc:
+            except TRANSFER_BROKEN as exc:
                 log.warning("upload to %s broke (%s); resuming", path, exc)
                 await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_START * 2**attempt))
                 offset = await self._received(path)
