@@ -46,6 +46,11 @@ def cli_md() -> str:
         "Generated from the argparse parsers by `scripts/gen_docs.py`. `--format json` may stand",
         "anywhere after the command.",
         "",
+        "Exit codes: 0 ok; 1 the job or the server said no; 2 connection, authentication or startup",
+        "kit; 3 timeout; 4 invalid arguments; 5 internal error (each error code's exit code is in",
+        "errors.md); 130 interrupted (Ctrl-C); 141 stdout's reader went away (`shoal job list | head",
+        "-1`): the command ends quietly, as `cat` or `grep` would, and what it did on the server stands.",
+        "",
     ]
     _walk(build_parser(), "shoal", out)
     return "\n".join(out)

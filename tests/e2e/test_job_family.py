@@ -370,3 +370,26 @@ def test_structured_logs(federation: Federation) -> None:
     assert any(r.get("levelname") == "INFO" and "round 4 done" in r["message"] for r in server_records)
     human = federation.cli.run("job", "logs", job_id, "--site", "site-1")
     assert "round 4" in human.stdout and not human.stdout.startswith("{")
+
+
+def test_a_submit_whose_reader_went_away_is_still_accepted(federation: Federation, tmp_path: Path) -> None:
+    """``shoal job submit ... | head -c0``: exit 141 (as cat or grep would) with no traceback,
+    and the job the server acknowledged is there."""
+    job = slow_job(tmp_path / "unread", rounds=1, delay=0.0, meta={"name": "submitted-unread"})
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", "job", "submit", "-j", str(job), "--format", "json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+            env=federation.cli.env(),
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == ""
+    code, doc = federation.cli.json("job", "list", "-n", "submitted-unread")
+    assert code == 0 and len(doc["data"]) == 1, doc

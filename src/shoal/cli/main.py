@@ -137,7 +137,26 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     return parser
 
 
+#: Exit code when stdout's reader went away (``shoal job list | head -1``): 128 + SIGPIPE, what
+#: ``cat`` or ``grep`` report in the same pipeline, so ``set -o pipefail`` scripts see the usual.
+EXIT_READER_GONE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A reader that closes stdout early ends the command quietly (no
+    traceback, exit 141): whatever the command did on the server is done either way."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # text output is block-buffered into a pipe: fail here, not at exit
+        return code
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's last flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_READER_GONE
+
+
+def _run(argv: list[str] | None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     fmt, rest = hoist_format(raw)
     if fmt not in FORMATS:
@@ -174,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return render_error(err, fmt, surface=surface)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # stdout's reader is gone: main() ends quietly, no error to print
     except Exception as exc:
         if os.environ.get("SHOAL_DEBUG"):
             import traceback

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from shoal.cli.main import hoist_format, main
+from shoal.cli.main import EXIT_READER_GONE, hoist_format, main
 
 
 @pytest.mark.parametrize(
@@ -46,3 +49,29 @@ def test_jsonl_only_for_streaming_commands(capsys: pytest.CaptureFixture[str]) -
 def test_unknown_format_is_a_plain_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["job", "list", "--format", "xml"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def _with_stdout_closed(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI into a pipe whose reader is already gone (``shoal ... | head -c0``)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "shoal", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "argv", [("job", "submit", "--schema"), ("--format", "json", "job", "list", "--schema")]
+)
+def test_a_reader_that_went_away_ends_the_command_quietly(argv: tuple[str, ...]) -> None:
+    proc = _with_stdout_closed(*argv)
+    assert proc.returncode == EXIT_READER_GONE == 141
+    assert proc.stderr == ""  # no traceback, no "Exception ignored" at exit
