@@ -52,7 +52,7 @@ class LightJob(SiteJob):
 
 class LightAgent(SiteAgent):
     job_class = LightJob
-    keep_spare = False  # jobs run in-process here: 200 agents need no warm interpreters
+    warm_processes = False  # jobs run in-process here: 200 agents need no fork servers
 
 
 async def run(kits: Path, names: list[str]) -> None:

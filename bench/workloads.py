@@ -131,7 +131,7 @@ def per_round(fed: BenchFederation, quick: bool) -> list[Figure]:
         cfg = job / "app" / "config" / "config_fed_server.json"
         cfg.write_text(json.dumps({"workflow": "fedavg", "args": {"num_rounds": 50}}))
         for _ in range(1 if quick else 3):
-            time.sleep(IDLE_PAUSE)  # not racing the spares the previous workload's jobs left to start
+            time.sleep(IDLE_PAUSE)  # each run meets an idle federation
             samples.append(_per_round_once(fed, job))
     return [Figure("per-round overhead", "50 rounds, tiny model, 2 sites", samples)]
 

@@ -195,8 +195,8 @@ def test_cli_hot_path_imports_nothing_heavy(
     assert "HEAVY=\n" in proc.stderr, proc.stderr
 
 
-def test_without_warm_spares_jobs_start_cold_and_agree(tmp_path: Path) -> None:
-    """SHOAL_WARM_SPARES=0: every job process is a new interpreter (decisions/0010); same result."""
+def test_without_warm_processes_jobs_start_cold_and_agree(tmp_path: Path) -> None:
+    """SHOAL_WARM_SPARES=0: every job process is a new interpreter (decisions/0013); same result."""
     import subprocess
 
     from tests.federation import start_federation, stop_federation

@@ -21,6 +21,7 @@ from shoal.wire.status import JobStatus
 
 if TYPE_CHECKING:
     from shoal.scheduler.scheduler import Scheduler
+    from shoal.wire.warm import JobProcess
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -118,7 +119,7 @@ class JobRun:
         self.tasks: dict[str, TaskState] = {}
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._writer: asyncio.StreamWriter | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: JobProcess | None = None
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
         self._failed_sites: set[str] = set()
         self._confirmed: set[str] = set()  # sites that said their part of the job has ended
@@ -153,7 +154,7 @@ class JobRun:
             "--min-clients",
             str(self.min_clients),
         ]
-        self._proc, parent = await self.scheduler.spares.launch(
+        self._proc, parent = await self.scheduler.launcher.launch(
             argv, cwd=str(self.paths.run), env={}, output_file=str(self.paths.server_log)
         )
         reader, self._writer = await asyncio.open_connection(sock=parent)

@@ -23,7 +23,7 @@ from shoal.store.blobs import BlobStore
 from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
 from shoal.wire.status import JobStatus
-from shoal.wire.warm import SparePool
+from shoal.wire.warm import ForkServer
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -78,9 +78,9 @@ class Scheduler:
         # show their final round and metrics.
         self.finished: OrderedDict[int, JobRun] = OrderedDict()
         self._kick_pending = False
-        # A job controller started ahead of time with numpy and the workflows imported
-        # (shoal.wire.warm): a job's first round no longer waits for an interpreter to start.
-        self.spares = SparePool(("numpy", "shoal.fl.fedavg", "shoal.fl.workflow"), pipe_stdout=False)
+        # Job controllers are forked from a process that has numpy and the workflows imported
+        # (shoal.wire.warm): a job's first round does not wait for an interpreter to start.
+        self.launcher = ForkServer(("numpy", "shoal.fl.fedavg", "shoal.fl.workflow"), pipe_stdout=False)
 
     def paths(self, job_id: int) -> JobPaths:
         return JobPaths(self.jobs_root / str(job_id))
@@ -234,7 +234,7 @@ class Scheduler:
 
     async def shutdown(self) -> None:
         """Server is stopping: kill every controller; their jobs end ABANDONED with a reason."""
-        await self.spares.close()
+        await self.launcher.close()
         for run in list(self.runs.values()):
             run.kill()
             self.store.transition(

@@ -99,7 +99,7 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     print(json.dumps({"event": "ready", "host": bound[0], "port": bound[1]}), flush=True)
     log.info("shoal server for project %s listening on https://%s:%s", ctx.project, bound[0], bound[1])
     ctx.scheduler.kick()
-    ctx.scheduler.spares.warm_up()
+    ctx.scheduler.launcher.warm_up()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

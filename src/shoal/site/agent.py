@@ -21,7 +21,7 @@ from shoal import __version__
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
-from shoal.wire.warm import SparePool
+from shoal.wire.warm import ForkServer
 
 log = logging.getLogger("shoal.site")
 
@@ -43,7 +43,7 @@ async def _read_ticking(f: BinaryIO, progress: Progress) -> AsyncIterator[bytes]
 
 class SiteAgent:
     job_class: type[SiteJob] = SiteJob  # what runs a job here; a benchmark swaps in a light one
-    keep_spare = True  # keep a training process warm (a light job class starts none)
+    warm_processes = True  # fork training processes from a warm server (a light job class starts none)
 
     def __init__(self, kit_dir: Path, workspace: Path | None = None) -> None:
         kind, config = read_kit_json(kit_dir)
@@ -61,9 +61,9 @@ class SiteAgent:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
-        # A training process started ahead of time with numpy and the client API imported
-        # (shoal.wire.warm): a job's script starts without waiting for an interpreter.
-        self.spares = SparePool(("numpy", "shoal.fl.client", "shoal.fl"), pipe_stdout=True)
+        # Training processes are forked from a process that has numpy and the client API
+        # imported (shoal.wire.warm): a job's script starts without waiting for an interpreter.
+        self.launcher = ForkServer(("numpy", "shoal.fl.client", "shoal.fl"), pipe_stdout=True)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -161,11 +161,11 @@ class SiteAgent:
         try:
             await self._run()
         finally:
-            await self.spares.close()
+            await self.launcher.close()
 
     async def _run(self) -> None:
-        if self.keep_spare:
-            self.spares.warm_up()
+        if self.warm_processes:
+            self.launcher.warm_up()
         connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.kit_dir), limit=16)
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=None)

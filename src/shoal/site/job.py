@@ -22,6 +22,7 @@ from shoal.wire.jobdef import client_command
 
 if TYPE_CHECKING:
     from shoal.site.agent import SiteAgent
+    from shoal.wire.warm import JobProcess
 
 log = logging.getLogger("shoal.site")
 
@@ -38,7 +39,7 @@ class SiteJob:
         self.app = app
         self.study = study
         self.dir = agent.workspace / "jobs" / job_id
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: JobProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._started = asyncio.Event()
         self._ending = False
@@ -92,7 +93,7 @@ class SiteJob:
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join([*custom, *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
-        launch = self.agent.spares.launch
+        launch = self.agent.launcher.launch
         self.proc, parent = await launch(argv, cwd=str(self.dir), env=env, sys_path=custom)
         reader, self._writer = await asyncio.open_connection(sock=parent)
         loop = asyncio.get_running_loop()
@@ -302,7 +303,7 @@ class SiteJob:
         self._kill_group_of(proc)
 
     @staticmethod
-    def _kill_group_of(proc: asyncio.subprocess.Process | None) -> None:
+    def _kill_group_of(proc: JobProcess | None) -> None:
         """Children the script forked share its group; none may outlive the job."""
         if proc is None:
             return

@@ -1,23 +1,28 @@
-"""Warm spares: a Python process started ahead of time, its heavy imports done, waiting for a job.
+"""Warm job processes: a fork server with numpy and shoal imported, one fork per job.
 
-Starting a job's process (a site's training script, the server's job controller) costs an
-interpreter start plus numpy and shoal imports: ~200 ms here, most of a one-round job. So the
-site agent and the server each keep one spare: started with ``python -u -m shoal.wire.warm
-MODULE...``, it imports those modules and blocks on its socketpair. A job takes the spare (one
-JSON line: argv, working folder, environment, sys.path, optional log file) and the spare turns
-into that process, by ``runpy``, exactly as ``python -u <argv>`` would run it; then the next
-spare is started in the background. The same socket then carries the job's channel.
+Starting a job's process (a site's training script, the server's job controller) from scratch
+costs an interpreter start plus numpy and shoal imports: ~0.3 s of CPU on this project's
+two-core reference machine, three times for a one-round two-site job. So the server and each
+site agent start one fork server ahead of time (``python -u -m shoal.wire.warm MODULE...``):
+it imports those modules once and waits on its control socket. For each job it forks; the
+child turns into the job's process by ``runpy``, exactly as ``python -u <argv>`` would run it,
+and the fork server reports the child's pid and, when it ends, its exit code. A fork takes a
+few milliseconds and shares the imported modules' memory with every job process.
 
 What stays the same as a fresh process: its own session and process group (abort and shutdown
 kill the group), stdout/stderr where the parent wants them, ``SHOAL_CHANNEL_FD``, exit codes
-(an uncaught exception exits 1 with its traceback, ``sys.exit`` as usual). A spare whose parent
-dies sees EOF on its socket and exits, so none outlive their agent or server. Set
-``SHOAL_WARM_SPARES=0`` to start every job process from scratch instead.
+(an uncaught exception exits 1 with its traceback, ``sys.exit`` as usual, death by a signal is
+minus its number), and fresh random state: numpy's global generator is reseeded in every child
+(Python's ``random`` reseeds itself after a fork), so two jobs never draw the same numbers. No
+code of a job runs in the fork server before the fork, and the server and the agent never fork
+themselves. A fork server whose parent dies reads EOF and exits. ``SHOAL_WARM_SPARES=0`` starts
+every job process from scratch instead (decisions/0010).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -27,39 +32,149 @@ from shoal.wire.channel import CHANNEL_FD_ENV, encode
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
-    from typing import Any
+    from typing import Any, Protocol
 
-MAX_ASSIGNMENT = 1 << 20
-REPLACE_DELAY = 1.0  # seconds between a job process's exit and starting the next spare
+    class JobProcess(Protocol):
+        """What the server and the agent need of a job's process, forked or started cold."""
+
+        @property
+        def pid(self) -> int: ...
+        @property
+        def returncode(self) -> int | None: ...
+        @property
+        def stdout(self) -> asyncio.StreamReader | None: ...
+        async def wait(self) -> int: ...
+
+
+CONTROL_FD_ENV = "SHOAL_FORK_SERVER_FD"
+MAX_MESSAGE = 1 << 20
+#: The exit code of a job process whose fork server died first (nobody can reap it and say).
+EXIT_UNKNOWN = 255
+
+log = logging.getLogger("shoal.warm")
 
 
 def enabled() -> bool:
-    return os.environ.get("SHOAL_WARM_SPARES", "1") != "0"
+    return os.environ.get("SHOAL_WARM_SPARES", "1") != "0" and hasattr(os, "fork")
 
 
-class Spare:
-    """A started spare: its process and the parent's end of its socketpair."""
+class ForkedProcess:
+    """A job process the fork server started: its exit code arrives over the control socket."""
+
+    def __init__(self, pid: int) -> None:
+        import asyncio
+
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout: asyncio.StreamReader | None = None
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def exited(self, code: int) -> None:
+        if self.returncode is None:
+            self.returncode = code
+            self._exited.set_result(code)
+
+    async def wait(self) -> int:
+        import asyncio
+
+        return await asyncio.shield(self._exited)
+
+
+class _Connection:
+    """Our side of one running fork server: fork requests out; pids and exit codes back."""
 
     def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket) -> None:
+        import asyncio
+
         self.proc = proc
         self.sock = sock
+        self.children: dict[int, ForkedProcess] = {}
+        self.alive = True
+        self._lock = asyncio.Lock()  # one fork request in flight: replies come back in order
+        self._reply: asyncio.Future[ForkedProcess] | None = None
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def fork(self, spec: dict[str, Any], fds: list[int]) -> ForkedProcess:
+        import asyncio
+
+        async with self._lock:
+            if not self.alive:
+                raise ConnectionError("the fork server is gone")
+            self._reply = asyncio.get_running_loop().create_future()
+            socket.send_fds(self.sock, [encode(spec)], fds)
+            return await self._reply
+
+    async def _read(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await loop.sock_recv(self.sock, MAX_MESSAGE):
+                message = json.loads(data)
+                if "pid" in message:
+                    # Registered before anything else is read: its exit notice may come next.
+                    child = self.children[message["pid"]] = ForkedProcess(int(message["pid"]))
+                    if self._reply is not None and not self._reply.done():
+                        self._reply.set_result(child)
+                elif "exited" in message:
+                    gone = self.children.pop(int(message["exited"]), None)
+                    if gone is not None:
+                        gone.exited(int(message["code"]))
+        except (OSError, ValueError) as exc:
+            log.warning("fork server connection broke: %s", exc)
+        finally:
+            self.alive = False
+            if self._reply is not None and not self._reply.done():
+                self._reply.set_exception(ConnectionError("the fork server is gone"))
+            for child in self.children.values():
+                _watch_orphan(child)
+            self.children.clear()
+
+    async def close(self) -> None:
+        import asyncio
+
+        self.sock.close()  # the fork server reads EOF and exits; its children run on
+        self._reader.cancel()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except (TimeoutError, ProcessLookupError):
+            self.proc.kill()
 
 
-class SparePool:
-    """One spare kept ready; ``launch`` hands it a job and starts the next in the background."""
+def _watch_orphan(child: ForkedProcess) -> None:
+    """The fork server died before this child: learn when it ends (a pidfd works for processes
+    that are not ours); its exit code is lost with the server (EXIT_UNKNOWN)."""
+    import asyncio
+
+    try:
+        pidfd = os.pidfd_open(child.pid)
+    except (OSError, AttributeError):
+        child.exited(EXIT_UNKNOWN)
+        return
+    loop = asyncio.get_running_loop()
+
+    def ended() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        child.exited(EXIT_UNKNOWN)
+
+    loop.add_reader(pidfd, ended)
+
+
+class ForkServer:
+    """Starts job processes by forking a warm fork server (cold when that is off or broken)."""
 
     def __init__(self, preload: tuple[str, ...], *, pipe_stdout: bool) -> None:
         self.preload = preload
         self.pipe_stdout = pipe_stdout
-        self._ready: asyncio.Task[Spare] | None = None
-        self._replacing: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Task[_Connection] | None = None
 
     def warm_up(self) -> None:
-        """Start a spare now (call once the event loop runs) so the first job finds one."""
+        """Start the fork server now (once the event loop runs), so the first job finds it."""
         import asyncio
 
-        if enabled() and self._ready is None:
-            self._ready = asyncio.get_running_loop().create_task(self._spawn())
+        if enabled() and self._server is None:
+            self._server = asyncio.get_running_loop().create_task(self._spawn())
 
     async def launch(
         self,
@@ -69,82 +184,88 @@ class SparePool:
         env: dict[str, str],
         sys_path: list[str] | None = None,
         output_file: str | None = None,
-    ) -> tuple[asyncio.subprocess.Process, socket.socket]:
-        """Run ``python -u <argv>`` in a spare (``argv`` is ``["-m", module, ...]`` or
-        ``[script, ...]``); returns the process and the parent's end of its channel. With spares
-        off (``SHOAL_WARM_SPARES=0``) it starts a new interpreter with the same arguments."""
-        import asyncio
+    ) -> tuple[JobProcess, socket.socket]:
+        """Run ``python -u <argv>`` (``argv`` is ``["-m", module, ...]`` or ``[script, ...]``);
+        returns the process and our end of its channel. Forked from the fork server when it
+        runs; a new interpreter with the same arguments when warm processes are off
+        (``SHOAL_WARM_SPARES=0``) or the fork server cannot be had."""
+        if enabled():
+            connection = await self._connection()
+            if connection is not None:
+                try:
+                    return await self._fork(connection, argv, cwd, env, sys_path, output_file)
+                except OSError as exc:
+                    log.warning("fork server failed (%s); starting the job's process cold", exc)
+                    self._server = None  # the next launch starts a new one
+        return await _start(argv, cwd=cwd, env=env, output_file=output_file, pipe_stdout=self.pipe_stdout)
 
-        if not enabled():  # env's PYTHONPATH does what sys_path does for a spare
-            return await self._start(argv, cwd=cwd, env=env, output_file=output_file)
-        assignment = encode(
-            {"argv": argv, "cwd": cwd, "env": env, "sys_path": sys_path or [], "output": output_file}
-        )
-        spare = await self._take()
-        try:
-            spare.sock.sendall(assignment)
-        except OSError:  # the spare died while it waited (killed, out of memory): start afresh
-            spare.sock.close()
-            spare = await self._spawn()
-            spare.sock.sendall(assignment)
-        # The next spare starts a moment after this process is gone: started at once, its
-        # imports would take the CPU from the job it was meant to speed up, or from the CLI
-        # waiting on it (two cores: first rounds twice as long, `job wait` 100 ms late).
-        task = asyncio.get_running_loop().create_task(self._replace_after(spare.proc))
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
-        return spare.proc, spare.sock
-
-    async def _replace_after(self, proc: asyncio.subprocess.Process) -> None:
-        import asyncio
-
-        await proc.wait()
-        await asyncio.sleep(REPLACE_DELAY)
-        self.warm_up()
-
-    async def _take(self) -> Spare:
-        ready, self._ready = self._ready, None
-        if ready is not None:
+    async def _connection(self) -> _Connection | None:
+        """The running fork server; one that died is replaced (once per launch)."""
+        for _ in range(2):
+            self.warm_up()
+            assert self._server is not None
             try:
-                spare = await ready
-                if spare.proc.returncode is None:
-                    return spare
-                spare.sock.close()
-            except OSError:
-                pass
-        return await self._spawn()
+                connection = await self._server
+            except OSError as exc:
+                log.warning("could not start the fork server: %s", exc)
+                self._server = None
+                return None
+            if connection.alive:
+                return connection
+            self._server = None
+        return None
 
-    async def _spawn(self) -> Spare:
-        proc, sock = await self._start(["-m", "shoal.wire.warm", *self.preload], cwd=None, env={})
-        return Spare(proc, sock)
-
-    async def _start(
-        self, args: list[str], *, cwd: str | None, env: dict[str, str], output_file: str | None = None
-    ) -> tuple[asyncio.subprocess.Process, socket.socket]:
-        """``python -u <args>`` in its own session, one end of a socketpair as its channel, its
-        output into ``output_file``, a pipe (``pipe_stdout``) or nowhere."""
+    async def _fork(
+        self,
+        connection: _Connection,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        sys_path: list[str] | None,
+        output_file: str | None,
+    ) -> tuple[JobProcess, socket.socket]:
         import asyncio
 
+        spec = {"argv": argv, "cwd": cwd, "env": env, "sys_path": sys_path or [], "output": output_file}
         parent, child = socket.socketpair()
-        log = open(output_file, "ab") if output_file else None  # noqa: SIM115 - handed to the child
-        if log is not None:
-            stdout: Any = log
-            stderr: Any = log
-        elif self.pipe_stdout:
-            stdout, stderr = asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT
-        else:
-            stdout = stderr = asyncio.subprocess.DEVNULL
+        read_end = write_end = -1
+        if self.pipe_stdout and not output_file:
+            read_end, write_end = os.pipe()
+        try:
+            fds = [child.fileno()] + ([write_end] if write_end >= 0 else [])
+            proc = await connection.fork(spec, fds)
+        except BaseException:
+            parent.close()
+            if read_end >= 0:
+                os.close(read_end)
+            raise
+        finally:
+            child.close()  # the job process holds its own copies now
+            if write_end >= 0:
+                os.close(write_end)
+        if read_end >= 0:
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader()
+            pipe = os.fdopen(read_end, "rb", buffering=0)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+            proc.stdout = reader
+        return proc, parent
+
+    async def _spawn(self) -> _Connection:
+        import asyncio
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-u",
-                *args,
+                "-m",
+                "shoal.wire.warm",
+                *self.preload,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
+                stdout=asyncio.subprocess.DEVNULL,
                 pass_fds=(child.fileno(),),
-                env={**os.environ, **env, CHANNEL_FD_ENV: str(child.fileno()), "PYTHONUNBUFFERED": "1"},
-                cwd=cwd,
+                env={**os.environ, CONTROL_FD_ENV: str(child.fileno())},
                 start_new_session=True,
             )
         except BaseException:
@@ -152,55 +273,134 @@ class SparePool:
             raise
         finally:
             child.close()
-            if log is not None:
-                log.close()
-        return proc, parent
+        parent.setblocking(False)
+        return _Connection(proc, parent)
 
     async def close(self) -> None:
-        """Let the waiting spare go (it exits when its socket closes); start no more."""
-        for task in list(self._replacing):
-            task.cancel()
-        ready, self._ready = self._ready, None
-        if ready is None:
+        """Stop the fork server (the job processes it started run on); start no more."""
+        server, self._server = self._server, None
+        if server is None:
             return
         try:
-            spare = await ready
+            connection = await server
         except OSError:
             return
-        spare.sock.close()
-        try:
-            await spare.proc.wait()
-        except ProcessLookupError:
-            pass
+        await connection.close()
 
 
-# --- the spare's side -------------------------------------------------------------------------
+async def _start(
+    argv: list[str], *, cwd: str, env: dict[str, str], output_file: str | None, pipe_stdout: bool
+) -> tuple[JobProcess, socket.socket]:
+    """A cold ``python -u <argv>`` in its own session, one end of a socketpair as its channel,
+    its output into ``output_file``, a pipe (``pipe_stdout``) or nowhere."""
+    import asyncio
 
-
-def _read_assignment(fd: int) -> dict[str, Any] | None:
-    """One JSON line, read a byte at a time: whatever follows on the socket is the job's channel
-    and must stay unread for the client API's own reader."""
-    sock = socket.socket(fileno=fd)
+    parent, child = socket.socketpair()
+    log_file = open(output_file, "ab") if output_file else None  # noqa: SIM115 - handed to the child
+    if log_file is not None:
+        stdout: Any = log_file
+        stderr: Any = log_file
+    elif pipe_stdout:
+        stdout, stderr = asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT
+    else:
+        stdout = stderr = asyncio.subprocess.DEVNULL
     try:
-        data = bytearray()
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(1)
-            if not chunk or len(data) > MAX_ASSIGNMENT:
-                return None
-            data += chunk
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-u",
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=(child.fileno(),),
+            env={**os.environ, **env, CHANNEL_FD_ENV: str(child.fileno()), "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except BaseException:
+        parent.close()
+        raise
     finally:
-        sock.detach()  # the descriptor stays open: it is the job's channel now
-    spec: dict[str, Any] = json.loads(data)
-    return spec
+        child.close()
+        if log_file is not None:
+            log_file.close()
+    return proc, parent
 
 
-def _become(spec: dict[str, Any]) -> None:
+# --- the fork server's side -------------------------------------------------------------------
+
+
+def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """Fork a child per request and report its pid, then its exit code; returns only in a child
+    (its assignment and descriptors). Ends the process when the parent goes away."""
+    import select
+    import signal
+
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears of exits
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    while True:
+        readable, _, _ = select.select([control.fileno(), wake_read], [], [])
+        if wake_read in readable:
+            while True:
+                try:
+                    os.read(wake_read, 4096)
+                except BlockingIOError:
+                    break
+            _report_exits(control)
+        if control.fileno() in readable:
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 4)
+            if not data:
+                raise SystemExit(0)  # our parent went away; the job processes run on
+            spec: dict[str, Any] = json.loads(data)
+            in_session, session_made = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.setsid()  # before our parent hears the pid: a kill of its group must land
+                os.close(session_made)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (in_session, wake_read, wake_write):
+                    os.close(fd)
+                control.close()
+                return spec, fds
+            os.close(session_made)
+            os.read(in_session, 1)  # EOF once the child has its own session
+            os.close(in_session)
+            for fd in fds:
+                os.close(fd)
+            control.sendall(encode({"pid": pid}))
+
+
+def _report_exits(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        control.sendall(encode({"exited": pid, "code": os.waitstatus_to_exitcode(status)}))
+
+
+def _become(spec: dict[str, Any], fds: list[int]) -> None:
+    """In the forked child (already in its own session): its descriptors, then the job's code."""
+    channel, *piped = fds
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
     output = spec.get("output")
-    if output:
-        out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if output else (piped or [null])[0]
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    for fd in {null, out}:
+        if fd > 2:
+            os.close(fd)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and "numpy.random" in sys.modules:
+        numpy.random.seed()  # the fork server's global state, shared by every child otherwise
+    os.environ[CHANNEL_FD_ENV] = str(channel)
     os.chdir(spec["cwd"])
     os.environ.update(spec["env"])
     argv = list(spec["argv"])
@@ -222,17 +422,14 @@ def _become(spec: dict[str, Any]) -> None:
 def main() -> None:
     import importlib
 
-    fd = int(os.environ.pop(CHANNEL_FD_ENV))
+    control = socket.socket(fileno=int(os.environ.pop(CONTROL_FD_ENV)))
     for name in sys.argv[1:]:
         try:
             importlib.import_module(name)
         except ImportError:
             pass  # only a head start: the job imports what it needs itself
-    spec = _read_assignment(fd)
-    if spec is None:
-        raise SystemExit(0)  # the parent went away (or closed a spare it no longer needs)
-    os.environ[CHANNEL_FD_ENV] = str(fd)
-    _become(spec)
+    spec, fds = _serve(control)
+    _become(spec, fds)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def test_a_deploy_builds_the_agents_job_class(tmp_path: Path, monkeypatch: pytes
 
     class Agent(SiteAgent):
         job_class = RecordingJob
-        keep_spare = False
+        warm_processes = False
 
     async def deploy() -> SiteJob:
         agent = Agent(tmp_path / "poc" / "kits" / "site-1")

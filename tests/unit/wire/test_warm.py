@@ -1,18 +1,19 @@
-"""Warm spares: a job run in a spare sees what ``python -u <argv>`` would give it, and spares
-never outlive their parent."""
+"""Warm job processes: a job forked from the fork server sees what ``python -u <argv>`` would
+give it (and so does one started cold), and the fork server never outlives its parent."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 from shoal.wire import warm
-from shoal.wire.warm import SparePool
+from shoal.wire.warm import ForkedProcess, ForkServer
 
 SCRIPT = """
 import json, os, sys
@@ -20,12 +21,15 @@ from shoal.wire.channel import SyncChannel
 import helper
 channel = SyncChannel.from_env()
 channel.send({"argv": sys.argv, "cwd": os.getcwd(), "site": os.environ.get("SHOAL_SITE_NAME"),
-              "path0": sys.path[0], "main": __name__, "helper": helper.VALUE})
+              "path0": sys.path[0], "main": __name__, "helper": helper.VALUE,
+              "sid_is_pid": os.getsid(0) == os.getpid()})
 print("to stdout", flush=True)
 print("to stderr", file=sys.stderr, flush=True)
 reply = channel.receive(10)
 sys.exit(reply["code"])
 """
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork server and /proc: Linux")
 
 
 def run(coro: object) -> object:
@@ -37,7 +41,11 @@ async def _read_all(stream: asyncio.StreamReader | None) -> str:
     return (await stream.read()).decode()
 
 
-def test_a_script_runs_as_python_would_run_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("warm_processes", ["1", "0"], ids=["forked", "cold"])
+def test_a_script_runs_as_python_would_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm_processes: str
+) -> None:
+    monkeypatch.setenv("SHOAL_WARM_SPARES", warm_processes)
     custom = tmp_path / "custom"
     custom.mkdir()
     (custom / "client.py").write_text(SCRIPT)
@@ -46,9 +54,9 @@ def test_a_script_runs_as_python_would_run_it(tmp_path: Path) -> None:
     work.mkdir()
 
     async def scenario() -> tuple[dict[str, object], int, str, bool]:
-        pool = SparePool(("json",), pipe_stdout=True)
-        pool.warm_up()
-        proc, sock = await pool.launch(
+        launcher = ForkServer(("json",), pipe_stdout=True)
+        launcher.warm_up()
+        proc, sock = await launcher.launch(
             [str(custom / "client.py"), "--lr", "0.1"],
             cwd=str(work),
             env={"SHOAL_SITE_NAME": "site-7"},
@@ -60,13 +68,11 @@ def test_a_script_runs_as_python_would_run_it(tmp_path: Path) -> None:
         await writer.drain()
         output = await _read_all(proc.stdout)
         code = await proc.wait()
-        await asyncio.sleep(warm.REPLACE_DELAY + 0.2)  # the next spare starts once this one is gone
-        replaced = pool._ready is not None
-        await pool.close()
+        await launcher.close()
         writer.close()
-        return seen, code, output, replaced
+        return seen, code, output, isinstance(proc, ForkedProcess)
 
-    seen, code, output, replaced = run(scenario())  # type: ignore[misc]
+    seen, code, output, forked = run(scenario())  # type: ignore[misc]
     assert seen == {
         "argv": [str(custom / "client.py"), "--lr", "0.1"],
         "cwd": str(work),
@@ -74,79 +80,93 @@ def test_a_script_runs_as_python_would_run_it(tmp_path: Path) -> None:
         "path0": str(custom),
         "main": "__main__",
         "helper": 42,
+        "sid_is_pid": True,  # its own session: abort and shutdown kill its whole group
     }
     assert code == 3
     assert "to stdout" in output and "to stderr" in output
-    assert replaced
+    assert forked == (warm_processes == "1")
 
 
-def test_modules_exceptions_and_log_files(tmp_path: Path) -> None:
+def test_modules_exceptions_signals_and_log_files(tmp_path: Path) -> None:
     (tmp_path / "mod_ok.py").write_text("import sys\nprint('module', sys.argv[1:])\n")
     (tmp_path / "mod_bad.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "mod_sleep.py").write_text("import time\ntime.sleep(60)\n")
     log = tmp_path / "log.txt"
 
-    async def scenario() -> tuple[int, int]:
-        pool = SparePool((), pipe_stdout=False)
-        ok, sock1 = await pool.launch(
-            ["-m", "mod_ok", "x"], cwd=str(tmp_path), env={}, sys_path=[], output_file=str(log)
-        )
-        first = await ok.wait()
-        bad, sock2 = await pool.launch(
-            ["-m", "mod_bad"], cwd=str(tmp_path), env={}, sys_path=[], output_file=str(log)
-        )
-        second = await bad.wait()
-        await pool.close()
-        sock1.close()
-        sock2.close()
-        return first, second
+    async def scenario() -> list[int]:
+        launcher = ForkServer((), pipe_stdout=False)
+        codes = []
+        for argv in (["-m", "mod_ok", "x"], ["-m", "mod_bad"], ["-m", "mod_sleep"]):
+            proc, sock = await launcher.launch(
+                argv, cwd=str(tmp_path), env={}, sys_path=[], output_file=str(log)
+            )
+            if argv[1] == "mod_sleep":
+                os.killpg(proc.pid, signal.SIGKILL)
+            codes.append(await asyncio.wait_for(proc.wait(), 30))
+            sock.close()
+        await launcher.close()
+        return codes
 
-    first, second = run(scenario())  # type: ignore[misc]
-    assert (first, second) == (0, 1)
+    assert run(scenario()) == [0, 1, -signal.SIGKILL]
     text = log.read_text()
     assert "module ['x']" in text and "RuntimeError: boom" in text
 
 
-def test_a_spare_exits_when_its_parent_lets_go(tmp_path: Path) -> None:
+def test_jobs_forked_from_one_server_draw_different_random_numbers(tmp_path: Path) -> None:
+    """The fork server's numpy state is shared by every child unless reseeded."""
+    (tmp_path / "draw.py").write_text(
+        "import numpy as np\nfrom shoal.wire.channel import SyncChannel\n"
+        "SyncChannel.from_env().send({'draw': float(np.random.rand())})\n"
+    )
+
+    async def scenario() -> list[float]:
+        launcher = ForkServer(("numpy", "numpy.random"), pipe_stdout=False)
+        draws = []
+        for _ in range(2):
+            proc, sock = await launcher.launch([str(tmp_path / "draw.py")], cwd=str(tmp_path), env={})
+            reader, writer = await asyncio.open_connection(sock=sock)
+            draws.append(json.loads(await reader.readline())["draw"])
+            assert await proc.wait() == 0
+            writer.close()
+        await launcher.close()
+        return draws
+
+    first, second = run(scenario())  # type: ignore[misc]
+    assert first != second
+
+
+def test_the_fork_server_exits_when_its_parent_lets_go() -> None:
     async def scenario() -> int | None:
-        pool = SparePool(("json",), pipe_stdout=False)
-        pool.warm_up()
-        assert pool._ready is not None
-        spare = await pool._ready
-        await pool.close()
-        return await asyncio.wait_for(spare.proc.wait(), 10)
+        launcher = ForkServer(("json",), pipe_stdout=False)
+        launcher.warm_up()
+        assert launcher._server is not None
+        connection = await launcher._server
+        await launcher.close()
+        return connection.proc.returncode
 
     assert run(scenario()) == 0
 
 
-def test_a_dead_spare_is_replaced_at_launch(tmp_path: Path) -> None:
-    (tmp_path / "s.py").write_text("pass\n")
+def test_a_dead_fork_server_is_replaced_and_its_orphans_still_end(tmp_path: Path) -> None:
+    """Killed under a running job: that job's end is still noticed (its code is lost with the
+    server); the next launch starts a new fork server."""
+    (tmp_path / "s.py").write_text("import sys, time\ntime.sleep(float(sys.argv[1]))\n")
 
-    async def scenario() -> int:
-        pool = SparePool((), pipe_stdout=False)
-        pool.warm_up()
-        assert pool._ready is not None
-        spare = await pool._ready
-        spare.proc.kill()
-        await spare.proc.wait()
-        proc, sock = await pool.launch([str(tmp_path / "s.py")], cwd=str(tmp_path), env={})
-        code = await proc.wait()
-        await pool.close()
-        sock.close()
-        return code
+    async def scenario() -> tuple[int, int, bool]:
+        launcher = ForkServer((), pipe_stdout=False)
+        orphan, sock1 = await launcher.launch([str(tmp_path / "s.py"), "1"], cwd=str(tmp_path), env={})
+        assert launcher._server is not None
+        first = await launcher._server
+        first.proc.kill()
+        await first.proc.wait()
+        orphan_code = await asyncio.wait_for(orphan.wait(), 30)
+        proc, sock2 = await launcher.launch([str(tmp_path / "s.py"), "0"], cwd=str(tmp_path), env={})
+        code = await asyncio.wait_for(proc.wait(), 30)
+        second = await launcher._server
+        await launcher.close()
+        sock1.close()
+        sock2.close()
+        return orphan_code, code, second is not first
 
-    assert run(scenario()) == 0
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_the_spare_has_its_own_session(tmp_path: Path) -> None:
-    async def scenario() -> tuple[int, int]:
-        pool = SparePool((), pipe_stdout=False)
-        pool.warm_up()
-        assert pool._ready is not None
-        spare = await pool._ready
-        sid = os.getsid(spare.proc.pid)
-        await pool.close()
-        return sid, spare.proc.pid
-
-    sid, pid = run(scenario())  # type: ignore[misc]
-    assert sid == pid  # abort and shutdown kill the job's whole process group
+    orphan_code, code, replaced = run(scenario())  # type: ignore[misc]
+    assert orphan_code == warm.EXIT_UNKNOWN and code == 0 and replaced
