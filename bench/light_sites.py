@@ -1,15 +1,14 @@
 """Many light site agents in one process: real TLS connections, real protocol, trivial training.
 
 ``python -m bench.light_sites KITS_DIR site-1 site-2 ...`` runs one SiteAgent per named kit on
-one event loop. Each agent's jobs run in-process (download the model, add one, upload it)
-instead of starting a training process, so 200 sites fit on a 2-core machine and the benchmark
-measures the server, not 200 Python start-ups.
+one event loop. Each agent's jobs run in-process (fetch the model, add one, send it back, both
+the way a real site's job does) instead of starting a training process, so 200 sites fit on a
+2-core machine and the benchmark measures the server, not 200 Python start-ups.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from pathlib import Path
@@ -28,18 +27,14 @@ class LightJob(SiteJob):
 
     async def on_task(self, msg: dict[str, Any]) -> None:
         model = self.dir / f"{msg['task_id']}.safetensors"
-        await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", model)
+        await self.fetch_model(msg, model)
         import numpy as np
 
         params = load_params(model) or {"w": np.zeros(4, dtype=np.float32)}
         result = self.dir / f"{msg['task_id']}-result.safetensors"
         save_params({k: v + 1 for k, v in params.items()}, result)
         header = {"num_examples": 1, "metrics": {"loss": 0.0}, "meta": {}}
-        await self.agent.upload(
-            f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/result",
-            result,
-            {"X-Shoal-Result": json.dumps(header)},
-        )
+        await self.deliver_result(str(msg["task_id"]), result, header)
         model.unlink(missing_ok=True)
         result.unlink(missing_ok=True)
 

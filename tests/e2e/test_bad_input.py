@@ -136,3 +136,32 @@ def test_missing_startup_kit(tmp_path: Path) -> None:
     assert code == 2 and doc["error_code"] == "STARTUP_KIT_MISSING"
     code, doc = cli.json("job", "list", "--kit-id", "nobody")
     assert code == 2 and doc["error_code"] == "STARTUP_KIT_MISSING"
+
+
+BAD_RESULT_CLIENT = """
+import os, tempfile
+from shoal.fl import client as flare
+from shoal.wire.channel import SyncChannel
+
+channel = SyncChannel.from_env()
+task = channel.receive(30)
+fd, path = tempfile.mkstemp(suffix=".safetensors", dir=os.path.dirname(task["model_path"]))
+os.write(fd, b"\\xff" * 8 + b"not a safetensors file")  # small: it is offered inline first
+os.close(fd)
+channel.send({"op": "result", "task_id": task["task_id"], "path": path, "num_examples": 1})
+channel.receive(30)
+"""
+
+
+def test_a_malformed_result_fails_the_job_with_model_invalid(federation: Federation, tmp_path: Path) -> None:
+    """A site script that hands back bytes that are not safetensors (bypassing the client API):
+    the server refuses the inline copy, the site sends it by PUT, which is refused as
+    MODEL_INVALID, and the job fails saying so; nothing of it reaches the workflow."""
+    job = tmp_path / "bad-result"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / "app" / "custom" / "client.py").write_text(BAD_RESULT_CLIENT)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = doc["data"]["first_error"]
+    assert "MODEL_INVALID" in error["message"] and error["site"].startswith("site-"), error

@@ -8,6 +8,7 @@ results back to it, and settles the job to exactly one terminal status with a re
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.wire.channel import encode
+from shoal.wire.models import INLINE_BYTES
 from shoal.wire.status import JobStatus
 
 if TYPE_CHECKING:
@@ -200,10 +202,15 @@ class JobRun:
                 "total_rounds": msg.get("total_rounds"),
                 "meta": msg.get("meta") or {},
             }
+            size = task.model_path.stat().st_size
+            if size <= INLINE_BYTES:  # small: the model rides along; no download request
+                out["model"] = base64.b64encode(task.model_path.read_bytes()).decode("ascii")
             for site in sorted(task.sites):
                 if await self.scheduler.sites.send(site, out):
                     self.progress.tasks_sent += 1
                     self.progress.count(site, "tasks")
+                    if "model" in out:
+                        self.model_served(site, size)
                 else:
                     self.site_lost(site, "site is not connected")
             self.scheduler.events.notify(self.job_id)

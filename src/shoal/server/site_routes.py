@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -15,7 +17,7 @@ from shoal.scheduler.sites import ConnectedSite
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import identity_of
 from shoal.server.streaming import save_body, stream_file
-from shoal.wire.models import check_safetensors
+from shoal.wire.models import INLINE_BYTES, check_safetensors
 
 log = logging.getLogger("shoal.server")
 
@@ -62,6 +64,8 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                         reason = "the server no longer runs this job"
                         await send({"type": "abort", "job_id": str(job_id), "reason": reason})
                 ctx.scheduler.site_connected(site.name)
+            elif kind == "result":
+                await send(_inline_result(ctx, site.name, data))
             else:
                 _on_site_message(ctx, site.name, data)
     finally:
@@ -71,9 +75,16 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+def _run_of(ctx: ServerContext, site: str, data: dict[str, Any]) -> JobRun | None:
+    """The running job a site's message names, if that site takes part in it."""
+    job_id = str(data.get("job_id", ""))
+    run = ctx.scheduler.runs.get(int(job_id)) if job_id.isdecimal() and len(job_id) <= 16 else None
+    return run if run is not None and site in run.site_apps else None
+
+
 def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> None:
-    run = ctx.scheduler.runs.get(int(data.get("job_id", 0) or 0))
-    if run is None or site not in run.site_apps:
+    run = _run_of(ctx, site, data)
+    if run is None:
         return
     kind = data.get("type")
     if kind == "ready":
@@ -163,10 +174,43 @@ async def task_result(request: web.Request) -> web.Response:
     except ShoalError:
         tmp.unlink(missing_ok=True)
         raise
-    final = results / f"{task_id}-{site}.safetensors"
-    tmp.replace(final)
-    run.on_result(site, task_id, final, header)
+    _take_result(run, site, task_id, tmp, header)
     return web.json_response({"ok": True})
+
+
+def _take_result(run: JobRun, site: str, task_id: str, checked: Path, header: dict[str, Any]) -> None:
+    """A complete, checked result: into place, and its path to the workflow."""
+    final = checked.with_name(f"{task_id}-{site}.safetensors")
+    checked.replace(final)
+    run.on_result(site, task_id, final, header)
+
+
+def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A small result sent inside the control channel (INLINE_BYTES). The answer says whether
+    it was taken; a site that hears "not taken", or nothing, sends it by PUT instead, which
+    reports any error the usual way."""
+    task_id = str(data.get("task_id", ""))
+    reply = {"type": "result_ack", "job_id": data.get("job_id"), "task_id": task_id, "ok": False}
+    run = _run_of(ctx, site, data)
+    if run is None or run.task_for(site, task_id) is None or not task_id.isalnum():
+        return reply
+    try:
+        body = base64.b64decode(str(data.get("data", "")), validate=True)
+    except ValueError:
+        return reply
+    if len(body) > INLINE_BYTES:
+        return reply
+    results = run.paths.run / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    tmp = results / f".{task_id}-{site}.inline"
+    tmp.write_bytes(body)
+    try:
+        check_safetensors(tmp)
+    except ShoalError:
+        tmp.unlink(missing_ok=True)
+        return reply
+    _take_result(run, site, task_id, tmp, dict(data.get("header") or {}))
+    return {**reply, "ok": True}
 
 
 async def job_log(request: web.Request) -> web.Response:

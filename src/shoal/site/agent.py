@@ -7,6 +7,7 @@ open (reconnecting with capped, jittered backoff) and the server pushes work dow
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
@@ -29,6 +30,7 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 10.0
 TRANSFER_ATTEMPTS = 12  # a transfer retries (resuming) through about a minute of lost link
 UPLOAD_PIECE = 256 * 2**10
+INLINE_ACK_TIMEOUT = 10.0  # seconds for the server to confirm a result sent inline, else PUT
 # What ends one transfer attempt and starts the next (resuming), rather than failing the job.
 TRANSFER_BROKEN = (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled)
 
@@ -58,6 +60,7 @@ class SiteAgent:
         policy_file = kit_dir / "local" / "site_policy.json"
         self.policy: dict[str, Any] = json.loads(policy_file.read_text()) if policy_file.exists() else {}
         self.jobs: dict[str, SiteJob] = {}
+        self._acks: dict[tuple[str, str], asyncio.Future[bool]] = {}  # inline results in flight
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
@@ -70,14 +73,40 @@ class SiteAgent:
         assert self._session is not None
         return self._session
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any]) -> bool:
         """Report to the server; a message sent while disconnected is dropped (the server
-        learns of the disconnect on its side and settles the job)."""
+        learns of the disconnect on its side and settles the job). False if it was dropped."""
         if self._ws is not None and not self._ws.closed:
             try:
                 await self._ws.send_json(message)
+                return True
             except ConnectionError:
                 pass
+        return False
+
+    async def send_result_inline(
+        self, job_id: str, task_id: str, data: bytes, header: dict[str, Any]
+    ) -> bool:
+        """A small result (INLINE_BYTES) through the control channel; True once the server
+        says it has it. False (not sent, refused, the channel dropped before the answer, or no
+        answer in time): the caller sends it by PUT, which retries and reports errors."""
+        key = (job_id, task_id)
+        answer = self._acks[key] = asyncio.get_running_loop().create_future()
+        try:
+            message = {
+                "type": "result",
+                "job_id": job_id,
+                "task_id": task_id,
+                "header": header,
+                "data": base64.b64encode(data).decode("ascii"),
+            }
+            if not await self.send(message):
+                return False
+            return await asyncio.wait_for(answer, INLINE_ACK_TIMEOUT)
+        except (TimeoutError, ConnectionError):
+            return False
+        finally:
+            self._acks.pop(key, None)
 
     async def download(self, path: str, dest: Path) -> None:
         """Stream a file from the server to ``dest``; a broken or stalled transfer resumes where
@@ -191,6 +220,9 @@ class SiteAgent:
                     log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
                 finally:
                     self._ws = None
+                    for answer in self._acks.values():  # their answers went with the channel
+                        if not answer.done():
+                            answer.set_exception(ConnectionError("control channel closed"))
                 if self._stop.is_set():
                     break
                 try:
@@ -233,6 +265,10 @@ class SiteAgent:
         elif kind == "log_config":
             if job is not None:
                 loop.create_task(self._guard(job, job.set_log_config(str(msg.get("setting", "")))))
+        elif kind == "result_ack":
+            answer = self._acks.get((job_id, str(msg.get("task_id", ""))))
+            if answer is not None and not answer.done():
+                answer.set_result(bool(msg.get("ok")))
         elif kind in ("end", "abort"):
             if job is not None:
                 del self.jobs[job_id]

@@ -7,6 +7,7 @@ stderr go to the job's ``log.txt``, which is uploaded to the server when the job
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import encode
 from shoal.wire.jobdef import client_command
+from shoal.wire.models import INLINE_BYTES
 
 if TYPE_CHECKING:
     from shoal.site.agent import SiteAgent
@@ -206,12 +208,30 @@ class SiteJob:
             "metrics": msg.get("metrics", {}),
             "meta": msg.get("meta", {}),
         }
+        await self.deliver_result(str(msg["task_id"]), path, header)
+        path.unlink(missing_ok=True)
+
+    async def deliver_result(self, task_id: str, path: Path, header: dict[str, Any]) -> None:
+        """A small result goes inside the control channel (INLINE_BYTES) when the server takes
+        it there; anything else, or if that fails, by a resumable PUT."""
+        inline = path.stat().st_size <= INLINE_BYTES
+        if inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), header):
+            return
         await self.agent.upload(
-            f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/result",
+            f"/site/v1/jobs/{self.job_id}/tasks/{task_id}/result",
             path,
             {"X-Shoal-Result": json.dumps(header)},
         )
-        path.unlink(missing_ok=True)
+
+    async def fetch_model(self, msg: dict[str, Any], dest: Path) -> None:
+        """The task's model into ``dest``: from the message itself when it is small enough to
+        ride along (INLINE_BYTES), else streamed down (resumable)."""
+        if "model" in msg:
+            part = dest.with_name(dest.name + ".part")
+            part.write_bytes(base64.b64decode(msg["model"]))
+            part.replace(dest)
+        else:
+            await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", dest)
 
     async def on_task(self, msg: dict[str, Any]) -> None:
         await self._started.wait()
@@ -230,7 +250,7 @@ class SiteJob:
         for old in models.glob("*.safetensors"):
             old.unlink(missing_ok=True)  # the script has answered the task it came with
         model_path = models / f"{msg['task_id']}.safetensors"
-        await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", model_path)
+        await self.fetch_model(msg, model_path)
         self._writer.write(
             encode(
                 {

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 Params = dict[str, "np.ndarray"]
 MAX_HEADER_BYTES = 100 * 2**20
 CHUNK_BYTES = 32 * 2**20
+#: Models and results up to this size travel inside the site's control-channel messages
+#: (base64) instead of a separate HTTPS request each way: for a small model a round costs its
+#: requests, not its bytes (docs/performance.md, "per-round overhead").
+INLINE_BYTES = 256 * 2**10
 
 # safetensors dtype name <-> numpy dtype string
 DTYPES = {
