@@ -90,6 +90,26 @@ def test_invalid_arguments_exit_4(federation: Federation) -> None:
     assert human.stderr.startswith("usage: shoal job meta") and "Code: INVALID_ARGS (exit 4)" in human.stderr
     code, doc = federation.cli.json("job", "submit", "--submit-token", "bad token!")
     assert code == 4 and doc["error_code"] == "INVALID_ARGS"
+    for bad in ("0", "-1"):  # "at most 0 jobs" was read as "no limit"
+        code, doc = federation.cli.json("job", "list", "-m", bad)
+        assert code == 4 and doc["error_code"] == "INVALID_ARGS" and "must be > 0" in doc["message"], doc
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten", ""])
+def test_the_api_refuses_a_max_that_is_not_a_positive_count(federation: Federation, value: str) -> None:
+    """Scripts that call the API directly get the same answer as the CLI: INVALID_ARGS."""
+    import urllib.parse
+
+    from shoal.api.http import Connection
+    from shoal.api.tls import client_context
+
+    poc = json.loads((federation.workspace / "poc.json").read_text())
+    ctx = client_context(str(federation.kits / "admin@example.com"))
+    conn = Connection(poc["server"]["host"], int(poc["server"]["port"]), ctx, timeout=10)
+    resp = conn.request("GET", "/api/v1/jobs?" + urllib.parse.urlencode({"max": value}))
+    doc = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 400 and doc["error_code"] == "INVALID_ARGS", doc
 
 
 def _free_port() -> int:

@@ -328,6 +328,11 @@ def test_schema_of_every_command(federation: Federation) -> None:
     assert list_schema["retry_token"] == {"supported": False} and list_schema["mutating"] is False
     monitor_schema = json.loads(federation.cli.run("job", "monitor", "--schema").stdout)
     assert monitor_schema["output_modes"] == ["json", "jsonl"] and monitor_schema["streaming"] is True
+    types = {a["name"]: a["type"] for a in list_schema["args"]}
+    assert types["--max"] == "integer", types
+    logs_schema = json.loads(federation.cli.run("job", "logs", "--schema").stdout)
+    types = {a["name"]: a["type"] for a in logs_schema["args"]}
+    assert types["--tail"] == types["--max-bytes"] == "integer", types  # were "string"
 
 
 def test_deprecated_commands_point_to_their_replacements(federation: Federation) -> None:

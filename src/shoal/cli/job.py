@@ -38,6 +38,20 @@ def positive(value: str) -> float:
     return number
 
 
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return number
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return number
+
+
 DEPRECATED = {
     "list_templates": "use 'shoal recipe list'",
     "create": "use 'python job.py --export --export-dir <folder>' then 'shoal job submit -j <folder>'",
@@ -212,7 +226,7 @@ def _list(p: Any) -> None:
     p.add_argument("-i", "--id", dest="id_prefix", default=None, help="job id prefix")
     p.add_argument("-r", "--reverse", action="store_true", help="newest first")
     p.add_argument(
-        "-m", "--max", dest="max_results", type=int, default=None, help="at most this many (newest)"
+        "-m", "--max", dest="max_results", type=positive_int, default=None, help="at most this many (newest)"
     )
     p.add_argument(
         "--submit-token", type=submit_token, default=None, help="find the job submitted with this token"
@@ -270,7 +284,7 @@ def _managing(name: str) -> Any:
 
 
 def _logs(p: Any) -> None:
-    from shoal.cli.job_observe import non_negative_int, parse_when
+    from shoal.cli.job_observe import parse_when
     from shoal.cli.main import lazy
 
     p.add_argument(

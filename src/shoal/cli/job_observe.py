@@ -28,13 +28,6 @@ def parse_when(value: str) -> datetime:
     return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
-def non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return number
-
-
 def since_filter(text: str, since: datetime) -> tuple[str, bool]:
     """Keep lines at or after ``since``; lines without a timestamp follow the line before them."""
     keep = False

@@ -63,7 +63,7 @@ EXAMPLES: dict[str, list[str]] = {
 def _arg_type(action: argparse.Action) -> str:
     if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
         return "boolean"
-    if action.type is int:
+    if action.type is int or getattr(action.type, "__name__", "") in ("non_negative_int", "positive_int"):
         return "integer"
     if action.type is float or getattr(action.type, "__name__", "") in ("non_negative", "positive"):
         return "number"

@@ -81,7 +81,10 @@ async def list_jobs(request: web.Request) -> web.Response:
         job = ctx.store.find_by_submit_token(study, Submitter(ident.name, ident.org, ident.role or ""), token)
         jobs = [job] if job is not None else []
     else:
-        limit = int(q["max"]) if q.get("max", "").isdecimal() and int(q["max"]) > 0 else None
+        raw = q.get("max")
+        if raw is not None and not (raw.isdecimal() and int(raw) > 0):
+            raise ShoalError("INVALID_ARGS", f"max must be a whole number above 0, not {raw!r}")
+        limit = int(raw) if raw is not None else None
         jobs = ctx.store.list_jobs(
             study=study,
             name_prefix=q.get("name") or None,
