@@ -185,3 +185,19 @@ def test_a_malformed_result_fails_the_job_with_model_invalid(federation: Federat
     code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
     error = doc["data"]["first_error"]
     assert "MODEL_INVALID" in error["message"] and error["site"].startswith("site-"), error
+
+
+def test_a_download_into_a_place_that_cannot_hold_it(federation: Federation, tmp_path: Path) -> None:
+    """A file where a folder should be, or a folder nobody may write (root ignores file modes,
+    so /proc stands in for that): OUTPUT_DIR_NOT_WRITABLE with the path, not an internal error."""
+    code, doc = federation.cli.json(
+        "job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait", "--timeout", "120"
+    )
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for place in (a_file / "below", Path("/proc/shoal-download")):
+        code, doc = federation.cli.json("job", "download", job_id, "-o", place)
+        assert code == 1 and doc["error_code"] == "OUTPUT_DIR_NOT_WRITABLE", doc
+        assert str(place) in doc["message"], doc

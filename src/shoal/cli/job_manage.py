@@ -47,7 +47,9 @@ def cmd_download(args: argparse.Namespace) -> Result:
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(staged, dest)
-    except PermissionError as exc:
+    except ConnectionError:
+        raise  # the link, not the folder (the client reports it as CONNECTION_FAILED)
+    except OSError as exc:  # no permission, not a folder, read-only or full disk, /proc, ...
         raise ShoalError("OUTPUT_DIR_NOT_WRITABLE", str(exc), path=str(out_dir)) from exc
     artifacts, missing = discover(dest)
     data = {
