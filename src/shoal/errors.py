@@ -230,6 +230,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "An unexpected error occurred.",
         "This is a bug. Re-run with SHOAL_DEBUG=1 for a traceback and report it.",
     ),
+    # --- the caller stopped the command (exit 130, 128 + SIGINT; never sent by the server) ---
+    "INTERRUPTED": ErrorSpec(
+        130,
+        499,
+        "Interrupted before the command finished.",
+        "What it had already done on the server stands; check with 'shoal job list' or 'shoal job meta'.",
+    ),
     # --- simulator (exit 1) ---
     "SIMULATION_FAILED": ErrorSpec(
         1,

@@ -398,3 +398,45 @@ def test_a_submit_whose_reader_went_away_is_still_accepted(federation: Federatio
     assert proc.returncode == 141 and proc.stderr == ""
     code, doc = federation.cli.json("job", "list", "-n", "submitted-unread")
     assert code == 0 and len(doc["data"]) == 1, doc
+
+
+def test_an_interrupted_wait_or_monitor_still_ends_with_one_document(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Ctrl-C, or a CI runner cancelling with SIGINT: exit 130 and, in JSON modes, a last
+    document saying INTERRUPTED (an envelope for wait, a terminal event for monitor)."""
+    import signal
+
+    job_id = submit(federation, slow_job(tmp_path / "slow", rounds=2000, delay=0.01))
+    wait_for_status(federation, job_id, "RUNNING")
+    base = [sys.executable, "-m", "shoal", "job"]
+    waiter = subprocess.Popen(
+        [*base, "wait", job_id, "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=federation.cli.env(),
+    )
+    monitor = subprocess.Popen(
+        [*base, "monitor", job_id, "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=federation.cli.env(),
+    )
+    assert monitor.stdout is not None
+    first = json.loads(monitor.stdout.readline())  # it is connected and streaming
+    assert first["terminal"] is False
+    time.sleep(2.0)  # the waiter is in its long poll by now (its start-up takes ~0.1 s)
+    for proc in (waiter, monitor):
+        proc.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 130, err
+    doc = json.loads(out)
+    assert doc["status"] == "error" and doc["error_code"] == "INTERRUPTED" and doc["exit_code"] == 130
+    rest, err = monitor.communicate(timeout=30)
+    assert monitor.returncode == 130, err
+    last = json.loads(rest.strip().splitlines()[-1])
+    assert last["terminal"] is True and last["error_code"] == "INTERRUPTED", last
+    code, doc = federation.cli.json("job", "abort", job_id, "--force")
+    assert code == 0, doc

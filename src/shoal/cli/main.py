@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from shoal import __version__
-from shoal.cli.output import Result, render_error, render_result
+from shoal.cli.output import Result, emit_event, error_event, render_error, render_result
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -192,7 +192,12 @@ def _run(argv: list[str] | None) -> int:
     except ShoalError as err:
         return render_error(err, fmt, surface=surface)
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C or SIGINT (a CI job cancelled): scripts still get their one last document.
+        interrupted = ShoalError("INTERRUPTED")
+        if fmt == "jsonl":
+            emit_event(error_event(interrupted))
+            return interrupted.exit_code
+        return render_error(interrupted, fmt, surface=surface)
     except BrokenPipeError:
         raise  # stdout's reader is gone: main() ends quietly, no error to print
     except Exception as exc:
