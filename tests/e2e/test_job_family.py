@@ -409,21 +409,18 @@ def test_an_interrupted_wait_or_monitor_still_ends_with_one_document(
 
     job_id = submit(federation, slow_job(tmp_path / "slow", rounds=2000, delay=0.01))
     wait_for_status(federation, job_id, "RUNNING")
-    base = [sys.executable, "-m", "shoal", "job"]
-    waiter = subprocess.Popen(
-        [*base, "wait", job_id, "--format", "json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=federation.cli.env(),
-    )
-    monitor = subprocess.Popen(
-        [*base, "monitor", job_id, "--format", "jsonl"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=federation.cli.env(),
-    )
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shoal", "job", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=federation.cli.env(),
+        )
+
+    waiter = start("wait", job_id, "--format", "json")
+    monitor = start("monitor", job_id, "--format", "jsonl")
     assert monitor.stdout is not None
     first = json.loads(monitor.stdout.readline())  # it is connected and streaming
     assert first["terminal"] is False

@@ -10,6 +10,7 @@ from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any
 
@@ -24,32 +25,24 @@ def submit_token(value: str) -> str:
     return value
 
 
-def non_negative(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return number
+def _number(name: str, kind: Callable[[str], Any], zero_allowed: bool) -> Callable[[str], Any]:
+    """An argparse type for a number that may not be negative (nor zero unless allowed). The
+    name shows in argparse's messages and tells --schema the JSON type (cli/schema.py)."""
+
+    def convert(value: str) -> Any:
+        number = kind(value)
+        if number < 0 or (number == 0 and not zero_allowed):
+            raise argparse.ArgumentTypeError("must be >= 0" if zero_allowed else "must be > 0")
+        return number
+
+    convert.__name__ = name
+    return convert
 
 
-def positive(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return number
-
-
-def non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return number
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return number
+non_negative = _number("non_negative", float, zero_allowed=True)
+positive = _number("positive", float, zero_allowed=False)
+non_negative_int = _number("non_negative_int", int, zero_allowed=True)
+positive_int = _number("positive_int", int, zero_allowed=False)
 
 
 DEPRECATED = {
