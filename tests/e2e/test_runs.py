@@ -181,3 +181,11 @@ def test_new_scaffolds_a_project_that_builds(tmp_path: Path, federation: Federat
     assert code == 0 and (tmp_path / "myapp" / "pyproject.toml").exists()
     code, doc, _ = shoal(federation, tmp_path, "build", "myapp")
     assert code == 0 and (tmp_path / doc["fab-filename"]).exists() and doc["fab-id"] == "local/myapp"
+
+
+@pytest.mark.parametrize("name", ["..", ".", "...", ".hidden", "-x", "trailing-", "a/b", ""])
+def test_new_refuses_what_is_not_a_project_name(tmp_path: Path, federation: Federation, name: str) -> None:
+    """Names packaging would refuse (PEP 508) are refused before anything is created."""
+    code, doc, _ = shoal(federation, tmp_path, "new", "--", name)
+    assert code == 4 and doc["success"] is False and "not a project name" in str(doc["error-message"]), doc
+    assert list(tmp_path.iterdir()) == []

@@ -34,6 +34,12 @@ from shoal.errors import ShoalError
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
+def is_project_name(name: str) -> bool:
+    """A name Python packaging accepts for a project (PEP 508): those characters, starting and
+    ending with a letter or digit, so not ".", "..", ".hidden" or "-x" either."""
+    return bool(name) and set(name) <= NAME_CHARS and name[0].isalnum() and name[-1].isalnum()
+
+
 @dataclass
 class AppProject:
     root: Path

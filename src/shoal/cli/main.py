@@ -184,11 +184,14 @@ def _run(argv: list[str] | None) -> int:
         args.format = fmt
         return render_result(handler(args), fmt, surface)
     except ArgumentsRejected as exc:
-        err = ShoalError("INVALID_ARGS", str(exc), hint=f"Run '{exc.parser.prog} --help' for usage.")
+        rejecting = exc.parser
+        if rejecting is parser:  # argparse reports unknown options from the top: point at the command
+            rejecting = _deepest_parser(parser, rest)
+        err = ShoalError("INVALID_ARGS", str(exc), hint=f"Run '{rejecting.prog} --help' for usage.")
         if fmt in ("json", "jsonl"):
-            err.data = {"usage": exc.parser.format_usage().strip()}
+            err.data = {"usage": rejecting.format_usage().strip()}
             return render_error(err, fmt, surface=surface)
-        return render_error(err, fmt, usage=exc.parser.format_help(), surface=surface)
+        return render_error(err, fmt, usage=rejecting.format_help(), surface=surface)
     except ShoalError as err:
         return render_error(err, fmt, surface=surface)
     except KeyboardInterrupt:

@@ -304,10 +304,14 @@ while flare.is_running():
 def cmd_new(args: argparse.Namespace) -> Result:
     from pathlib import Path
 
-    from shoal.app.project import NAME_CHARS
+    from shoal.app.project import is_project_name
 
-    if not args.name or not set(args.name) <= NAME_CHARS:
-        raise ShoalError("INVALID_ARGS", "the name may hold letters, digits, '-', '_' and '.' only")
+    if not is_project_name(args.name):
+        raise ShoalError(
+            "INVALID_ARGS",
+            f"{args.name!r} is not a project name: letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit",
+        )
     root = Path(args.name).resolve()
     if root.exists():
         raise ShoalError("INVALID_ARGS", f"{root} already exists")

@@ -75,3 +75,14 @@ def test_a_reader_that_went_away_ends_the_command_quietly(argv: tuple[str, ...])
     proc = _with_stdout_closed(*argv)
     assert proc.returncode == EXIT_READER_GONE == 141
     assert proc.stderr == ""  # no traceback, no "Exception ignored" at exit
+
+
+def test_an_unknown_option_points_at_the_command_it_was_given_to(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse reports unrecognised arguments from the top parser; the hint and usage name
+    the command the user ran, not bare 'shoal'."""
+    code = main(["job", "list", "--no-such-option", "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS"
+    assert doc["hint"] == "Run 'shoal job list --help' for usage." and doc["data"]["usage"].startswith(
+        "usage: shoal job list"
+    )
