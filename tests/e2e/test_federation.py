@@ -158,6 +158,48 @@ def _copy_job(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
 
 
+QUITTER = """
+from shoal.fl import client as flare
+flare.init()
+flare.receive()  # takes its task, then leaves without a word
+"""
+
+WRONG_TASK = """
+import os, tempfile
+from shoal.wire.channel import SyncChannel
+channel = SyncChannel.from_env()
+task = channel.receive(30)
+fd, path = tempfile.mkstemp(dir=os.path.dirname(task["model_path"]))
+os.close(fd)
+channel.send({"op": "result", "task_id": "no-such-task", "path": path, "num_examples": 1})
+channel.receive(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "says"),
+    [
+        (QUITTER, "exited (code 0) without answering its task"),
+        (WRONG_TASK, "no such task for this site"),
+    ],
+    ids=["exits-0-holding-a-task", "answers-a-task-it-was-not-given"],
+)
+def test_a_site_script_that_breaks_the_protocol_fails_the_job_at_once(
+    federation: Federation, tmp_path: Path, script: str, says: str
+) -> None:
+    """Both used to leave the job waiting: the first forever (a clean exit with a task in hand
+    went unnoticed), the second ~1 s retrying an upload the server refuses as if it were an
+    offset mix-up, then reporting only "gave up after 12 attempts"."""
+    job = tmp_path / "job"
+    _copy_job(HELLO, job)
+    (job / "app" / "custom" / "client.py").write_text(script)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = doc["data"]["first_error"]
+    assert says in error["message"] and error["site"].startswith("site-"), error
+
+
 # Standard-library modules the CLI's hot path keeps away from: each costs milliseconds of
 # every call (docs/performance.md) and the CLI has a smaller way to do what it would do.
 SLOW_STDLIB = ("ssl", "socket", "pathlib", "urllib.parse", "tomllib", "locale", "typing", "dataclasses")

@@ -169,7 +169,10 @@ class SiteAgent:
             body = _read_ticking(f, progress)
             async with self.session.put(self.base_url + path + query, data=body, headers=send) as resp:
                 if resp.status == 409:
-                    return int((await resp.json()).get("received", 0))
+                    answer = await resp.json()
+                    if "received" not in answer:  # not about offsets: the task is gone, say so
+                        raise RuntimeError(f"PUT {path}: HTTP 409: {answer}")
+                    return int(answer["received"])
                 if resp.status == 504:  # the server gave up waiting for our bytes first: resume
                     raise TransferStalled(f"the server dropped the upload: {await resp.text()}")
                 if resp.status != 200:

@@ -47,6 +47,7 @@ class SiteJob:
         self._ending = False
         self._ended = False
         self._capture: asyncio.Task[None] | None = None
+        self._unanswered: set[str] = set()  # tasks handed to the script that it has not answered
         self._failed = False
 
     @property
@@ -166,6 +167,7 @@ class SiteJob:
             while line := await reader.readline():
                 msg = json.loads(line)
                 if msg.get("op") == "result":
+                    self._unanswered.discard(str(msg.get("task_id")))
                     await self._upload_result(msg)
                 elif msg.get("op") == "metric":
                     await self.agent.send(
@@ -192,6 +194,13 @@ class SiteJob:
         if not self._ending and code != 0:
             await self._report_failure(
                 "ProcessExit", f"the training script exited with code {code}{self._tail()}"
+            )
+        elif not self._ending and self._unanswered:
+            # Exiting cleanly is fine between tasks (a script that loops a fixed number of
+            # rounds); with a task in hand it would leave the round waiting forever.
+            await self._report_failure(
+                "ProcessExit",
+                f"the training script exited (code 0) without answering its task{self._tail()}",
             )
 
     def _tail(self, lines: int = 5) -> str:
@@ -251,6 +260,7 @@ class SiteJob:
             old.unlink(missing_ok=True)  # the script has answered the task it came with
         model_path = models / f"{msg['task_id']}.safetensors"
         await self.fetch_model(msg, model_path)
+        self._unanswered.add(str(msg["task_id"]))
         self._writer.write(
             encode(
                 {
