@@ -65,3 +65,44 @@ def test_logged_metrics_reach_monitor_live(federation: Federation, tmp_path: Pat
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     live = [e for e in events if not e["terminal"] and "site-1.step_loss" in (e.get("metrics") or {})]
     assert live and live[0]["metrics"]["site-1.step_loss"] == 0.5, events
+
+
+DIVERGING_CLIENT = """
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    flare.log_metric("grad_norm", float("inf"), step=model.current_round)
+    flare.send(FLModel(params={"w": np.zeros(2)}, metrics={"loss": float("nan")}, num_examples=1))
+"""
+
+
+def _strict(raw: str) -> object:
+    """Parse as JavaScript or Go would: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def test_a_diverged_loss_still_gives_strict_json(federation: Federation, tmp_path: Path) -> None:
+    """NaN and infinite metrics come out as null in envelopes, API answers and metrics files."""
+    job = slow_job(tmp_path / "job", rounds=2, delay=0.0)
+    (job / "app" / "custom" / "client.py").write_text(DIVERGING_CLIENT)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait")
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    meta = federation.cli.run("job", "meta", job_id, "--format", "json")
+    progress = _strict(meta.stdout)["data"]["progress"]  # type: ignore[index]
+    assert progress["last_metrics"] == {"loss": None}, progress
+    code, doc = federation.cli.json("job", "download", job_id, "-o", tmp_path / "dl")
+    assert code == 0, doc
+    summary = _strict(Path(doc["data"]["artifacts"]["metrics_summary"]).read_text())
+    assert [r["metrics"] for r in summary["rounds"]] == [{"loss": None}] * 2  # type: ignore[index]
+    assert {m["value"] for m in summary["logged_metrics"]["site-1"]} == {None}  # type: ignore[index]

@@ -6,10 +6,10 @@ stderr, so ``shoal ... --format json | jq`` always sees one document.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from shoal.errors import ShoalError
+from shoal.wire.jsonout import dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def error_envelope(err: ShoalError) -> dict[str, Any]:
 
 
 def write_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.write(dumps(doc) + "\n")  # strict JSON: a NaN metric prints as null
     sys.stdout.flush()
 
 

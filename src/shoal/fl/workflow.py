@@ -8,7 +8,6 @@ workflow by subclassing ``Workflow`` in the job's custom code and naming it in
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 from shoal.fl.logconfig import apply as apply_log_setting
 from shoal.fl.model import FLModel
 from shoal.wire.channel import SyncChannel
+from shoal.wire.jsonout import dumps
 from shoal.wire.models import LazyParams, load_params, save_params
 
 log = logging.getLogger("shoal.workflow")
@@ -214,7 +214,7 @@ class WorkflowContext:
 
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.workspace / name
-        path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        path.write_text(dumps(obj, indent=2, sort_keys=True) + "\n")  # strict JSON: NaN as null
         return path
 
     def load_app_model(self, relative: str) -> dict[str, Any]:

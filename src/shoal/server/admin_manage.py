@@ -10,6 +10,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.server.context import CTX
 from shoal.server.middleware import identity_of
+from shoal.server.views import json_response
 from shoal.store.base import Submitter
 from shoal.wire.status import JobStatus
 
@@ -19,7 +20,7 @@ async def abort_job(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     job = ctx.job_in_study(request, "manage_job")
     final = await ctx.scheduler.abort(job, identity_of(request).name)
-    return web.json_response(
+    return json_response(
         {"job_id": str(final.job_id), "status": final.status.value, "reason": final.status_reason}
     )
 
@@ -41,7 +42,7 @@ async def delete_job(request: web.Request) -> web.Response:
     if ctx.store.jobs_using_content(job.content_sha256) == 0:
         ctx.blobs.delete(job.content_sha256)
     await asyncio.to_thread(shutil.rmtree, ctx.scheduler.paths(job.job_id).root, True)
-    return web.json_response({"job_id": str(job.job_id), "submit_records_marked_deleted": marked})
+    return json_response({"job_id": str(job.job_id), "submit_records_marked_deleted": marked})
 
 
 async def clone_job(request: web.Request) -> web.Response:
@@ -58,7 +59,7 @@ async def clone_job(request: web.Request) -> web.Response:
         cloned_from=job.job_id,
     )
     ctx.scheduler.kick()
-    return web.json_response({"source_job_id": str(job.job_id), "new_job_id": str(clone.job_id)}, status=201)
+    return json_response({"source_job_id": str(job.job_id), "new_job_id": str(clone.job_id)}, status=201)
 
 
 def routes() -> list[web.RouteDef]:

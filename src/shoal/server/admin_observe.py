@@ -10,7 +10,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.fl.logconfig import LEVELS, MODES
 from shoal.server.context import CTX
-from shoal.server.views import job_meta
+from shoal.server.views import job_meta, json_response
 
 LONG_POLL_MAX = 30.0
 LOG_CAP_BYTES = 5 * 2**20  # per log in one answer; the CLI bounds further
@@ -30,7 +30,7 @@ async def job_events(request: web.Request) -> web.Response:
         version = await ctx.scheduler.events.wait_change(job.job_id, since, timeout)
         job = ctx.job_in_study(request)
     run = ctx.scheduler.run_of(job.job_id)
-    return web.json_response(
+    return json_response(
         {"version": version, "terminal": job.status.terminal, "job": job_meta(job, run, time.time())}
     )
 
@@ -62,7 +62,7 @@ async def job_stats(request: web.Request) -> web.Response:
             }
             for s in sites
         }
-    return web.json_response(data)
+    return json_response(data)
 
 
 def _tail(text: bytes) -> tuple[str, bool]:
@@ -105,7 +105,7 @@ async def job_logs(request: web.Request) -> web.Response:
         stored = [f for f in ("log.txt", "log.json") if paths.site_log(target).with_name(f).is_file()]
         if not stored or "/" in target or target.startswith("."):
             raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
-    return web.json_response(
+    return json_response(
         {"job_id": str(job.job_id), "logs": logs, "capped": capped, "unavailable": unavailable}
     )
 
@@ -153,7 +153,7 @@ async def log_config(request: web.Request) -> web.Response:
         raise ShoalError("SITE_NOT_FOUND", f"it has no part in job {job.job_id}", site=site)
     sites = run.sites if site == "all" else ([] if site == "server" else [site])
     applied = await run.set_log_config(setting, sites, server=site in ("all", "server"))
-    return web.json_response({"job_id": str(job.job_id), "setting": setting, "applied": applied})
+    return json_response({"job_id": str(job.job_id), "setting": setting, "applied": applied})
 
 
 def routes() -> list[web.RouteDef]:

@@ -16,14 +16,14 @@ from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip
 from shoal.server.streaming import save_body, stream_file
 from shoal.server.submission import prepare_submission
-from shoal.server.views import job_meta, job_row
+from shoal.server.views import job_meta, job_row, json_response
 from shoal.store.base import Submitter
 
 LONG_POLL_MAX = 30.0
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    return json_response({"ok": True})
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -64,9 +64,7 @@ async def submit_job(request: web.Request) -> web.Response:
         shutil.rmtree(work, ignore_errors=True)
     if created:
         ctx.scheduler.kick()
-    return web.json_response(
-        {"job_id": str(record.job_id), "created": created}, status=201 if created else 200
-    )
+    return json_response({"job_id": str(record.job_id), "created": created}, status=201 if created else 200)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -92,7 +90,7 @@ async def list_jobs(request: web.Request) -> web.Response:
             reverse=q.get("reverse") == "1",
             limit=limit,
         )
-    return web.json_response({"jobs": [job_row(j, now) for j in jobs]})
+    return json_response({"jobs": [job_row(j, now) for j in jobs]})
 
 
 def _meta_of(ctx: ServerContext, request: web.Request) -> dict[str, object]:
@@ -101,7 +99,7 @@ def _meta_of(ctx: ServerContext, request: web.Request) -> dict[str, object]:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return web.json_response(_meta_of(request.app[CTX], request))
+    return json_response(_meta_of(request.app[CTX], request))
 
 
 async def wait_job(request: web.Request) -> web.Response:
@@ -121,7 +119,7 @@ async def wait_job(request: web.Request) -> web.Response:
             break
         seen = await ctx.scheduler.events.wait_change(job.job_id, seen, remaining)
     meta = job_meta(job, ctx.scheduler.run_of(job.job_id), time.time())
-    return web.json_response({"terminal": job.status.terminal, "job": meta})
+    return json_response({"terminal": job.status.terminal, "job": meta})
 
 
 async def download_job(request: web.Request) -> web.StreamResponse:
@@ -136,7 +134,7 @@ async def download_job(request: web.Request) -> web.StreamResponse:
 
 async def system_status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    return web.json_response(
+    return json_response(
         {
             "server": {"project": ctx.project, "running_jobs": sorted(str(j) for j in ctx.scheduler.runs)},
             "sites": [

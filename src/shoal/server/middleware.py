@@ -13,6 +13,7 @@ from shoal.errors import ShoalError
 from shoal.security.identity import Identity, identity_from_peercert
 from shoal.security.revocation import DenyList
 from shoal.server.audit import AuditLog
+from shoal.server.views import json_response
 
 log = logging.getLogger("shoal.server")
 
@@ -28,7 +29,7 @@ _KIND_FOR_PREFIX = (("/api/", "admin"), ("/site/", "site"))
 
 
 def error_response(err: ShoalError) -> web.Response:
-    return web.json_response(err.to_wire(), status=err.http_status)
+    return json_response(err.to_wire(), status=err.http_status)
 
 
 @web.middleware

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from shoal.scheduler.runner import JobPaths
 from shoal.store.base import JobRecord
 from shoal.store.blobs import BlobStore
+from shoal.wire.jsonout import dumps
 
 
 def build_result_zip(paths: JobPaths, blobs: BlobStore, job: JobRecord, meta: dict[str, Any]) -> Path:
@@ -21,7 +21,7 @@ def build_result_zip(paths: JobPaths, blobs: BlobStore, job: JobRecord, meta: di
     tmp = target.with_suffix(".tmp")
     paths.root.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(tmp, "w") as zf:
-        zf.writestr("meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        zf.writestr("meta.json", dumps(meta, indent=2, sort_keys=True))
         with zipfile.ZipFile(blobs.path(job.content_sha256)) as job_zip:
             for info in job_zip.infolist():
                 if not info.is_dir():

@@ -17,6 +17,7 @@ from shoal.scheduler.sites import ConnectedSite
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import identity_of
 from shoal.server.streaming import save_body, stream_file
+from shoal.server.views import json_response
 from shoal.wire.models import INLINE_BYTES, check_safetensors
 
 log = logging.getLogger("shoal.server")
@@ -105,7 +106,7 @@ async def result_received(request: web.Request) -> web.Response:
     """How many bytes of an interrupted result upload arrived (where the site resumes)."""
     _, run, site = _run_for_site(request)
     tmp = run.paths.run / "results" / f".{request.match_info['task_id']}-{site}.part"
-    return web.json_response({"received": tmp.stat().st_size if tmp.exists() else 0})
+    return json_response({"received": tmp.stat().st_size if tmp.exists() else 0})
 
 
 def append_site_log(run: JobRun, site: str, text: str) -> None:
@@ -164,18 +165,18 @@ async def task_result(request: web.Request) -> web.Response:
     offset = request.query.get("offset", "0")
     held = tmp.stat().st_size if tmp.exists() else 0
     if not offset.isdecimal() or (int(offset) != 0 and int(offset) != held):
-        return web.json_response({"error_code": "INVALID_ARGS", "received": held}, status=409)
+        return json_response({"error_code": "INVALID_ARGS", "received": held}, status=409)
     await save_body(request, tmp, MAX_RESULT_BYTES, append=int(offset) > 0)
     total = request.headers.get("X-Shoal-Total")
     if total is not None and (not total.isdecimal() or tmp.stat().st_size != int(total)):
-        return web.json_response({"error_code": "INVALID_ARGS", "received": tmp.stat().st_size}, status=409)
+        return json_response({"error_code": "INVALID_ARGS", "received": tmp.stat().st_size}, status=409)
     try:
         await asyncio.to_thread(check_safetensors, tmp)
     except ShoalError:
         tmp.unlink(missing_ok=True)
         raise
     _take_result(run, site, task_id, tmp, header)
-    return web.json_response({"ok": True})
+    return json_response({"ok": True})
 
 
 def _take_result(run: JobRun, site: str, task_id: str, checked: Path, header: dict[str, Any]) -> None:
@@ -223,7 +224,7 @@ async def job_log(request: web.Request) -> web.Response:
     tmp = dest.with_suffix(".part")
     await save_body(request, tmp, MAX_LOG_BYTES)
     tmp.replace(dest)
-    return web.json_response({"ok": True})
+    return json_response({"ok": True})
 
 
 def routes() -> list[web.RouteDef]:

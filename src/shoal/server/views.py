@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
+from shoal.wire.jsonout import dumps
+
 if TYPE_CHECKING:
     from shoal.scheduler.runner import JobRun
     from shoal.store.base import JobRecord
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """Every JSON answer of the server: strict JSON (a NaN metric is null, shoal.wire.jsonout)."""
+    return web.json_response(data, status=status, dumps=dumps)
 
 
 def iso(ts: float | None) -> str:
