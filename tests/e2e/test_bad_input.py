@@ -201,3 +201,37 @@ def test_a_download_into_a_place_that_cannot_hold_it(federation: Federation, tmp
         code, doc = federation.cli.json("job", "download", job_id, "-o", place)
         assert code == 1 and doc["error_code"] == "OUTPUT_DIR_NOT_WRITABLE", doc
         assert str(place) in doc["message"], doc
+
+
+BAD_HEADER_CLIENT = """
+import os, tempfile
+import numpy as np
+from shoal.wire.channel import SyncChannel
+from shoal.wire.models import save_params
+
+channel = SyncChannel.from_env()
+task = channel.receive(30)
+path = os.path.join(os.path.dirname(task["model_path"]), "result.safetensors")
+save_params({"w": np.zeros(2)}, __import__("pathlib").Path(path))
+channel.send({"op": "result", "task_id": task["task_id"], "path": path, "num_examples": NUM_EXAMPLES})
+channel.receive(30)
+"""
+
+
+@pytest.mark.parametrize("num_examples", ['"many"', "-5", "2.5"])
+def test_a_result_header_the_server_cannot_use_fails_the_job_with_invalid_args(
+    federation: Federation, tmp_path: Path, num_examples: str
+) -> None:
+    """A site relays what its script says about a result; the server checks it (inline and by
+    PUT alike) instead of failing inside: the job fails naming the field, the site's control
+    channel stays up."""
+    job = tmp_path / "bad-header"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / "app" / "custom" / "client.py").write_text(BAD_HEADER_CLIENT.replace("NUM_EXAMPLES", num_examples))
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = doc["data"]["first_error"]
+    assert "INVALID_ARGS" in error["message"] and "num_examples" in error["message"], error
+    code, doc = federation.cli.json("system", "status")
+    assert code == 0 and len(doc["data"]["sites"]) == 2, doc  # both sites still connected

@@ -259,3 +259,43 @@ def test_without_warm_processes_jobs_start_cold_and_agree(tmp_path: Path) -> Non
         assert not [c for c in children if "shoal.wire.warm" in c], children
     finally:
         stop_federation(fed)
+
+
+WEIGHTED_CLIENT = """
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    idle = flare.site_name() == "site-1" or ALL_IDLE
+    value = 1.0 if flare.site_name() == "site-1" else 3.0
+    flare.send(FLModel(params={"w": np.full(2, value)}, num_examples=0 if idle else 2))
+"""
+
+
+@pytest.mark.parametrize("all_idle", [False, True], ids=["one-site-without-data", "no-site-with-data"])
+def test_an_update_trained_on_no_examples_weighs_nothing(
+    federation: Federation, tmp_path: Path, all_idle: bool
+) -> None:
+    """num_examples=0 used to count as 1; now FedAvg leaves such an update out, and a round in
+    which no site trained on anything fails with that reason instead of dividing by zero."""
+    job = tmp_path / "job"
+    _copy_job(HELLO, job)
+    (job / "app" / "custom" / "client.py").write_text(WEIGHTED_CLIENT.replace("ALL_IDLE", str(all_idle)))
+    (job / "app" / "config" / "config_fed_server.json").write_text(
+        json.dumps({"workflow": "fedavg", "args": {"num_rounds": 1}})
+    )
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    if all_idle:
+        assert code == 1 and doc["data"]["status"] == "FAILED", doc
+        code, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
+        assert "no site reported any training examples" in meta["data"]["first_error"]["message"], meta
+        return
+    assert code == 0, doc
+    code, doc = federation.cli.json("job", "download", doc["data"]["job_id"], "-o", tmp_path / "dl")
+    got = load_file(doc["data"]["artifacts"]["global_model"])
+    np.testing.assert_array_equal(got["w"], np.full(2, 3.0))  # site-2's update alone

@@ -114,6 +114,10 @@ def send(model: FLModel) -> None:
     if _current_task is None:
         raise RuntimeError("send() without a task: call receive() first")
     task = _current_task
+    if int(model.num_examples) < 0:
+        raise ValueError(
+            f"num_examples must be >= 0 (0: this update weighs nothing), got {model.num_examples}"
+        )
     out_dir = Path(task["model_path"]).parent
     fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
     os.close(fd)

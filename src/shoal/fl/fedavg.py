@@ -7,7 +7,7 @@ from typing import Any
 
 from shoal.fl.aggregate import WeightedSum
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import Workflow, WorkflowContext
+from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
 
 
 class FedAvg(Workflow):
@@ -55,8 +55,12 @@ class FedAvg(Workflow):
                         params=dict(update.params), metrics=update.metrics, num_examples=update.num_examples
                     )
                     last[site] = update
-                acc.add(update.params, update.num_examples, update.metrics)
                 answered.append(site)
+                if update.num_examples == 0:
+                    continue  # trained on nothing (no data this round): it weighs nothing
+                acc.add(update.params, update.num_examples, update.metrics)
+            if acc.count == 0:
+                raise RoundFailed(f"round {rnd}: no site reported any training examples (num_examples 0)")
             model = FLModel(params=acc.result())
             self.ctx.record_round(rnd, acc.metrics(), sorted(answered))
         return model, last

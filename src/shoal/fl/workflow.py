@@ -138,7 +138,7 @@ class WorkflowContext:
                             params=LazyParams(path),
                             metrics=dict(message.get("metrics") or {}),
                             meta=dict(message.get("meta") or {}),
-                            num_examples=int(message.get("num_examples") or 1),
+                            num_examples=int(message.get("num_examples", 1)),
                         ),
                     )
                 finally:

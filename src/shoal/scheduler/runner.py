@@ -252,6 +252,7 @@ class JobRun:
         return task if task is not None and site in task.sites else None
 
     def on_result(self, site: str, task_id: str, path: Path, header: dict[str, Any]) -> None:
+        """A site's checked result (``site_routes.result_header``): its path to the workflow."""
         self.progress.site_status[site] = "running"
         size = path.stat().st_size
         self.progress.results_received += 1
@@ -266,7 +267,7 @@ class JobRun:
                 "task_id": task_id,
                 "site": site,
                 "path": str(path),
-                "num_examples": int(header.get("num_examples", 1)),
+                "num_examples": header["num_examples"],
                 "metrics": header.get("metrics") or {},
                 "meta": header.get("meta") or {},
             }

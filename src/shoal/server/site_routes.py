@@ -43,7 +43,13 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 continue
-            data = json.loads(msg.data)
+            try:
+                data = json.loads(msg.data)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                log.warning("site %s sent a message that is not a JSON object; ignored", site.name)
+                continue
             kind = data.get("type")
             if kind == "hello":
                 site.version = str(data.get("version", ""))
@@ -68,7 +74,10 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
             elif kind == "result":
                 await send(_inline_result(ctx, site.name, data))
             else:
-                _on_site_message(ctx, site.name, data)
+                try:
+                    _on_site_message(ctx, site.name, data)
+                except (TypeError, ValueError) as exc:  # a malformed report must not cost the channel
+                    log.warning("site %s sent a malformed %r message: %s", site.name, kind, exc)
     finally:
         if ctx.sites.remove(site.name, send):
             log.info("site %s disconnected", site.name)
@@ -154,7 +163,7 @@ async def task_result(request: web.Request) -> web.Response:
     if run.task_for(site, task_id) is None:
         raise ShoalError("JOB_NOT_RUNNING", "no such task for this site", job_id=str(run.job_id))
     try:
-        header = json.loads(request.headers.get("X-Shoal-Result", "{}"))
+        header = result_header(json.loads(request.headers.get("X-Shoal-Result", "{}")))
     except ValueError as exc:
         raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
     results = run.paths.run / "results"
@@ -179,6 +188,26 @@ async def task_result(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
 
+def result_header(raw: Any) -> dict[str, Any]:
+    """What a site says about its result, checked before the workflow sees it: the examples it
+    trained on (a whole number, 0 allowed: FedAvg then leaves the update out), metrics that are
+    numbers, meta that is an object. INVALID_ARGS otherwise."""
+    if not isinstance(raw, dict):
+        raise ShoalError("INVALID_ARGS", "the result header is not a JSON object")
+    examples = raw.get("num_examples", 1)
+    if not isinstance(examples, int) or isinstance(examples, bool) or examples < 0:
+        raise ShoalError("INVALID_ARGS", f"num_examples must be a whole number >= 0, not {examples!r}")
+    metrics = raw.get("metrics") or {}
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
+    ):
+        raise ShoalError("INVALID_ARGS", "metrics must map names to numbers")
+    meta = raw.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ShoalError("INVALID_ARGS", "meta must be a JSON object")
+    return {"num_examples": examples, "metrics": metrics, "meta": meta}
+
+
 def _take_result(run: JobRun, site: str, task_id: str, checked: Path, header: dict[str, Any]) -> None:
     """A complete, checked result: into place, and its path to the workflow."""
     final = checked.with_name(f"{task_id}-{site}.safetensors")
@@ -201,6 +230,10 @@ def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[
         return reply
     if len(body) > INLINE_BYTES:
         return reply
+    try:
+        header = result_header(data.get("header") or {})
+    except ShoalError:
+        return reply
     results = run.paths.run / "results"
     results.mkdir(parents=True, exist_ok=True)
     tmp = results / f".{task_id}-{site}.inline"
@@ -210,7 +243,7 @@ def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[
     except ShoalError:
         tmp.unlink(missing_ok=True)
         return reply
-    _take_result(run, site, task_id, tmp, dict(data.get("header") or {}))
+    _take_result(run, site, task_id, tmp, header)
     return {**reply, "ok": True}
 
 
