@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 
 CONTROL_FD_ENV = "SHOAL_FORK_SERVER_FD"
-MAX_MESSAGE = 1 << 20
+MAX_MESSAGE = 1 << 20  # a fork request (argv, environment additions, sys.path)
+MAX_REPLY = 4096  # a pid or an exit code
 #: The exit code of a job process whose fork server died first (nobody can reap it and say).
 EXIT_UNKNOWN = 255
 
@@ -109,7 +110,7 @@ class _Connection:
 
         loop = asyncio.get_running_loop()
         try:
-            while data := await loop.sock_recv(self.sock, MAX_MESSAGE):
+            while data := await loop.sock_recv(self.sock, MAX_REPLY):
                 message = json.loads(data)
                 if "pid" in message:
                     # Registered before anything else is read: its exit notice may come next.
