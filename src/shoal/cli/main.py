@@ -7,6 +7,7 @@ packages (aiohttp, numpy, cryptography) load inside the commands that need them.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -182,6 +183,9 @@ def _run(argv: list[str] | None) -> int:
         if fmt == "jsonl" and not getattr(args, "supports_jsonl", False):
             raise ShoalError("INVALID_ARGS", "--format jsonl is only supported by streaming commands")
         args.format = fmt
+        # Modules and parsers live until this short process exits: keep them out of the
+        # collector's sight, so its full pass at exit skips them (~6 ms of every command here).
+        gc.freeze()
         return render_result(handler(args), fmt, surface)
     except ArgumentsRejected as exc:
         rejecting = exc.parser
