@@ -235,3 +235,16 @@ def test_a_result_header_the_server_cannot_use_fails_the_job_with_invalid_args(
     assert "INVALID_ARGS" in error["message"] and "num_examples" in error["message"], error
     code, doc = federation.cli.json("system", "status")
     assert code == 0 and len(doc["data"]["sites"]) == 2, doc  # both sites still connected
+
+
+def test_a_typo_in_a_builtin_workflows_arguments_ends_the_job_naming_it(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """``num_roundz`` used to be ignored: the job ran with the default and reported success."""
+    job = tmp_path / "typo"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    config = {"workflow": "fedavg", "args": {"num_roundz": 3}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(config))
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 1 and doc["data"]["status"] == "FINISHED_EXCEPTION", doc
+    assert "did you mean 'num_rounds'?" in doc["message"], doc

@@ -8,7 +8,9 @@ says how it ended ("done" or "error"), so the server can settle the job with a r
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import inspect
 import json
 import logging
 import sys
@@ -53,7 +55,51 @@ def resolve_workflow(config: dict[str, Any]) -> tuple[type[Workflow], dict[str, 
     args = config.get("args", {})
     if not isinstance(args, dict):
         raise ValueError("'args' must be a JSON object")
-    return _load_class(dotted), args
+    cls = _load_class(dotted)
+    if isinstance(spec, str):
+        check_arguments(spec, cls, args)
+    return cls, args
+
+
+#: JSON types a built-in workflow's argument may take, by the annotation its signature gives.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+}
+
+
+def check_arguments(name: str, cls: type[Workflow], args: dict[str, Any]) -> None:
+    """A built-in workflow takes only the arguments its classes name, each of its type: a typo
+    (``num_roundz``) would otherwise be ignored without a word, and a string where a number
+    goes would fail deep inside the first round. Custom workflows read what they like."""
+    accepted: dict[str, str] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in (
+                "self",
+                "ctx",
+            ):
+                accepted.setdefault(param.name, str(param.annotation))
+    for key in sorted(set(args) - set(accepted)):
+        close = difflib.get_close_matches(key, list(accepted), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"workflow {name!r} takes no argument {key!r}{hint}; its arguments: {', '.join(sorted(accepted))}"
+        )
+    for key, value in args.items():
+        annotation = accepted[key]
+        wanted = _JSON_TYPES.get(annotation.removesuffix(" | None"))
+        if wanted is None or (value is None and annotation.endswith(" | None")):
+            continue
+        if not isinstance(value, wanted) or (bool not in wanted and isinstance(value, bool)):
+            raise ValueError(
+                f"workflow {name!r}: {key} must be {annotation.removesuffix(' | None')}, not {value!r}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,47 @@
+"""A built-in workflow's arguments are checked before anything runs: a typo or a wrong type is
+an error naming the argument, not a silently ignored key or a TypeError in round one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shoal.fl.controller_main import BUILTIN_WORKFLOWS, resolve_workflow
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ({"num_roundz": 3}, "takes no argument 'num_roundz' (did you mean 'num_rounds'?)"),
+        ({"num_rounds": "abc"}, "num_rounds must be int, not 'abc'"),
+        ({"num_rounds": True}, "num_rounds must be int, not True"),
+        ({"round_timeout": "soon"}, "round_timeout must be float"),
+    ],
+)
+def test_a_builtin_workflow_refuses_arguments_it_does_not_take(args: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match="workflow 'fedavg'") as err:
+        resolve_workflow({"workflow": "fedavg", "args": args})
+    assert says in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("fedavg", {"num_rounds": 3, "min_responses": None, "round_timeout": 5, "task_meta": {"mu": 0.1}}),
+        ("fedavg", {"initial_model": None, "round_timeout": 2.5}),
+        ("fedstats", {"statistics": ["mean"], "min_count": 1, "bins": 4}),
+        ("cyclic", {"num_rounds": 2, "order": "random", "seed": 3}),
+        ("cross_site_eval", {"evaluate_local": False, "num_rounds": 2}),
+    ],
+)
+def test_the_arguments_each_builtin_documents_are_accepted(name: str, args: dict[str, Any]) -> None:
+    assert name in BUILTIN_WORKFLOWS
+    cls, got = resolve_workflow({"workflow": name, "args": args})
+    assert got == args and cls.__name__
+
+
+def test_a_custom_workflow_reads_what_it_likes() -> None:
+    """``{"class": ...}`` names custom code: its arguments are its own business."""
+    cls, args = resolve_workflow({"workflow": {"class": "shoal.fl.fedavg.FedAvg"}, "args": {"anything": 1}})
+    assert cls.__name__ == "FedAvg" and args == {"anything": 1}
