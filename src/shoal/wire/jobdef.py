@@ -178,6 +178,10 @@ def load_job_definition(root: Path) -> JobDefinition:
     _check_config(root / server_app, SERVER_CONFIG, "workflow")
     for app in site_apps:
         _check_config(root / app, CLIENT_CONFIG, "script", "module")
+        try:
+            client_command(root / app)
+        except ValueError as exc:
+            raise ShoalError("JOB_CONFIG_INVALID", f"{app}/{'/'.join(CLIENT_CONFIG)}: {exc}") from exc
 
     return JobDefinition(
         name=name,
@@ -224,7 +228,12 @@ def client_command(app_dir: Path, *, refuse_scripts: str | None = None) -> list[
     raw = config.get("args", "")
     args = shlex.split(raw) if isinstance(raw, str) else [str(a) for a in raw]
     module = config.get("module")
-    if isinstance(module, str) and module.startswith("shoal."):
+    if module is not None:
+        if not (isinstance(module, str) and module.startswith("shoal.")):
+            raise ValueError(
+                f"'module' names a built-in client (shoal.fl.clients.*), not {module!r}; "
+                "for the job's own code, name a 'script' in custom/"
+            )
         return ["-m", module, *args]
     if refuse_scripts is not None:
         raise PermissionError(refuse_scripts)

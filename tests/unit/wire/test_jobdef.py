@@ -30,6 +30,7 @@ def write_job(
             (root / app / "config" / "config_fed_server.json").write_text('{"workflow": "fedavg"}')
         if client:
             (root / app / "config" / "config_fed_client.json").write_text('{"script": "train.py"}')
+            (root / app / "custom" / "train.py").write_text("print('training')\n")
     return root
 
 
@@ -179,3 +180,23 @@ def test_min_clients_listed_sites_that_exist(tmp_path: Path) -> None:
         check_min_clients(job, ["site-1", "site-2", "site-3"])
     assert err.value.code == "MIN_CLIENTS_UNSATISFIABLE"
     check_min_clients(job, ["site-1", "site-9"])
+
+
+@pytest.mark.parametrize(
+    ("client_config", "says"),
+    [
+        ({"script": "missing.py"}, "no training script 'missing.py'"),
+        ({"script": "../meta.json"}, "no training script '../meta.json'"),
+        ({"module": "my_trainer"}, "'module' names a built-in client"),
+        ({"script": "train.py", "args": "--name 'unclosed"}, "quotation"),
+    ],
+)
+def test_a_site_app_that_could_not_start_is_refused_at_submit(
+    tmp_path: Path, client_config: dict[str, str], says: str
+) -> None:
+    """Found before the job is stored, not after it is dispatched to the sites."""
+    root = write_job(tmp_path / "j")
+    (root / "app" / "config" / "config_fed_client.json").write_text(json.dumps(client_config))
+    with pytest.raises(ShoalError) as err:
+        load_job_definition(root)
+    assert err.value.code == "JOB_CONFIG_INVALID" and says in err.value.message, err.value.message
