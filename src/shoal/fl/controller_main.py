@@ -74,22 +74,22 @@ def check_arguments(name: str, cls: type[Workflow], args: dict[str, Any]) -> Non
     """A built-in workflow takes only the arguments its classes name, each of its type: a typo
     (``num_roundz``) would otherwise be ignored without a word, and a string where a number
     goes would fail deep inside the first round. Custom workflows read what they like."""
-    accepted: dict[str, str] = {}
+    accepted: dict[str, str] = {}  # argument -> its annotation, from the class and its bases
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None or klass is object:
             continue
         for param in inspect.signature(init).parameters.values():
-            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in (
-                "self",
-                "ctx",
-            ):
+            if param.kind in named and param.name not in ("self", "ctx"):
                 accepted.setdefault(param.name, str(param.annotation))
-    for key in sorted(set(args) - set(accepted)):
-        close = difflib.get_close_matches(key, list(accepted), n=1)
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(accepted), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"workflow {name!r} takes no argument {key!r}{hint}; its arguments: {', '.join(sorted(accepted))}"
+            f"workflow {name!r} takes no argument {unknown[0]!r}{hint}; "
+            f"its arguments: {', '.join(sorted(accepted))}"
         )
     for key, value in args.items():
         annotation = accepted[key]

@@ -226,6 +226,8 @@ def client_command(app_dir: Path, *, refuse_scripts: str | None = None) -> list[
     """
     config = json.loads(app_dir.joinpath(*CLIENT_CONFIG).read_text())
     raw = config.get("args", "")
+    if not isinstance(raw, str | list):
+        raise ValueError(f"'args' must be a string or a list, not {raw!r}")
     args = shlex.split(raw) if isinstance(raw, str) else [str(a) for a in raw]
     module = config.get("module")
     if module is not None:

@@ -189,10 +189,11 @@ def test_min_clients_listed_sites_that_exist(tmp_path: Path) -> None:
         ({"script": "../meta.json"}, "no training script '../meta.json'"),
         ({"module": "my_trainer"}, "'module' names a built-in client"),
         ({"script": "train.py", "args": "--name 'unclosed"}, "quotation"),
+        ({"script": "train.py", "args": 5}, "'args' must be a string or a list"),
     ],
 )
 def test_a_site_app_that_could_not_start_is_refused_at_submit(
-    tmp_path: Path, client_config: dict[str, str], says: str
+    tmp_path: Path, client_config: dict[str, object], says: str
 ) -> None:
     """Found before the job is stored, not after it is dispatched to the sites."""
     root = write_job(tmp_path / "j")
