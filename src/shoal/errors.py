@@ -207,7 +207,11 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "or pass --kit-id / --startup-kit, or set SHOAL_STARTUP_KIT_DIR.",
     ),
     "CONNECTION_FAILED": ErrorSpec(
-        2, 503, "Could not connect to the shoal server.", "Check that the server runs: 'shoal system status'."
+        2,
+        503,
+        "Could not connect to the shoal server.",
+        "Is the server running? For a local POC: 'shoal poc start'. Otherwise check the host and port "
+        "in the startup kit's startup/fed_admin.json, and that the network lets you reach them.",
     ),
     "AUTH_FAILED": ErrorSpec(
         2,
