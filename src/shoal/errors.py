@@ -30,6 +30,12 @@ _JOB_LIST_HINT = "Run 'shoal job list' to see the jobs of this study."
 CATALOGUE: dict[str, ErrorSpec] = {
     # --- arguments and local state (exit 4) ---
     "INVALID_ARGS": ErrorSpec(4, 400, "Invalid arguments.", "Run the command with -h or --help for usage."),
+    "LOCAL_FILE_ERROR": ErrorSpec(
+        4,
+        400,
+        "A local file or folder could not be used.",
+        "Check the path named: a folder you can write to (or a file you can read), on a disk with space.",
+    ),
     "CONFIRMATION_REQUIRED": ErrorSpec(
         4, 400, "This command asks for confirmation.", "Pass --force to run it without a terminal."
     ),

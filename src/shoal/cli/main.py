@@ -207,6 +207,10 @@ def _run(argv: list[str] | None) -> int:
         return render_error(interrupted, fmt, surface=surface)
     except BrokenPipeError:
         raise  # stdout's reader is gone: main() ends quietly, no error to print
+    except OSError as exc:  # the network's are ShoalErrors by now (api.client): this is local
+        where = f": {exc.filename}" if exc.filename else ""
+        local = ShoalError("LOCAL_FILE_ERROR", f"{exc.strerror or exc}{where}")
+        return render_error(local, fmt, surface=surface)
     except Exception as exc:
         if os.environ.get("SHOAL_DEBUG"):
             import traceback

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,24 @@ def test_an_unknown_option_points_at_the_command_it_was_given_to(capsys: pytest.
     assert doc["hint"] == "Run 'shoal job list --help' for usage." and doc["data"]["usage"].startswith(
         "usage: shoal job list"
     )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs /proc")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("poc", "prepare", "--workspace", "/proc/shoal-cannot-be-here"),
+        ("simulate", "-j", "examples/hello-numpy", "-n", "2", "-o", "/proc/shoal-cannot-be-here"),
+    ],
+)
+def test_a_path_the_cli_cannot_use_is_a_local_file_error_not_a_bug(
+    argv: tuple[str, ...], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """/proc refuses new entries even to root: an OSError from the local disk was reported as
+    INTERNAL_ERROR ("this is a bug"); it is LOCAL_FILE_ERROR naming the path."""
+    monkeypatch.setenv("SHOAL_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(Path(__file__).resolve().parents[3])
+    code = main([*argv, "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 4 and doc["error_code"] == "LOCAL_FILE_ERROR", doc
+    assert "/proc/shoal-cannot-be-here" in doc["message"], doc
