@@ -47,9 +47,10 @@ def cli_md() -> str:
         "anywhere after the command.",
         "",
         "Exit codes: 0 ok; 1 the job or the server said no; 2 connection, authentication or startup",
-        "kit; 3 timeout; 4 invalid arguments; 5 internal error (each error code's exit code is in",
-        "errors.md); 130 interrupted (Ctrl-C); 141 stdout's reader went away (`shoal job list | head",
-        "-1`): the command ends quietly, as `cat` or `grep` would, and what it did on the server stands.",
+        "kit; 3 timeout; 4 invalid arguments or local state; 5 internal error (each error code's exit",
+        "code is in errors.md); 130 interrupted (Ctrl-C); 141 stdout's reader went away (`shoal job",
+        "list | head -1`): the command ends quietly, as `cat` or `grep` would, and what it did on the",
+        "server stands.",
         "",
     ]
     _walk(build_parser(), "shoal", out)
