@@ -248,3 +248,21 @@ def test_a_typo_in_a_builtin_workflows_arguments_ends_the_job_naming_it(
     code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
     assert code == 1 and doc["data"]["status"] == "FINISHED_EXCEPTION", doc
     assert "did you mean 'num_rounds'?" in doc["message"], doc
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_download_onto_a_full_disk_says_so(federation: Federation) -> None:
+    """/dev/full answers every write with ENOSPC: that is the local disk, not the connection
+    (it was reported as CONNECTION_FAILED)."""
+    from shoal.api.client import AdminClient
+    from shoal.api.kits import resolve_admin_kit
+    from shoal.errors import ShoalError
+
+    code, doc = federation.cli.json(
+        "job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait", "--timeout", "120"
+    )
+    assert code == 0, doc
+    kit = resolve_admin_kit(None, str(federation.kits / "admin@example.com"))
+    with AdminClient(kit) as client, pytest.raises(ShoalError) as err:
+        client.download_result(doc["data"]["job_id"], "default", Path("/dev/full"))
+    assert err.value.code == "LOCAL_FILE_ERROR" and "/dev/full" in err.value.message, err.value.message

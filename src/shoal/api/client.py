@@ -73,7 +73,12 @@ class AdminClient:
                 raise _error_from_response(resp.status, resp.read())
             if sink is not None:
                 for piece in resp.iter_body():
-                    sink.write(piece)
+                    try:
+                        sink.write(piece)
+                    except OSError as exc:  # our disk, not the link (a full disk was CONNECTION_FAILED)
+                        self.close()  # the rest of the answer is unread: the connection is spent
+                        where = getattr(sink, "name", "the download")
+                        raise ShoalError("LOCAL_FILE_ERROR", f"{exc.strerror or exc}: {where}") from exc
                 result = None
             else:
                 result = json.loads(resp.read() or b"null")
