@@ -124,7 +124,8 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     proxy.restore()
     wait_sites(fed, {"site-1", "site-2"})
     code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
-    assert code == 0, doc
+    meta = fed.cli.json("job", "meta", job_id)[1]["data"]
+    assert code == 0, json.dumps({k: meta.get(k) for k in ("status_reason", "first_error")})
     rounds = json.loads(
         (
             fed.kits / "server" / "workspace" / "jobs" / job_id / "workspace" / "metrics_summary.json"

@@ -64,6 +64,8 @@ class TaskState:
     task_id: str
     model_path: Path
     sites: set[str]
+    message: dict[str, Any] = field(default_factory=dict)  # as sent to the sites
+    answered: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -205,6 +207,7 @@ class JobRun:
             size = task.model_path.stat().st_size
             if size <= INLINE_BYTES:  # small: the model rides along; no download request
                 out["model"] = base64.b64encode(task.model_path.read_bytes()).decode("ascii")
+            task.message = out
             for site in sorted(task.sites):
                 if await self.scheduler.sites.send(site, out):
                     self.progress.tasks_sent += 1
@@ -253,6 +256,9 @@ class JobRun:
 
     def on_result(self, site: str, task_id: str, path: Path, header: dict[str, Any]) -> None:
         """A site's checked result (``site_routes.result_header``): its path to the workflow."""
+        task = self.tasks.get(task_id)
+        if task is not None:
+            task.answered.add(site)
         self.progress.site_status[site] = "running"
         size = path.stat().st_size
         self.progress.results_received += 1
@@ -325,8 +331,15 @@ class JobRun:
         return {"type": "deploy", "job_id": str(self.job_id), "app": app, "study": self.study}
 
     async def site_returned(self, site: str) -> None:
-        """A site that disconnected mid-job is back: deploy to it again; it joins the next round."""
-        if site not in self._gone or self._finishing or self._outcome is not None:
+        """A site that disconnected mid-job is back. Within its grace it still runs the job: the
+        task it has not answered goes again, since one sent as the link died is lost with it (the
+        site ignores a task it already has). Past its grace: deploy again; it joins the next round."""
+        if self._finishing or self._outcome is not None:
+            return
+        if site not in self._gone:
+            pending = [t for t in self.tasks.values() if site in t.sites and t.message]
+            if pending and site not in pending[-1].answered:
+                await self.scheduler.sites.send(site, pending[-1].message)
             return
         self._gone.discard(site)
         self._failed_sites.discard(site)

@@ -62,14 +62,17 @@ class SiteRegistry:
         return [self._sites[n] for n in self.names()]
 
     async def send(self, name: str, message: dict[str, Any]) -> bool:
+        """Deliver now, or keep for the site's return: a site away within its grace, or whose
+        connection is closing under us (its handler has not noticed yet; it will, and hold the
+        site), gets it when it reconnects. False only for a site nobody is waiting for."""
         site = self._sites.get(name)
-        if site is None:
-            if name in self._outbox:
-                self._outbox[name].append(message)
+        if site is not None:
+            try:
+                await site.send(message)
                 return True
-            return False
-        try:
-            await site.send(message)
-        except (ConnectionError, RuntimeError):
-            return False
-        return True
+            except (ConnectionError, RuntimeError):
+                self._outbox.setdefault(name, [])
+        if name in self._outbox:
+            self._outbox[name].append(message)
+            return True
+        return False

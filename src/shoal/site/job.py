@@ -48,6 +48,7 @@ class SiteJob:
         self._ended = False
         self._capture: asyncio.Task[None] | None = None
         self._unanswered: set[str] = set()  # tasks handed to the script that it has not answered
+        self._tasks_seen: set[str] = set()
         self._failed = False
 
     @property
@@ -244,8 +245,9 @@ class SiteJob:
 
     async def on_task(self, msg: dict[str, Any]) -> None:
         await self._started.wait()
-        if self._writer is None or self._ending:
-            return
+        if self._writer is None or self._ending or str(msg.get("task_id")) in self._tasks_seen:
+            return  # a task the server sent again after a reconnect, in case it was lost: had it
+        self._tasks_seen.add(str(msg.get("task_id")))
         if self.proc is not None and self.proc.returncode is not None:
             # A crash is reported by _pump, with the script's last output; only a script that
             # ended cleanly before its work is reported here.
@@ -257,7 +259,11 @@ class SiteJob:
         models = self.dir / "models"
         models.mkdir(exist_ok=True)
         for old in models.glob("*.safetensors"):
-            old.unlink(missing_ok=True)  # the script has answered the task it came with
+            # Earlier models go: the script answered the tasks they came with. Results stay until
+            # delivered: one whose inline answer was lost with the link is still going by PUT
+            # while the server, which had it, moves on to this task.
+            if not old.name.startswith("result-"):
+                old.unlink(missing_ok=True)
         model_path = models / f"{msg['task_id']}.safetensors"
         await self.fetch_model(msg, model_path)
         self._unanswered.add(str(msg["task_id"]))
