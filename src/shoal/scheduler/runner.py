@@ -64,7 +64,6 @@ class TaskState:
     task_id: str
     model_path: Path
     sites: set[str]
-    message: dict[str, Any] = field(default_factory=dict)  # as sent to the sites
     answered: set[str] = field(default_factory=set)
 
 
@@ -121,6 +120,9 @@ class JobRun:
         self.site_apps = site_apps  # site name -> app folder it runs
         self.min_clients = min_clients
         self.tasks: dict[str, TaskState] = {}
+        # Each site's latest task as sent, to send again if the site returns within its grace
+        # (only the latest: an inline model is up to 341 KiB of base64, not to be kept per round).
+        self._latest_task: dict[str, tuple[TaskState, dict[str, Any]]] = {}
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._writer: asyncio.StreamWriter | None = None
         self._proc: JobProcess | None = None
@@ -207,8 +209,8 @@ class JobRun:
             size = task.model_path.stat().st_size
             if size <= INLINE_BYTES:  # small: the model rides along; no download request
                 out["model"] = base64.b64encode(task.model_path.read_bytes()).decode("ascii")
-            task.message = out
             for site in sorted(task.sites):
+                self._latest_task[site] = (task, out)
                 if await self.scheduler.sites.send(site, out):
                     self.progress.tasks_sent += 1
                     self.progress.count(site, "tasks")
@@ -337,9 +339,9 @@ class JobRun:
         if self._finishing or self._outcome is not None:
             return
         if site not in self._gone:
-            pending = [t for t in self.tasks.values() if site in t.sites and t.message]
-            if pending and site not in pending[-1].answered:
-                await self.scheduler.sites.send(site, pending[-1].message)
+            latest = self._latest_task.get(site)
+            if latest is not None and site not in latest[0].answered:
+                await self.scheduler.sites.send(site, latest[1])
             return
         self._gone.discard(site)
         self._failed_sites.discard(site)

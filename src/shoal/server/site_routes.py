@@ -85,15 +85,14 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def _run_of(ctx: ServerContext, site: str, data: dict[str, Any]) -> JobRun | None:
-    """The running job a site's message names, if that site takes part in it."""
-    job_id = str(data.get("job_id", ""))
+def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
+    """The running job ``job_id`` names (as the site sent it), if that site takes part in it."""
     run = ctx.scheduler.runs.get(int(job_id)) if job_id.isdecimal() and len(job_id) <= 16 else None
     return run if run is not None and site in run.site_apps else None
 
 
 def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> None:
-    run = _run_of(ctx, site, data)
+    run = _run_of(ctx, site, str(data.get("job_id", "")))
     if run is None:
         return
     kind = data.get("type")
@@ -133,8 +132,8 @@ def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
     ctx = request.app[CTX]
     site = identity_of(request).name
     raw = request.match_info["job_id"]
-    run = ctx.scheduler.runs.get(int(raw)) if raw.isdecimal() and len(raw) <= 16 else None
-    if run is None or site not in run.site_apps:
+    run = _run_of(ctx, site, raw)
+    if run is None:
         raise ShoalError("JOB_NOT_RUNNING", "this site has no part in that job now", job_id=raw)
     return ctx, run, site
 
@@ -221,7 +220,7 @@ def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[
     reports any error the usual way."""
     task_id = str(data.get("task_id", ""))
     reply = {"type": "result_ack", "job_id": data.get("job_id"), "task_id": task_id, "ok": False}
-    run = _run_of(ctx, site, data)
+    run = _run_of(ctx, site, str(data.get("job_id", "")))
     if run is None or run.task_for(site, task_id) is None or not task_id.isalnum():
         return reply
     try:

@@ -245,9 +245,10 @@ class SiteJob:
 
     async def on_task(self, msg: dict[str, Any]) -> None:
         await self._started.wait()
-        if self._writer is None or self._ending or str(msg.get("task_id")) in self._tasks_seen:
+        task_id = str(msg.get("task_id"))
+        if self._writer is None or self._ending or task_id in self._tasks_seen:
             return  # a task the server sent again after a reconnect, in case it was lost: had it
-        self._tasks_seen.add(str(msg.get("task_id")))
+        self._tasks_seen.add(task_id)
         if self.proc is not None and self.proc.returncode is not None:
             # A crash is reported by _pump, with the script's last output; only a script that
             # ended cleanly before its work is reported here.
@@ -264,9 +265,9 @@ class SiteJob:
             # while the server, which had it, moves on to this task.
             if not old.name.startswith("result-"):
                 old.unlink(missing_ok=True)
-        model_path = models / f"{msg['task_id']}.safetensors"
+        model_path = models / f"{task_id}.safetensors"
         await self.fetch_model(msg, model_path)
-        self._unanswered.add(str(msg["task_id"]))
+        self._unanswered.add(task_id)
         self._writer.write(
             encode(
                 {
