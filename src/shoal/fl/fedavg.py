@@ -48,8 +48,16 @@ class FedAvg(Workflow):
             acc = WeightedSum()
             answered: list[str] = []
             final = keep_last and rnd == self.num_rounds - 1
-            task = FLModel(params=model.params, meta={**self.task_meta, **model.meta})
-            for site, update in self.collect("train", task, round_number=rnd, total_rounds=self.num_rounds):
+            updates = self.collect(
+                "train",
+                FLModel(params=model.params, meta={**self.task_meta, **model.meta}),
+                round_number=rnd,
+                total_rounds=self.num_rounds,
+            )
+            # Once the task is sent the last global model lives in its file: letting go of it here
+            # (collect does too) keeps one model in memory while updates arrive, the running sum.
+            del model
+            for site, update in updates:
                 if final:
                     update = FLModel(
                         params=dict(update.params), metrics=update.metrics, num_examples=update.num_examples

@@ -271,6 +271,7 @@ class Workflow:
         task_id = self.ctx.send_task(
             task_name, model, sites=sites, round_number=round_number, total_rounds=total_rounds
         )
+        del model  # sent and on disk: a caller that drops its own reference frees it while results arrive
         needed = min_responses or (min(self.min_responses, len(sites)) if sites else self.min_responses)
         yield from self.ctx.results(task_id, min_responses=needed, timeout=self.round_timeout)
 
