@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -198,6 +199,95 @@ def test_a_site_script_that_breaks_the_protocol_fails_the_job_at_once(
     code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
     error = doc["data"]["first_error"]
     assert says in error["message"] and error["site"].startswith("site-"), error
+
+
+CHATTY = """
+import sys
+import time
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+for i in range(20000):  # a progress bar: 300 KB redrawn with \\r, never a newline
+    sys.stdout.write(f"\\rprogress {i:06d}")
+sys.stdout.flush()
+print()
+print("é" + "x" * 100_000 + "é")
+print("after the long line", flush=True)
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    flare.send(FLModel(params=model.params or {"w": np.zeros(2)}, num_examples=1, meta=META))
+"""
+
+
+def test_output_of_any_shape_is_logged_and_the_job_ends(federation: Federation, tmp_path: Path) -> None:
+    """Output was read line by line with asyncio's 64 KiB limit: a longer line (a progress bar
+    that only redraws) killed the reader, the script then blocked on a full pipe and the job
+    stayed RUNNING; a long line printed once lost the site's log and its end confirmation.
+    A result whose meta passes 64 KiB broke the script's channel the same way."""
+    job = tmp_path / "chatty"
+    _copy_job(HELLO, job)
+    (job / "app" / "custom" / "client.py").write_text(CHATTY.replace("META", '{"notes": "n" * 100_000}'))
+    start = time.monotonic()
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    assert time.monotonic() - start < 9, "the sites' end confirmations were waited for"
+    job_id = doc["data"]["job_id"]
+    proc = federation.cli.run("job", "logs", job_id, "--site", "site-1", "--max-bytes", "10000000")
+    assert proc.returncode == 0, proc.stderr
+    assert "progress 019999" in proc.stdout and "é" + "x" * 100_000 + "é" in proc.stdout
+    assert "after the long line" in proc.stdout
+    # The JSON records (log.json) cut the long lines into pieces of at most 64 KiB.
+    code, doc = federation.cli.json("job", "logs", job_id, "--site", "site-1", "--max-bytes", "10000000")
+    records = [json.loads(line) for line in doc["data"]["logs"]["site-1"].splitlines()]
+    assert any("progress 019999" in r["message"] for r in records), records[:3]
+    assert max(len(r["message"].encode()) for r in records) <= 64 * 1024
+
+
+def test_a_message_past_the_channel_limit_fails_the_job_saying_so(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Past MAX_MESSAGE_BYTES (16 MiB) a line from the script is not read: the job fails at once
+    naming the channel, and the script, which nobody reads any more, is killed."""
+    job = tmp_path / "huge-meta"
+    _copy_job(HELLO, job)
+    (job / "app" / "custom" / "client.py").write_text(CHATTY.replace("META", '{"notes": "n" * 17 * 2**20}'))
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = doc["data"]["first_error"]
+    assert "unreadable message on the shoal channel" in error["message"], error
+
+
+LOUD_CRASH = """
+import sys
+from shoal.fl import client as flare
+flare.init()
+flare.receive()
+sys.stdout.write("y" * 5_000_000)  # one 5 MB line, then a crash
+sys.stdout.flush()
+raise SystemExit(3)
+"""
+
+
+def test_a_crash_after_a_huge_line_is_reported_briefly_and_at_once(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """The failure report quotes the script's last output: it read the whole log for it, and a
+    5 MB line went into the report, the site's message to the server and the job's record.
+    The reason is cut to a few thousand characters; the whole output stays in the log."""
+    job = tmp_path / "loud-crash"
+    _copy_job(HELLO, job)
+    (job / "app" / "custom" / "client.py").write_text(LOUD_CRASH)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = doc["data"]["first_error"]
+    assert "exited with code 3" in error["message"] and "characters cut" in error["message"], error
+    assert len(error["message"]) < 5000 and len(doc["data"]["status_reason"]) < 5000, doc
 
 
 # Standard-library modules the CLI's hot path keeps away from: each costs milliseconds of

@@ -20,6 +20,7 @@ from typing import Any
 
 from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
 from shoal.wire.channel import SyncChannel
+from shoal.wire.status import brief
 
 LAST_WORD_WAIT = 10.0  # seconds to wait for the server to read the outcome before exiting anyway
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "op": "error",
             "status": "FAILED",
             "type": "RoundFailed",
-            "message": str(exc),
+            "message": brief(str(exc)),
             "site": exc.site,
         }
     except Exception as exc:
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "op": "error",
             "status": "FINISHED_EXCEPTION",
             "type": type(exc).__name__,
-            "message": str(exc),
+            "message": brief(str(exc)),  # all of it is in the traceback above, in the server log
         }
     else:
         last_word = {"op": "done"}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.wire.channel import encode
+from shoal.wire.channel import MAX_MESSAGE_BYTES, encode
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.status import JobStatus
 
@@ -163,7 +163,7 @@ class JobRun:
         self._proc, parent = await self.scheduler.launcher.launch(
             argv, cwd=str(self.paths.run), env={}, output_file=str(self.paths.server_log)
         )
-        reader, self._writer = await asyncio.open_connection(sock=parent)
+        reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         for site, app in self.site_apps.items():
             ok = await self.scheduler.sites.send(site, self._deploy_message(app))
             if not ok:
@@ -178,8 +178,15 @@ class JobRun:
         try:
             while line := await reader.readline():
                 await self._handle(json.loads(line))
-        except (ConnectionError, ValueError) as exc:
+        except ConnectionError as exc:
             log.warning("job %s: controller channel broke: %s", self.job_id, exc)
+        except ValueError as exc:  # a line past MAX_MESSAGE_BYTES, or not a message
+            log.warning("job %s: unreadable message from the workflow process: %s", self.job_id, exc)
+            if self._outcome is None:
+                reason = f"the workflow process sent an unreadable message ({exc})"
+                error = {"site": "server", "type": "ChannelError", "message": reason}
+                self._outcome = (JobStatus.FINISHED_EXCEPTION, reason, error)
+            self.kill()  # unread, it would block on its next message and never exit
         assert self._proc is not None
         returncode = await self._proc.wait()
         if self._outcome is None:

@@ -22,7 +22,7 @@ from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import BlobStore
 from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
-from shoal.wire.status import JobStatus
+from shoal.wire.status import JobStatus, brief
 from shoal.wire.warm import ForkServer
 
 log = logging.getLogger("shoal.scheduler")
@@ -96,14 +96,14 @@ class Scheduler:
         return settled
 
     def set_status(self, job_id: int, status: JobStatus, reason: str) -> JobRecord | None:
-        record = self.store.transition(job_id, status, reason=reason)
+        record = self.store.transition(job_id, status, reason=brief(reason))
         self.events.notify(job_id)
         return record
 
     def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
         job = self.store.get_job(job_id)
         if job is not None and job.first_error is None:
-            self.store.set_first_error(job_id, error)
+            self.store.set_first_error(job_id, {**error, "message": brief(str(error.get("message", "")))})
 
     def kick(self) -> None:
         """Ask for a dispatch pass soon; many kicks in one loop turn make one pass."""

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.wire.archive import extract_archive
-from shoal.wire.channel import encode
+from shoal.wire.channel import MAX_MESSAGE_BYTES, encode
 from shoal.wire.jobdef import client_command
 from shoal.wire.models import INLINE_BYTES
+from shoal.wire.status import brief
 
 if TYPE_CHECKING:
     from shoal.site.agent import SiteAgent
@@ -31,6 +32,8 @@ log = logging.getLogger("shoal.site")
 STOP_GRACE = 3.0  # seconds the script gets to leave on its own after "stop"
 LOG_STREAM_INTERVAL = 0.5  # seconds between live log chunks sent to the server
 LOG_CHUNK_MAX = 256 * 1024
+OUTPUT_READ = 64 * 1024  # the script's output is read in pieces of this, whatever its lines
+RECORD_MAX = 64 * 1024  # a longer output line (a progress bar redrawn with \r) is cut into records
 TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
 
 
@@ -99,7 +102,7 @@ class SiteJob:
         }
         launch = self.agent.launcher.launch
         self.proc, parent = await launch(argv, cwd=str(self.dir), env=env, sys_path=custom)
-        reader, self._writer = await asyncio.open_connection(sock=parent)
+        reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         loop = asyncio.get_running_loop()
         assert self.proc.stdout is not None
         self._capture = loop.create_task(self._capture_output(self.proc.stdout))
@@ -123,20 +126,34 @@ class SiteJob:
         return self.dir / "log.json"
 
     async def _capture_output(self, stream: asyncio.StreamReader) -> None:
-        """Write the script's output twice: as text (log.txt) and as JSON records (log.json),
-        each line stamped with the time the site saw it."""
+        """Write the script's output twice: as it came (log.txt) and as JSON records (log.json),
+        one per line, stamped with the time the site saw it. Output is read in pieces, not
+        lines: a line of any length (a progress bar that only ever redraws with \\r) must not
+        stop the reading, or the script blocks on a full pipe. Past RECORD_MAX a line is cut
+        into several records."""
         with self.log_path.open("ab") as text, self.json_log_path.open("a", encoding="utf-8") as records:
-            while line := await stream.readline():
-                text.write(line)
+            pending = b""
+            while chunk := await stream.read(OUTPUT_READ):
+                text.write(chunk)
                 text.flush()
-                record = {
-                    "asctime": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    "site": self.agent.name,
-                    "job_id": self.job_id,
-                    "message": line.decode("utf-8", "replace").rstrip("\n"),
-                }
-                records.write(json.dumps(record) + "\n")
+                *lines, pending = (pending + chunk).split(b"\n")
+                while len(pending) >= RECORD_MAX:
+                    lines.append(pending[:RECORD_MAX])
+                    pending = pending[RECORD_MAX:]
+                for line in lines:
+                    records.write(self._record(line))
                 records.flush()
+            if pending:
+                records.write(self._record(pending))
+
+    def _record(self, line: bytes) -> str:
+        record = {
+            "asctime": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "site": self.agent.name,
+            "job_id": self.job_id,
+            "message": line.decode("utf-8", "replace").rstrip("\r"),
+        }
+        return json.dumps(record) + "\n"
 
     async def _stream_log(self) -> None:
         """Send the script's new log lines to the server while it runs (whole lines only)."""
@@ -150,6 +167,8 @@ class SiteJob:
             except OSError:
                 continue
             cut = data.rfind(b"\n") + 1
+            if not cut and len(data) == LOG_CHUNK_MAX:
+                cut = _utf8_boundary(data)  # a line longer than a chunk goes in pieces
             if cut and not self._ending:
                 offset += cut
                 await self.agent.send(
@@ -180,8 +199,13 @@ class SiteJob:
                             "step": msg.get("step"),
                         }
                     )
-        except (ConnectionError, ValueError) as exc:
+        except ConnectionError as exc:
             log.warning("job %s: channel to the script broke: %s", self.job_id, exc)
+        except ValueError as exc:  # a line past MAX_MESSAGE_BYTES, or not a message
+            await self._report_failure(
+                "ChannelError", f"the training script sent an unreadable message on the shoal channel ({exc})"
+            )
+            self._kill_group_of(self.proc)  # nobody reads it any more: it would wait forever
         except Exception as exc:
             log.exception("job %s: relaying a result failed", self.job_id)
             await self._report_failure(type(exc).__name__, str(exc))
@@ -204,12 +228,15 @@ class SiteJob:
                 f"the training script exited (code 0) without answering its task{self._tail()}",
             )
 
-    def _tail(self, lines: int = 5) -> str:
+    def _tail(self, lines: int = 5, window: int = 8192) -> str:
+        """The script's last few lines of output, from the end of its log only (it can be huge)."""
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+            with self.log_path.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - window))
+                text = f.read().decode("utf-8", "replace").strip().splitlines()[-lines:]
         except OSError:
             return ""
-        return ("; last output: " + " | ".join(text)) if text else ""
+        return brief("; last output: " + " | ".join(text), 2000) if text else ""
 
     async def _upload_result(self, msg: dict[str, Any]) -> None:
         path = Path(msg["path"])
@@ -288,7 +315,7 @@ class SiteJob:
             return
         self._failed = True
         await self.agent.send(
-            {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": message}}
+            {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": brief(message)}}
         )
 
     async def end(self, reason: str, kill: bool = False) -> None:
@@ -310,6 +337,8 @@ class SiteJob:
                 await asyncio.wait_for(self._capture, 5.0)  # the output written before the exit
             except TimeoutError:
                 self._capture.cancel()
+            except Exception:  # the log is incomplete; the job's end is still confirmed below
+                log.exception("job %s: capturing the script's output failed", self.job_id)
         uploads = [self.agent.upload(f"/site/v1/jobs/{self.job_id}/log", self.log_path, {})]
         if self.json_log_path.exists():
             path = f"/site/v1/jobs/{self.job_id}/log?file=log.json"
@@ -348,3 +377,16 @@ class SiteJob:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _utf8_boundary(data: bytes) -> int:
+    """How much of ``data`` to send so that no UTF-8 character is split: all of it, unless it
+    ends inside a multi-byte character; then up to that character's lead byte."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:  # ASCII: nothing open
+            return len(data)
+        if byte >= 0xC0:  # the lead byte of the last character: complete if all of it is here
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)  # not UTF-8: cut anywhere

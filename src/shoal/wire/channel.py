@@ -2,7 +2,8 @@
 
 A site agent hands its training process one end of a socketpair, and the server hands each job
 controller one the same way. Messages are one JSON object per line; model weights never travel
-here (they go through safetensors files beside the job), so a message is always small. Standard
+here (they go through safetensors files beside the job), so a message is small unless the job's
+code makes it long (metrics, meta, an error's traceback): MAX_MESSAGE_BYTES bounds it. Standard
 library only: the client API imports this inside the user's training script.
 """
 
@@ -15,6 +16,10 @@ import time
 from typing import Any
 
 CHANNEL_FD_ENV = "SHOAL_CHANNEL_FD"
+#: The longest line a parent reads from its job process (asyncio's default is 64 KiB, which a
+#: result's metrics could pass). A longer line, or one that is not JSON, breaks the channel:
+#: the parent fails the job saying so and kills the process, which nobody would read any more.
+MAX_MESSAGE_BYTES = 16 * 2**20
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -69,3 +69,17 @@ RUN_STATUS: dict[JobStatus, str] = {
     JobStatus.ABORTED: "finished:stopped",
     JobStatus.ABANDONED: "finished:failed",
 }
+
+
+#: The most of a job's reason (or first error's message) that is kept and sent. Reasons carry
+#: what a script or workflow said (an exception's text, a training script's last lines), which
+#: can be megabytes; the whole of it stays in the job's logs.
+REASON_MAX = 4000
+
+
+def brief(text: str, limit: int = REASON_MAX) -> str:
+    """``text``, or its start and end with how much was cut between them."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]} [... {len(text) - 2 * keep} characters cut ...] {text[-keep:]}"
