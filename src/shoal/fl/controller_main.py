@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from shoal.fl import logconfig
 from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
 from shoal.wire.channel import SyncChannel
 from shoal.wire.status import brief
@@ -112,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", required=True, help="comma-separated site names")
     parser.add_argument("--min-clients", type=int, default=1)
     opts = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-    )
+    logconfig.setup()
     channel = SyncChannel.from_env()
     custom = opts.app_dir / "custom"
     if custom.is_dir():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from shoal.fl import logconfig
 from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry
 from shoal.security.policy import Policy
@@ -114,6 +115,6 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
 def run_server(
     kit_dir: Path, workspace: Path | None = None, host: str | None = None, port: int | None = None
 ) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    logconfig.setup()
     asyncio.run(serve(kit_dir, workspace or kit_dir / "workspace", host, port))
     return 0

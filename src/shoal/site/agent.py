@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from shoal import __version__
+from shoal.fl import logconfig
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
@@ -302,7 +303,7 @@ class SiteAgent:
 
 
 def run_site(kit_dir: Path, workspace: Path | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    logconfig.setup()
 
     async def main() -> None:
         agent = SiteAgent(kit_dir, workspace)
