@@ -203,7 +203,6 @@ def test_a_site_script_that_breaks_the_protocol_fails_the_job_at_once(
 
 CHATTY = """
 import sys
-import time
 import numpy as np
 from shoal.fl import FLModel
 from shoal.fl import client as flare
@@ -219,18 +218,17 @@ while flare.is_running():
     model = flare.receive()
     if model is None:
         break
-    flare.send(FLModel(params=model.params or {"w": np.zeros(2)}, num_examples=1, meta=META))
+    flare.send(FLModel(params=model.params or {"w": np.zeros(2)}, num_examples=1))
 """
 
 
 def test_output_of_any_shape_is_logged_and_the_job_ends(federation: Federation, tmp_path: Path) -> None:
     """Output was read line by line with asyncio's 64 KiB limit: a longer line (a progress bar
     that only redraws) killed the reader, the script then blocked on a full pipe and the job
-    stayed RUNNING; a long line printed once lost the site's log and its end confirmation.
-    A result whose meta passes 64 KiB broke the script's channel the same way."""
+    stayed RUNNING; a long line printed once lost the site's log and its end confirmation."""
     job = tmp_path / "chatty"
     _copy_job(HELLO, job)
-    (job / "app" / "custom" / "client.py").write_text(CHATTY.replace("META", '{"notes": "n" * 100_000}'))
+    (job / "app" / "custom" / "client.py").write_text(CHATTY)
     start = time.monotonic()
     code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
     assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
@@ -247,19 +245,86 @@ def test_output_of_any_shape_is_logged_and_the_job_ends(federation: Federation, 
     assert max(len(r["message"].encode()) for r in records) <= 64 * 1024
 
 
-def test_a_message_past_the_channel_limit_fails_the_job_saying_so(
-    federation: Federation, tmp_path: Path
+WORDY_RESULT = """
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    weights = {"w": np.zeros(100_000)}  # 800 KB: past INLINE_BYTES, so it goes by PUT
+    flare.send(FLModel(params=weights, num_examples=1, meta={"notes": "n" * NOTES}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("notes", "says"),
+    [(60_000, None), (5_000_000, "travel with it (put large data in the model's tensors or in files)")],
+    ids=["60-KB-meta-travels", "5-MB-meta-is-refused-in-the-script"],
+)
+def test_a_results_meta_travels_up_to_its_limit(
+    federation: Federation, tmp_path: Path, notes: int, says: str | None
+) -> None:
+    """Metrics and meta ride the upload's X-Shoal-Result header: past 8 KB the server refused
+    it as a bad request, the site's report of that was lost with its reconnecting channel and
+    the round waited for its deadline. Up to RESULT_HEADER_MAX (64 KiB) they travel; past it
+    the client API refuses them in the script, saying what to do."""
+    job = tmp_path / "wordy"
+    _copy_job(HELLO, job)
+    (job / "app" / "custom" / "client.py").write_text(WORDY_RESULT.replace("NOTES", str(notes)))
+    start = time.monotonic()
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    if says is None:
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+        return
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    assert time.monotonic() - start < 20, "the failure waited for the round's deadline"
+    code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    assert says in doc["data"]["first_error"]["message"], doc
+
+
+RAW_CHANNEL = """
+from shoal.wire.channel import SyncChannel
+
+channel = SyncChannel.from_env()
+task = channel.receive(30)
+channel.send(MESSAGE)
+channel.receive(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        (
+            '{"op": "metric", "key": "k" * 17 * 2**20, "value": 1.0}',
+            "unreadable message on the shoal channel",
+        ),
+        (
+            '{"op": "result", "task_id": task["task_id"], "path": task["model_path"],'
+            ' "meta": {"n": "n" * 70_000}}',
+            "at most 65536 travel with it",
+        ),
+    ],
+    ids=["a-line-past-16-MiB", "a-result-header-past-64-KiB"],
+)
+def test_a_script_that_writes_the_channel_itself_is_held_to_its_limits(
+    federation: Federation, tmp_path: Path, message: str, says: str
 ) -> None:
     """Past MAX_MESSAGE_BYTES (16 MiB) a line from the script is not read: the job fails at once
-    naming the channel, and the script, which nobody reads any more, is killed."""
-    job = tmp_path / "huge-meta"
+    naming the channel, and the script, which nobody reads any more, is killed. A result whose
+    header passes RESULT_HEADER_MAX fails the job at the site, as the client API would."""
+    job = tmp_path / "raw"
     _copy_job(HELLO, job)
-    (job / "app" / "custom" / "client.py").write_text(CHATTY.replace("META", '{"notes": "n" * 17 * 2**20}'))
+    (job / "app" / "custom" / "client.py").write_text(RAW_CHANNEL.replace("MESSAGE", message))
     code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
     assert code == 1 and doc["data"]["status"] == "FAILED", doc
     code, doc = federation.cli.json("job", "meta", doc["data"]["job_id"])
     error = doc["data"]["first_error"]
-    assert "unreadable message on the shoal channel" in error["message"], error
+    assert says in error["message"], error
 
 
 LOUD_CRASH = """

@@ -23,8 +23,8 @@ from typing import Any
 
 from shoal.fl.logconfig import apply as apply_log_setting
 from shoal.fl.model import FLModel
-from shoal.wire.channel import SyncChannel
-from shoal.wire.models import load_params, save_params
+from shoal.wire.channel import METRIC_KEY_MAX, SyncChannel
+from shoal.wire.models import load_params, result_header_json, save_params
 
 _channel: SyncChannel | None = None
 _current_task: dict[str, Any] | None = None
@@ -118,25 +118,26 @@ def send(model: FLModel) -> None:
         raise ValueError(
             f"num_examples must be >= 0 (0: this update weighs nothing), got {model.num_examples}"
         )
+    header = {
+        "num_examples": int(model.num_examples),
+        "metrics": {k: float(v) for k, v in model.metrics.items()},
+        "meta": model.meta,
+    }
+    result_header_json(header)  # too large (or not JSON) fails here, in the script, saying why
     out_dir = Path(task["model_path"]).parent
     fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
     os.close(fd)
     save_params(_to_numpy(model.params), Path(name))
-    channel.send(
-        {
-            "op": "result",
-            "task_id": task["task_id"],
-            "path": name,
-            "num_examples": int(model.num_examples),
-            "metrics": {k: float(v) for k, v in model.metrics.items()},
-            "meta": model.meta,
-        }
-    )
+    channel.send({"op": "result", "task_id": task["task_id"], "path": name, **header})
     _current_task = None
 
 
 def log_metric(key: str, value: float, step: int | None = None) -> None:
     """Send one training metric to the server as it happens."""
+    if not isinstance(key, str) or not 0 < len(key) <= METRIC_KEY_MAX:
+        raise ValueError(f"a metric's key must be a string of 1 to {METRIC_KEY_MAX} characters")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        raise ValueError(f"a metric's step must be a whole number or None, not {step!r}")
     _require_channel().send({"op": "metric", "key": key, "value": float(value), "step": step})
 
 

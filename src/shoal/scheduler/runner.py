@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import os
 import signal
@@ -17,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.wire.channel import MAX_MESSAGE_BYTES, encode
+from shoal.wire.channel import (
+    MAX_MESSAGE_BYTES,
+    METRIC_KEY_MAX,
+    UnreadableMessage,
+    encode,
+    read_message,
+)
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.status import JobStatus
 
@@ -176,11 +181,11 @@ class JobRun:
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         """Read the controller's messages until it exits, then settle the job."""
         try:
-            while line := await reader.readline():
-                await self._handle(json.loads(line))
+            while (message := await read_message(reader)) is not None:
+                await self._handle(message)
         except ConnectionError as exc:
             log.warning("job %s: controller channel broke: %s", self.job_id, exc)
-        except ValueError as exc:  # a line past MAX_MESSAGE_BYTES, or not a message
+        except UnreadableMessage as exc:
             log.warning("job %s: unreadable message from the workflow process: %s", self.job_id, exc)
             if self._outcome is None:
                 reason = f"the workflow process sent an unreadable message ({exc})"
@@ -294,7 +299,11 @@ class JobRun:
 
     def site_metric(self, site: str, key: str, value: float, step: int | None) -> None:
         """A metric a training script logged with ``flare.log_metric``: kept live per site, and
-        passed to the workflow, which records every one in metrics_summary.json."""
+        passed to the workflow, which records every one in metrics_summary.json. One the client
+        API would not have sent (a script that writes the channel itself) is dropped."""
+        if not 0 < len(key) <= METRIC_KEY_MAX or not (step is None or type(step) is int):
+            log.warning("job %s: %s sent a metric with a bad key or step; dropped", self.job_id, site)
+            return
         self.progress.site_metrics.setdefault(site, {})[key] = value
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step

@@ -29,6 +29,7 @@ from shoal.server.middleware import (
 from shoal.server.studies import Studies
 from shoal.store.blobs import BlobStore
 from shoal.store.sqlite import SqliteJobStore
+from shoal.wire.models import RESULT_HEADER_MAX
 
 log = logging.getLogger("shoal.server")
 
@@ -92,7 +93,12 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     settled = ctx.scheduler.settle_after_restart()
     if settled:
         log.warning("settled %d job(s) left running by a previous server process", settled)
-    runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        build_app(ctx),
+        access_log=None,
+        handle_signals=False,
+        max_field_size=RESULT_HEADER_MAX + 1024,  # X-Shoal-Result carries a result's metrics and meta
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(kit_dir), reuse_address=True)
     await site.start()

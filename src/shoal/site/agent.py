@@ -23,6 +23,7 @@ from shoal.fl import logconfig
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
+from shoal.wire.status import brief
 from shoal.wire.warm import ForkServer
 
 log = logging.getLogger("shoal.site")
@@ -32,6 +33,7 @@ BACKOFF_MAX = 10.0
 TRANSFER_ATTEMPTS = 12  # a transfer retries (resuming) through about a minute of lost link
 UPLOAD_PIECE = 256 * 2**10
 INLINE_ACK_TIMEOUT = 10.0  # seconds for the server to confirm a result sent inline, else PUT
+KEPT_MAX = 1000  # failure and end reports held for the next connection (each a few KB at most)
 # What ends one transfer attempt and starts the next (resuming), rather than failing the job.
 TRANSFER_BROKEN = (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled)
 
@@ -62,6 +64,7 @@ class SiteAgent:
         self.policy: dict[str, Any] = json.loads(policy_file.read_text()) if policy_file.exists() else {}
         self.jobs: dict[str, SiteJob] = {}
         self._acks: dict[tuple[str, str], asyncio.Future[bool]] = {}  # inline results in flight
+        self._kept: list[dict[str, Any]] = []  # send(keep=True) while disconnected
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
@@ -74,15 +77,20 @@ class SiteAgent:
         assert self._session is not None
         return self._session
 
-    async def send(self, message: dict[str, Any]) -> bool:
-        """Report to the server; a message sent while disconnected is dropped (the server
-        learns of the disconnect on its side and settles the job). False if it was dropped."""
+    async def send(self, message: dict[str, Any], keep: bool = False) -> bool:
+        """Report to the server. A message sent while disconnected is dropped (the server learns
+        of the disconnect on its side and settles the job), unless ``keep``: it then goes first
+        after the next hello. A site's failure or end must not be lost to a link that drops and
+        comes back within the server's grace, or the job would wait for a round that will not
+        come. False if it was not sent now."""
         if self._ws is not None and not self._ws.closed:
             try:
                 await self._ws.send_json(message)
                 return True
             except ConnectionError:
                 pass
+        if keep and len(self._kept) < KEPT_MAX:
+            self._kept.append(message)
         return False
 
     async def send_result_inline(
@@ -218,6 +226,9 @@ class SiteAgent:
                             }
                         )
                         log.info("connected to %s", self.base_url)
+                        while self._kept:  # sent before anything else; kept until it went
+                            await ws.send_json(self._kept[0])
+                            self._kept.pop(0)
                         backoff = BACKOFF_START
                         await self._listen(ws)
                 except (aiohttp.ClientError, OSError) as exc:
@@ -289,8 +300,9 @@ class SiteAgent:
                 {
                     "type": "failed",
                     "job_id": job.job_id,
-                    "error": {"type": type(exc).__name__, "message": str(exc)},
-                }
+                    "error": {"type": type(exc).__name__, "message": brief(str(exc))},
+                },
+                keep=True,
             )
 
     async def _end_all(self, reason: str) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.wire.archive import extract_archive
-from shoal.wire.channel import MAX_MESSAGE_BYTES, encode
+from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
-from shoal.wire.models import INLINE_BYTES
+from shoal.wire.models import INLINE_BYTES, result_header_json
 from shoal.wire.status import brief
 
 if TYPE_CHECKING:
@@ -184,8 +184,7 @@ class SiteJob:
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         """Relay the script's messages; when it exits before being told to stop, that's a failure."""
         try:
-            while line := await reader.readline():
-                msg = json.loads(line)
+            while (msg := await read_message(reader)) is not None:
                 if msg.get("op") == "result":
                     self._unanswered.discard(str(msg.get("task_id")))
                     await self._upload_result(msg)
@@ -201,7 +200,7 @@ class SiteJob:
                     )
         except ConnectionError as exc:
             log.warning("job %s: channel to the script broke: %s", self.job_id, exc)
-        except ValueError as exc:  # a line past MAX_MESSAGE_BYTES, or not a message
+        except UnreadableMessage as exc:
             await self._report_failure(
                 "ChannelError", f"the training script sent an unreadable message on the shoal channel ({exc})"
             )
@@ -245,6 +244,11 @@ class SiteJob:
             "metrics": msg.get("metrics", {}),
             "meta": msg.get("meta", {}),
         }
+        try:
+            result_header_json(header)  # a script that bypasses the client API is held to it too
+        except ValueError as exc:
+            await self._report_failure("ResultTooLarge", str(exc))
+            return
         await self.deliver_result(str(msg["task_id"]), path, header)
         path.unlink(missing_ok=True)
 
@@ -257,7 +261,7 @@ class SiteJob:
         await self.agent.upload(
             f"/site/v1/jobs/{self.job_id}/tasks/{task_id}/result",
             path,
-            {"X-Shoal-Result": json.dumps(header)},
+            {"X-Shoal-Result": result_header_json(header)},
         )
 
     async def fetch_model(self, msg: dict[str, Any], dest: Path) -> None:
@@ -315,7 +319,8 @@ class SiteJob:
             return
         self._failed = True
         await self.agent.send(
-            {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": brief(message)}}
+            {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": brief(message)}},
+            keep=True,
         )
 
     async def end(self, reason: str, kill: bool = False) -> None:
@@ -346,7 +351,7 @@ class SiteJob:
         for outcome in await asyncio.gather(*uploads, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 log.warning("job %s: could not upload the log: %s", self.job_id, outcome)
-        await self.agent.send({"type": "ended", "job_id": self.job_id})
+        await self.agent.send({"type": "ended", "job_id": self.job_id}, keep=True)
 
     async def stop_process(self, polite: bool = False) -> None:
         """Wait for the script to leave (if ``polite``), then SIGTERM, then SIGKILL its group."""

@@ -13,13 +13,38 @@ import json
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 CHANNEL_FD_ENV = "SHOAL_CHANNEL_FD"
 #: The longest line a parent reads from its job process (asyncio's default is 64 KiB, which a
 #: result's metrics could pass). A longer line, or one that is not JSON, breaks the channel:
 #: the parent fails the job saying so and kills the process, which nobody would read any more.
 MAX_MESSAGE_BYTES = 16 * 2**20
+#: A live metric's name (``flare.log_metric``): it is a key of the job's stats and of
+#: metrics_summary.json, and it rides every relay of the metric.
+METRIC_KEY_MAX = 200
+
+
+class UnreadableMessage(Exception):
+    """A line from a job process that is too long or not a JSON object: the channel is broken."""
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The parent's read of the next message; None at the end of the channel. The reader must
+    be opened with ``limit=MAX_MESSAGE_BYTES``."""
+    try:
+        line = await reader.readline()
+        if not line:
+            return None
+        message = json.loads(line)
+    except ValueError as exc:  # asyncio's line-limit error is a ValueError, as is bad JSON
+        raise UnreadableMessage(str(exc)) from exc
+    if not isinstance(message, dict):
+        raise UnreadableMessage(f"a message must be a JSON object, not {type(message).__name__}")
+    return message
 
 
 def encode(message: dict[str, Any]) -> bytes:

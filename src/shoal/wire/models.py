@@ -28,6 +28,22 @@ CHUNK_BYTES = 32 * 2**20
 #: (base64) instead of a separate HTTPS request each way: for a small model a round costs its
 #: requests, not its bytes (docs/performance.md, "per-round overhead").
 INLINE_BYTES = 256 * 2**10
+#: The most a result's num_examples, metrics and meta may take as JSON. They travel beside the
+#: weights, in the upload's X-Shoal-Result header or the inline result message, so the server
+#: reads headers up to this size; large data belongs in the tensors or in files.
+RESULT_HEADER_MAX = 64 * 2**10
+
+
+def result_header_json(header: Mapping[str, Any]) -> str:
+    """``header`` as JSON; ValueError past RESULT_HEADER_MAX, saying what to do instead."""
+    text = json.dumps(dict(header))
+    if len(text) > RESULT_HEADER_MAX:
+        raise ValueError(
+            f"a result's metrics and meta take {len(text)} bytes as JSON; at most {RESULT_HEADER_MAX} "
+            "travel with it (put large data in the model's tensors or in files)"
+        )
+    return text
+
 
 # safetensors dtype name <-> numpy dtype string
 DTYPES = {
