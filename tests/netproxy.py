@@ -96,6 +96,12 @@ class Proxy:
     def cut(self) -> None:
         """Drop every connection and refuse new ones, as a pulled cable would."""
         if self._listener is not None:
+            # shutdown first: close alone does not wake the thread blocked in accept(), which
+            # would still take one more connection (the site's first reconnect got through).
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -134,6 +134,55 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     assert len(rounds) == 200 and all(r["sites"] == ["site-1", "site-2"] for r in rounds)
 
 
+FAILS_ON_CUE = """
+import os, time
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+model = flare.receive()
+if os.environ["SHOAL_SITE_NAME"] == "site-2":
+    open(os.path.join(CUE, "got-task"), "w").close()
+    while not os.path.exists(os.path.join(CUE, "fail-now")):
+        time.sleep(0.05)
+    raise SystemExit("site-2 gives up")
+flare.send(FLModel(params={"w": np.zeros(2)}, num_examples=1))
+flare.receive()
+"""
+
+
+def test_a_failure_during_a_short_link_cut_still_reaches_the_server(
+    routed: tuple[Federation, Proxy], tmp_path: Path
+) -> None:
+    """A site whose script fails while its link is down reports it once it is back: the report
+    used to be dropped, the server (which kept the site through its grace) then waited for a
+    result that could not come, for ever with no round deadline."""
+    fed, proxy = routed
+    cue = tmp_path / "cue"
+    cue.mkdir()
+    job = tmp_path / "job"
+    import shutil
+
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / "app" / "custom" / "client.py").write_text(FAILS_ON_CUE.replace("CUE", repr(str(cue))))
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 60
+    while not (cue / "got-task").exists():
+        assert time.monotonic() < deadline, "site-2 never got its task"
+        time.sleep(0.05)
+    proxy.cut()
+    wait_sites(fed, {"site-1"})
+    (cue / "fail-now").touch()
+    time.sleep(1.0)  # the script exits and the site reports it into a dead link
+    proxy.restore()
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "30")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    error = fed.cli.json("job", "meta", job_id)[1]["data"]["first_error"]
+    assert error["site"] == "site-2" and "site-2 gives up" in error["message"], error
+
+
 def run_16mb_job(fed: Federation, tmp_path: Path) -> str:
     """Submit the bench's large-model job with a 16 MB model, wait until it finishes OK, and
     check that site-2 (the routed one) answered every round; return the job id."""
