@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +23,81 @@ from tests.e2e.test_federation import expected_fedavg
 pytestmark = pytest.mark.e2e
 
 HELLO = EXAMPLES / "hello-numpy"
+MARK_VARIABLE = "SHOAL_TEST_SIMULATE_MARK"
+
+#: A site script that hangs after taking its task, with a child process of its own (the
+#: simulator must kill the worker's whole process group); "started" tells the test it is there.
+HANGING_SITE = """
+import subprocess, time
+from pathlib import Path
+from shoal.fl import client as flare
+flare.init()
+flare.receive()
+subprocess.Popen(["sleep", "1000"])
+Path("started").touch()
+time.sleep(100000)
+"""
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(home=tmp_path / "home")
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    """The CLI, its processes (and all they start) marked in their environment: the test can
+    see what outlives the command, and whatever does is killed afterwards."""
+    mark = uuid.uuid4().hex
+    yield Cli(home=tmp_path / "home", extra_env={MARK_VARIABLE: mark})
+    for pid in marked_processes(mark):
+        os.kill(pid, signal.SIGKILL)
+
+
+def marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment carries ``mark`` (zombies have none)."""
+    wanted = f"{MARK_VARIABLE}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+    return found
+
+
+def assert_nothing_left(cli: Cli) -> None:
+    """The fork server and resource tracker end once the command has: allow them a moment."""
+    deadline = time.monotonic() + 5
+    while (left := marked_processes(cli.extra_env[MARK_VARIABLE])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes()[:120] for pid in left]
+
+
+def job_with_site(tmp_path: Path, script: str, server_args: dict[str, object]) -> Path:
+    job = tmp_path / "job"
+    shutil.copytree(HELLO, job, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / "app" / "custom" / "client.py").write_text(script)
+    config = {"workflow": "fedavg", "args": {"num_rounds": 1, **server_args}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(config))
+    return job
+
+
+def start_hanging_simulation(cli: Cli, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """``shoal simulate`` of a job whose two sites hang (deadline far away), once both hang."""
+    job = job_with_site(tmp_path, HANGING_SITE, {"round_timeout": 600})
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "simulate", "-j", str(job), "-n", "2", "--workers", "2"]
+        + ["-o", str(out), "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=cli.env(),
+    )
+    deadline = time.monotonic() + 30
+    while len(list(out.glob("sites/site-*/started"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
+        time.sleep(0.05)
+    return proc, out
 
 
 def test_hello_numpy_two_sites_json(cli: Cli, tmp_path: Path) -> None:
@@ -91,3 +167,51 @@ def test_thousand_sites_of_a_tiny_job(cli: Cli, tmp_path: Path) -> None:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-9)
     assert len(list((tmp_path / "out" / "workspace").glob("site-*/log.txt"))) == 1000
     print(f"1000 sites, 2 rounds: {took:.1f}s")
+
+
+def test_a_hung_script_fails_at_the_deadline_and_is_killed(cli: Cli, tmp_path: Path) -> None:
+    """The job fails at its round deadline and the command ends: the workers still running the
+    hung script are killed, with the child process it started, and nothing outlives the CLI."""
+    job = job_with_site(tmp_path, HANGING_SITE, {"round_timeout": 2})
+    started = time.monotonic()
+    code, doc = cli.json(
+        "simulate", "-j", job, "-n", "2", "--workers", "2", "-o", tmp_path / "out", timeout=30
+    )
+    assert code == 1 and doc["error_code"] == "SIMULATION_FAILED", doc
+    assert doc["data"]["status"] == "FAILED" and "deadline" in doc["data"]["reason"]
+    assert time.monotonic() - started < 15
+    assert_nothing_left(cli)
+
+
+def test_ctrl_c_gives_interrupted_and_leaves_no_process(cli: Cli, tmp_path: Path) -> None:
+    proc, _ = start_hanging_simulation(cli, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 130, stderr
+    doc = json.loads(stdout)
+    assert doc["error_code"] == "INTERRUPTED" and doc["exit_code"] == 130
+    assert "Traceback" not in stderr
+    assert_nothing_left(cli)
+
+
+def test_sigterm_leaves_no_process(cli: Cli, tmp_path: Path) -> None:
+    proc, _ = start_hanging_simulation(cli, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr  # what a shell shows for SIGTERM
+    assert "Traceback" not in stderr and "leaked" not in stderr
+    assert_nothing_left(cli)
+
+
+def test_a_crashing_worker_fails_the_job_with_more_sites_queued(cli: Cli, tmp_path: Path) -> None:
+    """10 sites over 2 workers: sites still queued when the pool breaks fail too; the job ends
+    FAILED (a site failure), not FINISHED_EXCEPTION from the broken pool."""
+    script = "import os\nfrom shoal.fl import client as flare\nflare.init()\nflare.receive()\nos._exit(3)\n"
+    job = job_with_site(tmp_path, script, {})
+    out = tmp_path / "out"
+    code, doc = cli.json("simulate", "-j", job, "-n", "10", "--workers", "2", "-o", out)
+    assert code == 1 and doc["error_code"] == "SIMULATION_FAILED", doc
+    assert doc["data"]["status"] == "FAILED" and doc["data"]["reason"].startswith("RoundFailed")
+    assert doc["data"]["first_error"]["type"] == "BrokenProcessPool"
+    assert "Traceback" not in (out / "workspace" / "server" / "log.txt").read_text()
+    assert_nothing_left(cli)

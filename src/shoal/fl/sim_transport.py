@@ -20,7 +20,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import Any
 
 from shoal.fl.sim_worker import SiteTask, run_site_task
@@ -49,6 +49,7 @@ class PoolTransport(SyncChannel):
         self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
         self._relayed: deque[dict[str, Any]] = deque()  # log_metric messages, then the answer
         self._in_flight = 0
+        self._unfinished: set[Future[dict[str, Any]]] = set()  # handed to the pool, not done
         self._round_started: dict[Any, float] = {}
         self.rounds: list[dict[str, Any]] = []
         self.first_error: dict[str, Any] | None = None
@@ -101,15 +102,28 @@ class PoolTransport(SyncChannel):
     def close(self) -> None:
         self._waiting.clear()
 
+    @property
+    def unfinished_runs(self) -> int:
+        """Site runs handed to the pool that have not ended (a script still running, say)."""
+        return len(self._unfinished)
+
     def _fill(self) -> None:
         while self._waiting and self._in_flight < self._max_in_flight:
             spec = self._waiting.popleft()
             self._in_flight += 1
-            future = self._pool.submit(run_site_task, spec)
+            try:
+                future = self._pool.submit(run_site_task, spec)
+            except BrokenExecutor as exc:
+                # A worker died (os._exit, a segfault) and the pool refuses new work: this
+                # site fails like the ones that were in flight, and the workflow decides.
+                self._answers.put(_worker_failed(spec, exc))
+                continue
+            self._unfinished.add(future)
             future.add_done_callback(functools.partial(self._answered, spec))
 
     def _answered(self, spec: SiteTask, future: Future[dict[str, Any]]) -> None:
         """Runs in the pool's thread: hand the answer over; the workflow takes it in receive()."""
+        self._unfinished.discard(future)
         self._answers.put(_answer_of(future, spec))
 
     def _note(self, answer: dict[str, Any]) -> dict[str, Any]:
@@ -141,9 +155,13 @@ def _answer_of(future: Future[dict[str, Any]], spec: SiteTask) -> dict[str, Any]
     try:
         return future.result()
     except BaseException as exc:  # BrokenProcessPool, CancelledError, a bug in the worker
-        return {
-            "op": "site_failed",
-            "site": spec.site,
-            "type": type(exc).__name__,
-            "reason": f"the simulator's worker failed: {type(exc).__name__}: {exc}",
-        }
+        return _worker_failed(spec, exc)
+
+
+def _worker_failed(spec: SiteTask, exc: BaseException) -> dict[str, Any]:
+    return {
+        "op": "site_failed",
+        "site": spec.site,
+        "type": type(exc).__name__,
+        "reason": f"the simulator's worker failed: {type(exc).__name__}: {exc}",
+    }

@@ -68,6 +68,16 @@ class TaskChannel(SyncChannel):
         self._inbox.clear()
 
 
+def lead_own_process_group() -> None:
+    """A pool worker's initializer: the worker leads a session and process group of its own.
+
+    The simulator can then stop a worker together with every process its scripts started (one
+    ``killpg``), and a Ctrl-C in the terminal reaches only the simulator, which stops the
+    workers itself instead of having a KeyboardInterrupt land in the middle of a script.
+    """
+    os.setsid()
+
+
 class _ScriptExit(Exception):
     def __init__(self, code: object, output: str = "") -> None:
         tail = f"; last output: {output}" if output else ""

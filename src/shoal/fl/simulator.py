@@ -9,7 +9,9 @@ production, but its ``WorkflowContext`` talks to a ``PoolTransport`` instead of 
 Sites ``site-1..site-N`` are multiplexed over a bounded pool of worker processes: each task
 for a site is one run of the site's training script in a worker (see ``sim_worker``), through
 the real client API. Why this shape, and what it cannot do: docs/simulator.md and
-docs/decisions/0006-simulator.md. The whole pool is shut down before this returns.
+docs/decisions/0006-simulator.md. The whole pool is shut down before this returns: workers
+still running a script when the job has ended (a round past its deadline), or when Ctrl-C or
+SIGTERM stops the simulation, are killed with every process their scripts started.
 
 Call it from code guarded by ``if __name__ == "__main__":`` (worker processes are started with
 ``forkserver``/``spawn``, which import the calling program's main module).
@@ -20,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import resource
 import secrets
@@ -30,13 +31,13 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
 from shoal.fl.controller_main import resolve_workflow
+from shoal.fl.sim_pool import IDLE_EXIT_GRACE, WorkerPool
 from shoal.fl.sim_transport import PoolTransport, RoundCallback
 from shoal.fl.sim_worker import SiteTask, forget_job_modules
 from shoal.fl.workflow import RoundFailed, WorkflowContext
@@ -151,11 +152,14 @@ def run_simulation(
         )
 
     started = time.monotonic()
-    with _worker_pool(pool_size) as pool:
-        transport = PoolTransport(pool, make_spec, max_in_flight=2 * pool_size, on_round=on_round)
+    with WorkerPool(pool_size) as pool:
+        transport = PoolTransport(pool.executor, make_spec, max_in_flight=2 * pool_size, on_round=on_round)
         status, reason = _run_controller(
             jobdef, out, job_id, sites, transport, scale=-(-len(sites) // pool_size)
         )
+        # The job is over: a run still going (a script hung past the round deadline) has no
+        # one left to answer, so its worker is killed at once rather than waited for.
+        pool.stop(grace=0.0 if transport.unfinished_runs else IDLE_EXIT_GRACE)
     workspace = out / "workspace"
     for site in sites:  # every site that took part has a log, as after a real run
         (workspace / site).mkdir(parents=True, exist_ok=True)
@@ -217,21 +221,6 @@ def _client_entry(app_dir: Path) -> tuple[tuple[str, str], tuple[str, ...]]:
     if argv[0] == "-m":
         return ("module", argv[1]), tuple(argv[2:])
     return ("script", argv[0]), tuple(argv[1:])
-
-
-@contextlib.contextmanager
-def _worker_pool(size: int) -> Iterator[ProcessPoolExecutor]:
-    """Workers start from a clean interpreter (forkserver, else spawn), never as a fork of this
-    process: the controller's modules, threads and the server app's custom code stay out."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["shoal.fl.sim_worker", "numpy"])
-    pool = ProcessPoolExecutor(max_workers=size, mp_context=ctx)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_controller(

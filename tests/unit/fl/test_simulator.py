@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,14 @@ from shoal.wire.models import save_params
 HELLO = EXAMPLES / "hello-numpy"
 
 
-def make_job(root: Path, client: str, *, meta: dict[str, object] | None = None, rounds: int = 1) -> Path:
+def make_job(
+    root: Path,
+    client: str,
+    *,
+    meta: dict[str, object] | None = None,
+    rounds: int = 1,
+    server_args: dict[str, object] | None = None,
+) -> Path:
     """A one-app job whose site script is ``client`` (extra modules can be added afterwards)."""
     (root / "app" / "config").mkdir(parents=True)
     (root / "app" / "custom").mkdir()
@@ -31,7 +41,7 @@ def make_job(root: Path, client: str, *, meta: dict[str, object] | None = None, 
         json.dumps(meta or {"name": "t", "min_clients": 1, "deploy_map": {"app": ["@ALL"]}})
     )
     (root / "app" / "config" / "config_fed_client.json").write_text(json.dumps({"script": "client.py"}))
-    server = {"workflow": "fedavg", "args": {"num_rounds": rounds}}
+    server = {"workflow": "fedavg", "args": {"num_rounds": rounds, **(server_args or {})}}
     (root / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
     (root / "app" / "custom" / "client.py").write_text(client)
     return root
@@ -208,3 +218,57 @@ def test_copy_of_job_keeps_the_source_untouched(tmp_path: Path) -> None:
     before = sorted(str(p.relative_to(source)) for p in source.rglob("*"))
     simulate(source, 2, out_dir=tmp_path / "out")
     assert sorted(str(p.relative_to(source)) for p in source.rglob("*")) == before
+
+
+def test_a_crashing_worker_fails_the_sites_still_queued(tmp_path: Path) -> None:
+    """os._exit in a script breaks the pool; with 10 sites over 2 workers most sites are still
+    queued then, and the pool refuses them: each fails as a site, so the job ends FAILED."""
+    job = make_job(
+        tmp_path / "job",
+        "import os\nfrom shoal.fl import client as flare\nflare.init()\nflare.receive()\nos._exit(3)\n",
+    )
+    report = run_simulation(job, 10, workers=2, out_dir=tmp_path / "out")
+    assert report.status == "FAILED" and report.reason.startswith("RoundFailed"), report.reason
+    assert report.first_error is not None and report.first_error["type"] == "BrokenProcessPool"
+
+
+HUNG_SITE = """
+import os, subprocess, time
+from pathlib import Path
+from shoal.fl import client as flare
+flare.init()
+flare.receive()
+child = subprocess.Popen(["sleep", "1000"])
+Path("pids").write_text(f"{os.getpid()} {child.pid}")
+time.sleep(100000)
+"""
+
+
+def test_a_hung_script_is_killed_when_the_job_fails_at_the_deadline(tmp_path: Path) -> None:
+    """The round deadline fails the job; the workers still running the script, and the process
+    the script started, are killed instead of being waited for (which was forever)."""
+    job = make_job(tmp_path / "job", HUNG_SITE, server_args={"round_timeout": 1})
+    started = time.monotonic()
+    report = run_simulation(job, 2, workers=2, out_dir=tmp_path / "out")
+    assert report.status == "FAILED" and "deadline" in report.reason
+    assert time.monotonic() - started < 10
+    pids = [
+        int(p)
+        for site in ("site-1", "site-2")
+        for p in (tmp_path / "out" / "sites" / site / "pids").read_text().split()
+    ]
+    deadline = time.monotonic() + 5
+    while (alive := [pid for pid in pids if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in alive:  # never leave them behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert alive == []
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
