@@ -396,6 +396,13 @@ def test_list_order_limit_reverse(store: JobStore) -> None:
     assert store.list_jobs(study="default", limit=0) == []
 
 
+@pytest.mark.parametrize("limit", [2**63 - 1, 2**63, 2**200])
+def test_a_limit_beyond_64_bits_means_every_job(store: JobStore, limit: int) -> None:
+    """SQLite raised OverflowError past a signed 64-bit LIMIT; more than there can be is all."""
+    ids = [create(store, f"j{i}").job_id for i in range(3)]
+    assert [j.job_id for j in store.list_jobs(study="default", limit=limit)] == ids
+
+
 def test_list_by_study(store: JobStore) -> None:
     a = create(store, study="a")
     b = create(store, study="b")

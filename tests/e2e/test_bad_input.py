@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
+
+if TYPE_CHECKING:
+    from shoal.api.client import AdminClient
+    from shoal.errors import ShoalError
 
 pytestmark = pytest.mark.e2e
 
@@ -95,9 +102,10 @@ def test_invalid_arguments_exit_4(federation: Federation) -> None:
         assert code == 4 and doc["error_code"] == "INVALID_ARGS" and "must be > 0" in doc["message"], doc
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "ten", ""])
+@pytest.mark.parametrize("value", ["0", "-3", "ten", "", "9223372036854775808", "9" * 5000, "\u0661\u0662"])
 def test_the_api_refuses_a_max_that_is_not_a_positive_count(federation: Federation, value: str) -> None:
-    """Scripts that call the API directly get the same answer as the CLI: INVALID_ARGS."""
+    """Scripts that call the API directly get the same answer as the CLI: INVALID_ARGS. Past
+    SQLite's 64-bit integers was INTERNAL_ERROR (OverflowError); Arabic-Indic digits passed."""
     import urllib.parse
 
     from shoal.api.http import Connection
@@ -266,3 +274,177 @@ def test_a_download_onto_a_full_disk_says_so(federation: Federation) -> None:
     with AdminClient(kit) as client, pytest.raises(ShoalError) as err:
         client.download_result(doc["data"]["job_id"], "default", Path("/dev/full"))
     assert err.value.code == "LOCAL_FILE_ERROR" and "/dev/full" in err.value.message, err.value.message
+
+
+# --- what the server itself refuses (sent with the SDK client: the CLI may check first) ----
+
+
+def admin_client(fed: Federation) -> AdminClient:
+    from shoal.api.client import AdminClient
+    from shoal.api.kits import resolve_admin_kit
+
+    return AdminClient(resolve_admin_kit(None, str(fed.kits / "admin@example.com")))
+
+
+def refused_by_server(fed: Federation, job: Path, token: str | None = None) -> ShoalError:
+    """Upload ``job`` (a folder, zipped as the CLI would, or a zip) straight to the server."""
+    from shoal.errors import ShoalError
+    from shoal.wire.archive import zip_folder
+
+    archive = job
+    if job.is_dir():
+        archive = job.parent / f"{job.name}.zip"
+        zip_folder(job, archive)
+    with admin_client(fed) as client, pytest.raises(ShoalError) as err:
+        client.submit_job(archive, "default", token)
+    return err.value
+
+
+def blob_files(fed: Federation) -> list[str]:
+    root = fed.workspace / "kits" / "server" / "workspace" / "blobs"
+    return sorted(p.relative_to(root).as_posix() for p in root.glob("??/*"))
+
+
+def hello_variant(dest: Path, marker: str, meta_text: str | None = None) -> Path:
+    """hello-numpy with content of its own (so its archive is a blob of its own)."""
+    shutil.copytree(EXAMPLES / "hello-numpy", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    client = dest / "app" / "custom" / "client.py"
+    client.write_text(client.read_text() + f"\n# {marker}\n")
+    if meta_text is not None:
+        (dest / "meta.json").write_text(meta_text)
+    return dest
+
+
+HELLO_META = '{"name": "bad", "min_clients": 2, "deploy_map": {"app": ["@ALL"]}'
+
+
+def test_a_refused_submit_leaves_no_blob_behind(federation: Federation, tmp_path: Path) -> None:
+    """The archive used to be stored before the token was checked and the record written: every
+    refusal left a blob no job references, counted against the store quota, never freed."""
+    token = f"blobs-{uuid.uuid4().hex}"
+    first = hello_variant(tmp_path / "first", token)
+    code, doc = federation.cli.json("job", "submit", "-j", first, "--submit-token", token)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    refusals = [
+        (hello_variant(tmp_path / "other", token + "-other"), token, "SUBMIT_TOKEN_CONFLICT"),
+        (
+            hello_variant(tmp_path / "nan", token + "-nan", HELLO_META + ', "x": NaN}'),
+            None,
+            "JOB_META_INVALID",
+        ),
+        (
+            hello_variant(tmp_path / "owned", token + "-p", HELLO_META + ', "progress": "x"}'),
+            None,
+            "JOB_META_INVALID",
+        ),
+    ]
+    for job, job_token, error_code in refusals:
+        before = blob_files(federation)
+        assert refused_by_server(federation, job, job_token).code == error_code
+        assert blob_files(federation) == before, job.name
+    code, doc = federation.cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0, doc  # delete refuses a running job
+    code, doc = federation.cli.json("job", "delete", job_id, "--force")
+    assert code == 0, doc
+    before = blob_files(federation)
+    assert refused_by_server(federation, first, token).code == "SUBMIT_TOKEN_JOB_DELETED"
+    assert blob_files(federation) == before
+
+
+def test_a_refused_submit_keeps_a_blob_another_job_uses(federation: Federation, tmp_path: Path) -> None:
+    """Blobs are content-addressed: an archive refused for its token may be another job's."""
+    token = f"shared-{uuid.uuid4().hex}"
+    code, doc = federation.cli.json(
+        "job", "submit", "-j", hello_variant(tmp_path / "first", token), "--submit-token", token
+    )
+    assert code == 0, doc
+    shared = hello_variant(tmp_path / "shared", token + "-shared")
+    code, doc = federation.cli.json("job", "submit", "-j", shared)
+    assert code == 0, doc
+    before = blob_files(federation)
+    assert refused_by_server(federation, shared, token).code == "SUBMIT_TOKEN_CONFLICT"
+    assert blob_files(federation) == before
+    code, doc = federation.cli.json("job", "wait", doc["data"]["job_id"], "--timeout", "120")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ('"x": NaN', "NaN"),
+        ('"x": 1e999', "1e999"),
+        ('"x": ' + "[" * 100_000 + "]" * 100_000, "levels deep"),
+        ('"progress": "oops"', "'progress'"),
+        ('"notices": "oops"', "'notices'"),
+        ('"status": "FINISHED_OK"', "'status'"),
+        ('"fab": "oops"', "'fab'"),
+    ],
+)
+def test_a_meta_json_the_server_cannot_keep_is_job_meta_invalid(
+    federation: Federation, tmp_path: Path, extra: str, says: str
+) -> None:
+    """NaN, 1e999 and deep nesting were INTERNAL_ERROR; "progress": "oops" was stored and then
+    broke ``job meta``, ``wait`` and ``monitor`` (AttributeError inside the server)."""
+    job = hello_variant(tmp_path / "job", "meta", HELLO_META + f", {extra}}}")
+    error = refused_by_server(federation, job)
+    assert error.code == "JOB_META_INVALID" and says in error.message, error.message
+    code, doc = federation.cli.json("job", "submit", "-j", job)
+    assert code == 1 and doc["error_code"] == "JOB_META_INVALID" and says in doc["message"], doc
+
+
+@pytest.mark.parametrize("file", ["config_fed_server.json", "config_fed_client.json"])
+def test_a_config_with_nan_is_job_config_invalid(federation: Federation, tmp_path: Path, file: str) -> None:
+    job = hello_variant(tmp_path / "job", "config")
+    config = job / "app" / "config" / file
+    config.write_text(config.read_text().rstrip().removesuffix("}") + ', "x": NaN}')
+    error = refused_by_server(federation, job)
+    assert error.code == "JOB_CONFIG_INVALID" and "NaN" in error.message, error.message
+
+
+def test_a_submit_token_with_a_final_newline_is_refused(federation: Federation, tmp_path: Path) -> None:
+    """A token ending in a newline passed the server's ^...$ check: a job that "nl1" cannot find."""
+    token = f"nl-{uuid.uuid4().hex[:8]}"
+    job = hello_variant(tmp_path / "job", token)
+    assert refused_by_server(federation, job, token + "\n").code == "INVALID_ARGS"
+    code, doc = federation.cli.json("job", "list", "--submit-token", token)
+    assert code == 0 and doc["data"] == [], doc
+
+
+def _zip_of(path: Path, names: list[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in names:
+            zf.writestr(name, "{}")
+    return path
+
+
+@pytest.mark.parametrize(
+    "names",
+    [[], ["app/config/config_fed_server.json"], ["one/meta.json", "two/meta.json"]],
+    ids=["empty", "no-meta", "two-wrappers"],
+)
+def test_no_meta_json_names_no_server_path(federation: Federation, tmp_path: Path, names: list[str]) -> None:
+    """It used to say "no meta.json in /…/kits/server/workspace/tmp/<hex>/extracted"."""
+    error = refused_by_server(federation, _zip_of(tmp_path / "job.zip", names))
+    assert error.code == "JOB_META_MISSING", error.message
+    for server_side in (str(federation.workspace), "workspace", "tmp/", "extracted"):
+        assert server_side not in error.message, error.message
+
+
+def test_a_download_range_of_thousands_of_digits_sends_the_whole_file(federation: Federation) -> None:
+    """int() of over 4300 digits raises ValueError: that was INTERNAL_ERROR, not a full download."""
+    from shoal.api.http import Connection
+    from shoal.api.tls import client_context
+
+    code, doc = federation.cli.json(
+        "job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait", "--timeout", "120"
+    )
+    assert code == 0, doc
+    poc = json.loads((federation.workspace / "poc.json").read_text())
+    ctx = client_context(str(federation.kits / "admin@example.com"))
+    conn = Connection(poc["server"]["host"], int(poc["server"]["port"]), ctx, timeout=30)
+    path = f"/api/v1/jobs/{doc['data']['job_id']}/result"
+    resp = conn.request("GET", path, headers={"Range": "bytes=" + "9" * 5000 + "-"})
+    body = resp.read()
+    conn.close()
+    assert resp.status == 200 and body[:2] == b"PK", (resp.status, body[:200])

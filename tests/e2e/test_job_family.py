@@ -437,3 +437,50 @@ def test_an_interrupted_wait_or_monitor_still_ends_with_one_document(
     assert last["terminal"] is True and last["error_code"] == "INTERRUPTED", last
     code, doc = federation.cli.json("job", "abort", job_id, "--force")
     assert code == 0, doc
+
+
+DIVERGED_CLIENT = """
+import time
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    time.sleep(0.02)
+    flare.log_metric("grad_norm", float("inf"), step=model.current_round)
+    flare.send(FLModel(params={"w": np.zeros(2)}, metrics={"loss": float("nan")}, num_examples=1))
+"""
+
+
+def test_stats_and_monitor_of_a_running_job_with_a_nan_metric(federation: Federation, tmp_path: Path) -> None:
+    """The server sends NaN as null; 'job stats' formatted it with {:.6g} even for JSON output
+    and crashed (INTERNAL_ERROR, exit 5). Human text shows it as n/a; JSON keeps the null."""
+    job = slow_job(tmp_path / "diverged", rounds=2000, delay=0.0)
+    (job / "app" / "custom" / "client.py").write_text(DIVERGED_CLIENT)
+    job_id = submit(federation, job)
+    deadline = time.monotonic() + 30
+    while True:
+        code, doc = federation.cli.json("job", "stats", job_id)
+        assert code == 0, doc
+        if (doc["data"].get("server") or {}).get("last_metrics"):
+            break
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.1)
+    assert doc["data"]["server"]["last_metrics"] == {"loss": None}, doc
+    human = federation.cli.run("job", "stats", job_id)
+    assert human.returncode == 0, human.stderr
+    assert "metrics: loss=n/a" in human.stdout, human.stdout
+    meta = federation.cli.run("job", "meta", job_id)
+    assert meta.returncode == 0 and "Round:" in meta.stdout, meta.stderr
+    watched = federation.cli.run(
+        "job", "monitor", job_id, "--stats-target", "all", "--metric", "grad_norm", "--timeout", "1"
+    )
+    assert watched.returncode == 3, watched.stderr  # TIMEOUT: the job runs on
+    assert "loss=n/a" in watched.stderr and "site-1.grad_norm=n/a" in watched.stderr, watched.stderr
+    assert "None" not in watched.stderr
+    code, doc = federation.cli.json("job", "abort", job_id, "--force")
+    assert code == 0, doc

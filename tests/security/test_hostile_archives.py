@@ -70,15 +70,23 @@ CASES: dict[
 }
 
 
+def blob_files(fed: Federation) -> list[str]:
+    """The server's stored archives: a refused submit must not add one."""
+    root = fed.workspace / "kits" / "server" / "workspace" / "blobs"
+    return sorted(p.relative_to(root).as_posix() for p in root.glob("??/*"))
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_archive_is_refused(federation: Federation, tmp_path: Path, case: str) -> None:
     entries, tweak, codes = CASES[case]
     archive = write_zip(tmp_path / f"{case}.zip", entries(), tweak)
     code, before = federation.cli.json("job", "list")
+    blobs_before = blob_files(federation)
     code, doc = federation.cli.json("job", "submit", "-j", archive)
     assert code != 0 and doc["error_code"] in codes, doc
     code, after = federation.cli.json("job", "list")
     assert after["data"] == before["data"]
+    assert blob_files(federation) == blobs_before
     assert not (Path("/tmp") / "evil.py").exists()
 
 

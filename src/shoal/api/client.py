@@ -13,7 +13,7 @@ import time
 from shoal.api import tls
 from shoal.api.http import Connection, ProtocolError
 from shoal.api.kits import AdminKit
-from shoal.errors import ShoalError
+from shoal.errors import CATALOGUE, ShoalError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,6 +21,24 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
 LONG_POLL = 25.0  # seconds one wait request is held open by the server
+#: The server (aiohttp) reads at most 8190 bytes of request line, then answers a bare 400. A
+#: request target past this is refused here, naming the value that made it long.
+MAX_TARGET_BYTES = 8000
+#: Errors the server itself reports carry a catalogue code; these statuses without one come from
+#: the HTTP layer below shoal's handlers (or a proxy) and still say whose fault it was.
+_CODELESS = {
+    400: "INVALID_ARGS",
+    413: "UPLOAD_TOO_LARGE",
+    414: "INVALID_ARGS",
+    431: "INVALID_ARGS",
+    502: "CONNECTION_FAILED",
+    503: "CONNECTION_FAILED",
+    504: "CONNECTION_FAILED",
+}
+SERVER_BUG_HINT = (
+    "This is a bug in the server: its log has the traceback (a POC's is logs/server.log in its "
+    "workspace; otherwise ask the server's operator). Report it with that log."
+)
 
 
 class AdminClient:
@@ -64,13 +82,20 @@ class AdminClient:
         sink: IO[bytes] | None = None,
     ) -> Any:
         """Send one request; return parsed JSON (or stream into ``sink``); map every failure."""
-        q = {k: v for k, v in (query or {}).items() if v is not None}
-        url = path + ("?" + "&".join(f"{_quote(k)}={_quote(str(v))}" for k, v in q.items()) if q else "")
+        q = {k: _quote(str(v)) for k, v in (query or {}).items() if v is not None}
+        url = path + ("?" + "&".join(f"{_quote(k)}={v}" for k, v in q.items()) if q else "")
+        if len(url) > MAX_TARGET_BYTES:
+            raise _target_too_long(path, q, len(url))
         try:
             conn = self._connection(timeout)
             resp = conn.request(method, url, body=body, headers=headers or {})
             if resp.status >= 400:
-                raise _error_from_response(resp.status, resp.read())
+                err, from_shoal = _error_from_response(resp.status, resp.read())
+                if not from_shoal or resp.headers.get("connection", "").lower() == "close":
+                    # The HTTP layer's refusals (a 400 for a request line too long) end the
+                    # connection without saying so: the next call must open a new one.
+                    self.close()
+                raise err
             if sink is not None:
                 for piece in resp.iter_body():
                     try:
@@ -260,11 +285,43 @@ def _quote(value: str) -> str:
     return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode())
 
 
-def _error_from_response(status: int, raw: bytes) -> ShoalError:
+def _target_too_long(path: str, query: dict[str, str], size: int) -> ShoalError:
+    """INVALID_ARGS naming the longest part of a request the server would refuse unread."""
+    parts = {f"the {key} value": len(value) for key, value in query.items()}
+    parts["the job id"] = len(path)  # only a job's routes take a caller's value in the path
+    culprit = max(parts, key=lambda part: parts[part])
+    return ShoalError(
+        "INVALID_ARGS",
+        f"{culprit} is too long: the request would be {size} bytes, over the {MAX_TARGET_BYTES} "
+        "the server reads",
+        hint="Check that value: study, site and job names and ids are short words.",
+    )
+
+
+def _error_from_response(status: int, raw: bytes) -> tuple[ShoalError, bool]:
+    """The error an answer of ``status`` means, and whether shoal's handlers sent it (a body
+    with a catalogue code) rather than the HTTP layer below them or a proxy."""
     try:
         body = json.loads(raw)
     except ValueError:
         body = None
     if isinstance(body, dict) and "error_code" in body:
-        return ShoalError.from_wire(body)
-    return ShoalError("INTERNAL_ERROR", f"HTTP {status}: {raw[:200].decode(errors='replace')}")
+        return _shoal_error(body), True
+    text = raw[:200].decode(errors="replace").strip()
+    code = _CODELESS.get(status)
+    if code is None:
+        return ShoalError("INTERNAL_ERROR", f"HTTP {status}: {text}", hint=SERVER_BUG_HINT), False
+    return ShoalError(code, f"the server answered HTTP {status}: {text}"), False
+
+
+def _shoal_error(body: dict[str, Any]) -> ShoalError:
+    wire_code = body["error_code"]
+    if wire_code == "INTERNAL_ERROR":  # the server's bug: its log knows, not SHOAL_DEBUG here
+        return ShoalError.from_wire({**body, "hint": SERVER_BUG_HINT})
+    if wire_code not in CATALOGUE:
+        return ShoalError(
+            "INTERNAL_ERROR",
+            f"the server answered with a code this CLI does not know, {wire_code}: {body.get('message')}",
+            hint="The server and this CLI may be different shoal versions: compare 'shoal --version'.",
+        )
+    return ShoalError.from_wire(body)

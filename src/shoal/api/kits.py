@@ -111,8 +111,9 @@ def normalise_kit_path(raw: str | os.PathLike[str]) -> str:
 def inspect_kit(path: str) -> tuple[str | None, str, dict[str, Any] | None]:
     """(problem, reason, fed_admin.json) for ``path``; problem is None for a valid admin kit.
 
-    problem is "missing" (no such path), "not-admin" (a site or server kit), or "invalid"
-    (anything else); reason says what exactly, for the error detail.
+    problem is "missing" (no such path), "not-admin" (a site or server kit), "not-a-kit" (none
+    of an admin kit's startup/ files: some other folder, often the kit's parent), or "invalid"
+    (a kit with files missing or a damaged fed_admin.json); reason says what exactly.
     """
     if not os.path.exists(path):
         return "missing", "no such path", None
@@ -123,7 +124,8 @@ def inspect_kit(path: str) -> tuple[str | None, str, dict[str, Any] | None]:
             return "not-admin", f"it is a {kind} kit", None
     absent = [f for f in ADMIN_FILES if not os.path.isfile(os.path.join(startup, f))]
     if absent:
-        return "invalid", "it lacks " + ", ".join(f"startup/{f}" for f in absent), None
+        problem = "not-a-kit" if len(absent) == len(ADMIN_FILES) else "invalid"
+        return problem, "it lacks " + ", ".join(f"startup/{f}" for f in absent), None
     try:
         with open(admin_file, encoding="utf-8") as f:
             data = json.load(f)
@@ -209,10 +211,11 @@ def _explicit(raw: str, source: str) -> AdminKit:
                 f"path is not an admin startup kit ({reason}): {path}",
                 "Commands that talk to the server need an admin kit (its startup/ holds fed_admin.json).",
             )
-        return _fail(
-            f"path is not a valid startup kit ({reason}): {path}",
-            "Pass the kit folder that provisioning made (the one holding startup/), not its parent.",
-        )
+        if problem == "not-a-kit":
+            hint = "Pass the kit folder that provisioning made (the one holding startup/), not its parent."
+        else:
+            hint = "The kit is incomplete or damaged: copy it again from where it came, or ask for a new one."
+        return _fail(f"path is not a valid startup kit ({reason}): {path}", hint)
 
     return _load(
         path,

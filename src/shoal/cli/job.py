@@ -15,14 +15,61 @@ if TYPE_CHECKING:
     from typing import Any
 
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+INFINITY = float("inf")
+#: What the server accepts as a job id (it stores ids below 2**53): 1-16 ASCII digits. Checked
+#: here so a mistyped id is refused before a request, whatever its length or script.
+JOB_ID_RE = re.compile(r"^[0-9]{1,16}$")
+#: Job names are at most 128 characters (shoal.wire.jobdef.JOB_NAME_RE), site names too
+#: (PLAIN_NAME_RE): a longer name or name prefix can match nothing.
+MAX_NAME_CHARS = 128
 
 
 def submit_token(value: str) -> str:
-    if not SUBMIT_TOKEN_RE.match(value):
+    if not SUBMIT_TOKEN_RE.fullmatch(value):
         raise argparse.ArgumentTypeError(
             "submit token must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
         )
     return value
+
+
+def job_id_arg(value: str) -> str:
+    if not JOB_ID_RE.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise argparse.ArgumentTypeError(
+            f"a job id is 1-16 digits 0-9, as 'shoal job list' shows it, not {shown!r}"
+        )
+    return value
+
+
+def job_folder_arg(value: str) -> str:
+    if not value:  # Path("") is the current directory: an empty -j would upload it whole
+        raise argparse.ArgumentTypeError("the job folder must not be empty")
+    return value
+
+
+def id_prefix_arg(value: str) -> str:
+    if value and not JOB_ID_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError("a job id prefix is up to 16 digits 0-9")
+    return value
+
+
+def _short_name(what: str) -> Callable[[str], str]:
+    """An argparse type for a name of at most MAX_NAME_CHARS characters (its ``__name__``
+    keeps --schema calling it a string)."""
+
+    def convert(value: str) -> str:
+        if len(value) > MAX_NAME_CHARS:
+            raise argparse.ArgumentTypeError(
+                f"{what} is at most {MAX_NAME_CHARS} characters; this one has {len(value)}"
+            )
+        return value
+
+    convert.__name__ = "name"
+    return convert
+
+
+job_name_prefix = _short_name("a job name")
+site_name = _short_name("a site name")
 
 
 def _number(name: str, kind: Callable[[str], Any], zero_allowed: bool) -> Callable[[str], Any]:
@@ -31,6 +78,8 @@ def _number(name: str, kind: Callable[[str], Any], zero_allowed: bool) -> Callab
 
     def convert(value: str) -> Any:
         number = kind(value)
+        if not -INFINITY < number < INFINITY:  # nan fails every comparison: no wait is "forever"
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {value!r}")
         if number < 0 or (number == 0 and not zero_allowed):
             raise argparse.ArgumentTypeError("must be >= 0" if zero_allowed else "must be > 0")
         return number
@@ -65,7 +114,9 @@ def register(groups: Any, wanted: str | None = None) -> None:
             continue
         p: Parser = subs.add_parser(name, help=help_text)
         if takes_id:
-            p.add_argument("job_id", help="the job's id")
+            p.add_argument(
+                "job_id", type=job_id_arg, help="the job's id (digits, as 'shoal job list' shows it)"
+            )
         add_kit_options(p)
         build(p)
     for name, pointer in DEPRECATED.items():
@@ -89,17 +140,95 @@ def deprecated(name: str, pointer: str) -> Any:
 
 
 def _resolve_job_folder(raw: str) -> Path:
+    """The folder or zip to upload, refused here when the server would refuse it for its
+    shape: not a folder or a zip (a pipe would hang the upload, a device never end), or no
+    meta.json where the server looks for one. Nothing is zipped or sent before this passes."""
     from pathlib import Path  # only submit pays for it (decisions/0004)
 
     path = Path(raw).expanduser()
     if not path.exists():
         raise ShoalError("JOB_FOLDER_NOT_FOUND", path=str(path))
-    if path.is_dir() and not (path / "meta.json").exists():
-        subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if len(subdirs) == 1 and (subdirs[0] / "meta.json").exists():
-            progress(f"Using job folder: {subdirs[0]}")
-            return subdirs[0]
+    if path.is_dir():
+        if not (path / "meta.json").exists():
+            subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            if len(subdirs) == 1 and (subdirs[0] / "meta.json").exists():
+                progress(f"Using job folder: {subdirs[0]}")
+                path = subdirs[0]
+        if not _folder_holds_meta(path):
+            raise ShoalError("JOB_META_MISSING", f"no meta.json in {path}")
+        return path
+    if not _is_zip(path):
+        raise _not_a_job(path)
+    if not _archive_holds_meta(path):
+        raise ShoalError(
+            "JOB_META_MISSING", f"no meta.json at the root of {path}, nor in a single folder at its root"
+        )
     return path
+
+
+def _is_zip(path: Path) -> bool:
+    """A regular file that is a zip archive; anything else (a pipe, a device) is never opened."""
+    import stat
+    import zipfile
+
+    return stat.S_ISREG(path.stat().st_mode) and zipfile.is_zipfile(path)
+
+
+def _not_a_job(path: Path) -> ShoalError:
+    import stat
+
+    mode = path.stat().st_mode
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    kind = next((name for test, name in kinds if test(mode)), None)
+    if kind is None:
+        kind = "a socket" if stat.S_ISSOCK(mode) else "a file but not a zip archive"
+    hint = None
+    if path.name == "meta.json":
+        hint = f"Pass the folder that holds meta.json: -j {path.parent}"
+    return ShoalError(
+        "JOB_FOLDER_NOT_FOUND",
+        f"it is {kind}; -j takes a job folder or a .zip of one",
+        hint=hint,
+        path=str(path),
+    )
+
+
+def _folder_holds_meta(folder: Path) -> bool:
+    """Would the server find meta.json in the zip ``zip_folder`` makes of ``folder``?"""
+    from shoal.wire.archive import iter_folder_files
+
+    meta = folder / "meta.json"
+    if meta.is_file() and not meta.is_symlink():
+        return True  # the usual case, without listing the whole folder
+    return holds_meta([rel for rel, _ in iter_folder_files(folder)])
+
+
+def _archive_holds_meta(archive: Path) -> bool:
+    """Would the server find meta.json in this zip? Its entries are checked as the server
+    checks them (ARCHIVE_UNSAFE, UPLOAD_TOO_LARGE), before anything is sent."""
+    from shoal.wire.archive import inspect_archive
+
+    return holds_meta([info.orig_filename for info in inspect_archive(archive)])
+
+
+def holds_meta(files: list[str]) -> bool:
+    """Where the server looks for meta.json in an extracted job archive (its regular files are
+    ``files``; folders exist only as their parents): at the root, or in the root's single
+    non-hidden entry when that is a folder. The rule of ``shoal.server.submission.job_root``
+    and ``load_job_definition``'s first check; tests/e2e/test_cli_input.py holds the two
+    together by sending each layout to a real server."""
+
+    def exists(rel: str) -> bool:
+        return any(f == rel or f.startswith(rel + "/") for f in files)
+
+    if exists("meta.json"):
+        return True
+    top = {f.split("/", 1)[0] for f in files if not f.startswith(".")}
+    if len(top) != 1:
+        return False
+    (child,) = top
+    is_folder = any(f.startswith(child + "/") for f in files)
+    return is_folder and exists(child + "/meta.json")
 
 
 def cmd_submit(args: argparse.Namespace) -> Result:
@@ -152,14 +281,14 @@ def cmd_list(args: argparse.Namespace) -> Result:
         ("duration", "DURATION"),
         ("study", "STUDY"),
     ]
-    return Result(jobs, human=table(jobs, columns))
+    return Result(jobs, human=lambda: table(jobs, columns))
 
 
 def cmd_meta(args: argparse.Namespace) -> Result:
     from shoal.cli.main import connect
 
     meta = connect(args).get_job(args.job_id, args.study)
-    return Result(meta, human=_meta_text(meta))
+    return Result(meta, human=lambda: _meta_text(meta))
 
 
 def _meta_text(meta: dict[str, Any]) -> str:
@@ -182,11 +311,10 @@ def _meta_text(meta: dict[str, Any]) -> str:
         f"{app} -> {', '.join(sites)}" for app, sites in (meta.get("deploy_map") or {}).items()
     )
     lines.append(f"Deploy map:  {deploy}")
-    progress_info = meta.get("progress")
-    if progress_info and progress_info.get("current_round") is not None:
-        lines.append(
-            f"Round:       {progress_info['current_round'] + 1} of {progress_info.get('total_rounds')}"
-        )
+    progress_info = meta.get("progress") or {}
+    current = progress_info.get("current_round")
+    if isinstance(current, int):
+        lines.append(f"Round:       {current + 1} of {progress_info.get('total_rounds')}")
     if meta.get("first_error"):
         err = meta["first_error"]
         lines.append(f"First error: [{err.get('site')}] {err.get('type')}: {err.get('message')}")
@@ -202,6 +330,7 @@ def _submit(p: Any) -> None:
         "--job-folder",
         "--job_folder",
         dest="job_folder",
+        type=job_folder_arg,
         default="./current_job",
         help="job folder or .zip holding meta.json (default: ./current_job)",
     )
@@ -215,8 +344,8 @@ def _submit(p: Any) -> None:
 
 
 def _list(p: Any) -> None:
-    p.add_argument("-n", "--name", default=None, help="job name prefix")
-    p.add_argument("-i", "--id", dest="id_prefix", default=None, help="job id prefix")
+    p.add_argument("-n", "--name", type=job_name_prefix, default=None, help="job name prefix")
+    p.add_argument("-i", "--id", dest="id_prefix", type=id_prefix_arg, default=None, help="job id prefix")
     p.add_argument("-r", "--reverse", action="store_true", help="newest first")
     p.add_argument(
         "-m", "--max", dest="max_results", type=positive_int, default=None, help="at most this many (newest)"
@@ -281,7 +410,12 @@ def _logs(p: Any) -> None:
     from shoal.cli.main import lazy
 
     p.add_argument(
-        "--site", "--sites", dest="site", default="server", help="server (default), a site name, or all"
+        "--site",
+        "--sites",
+        dest="site",
+        type=site_name,
+        default="server",
+        help="server (default), a site name, or all",
     )
     p.add_argument("--tail", type=non_negative_int, default=None, help="at most the last N lines per site")
     p.add_argument("--since", type=parse_when, default=None, help="lines at or after this ISO timestamp")
@@ -300,14 +434,14 @@ def _log_config(p: Any) -> None:
         default=None,
         help="DEBUG, INFO, WARNING, ERROR, CRITICAL, concise, msg_only, full, verbose or reload",
     )
-    p.add_argument("--site", default="all", help="all (default), server, or a site name")
+    p.add_argument("--site", type=site_name, default="all", help="all (default), server, or a site name")
     p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_log_config"))
 
 
 def _stats(p: Any) -> None:
     from shoal.cli.main import lazy
 
-    p.add_argument("--site", default="all", help="all (default), server, or a site name")
+    p.add_argument("--site", type=site_name, default="all", help="all (default), server, or a site name")
     p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_stats"))
 
 

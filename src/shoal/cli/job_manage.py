@@ -31,10 +31,18 @@ def cmd_download(args: argparse.Namespace) -> Result:
         )
     out_dir = Path(args.output_dir or ".").expanduser().resolve()
     dest = out_dir / meta["job_id"]
+    if os.path.lexists(dest) and (dest.is_symlink() or not dest.is_dir()):
+        # --force replaces an earlier download (a folder), never a file or link of the same name
+        raise ShoalError(
+            "DOWNLOAD_EXISTS",
+            f"{dest} is a {'link' if dest.is_symlink() else 'file'}, not a downloaded job folder",
+            hint="Move that file away, or choose another --output-dir.",
+        )
     if dest.exists() and not args.force:
         raise ShoalError("DOWNLOAD_EXISTS", str(dest))
     if args.format == "txt":
         progress(f"Downloading job {meta['job_id']} from study {args.study} ...")
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # to undo on failure
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".shoal-download-", dir=out_dir) as tmp:
@@ -48,9 +56,14 @@ def cmd_download(args: argparse.Namespace) -> Result:
                 shutil.rmtree(dest)
             os.replace(staged, dest)
     except ConnectionError:
+        _remove_folders(made)
         raise  # the link, not the folder (the client reports it as CONNECTION_FAILED)
     except OSError as exc:  # no permission, not a folder, read-only or full disk, /proc, ...
+        _remove_folders(made)
         raise ShoalError("OUTPUT_DIR_NOT_WRITABLE", str(exc), path=str(out_dir)) from exc
+    except BaseException:  # refused (NOT_AUTHORIZED, RESULT_NOT_AVAILABLE), interrupted, ...
+        _remove_folders(made)
+        raise
     artifacts, missing = discover(dest)
     data = {
         "job_id": meta["job_id"],
@@ -61,6 +74,18 @@ def cmd_download(args: argparse.Namespace) -> Result:
         "missing_artifacts": missing,
     }
     return Result(data, human=f"Job result downloaded to: {dest}")
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Undo the ``mkdir -p`` of a download that failed: a refusal changes nothing on disk.
+    ``made`` is deepest first; only empty folders go, one something else filled stays."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue  # the mkdir stopped before it
+        except OSError:
+            return
 
 
 def cmd_abort(args: argparse.Namespace) -> Result:

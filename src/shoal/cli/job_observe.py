@@ -177,19 +177,27 @@ def cmd_stats(args: argparse.Namespace) -> Result:
     from shoal.cli.main import connect
 
     data = connect(args).job_stats(args.job_id, args.study, args.site)
-    lines = [f"job {data['job_id']} ({data['status']})"]
+    return Result(data, human=lambda: _stats_text(data))
+
+
+def _stats_text(data: dict[str, Any]) -> str:
+    """The human view of ``job stats``; built only for text output (JSON prints the data)."""
+    from shoal.cli.output import number_text
+
+    lines = [f"job {data.get('job_id')} ({data.get('status')})"]
     server = data.get("server")
     if server:
         rnd = server.get("current_round")
         lines.append(
-            f"  server: round {rnd + 1 if rnd is not None else '-'} of {server.get('total_rounds')}, "
-            f"tasks sent {server['tasks_sent']}, results {server['results_received']}, "
-            f"bytes out {server['bytes_to_sites']}, bytes in {server['bytes_from_sites']}"
+            f"  server: round {rnd + 1 if isinstance(rnd, int) else '-'} of {server.get('total_rounds')}, "
+            f"tasks sent {server.get('tasks_sent')}, results {server.get('results_received')}, "
+            f"bytes out {server.get('bytes_to_sites')}, bytes in {server.get('bytes_from_sites')}"
         )
         if server.get("last_metrics"):
-            lines.append("  metrics: " + " ".join(f"{k}={v:.6g}" for k, v in server["last_metrics"].items()))
+            metrics = server["last_metrics"].items()
+            lines.append("  metrics: " + " ".join(f"{k}={number_text(v)}" for k, v in metrics))
     for site, info in (data.get("sites") or {}).items():
         lines.append(
             f"  {site}: {info.get('status')} tasks {info.get('tasks', 0)} results {info.get('results', 0)}"
         )
-    return Result(data, human="\n".join(lines))
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shoal.cli.output import Result, progress
+from shoal.cli.output import Result, number_text, progress
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -69,12 +69,17 @@ def cmd_wait(args: argparse.Namespace) -> Result:
             job_id=meta["job_id"],
             status=status,
         )
+    return Result(data, human=lambda: _wait_text(meta))
+
+
+def _wait_text(meta: dict[str, Any]) -> str:
+    status = meta["status"]
     human = [f"Job {meta['job_id']} status: {NORMALISED.get(status, status)} ({status})"]
     if meta.get("duration_s") is not None:
-        human.append(f"  Duration: {meta['duration_s']:.1f}s")
+        human.append(f"  Duration: {number_text(meta['duration_s'], '.1f')}s")
     human.append(f"  Name: {meta.get('name', '')}")
     human.append(f"  Study: {meta.get('study', '')}")
-    return Result(data, human="\n".join(human))
+    return "\n".join(human)
 
 
 DEFAULT_METRICS = ("loss", "accuracy")
@@ -188,10 +193,7 @@ def _monitor_progress(
     sites = (meta.get("progress") or {}).get("sites") or {}
     parts = [f"status: {status}", f"elapsed_s: {_elapsed(meta, started)}"]
     if metrics:
-        parts.append(
-            "metrics: "
-            + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        )
+        parts.append("metrics: " + " ".join(f"{k}={number_text(v)}" for k, v in metrics.items()))
     if sites:
         parts.append("sites: " + ", ".join(f"{s}={st}" for s, st in sorted(sites.items())))
     if meta.get("status_reason") and status == "SUBMITTED":
@@ -231,10 +233,14 @@ def _monitor_terminal(meta: dict[str, Any], metrics: dict[str, Any], started: fl
         raise ShoalError(
             code, meta.get("status_reason") or None, data=data, job_id=meta["job_id"], status=status
         )
-    human = [f"Job {meta['job_id']} status: COMPLETED ({status})"]
-    if meta.get("duration_s") is not None:
-        human.append(f"  Duration: {meta['duration_s']:.1f}s")
-    human.append(f"  Name: {meta.get('name', '')}")
-    if metrics:
-        human.append("  Metrics: " + " ".join(f"{k}={v}" for k, v in metrics.items()))
-    return Result(data, human="\n".join(human))
+
+    def human() -> str:
+        lines = [f"Job {meta['job_id']} status: COMPLETED ({status})"]
+        if meta.get("duration_s") is not None:
+            lines.append(f"  Duration: {number_text(meta['duration_s'], '.1f')}s")
+        lines.append(f"  Name: {meta.get('name', '')}")
+        if metrics:
+            lines.append("  Metrics: " + " ".join(f"{k}={number_text(v)}" for k, v in metrics.items()))
+        return "\n".join(lines)
+
+    return Result(data, human=human)

@@ -161,10 +161,8 @@ def _run(argv: list[str] | None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     fmt, rest = hoist_format(raw)
     if fmt not in FORMATS:
-        sys.stderr.write(
-            f"shoal: argument --format: invalid choice: {fmt!r} (choose from txt, json, jsonl)\n"
-        )
-        return 2
+        # Bad arguments, like any other (exit 4); with no format to trust, people's text on stderr.
+        return render_error(_unknown_format(fmt), "txt")
     first = next((w for w in rest if not w.startswith("-")), "")
     surface = "run" if first in RUN_SURFACE else "job"
     parser = build_parser(rest)
@@ -219,6 +217,15 @@ def _run(argv: list[str] | None) -> int:
         return render_error(
             ShoalError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"), fmt, surface=surface
         )
+
+
+def _unknown_format(fmt: str) -> ShoalError:
+    hint = f"Use --format {fmt.lower()}: formats are lower case." if fmt.lower() in FORMATS else None
+    return ShoalError(
+        "INVALID_ARGS",
+        f"--format {fmt!r} is not one of {', '.join(FORMATS)}",
+        hint=hint or f"Use --format {', '.join(FORMATS[:-1])} or {FORMATS[-1]}.",
+    )
 
 
 def _deepest_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:

@@ -86,6 +86,15 @@ def render_error(err: ShoalError, fmt: str, usage: str | None = None, surface: s
     return err.exit_code
 
 
+def number_text(value: Any, spec: str = ".6g") -> str:
+    """A server-sent number for people: ``spec``-formatted when it is one, "n/a" for null (the
+    server sends a NaN or infinite metric as null), any other value as it is. Human text built
+    from server data goes through here: a format spec applied to None is a crash."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, spec)
+    return "n/a" if value is None else str(value)
+
+
 def progress(message: str) -> None:
     """Human progress: always stderr, in every mode."""
     sys.stderr.write(message + "\n")

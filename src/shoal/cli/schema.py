@@ -68,6 +68,8 @@ def _arg_type(action: argparse.Action) -> str:
     if action.type is float or getattr(action.type, "__name__", "") in ("non_negative", "positive"):
         return "number"
     name = (action.dest or "").lower()
+    if name.endswith("_id"):  # --kit-id, kit_id, job_id: names, not places on disk
+        return "string"
     if any(part in name for part in ("dir", "path", "folder", "file", "kit")) and action.type is None:
         return "path"
     return "string"
@@ -107,7 +109,9 @@ def describe(parser: argparse.ArgumentParser) -> dict[str, Any]:
     args = [
         describe_argument(a)
         for a in parser._actions
+        # hidden arguments (a deprecated command's swallowed rest) are no part of the contract
         if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)
+        and a.help != argparse.SUPPRESS
     ]
     return {
         "schema_version": SCHEMA_VERSION,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import shutil
 import time
 import uuid
@@ -15,11 +14,14 @@ from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext
 from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip
 from shoal.server.streaming import save_body, stream_file
-from shoal.server.submission import prepare_submission
+from shoal.server.submission import prepare_submission, store_submission
 from shoal.server.views import job_meta, job_row, json_response
 from shoal.store.base import Submitter
 
 LONG_POLL_MAX = 30.0
+#: The largest count a query may ask for: SQLite integers are signed 64-bit (a larger one
+#: raised OverflowError inside the store).
+MAX_COUNT = 2**63 - 1
 
 
 async def health(request: web.Request) -> web.Response:
@@ -32,7 +34,7 @@ async def submit_job(request: web.Request) -> web.Response:
     study = ctx.study_of(request)
     ctx.authorize(request, "submit_job")
     token = request.query.get("submit_token")
-    if token is not None and not SUBMIT_TOKEN_RE.match(token):
+    if token is not None and not SUBMIT_TOKEN_RE.fullmatch(token):
         raise ShoalError(
             "INVALID_ARGS", "submit token must be 1-128 of letters, digits, '.', '_', ':' or '-'"
         )
@@ -45,26 +47,31 @@ async def submit_job(request: web.Request) -> web.Response:
         sites = [s for s in ctx.known_sites() if allowed is None or s in allowed]
         prepared = await asyncio.to_thread(prepare_submission, upload, work, sites)
         await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size)
-        try:
-            sha = await asyncio.to_thread(ctx.blobs.put_file, prepared.archive)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise ShoalError("STORE_FULL", "the disk under the server's store is full") from exc
-            raise
-        record, created = ctx.store.create_job(
+        record, created = await asyncio.to_thread(
+            store_submission,
+            ctx.store,
+            ctx.blobs,
+            prepared,
             study=study,
-            name=prepared.jobdef.name,
-            meta=prepared.jobdef.meta,
-            content_sha256=sha,
             submitter=Submitter(ident.name, ident.org, ident.role or ""),
             submit_token=token,
-            content_hash=prepared.content_hash,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if created:
         ctx.scheduler.kick()
     return json_response({"job_id": str(record.job_id), "created": created}, status=201 if created else 200)
+
+
+def _count_param(name: str, raw: str) -> int:
+    """A query parameter that counts things: ASCII digits, 1 to MAX_COUNT (the length is checked
+    before ``int`` so thousands of digits are not even converted)."""
+    digits = raw.isascii() and raw.isdecimal() and len(raw) <= len(str(MAX_COUNT))
+    if not digits or not 0 < int(raw) <= MAX_COUNT:
+        raise ShoalError(
+            "INVALID_ARGS", f"{name} must be a whole number from 1 to {MAX_COUNT}, not {raw[:40]!r}"
+        )
+    return int(raw)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -80,9 +87,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         jobs = [job] if job is not None else []
     else:
         raw = q.get("max")
-        if raw is not None and not (raw.isdecimal() and int(raw) > 0):
-            raise ShoalError("INVALID_ARGS", f"max must be a whole number above 0, not {raw!r}")
-        limit = int(raw) if raw is not None else None
+        limit = _count_param("max", raw) if raw is not None else None
         jobs = ctx.store.list_jobs(
             study=study,
             name_prefix=q.get("name") or None,

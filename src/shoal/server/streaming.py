@@ -63,7 +63,10 @@ def _range_start(header: str | None, size: int) -> int:
     if not header or not header.startswith("bytes=") or not header.endswith("-"):
         return 0
     value = header[len("bytes=") : -1]
-    return int(value) if value.isdecimal() and int(value) < size else 0
+    # ASCII digits no longer than the size's own: int() of thousands of digits raises ValueError
+    if not (value.isascii() and value.isdecimal()) or len(value) > len(str(size)):
+        return 0
+    return int(value) if int(value) < size else 0
 
 
 async def save_body(request: web.Request, dest: Path, limit: int, append: bool = False) -> int:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from shoal.wire.jobdef import SERVER_META_KEYS
 from shoal.wire.jsonout import dumps
 
 if TYPE_CHECKING:
@@ -36,7 +37,11 @@ def duration(job: JobRecord, now: float) -> tuple[str, float | None]:
 def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
     """Every field a user may need, flat; the job's own meta.json fields come first."""
     text, seconds = duration(job, now)
-    out: dict[str, Any] = {k: v for k, v in job.meta.items() if k != "submit_token"}
+    # Submit refuses meta.json keys the server sets (SERVER_META_KEYS); a job stored before that
+    # check may still hold one, and it must not stand in for the server's own value.
+    out: dict[str, Any] = {
+        k: v for k, v in job.meta.items() if k != "submit_token" and k not in SERVER_META_KEYS
+    }
     out.update(
         {
             "job_id": str(job.job_id),
@@ -71,6 +76,12 @@ def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
     return out
 
 
+def _fab_of(job: JobRecord) -> dict[str, Any] | None:
+    """The app bundle a job came from, if meta.json recorded one as ``shoal run`` does."""
+    fab = job.meta.get("fab")
+    return fab if isinstance(fab, dict) else None
+
+
 def job_row(job: JobRecord, now: float) -> dict[str, Any]:
     """One line of ``job list``."""
     text, _ = duration(job, now)
@@ -84,5 +95,5 @@ def job_row(job: JobRecord, now: float) -> dict[str, Any]:
         "start_time": iso(job.start_time),
         "end_time": iso(job.end_time),
         "content_sha256": job.content_sha256,
-        "fab": job.meta.get("fab"),
+        "fab": _fab_of(job),
     }

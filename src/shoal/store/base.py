@@ -105,8 +105,9 @@ class JobStore(Protocol):
         """Jobs of ``study`` (all studies when None), oldest to newest by submit time.
 
         ``limit`` keeps the NEWEST N jobs (still shown oldest to newest; ``reverse`` shows
-        newest first). ``name_prefix`` matches case-insensitively; ``id_prefix`` matches the
-        decimal form of the id. Indexed: stays fast with tens of thousands of jobs.
+        newest first); a limit larger than any count, even beyond 64 bits, means every job.
+        ``name_prefix`` matches case-insensitively; ``id_prefix`` matches the decimal form of
+        the id. Indexed: stays fast with tens of thousands of jobs.
         """
         ...
 

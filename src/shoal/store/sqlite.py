@@ -35,6 +35,7 @@ from shoal.store.base import (
 from shoal.wire.status import TERMINAL, JobStatus, can_transition
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
+_SQLITE_INT_MAX = 2**63 - 1
 _JOB_COLUMNS = (
     "job_id, study, name, status, status_reason, submitter_name, submitter_org, submitter_role, "
     "submit_time, start_time, end_time, meta, content_sha256, first_error, cloned_from"
@@ -304,7 +305,7 @@ class SqliteJobStore:
         sql += " ORDER BY submit_time DESC, seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(max(0, int(limit)))
+            params.append(min(max(0, int(limit)), _SQLITE_INT_MAX))  # more than there can be: all
         records = [self._record(r) for r in self._read(sql, params)]
         if not reverse:
             records.reverse()

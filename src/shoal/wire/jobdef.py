@@ -4,7 +4,7 @@ The CLI runs these checks before uploading (fast feedback) and the server runs t
 the extracted archive (it trusts nobody): a bad job is refused at submit time with a code that
 says what is wrong, rather than failing later on a site. Layout::
 
-    meta.json                       {"name", "min_clients", "deploy_map", "resource_spec"?}
+    meta.json                       {"name", "min_clients", "deploy_map", "resource_spec"?, ...}
     <app>/config/config_fed_server.json   for the app deployed to "server": {"workflow", ...}
     <app>/config/config_fed_client.json   for apps deployed to sites: {"script", ...}
     <app>/custom/                   the app's own code
@@ -16,6 +16,7 @@ the server and every site. Standard library only (the CLI imports this).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -28,14 +29,48 @@ ALL_SITES = "@ALL"
 SERVER = "server"
 MAX_META_BYTES = 1 << 20
 MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of objects and lists in meta.json or a config; far beyond any real job, and
+#: well inside what every reader (json, SQLite's JSON text, the CLI's renderers) can recurse into.
+MAX_JSON_DEPTH = 64
 SERVER_CONFIG = ("config", "config_fed_server.json")
 CLIENT_CONFIG = ("config", "config_fed_client.json")
 
-JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+#: Anchored with \A...\Z, not ^...$: "$" also matches before a final newline, so a name ending
+#: in "\n" would pass a ``match``; these stay whole-string checks however they are called.
+JOB_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._ -]{0,127}\Z")
 #: App folders and site names: one plain path component, nothing a shell or a path would read.
-PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+PLAIN_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 
 SiteTargets = list[str] | Literal["@ALL"]
+
+#: Fields the server adds to a job's metadata when it shows it (``shoal.server.views``):
+#: meta.json may not set them, or its value would pass for the server's (a string where the
+#: server's "progress" object is expected broke ``job meta``, ``wait`` and ``monitor``).
+SERVER_META_KEYS = frozenset(
+    {
+        "job_id",
+        "job_name",
+        "status",
+        "status_reason",
+        "study",
+        "submitter_name",
+        "submitter_org",
+        "submitter_role",
+        "submit_time",
+        "submit_time_iso",
+        "start_time",
+        "end_time",
+        "duration",
+        "duration_s",
+        "first_error",
+        "cloned_from",
+        "progress",
+        "notices",
+        "content_sha256",
+    }
+)
+#: String fields of the optional "fab" object (an app bundle's identity, written by ``shoal run``).
+FAB_FIELDS = ("id", "name", "version", "hash", "filename")
 
 
 @dataclass(frozen=True)
@@ -60,18 +95,57 @@ def _meta_invalid(detail: str) -> ShoalError:
     return ShoalError("JOB_META_INVALID", detail)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether objects and lists nest deeper than ``limit`` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _read_json_object(path: Path, limit: int, code: str, label: str) -> dict[str, Any]:
-    """Read a small JSON object; size is checked before reading so a huge file costs nothing."""
+    """Read a small, strict JSON object; size is checked before reading so a huge file costs nothing.
+
+    Strict: NaN, Infinity and numbers beyond float range (1e999) are refused, because the
+    store, the API and other tools speak strict JSON and cannot carry them; so is nesting past
+    MAX_JSON_DEPTH, which would otherwise surface as a RecursionError far from here.
+    """
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise ShoalError(code, f"{label} cannot be read: {exc.strerror}") from None
     if size > limit:
         raise ShoalError(code, f"{label} is {size} bytes; the limit is {limit}")
+    too_deep = ShoalError(code, f"{label} nests objects or lists more than {MAX_JSON_DEPTH} levels deep")
     try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
+        text = path.read_bytes().decode("utf-8")
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise too_deep from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ShoalError(code, f"{label} is not valid JSON: {exc}") from None
+    if _nests_deeper(value, MAX_JSON_DEPTH):
+        raise too_deep
     if not isinstance(value, dict):
         raise ShoalError(code, f"{label} must hold a JSON object, not {type(value).__name__}")
     return value
@@ -95,6 +169,25 @@ def _parse_deploy_map(raw: Any) -> dict[str, list[str]]:
             raise _meta_invalid(f"deploy_map[{app!r}] lists a target twice")
         result[app] = list(targets)
     return result
+
+
+def _check_owned_keys(meta: dict[str, Any]) -> None:
+    """Refuse fields the server owns, and a "fab" that is not what ``shoal run`` writes."""
+    taken = sorted(SERVER_META_KEYS.intersection(meta))
+    if taken:
+        raise _meta_invalid(
+            f"meta.json sets {', '.join(repr(k) for k in taken)}, which the server sets itself; "
+            "remove or rename it"
+        )
+    fab = meta.get("fab")
+    if fab is None:
+        return
+    if not isinstance(fab, dict) or not all(isinstance(fab.get(k, ""), str) for k in FAB_FIELDS):
+        raise _meta_invalid(
+            "'fab' must be an object whose "
+            + ", ".join(repr(k) for k in FAB_FIELDS)
+            + " (each optional) are strings"
+        )
 
 
 def _split_targets(deploy_map: dict[str, list[str]]) -> tuple[str, dict[str, SiteTargets]]:
@@ -142,7 +235,8 @@ def load_job_definition(root: Path) -> JobDefinition:
     """Validate the job folder at ``root`` and return what it defines.
 
     Raises, in this order of discovery: JOB_FOLDER_NOT_FOUND, JOB_META_MISSING,
-    JOB_META_INVALID (bad JSON, over 1 MiB, missing or ill-typed fields, bad names),
+    JOB_META_INVALID (bad or non-strict JSON, over 1 MiB or 64 levels deep, missing or
+    ill-typed fields, bad names, a field the server sets itself: ``SERVER_META_KEYS``),
     JOB_APP_MISSING (deploy_map names a folder that is not there), JOB_CONFIG_INVALID.
     """
     root = Path(root)
@@ -155,6 +249,7 @@ def load_job_definition(root: Path) -> JobDefinition:
         raise _meta_invalid("meta.json must be a regular file")
     meta = _read_json_object(meta_path, MAX_META_BYTES, "JOB_META_INVALID", "meta.json")
     meta.pop("submit_token", None)
+    _check_owned_keys(meta)
 
     name = meta.get("name")
     if not isinstance(name, str) or not JOB_NAME_RE.fullmatch(name):

@@ -245,6 +245,21 @@ def test_a_damaged_admin_kit_is_not_a_valid_kit(tmp_path: Path, damage: Any, rea
     assert "not a valid startup kit" in err.message and reason in err.message
 
 
+def test_a_damaged_kit_is_not_told_to_pass_the_kit_instead_of_its_parent(tmp_path: Path) -> None:
+    """A corrupt fed_admin.json or a lost key got "Pass the kit folder ..., not its parent";
+    that hint is for a folder holding none of a kit's files, such as the kits' parent."""
+    parent = tmp_path / "kits"
+    make_kit(parent / "a")
+    assert "not its parent" in failure(None, parent).hint
+    corrupt = make_kit(tmp_path / "corrupt")
+    (corrupt / "startup/fed_admin.json").write_text("{oops")
+    incomplete = make_kit(tmp_path / "incomplete")
+    (incomplete / "startup/client.key").unlink()
+    for kit in (corrupt, incomplete):
+        hint = failure(None, kit).hint
+        assert "parent" not in hint and "damaged" in hint, hint
+
+
 def test_a_damaged_config_file_stops_resolution(tmp_path: Path) -> None:
     Path(config_path()).parent.mkdir(parents=True)
     Path(config_path()).write_text("[[[")

@@ -47,9 +47,24 @@ def test_jsonl_only_for_streaming_commands(capsys: pytest.CaptureFixture[str]) -
     assert code == 4 and doc["error_code"] == "INVALID_ARGS"
 
 
-def test_unknown_format_is_a_plain_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["job", "list", "--format", "xml"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["job", "list", "--format", "xml"], "Use --format txt, json or jsonl."),
+        (["--format=JSON", "job", "list"], "Use --format json: formats are lower case."),
+        (["job", "wait", "1", "--format", ""], "Use --format txt, json or jsonl."),
+    ],
+)
+def test_an_unknown_format_is_invalid_args_told_to_people(
+    argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It exited 2 (the code of connection and kit failures) with argparse's bare message; a
+    format nobody can trust gets the human error lines on stderr, and stdout stays empty."""
+    assert main(argv) == 4
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "is not one of txt, json, jsonl" in err and f"Hint: {hint}" in err
+    assert err.rstrip().endswith("Code: INVALID_ARGS (exit 4)")
 
 
 def _with_stdout_closed(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from shoal.errors import ShoalError
-from shoal.wire.jobdef import check_min_clients, eligible_sites, load_job_definition
+from shoal.wire.jobdef import (
+    JOB_NAME_RE,
+    MAX_JSON_DEPTH,
+    PLAIN_NAME_RE,
+    SERVER_META_KEYS,
+    check_min_clients,
+    eligible_sites,
+    load_job_definition,
+)
 
 
 def write_job(
@@ -201,3 +209,88 @@ def test_a_site_app_that_could_not_start_is_refused_at_submit(
     with pytest.raises(ShoalError) as err:
         load_job_definition(root)
     assert err.value.code == "JOB_CONFIG_INVALID" and says in err.value.message, err.value.message
+
+
+def message_of(root: Path, code: str) -> str:
+    with pytest.raises(ShoalError) as err:
+        load_job_definition(root)
+    assert err.value.code == code, err.value.message
+    return err.value.message
+
+
+# meta.json and both configs are read by one strict reader; each bad value in each file
+STRICT_JSON_FILES = [
+    ("meta.json", "JOB_META_INVALID"),
+    ("app/config/config_fed_server.json", "JOB_CONFIG_INVALID"),
+    ("app/config/config_fed_client.json", "JOB_CONFIG_INVALID"),
+]
+
+
+def _with_value(root: Path, file: str, value_text: str) -> None:
+    """Add ``"x": <value_text>`` to one of the job's JSON files, written as raw text."""
+    path = root / file
+    text = path.read_text().rstrip()
+    assert text.endswith("}")
+    path.write_text(text[:-1] + f', "x": {value_text}}}')
+
+
+@pytest.mark.parametrize(("file", "code"), STRICT_JSON_FILES)
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_numbers_strict_json_cannot_carry_are_refused(
+    tmp_path: Path, file: str, code: str, value: str
+) -> None:
+    """They used to pass, then fail inside the store (ValueError: out of range float values)."""
+    root = write_job(tmp_path / "j")
+    _with_value(root, file, value)
+    assert value.lstrip("-") in message_of(root, code)
+
+
+@pytest.mark.parametrize(("file", "code"), STRICT_JSON_FILES)
+def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path: Path, file: str, code: str) -> None:
+    root = write_job(tmp_path / "j")
+    _with_value(root, file, "[" * 100_000 + "]" * 100_000)  # past the parser's own recursion limit
+    assert f"{MAX_JSON_DEPTH} levels deep" in message_of(root, code)
+
+
+def test_nesting_up_to_the_limit_is_accepted(tmp_path: Path) -> None:
+    root = write_job(tmp_path / "j")
+    inner = MAX_JSON_DEPTH - 1  # meta.json's own object is the first level
+    _with_value(root, "meta.json", "[" * inner + "]" * inner)
+    assert load_job_definition(root).name == "hello"
+    _with_value(root, "meta.json", "[" * (inner + 1) + "]" * (inner + 1))
+    assert "levels deep" in message_of(root, "JOB_META_INVALID")
+
+
+@pytest.mark.parametrize("key", sorted(SERVER_META_KEYS))
+def test_fields_the_server_sets_are_refused_in_meta(tmp_path: Path, key: str) -> None:
+    """``"progress": "oops"`` made ``job meta``, ``wait`` and ``monitor`` fail inside the server."""
+    root = write_job(tmp_path / "j", {**BASE, key: "oops"})
+    assert repr(key) in message_of(root, "JOB_META_INVALID")
+
+
+def test_fab_must_be_what_shoal_run_writes(tmp_path: Path) -> None:
+    fab = {"id": "x/app", "name": "app", "version": "1.0.0", "hash": "abcd1234", "filename": "a.fab"}
+    assert load_job_definition(write_job(tmp_path / "ok", {**BASE, "fab": fab})).meta["fab"] == fab
+    for bad in ("oops", ["x"], {"id": 3}, {**fab, "version": None}):
+        assert "'fab'" in message_of(
+            write_job(tmp_path / f"bad{len(str(bad))}", {**BASE, "fab": bad}), "JOB_META_INVALID"
+        )
+
+
+@pytest.mark.parametrize("pattern", [JOB_NAME_RE, PLAIN_NAME_RE])
+def test_name_patterns_do_not_let_a_final_newline_through(pattern: Any) -> None:
+    """``$`` matches before a final "\\n": the patterns must hold however they are called."""
+    assert pattern.match("site-1") and pattern.fullmatch("site-1")
+    assert pattern.match("site-1\n") is None and pattern.fullmatch("site-1\n") is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": "hello\n"},
+        {"deploy_map": {"app\n": ["@ALL"]}},
+        {"deploy_map": {"app": ["server", "site-1\n"]}},
+    ],
+)
+def test_a_trailing_newline_in_a_name_is_refused(tmp_path: Path, change: dict[str, Any]) -> None:
+    assert code_of(write_job(tmp_path / "j", {**BASE, **change})) == "JOB_META_INVALID"
