@@ -109,3 +109,15 @@ def test_admin_api_never_fails_with_500(conn: Connection, real_job: str, data: s
 def test_fuzz_left_the_store_consistent(federation: Federation, tmp_path: Path) -> None:
     code, doc = federation.cli.json("job", "list")
     assert code == 0 and isinstance(doc["data"], list)
+
+
+def test_a_real_jobs_id_in_other_digits_is_not_that_job(conn: Connection, real_job: str) -> None:
+    """Arabic-Indic digits are decimal to str.isdecimal() and int() alike: the id they spell
+    must not name the job (ids are ASCII digits everywhere else)."""
+    import urllib.parse
+
+    other = real_job.translate(
+        str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+    )
+    resp = conn.request("GET", "/api/v1/jobs/" + urllib.parse.quote(other, safe=""))
+    assert resp.status == 404 and json.loads(resp.read())["error_code"] == "JOB_NOT_FOUND"

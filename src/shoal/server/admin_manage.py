@@ -10,6 +10,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.server.context import CTX
 from shoal.server.middleware import identity_of
+from shoal.server.submission import release_blob
 from shoal.server.views import json_response
 from shoal.store.base import Submitter
 from shoal.wire.status import JobStatus
@@ -39,8 +40,7 @@ async def delete_job(request: web.Request) -> web.Response:
     ident = identity_of(request)
     marked = ctx.store.delete_job(job.job_id, deleted_by=Submitter(ident.name, ident.org, ident.role or ""))
     ctx.scheduler.events.notify(job.job_id)
-    if ctx.store.jobs_using_content(job.content_sha256) == 0:
-        ctx.blobs.delete(job.content_sha256)
+    await asyncio.to_thread(release_blob, ctx.store, ctx.blobs, job.content_sha256)
     await asyncio.to_thread(shutil.rmtree, ctx.scheduler.paths(job.job_id).root, True)
     return json_response({"job_id": str(job.job_id), "submit_records_marked_deleted": marked})
 

@@ -10,7 +10,7 @@ import uuid
 from aiohttp import web
 
 from shoal.errors import ShoalError
-from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext
+from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip
 from shoal.server.streaming import save_body, stream_file
@@ -66,12 +66,12 @@ async def submit_job(request: web.Request) -> web.Response:
 def _count_param(name: str, raw: str) -> int:
     """A query parameter that counts things: ASCII digits, 1 to MAX_COUNT (the length is checked
     before ``int`` so thousands of digits are not even converted)."""
-    digits = raw.isascii() and raw.isdecimal() and len(raw) <= len(str(MAX_COUNT))
-    if not digits or not 0 < int(raw) <= MAX_COUNT:
+    count = small_number(raw, len(str(MAX_COUNT)))
+    if count is None or not 0 < count <= MAX_COUNT:
         raise ShoalError(
             "INVALID_ARGS", f"{name} must be a whole number from 1 to {MAX_COUNT}, not {raw[:40]!r}"
         )
-    return int(raw)
+    return count
 
 
 async def list_jobs(request: web.Request) -> web.Response:

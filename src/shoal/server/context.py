@@ -72,7 +72,8 @@ class ServerContext:
         ``right`` on it; a job of another study answers JOB_NOT_FOUND, as if it did not exist."""
         study = self.study_of(request)
         raw = request.match_info["job_id"]
-        job = self.store.get_job(int(raw)) if raw.isdecimal() and len(raw) <= 16 else None
+        job_id = small_number(raw, 16)
+        job = self.store.get_job(job_id) if job_id is not None else None
         if job is None or job.study != study:
             raise ShoalError("JOB_NOT_FOUND", f"searched study '{study}'", job_id=raw, study=study)
         self.authorize(request, right, job)
@@ -80,3 +81,12 @@ class ServerContext:
 
 
 CTX: web.AppKey[ServerContext] = web.AppKey("shoal_ctx", ServerContext)
+
+
+def small_number(raw: str, max_digits: int) -> int | None:
+    """``raw`` as a number if it is 1 to ``max_digits`` ASCII digits, else None. ``isdecimal``
+    alone takes other scripts' digits (Arabic-Indic ones), and ``int`` of thousands of digits
+    raises instead of answering."""
+    if raw.isascii() and raw.isdecimal() and len(raw) <= max_digits:
+        return int(raw)
+    return None

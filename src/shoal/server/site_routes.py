@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 from shoal.errors import ShoalError
 from shoal.scheduler.runner import JobRun
 from shoal.scheduler.sites import ConnectedSite
-from shoal.server.context import CTX, ServerContext
+from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.streaming import save_body, stream_file
 from shoal.server.views import json_response
@@ -64,7 +64,8 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                     if message.get("job_id") in reported or message.get("type") not in ("task", "log_config"):
                         await send(message)
                 for job_id in reported:
-                    run = ctx.scheduler.runs.get(int(job_id)) if str(job_id).isdecimal() else None
+                    number = small_number(str(job_id), 16)
+                    run = ctx.scheduler.runs.get(number) if number is not None else None
                     if run is None or site.name not in run.site_apps:
                         # A job this server no longer runs (it restarted, or the job ended while
                         # the site was away): the site must not keep its process alive.
@@ -87,7 +88,8 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
 
 def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
     """The running job ``job_id`` names (as the site sent it), if that site takes part in it."""
-    run = ctx.scheduler.runs.get(int(job_id)) if job_id.isdecimal() and len(job_id) <= 16 else None
+    number = small_number(job_id, 16)
+    run = ctx.scheduler.runs.get(number) if number is not None else None
     return run if run is not None and site in run.site_apps else None
 
 
@@ -170,13 +172,13 @@ async def task_result(request: web.Request) -> web.Response:
     # Uploads resume: the site sends ?offset=N, the bytes it knows arrived; anything else is
     # refused with the size we hold (409), so both sides agree before more bytes are appended.
     tmp = results / f".{task_id}-{site}.part"
-    offset = request.query.get("offset", "0")
+    offset = small_number(request.query.get("offset", "0"), 20)
     held = tmp.stat().st_size if tmp.exists() else 0
-    if not offset.isdecimal() or (int(offset) != 0 and int(offset) != held):
+    if offset is None or (offset != 0 and offset != held):
         return json_response({"error_code": "INVALID_ARGS", "received": held}, status=409)
-    await save_body(request, tmp, MAX_RESULT_BYTES, append=int(offset) > 0)
-    total = request.headers.get("X-Shoal-Total")
-    if total is not None and (not total.isdecimal() or tmp.stat().st_size != int(total)):
+    await save_body(request, tmp, MAX_RESULT_BYTES, append=offset > 0)
+    raw_total = request.headers.get("X-Shoal-Total")
+    if raw_total is not None and tmp.stat().st_size != small_number(raw_total, 20):
         return json_response({"error_code": "INVALID_ARGS", "received": tmp.stat().st_size}, status=409)
     try:
         await asyncio.to_thread(check_safetensors, tmp)

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal.errors import ShoalError
+from shoal.server.context import small_number
 from shoal.wire.idle import idle_timeout
 
 CHUNK = 4 * 2**20
@@ -62,11 +63,8 @@ async def stream_file(
 def _range_start(header: str | None, size: int) -> int:
     if not header or not header.startswith("bytes=") or not header.endswith("-"):
         return 0
-    value = header[len("bytes=") : -1]
-    # ASCII digits no longer than the size's own: int() of thousands of digits raises ValueError
-    if not (value.isascii() and value.isdecimal()) or len(value) > len(str(size)):
-        return 0
-    return int(value) if int(value) < size else 0
+    start = small_number(header[len("bytes=") : -1], len(str(size)))
+    return start if start is not None and start < size else 0
 
 
 async def save_body(request: web.Request, dest: Path, limit: int, append: bool = False) -> int:

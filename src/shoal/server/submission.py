@@ -124,3 +124,12 @@ def store_submission(
             if not existed and store.jobs_using_content(sha) == 0:
                 blobs.delete(sha)
             raise
+
+
+def release_blob(store: JobStore, blobs: BlobStore, sha: str) -> None:
+    """Remove an archive no job uses any more (after a delete). Under the same lock as
+    ``store_submission``: a submit of the same archive that found the blob stored must not
+    have it removed before its own job record points at it."""
+    with _STORE_LOCK:
+        if store.jobs_using_content(sha) == 0:
+            blobs.delete(sha)

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import EXAMPLES
 
 from shoal.errors import ShoalError
-from shoal.server.submission import PreparedJob, prepare_submission, store_submission
+from shoal.server.submission import PreparedJob, prepare_submission, release_blob, store_submission
 from shoal.store.base import Submitter
 from shoal.store.blobs import BlobStore
 from shoal.store.sqlite import SqliteJobStore
@@ -138,3 +138,20 @@ def test_no_meta_json_is_described_by_the_archive_not_a_server_path(
     assert err.value.code == "JOB_META_MISSING"
     message = err.value.message
     assert says in message and str(tmp_path) not in message and "extracted" not in message, message
+
+
+def test_a_deleted_jobs_archive_goes_only_when_no_job_uses_it(
+    tmp_path: Path, store: SqliteJobStore, blobs: BlobStore
+) -> None:
+    """release_blob (after a delete) rechecks under the submit lock: a second job of the same
+    archive keeps it, the last one's delete removes it."""
+    job = prepared(tmp_path, "a")
+    first, _ = submit(store, blobs, job, None)
+    second, _ = submit(store, blobs, job, None)
+    assert len(blob_files(blobs)) == 1
+    store.delete_job(int(first), deleted_by=ADMIN)
+    release_blob(store, blobs, job.archive_sha256)
+    assert blob_files(blobs)  # the second job still points at it
+    store.delete_job(int(second), deleted_by=ADMIN)
+    release_blob(store, blobs, job.archive_sha256)
+    assert blob_files(blobs) == []
