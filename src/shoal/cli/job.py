@@ -418,7 +418,12 @@ def _logs(p: Any) -> None:
         help="server (default), a site name, or all",
     )
     p.add_argument("--tail", type=non_negative_int, default=None, help="at most the last N lines per site")
-    p.add_argument("--since", type=parse_when, default=None, help="lines at or after this ISO timestamp")
+    p.add_argument(
+        "--since",
+        type=parse_when,
+        default=None,
+        help="lines at or after this ISO timestamp (UTC unless it has an offset, as log times are)",
+    )
     p.add_argument(
         "--max-bytes", type=non_negative_int, default=None, help="at most the last N bytes per site"
     )
