@@ -7,4 +7,4 @@ recipe = FedStatsRecipe(
 )
 
 if __name__ == "__main__":
-    recipe.main()
+    raise SystemExit(recipe.main())

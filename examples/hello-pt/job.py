@@ -13,4 +13,4 @@ recipe = FedAvgRecipe(
 )
 
 if __name__ == "__main__":
-    recipe.main()
+    raise SystemExit(recipe.main())

@@ -57,7 +57,7 @@ def _ignore_patterns(root: Path) -> list[str]:
     path = root / ".gitignore"
     if not path.is_file():
         return []
-    lines = [line.strip() for line in path.read_text().splitlines()]
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
     return [line for line in lines if line and not line.startswith(("#", "!"))]
 
 

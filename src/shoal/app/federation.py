@@ -50,4 +50,8 @@ def is_app_project(app_dir: str | os.PathLike[str]) -> bool:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         return True  # broken: let load_project say what is wrong
-    return isinstance(data.get("tool", {}).get("shoal", {}).get("app"), dict)
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        return True  # `tool = 5`: broken, as above
+    shoal = tool.get("shoal", {})
+    return not isinstance(shoal, dict) or "app" in shoal  # a broken app table included

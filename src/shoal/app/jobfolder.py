@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from shoal.app.bundle import MANIFEST, Bundle
-from shoal.app.project import AppProject
+from shoal.app.project import MIN_CLIENTS, AppProject
 
 # app config keys (Flower-style, with dashes) that are job settings, not workflow arguments
-JOB_KEYS = {"min-clients"}
+JOB_KEYS = {MIN_CLIENTS}
 
 
 def workflow_args(config: dict[str, Any]) -> dict[str, Any]:
@@ -19,7 +19,9 @@ def workflow_args(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_job_folder(project: AppProject, bundle: Bundle, config: dict[str, Any], dest: Path) -> Path:
-    """meta.json (with the bundle's identity under "fab") + one app holding the bundle's files."""
+    """meta.json (with the bundle's identity under "fab") + one app holding the bundle's files.
+
+    ``config`` is checked already (load_project, parse_run_config): min-clients is an int >= 1."""
     app = dest / "app"
     custom = app / "custom"
     custom.mkdir(parents=True)
@@ -39,7 +41,7 @@ def write_job_folder(project: AppProject, bundle: Bundle, config: dict[str, Any]
     )
     meta = {
         "name": project.name,
-        "min_clients": int(config.get("min-clients", 2)),
+        "min_clients": config.get(MIN_CLIENTS, 2),
         "deploy_map": {"app": ["@ALL"]},
         "fab": {
             "id": bundle.fab_id,

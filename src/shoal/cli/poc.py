@@ -30,7 +30,11 @@ def register(groups: Any) -> None:
     p.add_argument("role", choices=("project_admin", "org_admin", "lead", "member"))
     p.add_argument("email")
     p.add_argument("--org", default=None, help="the user's org (default: the POC's org)")
-    p.add_argument("--force", action="store_true", help="replace an existing kit of that name")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing admin kit of that name (never the server's or a site's kit)",
+    )
     p.add_argument("--workspace", default=None, help="the POC workspace (default: ~/.shoal/poc)")
     p.set_defaults(handler=cmd_add_user)
     for name, handler, help_text in (
@@ -41,7 +45,12 @@ def register(groups: Any) -> None:
         p = subs.add_parser(name, help=help_text)
         p.add_argument("--workspace", default=None, help="the POC workspace (default: ~/.shoal/poc)")
         if name == "start":
-            p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
+            p.add_argument(
+                "--timeout",
+                type=float,
+                default=60.0,
+                help="seconds to wait for the server and every site to be ready (default 60; 0: no limit)",
+            )
         p.set_defaults(handler=handler)
 
 

@@ -23,6 +23,7 @@ from shoal.api.config_file import ShoalConfig, load_config, save_config, shoal_h
 from shoal.errors import ShoalError
 from shoal.provision.ca import create_ca, load_ca, save_ca
 from shoal.provision.kits import DEFAULT_HOST, kit_folder, write_admin_kit, write_server_kit, write_site_kit
+from shoal.security.tls import KIT_FILES
 
 DEFAULT_PROJECT = "example_project"
 DEFAULT_ORG = "example.org"
@@ -166,6 +167,14 @@ def add_poc_admin(
     poc = load_poc(workspace)
     kits = Path(poc["kits_dir"])
     folder = kit_folder(kits, email)
+    if _is_participant(poc, folder):
+        # not even with force: the admin's certificate and fed_admin.json would land in that
+        # participant's startup folder, and an admin identity would carry its name
+        raise ShoalError(
+            "INVALID_ARGS",
+            f"'{email}' is a participant of this POC (its server or a site), not an admin",
+            hint="Choose another name for the admin, such as an email address.",
+        )
     if folder.exists() and not force:
         raise ShoalError(
             "INVALID_ARGS",
@@ -184,6 +193,14 @@ def add_poc_admin(
         host=server["host"],
         port=int(server["port"]),
     )
+
+
+def _is_participant(poc: dict[str, Any], folder: Path) -> bool:
+    """Whether ``folder`` is the server's or a site's kit: named so in poc.json, or holding one."""
+    if folder.name in ("server", *poc.get("sites", [])):
+        return True
+    startup = folder / "startup"
+    return (startup / KIT_FILES["server"]).exists() or (startup / KIT_FILES["site"]).exists()
 
 
 def clean_poc(workspace: Path) -> dict[str, Any]:

@@ -3,7 +3,7 @@
     from shoal.recipes import FedAvgRecipe
     recipe = FedAvgRecipe(name="hello", min_clients=2, num_rounds=5, train_script="client.py")
     if __name__ == "__main__":
-        recipe.main()   # python job.py --export --export-dir DIR  |  python job.py -n 10
+        raise SystemExit(recipe.main())  # python job.py --export --export-dir DIR  |  python job.py -n 10
 
 ``RECIPES`` is what ``shoal recipe list`` and ``recipe show`` read: name -> class.
 """

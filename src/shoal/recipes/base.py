@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shoal.errors import ShoalError
+from shoal.wire.jobdef import JOB_NAME_RE
 
 
 def knob(default: Any, help: str) -> Any:
@@ -54,6 +55,14 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.name:
             raise ShoalError("INVALID_ARGS", f"{type(self).__name__} needs a name")
+        if not isinstance(self.name, str) or not JOB_NAME_RE.fullmatch(self.name):
+            # the server's rule for meta.json names; it also keeps ./<name>, export's default
+            # folder, one plain folder beside the working directory
+            raise ShoalError(
+                "INVALID_ARGS",
+                f"name {self.name!r} is not a job name: 1-128 characters: letters, digits, '.', '_', "
+                "'-' or space, starting with a letter or digit",
+            )
         if self.min_clients < 1:
             raise ShoalError("INVALID_ARGS", f"min_clients must be at least 1, got {self.min_clients}")
         if self.min_responses is not None and not 1 <= self.min_responses:
@@ -95,6 +104,8 @@ class Recipe:
     def export(self, job_dir: Path | str) -> Path:
         """Write the job folder (refusing a folder that already holds a job) and return it."""
         out = Path(job_dir).expanduser().resolve()
+        if out.exists() and not out.is_dir():
+            raise ShoalError("LOCAL_FILE_ERROR", f"{out} is not a folder", path=str(out))
         if (out / "meta.json").exists() or (out / "app").exists():
             raise ShoalError(
                 "INVALID_ARGS",
@@ -126,25 +137,32 @@ class Recipe:
         self, n: int | None = None, *, workers: int | None = None, out_dir: Path | None = None
     ) -> Path:
         """Export to a temporary folder and run it with ``n`` virtual sites (default
-        min_clients); returns the result workspace (global model, metrics_summary.json, logs)."""
+        min_clients; below 1 is INVALID_ARGS); returns the result workspace (global model,
+        metrics_summary.json, logs)."""
         import tempfile
 
         from shoal.fl.simulator import simulate
 
         with tempfile.TemporaryDirectory(prefix=f"shoal-recipe-{self.recipe_name}-") as tmp:
             job = self.export(Path(tmp) / self.name)
-            return simulate(job, n or self.min_clients, workers=workers, out_dir=out_dir)
+            return simulate(job, self.min_clients if n is None else n, workers=workers, out_dir=out_dir)
 
     def main(self, argv: list[str] | None = None) -> int:
         """The ``job.py`` convention: ``--export --export-dir DIR`` writes the job folder;
-        without ``--export`` the job runs in the simulator (``-n`` sites, ``--workers``)."""
+        without ``--export`` the job runs in the simulator (``-n`` sites, ``--workers``).
+
+        Returns the exit code the shoal CLI would give (0, or the error's: 4 for bad arguments
+        or an unusable folder, 1 for a failed simulation), for ``raise SystemExit(...)``."""
         parser = argparse.ArgumentParser(description=f"{self.name}: a {self.recipe_name} recipe")
         parser.add_argument("--export", action="store_true", help="write the job folder and stop")
         parser.add_argument("--export-dir", default=None, help="where to export (default: ./<name>)")
         parser.add_argument("-n", "--n-sites", type=int, default=None, help="simulated sites")
         parser.add_argument("--workers", type=int, default=None, help="simulator worker processes")
         parser.add_argument("-o", "--out", default=None, help="simulator result folder")
-        opts = parser.parse_args(argv)
+        try:
+            opts = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0), or a usage error argparse has printed: INVALID_ARGS
+            return 0 if exc.code == 0 else ShoalError("INVALID_ARGS").exit_code
         try:
             if opts.export:
                 job = self.export(Path(opts.export_dir or self.name))
@@ -155,10 +173,10 @@ class Recipe:
                 workspace = self.simulate(opts.n_sites, workers=opts.workers, out_dir=out)
                 print(f"Simulated job {self.name!r}; results in {workspace}")
         except ShoalError as exc:
-            print(f"{exc.code}: {exc}", file=sys.stderr)
-            if exc.hint:
-                print(f"Hint: {exc.hint}", file=sys.stderr)
-            return 1
+            return _report(exc)
+        except OSError as exc:  # a folder that cannot be made or written, as the CLI reports it
+            where = f": {exc.filename}" if exc.filename else ""
+            return _report(ShoalError("LOCAL_FILE_ERROR", f"{exc.strerror or exc}{where}"))
         return 0
 
     # --- helpers ----------------------------------------------------------------------------
@@ -205,6 +223,13 @@ class Recipe:
     def summary(cls) -> str:
         """The first line of the class docstring."""
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def _report(exc: ShoalError) -> int:
+    print(f"{exc.code}: {exc}", file=sys.stderr)
+    if exc.hint:
+        print(f"Hint: {exc.hint}", file=sys.stderr)
+    return exc.exit_code
 
 
 def _write_json(path: Path, obj: Any) -> None:

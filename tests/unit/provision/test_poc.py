@@ -244,6 +244,17 @@ def test_add_poc_admin_never_silently_replaces_a_kit(ws: Path) -> None:
     assert json.loads((kit / "startup/fed_admin.json").read_text())["role"] == "member"
 
 
+@pytest.mark.parametrize("name", ["server", "site-1", "site-2"])
+def test_add_poc_admin_never_takes_a_participants_name_even_with_force(ws: Path, name: str) -> None:
+    """Its certificate, key and fed_admin.json would land in the server's or a site's kit."""
+    prepare_poc(ws, n_sites=2)
+    startup = ws / "kits" / name / "startup"
+    before = {p.name: p.read_bytes() for p in startup.iterdir()}
+    err = raises("INVALID_ARGS", add_poc_admin, ws, name, "lead", force=True)
+    assert "participant" in err.message and "--force" not in err.hint
+    assert {p.name: p.read_bytes() for p in startup.iterdir()} == before
+
+
 def test_add_poc_admin_checks_the_role_and_the_workspace(ws: Path, tmp_path: Path) -> None:
     raises("POC_NOT_PREPARED", add_poc_admin, tmp_path / "nowhere", "a@b.org", "lead")
     prepare_poc(ws, n_sites=1)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import Cli
+from tests.conftest import EXAMPLES, Cli
 
 from shoal.errors import ShoalError
 from shoal.recipes import (
@@ -140,8 +142,56 @@ def test_main_exports_and_reports_errors(
     recipe = FedAvgRecipe(name="m", source_dir=source)
     assert recipe.main(["--export", "--export-dir", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "meta.json").is_file()
-    assert recipe.main(["--export", "--export-dir", str(tmp_path / "out")]) == 1
+    assert recipe.main(["--export", "--export-dir", str(tmp_path / "out")]) == 4  # as the CLI: exit 4
     assert "INVALID_ARGS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/x", "a/b", ".hidden", " x", "x" * 129])
+def test_a_name_the_server_would_refuse_is_refused(source: Path, name: str) -> None:
+    """The name is the default export folder too: it must not lead out of the working directory."""
+    with pytest.raises(ShoalError) as err:
+        FedAvgRecipe(name=name, source_dir=source)
+    assert err.value.code == "INVALID_ARGS" and "is not a job name" in err.value.message
+
+
+def test_main_refuses_fewer_than_one_site(source: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = FedAvgRecipe(name="n", source_dir=source)
+    assert recipe.main(["-n", "0"]) == 4  # not min_clients (2) sites
+    err = capsys.readouterr().err
+    assert err.startswith("INVALID_ARGS") and "at least 1, got 0" in err, err
+    assert recipe.main(["-n", "-3"]) == 4
+    assert recipe.main(["-n", "two"]) == 4  # argparse's usage error, with the CLI's exit code
+
+
+@pytest.mark.parametrize("where", ["a-file", "/proc/shoal-cannot-be-here/job"])
+def test_main_reports_an_unusable_export_folder(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    target = tmp_path / where
+    assert FedAvgRecipe(name="f", source_dir=source).main(["--export", "--export-dir", str(target)]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("LOCAL_FILE_ERROR") and str(target).split("/job")[0] in err, err
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+@pytest.mark.parametrize("job_py", sorted(EXAMPLES.rglob("job.py")), ids=lambda p: p.parent.name)
+def test_every_example_job_py_exits_with_its_outcome(job_py: Path, tmp_path: Path) -> None:
+    """A job.py passes main()'s code to SystemExit, so a failure is a non-zero exit."""
+
+    def export() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, job_py, "--export", "--export-dir", tmp_path / "job"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+
+    first = export()
+    assert first.returncode == 0 and (tmp_path / "job" / "meta.json").is_file(), first.stderr
+    again = export()  # the folder now holds a job
+    assert again.returncode == 4 and "already holds a job" in again.stderr, again.stderr
 
 
 def test_parameters_come_from_the_classes() -> None:

@@ -1,0 +1,63 @@
+"""`poc stop` and `poc start` on a POC of this test's own (it is stopped and started again)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Federation, start_federation, stop_federation
+from tests.e2e.jobs import slow_job
+
+pytestmark = pytest.mark.e2e
+
+
+def gone(pid: int) -> bool:
+    """No such process, or a zombie waiting for its parent (init) to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+
+
+def test_stop_while_a_job_runs_and_a_wait_is_attached(tmp_path: Path) -> None:
+    """The server may need SIGKILL here; stop still ends with everything gone, exit 0, and the
+    POC starts again (it used to exit 2 "still running after SIGKILL", then start refused)."""
+    fed: Federation = start_federation(tmp_path / "home")
+    waiter: subprocess.Popen[str] | None = None
+    try:
+        pids = json.loads((fed.workspace / "run" / "pids.json").read_text())
+        code, doc = fed.cli.json("job", "submit", "-j", slow_job(tmp_path / "job", rounds=100000, delay=0.05))
+        assert code == 0, doc
+        job_id = doc["data"]["job_id"]
+        deadline = time.monotonic() + 60
+        while fed.cli.json("job", "meta", job_id)[1]["data"]["status"] != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "job", "wait", job_id, "--format", "json"],
+            env=fed.cli.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1)  # the wait is attached to the server
+        code, doc = fed.cli.json("poc", "stop", "--workspace", fed.workspace, timeout=120)
+        assert code == 0, doc
+        assert doc["data"]["stopped"] == ["server", "site-1", "site-2"]
+        assert all(gone(pid) for pid in pids.values()), pids
+        assert not (fed.workspace / "run" / "pids.json").exists()
+        waiter.communicate(timeout=60)
+        assert waiter.returncode != 0  # its server went away
+        code, doc = fed.cli.json("poc", "start", "--workspace", fed.workspace, "--timeout", "0")
+        assert code == 0 and doc["data"]["status"] == "running", doc  # 0: no limit
+    finally:
+        if waiter is not None and waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+        stop_federation(fed)
