@@ -237,7 +237,7 @@ class Scheduler:
         await self.launcher.close()
         for run in list(self.runs.values()):
             run.kill()
-            self.store.transition(
-                run.job_id, JobStatus.ABANDONED, reason="the server shut down while the job was running"
-            )
+            # set_status wakes the long polls (job wait, monitor) on it: they answer with the
+            # terminal status at once instead of holding the server's shutdown open.
+            self.set_status(run.job_id, JobStatus.ABANDONED, "the server shut down while the job was running")
         self.runs.clear()

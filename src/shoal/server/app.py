@@ -31,6 +31,8 @@ from shoal.store.blobs import BlobStore
 from shoal.store.sqlite import SqliteJobStore
 from shoal.wire.models import RESULT_HEADER_MAX
 
+SHUTDOWN_GRACE = 2.0  # seconds open requests get to finish when the server stops
+
 log = logging.getLogger("shoal.server")
 
 
@@ -98,6 +100,9 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
         access_log=None,
         handle_signals=False,
         max_field_size=RESULT_HEADER_MAX + 1024,  # X-Shoal-Result carries a result's metrics and meta
+        # On SIGTERM, requests still open after this are cut (aiohttp waits 60 s by default):
+        # a long poll on a job that is not changing would otherwise hold the shutdown.
+        shutdown_timeout=SHUTDOWN_GRACE,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(kit_dir), reuse_address=True)
