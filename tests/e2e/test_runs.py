@@ -108,6 +108,18 @@ def test_run_stream_to_completion(federation: Federation, tmp_path: Path) -> Non
     assert "round 3/3" in stderr
 
 
+def test_run_stream_shows_a_diverged_loss_as_n_a(federation: Federation, tmp_path: Path) -> None:
+    """The server sends a NaN metric as null; --stream formatted it as a number and crashed."""
+    root = app(tmp_path, federation)
+    client = (
+        (root / "client.py").read_text().replace('metrics={"loss": loss}', 'metrics={"loss": float("nan")}')
+    )
+    (root / "client.py").write_text(client)
+    code, doc, stderr = shoal(federation, root, "run", "--stream")
+    assert code == 0 and doc["status"] == "finished:completed", stderr
+    assert "round 3/3 loss=n/a" in stderr, stderr
+
+
 def test_plain_jobs_appear_with_fab_values(federation: Federation, tmp_path: Path) -> None:
     code, submitted = federation.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait")
     root = app(tmp_path, federation)

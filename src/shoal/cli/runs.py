@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shoal.cli.output import Result, progress
+from shoal.cli.output import Result, number_text, progress
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -139,9 +139,9 @@ def _follow(client: Any, job_id: str, study: str) -> str:
         answer = client.job_events(job_id, study, version, 25.0)
         version, meta = answer["version"], answer["job"]
         prog = meta.get("progress") or {}
-        metrics = " ".join(f"{k}={v:.6g}" for k, v in (prog.get("last_metrics") or {}).items())
+        metrics = " ".join(f"{k}={number_text(v)}" for k, v in (prog.get("last_metrics") or {}).items())
         rnd = prog.get("current_round")
-        where = f" round {rnd + 1}/{prog.get('total_rounds')}" if rnd is not None else ""
+        where = f" round {rnd + 1}/{prog.get('total_rounds')}" if isinstance(rnd, int) else ""
         progress(f"[{_run_status(meta['status'])}]{where} {metrics}".rstrip())
         if answer["terminal"]:
             return str(meta["status"])
