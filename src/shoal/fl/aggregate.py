@@ -9,6 +9,51 @@ import numpy as np
 
 from shoal.wire.models import LazyParams
 
+#: A tensor's shape and dtype: what every update of a round must agree on, tensor by tensor.
+TensorSpec = tuple[tuple[int, ...], np.dtype[Any]]
+
+
+class UpdateMismatch(ValueError):
+    """An update cannot be averaged with the others: a tensor missing or extra, of another shape
+    or dtype, or of a kind that has no mean (bool). Nothing of it was added to the sum."""
+
+
+def tensor_specs(params: Mapping[str, Any]) -> dict[str, TensorSpec]:
+    """Each tensor's shape and dtype, read from a file's header for a streamed update."""
+    if isinstance(params, LazyParams):
+        return {name: params.shape(name) for name in params}
+    specs: dict[str, TensorSpec] = {}
+    for name in params:
+        arr = np.asarray(params[name])
+        specs[name] = (arr.shape, arr.dtype)
+    return specs
+
+
+def mismatch(expected: Mapping[str, TensorSpec], params: Mapping[str, Any]) -> str | None:
+    """Why ``params`` does not fit tensors ``expected`` (same names, shapes and dtypes), or None."""
+    got = tensor_specs(params)
+    if set(got) != set(expected):
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        parts = ([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else [])
+        return f"its tensors differ: {', '.join(parts)}"
+    for name in sorted(got):
+        (shape, dtype), (want_shape, want_dtype) = got[name], expected[name]
+        if shape != want_shape:
+            return f"tensor {name!r} has shape {shape}, expected {want_shape}"
+        if dtype != want_dtype:
+            return f"tensor {name!r} is {dtype}, expected {want_dtype}"
+    return None
+
+
+def _unaveraged(specs: Mapping[str, TensorSpec]) -> str | None:
+    """Why one of these tensors has no mean (only integer and float tensors have one), or None."""
+    for name in sorted(specs):
+        dtype = specs[name][1]
+        if dtype.kind not in "iuf":
+            return f"tensor {name!r} is {dtype}, which cannot be averaged (only numbers can)"
+    return None
+
 
 def _accumulator(dtype: np.dtype[Any]) -> type[np.floating[Any]]:
     """float64 sums for float64 (and integer) tensors; float32 for smaller floats, so a large
@@ -30,6 +75,19 @@ class WeightedSum:
     Updates are folded in as they arrive and can be freed right away; the result is the
     weighted mean. Sums are kept in float64 so the order updates arrive in does not
     change the answer beyond float rounding of the final cast.
+
+    The first update sets the tensors: every later one must have the same names, shapes and
+    dtypes, or ``add`` raises ``UpdateMismatch`` before adding any of it. Mixed dtypes are
+    refused rather than cast: a float32 update summed into an int64 model came back truncated,
+    and which dtype should win is the job author's call, not the aggregator's. Bool tensors (and
+    any other non-numeric kind) are refused: a mean of flags has no meaning.
+
+    Integer tensors are averaged, in float64, and the mean is rounded to the nearest integer
+    (half to even) in the tensor's own dtype. They are common in real models, PyTorch
+    BatchNorm's ``num_batches_tracked`` (int64) in every ResNet: refusing them would fail any
+    such job, and FLARE and Flower both average them; a FLARE/PyTorch user loads the result with
+    ``load_state_dict``, which needs the dtype kept. Rounding, not truncating, keeps the mean of
+    1 and 2 (weights 1 and 2) at 2 rather than 1. Exact while values stay below 2**53.
     """
 
     def __init__(self) -> None:
@@ -45,9 +103,7 @@ class WeightedSum:
     ) -> None:
         if weight <= 0:
             raise ValueError(f"update weight must be positive, got {weight}")
-        if self._sums and set(params) != set(self._sums):
-            missing = sorted(set(self._sums) ^ set(params))
-            raise ValueError(f"update does not match the model's tensors: {missing}")
+        self._check(params)
         if isinstance(params, LazyParams):
             self._add_streamed(params, weight)
             params = {}
@@ -57,15 +113,22 @@ class WeightedSum:
                 self._sums[name] = arr.astype(_accumulator(arr.dtype)) * weight
                 self._dtypes[name] = arr.dtype
             else:
-                if arr.shape != self._sums[name].shape:
-                    raise ValueError(
-                        f"tensor {name!r} has shape {arr.shape}, expected {self._sums[name].shape}"
-                    )
                 self._sums[name] += _scaled(arr, weight, self._sums[name].dtype)
             del arr
         self._add_metrics(metrics, weight)
         self.total_weight += weight
         self.count += 1
+
+    def _check(self, params: Mapping[str, Any]) -> None:
+        """Refuse the whole update before any of it is summed, so a refused one leaves the sum
+        as it was (reading shapes and dtypes of a streamed update touches its header only)."""
+        if self.count == 0:
+            reason = _unaveraged(tensor_specs(params))
+        else:
+            expected = {name: (self._sums[name].shape, self._dtypes[name]) for name in self._sums}
+            reason = mismatch(expected, params)
+        if reason is not None:
+            raise UpdateMismatch(reason)
 
     def _add_streamed(self, params: LazyParams, weight: float) -> None:
         """Fold an update in chunk by chunk from its file: memory stays at one chunk, whatever
@@ -84,8 +147,6 @@ class WeightedSum:
                     self._sums[name] = first
                     continue
                 self._sums[name] = np.zeros(shape, dtype=accumulator)
-            elif shape != self._sums[name].shape:
-                raise ValueError(f"tensor {name!r} has shape {shape}, expected {self._sums[name].shape}")
             flat = self._sums[name].reshape(-1)
             for start, chunk in params.chunks(name):
                 part = flat[start : start + chunk.size]
@@ -110,7 +171,10 @@ class WeightedSum:
         for name in list(self._sums):
             total = self._sums.pop(name)
             total /= self.total_weight  # in place: no second copy of a large model
-            out[name] = total.astype(self._dtypes[name], copy=False)
+            dtype = self._dtypes[name]
+            if dtype.kind in "iu":
+                np.rint(total, out=total)  # the nearest integer: astype alone truncates
+            out[name] = total.astype(dtype, copy=False)
         return out
 
     def metrics(self) -> dict[str, float]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from shoal.fl.aggregate import mismatch, tensor_specs
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
+from shoal.fl.workflow import BadUpdate, RoundFailed, Workflow, WorkflowContext
 
 
 class Cyclic(Workflow):
@@ -20,7 +21,9 @@ class Cyclic(Workflow):
     - ``order`` ("fixed" or "random", default "fixed"): fixed is the sites sorted by name;
       random reshuffles every cycle with ``seed``
     - ``seed`` (int, default 0), ``initial_model``, ``round_timeout`` (per site visit)
-    A site that drops out is skipped; the cycle fails only when no site is left.
+    A site that drops out is skipped; the cycle fails only when no site is left. A site that
+    sends back tensors other than those it was given (names, shapes, dtypes) fails the job,
+    named: the next site would otherwise train on them and fail in its place.
     """
 
     def __init__(
@@ -54,16 +57,20 @@ class Cyclic(Workflow):
             for site in sites:
                 if site not in self.ctx.active_sites():
                     continue
+                sent = tensor_specs(model.params)  # none in round 0 without an initial model
                 try:
                     for _, update in self.collect(
                         "train", model, sites=[site], round_number=rnd, total_rounds=self.num_rounds
                     ):
+                        reason = mismatch(sent, update.params) if sent else None
+                        if reason is not None:
+                            raise BadUpdate(site, f"{reason} (as in the model it was sent)")
                         model = FLModel(params=dict(update.params))
                         metrics = dict(update.metrics)
                         visited.append(site)
                 except RoundFailed as exc:
-                    if exc.site != site:  # the job was stopped, or the channel closed
-                        raise
+                    if exc.site != site or isinstance(exc, BadUpdate):  # the job was stopped, the
+                        raise  # channel closed, or the site sent what no site should train on
             if not visited:
                 raise RoundFailed(f"cycle {rnd}: no site took the model")
             self.ctx.record_round(rnd, metrics, visited)

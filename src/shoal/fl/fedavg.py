@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.fl.aggregate import WeightedSum
+from shoal.fl.aggregate import UpdateMismatch, WeightedSum
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
+from shoal.fl.workflow import BadUpdate, RoundFailed, Workflow, WorkflowContext
 
 
 class FedAvg(Workflow):
@@ -47,6 +47,7 @@ class FedAvg(Workflow):
         for rnd in range(self.num_rounds):
             acc = WeightedSum()
             answered: list[str] = []
+            summed: list[str] = []  # the sites whose updates are in the sum, first one first
             final = keep_last and rnd == self.num_rounds - 1
             updates = self.collect(
                 "train",
@@ -66,7 +67,12 @@ class FedAvg(Workflow):
                 answered.append(site)
                 if update.num_examples == 0:
                     continue  # trained on nothing (no data this round): it weighs nothing
-                acc.add(update.params, update.num_examples, update.metrics)
+                try:
+                    acc.add(update.params, update.num_examples, update.metrics)
+                except UpdateMismatch as exc:
+                    against = f" (the round's first update came from {summed[0]})" if summed else ""
+                    raise BadUpdate(site, f"{exc}{against}") from exc
+                summed.append(site)
             if acc.count == 0:
                 raise RoundFailed(f"round {rnd}: no site reported any training examples (num_examples 0)")
             model = FLModel(params=acc.result())

@@ -36,6 +36,14 @@ class RoundFailed(Exception):
         self.site = site
 
 
+class BadUpdate(RoundFailed):
+    """A site sent a result the workflow cannot use (tensors that do not fit the others'): the
+    job fails naming that site, as it would if the site had failed."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        super().__init__(f"{site} sent an update that cannot be used: {reason}", site=site)
+
+
 class WorkflowContext:
     """What a workflow may do: send tasks, collect results, record metrics, save results."""
 

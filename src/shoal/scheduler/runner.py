@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.scheduler")
 
 SITE_END_GRACE = 10.0  # seconds a site gets to stop its process and upload its log
+#: Seconds to read what is left on the workflow's channel once its process group is killed.
+CHANNEL_DRAIN_GRACE = 5.0
 
 
 @dataclass
@@ -139,6 +141,7 @@ class JobRun:
         self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
+        self._group_killed = False
         self.done = asyncio.Event()
 
     @property
@@ -179,7 +182,36 @@ class JobRun:
         asyncio.get_running_loop().create_task(self._pump(reader))
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
-        """Read the controller's messages until it exits, then settle the job."""
+        """Relay the controller's messages until it exits, then settle the job.
+
+        The job ends when the controller process exits, not at EOF on its channel: a child the
+        workflow forked holds the channel open as long as it lives. So once the process is gone
+        its whole group is killed, which ends such children and lets the last messages it wrote
+        (already in the socket) be read up to EOF; a reader still waiting after that (a
+        descendant that left the group) is given up on."""
+        assert self._proc is not None
+        relay = asyncio.get_running_loop().create_task(self._relay(reader))
+        returncode = await self._proc.wait()
+        self._kill_group()
+        try:
+            await asyncio.wait_for(asyncio.shield(relay), CHANNEL_DRAIN_GRACE)
+        except TimeoutError:
+            log.warning("job %s: the workflow's channel is still held open; closing it", self.job_id)
+            relay.cancel()
+        except Exception:  # a bug in handling a message must not leave the job RUNNING
+            log.exception("job %s: handling the workflow's messages failed", self.job_id)
+        if self._outcome is None:
+            self._outcome = (
+                JobStatus.FINISHED_EXCEPTION,
+                f"the workflow process exited with code {returncode} without finishing",
+                {"site": "server", "type": "ProcessExit", "message": f"exit code {returncode}"},
+            )
+        if self._writer is not None:
+            self._writer.close()
+        await self._finish()
+
+    async def _relay(self, reader: asyncio.StreamReader) -> None:
+        """Handle the controller's messages in order until EOF."""
         try:
             while (message := await read_message(reader)) is not None:
                 await self._handle(message)
@@ -192,15 +224,6 @@ class JobRun:
                 error = {"site": "server", "type": "ChannelError", "message": reason}
                 self._outcome = (JobStatus.FINISHED_EXCEPTION, reason, error)
             self.kill()  # unread, it would block on its next message and never exit
-        assert self._proc is not None
-        returncode = await self._proc.wait()
-        if self._outcome is None:
-            self._outcome = (
-                JobStatus.FINISHED_EXCEPTION,
-                f"the workflow process exited with code {returncode} without finishing",
-                {"site": "server", "type": "ProcessExit", "message": f"exit code {returncode}"},
-            )
-        await self._finish()
 
     async def _handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
@@ -429,9 +452,18 @@ class JobRun:
                 path.unlink(missing_ok=True)
 
     def kill(self) -> None:
-        """Stop the controller's whole process group (server shutdown or abort)."""
-        if self._proc is not None and self._proc.returncode is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        """SIGKILL the controller's process group: the controller and whatever it started. Done
+        at the latest when the controller has exited, and never after: once its group is empty
+        the group id may be reused by an unrelated process."""
+        if self._proc is None or self._group_killed:
+            return
+        if self._proc.returncode is not None:
+            self._group_killed = True  # this is the last kill: the group ends with it
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -19,9 +19,12 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from shoal import __version__
+from shoal.errors import ShoalError
 from shoal.fl import logconfig
+from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
+from shoal.site.policy import load_site_policy
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.status import brief
 from shoal.wire.warm import ForkServer
@@ -53,15 +56,16 @@ class SiteAgent:
     def __init__(self, kit_dir: Path, workspace: Path | None = None) -> None:
         kind, config = read_kit_json(kit_dir)
         if kind != "site":
-            raise ValueError(f"{kit_dir} is a {kind} kit, not a site kit")
+            raise ShoalError(
+                "STARTUP_KIT_MISSING", f"{kit_dir} is a {kind} kit, not a site kit", hint=KIT_HINT
+            )
         self.kit_dir = kit_dir
         self.name = str(config["name"])
         server = config["server"]
         self.base_url = f"https://{server['host']}:{server['port']}"
         self.workspace = workspace or kit_dir / "workspace"
         self.workspace.mkdir(parents=True, exist_ok=True)
-        policy_file = kit_dir / "local" / "site_policy.json"
-        self.policy: dict[str, Any] = json.loads(policy_file.read_text()) if policy_file.exists() else {}
+        self.policy: dict[str, Any] = load_site_policy(kit_dir)  # refuses to start on a bad one
         self.jobs: dict[str, SiteJob] = {}
         self._acks: dict[tuple[str, str], asyncio.Future[bool]] = {}  # inline results in flight
         self._kept: list[dict[str, Any]] = []  # send(keep=True) while disconnected

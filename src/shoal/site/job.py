@@ -35,6 +35,11 @@ LOG_CHUNK_MAX = 256 * 1024
 OUTPUT_READ = 64 * 1024  # the script's output is read in pieces of this, whatever its lines
 RECORD_MAX = 64 * 1024  # a longer output line (a progress bar redrawn with \r) is cut into records
 TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
+# The server's MAX_LOG_BYTES (shoal.server.site_routes), which refuses a longer log whole; the
+# site does not import server code, and a unit test keeps the two equal.
+LOG_UPLOAD_MAX = 64 * 2**20
+CUT_NOTE_MAX = 1024  # room kept for the first line of a cut log, which says what was cut
+LINE_SEARCH = 2**20  # how far a cut log looks for the start of its first whole line
 
 
 class SiteJob:
@@ -59,17 +64,22 @@ class SiteJob:
         return self.dir / "log.txt"
 
     def _append_log(self, line: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a") as f:
-            f.write(line.rstrip("\n") + "\n")
+        """A line of the site's own in the job's log; best effort: the disk that refuses it
+        is often the very failure being logged, and that must still be reported."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a") as f:
+                f.write(line.rstrip("\n") + "\n")
+        except OSError as exc:
+            log.warning("job %s: cannot write to its log (%s): %s", self.job_id, exc, line)
 
     async def start(self) -> None:
         try:
             await self._start()
         except Exception as exc:
             log.exception("job %s could not start", self.job_id)
-            self._append_log(f"shoal site: could not start the job: {exc}")
             await self._report_failure(type(exc).__name__, str(exc))
+            self._append_log(f"shoal site: could not start the job: {exc}")
         finally:
             self._started.set()
 
@@ -131,6 +141,18 @@ class SiteJob:
         lines: a line of any length (a progress bar that only ever redraws with \\r) must not
         stop the reading, or the script blocks on a full pipe. Past RECORD_MAX a line is cut
         into several records."""
+        try:
+            await self._write_output(stream)
+        except OSError as exc:
+            # A full or read-only disk: the job cannot keep its output, so it fails now, saying
+            # why, rather than hanging on a script blocked on a pipe nobody reads.
+            log.error("job %s: cannot write the script's output: %s", self.job_id, exc)
+            await self._report_failure(type(exc).__name__, f"cannot keep the script's output: {exc}")
+            self._kill_group_of(self.proc)
+            while await stream.read(OUTPUT_READ):  # drained, so nothing blocks on the pipe
+                pass
+
+    async def _write_output(self, stream: asyncio.StreamReader) -> None:
         with self.log_path.open("ab") as text, self.json_log_path.open("a", encoding="utf-8") as records:
             pending = b""
             while chunk := await stream.read(OUTPUT_READ):
@@ -215,6 +237,8 @@ class SiteJob:
                 await asyncio.wait_for(asyncio.shield(self._capture), 2.0)
             except TimeoutError:
                 pass
+            except Exception:  # reported by the capture itself; the exit is still reported
+                log.exception("job %s: capturing the script's output failed", self.job_id)
         if not self._ending and code != 0:
             await self._report_failure(
                 "ProcessExit", f"the training script exited with code {code}{self._tail()}"
@@ -344,14 +368,60 @@ class SiteJob:
                 self._capture.cancel()
             except Exception:  # the log is incomplete; the job's end is still confirmed below
                 log.exception("job %s: capturing the script's output failed", self.job_id)
-        uploads = [self.agent.upload(f"/site/v1/jobs/{self.job_id}/log", self.log_path, {})]
-        if self.json_log_path.exists():
-            path = f"/site/v1/jobs/{self.job_id}/log?file=log.json"
-            uploads.append(self.agent.upload(path, self.json_log_path, {}))
-        for outcome in await asyncio.gather(*uploads, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                log.warning("job %s: could not upload the log: %s", self.job_id, outcome)
+        # One after the other: the server receives both files of a site through the same
+        # temporary file name (log.part), so two uploads at once could swap their contents.
+        for path, route in (
+            (self.log_path, f"/site/v1/jobs/{self.job_id}/log"),
+            (self.json_log_path, f"/site/v1/jobs/{self.job_id}/log?file=log.json"),
+        ):
+            try:
+                await self._upload_log(path, route)
+            except Exception as exc:  # the job's end is still confirmed below
+                log.warning("job %s: could not upload %s: %s", self.job_id, path.name, exc)
         await self.agent.send({"type": "ended", "job_id": self.job_id}, keep=True)
+
+    async def _upload_log(self, path: Path, route: str) -> None:
+        """Upload one log file. The server refuses a log past LOG_UPLOAD_MAX whole, so a longer
+        one goes as its last part (what explains a failure is at the end), from a line (or
+        record) boundary, and the job's meta gets a notice saying it was cut."""
+        if not path.exists():
+            return  # the script never started, or the disk refused the file: nothing to send
+        size = path.stat().st_size
+        if size <= LOG_UPLOAD_MAX:
+            await self.agent.upload(route, path, {})
+            return
+        tail = path.with_name(path.name + ".tail")
+        try:
+            dropped = await asyncio.to_thread(self._write_log_tail, path, tail, size)
+            await self.agent.send(
+                {
+                    "type": "notice",
+                    "job_id": self.job_id,
+                    "message": f"{path.name} was cut for upload: its first {dropped} of {size} bytes "
+                    f"were dropped (the server keeps at most {LOG_UPLOAD_MAX // 2**20} MiB); "
+                    f"the whole file is in the site's workspace",
+                },
+                keep=True,
+            )
+            await self.agent.upload(route, tail, {})
+        finally:
+            tail.unlink(missing_ok=True)
+
+    def _write_log_tail(self, path: Path, tail: Path, size: int) -> int:
+        """Write the end of ``path`` that fits the server's limit to ``tail``, after a first
+        line saying how much was cut; the bytes dropped."""
+        start = size - (LOG_UPLOAD_MAX - CUT_NOTE_MAX)
+        with path.open("rb") as src:
+            src.seek(start)
+            newline = src.read(LINE_SEARCH).find(b"\n")
+            start += newline + 1  # the first whole line; a line longer than LINE_SEARCH is cut
+            src.seek(start)
+            note = f"shoal site: the first {start} of {size} bytes of this log were cut (server limit)"
+            line = self._record(note.encode()) if path == self.json_log_path else note + "\n"
+            with tail.open("wb") as out:
+                out.write(line.encode("utf-8")[:CUT_NOTE_MAX])
+                shutil.copyfileobj(src, out, OUTPUT_READ)
+        return start
 
     async def stop_process(self, polite: bool = False) -> None:
         """Wait for the script to leave (if ``polite``), then SIGTERM, then SIGKILL its group."""

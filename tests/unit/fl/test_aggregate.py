@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shoal.fl.aggregate import WeightedSum
+from shoal.fl.aggregate import UpdateMismatch, WeightedSum
 from shoal.wire.models import LazyParams, save_params
 
 
@@ -95,3 +95,56 @@ def test_float16_updates_weighted_by_large_example_counts_do_not_overflow(tmp_pa
         out = acc.result()["w"]
         assert out.dtype == np.float16
         np.testing.assert_array_equal(out, np.full(6, 2.0, dtype=np.float16))
+
+
+def _as_read_from_file(params: dict[str, np.ndarray], path: Path) -> LazyParams:
+    save_params(params, path)
+    return LazyParams(path)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_an_update_of_another_dtype_is_refused_and_leaves_the_sum_as_it_was(
+    tmp_path: Path, streamed: bool
+) -> None:
+    """float32 then int64 used to be summed and cast to the first's dtype, or truncated to the
+    int64 [1, 1, 1] where the mean is 1.25: now the second update is refused, untouched."""
+    first = {"w": np.full(3, 0.5, np.float32), "b": np.ones(2, np.float32)}
+    other = {"w": np.full(3, 2, np.int64), "b": np.ones(2, np.float32)}
+    acc = WeightedSum()
+    acc.add(_as_read_from_file(first, tmp_path / "a.safetensors") if streamed else first, 1)
+    with pytest.raises(UpdateMismatch, match="'w' is int64, expected float32"):
+        acc.add(_as_read_from_file(other, tmp_path / "b.safetensors") if streamed else other, 1)
+    assert acc.count == 1 and acc.total_weight == 1
+    out = acc.result()
+    np.testing.assert_array_equal(out["b"], np.ones(2, np.float32))  # 'b' was not added twice
+    np.testing.assert_array_equal(out["w"], np.full(3, 0.5, np.float32))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_bool_tensors_cannot_be_averaged(tmp_path: Path, streamed: bool) -> None:
+    flags = {"mask": np.array([True, False, True])}
+    acc = WeightedSum()
+    with pytest.raises(UpdateMismatch, match="'mask' is bool, which cannot be averaged"):
+        acc.add(_as_read_from_file(flags, tmp_path / "m.safetensors") if streamed else flags, 1)
+    assert acc.count == 0
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_integer_tensors_average_to_the_nearest_integer_in_their_own_dtype(
+    tmp_path: Path, streamed: bool
+) -> None:
+    """(1*1 + 2*2) / 3 = 1.67 is 2, where a cast alone truncated to 1 (a BatchNorm counter)."""
+    updates = [{"n": np.array([1, 7], np.int64)}, {"n": np.array([2, 7], np.int64)}]
+    acc = WeightedSum()
+    for i, (update, weight) in enumerate(zip(updates, (1, 2), strict=True)):
+        acc.add(_as_read_from_file(update, tmp_path / f"{i}.safetensors") if streamed else update, weight)
+    out = acc.result()["n"]
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, [2, 7])
+
+
+def test_a_mismatch_says_which_tensors_are_missing_and_which_are_extra() -> None:
+    acc = WeightedSum()
+    acc.add({"w": np.zeros(2), "b": np.zeros(1)}, 1)
+    with pytest.raises(UpdateMismatch, match=r"missing \['b'\], unexpected \['v'\]"):
+        acc.add({"w": np.zeros(2), "v": np.zeros(1)}, 1)

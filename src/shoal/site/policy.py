@@ -1,0 +1,58 @@
+"""A site's own policy, ``<site kit>/local/site_policy.json``: read and checked once, at start.
+
+A policy protects the site, so it must never fail open: a value of the wrong type (the string
+``"false"`` is truthy), an unknown key (a misspelt ``allow_custom_cod``) or a file that is not
+a JSON object refuses to start the agent, naming the file and the key, instead of running
+jobs with the protection silently off.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ShoalError
+
+POLICY_FILE = Path("local") / "site_policy.json"
+BOOL_KEYS = ("allow_custom_code", "allow_log_streaming")  # absent means allowed
+STRING_LIST_KEYS = ("studies",)  # absent or null means every study
+POLICY_HINT = (
+    "Fix the site's local/site_policy.json: a JSON object whose allow_custom_code and "
+    "allow_log_streaming are true or false and whose studies is a list of study names (or null: every study)."
+)
+
+
+def load_site_policy(kit_dir: Path) -> dict[str, Any]:
+    """The checked policy of the site kit at ``kit_dir`` ({} when it has none)."""
+    path = kit_dir / POLICY_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _bad(path, f"cannot read it: {exc}") from exc
+    return check_site_policy(data, path)
+
+
+def check_site_policy(data: object, path: Path) -> dict[str, Any]:
+    """``data`` as a policy, or LOCAL_FILE_ERROR naming ``path`` and the offending key."""
+    if not isinstance(data, dict):
+        raise _bad(path, f"it must be a JSON object, not {type(data).__name__}")
+    unknown = sorted(set(data) - {*BOOL_KEYS, *STRING_LIST_KEYS})
+    if unknown:
+        raise _bad(path, f"unknown key(s) {', '.join(map(repr, unknown))}", key=unknown[0])
+    for key in BOOL_KEYS:
+        if key in data and not isinstance(data[key], bool):
+            raise _bad(path, f"'{key}' must be true or false, not {json.dumps(data[key])}", key=key)
+    for key in STRING_LIST_KEYS:
+        value = data.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise _bad(path, f"'{key}' must be a list of strings or null, not {json.dumps(value)}", key=key)
+    return dict(data)
+
+
+def _bad(path: Path, problem: str, **details: Any) -> ShoalError:
+    return ShoalError(
+        "LOCAL_FILE_ERROR", f"site policy {path}: {problem}", hint=POLICY_HINT, file=str(path), **details
+    )

@@ -1,0 +1,156 @@
+"""How a job ends when its workflow or a site's update misbehaves, on the real POC federation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import Federation
+
+pytestmark = pytest.mark.e2e
+
+FORKY_WORKFLOW = """
+import os, time
+from shoal.fl.workflow import Workflow
+
+class Forky(Workflow):
+    def run(self):
+        pid = os.fork()
+        if pid == 0:  # the child holds the workflow's channel open while it sleeps
+            time.sleep(120)
+            os._exit(0)
+        with open({pid_file!r}, "w") as out:
+            out.write(str(pid))
+        if {fail}:
+            raise RuntimeError("the workflow gave up")
+"""
+
+
+def _hello(dest: Path) -> Path:
+    shutil.copytree(EXAMPLES / "hello-numpy", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+@pytest.mark.parametrize(
+    ("fail", "status", "code"),
+    [(False, "FINISHED_OK", 0), (True, "FINISHED_EXCEPTION", 1)],
+    ids=["workflow-finishes", "workflow-raises"],
+)
+def test_a_workflow_that_forks_ends_its_job_when_it_exits_and_its_child_dies(
+    federation: Federation, tmp_path: Path, fail: bool, status: str, code: int
+) -> None:
+    """The job used to stay RUNNING until the forked child let go of the controller's channel
+    (read to EOF), abort then blocked on it, and the child outlived the job: now the job settles
+    when the controller exits and its whole process group is killed."""
+    job = _hello(tmp_path / "job")
+    pid_file = tmp_path / "child.pid"
+    (job / "app" / "custom" / "mywf.py").write_text(FORKY_WORKFLOW.format(pid_file=str(pid_file), fail=fail))
+    (job / "app" / "config" / "config_fed_server.json").write_text(
+        json.dumps({"workflow": {"class": "mywf.Forky"}})
+    )
+    started = time.monotonic()
+    got, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "40")
+    assert got == code and doc["data"]["status"] == status, doc
+    assert time.monotonic() - started < 35
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child), f"the workflow's child {child} outlived its job"
+    if fail:
+        _, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
+        assert "the workflow gave up" in meta["data"]["first_error"]["message"], meta
+
+
+#: Each site sends back the tensors given for it in SENDS (name -> [dtype, values]), after
+#: ``delay`` seconds, so that site-1's update is the round's first one.
+SENDING_CLIENT = """
+import json, time
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+SENDS = json.loads({sends!r})
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    mine = SENDS[flare.site_name()]
+    time.sleep(mine["delay"])
+    params = {{name: np.array(values, dtype=dtype) for name, (dtype, values) in mine["params"].items()}}
+    flare.send(FLModel(params=params, num_examples=1))
+"""
+
+GOOD = {"w": ["float32", [0.5, 0.5, 0.5]]}
+
+
+def _sending_job(
+    dest: Path, workflow: dict[str, Any], site_2: dict[str, Any], site_1: dict[str, Any] = GOOD
+) -> Path:
+    job = _hello(dest)
+    sends = {
+        "site-1": {"delay": 0, "params": site_1},
+        "site-2": {"delay": 1.5, "params": site_2},
+    }
+    (job / "app" / "custom" / "client.py").write_text(SENDING_CLIENT.format(sends=json.dumps(sends)))
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(workflow))
+    return job
+
+
+FEDAVG = {"workflow": "fedavg", "args": {"num_rounds": 1}}
+CROSS_EVAL = {"workflow": "cross_site_eval", "args": {"num_rounds": 1}}
+CYCLIC = {"workflow": "cyclic", "args": {"num_rounds": 1}}
+
+
+@pytest.mark.parametrize(
+    ("workflow", "site_2", "says"),
+    [
+        (FEDAVG, {"w": ["int64", [2, 2, 2]]}, "tensor 'w' is int64, expected float32"),
+        (FEDAVG, {"w": ["float32", [1, 1, 1, 1]]}, "tensor 'w' has shape (4,), expected (3,)"),
+        (FEDAVG, {"v": ["float32", [1, 1, 1]]}, "missing ['w'], unexpected ['v']"),
+        (CROSS_EVAL, {"w": ["float64", [1, 1, 1]]}, "tensor 'w' is float64, expected float32"),
+        (CYCLIC, {"w": ["float32", [1, 1, 1, 1]]}, "tensor 'w' has shape (4,), expected (3,)"),
+    ],
+    ids=["fedavg-dtype", "fedavg-shape", "fedavg-names", "cross-site-eval-dtype", "cyclic-shape"],
+)
+def test_an_update_that_does_not_fit_fails_the_job_naming_its_site(
+    federation: Federation, tmp_path: Path, workflow: dict[str, Any], site_2: dict[str, Any], says: str
+) -> None:
+    """A float32 and an int64 update used to average to a truncated int64 model, FINISHED_OK;
+    mismatched names or shapes ended FINISHED_EXCEPTION blaming "server". Now the job is FAILED
+    and the reason and first_error name the site whose update disagreed."""
+    job = _sending_job(tmp_path / "job", workflow, site_2)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = meta["data"]["first_error"]
+    assert error["site"] == "site-2", error
+    assert says in error["message"] and "site-2 sent an update that cannot be used" in error["message"]
+    assert "site-2 sent an update" in meta["data"]["status_reason"], meta
+
+
+def test_bool_tensors_are_not_averaged(federation: Federation, tmp_path: Path) -> None:
+    """They used to be "averaged" without a word: the round's first update is refused."""
+    flags = {"mask": ["bool", [True, False, True]]}
+    job = _sending_job(tmp_path / "job", FEDAVG, flags, site_1=flags)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = meta["data"]["first_error"]
+    assert error["site"] == "site-1" and "'mask' is bool, which cannot be averaged" in error["message"], error
