@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 Sender = Callable[[dict[str, Any]], Awaitable[None]]
+Closer = Callable[[], Coroutine[Any, Any, object]]
+
+
+async def _nothing_to_close() -> None:
+    return None
 
 
 @dataclass
@@ -18,6 +24,18 @@ class ConnectedSite:
     connected_at: float = field(default_factory=time.time)
     version: str = ""
     policy: dict[str, Any] = field(default_factory=dict)
+    serial: str = ""  # the certificate's serial, so a revoked certificate's channel can be found
+    close: Closer = _nothing_to_close  # ends the channel: the agent sees it close and reconnects
+
+
+_CLOSING: set[asyncio.Task[object]] = set()  # closes in flight (the loop holds tasks weakly)
+
+
+def close_channel(site: ConnectedSite) -> None:
+    """Close a site's control channel without waiting for the close handshake."""
+    task = asyncio.get_running_loop().create_task(site.close())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
 
 
 class SiteRegistry:
@@ -28,10 +46,14 @@ class SiteRegistry:
         self._sites: dict[str, ConnectedSite] = {}
         self._outbox: dict[str, list[dict[str, Any]]] = {}
 
-    def add(self, site: ConnectedSite) -> list[dict[str, Any]]:
-        """Register a (re)connected site; returns what waited for it in its outbox."""
+    def add(self, site: ConnectedSite) -> tuple[list[dict[str, Any]], ConnectedSite | None]:
+        """Register a (re)connected site; returns what waited for it in its outbox, and the
+        older connection of the same site it replaced, if one is still registered: the caller
+        must close that one, or it stays open unregistered and its agent never reconnects."""
+        previous = self._sites.get(site.name)
         self._sites[site.name] = site
-        return self._outbox.pop(site.name, [])
+        replaced = previous if previous is not None and previous.send is not site.send else None
+        return self._outbox.pop(site.name, []), replaced
 
     def hold(self, name: str) -> None:
         """The site dropped off: keep its messages until it returns or ``drop`` is called."""

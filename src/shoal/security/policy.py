@@ -13,10 +13,7 @@ from pathlib import Path
 
 from shoal.errors import ShoalError
 from shoal.security.identity import Identity
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
+from shoal.security.localfiles import json_object, operator_file_error, read_operator_json
 
 RIGHTS = ("submit_job", "view", "manage_job", "download_job", "clone_job", "view_logs")
 CONDITIONS = ("any", "org", "own", "none")
@@ -47,7 +44,7 @@ class Policy:
     def __init__(self, table: dict[str, dict[str, str]]) -> None:
         for role, rights in table.items():
             for right, cond in rights.items():
-                if right not in RIGHTS or cond not in CONDITIONS:
+                if right not in RIGHTS or not isinstance(cond, str) or cond not in CONDITIONS:
                     raise ValueError(
                         f"policy: role {role!r} has an unknown right or condition: {right}={cond}"
                     )
@@ -55,11 +52,20 @@ class Policy:
 
     @classmethod
     def load(cls, path: Path) -> Policy:
-        """The policy file if present, else the default (a missing file must not open everything)."""
-        if not path.exists():
+        """The policy file if present, else the default (a missing file must not open everything).
+        A damaged one is LOCAL_FILE_ERROR naming it, not a server that starts with a guess."""
+        data = read_operator_json(path)
+        if data is None:
             return cls(DEFAULT_POLICY)
-        data: dict[str, Any] = json.loads(path.read_text())
-        return cls(data.get("roles", data))
+        data = json_object(data, path)
+        roles = json_object(data.get("roles", data), path, "roles")
+        table: dict[str, dict[str, str]] = {}
+        for role, rights in roles.items():
+            table[role] = json_object(rights, path, f"roles.{role}")
+        try:
+            return cls(table)
+        except ValueError as exc:
+            raise operator_file_error(path, str(exc)) from exc
 
     def condition(self, role: str | None, right: str) -> str:
         return self.table.get(role or "", {}).get(right, "none")

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import signal
+import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 from aiohttp import web
 
+from shoal.errors import ShoalError
 from shoal.fl import logconfig
 from shoal.scheduler.scheduler import Scheduler
-from shoal.scheduler.sites import SiteRegistry
+from shoal.scheduler.sites import SiteRegistry, close_channel
+from shoal.security.identity import Identity
+from shoal.security.kitfiles import KIT_HINT
+from shoal.security.localfiles import byte_count, json_object, read_operator_json
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
@@ -32,52 +41,137 @@ from shoal.store.sqlite import SqliteJobStore
 from shoal.wire.models import RESULT_HEADER_MAX
 
 SHUTDOWN_GRACE = 2.0  # seconds open requests get to finish when the server stops
+REVOCATION_CHECK = 1.0  # seconds between looks at revoked.json for connected sites to close
+LOCK_FILE = "server.lock"
 
 log = logging.getLogger("shoal.server")
 
 
-def build_context(kit_dir: Path, workspace: Path) -> ServerContext:
+def server_config(kit_dir: Path) -> dict[str, Any]:
+    """The kit's fed_server.json, with the fields the server needs checked (STARTUP_KIT_MISSING
+    naming the field): a server for project '' would serve, and mislead, everyone."""
     _, config = read_kit_json(kit_dir)
-    workspace.mkdir(parents=True, exist_ok=True)
-    store = SqliteJobStore(workspace / "store.db")
+    where = kit_dir / "startup" / "fed_server.json"
+    project = config.get("project")
+    if not isinstance(project, str) or not project.strip():
+        raise ShoalError("STARTUP_KIT_MISSING", f"{where} names no 'project'", hint=KIT_HINT)
+    sites = config.get("sites", [])
+    if not isinstance(sites, list) or not all(isinstance(site, str) for site in sites):
+        raise ShoalError("STARTUP_KIT_MISSING", f"{where}: 'sites' must be a list of names", hint=KIT_HINT)
+    return config
+
+
+def listen_port(port: object, source: str) -> int:
+    """A TCP port 0-65535 (0 picks a free one); INVALID_ARGS naming where it came from."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ShoalError("INVALID_ARGS", f"{source} {port!r} is not a port (0-65535; 0 picks a free one)")
+    return port
+
+
+def lock_workspace(workspace: Path) -> TextIO:
+    """Hold an exclusive lock on the workspace for this process's life (the kernel releases it
+    when the process dies, however it dies): a second server on the same store would settle
+    the first one's running jobs as ABANDONED while the first kept running them."""
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        handle = (workspace / LOCK_FILE).open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise ShoalError(
+            "LOCAL_FILE_ERROR",
+            f"cannot use the workspace {workspace}: {exc.strerror or exc}",
+            path=str(workspace),
+        ) from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ShoalError(
+            "LOCAL_FILE_ERROR",
+            f"the workspace {workspace} belongs to a running shoal server (pid {holder})",
+            path=str(workspace),
+            hint=f"Stop that server (pid {holder}) first, or give this one another --workspace.",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+@dataclass
+class LocalFiles:
+    """The operator's files in ``<kit>/local/``, read and checked before anything is written."""
+
+    studies: Studies
+    policy: Policy
+    limits: dict[str, int]
+    deny: DenyList
+
+
+def read_local_files(kit_dir: Path) -> LocalFiles:
+    """LOCAL_FILE_ERROR naming the file and key for a damaged one (a damaged revocation list
+    must never be read as "nobody revoked")."""
+    local = kit_dir / "local"
+    deny = DenyList(local / "revoked.json")
+    deny.load()
+    return LocalFiles(
+        studies=Studies.load(local / "studies.json"),
+        policy=Policy.load(local / "authorization.json"),
+        limits=_limits(local / "limits.json"),
+        deny=deny,
+    )
+
+
+def build_context(kit_dir: Path, workspace: Path, local: LocalFiles) -> ServerContext:
+    config = server_config(kit_dir)
+    try:
+        store = SqliteJobStore(workspace / "store.db")
+    except (OSError, sqlite3.Error) as exc:
+        raise ShoalError(
+            "LOCAL_FILE_ERROR",
+            f"cannot open the job store {workspace / 'store.db'}: {exc}",
+            path=str(workspace),
+        ) from exc
     blobs = BlobStore(workspace / "blobs")
     sites = SiteRegistry()
-    studies = Studies.load(kit_dir / "local" / "studies.json")
-    scheduler = Scheduler(store, blobs, workspace / "jobs", sites, study_sites=studies.sites)
+    scheduler = Scheduler(store, blobs, workspace / "jobs", sites, study_sites=local.studies.sites)
     ctx = ServerContext(
         store=store,
         blobs=blobs,
         scheduler=scheduler,
         sites=sites,
         workspace=workspace,
-        project=str(config.get("project", "")),
+        project=str(config["project"]),
         provisioned_sites=list(config.get("sites", [])),
-        studies=studies,
+        studies=local.studies,
         kit_dir=kit_dir,
-        policy=Policy.load(kit_dir / "local" / "authorization.json"),
+        policy=local.policy,
     )
-    limits = _limits(kit_dir / "local" / "limits.json")
-    ctx.max_upload_bytes = limits.get("max_upload_bytes", ctx.max_upload_bytes)
-    ctx.max_store_bytes = limits.get("max_store_bytes", ctx.max_store_bytes)
-    ctx.min_free_bytes = limits.get("min_free_bytes", ctx.min_free_bytes)
+    ctx.max_upload_bytes = local.limits.get("max_upload_bytes", ctx.max_upload_bytes)
+    ctx.max_store_bytes = local.limits.get("max_store_bytes", ctx.max_store_bytes)
+    ctx.min_free_bytes = local.limits.get("min_free_bytes", ctx.min_free_bytes)
     return ctx
 
 
 def _limits(path: Path) -> dict[str, int]:
-    """Optional ``local/limits.json``: max_upload_bytes, max_store_bytes, min_free_bytes."""
-    if not path.exists():
+    """Optional ``local/limits.json``: max_upload_bytes, max_store_bytes, min_free_bytes, each
+    a whole number of bytes (LOCAL_FILE_ERROR naming the key otherwise)."""
+    data = read_operator_json(path)
+    if data is None:
         return {}
-    data = json.loads(path.read_text())
+    data = json_object(data, path)
     keys = ("max_upload_bytes", "max_store_bytes", "min_free_bytes")
-    return {k: int(data[k]) for k in keys if k in data}
+    return {k: byte_count(data[k], path, k) for k in keys if k in data}
 
 
-def build_app(ctx: ServerContext) -> web.Application:
+def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:
     app = web.Application(
         middlewares=[audit_middleware, errors_middleware, identity_middleware], client_max_size=4 * 2**20
     )
     app[CTX] = ctx
-    app[DENY_KEY] = DenyList(ctx.kit_dir / "local" / "revoked.json")
+    app[DENY_KEY] = deny
     app[AUDIT_KEY] = AuditLog(ctx.workspace / "audit.jsonl")
     app.add_routes(admin_routes.routes())
     app.add_routes(admin_manage.routes())
@@ -86,17 +180,46 @@ def build_app(ctx: ServerContext) -> web.Application:
     return app
 
 
+def close_revoked_sites(ctx: ServerContext, deny: DenyList) -> None:
+    """Unlist and close the channel of every connected site the deny list now names: its
+    open channel was authenticated before it was revoked, and would otherwise still be
+    listed and given jobs. Its reconnect is refused (identity_middleware)."""
+    for site in ctx.sites.all():
+        reason = deny.reason(Identity(site.name, site.org, "site", None, site.serial))
+        if reason is None or not ctx.sites.remove(site.name, site.send):
+            continue
+        log.warning("closing the channel of site %s: %s", site.name, reason)
+        ctx.scheduler.site_disconnected(site.name)
+        close_channel(site)
+
+
+async def watch_revocations(ctx: ServerContext, deny: DenyList) -> None:
+    while True:
+        try:
+            close_revoked_sites(ctx, deny)
+        except Exception:  # the watch must outlive any one failure, or revocation stops working
+            log.exception("checking connected sites against the revocation list failed")
+        await asyncio.sleep(REVOCATION_CHECK)
+
+
 async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | None) -> None:
     """Run until SIGTERM/SIGINT; settle jobs a previous run left behind before accepting work."""
-    _, config = read_kit_json(kit_dir)
+    config = server_config(kit_dir)
     host = host or str(config.get("host", "127.0.0.1"))
-    port = int(port if port is not None else config.get("port", 0))
-    ctx = build_context(kit_dir, workspace)
+    port = (
+        listen_port(port, "--port")
+        if port is not None
+        else listen_port(config.get("port", 0), "the kit's port")
+    )
+    local = read_local_files(kit_dir)  # refused before the workspace is touched
+    lock = lock_workspace(workspace)  # before the store is opened, let alone settled
+    ctx = build_context(kit_dir, workspace, local)
+    app = build_app(ctx, local.deny)
     settled = ctx.scheduler.settle_after_restart()
     if settled:
         log.warning("settled %d job(s) left running by a previous server process", settled)
     runner = web.AppRunner(
-        build_app(ctx),
+        app,
         access_log=None,
         handle_signals=False,
         max_field_size=RESULT_HEADER_MAX + 1024,  # X-Shoal-Result carries a result's metrics and meta
@@ -112,15 +235,18 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     log.info("shoal server for project %s listening on https://%s:%s", ctx.project, bound[0], bound[1])
     ctx.scheduler.kick()
     ctx.scheduler.launcher.warm_up()
+    watcher = asyncio.get_running_loop().create_task(watch_revocations(ctx, app[DENY_KEY]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    watcher.cancel()
     await ctx.scheduler.shutdown()
     await runner.cleanup()
     ctx.store.close()
+    lock.close()
 
 
 def run_server(

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 
 from shoal.errors import ShoalError
 from shoal.scheduler.runner import JobRun
-from shoal.scheduler.sites import ConnectedSite
+from shoal.scheduler.sites import ConnectedSite, close_channel
 from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.streaming import save_body, stream_file
@@ -38,7 +38,7 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
     async def send(message: dict[str, Any]) -> None:
         await ws.send_json(message)
 
-    site = ConnectedSite(name=ident.name, org=ident.org, send=send)
+    site = ConnectedSite(name=ident.name, org=ident.org, send=send, serial=ident.serial, close=ws.close)
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -55,7 +55,9 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                 site.version = str(data.get("version", ""))
                 site.policy = dict(data.get("policy") or {})
                 reported = {str(j) for j in data.get("jobs", [])}
-                waiting = ctx.sites.add(site)
+                waiting, replaced = ctx.sites.add(site)
+                if replaced is not None:
+                    _close_replaced(replaced)
                 ctx.seen_sites.add(site.name)
                 log.info("site %s connected", site.name)
                 await send({"type": "welcome", "project": ctx.project})
@@ -84,6 +86,15 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
             log.info("site %s disconnected", site.name)
             ctx.scheduler.site_disconnected(site.name)
     return ws
+
+
+def _close_replaced(old: ConnectedSite) -> None:
+    """A second agent with the same site certificate took the registration: close the older
+    channel, so no open channel is left unregistered (its agent would sit on it, never
+    reconnecting, while the site vanished from the server when the newer one left). Its agent
+    sees the close and reconnects, taking the registration back if it is the real one."""
+    log.warning("site %s connected again; closing its older connection", old.name)
+    close_channel(old)
 
 
 def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
@@ -255,7 +266,7 @@ async def job_log(request: web.Request) -> web.Response:
         raise ShoalError("INVALID_ARGS", f"log file must be one of {', '.join(LOG_FILES)}")
     dest = run.paths.site_log(site).with_name(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".part")
+    tmp = dest.with_name(name + ".part")  # one per file: log.txt and log.json may arrive together
     await save_body(request, tmp, MAX_LOG_BYTES)
     tmp.replace(dest)
     return json_response({"ok": True})

@@ -7,14 +7,16 @@ Declared in ``<server kit>/local/studies.json``:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
 from shoal.security.identity import Identity
+from shoal.security.localfiles import json_object, operator_file_error, read_operator_json, string_list
 
 DEFAULT_STUDY = "default"
+#: What a study may say; each is a list of strings (a lone string would be matched as a substring).
+STUDY_KEYS = ("sites", "admins", "orgs")
 
 
 class Studies:
@@ -23,26 +25,43 @@ class Studies:
 
     @classmethod
     def load(cls, path: Path) -> Studies:
-        if not path.exists():
+        """The studies file, checked: LOCAL_FILE_ERROR naming the key that is wrong. An unknown
+        key is refused too, since a misspelt ``admins`` would silently leave a study closed."""
+        data = read_operator_json(path)
+        if data is None:
             return cls({})
-        data: dict[str, Any] = json.loads(path.read_text())
-        return cls(dict(data.get("studies", {})))
+        declared = json_object(json_object(data, path).get("studies", {}), path, "studies")
+        studies: dict[str, dict[str, Any]] = {}
+        for name, raw in declared.items():
+            spec = json_object(raw, path, f"studies.{name}")
+            unknown = sorted(set(spec) - set(STUDY_KEYS))
+            if unknown:
+                raise operator_file_error(
+                    path,
+                    f"study '{name}' has unknown key(s) {', '.join(unknown)}; known: {', '.join(STUDY_KEYS)}",
+                )
+            studies[name] = {key: string_list(spec[key], path, f"studies.{name}.{key}") for key in spec}
+        return cls(studies)
 
     def names(self) -> list[str]:
         return sorted({DEFAULT_STUDY, *self.studies})
+
+    def may_use(self, study: str, who: Identity) -> bool:
+        """Project admins may use every study; others the ones naming them or their org."""
+        spec = self.studies.get(study)
+        if study == DEFAULT_STUDY or who.role == "project_admin":
+            return True
+        return spec is not None and (who.name in spec.get("admins", []) or who.org in spec.get("orgs", []))
 
     def require(self, study: str, who: Identity) -> str:
         """The study, if it exists and ``who`` may use it (project admins may use every study)."""
         if study == DEFAULT_STUDY:
             return study
-        spec = self.studies.get(study)
-        if spec is None:
-            raise ShoalError("STUDY_NOT_FOUND", f"known studies: {', '.join(self.names())}", study=study)
-        if (
-            who.role == "project_admin"
-            or who.name in spec.get("admins", [])
-            or who.org in spec.get("orgs", [])
-        ):
+        if study not in self.studies:
+            # Only the studies the caller may use: the others' names are not theirs to learn.
+            usable = [name for name in self.names() if self.may_use(name, who)]
+            raise ShoalError("STUDY_NOT_FOUND", f"studies you may use: {', '.join(usable)}", study=study)
+        if self.may_use(study, who):
             return study
         raise ShoalError("NOT_AUTHORIZED", f"{who.name} is not a member of study '{study}'")
 
