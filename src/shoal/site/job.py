@@ -159,11 +159,13 @@ class SiteJob:
                 text.write(chunk)
                 text.flush()
                 *lines, pending = (pending + chunk).split(b"\n")
-                while len(pending) >= RECORD_MAX:
-                    lines.append(pending[:RECORD_MAX])
-                    pending = pending[RECORD_MAX:]
+                while len(pending) >= RECORD_MAX:  # an unfinished line: its full pieces go now
+                    cut = _utf8_boundary(pending[:RECORD_MAX])
+                    lines.append(pending[:cut])
+                    pending = pending[cut:]
                 for line in lines:
-                    records.write(self._record(line))
+                    for piece in _pieces(line):
+                        records.write(self._record(piece))
                 records.flush()
             if pending:
                 records.write(self._record(pending))
@@ -465,3 +467,13 @@ def _utf8_boundary(data: bytes) -> int:
             need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
             return len(data) if back >= need else len(data) - back
     return len(data)  # not UTF-8: cut anywhere
+
+
+def _pieces(line: bytes) -> list[bytes]:
+    """A line as records of at most RECORD_MAX bytes, cut between characters."""
+    pieces = []
+    while len(line) > RECORD_MAX:
+        cut = _utf8_boundary(line[:RECORD_MAX])
+        pieces.append(line[:cut])
+        line = line[cut:]
+    return [*pieces, line]
