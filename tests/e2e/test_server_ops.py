@@ -74,6 +74,12 @@ def test_a_second_server_on_a_live_workspace_is_refused(fed: Federation, tmp_pat
 
 
 def test_a_duplicate_site_agent_does_not_take_the_site_offline(fed: Federation, tmp_path: Path) -> None:
+    """A newer connection of a site closes the older one (CLOSE_REPLACED), whose agent comes back
+    after its longest backoff: the site is never left connected but unlisted, and two agents of
+    one kit take turns every several seconds rather than many times a second."""
+    server_log = fed.workspace / "logs" / "server.log"
+    replaced = "connected again; closing its older connection"
+    before = server_log.read_text().count(replaced)
     duplicate = subprocess.Popen(
         [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / "site-2", "--workspace", tmp_path],
         env=fed.cli.env(),
@@ -86,6 +92,7 @@ def test_a_duplicate_site_agent_does_not_take_the_site_offline(fed: Federation, 
     finally:
         os.killpg(duplicate.pid, signal.SIGTERM)
         duplicate.wait(timeout=30)
+    assert 1 <= server_log.read_text().count(replaced) - before <= 2  # no ping-pong
     # The original agent's channel was closed when the duplicate replaced it; it reconnects.
     eventually(lambda: "site-2" in listed_sites(fed), 30, "site-2 listed again")
     time.sleep(1)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Sender = Callable[[dict[str, Any]], Awaitable[None]]
-Closer = Callable[[], Coroutine[Any, Any, object]]
+Closer = Callable[[int, str], Coroutine[Any, Any, object]]  # (WebSocket close code, reason)
 
 
-async def _nothing_to_close() -> None:
+async def _nothing_to_close(code: int, reason: str) -> None:
     return None
 
 
@@ -31,9 +31,9 @@ class ConnectedSite:
 _CLOSING: set[asyncio.Task[object]] = set()  # closes in flight (the loop holds tasks weakly)
 
 
-def close_channel(site: ConnectedSite) -> None:
+def close_channel(site: ConnectedSite, code: int, reason: str) -> None:
     """Close a site's control channel without waiting for the close handshake."""
-    task = asyncio.get_running_loop().create_task(site.close())
+    task = asyncio.get_running_loop().create_task(site.close(code, reason))
     _CLOSING.add(task)
     task.add_done_callback(_CLOSING.discard)
 

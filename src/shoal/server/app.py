@@ -190,7 +190,7 @@ def close_revoked_sites(ctx: ServerContext, deny: DenyList) -> None:
             continue
         log.warning("closing the channel of site %s: %s", site.name, reason)
         ctx.scheduler.site_disconnected(site.name)
-        close_channel(site)
+        close_channel(site, 1008, "revoked")  # 1008: policy violation
 
 
 async def watch_revocations(ctx: ServerContext, deny: DenyList) -> None:

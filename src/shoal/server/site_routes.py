@@ -18,6 +18,7 @@ from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.streaming import save_body, stream_file
 from shoal.server.views import json_response
+from shoal.wire.channel import CLOSE_REPLACED
 from shoal.wire.models import INLINE_BYTES, check_safetensors
 
 log = logging.getLogger("shoal.server")
@@ -38,7 +39,10 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
     async def send(message: dict[str, Any]) -> None:
         await ws.send_json(message)
 
-    site = ConnectedSite(name=ident.name, org=ident.org, send=send, serial=ident.serial, close=ws.close)
+    async def close(code: int, reason: str) -> object:
+        return await ws.close(code=code, message=reason.encode())
+
+    site = ConnectedSite(name=ident.name, org=ident.org, send=send, serial=ident.serial, close=close)
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -94,7 +98,7 @@ def _close_replaced(old: ConnectedSite) -> None:
     reconnecting, while the site vanished from the server when the newer one left). Its agent
     sees the close and reconnects, taking the registration back if it is the real one."""
     log.warning("site %s connected again; closing its older connection", old.name)
-    close_channel(old)
+    close_channel(old, CLOSE_REPLACED, "replaced by a newer connection of this site")
 
 
 def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:

@@ -25,6 +25,7 @@ from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
 from shoal.site.policy import load_site_policy
+from shoal.wire.channel import CLOSE_REPLACED
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.status import brief
 from shoal.wire.warm import ForkServer
@@ -234,7 +235,9 @@ class SiteAgent:
                             await ws.send_json(self._kept[0])
                             self._kept.pop(0)
                         backoff = BACKOFF_START
-                        await self._listen(ws)
+                        if await self._listen(ws) == CLOSE_REPLACED:
+                            log.warning("another agent with this site's kit connected; retrying in a while")
+                            backoff = BACKOFF_MAX
                 except (aiohttp.ClientError, OSError) as exc:
                     log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
                 finally:
@@ -251,7 +254,10 @@ class SiteAgent:
                 backoff = min(backoff * 2, BACKOFF_MAX)
             await self._end_all("the site agent is stopping")
 
-    async def _listen(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _listen(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
+        """Dispatch the server's messages until the channel ends; the close code the server
+        gave, if it closed it (read from its close frame: aiohttp's ``close_code`` is rewritten
+        by its own closing reply)."""
         stop_task = asyncio.ensure_future(self._stop.wait())
         try:
             while True:
@@ -259,10 +265,12 @@ class SiteAgent:
                 done, _ = await asyncio.wait({receive, stop_task}, return_when=asyncio.FIRST_COMPLETED)
                 if stop_task in done:
                     receive.cancel()
-                    return
+                    return None
                 msg = receive.result()
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    return int(msg.data)
                 if msg.type != aiohttp.WSMsgType.TEXT:
-                    return
+                    return None
                 self._dispatch(json.loads(msg.data))
         finally:
             stop_task.cancel()

@@ -23,6 +23,10 @@ CHANNEL_FD_ENV = "SHOAL_CHANNEL_FD"
 #: result's metrics could pass). A longer line, or one that is not JSON, breaks the channel:
 #: the parent fails the job saying so and kills the process, which nobody would read any more.
 MAX_MESSAGE_BYTES = 16 * 2**20
+#: The close code the server gives a site's control channel (WebSocket) that a newer connection
+#: of the same site replaced. Its agent waits its longest backoff before coming back, so two
+#: agents started with one site's kit take turns every few seconds instead of many times a second.
+CLOSE_REPLACED = 4000
 #: A live metric's name (``flare.log_metric``): it is a key of the job's stats and of
 #: metrics_summary.json, and it rides every relay of the metric.
 METRIC_KEY_MAX = 200
