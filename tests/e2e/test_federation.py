@@ -327,6 +327,40 @@ def test_a_script_that_writes_the_channel_itself_is_held_to_its_limits(
     assert says in error["message"], error
 
 
+FORKS_THEN_CRASHES = """
+import os, sys, time
+from shoal.fl import client as flare
+flare.init()
+flare.receive()
+if os.fork() == 0:  # as multiprocessing's fork does: the child keeps every descriptor
+    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)  # MARKER"])
+time.sleep(0.2)
+raise SystemExit(3)
+"""
+
+
+def test_a_script_that_started_a_process_and_crashed_is_reported_at_once(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """The site waited for the end of the script's channel before reporting its exit, and a
+    process the script started held it open: the failure came when that process ended (or
+    the round's deadline did). Now the exit is the end: its group is killed and it is reported."""
+    marker = f"child-of-{tmp_path.name}"
+    job = tmp_path / "forks"
+    _copy_job(HELLO, job)
+    (job / "app" / "custom" / "client.py").write_text(FORKS_THEN_CRASHES.replace("MARKER", marker))
+    start = time.monotonic()
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    assert time.monotonic() - start < 20, "the failure waited for the script's child"
+    error = federation.cli.json("job", "meta", doc["data"]["job_id"])[1]["data"]["first_error"]
+    assert "exited with code 3" in error["message"], error
+    import subprocess
+
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert not left, f"the script's child outlived it: {left}"
+
+
 LOUD_CRASH = """
 import sys
 from shoal.fl import client as flare

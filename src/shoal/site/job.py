@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ LOG_STREAM_INTERVAL = 0.5  # seconds between live log chunks sent to the server
 LOG_CHUNK_MAX = 256 * 1024
 OUTPUT_READ = 64 * 1024  # the script's output is read in pieces of this, whatever its lines
 RECORD_MAX = 64 * 1024  # a longer output line (a progress bar redrawn with \r) is cut into records
+#: Seconds to read what is left on a script's channel once it has exited and its group is killed.
+CHANNEL_DRAIN_GRACE = 5.0
 TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
 # The server's MAX_LOG_BYTES (shoal.server.site_routes), which refuses a longer log whole; the
 # site does not import server code, and a unit test keeps the two equal.
@@ -56,6 +59,7 @@ class SiteJob:
         self._ended = False
         self._capture: asyncio.Task[None] | None = None
         self._unanswered: set[str] = set()  # tasks handed to the script that it has not answered
+        self._relaying_result = False  # a result from the script is being handed to the server
         self._tasks_seen: set[str] = set()
         self._failed = False
 
@@ -206,12 +210,46 @@ class SiteJob:
             await self._writer.drain()
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
-        """Relay the script's messages; when it exits before being told to stop, that's a failure."""
+        """Relay the script's messages; when it exits before being told to stop, that's a failure.
+
+        The script's end is its process's exit, not the end of its channel: a process it
+        started holds the channel and its output pipe open for as long as it lives. So once
+        the script has exited its process group is killed, and what is left on the channel is
+        read (a result being uploaded is let finish) before the exit is reported."""
+        relay = asyncio.get_running_loop().create_task(self._relay(reader))
+        assert self.proc is not None
+        code = await self.proc.wait()
+        self._kill_group_of(self.proc)
+        await self._drain(relay)
+        await self._report_exit(code)
+
+    async def _drain(self, relay: asyncio.Task[None]) -> None:
+        """Let the relay read what the script wrote before it exited; a channel still held open
+        CHANNEL_DRAIN_GRACE seconds later (a descendant that left the group) is given up on,
+        but never in the middle of handing a result over."""
+        deadline = time.monotonic() + CHANNEL_DRAIN_GRACE
+        while not relay.done():
+            await asyncio.wait({relay}, timeout=max(0.0, deadline - time.monotonic()))
+            if relay.done():
+                break
+            if self._relaying_result:
+                deadline = time.monotonic() + CHANNEL_DRAIN_GRACE
+                continue
+            log.warning("job %s: the script's channel is still held open; closing it", self.job_id)
+            relay.cancel()
+            break
+
+    async def _relay(self, reader: asyncio.StreamReader) -> None:
+        """The script's messages, in order, until its channel ends."""
         try:
             while (msg := await read_message(reader)) is not None:
                 if msg.get("op") == "result":
                     self._unanswered.discard(str(msg.get("task_id")))
-                    await self._upload_result(msg)
+                    self._relaying_result = True
+                    try:
+                        await self._upload_result(msg)
+                    finally:
+                        self._relaying_result = False
                 elif msg.get("op") == "metric":
                     await self.agent.send(
                         {
@@ -232,8 +270,9 @@ class SiteJob:
         except Exception as exc:
             log.exception("job %s: relaying a result failed", self.job_id)
             await self._report_failure(type(exc).__name__, str(exc))
-        assert self.proc is not None
-        code = await self.proc.wait()
+
+    async def _report_exit(self, code: int) -> None:
+        """An exit nobody asked for is a failure: an error code, or a clean exit holding a task."""
         if self._capture is not None:
             try:  # the script's last words, for the failure report below
                 await asyncio.wait_for(asyncio.shield(self._capture), 2.0)
