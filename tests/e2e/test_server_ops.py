@@ -226,6 +226,29 @@ def test_a_port_out_of_range_is_invalid_args(prepared: Federation, tmp_path: Pat
     assert code == 4 and doc["error_code"] == "INVALID_ARGS" and port in doc["message"], doc
 
 
+def test_a_port_in_use_is_named_with_a_fitting_hint(prepared: Federation, tmp_path: Path) -> None:
+    """It was a LOCAL_FILE_ERROR whose hint spoke of paths and permissions."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        code, doc = prepared.cli.json(
+            "server",
+            "start",
+            "-k",
+            prepared.kits / "server",
+            "--workspace",
+            tmp_path,
+            "--port",
+            port,
+            timeout=30,
+        )
+    assert code == 4 and doc["error_code"] == "LOCAL_FILE_ERROR", doc
+    assert f"127.0.0.1:{port}" in doc["message"] and "--port" in doc["hint"], doc
+
+
 def test_a_workspace_that_cannot_be_used_is_local_file_error(prepared: Federation, tmp_path: Path) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")

@@ -229,7 +229,16 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(kit_dir), reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        await runner.cleanup()
+        raise ShoalError(
+            "LOCAL_FILE_ERROR",
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="Another process may hold that port (a server already running?): stop it, or "
+            "start this one with another --port (0 takes a free one).",
+        ) from exc
     bound = runner.addresses[0]
     print(json.dumps({"event": "ready", "host": bound[0], "port": bound[1]}), flush=True)
     log.info("shoal server for project %s listening on https://%s:%s", ctx.project, bound[0], bound[1])
