@@ -149,6 +149,31 @@ def test_failing_script_exits_1_with_the_report(cli: Cli, tmp_path: Path) -> Non
     assert "this site cannot train" in doc["data"]["first_error"]["message"]
 
 
+def test_a_site_script_cannot_import_the_server_apps_custom_code(cli: Cli, tmp_path: Path) -> None:
+    """Workers started while the controller ran inherited its sys.path, the server app's
+    custom/ included: a site script imported server-only code that no real site has."""
+    job = tmp_path / "split"
+    shutil.copytree(HELLO, job / "client_app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.move(job / "client_app" / "meta.json", job / "meta.json")
+    server_app = job / "server_app"
+    (server_app / "config").mkdir(parents=True)
+    (server_app / "custom").mkdir()
+    shutil.move(job / "client_app" / "app" / "config" / "config_fed_server.json", server_app / "config")
+    (server_app / "custom" / "server_only.py").write_text("VALUE = 1\n")
+    shutil.move(job / "client_app" / "app", job / "site_app")
+    shutil.rmtree(job / "client_app")
+    meta = json.loads((job / "meta.json").read_text())
+    meta["deploy_map"] = {"server_app": ["server"], "site_app": ["site-1", "site-2"]}
+    (job / "meta.json").write_text(json.dumps(meta))
+    client = job / "site_app" / "custom" / "client.py"
+    client.write_text(
+        client.read_text().replace("import argparse\n", "import argparse\n\nimport server_only\n", 1)
+    )
+    code, doc = cli.json("simulate", "-j", job, "-n", "2", "-o", tmp_path / "out")
+    assert code == 1 and doc["error_code"] == "SIMULATION_FAILED", doc
+    assert "No module named 'server_only'" in doc["data"]["first_error"]["message"], doc
+
+
 def test_thousand_sites_of_a_tiny_job(cli: Cli, tmp_path: Path) -> None:
     """N = 1000 on this machine's 2 workers: every site answers and FedAvg is exact."""
     job = tmp_path / "tiny"

@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -17,7 +18,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType, TracebackType
 from typing import Any
 
-from shoal.fl.sim_worker import lead_own_process_group
+from shoal.fl.sim_worker import start_worker
 
 log = logging.getLogger("shoal.simulator")
 
@@ -93,7 +94,7 @@ class WorkerPool:
 
     Workers start from a clean interpreter (forkserver, else spawn), never as a fork of this
     process: the controller's modules, threads and the server app's custom code stay out. Each
-    leads its own process group (``lead_own_process_group``), which is how it is killed.
+    leads its own process group (``start_worker``), which is how it is killed.
     """
 
     def __init__(self, size: int) -> None:
@@ -103,7 +104,7 @@ class WorkerPool:
             ctx.set_forkserver_preload(["shoal.fl.sim_worker", "numpy"])
         self._interrupts = _Interrupts()
         self.executor = ProcessPoolExecutor(
-            max_workers=size, mp_context=ctx, initializer=lead_own_process_group
+            max_workers=size, mp_context=ctx, initializer=start_worker, initargs=(list(sys.path),)
         )
         self._stopped = False
 

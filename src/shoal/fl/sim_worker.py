@@ -68,14 +68,20 @@ class TaskChannel(SyncChannel):
         self._inbox.clear()
 
 
-def lead_own_process_group() -> None:
-    """A pool worker's initializer: the worker leads a session and process group of its own.
+def start_worker(import_path: list[str]) -> None:
+    """A pool worker's initializer.
 
-    The simulator can then stop a worker together with every process its scripts started (one
-    ``killpg``), and a Ctrl-C in the terminal reaches only the simulator, which stops the
-    workers itself instead of having a KeyboardInterrupt land in the middle of a script.
+    The worker leads a session and process group of its own: the simulator can then stop it
+    together with every process its scripts started (one ``killpg``), and a Ctrl-C in the
+    terminal reaches only the simulator, which stops the workers itself instead of having a
+    KeyboardInterrupt land in the middle of a script.
+
+    Its ``sys.path`` is the simulator's from before the server app's ``custom/`` was added
+    (``import_path``): workers start while the controller runs, and a site script must not
+    import the server's custom code, which no real site has.
     """
     os.setsid()
+    sys.path[:] = import_path
 
 
 class _ScriptExit(Exception):
