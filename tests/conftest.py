@@ -62,10 +62,7 @@ class Cli:
 @pytest.fixture(scope="session")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """One real federation (server + 2 sites) shared by every test that only adds jobs to it."""
-    from tests.federation import start_federation, stop_federation
+    from tests.federation import own_federation
 
-    fed = start_federation(tmp_path_factory.mktemp("fed"))
-    try:
+    with own_federation(tmp_path_factory.mktemp("fed")) as fed:
         yield fed
-    finally:
-        stop_federation(fed)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,3 +51,14 @@ def start_federation(
 def stop_federation(fed: Federation) -> None:
     stopped = fed.cli.run("poc", "stop", "--workspace", fed.workspace)
     assert stopped.returncode == 0, stopped.stderr
+
+
+@contextmanager
+def own_federation(home: Path) -> Iterator[Federation]:
+    """A federation of the caller's own (server + 2 sites), stopped on the way out: for tests
+    that disturb it (duplicate agents, revocations, restarts) and so cannot share the session's."""
+    fed = start_federation(home)
+    try:
+        yield fed
+    finally:
+        stop_federation(fed)

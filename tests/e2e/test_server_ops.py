@@ -19,19 +19,17 @@ import pytest
 
 from shoal.security.tls import client_ssl_context
 from tests.conftest import Cli
-from tests.e2e.conftest import Federation, start_federation, stop_federation
+from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
+from tests.federation import own_federation
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    federation = start_federation(tmp_path_factory.mktemp("ops"))
-    try:
+    with own_federation(tmp_path_factory.mktemp("ops")) as federation:
         yield federation
-    finally:
-        stop_federation(federation)
 
 
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:

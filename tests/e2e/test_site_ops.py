@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLES
-from tests.e2e.conftest import Federation, start_federation, stop_federation
+from tests.e2e.conftest import Federation
 from tests.e2e.jobs import copy_hello
 from tests.faults.test_network import wait_sites
+from tests.federation import own_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -31,11 +32,8 @@ PROMPT = 30
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    federation = start_federation(tmp_path_factory.mktemp("siteops"))
-    try:
+    with own_federation(tmp_path_factory.mktemp("siteops")) as federation:
         yield federation
-    finally:
-        stop_federation(federation)
 
 
 def start_agent(
