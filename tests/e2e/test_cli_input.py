@@ -13,8 +13,8 @@ import pytest
 
 from shoal.api import client as admin_client
 from shoal.api.kits import resolve_admin_kit
-from shoal.cli.job import holds_meta
 from shoal.errors import ShoalError
+from shoal.wire.jobdef import holds_meta
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import copy_hello

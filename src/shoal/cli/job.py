@@ -196,6 +196,7 @@ def _not_a_job(path: Path) -> ShoalError:
 def _folder_holds_meta(folder: Path) -> bool:
     """Would the server find meta.json in the zip ``zip_folder`` makes of ``folder``?"""
     from shoal.wire.archive import iter_folder_files
+    from shoal.wire.jobdef import holds_meta
 
     meta = folder / "meta.json"
     if meta.is_file() and not meta.is_symlink():
@@ -207,28 +208,9 @@ def _archive_holds_meta(archive: Path) -> bool:
     """Would the server find meta.json in this zip? Its entries are checked as the server
     checks them (ARCHIVE_UNSAFE, UPLOAD_TOO_LARGE), before anything is sent."""
     from shoal.wire.archive import inspect_archive
+    from shoal.wire.jobdef import holds_meta
 
     return holds_meta([info.orig_filename for info in inspect_archive(archive)])
-
-
-def holds_meta(files: list[str]) -> bool:
-    """Where the server looks for meta.json in an extracted job archive (its regular files are
-    ``files``; folders exist only as their parents): at the root, or in the root's single
-    non-hidden entry when that is a folder. The rule of ``shoal.server.submission.job_root``
-    and ``load_job_definition``'s first check; tests/e2e/test_cli_input.py holds the two
-    together by sending each layout to a real server."""
-
-    def exists(rel: str) -> bool:
-        return any(f == rel or f.startswith(rel + "/") for f in files)
-
-    if exists("meta.json"):
-        return True
-    top = {f.split("/", 1)[0] for f in files if not f.startswith(".")}
-    if len(top) != 1:
-        return False
-    (child,) = top
-    is_folder = any(f.startswith(child + "/") for f in files)
-    return is_folder and exists(child + "/meta.json")
 
 
 def cmd_submit(args: argparse.Namespace) -> Result:

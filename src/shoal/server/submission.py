@@ -17,7 +17,7 @@ from shoal.errors import ShoalError
 from shoal.store.base import JobRecord, JobStore, Submitter
 from shoal.store.blobs import BlobStore
 from shoal.wire.archive import content_hash_of_folder, extract_archive, zip_folder
-from shoal.wire.jobdef import JobDefinition, check_min_clients, load_job_definition
+from shoal.wire.jobdef import JobDefinition, check_min_clients, load_job_definition, meta_folder
 
 #: How many of an archive's top-level names a JOB_META_MISSING message lists.
 LAYOUT_NAMES_SHOWN = 5
@@ -49,12 +49,9 @@ def job_root(extracted: Path, files: list[str]) -> Path:
     ``files`` are the archive's member paths; when neither place holds meta.json the error
     describes them, since the extraction folder is the server's business, not the user's.
     """
-    meta = extracted / "meta.json"
-    if meta.exists() or meta.is_symlink():
-        return extracted
-    children = [p for p in extracted.iterdir() if not p.name.startswith(".")] if extracted.is_dir() else []
-    if len(children) == 1 and children[0].is_dir() and (children[0] / "meta.json").exists():
-        return children[0]
+    folder = meta_folder(files)
+    if folder is not None:
+        return extracted / folder if folder else extracted
     if not files:
         raise ShoalError("JOB_META_MISSING", "the uploaded archive holds no files")
     raise ShoalError(

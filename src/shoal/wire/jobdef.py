@@ -73,6 +73,30 @@ SERVER_META_KEYS = frozenset(
 FAB_FIELDS = ("id", "name", "version", "hash", "filename")
 
 
+def meta_folder(files: list[str]) -> str | None:
+    """Where a job archive whose regular files are ``files`` (folders exist only as their
+    parents) keeps meta.json: "" at its root, the name of the root's single non-hidden entry
+    when that is a folder holding it, None when neither. The server takes the job from there;
+    the CLI checks the same before it uploads anything."""
+
+    def exists(rel: str) -> bool:
+        return any(f == rel or f.startswith(rel + "/") for f in files)
+
+    if exists("meta.json"):
+        return ""
+    top = {f.split("/", 1)[0] for f in files if not f.startswith(".")}
+    if len(top) != 1:
+        return None
+    (child,) = top
+    is_folder = any(f.startswith(child + "/") for f in files)
+    return child if is_folder and exists(child + "/meta.json") else None
+
+
+def holds_meta(files: list[str]) -> bool:
+    """Would the server find meta.json in a job archive of these files (``meta_folder``)?"""
+    return meta_folder(files) is not None
+
+
 @dataclass(frozen=True)
 class JobDefinition:
     """A validated job folder.

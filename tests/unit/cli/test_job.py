@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from shoal.cli.job import holds_meta, id_prefix_arg, job_id_arg, non_negative, positive, positive_int
+from shoal.cli.job import id_prefix_arg, job_id_arg, non_negative, positive, positive_int
 from shoal.cli.main import main
+from shoal.wire.jobdef import holds_meta
 
 
 @pytest.mark.parametrize(
