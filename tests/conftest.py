@@ -62,7 +62,7 @@ class Cli:
 @pytest.fixture(scope="session")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """One real federation (server + 2 sites) shared by every test that only adds jobs to it."""
-    from tests.federation import own_federation
+    from tests.federation import CUSTOM_CODE_STUDIES, own_federation
 
-    with own_federation(tmp_path_factory.mktemp("fed")) as fed:
+    with own_federation(tmp_path_factory.mktemp("fed"), studies=CUSTOM_CODE_STUDIES) as fed:
         yield fed

@@ -53,11 +53,19 @@ def stop_federation(fed: Federation) -> None:
     assert stopped.returncode == 0, stopped.stderr
 
 
+#: A study whose jobs may run custom workflows on the server (off by default): for the tests of
+#: custom workflows, which submit with ``--study`` CUSTOM_CODE_STUDY.
+CUSTOM_CODE_STUDY = "custom-code"
+CUSTOM_CODE_STUDIES: dict[str, object] = {
+    CUSTOM_CODE_STUDY: {"sites": ["site-1", "site-2"], "allow_custom_code": True}
+}
+
+
 @contextmanager
-def own_federation(home: Path) -> Iterator[Federation]:
+def own_federation(home: Path, studies: dict[str, object] | None = None) -> Iterator[Federation]:
     """A federation of the caller's own (server + 2 sites), stopped on the way out: for tests
     that disturb it (duplicate agents, revocations, restarts) and so cannot share the session's."""
-    fed = start_federation(home)
+    fed = start_federation(home, studies=studies)
     try:
         yield fed
     finally:

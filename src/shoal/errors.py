@@ -69,6 +69,12 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "POC_ALREADY_RUNNING": ErrorSpec(
         4, 409, "The POC system is already running.", "Run 'shoal poc stop' first."
     ),
+    "SANDBOX_UNAVAILABLE": ErrorSpec(
+        4,
+        500,
+        "Job code cannot be confined on this host as configured.",
+        "Run on a Linux kernel with Landlock, or see docs/security.md for SHOAL_SANDBOX and SHOAL_JOB_USER.",
+    ),
     # --- job definition problems (exit 1) ---
     "JOB_FOLDER_NOT_FOUND": ErrorSpec(
         1, 400, "Job folder not found: {path}", "Pass -j with the folder that holds meta.json."
@@ -105,6 +111,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
         400,
         "The job archive holds an entry that is not allowed.",
         "Job archives hold regular files under relative paths only: no '..', absolute paths or links.",
+    ),
+    "CUSTOM_CODE_NOT_ALLOWED": ErrorSpec(
+        1,
+        403,
+        "The job's server app runs custom code, which this study does not allow.",
+        "Use a built-in workflow (fedavg, cyclic, cross_site_eval, fedstats), or ask the project admin to "
+        "allow custom code for the study (allow_custom_code in the server's local/studies.json).",
     ),
     "UPLOAD_TOO_LARGE": ErrorSpec(
         1, 413, "The upload is larger than the server accepts.", "Keep data out of the job folder."

@@ -173,7 +173,7 @@ from shoal.wire.channel import SyncChannel
 
 channel = SyncChannel.from_env()
 task = channel.receive(30)
-fd, path = tempfile.mkstemp(suffix=".safetensors", dir=os.path.dirname(task["model_path"]))
+fd, path = tempfile.mkstemp(suffix=".safetensors", dir=task["result_dir"])
 os.write(fd, b"\\xff" * 8 + b"not a safetensors file")  # small: it is offered inline first
 os.close(fd)
 channel.send({"op": "result", "task_id": task["task_id"], "path": path, "num_examples": 1})
@@ -219,7 +219,7 @@ from shoal.wire.models import save_params
 
 channel = SyncChannel.from_env()
 task = channel.receive(30)
-path = os.path.join(os.path.dirname(task["model_path"]), "result.safetensors")
+path = os.path.join(task["result_dir"], "result.safetensors")
 save_params({"w": np.zeros(2)}, __import__("pathlib").Path(path))
 channel.send({"op": "result", "task_id": task["task_id"], "path": path, "num_examples": NUM_EXAMPLES})
 channel.receive(30)

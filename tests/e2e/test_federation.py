@@ -170,7 +170,7 @@ import os, tempfile
 from shoal.wire.channel import SyncChannel
 channel = SyncChannel.from_env()
 task = channel.receive(30)
-fd, path = tempfile.mkstemp(dir=os.path.dirname(task["model_path"]))
+fd, path = tempfile.mkstemp(dir=task["result_dir"])
 os.close(fd)
 channel.send({"op": "result", "task_id": "no-such-task", "path": path, "num_examples": 1})
 channel.receive(60)

@@ -17,6 +17,7 @@ from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import export_recipe
 from tests.e2e.test_federation import load_linreg
+from tests.federation import CUSTOM_CODE_STUDY
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +31,10 @@ def export(recipe: str, dest: Path) -> Path:
     return dest
 
 
-def run_on_poc(fed: Federation, job: Path, out: Path) -> dict[str, Any]:
-    code, doc = fed.cli.json("job", "submit", "-j", job, "--wait")
+def run_on_poc(fed: Federation, job: Path, out: Path, study: str = "default") -> dict[str, Any]:
+    code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--study", study)
     assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
-    code, doc = fed.cli.json("job", "download", doc["data"]["job_id"], "-o", out)
+    code, doc = fed.cli.json("job", "download", doc["data"]["job_id"], "-o", out, "--study", study)
     assert code == 0, doc
     return dict(doc["data"])
 
@@ -157,7 +158,7 @@ def test_custom_workflow_from_the_docs(federation: Federation, tmp_path: Path) -
     for _ in range(2):
         updates = [linreg.local_train(params, *linreg.site_data(s), LR, EPOCHS) for s in SITES]
         params = {k: np.median([u[k] for u in updates], axis=0) for k in params}
-    poc = run_on_poc(federation, job, tmp_path / "poc")
+    poc = run_on_poc(federation, job, tmp_path / "poc", study=CUSTOM_CODE_STUDY)  # custom code: opted in
     assert_model(poc["artifacts"]["global_model"], params)
     workspace = simulate(job, tmp_path / "sim")
     assert_model(workspace / "FL_global_model.safetensors", params)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
+from tests.federation import CUSTOM_CODE_STUDY
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +26,7 @@ class Forky(Workflow):
         if pid == 0:  # the child holds the workflow's channel open while it sleeps
             time.sleep(120)
             os._exit(0)
-        with open({pid_file!r}, "w") as out:
-            out.write(str(pid))
+        print("forky child", pid, flush=True)  # into the server's log of the job (its only way out)
         if {fail}:
             raise RuntimeError("the workflow gave up")
 """
@@ -58,22 +58,24 @@ def test_a_workflow_that_forks_ends_its_job_when_it_exits_and_its_child_dies(
     (read to EOF), abort then blocked on it, and the child outlived the job: now the job settles
     when the controller exits and its whole process group is killed."""
     job = _hello(tmp_path / "job")
-    pid_file = tmp_path / "child.pid"
-    (job / "app" / "custom" / "mywf.py").write_text(FORKY_WORKFLOW.format(pid_file=str(pid_file), fail=fail))
+    (job / "app" / "custom" / "mywf.py").write_text(FORKY_WORKFLOW.format(fail=fail))
     (job / "app" / "config" / "config_fed_server.json").write_text(
         json.dumps({"workflow": {"class": "mywf.Forky"}})
     )
     started = time.monotonic()
-    got, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "40")
+    got, doc = federation.cli.json(
+        "job", "submit", "-j", job, "--wait", "--timeout", "40", "--study", CUSTOM_CODE_STUDY
+    )
     assert got == code and doc["data"]["status"] == status, doc
     assert time.monotonic() - started < 35
-    child = int(pid_file.read_text())
+    log = federation.kits / "server" / "workspace" / "jobs" / doc["data"]["job_id"] / "workspace" / "server"
+    child = int((log / "log.txt").read_text().split("forky child ", 1)[1].split()[0])
     deadline = time.monotonic() + 5
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(child), f"the workflow's child {child} outlived its job"
     if fail:
-        _, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
+        _, meta = federation.cli.json("job", "meta", doc["data"]["job_id"], "--study", CUSTOM_CODE_STUDY)
         assert "the workflow gave up" in meta["data"]["first_error"]["message"], meta
 
 

@@ -124,7 +124,8 @@ def send(model: FLModel) -> None:
         "meta": model.meta,
     }
     result_header_json(header)  # too large (or not JSON) fails here, in the script, saying why
-    out_dir = Path(task["model_path"]).parent
+    # Where this process may write: its job's own folder at a site, beside the model elsewhere.
+    out_dir = Path(task.get("result_dir") or Path(task["model_path"]).parent)
     fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
     os.close(fd)
     save_params(_to_numpy(model.params), Path(name))

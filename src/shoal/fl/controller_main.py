@@ -21,16 +21,10 @@ from typing import Any
 from shoal.fl import logconfig
 from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
 from shoal.wire.channel import SyncChannel
+from shoal.wire.jobdef import BUILTIN_WORKFLOWS
 from shoal.wire.status import brief
 
 LAST_WORD_WAIT = 10.0  # seconds to wait for the server to read the outcome before exiting anyway
-
-BUILTIN_WORKFLOWS = {
-    "fedavg": "shoal.fl.fedavg.FedAvg",
-    "fedstats": "shoal.fl.fedstats.FedStats",
-    "cyclic": "shoal.fl.cyclic.Cyclic",
-    "cross_site_eval": "shoal.fl.crosseval.CrossSiteEval",
-}
 
 
 def _load_class(dotted: str) -> type[Workflow]:
@@ -41,8 +35,15 @@ def _load_class(dotted: str) -> type[Workflow]:
     return cls
 
 
-def resolve_workflow(config: dict[str, Any]) -> tuple[type[Workflow], dict[str, Any]]:
-    """``"workflow": "fedavg"`` names a built-in; ``{"class": "mod.Cls"}`` names custom code."""
+class CustomCodeRefused(Exception):
+    """The job's server app names custom code, and its study does not allow it."""
+
+
+def resolve_workflow(
+    config: dict[str, Any], *, allow_custom_code: bool = True
+) -> tuple[type[Workflow], dict[str, Any]]:
+    """``"workflow": "fedavg"`` names a built-in; ``{"class": "mod.Cls"}`` names custom code,
+    which is imported only if ``allow_custom_code`` (a built-in's own class path always is)."""
     spec = config.get("workflow", "fedavg")
     if isinstance(spec, str):
         if spec not in BUILTIN_WORKFLOWS:
@@ -52,6 +53,10 @@ def resolve_workflow(config: dict[str, Any]) -> tuple[type[Workflow], dict[str, 
         dotted = BUILTIN_WORKFLOWS[spec]
     elif isinstance(spec, dict) and isinstance(spec.get("class"), str):
         dotted = spec["class"]
+        if not allow_custom_code and dotted not in BUILTIN_WORKFLOWS.values():
+            raise CustomCodeRefused(
+                f"the workflow class {dotted[:200]!r} is custom code, which this study does not allow"
+            )
     else:
         raise ValueError('\'workflow\' must be a built-in name or {"class": "module.Class"}')
     args = config.get("args", {})
@@ -112,15 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--sites", required=True, help="comma-separated site names")
     parser.add_argument("--min-clients", type=int, default=1)
+    parser.add_argument("--allow-custom-code", action="store_true", help="the study allows custom workflows")
     opts = parser.parse_args(argv)
     logconfig.setup()
     channel = SyncChannel.from_env()
     custom = opts.app_dir / "custom"
-    if custom.is_dir():
+    if custom.is_dir() and opts.allow_custom_code:
         sys.path.insert(0, str(custom))
     try:
         config = json.loads((opts.app_dir / "config" / "config_fed_server.json").read_text())
-        cls, args = resolve_workflow(config)
+        cls, args = resolve_workflow(config, allow_custom_code=opts.allow_custom_code)
         ctx = WorkflowContext(
             channel,
             job_id=opts.job_id,

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor, Future
+from pathlib import Path
 from typing import Any
 
 from shoal.fl.sim_worker import SiteTask, run_site_task
@@ -72,6 +73,8 @@ class PoolTransport(SyncChannel):
             self._round_started.setdefault(message.get("round"), time.monotonic())
             self._waiting.extend(self._make_spec(site, task) for site in message.get("sites", []))
             self._fill()
+        elif op == "release":  # a result folded in: the simulator's own file, removed here
+            Path(str(message.get("path"))).unlink(missing_ok=True)
         elif op == "round":
             started = self._round_started.pop(message.get("round"), None)
             entry = {

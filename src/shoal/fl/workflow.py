@@ -150,7 +150,9 @@ class WorkflowContext:
                         ),
                     )
                 finally:
-                    path.unlink(missing_ok=True)
+                    # Folded in: its file may go. The server (or the simulator) removes it: the
+                    # workflow may read the results handed to it, not change them.
+                    self._channel.send({"op": "release", "task_id": task_id, "site": site, "path": str(path)})
             elif op == "site_failed":
                 site = str(message.get("site"))
                 reason = str(message.get("reason", "site failed"))

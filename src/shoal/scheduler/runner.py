@@ -11,11 +11,14 @@ import asyncio
 import base64
 import logging
 import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.sandbox.files import claim, harvest
+from shoal.scheduler.controller_messages import error_message, round_metrics, task_message
 from shoal.wire.channel import (
     MAX_MESSAGE_BYTES,
     METRIC_KEY_MAX,
@@ -50,12 +53,31 @@ class JobPaths:
 
     @property
     def run(self) -> Path:
-        """Scratch space of the running job: models in flight, results being received."""
+        """The workflow's scratch space (its working folder, where it writes each task's model);
+        the workflow's process may write here, so the server only takes files out of it
+        (``shoal.sandbox.files``)."""
         return self.root / "run"
 
     @property
+    def out(self) -> Path:
+        """Where the workflow writes its results (the global model, metrics_summary.json, ...);
+        moved into ``workspace`` when its process has ended."""
+        return self.root / "out"
+
+    @property
+    def models(self) -> Path:
+        """The models of the tasks in flight, taken from the workflow (server's; it cannot write)."""
+        return self.root / "models"
+
+    @property
+    def results(self) -> Path:
+        """Sites' results being received and handed to the workflow, which may read them only."""
+        return self.root / "results"
+
+    @property
     def workspace(self) -> Path:
-        """The job's result: global model, metrics, logs. Downloaded as ``workspace/``."""
+        """The job's result: global model, metrics, logs. Downloaded as ``workspace/``. Only the
+        server writes here: the workflow's files arrive from ``out`` once it has ended."""
         return self.root / "workspace"
 
     def site_log(self, site: str) -> Path:
@@ -150,7 +172,8 @@ class JobRun:
 
     async def start(self) -> None:
         """Start the controller and deploy to every site; the job is RUNNING when this returns."""
-        for d in (self.paths.run, self.paths.workspace / "server"):
+        p = self.paths
+        for d in (p.run, p.out, p.models, p.results, p.workspace / "server"):
             d.mkdir(parents=True, exist_ok=True)
         argv = [
             "-m",
@@ -162,14 +185,25 @@ class JobRun:
             "--run-dir",
             str(self.paths.run),
             "--workspace",
-            str(self.paths.workspace),
+            str(p.out),
             "--sites",
             ",".join(self.sites),
             "--min-clients",
             str(self.min_clients),
         ]
+        if self.scheduler.custom_code_allowed(self.study):
+            argv.append("--allow-custom-code")
+        sandbox = self.scheduler.sandbox
+        # The workflow reads its job and the results handed to it, writes only its scratch and
+        # output folders, and opens no network connection: it speaks to the server over its
+        # channel alone.
+        confinement = (
+            sandbox.spec(read=[p.job, p.results], write=[p.run, p.out], home=p.run, network=False)
+            if sandbox is not None
+            else None
+        )
         self._proc, parent = await self.scheduler.launcher.launch(
-            argv, cwd=str(self.paths.run), env={}, output_file=str(self.paths.server_log)
+            argv, cwd=str(p.run), env={}, output_file=str(p.server_log), confinement=confinement
         )
         reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         for site, app in self.site_apps.items():
@@ -219,27 +253,44 @@ class JobRun:
             log.warning("job %s: controller channel broke: %s", self.job_id, exc)
         except UnreadableMessage as exc:
             log.warning("job %s: unreadable message from the workflow process: %s", self.job_id, exc)
-            if self._outcome is None:
-                reason = f"the workflow process sent an unreadable message ({exc})"
-                error = {"site": "server", "type": "ChannelError", "message": reason}
-                self._outcome = (JobStatus.FINISHED_EXCEPTION, reason, error)
-            self.kill()  # unread, it would block on its next message and never exit
+            self._workflow_broke(f"the workflow process sent an unreadable message ({exc})")
+        except (ValueError, OSError) as exc:  # a message the server will not act on (see _handle)
+            log.warning("job %s: refused a message of the workflow process: %s", self.job_id, exc)
+            self._workflow_broke(f"the workflow process sent a message the server refused: {exc}")
+
+    def _workflow_broke(self, reason: str) -> None:
+        """The workflow's channel can no longer be trusted: the job ends with why, and the
+        workflow is killed (unread, it would block on its next message and never exit)."""
+        if self._outcome is None:
+            error = {"site": "server", "type": "ChannelError", "message": reason}
+            self._outcome = (JobStatus.FINISHED_EXCEPTION, reason, error)
+        self.kill()
 
     async def _handle(self, msg: dict[str, Any]) -> None:
+        """One message of the workflow. Its process runs the job's code, so a message is
+        checked like a site's (``controller_messages``) and any file it names is taken out of
+        the workflow's folder, never followed there (``shoal.sandbox.files``)."""
         op = msg.get("op")
         if op == "task":
-            task = TaskState(msg["task_id"], Path(msg["model_path"]), set(msg["sites"]))
+            checked = task_message(msg, set(self.site_apps))
+            model = await asyncio.to_thread(
+                claim,
+                self.paths.run,
+                checked.model_path,
+                self.paths.models / f"{checked.task_id}.safetensors",
+            )
+            task = TaskState(checked.task_id, model, set(checked.sites))
             self.tasks[task.task_id] = task
-            self.progress.current_round = msg.get("round")
-            self.progress.total_rounds = msg.get("total_rounds")
+            self.progress.current_round = checked.round
+            self.progress.total_rounds = checked.total_rounds
             out = {
                 "type": "task",
                 "job_id": str(self.job_id),
                 "task_id": task.task_id,
-                "task_name": msg.get("task_name", "train"),
-                "round": msg.get("round"),
-                "total_rounds": msg.get("total_rounds"),
-                "meta": msg.get("meta") or {},
+                "task_name": checked.task_name,
+                "round": checked.round,
+                "total_rounds": checked.total_rounds,
+                "meta": checked.meta,
             }
             size = task.model_path.stat().st_size
             if size <= INLINE_BYTES:  # small: the model rides along; no download request
@@ -255,20 +306,34 @@ class JobRun:
                     self.site_lost(site, "site is not connected")
             self.scheduler.events.notify(self.job_id)
         elif op == "round":
-            self.progress.last_metrics = dict(msg.get("metrics") or {})
+            self.progress.last_metrics = round_metrics(msg)
             self.progress.rounds_done += 1
             self.scheduler.events.notify(self.job_id)
+        elif op == "release":
+            self._release_result(str(msg.get("task_id", "")), str(msg.get("site", "")))
         elif op == "done":
             self._outcome = (JobStatus.FINISHED_OK, "finished", None)
             self._release_controller()
             # The results are written: sites can stop while the controller process exits.
             await self._tell_sites_to_end("end", "finished")
         elif op == "error":
-            status = JobStatus(msg.get("status", "FINISHED_EXCEPTION"))
-            site = msg.get("site") or "server"
-            error = {"site": site, "type": msg.get("type", "Error"), "message": msg.get("message", "")}
+            status, error = error_message(msg, set(self.site_apps))
             self._outcome = (status, f"{error['type']}: {error['message']}", error)
             self._release_controller()
+        else:
+            log.warning("job %s: the workflow sent an unknown message %r; ignored", self.job_id, str(op)[:40])
+
+    def result_path(self, task_id: str, site: str) -> Path:
+        """Where a site's checked result for a task waits for the workflow (a server-made name)."""
+        return self.paths.results / f"{task_id}-{site}.safetensors"
+
+    def _release_result(self, task_id: str, site: str) -> None:
+        """The workflow has folded a result in: its file goes (the workflow may only read it)."""
+        if task_id in self.tasks and site in self.site_apps:
+            self.result_path(task_id, site).unlink(missing_ok=True)
+        task = self.tasks.get(task_id)
+        if task is not None and task.sites <= task.answered | self._failed_sites:
+            task.model_path.unlink(missing_ok=True)  # every site has it or is gone: not served again
 
     def _release_controller(self) -> None:
         """Its last word is read: close our side, which is what the controller waits for before
@@ -427,6 +492,7 @@ class JobRun:
             log.warning("job %s: sites did not confirm the end: %s", self.job_id, stragglers)
             if self._aborting:
                 reason += f"; no confirmation from {', '.join(stragglers)} within {SITE_END_GRACE:g}s"
+        self._take_outputs()
         if error is not None:
             self.scheduler.record_first_error(self.job_id, error)
         self.scheduler.set_status(self.job_id, status, reason)
@@ -446,10 +512,23 @@ class JobRun:
             ):
                 self._gone.add(site)
 
+    def _take_outputs(self) -> None:
+        """The workflow's results into the job's workspace, now that its process has ended:
+        regular files only, never replacing the server's own (its log, the sites' logs)."""
+        if not self.paths.out.is_dir():
+            return
+        try:
+            skipped = harvest(self.paths.out, self.paths.workspace)
+        except OSError as exc:
+            skipped = [f"its output folder could not be read: {exc}"]
+        for what in skipped[:20]:
+            self.notice(f"server: a file the workflow wrote was not kept: {what}")
+
     def _cleanup_run_dir(self) -> None:
-        for path in sorted(self.paths.run.rglob("*"), reverse=True):
-            if path.is_file():
-                path.unlink(missing_ok=True)
+        """What the job no longer needs: scratch, models in flight, results not taken. Removed
+        without following links (the workflow could have left some)."""
+        for folder in (self.paths.run, self.paths.models, self.paths.results, self.paths.out):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def kill(self) -> None:
         """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""

@@ -12,7 +12,7 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
 from shoal.scheduler.events import JobEvents
@@ -24,6 +24,9 @@ from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
 from shoal.wire.status import JobStatus, brief
 from shoal.wire.warm import ForkServer
+
+if TYPE_CHECKING:
+    from shoal.sandbox.confinement import Sandbox
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -65,8 +68,12 @@ class Scheduler:
         sites: SiteRegistry,
         max_running: int = 8,
         study_sites: Callable[[str], set[str] | None] = lambda study: None,
+        custom_code_allowed: Callable[[str], bool] = lambda study: False,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.study_sites = study_sites
+        self.custom_code_allowed = custom_code_allowed  # a study's workflows may be custom code
+        self.sandbox = sandbox  # what confines the workflows' processes (None: nothing)
         self.store = store
         self.blobs = blobs
         self.jobs_root = jobs_root

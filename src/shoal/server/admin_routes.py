@@ -46,6 +46,10 @@ async def submit_job(request: web.Request) -> web.Response:
         allowed = ctx.studies.sites(study)
         sites = [s for s in ctx.known_sites() if allowed is None or s in allowed]
         prepared = await asyncio.to_thread(prepare_submission, upload, work, sites)
+        if not ctx.studies.allows_custom_code(study) and prepared.server_custom_code is not None:
+            raise ShoalError(
+                "CUSTOM_CODE_NOT_ALLOWED", f"study '{study}': {prepared.server_custom_code}", study=study
+            )
         await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size)
         record, created = await asyncio.to_thread(
             store_submission,

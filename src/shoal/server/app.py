@@ -15,8 +15,10 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from shoal.api.config_file import shoal_home
 from shoal.errors import ShoalError
 from shoal.fl import logconfig
+from shoal.sandbox.confinement import Sandbox
 from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry, close_channel
 from shoal.security.identity import Identity
@@ -124,7 +126,9 @@ def read_local_files(kit_dir: Path) -> LocalFiles:
     )
 
 
-def build_context(kit_dir: Path, workspace: Path, local: LocalFiles) -> ServerContext:
+def build_context(
+    kit_dir: Path, workspace: Path, local: LocalFiles, sandbox: Sandbox | None = None
+) -> ServerContext:
     config = server_config(kit_dir)
     try:
         store = SqliteJobStore(workspace / "store.db")
@@ -136,7 +140,15 @@ def build_context(kit_dir: Path, workspace: Path, local: LocalFiles) -> ServerCo
         ) from exc
     blobs = BlobStore(workspace / "blobs")
     sites = SiteRegistry()
-    scheduler = Scheduler(store, blobs, workspace / "jobs", sites, study_sites=local.studies.sites)
+    scheduler = Scheduler(
+        store,
+        blobs,
+        workspace / "jobs",
+        sites,
+        study_sites=local.studies.sites,
+        custom_code_allowed=local.studies.allows_custom_code,
+        sandbox=sandbox,
+    )
     ctx = ServerContext(
         store=store,
         blobs=blobs,
@@ -212,8 +224,12 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
         else listen_port(config.get("port", 0), "the kit's port")
     )
     local = read_local_files(kit_dir)  # refused before the workspace is touched
+    # Job code must not reach the kit, the workspace (store, blobs, other jobs) or an admin's
+    # ~/.shoal; refused here, before anything is written, where SHOAL_SANDBOX=required cannot be had.
+    sandbox = Sandbox([kit_dir, workspace, Path(shoal_home())])
     lock = lock_workspace(workspace)  # before the store is opened, let alone settled
-    ctx = build_context(kit_dir, workspace, local)
+    ctx = build_context(kit_dir, workspace, local, sandbox)
+    log.log(logging.INFO if sandbox.abi >= 1 else logging.WARNING, "%s", sandbox.notice())
     app = build_app(ctx, local.deny)
     settled = ctx.scheduler.settle_after_restart()
     if settled:

@@ -130,7 +130,7 @@ def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> Non
 async def result_received(request: web.Request) -> web.Response:
     """How many bytes of an interrupted result upload arrived (where the site resumes)."""
     _, run, site = _run_for_site(request)
-    tmp = run.paths.run / "results" / f".{request.match_info['task_id']}-{site}.part"
+    tmp = run.paths.results / f".{request.match_info['task_id']}-{site}.part"
     return json_response({"received": tmp.stat().st_size if tmp.exists() else 0})
 
 
@@ -182,7 +182,7 @@ async def task_result(request: web.Request) -> web.Response:
         header = result_header(json.loads(request.headers.get("X-Shoal-Result", "{}")))
     except ValueError as exc:
         raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
-    results = run.paths.run / "results"
+    results = run.paths.results
     results.mkdir(parents=True, exist_ok=True)
     # Uploads resume: the site sends ?offset=N, the bytes it knows arrived; anything else is
     # refused with the size we hold (409), so both sides agree before more bytes are appended.
@@ -226,7 +226,7 @@ def result_header(raw: Any) -> dict[str, Any]:
 
 def _take_result(run: JobRun, site: str, task_id: str, checked: Path, header: dict[str, Any]) -> None:
     """A complete, checked result: into place, and its path to the workflow."""
-    final = checked.with_name(f"{task_id}-{site}.safetensors")
+    final = run.result_path(task_id, site)
     checked.replace(final)
     run.on_result(site, task_id, final, header)
 
@@ -250,7 +250,7 @@ def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[
         header = result_header(data.get("header") or {})
     except ShoalError:
         return reply
-    results = run.paths.run / "results"
+    results = run.paths.results
     results.mkdir(parents=True, exist_ok=True)
     tmp = results / f".{task_id}-{site}.inline"
     tmp.write_bytes(body)

@@ -3,6 +3,11 @@
 Declared in ``<server kit>/local/studies.json``:
 ``{"studies": {"cancer": {"sites": ["site-1"], "admins": ["lead@x.org"], "orgs": ["x.org"]}}}``.
 ``default`` always exists, has every site, and every admin may use it.
+
+A study's jobs run custom server code (a workflow class or a ``custom/`` folder of the server
+app) only if the study says ``"allow_custom_code": true``; ``default`` may say so too
+(``{"studies": {"default": {"allow_custom_code": true}}}``). That code runs confined
+(``shoal.sandbox``), but it still runs on the server, so it is off unless the operator turns it on.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from shoal.security.localfiles import json_object, operator_file_error, read_ope
 DEFAULT_STUDY = "default"
 #: What a study may say; each is a list of strings (a lone string would be matched as a substring).
 STUDY_KEYS = ("sites", "admins", "orgs")
+#: What a study may say that is true or false (absent: false).
+STUDY_FLAGS = ("allow_custom_code",)
 
 
 class Studies:
@@ -34,14 +41,28 @@ class Studies:
         studies: dict[str, dict[str, Any]] = {}
         for name, raw in declared.items():
             spec = json_object(raw, path, f"studies.{name}")
-            unknown = sorted(set(spec) - set(STUDY_KEYS))
+            known = (*STUDY_KEYS, *STUDY_FLAGS)
+            unknown = sorted(set(spec) - set(known))
             if unknown:
                 raise operator_file_error(
-                    path,
-                    f"study '{name}' has unknown key(s) {', '.join(unknown)}; known: {', '.join(STUDY_KEYS)}",
+                    path, f"study '{name}' has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
                 )
-            studies[name] = {key: string_list(spec[key], path, f"studies.{name}.{key}") for key in spec}
+            studies[name] = {
+                key: string_list(spec[key], path, f"studies.{name}.{key}")
+                for key in STUDY_KEYS
+                if key in spec
+            }
+            for flag in STUDY_FLAGS:
+                if flag in spec and not isinstance(spec[flag], bool):
+                    raise operator_file_error(
+                        path, f"'studies.{name}.{flag}' must be true or false, not {spec[flag]!r:.80}"
+                    )
+                studies[name][flag] = spec.get(flag, False)
         return cls(studies)
+
+    def allows_custom_code(self, study: str) -> bool:
+        """Whether the study's jobs may run custom code on the server (off unless declared)."""
+        return bool(self.studies.get(study, {}).get("allow_custom_code", False))
 
     def names(self) -> list[str]:
         return sorted({DEFAULT_STUDY, *self.studies})

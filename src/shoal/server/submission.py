@@ -17,7 +17,13 @@ from shoal.errors import ShoalError
 from shoal.store.base import JobRecord, JobStore, Submitter
 from shoal.store.blobs import BlobStore
 from shoal.wire.archive import content_hash_of_folder, extract_archive, zip_folder
-from shoal.wire.jobdef import JobDefinition, check_min_clients, load_job_definition, meta_folder
+from shoal.wire.jobdef import (
+    JobDefinition,
+    check_min_clients,
+    load_job_definition,
+    meta_folder,
+    server_custom_code,
+)
 
 #: How many of an archive's top-level names a JOB_META_MISSING message lists.
 LAYOUT_NAMES_SHOWN = 5
@@ -33,6 +39,7 @@ class PreparedJob:
     archive: Path  # deterministic zip with meta.json at its root
     archive_sha256: str  # the blob id the archive will be stored under
     content_hash: str  # what submit tokens compare; a zip wrapper folder does not change it
+    server_custom_code: str | None = None  # what custom code the server app runs (None: none)
 
 
 def _layout(files: list[str]) -> str:
@@ -80,6 +87,7 @@ def prepare_submission(upload: Path, work: Path, known_sites: list[str]) -> Prep
         archive=archive,
         archive_sha256=_sha256_of(archive),
         content_hash=content_hash_of_folder(root),
+        server_custom_code=server_custom_code(root / jobdef.server_app),
     )
 
 

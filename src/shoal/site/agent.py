@@ -19,8 +19,10 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from shoal import __version__
+from shoal.api.config_file import shoal_home
 from shoal.errors import ShoalError
 from shoal.fl import logconfig
+from shoal.sandbox.confinement import Sandbox
 from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
@@ -67,6 +69,10 @@ class SiteAgent:
         self.workspace = workspace or kit_dir / "workspace"
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.policy: dict[str, Any] = load_site_policy(kit_dir)  # refuses to start on a bad one
+        # Training scripts must not reach the kit (the site's key), the workspace (other jobs)
+        # or an admin's ~/.shoal; refused here where SHOAL_SANDBOX=required cannot be had.
+        self.sandbox = Sandbox([kit_dir, self.workspace, Path(shoal_home())])
+        self.sandbox.check_readable(list(self.policy.get("data_paths") or []), "site policy data_paths")
         self.jobs: dict[str, SiteJob] = {}
         self._acks: dict[tuple[str, str], asyncio.Future[bool]] = {}  # inline results in flight
         self._kept: list[dict[str, Any]] = []  # send(keep=True) while disconnected
@@ -210,6 +216,7 @@ class SiteAgent:
             await self.launcher.close()
 
     async def _run(self) -> None:
+        log.log(logging.INFO if self.sandbox.abi >= 1 else logging.WARNING, "%s", self.sandbox.notice())
         if self.warm_processes:
             self.launcher.warm_up()
         connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.kit_dir), limit=16)

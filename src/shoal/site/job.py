@@ -14,10 +14,12 @@ import os
 import shutil
 import signal
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.sandbox.files import UnsafeJobFile, claim
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
@@ -67,6 +69,23 @@ class SiteJob:
     def log_path(self) -> Path:
         return self.dir / "log.txt"
 
+    @property
+    def work_dir(self) -> Path:
+        """The script's own folder: its working folder, HOME and TMPDIR, where it writes its
+        results; the only one it may write (the agent takes files out of it, never follows
+        paths into it: ``shoal.sandbox.files``)."""
+        return self.dir / "work"
+
+    @property
+    def models_dir(self) -> Path:
+        """The models of its tasks, written by the agent; the script may only read them."""
+        return self.dir / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        """Results taken from the script on their way to the server (the agent's alone)."""
+        return self.dir / "results"
+
     def _append_log(self, line: str) -> None:
         """A line of the site's own in the job's log; best effort: the disk that refuses it
         is often the very failure being logged, and that must still be reported."""
@@ -107,15 +126,29 @@ class SiteJob:
         refusal = None if custom_code else f"site {self.agent.name} forbids custom code (site policy)"
         argv = client_command(app_dir, refuse_scripts=refusal)
         custom = [str(app_dir / "custom")] if custom_code else []
+        if self.work_dir.exists():  # left by an earlier agent process that ran this job and died
+            await asyncio.to_thread(shutil.rmtree, self.work_dir)
+        for folder in (self.work_dir, self.models_dir, self.results_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         env = {
             "SHOAL_SITE_NAME": self.agent.name,
             "SHOAL_JOB_ID": self.job_id,
             "SHOAL_APP_DIR": str(app_dir),
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join([*custom, *filter(None, [os.environ.get("PYTHONPATH")])]),
+            "PYTHONPATH": os.pathsep.join(custom),
         }
+        # The script reads its job, its models and the site's declared data, writes only its
+        # own folder, and may use the network unless the site's policy says allow_network: false.
+        confinement = self.agent.sandbox.spec(
+            read=[job_dir, self.models_dir, *map(Path, self.agent.policy.get("data_paths") or [])],
+            write=[self.work_dir],
+            home=self.work_dir,
+            network=self.agent.policy.get("allow_network", True),
+        )
         launch = self.agent.launcher.launch
-        self.proc, parent = await launch(argv, cwd=str(self.dir), env=env, sys_path=custom)
+        self.proc, parent = await launch(
+            argv, cwd=str(self.work_dir), env=env, sys_path=custom, confinement=confinement
+        )
         reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         loop = asyncio.get_running_loop()
         assert self.proc.stdout is not None
@@ -303,7 +336,9 @@ class SiteJob:
         return brief("; last output: " + " | ".join(text), 2000) if text else ""
 
     async def _upload_result(self, msg: dict[str, Any]) -> None:
-        path = Path(msg["path"])
+        """The script's result: taken out of its folder into the agent's own (never read where
+        the script could point it: a link to the site's key would be uploaded), then sent."""
+        task_id = str(msg.get("task_id"))
         header = {
             "num_examples": msg.get("num_examples", 1),
             "metrics": msg.get("metrics", {}),
@@ -314,8 +349,22 @@ class SiteJob:
         except ValueError as exc:
             await self._report_failure("ResultTooLarge", str(exc))
             return
-        await self.deliver_result(str(msg["task_id"]), path, header)
-        path.unlink(missing_ok=True)
+        try:
+            path = await asyncio.to_thread(
+                claim,
+                self.work_dir,
+                str(msg.get("path", "")),
+                self.results_dir / f"{uuid.uuid4().hex}.safetensors",
+            )
+        except (UnsafeJobFile, OSError) as exc:
+            await self._report_failure(
+                "ResultRefused", f"the training script's result for task {task_id[:64]} was not taken: {exc}"
+            )
+            return
+        try:
+            await self.deliver_result(task_id, path, header)
+        finally:
+            path.unlink(missing_ok=True)
 
     async def deliver_result(self, task_id: str, path: Path, header: dict[str, Any]) -> None:
         """A small result goes inside the control channel (INLINE_BYTES) when the server takes
@@ -353,17 +402,25 @@ class SiteJob:
                     "ProcessExit", f"the training script had already exited when a task arrived{self._tail()}"
                 )
             return
-        models = self.dir / "models"
+        models = self.models_dir
         models.mkdir(exist_ok=True)
         for old in models.glob("*.safetensors"):
-            # Earlier models go: the script answered the tasks they came with. Results stay until
-            # delivered: one whose inline answer was lost with the link is still going by PUT
-            # while the server, which had it, moves on to this task.
-            if not old.name.startswith("result-"):
-                old.unlink(missing_ok=True)
+            # Earlier models go: the script answered the tasks they came with. (Results live in
+            # results_dir until delivered: one whose inline answer was lost with the link is
+            # still going by PUT while the server, which had it, moves on to this task.)
+            old.unlink(missing_ok=True)
         model_path = models / f"{task_id}.safetensors"
         await self.fetch_model(msg, model_path)
         self._unanswered.add(task_id)
+        try:
+            await self._hand_task(msg, task_id, model_path)
+        except ConnectionError:
+            # The script is gone (its channel closed under the write): its exit, with its code
+            # and last output, is what _pump reports; this write's error would only hide it.
+            log.info("job %s: the script was gone when task %s arrived", self.job_id, task_id)
+
+    async def _hand_task(self, msg: dict[str, Any], task_id: str, model_path: Path) -> None:
+        assert self._writer is not None
         self._writer.write(
             encode(
                 {
@@ -374,6 +431,7 @@ class SiteJob:
                     "total_rounds": msg.get("total_rounds"),
                     "meta": msg.get("meta") or {},
                     "model_path": str(model_path),
+                    "result_dir": str(self.work_dir),
                 }
             )
         )

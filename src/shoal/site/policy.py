@@ -9,17 +9,21 @@ jobs with the protection silently off.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
 
 POLICY_FILE = Path("local") / "site_policy.json"
-BOOL_KEYS = ("allow_custom_code", "allow_log_streaming")  # absent means allowed
-STRING_LIST_KEYS = ("studies",)  # absent or null means every study
+BOOL_KEYS = ("allow_custom_code", "allow_log_streaming", "allow_network")  # absent means allowed
+#: ``studies``: the studies served (absent or null: every study); ``data_paths``: folders (or
+#: files) training scripts may read, beyond their own job's (absent: none).
+STRING_LIST_KEYS = ("studies", "data_paths")
 POLICY_HINT = (
-    "Fix the site's local/site_policy.json: a JSON object whose allow_custom_code and "
-    "allow_log_streaming are true or false and whose studies is a list of study names (or null: every study)."
+    "Fix the site's local/site_policy.json: a JSON object whose allow_custom_code, allow_log_streaming "
+    "and allow_network are true or false, whose studies is a list of study names (or null: every study) "
+    "and whose data_paths is a list of absolute paths training scripts may read."
 )
 
 
@@ -49,6 +53,9 @@ def check_site_policy(data: object, path: Path) -> dict[str, Any]:
         value = data.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise _bad(path, f"'{key}' must be a list of strings or null, not {json.dumps(value)}", key=key)
+    for path_text in data.get("data_paths") or []:
+        if not os.path.isabs(path_text):
+            raise _bad(path, f"'data_paths' must hold absolute paths, not {path_text!r}", key="data_paths")
     return dict(data)
 
 

@@ -313,6 +313,31 @@ def load_job_definition(root: Path) -> JobDefinition:
     )
 
 
+#: The workflows shoal ships, by the name a server config gives and the class that runs it: the
+#: only server code a study that does not allow custom code runs.
+BUILTIN_WORKFLOWS = {
+    "fedavg": "shoal.fl.fedavg.FedAvg",
+    "fedstats": "shoal.fl.fedstats.FedStats",
+    "cyclic": "shoal.fl.cyclic.Cyclic",
+    "cross_site_eval": "shoal.fl.crosseval.CrossSiteEval",
+}
+#: The training clients shoal ships: the only ``module`` a site that forbids custom code runs
+#: (a module under ``shoal.`` may itself load code from the job, as the controller's entry point
+#: loads a workflow class, so a prefix is not enough).
+BUILTIN_CLIENT_MODULES = frozenset({"shoal.fl.clients.echo", "shoal.fl.clients.stats"})
+
+
+def server_custom_code(app_dir: Path) -> str | None:
+    """What custom code the server app at ``app_dir`` would run, or None: a workflow class that
+    is not one of shoal's. (Its ``custom/`` folder, which an app deployed to the server and the
+    sites shares with them, is importable by the workflow only where custom code is allowed.)"""
+    config = json.loads(app_dir.joinpath(*SERVER_CONFIG).read_text())
+    spec = config.get("workflow", "fedavg")
+    if isinstance(spec, dict) and spec.get("class") not in BUILTIN_WORKFLOWS.values():
+        return f"its workflow class {str(spec.get('class'))[:200]!r} is custom code"
+    return None
+
+
 def eligible_sites(jobdef: JobDefinition, known_sites: list[str]) -> list[str]:
     """The known sites this job could run on, sorted."""
     known = set(known_sites)
@@ -339,9 +364,10 @@ def client_command(app_dir: Path, *, refuse_scripts: str | None = None) -> list[
     """The ``python -u`` arguments a site runs for an app: ``["-m", module, *args]`` for a
     built-in ``"module": "shoal...."`` client, else ``[custom/<script>, *args]``.
 
-    ``refuse_scripts`` (a site whose policy forbids custom code says why) refuses a script with
-    PermissionError before it is looked for; a script outside the app's ``custom/`` folder, or
-    missing, is a ValueError. Sites and the simulator both start clients by this rule.
+    ``refuse_scripts`` (a site whose policy forbids custom code says why) refuses, with
+    PermissionError, a script and any module but the built-in clients
+    (``BUILTIN_CLIENT_MODULES``); a script outside the app's ``custom/`` folder, or missing, is
+    a ValueError. Sites and the simulator both start clients by this rule.
     """
     config = json.loads(app_dir.joinpath(*CLIENT_CONFIG).read_text())
     raw = config.get("args", "")
@@ -355,6 +381,8 @@ def client_command(app_dir: Path, *, refuse_scripts: str | None = None) -> list[
                 f"'module' names a built-in client (shoal.fl.clients.*), not {module!r}; "
                 "for the job's own code, name a 'script' in custom/"
             )
+        if refuse_scripts is not None and module not in BUILTIN_CLIENT_MODULES:
+            raise PermissionError(f"{refuse_scripts}: {module!r} is not one of shoal's built-in clients")
         return ["-m", module, *args]
     if refuse_scripts is not None:
         raise PermissionError(refuse_scripts)

@@ -51,6 +51,10 @@ MAX_MESSAGE = 1 << 20  # a fork request (argv, environment additions, sys.path)
 MAX_REPLY = 4096  # a pid or an exit code
 #: The exit code of a job process whose fork server died first (nobody can reap it and say).
 EXIT_UNKNOWN = 255
+#: The exit code of a job process that could not confine itself (its code never ran).
+EXIT_UNCONFINED = 126
+ONCE = "--once"  # ``python -m shoal.wire.warm --once``: a cold job process
+SPEC_ENV = "SHOAL_JOB_SPEC"  # what a cold job process is to become
 
 log = logging.getLogger("shoal.warm")
 
@@ -185,20 +189,31 @@ class ForkServer:
         env: dict[str, str],
         sys_path: list[str] | None = None,
         output_file: str | None = None,
+        confinement: dict[str, Any] | None = None,
     ) -> tuple[JobProcess, socket.socket]:
         """Run ``python -u <argv>`` (``argv`` is ``["-m", module, ...]`` or ``[script, ...]``);
         returns the process and our end of its channel. Forked from the fork server when it
         runs; a new interpreter with the same arguments when warm processes are off
-        (``SHOAL_WARM_SPARES=0``) or the fork server cannot be had."""
+        (``SHOAL_WARM_SPARES=0``) or the fork server cannot be had. Either way the process
+        confines itself to ``confinement`` (``shoal.sandbox.confinement``) before the job's
+        code runs."""
+        spec = {
+            "argv": argv,
+            "cwd": cwd,
+            "env": env,
+            "sys_path": sys_path or [],
+            "output": output_file,
+            "confinement": confinement,
+        }
         if enabled():
             connection = await self._connection()
             if connection is not None:
                 try:
-                    return await self._fork(connection, argv, cwd, env, sys_path, output_file)
+                    return await self._fork(connection, spec)
                 except OSError as exc:
                     log.warning("fork server failed (%s); starting the job's process cold", exc)
                     self._server = None  # the next launch starts a new one
-        return await _start(argv, cwd=cwd, env=env, output_file=output_file, pipe_stdout=self.pipe_stdout)
+        return await _start(spec, pipe_stdout=self.pipe_stdout)
 
     async def _connection(self) -> _Connection | None:
         """The running fork server; one that died is replaced (once per launch)."""
@@ -216,21 +231,12 @@ class ForkServer:
             self._server = None
         return None
 
-    async def _fork(
-        self,
-        connection: _Connection,
-        argv: list[str],
-        cwd: str,
-        env: dict[str, str],
-        sys_path: list[str] | None,
-        output_file: str | None,
-    ) -> tuple[JobProcess, socket.socket]:
+    async def _fork(self, connection: _Connection, spec: dict[str, Any]) -> tuple[JobProcess, socket.socket]:
         import asyncio
 
-        spec = {"argv": argv, "cwd": cwd, "env": env, "sys_path": sys_path or [], "output": output_file}
         parent, child = socket.socketpair()
         read_end = write_end = -1
-        if self.pipe_stdout and not output_file:
+        if self.pipe_stdout and not spec["output"]:
             read_end, write_end = os.pipe()
         try:
             fds = [child.fileno()] + ([write_end] if write_end >= 0 else [])
@@ -289,13 +295,13 @@ class ForkServer:
         await connection.close()
 
 
-async def _start(
-    argv: list[str], *, cwd: str, env: dict[str, str], output_file: str | None, pipe_stdout: bool
-) -> tuple[JobProcess, socket.socket]:
-    """A cold ``python -u <argv>`` in its own session, one end of a socketpair as its channel,
-    its output into ``output_file``, a pipe (``pipe_stdout``) or nowhere."""
+async def _start(spec: dict[str, Any], *, pipe_stdout: bool) -> tuple[JobProcess, socket.socket]:
+    """A cold interpreter in its own session that does what a fork would (``--once``: confine
+    itself, then ``python -u <argv>``), one end of a socketpair as its channel, its output into
+    the spec's file, a pipe (``pipe_stdout``) or nowhere."""
     import asyncio
 
+    output_file = spec["output"]
     parent, child = socket.socketpair()
     log_file = open(output_file, "ab") if output_file else None  # noqa: SIM115 - handed to the child
     if log_file is not None:
@@ -309,13 +315,20 @@ async def _start(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-u",
-            *argv,
+            "-m",
+            "shoal.wire.warm",
+            ONCE,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             pass_fds=(child.fileno(),),
-            env={**os.environ, **env, CHANNEL_FD_ENV: str(child.fileno()), "PYTHONUNBUFFERED": "1"},
-            cwd=cwd,
+            env={
+                **os.environ,
+                CHANNEL_FD_ENV: str(child.fileno()),
+                SPEC_ENV: json.dumps({**spec, "output": None}),
+                "PYTHONUNBUFFERED": "1",
+            },
+            cwd=spec["cwd"],
             start_new_session=True,
         )
     except BaseException:
@@ -386,21 +399,33 @@ def _report_exits(control: socket.socket) -> None:
         control.sendall(encode({"exited": pid, "code": os.waitstatus_to_exitcode(status)}))
 
 
-def _become(spec: dict[str, Any], fds: list[int]) -> None:
-    """In the forked child (already in its own session): its descriptors, then the job's code."""
+def _become(spec: dict[str, Any], fds: list[int], *, keep_stdio: bool = False) -> None:
+    """In the forked child (already in its own session), or a cold ``--once`` interpreter
+    (``keep_stdio``: its parent set its output): its descriptors, its confinement, then the
+    job's code."""
     channel, *piped = fds
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    output = spec.get("output")
-    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if output else (piped or [null])[0]
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    for fd in {null, out}:
-        if fd > 2:
-            os.close(fd)
+    if not keep_stdio:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        output = spec.get("output")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+        out = os.open(output, flags, 0o644) if output else (piped or [null])[0]
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        for fd in {null, out}:
+            if fd > 2:
+                os.close(fd)
     numpy = sys.modules.get("numpy")
     if numpy is not None and "numpy.random" in sys.modules:
         numpy.random.seed()  # the fork server's global state, shared by every child otherwise
+    if spec.get("confinement") is not None:
+        from shoal.sandbox.confinement import apply
+
+        try:
+            apply(spec["confinement"], keep_fds={0, 1, 2, channel})
+        except OSError as exc:  # never run a job's code less confined than its host asked
+            os.write(2, f"shoal: cannot confine the job's process: {exc}\n".encode())
+            os._exit(EXIT_UNCONFINED)
     os.environ[CHANNEL_FD_ENV] = str(channel)
     os.chdir(spec["cwd"])
     os.environ.update(spec["env"])
@@ -424,6 +449,10 @@ def main() -> None:
     import gc
     import importlib
 
+    if sys.argv[1:] == [ONCE]:  # a cold start: the job's process itself, without a fork server
+        spec = json.loads(os.environ.pop(SPEC_ENV))
+        _become(spec, [int(os.environ[CHANNEL_FD_ENV])], keep_stdio=True)
+        return
     control = socket.socket(fileno=int(os.environ.pop(CONTROL_FD_ENV)))
     for name in sys.argv[1:]:
         try:
