@@ -268,3 +268,18 @@ def test_a_server_kit_without_its_project_is_refused(
     (kit / "startup" / "fed_server.json").write_text(json.dumps(description))
     code, doc = start_refused(prepared, kit, "--workspace", tmp_path / "ws")
     assert code == 2 and doc["error_code"] == "STARTUP_KIT_MISSING" and named in doc["message"], doc
+
+
+def test_a_server_that_cannot_confine_job_code_as_required_is_refused(
+    prepared: Federation, tmp_path: Path
+) -> None:
+    """SHOAL_SANDBOX=required on a kernel without Landlock (SHOAL_LANDLOCK_MAX_ABI=0 plays one):
+    the server refuses to start, before its workspace is written; a bad SHOAL_SANDBOX too."""
+    kit = kit_copy(prepared, tmp_path)
+    env = {**prepared.cli.env(), "SHOAL_SANDBOX": "required", "SHOAL_LANDLOCK_MAX_ABI": "0"}
+    code, doc = prepared.cli.json("server", "start", "-k", kit, "--port", "0", timeout=30, env=env)
+    assert code == 4 and doc["error_code"] == "SANDBOX_UNAVAILABLE", doc
+    assert not (kit / "workspace" / "store.db").exists()
+    env["SHOAL_SANDBOX"] = "sometimes"
+    code, doc = prepared.cli.json("server", "start", "-k", kit, "--port", "0", timeout=30, env=env)
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS" and "SHOAL_SANDBOX" in doc["message"], doc

@@ -78,3 +78,22 @@ def test_log_streaming_refusal_is_reported(fed: Federation, tmp_path: Path) -> N
     assert code == 0, doc
     code, doc = fed.cli.json("job", "meta", doc["data"]["job_id"])
     assert any("site-2" in n and "log streaming refused" in n for n in doc["data"]["notices"]), doc["data"]
+
+
+def test_a_site_forbidding_custom_code_runs_no_shoal_module_but_its_clients(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """Issue 13 finding 2: any "module" under ``shoal.`` passed for built-in, and the controller's
+    entry point loads a workflow class from the job's own custom/ folder. Only shoal's training
+    clients run where custom code is forbidden."""
+    job = echo_job(tmp_path / "job", min_clients=1, meta={"deploy_map": {"app": ["server", "site-2"]}})
+    (job / "app" / "config" / "config_fed_client.json").write_text(
+        json.dumps(
+            {"module": "shoal.fl.controller_main", "args": "--job-id 1 --app-dir . --run-dir . --workspace ."}
+        )
+    )
+    code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, doc = fed.cli.json("job", "meta", doc["data"]["job_id"])
+    error = doc["data"]["first_error"]
+    assert error["site"] == "site-2" and "not one of shoal's built-in clients" in error["message"], error

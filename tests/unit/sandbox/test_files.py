@@ -1,0 +1,97 @@
+"""The host's way of taking files out of a job's folder: links, FIFOs, hard links and folders
+swapped for links are refused, never followed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shoal.sandbox.files import UnsafeJobFile, claim, harvest, relative_inside
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    path = tmp_path / "host" / "key.pem"
+    path.parent.mkdir()
+    path.write_text("PRIVATE KEY")
+    return path
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    work, mine = tmp_path / "work", tmp_path / "mine"
+    work.mkdir()
+    mine.mkdir()
+    return work, mine
+
+
+def test_a_regular_file_is_claimed(dirs: tuple[Path, Path]) -> None:
+    work, mine = dirs
+    (work / "sub").mkdir()
+    (work / "sub" / "r.bin").write_bytes(b"update")
+    got = claim(work, str(work / "sub" / "r.bin"), mine / "taken")
+    assert got.read_bytes() == b"update" and not (work / "sub" / "r.bin").exists()
+
+
+def test_a_link_to_a_host_file_is_refused_and_the_file_stays(dirs: tuple[Path, Path], secret: Path) -> None:
+    work, mine = dirs
+    (work / "r.bin").symlink_to(secret)
+    with pytest.raises(UnsafeJobFile, match="not a regular file"):
+        claim(work, "r.bin", mine / "taken")
+    assert secret.read_text() == "PRIVATE KEY" and not (mine / "taken").exists()
+
+
+def test_a_hard_link_is_refused(dirs: tuple[Path, Path], secret: Path) -> None:
+    work, mine = dirs
+    os.link(secret, work / "r.bin")
+    with pytest.raises(UnsafeJobFile, match="hard link"):
+        claim(work, "r.bin", mine / "taken")
+    assert secret.read_text() == "PRIVATE KEY" and not (mine / "taken").exists()
+
+
+def test_a_fifo_is_refused_without_blocking(dirs: tuple[Path, Path]) -> None:
+    work, mine = dirs
+    os.mkfifo(work / "r.bin")
+    with pytest.raises(UnsafeJobFile):
+        claim(work, "r.bin", mine / "taken")
+
+
+def test_a_folder_on_the_way_that_is_a_link_is_refused(dirs: tuple[Path, Path], secret: Path) -> None:
+    """The job swaps a folder of the path for a link to the host's: the walk refuses it, so the
+    host's own file is never moved out from under it."""
+    work, mine = dirs
+    (work / "sub").symlink_to(secret.parent, target_is_directory=True)
+    with pytest.raises(UnsafeJobFile, match="not a plain folder"):
+        claim(work, str(work / "sub" / "key.pem"), mine / "taken")
+    assert secret.exists()
+
+
+@pytest.mark.parametrize("named", ["../host/key.pem", "/etc/passwd", ".", ""])
+def test_paths_outside_the_folder_are_refused_by_their_text(dirs: tuple[Path, Path], named: str) -> None:
+    with pytest.raises(UnsafeJobFile):
+        relative_inside(dirs[0], named)
+
+
+def test_harvest_keeps_regular_files_and_refuses_the_rest(dirs: tuple[Path, Path], secret: Path) -> None:
+    out, workspace = dirs
+    (out / "model.bin").write_bytes(b"m")
+    (out / "deep").mkdir()
+    (out / "deep" / "metrics.json").write_text("{}")
+    (out / "key.pem").symlink_to(secret)
+    (out / "linked").symlink_to(secret.parent, target_is_directory=True)
+    os.link(secret, out / "hard.pem")
+    os.mkfifo(out / "pipe")
+    (workspace / "server").mkdir()
+    (workspace / "server" / "log.txt").write_text("the server's")
+    (out / "server").mkdir()
+    (out / "server" / "log.txt").write_text("forged")
+    skipped = harvest(out, workspace)
+    assert (workspace / "model.bin").read_bytes() == b"m"
+    assert (workspace / "deep" / "metrics.json").read_text() == "{}"
+    assert (workspace / "server" / "log.txt").read_text() == "the server's"
+    for name in ("key.pem", "hard.pem", "pipe", "linked"):
+        assert not (workspace / name).exists() and not (workspace / name).is_symlink()
+        assert any(s.startswith(name) for s in skipped), skipped
+    assert secret.read_text() == "PRIVATE KEY"
