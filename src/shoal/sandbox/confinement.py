@@ -317,6 +317,6 @@ def _rebuild_environment(spec: dict[str, Any]) -> None:
     os.environ.update(kept)
     if home:
         os.environ.update({"HOME": home, "TMPDIR": os.path.join(home, "tmp")})
-    import tempfile
-
-    tempfile.tempdir = None  # computed again from TMPDIR on first use
+    tempfile = sys.modules.get("tempfile")  # imported by the fork server: it chose a folder already
+    if tempfile is not None:
+        tempfile.tempdir = None  # type: ignore[attr-defined]  # chosen again from TMPDIR on first use

@@ -87,7 +87,9 @@ class Scheduler:
         self._kick_pending = False
         # Job controllers are forked from a process that has numpy and the workflows imported
         # (shoal.wire.warm): a job's first round does not wait for an interpreter to start.
-        self.launcher = ForkServer(("numpy", "shoal.fl.fedavg", "shoal.fl.workflow"), pipe_stdout=False)
+        self.launcher = ForkServer(
+            ("numpy", "shoal.fl.fedavg", "shoal.fl.workflow", "shoal.sandbox.confinement"), pipe_stdout=False
+        )
 
     def paths(self, job_id: int) -> JobPaths:
         return JobPaths(self.jobs_root / str(job_id))

@@ -81,7 +81,9 @@ class SiteAgent:
         self._stop = asyncio.Event()
         # Training processes are forked from a process that has numpy and the client API
         # imported (shoal.wire.warm): a job's script starts without waiting for an interpreter.
-        self.launcher = ForkServer(("numpy", "shoal.fl.client", "shoal.fl"), pipe_stdout=True)
+        self.launcher = ForkServer(
+            ("numpy", "shoal.fl.client", "shoal.fl", "shoal.sandbox.confinement"), pipe_stdout=True
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -163,3 +163,23 @@ def test_signals_to_the_host_are_refused_under_landlock(host: dict[str, Path]) -
     )
     seen = _in_child(spec, lambda: {"term": _can(lambda: os.kill(os.getppid(), signal.SIGCONT))})
     assert str(seen["term"]).startswith("no"), seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SHOAL_JOB_USER is for root hosts")
+def test_a_job_user_who_cannot_run_the_jobs_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A job user that cannot even read the interpreter would fail every job: refused at start,
+    naming what it cannot read (here: Python under /root, which only root may enter)."""
+    import sys
+
+    monkeypatch.setenv("SHOAL_JOB_USER", "nobody")
+    if privileges.reachable_by(sys.executable, 65534, 65534):
+        assert Sandbox([tmp_path]).job_user is not None
+        return
+    with pytest.raises(ShoalError) as err:
+        Sandbox([tmp_path])
+    assert err.value.code == "SANDBOX_UNAVAILABLE" and "cannot read" in str(err.value), err.value
+    monkeypatch.setenv("SHOAL_JOB_USER", "root")
+    with pytest.raises(ShoalError):
+        Sandbox([tmp_path])
