@@ -142,9 +142,9 @@ from shoal.fl import client as flare
 
 flare.init()
 model = flare.receive()
-if os.environ["SHOAL_SITE_NAME"] == "site-2":
-    open(os.path.join(CUE, "got-task"), "w").close()
-    while not os.path.exists(os.path.join(CUE, "fail-now")):
+if os.environ["SHOAL_SITE_NAME"] == "site-2":  # cues in its own folder, the one it may write
+    open("got-task", "w").close()
+    while not os.path.exists("fail-now"):
         time.sleep(0.05)
     raise SystemExit("site-2 gives up")
 flare.send(FLModel(params={"w": np.zeros(2)}, num_examples=1))
@@ -159,15 +159,14 @@ def test_a_failure_during_a_short_link_cut_still_reaches_the_server(
     used to be dropped, the server (which kept the site through its grace) then waited for a
     result that could not come, for ever with no round deadline."""
     fed, proxy = routed
-    cue = tmp_path / "cue"
-    cue.mkdir()
     job = tmp_path / "job"
     import shutil
 
     shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
-    (job / "app" / "custom" / "client.py").write_text(FAILS_ON_CUE.replace("CUE", repr(str(cue))))
+    (job / "app" / "custom" / "client.py").write_text(FAILS_ON_CUE)
     code, doc = fed.cli.json("job", "submit", "-j", job)
     job_id = doc["data"]["job_id"]
+    cue = fed.kits / "site-2" / "workspace" / "jobs" / job_id / "work"  # the script's working folder
     deadline = time.monotonic() + 60
     while not (cue / "got-task").exists():
         assert time.monotonic() < deadline, "site-2 never got its task"
