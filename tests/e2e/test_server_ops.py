@@ -200,6 +200,8 @@ def kit_copy(prepared: Federation, tmp_path: Path) -> Path:
         ("studies.json", '{"studies": "x"}', "'studies'"),
         ("limits.json", '{"max_upload_bytes": "lots"}', "'max_upload_bytes'"),
         ("limits.json", '{"min_free_bytes": true}', "'min_free_bytes'"),
+        ("limits.json", '{"reject_non_finite_updates": "false"}', "'reject_non_finite_updates'"),
+        ("limits.json", '{"max_num_examples": -1}', "'max_num_examples'"),
         ("revoked.json", '{"names": ["admin@ex', "is not valid JSON"),
         ("revoked.json", '{"names": "admin@example.com"}', "'names'"),
         ("revoked.json", '{"serials": [42]}', "'serials'"),
