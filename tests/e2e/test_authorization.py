@@ -27,7 +27,11 @@ USERS = {
 #: CA into a folder of its own (a POC keeps one kit folder per name).
 TWIN = ("lead@example.org", "other.org")
 STUDIES = {
-    "cancer": {"sites": ["site-1"], "admins": ["lead@example.org"], "orgs": []},
+    "cancer": {
+        "sites": ["site-1"],
+        "admins": [{"name": "lead@example.org", "org": "example.org"}],
+        "orgs": [],
+    },
     "other": {"sites": ["site-2"], "admins": [], "orgs": []},
 }
 
@@ -171,6 +175,9 @@ def test_study_isolation(fed: Federation, tmp_path: Path) -> None:
     assert [r["job_id"] for r in doc["data"]] == [job_id]
     code, doc = as_user(fed, "member", "job", "list", "--study", "cancer")
     assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED"
+    # the study lists lead@example.org of example.org: its same-named twin of other.org is not it
+    code, doc = as_user(fed, "twin", "job", "list", "--study", "cancer")
+    assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED", doc
     code, doc = as_user(fed, "project_admin", "job", "list", "--study", "nope")
     assert code == 1 and doc["error_code"] == "STUDY_NOT_FOUND"
     # a study with one site cannot take a job that needs two

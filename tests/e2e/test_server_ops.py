@@ -196,6 +196,11 @@ def kit_copy(prepared: Federation, tmp_path: Path) -> Path:
         ("authorization.json", '{"roles": ["lead"]}', "'roles'"),
         ("studies.json", '{"studies": {"x": {"sites": [', "is not valid JSON"),
         ("studies.json", '{"studies": {"x": {"admins": "lead@x.org"}}}', "'studies.x.admins'"),
+        (
+            "studies.json",
+            '{"studies": {"x": {"admins": ["lead@x.org"]}}}',
+            "'studies.x.admins[0]' is a bare name",
+        ),
         ("studies.json", '{"studies": {"x": {"admin": ["lead@x.org"]}}}', "unknown key(s) admin"),
         ("studies.json", '{"studies": "x"}', "'studies'"),
         ("limits.json", '{"max_upload_bytes": "lots"}', "'max_upload_bytes'"),
