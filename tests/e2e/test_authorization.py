@@ -11,9 +11,11 @@ import pytest
 
 from shoal.provision.ca import load_ca
 from shoal.provision.kits import write_admin_kit
+from shoal.security.policy import DEFAULT_POLICY
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation, start_federation, stop_federation
 from tests.e2e.jobs import copy_hello
+from tests.federation import own_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +41,15 @@ STUDIES = {
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     federation = start_federation(tmp_path_factory.mktemp("authz"), studies=STUDIES)
+    add_users(federation)
+    try:
+        yield federation
+    finally:
+        stop_federation(federation)
+
+
+def add_users(federation: Federation) -> None:
+    """USERS through ``poc add-user``, and TWIN issued from the POC's CA."""
     for key, (email, org) in USERS.items():
         role = "lead" if key == "other_lead" else key
         proc = federation.cli.run(
@@ -55,10 +66,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         project=admin["project"],
         port=admin["server"]["port"],
     )
-    try:
-        yield federation
-    finally:
-        stop_federation(federation)
 
 
 def kit(fed: Federation, who: str) -> Path:
@@ -126,13 +133,65 @@ def test_role_by_command_matrix_follows_the_policy_file(fed: Federation, tmp_pat
                 else:
                     assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED", (who, command, owner_key, doc)
                 checked += 1
-        code, doc = as_user(fed, who, "job", "list")
-        assert (code == 0) == expected(policy, role, "view", ("", ""), me)
+        assert_listing_follows_the_policy(
+            fed, policy, who, role, me, {job_id: owners[k] for k, job_id in jobs.items()}
+        )
         code, doc = as_user(fed, who, "job", "submit", "-j", EXAMPLES / "hello-numpy")
         assert (code == 0) == expected(policy, role, "submit_job", ("", ""), me), (who, doc)
         if code != 0:
             assert doc["error_code"] == "NOT_AUTHORIZED" and code == 2
     assert checked == 6 * 3 * len(JOB_COMMANDS)
+
+
+def assert_listing_follows_the_policy(
+    fed: Federation,
+    policy: dict[str, dict[str, str]],
+    who: str,
+    role: str,
+    me: tuple[str, str],
+    owners: dict[str, tuple[str, str]],
+) -> None:
+    """``job list`` is refused where ``view`` reaches no job; otherwise it shows exactly the
+    jobs (of ``owners``: job id -> submitter) the caller may view."""
+    code, doc = as_user(fed, who, "job", "list")
+    assert (code == 0) == (policy.get(role, {}).get("view", "none") != "none"), (who, doc)
+    if code == 0:
+        listed = {row["job_id"] for row in doc["data"]}  # type: ignore[attr-defined]
+        for job_id, owner in owners.items():
+            assert (job_id in listed) == expected(policy, role, "view", owner, me), (who, job_id, owner)
+
+
+def test_a_listing_shows_the_jobs_the_policy_lets_the_caller_view(tmp_path: Path) -> None:
+    """With ``view`` set to ``own`` or ``org`` a listing is filtered (it was refused outright):
+    a lead sees the jobs it submitted, not its same-named twin's of another org; a member sees
+    its org's jobs."""
+    policy = {**DEFAULT_POLICY, "lead": {**DEFAULT_POLICY["lead"], "view": "own"}, "member": {"view": "org"}}
+    with own_federation(
+        tmp_path / "fed", server_local={"authorization.json": {"roles": policy}}
+    ) as federation:
+        add_users(federation)
+        owners: dict[str, tuple[str, str]] = {}
+        for who, owner in (
+            ("lead", USERS["lead"]),
+            ("twin", TWIN),
+            ("project_admin", ("admin@example.com", "example.org")),
+        ):
+            code, doc = as_user(federation, who, "job", "submit", "-j", EXAMPLES / "hello-numpy")
+            assert code == 0, doc
+            owners[str(doc["data"]["job_id"])] = owner  # type: ignore[index]
+        for who, role, me in (
+            ("lead", "lead", USERS["lead"]),
+            ("twin", "lead", TWIN),
+            ("member", "member", USERS["member"]),
+            ("other_lead", "lead", USERS["other_lead"]),
+        ):
+            assert_listing_follows_the_policy(federation, policy, who, role, me, owners)
+        code, doc = as_user(federation, "lead", "job", "list")
+        assert [row["job_id"] for row in doc["data"]] == [  # type: ignore[attr-defined]
+            job_id for job_id, owner in owners.items() if owner == USERS["lead"]
+        ]
+        for job_id in owners:
+            as_user(federation, "project_admin", "job", "abort", job_id, "--force")
 
 
 def test_a_same_named_user_of_another_org_shares_no_submit_token(fed: Federation) -> None:

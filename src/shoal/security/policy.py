@@ -83,8 +83,26 @@ class Policy:
             return
         if owner is not None and cond == "org" and owner[1] and owner[1] == who.org:
             return
-        scope = {"own": "jobs it submitted", "org": "jobs of its org", "none": "no job"}.get(cond, "no job")
-        raise ShoalError("NOT_AUTHORIZED", f"role '{who.role}' may use {right} on {scope}")
+        raise _denied(who, right, cond)
+
+    def listing_scope(self, who: Identity, right: str) -> tuple[str | None, str | None]:
+        """Which jobs a listing shows ``who``: the (submitter name, submitter org) they must
+        have, None meaning any. ``own`` is the caller's name and org, ``org`` its org; the same
+        rule as ``check``, so a listing never shows a job its rows could not be opened on.
+        NOT_AUTHORIZED when the right reaches no job."""
+        cond = self.condition(who.role, right)
+        if cond == "any":
+            return None, None
+        if cond == "own" and who.org:
+            return who.name, who.org
+        if cond == "org" and who.org:
+            return None, who.org
+        raise _denied(who, right, cond)
+
+
+def _denied(who: Identity, right: str, cond: str) -> ShoalError:
+    scope = {"own": "jobs it submitted", "org": "jobs of its org", "none": "no job"}.get(cond, "no job")
+    return ShoalError("NOT_AUTHORIZED", f"role '{who.role}' may use {right} on {scope}")
 
 
 def is_submitter(who: Identity, owner: tuple[str, str]) -> bool:

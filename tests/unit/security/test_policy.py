@@ -42,3 +42,14 @@ def test_a_job_stored_without_an_org_is_nobodys_own_and_no_orgs(right: str) -> N
 def test_org_rights_follow_the_org_whatever_the_name() -> None:
     assert not denied(ORG_ADMIN, "manage_job", ("lead@example.org", "example.org"))
     assert denied(ORG_ADMIN, "manage_job", ("lead@example.org", "other.org"))
+
+
+def test_a_listing_is_scoped_as_the_right_is() -> None:
+    policy = Policy({"lead": {"view": "own"}, "org_admin": {"view": "org"}, "member": {"view": "any"}})
+    assert policy.listing_scope(LEAD, "view") == ("lead@example.org", "example.org")
+    assert policy.listing_scope(TWIN, "view") == ("lead@example.org", "other.org")
+    assert policy.listing_scope(ORG_ADMIN, "view") == (None, "example.org")
+    assert policy.listing_scope(Identity("m", "example.org", "admin", "member"), "view") == (None, None)
+    with pytest.raises(ShoalError) as err:
+        policy.listing_scope(Identity("x", "example.org", "admin", "auditor"), "view")
+    assert err.value.code == "NOT_AUTHORIZED"
