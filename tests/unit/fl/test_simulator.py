@@ -337,3 +337,25 @@ def test_a_lower_num_examples_bound_is_applied(tmp_path: Path) -> None:
     report = run_simulation(job, 3, out_dir=tmp_path / "out", checks=UpdateChecks(max_num_examples=10))
     assert report.status == "FAILED" and report.first_error is not None
     assert report.first_error["site"] == "site-2" and "num_examples 11" in report.first_error["message"]
+
+
+#: A federated-statistics site whose pass-1 sum is NaN on site-2 (a column with a missing value).
+HOSTILE_STATS_SITE = """
+import numpy as np
+from shoal.fl import FLModel, client as flare
+flare.init()
+model = flare.receive()
+total = float("nan") if flare.site_name() == "site-2" else 30.0
+part = {"count": np.array([10.0]), "sum": np.array([total]), "min": np.array([1.0]), "max": np.array([5.0])}
+flare.send(FLModel(params=part, meta={"pass": 1, "features": ["x"]}, num_examples=10))
+"""
+
+
+def test_a_non_finite_statistic_fails_federated_statistics_naming_its_site(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", HOSTILE_STATS_SITE)
+    server = {"workflow": "fedstats", "args": {"statistics": ["count", "sum", "mean"]}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    report = run_simulation(job, 3, out_dir=tmp_path / "out")
+    assert report.status == "FAILED" and report.first_error is not None, report
+    assert report.first_error["site"] == "site-2"
+    assert "tensor 'sum' holds NaN or infinite values" in report.first_error["message"]
