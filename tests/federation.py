@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Cli
 
@@ -62,10 +63,11 @@ CUSTOM_CODE_STUDIES: dict[str, object] = {
 
 
 @contextmanager
-def own_federation(home: Path, studies: dict[str, object] | None = None) -> Iterator[Federation]:
+def own_federation(home: Path, **options: Any) -> Iterator[Federation]:
     """A federation of the caller's own (server + 2 sites), stopped on the way out: for tests
-    that disturb it (duplicate agents, revocations, restarts) and so cannot share the session's."""
-    fed = start_federation(home, studies=studies)
+    that disturb it (duplicate agents, revocations, restarts) or need other server settings
+    (``options`` go to ``start_federation``), and so cannot share the session's."""
+    fed = start_federation(home, **options)
     try:
         yield fed
     finally:

@@ -110,7 +110,11 @@ CATALOGUE: dict[str, ErrorSpec] = {
         1,
         400,
         "The job archive holds an entry that is not allowed.",
-        "Job archives hold regular files under relative paths only: no '..', absolute paths or links.",
+        "Job archives hold regular files under relative paths only: no '..', absolute paths or "
+        "links; and names every site's system can hold: no Windows device names (CON, aux.py), "
+        "no trailing dot or space, no ':', '?', '*' or other character Windows refuses, no "
+        "control characters, no two names that "
+        "differ only in case or Unicode form. Rename the entry the message names.",
     ),
     "CUSTOM_CODE_NOT_ALLOWED": ErrorSpec(
         1,

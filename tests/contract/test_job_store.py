@@ -411,6 +411,21 @@ def test_list_by_study(store: JobStore) -> None:
     assert store.list_jobs(study="nope") == []
 
 
+def test_list_by_submitter_name_and_org(store: JobStore) -> None:
+    """A same-named submitter of another org is someone else; the limit counts only matches."""
+    twin = Submitter(name=ALICE.name, org="other", role="lead")
+    mine = [create(store, submitter=ALICE).job_id for _ in range(3)]
+    create(store, submitter=twin)
+    bobs = create(store, submitter=BOB).job_id
+    own = store.list_jobs(study="default", submitter_name=ALICE.name, submitter_org=ALICE.org)
+    assert [j.job_id for j in own] == mine
+    limited = store.list_jobs(study="default", submitter_name=ALICE.name, submitter_org=ALICE.org, limit=2)
+    assert [j.job_id for j in limited] == mine[1:]
+    org = store.list_jobs(study="default", submitter_org="acme")
+    assert [j.job_id for j in org] == [*mine, bobs]
+    assert store.list_jobs(study="default", submitter_org="") == []
+
+
 def test_list_name_prefix_case_insensitive(store: JobStore) -> None:
     create(store, "Hello-World")
     create(store, "hello_numpy")

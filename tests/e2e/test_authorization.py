@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from shoal.provision.ca import load_ca
+from shoal.provision.kits import write_admin_kit
+from shoal.security.policy import DEFAULT_POLICY
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation, start_federation, stop_federation
 from tests.e2e.jobs import copy_hello
+from tests.federation import own_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +25,15 @@ USERS = {
     "member": ("member@example.org", "example.org"),
     "other_lead": ("lead@other.org", "other.org"),
 }
+#: A lead of another org that chose the same name as ``lead``: its kit is issued from the POC's
+#: CA into a folder of its own (a POC keeps one kit folder per name).
+TWIN = ("lead@example.org", "other.org")
 STUDIES = {
-    "cancer": {"sites": ["site-1"], "admins": ["lead@example.org"], "orgs": []},
+    "cancer": {
+        "sites": ["site-1"],
+        "admins": [{"name": "lead@example.org", "org": "example.org"}],
+        "orgs": [],
+    },
     "other": {"sites": ["site-2"], "admins": [], "orgs": []},
 }
 
@@ -30,19 +41,36 @@ STUDIES = {
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     federation = start_federation(tmp_path_factory.mktemp("authz"), studies=STUDIES)
-    for key, (email, org) in USERS.items():
-        role = "lead" if key == "other_lead" else key
-        proc = federation.cli.run(
-            "poc", "add-user", role, email, "--org", org, "--workspace", federation.workspace
-        )
-        assert proc.returncode == 0, proc.stderr
+    add_users(federation)
     try:
         yield federation
     finally:
         stop_federation(federation)
 
 
+def add_users(federation: Federation) -> None:
+    """USERS through ``poc add-user``, and TWIN issued from the POC's CA."""
+    for key, (email, org) in USERS.items():
+        role = "lead" if key == "other_lead" else key
+        proc = federation.cli.run(
+            "poc", "add-user", role, email, "--org", org, "--workspace", federation.workspace
+        )
+        assert proc.returncode == 0, proc.stderr
+    admin = json.loads((federation.kits / "admin@example.com" / "startup" / "fed_admin.json").read_text())
+    write_admin_kit(
+        federation.workspace / "twin",
+        load_ca(federation.workspace / "ca"),
+        name=TWIN[0],
+        org=TWIN[1],
+        role="lead",
+        project=admin["project"],
+        port=admin["server"]["port"],
+    )
+
+
 def kit(fed: Federation, who: str) -> Path:
+    if who == "twin":
+        return fed.workspace / "twin" / TWIN[0]
     email = "admin@example.com" if who == "project_admin" else USERS[who][0]
     return fed.kits / email
 
@@ -65,8 +93,10 @@ def submit_as(
 def expected(
     policy: dict[str, dict[str, str]], role: str, right: str, owner: tuple[str, str], me: tuple[str, str]
 ) -> bool:
+    """What the policy file allows; the submitter is name AND org (a same-named user of another
+    org is someone else)."""
     cond = policy.get(role, {}).get(right, "none")
-    return cond == "any" or (cond == "own" and owner[0] == me[0]) or (cond == "org" and owner[1] == me[1])
+    return cond == "any" or (cond == "own" and owner == me) or (cond == "org" and owner[1] == me[1])
 
 
 # command -> (right, arguments after the job id); allowed commands on a finished job answer with
@@ -90,9 +120,9 @@ def test_role_by_command_matrix_follows_the_policy_file(fed: Federation, tmp_pat
     }
     jobs = {who: submit_as(fed, who) for who in owners}
     checked = 0
-    for who in ("project_admin", "org_admin", "lead", "member", "other_lead"):
-        role = "lead" if who == "other_lead" else who
-        me = owners.get(who) or USERS[who]
+    for who in ("project_admin", "org_admin", "lead", "member", "other_lead", "twin"):
+        role = "lead" if who in ("other_lead", "twin") else who
+        me = TWIN if who == "twin" else owners.get(who) or USERS[who]
         for owner_key, job_id in jobs.items():
             for command, (right, extra) in JOB_COMMANDS.items():
                 args = [a.format(tmp=tmp_path / f"{who}-{owner_key}") for a in extra]
@@ -103,13 +133,86 @@ def test_role_by_command_matrix_follows_the_policy_file(fed: Federation, tmp_pat
                 else:
                     assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED", (who, command, owner_key, doc)
                 checked += 1
-        code, doc = as_user(fed, who, "job", "list")
-        assert (code == 0) == expected(policy, role, "view", ("", ""), me)
+        assert_listing_follows_the_policy(
+            fed, policy, who, role, me, {job_id: owners[k] for k, job_id in jobs.items()}
+        )
         code, doc = as_user(fed, who, "job", "submit", "-j", EXAMPLES / "hello-numpy")
         assert (code == 0) == expected(policy, role, "submit_job", ("", ""), me), (who, doc)
         if code != 0:
             assert doc["error_code"] == "NOT_AUTHORIZED" and code == 2
-    assert checked == 5 * 3 * len(JOB_COMMANDS)
+    assert checked == 6 * 3 * len(JOB_COMMANDS)
+
+
+def assert_listing_follows_the_policy(
+    fed: Federation,
+    policy: dict[str, dict[str, str]],
+    who: str,
+    role: str,
+    me: tuple[str, str],
+    owners: dict[str, tuple[str, str]],
+) -> None:
+    """``job list`` is refused where ``view`` reaches no job; otherwise it shows exactly the
+    jobs (of ``owners``: job id -> submitter) the caller may view."""
+    code, doc = as_user(fed, who, "job", "list")
+    assert (code == 0) == (policy.get(role, {}).get("view", "none") != "none"), (who, doc)
+    if code == 0:
+        listed = {row["job_id"] for row in doc["data"]}  # type: ignore[attr-defined]
+        for job_id, owner in owners.items():
+            assert (job_id in listed) == expected(policy, role, "view", owner, me), (who, job_id, owner)
+
+
+def test_a_listing_shows_the_jobs_the_policy_lets_the_caller_view(tmp_path: Path) -> None:
+    """With ``view`` set to ``own`` or ``org`` a listing is filtered (it was refused outright):
+    a lead sees the jobs it submitted, not its same-named twin's of another org; a member sees
+    its org's jobs."""
+    policy = {**DEFAULT_POLICY, "lead": {**DEFAULT_POLICY["lead"], "view": "own"}, "member": {"view": "org"}}
+    with own_federation(
+        tmp_path / "fed", server_local={"authorization.json": {"roles": policy}}
+    ) as federation:
+        add_users(federation)
+        owners: dict[str, tuple[str, str]] = {}
+        for who, owner in (
+            ("lead", USERS["lead"]),
+            ("twin", TWIN),
+            ("project_admin", ("admin@example.com", "example.org")),
+        ):
+            code, doc = as_user(federation, who, "job", "submit", "-j", EXAMPLES / "hello-numpy")
+            assert code == 0, doc
+            owners[str(doc["data"]["job_id"])] = owner  # type: ignore[index]
+        for who, role, me in (
+            ("lead", "lead", USERS["lead"]),
+            ("twin", "lead", TWIN),
+            ("member", "member", USERS["member"]),
+            ("other_lead", "lead", USERS["other_lead"]),
+        ):
+            assert_listing_follows_the_policy(federation, policy, who, role, me, owners)
+        code, doc = as_user(federation, "lead", "job", "list")
+        assert [row["job_id"] for row in doc["data"]] == [  # type: ignore[attr-defined]
+            job_id for job_id, owner in owners.items() if owner == USERS["lead"]
+        ]
+        for job_id in owners:
+            as_user(federation, "project_admin", "job", "abort", job_id, "--force")
+
+
+def test_a_same_named_user_of_another_org_shares_no_submit_token(fed: Federation) -> None:
+    """Submit tokens are scoped by the submitter's name AND org: the twin neither finds the
+    lead's job by its token nor is refused with SUBMIT_TOKEN_CONFLICT for other content."""
+    one_site = copy_hello(fed.workspace / "twin-token-job")
+    code, doc = as_user(fed, "lead", "job", "submit", "-j", EXAMPLES / "hello-numpy", "--submit-token", "t-1")
+    assert code == 0, doc
+    leads = str(doc["data"]["job_id"])  # type: ignore[index]
+    code, doc = as_user(fed, "twin", "job", "list", "--submit-token", "t-1")
+    assert code == 0 and doc["data"] == [], doc
+    meta = json.loads((one_site / "meta.json").read_text())
+    (one_site / "meta.json").write_text(json.dumps({**meta, "x": 1}))
+    code, doc = as_user(fed, "twin", "job", "submit", "-j", one_site, "--submit-token", "t-1")
+    assert code == 0 and str(doc["data"]["job_id"]) != leads, doc  # type: ignore[index]
+    twins = str(doc["data"]["job_id"])  # type: ignore[index]
+    for job_id in (leads, twins):
+        code, doc = as_user(fed, "project_admin", "job", "wait", job_id, "--timeout", "120")
+        assert code == 0, doc
+    code, doc = as_user(fed, "lead", "job", "meta", twins)
+    assert (doc["data"]["submitter_name"], doc["data"]["submitter_org"]) == TWIN  # type: ignore[index]
 
 
 def test_study_isolation(fed: Federation, tmp_path: Path) -> None:
@@ -131,6 +234,9 @@ def test_study_isolation(fed: Federation, tmp_path: Path) -> None:
     assert [r["job_id"] for r in doc["data"]] == [job_id]
     code, doc = as_user(fed, "member", "job", "list", "--study", "cancer")
     assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED"
+    # the study lists lead@example.org of example.org: its same-named twin of other.org is not it
+    code, doc = as_user(fed, "twin", "job", "list", "--study", "cancer")
+    assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED", doc
     code, doc = as_user(fed, "project_admin", "job", "list", "--study", "nope")
     assert code == 1 and doc["error_code"] == "STUDY_NOT_FOUND"
     # a study with one site cannot take a job that needs two

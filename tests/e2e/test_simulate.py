@@ -240,3 +240,26 @@ def test_a_crashing_worker_fails_the_job_with_more_sites_queued(cli: Cli, tmp_pa
     assert doc["data"]["first_error"]["type"] == "BrokenProcessPool"
     assert "Traceback" not in (out / "workspace" / "server" / "log.txt").read_text()
     assert_nothing_left(cli)
+
+
+def test_the_servers_update_checks_apply_and_can_be_set(cli: Cli, tmp_path: Path) -> None:
+    """A NaN update fails the simulated job naming the site, as on a server with its defaults;
+    ``--accept-non-finite`` and ``--max-num-examples`` set what a server's limits.json sets."""
+    from shoal.fl.update_checks import DEFAULT_MAX_NUM_EXAMPLES
+    from tests.unit.fl.test_simulator import _hostile_job
+
+    nan = _hostile_job(tmp_path / "nan", "float('nan')", "3")
+    code, doc = cli.json("simulate", "-j", nan, "-n", "3", "-o", tmp_path / "out-1")
+    assert code == 1 and doc["error_code"] == "SIMULATION_FAILED", doc
+    assert doc["data"]["first_error"]["site"] == "site-2", doc
+    assert "holds NaN or infinite values" in doc["data"]["first_error"]["message"]
+    code, doc = cli.json("simulate", "-j", nan, "-n", "3", "-o", tmp_path / "out-2", "--accept-non-finite")
+    assert code == 0 and np.isnan(load_file(doc["data"]["global_model"])["w"][0]), doc
+    heavy = _hostile_job(tmp_path / "heavy", "1.0", "5")
+    code, doc = cli.json(
+        "simulate", "-j", heavy, "-n", "3", "-o", tmp_path / "out-3", "--max-num-examples", "4"
+    )
+    assert code == 1 and doc["data"]["first_error"]["site"] == "site-2", doc
+    assert "num_examples 5" in doc["data"]["first_error"]["message"]
+    proc = cli.run("simulate", "--help")
+    assert str(DEFAULT_MAX_NUM_EXAMPLES) in proc.stdout  # the help states the default it applies

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
-from tests.federation import CUSTOM_CODE_STUDY
+from tests.federation import CUSTOM_CODE_STUDY, own_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -79,8 +80,9 @@ def test_a_workflow_that_forks_ends_its_job_when_it_exits_and_its_child_dies(
         assert "the workflow gave up" in meta["data"]["first_error"]["message"], meta
 
 
-#: Each site sends back the tensors given for it in SENDS (name -> [dtype, values]), after
-#: ``delay`` seconds, so that site-1's update is the round's first one.
+#: Each site sends back the tensors given for it in SENDS (name -> [dtype, values]), weighed by
+#: its ``num_examples`` (default 1), after ``delay`` seconds, so that site-1's update is the
+#: round's first one.
 SENDING_CLIENT = """
 import json, time
 import numpy as np
@@ -96,19 +98,23 @@ while flare.is_running():
     mine = SENDS[flare.site_name()]
     time.sleep(mine["delay"])
     params = {{name: np.array(values, dtype=dtype) for name, (dtype, values) in mine["params"].items()}}
-    flare.send(FLModel(params=params, num_examples=1))
+    flare.send(FLModel(params=params, num_examples=mine.get("num_examples", 1)))
 """
 
 GOOD = {"w": ["float32", [0.5, 0.5, 0.5]]}
 
 
 def _sending_job(
-    dest: Path, workflow: dict[str, Any], site_2: dict[str, Any], site_1: dict[str, Any] = GOOD
+    dest: Path,
+    workflow: dict[str, Any],
+    site_2: dict[str, Any],
+    site_1: dict[str, Any] = GOOD,
+    site_2_examples: int = 1,
 ) -> Path:
     job = _hello(dest)
     sends = {
         "site-1": {"delay": 0, "params": site_1},
-        "site-2": {"delay": 1.5, "params": site_2},
+        "site-2": {"delay": 1.5, "params": site_2, "num_examples": site_2_examples},
     }
     (job / "app" / "custom" / "client.py").write_text(SENDING_CLIENT.format(sends=json.dumps(sends)))
     (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(workflow))
@@ -156,3 +162,64 @@ def test_bool_tensors_are_not_averaged(federation: Federation, tmp_path: Path) -
     code, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
     error = meta["data"]["first_error"]
     assert error["site"] == "site-1" and "'mask' is bool, which cannot be averaged" in error["message"], error
+
+
+NON_FINITE = "holds NaN or infinite values"
+
+
+@pytest.mark.parametrize(
+    ("workflow", "site_2", "examples", "says"),
+    [
+        (FEDAVG, {"w": ["float32", [0.5, float("nan"), 0.5]]}, 1, f"tensor 'w' {NON_FINITE}"),
+        (FEDAVG, {"w": ["float32", [float("inf"), 0.5, 0.5]]}, 1, f"tensor 'w' {NON_FINITE}"),
+        (CYCLIC, {"w": ["float32", [0.5, 0.5, float("-inf")]]}, 1, f"tensor 'w' {NON_FINITE}"),
+        (CROSS_EVAL, {"w": ["float32", [float("nan")] * 3]}, 1, f"tensor 'w' {NON_FINITE}"),
+        (FEDAVG, GOOD, 10**15, "num_examples 1000000000000000 is more than the server allows"),
+    ],
+    ids=["fedavg-nan", "fedavg-inf", "cyclic-minus-inf", "cross-site-eval-nan", "fedavg-num-examples"],
+)
+def test_a_hostile_update_fails_the_job_naming_its_site(
+    federation: Federation,
+    tmp_path: Path,
+    workflow: dict[str, Any],
+    site_2: dict[str, Any],
+    examples: int,
+    says: str,
+) -> None:
+    """NaN, infinities and a weight of 10**15 used to be folded into the global model without
+    a word; with the server's defaults the job is FAILED and both the reason and first_error
+    name the site (a training script that sends them through the real client API)."""
+    job = _sending_job(tmp_path / "job", workflow, site_2, site_2_examples=examples)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    code, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    error = meta["data"]["first_error"]
+    assert error["site"] == "site-2" and says in error["message"], error
+    assert "site-2 sent an update that cannot be used" in meta["data"]["status_reason"], meta
+    assert says in meta["data"]["status_reason"]
+
+
+def test_a_server_set_to_accept_non_finite_updates_folds_them_in(tmp_path: Path) -> None:
+    """The operator's choice, in the server kit's local/limits.json: with
+    ``reject_non_finite_updates`` false a NaN update is averaged in and the job finishes with a
+    NaN in its model; the ``max_num_examples`` set there is the bound applied."""
+    from safetensors.numpy import load_file
+
+    limits = {"reject_non_finite_updates": False, "max_num_examples": 100}
+    with own_federation(tmp_path / "fed", server_local={"limits.json": limits}) as fed:
+        nan = {"w": ["float32", [float("nan"), 0.5, 0.5]]}
+        job = _sending_job(tmp_path / "nan-job", FEDAVG, nan)
+        code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+        job_id = doc["data"]["job_id"]
+        code, doc = fed.cli.json("job", "download", job_id, "-o", tmp_path / "out")
+        assert code == 0, doc
+        model = load_file(next((tmp_path / "out").rglob("FL_global_model.safetensors")))
+        assert np.isnan(model["w"][0]) and model["w"][1] == 0.5
+        job = _sending_job(tmp_path / "heavy-job", FEDAVG, GOOD, site_2_examples=101)
+        code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")
+        assert code == 1 and doc["data"]["status"] == "FAILED", doc
+        code, meta = fed.cli.json("job", "meta", doc["data"]["job_id"])
+        error = meta["data"]["first_error"]
+        assert error["site"] == "site-2" and "num_examples 101" in error["message"], error
+        assert "max_num_examples 100" in error["message"]

@@ -101,3 +101,57 @@ def test_many_tiny_files_are_refused_fast(federation: Federation, tmp_path: Path
     archive.write_bytes(buf.getvalue())
     code, doc = federation.cli.json("job", "submit", "-j", archive)
     assert code != 0 and doc["error_code"] in ("ARCHIVE_UNSAFE", "UPLOAD_TOO_LARGE"), doc
+
+
+#: Names a Linux server takes but a site on another system cannot hold, or holds as another
+#: file (case: the extra entries, and the entry the refusal must name).
+NOT_PORTABLE: dict[str, tuple[dict[str, bytes], str]] = {
+    "windows-device": ({"app/custom/aux.py": b"x"}, "app/custom/aux.py"),
+    "windows-device-folder": ({"app/CON/x.py": b"x"}, "app/CON/x.py"),
+    "device-with-extension": ({"nul.txt": b"x"}, "nul.txt"),
+    "trailing-dot": ({"app/custom/client.py.": b"x"}, "app/custom/client.py."),
+    "trailing-space": ({"notes ": b"x"}, "notes "),
+    "colon": ({"app/custom/a:b.py": b"x"}, "app/custom/a:b.py"),
+    "pipe": ({"app/custom/a|b.py": b"x"}, "app/custom/a|b.py"),
+    "control-character": ({"app/custom/x\x1b[2J.py": b"x"}, "app/custom/x\x1b[2J.py"),
+    "nfc-nfd-twins": ({"caf\u00e9.txt": b"1", "cafe\u0301.txt": b"2"}, "cafe\u0301.txt"),
+    "case-twins": ({"app/custom/Util.py": b"1", "app/custom/util.py": b"2"}, "app/custom/util.py"),
+}
+
+
+def _as_folder(root: Path, extra: dict[str, bytes]) -> Path:
+    for name, data in {**good_files(), **extra}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(NOT_PORTABLE))
+def test_a_name_some_site_cannot_hold_is_refused_at_submit(
+    federation: Federation, tmp_path: Path, case: str
+) -> None:
+    """Refused by the CLI before upload (zip and folder alike) and, when a client skips that
+    check, by the server before anything is stored; each refusal names the entry."""
+    from shoal.api.client import AdminClient
+    from shoal.api.kits import resolve_admin_kit
+    from shoal.errors import ShoalError
+
+    extra, entry = NOT_PORTABLE[case]
+    archive = write_zip(tmp_path / f"{case}.zip", {**good_files(), **extra})
+    _, before = federation.cli.json("job", "list")
+    blobs_before = blob_files(federation)
+    folder = _as_folder(tmp_path / case, extra)
+    code, doc = federation.cli.json("job", "submit", "-j", archive)
+    assert code == 1 and doc["error_code"] == "ARCHIVE_UNSAFE" and doc["data"] == {"entry": entry}, doc
+    # a folder is refused as it is listed: the entry named is the file, or the folder, that is
+    # not portable (of twins, whichever is listed second)
+    code, doc = federation.cli.json("job", "submit", "-j", folder)
+    assert code == 1 and doc["error_code"] == "ARCHIVE_UNSAFE", doc
+    named = {"/".join(name.split("/")[: i + 1]) for name in extra for i in range(name.count("/") + 1)}
+    assert doc["data"]["entry"] in named, doc
+    with AdminClient(resolve_admin_kit(None, str(federation.kits / "admin@example.com"))) as client:
+        with pytest.raises(ShoalError) as refused:
+            client.submit_job(archive, "default")
+    assert refused.value.code == "ARCHIVE_UNSAFE" and refused.value.data == {"entry": entry}
+    assert federation.cli.json("job", "list")[1]["data"] == before["data"]
+    assert blob_files(federation) == blobs_before

@@ -68,11 +68,27 @@ def register(groups: Any) -> None:
         default=None,
         help="result folder, new or empty (default: a new temporary folder)",
     )
+    # The checks a server applies to every site's update (its local/limits.json), same defaults.
+    p.add_argument(
+        "--accept-non-finite",
+        action="store_true",
+        help="fold updates holding NaN or infinity into the model, as a server with "
+        "reject_non_finite_updates false does (default: such an update fails the job, naming the site)",
+    )
+    p.add_argument(
+        "--max-num-examples",
+        metavar="N",
+        type=at_least_one,
+        default=None,
+        help="the most examples one site's update may weigh, as a server's max_num_examples "
+        "(default: 4000000000)",
+    )
     p.set_defaults(handler=cmd_simulate)
 
 
 def cmd_simulate(args: argparse.Namespace) -> Result:
     from shoal.fl.simulator import failure, run_simulation
+    from shoal.fl.update_checks import DEFAULT_MAX_NUM_EXAMPLES, UpdateChecks
     from shoal.wire.jobdef import load_job_definition
 
     job = Path(args.job_folder).expanduser()
@@ -92,6 +108,10 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
         workers=args.workers,
         out_dir=Path(args.out_dir) if args.out_dir else None,
         on_round=on_round,
+        checks=UpdateChecks(
+            reject_non_finite=not args.accept_non_finite,
+            max_num_examples=args.max_num_examples or DEFAULT_MAX_NUM_EXAMPLES,
+        ),
     )
     if not report.ok:
         raise failure(report)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.fl import logconfig
+from shoal.fl.update_checks import UpdateChecks
 from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
 from shoal.wire.channel import SyncChannel
 from shoal.wire.jobdef import BUILTIN_WORKFLOWS
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", required=True, help="comma-separated site names")
     parser.add_argument("--min-clients", type=int, default=1)
     parser.add_argument("--allow-custom-code", action="store_true", help="the study allows custom workflows")
+    parser.add_argument("--max-num-examples", type=int, default=UpdateChecks().max_num_examples)
+    parser.add_argument("--accept-non-finite", action="store_true", help="fold NaN/inf updates in")
     opts = parser.parse_args(argv)
     logconfig.setup()
     channel = SyncChannel.from_env()
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             workspace=opts.workspace,
             app_dir=opts.app_dir,
             min_clients=opts.min_clients,
+            checks=UpdateChecks(
+                reject_non_finite=not opts.accept_non_finite, max_num_examples=opts.max_num_examples
+            ),
         )
         cls(ctx, **args).run()
     except RoundFailed as exc:

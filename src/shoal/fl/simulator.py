@@ -40,6 +40,7 @@ from shoal.fl.controller_main import resolve_workflow
 from shoal.fl.sim_pool import IDLE_EXIT_GRACE, WorkerPool
 from shoal.fl.sim_transport import PoolTransport, RoundCallback
 from shoal.fl.sim_worker import SiteTask, forget_job_modules
+from shoal.fl.update_checks import UpdateChecks
 from shoal.fl.workflow import RoundFailed, WorkflowContext
 from shoal.wire.jobdef import (
     ALL_SITES,
@@ -86,15 +87,24 @@ class SimulationReport:
         return asdict(self)
 
 
-def simulate(job_dir: Path, n_sites: int, workers: int | None = None, out_dir: Path | None = None) -> Path:
+def simulate(
+    job_dir: Path,
+    n_sites: int,
+    workers: int | None = None,
+    out_dir: Path | None = None,
+    *,
+    checks: UpdateChecks | None = None,
+) -> Path:
     """Run the job in ``job_dir`` with ``n_sites`` virtual sites over ``workers`` processes
     (default: one per CPU) and return the result workspace (``<out_dir>/workspace``).
+    ``checks`` are what each site's update must pass, as a server's ``local/limits.json``
+    sets them (default: a server's defaults, non-finite values refused).
 
     Raises ShoalError: INVALID_ARGS (n_sites or workers < 1, an output folder already used),
     the job-folder codes of ``load_job_definition``, MIN_CLIENTS_UNSATISFIABLE, and
     SIMULATION_FAILED (with the report as ``data``) when the job itself failed.
     """
-    report = run_simulation(job_dir, n_sites, workers=workers, out_dir=out_dir)
+    report = run_simulation(job_dir, n_sites, workers=workers, out_dir=out_dir, checks=checks)
     if not report.ok:
         raise failure(report)
     return Path(report.workspace)
@@ -117,6 +127,7 @@ def run_simulation(
     workers: int | None = None,
     out_dir: Path | None = None,
     on_round: RoundCallback | None = None,
+    checks: UpdateChecks | None = None,
 ) -> SimulationReport:
     """Like ``simulate`` but returns the report whether the job succeeded or failed;
     ``on_round`` is called after each round with ``{"round", "metrics", "sites", "seconds"}``."""
@@ -155,7 +166,7 @@ def run_simulation(
     with WorkerPool(pool_size) as pool:
         transport = PoolTransport(pool.executor, make_spec, max_in_flight=2 * pool_size, on_round=on_round)
         status, reason = _run_controller(
-            jobdef, out, job_id, sites, transport, scale=-(-len(sites) // pool_size)
+            jobdef, out, job_id, sites, transport, scale=-(-len(sites) // pool_size), checks=checks
         )
         # The job is over: a run still going (a script hung past the round deadline) has no
         # one left to answer, so its worker is killed at once rather than waited for.
@@ -224,7 +235,14 @@ def _client_entry(app_dir: Path) -> tuple[tuple[str, str], tuple[str, ...]]:
 
 
 def _run_controller(
-    jobdef: JobDefinition, out: Path, job_id: str, sites: list[str], transport: PoolTransport, *, scale: int
+    jobdef: JobDefinition,
+    out: Path,
+    job_id: str,
+    sites: list[str],
+    transport: PoolTransport,
+    *,
+    scale: int,
+    checks: UpdateChecks | None,
 ) -> tuple[str, str]:
     """Run the server app's workflow here, as ``controller_main`` does in its own process:
     its logs and output go to ``workspace/server/log.txt``; returns (status, reason)."""
@@ -244,10 +262,15 @@ def _run_controller(
                 workspace=out / "workspace",
                 app_dir=app_dir,
                 min_clients=jobdef.min_clients,
+                checks=checks,
             )
             cls(ctx, **args).run()
         except RoundFailed as exc:
             logging.getLogger("shoal.workflow").error("job failed: %s", exc)
+            if exc.site is not None and transport.first_error is None:
+                # a site's update refused by the workflow: that site is the job's first error,
+                # as the server records it
+                transport.first_error = {"site": exc.site, "type": "RoundFailed", "message": str(exc)}
             return "FAILED", f"RoundFailed: {exc}"
         except Exception as exc:
             traceback.print_exc()

@@ -17,6 +17,7 @@ from typing import Any
 
 from shoal.fl.logconfig import apply as apply_log_setting
 from shoal.fl.model import FLModel
+from shoal.fl.update_checks import UpdateChecks
 from shoal.wire.channel import SyncChannel
 from shoal.wire.jsonout import dumps
 from shoal.wire.models import LazyParams, load_params, save_params
@@ -37,8 +38,9 @@ class RoundFailed(Exception):
 
 
 class BadUpdate(RoundFailed):
-    """A site sent a result the workflow cannot use (tensors that do not fit the others'): the
-    job fails naming that site, as it would if the site had failed."""
+    """A site sent a result the workflow cannot use (tensors that do not fit the others', NaN or
+    infinite values, an absurd ``num_examples``): the job fails naming that site, as it would
+    if the site had failed."""
 
     def __init__(self, site: str, reason: str) -> None:
         super().__init__(f"{site} sent an update that cannot be used: {reason}", site=site)
@@ -57,8 +59,10 @@ class WorkflowContext:
         workspace: Path,
         app_dir: Path,
         min_clients: int = 1,
+        checks: UpdateChecks | None = None,
     ) -> None:
         self._channel = channel
+        self.checks = checks or UpdateChecks()
         self.job_id = job_id
         self.sites = list(sites)
         self.run_dir = run_dir
@@ -140,15 +144,7 @@ class WorkflowContext:
                 try:
                     # Tensors load one at a time as the consumer reads them, so aggregating a
                     # large model holds one tensor of the update at a time, not the whole copy.
-                    yield (
-                        site,
-                        FLModel(
-                            params=LazyParams(path),
-                            metrics=dict(message.get("metrics") or {}),
-                            meta=dict(message.get("meta") or {}),
-                            num_examples=int(message.get("num_examples", 1)),
-                        ),
-                    )
+                    yield site, self._checked(site, path, message)
                 finally:
                     # Folded in: its file may go. The server (or the simulator) removes it: the
                     # workflow may read the results handed to it, not change them.
@@ -169,6 +165,22 @@ class WorkflowContext:
                 raise RoundFailed("the server stopped the job")
             else:
                 self._on_side_message(message)
+
+    def _checked(self, site: str, path: Path, message: dict[str, Any]) -> FLModel:
+        """A site's result as the workflow gets it, once it passed the server's update checks
+        (``self.checks``): a refused one is BadUpdate naming the site, before any workflow code
+        has seen a value of it."""
+        examples = message.get("num_examples", 1)
+        params = LazyParams(path)
+        problem = self.checks.num_examples_problem(examples) or self.checks.values_problem(params)
+        if problem is not None:
+            raise BadUpdate(site, problem)
+        return FLModel(
+            params=params,
+            metrics=dict(message.get("metrics") or {}),
+            meta=dict(message.get("meta") or {}),
+            num_examples=int(examples),
+        )
 
     def _on_side_message(self, message: dict[str, Any]) -> None:
         """Messages that are not answers to the task at hand: live metrics and log settings."""

@@ -190,6 +190,7 @@ class JobRun:
             ",".join(self.sites),
             "--min-clients",
             str(self.min_clients),
+            *self.scheduler.update_checks.controller_args(),
         ]
         if self.scheduler.custom_code_allowed(self.study):
             argv.append("--allow-custom-code")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
+from shoal.fl.update_checks import UpdateChecks
 from shoal.scheduler.events import JobEvents
 from shoal.scheduler.runner import JobPaths, JobRun
 from shoal.scheduler.sites import SiteRegistry
@@ -74,6 +75,8 @@ class Scheduler:
         self.study_sites = study_sites
         self.custom_code_allowed = custom_code_allowed  # a study's workflows may be custom code
         self.sandbox = sandbox  # what confines the workflows' processes (None: nothing)
+        # What a site's update must pass (local/limits.json); handed to every job's controller.
+        self.update_checks = UpdateChecks()
         self.store = store
         self.blobs = blobs
         self.jobs_root = jobs_root

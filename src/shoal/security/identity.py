@@ -42,9 +42,10 @@ def identity_from_peercert(peercert: dict[str, Any] | None) -> Identity:
     """Map the dict ``ssl.SSLSocket.getpeercert()`` returns to an Identity.
 
     A certificate without CN (name) or OU (kind) was not made by shoal provisioning, and an
-    admin certificate without a role could not be authorized, so both are AUTH_FAILED rather
-    than being guessed at. Only admin certificates carry a role: a ``title`` on a site or
-    server certificate is ignored so it can never grant admin rights.
+    admin certificate without a role or an org (O) could not be authorized (a job's owner is
+    its submitter's name and org), so these are AUTH_FAILED rather than being guessed at. Only
+    admin certificates carry a role: a ``title`` on a site or server certificate is ignored so
+    it can never grant admin rights.
     """
     if not peercert:
         raise ShoalError("AUTH_FAILED", "the peer presented no verified certificate")
@@ -62,9 +63,12 @@ def identity_from_peercert(peercert: dict[str, Any] | None) -> Identity:
     role = fields.get("title") if kind == "admin" else None
     if kind == "admin" and not role:
         raise ShoalError("AUTH_FAILED", "the admin certificate carries no role (title)")
+    org = fields.get("organizationName", "")
+    if kind == "admin" and not org.strip():
+        raise ShoalError("AUTH_FAILED", "the admin certificate carries no organisation (O)")
     return Identity(
         name=name,
-        org=fields.get("organizationName", ""),
+        org=org,
         kind=kind,
         role=role,
         serial=str(peercert.get("serialNumber", "")),

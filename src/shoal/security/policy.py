@@ -4,6 +4,10 @@ Roles come from the admin certificate (``title``). Each right maps to a conditio
 ``any`` (allowed), ``org`` (the job's submitter is in the caller's org), ``own`` (the caller
 submitted the job), ``none`` (denied). The file ``<server kit>/local/authorization.json`` is
 the single source of truth; DEFAULT_POLICY is what provisioning writes there.
+
+A submitter is its certificate's name AND organisation: two orgs may each have a
+``lead@example.org``, and neither owns the other's jobs. A job stored with an empty org (its
+submitter's certificate named none) is nobody's own and no org's: only ``any`` reaches it.
 """
 
 from __future__ import annotations
@@ -75,12 +79,37 @@ class Policy:
         cond = self.condition(who.role, right)
         if cond == "any":
             return
-        if owner is not None and cond == "own" and owner[0] == who.name:
+        if owner is not None and cond == "own" and is_submitter(who, owner):
             return
-        if owner is not None and cond == "org" and owner[1] == who.org:
+        if owner is not None and cond == "org" and owner[1] and owner[1] == who.org:
             return
-        scope = {"own": "jobs it submitted", "org": "jobs of its org", "none": "no job"}.get(cond, "no job")
-        raise ShoalError("NOT_AUTHORIZED", f"role '{who.role}' may use {right} on {scope}")
+        raise _denied(who, right, cond)
+
+    def listing_scope(self, who: Identity, right: str) -> tuple[str | None, str | None]:
+        """Which jobs a listing shows ``who``: the (submitter name, submitter org) they must
+        have, None meaning any. ``own`` is the caller's name and org, ``org`` its org; the same
+        rule as ``check``, so a listing never shows a job its rows could not be opened on.
+        NOT_AUTHORIZED when the right reaches no job."""
+        cond = self.condition(who.role, right)
+        if cond == "any":
+            return None, None
+        if cond == "own" and who.org:
+            return who.name, who.org
+        if cond == "org" and who.org:
+            return None, who.org
+        raise _denied(who, right, cond)
+
+
+def _denied(who: Identity, right: str, cond: str) -> ShoalError:
+    scope = {"own": "jobs it submitted", "org": "jobs of its org", "none": "no job"}.get(cond, "no job")
+    return ShoalError("NOT_AUTHORIZED", f"role '{who.role}' may use {right} on {scope}")
+
+
+def is_submitter(who: Identity, owner: tuple[str, str]) -> bool:
+    """Whether ``who`` is the submitter ``owner`` = (name, org): both must match, and an owner
+    without an org (a record no certificate of this project could have made) matches nobody."""
+    name, org = owner
+    return bool(org) and (name, org) == (who.name, who.org)
 
 
 def write_default_policy(path: Path) -> None:

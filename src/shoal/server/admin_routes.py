@@ -81,12 +81,13 @@ def _count_param(name: str, raw: str) -> int:
 async def list_jobs(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     study = ctx.study_of(request)
-    ctx.authorize(request, "view")
+    ident = identity_of(request)
+    # The jobs the caller may view: all, its own (name and org) or its org's, as the policy says.
+    name, org = ctx.policy.listing_scope(ident, "view")
     q = request.query
     token = q.get("submit_token")
     now = time.time()
-    if token is not None:
-        ident = identity_of(request)
+    if token is not None:  # a token finds only the caller's own job
         job = ctx.store.find_by_submit_token(study, Submitter(ident.name, ident.org, ident.role or ""), token)
         jobs = [job] if job is not None else []
     else:
@@ -98,6 +99,8 @@ async def list_jobs(request: web.Request) -> web.Response:
             id_prefix=q.get("id") or None,
             reverse=q.get("reverse") == "1",
             limit=limit,
+            submitter_name=name,
+            submitter_org=org,
         )
     return json_response({"jobs": [job_row(j, now) for j in jobs]})
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from shoal.api.config_file import shoal_home
 from shoal.errors import ShoalError
 from shoal.fl import logconfig
+from shoal.fl.update_checks import UpdateChecks, update_checks_from_limits
 from shoal.sandbox.confinement import Sandbox
 from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry, close_channel
@@ -109,6 +110,7 @@ class LocalFiles:
     studies: Studies
     policy: Policy
     limits: dict[str, int]
+    update_checks: UpdateChecks
     deny: DenyList
 
 
@@ -122,6 +124,7 @@ def read_local_files(kit_dir: Path) -> LocalFiles:
         studies=Studies.load(local / "studies.json"),
         policy=Policy.load(local / "authorization.json"),
         limits=_limits(local / "limits.json"),
+        update_checks=_update_checks(local / "limits.json"),
         deny=deny,
     )
 
@@ -164,6 +167,7 @@ def build_context(
     ctx.max_upload_bytes = local.limits.get("max_upload_bytes", ctx.max_upload_bytes)
     ctx.max_store_bytes = local.limits.get("max_store_bytes", ctx.max_store_bytes)
     ctx.min_free_bytes = local.limits.get("min_free_bytes", ctx.min_free_bytes)
+    scheduler.update_checks = local.update_checks
     return ctx
 
 
@@ -176,6 +180,12 @@ def _limits(path: Path) -> dict[str, int]:
     data = json_object(data, path)
     keys = ("max_upload_bytes", "max_store_bytes", "min_free_bytes")
     return {k: byte_count(data[k], path, k) for k in keys if k in data}
+
+
+def _update_checks(path: Path) -> UpdateChecks:
+    """What ``local/limits.json`` says a site's update must pass (shoal.fl.update_checks)."""
+    data = read_operator_json(path)
+    return update_checks_from_limits(json_object(data, path) if data is not None else {}, path)
 
 
 def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:

@@ -1,8 +1,14 @@
 """Studies: separate job namespaces on one server, each with its sites and its people.
 
 Declared in ``<server kit>/local/studies.json``:
-``{"studies": {"cancer": {"sites": ["site-1"], "admins": ["lead@x.org"], "orgs": ["x.org"]}}}``.
+``{"studies": {"cancer": {"sites": ["site-1"], "orgs": ["x.org"],
+"admins": [{"name": "lead@y.org", "org": "y.org"}]}}}``.
 ``default`` always exists, has every site, and every admin may use it.
+
+An admin is named by certificate name AND organisation: two orgs may each have a
+``lead@y.org``, and listing one must not admit the other. A bare name (``"admins":
+["lead@y.org"]``, the format before) is refused at start with the form to write instead,
+rather than read as "this name in any org".
 
 A study's jobs run custom server code (a workflow class or a ``custom/`` folder of the server
 app) only if the study says ``"allow_custom_code": true``; ``default`` may say so too
@@ -12,6 +18,7 @@ app) only if the study says ``"allow_custom_code": true``; ``default`` may say s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,9 @@ from shoal.security.localfiles import json_object, operator_file_error, read_ope
 
 DEFAULT_STUDY = "default"
 #: What a study may say; each is a list of strings (a lone string would be matched as a substring).
-STUDY_KEYS = ("sites", "admins", "orgs")
+STUDY_KEYS = ("sites", "orgs")
+#: The study's admins: a list of ``{"name": ..., "org": ...}``, kept as (name, org) pairs.
+ADMINS_KEY = "admins"
 #: What a study may say that is true or false (absent: false).
 STUDY_FLAGS = ("allow_custom_code",)
 
@@ -41,7 +50,7 @@ class Studies:
         studies: dict[str, dict[str, Any]] = {}
         for name, raw in declared.items():
             spec = json_object(raw, path, f"studies.{name}")
-            known = (*STUDY_KEYS, *STUDY_FLAGS)
+            known = (*STUDY_KEYS, ADMINS_KEY, *STUDY_FLAGS)
             unknown = sorted(set(spec) - set(known))
             if unknown:
                 raise operator_file_error(
@@ -52,6 +61,8 @@ class Studies:
                 for key in STUDY_KEYS
                 if key in spec
             }
+            if ADMINS_KEY in spec:
+                studies[name][ADMINS_KEY] = _admins(spec[ADMINS_KEY], path, f"studies.{name}.{ADMINS_KEY}")
             for flag in STUDY_FLAGS:
                 if flag in spec and not isinstance(spec[flag], bool):
                     raise operator_file_error(
@@ -72,7 +83,9 @@ class Studies:
         spec = self.studies.get(study)
         if study == DEFAULT_STUDY or who.role == "project_admin":
             return True
-        return spec is not None and (who.name in spec.get("admins", []) or who.org in spec.get("orgs", []))
+        if spec is None:
+            return False
+        return (who.name, who.org) in spec.get(ADMINS_KEY, []) or who.org in spec.get("orgs", [])
 
     def require(self, study: str, who: Identity) -> str:
         """The study, if it exists and ``who`` may use it (project admins may use every study)."""
@@ -91,3 +104,29 @@ class Studies:
         if study == DEFAULT_STUDY or study not in self.studies:
             return None
         return set(self.studies[study].get("sites", []))
+
+
+def _admins(value: Any, path: Path, key: str) -> list[tuple[str, str]]:
+    """``[{"name": ..., "org": ...}, ...]`` as (name, org) pairs; LOCAL_FILE_ERROR naming the
+    entry otherwise. A bare name is refused, not read as "this name in any org"."""
+    if not isinstance(value, list):
+        raise operator_file_error(path, f'\'{key}\' must be a list of {{"name", "org"}} objects')
+    pairs: list[tuple[str, str]] = []
+    for index, entry in enumerate(value):
+        if isinstance(entry, str):
+            instead = json.dumps({"name": entry[:80], "org": "<its org>"})
+            raise operator_file_error(
+                path,
+                f"'{key}[{index}]' is a bare name, {entry!r:.80}, which would admit that name from any "
+                f"org; write {instead}",
+            )
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"name", "org"}
+            or not all(isinstance(v, str) and v.strip() for v in entry.values())
+        ):
+            raise operator_file_error(
+                path, f'\'{key}[{index}]\' must be {{"name": ..., "org": ...}} with two non-empty strings'
+            )
+        pairs.append((entry["name"], entry["org"]))
+    return pairs

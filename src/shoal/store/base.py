@@ -101,8 +101,14 @@ class JobStore(Protocol):
         id_prefix: str | None = None,
         reverse: bool = False,
         limit: int | None = None,
+        submitter_name: str | None = None,
+        submitter_org: str | None = None,
     ) -> list[JobRecord]:
         """Jobs of ``study`` (all studies when None), oldest to newest by submit time.
+
+        ``submitter_name`` and ``submitter_org``, when given, keep only jobs whose submitter has
+        exactly that name and org (a listing for a role that sees its own or its org's jobs);
+        the limit applies after them.
 
         ``limit`` keeps the NEWEST N jobs (still shown oldest to newest; ``reverse`` shows
         newest first); a limit larger than any count, even beyond 64 bits, means every job.

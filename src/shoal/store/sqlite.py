@@ -284,12 +284,19 @@ class SqliteJobStore:
         id_prefix: str | None = None,
         reverse: bool = False,
         limit: int | None = None,
+        submitter_name: str | None = None,
+        submitter_org: str | None = None,
     ) -> list[JobRecord]:
         where: list[str] = []
         params: list[Any] = []
-        if study is not None:
-            where.append("study = ?")
-            params.append(study)
+        for column, value in (
+            ("study", study),
+            ("submitter_name", submitter_name),
+            ("submitter_org", submitter_org),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         for column, prefix in (("name_fold", name_prefix and name_prefix.casefold()), ("id_text", id_prefix)):
             if not prefix:
                 continue

@@ -2,10 +2,14 @@
 
 A job archive comes from a client we authenticate but do not trust to be careful: it may hold
 ``../`` paths, links, devices, names that collide on a case-insensitive disk, or a few KiB
-that inflate to gigabytes. ``inspect_archive`` checks every entry of the central directory
-before anything is written; ``extract_archive`` then writes into a private temp directory,
-counts the bytes it really writes (declared sizes can lie), and only renames the result into
-place when everything succeeded, so a refusal leaves nothing behind.
+that inflate to gigabytes. Sites run other systems than the server, so a name must also be
+one every site can hold (``portable_name_problem``): no Windows device names (``CON``,
+``aux.py``), no trailing dots or spaces, none of ``<>:"|?*``, and no two names that are one
+on a disk that ignores case or Unicode normalisation (``A.py``/``a.py``, NFC/NFD ``é``).
+``inspect_archive`` checks every entry of the central directory before anything is written;
+``extract_archive`` then writes into a private temp directory, counts the bytes it really
+writes (declared sizes can lie), and only renames the result into place when everything
+succeeded, so a refusal leaves nothing behind.
 
 The content hash (``sha256:<hex>``) identifies a job's content for submit-token idempotency.
 It is computed over files sorted by relative POSIX path, feeding for each file the 8-byte
@@ -51,10 +55,52 @@ SKIP_SUFFIXES = (".pyc",)
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _ALLOWED_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
 _DRIVE = re.compile(r"^[A-Za-z]:")
+#: Why two names are refused as one: on Windows and macOS they are one file or folder.
+_TWIN = "differs only in case or Unicode form from"
+#: Characters Windows refuses in a file name (the backslash is refused on its own, earlier).
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
+#: Windows device names: a file called so, with any extension (``aux.py``), opens the device.
+_WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {f"{port}{n}" for port in ("com", "lpt") for n in ("1", "2", "3", "4", "5", "6", "7", "8", "9")}
+    | {f"{port}{n}" for port in ("com", "lpt") for n in ("0", "\u00b9", "\u00b2", "\u00b3")}
+)
 
 
 def _unsafe(entry: str, reason: str) -> ShoalError:
-    return ShoalError("ARCHIVE_UNSAFE", f"entry {entry!r}: {reason}", entry=entry)
+    """ARCHIVE_UNSAFE naming the entry in the message and, for programs, in ``data.entry``."""
+    return ShoalError("ARCHIVE_UNSAFE", f"entry {entry!r}: {reason}", data={"entry": entry})
+
+
+def portable_name_problem(part: str) -> str | None:
+    """Why one path component cannot be a file name on every site's system, or None.
+
+    The server and most sites run Linux, which takes almost any name; a site on Windows (or a
+    user unpacking a download there) cannot create these, or creates something else: a
+    device instead of ``nul.txt``, ``a.py`` for ``a.py.``. Control characters (C0 and C1)
+    are refused too: they are not names, and they reach terminals through listings.
+    """
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in part):
+        return "name holds control characters"
+    forbidden = sorted(set(part) & _WINDOWS_FORBIDDEN)
+    if forbidden:
+        return f"name holds {' '.join(forbidden)}, which Windows does not allow in file names"
+    if part.endswith((".", " ")):
+        return "name ends with a dot or a space, which Windows drops (a different file there)"
+    if part.split(".", 1)[0].rstrip(" ").casefold() in _WINDOWS_DEVICES:
+        return "name is a Windows device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9), with any extension"
+    return None
+
+
+def portable_key(rel: str) -> str:
+    """``rel`` as a disk that ignores case and Unicode normalisation sees it (Windows, macOS):
+    two names with one key are one file there. ``unicodedata`` is loaded only for non-ASCII
+    names, so the CLI's start-up does not pay for it."""
+    if rel.isascii():
+        return rel.lower()
+    import unicodedata
+
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", rel).casefold())
 
 
 def _too_large(detail: str) -> ShoalError:
@@ -78,27 +124,44 @@ def iter_folder_files(folder: Path) -> list[tuple[str, Path]]:
 
     def walk(directory: Path, prefix: str) -> None:
         with os.scandir(directory) as it:
-            entries = list(it)
+            entries = sorted(it, key=lambda e: e.name)
+        siblings: dict[str, str] = {}
         for entry in entries:
             rel = prefix + entry.name
             if entry.is_symlink():
                 raise _unsafe(rel, "symbolic links are not allowed in a job folder")
-            if entry.is_dir(follow_symlinks=False):
-                if not _skipped(entry.name, True):
-                    walk(Path(entry.path), rel + "/")
-            elif entry.is_file(follow_symlinks=False):
-                if not _skipped(entry.name, False):
-                    try:
-                        rel.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise _unsafe(rel, "file name is not valid UTF-8") from None
-                    found.append((rel, Path(entry.path)))
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_file = not is_dir and entry.is_file(follow_symlinks=False)
+            if (is_dir or is_file) and _skipped(entry.name, is_dir):
+                continue
+            _check_portable(rel, entry.name, siblings)
+            if is_dir:
+                walk(Path(entry.path), rel + "/")
+            elif is_file:
+                found.append((rel, Path(entry.path)))
             else:
                 raise _unsafe(rel, "only regular files and folders are allowed in a job folder")
 
     walk(Path(folder), "")
     found.sort(key=lambda item: item[0])
     return found
+
+
+def _check_portable(rel: str, name: str, siblings: dict[str, str]) -> None:
+    """Refuse a folder entry whose name is not UTF-8, not portable, or one with a sibling on a
+    case- or normalisation-insensitive disk (``siblings``: key -> name, filled as we go). Two
+    paths collide exactly when, at their first differing component, those siblings collide."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _unsafe(rel, "file name is not valid UTF-8") from None
+    problem = portable_name_problem(name)
+    if problem is not None:
+        raise _unsafe(rel, problem)
+    key = portable_key(name)
+    if key in siblings:
+        raise _unsafe(rel, f"{_TWIN} {siblings[key]!r}")
+    siblings[key] = name
 
 
 def zip_folder(folder: Path, dest: Path) -> None:
@@ -193,7 +256,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 def _check_name(info: zipfile.ZipInfo) -> tuple[str, bool]:
     """Validate one entry's name and type; return ``(path without trailing '/', is_dir)``."""
     name = info.orig_filename
-    if "\x00" in name or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
         raise _unsafe(name, "name holds control characters")
     if "\\" in name:
         raise _unsafe(name, "backslashes are not allowed in entry names")
@@ -212,6 +275,9 @@ def _check_name(info: zipfile.ZipInfo) -> tuple[str, bool]:
             raise _unsafe(name, "empty or '.' path components are not allowed")
         if len(part.encode("utf-8")) > _MAX_COMPONENT_BYTES:
             raise _unsafe(name, "a path component is too long")
+        problem = portable_name_problem(part)
+        if problem is not None:
+            raise _unsafe(name, problem)
     mode = info.external_attr >> 16
     ftype = stat.S_IFMT(mode)
     if info.create_system == 3 and ftype:  # Unix-made entries carry st_mode; others do not
@@ -242,8 +308,9 @@ def inspect_archive(
     """Check every entry before anything is extracted; return the regular-file entries.
 
     Refuses (ARCHIVE_UNSAFE, naming the entry and why): ``..``, absolute or drive-letter
-    paths, backslashes, links, devices and other special files, duplicate names, names that
-    differ only in case or that are both a file and a folder, non-UTF-8 names, encrypted
+    paths, backslashes, links, devices and other special files, names no site's system can
+    hold (``portable_name_problem``), duplicate names, names that differ only in case or
+    Unicode form or that are both a file and a folder, non-UTF-8 names, encrypted
     entries, too many entries, and a compression ratio past ``max_ratio`` (zip bombs).
     Refuses with UPLOAD_TOO_LARGE a member or a declared total past the size limits.
     """
@@ -261,20 +328,23 @@ def inspect_archive(
     seen: dict[str, str] = {}
     files: list[zipfile.ZipInfo] = []
     file_keys: set[str] = set()
-    dir_keys: set[str] = set()
+    dirs: dict[str, str] = {}  # folder key -> its spelling: one folder must have one spelling
     total = compressed = 0
     for info in infos:
         rel, is_dir = _check_name(info)
-        key = rel.casefold()
+        key = portable_key(rel)
         if key in seen:
             other = seen[key]
-            why = "duplicate entry" if other == rel else f"differs only in case from {other!r}"
+            why = "duplicate entry" if other == rel else f"{_TWIN} {other!r}"
             raise _unsafe(info.orig_filename, why)
         seen[key] = rel
-        parents = key.split("/")[:-1]
-        dir_keys.update("/".join(parents[: i + 1]) for i in range(len(parents)))
+        parts = rel.split("/")
+        for i in range(1, len(parts) if not is_dir else len(parts) + 1):
+            folder = "/".join(parts[:i])
+            spelt = dirs.setdefault(portable_key(folder), folder)
+            if spelt != folder:
+                raise _unsafe(info.orig_filename, f"{_TWIN} {spelt!r}")
         if is_dir:
-            dir_keys.add(key)
             continue
         file_keys.add(key)
         if info.file_size > max_member_bytes:
@@ -289,7 +359,7 @@ def inspect_archive(
         files.append(info)
     if total > _RATIO_MIN_BYTES and total > max_ratio * max(compressed, 1):
         raise ShoalError("ARCHIVE_UNSAFE", f"overall compression ratio exceeds {max_ratio:g}:1 (zip bomb)")
-    clash = file_keys & dir_keys
+    clash = file_keys & set(dirs)
     if clash:
         raise _unsafe(seen[min(clash)], "is both a file and a folder")
     return files

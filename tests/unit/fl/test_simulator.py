@@ -21,6 +21,7 @@ from shoal.fl import FLModel
 from shoal.fl import client as flare
 from shoal.fl.sim_worker import TaskChannel
 from shoal.fl.simulator import _scaled_deadline, run_simulation, simulate
+from shoal.fl.update_checks import UpdateChecks
 from shoal.wire.models import save_params
 
 HELLO = EXAMPLES / "hello-numpy"
@@ -272,3 +273,89 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+#: site-2 sends what HOSTILE_VALUE and HOSTILE_EXAMPLES say; the other sites send good updates.
+HOSTILE_SITE = """
+import numpy as np
+from shoal.fl import FLModel, client as flare
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    hostile = flare.site_name() == "site-2"
+    value = HOSTILE_VALUE if hostile else 1.0
+    flare.send(FLModel(params={"w": np.array([value, 1.0])}, num_examples=HOSTILE_EXAMPLES if hostile else 3))
+"""
+
+
+def _hostile_job(root: Path, value: str, examples: str, workflow: str = "fedavg") -> Path:
+    job = make_job(root, HOSTILE_SITE.replace("HOSTILE_VALUE", value).replace("HOSTILE_EXAMPLES", examples))
+    server = {"workflow": workflow, "args": {"num_rounds": 1}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    return job
+
+
+@pytest.mark.parametrize(
+    ("value", "examples", "workflow", "says"),
+    [
+        ("float('nan')", "3", "fedavg", "tensor 'w' holds NaN or infinite values"),
+        ("float('inf')", "3", "fedavg", "tensor 'w' holds NaN or infinite values"),
+        ("-float('inf')", "3", "cyclic", "tensor 'w' holds NaN or infinite values"),
+        ("float('nan')", "3", "cross_site_eval", "tensor 'w' holds NaN or infinite values"),
+        ("1.0", "10**15", "fedavg", "num_examples 1000000000000000 is more than the server allows"),
+    ],
+    ids=["fedavg-nan", "fedavg-inf", "cyclic-minus-inf", "cross-site-eval-nan", "fedavg-num-examples"],
+)
+def test_a_hostile_update_fails_the_simulated_job_naming_its_site(
+    tmp_path: Path, value: str, examples: str, workflow: str, says: str
+) -> None:
+    """The simulator runs the same checks as a server with its defaults."""
+    report = run_simulation(
+        _hostile_job(tmp_path / "job", value, examples, workflow), 3, out_dir=tmp_path / "out"
+    )
+    assert report.status == "FAILED" and "site-2 sent an update that cannot be used" in report.reason
+    assert says in report.reason, report.reason
+    assert report.first_error is not None and report.first_error["site"] == "site-2", report.first_error
+    assert says in report.first_error["message"]
+    assert report.global_model is None
+
+
+def test_with_the_check_off_a_nan_update_is_folded_in(tmp_path: Path) -> None:
+    """What a server with ``reject_non_finite_updates: false`` does: the job finishes and its
+    model holds NaN (documented in docs/reliability.md)."""
+    job = _hostile_job(tmp_path / "job", "float('nan')", "3")
+    checks = UpdateChecks(reject_non_finite=False)
+    workspace = simulate(job, 3, out_dir=tmp_path / "out", checks=checks)
+    model = load_file(workspace / "FL_global_model.safetensors")
+    assert np.isnan(model["w"][0]) and model["w"][1] == 1.0
+
+
+def test_a_lower_num_examples_bound_is_applied(tmp_path: Path) -> None:
+    job = _hostile_job(tmp_path / "job", "1.0", "11")
+    report = run_simulation(job, 3, out_dir=tmp_path / "out", checks=UpdateChecks(max_num_examples=10))
+    assert report.status == "FAILED" and report.first_error is not None
+    assert report.first_error["site"] == "site-2" and "num_examples 11" in report.first_error["message"]
+
+
+#: A federated-statistics site whose pass-1 sum is NaN on site-2 (a column with a missing value).
+HOSTILE_STATS_SITE = """
+import numpy as np
+from shoal.fl import FLModel, client as flare
+flare.init()
+model = flare.receive()
+total = float("nan") if flare.site_name() == "site-2" else 30.0
+part = {"count": np.array([10.0]), "sum": np.array([total]), "min": np.array([1.0]), "max": np.array([5.0])}
+flare.send(FLModel(params=part, meta={"pass": 1, "features": ["x"]}, num_examples=10))
+"""
+
+
+def test_a_non_finite_statistic_fails_federated_statistics_naming_its_site(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", HOSTILE_STATS_SITE)
+    server = {"workflow": "fedstats", "args": {"statistics": ["count", "sum", "mean"]}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    report = run_simulation(job, 3, out_dir=tmp_path / "out")
+    assert report.status == "FAILED" and report.first_error is not None, report
+    assert report.first_error["site"] == "site-2"
+    assert "tensor 'sum' holds NaN or infinite values" in report.first_error["message"]

@@ -82,3 +82,14 @@ def test_certificates_that_do_not_name_a_participant_fail_authentication(
     assert err.value.code == "AUTH_FAILED"
     assert err.value.exit_code == 2
     assert needle in err.value.message
+
+
+@pytest.mark.parametrize("org", [None, "", "  "], ids=repr)
+def test_an_admin_certificate_without_an_org_is_refused(org: str | None) -> None:
+    """A job's owner is its submitter's name and org: an admin without an org cannot be one."""
+    pairs = [("commonName", "lead@example.org"), ("organizationalUnitName", "admin"), ("title", "lead")]
+    if org is not None:
+        pairs.append(("organizationName", org))
+    with pytest.raises(ShoalError) as caught:
+        identity_from_peercert(peercert(*pairs))
+    assert caught.value.code == "AUTH_FAILED"

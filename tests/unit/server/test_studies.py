@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from shoal.errors import ShoalError
@@ -10,7 +13,7 @@ from shoal.server.studies import Studies
 
 STUDIES = Studies(
     {
-        "cancer": {"sites": ["site-1"], "admins": ["lead@x.org"]},
+        "cancer": {"sites": ["site-1"], "admins": [("lead@x.org", "x.org")]},
         "secret-trial": {"sites": ["site-2"], "orgs": ["other.org"]},
     }
 )
@@ -36,3 +39,41 @@ def test_membership_is_by_exact_name_or_org() -> None:
     with pytest.raises(ShoalError) as caught:
         STUDIES.require("secret-trial", LEAD)
     assert caught.value.code == "NOT_AUTHORIZED"
+
+
+def test_an_admin_is_a_name_and_an_org() -> None:
+    """A same-named admin of another org is not the study's admin."""
+    twin = Identity("lead@x.org", "other.org", "admin", "lead")
+    with pytest.raises(ShoalError) as caught:
+        STUDIES.require("cancer", twin)
+    assert caught.value.code == "NOT_AUTHORIZED"
+
+
+@pytest.mark.parametrize(
+    ("admins", "says"),
+    [
+        (["lead@x.org"], "bare name"),
+        ([{"name": "lead@x.org"}], "two non-empty strings"),
+        ([{"name": "lead@x.org", "org": ""}], "two non-empty strings"),
+        ([{"name": "lead@x.org", "org": "x.org", "role": "lead"}], "two non-empty strings"),
+        ("lead@x.org", "must be a list"),
+    ],
+)
+def test_admins_that_name_no_org_stop_the_server_naming_the_entry(
+    tmp_path: Path, admins: object, says: str
+) -> None:
+    path = tmp_path / "studies.json"
+    path.write_text(json.dumps({"studies": {"cancer": {"admins": admins}}}))
+    with pytest.raises(ShoalError) as caught:
+        Studies.load(path)
+    assert caught.value.code == "LOCAL_FILE_ERROR" and says in caught.value.message
+    assert "'studies.cancer.admins" in caught.value.message
+
+
+def test_admins_with_their_org_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "studies.json"
+    admins = [{"name": "lead@x.org", "org": "x.org"}]
+    path.write_text(json.dumps({"studies": {"cancer": {"admins": admins}}}))
+    studies = Studies.load(path)
+    assert studies.require("cancer", LEAD) == "cancer"
+    assert not studies.may_use("cancer", Identity("lead@x.org", "other.org", "admin", "lead"))

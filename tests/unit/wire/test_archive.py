@@ -23,6 +23,9 @@ from shoal.wire.archive import (
     content_hash_of_folder,
     extract_archive,
     inspect_archive,
+    iter_folder_files,
+    portable_key,
+    portable_name_problem,
     strip_wrapper_dir,
     wrapper_dir,
     zip_folder,
@@ -249,6 +252,84 @@ def test_utf8_names_accepted(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "ok.zip", [("meta.json", b"{}"), ("café/naïve.txt", b"x")])
     extract_archive(archive, tmp_path / "out")
     assert (tmp_path / "out" / "café" / "naïve.txt").read_bytes() == b"x"
+
+
+#: Names Linux takes but some site's system cannot (entry -> what the refusal says).
+NOT_PORTABLE = {
+    "app/custom/CON": "device name",
+    "app/custom/aux.py": "device name",
+    "nul.txt": "device name",
+    "app/COM1/x.py": "device name",
+    "app/custom/lpt9.tar.gz": "device name",
+    "app/custom/Com\u00b2": "device name",
+    "app/custom/train.py.": "ends with a dot",
+    "notes.txt ": "ends with a dot or a space",
+    "app/custom/a:b.py": ":",
+    "a<b": "<",
+    "a>b": ">",
+    'a"b': '"',
+    "a|b": "|",
+    "a?b": "?",
+    "a*b": "*",
+    "app/custom/x\x1b[31m.py": "control",
+    "app/custom/x\u0085.py": "control",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_PORTABLE), ids=repr)
+def test_names_some_site_cannot_hold_are_refused_naming_the_entry(tmp_path: Path, name: str) -> None:
+    archive = make_zip(tmp_path / "bad.zip", [("meta.json", b"{}"), (name, b"x")])
+    err = refused(tmp_path, archive, "ARCHIVE_UNSAFE", NOT_PORTABLE[name])
+    assert err.data["entry"] == name
+
+
+@pytest.mark.parametrize("name", ["console.py", "auxiliary/x.py", "con_fig.json", "com10", "a.b.c", "nully"])
+def test_names_that_only_look_like_device_names_are_accepted(name: str) -> None:
+    assert all(portable_name_problem(part) is None for part in name.split("/"))
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("app/custom/A.py", "app/custom/a.py"),
+        ("caf\u00e9.py", "cafe\u0301.py"),  # NFC and NFD of one name: one file on macOS
+        ("Caf\u00e9/x.py", "cafe\u0301/y.py"),  # folders collide too
+        ("stra\u00dfe.txt", "STRASSE.txt"),  # case folding beyond ASCII
+    ],
+    ids=repr,
+)
+def test_names_that_are_one_name_on_another_disk_are_refused(tmp_path: Path, first: str, second: str) -> None:
+    assert portable_key(first.split("/")[0]) == portable_key(second.split("/")[0])
+    archive = make_zip(tmp_path / "twins.zip", [("meta.json", b"{}"), (first, b"1"), (second, b"2")])
+    err = refused(tmp_path, archive, "ARCHIVE_UNSAFE", "only in case or Unicode form")
+    assert err.data["entry"] == second
+
+
+@pytest.mark.parametrize("name", sorted(NOT_PORTABLE), ids=repr)
+def test_a_job_folder_with_such_a_name_is_refused_before_zipping(tmp_path: Path, name: str) -> None:
+    """The CLI lists a folder with iter_folder_files before it zips and uploads it."""
+    job = make_job(tmp_path / "job")
+    (job / name).parent.mkdir(parents=True, exist_ok=True)
+    (job / name).write_text("x")
+    with pytest.raises(ShoalError) as err:
+        iter_folder_files(job)
+    entry = err.value.data["entry"]
+    assert err.value.code == "ARCHIVE_UNSAFE" and name.startswith(entry), entry  # the file or its folder
+
+
+def test_a_job_folder_with_twin_names_is_refused(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job")
+    (job / "app" / "custom" / "Train.py").write_text("x")
+    (job / "caf\u00e9").mkdir()
+    with pytest.raises(ShoalError) as err:
+        iter_folder_files(job)
+    assert err.value.data["entry"] in ("app/custom/Train.py", "app/custom/train.py")
+    (job / "app" / "custom" / "Train.py").unlink()
+    (job / "cafe\u0301").mkdir()
+    with pytest.raises(ShoalError) as err:
+        zip_folder(job, tmp_path / "job.zip")
+    assert err.value.code == "ARCHIVE_UNSAFE" and "caf" in err.value.data["entry"]
+    assert not (tmp_path / "job.zip").exists()
 
 
 def test_not_a_zip_refused(tmp_path: Path) -> None:

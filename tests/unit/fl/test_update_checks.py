@@ -1,0 +1,91 @@
+"""What a site's update must pass before a workflow sees it (shoal.fl.update_checks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shoal.errors import ShoalError
+from shoal.fl.update_checks import (
+    DEFAULT_MAX_NUM_EXAMPLES,
+    UpdateChecks,
+    first_non_finite,
+    update_checks_from_limits,
+)
+from shoal.wire.models import LazyParams, save_params
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_a_non_finite_value_is_found_in_memory_and_in_a_streamed_file(
+    tmp_path: Path, bad: float, dtype: Any
+) -> None:
+    params = {"a": np.ones(3, dtype=dtype), "b": np.ones(1000, dtype=dtype)}
+    params["b"][-1] = bad
+    assert first_non_finite(params) == "b"
+    save_params(params, tmp_path / "u.safetensors")
+    assert first_non_finite(LazyParams(tmp_path / "u.safetensors")) == "b"
+
+
+def test_a_value_in_a_later_chunk_of_a_streamed_tensor_is_found(tmp_path: Path) -> None:
+    """Past the first megabyte: the whole tensor is read, chunk by chunk."""
+    big = np.zeros(3 * 2**20 // 4, dtype=np.float32)
+    big[-1] = np.nan
+    save_params({"w": big}, tmp_path / "u.safetensors")
+    assert first_non_finite(LazyParams(tmp_path / "u.safetensors")) == "w"
+
+
+def test_finite_and_integer_tensors_pass(tmp_path: Path) -> None:
+    params = {"w": np.array([1e38, -1e38], dtype=np.float32), "n": np.array([2**62], dtype=np.int64)}
+    assert first_non_finite(params) is None
+    save_params(params, tmp_path / "u.safetensors")
+    assert first_non_finite(LazyParams(tmp_path / "u.safetensors")) is None
+    assert UpdateChecks().values_problem(params) is None
+
+
+def test_the_check_can_be_turned_off() -> None:
+    nan = {"w": np.array([np.nan])}
+    assert "holds NaN or infinite values" in str(UpdateChecks().values_problem(nan))
+    assert UpdateChecks(reject_non_finite=False).values_problem(nan) is None
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, "7", True, None, 10**15, DEFAULT_MAX_NUM_EXAMPLES + 1])
+def test_num_examples_must_be_a_whole_number_within_the_bound(value: Any) -> None:
+    assert UpdateChecks().num_examples_problem(value) is not None
+
+
+@pytest.mark.parametrize("value", [0, 1, DEFAULT_MAX_NUM_EXAMPLES])
+def test_num_examples_within_the_bound_pass(value: int) -> None:
+    assert UpdateChecks().num_examples_problem(value) is None
+    assert UpdateChecks(max_num_examples=10).num_examples_problem(11) is not None
+
+
+def test_limits_json_sets_the_checks_and_hands_them_to_the_controller(tmp_path: Path) -> None:
+    path = tmp_path / "limits.json"
+    checks = update_checks_from_limits({"reject_non_finite_updates": False, "max_num_examples": 100}, path)
+    assert checks == UpdateChecks(reject_non_finite=False, max_num_examples=100)
+    assert checks.controller_args() == ["--max-num-examples", "100", "--accept-non-finite"]
+    assert update_checks_from_limits({"max_upload_bytes": 5}, path) == UpdateChecks()
+    assert UpdateChecks().controller_args() == ["--max-num-examples", str(DEFAULT_MAX_NUM_EXAMPLES)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"reject_non_finite_updates": "false"},
+        {"reject_non_finite_updates": 0},
+        {"max_num_examples": 0},
+        {"max_num_examples": "lots"},
+        {"max_num_examples": 1.5},
+        {"max_num_examples": True},
+    ],
+    ids=json.dumps,
+)
+def test_a_wrongly_typed_setting_is_refused_naming_the_key(tmp_path: Path, data: dict[str, Any]) -> None:
+    with pytest.raises(ShoalError) as err:
+        update_checks_from_limits(data, tmp_path / "limits.json")
+    assert err.value.code == "LOCAL_FILE_ERROR" and repr(next(iter(data))) in str(err.value)
