@@ -134,6 +134,21 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Run 'shoal job list --study <name>' to find the job, then retry with --study <name>.",
     ),
     "JOB_NOT_RUNNING": ErrorSpec(1, 409, "Job '{job_id}' is not currently running.", _JOB_LIST_HINT),
+    "TASK_NOT_OPEN": ErrorSpec(
+        1,
+        409,
+        "Task '{task_id}' of job '{job_id}' takes no result from this site.",
+        "A site answers only the task the server sent it last, once, while its round is open; "
+        "a round that ended takes no more results (nothing was counted or kept).",
+    ),
+    "RESULT_TOO_LARGE": ErrorSpec(
+        1,
+        413,
+        "The result is larger than its task allows.",
+        "A result may be {factor} times the size of its task's model, or {floor} bytes if that is more; "
+        "nothing of it was kept. Give the job an initial_model, or ask the operator to raise "
+        "result_floor_bytes in the server's local/limits.json.",
+    ),
     "JOB_FAILED": ErrorSpec(
         1,
         200,

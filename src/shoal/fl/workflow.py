@@ -111,8 +111,21 @@ class WorkflowContext:
     ) -> Iterator[tuple[str, FLModel]]:
         """Yield (site, update) as results arrive until every site answered, failed, or time ran out.
 
-        Raises RoundFailed when fewer than ``min_responses`` can still answer.
+        Raises RoundFailed when fewer than ``min_responses`` can still answer. However it ends,
+        the server is told the task is closed: it takes no more results for it and removes what
+        sites left of theirs (docs/reliability.md, "late results").
         """
+        try:
+            yield from self._results(task_id, min_responses=min_responses, timeout=timeout)
+        finally:
+            try:
+                self._channel.send({"op": "task_closed", "task_id": task_id})
+            except OSError:  # the server is gone; nothing is left to tell
+                pass
+
+    def _results(
+        self, task_id: str, *, min_responses: int, timeout: float | None
+    ) -> Iterator[tuple[str, FLModel]]:
         waiting = self._pending.pop(task_id, set())
         received = 0
         deadline = None if not timeout else time.monotonic() + timeout
@@ -149,6 +162,11 @@ class WorkflowContext:
                     # Folded in: its file may go. The server (or the simulator) removes it: the
                     # workflow may read the results handed to it, not change them.
                     self._channel.send({"op": "release", "task_id": task_id, "site": site, "path": str(path)})
+            elif op == "result" and message.get("task_id") not in self._pending:
+                # for a task already closed (accepted just before it closed): never read
+                self._channel.send(
+                    {"op": "release", "task_id": message.get("task_id"), "site": message.get("site")}
+                )
             elif op == "site_failed":
                 site = str(message.get("site"))
                 reason = str(message.get("reason", "site failed"))

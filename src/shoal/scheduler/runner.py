@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.sandbox.files import claim, harvest
 from shoal.scheduler.controller_messages import error_message, round_metrics, task_message
+from shoal.scheduler.progress import Progress
 from shoal.wire.channel import (
     MAX_MESSAGE_BYTES,
     METRIC_KEY_MAX,
@@ -90,44 +91,15 @@ class JobPaths:
 
 @dataclass
 class TaskState:
+    """A task the workflow sent. A site may answer it once, while it is open: until the workflow
+    closes it (its round ended), a newer task goes to that site, or the job ends."""
+
     task_id: str
     model_path: Path
     sites: set[str]
+    model_bytes: int = 0
     answered: set[str] = field(default_factory=set)
-
-
-@dataclass
-class Progress:
-    """Live facts about a running job, shown by meta (and later stats and monitor)."""
-
-    current_round: int | None = None
-    total_rounds: int | None = None
-    rounds_done: int = 0
-    last_metrics: dict[str, float] = field(default_factory=dict)
-    site_status: dict[str, str] = field(default_factory=dict)
-    tasks_sent: int = 0
-    results_received: int = 0
-    bytes_to_sites: int = 0
-    bytes_from_sites: int = 0
-    site_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    site_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-
-    def count(self, site: str, key: str, amount: int = 1) -> None:
-        counts = self.site_counts.setdefault(site, {})
-        counts[key] = counts.get(key, 0) + amount
-
-    def as_stats(self) -> dict[str, Any]:
-        return {
-            "current_round": self.current_round,
-            "total_rounds": self.total_rounds,
-            "rounds_done": self.rounds_done,
-            "last_metrics": self.last_metrics,
-            "tasks_sent": self.tasks_sent,
-            "results_received": self.results_received,
-            "bytes_to_sites": self.bytes_to_sites,
-            "bytes_from_sites": self.bytes_from_sites,
-        }
+    closed: bool = False
 
 
 class JobRun:
@@ -280,7 +252,7 @@ class JobRun:
                 checked.model_path,
                 self.paths.models / f"{checked.task_id}.safetensors",
             )
-            task = TaskState(checked.task_id, model, set(checked.sites))
+            task = TaskState(checked.task_id, model, set(checked.sites), model_bytes=model.stat().st_size)
             self.tasks[task.task_id] = task
             self.progress.current_round = checked.round
             self.progress.total_rounds = checked.total_rounds
@@ -293,10 +265,13 @@ class JobRun:
                 "total_rounds": checked.total_rounds,
                 "meta": checked.meta,
             }
-            size = task.model_path.stat().st_size
+            size = task.model_bytes
             if size <= INLINE_BYTES:  # small: the model rides along; no download request
                 out["model"] = base64.b64encode(task.model_path.read_bytes()).decode("ascii")
             for site in sorted(task.sites):
+                previous = self._latest_task.get(site)
+                if previous is not None:  # the site's earlier task is over for it
+                    self._drop_partial(previous[0], site)
                 self._latest_task[site] = (task, out)
                 if await self.scheduler.sites.send(site, out):
                     self.progress.tasks_sent += 1
@@ -310,6 +285,10 @@ class JobRun:
             self.progress.last_metrics = round_metrics(msg)
             self.progress.rounds_done += 1
             self.scheduler.events.notify(self.job_id)
+        elif op == "task_closed":
+            closing = self.tasks.get(str(msg.get("task_id")))
+            if closing is not None:
+                self.close_task(closing)
         elif op == "release":
             self._release_result(str(msg.get("task_id", "")), str(msg.get("site", "")))
         elif op == "done":
@@ -354,22 +333,53 @@ class JobRun:
             self._writer.write(encode(msg))
 
     def task_for(self, site: str, task_id: str) -> TaskState | None:
+        """The task ``task_id`` (as a site sent it) if it was sent to ``site`` and is not closed:
+        its model may be fetched."""
         task = self.tasks.get(task_id)
-        return task if task is not None and site in task.sites else None
+        return task if task is not None and site in task.sites and not task.closed else None
 
-    def on_result(self, site: str, task_id: str, path: Path, header: dict[str, Any]) -> None:
-        """A site's checked result (``site_routes.result_header``): its path to the workflow."""
-        task = self.tasks.get(task_id)
-        if task is not None:
-            task.answered.add(site)
+    def open_task(self, site: str, task_id: str) -> TaskState | None:
+        """The task ``task_id`` if ``site`` may answer it now: sent to that site, the latest it
+        was sent, not answered by it, not closed, and the job not ending. Anything else is a
+        late, repeated or foreign result, which is refused (TASK_NOT_OPEN)."""
+        task = self.task_for(site, task_id)
+        latest = self._latest_task.get(site)
+        if task is None or site in task.answered or self._outcome is not None or self._finishing:
+            return None
+        return task if latest is not None and latest[0] is task else None
+
+    def partial_path(self, task: TaskState, site: str, kind: str = "part") -> Path:
+        """Where ``site``'s upload for ``task`` gathers: named from the server's own records
+        (a checked task id, a certificate's site name), never from a request."""
+        return self.paths.results / f".{task.task_id}-{site}.{kind}"
+
+    def _drop_partial(self, task: TaskState, site: str) -> None:
+        self.partial_path(task, site).unlink(missing_ok=True)
+
+    def close_task(self, task: TaskState) -> None:
+        """The workflow is done with ``task`` (its round ended): no more results for it, its
+        model is not served again, and what sites left of theirs (an upload cut off, a result
+        not read) is removed."""
+        task.closed = True
+        task.model_path.unlink(missing_ok=True)
+        for site in task.sites:
+            self._drop_partial(task, site)
+            self.result_path(task.task_id, site).unlink(missing_ok=True)
+
+    def on_result(self, site: str, task: TaskState, path: Path, header: dict[str, Any]) -> None:
+        """A site's checked result (``site_routes.result_header``) for its open task: counted,
+        and its path to the workflow."""
+        task.answered.add(site)
+        self._drop_partial(task, site)  # an upload it gave up for the inline answer, say
+        task_id = task.task_id
         self.progress.site_status[site] = "running"
         size = path.stat().st_size
         self.progress.results_received += 1
         self.progress.bytes_from_sites += size
         self.progress.count(site, "results")
         self.progress.count(site, "bytes_from_site", size)
-        if header.get("metrics"):
-            self.progress.site_metrics.setdefault(site, {}).update(header["metrics"])
+        for key, value in (header.get("metrics") or {}).items():
+            self.progress.put_site_metric(site, str(key), value)
         self._send_controller(
             {
                 "op": "result",
@@ -393,16 +403,18 @@ class JobRun:
         if not 0 < len(key) <= METRIC_KEY_MAX or not (step is None or type(step) is int):
             log.warning("job %s: %s sent a metric with a bad key or step; dropped", self.job_id, site)
             return
-        self.progress.site_metrics.setdefault(site, {})[key] = value
+        if not self.progress.put_site_metric(site, key, value):  # past the site's cap: a notice said so
+            self.scheduler.events.notify(self.job_id)
+            return
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step
         self._send_controller({"op": "metric", "site": site, "key": key, "value": value, "step": step})
         self.scheduler.events.notify(self.job_id)
 
-    def notice(self, text: str) -> None:
-        """Something a user should see in the job's meta (a site refused log streaming, ...)."""
-        if text not in self.progress.notices:
-            self.progress.notices.append(text)
+    def notice(self, text: str, site: str | None = None) -> None:
+        """Something a user should see in the job's meta (a site refused log streaming, ...);
+        ``site``: the site it comes from or is about, whose notices are capped (Progress)."""
+        if self.progress.add_notice(text, site):
             self.scheduler.events.notify(self.job_id)
 
     async def set_log_config(self, setting: str, sites: list[str], server: bool) -> dict[str, str]:
@@ -454,7 +466,7 @@ class JobRun:
         app = self.site_apps[site]
         if await self.scheduler.sites.send(site, self._deploy_message(app)):
             self._send_controller({"op": "site_joined", "site": site})
-            self.notice(f"{site} reconnected and rejoined the job")
+            self.notice(f"{site} reconnected and rejoined the job", site)
 
     def site_lost(self, site: str, reason: str) -> None:
         self._gone.add(site)

@@ -168,17 +168,18 @@ def build_context(
     ctx.max_store_bytes = local.limits.get("max_store_bytes", ctx.max_store_bytes)
     ctx.min_free_bytes = local.limits.get("min_free_bytes", ctx.min_free_bytes)
     scheduler.update_checks = local.update_checks
+    ctx.result_floor_bytes = local.limits.get("result_floor_bytes", ctx.result_floor_bytes)
     return ctx
 
 
 def _limits(path: Path) -> dict[str, int]:
-    """Optional ``local/limits.json``: max_upload_bytes, max_store_bytes, min_free_bytes, each
-    a whole number of bytes (LOCAL_FILE_ERROR naming the key otherwise)."""
+    """Optional ``local/limits.json``: max_upload_bytes, max_store_bytes, min_free_bytes,
+    result_floor_bytes, each a whole number of bytes (LOCAL_FILE_ERROR naming the key otherwise)."""
     data = read_operator_json(path)
     if data is None:
         return {}
     data = json_object(data, path)
-    keys = ("max_upload_bytes", "max_store_bytes", "min_free_bytes")
+    keys = ("max_upload_bytes", "max_store_bytes", "min_free_bytes", "result_floor_bytes")
     return {k: byte_count(data[k], path, k) for k in keys if k in data}
 
 

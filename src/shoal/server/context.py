@@ -16,6 +16,7 @@ from shoal.server.middleware import identity_of
 from shoal.server.studies import DEFAULT_STUDY, Studies
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import BlobStore
+from shoal.wire.models import RESULT_FLOOR_BYTES
 
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -35,6 +36,7 @@ class ServerContext:
     max_upload_bytes: int = 256 * 2**20
     max_store_bytes: int | None = None  # quota on stored job archives; None: only the disk limits
     min_free_bytes: int = 64 * 2**20  # refuse submits before the disk is completely full
+    result_floor_bytes: int = RESULT_FLOOR_BYTES  # shoal.wire.models.result_bound
     seen_sites: set[str] = field(default_factory=set)
 
     @property

@@ -12,19 +12,18 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from shoal.errors import ShoalError
-from shoal.scheduler.runner import JobRun
+from shoal.scheduler.runner import JobRun, TaskState
 from shoal.scheduler.sites import ConnectedSite, close_channel
 from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.streaming import save_body, stream_file
 from shoal.server.views import json_response
 from shoal.wire.channel import CLOSE_REPLACED
-from shoal.wire.models import INLINE_BYTES, check_safetensors
+from shoal.wire.models import INLINE_BYTES, RESULT_SIZE_FACTOR, check_safetensors, result_bound
 
 log = logging.getLogger("shoal.server")
 
 HEARTBEAT_SECONDS = 15.0
-MAX_RESULT_BYTES = 8 * 2**30
 MAX_LOG_BYTES = 64 * 2**20
 LOG_FILES = ("log.txt", "log.json")
 
@@ -120,7 +119,7 @@ def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> Non
     elif kind == "metric":
         run.site_metric(site, str(data.get("key")), float(data.get("value", 0.0)), data.get("step"))
     elif kind == "notice":
-        run.notice(f"{site}: {data.get('message', '')}")
+        run.notice(f"{site}: {data.get('message', '')}", site)
     elif kind == "failed":
         run.site_failed(site, dict(data.get("error") or {}))
     elif kind == "ended":
@@ -130,8 +129,18 @@ def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> Non
 async def result_received(request: web.Request) -> web.Response:
     """How many bytes of an interrupted result upload arrived (where the site resumes)."""
     _, run, site = _run_for_site(request)
-    tmp = run.paths.results / f".{request.match_info['task_id']}-{site}.part"
+    tmp = run.partial_path(_open_task(run, site, request.match_info["task_id"]), site)
     return json_response({"received": tmp.stat().st_size if tmp.exists() else 0})
+
+
+def _open_task(run: JobRun, site: str, raw: str) -> TaskState:
+    """The task a site's request names, looked up in the server's records: only the one the
+    server sent that site last, unanswered and still open (JobRun.open_task). Paths are then
+    built from the record, never from the request (a task id of '../..' names no task)."""
+    task = run.open_task(site, raw)
+    if task is None:
+        raise ShoalError("TASK_NOT_OPEN", task_id=raw[:80], job_id=str(run.job_id))
+    return task
 
 
 def append_site_log(run: JobRun, site: str, text: str) -> None:
@@ -166,41 +175,77 @@ async def job_archive(request: web.Request) -> web.StreamResponse:
 async def task_model(request: web.Request) -> web.StreamResponse:
     _, run, site = _run_for_site(request)
     task = run.task_for(site, request.match_info["task_id"])
+    closed = ShoalError("TASK_NOT_OPEN", task_id=request.match_info["task_id"][:80], job_id=str(run.job_id))
     if task is None:
-        raise ShoalError("JOB_NOT_RUNNING", "no such task for this site", job_id=str(run.job_id))
-    run.model_served(site, task.model_path.stat().st_size)
-    return await stream_file(request, task.model_path)
+        raise closed
+    try:
+        response = await stream_file(request, task.model_path)
+    except FileNotFoundError as exc:  # every site it went to has answered: it is gone
+        raise closed from exc
+    run.model_served(site, task.model_bytes)
+    return response
+
+
+def result_limit(ctx: ServerContext, task: TaskState) -> int:
+    return result_bound(task.model_bytes, ctx.result_floor_bytes)
+
+
+def _too_large(ctx: ServerContext, run: JobRun, task: TaskState, size: str) -> ShoalError:
+    return ShoalError(
+        "RESULT_TOO_LARGE",
+        f"{size}; task {task.task_id} of job {run.job_id} takes at most {result_limit(ctx, task)} bytes",
+        factor=RESULT_SIZE_FACTOR,
+        floor=ctx.result_floor_bytes,
+    )
 
 
 async def task_result(request: web.Request) -> web.Response:
-    """Stream a site's update to disk, then hand the workflow its path (it aggregates)."""
-    _, run, site = _run_for_site(request)
-    task_id = request.match_info["task_id"]
-    if run.task_for(site, task_id) is None:
-        raise ShoalError("JOB_NOT_RUNNING", "no such task for this site", job_id=str(run.job_id))
+    """Stream a site's update to disk, then hand the workflow its path (it aggregates).
+
+    Only for the task open for this site (_open_task), and at most result_limit bytes, refused
+    as they stream. A refused upload leaves nothing: its partial file goes with the refusal
+    (and with its task, when that closes); only a transfer that broke or stalled keeps what
+    arrived, for the site to resume."""
+    ctx, run, site = _run_for_site(request)
+    task = _open_task(run, site, request.match_info["task_id"])
     try:
         header = result_header(json.loads(request.headers.get("X-Shoal-Result", "{}")))
     except ValueError as exc:
         raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
-    results = run.paths.results
-    results.mkdir(parents=True, exist_ok=True)
-    # Uploads resume: the site sends ?offset=N, the bytes it knows arrived; anything else is
-    # refused with the size we hold (409), so both sides agree before more bytes are appended.
-    tmp = results / f".{task_id}-{site}.part"
+    limit = result_limit(ctx, task)
+    raw_total = request.headers.get("X-Shoal-Total")
+    total = small_number(raw_total, 20) if raw_total is not None else None
+    if total is not None and total > limit:
+        raise _too_large(ctx, run, task, f"{total} bytes announced")
+    tmp = run.partial_path(task, site)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    # Uploads resume: the site sends ?offset=N, the bytes it knows arrived. Anything else is
+    # refused (409) with what the server then holds, nothing: both sides start over together.
     offset = small_number(request.query.get("offset", "0"), 20)
     held = tmp.stat().st_size if tmp.exists() else 0
     if offset is None or (offset != 0 and offset != held):
-        return json_response({"error_code": "INVALID_ARGS", "received": held}, status=409)
-    await save_body(request, tmp, MAX_RESULT_BYTES, append=offset > 0)
-    raw_total = request.headers.get("X-Shoal-Total")
-    if raw_total is not None and tmp.stat().st_size != small_number(raw_total, 20):
-        return json_response({"error_code": "INVALID_ARGS", "received": tmp.stat().st_size}, status=409)
+        tmp.unlink(missing_ok=True)
+        return json_response({"error_code": "INVALID_ARGS", "received": 0}, status=409)
+    try:
+        await save_body(request, tmp, limit, append=offset > 0)
+    except ShoalError as exc:
+        if exc.code == "TIMEOUT":  # the site went quiet: what arrived stays for it to resume
+            raise
+        tmp.unlink(missing_ok=True)
+        if exc.code == "UPLOAD_TOO_LARGE":
+            raise _too_large(ctx, run, task, "more bytes came") from exc
+        raise
+    if raw_total is not None and tmp.stat().st_size != total:
+        tmp.unlink(missing_ok=True)
+        return json_response({"error_code": "INVALID_ARGS", "received": 0}, status=409)
     try:
         await asyncio.to_thread(check_safetensors, tmp)
+        if run.open_task(site, task.task_id) is not task:  # its round closed while it came
+            raise ShoalError("TASK_NOT_OPEN", task_id=task.task_id, job_id=str(run.job_id))
     except ShoalError:
         tmp.unlink(missing_ok=True)
         raise
-    _take_result(run, site, task_id, tmp, header)
+    _take_result(run, site, task, tmp, header)
     return json_response({"ok": True})
 
 
@@ -224,42 +269,42 @@ def result_header(raw: Any) -> dict[str, Any]:
     return {"num_examples": examples, "metrics": metrics, "meta": meta}
 
 
-def _take_result(run: JobRun, site: str, task_id: str, checked: Path, header: dict[str, Any]) -> None:
+def _take_result(run: JobRun, site: str, task: TaskState, checked: Path, header: dict[str, Any]) -> None:
     """A complete, checked result: into place, and its path to the workflow."""
-    final = run.result_path(task_id, site)
+    final = run.result_path(task.task_id, site)
     checked.replace(final)
-    run.on_result(site, task_id, final, header)
+    run.on_result(site, task, final, header)
 
 
 def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[str, Any]:
     """A small result sent inside the control channel (INLINE_BYTES). The answer says whether
     it was taken; a site that hears "not taken", or nothing, sends it by PUT instead, which
     reports any error the usual way."""
-    task_id = str(data.get("task_id", ""))
+    task_id = str(data.get("task_id", ""))[:80]
     reply = {"type": "result_ack", "job_id": data.get("job_id"), "task_id": task_id, "ok": False}
     run = _run_of(ctx, site, str(data.get("job_id", "")))
-    if run is None or run.task_for(site, task_id) is None or not task_id.isalnum():
-        return reply
+    task = run.open_task(site, task_id) if run is not None else None
+    if run is None or task is None:
+        return {**reply, "error_code": "TASK_NOT_OPEN" if run is not None else "JOB_NOT_RUNNING"}
     try:
         body = base64.b64decode(str(data.get("data", "")), validate=True)
     except ValueError:
-        return reply
-    if len(body) > INLINE_BYTES:
-        return reply
+        return {**reply, "error_code": "INVALID_ARGS"}
+    if len(body) > min(INLINE_BYTES, result_limit(ctx, task)):
+        return {**reply, "error_code": "RESULT_TOO_LARGE"}
     try:
         header = result_header(data.get("header") or {})
-    except ShoalError:
-        return reply
-    results = run.paths.results
-    results.mkdir(parents=True, exist_ok=True)
-    tmp = results / f".{task_id}-{site}.inline"
+    except ShoalError as exc:
+        return {**reply, "error_code": exc.code}
+    tmp = run.partial_path(task, site, "inline")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(body)
     try:
         check_safetensors(tmp)
-    except ShoalError:
+    except ShoalError as exc:
         tmp.unlink(missing_ok=True)
-        return reply
-    _take_result(run, site, task_id, tmp, header)
+        return {**reply, "error_code": exc.code}
+    _take_result(run, site, task, tmp, header)
     return {**reply, "ok": True}
 
 

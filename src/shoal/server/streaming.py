@@ -74,10 +74,10 @@ async def save_body(request: web.Request, dest: Path, limit: int, append: bool =
     gone without a word would otherwise hold the request open forever. What arrived stays, so
     the sender resumes from there (shoal.wire.idle).
     """
-    if request.content_length is not None and request.content_length > limit:
-        raise ShoalError("UPLOAD_TOO_LARGE", f"{request.content_length} bytes; the limit is {limit}")
-    idle = idle_timeout()
     total = dest.stat().st_size if append and dest.exists() else 0
+    if request.content_length is not None and total + request.content_length > limit:
+        raise ShoalError("UPLOAD_TOO_LARGE", f"{total + request.content_length} bytes; the limit is {limit}")
+    idle = idle_timeout()
     with dest.open("ab" if append else "wb") as out:
         while True:
             try:

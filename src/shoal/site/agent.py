@@ -152,6 +152,7 @@ class SiteAgent:
         have = tmp.stat().st_size if tmp.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         async with self.session.get(self.base_url + path, headers=headers) as resp:
+            await _task_not_open(resp)
             if resp.status not in (200, 206):
                 raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
             if have:
@@ -190,6 +191,7 @@ class SiteAgent:
             f.seek(offset)
             body = _read_ticking(f, progress)
             async with self.session.put(self.base_url + path + query, data=body, headers=send) as resp:
+                await _task_not_open(resp)
                 if resp.status == 409:
                     answer = await resp.json()
                     if "received" not in answer:  # not about offsets: the task is gone, say so
@@ -333,6 +335,15 @@ class SiteAgent:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+async def _task_not_open(resp: aiohttp.ClientResponse) -> None:
+    """TASK_NOT_OPEN (a ShoalError) if the server answered that the task is over for this
+    site: its round ended without it, so its model or its result is not wanted any more."""
+    if resp.status == 409 and resp.content_type == "application/json":
+        answer = await resp.json()
+        if isinstance(answer, dict) and answer.get("error_code") == "TASK_NOT_OPEN":
+            raise ShoalError.from_wire(answer)
 
 
 def run_site(kit_dir: Path, workspace: Path | None = None) -> int:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.errors import ShoalError
 from shoal.sandbox.files import UnsafeJobFile, claim
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, read_message
@@ -277,6 +278,14 @@ class SiteJob:
         try:
             while (msg := await read_message(reader)) is not None:
                 if msg.get("op") == "result":
+                    if str(msg.get("task_id")) not in self._tasks_seen:
+                        # Its own bug, not a late answer: the server would refuse it as one.
+                        await self._report_failure(
+                            "ProtocolError",
+                            f"the training script answered task {brief(str(msg.get('task_id')), 80)!r}, "
+                            "which it was not given (no such task for this site)",
+                        )
+                        continue
                     self._unanswered.discard(str(msg.get("task_id")))
                     self._relaying_result = True
                     try:
@@ -363,6 +372,10 @@ class SiteJob:
             return
         try:
             await self.deliver_result(task_id, path, header)
+        except ShoalError as exc:
+            if exc.code != "TASK_NOT_OPEN":
+                raise
+            self._append_log(f"shoal site: the server no longer takes task {task_id[:64]}'s result: {exc}")
         finally:
             path.unlink(missing_ok=True)
 
@@ -410,7 +423,13 @@ class SiteJob:
             # still going by PUT while the server, which had it, moves on to this task.)
             old.unlink(missing_ok=True)
         model_path = models / f"{task_id}.safetensors"
-        await self.fetch_model(msg, model_path)
+        try:
+            await self.fetch_model(msg, model_path)
+        except ShoalError as exc:
+            if exc.code != "TASK_NOT_OPEN":
+                raise
+            self._append_log(f"shoal site: task {task_id} ended before its model arrived; skipped")
+            return
         self._unanswered.add(task_id)
         try:
             await self._hand_task(msg, task_id, model_path)

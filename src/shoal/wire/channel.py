@@ -31,6 +31,17 @@ CLOSE_REPLACED = 4000
 #: metrics_summary.json, and it rides every relay of the metric.
 METRIC_KEY_MAX = 200
 
+# What one site may add to a job's live view (meta's ``notices``, stats' per-site ``metrics``),
+# which is sent to everyone who looks at the job: bounded, whatever a site or its script sends.
+# Past a cap the rest is dropped and one notice per site says so (docs/reliability.md).
+#: Distinct metric names one site may report in one job (``log_metric`` and result metrics alike).
+METRIC_KEYS_PER_SITE = 100
+#: Notices one site may add to one job, and all notices one job may hold.
+NOTICES_PER_SITE = 20
+NOTICES_PER_JOB = 50
+#: A notice longer than this is cut (its start and end kept, saying how much was cut).
+NOTICE_CHARS_MAX = 1000
+
 
 class UnreadableMessage(Exception):
     """A line from a job process that is too long or not a JSON object: the channel is broken."""

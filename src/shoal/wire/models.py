@@ -32,6 +32,19 @@ INLINE_BYTES = 256 * 2**10
 #: weights, in the upload's X-Shoal-Result header or the inline result message, so the server
 #: reads headers up to this size; large data belongs in the tensors or in files.
 RESULT_HEADER_MAX = 64 * 2**10
+#: The most a site's result may take: RESULT_SIZE_FACTOR times its task's model (the same
+#: tensors come back; the factor leaves room for a wider dtype and a longer header), or the
+#: floor if that is more: metrics-only answers (cross-site evaluation) and statistics (fedstats)
+#: answer an empty or tiny model, and in round 0 without an initial_model every site answers an
+#: empty model with its own whole initial weights. The server's operator may change the floor
+#: (``result_floor_bytes`` in ``local/limits.json``).
+RESULT_SIZE_FACTOR = 2
+RESULT_FLOOR_BYTES = 64 * 2**20
+
+
+def result_bound(model_bytes: int, floor: int = RESULT_FLOOR_BYTES) -> int:
+    """The largest result a task whose model took ``model_bytes`` may have."""
+    return max(RESULT_SIZE_FACTOR * model_bytes, floor)
 
 
 def result_header_json(header: Mapping[str, Any]) -> str:
