@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,8 @@ class SyncChannel:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._reader = sock.makefile("rb")
+        self._sock.settimeout(None)
+        self._buffer = bytearray()
 
     @classmethod
     def from_env(cls) -> SyncChannel:
@@ -87,16 +89,27 @@ class SyncChannel:
         self._sock.sendall(encode(message))
 
     def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next message, or None when the parent closed the channel (it ended or died)."""
-        self._sock.settimeout(timeout)
-        try:
-            line = self._reader.readline()
-        except TimeoutError:
-            raise
-        except OSError:
-            return None
-        if not line:
-            return None
+        """The next message, or None when the parent closed the channel (it ended or died);
+        TimeoutError if none came within ``timeout`` seconds, after which the channel is as
+        good as before. (A socket file with a timeout is not: once a read timed out, every
+        later read fails, so a workflow whose round deadline passed lost its channel.)"""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        searched = 0
+        while (end := self._buffer.find(b"\n", searched)) < 0:
+            searched = len(self._buffer)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                    raise TimeoutError(f"no message within {timeout:g} s")
+            try:
+                chunk = self._sock.recv(2**16)
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
         message: dict[str, Any] = json.loads(line)
         return message
 
@@ -114,7 +127,4 @@ class SyncChannel:
                 return
 
     def close(self) -> None:
-        try:
-            self._reader.close()
-        finally:
-            self._sock.close()
+        self._sock.close()

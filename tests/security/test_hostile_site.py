@@ -1,0 +1,228 @@
+"""A hostile site (a real site certificate, its own client) against the site API: results only
+for its open task, bounded by the task's model, nothing left behind by a refused or abandoned
+upload, no path built from a request's task id, and caps on what it adds to a job's view.
+
+site-2's agent is stopped and a HostileSite speaks for site-2; site-1 is a real agent running a
+slow script. Rounds close on a 2 s deadline with one answer, so the hostile site can let one
+pass and answer it late. The server's result floor is 1 MiB (local/limits.json)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.wire.channel import METRIC_KEYS_PER_SITE, NOTICE_CHARS_MAX, NOTICES_PER_SITE
+from tests.e2e.jobs import slow_job
+from tests.federation import Federation, start_federation, stop_federation
+from tests.security.hostile_site import (
+    HostileSite,
+    result_files,
+    safetensors_bytes,
+    safetensors_head,
+    server_job_dir,
+    stop_site_agent,
+)
+
+pytestmark = pytest.mark.e2e
+
+FLOOR = 2**20
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    federation = start_federation(
+        tmp_path_factory.mktemp("hostile"), server_local={"limits.json": {"result_floor_bytes": FLOOR}}
+    )
+    try:
+        stop_site_agent(federation, "site-2")
+        yield federation
+    finally:
+        stop_federation(federation)
+
+
+def submit(fed: Federation, tmp_path: Path) -> str:
+    job = slow_job(tmp_path / "job", rounds=1000, delay=0.05)
+    server = {"workflow": "fedavg", "args": {"num_rounds": 1000, "min_responses": 1, "round_timeout": 2}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    return str(doc["data"]["job_id"])
+
+
+def site_stats(fed: Federation, job_id: str) -> dict[str, Any]:
+    code, doc = fed.cli.json("job", "stats", job_id)
+    assert code == 0, doc
+    return dict(doc["data"]["sites"]["site-2"])
+
+
+def meta(fed: Federation, job_id: str) -> dict[str, Any]:
+    code, doc = fed.cli.json("job", "meta", job_id)
+    assert code == 0, doc
+    return dict(doc["data"])
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.2)
+
+
+def run_against(fed: Federation, tmp_path: Path, scenario: Callable[[HostileSite, str], Any]) -> None:
+    """Submit a job, play ``scenario`` as site-2 while it runs, then abort the job."""
+
+    async def main() -> None:
+        async with HostileSite(fed, "site-2") as site:
+            job_id = submit(fed, tmp_path)
+            try:
+                await scenario(site, job_id)
+            finally:
+                await asyncio.to_thread(fed.cli.json, "job", "abort", job_id, "--force")
+
+    asyncio.run(main())
+
+
+def test_late_and_repeated_results_are_refused_and_not_counted(fed: Federation, tmp_path: Path) -> None:
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        first = await site.next("task", job_id)
+        second = await site.next("task", job_id)  # the first round closed without site-2
+        late, current = first["task_id"], second["task_id"]
+        before = await asyncio.to_thread(site_stats, fed, job_id)
+        assert before.get("results", 0) == 0, before
+
+        ack = await site.inline_result(job_id, late, safetensors_bytes())
+        assert ack["ok"] is False and ack["error_code"] == "TASK_NOT_OPEN", ack
+        status, body = await site.put(site.result_url(job_id, late), safetensors_bytes())
+        assert (status, body["error_code"]) == (409, "TASK_NOT_OPEN"), body
+        status, body = await site.get(site.result_url(job_id, late))
+        assert (status, body["error_code"]) == (409, "TASK_NOT_OPEN"), body
+
+        answer = safetensors_bytes()
+        assert (await site.inline_result(job_id, current, answer))["ok"] is True
+        ack = await site.inline_result(job_id, current, answer)  # the same task again
+        assert ack["ok"] is False and ack["error_code"] == "TASK_NOT_OPEN", ack
+        status, body = await site.put(site.result_url(job_id, current), answer)
+        assert (status, body["error_code"]) == (409, "TASK_NOT_OPEN"), body
+
+        after = await asyncio.to_thread(site_stats, fed, job_id)
+        assert after["results"] == 1 and after["bytes_from_site"] == len(answer), after
+        assert not [f for f in result_files(fed, job_id) if late in f or current in f]
+
+    run_against(fed, tmp_path, scenario)
+
+
+def test_an_upload_past_the_bound_is_refused_as_it_streams_and_leaves_nothing(
+    fed: Federation, tmp_path: Path
+) -> None:
+    total_floats = 6 * 2**20  # 48 MiB of valid safetensors for a task whose model is a few bytes
+    answered = asyncio.Event()
+    sent = [0]
+
+    async def body() -> AsyncIterator[bytes]:
+        """After 8 MiB (8 times the bound) it waits for the server's answer, up to 20 s: a
+        server that stores everything before it answers gets the rest after that."""
+        yield safetensors_head(total_floats)
+        for i in range(total_floats * 8 // 2**20):
+            if i == 8:
+                try:  # the client ends here once answered
+                    await asyncio.wait_for(answered.wait(), 20)
+                except TimeoutError:
+                    pass
+            sent[0] += 2**20
+            yield bytes(2**20)
+
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        task = await site.next("task", job_id)
+        url = site.result_url(job_id, task["task_id"])
+        try:
+            status, answer = await site.put(url, body(), answered=answered)
+        finally:
+            answered.set()
+        assert (status, answer["error_code"]) == (413, "RESULT_TOO_LARGE"), answer
+        assert sent[0] <= 8 * 2**20, f"the server answered only after {sent[0]} bytes"
+        assert not result_files(fed, job_id)
+        huge = {"X-Shoal-Total": str(48 * 2**20)}  # said up front: refused before any byte is read
+        status, answer = await site.put(url, b"x" * 1000, headers=huge)
+        assert (status, answer["error_code"]) == (413, "RESULT_TOO_LARGE"), answer
+        assert not result_files(fed, job_id)
+        stats = await asyncio.to_thread(site_stats, fed, job_id)
+        assert stats.get("results", 0) == 0 and stats.get("bytes_from_site", 0) == 0, stats
+
+    run_against(fed, tmp_path, scenario)
+
+
+def test_partial_uploads_go_when_refused_and_when_their_task_closes(fed: Federation, tmp_path: Path) -> None:
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        task = await site.next("task", job_id)
+        url = site.result_url(job_id, task["task_id"])
+        part = f".{task['task_id']}-site-2.part"
+        # fewer bytes than announced, on a connection that stays: refused (409), nothing kept
+        status, answer = await site.put(url, b"x" * 1000, headers={"X-Shoal-Total": "2000"})
+        assert status == 409 and answer["received"] == 0, answer
+        assert part not in result_files(fed, job_id)
+        # a resume from an offset the server does not hold: refused (409), nothing kept
+        status, answer = await site.put(url, b"x" * 10, offset=5)
+        assert status == 409 and answer["received"] == 0, answer
+        assert part not in result_files(fed, job_id)
+        # a link that breaks mid-upload: kept for the resume while the task is open ...
+        await site.put_cut_off(job_id, task["task_id"], total=4000, sent=b"x" * 1000)
+        for _ in range(50):  # the server takes in the broken connection, and closes the file
+            status, answer = await site.get(url)
+            if answer.get("received") == 1000:
+                break
+            await asyncio.sleep(0.1)
+        assert (status, answer["received"]) == (200, 1000), answer
+        assert part in result_files(fed, job_id)
+        # ... and gone once the round closes without it
+        await site.next("task", job_id)
+        await asyncio.to_thread(
+            eventually, lambda: part not in result_files(fed, job_id), 10, "the partial upload removed"
+        )
+
+    run_against(fed, tmp_path, scenario)
+
+
+def test_task_ids_that_are_paths_reveal_nothing(fed: Federation, tmp_path: Path) -> None:
+    """The upload-status route used to build a path from the task id it was given: a file
+    outside the job's results, named to fit, had its size told."""
+
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        await site.next("task", job_id)
+        probe = server_job_dir(fed, job_id) / "probe-site-2.part"
+        probe.write_bytes(b"s" * 12345)
+        for task_id in (".%2F..%2Fprobe", "%2E%2F%2E%2E%2Fprobe", "..%2F..%2F..%2Fjobs"):
+            status, answer = await site.get(site.result_url(job_id, task_id))
+            assert status in (404, 409) and "12345" not in json.dumps(answer), (task_id, answer)
+            status, answer = await site.put(site.result_url(job_id, task_id), safetensors_bytes())
+            assert status in (404, 409) and "12345" not in json.dumps(answer), (task_id, answer)
+        assert probe.read_bytes() == b"s" * 12345
+
+    run_against(fed, tmp_path, scenario)
+
+
+def test_a_sites_notices_and_metric_names_are_capped(fed: Federation, tmp_path: Path) -> None:
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        await site.next("task", job_id)
+        for i in range(100):
+            await site.send({"type": "notice", "job_id": job_id, "message": f"{i:03d}" + "n" * 40_000})
+        for i in range(3000):
+            await site.send({"type": "metric", "job_id": job_id, "key": f"k{i:04d}" + "m" * 150, "value": i})
+        await asyncio.sleep(1)
+        shown = await asyncio.to_thread(meta, fed, job_id)
+        mine = [n for n in shown["notices"] if n.startswith("site-2")]
+        assert len(mine) <= NOTICES_PER_SITE + 2, len(mine)
+        assert all(len(n) <= NOTICE_CHARS_MAX + 100 for n in mine)
+        assert any("more notices were dropped" in n for n in mine), mine[-3:]
+        assert any("metrics were dropped" in n for n in mine), mine[-3:]
+        assert len(json.dumps(shown)) < 100_000
+        stats = await asyncio.to_thread(site_stats, fed, job_id)
+        names = [k for k in stats["metrics"] if not k.endswith("_step")]
+        assert len(names) == METRIC_KEYS_PER_SITE, len(names)
+
+    run_against(fed, tmp_path, scenario)
