@@ -223,3 +223,44 @@ def test_a_server_set_to_accept_non_finite_updates_folds_them_in(tmp_path: Path)
         error = meta["data"]["first_error"]
         assert error["site"] == "site-2" and "num_examples 101" in error["message"], error
         assert "max_num_examples 100" in error["message"]
+
+
+LATE_IN_ROUND_0 = """
+import os, time
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    if os.environ["SHOAL_SITE_NAME"] == "site-1" and model.current_round == 0:
+        time.sleep(4.5)  # past the round's deadline: the round closes without this answer
+    params = model.params or {"w": np.zeros(2)}
+    flare.send(FLModel(params=params, metrics={"loss": 1.0}, num_examples=1))
+"""
+
+
+def test_a_round_that_closes_without_a_slow_site_goes_on_and_refuses_its_late_answer(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """k-of-n with a deadline: round 0 closes with site-2 alone. Its workflow goes on (it lost
+    its channel to the timed-out read and failed the job: "the server closed the channel"),
+    site-1's late answer is refused by the server and dropped by site-1 without failing, and
+    site-1 answers the next rounds."""
+    job = _hello(tmp_path / "late")
+    (job / "app" / "custom" / "client.py").write_text(LATE_IN_ROUND_0)
+    server = {"workflow": "fedavg", "args": {"num_rounds": 4, "min_responses": 1, "round_timeout": 3}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    job_id = doc["data"]["job_id"]
+    code, doc = federation.cli.json("job", "download", job_id, "-o", tmp_path / "dl")
+    assert code == 0, doc
+    summary = json.loads(Path(doc["data"]["artifacts"]["metrics_summary"]).read_text())
+    assert summary["rounds"][0]["sites"] == ["site-2"], summary["rounds"]
+    assert any("site-1" in r["sites"] for r in summary["rounds"][1:]), summary["rounds"]
+    site_log = next((tmp_path / "dl").rglob("site-1/log.txt")).read_text()
+    assert "no longer takes task" in site_log, site_log[-2000:]

@@ -88,6 +88,10 @@ async def job_logs(request: web.Request) -> web.Response:
         if paths.workspace.is_dir()
         else []
     )
+    if target not in ("server", "all") and target not in deploy_sites:
+        # Looked up in the server's own records first: a path is only ever built from a site
+        # name the server knows for this job, never from the request's ('../..' names none).
+        raise ShoalError("LOG_NOT_FOUND", "that site has no part in this job", site=target[:80])
     targets = ["server", *deploy_sites] if target == "all" else [target]
     logs: dict[str, str] = {}
     capped: dict[str, bool] = {}
@@ -97,13 +101,13 @@ async def job_logs(request: web.Request) -> web.Response:
         if name == "server" and file_name == "log.json" and paths.server_log.is_file():
             logs[name], capped[name] = _tail(_records_from_text(paths.server_log.read_bytes(), name))
             continue
-        if "/" in name or name.startswith(".") or not path.is_file():
+        if not path.is_file():
             unavailable[name] = f"no {file_name} stored for this site and job"
             continue
         logs[name], capped[name] = _tail(path.read_bytes())
     if target not in ("server", "all") and target in unavailable:
         stored = [f for f in ("log.txt", "log.json") if paths.site_log(target).with_name(f).is_file()]
-        if not stored or "/" in target or target.startswith("."):
+        if not stored:
             raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
     return json_response(
         {"job_id": str(job.job_id), "logs": logs, "capped": capped, "unavailable": unavailable}
