@@ -194,14 +194,27 @@ def test_task_ids_that_are_paths_reveal_nothing(fed: Federation, tmp_path: Path)
 
     async def scenario(site: HostileSite, job_id: str) -> None:
         await site.next("task", job_id)
-        probe = server_job_dir(fed, job_id) / "probe-site-2.part"
-        probe.write_bytes(b"s" * 12345)
-        for task_id in (".%2F..%2Fprobe", "%2E%2F%2E%2E%2Fprobe", "..%2F..%2F..%2Fjobs"):
+        # files outside the job's results, named as an upload's partial file would end
+        probes = [
+            server_job_dir(fed, job_id) / "probe-site-2.part",
+            server_job_dir(fed, job_id).parent / "probe-site-2.part",
+        ]
+        for probe in probes:
+            probe.write_bytes(b"s" * 12345)
+        for task_id in (
+            ".%2F..%2Fprobe",
+            "%2E%2F%2E%2E%2Fprobe",
+            ".%2F..%2F..%2Fprobe",
+            "..%2F..%2F..%2Fjobs",
+        ):
             status, answer = await site.get(site.result_url(job_id, task_id))
-            assert status in (404, 409) and "12345" not in json.dumps(answer), (task_id, answer)
+            assert (status, answer.get("error_code")) == (409, "TASK_NOT_OPEN"), (task_id, answer)
+            assert "12345" not in json.dumps(answer), (task_id, answer)
             status, answer = await site.put(site.result_url(job_id, task_id), safetensors_bytes())
-            assert status in (404, 409) and "12345" not in json.dumps(answer), (task_id, answer)
-        assert probe.read_bytes() == b"s" * 12345
+            assert (status, answer.get("error_code")) == (409, "TASK_NOT_OPEN"), (task_id, answer)
+        for probe in probes:
+            assert probe.read_bytes() == b"s" * 12345
+            probe.unlink()
 
     run_against(fed, tmp_path, scenario)
 
