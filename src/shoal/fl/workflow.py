@@ -164,9 +164,8 @@ class WorkflowContext:
                     self._channel.send({"op": "release", "task_id": task_id, "site": site, "path": str(path)})
             elif op == "result" and message.get("task_id") not in self._pending:
                 # for a task already closed (accepted just before it closed): never read
-                self._channel.send(
-                    {"op": "release", "task_id": message.get("task_id"), "site": message.get("site")}
-                )
+                keys = ("task_id", "site", "path")
+                self._channel.send({"op": "release", **{k: message.get(k) for k in keys}})
             elif op == "site_failed":
                 site = str(message.get("site"))
                 reason = str(message.get("reason", "site failed"))
