@@ -290,8 +290,10 @@ def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[
         body = base64.b64decode(str(data.get("data", "")), validate=True)
     except ValueError:
         return {**reply, "error_code": "INVALID_ARGS"}
-    if len(body) > min(INLINE_BYTES, result_limit(ctx, task)):
+    if len(body) > result_limit(ctx, task):
         return {**reply, "error_code": "RESULT_TOO_LARGE"}
+    if len(body) > INLINE_BYTES:  # not for the channel: the site sends it by PUT
+        return {**reply, "error_code": "INVALID_ARGS"}
     try:
         header = result_header(data.get("header") or {})
     except ShoalError as exc:

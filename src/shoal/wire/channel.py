@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -97,14 +96,18 @@ class SyncChannel:
         searched = 0
         while (end := self._buffer.find(b"\n", searched)) < 0:
             searched = len(self._buffer)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self._sock], [], [], left)[0]:
-                    raise TimeoutError(f"no message within {timeout:g} s")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"no message within {timeout:g} s")
+            self._sock.settimeout(left)
             try:
                 chunk = self._sock.recv(2**16)
+            except TimeoutError:
+                raise TimeoutError(f"no message within {timeout:g} s") from None
             except OSError:
                 return None
+            finally:
+                self._sock.settimeout(None)  # sends block as long as they need
             if not chunk:
                 return None
             self._buffer += chunk

@@ -1,4 +1,5 @@
-"""The job-process channel's last-word handshake (shoal.wire.channel.SyncChannel.wait_closed)."""
+"""The job-process channel (shoal.wire.channel.SyncChannel): its last-word handshake, and reads
+with a timeout."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import socket
 import threading
 import time
+
+import pytest
 
 from shoal.wire.channel import SyncChannel, encode
 
@@ -52,3 +55,23 @@ def test_wait_closed_gives_up_after_its_timeout() -> None:
     assert 0.3 <= time.monotonic() - start < 3
     child.close()
     parent_sock.close()
+
+
+def test_a_receive_that_timed_out_leaves_the_channel_working() -> None:
+    """A socket file fails every read after one timed out: a workflow whose round deadline
+    passed (a receive with a timeout) then read "the server closed the channel"."""
+    ours, theirs = socket.socketpair()
+    channel = SyncChannel(ours)
+    try:
+        with pytest.raises(TimeoutError):
+            channel.receive(0.05)
+        theirs.sendall(b'{"op": "one"}\n{"op": ')  # a message and half of the next
+        assert channel.receive(1) == {"op": "one"}
+        with pytest.raises(TimeoutError):
+            channel.receive(0.05)
+        theirs.sendall(b'"two"}\n')
+        assert channel.receive(1) == {"op": "two"}
+        theirs.close()
+        assert channel.receive(1) is None
+    finally:
+        channel.close()
