@@ -117,6 +117,30 @@ def test_late_and_repeated_results_are_refused_and_not_counted(fed: Federation, 
     run_against(fed, tmp_path, scenario)
 
 
+def test_a_result_for_another_jobs_task_is_refused(fed: Federation, tmp_path: Path) -> None:
+    """site-2 takes part in two jobs at once; the open task of one is foreign to the other."""
+
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        other = await asyncio.to_thread(submit, fed, tmp_path / "other")
+        try:
+            mine = (await site.next("task", job_id))["task_id"]
+            foreign = (await site.next("task", other))["task_id"]
+            ack = await site.inline_result(job_id, foreign, safetensors_bytes())
+            assert ack["ok"] is False and ack["error_code"] == "TASK_NOT_OPEN", ack
+            status, body = await site.put(site.result_url(job_id, foreign), safetensors_bytes())
+            assert (status, body["error_code"]) == (409, "TASK_NOT_OPEN"), body
+            status, body = await site.put(site.result_url(other, mine), safetensors_bytes())
+            assert (status, body["error_code"]) == (409, "TASK_NOT_OPEN"), body
+            for job in (job_id, other):
+                stats = await asyncio.to_thread(site_stats, fed, job)
+                assert stats.get("results", 0) == 0 and stats.get("bytes_from_site", 0) == 0, stats
+                assert not [f for f in result_files(fed, job) if "site-2" in f], result_files(fed, job)
+        finally:
+            await asyncio.to_thread(fed.cli.json, "job", "abort", other, "--force")
+
+    run_against(fed, tmp_path, scenario)
+
+
 def test_an_upload_past_the_bound_is_refused_as_it_streams_and_leaves_nothing(
     fed: Federation, tmp_path: Path
 ) -> None:
