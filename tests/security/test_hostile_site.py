@@ -212,6 +212,38 @@ def test_partial_uploads_go_when_refused_and_when_their_task_closes(fed: Federat
     run_against(fed, tmp_path, scenario)
 
 
+def test_an_upload_whose_round_closes_while_it_streams_is_refused_cleanly(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """A slow site's upload (by PUT: past the inline size) still streaming when its round closes
+    without it: TASK_NOT_OPEN (the site drops it), not an internal error, and nothing is kept."""
+    floats = 64 * 2**10  # 512 KiB: within the 1 MiB bound, too big for the control channel
+    round_closed = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield safetensors_head(floats) + bytes(4 * floats)
+        await asyncio.wait_for(round_closed.wait(), 30)
+        yield bytes(4 * floats)
+
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        task = await site.next("task", job_id)
+
+        async def close_round() -> None:
+            await site.next("task", job_id)
+            round_closed.set()
+
+        closer = asyncio.create_task(close_round())
+        total = {"X-Shoal-Total": str(len(safetensors_head(floats)) + 8 * floats)}
+        status, answer = await site.put(site.result_url(job_id, task["task_id"]), body(), headers=total)
+        await closer
+        assert (status, answer.get("error_code")) == (409, "TASK_NOT_OPEN"), answer
+        assert not [f for f in result_files(fed, job_id) if task["task_id"] in f]
+        stats = await asyncio.to_thread(site_stats, fed, job_id)
+        assert stats.get("results", 0) == 0 and stats.get("bytes_from_site", 0) == 0, stats
+
+    run_against(fed, tmp_path, scenario)
+
+
 def test_task_ids_that_are_paths_reveal_nothing(fed: Federation, tmp_path: Path) -> None:
     """The upload-status route used to build a path from the task id it was given: a file
     outside the job's results, named to fit, had its size told."""

@@ -235,12 +235,15 @@ async def task_result(request: web.Request) -> web.Response:
         if exc.code == "UPLOAD_TOO_LARGE":
             raise _too_large(ctx, run, task, "more bytes came") from exc
         raise
+    if run.open_task(site, task.task_id) is not task:  # its round closed while it came (its file went)
+        tmp.unlink(missing_ok=True)
+        raise ShoalError("TASK_NOT_OPEN", task_id=task.task_id, job_id=str(run.job_id))
     if raw_total is not None and tmp.stat().st_size != total:
         tmp.unlink(missing_ok=True)
         return json_response({"error_code": "INVALID_ARGS", "received": 0}, status=409)
     try:
         await asyncio.to_thread(check_safetensors, tmp)
-        if run.open_task(site, task.task_id) is not task:  # its round closed while it came
+        if run.open_task(site, task.task_id) is not task:  # ... or while it was checked
             raise ShoalError("TASK_NOT_OPEN", task_id=task.task_id, job_id=str(run.job_id))
     except ShoalError:
         tmp.unlink(missing_ok=True)
