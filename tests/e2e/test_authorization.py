@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from shoal.provision.kits import write_admin_kit
 from shoal.security.policy import DEFAULT_POLICY
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation, start_federation, stop_federation
-from tests.e2e.jobs import copy_hello
+from tests.e2e.jobs import copy_hello, slow_job
 from tests.federation import own_federation
 
 pytestmark = pytest.mark.e2e
@@ -286,3 +287,28 @@ def submit_pending(fed: Federation) -> str:
     code, doc = fed.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy")
     assert code == 0, doc
     return str(doc["data"]["job_id"])
+
+
+def test_system_status_lists_only_the_running_jobs_of_the_callers_studies(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """It listed every running job of every study to any admin: now a study's running jobs
+    show only to those who may use the study."""
+    job = slow_job(tmp_path / "slow", rounds=2000, meta={"min_clients": 1})
+    code, doc = as_user(fed, "lead", "job", "submit", "-j", job, "--study", "cancer")
+    assert code == 0, doc
+    job_id = str(doc["data"]["job_id"])  # type: ignore[index]
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            as_user(fed, "lead", "job", "meta", job_id, "--study", "cancer")[1]["data"]["status"] != "RUNNING"
+        ):  # type: ignore[index]
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.1)
+        code, doc = as_user(fed, "lead", "system", "status")
+        assert code == 0 and job_id in doc["data"]["server"]["running_jobs"], doc
+        for outsider in ("other_lead", "twin", "member"):
+            code, doc = as_user(fed, outsider, "system", "status")
+            assert code == 0 and job_id not in doc["data"]["server"]["running_jobs"], (outsider, doc)
+    finally:
+        as_user(fed, "lead", "job", "abort", job_id, "--study", "cancer", "--force")

@@ -55,12 +55,16 @@ def claim(root: Path, named: str, dest: Path) -> Path:
     return dest
 
 
-def harvest(src: Path, dest: Path) -> list[str]:
+def harvest(src: Path, dest: Path, reserved: frozenset[str] = frozenset()) -> list[str]:
     """Move every regular file under ``src`` (a job's output folder) to the same place under
-    ``dest`` (the host's), never replacing a file there; returns what was left out, and why."""
+    ``dest`` (the host's), never replacing a file there, and never into a top-level name in
+    ``reserved`` (the host's own folders there); returns what was left out, and why."""
     skipped: list[str] = []
     for folder, dirs, files, folder_fd in os.fwalk(src, follow_symlinks=False):
         rel = Path(folder).relative_to(src)
+        if rel.parts and rel.parts[0] in reserved:
+            skipped += [f"{rel / name}: the server keeps {rel.parts[0]}/ for itself" for name in files]
+            continue
         target_dir = dest / rel
         for name in dirs:
             if stat.S_ISLNK(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode):
@@ -76,6 +80,9 @@ def harvest(src: Path, dest: Path) -> list[str]:
         try:
             for name in files:
                 shown = str(rel / name)
+                if not rel.parts and name in reserved:
+                    skipped.append(f"{shown}: the server keeps that name for itself")
+                    continue
                 if os.path.lexists(target_dir / name):
                     skipped.append(f"{shown}: the server's own file has that name")
                     continue

@@ -531,7 +531,9 @@ class JobRun:
         if not self.paths.out.is_dir():
             return
         try:
-            skipped = harvest(self.paths.out, self.paths.workspace)
+            # The sites' and the server's log folders are the server's to fill: a workflow's
+            # file there could pass for a site's log.
+            skipped = harvest(self.paths.out, self.paths.workspace, frozenset({"server", *self.site_apps}))
         except OSError as exc:
             skipped = [f"its output folder could not be read: {exc}"]
         for what in skipped[:20]:

@@ -10,6 +10,7 @@ import uuid
 from aiohttp import web
 
 from shoal.errors import ShoalError
+from shoal.security.identity import Identity
 from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip
@@ -144,11 +145,19 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     return await stream_file(request, path, "application/zip")
 
 
+def _visible_running_jobs(ctx: ServerContext, who: Identity) -> list[str]:
+    return sorted(str(j) for j, run in ctx.scheduler.runs.items() if ctx.studies.may_use(run.study, who))
+
+
 async def system_status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     return json_response(
         {
-            "server": {"project": ctx.project, "running_jobs": sorted(str(j) for j in ctx.scheduler.runs)},
+            # Only the running jobs of studies the caller may use: the others are not theirs to see.
+            "server": {
+                "project": ctx.project,
+                "running_jobs": _visible_running_jobs(ctx, identity_of(request)),
+            },
             "sites": [
                 {"name": s.name, "org": s.org, "connected_at": s.connected_at, "version": s.version}
                 for s in ctx.sites.all()

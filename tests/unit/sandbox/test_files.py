@@ -95,3 +95,15 @@ def test_harvest_keeps_regular_files_and_refuses_the_rest(dirs: tuple[Path, Path
         assert not (workspace / name).exists() and not (workspace / name).is_symlink()
         assert any(s.startswith(name) for s in skipped), skipped
     assert secret.read_text() == "PRIVATE KEY"
+
+
+def test_harvest_leaves_the_servers_own_folders_alone(dirs: tuple[Path, Path]) -> None:
+    """A workflow's output folder named like a site (or the server) would pass for its log."""
+    out, workspace = dirs
+    (out / "site-1").mkdir()
+    (out / "site-1" / "log.txt").write_text("forged site log")
+    (out / "server").write_text("a file named like the server's folder")
+    (out / "model.bin").write_bytes(b"m")
+    skipped = harvest(out, workspace, frozenset({"server", "site-1"}))
+    assert not (workspace / "site-1").exists() and not (workspace / "server").exists()
+    assert (workspace / "model.bin").exists() and len(skipped) == 2, skipped
