@@ -24,13 +24,14 @@ from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry, close_channel
 from shoal.security.identity import Identity
 from shoal.security.kitfiles import KIT_HINT
-from shoal.security.localfiles import byte_count, json_object, read_operator_json
+from shoal.security.localfiles import byte_count, json_object, positive_count, read_operator_json, seconds
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
 from shoal.server import admin_manage, admin_observe, admin_routes, site_routes
 from shoal.server.audit import AuditLog
 from shoal.server.context import CTX, ServerContext
+from shoal.server.gate import ConnectionSettings, GatedSite
 from shoal.server.middleware import (
     AUDIT_KEY,
     DENY_KEY,
@@ -112,6 +113,7 @@ class LocalFiles:
     limits: dict[str, int]
     update_checks: UpdateChecks
     deny: DenyList
+    connections: ConnectionSettings
 
 
 def read_local_files(kit_dir: Path) -> LocalFiles:
@@ -126,6 +128,7 @@ def read_local_files(kit_dir: Path) -> LocalFiles:
         limits=_limits(local / "limits.json"),
         update_checks=_update_checks(local / "limits.json"),
         deny=deny,
+        connections=_connection_settings(local / "limits.json"),
     )
 
 
@@ -186,6 +189,27 @@ def _update_checks(path: Path) -> UpdateChecks:
     """What ``local/limits.json`` says a site's update must pass (shoal.fl.update_checks)."""
     data = read_operator_json(path)
     return update_checks_from_limits(json_object(data, path) if data is not None else {}, path)
+
+
+def _connection_settings(path: Path) -> ConnectionSettings:
+    """The connection limits of ``local/limits.json`` (``shoal.server.gate``); defaults for the
+    keys it does not set."""
+    raw = read_operator_json(path)
+    data = json_object(raw, path) if raw is not None else {}
+    defaults = ConnectionSettings()
+    return ConnectionSettings(
+        tls_handshake_timeout=seconds(
+            data.get("tls_handshake_timeout", defaults.tls_handshake_timeout), path, "tls_handshake_timeout"
+        ),
+        request_head_timeout=seconds(
+            data.get("request_head_timeout", defaults.request_head_timeout), path, "request_head_timeout"
+        ),
+        max_connections_per_ip=positive_count(
+            data.get("max_connections_per_ip", defaults.max_connections_per_ip),
+            path,
+            "max_connections_per_ip",
+        ),
+    )
 
 
 def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:
@@ -252,9 +276,13 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
         # On SIGTERM, requests still open after this are cut (aiohttp waits 60 s by default):
         # a long poll on a job that is not changing would otherwise hold the shutdown.
         shutdown_timeout=SHUTDOWN_GRACE,
+        # The time a connection may hold a server slot without a whole request head: from its
+        # handshake, or from the end of its last answer. It never runs while a request is being
+        # handled (a long poll, a WebSocket channel, a transfer), see shoal.server.gate.
+        keepalive_timeout=local.connections.request_head_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(kit_dir), reuse_address=True)
+    site = GatedSite(runner, host, port, ssl_context=server_ssl_context(kit_dir), settings=local.connections)
     try:
         await site.start()
     except OSError as exc:  # the port is taken, or the address is not this machine's
