@@ -27,6 +27,7 @@ from aiohttp import web
 log = logging.getLogger("shoal.server")
 
 REFUSAL_LOG_EVERY = 60.0  # seconds between log lines about one peer's refused connections
+REFUSALS_REMEMBERED = 4096  # addresses whose last refusal line is remembered before pruning
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ConnectionGate:
         if count >= self.cap:
             now = time.monotonic()
             if now - self._refusal_logged.get(peer, -REFUSAL_LOG_EVERY) >= REFUSAL_LOG_EVERY:
+                if len(self._refusal_logged) >= REFUSALS_REMEMBERED:  # many addresses: forget old ones
+                    self._refusal_logged = {
+                        p: t for p, t in self._refusal_logged.items() if now - t < REFUSAL_LOG_EVERY
+                    }
                 self._refusal_logged[peer] = now
                 log.warning("refusing connections from %s: it holds %d open (the cap)", peer, count)
             return False
@@ -119,8 +124,14 @@ class GateProtocol(asyncio.Protocol):
         if self._lost or tls is None:
             self._release()
             return
-        handler = self._make_handler()
-        handler.connection_made(tls)
+        try:
+            handler = self._make_handler()
+            handler.connection_made(tls)
+        except Exception:  # a bug, not the peer's doing: log it, and the connection goes
+            log.exception("serving a connection from %s failed", self._peer)
+            tls.abort()
+            self._release()
+            return
         self._handler = handler
         for data in self._early:
             handler.data_received(data)
