@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shoal.site.policy import BOOL_KEYS, STRING_LIST_KEYS
+
 VERSION_MAX = 64  # characters of the agent's version string
 JOB_ID_MAX = 32  # characters of a job id as a site names it (job ids are decimal numbers)
 TASK_ID_MAX = 64
 JOBS_MAX = 10_000  # job ids a hello may report
-POLICY_BOOLS = ("allow_custom_code", "allow_log_streaming")
 
 
 class BadSiteMessage(ValueError):
@@ -124,12 +125,18 @@ def _hello(data: dict[str, Any]) -> Hello:
         policy = {}
     if not isinstance(policy, dict):
         raise BadSiteMessage(f"hello: 'policy' must be an object, not {_show(policy)}")
-    for key in POLICY_BOOLS:
+    # The keys of site_policy.json (shoal.site.policy) must have their types; others a newer
+    # agent may send are ignored. The server itself uses only ``studies``.
+    for key in BOOL_KEYS:
         if key in policy and not isinstance(policy[key], bool):
             raise BadSiteMessage(f"hello: policy '{key}' must be true or false, not {_show(policy[key])}")
+    for key in STRING_LIST_KEYS:
+        value = policy.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise BadSiteMessage(
+                f"hello: policy '{key}' must be a list of strings or null, not {_show(value)}"
+            )
     studies = policy.get("studies")
-    if studies is not None and not (isinstance(studies, list) and all(isinstance(s, str) for s in studies)):
-        raise BadSiteMessage(f"hello: policy 'studies' must be a list of names or null, not {_show(studies)}")
     return Hello(
         version=version,
         studies=None if studies is None else frozenset(studies),
