@@ -234,7 +234,7 @@ def _table(runs: list[dict[str, Any]]) -> str:
             str(r["run-id"]), f"{r['fab-id']} (v{r['fab-version']})", *[str(r[c]) for c in columns[2:]]
         )
     out = io.StringIO()
-    Console(file=out, width=120).print(grid)
+    Console(file=out, width=120, color_system=None).print(grid)  # plain text: output.py escapes controls
     return out.getvalue()
 
 

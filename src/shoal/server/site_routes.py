@@ -86,7 +86,7 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                     await send(_inline_result(ctx, site.name, message))
                 else:
                     _on_site_message(ctx, site.name, message)
-            except (ConnectionError, RuntimeError):
+            except ConnectionError:
                 raise  # the channel itself broke: the finally below forgets the site
             except Exception:  # one message that cannot be handled must not cost the channel
                 log.exception("site %s: handling its %s message failed", site.name, type(message).__name__)
