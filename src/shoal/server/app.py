@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import sqlite3
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from shoal.store.sqlite import SqliteJobStore
 from shoal.wire.models import RESULT_HEADER_MAX
 
 SHUTDOWN_GRACE = 2.0  # seconds open requests get to finish when the server stops
+FILE_LIMIT_WANTED = 65536  # open files the server asks for (up to the hard limit): one a connection
 REVOCATION_CHECK = 1.0  # seconds between looks at revoked.json for connected sites to close
 LOCK_FILE = "server.lock"
 
@@ -70,6 +72,20 @@ def listen_port(port: object, source: str) -> int:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ShoalError("INVALID_ARGS", f"{source} {port!r} is not a port (0-65535; 0 picks a free one)")
     return port
+
+
+def raise_file_limit() -> int:
+    """Lift the soft limit on open files towards the hard one (the usual soft default, 1024, is
+    a few hundred connections away from refusing everyone); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FILE_LIMIT_WANTED if hard == resource.RLIM_INFINITY else min(hard, FILE_LIMIT_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    return soft
 
 
 def lock_workspace(workspace: Path) -> TextIO:
@@ -262,6 +278,7 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     # ~/.shoal; refused here, before anything is written, where SHOAL_SANDBOX=required cannot be had.
     sandbox = Sandbox([kit_dir, workspace, Path(shoal_home())])
     lock = lock_workspace(workspace)  # before the store is opened, let alone settled
+    raise_file_limit()
     ctx = build_context(kit_dir, workspace, local, sandbox)
     log.log(logging.INFO if sandbox.abi >= 1 else logging.WARNING, "%s", sandbox.notice())
     app = build_app(ctx, local.deny)

@@ -25,3 +25,24 @@ def test_a_peer_is_admitted_up_to_the_cap_and_again_once_one_closes(caplog: pyte
         gate.release("10.0.0.1")
     gate.release("10.0.0.2")
     assert gate.open == {}, "released addresses leave nothing behind"
+
+
+def test_the_server_lifts_a_low_soft_file_limit() -> None:
+    import resource
+    import subprocess
+    import sys
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    code = "from shoal.server.app import raise_file_limit; import resource; raise_file_limit(); " + (
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    assert int(proc.stdout) == max(wanted, 256)
