@@ -196,6 +196,9 @@ def _light_federation(n_sites: int) -> Iterator[tuple[BenchFederation, subproces
         fed = BenchFederation(home / "poc", env)
         fed.shoal("poc", "prepare", "-n", str(n_sites), "--workspace", fed.workspace)
         kits = fed.workspace / "kits"
+        # Every light site dials from 127.0.0.1: one peer address to the server's per-address
+        # cap (local/limits.json), which real sites on their own addresses never share.
+        (kits / "server" / "local" / "limits.json").write_text('{"max_connections_per_ip": 4096}')
         log = (fed.workspace / "logs" / "server.log").open("ab")
         server = subprocess.Popen(
             [sys.executable, "-m", "shoal", "server", "start", "-k", kits / "server"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from shoal.cli.output import Result, progress, table
+from shoal.cli.output import Result, labelled, progress, table
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -274,33 +274,37 @@ def cmd_meta(args: argparse.Namespace) -> Result:
 
 
 def _meta_text(meta: dict[str, Any]) -> str:
-    lines = [
-        f"Job ID:      {meta['job_id']}",
-        f"Name:        {meta.get('name', '')}",
-        f"Study:       {meta.get('study', '')}",
-        f"Submitter:   {meta.get('submitter_name')} "
-        f"({meta.get('submitter_role')} @ {meta.get('submitter_org')})",
-        f"Status:      {meta['status']}",
+    """The human view of a job's meta: one labelled field a line (a value's own line breaks
+    are indented under it, never at a label's place: shoal.cli.output.labelled)."""
+    fields: list[tuple[str, object]] = [
+        ("Job ID:", meta["job_id"]),
+        ("Name:", meta.get("name", "")),
+        ("Study:", meta.get("study", "")),
+        (
+            "Submitter:",
+            f"{meta.get('submitter_name')} ({meta.get('submitter_role')} @ {meta.get('submitter_org')})",
+        ),
+        ("Status:", meta["status"]),
     ]
     if meta.get("status_reason"):
-        lines.append(f"Reason:      {meta['status_reason']}")
-    lines.append(f"Submitted:   {meta.get('submit_time_iso', '')}")
+        fields.append(("Reason:", meta["status_reason"]))
+    fields.append(("Submitted:", meta.get("submit_time_iso", "")))
     if meta.get("start_time"):
-        lines.append(f"Started:     {meta['start_time']}")
-    lines.append(f"Duration:    {meta.get('duration', 'N/A')}")
-    lines.append(f"Min clients: {meta.get('min_clients')}")
+        fields.append(("Started:", meta["start_time"]))
+    fields.append(("Duration:", meta.get("duration", "N/A")))
+    fields.append(("Min clients:", meta.get("min_clients")))
     deploy = "; ".join(
         f"{app} -> {', '.join(sites)}" for app, sites in (meta.get("deploy_map") or {}).items()
     )
-    lines.append(f"Deploy map:  {deploy}")
+    fields.append(("Deploy map:", deploy))
     progress_info = meta.get("progress") or {}
     current = progress_info.get("current_round")
     if isinstance(current, int):
-        lines.append(f"Round:       {current + 1} of {progress_info.get('total_rounds')}")
+        fields.append(("Round:", f"{current + 1} of {progress_info.get('total_rounds')}"))
     if meta.get("first_error"):
         err = meta["first_error"]
-        lines.append(f"First error: [{err.get('site')}] {err.get('type')}: {err.get('message')}")
-    return "\n".join(lines)
+        fields.append(("First error:", f"[{err.get('site')}] {err.get('type')}: {err.get('message')}"))
+    return "\n".join(labelled(label, value) for label, value in fields)
 
 
 # --- the parsers, one builder per subcommand ---

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from datetime import UTC, datetime
 
-from shoal.cli.output import Result
+from shoal.cli.output import Result, progress
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -137,14 +136,27 @@ def cmd_logs(args: argparse.Namespace) -> Result:
     if answer.get("unavailable"):
         data["unavailable"] = answer["unavailable"]
         if args.format == "txt":
-            sys.stderr.write("Unavailable logs:\n")
+            progress("Unavailable logs:")
             for site, reason in sorted(answer["unavailable"].items()):
-                sys.stderr.write(f"{site}: {reason}\n")
+                progress(f"{site}: {reason}")
     if len(logs) == 1 and not answer.get("unavailable"):
         human = next(iter(logs.values()))
     else:
-        human = "\n\n".join(f"===== {s} =====\n{t.rstrip() or '(no log content)'}" for s, t in logs.items())
+        human = logs_by_site(logs)
     return Result(data, human=human)
+
+
+def logs_by_site(logs: dict[str, str]) -> str:
+    """Several logs in one text: every line starts with the name of the site (or server) it
+    came from. No header marks where a log begins, so no line a site writes can pass for the
+    start of another's: its own lines always carry its own name, and a line break inside them
+    is either a real one (prefixed too) or shown escaped."""
+    width = max((len(site) for site in logs), default=0)
+    lines = []
+    for site, text in logs.items():
+        own = text.rstrip("\n").split("\n") if text.strip() else ["(no log content)"]
+        lines += [f"{site:<{width}} | {line}" for line in own]
+    return "\n".join(lines)
 
 
 def _records_as_text(text: str) -> str:

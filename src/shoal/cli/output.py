@@ -1,11 +1,20 @@
-"""The only writer of stdout. Commands return a Result; this renders it in the chosen mode.
+r"""The only writer of stdout. Commands return a Result; this renders it in the chosen mode.
 
 JSON mode prints exactly one envelope on stdout; human text, progress and prompts go to
 stderr, so ``shoal ... --format json | jq`` always sees one document.
+
+Human text carries what sites, scripts and other users wrote (logs, failure reasons, metric
+names, job names), and a terminal obeys control characters wherever they come from: ESC
+sequences retitle the window, clear the screen or hide text, ``\r`` overwrites a line, a bidi
+override reverses what follows. So every human write goes through ``terminal_safe``, here and
+nowhere else: controls and invisible format characters are shown as escapes (``\x1b``,
+``\u202e``), never sent raw. JSON needs nothing of the kind: ``json.dumps`` escapes every
+control character and everything outside ASCII, and the text arrives exact.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 
 from shoal.errors import ShoalError
@@ -51,6 +60,56 @@ def error_envelope(err: ShoalError) -> dict[str, Any]:
     return out
 
 
+# Printable by Python's reckoning, yet invisible: fillers and joiners that can hide text.
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0")
+# A lone \r (not a line end's \r\n), an ASCII control but \t and \n, or a run of non-ASCII.
+_SUSPECT = re.compile(r"\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[^\x00-\x7f]+")
+
+
+def terminal_safe(text: str) -> str:
+    r"""``text`` with every character a terminal would act on, or that shows nothing, written
+    as an escape (``\x1b``, ``\u202e``, ``\U000e0041``): C0 controls but \t, \n and the \r of
+    \r\n, DEL, C1 controls, format characters (bidi overrides and isolates, zero-width
+    characters, tags), line and paragraph separators, surrogates and private use. Letters of
+    every script, emoji and non-ASCII spaces pass as they are."""
+    return _SUSPECT.sub(_escape_match, text)
+
+
+def _escape_match(match: re.Match[str]) -> str:
+    run = match.group()
+    if run.isascii():
+        return _escape(run)
+    if run.isprintable() and _INVISIBLE.isdisjoint(run):
+        return run
+    import unicodedata
+
+    return "".join(
+        ch if (ch.isprintable() and ch not in _INVISIBLE) or unicodedata.category(ch) == "Zs" else _escape(ch)
+        for ch in run
+    )
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def write_human(text: str, stream: Any = None) -> None:
+    r"""The one way human text reaches a terminal (stdout unless ``stream``): escaped, and
+    ended with one newline."""
+    out = stream or sys.stdout
+    out.write(terminal_safe(text.rstrip("\n")) + "\n")
+
+
+def labelled(label: str, value: object, width: int = 13) -> str:
+    r"""``label`` then ``value`` in a column; the value's own further lines are indented under
+    it, so text from a site ("\nStatus: FINISHED_OK") never starts a line a label could."""
+    first, *rest = str(value).split("\n")
+    return "\n".join([f"{label:<{width}}{first}", *(" " * width + line for line in rest)])
+
+
 def write_json(doc: Any) -> None:
     sys.stdout.write(dumps(doc) + "\n")  # strict JSON: a NaN metric prints as null
     sys.stdout.flush()
@@ -63,8 +122,7 @@ def render_result(result: Result, fmt: str, surface: str = "job") -> int:
     elif fmt == "json":
         write_json(envelope(result.data, result.exit_code))
     elif result.human:
-        text = result.human() if callable(result.human) else result.human
-        sys.stdout.write(text.rstrip("\n") + "\n")
+        write_human(result.human() if callable(result.human) else result.human)
     return result.exit_code
 
 
@@ -77,12 +135,12 @@ def render_error(err: ShoalError, fmt: str, usage: str | None = None, surface: s
         write_json(error_envelope(err))
     else:
         if usage:
-            sys.stderr.write(usage.rstrip("\n") + "\n\n")
+            write_human(usage + "\n", sys.stderr)
         lines = [err.message]
         if err.hint:
             lines.append(f"Hint: {err.hint}")
         lines.append(f"Code: {err.code} (exit {err.exit_code})")
-        sys.stderr.write("\n".join(lines) + "\n")
+        write_human("\n".join(lines), sys.stderr)
     return err.exit_code
 
 
@@ -97,7 +155,7 @@ def number_text(value: Any, spec: str = ".6g") -> str:
 
 def progress(message: str) -> None:
     """Human progress: always stderr, in every mode."""
-    sys.stderr.write(message + "\n")
+    write_human(message, sys.stderr)
     sys.stderr.flush()
 
 
@@ -105,7 +163,7 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A plain aligned table (header, dashes, rows); empty string for no rows."""
     if not rows:
         return ""
-    cells = [[str(r.get(key, "")) for key, _ in columns] for r in rows]
+    cells = [[str(r.get(key, "")).replace("\n", "\\n") for key, _ in columns] for r in rows]
     widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title) in enumerate(columns)]
 
     def fmt_row(vals: list[str]) -> str:
@@ -132,6 +190,6 @@ def confirm(question: str, force: bool) -> bool:
         return True
     if not sys.stdin.isatty():
         raise ShoalError("CONFIRMATION_REQUIRED", "stdin is not a terminal")
-    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.write(terminal_safe(f"{question} [y/N] "))
     sys.stderr.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shoal.cli.output import Result, number_text, progress
+from shoal.cli.output import Result, number_text, progress, write_human
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> Result:
     if not args.stream:
         return Result(data, human=human)
     if args.format != "json":
-        sys.stdout.write(human + "\n")
+        write_human(human)
         sys.stdout.flush()
     status = _follow(client, str(run_id), federation.study)
     data["status"] = _run_status(status)
@@ -234,7 +234,7 @@ def _table(runs: list[dict[str, Any]]) -> str:
             str(r["run-id"]), f"{r['fab-id']} (v{r['fab-version']})", *[str(r[c]) for c in columns[2:]]
         )
     out = io.StringIO()
-    Console(file=out, width=120).print(grid)
+    Console(file=out, width=120, color_system=None).print(grid)  # plain text: output.py escapes controls
     return out.getvalue()
 
 

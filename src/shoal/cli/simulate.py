@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shoal.cli.output import Result
+from shoal.cli.output import Result, write_human
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
         metrics = " ".join(f"{k}={v:.6g}" for k, v in sorted(entry["metrics"].items()))
         seconds = entry["seconds"]
         took = f" in {seconds:.2f}s" if seconds is not None else ""
-        stderr.write(f"round {entry['round']} done{took}: {entry['sites']} sites {metrics}\n")
+        write_human(f"round {entry['round']} done{took}: {entry['sites']} sites {metrics}", stderr)
         stderr.flush()
 
     report = run_simulation(

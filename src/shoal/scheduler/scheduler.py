@@ -128,30 +128,59 @@ class Scheduler:
         asyncio.get_running_loop().create_task(self._dispatch_pending())
 
     async def _dispatch_pending(self) -> None:
+        """One pass over the waiting jobs. Each job is considered on its own: whatever goes
+        wrong with one (a record the server cannot use, a bug) is logged and said in that job's
+        status_reason, and the pass goes on to the others."""
         connected = self.sites.names()
         for job in self.store.jobs_in_status([JobStatus.SUBMITTED]):
-            if job.job_id in self.runs:
-                continue
-            if len(self.runs) >= self.max_running:
-                self._set_reason(
-                    job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
-                )
-                continue
-            serving = [s for s in connected if self._serves(s, job.study)]
-            targets = target_sites(job.meta.get("deploy_map", {}), serving, self.study_sites(job.study))
-            min_clients = int(job.meta.get("min_clients", 1))
-            if len(targets) < min_clients:
-                have = ", ".join(sorted(targets)) or "none"
-                self._set_reason(
-                    job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
-                )
-                continue
-            await self._dispatch(job, targets, min_clients)
+            try:
+                await self._consider(job, connected)
+            except Exception as exc:
+                log.exception("job %s: considering it for dispatch failed", job.job_id)
+                try:
+                    self._set_reason(
+                        job,
+                        f"waiting: the server could not consider it for dispatch ({type(exc).__name__}: "
+                        f"{brief(str(exc), 200)}); see the server log",
+                    )
+                except Exception:  # the store itself failed: the next pass tries again
+                    log.exception("job %s: recording why it waits failed", job.job_id)
+
+    async def _consider(self, job: JobRecord, connected: list[str]) -> None:
+        if job.job_id in self.runs:
+            return
+        if len(self.runs) >= self.max_running:
+            self._set_reason(
+                job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
+            )
+            return
+        serving = self._serving(connected, job.study)
+        targets = target_sites(job.meta.get("deploy_map", {}), serving, self.study_sites(job.study))
+        min_clients = int(job.meta.get("min_clients", 1))
+        if len(targets) < min_clients:
+            have = ", ".join(sorted(targets)) or "none"
+            self._set_reason(
+                job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
+            )
+            return
+        await self._dispatch(job, targets, min_clients)
+
+    def _serving(self, connected: list[str], study: str) -> list[str]:
+        """The connected sites that serve ``study``. A site that cannot be judged (a bug) is
+        left out and logged: it never costs the other sites their jobs."""
+        serving = []
+        for site in connected:
+            try:
+                if self._serves(site, study):
+                    serving.append(site)
+            except Exception:
+                log.exception("site %s: judging whether it serves study %s failed; left out", site, study)
+        return serving
 
     def _serves(self, site: str, study: str) -> bool:
         """A site's own policy may limit the studies it serves (``studies`` in site_policy.json)."""
         connected = self.sites.get(site)
-        studies = connected.policy.get("studies") if connected is not None else None
+        studies = connected.studies if connected is not None else None
         return studies is None or study in studies
 
     def _set_reason(self, job: JobRecord, reason: str) -> None:

@@ -23,7 +23,7 @@ class ConnectedSite:
     send: Sender
     connected_at: float = field(default_factory=time.time)
     version: str = ""
-    policy: dict[str, Any] = field(default_factory=dict)
+    studies: frozenset[str] | None = None  # the studies its site_policy.json serves; None: every one
     serial: str = ""  # the certificate's serial, so a revoked certificate's channel can be found
     close: Closer = _nothing_to_close  # ends the channel: the agent sees it close and reconnects
 

@@ -60,3 +60,17 @@ def byte_count(value: Any, path: Path, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise operator_file_error(path, f"'{key}' must be a whole number of bytes >= 0, not {value!r:.80}")
     return value
+
+
+def seconds(value: Any, path: Path, key: str) -> float:
+    """A positive, finite number of seconds (0, NaN, ``"10"`` and true are refused)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise operator_file_error(path, f"'{key}' must be a number of seconds > 0, not {value!r:.80}")
+    return float(value)
+
+
+def positive_count(value: Any, path: Path, key: str) -> int:
+    """A whole number >= 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise operator_file_error(path, f"'{key}' must be a whole number >= 1, not {value!r:.80}")
+    return value

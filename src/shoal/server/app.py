@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import sqlite3
 from dataclasses import dataclass
@@ -24,13 +25,14 @@ from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry, close_channel
 from shoal.security.identity import Identity
 from shoal.security.kitfiles import KIT_HINT
-from shoal.security.localfiles import byte_count, json_object, read_operator_json
+from shoal.security.localfiles import byte_count, json_object, positive_count, read_operator_json, seconds
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
 from shoal.server import admin_manage, admin_observe, admin_routes, site_routes
 from shoal.server.audit import AuditLog
 from shoal.server.context import CTX, ServerContext
+from shoal.server.gate import ConnectionSettings, GatedSite
 from shoal.server.middleware import (
     AUDIT_KEY,
     DENY_KEY,
@@ -44,6 +46,7 @@ from shoal.store.sqlite import SqliteJobStore
 from shoal.wire.models import RESULT_HEADER_MAX
 
 SHUTDOWN_GRACE = 2.0  # seconds open requests get to finish when the server stops
+FILE_LIMIT_WANTED = 65536  # open files the server asks for (up to the hard limit): one a connection
 REVOCATION_CHECK = 1.0  # seconds between looks at revoked.json for connected sites to close
 LOCK_FILE = "server.lock"
 
@@ -69,6 +72,20 @@ def listen_port(port: object, source: str) -> int:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ShoalError("INVALID_ARGS", f"{source} {port!r} is not a port (0-65535; 0 picks a free one)")
     return port
+
+
+def raise_file_limit() -> int:
+    """Lift the soft limit on open files towards the hard one (the usual soft default, 1024, is
+    a few hundred connections away from refusing everyone); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FILE_LIMIT_WANTED if hard == resource.RLIM_INFINITY else min(hard, FILE_LIMIT_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    return soft
 
 
 def lock_workspace(workspace: Path) -> TextIO:
@@ -112,6 +129,7 @@ class LocalFiles:
     limits: dict[str, int]
     update_checks: UpdateChecks
     deny: DenyList
+    connections: ConnectionSettings
 
 
 def read_local_files(kit_dir: Path) -> LocalFiles:
@@ -126,6 +144,7 @@ def read_local_files(kit_dir: Path) -> LocalFiles:
         limits=_limits(local / "limits.json"),
         update_checks=_update_checks(local / "limits.json"),
         deny=deny,
+        connections=_connection_settings(local / "limits.json"),
     )
 
 
@@ -189,6 +208,27 @@ def _update_checks(path: Path) -> UpdateChecks:
     return update_checks_from_limits(json_object(data, path) if data is not None else {}, path)
 
 
+def _connection_settings(path: Path) -> ConnectionSettings:
+    """The connection limits of ``local/limits.json`` (``shoal.server.gate``); defaults for the
+    keys it does not set."""
+    raw = read_operator_json(path)
+    data = json_object(raw, path) if raw is not None else {}
+    defaults = ConnectionSettings()
+    return ConnectionSettings(
+        tls_handshake_timeout=seconds(
+            data.get("tls_handshake_timeout", defaults.tls_handshake_timeout), path, "tls_handshake_timeout"
+        ),
+        request_head_timeout=seconds(
+            data.get("request_head_timeout", defaults.request_head_timeout), path, "request_head_timeout"
+        ),
+        max_connections_per_ip=positive_count(
+            data.get("max_connections_per_ip", defaults.max_connections_per_ip),
+            path,
+            "max_connections_per_ip",
+        ),
+    )
+
+
 def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:
     app = web.Application(
         middlewares=[audit_middleware, errors_middleware, identity_middleware], client_max_size=4 * 2**20
@@ -239,6 +279,7 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     # ~/.shoal; refused here, before anything is written, where SHOAL_SANDBOX=required cannot be had.
     sandbox = Sandbox([kit_dir, workspace, Path(shoal_home())])
     lock = lock_workspace(workspace)  # before the store is opened, let alone settled
+    raise_file_limit()
     ctx = build_context(kit_dir, workspace, local, sandbox)
     log.log(logging.INFO if sandbox.abi >= 1 else logging.WARNING, "%s", sandbox.notice())
     app = build_app(ctx, local.deny)
@@ -253,9 +294,13 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
         # On SIGTERM, requests still open after this are cut (aiohttp waits 60 s by default):
         # a long poll on a job that is not changing would otherwise hold the shutdown.
         shutdown_timeout=SHUTDOWN_GRACE,
+        # The time a connection may hold a server slot without a whole request head: from its
+        # handshake, or from the end of its last answer. It never runs while a request is being
+        # handled (a long poll, a WebSocket channel, a transfer), see shoal.server.gate.
+        keepalive_timeout=local.connections.request_head_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(kit_dir), reuse_address=True)
+    site = GatedSite(runner, host, port, ssl_context=server_ssl_context(kit_dir), settings=local.connections)
     try:
         await site.start()
     except OSError as exc:  # the port is taken, or the address is not this machine's

@@ -16,9 +16,22 @@ from shoal.scheduler.runner import JobRun, TaskState
 from shoal.scheduler.sites import ConnectedSite, close_channel
 from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
+from shoal.server.site_messages import (
+    BadSiteMessage,
+    Ended,
+    Failed,
+    Hello,
+    InlineResult,
+    JobReport,
+    LogChunk,
+    Metric,
+    Notice,
+    Ready,
+    parse_site_message,
+)
 from shoal.server.streaming import save_body, stream_file
 from shoal.server.views import json_response
-from shoal.wire.channel import CLOSE_REPLACED
+from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.models import INLINE_BYTES, RESULT_SIZE_FACTOR, check_safetensors, result_bound
 
 log = logging.getLogger("shoal.server")
@@ -42,53 +55,68 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
         return await ws.close(code=code, message=reason.encode())
 
     site = ConnectedSite(name=ident.name, org=ident.org, send=send, serial=ident.serial, close=close)
+    greeted = False
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
+                log.warning(
+                    "site %s sent a %s frame on its control channel; ignored", site.name, msg.type.name
+                )
                 continue
             try:
-                data = json.loads(msg.data)
-            except ValueError:
-                data = None
-            if not isinstance(data, dict):
-                log.warning("site %s sent a message that is not a JSON object; ignored", site.name)
+                message = parse_site_message(msg.data)
+            except BadSiteMessage as exc:
+                if not greeted:  # nothing may come before a good hello
+                    log.warning("site %s: refused its channel, a malformed first message: %s", site.name, exc)
+                    await close(CLOSE_MALFORMED, f"malformed hello: {exc}"[:120])
+                    break
+                log.warning("site %s sent a malformed message; ignored: %s", site.name, exc)
                 continue
-            kind = data.get("type")
-            if kind == "hello":
-                site.version = str(data.get("version", ""))
-                site.policy = dict(data.get("policy") or {})
-                reported = {str(j) for j in data.get("jobs", [])}
-                waiting, replaced = ctx.sites.add(site)
-                if replaced is not None:
-                    _close_replaced(replaced)
-                ctx.seen_sites.add(site.name)
-                log.info("site %s connected", site.name)
-                await send({"type": "welcome", "project": ctx.project})
-                ctx.scheduler.site_restarted(site.name, reported)
-                for message in waiting:  # what the server had to say while the site was away
-                    if message.get("job_id") in reported or message.get("type") not in ("task", "log_config"):
-                        await send(message)
-                for job_id in reported:
-                    number = small_number(str(job_id), 16)
-                    run = ctx.scheduler.runs.get(number) if number is not None else None
-                    if run is None or site.name not in run.site_apps:
-                        # A job this server no longer runs (it restarted, or the job ended while
-                        # the site was away): the site must not keep its process alive.
-                        reason = "the server no longer runs this job"
-                        await send({"type": "abort", "job_id": str(job_id), "reason": reason})
-                ctx.scheduler.site_connected(site.name)
-            elif kind == "result":
-                await send(_inline_result(ctx, site.name, data))
-            else:
-                try:
-                    _on_site_message(ctx, site.name, data)
-                except (TypeError, ValueError) as exc:  # a malformed report must not cost the channel
-                    log.warning("site %s sent a malformed %r message: %s", site.name, kind, exc)
+            if isinstance(message, Hello) != (not greeted):
+                what = "a second hello" if greeted else f"a {type(message).__name__} before its hello"
+                log.warning("site %s: refused its channel, %s", site.name, what)
+                await close(CLOSE_MALFORMED, f"protocol violation: {what}")
+                break
+            try:
+                if isinstance(message, Hello):
+                    await _greet(ctx, site, message)
+                    greeted = True
+                elif isinstance(message, InlineResult):  # answered whatever happens: the site waits
+                    await send(_inline_result(ctx, site.name, message))
+                else:
+                    _on_site_message(ctx, site.name, message)
+            except ConnectionError:
+                raise  # the channel itself broke: the finally below forgets the site
+            except Exception:  # one message that cannot be handled must not cost the channel
+                log.exception("site %s: handling its %s message failed", site.name, type(message).__name__)
     finally:
         if ctx.sites.remove(site.name, send):
             log.info("site %s disconnected", site.name)
             ctx.scheduler.site_disconnected(site.name)
     return ws
+
+
+async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
+    """Register a site that said a good hello, and settle what it and the server remember."""
+    site.version = hello.version
+    site.studies = hello.studies
+    waiting, replaced = ctx.sites.add(site)
+    if replaced is not None:
+        _close_replaced(replaced)
+    ctx.seen_sites.add(site.name)
+    log.info("site %s connected", site.name)
+    await site.send({"type": "welcome", "project": ctx.project})
+    ctx.scheduler.site_restarted(site.name, set(hello.jobs))
+    for message in waiting:  # what the server had to say while the site was away
+        if message.get("job_id") in hello.jobs or message.get("type") not in ("task", "log_config"):
+            await site.send(message)
+    for job_id in hello.jobs:
+        if _run_of(ctx, site.name, job_id) is None:
+            # A job this server no longer runs (it restarted, or the job ended while the site
+            # was away): the site must not keep its process alive.
+            reason = "the server no longer runs this job"
+            await site.send({"type": "abort", "job_id": job_id, "reason": reason})
+    ctx.scheduler.site_connected(site.name)
 
 
 def _close_replaced(old: ConnectedSite) -> None:
@@ -107,22 +135,22 @@ def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
     return run if run is not None and site in run.site_apps else None
 
 
-def _on_site_message(ctx: ServerContext, site: str, data: dict[str, Any]) -> None:
-    run = _run_of(ctx, site, str(data.get("job_id", "")))
+def _on_site_message(ctx: ServerContext, site: str, message: JobReport) -> None:
+    """A checked report about a job; one about a job the site has no part in is dropped."""
+    run = _run_of(ctx, site, message.job_id)
     if run is None:
         return
-    kind = data.get("type")
-    if kind == "ready":
+    if isinstance(message, Ready):
         run.site_ready(site)
-    elif kind == "log":
-        append_site_log(run, site, str(data.get("data", "")))
-    elif kind == "metric":
-        run.site_metric(site, str(data.get("key")), float(data.get("value", 0.0)), data.get("step"))
-    elif kind == "notice":
-        run.notice(f"{site}: {data.get('message', '')}", site)
-    elif kind == "failed":
-        run.site_failed(site, dict(data.get("error") or {}))
-    elif kind == "ended":
+    elif isinstance(message, LogChunk):
+        append_site_log(run, site, message.data)
+    elif isinstance(message, Metric):
+        run.site_metric(site, message.key, message.value, message.step)
+    elif isinstance(message, Notice):
+        run.notice(f"{site}: {message.message}", site)
+    elif isinstance(message, Failed):
+        run.site_failed(site, {"type": message.error_type, "message": message.message})
+    elif isinstance(message, Ended):
         run.site_ended(site)
 
 
@@ -210,7 +238,7 @@ async def task_result(request: web.Request) -> web.Response:
     task = _open_task(run, site, request.match_info["task_id"])
     try:
         header = result_header(json.loads(request.headers.get("X-Shoal-Result", "{}")))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
     limit = result_limit(ctx, task)
     raw_total = request.headers.get("X-Shoal-Total")
@@ -279,18 +307,18 @@ def _take_result(run: JobRun, site: str, task: TaskState, checked: Path, header:
     run.on_result(site, task, final, header)
 
 
-def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[str, Any]:
+def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> dict[str, Any]:
     """A small result sent inside the control channel (INLINE_BYTES). The answer says whether
     it was taken; a site that hears "not taken", or nothing, sends it by PUT instead, which
     reports any error the usual way."""
-    task_id = str(data.get("task_id", ""))[:80]
-    reply = {"type": "result_ack", "job_id": data.get("job_id"), "task_id": task_id, "ok": False}
-    run = _run_of(ctx, site, str(data.get("job_id", "")))
+    task_id = message.task_id[:80]
+    reply = {"type": "result_ack", "job_id": message.job_id, "task_id": task_id, "ok": False}
+    run = _run_of(ctx, site, message.job_id)
     task = run.open_task(site, task_id) if run is not None else None
     if run is None or task is None:
         return {**reply, "error_code": "TASK_NOT_OPEN" if run is not None else "JOB_NOT_RUNNING"}
     try:
-        body = base64.b64decode(str(data.get("data", "")), validate=True)
+        body = base64.b64decode(message.data, validate=True)
     except ValueError:
         return {**reply, "error_code": "INVALID_ARGS"}
     if len(body) > result_limit(ctx, task):
@@ -298,7 +326,7 @@ def _inline_result(ctx: ServerContext, site: str, data: dict[str, Any]) -> dict[
     if len(body) > INLINE_BYTES:  # not for the channel: the site sends it by PUT
         return {**reply, "error_code": "INVALID_ARGS"}
     try:
-        header = result_header(data.get("header") or {})
+        header = result_header(message.header)
     except ShoalError as exc:
         return {**reply, "error_code": exc.code}
     tmp = run.partial_path(task, site, "inline")

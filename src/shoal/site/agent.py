@@ -27,7 +27,7 @@ from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
 from shoal.site.policy import load_site_policy
-from shoal.wire.channel import CLOSE_REPLACED
+from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.status import brief
 from shoal.wire.warm import ForkServer
@@ -246,8 +246,14 @@ class SiteAgent:
                             await ws.send_json(self._kept[0])
                             self._kept.pop(0)
                         backoff = BACKOFF_START
-                        if await self._listen(ws) == CLOSE_REPLACED:
+                        closed_with = await self._listen(ws)
+                        if closed_with == CLOSE_REPLACED:
                             log.warning("another agent with this site's kit connected; retrying in a while")
+                            backoff = BACKOFF_MAX
+                        elif closed_with == CLOSE_MALFORMED:
+                            log.error(
+                                "the server refused this agent's hello (see its log); retrying in a while"
+                            )
                             backoff = BACKOFF_MAX
                 except (aiohttp.ClientError, OSError) as exc:
                     log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)

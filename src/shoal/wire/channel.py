@@ -27,6 +27,9 @@ MAX_MESSAGE_BYTES = 16 * 2**20
 #: of the same site replaced. Its agent waits its longest backoff before coming back, so two
 #: agents started with one site's kit take turns every few seconds instead of many times a second.
 CLOSE_REPLACED = 4000
+#: The close code of a site channel whose first message was not a good hello, or that broke the
+#: protocol (a second hello): the server could not use what the agent said about itself.
+CLOSE_MALFORMED = 4001
 #: A live metric's name (``flare.log_metric``): it is a key of the job's stats and of
 #: metrics_summary.json, and it rides every relay of the metric.
 METRIC_KEY_MAX = 200
