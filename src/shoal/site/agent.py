@@ -237,7 +237,8 @@ class SiteAgent:
                             {
                                 "type": "hello",
                                 "version": __version__,
-                                "policy": self.policy,
+                                # What the server schedules by; the site's data paths stay here.
+                                "policy": {k: v for k, v in self.policy.items() if k != "data_paths"},
                                 "jobs": list(self.jobs),
                             }
                         )
