@@ -227,7 +227,9 @@ async def watch_revocations(ctx: ServerContext, deny: DenyList) -> None:
 async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | None) -> None:
     """Run until SIGTERM/SIGINT; settle jobs a previous run left behind before accepting work."""
     config = server_config(kit_dir)
-    host = host or str(config.get("host", "127.0.0.1"))
+    # --host, else the kit's listen address (provisioned servers: 0.0.0.0 unless the project
+    # file says), else the name it is dialled by (POC kits: 127.0.0.1)
+    host = host or str(config.get("listen") or config.get("host", "127.0.0.1"))
     port = (
         listen_port(port, "--port")
         if port is not None
