@@ -113,6 +113,7 @@ class Provisioner:
         self.ws = ws
         self.state = state
         self.ca = ca
+        self._batch: list[Participant] = []  # being issued now (the server kit lists the sites)
 
     @property
     def kits(self) -> Path:
@@ -158,6 +159,7 @@ class Provisioner:
         }
         if who.kind == "server":
             sites = [n for n, r in self.state["participants"].items() if r["kind"] == "site"]
+            sites += [p.name for p in self._batch if p.kind == "site" and p.name not in sites]
             kit = write_server_kit(
                 self.kits,
                 self.ca,
@@ -219,6 +221,7 @@ class Provisioner:
     ) -> dict[str, Any]:
         """Write the planned change: kits, the server's policy files, zips, then the record."""
         touched: set[str] = set()
+        self._batch = issue
         report: dict[str, Any] = {"issued": [], "revoked_serials": revoke_serials, "revoked": revoke_names}
         # the server kit first: it holds revoked.json
         for who in sorted(issue, key=lambda p: p.kind != "server"):

@@ -276,8 +276,16 @@ async def job_log(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
 
+async def site_health(request: web.Request) -> web.Response:
+    """Who the server takes the caller for: ``shoal preflight`` proves a site kit's identity is
+    accepted (the response's Date header also gives it the server's clock)."""
+    ident = identity_of(request)
+    return json_response({"ok": True, "name": ident.name, "org": ident.org, "kind": ident.kind})
+
+
 def routes() -> list[web.RouteDef]:
     return [
+        web.get("/site/v1/health", site_health),
         web.get("/site/v1/ws", site_channel),
         web.get("/site/v1/jobs/{job_id}/archive", job_archive),
         web.get("/site/v1/jobs/{job_id}/tasks/{task_id}/model", task_model),
