@@ -247,6 +247,16 @@ class SiteAgent:
                         if await self._listen(ws) == CLOSE_REPLACED:
                             log.warning("another agent with this site's kit connected; retrying in a while")
                             backoff = BACKOFF_MAX
+                except aiohttp.ClientConnectorCertificateError as exc:
+                    # not a network blip: the server (or something posing as it) presents a
+                    # certificate this kit does not trust for the host it dials; said loudly,
+                    # and retried only because a server being re-provisioned looks the same
+                    log.error(
+                        "refusing the server at %s: %s; run 'shoal preflight --startup-kit %s'",
+                        self.base_url,
+                        exc.certificate_error,
+                        self.kit_dir,
+                    )
                 except (aiohttp.ClientError, OSError) as exc:
                     log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
                 finally:
