@@ -1,0 +1,82 @@
+"""``shoal provision`` through the real CLI, and a re-issued certificate refused by a running server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+from tests.federation import own_federation
+
+pytestmark = pytest.mark.e2e
+
+
+def test_init_then_provision_then_bad_files_change_nothing(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    project = tmp_path / "project.yml"
+    code, doc = cli.json("provision", "init", "-o", project)
+    assert code == 0 and project.is_file(), doc
+    code, doc = cli.json("provision", "init", "-o", project)
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS"  # never overwritten without --force
+    ws = tmp_path / "ws"
+    code, doc = cli.json("provision", "-p", project, "-w", ws)
+    assert code == 0, doc
+    assert sorted(i["name"] for i in doc["data"]["issued"]) == [
+        "admin@example.org",
+        "hospital-a",
+        "hospital-b",
+        "lead@hospital-a.org",
+        "server.example.org",
+    ]
+    before = sorted((p.relative_to(ws), p.stat().st_mtime_ns) for p in ws.rglob("*"))
+    for text, code_expected in (
+        (project.read_text().replace("role: lead", "role: boss"), "PROJECT_FILE_INVALID"),
+        (project.read_text() + "  - {name: hospital-a, type: client, org: x}\n", "PROJECT_FILE_INVALID"),
+        (
+            project.read_text().replace("name: example_project", "name: another"),
+            "PROVISION_WORKSPACE_INVALID",
+        ),
+    ):
+        bad = tmp_path / "bad.yml"
+        bad.write_text(text)
+        code, doc = cli.json("provision", "-p", bad, "-w", ws)
+        assert code == 4 and doc["error_code"] == code_expected, doc
+        assert "bad.yml" in doc["message"] or code_expected != "PROJECT_FILE_INVALID"
+    assert sorted((p.relative_to(ws), p.stat().st_mtime_ns) for p in ws.rglob("*")) == before
+    code, doc = cli.json("provision", "add-site", "bad@site", "--org", "x", "-w", ws)
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS", doc
+    code, doc = cli.json("provision", "renew", "ghost", "-w", ws)
+    assert code == 4 and doc["error_code"] == "PARTICIPANT_NOT_FOUND", doc
+    code, doc = cli.json("provision", "list", "-w", ws)
+    assert code == 0 and len(doc["data"]["participants"]) == 5
+
+
+def test_a_reissued_certificate_is_refused_by_the_running_server(tmp_path: Path) -> None:
+    """Issue 13, item 10: re-issuing a kit used to leave the old certificate working. Now the
+    predecessor's serial goes on the server's revocation list, honoured without a restart."""
+    with own_federation(tmp_path / "home") as fed:
+        admin = fed.kits / "admin@example.com"
+        old_admin = tmp_path / "old-admin"
+        shutil.copytree(admin, old_admin)
+        code, doc = fed.cli.json("system", "status", "--startup-kit", old_admin)
+        assert code == 0, doc
+        code, doc = fed.cli.json("provision", "renew", "admin@example.com", "site-1", "-w", fed.workspace)
+        assert code == 0 and len(doc["data"]["revoked_serials"]) == 2, doc
+        revoked = json.loads((fed.kits / "server" / "local" / "revoked.json").read_text())
+        assert revoked["serials"] == doc["data"]["revoked_serials"]
+        code, doc = fed.cli.json("system", "status", "--startup-kit", old_admin)
+        assert code == 2 and doc["error_code"] == "AUTH_FAILED", doc  # the old key stops working
+        # the renewed kit (same folder, same identity) works at once; the site still running
+        # on its old certificate is closed and unlisted within a second or so
+        deadline = time.monotonic() + 15
+        while True:
+            code, doc = fed.cli.json("system", "status", "--startup-kit", admin)
+            assert code == 0, doc
+            if {s["name"] for s in doc["data"]["sites"]} == {"site-2"}:
+                break
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
