@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,3 +82,68 @@ def test_a_reissued_certificate_is_refused_by_the_running_server(tmp_path: Path)
                 break
             assert time.monotonic() < deadline, doc
             time.sleep(0.2)
+
+
+SHORT_LIVED = """\
+name: short
+certificate_days: 10
+participants:
+  - {{name: localhost, type: server, org: ops, port: {port}, listen: 127.0.0.1}}
+  - {{name: site-1, type: client, org: h1}}
+  - {{name: admin@ops.org, type: admin, org: ops, role: member}}
+"""
+
+
+def test_certificates_near_their_end_are_warned_by_status_and_preflight(tmp_path: Path) -> None:
+    from shoal.provision.poc import free_port
+
+    cli = Cli(tmp_path / "home")
+    (tmp_path / "project.yml").write_text(SHORT_LIVED.format(port=free_port()))
+    code, doc = cli.json("provision", "-p", tmp_path / "project.yml", "-w", tmp_path / "ws")
+    assert code == 0, doc
+    kits = tmp_path / "ws" / "kits"
+    code, doc = cli.json("preflight", "-k", kits / "localhost")
+    assert code == 0 and doc["data"]["warnings"] == ["certificate validity"], doc
+    key = kits / "site-1" / "startup" / "client.key"
+    key.chmod(0o644)
+    code, doc = cli.json("preflight", "-k", kits / "site-1")
+    assert code == 1 and doc["data"]["failed"] == ["key permissions"], doc
+    assert f"chmod 600 {key}" in doc["data"]["checks"][-1]["hint"]
+    key.chmod(0o600)
+    env = cli.env()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "server", "start", "-k", kits / "localhost"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    site = None
+    try:
+        assert server.stdout is not None and b'"ready"' in server.stdout.readline()
+        code, doc = cli.json("preflight", "-k", kits / "localhost")
+        assert code == 1 and doc["data"]["failed"] == ["port"], doc  # the running server holds it
+        site = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "site", "start", "-k", kits / "site-1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        code, doc = cli.json("preflight", "-k", kits / "site-1")
+        assert code == 0 and doc["data"]["warnings"] == ["certificate validity"], doc
+        deadline = time.monotonic() + 30
+        while True:
+            code, doc = cli.json("system", "status", "--startup-kit", kits / "admin@ops.org")
+            assert code == 0, doc
+            if doc["data"]["sites"]:
+                break
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
+        expiring = {(c["kind"], c["name"], c["days_left"]) for c in doc["data"]["expiring"]}
+        assert expiring == {("server", "localhost", 9), ("admin", "admin@ops.org", 9), ("site", "site-1", 9)}
+        text = cli.run("system", "status", "--startup-kit", kits / "admin@ops.org").stdout
+        assert "warning: the site certificate of site-1 expires" in text, text
+    finally:
+        for proc in (site, server):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)

@@ -34,4 +34,9 @@ def cmd_status(args: argparse.Namespace) -> Result:
     lines.append(
         table(rows, [("name", "SITE"), ("org", "ORG"), ("version", "VERSION")]) or "no sites connected"
     )
+    for cert in status.get("expiring", []):  # a server older than this CLI sends none
+        lines.append(
+            f"warning: the {cert['kind']} certificate of {cert['name']} expires {cert['not_after']} "
+            f"(in {cert['days_left']} days): renew it (shoal provision renew {cert['name']})"
+        )
     return Result(status, human="\n".join(lines))

@@ -25,6 +25,7 @@ class ConnectedSite:
     version: str = ""
     policy: dict[str, Any] = field(default_factory=dict)
     serial: str = ""  # the certificate's serial, so a revoked certificate's channel can be found
+    cert_not_after: float | None = None  # when its certificate expires, for the operator's warnings
     close: Closer = _nothing_to_close  # ends the channel: the agent sees it close and reconnects
 
 

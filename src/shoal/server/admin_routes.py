@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
 
@@ -144,8 +145,28 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     return await stream_file(request, path, "application/zip")
 
 
+#: Certificates that end within this many days are listed under "expiring" in system status.
+EXPIRY_WARNING_DAYS = 30
+
+
+def _certificate(name: str, kind: str, not_after: float | None, now: float) -> dict[str, Any]:
+    if not_after is None:
+        return {"name": name, "kind": kind, "not_after": None, "days_left": None}
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_after))
+    return {"name": name, "kind": kind, "not_after": end, "days_left": int((not_after - now) // 86400)}
+
+
 async def system_status(request: web.Request) -> web.Response:
+    """The server, its sites, and every certificate in use (the server's, the caller's, each
+    connected site's), those ending within EXPIRY_WARNING_DAYS also under "expiring"."""
     ctx = request.app[CTX]
+    now = time.time()
+    caller = identity_of(request)
+    certificates = [
+        _certificate(ctx.kit_dir.name, "server", ctx.cert_not_after, now),
+        _certificate(caller.name, caller.kind, caller.not_after, now),
+        *(_certificate(s.name, "site", s.cert_not_after, now) for s in ctx.sites.all()),
+    ]
     return json_response(
         {
             "server": {"project": ctx.project, "running_jobs": sorted(str(j) for j in ctx.scheduler.runs)},
@@ -154,6 +175,10 @@ async def system_status(request: web.Request) -> web.Response:
                 for s in ctx.sites.all()
             ],
             "known_sites": ctx.known_sites(),
+            "certificates": certificates,
+            "expiring": [
+                c for c in certificates if c["days_left"] is not None and c["days_left"] < EXPIRY_WARNING_DAYS
+            ],
         }
     )
 

@@ -164,11 +164,22 @@ def build_context(
         kit_dir=kit_dir,
         policy=local.policy,
     )
+    ctx.cert_not_after = _cert_not_after(kit_dir / "startup" / "server.crt")
     ctx.max_upload_bytes = local.limits.get("max_upload_bytes", ctx.max_upload_bytes)
     ctx.max_store_bytes = local.limits.get("max_store_bytes", ctx.max_store_bytes)
     ctx.min_free_bytes = local.limits.get("min_free_bytes", ctx.min_free_bytes)
     scheduler.update_checks = local.update_checks
     return ctx
+
+
+def _cert_not_after(path: Path) -> float | None:
+    """When the server's certificate ends (system status warns before it does)."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return None  # the TLS context reports an unusable certificate itself
 
 
 def _limits(path: Path) -> dict[str, int]:

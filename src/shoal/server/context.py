@@ -36,6 +36,7 @@ class ServerContext:
     max_store_bytes: int | None = None  # quota on stored job archives; None: only the disk limits
     min_free_bytes: int = 64 * 2**20  # refuse submits before the disk is completely full
     seen_sites: set[str] = field(default_factory=set)
+    cert_not_after: float | None = None  # the server certificate's end (epoch seconds)
 
     @property
     def tmp_dir(self) -> Path:

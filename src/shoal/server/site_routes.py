@@ -42,7 +42,14 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
     async def close(code: int, reason: str) -> object:
         return await ws.close(code=code, message=reason.encode())
 
-    site = ConnectedSite(name=ident.name, org=ident.org, send=send, serial=ident.serial, close=close)
+    site = ConnectedSite(
+        name=ident.name,
+        org=ident.org,
+        send=send,
+        serial=ident.serial,
+        close=close,
+        cert_not_after=ident.not_after,
+    )
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
