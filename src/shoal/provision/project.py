@@ -1,6 +1,6 @@
 """The project file: who takes part in a federation, read and checked before anything is written.
 
-The file is the participant part of an NVIDIA FLARE ``project.yml`` (decisions/0016), so a FLARE
+The file is the participant part of an NVIDIA FLARE ``project.yml`` (decisions/0018), so a FLARE
 user brings theirs as it is: ``name``, ``participants`` (each with ``name``, ``type``: server,
 client or admin, ``org``; admins a ``role``; the server its ports and ``host_names``), plus
 shoal's own keys: ``studies`` and ``certificate_days``. Keys shoal does not use (``builders``,
