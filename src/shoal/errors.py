@@ -118,6 +118,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "An app's configuration is not valid.",
         "Check config/config_fed_server.json and config/config_fed_client.json in the app folders.",
     ),
+    "RESOURCES_UNSATISFIABLE": ErrorSpec(
+        1,
+        400,
+        "No site could ever give this job the resources it asks for.",
+        "Lower the job's resource_spec, or name a site that declares enough in its local/resources.json "
+        "('shoal system status --format json' shows what connected sites declare).",
+    ),
     "MIN_CLIENTS_UNSATISFIABLE": ErrorSpec(
         1,
         400,

@@ -26,6 +26,7 @@ class ConnectedSite:
     policy: dict[str, Any] = field(default_factory=dict)
     serial: str = ""  # the certificate's serial, so a revoked certificate's channel can be found
     cert_not_after: float | None = None  # when its certificate expires, for the operator's warnings
+    resources: dict[str, Any] = field(default_factory=dict)  # declared in its hello (checked)
     close: Closer = _nothing_to_close  # ends the channel: the agent sees it close and reconnects
 
 

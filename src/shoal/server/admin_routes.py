@@ -46,7 +46,8 @@ async def submit_job(request: web.Request) -> web.Response:
         await save_body(request, upload, ctx.max_upload_bytes)
         allowed = ctx.studies.sites(study)
         sites = [s for s in ctx.known_sites() if allowed is None or s in allowed]
-        prepared = await asyncio.to_thread(prepare_submission, upload, work, sites)
+        declared = {s.name: s.resources for s in ctx.sites.all()}
+        prepared = await asyncio.to_thread(prepare_submission, upload, work, sites, declared)
         if not ctx.studies.allows_custom_code(study) and prepared.server_custom_code is not None:
             raise ShoalError(
                 "CUSTOM_CODE_NOT_ALLOWED", f"study '{study}': {prepared.server_custom_code}", study=study
@@ -171,7 +172,16 @@ async def system_status(request: web.Request) -> web.Response:
         {
             "server": {"project": ctx.project, "running_jobs": sorted(str(j) for j in ctx.scheduler.runs)},
             "sites": [
-                {"name": s.name, "org": s.org, "connected_at": s.connected_at, "version": s.version}
+                {
+                    "name": s.name,
+                    "org": s.org,
+                    "connected_at": s.connected_at,
+                    "version": s.version,
+                    "resources": s.resources,
+                    "jobs": sorted(
+                        str(j) for j, held in ctx.scheduler.resources.held.items() if s.name in held
+                    ),
+                }
                 for s in ctx.sites.all()
             ],
             "known_sites": ctx.known_sites(),

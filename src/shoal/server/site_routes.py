@@ -20,6 +20,7 @@ from shoal.server.streaming import save_body, stream_file
 from shoal.server.views import json_response
 from shoal.wire.channel import CLOSE_REPLACED
 from shoal.wire.models import INLINE_BYTES, check_safetensors
+from shoal.wire.resources import ResourceError, check_declaration
 
 log = logging.getLogger("shoal.server")
 
@@ -65,6 +66,7 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
             if kind == "hello":
                 site.version = str(data.get("version", ""))
                 site.policy = dict(data.get("policy") or {})
+                site.resources = _declared_resources(site.name, data.get("resources"))
                 reported = {str(j) for j in data.get("jobs", [])}
                 waiting, replaced = ctx.sites.add(site)
                 if replaced is not None:
@@ -281,6 +283,16 @@ async def job_log(request: web.Request) -> web.Response:
     await save_body(request, tmp, MAX_LOG_BYTES)
     tmp.replace(dest)
     return json_response({"ok": True})
+
+
+def _declared_resources(site: str, raw: Any) -> dict[str, Any]:
+    """A site's declared resources from its hello; one that cannot be read counts as nothing
+    declared (no GPUs, no limits), logged, so a hostile hello cannot upset the scheduler."""
+    try:
+        return check_declaration(raw if raw is not None else {})
+    except ResourceError as exc:
+        log.warning("site %s declared resources that cannot be used (%s); taken as none", site, exc)
+        return {}
 
 
 async def site_health(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ from shoal.sandbox.confinement import Sandbox
 from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
-from shoal.site.policy import load_site_policy
+from shoal.site.policy import load_site_policy, load_site_resources
 from shoal.wire.channel import CLOSE_REPLACED
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.status import brief
@@ -69,6 +69,7 @@ class SiteAgent:
         self.workspace = workspace or kit_dir / "workspace"
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.policy: dict[str, Any] = load_site_policy(kit_dir)  # refuses to start on a bad one
+        self.resources: dict[str, Any] = load_site_resources(kit_dir)  # the same
         # Training scripts must not reach the kit (the site's key), the workspace (other jobs)
         # or an admin's ~/.shoal; refused here where SHOAL_SANDBOX=required cannot be had.
         self.sandbox = Sandbox([kit_dir, self.workspace, Path(shoal_home())])
@@ -236,6 +237,7 @@ class SiteAgent:
                                 "type": "hello",
                                 "version": __version__,
                                 "policy": self.policy,
+                                "resources": self.resources,
                                 "jobs": list(self.jobs),
                             }
                         )
@@ -304,6 +306,9 @@ class SiteAgent:
                 job = self.jobs[job_id] = self.job_class(
                     self, job_id, str(msg["app"]), str(msg.get("study", "default"))
                 )
+                gpus = msg.get("gpus")
+                if isinstance(gpus, list):
+                    job.gpus = [str(g) for g in gpus]
                 loop.create_task(job.start())
         elif kind == "task":
             if job is not None:
