@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shoal import __version__
 from shoal.errors import ShoalError
 from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext, small_number
 from shoal.server.middleware import identity_of
@@ -157,6 +158,17 @@ def _certificate(name: str, kind: str, not_after: float | None, now: float) -> d
     return {"name": name, "kind": kind, "not_after": end, "days_left": int((not_after - now) // 86400)}
 
 
+def _store_bytes(ctx: ServerContext) -> int:
+    """Stored job archives plus the job database (what a server's disk holds of its store)."""
+    total = ctx.blobs.total_bytes()
+    for name in ("store.db", "store.db-wal"):
+        try:
+            total += (ctx.workspace / name).stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 async def system_status(request: web.Request) -> web.Response:
     """The server, its sites, and every certificate in use (the server's, the caller's, each
     connected site's), those ending within EXPIRY_WARNING_DAYS also under "expiring"."""
@@ -170,7 +182,14 @@ async def system_status(request: web.Request) -> web.Response:
     ]
     return json_response(
         {
-            "server": {"project": ctx.project, "running_jobs": sorted(str(j) for j in ctx.scheduler.runs)},
+            "server": {
+                "project": ctx.project,
+                "running_jobs": sorted(str(j) for j in ctx.scheduler.runs),
+                "version": __version__,
+                "started_at": ctx.started_at,
+                "uptime_s": round(now - ctx.started_at, 1),
+                "store_bytes": await asyncio.to_thread(_store_bytes, ctx),
+            },
             "sites": [
                 {
                     "name": s.name,

@@ -28,7 +28,7 @@ from shoal.security.localfiles import byte_count, json_object, read_operator_jso
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
-from shoal.server import admin_manage, admin_observe, admin_routes, site_routes
+from shoal.server import admin_manage, admin_observe, admin_routes, admin_system, site_routes
 from shoal.server.audit import AuditLog
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import (
@@ -209,6 +209,7 @@ def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:
     app.add_routes(admin_routes.routes())
     app.add_routes(admin_manage.routes())
     app.add_routes(admin_observe.routes())
+    app.add_routes(admin_system.routes())
     app.add_routes(site_routes.routes())
     return app
 

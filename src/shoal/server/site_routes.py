@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
     )
     try:
         async for msg in ws:
+            site.last_contact = time.time()
             if msg.type != WSMsgType.TEXT:
                 continue
             try:

@@ -10,8 +10,10 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -69,6 +71,7 @@ class SiteAgent:
         self.workspace = workspace or kit_dir / "workspace"
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.policy: dict[str, Any] = load_site_policy(kit_dir)  # refuses to start on a bad one
+        self.exit_action: str | None = None  # "restart" or "shutdown" when the server asked for it
         self.resources: dict[str, Any] = load_site_resources(kit_dir)  # the same
         # Training scripts must not reach the kit (the site's key), the workspace (other jobs)
         # or an admin's ~/.shoal; refused here where SHOAL_SANDBOX=required cannot be had.
@@ -320,6 +323,11 @@ class SiteAgent:
             answer = self._acks.get((job_id, str(msg.get("task_id", ""))))
             if answer is not None and not answer.done():
                 answer.set_result(bool(msg.get("ok")))
+        elif kind in ("restart", "shutdown"):
+            # only the server can say this: it arrives on the channel whose TLS verified it
+            log.warning("the server asks this agent to %s (%s)", kind, msg.get("reason", ""))
+            self.exit_action = kind
+            self.stop()
         elif kind in ("end", "abort"):
             if job is not None:
                 del self.jobs[job_id]
@@ -353,12 +361,18 @@ class SiteAgent:
 def run_site(kit_dir: Path, workspace: Path | None = None) -> int:
     logconfig.setup()
 
-    async def main() -> None:
+    async def main() -> str | None:
         agent = SiteAgent(kit_dir, workspace)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
         await agent.run()
+        return agent.exit_action
 
-    asyncio.run(main())
+    if asyncio.run(main()) == "restart":
+        # the same command again, in this process (a service manager sees no exit): it reads
+        # its kit, policy and resources afresh, so a restart also applies edits to them
+        log.warning("restarting")
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "shoal", *sys.argv[1:]])
     return 0
