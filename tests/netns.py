@@ -47,6 +47,7 @@ class Lab:
         return f"shl{self.tag}sw"
 
     def up(self) -> None:
+        ip("netns", "del", self.switch, check=False)  # left by a run that was killed (same tag)
         ip("netns", "add", self.switch)
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         ip("-n", self.switch, "link", "set", "br0", "up")
@@ -56,8 +57,10 @@ class Lab:
         ns = f"shl{self.tag}{short}"
         veth, peer = f"v{self.tag}{short}"[:15], f"p{self.tag}{short}"[:15]
         address = f"{self.subnet}.{octet}"
+        ip("netns", "del", ns, check=False)
         ip("netns", "add", ns)
         self.hosts[short] = (ns, address, veth)
+        ip("link", "del", veth, check=False)  # half made by a run that was killed
         ip("link", "add", veth, "type", "veth", "peer", "name", peer)
         ip("link", "set", veth, "netns", ns)
         ip("link", "set", peer, "netns", self.switch)
