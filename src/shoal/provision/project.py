@@ -82,7 +82,7 @@ class Project:
     server: Participant
     sites: tuple[Participant, ...]
     admins: tuple[Participant, ...]
-    studies: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # as studies.json has them
     certificate_days: int = DEFAULT_CERT_DAYS
     notices: tuple[str, ...] = ()
     description: str = ""  # shown in each kit's README
@@ -292,18 +292,27 @@ class _Reader:
 
     def studies(
         self, raw: Any, sites: tuple[Participant, ...], admins: tuple[Participant, ...]
-    ) -> dict[str, dict[str, list[str]]]:
+    ) -> dict[str, dict[str, Any]]:
+        """The studies, as the server's studies.json has them: an admin listed by name here
+        (unique in the project) is written with the org of its certificate, so a same-named
+        admin of another org is never a member; ``default`` may only allow custom code."""
         data = self.mapping(raw, ("studies",))
         known = {"sites": {s.name for s in sites}, "admins": {a.name for a in admins}}
-        out: dict[str, dict[str, list[str]]] = {}
+        org_of = {a.name: a.org for a in admins}
+        out: dict[str, dict[str, Any]] = {}
         for study, spec_raw in data.items():
             path: Path_ = ("studies", study)
-            if study == "default" or not PLAIN_NAME_RE.fullmatch(study):
-                raise self.fail(path, f"'{study}' cannot name a study ('default' is every site's)")
+            if not PLAIN_NAME_RE.fullmatch(study):
+                raise self.fail(path, f"'{study}' cannot name a study (letters, digits, '.', '_', '-')")
             spec = self.mapping(spec_raw, path)
-            unknown = [k for k in spec if k not in STUDY_KEYS]
+            allowed = ("allow_custom_code",) if study == "default" else (*STUDY_KEYS, "allow_custom_code")
+            unknown = [k for k in spec if k not in allowed]
             if unknown:
-                raise self.fail((*path, unknown[0]), f"unknown key; a study has {', '.join(STUDY_KEYS)}")
+                raise self.fail(
+                    (*path, unknown[0]),
+                    f"unknown key; study '{study}' may have {', '.join(allowed)}"
+                    + (" ('default' has every site and admin)" if study == "default" else ""),
+                )
             out[study] = {}
             for key in STUDY_KEYS:
                 if key not in spec:
@@ -312,5 +321,9 @@ class _Reader:
                 for i, member in enumerate(names):
                     if key in known and member not in known[key]:
                         raise self.fail((*path, key, i), f"'{member}' is not one of the project's {key}")
-                out[study][key] = names
+                out[study][key] = [{"name": n, "org": org_of[n]} for n in names] if key == "admins" else names
+            if "allow_custom_code" in spec:
+                if not isinstance(spec["allow_custom_code"], bool):
+                    raise self.fail((*path, "allow_custom_code"), "must be true or false")
+                out[study]["allow_custom_code"] = spec["allow_custom_code"]
         return out

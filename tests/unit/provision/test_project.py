@@ -78,7 +78,7 @@ def test_the_example_project_file_reads_as_it_is_written() -> None:
     assert project.studies == {
         "cardiology": {
             "sites": ["hospital-a", "hospital-b"],
-            "admins": ["lead@hospital-a.org"],
+            "admins": [{"name": "lead@hospital-a.org", "org": "hospital-a.org"}],
             "orgs": ["hospital-b.org"],
         }
     }
@@ -130,7 +130,9 @@ def project(*rows: str, head: str = "name: p\n") -> str:
         (project(SERVER, head="api_version: 9\nname: p\n"), 1, "api_version 9"),
         (project(SERVER, SITE) + "studies:\n  s1:\n    sites: [site-9]\n", 7, "'site-9' is not one of"),
         (project(SERVER, SITE) + "studies:\n  s1:\n    people: [x]\n", 7, "unknown key"),
-        (project(SERVER, SITE) + "studies:\n  default: {}\n", 6, "cannot name a study"),
+        (project(SERVER, SITE) + "studies:\n  default: {sites: [site-1]}\n", 6, "'default' has every site"),
+        (project(SERVER, SITE) + "studies:\n  'a b': {}\n", 6, "cannot name a study"),
+        (project(SERVER, SITE) + "studies:\n  s1: {allow_custom_code: 'yes'}\n", 6, "true or false"),
         ("- just\n- a list\n", 1, "must be a mapping"),
         ("participants: []\n", 1, "no 'name'"),
     ],

@@ -14,6 +14,8 @@ from cryptography import x509
 from shoal.errors import ShoalError
 from shoal.provision.project import Participant, parse_project
 from shoal.provision.workspace import add_participant, participants, provision, renew, revoke
+from shoal.security.identity import Identity
+from shoal.server.studies import Studies
 
 BASE = """\
 api_version: 3
@@ -25,7 +27,7 @@ participants:
   - {name: site-2, type: client, org: h2}
   - {name: admin@ops.org, type: admin, org: ops, role: project_admin}
 studies:
-  s1: {sites: [site-1]}
+  s1: {sites: [site-1], admins: [admin@ops.org]}
 """
 MORE = BASE.replace(
     "studies:",
@@ -86,9 +88,11 @@ def test_first_run_writes_the_ca_a_kit_and_zip_per_participant_and_the_record(ws
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.9.0.1"]
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert 89 < lifetime.days <= 90  # certificate_days from the file
-    assert json.loads((server / "local" / "studies.json").read_text()) == {
-        "studies": {"s1": {"sites": ["site-1"]}}
-    }
+    studies = {"s1": {"sites": ["site-1"], "admins": [{"name": "admin@ops.org", "org": "ops"}]}}
+    assert json.loads((server / "local" / "studies.json").read_text()) == {"studies": studies}
+    loaded = Studies.load(server / "local" / "studies.json")  # what the server reads at start
+    assert loaded.may_use("s1", Identity("admin@ops.org", "ops", "admin", "member"))
+    assert not loaded.may_use("s1", Identity("admin@ops.org", "elsewhere", "admin", "member"))
     site = json.loads((kits / "site-1" / "startup" / "fed_site.json").read_text())
     assert site["server"] == {"host": "server.fl.test", "port": 8443}
     # the zip is the kit: the key keeps mode 0600, the script 0755
