@@ -226,6 +226,7 @@ def test_a_federation_across_hosts(hosts: Hosts, tmp_path: Path) -> None:
     until("site-2 to be dropped", lambda: hosts.sites(admin) == {"site-1", "site-3"}, timeout=20)
     code, doc = hosts.run("s2", "preflight", "-k", site2)
     assert code == 1 and failed_checks(doc) == ["identity"], doc
+    until("site-2 to say it is refused", lambda: "refuses this site's certificate" in hosts.log("site-2"), 30)
     hosts.stop("site-2")
 
     # A kit that dials the server by a name its certificate does not carry: refused by the site.

@@ -262,6 +262,15 @@ class SiteAgent:
                         exc.certificate_error,
                         self.kit_dir,
                     )
+                except aiohttp.WSServerHandshakeError as exc:
+                    if exc.status not in (401, 403):
+                        log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
+                    else:  # the server knows this certificate and says no: revoked or replaced
+                        log.error(
+                            "the server refuses this site's certificate (HTTP %s): it was revoked or "
+                            "replaced by a renewed kit; ask the project admin for the current kit",
+                            exc.status,
+                        )
                 except (aiohttp.ClientError, OSError) as exc:
                     log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
                 finally:
