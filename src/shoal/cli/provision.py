@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 ROLES = ("project_admin", "org_admin", "lead", "member")
 _WS_HELP = "the provisioning workspace (default: ./workspace)"
+# A subcommand's -w must not reset one given before it (`shoal provision -w ws add-site ...`):
+# its default is "not given", and the group's own default applies.
 
 
 def register(groups: Any) -> None:
@@ -45,31 +47,31 @@ def register(groups: Any) -> None:
     subs = p.add_subparsers(dest="provision_command", metavar="SUBCOMMAND", parser_class=Parser)
     s = subs.add_parser("init", help="write a commented example project file")
     s.add_argument("-o", "--output", default="project.yml", help="where (default: project.yml)")
-    s.add_argument("--force", action="store_true", help="replace an existing file")
+    s.add_argument("--force", dest="replace", action="store_true", help="replace an existing file")
     s.set_defaults(handler=cmd_init)
     s = subs.add_parser("add-site", help="provision one more site without editing the project file")
     s.add_argument("name")
     s.add_argument("--org", required=True, help="the site's organisation")
-    s.add_argument("-w", "--workspace", default="workspace", help=_WS_HELP)
+    s.add_argument("-w", "--workspace", default=argparse.SUPPRESS, help=_WS_HELP)
     s.set_defaults(handler=cmd_add_site)
     s = subs.add_parser("add-user", help="provision one more admin without editing the project file")
     s.add_argument("email")
     s.add_argument("--org", required=True, help="the admin's organisation")
     s.add_argument("--role", required=True, choices=ROLES, help="the admin's role")
-    s.add_argument("-w", "--workspace", default="workspace", help=_WS_HELP)
+    s.add_argument("-w", "--workspace", default=argparse.SUPPRESS, help=_WS_HELP)
     s.set_defaults(handler=cmd_add_user)
     s = subs.add_parser(
         "renew", help="re-issue a kit with the same identity (the old certificate is revoked)"
     )
     s.add_argument("names", nargs="+", metavar="NAME")
-    s.add_argument("-w", "--workspace", default="workspace", help=_WS_HELP)
+    s.add_argument("-w", "--workspace", default=argparse.SUPPRESS, help=_WS_HELP)
     s.set_defaults(handler=cmd_renew)
     s = subs.add_parser("revoke", help="put a participant on the server kit's revocation list")
     s.add_argument("name")
-    s.add_argument("-w", "--workspace", default="workspace", help=_WS_HELP)
+    s.add_argument("-w", "--workspace", default=argparse.SUPPRESS, help=_WS_HELP)
     s.set_defaults(handler=cmd_revoke)
     s = subs.add_parser("list", help="the participants provisioned, with their certificates' lifetimes")
-    s.add_argument("-w", "--workspace", default="workspace", help=_WS_HELP)
+    s.add_argument("-w", "--workspace", default=argparse.SUPPRESS, help=_WS_HELP)
     s.set_defaults(handler=cmd_list)
 
 
@@ -107,7 +109,7 @@ def cmd_init(args: argparse.Namespace) -> Result:
     from importlib.resources import files
 
     out = Path(args.output)
-    if out.exists() and not args.force:
+    if out.exists() and not args.replace:
         raise ShoalError(
             "INVALID_ARGS", f"{out} exists", hint="Pass --force to replace it, or choose another -o."
         )
