@@ -32,8 +32,11 @@ def errors_md() -> str:
 
 def _walk(parser: argparse.ArgumentParser, prefix: str, out: list[str]) -> None:
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
+    # `shoal provision -p ...` runs as well as its subcommands: document both
+    runs_alone = parser.get_default("handler") is not None
+    if not subs or runs_alone:
         out += [f"## `{prefix}`", "", "```", parser.format_help().rstrip(), "```", ""]
+    if not subs:
         return
     for name, child in sorted(subs[0].choices.items()):
         _walk(child, f"{prefix} {name}", out)

@@ -75,6 +75,24 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Job code cannot be confined on this host as configured.",
         "Run on a Linux kernel with Landlock, or see docs/security.md for SHOAL_SANDBOX and SHOAL_JOB_USER.",
     ),
+    "PROJECT_FILE_INVALID": ErrorSpec(
+        4,
+        400,
+        "The project file cannot be used.",
+        "Fix the key at the line named; 'shoal provision init' writes a commented example project file.",
+    ),
+    "PROVISION_WORKSPACE_INVALID": ErrorSpec(
+        4,
+        400,
+        "The provisioning workspace cannot be used for this project.",
+        "Give each project its own --workspace; re-issue a changed participant with --force NAME.",
+    ),
+    "PARTICIPANT_NOT_FOUND": ErrorSpec(
+        4,
+        404,
+        "No participant '{name}' was provisioned in this workspace.",
+        "Run 'shoal provision list' to see the participants, or add it first.",
+    ),
     # --- job definition problems (exit 1) ---
     "JOB_FOLDER_NOT_FOUND": ErrorSpec(
         1, 400, "Job folder not found: {path}", "Pass -j with the folder that holds meta.json."
@@ -99,6 +117,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
         400,
         "An app's configuration is not valid.",
         "Check config/config_fed_server.json and config/config_fed_client.json in the app folders.",
+    ),
+    "RESOURCES_UNSATISFIABLE": ErrorSpec(
+        1,
+        400,
+        "No site could ever give this job the resources it asks for.",
+        "Lower the job's resource_spec, or name a site that declares enough in its local/resources.json "
+        "('shoal system status --format json' shows what connected sites declare).",
     ),
     "MIN_CLIENTS_UNSATISFIABLE": ErrorSpec(
         1,

@@ -275,6 +275,15 @@ class AdminClient:
         status: dict[str, Any] = self._request("GET", "/api/v1/system/status")
         return status
 
+    def system_sites(self) -> dict[str, Any]:
+        sites: dict[str, Any] = self._request("GET", "/api/v1/system/sites")
+        return sites
+
+    def site_action(self, site: str, action: str) -> dict[str, Any]:
+        """``remove``, ``restart`` or ``shutdown`` a site (the server relays the last two to its agent)."""
+        result: dict[str, Any] = self._request("POST", f"/api/v1/system/sites/{_quote(site)}/{action}")
+        return result
+
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 

@@ -107,6 +107,8 @@ FAMILIES = {
     "build": "shoal.cli.runs",
     "simulate": "shoal.cli.simulate",
     "recipe": "shoal.cli.recipes",
+    "provision": "shoal.cli.provision",
+    "preflight": "shoal.cli.preflight",
 }
 
 

@@ -1,11 +1,15 @@
 """Startup kits: one folder per participant with its certificate, key, the CA and where the server is.
 
-<kits>/server/startup/{fed_server.json, server.crt, server.key, rootCA.pem}   local/authorization.json
-<kits>/<site>/startup/{fed_site.json, client.crt, client.key, rootCA.pem}     local/site_policy.json
-<kits>/<admin>/startup/{fed_admin.json, client.crt, client.key, rootCA.pem}   local/
+<kits>/<server>/startup/{fed_server.json, server.crt, server.key, rootCA.pem, start.sh, shoal-server.service}
+                local/{authorization.json, studies.json}   README.md
+<kits>/<site>/startup/{fed_site.json, client.crt, client.key, rootCA.pem, start.sh, shoal-site.service}
+              local/site_policy.json                       README.md
+<kits>/<admin>/startup/{fed_admin.json, client.crt, client.key, rootCA.pem, start.sh}   README.md
 
 A kit is everything one participant needs and nothing more: never the CA key. ``startup/``
-is what provisioning owns; ``local/`` is where that participant's operator adjusts policy.
+is what provisioning owns and rewrites when it re-issues a kit; ``local/`` is where that
+participant's operator adjusts policy, so a re-issue writes its defaults only where a file
+is missing and never replaces the operator's.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from shoal.errors import ShoalError
-from shoal.provision.ca import CertificateAuthority, issue_cert, write_cert, write_key
+from shoal.provision import kitdocs
+from shoal.provision.ca import DEFAULT_DAYS, CertificateAuthority, issue_cert, write_cert, write_key
 from shoal.security.policy import write_default_policy
 from shoal.security.tls import KIT_FILES, read_kit_json
 
@@ -54,13 +59,39 @@ def kit_folder(kits_dir: Path, name: str) -> Path:
 
 
 def _write_common(
-    kit: Path, ca: CertificateAuthority, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, stem: str
+    kit: Path,
+    ca: CertificateAuthority,
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+    stem: str,
+    local: bool = True,
 ) -> None:
+    """Certificate, key and CA into ``startup/``; ``local/`` for the operator's policy files
+    (an admin has none)."""
     startup = kit / "startup"
     write_cert(cert, startup / f"{stem}.crt")
     write_key(key, startup / f"{stem}.key")
     (startup / "rootCA.pem").write_bytes(ca.cert_pem)
-    (kit / "local").mkdir(parents=True, exist_ok=True)
+    if local:
+        (kit / "local").mkdir(parents=True, exist_ok=True)
+
+
+def _write_docs(
+    kit: Path, kind: str, name: str, project: str, host: str, port: int, description: str = ""
+) -> None:
+    """README.md, startup/start.sh (executable) and, for services, the systemd unit."""
+    (kit / "README.md").write_text(kitdocs.readme(kind, name, project, host, port, description))
+    script = kit / "startup" / "start.sh"
+    script.write_text(kitdocs.start_script(kind, name))
+    script.chmod(0o755)
+    if kind != "admin":
+        (kit / "startup" / kitdocs.unit_name(kind)).write_text(kitdocs.systemd_unit(kind, name, project))
+
+
+def _write_default(path: Path, data: dict[str, Any]) -> None:
+    """An operator file's default, only where the operator has none (a re-issue keeps theirs)."""
+    if not path.exists():
+        write_json(path, data)
 
 
 def write_server_kit(
@@ -72,24 +103,37 @@ def write_server_kit(
     port: int,
     host: str = DEFAULT_HOST,
     sites: list[str] | tuple[str, ...] = (),
+    name: str = "server",
+    hosts: tuple[str, ...] = (),
+    listen: str | None = None,
+    studies: dict[str, Any] | None = None,
+    days: int = DEFAULT_DAYS,
+    description: str = "",
 ) -> Path:
-    """The server's kit. ``sites`` lists the provisioned sites (the server reports who is missing);
-    ``local/authorization.json`` gets the default role policy so operators can see and edit it."""
-    kit = kit_folder(kits_dir, "server")
-    key, cert = issue_cert(ca, name="server", org=org, kind="server", hosts=(host,))
+    """The server's kit. ``host`` is the name sites and admins dial; the certificate names it and
+    ``hosts``; ``listen`` is the address it binds (default: ``host``). ``sites`` lists the
+    provisioned sites (the server reports who is missing); ``local/authorization.json`` gets
+    the default role policy so operators can see and edit it, ``local/studies.json`` the
+    project's studies (rewritten when they change: the project file is their source)."""
+    kit = kit_folder(kits_dir, name)
+    key, cert = issue_cert(ca, name=name, org=org, kind="server", hosts=(host, *hosts), days=days)
     _write_common(kit, ca, key, cert, "server")
-    write_default_policy(kit / "local" / "authorization.json")
-    write_json(
-        kit / "startup" / KIT_FILES["server"],
-        {
-            "kind": "server",
-            "project": project,
-            "name": "server",
-            "host": host,
-            "port": port,
-            "sites": list(sites),
-        },
-    )
+    if not (kit / "local" / "authorization.json").exists():
+        write_default_policy(kit / "local" / "authorization.json")
+    if studies is not None:
+        write_json(kit / "local" / "studies.json", {"studies": studies})
+    config: dict[str, Any] = {
+        "kind": "server",
+        "project": project,
+        "name": name,
+        "host": host,
+        "port": port,
+        "sites": list(sites),
+    }
+    if listen is not None:
+        config["listen"] = listen
+    write_json(kit / "startup" / KIT_FILES["server"], config)
+    _write_docs(kit, "server", name, project, host, port, description)
     return kit
 
 
@@ -102,10 +146,12 @@ def write_site_kit(
     org: str,
     port: int,
     host: str = DEFAULT_HOST,
+    days: int = DEFAULT_DAYS,
+    description: str = "",
 ) -> Path:
     """A site's kit, with a permissive default site policy the site's operator can tighten."""
     kit = kit_folder(kits_dir, name)
-    key, cert = issue_cert(ca, name=name, org=org, kind="site")
+    key, cert = issue_cert(ca, name=name, org=org, kind="site", days=days)
     _write_common(kit, ca, key, cert, "client")
     write_json(
         kit / "startup" / KIT_FILES["site"],
@@ -117,7 +163,8 @@ def write_site_kit(
             "server": {"host": host, "port": port},
         },
     )
-    write_json(kit / "local" / "site_policy.json", dict(DEFAULT_SITE_POLICY))
+    _write_default(kit / "local" / "site_policy.json", dict(DEFAULT_SITE_POLICY))
+    _write_docs(kit, "site", name, project, host, port, description)
     return kit
 
 
@@ -131,12 +178,14 @@ def write_admin_kit(
     org: str,
     port: int,
     host: str = DEFAULT_HOST,
+    days: int = DEFAULT_DAYS,
+    description: str = "",
 ) -> Path:
     """An admin's kit. fed_admin.json repeats name/org/role from the certificate so the CLI can
     show who it is without parsing X.509; the server trusts only the certificate."""
     kit = kit_folder(kits_dir, name)
-    key, cert = issue_cert(ca, name=name, org=org, kind="admin", role=role)
-    _write_common(kit, ca, key, cert, "client")
+    key, cert = issue_cert(ca, name=name, org=org, kind="admin", role=role, days=days)
+    _write_common(kit, ca, key, cert, "client", local=False)
     write_json(
         kit / "startup" / KIT_FILES["admin"],
         {
@@ -148,6 +197,7 @@ def write_admin_kit(
             "server": {"host": host, "port": port},
         },
     )
+    _write_docs(kit, "admin", name, project, host, port, description)
     return kit
 
 

@@ -21,8 +21,10 @@ from typing import Any
 
 from shoal.api.config_file import ShoalConfig, load_config, save_config, shoal_home
 from shoal.errors import ShoalError
-from shoal.provision.ca import create_ca, load_ca, save_ca
-from shoal.provision.kits import DEFAULT_HOST, kit_folder, write_admin_kit, write_server_kit, write_site_kit
+from shoal.provision.ca import load_ca
+from shoal.provision.kits import DEFAULT_HOST, kit_folder, write_admin_kit
+from shoal.provision.project import Participant, Project
+from shoal.provision.workspace import STATE, Provisioner, provision
 from shoal.security.tls import KIT_FILES
 
 DEFAULT_PROJECT = "example_project"
@@ -120,17 +122,15 @@ def prepare_poc(
 
 
 def _build_workspace(workspace: Path, n_sites: int, project: str, org: str) -> dict[str, Any]:
+    """The CA and kits through the same provisioning as a real project (provision/workspace.py):
+    a server dialled at 127.0.0.1 on a free port, N sites and the admin, all of one org."""
     kits = workspace / "kits"
     port = free_port()
     sites = [f"site-{i}" for i in range(1, n_sites + 1)]
-    ca = create_ca(project)
-    save_ca(ca, workspace / "ca")
-    write_server_kit(kits, ca, project=project, org=org, host=HOST, port=port, sites=sites)
-    for site in sites:
-        write_site_kit(kits, ca, name=site, project=project, org=org, host=HOST, port=port)
-    write_admin_kit(
-        kits, ca, name=DEFAULT_ADMIN, role=DEFAULT_ADMIN_ROLE, project=project, org=org, host=HOST, port=port
-    )
+    server = Participant("server", "server", org, hosts=(HOST,), port=port, listen=HOST)
+    admin = Participant(DEFAULT_ADMIN, "admin", org, role=DEFAULT_ADMIN_ROLE)
+    members = tuple(Participant(s, "site", org) for s in sites)
+    provision(Project(project, server, members, (admin,)), workspace)
     (workspace / "logs").mkdir(parents=True, exist_ok=True)
     poc: dict[str, Any] = {
         "project": project,
@@ -181,7 +181,15 @@ def add_poc_admin(
             f"a startup kit named '{email}' already exists in {kits}",
             hint="Choose another email, or pass --force to re-issue it.",
         )
-    ca = load_ca(Path(workspace) / "ca")
+    who = Participant(email, "admin", org, role=role)
+    if (Path(workspace) / STATE).exists():
+        prov = Provisioner.open(Path(workspace))
+        if prov.issued(email) is None:
+            prov.add(who)
+        else:  # --force: a new certificate, and the one it replaces is revoked on the server
+            prov.reissue([email], changed={email: who})
+        return folder
+    ca = load_ca(Path(workspace) / "ca")  # a POC prepared before provision.json existed
     server = poc["server"]
     return write_admin_kit(
         kits,

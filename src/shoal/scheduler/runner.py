@@ -119,6 +119,7 @@ class JobRun:
         self.paths = paths
         self.server_app = server_app
         self.site_apps = site_apps  # site name -> app folder it runs
+        self.gpus: dict[str, list[str]] = {}  # site name -> the GPU ids the job holds there
         self.min_clients = min_clients
         self.tasks: dict[str, TaskState] = {}
         # Each site's latest task as sent, to send again if the site returns within its grace
@@ -180,7 +181,7 @@ class JobRun:
         )
         reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         for site, app in self.site_apps.items():
-            ok = await self.scheduler.sites.send(site, self._deploy_message(app))
+            ok = await self.scheduler.sites.send(site, self._deploy_message(site, app))
             if not ok:
                 self.site_failed(
                     site, {"type": "SiteDisconnected", "message": "site disconnected before deploy"}
@@ -446,8 +447,12 @@ class JobRun:
         )
         self._send_controller({"op": "site_failed", "site": site, "reason": message})
 
-    def _deploy_message(self, app: str) -> dict[str, Any]:
-        return {"type": "deploy", "job_id": str(self.job_id), "app": app, "study": self.study}
+    def _deploy_message(self, site: str, app: str) -> dict[str, Any]:
+        job_id = str(self.job_id)
+        message: dict[str, Any] = {"type": "deploy", "job_id": job_id, "app": app, "study": self.study}
+        if site in self.gpus:
+            message["gpus"] = self.gpus[site]  # the site's GPU ids this job holds there
+        return message
 
     async def site_returned(self, site: str) -> None:
         """A site that disconnected mid-job is back. Within its grace it still runs the job: the
@@ -464,7 +469,7 @@ class JobRun:
         self._failed_sites.discard(site)
         self.progress.site_status[site] = "deploying"
         app = self.site_apps[site]
-        if await self.scheduler.sites.send(site, self._deploy_message(app)):
+        if await self.scheduler.sites.send(site, self._deploy_message(site, app)):
             self._send_controller({"op": "site_joined", "site": site})
             self.notice(f"{site} reconnected and rejoined the job", site)
 

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from shoal.errors import ShoalError
 from shoal.fl.update_checks import UpdateChecks
 from shoal.scheduler.events import JobEvents
+from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.runner import JobPaths, JobRun
 from shoal.scheduler.sites import SiteRegistry
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import BlobStore
 from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
+from shoal.wire.resources import Need, ResourceError, check_spec
 from shoal.wire.status import JobStatus, brief
 from shoal.wire.warm import ForkServer
 
@@ -82,6 +84,7 @@ class Scheduler:
         self.jobs_root = jobs_root
         self.sites = sites
         self.events = JobEvents()
+        self.resources = ResourceBook()  # what running jobs hold of each site's declared resources
         self.max_running = max_running
         self.runs: dict[int, JobRun] = {}
         # The last live facts of recently finished jobs (bounded), so meta and monitor can still
@@ -163,7 +166,10 @@ class Scheduler:
                 job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
             )
             return
-        await self._dispatch(job, targets, min_clients)
+        gpus = self._take_resources(job, targets)
+        if gpus is None:
+            return
+        await self._dispatch(job, targets, min_clients, gpus)
 
     def _serving(self, connected: list[str], study: str) -> list[str]:
         """The connected sites that serve ``study``. A site that cannot be judged (a bug) is
@@ -177,6 +183,32 @@ class Scheduler:
                 log.exception("site %s: judging whether it serves study %s failed; left out", site, study)
         return serving
 
+    def _take_resources(self, job: JobRecord, targets: dict[str, str]) -> dict[str, list[str]] | None:
+        """Hold what the job needs on every target site (all or nothing): the GPU ids per site,
+        or None with the job's status_reason saying which site waits for what."""
+        try:
+            needs = check_spec(job.meta.get("resource_spec") or {})
+        except ResourceError:
+            needs = {}  # checked at submit; a record from before that check asks for nothing
+        waits = []
+        for site in sorted(targets):
+            connected = self.sites.get(site)
+            declared = connected.resources if connected is not None else {}
+            short = self.resources.shortfall(site, declared, needs.get(site, Need()))
+            if short:
+                waits.append(f"{site} {short}")
+        if waits:
+            self._set_reason(job, "waiting for resources: " + "; ".join(waits))
+            return None
+        gpus = {}
+        for site in targets:
+            connected = self.sites.get(site)
+            declared = connected.resources if connected is not None else {}
+            taken = self.resources.take(job.job_id, site, declared, needs.get(site, Need()))
+            if "gpus" in declared:  # a site that declares none keeps its host's own GPU settings
+                gpus[site] = taken
+        return gpus
+
     def _serves(self, site: str, study: str) -> bool:
         """A site's own policy may limit the studies it serves (``studies`` in site_policy.json)."""
         connected = self.sites.get(site)
@@ -188,24 +220,38 @@ class Scheduler:
             self.store.set_status_reason(job.job_id, reason)
             self.events.notify(job.job_id)
 
-    async def _dispatch(self, job: JobRecord, targets: dict[str, str], min_clients: int) -> None:
+    async def _dispatch(
+        self, job: JobRecord, targets: dict[str, str], min_clients: int, gpus: dict[str, list[str]]
+    ) -> None:
+        started = False
+        try:
+            started = await self._start_run(job, targets, min_clients, gpus)
+        finally:
+            if not started:  # what it held comes back however the start ended
+                self.resources.release(job.job_id)
+
+    async def _start_run(
+        self, job: JobRecord, targets: dict[str, str], min_clients: int, gpus: dict[str, list[str]]
+    ) -> bool:
         if (
             self.set_status(job.job_id, JobStatus.DISPATCHED, f"deploying to {', '.join(sorted(targets))}")
             is None
         ):
-            return
+            return False
         paths = self.paths(job.job_id)
         try:
             await asyncio.to_thread(self._materialise, job, paths)
             current = self.store.get_job(job.job_id)
             if current is None or current.status is not JobStatus.DISPATCHED:
-                return  # aborted or deleted while it was being unpacked
+                return False  # aborted or deleted while it was being unpacked
             server_app = server_app_of(job.meta.get("deploy_map", {}))
             if server_app is None:
                 raise ValueError("deploy_map deploys no app to the server")
             run = JobRun(self, job.job_id, paths, server_app, targets, min_clients, study=job.study)
+            run.gpus = gpus
             self.runs[job.job_id] = run
             await run.start()
+            return True
         except Exception as exc:
             log.exception("job %s could not start", job.job_id)
             self.runs.pop(job.job_id, None)
@@ -213,6 +259,7 @@ class Scheduler:
                 job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}
             )
             self.set_status(job.job_id, JobStatus.FAILED, f"could not start the job: {exc}")
+            return False
 
     def _materialise(self, job: JobRecord, paths: JobPaths) -> None:
         """Extract the stored job archive into the job's folder (fresh each time)."""
@@ -242,6 +289,7 @@ class Scheduler:
 
     def run_finished(self, run: JobRun) -> None:
         self.runs.pop(run.job_id, None)
+        self.resources.release(run.job_id)
         self.finished[run.job_id] = run
         while len(self.finished) > FINISHED_KEPT:
             self.finished.popitem(last=False)

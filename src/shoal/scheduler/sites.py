@@ -25,6 +25,9 @@ class ConnectedSite:
     version: str = ""
     studies: frozenset[str] | None = None  # the studies its site_policy.json serves; None: every one
     serial: str = ""  # the certificate's serial, so a revoked certificate's channel can be found
+    cert_not_after: float | None = None  # when its certificate expires, for the operator's warnings
+    resources: dict[str, Any] = field(default_factory=dict)  # declared in its hello (checked)
+    last_contact: float = field(default_factory=time.time)  # when it last said anything
     close: Closer = _nothing_to_close  # ends the channel: the agent sees it close and reconnects
 
 

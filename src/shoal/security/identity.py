@@ -25,6 +25,7 @@ class Identity:
     kind: str  # server | site | admin (certificate OU)
     role: str | None  # admins only: project_admin | org_admin | lead | member (certificate title)
     serial: str = ""  # the certificate's serial number (hex), for the audit log and the deny list
+    not_after: float | None = None  # when the certificate expires (epoch seconds), for warnings
 
 
 def _subject_fields(peercert: dict[str, Any]) -> dict[str, str]:
@@ -72,4 +73,15 @@ def identity_from_peercert(peercert: dict[str, Any] | None) -> Identity:
         kind=kind,
         role=role,
         serial=str(peercert.get("serialNumber", "")),
+        not_after=_not_after(peercert),
     )
+
+
+def _not_after(peercert: dict[str, Any]) -> float | None:
+    """The certificate's end as epoch seconds (``ssl`` is loaded wherever a peercert exists)."""
+    import ssl
+
+    try:
+        return float(ssl.cert_time_to_seconds(str(peercert["notAfter"])))
+    except (KeyError, ValueError):
+        return None

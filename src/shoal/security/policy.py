@@ -19,7 +19,8 @@ from shoal.errors import ShoalError
 from shoal.security.identity import Identity
 from shoal.security.localfiles import json_object, operator_file_error, read_operator_json
 
-RIGHTS = ("submit_job", "view", "manage_job", "download_job", "clone_job", "view_logs")
+#: ``operate``: remove a site, restart or stop a site's agent (``shoal system``).
+RIGHTS = ("submit_job", "view", "manage_job", "download_job", "clone_job", "view_logs", "operate")
 CONDITIONS = ("any", "org", "own", "none")
 
 DEFAULT_POLICY: dict[str, dict[str, str]] = {

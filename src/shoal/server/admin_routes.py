@@ -6,9 +6,11 @@ import asyncio
 import shutil
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
 
+from shoal import __version__
 from shoal.errors import ShoalError
 from shoal.security.identity import Identity
 from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext, small_number
@@ -46,7 +48,8 @@ async def submit_job(request: web.Request) -> web.Response:
         await save_body(request, upload, ctx.max_upload_bytes)
         allowed = ctx.studies.sites(study)
         sites = [s for s in ctx.known_sites() if allowed is None or s in allowed]
-        prepared = await asyncio.to_thread(prepare_submission, upload, work, sites)
+        declared = {s.name: s.resources for s in ctx.sites.all()}
+        prepared = await asyncio.to_thread(prepare_submission, upload, work, sites, declared)
         if not ctx.studies.allows_custom_code(study) and prepared.server_custom_code is not None:
             raise ShoalError(
                 "CUSTOM_CODE_NOT_ALLOWED", f"study '{study}': {prepared.server_custom_code}", study=study
@@ -149,20 +152,68 @@ def _visible_running_jobs(ctx: ServerContext, who: Identity) -> list[str]:
     return sorted(str(j) for j, run in ctx.scheduler.runs.items() if ctx.studies.may_use(run.study, who))
 
 
+#: Certificates that end within this many days are listed under "expiring" in system status.
+EXPIRY_WARNING_DAYS = 30
+
+
+def _certificate(name: str, kind: str, not_after: float | None, now: float) -> dict[str, Any]:
+    if not_after is None:
+        return {"name": name, "kind": kind, "not_after": None, "days_left": None}
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_after))
+    return {"name": name, "kind": kind, "not_after": end, "days_left": int((not_after - now) // 86400)}
+
+
+def _store_bytes(ctx: ServerContext) -> int:
+    """Stored job archives plus the job database (what a server's disk holds of its store)."""
+    total = ctx.blobs.total_bytes()
+    for name in ("store.db", "store.db-wal"):
+        try:
+            total += (ctx.workspace / name).stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 async def system_status(request: web.Request) -> web.Response:
+    """The server, its sites, and every certificate in use (the server's, the caller's, each
+    connected site's), those ending within EXPIRY_WARNING_DAYS also under "expiring"."""
     ctx = request.app[CTX]
+    now = time.time()
+    caller = identity_of(request)
+    certificates = [
+        _certificate(ctx.kit_dir.name, "server", ctx.cert_not_after, now),
+        _certificate(caller.name, caller.kind, caller.not_after, now),
+        *(_certificate(s.name, "site", s.cert_not_after, now) for s in ctx.sites.all()),
+    ]
     return json_response(
         {
             # Only the running jobs of studies the caller may use: the others are not theirs to see.
             "server": {
                 "project": ctx.project,
                 "running_jobs": _visible_running_jobs(ctx, identity_of(request)),
+                "version": __version__,
+                "started_at": ctx.started_at,
+                "uptime_s": round(now - ctx.started_at, 1),
+                "store_bytes": await asyncio.to_thread(_store_bytes, ctx),
             },
             "sites": [
-                {"name": s.name, "org": s.org, "connected_at": s.connected_at, "version": s.version}
+                {
+                    "name": s.name,
+                    "org": s.org,
+                    "connected_at": s.connected_at,
+                    "version": s.version,
+                    "resources": s.resources,
+                    "jobs": sorted(
+                        str(j) for j, held in ctx.scheduler.resources.held.items() if s.name in held
+                    ),
+                }
                 for s in ctx.sites.all()
             ],
             "known_sites": ctx.known_sites(),
+            "certificates": certificates,
+            "expiring": [
+                c for c in certificates if c["days_left"] is not None and c["days_left"] < EXPIRY_WARNING_DAYS
+            ],
         }
     )
 

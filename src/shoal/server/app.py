@@ -29,7 +29,7 @@ from shoal.security.localfiles import byte_count, json_object, positive_count, r
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
-from shoal.server import admin_manage, admin_observe, admin_routes, site_routes
+from shoal.server import admin_manage, admin_observe, admin_routes, admin_system, site_routes
 from shoal.server.audit import AuditLog
 from shoal.server.context import CTX, ServerContext
 from shoal.server.gate import ConnectionSettings, GatedSite
@@ -183,12 +183,23 @@ def build_context(
         kit_dir=kit_dir,
         policy=local.policy,
     )
+    ctx.cert_not_after = _cert_not_after(kit_dir / "startup" / "server.crt")
     ctx.max_upload_bytes = local.limits.get("max_upload_bytes", ctx.max_upload_bytes)
     ctx.max_store_bytes = local.limits.get("max_store_bytes", ctx.max_store_bytes)
     ctx.min_free_bytes = local.limits.get("min_free_bytes", ctx.min_free_bytes)
     scheduler.update_checks = local.update_checks
     ctx.result_floor_bytes = local.limits.get("result_floor_bytes", ctx.result_floor_bytes)
     return ctx
+
+
+def _cert_not_after(path: Path) -> float | None:
+    """When the server's certificate ends (system status warns before it does)."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return None  # the TLS context reports an unusable certificate itself
 
 
 def _limits(path: Path) -> dict[str, int]:
@@ -239,6 +250,7 @@ def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:
     app.add_routes(admin_routes.routes())
     app.add_routes(admin_manage.routes())
     app.add_routes(admin_observe.routes())
+    app.add_routes(admin_system.routes())
     app.add_routes(site_routes.routes())
     return app
 
@@ -268,7 +280,9 @@ async def watch_revocations(ctx: ServerContext, deny: DenyList) -> None:
 async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | None) -> None:
     """Run until SIGTERM/SIGINT; settle jobs a previous run left behind before accepting work."""
     config = server_config(kit_dir)
-    host = host or str(config.get("host", "127.0.0.1"))
+    # --host, else the kit's listen address (provisioned servers: 0.0.0.0 unless the project
+    # file says), else the name it is dialled by (POC kits: 127.0.0.1)
+    host = host or str(config.get("listen") or config.get("host", "127.0.0.1"))
     port = (
         listen_port(port, "--port")
         if port is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class ServerContext:
     min_free_bytes: int = 64 * 2**20  # refuse submits before the disk is completely full
     result_floor_bytes: int = RESULT_FLOOR_BYTES  # shoal.wire.models.result_bound
     seen_sites: set[str] = field(default_factory=set)
+    cert_not_after: float | None = None  # the server certificate's end (epoch seconds)
+    started_at: float = field(default_factory=time.time)
 
     @property
     def tmp_dir(self) -> Path:

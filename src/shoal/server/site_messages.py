@@ -33,6 +33,7 @@ class Hello:
     version: str
     studies: frozenset[str] | None  # the studies the site serves (its site_policy.json); None: all
     jobs: frozenset[str]  # jobs the site still runs (after a reconnect)
+    resources: Any = None  # what it declares in local/resources.json (checked by shoal.wire.resources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,7 @@ def _hello(data: dict[str, Any]) -> Hello:
         version=version,
         studies=None if studies is None else frozenset(studies),
         jobs=frozenset(jobs),
+        resources=data.get("resources"),
     )
 
 

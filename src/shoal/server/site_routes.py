@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from shoal.server.streaming import save_body, stream_file
 from shoal.server.views import json_response
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.models import INLINE_BYTES, RESULT_SIZE_FACTOR, check_safetensors, result_bound
+from shoal.wire.resources import ResourceError, check_declaration
 
 log = logging.getLogger("shoal.server")
 
@@ -54,10 +56,18 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
     async def close(code: int, reason: str) -> object:
         return await ws.close(code=code, message=reason.encode())
 
-    site = ConnectedSite(name=ident.name, org=ident.org, send=send, serial=ident.serial, close=close)
+    site = ConnectedSite(
+        name=ident.name,
+        org=ident.org,
+        send=send,
+        serial=ident.serial,
+        close=close,
+        cert_not_after=ident.not_after,
+    )
     greeted = False
     try:
         async for msg in ws:
+            site.last_contact = time.time()
             if msg.type != WSMsgType.TEXT:
                 log.warning(
                     "site %s sent a %s frame on its control channel; ignored", site.name, msg.type.name
@@ -100,6 +110,7 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
     """Register a site that said a good hello, and settle what it and the server remember."""
     site.version = hello.version
     site.studies = hello.studies
+    site.resources = _declared_resources(site.name, hello.resources)
     waiting, replaced = ctx.sites.add(site)
     if replaced is not None:
         _close_replaced(replaced)
@@ -354,8 +365,26 @@ async def job_log(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
 
+def _declared_resources(site: str, raw: Any) -> dict[str, Any]:
+    """A site's declared resources from its hello; one that cannot be read counts as nothing
+    declared (no GPUs, no limits), logged, so a hostile hello cannot upset the scheduler."""
+    try:
+        return check_declaration(raw if raw is not None else {})
+    except ResourceError as exc:
+        log.warning("site %s declared resources that cannot be used (%s); taken as none", site, exc)
+        return {}
+
+
+async def site_health(request: web.Request) -> web.Response:
+    """Who the server takes the caller for: ``shoal preflight`` proves a site kit's identity is
+    accepted (the response's Date header also gives it the server's clock)."""
+    ident = identity_of(request)
+    return json_response({"ok": True, "name": ident.name, "org": ident.org, "kind": ident.kind})
+
+
 def routes() -> list[web.RouteDef]:
     return [
+        web.get("/site/v1/health", site_health),
         web.get("/site/v1/ws", site_channel),
         web.get("/site/v1/jobs/{job_id}/archive", job_archive),
         web.get("/site/v1/jobs/{job_id}/tasks/{task_id}/model", task_model),

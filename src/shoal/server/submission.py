@@ -12,6 +12,7 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shoal.errors import ShoalError
 from shoal.store.base import JobRecord, JobStore, Submitter
@@ -24,6 +25,7 @@ from shoal.wire.jobdef import (
     meta_folder,
     server_custom_code,
 )
+from shoal.wire.resources import check_spec, never_fits
 
 #: How many of an archive's top-level names a JOB_META_MISSING message lists.
 LAYOUT_NAMES_SHOWN = 5
@@ -73,13 +75,17 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def prepare_submission(upload: Path, work: Path, known_sites: list[str]) -> PreparedJob:
-    """Validate everything before the store is touched: a refused job leaves no trace."""
+def prepare_submission(
+    upload: Path, work: Path, known_sites: list[str], declared: dict[str, dict[str, Any]] | None = None
+) -> PreparedJob:
+    """Validate everything before the store is touched: a refused job leaves no trace.
+    ``declared``: the resources of the connected sites, as their agents declared them."""
     extracted = work / "extracted"
     files = extract_archive(upload, extracted)
     root = job_root(extracted, files)
     jobdef = load_job_definition(root)
     check_min_clients(jobdef, known_sites)
+    check_resources(jobdef.resource_spec, known_sites, declared or {})
     archive = work / "job.zip"
     zip_folder(root, archive)
     return PreparedJob(
@@ -89,6 +95,21 @@ def prepare_submission(upload: Path, work: Path, known_sites: list[str]) -> Prep
         content_hash=content_hash_of_folder(root),
         server_custom_code=server_custom_code(root / jobdef.server_app),
     )
+
+
+def check_resources(
+    spec: dict[str, Any], known_sites: list[str], declared: dict[str, dict[str, Any]]
+) -> None:
+    """RESOURCES_UNSATISFIABLE for a spec naming a site the federation does not have, or asking
+    a connected site for more than it declares at all (it would wait for ever). A site not
+    connected now is given the benefit of the doubt: its resources are not known."""
+    for site, need in check_spec(spec).items():
+        if site not in known_sites:
+            detail = f"resource_spec names '{site}', which is not a site here"
+            raise ShoalError("RESOURCES_UNSATISFIABLE", detail)
+        problem = never_fits(declared[site], need) if site in declared else None
+        if problem:
+            raise ShoalError("RESOURCES_UNSATISFIABLE", f"resource_spec for {site} {problem}")
 
 
 def store_submission(

@@ -10,8 +10,10 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,7 +28,7 @@ from shoal.sandbox.confinement import Sandbox
 from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
-from shoal.site.policy import load_site_policy
+from shoal.site.policy import load_site_policy, load_site_resources
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.status import brief
@@ -69,6 +71,8 @@ class SiteAgent:
         self.workspace = workspace or kit_dir / "workspace"
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.policy: dict[str, Any] = load_site_policy(kit_dir)  # refuses to start on a bad one
+        self.exit_action: str | None = None  # "restart" or "shutdown" when the server asked for it
+        self.resources: dict[str, Any] = load_site_resources(kit_dir)  # the same
         # Training scripts must not reach the kit (the site's key), the workspace (other jobs)
         # or an admin's ~/.shoal; refused here where SHOAL_SANDBOX=required cannot be had.
         self.sandbox = Sandbox([kit_dir, self.workspace, Path(shoal_home())])
@@ -239,6 +243,7 @@ class SiteAgent:
                                 "version": __version__,
                                 # What the server schedules by; the site's data paths stay here.
                                 "policy": {k: v for k, v in self.policy.items() if k != "data_paths"},
+                                "resources": self.resources,
                                 "jobs": list(self.jobs),
                             }
                         )
@@ -256,6 +261,25 @@ class SiteAgent:
                                 "the server refused this agent's hello (see its log); retrying in a while"
                             )
                             backoff = BACKOFF_MAX
+                except aiohttp.ClientConnectorCertificateError as exc:
+                    # not a network blip: the server (or something posing as it) presents a
+                    # certificate this kit does not trust for the host it dials; said loudly,
+                    # and retried only because a server being re-provisioned looks the same
+                    log.error(
+                        "refusing the server at %s: %s; run 'shoal preflight --startup-kit %s'",
+                        self.base_url,
+                        exc.certificate_error,
+                        self.kit_dir,
+                    )
+                except aiohttp.WSServerHandshakeError as exc:
+                    if exc.status not in (401, 403):
+                        log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
+                    else:  # the server knows this certificate and says no: revoked or replaced
+                        log.error(
+                            "the server refuses this site's certificate (HTTP %s): it was revoked or "
+                            "replaced by a renewed kit; ask the project admin for the current kit",
+                            exc.status,
+                        )
                 except (aiohttp.ClientError, OSError) as exc:
                     log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
                 finally:
@@ -303,6 +327,9 @@ class SiteAgent:
                 job = self.jobs[job_id] = self.job_class(
                     self, job_id, str(msg["app"]), str(msg.get("study", "default"))
                 )
+                gpus = msg.get("gpus")
+                if isinstance(gpus, list):
+                    job.gpus = [str(g) for g in gpus]
                 loop.create_task(job.start())
         elif kind == "task":
             if job is not None:
@@ -314,6 +341,11 @@ class SiteAgent:
             answer = self._acks.get((job_id, str(msg.get("task_id", ""))))
             if answer is not None and not answer.done():
                 answer.set_result(bool(msg.get("ok")))
+        elif kind in ("restart", "shutdown"):
+            # only the server can say this: it arrives on the channel whose TLS verified it
+            log.warning("the server asks this agent to %s (%s)", kind, msg.get("reason", ""))
+            self.exit_action = kind
+            self.stop()
         elif kind in ("end", "abort"):
             if job is not None:
                 del self.jobs[job_id]
@@ -356,12 +388,18 @@ async def _task_not_open(resp: aiohttp.ClientResponse) -> None:
 def run_site(kit_dir: Path, workspace: Path | None = None) -> int:
     logconfig.setup()
 
-    async def main() -> None:
+    async def main() -> str | None:
         agent = SiteAgent(kit_dir, workspace)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
         await agent.run()
+        return agent.exit_action
 
-    asyncio.run(main())
+    if asyncio.run(main()) == "restart":
+        # the same command again, in this process (a service manager sees no exit): it reads
+        # its kit, policy and resources afresh, so a restart also applies edits to them
+        log.warning("restarting")
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "shoal", *sys.argv[1:]])
     return 0

@@ -54,6 +54,7 @@ class SiteJob:
         self.job_id = job_id
         self.app = app
         self.study = study
+        self.gpus: list[str] | None = None  # the GPU ids the server gave the job, if the site declares GPUs
         self.dir = agent.workspace / "jobs" / job_id
         self.proc: JobProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -138,6 +139,8 @@ class SiteJob:
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(custom),
         }
+        if self.gpus is not None:  # the site declares its GPUs: the script sees the ones it holds
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         # The script reads its job, its models and the site's declared data, writes only its
         # own folder, and may use the network unless the site's policy says allow_network: false.
         confinement = self.agent.sandbox.spec(

@@ -59,6 +59,33 @@ def check_site_policy(data: object, path: Path) -> dict[str, Any]:
     return dict(data)
 
 
+RESOURCES_FILE = Path("local") / "resources.json"
+RESOURCES_HINT = (
+    "Fix the site's local/resources.json: a JSON object with any of gpus (a list of GPU ids), cpus and "
+    "max_jobs (whole numbers >= 1) and memory_gib (a number), each what the site's jobs may use."
+)
+
+
+def load_site_resources(kit_dir: Path) -> dict[str, Any]:
+    """What the site's jobs may use, checked ({} when it declares nothing: no GPUs, no limits)."""
+    from shoal.wire.resources import ResourceError, check_declaration
+
+    path = kit_dir / RESOURCES_FILE
+    if not path.exists():
+        return {}
+    try:
+        return check_declaration(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        key = exc.key if isinstance(exc, ResourceError) else None
+        raise ShoalError(
+            "LOCAL_FILE_ERROR",
+            f"site resources {path}: {exc}",
+            hint=RESOURCES_HINT,
+            file=str(path),
+            key=key,
+        ) from exc
+
+
 def _bad(path: Path, problem: str, **details: Any) -> ShoalError:
     return ShoalError(
         "LOCAL_FILE_ERROR", f"site policy {path}: {problem}", hint=POLICY_HINT, file=str(path), **details

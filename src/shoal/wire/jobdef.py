@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shoal.errors import ShoalError
+from shoal.wire.resources import ResourceError, check_spec
 
 ALL_SITES = "@ALL"
 SERVER = "server"
@@ -286,8 +287,10 @@ def load_job_definition(root: Path) -> JobDefinition:
         raise _meta_invalid("'min_clients' must be an integer >= 1")
     deploy_map = _parse_deploy_map(meta.get("deploy_map"))
     resource_spec = meta.get("resource_spec", {})
-    if not isinstance(resource_spec, dict):
-        raise _meta_invalid("'resource_spec' must be an object")
+    try:
+        check_spec(resource_spec)
+    except ResourceError as exc:
+        raise _meta_invalid(str(exc)) from exc
     server_app, site_apps = _split_targets(deploy_map)
 
     for app in deploy_map:

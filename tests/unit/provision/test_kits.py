@@ -55,6 +55,9 @@ def test_layout_is_exactly_one_folder_per_participant(kits: Path) -> None:
         "server/startup/server.crt",
         "server/startup/server.key",
         "server/startup/rootCA.pem",
+        "server/startup/start.sh",
+        "server/startup/shoal-server.service",
+        "server/README.md",
         "server/local",
         "server/local/authorization.json",
         "site-1",
@@ -63,6 +66,9 @@ def test_layout_is_exactly_one_folder_per_participant(kits: Path) -> None:
         "site-1/startup/client.crt",
         "site-1/startup/client.key",
         "site-1/startup/rootCA.pem",
+        "site-1/startup/start.sh",
+        "site-1/startup/shoal-site.service",
+        "site-1/README.md",
         "site-1/local",
         "site-1/local/site_policy.json",
         "admin@example.com",
@@ -71,7 +77,8 @@ def test_layout_is_exactly_one_folder_per_participant(kits: Path) -> None:
         "admin@example.com/startup/client.crt",
         "admin@example.com/startup/client.key",
         "admin@example.com/startup/rootCA.pem",
-        "admin@example.com/local",
+        "admin@example.com/startup/start.sh",
+        "admin@example.com/README.md",
     }
 
 

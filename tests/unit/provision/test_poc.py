@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 import shoal.provision.poc as poc_module
+import shoal.provision.workspace as provision_workspace
 from shoal.api.config_file import config_path, load_config
 from shoal.api.kits import config_add, resolve_admin_kit
 from shoal.errors import ShoalError
@@ -78,9 +79,10 @@ def test_prepare_builds_the_workspace(ws: Path) -> None:
     out = prepare_poc(ws, n_sites=3)
     ws = ws.resolve()
     kits = ws / "kits"
-    assert sorted(p.name for p in ws.iterdir()) == ["ca", "kits", "logs", "poc.json"]
+    assert sorted(p.name for p in ws.iterdir()) == ["ca", "kits", "logs", "poc.json", "provision.json"]
     assert sorted(p.name for p in (ws / "ca").iterdir()) == ["rootCA.key", "rootCA.pem"]
-    assert sorted(p.name for p in kits.iterdir()) == [ADMIN, "server", "site-1", "site-2", "site-3"]
+    folders = [ADMIN, "server", "site-1", "site-2", "site-3"]
+    assert sorted(p.name for p in kits.iterdir()) == sorted([*folders, *(f"{f}.zip" for f in folders)])
     assert not list(kits.rglob("rootCA.key"))
 
     poc = load_poc(ws)
@@ -208,7 +210,7 @@ def test_a_failure_half_way_leaves_no_workspace(ws: Path, monkeypatch: pytest.Mo
     def boom(*args: Any, **kwargs: Any) -> Path:
         raise OSError("disk full")
 
-    monkeypatch.setattr(poc_module, "write_admin_kit", boom)
+    monkeypatch.setattr(provision_workspace, "write_admin_kit", boom)  # the POC provisions through it
     with pytest.raises(OSError):
         prepare_poc(ws)
     assert not ws.exists()

@@ -31,7 +31,12 @@ def test_admin_identity_has_name_org_kind_role_and_serial() -> None:
         )
     )
     assert who == Identity(
-        name="lead@example.org", org="example.org", kind="admin", role="lead", serial="1A2B"
+        name="lead@example.org",
+        org="example.org",
+        kind="admin",
+        role="lead",
+        serial="1A2B",
+        not_after=1826841600.0,  # the peercert's notAfter, for expiry warnings
     )
 
 

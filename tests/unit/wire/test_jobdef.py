@@ -60,7 +60,7 @@ def test_split_server_and_site_apps(tmp_path: Path) -> None:
         "name": "split job",
         "min_clients": 1,
         "deploy_map": {"srv": ["server"], "a": ["site-1", "site-2"], "b": ["site-3"]},
-        "resource_spec": {"site-1": {"gpu": 1}},
+        "resource_spec": {"site-1": {"num_gpus": 1}},
         "submit_token": "must-go",
         "extra": True,
     }
@@ -70,7 +70,7 @@ def test_split_server_and_site_apps(tmp_path: Path) -> None:
     job = load_job_definition(root)
     assert job.server_app == "srv"
     assert job.site_apps == {"a": ["site-1", "site-2"], "b": ["site-3"]}
-    assert job.resource_spec == {"site-1": {"gpu": 1}}
+    assert job.resource_spec == {"site-1": {"num_gpus": 1}}
     assert "submit_token" not in job.meta and job.meta["extra"] is True
 
 
