@@ -291,6 +291,8 @@ def _meta_text(meta: dict[str, Any]) -> str:
     fields.append(("Submitted:", meta.get("submit_time_iso", "")))
     if meta.get("start_time"):
         fields.append(("Started:", meta["start_time"]))
+    if meta.get("end_time"):
+        fields.append(("Ended:", meta["end_time"]))
     fields.append(("Duration:", meta.get("duration", "N/A")))
     fields.append(("Min clients:", meta.get("min_clients")))
     deploy = "; ".join(
@@ -301,9 +303,17 @@ def _meta_text(meta: dict[str, Any]) -> str:
     current = progress_info.get("current_round")
     if isinstance(current, int):
         fields.append(("Round:", f"{current + 1} of {progress_info.get('total_rounds')}"))
+    if progress_info.get("last_metrics"):
+        from shoal.cli.job_observe import of_round
+        from shoal.cli.output import number_text
+
+        values = " ".join(f"{k}={number_text(v)}" for k, v in progress_info["last_metrics"].items())
+        final = "final" if meta.get("end_time") else "latest"
+        fields.append(("Metrics:", f"{values} ({final}{of_round(progress_info.get('last_metrics_round'))})"))
     if meta.get("first_error"):
         err = meta["first_error"]
         fields.append(("First error:", f"[{err.get('site')}] {err.get('type')}: {err.get('message')}"))
+    fields += [("Notice:", text) for text in meta.get("notices") or []]
     return "\n".join(labelled(label, value) for label, value in fields)
 
 

@@ -193,23 +193,33 @@ def cmd_stats(args: argparse.Namespace) -> Result:
 
 
 def _stats_text(data: dict[str, Any]) -> str:
-    """The human view of ``job stats``; built only for text output (JSON prints the data)."""
+    """The human view of ``job stats``; built only for text output (JSON prints the data).
+    It says what the JSON says: the round as ``round`` (from 1), the metrics with the round
+    they belong to, and every site's metrics."""
     from shoal.cli.output import number_text
 
     lines = [f"job {data.get('job_id')} ({data.get('status')})"]
     server = data.get("server")
     if server:
-        rnd = server.get("current_round")
+        rnd = server.get("round")
         lines.append(
-            f"  server: round {rnd + 1 if isinstance(rnd, int) else '-'} of {server.get('total_rounds')}, "
+            f"  server: round {rnd if isinstance(rnd, int) else '-'} of {server.get('total_rounds')}, "
+            f"rounds done {server.get('rounds_done')}, "
             f"tasks sent {server.get('tasks_sent')}, results {server.get('results_received')}, "
             f"bytes out {server.get('bytes_to_sites')}, bytes in {server.get('bytes_from_sites')}"
         )
         if server.get("last_metrics"):
-            metrics = server["last_metrics"].items()
-            lines.append("  metrics: " + " ".join(f"{k}={number_text(v)}" for k, v in metrics))
+            metrics = " ".join(f"{k}={number_text(v)}" for k, v in server["last_metrics"].items())
+            lines.append(f"  metrics{of_round(server.get('last_metrics_round'))}: {metrics}")
     for site, info in (data.get("sites") or {}).items():
         lines.append(
             f"  {site}: {info.get('status')} tasks {info.get('tasks', 0)} results {info.get('results', 0)}"
         )
+        if info.get("metrics"):
+            lines.append("    " + " ".join(f"{k}={number_text(v)}" for k, v in info["metrics"].items()))
     return "\n".join(lines)
+
+
+def of_round(last_round: Any) -> str:
+    """The words " of round N" for metrics of round N (sent counted from 0), or nothing."""
+    return f" of round {last_round + 1}" if isinstance(last_round, int) else ""

@@ -38,11 +38,14 @@ async def job_events(request: web.Request) -> web.Response:
 async def job_stats(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     job = ctx.job_in_study(request)
-    run = ctx.scheduler.runs.get(job.job_id)
+    # A finished job shows its final figures while the server keeps them (its last
+    # FINISHED_KEPT jobs since it started), as meta does: the same numbers, not an error.
+    run = ctx.scheduler.run_of(job.job_id)
     if run is None:
+        kept = "it has not started" if job.start_time is None else "its figures are no longer kept"
         raise ShoalError(
             "JOB_NOT_RUNNING",
-            f"stats exist only while a job runs; it is {job.status.value}",
+            f"{kept}; it is {job.status.value} (its metrics: 'shoal job download {job.job_id}')",
             job_id=str(job.job_id),
         )
     site = request.query.get("site", "all")

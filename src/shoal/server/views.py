@@ -66,8 +66,10 @@ def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
     if run is not None:
         out["progress"] = {
             "current_round": run.progress.current_round,
+            "round": run.progress.round,
             "total_rounds": run.progress.total_rounds,
             "last_metrics": run.progress.last_metrics,
+            "last_metrics_round": run.progress.last_metrics_round,
             "sites": dict(run.progress.site_status),
             "stats": run.progress.as_stats(),
         }

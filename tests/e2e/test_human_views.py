@@ -1,0 +1,95 @@
+"""What a person sees of a job (issue 16): monitor, stats and meta text, a diverged loss.
+
+Every test drives the real CLI against the session's real federation."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import Federation
+from tests.e2e.jobs import round_loss_job
+from tests.e2e.test_job_family import submit
+
+pytestmark = pytest.mark.e2e
+
+HELLO = EXAMPLES / "hello-numpy"
+
+
+def test_a_diverging_loss_is_a_notice_in_meta_monitor_and_stats(
+    federation: Federation, tmp_path: Path
+) -> None:
+    job_id = submit(federation, round_loss_job(tmp_path / "boom", "10.0 ** (4 * r)"))
+    proc = federation.cli.run("job", "monitor", job_id, "--format", "jsonl", "--timeout", "120")
+    assert proc.returncode == 0, proc.stderr  # every round ran: the job finished, and says so
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    notices = events[-1]["notices"]
+    assert len(notices) == 1 and notices[0].startswith(
+        "diverged: the global loss grew from 1 to 10000 by round 2"
+    )
+    code, doc = federation.cli.json("job", "meta", job_id)
+    assert code == 0 and doc["data"]["notices"] == notices
+    human = federation.cli.run("job", "meta", job_id)
+    assert f"Notice:      {notices[0]}" in human.stdout
+    again = federation.cli.run("job", "monitor", job_id)
+    assert again.returncode == 0 and f"Notice: {notices[0]}" in again.stdout
+
+
+def test_a_converging_job_has_no_notice(federation: Federation) -> None:
+    job_id = submit(federation, HELLO)
+    code, doc = federation.cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0
+    code, doc = federation.cli.json("job", "meta", job_id)
+    assert "notices" not in doc["data"], doc["data"]
+
+
+def test_monitor_prints_a_line_per_change_with_the_round_of_its_loss(
+    federation: Federation, tmp_path: Path
+) -> None:
+    # The loss a site reports in round r (from 0) is r + 1: a label is right when it matches.
+    job_id = submit(federation, round_loss_job(tmp_path / "count", "r + 1", rounds=6, delay=0.2))
+    proc = federation.cli.run("job", "monitor", job_id, "--timeout", "120")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"job {job_id} ")]
+    said = [line.split(" [elapsed")[0] for line in lines]
+    assert len(said) == len(set(said)), lines  # nothing printed twice
+    labelled = [re.search(r"round (\d+)/6 loss=(\d+) \(round (\d+)\)", line) for line in lines]
+    pairs = [(int(m[1]), int(m[2]), int(m[3])) for m in labelled if m]
+    assert pairs, lines
+    for under_way, loss, of_round in pairs:
+        assert loss == of_round and of_round in (under_way - 1, under_way), lines
+    assert any("left]" in line for line in lines), lines  # time left once a round has ended
+    assert "Rounds: 6 of 6" in proc.stdout and "loss=6 (round 6)" in proc.stdout
+
+
+def test_monitor_metric_needs_no_stats_target(federation: Federation, tmp_path: Path) -> None:
+    from tests.e2e.jobs import slow_job
+
+    job_id = submit(federation, slow_job(tmp_path / "slow", rounds=8, delay=0.2))
+    proc = federation.cli.run("job", "monitor", job_id, "--metric", "step_loss", "--timeout", "120")
+    assert proc.returncode == 0, proc.stderr
+    assert "site-1.step_loss=0.5" in proc.stderr, proc.stderr
+
+
+def test_stats_of_a_finished_job_are_its_final_figures_in_text_and_json(federation: Federation) -> None:
+    job_id = submit(federation, HELLO)
+    code, _ = federation.cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0
+    code, doc = federation.cli.json("job", "stats", job_id)
+    assert code == 0, doc
+    server = doc["data"]["server"]
+    assert server["round"] == 5 and server["current_round"] == 4 and server["rounds_done"] == 5
+    assert server["last_metrics_round"] == 4 and server["last_metrics"]["loss"] < 1
+    code, meta = federation.cli.json("job", "meta", job_id)
+    assert meta["data"]["progress"]["last_metrics"] == server["last_metrics"]
+    text = federation.cli.run("job", "stats", job_id).stdout
+    assert "round 5 of 5, rounds done 5" in text and "metrics of round 5: loss=" in text
+    site_loss = doc["data"]["sites"]["site-1"]["metrics"]["loss"]
+    assert f"loss={site_loss:.6g}" in text.split("site-1:")[1]  # per-site metrics, as in JSON
+    meta_text = federation.cli.run("job", "meta", job_id).stdout
+    assert f"Ended:       {meta['data']['end_time']}" in meta_text
+    assert re.search(r"^Metrics: +loss=\S+ \(final of round 5\)$", meta_text, re.M), meta_text
