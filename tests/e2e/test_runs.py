@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +49,6 @@ def app(tmp_path: Path, federation: Federation, slow: bool = False) -> Path:
 
 
 def shoal(fed: Federation, cwd: Path, *args: str | Path) -> tuple[int, dict[str, object], str]:
-    import sys
 
     proc = subprocess.run(
         [sys.executable, "-m", "shoal", *map(str, args), "--format", "json"],
@@ -201,3 +201,116 @@ def test_new_refuses_what_is_not_a_project_name(tmp_path: Path, federation: Fede
     code, doc, _ = shoal(federation, tmp_path, "new", "--", name)
     assert code == 4 and doc["success"] is False and "not a project name" in str(doc["error-message"]), doc
     assert list(tmp_path.iterdir()) == []
+
+
+def _runs(federation: Federation) -> int:
+    code, doc = federation.cli.json("job", "list")
+    assert code == 0, doc
+    return len(doc["data"])
+
+
+def test_run_config_takes_flowers_forms(federation: Federation, tmp_path: Path) -> None:
+    """Flower's documented forms: several space-separated pairs in one argument, -c, a .toml
+    file. The space-separated form became one key holding "2 min-clients=2": success, then
+    a run that failed."""
+    root = app(tmp_path, federation)
+    code, doc, stderr = shoal(federation, root, "run", "-c", "num-rounds=2 min-clients=2", "--stream")
+    assert code == 0 and doc["status"] == "finished:completed", (doc, stderr)
+    assert "round 2/2" in stderr and "round 3/" not in stderr
+    settings = tmp_path / "settings.toml"
+    settings.write_text("num-rounds = 1\n")
+    code, doc, stderr = shoal(federation, root, "run", "--run-config", settings, "--stream")
+    assert code == 0 and "round 1/1" in stderr and "round 2/" not in stderr, (doc, stderr)
+    # a quoted TOML string may hold spaces: one value, checked as the key's setting
+    code, doc, _ = shoal(federation, root, "run", "-c", "num-rounds=1 min-clients='two sites'")
+    assert code == 4 and "got a string ('two sites')" in doc["error-message"], doc
+
+
+@pytest.mark.parametrize(
+    "config", ["num-rounds", "num-rounds=2 oops", "num-rounds=2 min-clients", "=2", "missing.toml"]
+)
+def test_a_run_config_that_is_not_pairs_is_refused_before_anything_is_sent(
+    federation: Federation, tmp_path: Path, config: str
+) -> None:
+    root = app(tmp_path, federation)
+    before = _runs(federation)
+    code, doc, _ = shoal(federation, root, "run", "-c", config)
+    assert code == 4 and doc["success"] is False and "--run-config" in doc["error-message"], doc
+    assert _runs(federation) == before
+
+
+def test_format_default_and_upper_case_json(federation: Federation, tmp_path: Path) -> None:
+    """Flower calls the human view --format default, and reads JSON in any case."""
+    root = app(tmp_path, federation)
+    env = federation.cli.env()
+    for fmt in ("default", "DEFAULT"):
+        human = subprocess.run(
+            [sys.executable, "-m", "shoal", "ls", "--format", fmt],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert human.returncode == 0 and "Run ID" in human.stdout, human.stderr
+    for fmt in ("JSON", "Json"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", "ls", "--format", fmt],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 0 and json.loads(proc.stdout)["success"] is True, proc.stderr
+    code, doc = federation.cli.json("job", "list")  # the job surface takes the same names
+    proc = federation.cli.run("job", "list", "--format", "JSON")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "ok"
+
+
+def test_a_streamed_run_that_fails_keeps_its_id_and_status(federation: Federation, tmp_path: Path) -> None:
+    """The command worked but the run failed: the one document has the run id and its final
+    status, so a script can tell it from a command that failed (no run-id)."""
+    root = app(tmp_path, federation)
+    (root / "client.py").write_text("raise RuntimeError('no data here')\n")
+    code, doc, stderr = shoal(federation, root, "run", "--stream")
+    assert code == 1 and doc["success"] is False, (doc, stderr)
+    assert isinstance(doc["run-id"], int) and doc["status"] == "finished:failed", doc
+    assert "no data here" in doc["status-details"] and doc["fab-id"] == "local/quickstart-app"
+    code, listed, _ = shoal(federation, root, "ls", "--run-id", str(doc["run-id"]))
+    assert code == 0 and listed["runs"][0]["status"] == "finished:failed"
+    code, doc, _ = shoal(federation, root, "run", ".", "missing")  # the command failed: no run
+    assert code == 1 and "run-id" not in doc
+
+
+def test_a_streamed_run_that_is_stopped_keeps_its_id_and_status(
+    federation: Federation, tmp_path: Path
+) -> None:
+    root = app(tmp_path, federation, slow=True)
+    streamed = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "run", "-c", "num-rounds=100000", "--stream", "--format", "json"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=federation.cli.env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            code, doc, _ = shoal(federation, root, "ls")
+            running = [
+                r for r in doc["runs"] if r["status"] == "running" and r["fab-id"] == "local/quickstart-app"
+            ]
+            if running:
+                break
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
+        code, _, _ = shoal(federation, root, "stop", str(running[-1]["run-id"]))
+        assert code == 0
+        out, err = streamed.communicate(timeout=60)
+    finally:
+        streamed.kill()
+    doc = json.loads(out)
+    assert streamed.returncode == 1 and doc["success"] is False, (doc, err)
+    assert doc["run-id"] == running[-1]["run-id"] and doc["status"] == "finished:stopped"

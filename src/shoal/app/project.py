@@ -234,21 +234,66 @@ def _is_json(value: Any) -> bool:
     return False
 
 
-def parse_run_config(pairs: list[str]) -> dict[str, Any]:
-    """``K=V`` overrides; V is read as a TOML value when it is one (numbers, booleans, quoted).
+#: One ``KEY=VALUE`` of a ``--run-config`` argument: the value a quoted TOML string (which may
+#: hold spaces) or a run of non-space characters, as Flower splits its ``-c`` arguments.
+_PAIR = re.compile(r"""([^\s=]+)=('[^']*'|"[^"]*"|\S+)""")
 
-    Each is checked like the project's own settings; a bad one is INVALID_ARGS naming it."""
+
+def parse_run_config(args: list[str]) -> dict[str, Any]:
+    """The overrides of ``--run-config``/``-c``, in Flower's forms: each argument is a ``.toml``
+    file (its keys, nested tables joined with dots) or one or more space-separated ``K=V``.
+    V is read as a TOML value when it is one (numbers, booleans, quoted strings), else as the
+    plain string. A word that is not ``K=V`` is refused, as is every bad value: INVALID_ARGS
+    naming it, before anything is built or sent."""
     out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ShoalError("INVALID_ARGS", f"--run-config takes KEY=VALUE, got {pair!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        if problem := config_problem(key, value):
-            raise ShoalError("INVALID_ARGS", f"--run-config {problem}")
-        out[key] = value
+    for arg in args:
+        pairs = _config_file(arg) if arg.endswith(".toml") else _config_pairs(arg)
+        for key, value in pairs.items():
+            if problem := config_problem(key, value):
+                raise ShoalError("INVALID_ARGS", f"--run-config {problem}")
+            out[key] = value
     return out
+
+
+def _config_pairs(arg: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    at = 0
+    for match in _PAIR.finditer(arg):
+        if arg[at : match.start()].strip():
+            break
+        key, raw = match.group(1), match.group(2)
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+        at = match.end()
+    stray = arg[at:].split()
+    if stray or not out:
+        word = stray[0] if stray else arg
+        raise ShoalError(
+            "INVALID_ARGS",
+            f"--run-config takes KEY=VALUE pairs (space-separated) or a .toml file; {word!r} is neither",
+        )
+    return out
+
+
+def _config_file(arg: str) -> dict[str, Any]:
+    """A ``.toml`` file of settings; nested tables become dotted keys, as Flower flattens them."""
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise ShoalError("INVALID_ARGS", f"--run-config {arg!r}: no such .toml file")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ShoalError("INVALID_ARGS", f"--run-config {arg!r} is not valid TOML: {exc}") from exc
+
+    def flat(table: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return flat(doc, "")

@@ -72,8 +72,14 @@ class Parser(argparse.ArgumentParser):
         raise ArgumentsRejected(self, message)
 
 
+#: Other names of the formats: Flower's ``--format default`` is the human view (seed 003), and
+#: names are read case-insensitively, as Flower reads them (``--format JSON``).
+FORMAT_ALIASES = {"default": "txt"}
+
+
 def hoist_format(argv: list[str]) -> tuple[str, list[str]]:
-    """``--format X`` may stand anywhere after the command; take it out before parsing."""
+    """``--format X`` may stand anywhere after the command; take it out before parsing. The
+    name comes back in its canonical form (``JSON`` is ``json``, ``default`` is ``txt``)."""
     fmt = "txt"
     rest: list[str] = []
     i = 0
@@ -88,7 +94,8 @@ def hoist_format(argv: list[str]) -> tuple[str, list[str]]:
         else:
             rest.append(arg)
         i += 1
-    return fmt, rest
+    fmt = fmt.lower()
+    return FORMAT_ALIASES.get(fmt, fmt), rest
 
 
 # Top-level command -> module that registers it. Only the family a command line names is
@@ -122,7 +129,9 @@ def build_parser(argv: list[str] | None = None) -> Parser:
 
     parser = Parser(prog="shoal", description="Federated learning jobs: server, sites and admin CLI.")
     parser.add_argument("-V", "--version", action="version", version=f"shoal {__version__}")
-    parser.add_argument("--format", choices=FORMATS, default="txt", help="output: txt (default), json, jsonl")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="txt", help="output: txt (default; also 'default'), json, jsonl"
+    )
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     first = next((w for w in argv or [] if not w.startswith("-")), None)
     modules = [FAMILIES[first]] if first in FAMILIES else list(dict.fromkeys(FAMILIES.values()))
@@ -220,11 +229,10 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _unknown_format(fmt: str) -> ShoalError:
-    hint = f"Use --format {fmt.lower()}: formats are lower case." if fmt.lower() in FORMATS else None
     return ShoalError(
         "INVALID_ARGS",
         f"--format {fmt!r} is not one of {', '.join(FORMATS)}",
-        hint=hint or f"Use --format {', '.join(FORMATS[:-1])} or {FORMATS[-1]}.",
+        hint=f"Use --format {', '.join(FORMATS[:-1])} or {FORMATS[-1]} ('default' is txt).",
     )
 
 

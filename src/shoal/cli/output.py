@@ -130,7 +130,10 @@ def render_error(err: ShoalError, fmt: str, usage: str | None = None, surface: s
     """Errors exit non-zero on both surfaces; the run surface keeps its own JSON shape."""
     if fmt == "json" and surface == "run":
         message = err.message + (f"\n{err.hint}" if err.hint else "")
-        write_json({"success": False, "error-message": message})
+        doc: dict[str, Any] = {"success": False, "error-message": message}
+        if isinstance(err.data, dict) and "run-id" in err.data:
+            doc.update(err.data)  # the run started: its id and status, whatever failed after
+        write_json(doc)
     elif fmt in ("json", "jsonl"):
         write_json(error_envelope(err))
     else:

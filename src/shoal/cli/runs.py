@@ -25,7 +25,14 @@ def register(groups: Any) -> None:
     p = groups.add_parser("run", help="build an app project's bundle and start a run of it")
     p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
     p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
-    p.add_argument("--run-config", action="append", default=[], metavar="K=V", help="override an app setting")
+    p.add_argument(
+        "-c",
+        "--run-config",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="override app settings: 'K=V K2=V2' (TOML values) or a .toml file; repeatable",
+    )
     p.add_argument(
         "--stream", action="store_true", help="follow the run until it ends; exit with its outcome"
     )
@@ -123,21 +130,40 @@ def cmd_run(args: argparse.Namespace) -> Result:
     if args.format != "json":
         write_human(human)
         sys.stdout.flush()
-    status = _follow(client, str(run_id), federation.study)
+    # From here the run exists: whatever ends the command (the run failing, a lost connection,
+    # Ctrl-C), its JSON still carries run-id and the run's last known status, so a script can
+    # tell "the run failed" (status finished:*) from "the command failed" (no run-id).
+    last = {"status": "PENDING"}
+    try:
+        status = _follow(client, str(run_id), federation.study, last)
+    except ShoalError as err:
+        err.data = {**data, "status": _run_status(last["status"]), **(err.data or {})}
+        raise
+    except KeyboardInterrupt:
+        raise ShoalError(
+            "INTERRUPTED", data={**data, "status": _run_status(last["status"])}
+        ) from None
     data["status"] = _run_status(status)
     if status != "FINISHED_OK":
         raise ShoalError(
-            "JOB_FAILED", f"run {run_id} ended {_run_status(status)}", job_id=str(run_id), status=status
+            "JOB_FAILED",
+            f"run {run_id} ended {_run_status(status)}",
+            data={**data, "status-details": last.get("reason", "")},
+            job_id=str(run_id),
+            status=status,
         )
     return Result(data, human=f"✅ Run {run_id} {_run_status(status)}")
 
 
-def _follow(client: Any, job_id: str, study: str) -> str:
-    """Print each change of the run (status, round, metrics) to stderr until it ends."""
+def _follow(client: Any, job_id: str, study: str, last: dict[str, str]) -> str:
+    """Print each change of the run (status, round, metrics) to stderr until it ends; ``last``
+    holds its latest status and reason for the caller, should the following be cut short."""
     version = -1
     while True:
         answer = client.job_events(job_id, study, version, 25.0)
         version, meta = answer["version"], answer["job"]
+        last["status"] = str(meta["status"])
+        last["reason"] = str(meta.get("status_reason") or "")
         prog = meta.get("progress") or {}
         metrics = " ".join(f"{k}={number_text(v)}" for k, v in (prog.get("last_metrics") or {}).items())
         rnd = prog.get("current_round")
