@@ -186,7 +186,8 @@ CATALOGUE: dict[str, ErrorSpec] = {
         1,
         404,
         "Job logs are not available for site '{site}'.",
-        'Logs reach the server when the job streams them (meta.json "log_streaming": true) or when it ends.',
+        'Site logs reach the server while the job runs (unless its meta.json says "log_streaming": false '
+        "or the site's policy refuses) and when it ends.",
     ),
     "LOG_CONFIG_INVALID": ErrorSpec(
         4,

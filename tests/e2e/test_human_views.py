@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,48 @@ def test_stats_of_a_finished_job_are_its_final_figures_in_text_and_json(federati
     meta_text = federation.cli.run("job", "meta", job_id).stdout
     assert f"Ended:       {meta['data']['end_time']}" in meta_text
     assert re.search(r"^Metrics: +loss=\S+ \(final of round 5\)$", meta_text, re.M), meta_text
+
+
+def test_logs_of_a_running_job_stream_by_default_with_times(federation: Federation, tmp_path: Path) -> None:
+    """No example set log_streaming, so 'job logs --site site-1' of a running job was
+    LOG_NOT_FOUND although the README says logs stream."""
+    from tests.e2e.jobs import slow_job
+    from tests.e2e.test_job_family import wait_for_round
+
+    job_id = submit(federation, slow_job(tmp_path / "slow", rounds=2000, delay=0.05))
+    try:
+        wait_for_round(federation, job_id)
+        deadline = time.monotonic() + 20
+        while True:
+            proc = federation.cli.run("job", "logs", job_id, "--site", "site-1")
+            assert proc.returncode == 0, proc.stderr
+            if "working on round" in proc.stdout:
+                break
+            assert time.monotonic() < deadline, proc.stdout
+            time.sleep(0.2)
+        line = next(x for x in proc.stdout.splitlines() if "working on round" in x)
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 - working on round", line), line
+        wrong = federation.cli.run("job", "logs", job_id, "--site", "site-7")
+        assert wrong.returncode == 1 and "its sites: site-1, site-2" in wrong.stderr, wrong.stderr
+    finally:
+        federation.cli.json("job", "abort", job_id, "--force")
+
+
+def test_logs_follow_prints_lines_as_they_come_until_the_job_ends(
+    federation: Federation, tmp_path: Path
+) -> None:
+    from tests.e2e.jobs import slow_job
+
+    job_id = submit(federation, slow_job(tmp_path / "slow", rounds=15, delay=0.2))
+    proc = federation.cli.run("job", "logs", job_id, "--site", "all", "--follow", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for r in range(15):
+        assert sum(1 for x in lines if x.startswith("site-1 | ") and x.endswith(f"working on round {r}")) == 1
+    assert any(x.startswith("server | ") and "round 14 done" in x for x in lines), lines[-5:]
+    code, doc = federation.cli.json("job", "meta", job_id)
+    assert doc["data"]["status"] == "FINISHED_OK"
+    stamped = federation.cli.run("job", "logs", job_id, "--site", "site-2", "--timestamps")
+    assert re.search(r"\+00:00 - working on round 14$", stamped.stdout, re.M), stamped.stdout
+    refused = federation.cli.run("job", "logs", job_id, "--follow", "--format", "json")
+    assert refused.returncode == 4 and json.loads(refused.stdout)["error_code"] == "INVALID_ARGS"

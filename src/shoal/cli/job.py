@@ -423,6 +423,12 @@ def _logs(p: Any) -> None:
     p.add_argument(
         "--max-bytes", type=non_negative_int, default=None, help="at most the last N bytes per site"
     )
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="print new lines as they arrive until the job ends"
+    )
+    p.add_argument(
+        "-t", "--timestamps", action="store_true", help="each line with the time it was logged (UTC)"
+    )
     p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_logs"))
 
 

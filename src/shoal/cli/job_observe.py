@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from datetime import UTC, datetime
 
 from shoal.cli.output import Result, progress
@@ -81,21 +82,28 @@ def cmd_logs(args: argparse.Namespace) -> Result:
     from shoal.cli.main import connect
 
     client = connect(args)
-    # JSON output prefers the structured log.json, people the plain log.txt; each site falls
-    # back to the other file when its preferred one was not stored.
-    preferred, other = ("log.json", "log.txt") if args.format == "json" else ("log.txt", "log.json")
+    if args.follow:
+        return _follow_logs(client, args)
+    # JSON output prefers the structured log.json, people the plain log.txt (as printed; with
+    # --timestamps the records, each line with its time); each site falls back to the other
+    # file when its preferred one was not stored (a running job's sites stream their records).
+    records_first = args.format == "json" or args.timestamps
+    preferred, other = ("log.json", "log.txt") if records_first else ("log.txt", "log.json")
     answer = client.job_logs(args.job_id, args.study, args.site, preferred)
     fallback: set[str] = set()
     if answer.get("unavailable"):
         second = client.job_logs(args.job_id, args.study, args.site, other)
         for site in list(answer["unavailable"]):
             if site in second["logs"]:
-                text = second["logs"][site]
-                answer["logs"][site] = text if args.format == "json" else _records_as_text(text)
+                answer["logs"][site] = second["logs"][site]
                 answer.setdefault("capped", {})[site] = second.get("capped", {}).get(site, False)
                 del answer["unavailable"][site]
                 fallback.add(site)
     files = {site: other if site in fallback else preferred for site in answer["logs"]}
+    if args.format != "json":  # people read records as lines: time - message
+        for site, file_name in files.items():
+            if file_name == "log.json":
+                answer["logs"][site] = _records_as_text(answer["logs"][site])
     explicit = args.tail is not None or args.since is not None or args.max_bytes is not None
     tail = args.tail if explicit else DEFAULT_TAIL
     logs: dict[str, str] = {}
@@ -157,6 +165,41 @@ def logs_by_site(logs: dict[str, str]) -> str:
         own = text.rstrip("\n").split("\n") if text.strip() else ["(no log content)"]
         lines += [f"{site:<{width}} | {line}" for line in own]
     return "\n".join(lines)
+
+
+FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed job's logs
+
+
+def _follow_logs(client: Any, args: argparse.Namespace) -> Result:
+    """``job logs --follow``: print each new line (with its time) as it reaches the server,
+    until the job ends; then what the sites uploaded at their end, and exit 0. Human text only:
+    a script that wants records reads ``--format json`` once the job has ended."""
+    import time
+
+    from shoal.cli.output import write_human
+    from shoal.wire.status import JobStatus
+
+    if args.format != "txt":
+        raise ShoalError("INVALID_ARGS", "--follow prints text as it comes; use it without --format json")
+    printed: dict[str, int] = {}  # site -> characters of its rendered log printed so far
+    while True:
+        status = client.get_job(args.job_id, args.study)["status"]
+        ended = JobStatus(status).terminal
+        answer = client.job_logs(args.job_id, args.study, args.site, "log.json")
+        names = [*answer["logs"], *(answer.get("unavailable") or {})]
+        width = max(map(len, names)) if len(names) > 1 else 0  # several: lines carry their site
+        for site, text in answer["logs"].items():
+            rendered = _records_as_text(text)
+            fresh = rendered[printed.get(site, 0) :]
+            printed[site] = len(rendered)
+            if fresh and width:
+                fresh = "".join(f"{site:<{width}} | {line}" for line in fresh.splitlines(keepends=True))
+            if fresh:  # escaped as all human text is (shoal.cli.output.write_human)
+                write_human(fresh)
+                sys.stdout.flush()
+        if ended:
+            return Result({"job_id": args.job_id, "status": status}, human=None)
+        time.sleep(FOLLOW_INTERVAL)
 
 
 def _records_as_text(text: str) -> str:

@@ -140,9 +140,7 @@ def cmd_run(args: argparse.Namespace) -> Result:
         err.data = {**data, "status": _run_status(last["status"]), **(err.data or {})}
         raise
     except KeyboardInterrupt:
-        raise ShoalError(
-            "INTERRUPTED", data={**data, "status": _run_status(last["status"])}
-        ) from None
+        raise ShoalError("INTERRUPTED", data={**data, "status": _run_status(last["status"])}) from None
     data["status"] = _run_status(status)
     if status != "FINISHED_OK":
         raise ShoalError(

@@ -49,7 +49,7 @@ class Recipe:
     custom_files: list[str] = knob([], "more files or folders beside job.py that the script needs")
     round_timeout: float = knob(0.0, "per-round deadline in seconds (0: none)")
     min_responses: int | None = knob(None, "results that close a round, k of n (default: min_clients)")
-    log_streaming: bool = knob(False, "stream site logs to the server while the job runs")
+    log_streaming: bool = knob(True, "stream site logs to the server while the job runs")
     source_dir: Path | None = field(default=None, repr=False, metadata={"help": ""})
 
     def __post_init__(self) -> None:
@@ -96,8 +96,8 @@ class Recipe:
             "deploy_map": {"app": ["server", *self.sites] if self.sites else ["@ALL"]},
             "resource_spec": {},
         }
-        if self.log_streaming:
-            meta["log_streaming"] = True
+        if not self.log_streaming:  # streaming is the default (decisions/0016)
+            meta["log_streaming"] = False
         return meta
 
     # --- what users call --------------------------------------------------------------------

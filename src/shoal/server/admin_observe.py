@@ -110,7 +110,16 @@ async def job_logs(request: web.Request) -> web.Response:
         logs[name], capped[name] = _tail(path.read_bytes())
     if target not in ("server", "all") and target in unavailable:
         stored = [f for f in ("log.txt", "log.json") if paths.site_log(target).with_name(f).is_file()]
-        if not stored:
+        if target not in deploy_sites:  # a typo, or a site of another job: say which there are
+            raise ShoalError(
+                "LOG_NOT_FOUND",
+                f"it has no part in job {job.job_id}; its sites: {', '.join(deploy_sites) or 'none yet'}",
+                site=target,
+            )
+        if not stored and run is not None and not job.status.terminal:
+            logs[target], capped[target] = "", False  # a site of the running job, silent so far
+            del unavailable[target]
+        elif not stored:
             raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
     return json_response(
         {"job_id": str(job.job_id), "logs": logs, "capped": capped, "unavailable": unavailable}
