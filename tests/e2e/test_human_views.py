@@ -139,3 +139,25 @@ def test_logs_follow_prints_lines_as_they_come_until_the_job_ends(
     assert re.search(r"\+00:00 - working on round 14$", stamped.stdout, re.M), stamped.stdout
     refused = federation.cli.run("job", "logs", job_id, "--follow", "--format", "json")
     assert refused.returncode == 4 and json.loads(refused.stdout)["error_code"] == "INVALID_ARGS"
+
+
+@pytest.mark.parametrize("columns", ["200", "80"])
+def test_tables_never_break_an_id_and_look_alike(federation: Federation, columns: str) -> None:
+    """'shoal ls' folded at a fixed 120 columns: a run id over two lines, 'finished:comple' /
+    'ted'; 'job list' showed microseconds. Both are the one plain table now."""
+    job_id = submit(federation, HELLO)
+    federation.cli.json("job", "wait", job_id, "--timeout", "120")
+    env = {**federation.cli.env(), "COLUMNS": columns}
+    ls = federation.cli.run("ls", env=env)
+    jobs = federation.cli.run("job", "list", env=env)
+    assert ls.returncode == 0 and jobs.returncode == 0, ls.stderr + jobs.stderr
+    (run_line,) = [line for line in ls.stdout.splitlines() if job_id in line]
+    assert run_line.split()[0] == job_id and "finished:completed" in run_line.split()
+    (job_line,) = [line for line in jobs.stdout.splitlines() if job_id in line]
+    assert re.search(r" FINISHED_OK +\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ +\d\d:\d\d:\d\d ", job_line), job_line
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", run_line)
+    for out in (ls.stdout, jobs.stdout):
+        header, dashes = out.splitlines()[:2]
+        assert header.split()[0] in ("RUN", "JOB") and set(dashes) <= {"-", " "}
+        if columns == "200":
+            assert max(len(line) for line in out.splitlines()) <= 200 and "…" not in out

@@ -252,7 +252,7 @@ def test_format_default_and_upper_case_json(federation: Federation, tmp_path: Pa
             env=env,
             timeout=60,
         )
-        assert human.returncode == 0 and "Run ID" in human.stdout, human.stderr
+        assert human.returncode == 0 and "RUN ID" in human.stdout, human.stderr
     for fmt in ("JSON", "Json"):
         proc = subprocess.run(
             [sys.executable, "-m", "shoal", "ls", "--format", fmt],

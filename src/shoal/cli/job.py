@@ -255,15 +255,31 @@ def cmd_list(args: argparse.Namespace) -> Result:
         max_results=args.max_results,
         submit_token=args.submit_token,
     )
+    return Result(jobs, human=lambda: _list_text(jobs))
+
+
+def _list_text(jobs: list[dict[str, Any]]) -> str:
+    """The jobs as the CLI's one table (as ``shoal ls`` shows runs): times to the second in
+    UTC, durations as HH:MM:SS; ids and statuses are never cut, names are when space is short."""
+    from shoal.cli.output import clock, utc_stamp
+
+    rows = [
+        {
+            **job,
+            "submitted": utc_stamp(job.get("submit_time")),
+            "elapsed": clock(job["duration_s"]) if job.get("duration_s") is not None else "N/A",
+        }
+        for job in jobs
+    ]
     columns = [
         ("job_id", "JOB ID"),
         ("job_name", "NAME"),
         ("status", "STATUS"),
-        ("submit_time", "SUBMITTED"),
-        ("duration", "DURATION"),
+        ("submitted", "SUBMITTED"),
+        ("elapsed", "DURATION"),
         ("study", "STUDY"),
     ]
-    return Result(jobs, human=lambda: table(jobs, columns))
+    return table(rows, columns, fit=("job_name", "study"))
 
 
 def cmd_meta(args: argparse.Namespace) -> Result:

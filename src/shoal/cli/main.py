@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from shoal import __version__
-from shoal.cli.output import Result, emit_event, error_event, render_error, render_result
+from shoal.cli.output import Result, emit_event, error_event, render_error, render_result, terminal_columns
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -47,18 +47,6 @@ class HelpFormatter(argparse.HelpFormatter):
         if width is None:
             width = terminal_columns() - 2  # what argparse does with shutil's answer
         super().__init__(prog, indent_increment, max_help_position, width)
-
-
-def terminal_columns() -> int:
-    """$COLUMNS, else the terminal's width, else 80 (shutil.get_terminal_size's rules)."""
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):
-        return 80
 
 
 class Parser(argparse.ArgumentParser):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shoal.cli.output import Result, number_text, progress, write_human
+from shoal.cli.output import Result, clock, number_text, progress, table, utc_stamp, write_human
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -180,25 +180,6 @@ def _run_status(status: str) -> str:
         return status.lower()
 
 
-def _stamp(iso: str) -> str:
-    from datetime import UTC, datetime  # only for rows, not on every ls
-
-    if not iso:
-        return "N/A"
-    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _elapsed(row: dict[str, Any]) -> str:
-    from datetime import UTC, datetime
-
-    if not row.get("start_time"):
-        return "00:00:00"
-    start = datetime.fromisoformat(row["start_time"])
-    end = datetime.fromisoformat(row["end_time"]) if row.get("end_time") else datetime.now(UTC)
-    seconds = max(0, int((end - start).total_seconds()))
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def run_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job-list row as a run; plain ``job submit`` jobs get fab-* values from the job itself
     (fab-id ``job/<name>``, version 0.0.0, the stored archive's hash)."""
@@ -210,10 +191,10 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
         "fab-version": fab.get("version", "0.0.0"),
         "fab-hash": fab.get("hash", str(row.get("content_sha256", ""))[:8]),
         "status": _run_status(row["status"]),
-        "elapsed": _elapsed(row),
-        "created-at": _stamp(row.get("submit_time", "")),
-        "running-at": _stamp(row.get("start_time", "")),
-        "finished-at": _stamp(row.get("end_time", "")),
+        "elapsed": clock(row.get("duration_s")),  # start to end, or to the server's now
+        "created-at": utc_stamp(row.get("submit_time")),
+        "running-at": utc_stamp(row.get("start_time")),
+        "finished-at": utc_stamp(row.get("end_time")),
     }
 
 
@@ -239,27 +220,18 @@ def cmd_ls(args: argparse.Namespace) -> Result:
 
 
 def _table(runs: list[dict[str, Any]]) -> str:
-    columns = ["run-id", "fab-id", "status", "elapsed", "created-at", "running-at", "finished-at"]
-    titles = ["Run ID", "FAB", "Status", "Elapsed", "Created At", "Running At", "Finished At"]
-    try:
-        import io
-
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        from shoal.cli.output import table
-
-        return table([{c: r[c] for c in columns} for r in runs], list(zip(columns, titles, strict=True)))
-    grid = Table()
-    for title in titles:
-        grid.add_column(title, overflow="fold")  # long ids wrap, as in the seed, never cut
-    for r in runs:
-        grid.add_row(
-            str(r["run-id"]), f"{r['fab-id']} (v{r['fab-version']})", *[str(r[c]) for c in columns[2:]]
-        )
-    out = io.StringIO()
-    Console(file=out, width=120, color_system=None).print(grid)  # plain text: output.py escapes controls
-    return out.getvalue()
+    """The runs as the one table every list of the CLI uses (``job list`` too)."""
+    rows = [{**r, "fab": f"{r['fab-id']} (v{r['fab-version']})"} for r in runs]
+    columns = [
+        ("run-id", "RUN ID"),
+        ("fab", "FAB"),
+        ("status", "STATUS"),
+        ("elapsed", "ELAPSED"),
+        ("created-at", "CREATED AT"),
+        ("running-at", "RUNNING AT"),
+        ("finished-at", "FINISHED AT"),
+    ]
+    return table(rows, columns, fit=("fab",))
 
 
 def cmd_stop(args: argparse.Namespace) -> Result:

@@ -86,13 +86,14 @@ def _fab_of(job: JobRecord) -> dict[str, Any] | None:
 
 def job_row(job: JobRecord, now: float) -> dict[str, Any]:
     """One line of ``job list``."""
-    text, _ = duration(job, now)
+    text, seconds = duration(job, now)
     return {
         "job_id": str(job.job_id),
         "job_name": job.name,
         "status": job.status.value,
         "submit_time": iso(job.submit_time),
         "duration": text,
+        "duration_s": seconds,
         "study": job.study,
         "start_time": iso(job.start_time),
         "end_time": iso(job.end_time),
