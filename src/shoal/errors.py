@@ -133,6 +133,12 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Job '{job_id}' does not exist in study '{study}'.",
         "Run 'shoal job list --study <name>' to find the job, then retry with --study <name>.",
     ),
+    "JOB_ID_AMBIGUOUS": ErrorSpec(
+        4,
+        400,
+        "More than one job id starts with '{job_id}'.",
+        "Type more digits of the id (or the whole id), as 'shoal job list' shows it.",
+    ),
     "JOB_NOT_RUNNING": ErrorSpec(1, 409, "Job '{job_id}' is not currently running.", _JOB_LIST_HINT),
     "TASK_NOT_OPEN": ErrorSpec(
         1,

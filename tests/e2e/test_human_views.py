@@ -161,3 +161,33 @@ def test_tables_never_break_an_id_and_look_alike(federation: Federation, columns
         assert header.split()[0] in ("RUN", "JOB") and set(dashes) <= {"-", " "}
         if columns == "200":
             assert max(len(line) for line in out.splitlines()) <= 200 and "…" not in out
+
+
+def test_a_job_id_may_be_its_first_digits_or_last(federation: Federation) -> None:
+    """Ids are 16 random digits and nothing helped type them."""
+    submitted = federation.cli.run("job", "submit", "-j", HELLO)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().removeprefix("job_id: ")
+    assert f"next: shoal job monitor {job_id}" in submitted.stderr  # stdout stays the one line
+    code, doc = federation.cli.json("job", "wait", "last", "--timeout", "120")
+    assert code == 0 and doc["data"]["job_id"] == job_id, doc
+    code, doc = federation.cli.json("job", "meta", job_id[:7])
+    assert code == 0 and doc["data"]["job_id"] == job_id
+    code, doc = federation.cli.json("job", "stats", job_id[:7])
+    assert code == 0 and doc["data"]["job_id"] == job_id
+    listed = federation.cli.run("ls", "--run-id", "last", "--format", "json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)["runs"][0]["run-id"] == int(job_id)
+    short = federation.cli.run("ls", "--run-id", job_id[:7], "--format", "json")  # Flower's: whole ids
+    assert short.returncode == 1 and json.loads(short.stdout)["success"] is False
+    # a prefix that more than one id starts with names none of them
+    while True:
+        code, jobs = federation.cli.json("job", "list")
+        firsts = [row["job_id"][0] for row in jobs["data"]]
+        shared = next((d for d in set(firsts) if firsts.count(d) > 1), None)
+        if shared:
+            break
+        submit(federation, HELLO)
+    code, doc = federation.cli.json("job", "meta", shared)
+    assert code == 4 and doc["error_code"] == "JOB_ID_AMBIGUOUS" and "could be" in doc["message"], doc
+    code, doc = federation.cli.json("job", "meta", "0000000")
+    assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND"

@@ -32,13 +32,40 @@ def submit_token(value: str) -> str:
     return value
 
 
+#: The job id that stands for the caller's newest job of the study.
+LAST = "last"
+
+
 def job_id_arg(value: str) -> str:
-    if not JOB_ID_RE.fullmatch(value):
+    """A job id as typed: its digits, the first digits of one (unique in the study), or
+    ``last``; shoal.cli.main.connect turns the last two into the id."""
+    if value != LAST and not JOB_ID_RE.fullmatch(value):
         shown = value if len(value) <= 40 else value[:40] + "..."
         raise argparse.ArgumentTypeError(
-            f"a job id is 1-16 digits 0-9, as 'shoal job list' shows it, not {shown!r}"
+            f"a job id is 1-16 digits 0-9 (or its first digits, or 'last'), as 'shoal job list' "
+            f"shows it, not {shown!r}"
         )
     return value
+
+
+def resolve_job_id(client: Any, study: str, typed: str) -> str:
+    """The job id ``typed`` stands for. A whole id (16 digits) is taken as it is, with no
+    request; ``last`` is the study's newest job; fewer digits are the one job whose id
+    starts with them, or that id itself (ids below 10^15 have fewer than 16 digits)."""
+    if len(typed) == 16:
+        return typed
+    if typed == LAST:
+        newest = client.list_jobs(study, max_results=1)
+        if not newest:
+            raise ShoalError("JOB_NOT_FOUND", "the study has no jobs yet", job_id=LAST, study=study)
+        return str(newest[0]["job_id"])
+    found = [str(row["job_id"]) for row in client.list_jobs(study, id_prefix=typed, max_results=50)]
+    if typed in found or not found:
+        return typed  # the id itself, or nothing: the command says JOB_NOT_FOUND as usual
+    if len(found) > 1:
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise ShoalError("JOB_ID_AMBIGUOUS", f"it could be {shown}", job_id=typed)
+    return found[0]
 
 
 def job_folder_arg(value: str) -> str:
@@ -115,7 +142,9 @@ def register(groups: Any, wanted: str | None = None) -> None:
         p: Parser = subs.add_parser(name, help=help_text)
         if takes_id:
             p.add_argument(
-                "job_id", type=job_id_arg, help="the job's id (digits, as 'shoal job list' shows it)"
+                "job_id",
+                type=job_id_arg,
+                help="the job's id as 'shoal job list' shows it, its first digits, or 'last'",
             )
         add_kit_options(p)
         build(p)
@@ -241,6 +270,11 @@ def cmd_submit(args: argparse.Namespace) -> Result:
         progress(f"job_id: {job_id}")
         args.job_id, args.interval = job_id, 2.0
         return cmd_wait(args)
+    if args.format == "txt":  # stdout keeps the one line scripts read; the advice is for people
+        progress(
+            f"next: shoal job monitor {job_id}    (follow it; 'last' or its first digits do too)\n"
+            f"      shoal job download {job_id}   (its model, metrics and logs, once it ends)"
+        )
     return Result({"job_id": job_id}, human=f"job_id: {job_id}")
 
 

@@ -266,4 +266,10 @@ def connect(args: argparse.Namespace) -> Any:
     from shoal.api.kits import resolve_admin_kit
 
     kit = resolve_admin_kit(getattr(args, "kit_id", None), getattr(args, "startup_kit", None))
-    return AdminClient(kit)
+    client = AdminClient(kit)
+    typed = getattr(args, "job_id", None)
+    if isinstance(typed, str) and len(typed) < 16:  # 'last' or a prefix: find the job it means
+        from shoal.cli.job import resolve_job_id
+
+        args.job_id = resolve_job_id(client, args.study, typed)
+    return client

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from shoal.app.project import AppProject
 
 
+def run_id_arg(value: str) -> str:
+    """A run id: its digits, or 'last' (the newest run of the study)."""
+    from shoal.cli.job import job_id_arg
+
+    return job_id_arg(value)
+
+
+def _run_id(client: Any, federation: Federation, typed: str) -> int:
+    """The run ``typed`` names. Unlike ``shoal job``, no prefixes: scripts written for Flower
+    pass whole ids, and a mistyped one must not find (or stop) another run."""
+    from shoal.cli.job import LAST, resolve_job_id
+
+    return int(resolve_job_id(client, federation.study, typed) if typed == LAST else typed)
+
+
 def register(groups: Any) -> None:
     p = groups.add_parser("run", help="build an app project's bundle and start a run of it")
     p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
@@ -41,11 +56,13 @@ def register(groups: Any) -> None:
     p = groups.add_parser("ls", help="list runs")
     p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
     p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
-    p.add_argument("--run-id", type=int, default=None, help="show this run only")
+    p.add_argument(
+        "--run-id", type=run_id_arg, default=None, help="show this run only (or 'last', or its first digits)"
+    )
     p.set_defaults(handler=cmd_ls)
 
     p = groups.add_parser("stop", help="stop a run")
-    p.add_argument("run_id", type=int, help="the run to stop")
+    p.add_argument("run_id", type=run_id_arg, help="the run to stop (or 'last')")
     p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
     p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
     p.set_defaults(handler=cmd_stop)
@@ -202,13 +219,14 @@ def cmd_ls(args: argparse.Namespace) -> Result:
     federation = _federation_only(args)
     client = _client(federation)
     if args.run_id is not None:
-        rows = client.list_jobs(federation.study, id_prefix=str(args.run_id))
-        rows = [r for r in rows if r["job_id"] == str(args.run_id)]
+        run_id = str(_run_id(client, federation, args.run_id))
+        rows = client.list_jobs(federation.study, id_prefix=run_id)
+        rows = [r for r in rows if r["job_id"] == run_id]
         if not rows:
             raise ShoalError(
                 "JOB_NOT_FOUND",
                 f"searched study '{federation.study}'",
-                job_id=str(args.run_id),
+                job_id=run_id,
                 study=federation.study,
             )
     else:
@@ -237,10 +255,11 @@ def _table(runs: list[dict[str, Any]]) -> str:
 def cmd_stop(args: argparse.Namespace) -> Result:
     federation = _federation_only(args)
     client = _client(federation)
+    run_id = _run_id(client, federation, args.run_id)
     if args.format != "json":
-        progress(f"✋ Stopping run ID {args.run_id}...")
-    client.abort_job(str(args.run_id), federation.study)
-    return Result({"run-id": args.run_id}, human=f"✅ Run {args.run_id} successfully stopped.")
+        progress(f"✋ Stopping run ID {run_id}...")
+    client.abort_job(str(run_id), federation.study)
+    return Result({"run-id": run_id}, human=f"✅ Run {run_id} successfully stopped.")
 
 
 NEW_PYPROJECT = """[project]
