@@ -191,3 +191,32 @@ def test_a_job_id_may_be_its_first_digits_or_last(federation: Federation) -> Non
     assert code == 4 and doc["error_code"] == "JOB_ID_AMBIGUOUS" and "could be" in doc["message"], doc
     code, doc = federation.cli.json("job", "meta", "0000000")
     assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["job", "sumbit"], "Did you mean 'shoal job submit'?"),
+        (["jbo", "list"], "Did you mean 'shoal job'?"),
+        (["job", "monitor", "1", "--stats-target", "cleint"], "Did you mean 'client'?"),
+        (["xyzzy"], "Run 'shoal --help' for usage."),
+    ],
+)
+def test_a_typo_is_one_error_with_a_suggestion(federation: Federation, argv: list[str], hint: str) -> None:
+    """'shoal job sumbit' printed the 30 lines of the job family's help."""
+    proc = federation.cli.run(*argv)
+    assert proc.returncode == 4 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        proc.stderr.splitlines()[0],
+        f"Hint: {hint}",
+        "Code: INVALID_ARGS (exit 4)",
+    ]
+    code, doc = federation.cli.json(*argv)
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS" and doc["hint"] == hint
+
+
+def test_deprecated_commands_work_but_are_not_listed(federation: Federation) -> None:
+    listed = federation.cli.run("job", "--help").stdout
+    assert "create" not in listed and "DEPRECATED" not in listed and "submit" in listed
+    code, doc = federation.cli.json("job", "create")
+    assert code == 0 and doc["data"]["deprecated"] is True

@@ -151,7 +151,7 @@ def register(groups: Any, wanted: str | None = None) -> None:
     for name, pointer in DEPRECATED.items():
         if only is not None and name != only:
             continue
-        p = subs.add_parser(name, help=f"[DEPRECATED] {pointer}")
+        p = subs.add_parser(name)  # no help: it works, but is no longer listed
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(handler=deprecated(name, pointer))
 
@@ -515,5 +515,5 @@ COMMANDS: dict[str, tuple[str, bool, Any]] = {
     "clone": ("submit a copy of a job", True, _managing("clone")),
     "logs": ("show a job's logs from the server's log store", True, _logs),
     "log-config": ("change a running job's log level or mode", True, _log_config),
-    "stats": ("show a running job's statistics", True, _stats),
+    "stats": ("show a job's statistics: live while it runs, final once it ended", True, _stats),
 }

@@ -49,6 +49,33 @@ class HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width)
 
 
+class UnknownChoice(Exception):
+    """A word that is none of an argument's choices (a mistyped command): told in one line
+    with the nearest choices, not with the whole help."""
+
+    def __init__(self, parser: argparse.ArgumentParser, action: argparse.Action, value: str) -> None:
+        super().__init__(value)
+        self.parser = parser
+        self.value = value
+        self.choices = [str(c) for c in action.choices or ()]
+        self.is_command = isinstance(action, argparse._SubParsersAction)
+
+    def error(self) -> ShoalError:
+        import difflib  # only on this error's path
+
+        near = difflib.get_close_matches(self.value, self.choices, n=3, cutoff=0.6)
+        prog = self.parser.prog
+        what = f"'{prog}' has no command" if self.is_command else "not one of the choices:"
+        shown = self.value if len(self.value) <= 40 else self.value[:40] + "..."
+        if near:
+            say = " or ".join(f"'{prog} {n}'" if self.is_command else f"'{n}'" for n in near)
+            hint = f"Did you mean {say}?"
+        else:
+            hint = f"Run '{prog} --help' for usage."
+        detail = f"{what} '{shown}'" if self.is_command else f"'{shown}' is {what} {', '.join(self.choices)}"
+        return ShoalError("INVALID_ARGS", detail, hint=hint)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so errors follow the output mode."""
 
@@ -58,6 +85,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ArgumentsRejected(self, message)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and isinstance(value, str) and value not in action.choices:
+            raise UnknownChoice(self, action, value)
+        super()._check_value(action, value)  # type: ignore[misc]
 
 
 #: Other names of the formats: Flower's ``--format default`` is the human view (seed 003), and
@@ -182,6 +214,8 @@ def _run(argv: list[str] | None) -> int:
         # collector's sight, so its full pass at exit skips them (~6 ms of every command here).
         gc.freeze()
         return render_result(handler(args), fmt, surface)
+    except UnknownChoice as exc:
+        return render_error(exc.error(), fmt, surface=surface)
     except ArgumentsRejected as exc:
         rejecting = exc.parser
         if rejecting is parser:  # argparse reports unknown options from the top: point at the command
