@@ -220,3 +220,31 @@ def test_deprecated_commands_work_but_are_not_listed(federation: Federation) -> 
     assert "create" not in listed and "DEPRECATED" not in listed and "submit" in listed
     code, doc = federation.cli.json("job", "create")
     assert code == 0 and doc["data"]["deprecated"] is True
+
+
+def test_what_a_first_submit_trips_over(federation: Federation, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bare = subprocess.run(
+        [sys.executable, "-m", "shoal", "job", "submit", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=federation.cli.env(),
+        timeout=60,
+    )
+    doc = json.loads(bare.stdout)
+    assert bare.returncode == 1 and doc["error_code"] == "JOB_FOLDER_NOT_FOUND"
+    assert "no -j given" in doc["message"] and str(tmp_path) in doc["message"], doc
+    code, doc = federation.cli.json("job", "submit", "-j", EXAMPLES / "quickstart-app")
+    assert code == 1 and doc["error_code"] == "JOB_META_MISSING" and "is an app project" in doc["message"]
+    assert doc["hint"] == f"Run it with 'shoal run {EXAMPLES / 'quickstart-app'}'."
+
+
+def test_poc_start_on_a_running_poc_succeeds(federation: Federation) -> None:
+    code, doc = federation.cli.json("poc", "start", "--workspace", federation.workspace)
+    assert code == 0 and doc["data"]["already_running"] is True, doc
+    assert set(doc["data"]["pids"]) == {"server", "site-1", "site-2"}
+    code, doc = federation.cli.json("system", "status")
+    assert code == 0 and len(doc["data"]["sites"]) == 2  # nothing was started twice

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+DEFAULT_JOB_FOLDER = "./current_job"  # what -j means when it is not given (FLARE's default)
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 INFINITY = float("inf")
 #: What the server accepts as a job id (it stores ids below 2**53): 1-16 ASCII digits. Checked
@@ -168,16 +169,32 @@ def deprecated(name: str, pointer: str) -> Any:
     return handler
 
 
-def _resolve_job_folder(raw: str) -> Path:
+def _resolve_job_folder(raw: str | None) -> Path:
     """The folder or zip to upload, refused here when the server would refuse it for its
     shape: not a folder or a zip (a pipe would hang the upload, a device never end), or no
     meta.json where the server looks for one. Nothing is zipped or sent before this passes."""
     from pathlib import Path  # only submit pays for it (decisions/0004)
 
+    if raw is None:  # no -j: the default folder, and a message that says it was looked for
+        raw = DEFAULT_JOB_FOLDER
+        if not Path(raw).exists():
+            raise ShoalError(
+                "JOB_FOLDER_NOT_FOUND",
+                f"no -j given, and no {raw} here ({Path.cwd()}) to take by default",
+                hint="Pass -j with a job folder (one holding meta.json) or a .zip of one; "
+                "an app project runs with 'shoal run DIR'.",
+                path=raw,
+            )
     path = Path(raw).expanduser()
     if not path.exists():
         raise ShoalError("JOB_FOLDER_NOT_FOUND", path=str(path))
     if path.is_dir():
+        if not (path / "meta.json").exists() and _is_app_project(path):
+            raise ShoalError(
+                "JOB_META_MISSING",
+                f"{path} is an app project (pyproject.toml with [tool.shoal.app]), not a job folder",
+                hint=f"Run it with 'shoal run {raw}'.",
+            )
         if not (path / "meta.json").exists():
             subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
             if len(subdirs) == 1 and (subdirs[0] / "meta.json").exists():
@@ -193,6 +210,12 @@ def _resolve_job_folder(raw: str) -> Path:
             "JOB_META_MISSING", f"no meta.json at the root of {path}, nor in a single folder at its root"
         )
     return path
+
+
+def _is_app_project(path: Path) -> bool:
+    from shoal.app.federation import is_app_project
+
+    return is_app_project(str(path))
 
 
 def _is_zip(path: Path) -> bool:
@@ -377,8 +400,8 @@ def _submit(p: Any) -> None:
         "--job_folder",
         dest="job_folder",
         type=job_folder_arg,
-        default="./current_job",
-        help="job folder or .zip holding meta.json (default: ./current_job)",
+        default=None,
+        help=f"job folder or .zip holding meta.json (default: {DEFAULT_JOB_FOLDER})",
     )
     p.add_argument(
         "--submit-token", type=submit_token, default=None, help="caller-chosen token that makes retries safe"
