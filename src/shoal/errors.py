@@ -133,6 +133,25 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Job '{job_id}' does not exist in study '{study}'.",
         "Run 'shoal job list --study <name>' to find the job, then retry with --study <name>.",
     ),
+    # The run surface (shoal ls/stop, Flower's words): runs, no --study (a federation has it).
+    "RUN_NOT_FOUND": ErrorSpec(
+        1,
+        404,
+        "Run {run_id} not found.",
+        "Run 'shoal ls' to see the runs of this federation (its study is set in pyproject.toml).",
+    ),
+    "RUN_FINISHED": ErrorSpec(
+        1,
+        409,
+        "Run {run_id} is already finished.",
+        "Nothing to stop: 'shoal ls --run-id {run_id}' shows how it ended.",
+    ),
+    "RUN_ENDED_UNSUCCESSFULLY": ErrorSpec(
+        1,
+        200,
+        "Run {run_id} ended {status}.",
+        "'shoal job logs {run_id} --site all' says why.",
+    ),
     "JOB_ID_AMBIGUOUS": ErrorSpec(
         4,
         400,

@@ -314,3 +314,21 @@ def test_a_streamed_run_that_is_stopped_keeps_its_id_and_status(
     doc = json.loads(out)
     assert streamed.returncode == 1 and doc["success"] is False, (doc, err)
     assert doc["run-id"] == running[-1]["run-id"] and doc["status"] == "finished:stopped"
+
+
+def test_ls_and_stop_speak_of_runs_and_take_no_study_hints(federation: Federation, tmp_path: Path) -> None:
+    """They answered with the job family's words (FINISHED_OK, 'Job ... does not exist in
+    study') and sent users to --study, which ls and stop refuse."""
+    code, submitted = federation.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait")
+    run_id = submitted["data"]["job_id"]
+    code, doc, _ = shoal(federation, tmp_path, "stop", run_id)
+    assert code == 1 and doc["error-message"].startswith(f"Run {run_id} is already finished.")
+    assert "finished:completed" in doc["error-message"] and "FINISHED_OK" not in doc["error-message"]
+    unknown = str(int(run_id) + 1)
+    for argv in (("stop", unknown), ("ls", "--run-id", unknown)):
+        code, doc, _ = shoal(federation, tmp_path, *argv)
+        assert code == 1 and doc["error-message"].startswith(f"Run {unknown} not found."), doc
+        assert "--study" not in doc["error-message"]
+    for argv in (("ls", tmp_path / "nowhere"), ("stop", run_id, tmp_path / "nowhere")):
+        code, doc, _ = shoal(federation, tmp_path, *argv)  # as 'shoal run nowhere' fails
+        assert code == 1 and "no pyproject.toml" in doc["error-message"], doc

@@ -96,10 +96,14 @@ def _federation_only(args: argparse.Namespace) -> Federation:
     Outside an app project (no pyproject.toml, or one that is not a shoal app, such as a
     library's own) and with no federation named, they talk to the active startup kit, so
     ``shoal ls`` works from any folder. Naming a federation still needs the project."""
+    import os
+
     from shoal.app.federation import Federation, is_app_project
 
+    named = args.app_dir != "."  # a folder the user named must exist, as for 'shoal run'
     if args.federation is None and not is_app_project(args.app_dir):
-        return Federation("(active startup kit)")
+        if not named or os.path.isdir(args.app_dir):
+            return Federation("(active startup kit)")
     return _load(args)[1]
 
 
@@ -160,12 +164,13 @@ def cmd_run(args: argparse.Namespace) -> Result:
         raise ShoalError("INTERRUPTED", data={**data, "status": _run_status(last["status"])}) from None
     data["status"] = _run_status(status)
     if status != "FINISHED_OK":
+        reason = last.get("reason", "")
         raise ShoalError(
-            "JOB_FAILED",
-            f"run {run_id} ended {_run_status(status)}",
-            data={**data, "status-details": last.get("reason", "")},
-            job_id=str(run_id),
-            status=status,
+            "RUN_ENDED_UNSUCCESSFULLY",
+            reason or None,
+            data={**data, "status-details": reason},
+            run_id=run_id,
+            status=_run_status(status),
         )
     return Result(data, human=f"✅ Run {run_id} {_run_status(status)}")
 
@@ -223,12 +228,7 @@ def cmd_ls(args: argparse.Namespace) -> Result:
         rows = client.list_jobs(federation.study, id_prefix=run_id)
         rows = [r for r in rows if r["job_id"] == run_id]
         if not rows:
-            raise ShoalError(
-                "JOB_NOT_FOUND",
-                f"searched study '{federation.study}'",
-                job_id=run_id,
-                study=federation.study,
-            )
+            raise ShoalError("RUN_NOT_FOUND", run_id=run_id)
     else:
         if args.format != "json":
             progress("📄 Listing all runs...")
@@ -258,7 +258,16 @@ def cmd_stop(args: argparse.Namespace) -> Result:
     run_id = _run_id(client, federation, args.run_id)
     if args.format != "json":
         progress(f"✋ Stopping run ID {run_id}...")
-    client.abort_job(str(run_id), federation.study)
+    try:
+        client.abort_job(str(run_id), federation.study)
+    except ShoalError as err:  # said in runs, and without the job family's --study hints
+        if err.code == "JOB_NOT_FOUND":
+            raise ShoalError("RUN_NOT_FOUND", run_id=run_id) from None
+        if err.code == "JOB_NOT_RUNNING":
+            rows = client.list_jobs(federation.study, id_prefix=str(run_id), max_results=1)
+            status = _run_status(rows[0]["status"]) if rows else "finished"
+            raise ShoalError("RUN_FINISHED", f"it is {status}", run_id=run_id) from None
+        raise
     return Result({"run-id": run_id}, human=f"✅ Run {run_id} successfully stopped.")
 
 
