@@ -195,7 +195,7 @@ def test_new_scaffolds_a_project_that_builds(tmp_path: Path, federation: Federat
     assert code == 0 and (tmp_path / doc["fab-filename"]).exists() and doc["fab-id"] == "local/myapp"
 
 
-@pytest.mark.parametrize("name", ["..", ".", "...", ".hidden", "-x", "trailing-", "a/b", ""])
+@pytest.mark.parametrize("name", ["..", ".", "...", ".hidden", "-x", "trailing-", "a/b", "", "my.app"])
 def test_new_refuses_what_is_not_a_project_name(tmp_path: Path, federation: Federation, name: str) -> None:
     """Names packaging would refuse (PEP 508) are refused before anything is created."""
     code, doc, _ = shoal(federation, tmp_path, "new", "--", name)
@@ -332,3 +332,37 @@ def test_ls_and_stop_speak_of_runs_and_take_no_study_hints(federation: Federatio
     for argv in (("ls", tmp_path / "nowhere"), ("stop", run_id, tmp_path / "nowhere")):
         code, doc, _ = shoal(federation, tmp_path, *argv)  # as 'shoal run nowhere' fails
         assert code == 1 and "no pyproject.toml" in doc["error-message"], doc
+
+
+def test_a_bundle_lists_its_files_as_flower_does(federation: Federation, tmp_path: Path) -> None:
+    """.info/CONTENT, the last entry: path,sha256,size in bits for every file, pyproject.toml
+    as shipped included, joined with newlines (Flower 1.41's layout)."""
+    import hashlib
+    import zipfile
+
+    root = app(tmp_path, federation)
+    code, doc, _ = shoal(federation, tmp_path, "build", root)
+    assert code == 0, doc
+    with zipfile.ZipFile(tmp_path / doc["fab-filename"]) as fab:
+        names = fab.namelist()
+        assert names[-1] == ".info/CONTENT"
+        listing = fab.read(".info/CONTENT").decode()
+        files = [n for n in names if n not in (".info/CONTENT", "MANIFEST.json")]
+        lines = listing.split("\n")
+        assert not listing.endswith("\n") and [line.split(",")[0] for line in lines] == files
+        for line in lines:
+            path, digest, bits = line.split(",")
+            data = fab.read(path)
+            assert digest == hashlib.sha256(data).hexdigest() and int(bits) == 8 * len(data)
+
+
+@pytest.mark.parametrize("key", ["name", "publisher"])
+def test_a_dotted_app_name_is_refused(federation: Federation, tmp_path: Path, key: str) -> None:
+    """publisher.name.1-0-0.hash8.fab: a dot in a name makes the file name ambiguous."""
+    root = app(tmp_path, federation)
+    text = (root / "pyproject.toml").read_text()
+    old = 'name = "quickstart-app"' if key == "name" else 'publisher = "local"'
+    (root / "pyproject.toml").write_text(text.replace(old, old.replace('"', '"my.', 1)))
+    for command in ("build", "run"):
+        code, doc, _ = shoal(federation, tmp_path, command, root)
+        assert code == 1 and "no '.'" in doc["error-message"], doc

@@ -32,7 +32,9 @@ from typing import Any
 from shoal.app.federation import Federation
 from shoal.errors import ShoalError
 
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+#: No "." although packaging allows it: name and publisher are joined with dots into the
+#: bundle's file name (publisher.name.1-0-0.hash8.fab), which one more dot makes ambiguous.
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 #: name, publisher and version make the bundle's file name: each one path component, and
 #: short enough that together they stay well under a file system's 255 bytes
 MAX_NAME_LENGTH = 64
@@ -42,8 +44,8 @@ MIN_CLIENTS = "min-clients"  # the one app setting that is a job setting (meta.j
 
 
 def is_project_name(name: str) -> bool:
-    """A name Python packaging accepts for a project (PEP 508): those characters, starting and
-    ending with a letter or digit, so not ".", "..", ".hidden" or "-x" either; at most 64 long."""
+    """A name Python packaging accepts for a project (PEP 508) without its dots (NAME_CHARS):
+    starting and ending with a letter or digit, so not "-x" either; at most 64 long."""
     return (
         0 < len(name) <= MAX_NAME_LENGTH
         and set(name) <= NAME_CHARS
@@ -170,8 +172,9 @@ class _ProjectReader:
     def name(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not is_project_name(value):
             raise self.invalid(
-                f"{key} must be a plain name (letters, digits, '-', '_', '.', starting and ending "
-                f"with a letter or digit, at most {MAX_NAME_LENGTH} characters), got {_shown(value)}"
+                f"{key} must be a plain name (letters, digits, '-' and '_', starting and ending "
+                f"with a letter or digit, at most {MAX_NAME_LENGTH} characters; no '.', which "
+                f"would make the bundle's file name ambiguous), got {_shown(value)}"
             )
         return value
 

@@ -333,8 +333,8 @@ def cmd_new(args: argparse.Namespace) -> Result:
     if not is_project_name(args.name):
         raise ShoalError(
             "INVALID_ARGS",
-            f"{args.name!r} is not a project name: letters, digits, '-', '_' and '.', "
-            "starting and ending with a letter or digit",
+            f"{args.name!r} is not a project name: letters, digits, '-' and '_' (no '.': the "
+            "bundle's file name joins names with dots), starting and ending with a letter or digit",
         )
     root = Path(args.name).resolve()
     if root.exists():

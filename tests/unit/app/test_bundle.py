@@ -109,3 +109,16 @@ def test_run_config_takes_flowers_forms(tmp_path: Path) -> None:
         with pytest.raises(ShoalError) as err:
             parse_run_config([bad])
         assert err.value.code == "INVALID_ARGS"
+
+
+def test_the_content_listing_comes_last_and_is_not_app_code(tmp_path: Path) -> None:
+    from shoal.app.jobfolder import write_job_folder
+
+    project = load_project(project_copy(tmp_path))
+    bundle = build_bundle(project, tmp_path / "out")
+    with zipfile.ZipFile(bundle.path) as fab:
+        assert fab.namelist()[-1] == ".info/CONTENT"
+        assert "\nclient.py," in fab.read(".info/CONTENT").decode()
+    job = write_job_folder(project, bundle, {}, tmp_path / "job")
+    assert not (job / "app" / "custom" / ".info").exists()
+    assert not (job / "app" / "custom" / "MANIFEST.json").exists()
