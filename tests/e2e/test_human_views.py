@@ -248,3 +248,27 @@ def test_poc_start_on_a_running_poc_succeeds(federation: Federation) -> None:
     assert set(doc["data"]["pids"]) == {"server", "site-1", "site-2"}
     code, doc = federation.cli.json("system", "status")
     assert code == 0 and len(doc["data"]["sites"]) == 2  # nothing was started twice
+
+
+def test_download_only_fetches_what_is_asked(federation: Federation, tmp_path: Path) -> None:
+    job_id = submit(federation, HELLO)
+    federation.cli.json("job", "wait", job_id, "--timeout", "120")
+
+    def fetched(only: str) -> tuple[set[str], dict[str, object]]:
+        out = tmp_path / only.replace(",", "+")
+        code, doc = federation.cli.json("job", "download", job_id, "--only", only, "-o", out)
+        assert code == 0, doc
+        root = out / job_id
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}, doc["data"]
+
+    files, data = fetched("metrics")
+    assert files == {"meta.json", "workspace/metrics_summary.json"}, files
+    assert data["missing_artifacts"] == [] and data["only"] == ["metrics"]
+    files, data = fetched("model,logs")
+    assert "workspace/FL_global_model.safetensors" in files and "workspace/site-1/log.txt" in files
+    assert not any(f.startswith("job/") or f.endswith("metrics_summary.json") for f in files), files
+    assert data["missing_artifacts"] == []
+    files, _ = fetched("job")
+    assert "job/meta.json" in files and not any(f.startswith("workspace/") for f in files)
+    code, doc = federation.cli.json("job", "download", job_id, "--only", "weights", "-o", tmp_path / "x")
+    assert code == 4 and doc["error_code"] == "INVALID_ARGS" and not (tmp_path / "x").exists()

@@ -69,6 +69,23 @@ def resolve_job_id(client: Any, study: str, typed: str) -> str:
     return found[0]
 
 
+DOWNLOAD_PARTS = ("model", "metrics", "logs", "job")
+
+
+def download_parts(value: str) -> list[str]:
+    """``--only model,metrics``: the parts of a result to fetch (shoal.server.results.PARTS)."""
+    parts = sorted({p.strip() for p in value.split(",") if p.strip()})
+    unknown = [p for p in parts if p not in DOWNLOAD_PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"takes a comma-separated list of {', '.join(DOWNLOAD_PARTS)}, not {value[:60]!r}"
+        )
+    return parts
+
+
+download_parts.__name__ = "parts"
+
+
 def job_folder_arg(value: str) -> str:
     if not value:  # Path("") is the current directory: an empty -j would upload it whole
         raise argparse.ArgumentTypeError("the job folder must not be empty")
@@ -460,6 +477,13 @@ def _download(p: Any) -> None:
 
     p.add_argument("-o", "--output-dir", default=None, help="where to put <job_id>/ (default: .)")
     p.add_argument("--force", action="store_true", help="replace an existing download")
+    p.add_argument(
+        "--only",
+        type=download_parts,
+        default=None,
+        metavar="PARTS",
+        help="fetch only these, comma-separated: model, metrics, logs, job (default: everything)",
+    )
     p.set_defaults(handler=lazy("shoal.cli.job_manage", "cmd_download"))
 
 
