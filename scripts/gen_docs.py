@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from shoal.cli.main import build_parser
+from shoal.cli.schema import EXAMPLES
 from shoal.errors import CATALOGUE
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -34,6 +35,9 @@ def _walk(parser: argparse.ArgumentParser, prefix: str, out: list[str]) -> None:
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         out += [f"## `{prefix}`", "", "```", parser.format_help().rstrip(), "```", ""]
+        examples = EXAMPLES.get(prefix)
+        if examples:
+            out += ["Examples:", "", "```bash", *examples, "```", ""]
         return
     for name, child in sorted(subs[0].choices.items()):
         _walk(child, f"{prefix} {name}", out)
