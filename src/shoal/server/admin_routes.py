@@ -51,7 +51,7 @@ async def submit_job(request: web.Request) -> web.Response:
             raise ShoalError(
                 "CUSTOM_CODE_NOT_ALLOWED", f"study '{study}': {prepared.server_custom_code}", study=study
             )
-        await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size)
+        await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size, prepared.archive_sha256)
         record, created = await asyncio.to_thread(
             store_submission,
             ctx.store,
