@@ -96,7 +96,7 @@ class Recipe:
             "deploy_map": {"app": ["server", *self.sites] if self.sites else ["@ALL"]},
             "resource_spec": {},
         }
-        if not self.log_streaming:  # streaming is the default (decisions/0017)
+        if not self.log_streaming:  # streaming is the default (decisions/0020)
             meta["log_streaming"] = False
         return meta
 
