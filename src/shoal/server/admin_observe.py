@@ -94,7 +94,11 @@ async def job_logs(request: web.Request) -> web.Response:
     if target not in ("server", "all") and target not in deploy_sites:
         # Looked up in the server's own records first: a path is only ever built from a site
         # name the server knows for this job, never from the request's ('../..' names none).
-        raise ShoalError("LOG_NOT_FOUND", "that site has no part in this job", site=target[:80])
+        # Say which sites it has: a typo is then plain to see.
+        has = ", ".join(deploy_sites) or "none yet"
+        raise ShoalError(
+            "LOG_NOT_FOUND", f"that site has no part in this job; its sites: {has}", site=target[:80]
+        )
     targets = ["server", *deploy_sites] if target == "all" else [target]
     logs: dict[str, str] = {}
     capped: dict[str, bool] = {}
@@ -110,12 +114,6 @@ async def job_logs(request: web.Request) -> web.Response:
         logs[name], capped[name] = _tail(path.read_bytes())
     if target not in ("server", "all") and target in unavailable:
         stored = [f for f in ("log.txt", "log.json") if paths.site_log(target).with_name(f).is_file()]
-        if target not in deploy_sites:  # a typo, or a site of another job: say which there are
-            raise ShoalError(
-                "LOG_NOT_FOUND",
-                f"it has no part in job {job.job_id}; its sites: {', '.join(deploy_sites) or 'none yet'}",
-                site=target,
-            )
         if not stored and run is not None and not job.status.terminal:
             logs[target], capped[target] = "", False  # a site of the running job, silent so far
             del unavailable[target]
