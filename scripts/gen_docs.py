@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from shoal.cli.main import build_parser
+from shoal.cli.schema import EXAMPLES
 from shoal.errors import CATALOGUE
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -36,6 +37,9 @@ def _walk(parser: argparse.ArgumentParser, prefix: str, out: list[str]) -> None:
     runs_alone = parser.get_default("handler") is not None
     if not subs or runs_alone:
         out += [f"## `{prefix}`", "", "```", parser.format_help().rstrip(), "```", ""]
+        examples = EXAMPLES.get(prefix)
+        if examples:
+            out += ["Examples:", "", "```bash", *examples, "```", ""]
     if not subs:
         return
     for name, child in sorted(subs[0].choices.items()):

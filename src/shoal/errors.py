@@ -158,6 +158,31 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Job '{job_id}' does not exist in study '{study}'.",
         "Run 'shoal job list --study <name>' to find the job, then retry with --study <name>.",
     ),
+    # The run surface (shoal ls/stop, Flower's words): runs, no --study (a federation has it).
+    "RUN_NOT_FOUND": ErrorSpec(
+        1,
+        404,
+        "Run {run_id} not found.",
+        "Run 'shoal ls' to see the runs of this federation (its study is set in pyproject.toml).",
+    ),
+    "RUN_FINISHED": ErrorSpec(
+        1,
+        409,
+        "Run {run_id} is already finished.",
+        "Nothing to stop: 'shoal ls --run-id {run_id}' shows how it ended.",
+    ),
+    "RUN_ENDED_UNSUCCESSFULLY": ErrorSpec(
+        1,
+        200,
+        "Run {run_id} ended {status}.",
+        "'shoal job logs {run_id} --site all' says why.",
+    ),
+    "JOB_ID_AMBIGUOUS": ErrorSpec(
+        4,
+        400,
+        "More than one job id starts with '{job_id}'.",
+        "Type more digits of the id (or the whole id), as 'shoal job list' shows it.",
+    ),
     "JOB_NOT_RUNNING": ErrorSpec(1, 409, "Job '{job_id}' is not currently running.", _JOB_LIST_HINT),
     "TASK_NOT_OPEN": ErrorSpec(
         1,
@@ -211,7 +236,8 @@ CATALOGUE: dict[str, ErrorSpec] = {
         1,
         404,
         "Job logs are not available for site '{site}'.",
-        'Logs reach the server when the job streams them (meta.json "log_streaming": true) or when it ends.',
+        'Site logs reach the server while the job runs (unless its meta.json says "log_streaming": false '
+        "or the site's policy refuses) and when it ends.",
     ),
     "LOG_CONFIG_INVALID": ErrorSpec(
         4,

@@ -27,6 +27,24 @@ while flare.is_running():
     flare.send(FLModel(params=params, metrics={{"loss": 1.0}}, num_examples=1))
 """
 
+#: Reports a loss that is a function of the round (``r``, from 0): tells what a human view labels
+#: with which round, or makes a loss explode.
+ROUND_LOSS_CLIENT = """
+import time
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    r = model.current_round
+    time.sleep({delay})
+    params = model.params or {{"w": __import__("numpy").zeros(2)}}
+    flare.send(FLModel(params=params, metrics={{"loss": float({loss})}}, num_examples=1))
+"""
+
 STUBBORN_CLIENT = """
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -69,6 +87,13 @@ def slow_job(
         data = json.loads((dest / "meta.json").read_text())
         data.update(meta)
         (dest / "meta.json").write_text(json.dumps(data))
+    return dest
+
+
+def round_loss_job(dest: Path, loss: str, rounds: int = 5, delay: float = 0.0) -> Path:
+    """Each site reports ``loss`` (a Python expression of the round ``r``) every round."""
+    slow_job(dest, rounds=rounds, delay=delay)
+    (dest / "app" / "custom" / "client.py").write_text(ROUND_LOSS_CLIENT.format(delay=delay, loss=loss))
     return dest
 
 

@@ -203,7 +203,7 @@ def test_a_number_that_is_not_finite_is_refused(federation: Federation, argv: tu
     assert argv[-2] in doc["message"], doc
 
 
-@pytest.mark.parametrize("fmt", ["xml", "JSON", "yaml"])
+@pytest.mark.parametrize("fmt", ["xml", "YAML", "yaml"])
 def test_an_unknown_format_is_invalid_args(federation: Federation, fmt: str) -> None:
     """It exited 2, the code of connection, auth and kit failures."""
     proc = federation.cli.run("job", "list", "--format", fmt)

@@ -4,6 +4,7 @@ both give the model computed here independently, and cross-site eval gives the f
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,59 @@ def test_custom_workflow_from_the_docs(federation: Federation, tmp_path: Path) -
     workspace = simulate(job, tmp_path / "sim")
     assert_model(workspace / "FL_global_model.safetensors", params)
     assert json.loads((workspace / "metrics_summary.json").read_text())["workflow"] == "median"
+
+
+def _job_py(
+    recipe: str, *args: str | Path, env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, EXAMPLES / "recipes" / recipe / "job.py", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_job_py_prints_what_it_reached_and_leaves_no_temporary_folder(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """It printed a result folder under /tmp and left it there (with the export it ran)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**federation.cli.env(), "TMPDIR": str(scratch)}
+    proc = _job_py("fedavg", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"Simulated job 'recipe-fedavg': loss=0\.\d+", proc.stdout), proc.stdout
+    assert "results not kept" in proc.stdout and list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["--poc", "--startup-kit"])
+def test_job_py_runs_on_the_poc_or_a_named_kit(federation: Federation, tmp_path: Path, where: str) -> None:
+    """FLARE's recipe.execute(PocEnv()): the same job.py, on a real server."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**federation.cli.env(), "TMPDIR": str(scratch)}  # the session's POC is the default one
+    args = [where] if where == "--poc" else [where, federation.kits / "admin@example.com"]
+    proc = _job_py("fedavg", *args, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    found = re.search(r"Job (\d+) \('recipe-fedavg'\) finished: loss=0\.\d+", proc.stdout)
+    assert found, proc.stdout
+    code, doc = federation.cli.json("job", "meta", found[1])
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK" and doc["data"]["name"] == "recipe-fedavg"
+    assert list(scratch.iterdir()) == []
+
+
+def test_job_py_export_replaces_a_job_only_with_force(federation: Federation, tmp_path: Path) -> None:
+    env = federation.cli.env()
+    dest = tmp_path / "job"
+    assert _job_py("fedavg", "--export", "--export-dir", dest, env=env, cwd=tmp_path).returncode == 0
+    (dest / "app" / "custom" / "stale.py").write_text("x = 1\n")
+    again = _job_py("fedavg", "--export", "--export-dir", dest, env=env, cwd=tmp_path)
+    assert again.returncode == 4 and "--force" in again.stderr
+    assert (dest / "app" / "custom" / "stale.py").exists()  # refused: nothing changed
+    forced = _job_py("fedavg", "--export", "--export-dir", dest, "--force", env=env, cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert (dest / "meta.json").is_file() and not (dest / "app" / "custom" / "stale.py").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +49,6 @@ def app(tmp_path: Path, federation: Federation, slow: bool = False) -> Path:
 
 
 def shoal(fed: Federation, cwd: Path, *args: str | Path) -> tuple[int, dict[str, object], str]:
-    import sys
 
     proc = subprocess.run(
         [sys.executable, "-m", "shoal", *map(str, args), "--format", "json"],
@@ -195,9 +195,174 @@ def test_new_scaffolds_a_project_that_builds(tmp_path: Path, federation: Federat
     assert code == 0 and (tmp_path / doc["fab-filename"]).exists() and doc["fab-id"] == "local/myapp"
 
 
-@pytest.mark.parametrize("name", ["..", ".", "...", ".hidden", "-x", "trailing-", "a/b", ""])
+@pytest.mark.parametrize("name", ["..", ".", "...", ".hidden", "-x", "trailing-", "a/b", "", "my.app"])
 def test_new_refuses_what_is_not_a_project_name(tmp_path: Path, federation: Federation, name: str) -> None:
     """Names packaging would refuse (PEP 508) are refused before anything is created."""
     code, doc, _ = shoal(federation, tmp_path, "new", "--", name)
     assert code == 4 and doc["success"] is False and "not a project name" in str(doc["error-message"]), doc
     assert list(tmp_path.iterdir()) == []
+
+
+def _runs(federation: Federation) -> int:
+    code, doc = federation.cli.json("job", "list")
+    assert code == 0, doc
+    return len(doc["data"])
+
+
+def test_run_config_takes_flowers_forms(federation: Federation, tmp_path: Path) -> None:
+    """Flower's documented forms: several space-separated pairs in one argument, -c, a .toml
+    file. The space-separated form became one key holding "2 min-clients=2": success, then
+    a run that failed."""
+    root = app(tmp_path, federation)
+    code, doc, stderr = shoal(federation, root, "run", "-c", "num-rounds=2 min-clients=2", "--stream")
+    assert code == 0 and doc["status"] == "finished:completed", (doc, stderr)
+    assert "round 2/2" in stderr and "round 3/" not in stderr
+    settings = tmp_path / "settings.toml"
+    settings.write_text("num-rounds = 1\n")
+    code, doc, stderr = shoal(federation, root, "run", "--run-config", settings, "--stream")
+    assert code == 0 and "round 1/1" in stderr and "round 2/" not in stderr, (doc, stderr)
+    # a quoted TOML string may hold spaces: one value, checked as the key's setting
+    code, doc, _ = shoal(federation, root, "run", "-c", "num-rounds=1 min-clients='two sites'")
+    assert code == 4 and "got a string ('two sites')" in doc["error-message"], doc
+
+
+@pytest.mark.parametrize(
+    "config", ["num-rounds", "num-rounds=2 oops", "num-rounds=2 min-clients", "=2", "missing.toml"]
+)
+def test_a_run_config_that_is_not_pairs_is_refused_before_anything_is_sent(
+    federation: Federation, tmp_path: Path, config: str
+) -> None:
+    root = app(tmp_path, federation)
+    before = _runs(federation)
+    code, doc, _ = shoal(federation, root, "run", "-c", config)
+    assert code == 4 and doc["success"] is False and "--run-config" in doc["error-message"], doc
+    assert _runs(federation) == before
+
+
+def test_format_default_and_upper_case_json(federation: Federation, tmp_path: Path) -> None:
+    """Flower calls the human view --format default, and reads JSON in any case."""
+    root = app(tmp_path, federation)
+    env = federation.cli.env()
+    for fmt in ("default", "DEFAULT"):
+        human = subprocess.run(
+            [sys.executable, "-m", "shoal", "ls", "--format", fmt],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert human.returncode == 0 and "RUN ID" in human.stdout, human.stderr
+    for fmt in ("JSON", "Json"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "shoal", "ls", "--format", fmt],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 0 and json.loads(proc.stdout)["success"] is True, proc.stderr
+    code, doc = federation.cli.json("job", "list")  # the job surface takes the same names
+    proc = federation.cli.run("job", "list", "--format", "JSON")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "ok"
+
+
+def test_a_streamed_run_that_fails_keeps_its_id_and_status(federation: Federation, tmp_path: Path) -> None:
+    """The command worked but the run failed: the one document has the run id and its final
+    status, so a script can tell it from a command that failed (no run-id)."""
+    root = app(tmp_path, federation)
+    (root / "client.py").write_text("raise RuntimeError('no data here')\n")
+    code, doc, stderr = shoal(federation, root, "run", "--stream")
+    assert code == 1 and doc["success"] is False, (doc, stderr)
+    assert isinstance(doc["run-id"], int) and doc["status"] == "finished:failed", doc
+    assert "no data here" in doc["status-details"] and doc["fab-id"] == "local/quickstart-app"
+    code, listed, _ = shoal(federation, root, "ls", "--run-id", str(doc["run-id"]))
+    assert code == 0 and listed["runs"][0]["status"] == "finished:failed"
+    code, doc, _ = shoal(federation, root, "run", ".", "missing")  # the command failed: no run
+    assert code == 1 and "run-id" not in doc
+
+
+def test_a_streamed_run_that_is_stopped_keeps_its_id_and_status(
+    federation: Federation, tmp_path: Path
+) -> None:
+    root = app(tmp_path, federation, slow=True)
+    streamed = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "run", "-c", "num-rounds=100000", "--stream", "--format", "json"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=federation.cli.env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            code, doc, _ = shoal(federation, root, "ls")
+            running = [
+                r for r in doc["runs"] if r["status"] == "running" and r["fab-id"] == "local/quickstart-app"
+            ]
+            if running:
+                break
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
+        code, _, _ = shoal(federation, root, "stop", str(running[-1]["run-id"]))
+        assert code == 0
+        out, err = streamed.communicate(timeout=60)
+    finally:
+        streamed.kill()
+    doc = json.loads(out)
+    assert streamed.returncode == 1 and doc["success"] is False, (doc, err)
+    assert doc["run-id"] == running[-1]["run-id"] and doc["status"] == "finished:stopped"
+
+
+def test_ls_and_stop_speak_of_runs_and_take_no_study_hints(federation: Federation, tmp_path: Path) -> None:
+    """They answered with the job family's words (FINISHED_OK, 'Job ... does not exist in
+    study') and sent users to --study, which ls and stop refuse."""
+    code, submitted = federation.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy", "--wait")
+    run_id = submitted["data"]["job_id"]
+    code, doc, _ = shoal(federation, tmp_path, "stop", run_id)
+    assert code == 1 and doc["error-message"].startswith(f"Run {run_id} is already finished.")
+    assert "finished:completed" in doc["error-message"] and "FINISHED_OK" not in doc["error-message"]
+    unknown = str(int(run_id) + 1)
+    for argv in (("stop", unknown), ("ls", "--run-id", unknown)):
+        code, doc, _ = shoal(federation, tmp_path, *argv)
+        assert code == 1 and doc["error-message"].startswith(f"Run {unknown} not found."), doc
+        assert "--study" not in doc["error-message"]
+    for argv in (("ls", tmp_path / "nowhere"), ("stop", run_id, tmp_path / "nowhere")):
+        code, doc, _ = shoal(federation, tmp_path, *argv)  # as 'shoal run nowhere' fails
+        assert code == 1 and "no pyproject.toml" in doc["error-message"], doc
+
+
+def test_a_bundle_lists_its_files_as_flower_does(federation: Federation, tmp_path: Path) -> None:
+    """.info/CONTENT, the last entry: path,sha256,size in bits for every file, pyproject.toml
+    as shipped included, joined with newlines (Flower 1.41's layout)."""
+    import hashlib
+    import zipfile
+
+    root = app(tmp_path, federation)
+    code, doc, _ = shoal(federation, tmp_path, "build", root)
+    assert code == 0, doc
+    with zipfile.ZipFile(tmp_path / doc["fab-filename"]) as fab:
+        names = fab.namelist()
+        assert names[-1] == ".info/CONTENT"
+        listing = fab.read(".info/CONTENT").decode()
+        files = [n for n in names if n not in (".info/CONTENT", "MANIFEST.json")]
+        lines = listing.split("\n")
+        assert not listing.endswith("\n") and [line.split(",")[0] for line in lines] == files
+        for line in lines:
+            path, digest, bits = line.split(",")
+            data = fab.read(path)
+            assert digest == hashlib.sha256(data).hexdigest() and int(bits) == 8 * len(data)
+
+
+@pytest.mark.parametrize("key", ["name", "publisher"])
+def test_a_dotted_app_name_is_refused(federation: Federation, tmp_path: Path, key: str) -> None:
+    """publisher.name.1-0-0.hash8.fab: a dot in a name makes the file name ambiguous."""
+    root = app(tmp_path, federation)
+    text = (root / "pyproject.toml").read_text()
+    old = 'name = "quickstart-app"' if key == "name" else 'publisher = "local"'
+    (root / "pyproject.toml").write_text(text.replace(old, old.replace('"', '"my.', 1)))
+    for command in ("build", "run"):
+        code, doc, _ = shoal(federation, tmp_path, command, root)
+        assert code == 1 and "no '.'" in doc["error-message"], doc

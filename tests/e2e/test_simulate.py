@@ -122,7 +122,7 @@ def test_human_output_and_progress_on_stderr(cli: Cli, tmp_path: Path) -> None:
     proc = cli.run("simulate", "-j", HELLO, "-o", tmp_path / "out")  # -n defaults to min_clients
     assert proc.returncode == 0, proc.stderr
     assert "with 2 sites" in proc.stdout and "results:" in proc.stdout
-    assert "round 4 done" in proc.stderr
+    assert "round 5 done" in proc.stderr  # rounds count from 1 for people, as monitor's do
 
 
 def test_bad_input_gets_catalogue_codes(cli: Cli, tmp_path: Path) -> None:
@@ -263,3 +263,28 @@ def test_the_servers_update_checks_apply_and_can_be_set(cli: Cli, tmp_path: Path
     assert "num_examples 5" in doc["data"]["first_error"]["message"]
     proc = cli.run("simulate", "--help")
     assert str(DEFAULT_MAX_NUM_EXAMPLES) in proc.stdout  # the help states the default it applies
+
+
+@pytest.mark.parametrize("n_sites", [50, 1000])
+def test_the_readmes_example_converges_for_many_sites(cli: Cli, tmp_path: Path, n_sites: int) -> None:
+    # The README runs hello-numpy on 50 and 1000 sites: some sites' data is steep enough that
+    # a fixed step overshot and the global loss grew to 1e21 (exit 0, nothing said).
+    code, doc = cli.json("simulate", "-j", HELLO, "-n", str(n_sites), "-o", tmp_path / "out", timeout=300)
+    assert code == 0, doc
+    losses = [r["metrics"]["loss"] for r in doc["data"]["rounds"]]
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)) and losses[-1] < 1, losses
+    assert doc["data"]["notices"] == []
+
+
+def test_a_diverging_run_says_so_in_the_summary(cli: Cli, tmp_path: Path) -> None:
+    from tests.e2e.jobs import round_loss_job
+
+    job = round_loss_job(tmp_path / "boom", "float('nan') if r == 3 else 1.0")
+    code, doc = cli.json("simulate", "-j", job, "-n", "2", "-o", tmp_path / "out")
+    assert code == 0, doc
+    assert doc["data"]["notices"] == [
+        "diverged: the global loss is not a finite number after round 4; "
+        "lower the learning rate or check the data"
+    ]
+    human = cli.run("simulate", "-j", job, "-n", "2", "-o", tmp_path / "again")
+    assert human.returncode == 0 and f"notice: {doc['data']['notices'][0]}" in human.stdout

@@ -210,11 +210,12 @@ class AdminClient:
                 # answered early without news (a proxy that cannot hold requests): don't spin
                 time.sleep(interval)
 
-    def download_result(self, job_id: str, study: str, dest: Path) -> None:
+    def download_result(self, job_id: str, study: str, dest: Path, only: list[str] | None = None) -> None:
+        """The job's result zip into ``dest``; ``only`` names the parts wanted (model, metrics,
+        logs, job), all of them when None."""
+        query = {"study": study, "only": ",".join(only) if only else None}
         with dest.open("wb") as sink:
-            self._request(
-                "GET", f"/api/v1/jobs/{_quote(job_id)}/result", {"study": study}, timeout=600.0, sink=sink
-            )
+            self._request("GET", f"/api/v1/jobs/{_quote(job_id)}/result", query, timeout=600.0, sink=sink)
 
     def abort_job(self, job_id: str, study: str) -> dict[str, Any]:
         """Returns once the job is ABORTED (sites confirmed, or the stragglers are named)."""

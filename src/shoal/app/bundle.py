@@ -1,7 +1,8 @@
 """App bundles (FABs): a deterministic zip of an app project, named by its content hash.
 
 Same input, same bytes: entries are sorted, timestamps and permissions fixed. The bundle holds
-a manifest (path, sha256, size of every file) and the project's pyproject.toml without its
+a manifest (path, sha256, size of every file), Flower's ``.info/CONTENT`` listing the same as its
+last entry, and the project's pyproject.toml without its
 ``[tool.shoal.federations]`` (where to run is the caller's business, not the app's). Files
 that must not ship stay out: ``.git``, ``__pycache__``, virtual environments, built bundles,
 and whatever ``.gitignore`` excludes.
@@ -25,6 +26,11 @@ MAX_BUNDLE_BYTES = 64 * 2**20
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 ALWAYS_SKIPPED = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 MANIFEST = "MANIFEST.json"
+#: Flower's content list, the bundle's last entry: ``path,sha256,size in bits`` per file
+#: (pyproject.toml included, as shipped), joined with newlines, none at the end (Flower 1.41).
+CONTENT = ".info/CONTENT"
+#: Entries that describe the bundle rather than being the app's files.
+BUNDLE_INFO = (MANIFEST, CONTENT)
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,10 @@ def build_bundle(project: AppProject, out_dir: Path) -> Bundle:
             ).encode(),
         )
     )
+    listing = "\n".join(f"{m['path']},{m['sha256']},{int(str(m['size'])) * 8}" for m in manifest)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for rel, data in sorted(contents):
+        for rel, data in [*sorted(contents), (CONTENT, listing.encode())]:
             info = zipfile.ZipInfo(rel, date_time=FIXED_TIME)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED

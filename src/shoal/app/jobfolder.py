@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from shoal.app.bundle import MANIFEST, Bundle
+from shoal.app.bundle import BUNDLE_INFO, Bundle
 from shoal.app.project import MIN_CLIENTS, AppProject
 
 # app config keys (Flower-style, with dashes) that are job settings, not workflow arguments
@@ -27,7 +27,7 @@ def write_job_folder(project: AppProject, bundle: Bundle, config: dict[str, Any]
     custom.mkdir(parents=True)
     with zipfile.ZipFile(bundle.path) as zf:
         for info in zf.infolist():
-            if info.filename != MANIFEST:
+            if info.filename not in BUNDLE_INFO:
                 target = custom / info.filename
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(zf.read(info))

@@ -32,7 +32,9 @@ from typing import Any
 from shoal.app.federation import Federation
 from shoal.errors import ShoalError
 
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+#: No "." although packaging allows it: name and publisher are joined with dots into the
+#: bundle's file name (publisher.name.1-0-0.hash8.fab), which one more dot makes ambiguous.
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 #: name, publisher and version make the bundle's file name: each one path component, and
 #: short enough that together they stay well under a file system's 255 bytes
 MAX_NAME_LENGTH = 64
@@ -42,8 +44,8 @@ MIN_CLIENTS = "min-clients"  # the one app setting that is a job setting (meta.j
 
 
 def is_project_name(name: str) -> bool:
-    """A name Python packaging accepts for a project (PEP 508): those characters, starting and
-    ending with a letter or digit, so not ".", "..", ".hidden" or "-x" either; at most 64 long."""
+    """A name Python packaging accepts for a project (PEP 508) without its dots (NAME_CHARS):
+    starting and ending with a letter or digit, so not "-x" either; at most 64 long."""
     return (
         0 < len(name) <= MAX_NAME_LENGTH
         and set(name) <= NAME_CHARS
@@ -170,8 +172,9 @@ class _ProjectReader:
     def name(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not is_project_name(value):
             raise self.invalid(
-                f"{key} must be a plain name (letters, digits, '-', '_', '.', starting and ending "
-                f"with a letter or digit, at most {MAX_NAME_LENGTH} characters), got {_shown(value)}"
+                f"{key} must be a plain name (letters, digits, '-' and '_', starting and ending "
+                f"with a letter or digit, at most {MAX_NAME_LENGTH} characters; no '.', which "
+                f"would make the bundle's file name ambiguous), got {_shown(value)}"
             )
         return value
 
@@ -234,21 +237,66 @@ def _is_json(value: Any) -> bool:
     return False
 
 
-def parse_run_config(pairs: list[str]) -> dict[str, Any]:
-    """``K=V`` overrides; V is read as a TOML value when it is one (numbers, booleans, quoted).
+#: One ``KEY=VALUE`` of a ``--run-config`` argument: the value a quoted TOML string (which may
+#: hold spaces) or a run of non-space characters, as Flower splits its ``-c`` arguments.
+_PAIR = re.compile(r"""([^\s=]+)=('[^']*'|"[^"]*"|\S+)""")
 
-    Each is checked like the project's own settings; a bad one is INVALID_ARGS naming it."""
+
+def parse_run_config(args: list[str]) -> dict[str, Any]:
+    """The overrides of ``--run-config``/``-c``, in Flower's forms: each argument is a ``.toml``
+    file (its keys, nested tables joined with dots) or one or more space-separated ``K=V``.
+    V is read as a TOML value when it is one (numbers, booleans, quoted strings), else as the
+    plain string. A word that is not ``K=V`` is refused, as is every bad value: INVALID_ARGS
+    naming it, before anything is built or sent."""
     out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ShoalError("INVALID_ARGS", f"--run-config takes KEY=VALUE, got {pair!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        if problem := config_problem(key, value):
-            raise ShoalError("INVALID_ARGS", f"--run-config {problem}")
-        out[key] = value
+    for arg in args:
+        pairs = _config_file(arg) if arg.endswith(".toml") else _config_pairs(arg)
+        for key, value in pairs.items():
+            if problem := config_problem(key, value):
+                raise ShoalError("INVALID_ARGS", f"--run-config {problem}")
+            out[key] = value
     return out
+
+
+def _config_pairs(arg: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    at = 0
+    for match in _PAIR.finditer(arg):
+        if arg[at : match.start()].strip():
+            break
+        key, raw = match.group(1), match.group(2)
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+        at = match.end()
+    stray = arg[at:].split()
+    if stray or not out:
+        word = stray[0] if stray else arg
+        raise ShoalError(
+            "INVALID_ARGS",
+            f"--run-config takes KEY=VALUE pairs (space-separated) or a .toml file; {word!r} is neither",
+        )
+    return out
+
+
+def _config_file(arg: str) -> dict[str, Any]:
+    """A ``.toml`` file of settings; nested tables become dotted keys, as Flower flattens them."""
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise ShoalError("INVALID_ARGS", f"--run-config {arg!r}: no such .toml file")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ShoalError("INVALID_ARGS", f"--run-config {arg!r} is not valid TOML: {exc}") from exc
+
+    def flat(table: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return flat(doc, "")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+DEFAULT_JOB_FOLDER = "./current_job"  # what -j means when it is not given (FLARE's default)
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 INFINITY = float("inf")
 #: What the server accepts as a job id (it stores ids below 2**53): 1-16 ASCII digits. Checked
@@ -32,13 +33,57 @@ def submit_token(value: str) -> str:
     return value
 
 
+#: The job id that stands for the caller's newest job of the study.
+LAST = "last"
+
+
 def job_id_arg(value: str) -> str:
-    if not JOB_ID_RE.fullmatch(value):
+    """A job id as typed: its digits, the first digits of one (unique in the study), or
+    ``last``; shoal.cli.main.connect turns the last two into the id."""
+    if value != LAST and not JOB_ID_RE.fullmatch(value):
         shown = value if len(value) <= 40 else value[:40] + "..."
         raise argparse.ArgumentTypeError(
-            f"a job id is 1-16 digits 0-9, as 'shoal job list' shows it, not {shown!r}"
+            f"a job id is 1-16 digits 0-9 (or its first digits, or 'last'), as 'shoal job list' "
+            f"shows it, not {shown!r}"
         )
     return value
+
+
+def resolve_job_id(client: Any, study: str, typed: str) -> str:
+    """The job id ``typed`` stands for. A whole id (16 digits) is taken as it is, with no
+    request; ``last`` is the study's newest job; fewer digits are the one job whose id
+    starts with them, or that id itself (ids below 10^15 have fewer than 16 digits)."""
+    if len(typed) == 16:
+        return typed
+    if typed == LAST:
+        newest = client.list_jobs(study, max_results=1)
+        if not newest:
+            raise ShoalError("JOB_NOT_FOUND", "the study has no jobs yet", job_id=LAST, study=study)
+        return str(newest[0]["job_id"])
+    found = [str(row["job_id"]) for row in client.list_jobs(study, id_prefix=typed, max_results=50)]
+    if typed in found or not found:
+        return typed  # the id itself, or nothing: the command says JOB_NOT_FOUND as usual
+    if len(found) > 1:
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise ShoalError("JOB_ID_AMBIGUOUS", f"it could be {shown}", job_id=typed)
+    return found[0]
+
+
+DOWNLOAD_PARTS = ("model", "metrics", "logs", "job")
+
+
+def download_parts(value: str) -> list[str]:
+    """``--only model,metrics``: the parts of a result to fetch (shoal.server.results.PARTS)."""
+    parts = sorted({p.strip() for p in value.split(",") if p.strip()})
+    unknown = [p for p in parts if p not in DOWNLOAD_PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"takes a comma-separated list of {', '.join(DOWNLOAD_PARTS)}, not {value[:60]!r}"
+        )
+    return parts
+
+
+download_parts.__name__ = "parts"
 
 
 def job_folder_arg(value: str) -> str:
@@ -115,14 +160,16 @@ def register(groups: Any, wanted: str | None = None) -> None:
         p: Parser = subs.add_parser(name, help=help_text)
         if takes_id:
             p.add_argument(
-                "job_id", type=job_id_arg, help="the job's id (digits, as 'shoal job list' shows it)"
+                "job_id",
+                type=job_id_arg,
+                help="the job's id as 'shoal job list' shows it, its first digits, or 'last'",
             )
         add_kit_options(p)
         build(p)
     for name, pointer in DEPRECATED.items():
         if only is not None and name != only:
             continue
-        p = subs.add_parser(name, help=f"[DEPRECATED] {pointer}")
+        p = subs.add_parser(name)  # no help: it works, but is no longer listed
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(handler=deprecated(name, pointer))
 
@@ -139,16 +186,32 @@ def deprecated(name: str, pointer: str) -> Any:
     return handler
 
 
-def _resolve_job_folder(raw: str) -> Path:
+def _resolve_job_folder(raw: str | None) -> Path:
     """The folder or zip to upload, refused here when the server would refuse it for its
     shape: not a folder or a zip (a pipe would hang the upload, a device never end), or no
     meta.json where the server looks for one. Nothing is zipped or sent before this passes."""
     from pathlib import Path  # only submit pays for it (decisions/0004)
 
+    if raw is None:  # no -j: the default folder, and a message that says it was looked for
+        raw = DEFAULT_JOB_FOLDER
+        if not Path(raw).exists():
+            raise ShoalError(
+                "JOB_FOLDER_NOT_FOUND",
+                f"no -j given, and no {raw} here ({Path.cwd()}) to take by default",
+                hint="Pass -j with a job folder (one holding meta.json) or a .zip of one; "
+                "an app project runs with 'shoal run DIR'.",
+                path=raw,
+            )
     path = Path(raw).expanduser()
     if not path.exists():
         raise ShoalError("JOB_FOLDER_NOT_FOUND", path=str(path))
     if path.is_dir():
+        if not (path / "meta.json").exists() and _is_app_project(path):
+            raise ShoalError(
+                "JOB_META_MISSING",
+                f"{path} is an app project (pyproject.toml with [tool.shoal.app]), not a job folder",
+                hint=f"Run it with 'shoal run {raw}'.",
+            )
         if not (path / "meta.json").exists():
             subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
             if len(subdirs) == 1 and (subdirs[0] / "meta.json").exists():
@@ -164,6 +227,12 @@ def _resolve_job_folder(raw: str) -> Path:
             "JOB_META_MISSING", f"no meta.json at the root of {path}, nor in a single folder at its root"
         )
     return path
+
+
+def _is_app_project(path: Path) -> bool:
+    from shoal.app.federation import is_app_project
+
+    return is_app_project(str(path))
 
 
 def _is_zip(path: Path) -> bool:
@@ -241,6 +310,11 @@ def cmd_submit(args: argparse.Namespace) -> Result:
         progress(f"job_id: {job_id}")
         args.job_id, args.interval = job_id, 2.0
         return cmd_wait(args)
+    if args.format == "txt":  # stdout keeps the one line scripts read; the advice is for people
+        progress(
+            f"next: shoal job monitor {job_id}    (follow it; 'last' or its first digits do too)\n"
+            f"      shoal job download {job_id}   (its model, metrics and logs, once it ends)"
+        )
     return Result({"job_id": job_id}, human=f"job_id: {job_id}")
 
 
@@ -255,15 +329,31 @@ def cmd_list(args: argparse.Namespace) -> Result:
         max_results=args.max_results,
         submit_token=args.submit_token,
     )
+    return Result(jobs, human=lambda: _list_text(jobs))
+
+
+def _list_text(jobs: list[dict[str, Any]]) -> str:
+    """The jobs as the CLI's one table (as ``shoal ls`` shows runs): times to the second in
+    UTC, durations as HH:MM:SS; ids and statuses are never cut, names are when space is short."""
+    from shoal.cli.output import clock, utc_stamp
+
+    rows = [
+        {
+            **job,
+            "submitted": utc_stamp(job.get("submit_time")),
+            "elapsed": clock(job["duration_s"]) if job.get("duration_s") is not None else "N/A",
+        }
+        for job in jobs
+    ]
     columns = [
         ("job_id", "JOB ID"),
         ("job_name", "NAME"),
         ("status", "STATUS"),
-        ("submit_time", "SUBMITTED"),
-        ("duration", "DURATION"),
+        ("submitted", "SUBMITTED"),
+        ("elapsed", "DURATION"),
         ("study", "STUDY"),
     ]
-    return Result(jobs, human=lambda: table(jobs, columns))
+    return table(rows, columns, fit=("job_name", "study"))
 
 
 def cmd_meta(args: argparse.Namespace) -> Result:
@@ -291,6 +381,8 @@ def _meta_text(meta: dict[str, Any]) -> str:
     fields.append(("Submitted:", meta.get("submit_time_iso", "")))
     if meta.get("start_time"):
         fields.append(("Started:", meta["start_time"]))
+    if meta.get("end_time"):
+        fields.append(("Ended:", meta["end_time"]))
     fields.append(("Duration:", meta.get("duration", "N/A")))
     fields.append(("Min clients:", meta.get("min_clients")))
     deploy = "; ".join(
@@ -301,9 +393,17 @@ def _meta_text(meta: dict[str, Any]) -> str:
     current = progress_info.get("current_round")
     if isinstance(current, int):
         fields.append(("Round:", f"{current + 1} of {progress_info.get('total_rounds')}"))
+    if progress_info.get("last_metrics"):
+        from shoal.cli.job_observe import of_round
+        from shoal.cli.output import number_text
+
+        values = " ".join(f"{k}={number_text(v)}" for k, v in progress_info["last_metrics"].items())
+        final = "final" if meta.get("end_time") else "latest"
+        fields.append(("Metrics:", f"{values} ({final}{of_round(progress_info.get('last_metrics_round'))})"))
     if meta.get("first_error"):
         err = meta["first_error"]
         fields.append(("First error:", f"[{err.get('site')}] {err.get('type')}: {err.get('message')}"))
+    fields += [("Notice:", text) for text in meta.get("notices") or []]
     return "\n".join(labelled(label, value) for label, value in fields)
 
 
@@ -317,8 +417,8 @@ def _submit(p: Any) -> None:
         "--job_folder",
         dest="job_folder",
         type=job_folder_arg,
-        default="./current_job",
-        help="job folder or .zip holding meta.json (default: ./current_job)",
+        default=None,
+        help=f"job folder or .zip holding meta.json (default: {DEFAULT_JOB_FOLDER})",
     )
     p.add_argument(
         "--submit-token", type=submit_token, default=None, help="caller-chosen token that makes retries safe"
@@ -377,6 +477,13 @@ def _download(p: Any) -> None:
 
     p.add_argument("-o", "--output-dir", default=None, help="where to put <job_id>/ (default: .)")
     p.add_argument("--force", action="store_true", help="replace an existing download")
+    p.add_argument(
+        "--only",
+        type=download_parts,
+        default=None,
+        metavar="PARTS",
+        help="fetch only these, comma-separated: model, metrics, logs, job (default: everything)",
+    )
     p.set_defaults(handler=lazy("shoal.cli.job_manage", "cmd_download"))
 
 
@@ -412,6 +519,12 @@ def _logs(p: Any) -> None:
     )
     p.add_argument(
         "--max-bytes", type=non_negative_int, default=None, help="at most the last N bytes per site"
+    )
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="print new lines as they arrive until the job ends"
+    )
+    p.add_argument(
+        "-t", "--timestamps", action="store_true", help="each line with the time it was logged (UTC)"
     )
     p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_logs"))
 
@@ -449,5 +562,5 @@ COMMANDS: dict[str, tuple[str, bool, Any]] = {
     "clone": ("submit a copy of a job", True, _managing("clone")),
     "logs": ("show a job's logs from the server's log store", True, _logs),
     "log-config": ("change a running job's log level or mode", True, _log_config),
-    "stats": ("show a running job's statistics", True, _stats),
+    "stats": ("show a job's statistics: live while it runs, final once it ended", True, _stats),
 }

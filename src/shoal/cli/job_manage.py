@@ -47,7 +47,7 @@ def cmd_download(args: argparse.Namespace) -> Result:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".shoal-download-", dir=out_dir) as tmp:
             archive = Path(tmp) / "result.zip"
-            client.download_result(meta["job_id"], args.study, archive)
+            client.download_result(meta["job_id"], args.study, archive, args.only)
             staged = Path(tmp) / "tree"
             # the server's own result: its size is the model's, not an attacker's choice, but
             # paths are still checked (no '..', links or absolute names)
@@ -65,6 +65,9 @@ def cmd_download(args: argparse.Namespace) -> Result:
         _remove_folders(made)
         raise
     artifacts, missing = discover(dest)
+    if args.only is not None:  # what was not asked for is not missing
+        asked = {"global_model": "model", "metrics_summary": "metrics", "client_logs": "logs"}
+        missing = [m for m in missing if asked.get(m) in args.only]
     data = {
         "job_id": meta["job_id"],
         "download_path": str(dest),
@@ -72,6 +75,7 @@ def cmd_download(args: argparse.Namespace) -> Result:
         "artifact_discovery": "completed",
         "artifacts": artifacts,
         "missing_artifacts": missing,
+        "only": args.only,
     }
     return Result(data, human=f"Job result downloaded to: {dest}")
 

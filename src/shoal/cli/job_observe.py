@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from datetime import UTC, datetime
 
 from shoal.cli.output import Result, progress
@@ -81,21 +82,28 @@ def cmd_logs(args: argparse.Namespace) -> Result:
     from shoal.cli.main import connect
 
     client = connect(args)
-    # JSON output prefers the structured log.json, people the plain log.txt; each site falls
-    # back to the other file when its preferred one was not stored.
-    preferred, other = ("log.json", "log.txt") if args.format == "json" else ("log.txt", "log.json")
+    if args.follow:
+        return _follow_logs(client, args)
+    # JSON output prefers the structured log.json, people the plain log.txt (as printed; with
+    # --timestamps the records, each line with its time); each site falls back to the other
+    # file when its preferred one was not stored (a running job's sites stream their records).
+    records_first = args.format == "json" or args.timestamps
+    preferred, other = ("log.json", "log.txt") if records_first else ("log.txt", "log.json")
     answer = client.job_logs(args.job_id, args.study, args.site, preferred)
     fallback: set[str] = set()
     if answer.get("unavailable"):
         second = client.job_logs(args.job_id, args.study, args.site, other)
         for site in list(answer["unavailable"]):
             if site in second["logs"]:
-                text = second["logs"][site]
-                answer["logs"][site] = text if args.format == "json" else _records_as_text(text)
+                answer["logs"][site] = second["logs"][site]
                 answer.setdefault("capped", {})[site] = second.get("capped", {}).get(site, False)
                 del answer["unavailable"][site]
                 fallback.add(site)
     files = {site: other if site in fallback else preferred for site in answer["logs"]}
+    if args.format != "json":  # people read records as lines: time - message
+        for site, file_name in files.items():
+            if file_name == "log.json":
+                answer["logs"][site] = _records_as_text(answer["logs"][site])
     explicit = args.tail is not None or args.since is not None or args.max_bytes is not None
     tail = args.tail if explicit else DEFAULT_TAIL
     logs: dict[str, str] = {}
@@ -159,6 +167,41 @@ def logs_by_site(logs: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed job's logs
+
+
+def _follow_logs(client: Any, args: argparse.Namespace) -> Result:
+    """``job logs --follow``: print each new line (with its time) as it reaches the server,
+    until the job ends; then what the sites uploaded at their end, and exit 0. Human text only:
+    a script that wants records reads ``--format json`` once the job has ended."""
+    import time
+
+    from shoal.cli.output import write_human
+    from shoal.wire.status import JobStatus
+
+    if args.format != "txt":
+        raise ShoalError("INVALID_ARGS", "--follow prints text as it comes; use it without --format json")
+    printed: dict[str, int] = {}  # site -> characters of its rendered log printed so far
+    while True:
+        status = client.get_job(args.job_id, args.study)["status"]
+        ended = JobStatus(status).terminal
+        answer = client.job_logs(args.job_id, args.study, args.site, "log.json")
+        names = [*answer["logs"], *(answer.get("unavailable") or {})]
+        width = max(map(len, names)) if len(names) > 1 else 0  # several: lines carry their site
+        for site, text in answer["logs"].items():
+            rendered = _records_as_text(text)
+            fresh = rendered[printed.get(site, 0) :]
+            printed[site] = len(rendered)
+            if fresh and width:
+                fresh = "".join(f"{site:<{width}} | {line}" for line in fresh.splitlines(keepends=True))
+            if fresh:  # escaped as all human text is (shoal.cli.output.write_human)
+                write_human(fresh)
+                sys.stdout.flush()
+        if ended:
+            return Result({"job_id": args.job_id, "status": status}, human=None)
+        time.sleep(FOLLOW_INTERVAL)
+
+
 def _records_as_text(text: str) -> str:
     """JSON log records rendered as readable lines: time - name - level - message."""
     import json
@@ -193,23 +236,33 @@ def cmd_stats(args: argparse.Namespace) -> Result:
 
 
 def _stats_text(data: dict[str, Any]) -> str:
-    """The human view of ``job stats``; built only for text output (JSON prints the data)."""
+    """The human view of ``job stats``; built only for text output (JSON prints the data).
+    It says what the JSON says: the round as ``round`` (from 1), the metrics with the round
+    they belong to, and every site's metrics."""
     from shoal.cli.output import number_text
 
     lines = [f"job {data.get('job_id')} ({data.get('status')})"]
     server = data.get("server")
     if server:
-        rnd = server.get("current_round")
+        rnd = server.get("round")
         lines.append(
-            f"  server: round {rnd + 1 if isinstance(rnd, int) else '-'} of {server.get('total_rounds')}, "
+            f"  server: round {rnd if isinstance(rnd, int) else '-'} of {server.get('total_rounds')}, "
+            f"rounds done {server.get('rounds_done')}, "
             f"tasks sent {server.get('tasks_sent')}, results {server.get('results_received')}, "
             f"bytes out {server.get('bytes_to_sites')}, bytes in {server.get('bytes_from_sites')}"
         )
         if server.get("last_metrics"):
-            metrics = server["last_metrics"].items()
-            lines.append("  metrics: " + " ".join(f"{k}={number_text(v)}" for k, v in metrics))
+            metrics = " ".join(f"{k}={number_text(v)}" for k, v in server["last_metrics"].items())
+            lines.append(f"  metrics{of_round(server.get('last_metrics_round'))}: {metrics}")
     for site, info in (data.get("sites") or {}).items():
         lines.append(
             f"  {site}: {info.get('status')} tasks {info.get('tasks', 0)} results {info.get('results', 0)}"
         )
+        if info.get("metrics"):
+            lines.append("    " + " ".join(f"{k}={number_text(v)}" for k, v in info["metrics"].items()))
     return "\n".join(lines)
+
+
+def of_round(last_round: Any) -> str:
+    """The words " of round N" for metrics of round N (sent counted from 0), or nothing."""
+    return f" of round {last_round + 1}" if isinstance(last_round, int) else ""

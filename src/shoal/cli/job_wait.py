@@ -90,17 +90,22 @@ def _pick_metrics(
 ) -> dict[str, Any]:
     """The metrics a monitor line shows: the round, then server-aggregated and/or site metrics."""
     prog = meta.get("progress") or {}
-    wanted = list(DEFAULT_METRICS) + list(args.metric or [])
+    extra = list(args.metric or [])
+    wanted = list(DEFAULT_METRICS) + extra
     out: dict[str, Any] = {}
     if prog.get("current_round") is not None:
         out["round"] = prog["current_round"] + 1
+    server_metrics = prog.get("last_metrics") or {}
     if args.stats_target in ("server", "all"):
         for key in wanted:
-            if key in (prog.get("last_metrics") or {}):
-                out[key] = prog["last_metrics"][key]
-    if stats and args.stats_target in ("client", "all"):
+            if key in server_metrics:
+                out[key] = server_metrics[key]
+    if stats:
+        # A metric asked for by name is shown wherever it is (a site's log_metric), whatever
+        # --stats-target says; the defaults follow --stats-target.
+        per_site = wanted if args.stats_target in ("client", "all") else extra
         for site, info in (stats.get("sites") or {}).items():
-            for key in wanted:
+            for key in per_site:
                 if key in (info.get("metrics") or {}):
                     out[f"{site}.{key}"] = info["metrics"][key]
     return out
@@ -125,6 +130,7 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
     started = time.monotonic()
     deadline = started + args.timeout if args.timeout > 0 else None
     version, meta = -1, None
+    shown = Shown()
     try:
         client = connect(args)
         while True:
@@ -133,7 +139,7 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
             changed = answer["version"] != version
             version, meta = answer["version"], answer["job"]
             stats = None
-            if args.stats_target != "server" and not answer["terminal"]:
+            if (args.stats_target != "server" or args.metric) and not answer["terminal"]:
                 try:
                     stats = client.job_stats(args.job_id, args.study)
                 except ShoalError:
@@ -141,9 +147,9 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
             metrics = _pick_metrics(meta, stats, args)
             status = meta["status"]
             if answer["terminal"]:
-                return _monitor_terminal(meta, metrics, started, jsonl)
+                return _monitor_terminal(meta, metrics, started, jsonl, shown)
             if changed:
-                _monitor_progress(meta, metrics, started, jsonl, emit_event)
+                _monitor_progress(meta, metrics, started, jsonl, emit_event, shown)
             if deadline is not None and time.monotonic() >= deadline:
                 raise ShoalError(
                     "TIMEOUT",
@@ -172,10 +178,64 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
         return Result(None, exit_code=err.exit_code)
 
 
+class Shown:
+    """What the human view of monitor printed last: a line is printed only when what it says
+    changed (not for every event, nor for elapsed time alone), and each notice once."""
+
+    def __init__(self) -> None:
+        self.line = ""
+        self.notices: set[str] = set()
+
+    def new_notices(self, meta: dict[str, Any]) -> list[str]:
+        fresh = [n for n in meta.get("notices") or [] if n not in self.notices]
+        self.notices.update(fresh)
+        return fresh
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _rounds(meta: dict[str, Any]) -> tuple[int | None, int | None, int | None, int | None]:
+    """(round under way from 1, total rounds, rounds done, the round last_metrics belong to
+    from 1) as far as the server knows them."""
+    prog = meta.get("progress") or {}
+    current, total = prog.get("current_round"), prog.get("total_rounds")
+    done = (prog.get("stats") or {}).get("rounds_done")
+    of = prog.get("last_metrics_round")
+    return (
+        current + 1 if isinstance(current, int) else None,
+        total if isinstance(total, int) else None,
+        done if isinstance(done, int) else None,
+        of + 1 if isinstance(of, int) else None,
+    )
+
+
+def _time_left(meta: dict[str, Any], elapsed: float) -> float | None:
+    """The rounds to go at the pace of the rounds done so far; None before the first ends."""
+    _, total, done, _ = _rounds(meta)
+    if not total or not done or meta.get("duration_s") is None:
+        return None
+    return elapsed / done * max(0, total - done)
+
+
+def _metric_words(metrics: dict[str, Any], metrics_round: int | None) -> str:
+    """``loss=0.13 (round 2)``: the metrics without the round under way, labelled with the
+    round they come from (the round under way has none yet)."""
+    server = " ".join(f"{k}={number_text(v)}" for k, v in metrics.items() if k != "round" and "." not in k)
+    if server and metrics_round is not None:
+        server += f" (round {metrics_round})"
+    sites = " ".join(f"{k}={number_text(v)}" for k, v in metrics.items() if "." in k)  # site.key: live
+    return " ".join(w for w in (server, sites) if w)
+
+
 def _monitor_progress(
-    meta: dict[str, Any], metrics: dict[str, Any], started: float, jsonl: bool, emit: Any
+    meta: dict[str, Any], metrics: dict[str, Any], started: float, jsonl: bool, emit: Any, shown: Shown
 ) -> None:
     status = meta["status"]
+    current, total, done, metrics_round = _rounds(meta)
+    elapsed = _elapsed(meta, started)
     if jsonl:
         event: dict[str, Any] = {
             "event": "progress",
@@ -183,25 +243,46 @@ def _monitor_progress(
             "status": NORMALISED.get(status, status),
             "job_status": status,
             "terminal": False,
-            "elapsed_s": _elapsed(meta, started),
+            "elapsed_s": elapsed,
+            "round": current,
+            "total_rounds": total,
+            "rounds_done": done,
             "job_meta": summary(meta),
         }
+        left = _time_left(meta, elapsed)
+        if left is not None:
+            event["time_left_s"] = round(left, 1)
         if metrics:
             event["metrics"] = metrics
+            event["metrics_round"] = metrics_round
+        if meta.get("notices"):
+            event["notices"] = meta["notices"]
         emit(event)
         return
     sites = (meta.get("progress") or {}).get("sites") or {}
-    parts = [f"status: {status}", f"elapsed_s: {_elapsed(meta, started)}"]
-    if metrics:
-        parts.append("metrics: " + " ".join(f"{k}={number_text(v)}" for k, v in metrics.items()))
+    parts = [status]
+    if current is not None:
+        parts.append(f"round {current}/{total}" if total else f"round {current}")
+    words = _metric_words(metrics, metrics_round)
+    if words:
+        parts.append(words)
     if sites:
         parts.append("sites: " + ", ".join(f"{s}={st}" for s, st in sorted(sites.items())))
     if meta.get("status_reason") and status == "SUBMITTED":
         parts.append(f"({meta['status_reason']})")
-    progress(f"job {meta['job_id']} " + " ".join(parts))
+    line = " ".join(parts)
+    if line != shown.line:
+        shown.line = line
+        left = _time_left(meta, elapsed)
+        clock = f"elapsed {_clock(elapsed)}" + (f", about {_clock(left)} left" if left is not None else "")
+        progress(f"job {meta['job_id']} {line} [{clock}]")
+    for text in shown.new_notices(meta):
+        progress(f"job {meta['job_id']} notice: {text}")
 
 
-def _monitor_terminal(meta: dict[str, Any], metrics: dict[str, Any], started: float, jsonl: bool) -> Result:
+def _monitor_terminal(
+    meta: dict[str, Any], metrics: dict[str, Any], started: float, jsonl: bool, shown: Shown
+) -> Result:
     from shoal.cli.output import emit_event
 
     status = meta["status"]
@@ -213,6 +294,7 @@ def _monitor_terminal(meta: dict[str, Any], metrics: dict[str, Any], started: fl
         "job_meta": summary(meta),
         "last_stats": metrics or None,
         "stats_raw": meta.get("progress"),
+        "notices": meta.get("notices") or [],
     }
     if jsonl:
         event: dict[str, Any] = {
@@ -224,12 +306,15 @@ def _monitor_terminal(meta: dict[str, Any], metrics: dict[str, Any], started: fl
             "duration_s": meta.get("duration_s"),
             "job_meta": summary(meta),
             "metrics": metrics or None,
+            "notices": meta.get("notices") or [],
         }
         if code:
             event["error_code"] = code
         emit_event(event)
         return Result(None, exit_code=0 if code is None else 1)
     if code is not None:
+        for text in shown.new_notices(meta):  # said before the error (a success's summary has them)
+            progress(f"job {meta['job_id']} notice: {text}")
         raise ShoalError(
             code, meta.get("status_reason") or None, data=data, job_id=meta["job_id"], status=status
         )
@@ -239,8 +324,13 @@ def _monitor_terminal(meta: dict[str, Any], metrics: dict[str, Any], started: fl
         if meta.get("duration_s") is not None:
             lines.append(f"  Duration: {number_text(meta['duration_s'], '.1f')}s")
         lines.append(f"  Name: {meta.get('name', '')}")
-        if metrics:
-            lines.append("  Metrics: " + " ".join(f"{k}={number_text(v)}" for k, v in metrics.items()))
+        _, total, done, metrics_round = _rounds(meta)
+        if done is not None:
+            lines.append(f"  Rounds: {done}" + (f" of {total}" if total else ""))
+        words = _metric_words(metrics, metrics_round)
+        if words:
+            lines.append(f"  Metrics: {words}")
+        lines += [f"  Notice: {text}" for text in meta.get("notices") or []]
         return "\n".join(lines)
 
     return Result(data, human=human)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from shoal import __version__
-from shoal.cli.output import Result, emit_event, error_event, render_error, render_result
+from shoal.cli.output import Result, emit_event, error_event, render_error, render_result, terminal_columns
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -49,16 +49,31 @@ class HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width)
 
 
-def terminal_columns() -> int:
-    """$COLUMNS, else the terminal's width, else 80 (shutil.get_terminal_size's rules)."""
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):
-        return 80
+class UnknownChoice(Exception):
+    """A word that is none of an argument's choices (a mistyped command): told in one line
+    with the nearest choices, not with the whole help."""
+
+    def __init__(self, parser: argparse.ArgumentParser, action: argparse.Action, value: str) -> None:
+        super().__init__(value)
+        self.parser = parser
+        self.value = value
+        self.choices = [str(c) for c in action.choices or ()]
+        self.is_command = isinstance(action, argparse._SubParsersAction)
+
+    def error(self) -> ShoalError:
+        import difflib  # only on this error's path
+
+        near = difflib.get_close_matches(self.value, self.choices, n=3, cutoff=0.6)
+        prog = self.parser.prog
+        what = f"'{prog}' has no command" if self.is_command else "not one of the choices:"
+        shown = self.value if len(self.value) <= 40 else self.value[:40] + "..."
+        if near:
+            say = " or ".join(f"'{prog} {n}'" if self.is_command else f"'{n}'" for n in near)
+            hint = f"Did you mean {say}?"
+        else:
+            hint = f"Run '{prog} --help' for usage."
+        detail = f"{what} '{shown}'" if self.is_command else f"'{shown}' is {what} {', '.join(self.choices)}"
+        return ShoalError("INVALID_ARGS", detail, hint=hint)
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,9 +86,20 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ArgumentsRejected(self, message)
 
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and isinstance(value, str) and value not in action.choices:
+            raise UnknownChoice(self, action, value)
+        super()._check_value(action, value)  # type: ignore[misc]
+
+
+#: Other names of the formats: Flower's ``--format default`` is the human view (seed 003), and
+#: names are read case-insensitively, as Flower reads them (``--format JSON``).
+FORMAT_ALIASES = {"default": "txt"}
+
 
 def hoist_format(argv: list[str]) -> tuple[str, list[str]]:
-    """``--format X`` may stand anywhere after the command; take it out before parsing."""
+    """``--format X`` may stand anywhere after the command; take it out before parsing. The
+    name comes back in its canonical form (``JSON`` is ``json``, ``default`` is ``txt``)."""
     fmt = "txt"
     rest: list[str] = []
     i = 0
@@ -88,7 +114,8 @@ def hoist_format(argv: list[str]) -> tuple[str, list[str]]:
         else:
             rest.append(arg)
         i += 1
-    return fmt, rest
+    fmt = fmt.lower()
+    return FORMAT_ALIASES.get(fmt, fmt), rest
 
 
 # Top-level command -> module that registers it. Only the family a command line names is
@@ -124,7 +151,9 @@ def build_parser(argv: list[str] | None = None) -> Parser:
 
     parser = Parser(prog="shoal", description="Federated learning jobs: server, sites and admin CLI.")
     parser.add_argument("-V", "--version", action="version", version=f"shoal {__version__}")
-    parser.add_argument("--format", choices=FORMATS, default="txt", help="output: txt (default), json, jsonl")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="txt", help="output: txt (default; also 'default'), json, jsonl"
+    )
     groups = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     first = next((w for w in argv or [] if not w.startswith("-")), None)
     modules = [FAMILIES[first]] if first in FAMILIES else list(dict.fromkeys(FAMILIES.values()))
@@ -187,6 +216,8 @@ def _run(argv: list[str] | None) -> int:
         # collector's sight, so its full pass at exit skips them (~6 ms of every command here).
         gc.freeze()
         return render_result(handler(args), fmt, surface)
+    except UnknownChoice as exc:
+        return render_error(exc.error(), fmt, surface=surface)
     except ArgumentsRejected as exc:
         rejecting = exc.parser
         if rejecting is parser:  # argparse reports unknown options from the top: point at the command
@@ -222,11 +253,10 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _unknown_format(fmt: str) -> ShoalError:
-    hint = f"Use --format {fmt.lower()}: formats are lower case." if fmt.lower() in FORMATS else None
     return ShoalError(
         "INVALID_ARGS",
         f"--format {fmt!r} is not one of {', '.join(FORMATS)}",
-        hint=hint or f"Use --format {', '.join(FORMATS[:-1])} or {FORMATS[-1]}.",
+        hint=f"Use --format {', '.join(FORMATS[:-1])} or {FORMATS[-1]} ('default' is txt).",
     )
 
 
@@ -272,4 +302,10 @@ def connect(args: argparse.Namespace) -> Any:
     from shoal.api.kits import resolve_admin_kit
 
     kit = resolve_admin_kit(getattr(args, "kit_id", None), getattr(args, "startup_kit", None))
-    return AdminClient(kit)
+    client = AdminClient(kit)
+    typed = getattr(args, "job_id", None)
+    if isinstance(typed, str) and len(typed) < 16:  # 'last' or a prefix: find the job it means
+        from shoal.cli.job import resolve_job_id
+
+        args.job_id = resolve_job_id(client, args.study, typed)
+    return client

@@ -94,7 +94,8 @@ def cmd_start(args: argparse.Namespace) -> Result:
     from shoal.provision.services import start_poc
 
     data = start_poc(_workspace(args), timeout=args.timeout)
-    lines = [f"server: {data['server_url']}", f"sites connected: {', '.join(data['sites'])}", "logs:"]
+    lines = ["the POC was already running"] if data.get("already_running") else []
+    lines += [f"server: {data['server_url']}", f"sites connected: {', '.join(data['sites'])}", "logs:"]
     lines += [f"  {name}: {path}" for name, path in data["logs"].items()]
     return Result(data, human="\n".join(lines))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shoal.cli.output import Result, number_text, progress, write_human
+from shoal.cli.output import Result, clock, number_text, progress, table, utc_stamp, write_human
 from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
@@ -21,11 +21,33 @@ if TYPE_CHECKING:
     from shoal.app.project import AppProject
 
 
+def run_id_arg(value: str) -> str:
+    """A run id: its digits, or 'last' (the newest run of the study)."""
+    from shoal.cli.job import job_id_arg
+
+    return job_id_arg(value)
+
+
+def _run_id(client: Any, federation: Federation, typed: str) -> int:
+    """The run ``typed`` names. Unlike ``shoal job``, no prefixes: scripts written for Flower
+    pass whole ids, and a mistyped one must not find (or stop) another run."""
+    from shoal.cli.job import LAST, resolve_job_id
+
+    return int(resolve_job_id(client, federation.study, typed) if typed == LAST else typed)
+
+
 def register(groups: Any) -> None:
     p = groups.add_parser("run", help="build an app project's bundle and start a run of it")
     p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
     p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
-    p.add_argument("--run-config", action="append", default=[], metavar="K=V", help="override an app setting")
+    p.add_argument(
+        "-c",
+        "--run-config",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="override app settings: 'K=V K2=V2' (TOML values) or a .toml file; repeatable",
+    )
     p.add_argument(
         "--stream", action="store_true", help="follow the run until it ends; exit with its outcome"
     )
@@ -34,11 +56,13 @@ def register(groups: Any) -> None:
     p = groups.add_parser("ls", help="list runs")
     p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
     p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
-    p.add_argument("--run-id", type=int, default=None, help="show this run only")
+    p.add_argument(
+        "--run-id", type=run_id_arg, default=None, help="show this run only (or 'last', or its first digits)"
+    )
     p.set_defaults(handler=cmd_ls)
 
     p = groups.add_parser("stop", help="stop a run")
-    p.add_argument("run_id", type=int, help="the run to stop")
+    p.add_argument("run_id", type=run_id_arg, help="the run to stop (or 'last')")
     p.add_argument("app_dir", nargs="?", default=".", help="the app project (default: current folder)")
     p.add_argument("federation", nargs="?", default=None, help="a federation from pyproject.toml")
     p.set_defaults(handler=cmd_stop)
@@ -72,10 +96,14 @@ def _federation_only(args: argparse.Namespace) -> Federation:
     Outside an app project (no pyproject.toml, or one that is not a shoal app, such as a
     library's own) and with no federation named, they talk to the active startup kit, so
     ``shoal ls`` works from any folder. Naming a federation still needs the project."""
+    import os
+
     from shoal.app.federation import Federation, is_app_project
 
+    named = args.app_dir != "."  # a folder the user named must exist, as for 'shoal run'
     if args.federation is None and not is_app_project(args.app_dir):
-        return Federation("(active startup kit)")
+        if not named or os.path.isdir(args.app_dir):
+            return Federation("(active startup kit)")
     return _load(args)[1]
 
 
@@ -123,21 +151,39 @@ def cmd_run(args: argparse.Namespace) -> Result:
     if args.format != "json":
         write_human(human)
         sys.stdout.flush()
-    status = _follow(client, str(run_id), federation.study)
+    # From here the run exists: whatever ends the command (the run failing, a lost connection,
+    # Ctrl-C), its JSON still carries run-id and the run's last known status, so a script can
+    # tell "the run failed" (status finished:*) from "the command failed" (no run-id).
+    last = {"status": "PENDING"}
+    try:
+        status = _follow(client, str(run_id), federation.study, last)
+    except ShoalError as err:
+        err.data = {**data, "status": _run_status(last["status"]), **(err.data or {})}
+        raise
+    except KeyboardInterrupt:
+        raise ShoalError("INTERRUPTED", data={**data, "status": _run_status(last["status"])}) from None
     data["status"] = _run_status(status)
     if status != "FINISHED_OK":
+        reason = last.get("reason", "")
         raise ShoalError(
-            "JOB_FAILED", f"run {run_id} ended {_run_status(status)}", job_id=str(run_id), status=status
+            "RUN_ENDED_UNSUCCESSFULLY",
+            reason or None,
+            data={**data, "status-details": reason},
+            run_id=run_id,
+            status=_run_status(status),
         )
     return Result(data, human=f"✅ Run {run_id} {_run_status(status)}")
 
 
-def _follow(client: Any, job_id: str, study: str) -> str:
-    """Print each change of the run (status, round, metrics) to stderr until it ends."""
+def _follow(client: Any, job_id: str, study: str, last: dict[str, str]) -> str:
+    """Print each change of the run (status, round, metrics) to stderr until it ends; ``last``
+    holds its latest status and reason for the caller, should the following be cut short."""
     version = -1
     while True:
         answer = client.job_events(job_id, study, version, 25.0)
         version, meta = answer["version"], answer["job"]
+        last["status"] = str(meta["status"])
+        last["reason"] = str(meta.get("status_reason") or "")
         prog = meta.get("progress") or {}
         metrics = " ".join(f"{k}={number_text(v)}" for k, v in (prog.get("last_metrics") or {}).items())
         rnd = prog.get("current_round")
@@ -156,25 +202,6 @@ def _run_status(status: str) -> str:
         return status.lower()
 
 
-def _stamp(iso: str) -> str:
-    from datetime import UTC, datetime  # only for rows, not on every ls
-
-    if not iso:
-        return "N/A"
-    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _elapsed(row: dict[str, Any]) -> str:
-    from datetime import UTC, datetime
-
-    if not row.get("start_time"):
-        return "00:00:00"
-    start = datetime.fromisoformat(row["start_time"])
-    end = datetime.fromisoformat(row["end_time"]) if row.get("end_time") else datetime.now(UTC)
-    seconds = max(0, int((end - start).total_seconds()))
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def run_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job-list row as a run; plain ``job submit`` jobs get fab-* values from the job itself
     (fab-id ``job/<name>``, version 0.0.0, the stored archive's hash)."""
@@ -186,10 +213,10 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
         "fab-version": fab.get("version", "0.0.0"),
         "fab-hash": fab.get("hash", str(row.get("content_sha256", ""))[:8]),
         "status": _run_status(row["status"]),
-        "elapsed": _elapsed(row),
-        "created-at": _stamp(row.get("submit_time", "")),
-        "running-at": _stamp(row.get("start_time", "")),
-        "finished-at": _stamp(row.get("end_time", "")),
+        "elapsed": clock(row.get("duration_s")),  # start to end, or to the server's now
+        "created-at": utc_stamp(row.get("submit_time")),
+        "running-at": utc_stamp(row.get("start_time")),
+        "finished-at": utc_stamp(row.get("end_time")),
     }
 
 
@@ -197,15 +224,11 @@ def cmd_ls(args: argparse.Namespace) -> Result:
     federation = _federation_only(args)
     client = _client(federation)
     if args.run_id is not None:
-        rows = client.list_jobs(federation.study, id_prefix=str(args.run_id))
-        rows = [r for r in rows if r["job_id"] == str(args.run_id)]
+        run_id = str(_run_id(client, federation, args.run_id))
+        rows = client.list_jobs(federation.study, id_prefix=run_id)
+        rows = [r for r in rows if r["job_id"] == run_id]
         if not rows:
-            raise ShoalError(
-                "JOB_NOT_FOUND",
-                f"searched study '{federation.study}'",
-                job_id=str(args.run_id),
-                study=federation.study,
-            )
+            raise ShoalError("RUN_NOT_FOUND", run_id=run_id)
     else:
         if args.format != "json":
             progress("📄 Listing all runs...")
@@ -215,36 +238,37 @@ def cmd_ls(args: argparse.Namespace) -> Result:
 
 
 def _table(runs: list[dict[str, Any]]) -> str:
-    columns = ["run-id", "fab-id", "status", "elapsed", "created-at", "running-at", "finished-at"]
-    titles = ["Run ID", "FAB", "Status", "Elapsed", "Created At", "Running At", "Finished At"]
-    try:
-        import io
-
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        from shoal.cli.output import table
-
-        return table([{c: r[c] for c in columns} for r in runs], list(zip(columns, titles, strict=True)))
-    grid = Table()
-    for title in titles:
-        grid.add_column(title, overflow="fold")  # long ids wrap, as in the seed, never cut
-    for r in runs:
-        grid.add_row(
-            str(r["run-id"]), f"{r['fab-id']} (v{r['fab-version']})", *[str(r[c]) for c in columns[2:]]
-        )
-    out = io.StringIO()
-    Console(file=out, width=120, color_system=None).print(grid)  # plain text: output.py escapes controls
-    return out.getvalue()
+    """The runs as the one table every list of the CLI uses (``job list`` too)."""
+    rows = [{**r, "fab": f"{r['fab-id']} (v{r['fab-version']})"} for r in runs]
+    columns = [
+        ("run-id", "RUN ID"),
+        ("fab", "FAB"),
+        ("status", "STATUS"),
+        ("elapsed", "ELAPSED"),
+        ("created-at", "CREATED AT"),
+        ("running-at", "RUNNING AT"),
+        ("finished-at", "FINISHED AT"),
+    ]
+    return table(rows, columns, fit=("fab",))
 
 
 def cmd_stop(args: argparse.Namespace) -> Result:
     federation = _federation_only(args)
     client = _client(federation)
+    run_id = _run_id(client, federation, args.run_id)
     if args.format != "json":
-        progress(f"✋ Stopping run ID {args.run_id}...")
-    client.abort_job(str(args.run_id), federation.study)
-    return Result({"run-id": args.run_id}, human=f"✅ Run {args.run_id} successfully stopped.")
+        progress(f"✋ Stopping run ID {run_id}...")
+    try:
+        client.abort_job(str(run_id), federation.study)
+    except ShoalError as err:  # said in runs, and without the job family's --study hints
+        if err.code == "JOB_NOT_FOUND":
+            raise ShoalError("RUN_NOT_FOUND", run_id=run_id) from None
+        if err.code == "JOB_NOT_RUNNING":
+            rows = client.list_jobs(federation.study, id_prefix=str(run_id), max_results=1)
+            status = _run_status(rows[0]["status"]) if rows else "finished"
+            raise ShoalError("RUN_FINISHED", f"it is {status}", run_id=run_id) from None
+        raise
+    return Result({"run-id": run_id}, human=f"✅ Run {run_id} successfully stopped.")
 
 
 NEW_PYPROJECT = """[project]
@@ -309,8 +333,8 @@ def cmd_new(args: argparse.Namespace) -> Result:
     if not is_project_name(args.name):
         raise ShoalError(
             "INVALID_ARGS",
-            f"{args.name!r} is not a project name: letters, digits, '-', '_' and '.', "
-            "starting and ending with a letter or digit",
+            f"{args.name!r} is not a project name: letters, digits, '-' and '_' (no '.': the "
+            "bundle's file name joins names with dots), starting and ending with a letter or digit",
         )
     root = Path(args.name).resolve()
     if root.exists():

@@ -50,13 +50,73 @@ CONTRACTS: dict[str, dict[str, Any]] = {
 }
 
 EXAMPLES: dict[str, list[str]] = {
+    "shoal provision": [
+        "shoal provision -p project.yml -w ./workspace",
+        "shoal provision -p project.yml -w ./workspace --force site-2",
+    ],
+    "shoal provision init": ["shoal provision init -o project.yml"],
+    "shoal provision add-site": ["shoal provision add-site hospital-3 --org hospital3.org -w ./workspace"],
+    "shoal provision add-user": [
+        "shoal provision add-user lead@hospital3.org --org hospital3.org --role lead -w ./workspace"
+    ],
+    "shoal provision renew": ["shoal provision renew site-1 -w ./workspace"],
+    "shoal provision revoke": ["shoal provision revoke site-2 -w ./workspace"],
+    "shoal provision list": ["shoal provision list -w ./workspace --format json"],
+    "shoal preflight": [
+        "shoal preflight --startup-kit ./workspace/kits/site-1",
+        "shoal preflight --startup-kit ./workspace/kits/server --format json",
+    ],
+    "shoal system sites": ["shoal system sites --format json"],
+    "shoal system restart-site": ["shoal system restart-site site-1"],
+    "shoal system shutdown-site": ["shoal system shutdown-site site-1"],
+    "shoal system remove-site": ["shoal system remove-site site-2 --force"],
+    "shoal build": ["shoal build examples/quickstart-app"],
+    "shoal config add": ["shoal config add prod ~/kits/admin@example.org"],
+    "shoal config list": ["shoal config list --format json"],
+    "shoal config use": ["shoal config use prod"],
+    "shoal config remove": ["shoal config remove prod"],
     "shoal job submit": [
         "shoal job submit -j ./my_job",
         "shoal job submit -j ./my_job --submit-token retry-001 --format json",
+        "shoal job submit -j examples/hello-numpy --wait",
     ],
+    "shoal job list": ["shoal job list -m 10 -r --format json", "shoal job list -n hello"],
+    "shoal job meta": ["shoal job meta last", "shoal job meta 4070415 --format json"],
     "shoal job wait": ["shoal job wait <job_id> --timeout 3600 --format json"],
-    "shoal job download": ["shoal job download <job_id> -o ./downloads --format json"],
-    "shoal job list": ["shoal job list -m 10 -r --format json"],
+    "shoal job monitor": ["shoal job monitor last", "shoal job monitor <job_id> --format jsonl"],
+    "shoal job download": [
+        "shoal job download <job_id> -o ./downloads --format json",
+        "shoal job download last --only metrics",
+    ],
+    "shoal job abort": ["shoal job abort <job_id> --force"],
+    "shoal job delete": ["shoal job delete <job_id> --force"],
+    "shoal job clone": ["shoal job clone last"],
+    "shoal job logs": [
+        "shoal job logs last --site all --tail 20",
+        "shoal job logs <job_id> --site site-1 --follow",
+        "shoal job logs <job_id> --since 2026-12-01T10:00:00Z --format json",
+    ],
+    "shoal job log-config": ["shoal job log-config <job_id> DEBUG --site site-1"],
+    "shoal job stats": ["shoal job stats last", "shoal job stats <job_id> --site site-1 --format json"],
+    "shoal ls": ["shoal ls", "shoal ls --run-id last --format json"],
+    "shoal new": ["shoal new myapp && shoal run myapp"],
+    "shoal poc prepare": ["shoal poc prepare -n 3"],
+    "shoal poc start": ["shoal poc start"],
+    "shoal poc stop": ["shoal poc stop"],
+    "shoal poc clean": ["shoal poc clean"],
+    "shoal poc add-user": ["shoal poc add-user lead lead@example.com"],
+    "shoal recipe list": ["shoal recipe list"],
+    "shoal recipe show": ["shoal recipe show fedprox --format json"],
+    "shoal run": [
+        "shoal run examples/quickstart-app --stream",
+        'shoal run -c "num-rounds=10 min-clients=2" --format json',
+        "shoal run . prod --run-config settings.toml",
+    ],
+    "shoal server start": ["shoal server start -k ./kits/server"],
+    "shoal simulate": ["shoal simulate -j examples/hello-numpy -n 50", "shoal simulate -j ./my_job -o ./sim"],
+    "shoal site start": ["shoal site start -k ./kits/site-1"],
+    "shoal stop": ["shoal stop <run-id>", "shoal stop last --format json"],
+    "shoal system status": ["shoal system status --format json"],
 }
 
 

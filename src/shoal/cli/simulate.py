@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shoal.cli.output import Result, write_human
+from shoal.cli.output import Result, number_text, write_human
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -96,10 +96,11 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
     stderr = sys.stderr  # the controller's own output is redirected while it runs
 
     def on_round(entry: dict[str, Any]) -> None:
-        metrics = " ".join(f"{k}={v:.6g}" for k, v in sorted(entry["metrics"].items()))
+        metrics = " ".join(f"{k}={number_text(v)}" for k, v in sorted(entry["metrics"].items()))
         seconds = entry["seconds"]
         took = f" in {seconds:.2f}s" if seconds is not None else ""
-        write_human(f"round {entry['round']} done{took}: {entry['sites']} sites {metrics}", stderr)
+        rnd = entry["round"] + 1 if isinstance(entry["round"], int) else entry["round"]  # 1-based, as monitor
+        write_human(f"round {rnd} done{took}: {entry['sites']} sites {metrics}", stderr)
         stderr.flush()
 
     report = run_simulation(
@@ -121,7 +122,8 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
         [
             f"Simulated {report.job_name} with {report.sites} sites on {report.workers} workers: "
             f"{len(report.rounds)} rounds in {report.duration_s:.1f}s",
-            *([" ".join(f"{k}={v:.6g}" for k, v in sorted(last.items()))] if last else []),
+            *([" ".join(f"{k}={number_text(v)}" for k, v in sorted(last.items()))] if last else []),
+            *(f"notice: {text}" for text in report.notices),
             f"peak memory: {rss['total']:.0f} MiB "
             f"(controller {rss['controller']:.0f}, workers {rss['workers']:.0f})",
             f"results: {report.workspace}",

@@ -42,6 +42,7 @@ from shoal.fl.sim_transport import PoolTransport, RoundCallback
 from shoal.fl.sim_worker import SiteTask, forget_job_modules
 from shoal.fl.update_checks import UpdateChecks
 from shoal.fl.workflow import RoundFailed, WorkflowContext
+from shoal.wire.divergence import divergence_notices
 from shoal.wire.jobdef import (
     ALL_SITES,
     SERVER_CONFIG,
@@ -78,6 +79,9 @@ class SimulationReport:
     first_error: dict[str, Any] | None = None
     site_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    #: What a user should know of the run: a diverged loss (shoal.wire.divergence), as a
+    #: job's ``notices`` say it on a server.
+    notices: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -193,6 +197,7 @@ def run_simulation(
         first_error=transport.first_error if status != "FINISHED_OK" else None,
         site_metrics=transport.site_metrics,
         peak_rss_mib=_peak_rss(transport.worker_rss_kib),
+        notices=divergence_notices(transport.rounds),
     )
 
 

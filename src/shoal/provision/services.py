@@ -184,10 +184,22 @@ def start_poc(workspace: Path, timeout: float = 60.0) -> dict[str, Any]:
     from shoal.provision.poc import load_poc
 
     poc = load_poc(workspace)
-    if running := running_services(workspace):
-        raise ShoalError("POC_ALREADY_RUNNING", f"running: {', '.join(sorted(running))}")
     kits = Path(poc["kits_dir"])
     host, port = poc["server"]["host"], int(poc["server"]["port"])
+    if running := running_services(workspace):
+        if set(running) == {"server", *poc["sites"]}:
+            # What the user asked for is already there: say so and succeed (a script that
+            # starts the POC before its work need not know whether it was up).
+            return {
+                "status": "running",
+                "already_running": True,
+                "workspace": str(workspace),
+                "server_url": f"https://{host}:{port}",
+                "sites": poc["sites"],
+                "logs": {name: str(workspace / "logs" / f"{name}.log") for name in ["server", *poc["sites"]]},
+                "pids": running,
+            }
+        raise ShoalError("POC_ALREADY_RUNNING", f"running: {', '.join(sorted(running))}")
     if not _port_free(host, port):
         port = _free_port(host)
         set_server_port(kits, port)

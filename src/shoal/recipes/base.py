@@ -49,7 +49,7 @@ class Recipe:
     custom_files: list[str] = knob([], "more files or folders beside job.py that the script needs")
     round_timeout: float = knob(0.0, "per-round deadline in seconds (0: none)")
     min_responses: int | None = knob(None, "results that close a round, k of n (default: min_clients)")
-    log_streaming: bool = knob(False, "stream site logs to the server while the job runs")
+    log_streaming: bool = knob(True, "stream site logs to the server while the job runs")
     source_dir: Path | None = field(default=None, repr=False, metadata={"help": ""})
 
     def __post_init__(self) -> None:
@@ -96,26 +96,28 @@ class Recipe:
             "deploy_map": {"app": ["server", *self.sites] if self.sites else ["@ALL"]},
             "resource_spec": {},
         }
-        if self.log_streaming:
-            meta["log_streaming"] = True
+        if not self.log_streaming:  # streaming is the default (decisions/0020)
+            meta["log_streaming"] = False
         return meta
 
     # --- what users call --------------------------------------------------------------------
-    def export(self, job_dir: Path | str) -> Path:
-        """Write the job folder (refusing a folder that already holds a job) and return it."""
+    def export(self, job_dir: Path | str, force: bool = False) -> Path:
+        """Write the job folder and return it. A folder that already holds a job is refused,
+        or with ``force`` has its job (meta.json and app/, what an export writes) replaced."""
         out = Path(job_dir).expanduser().resolve()
         if out.exists() and not out.is_dir():
             raise ShoalError("LOCAL_FILE_ERROR", f"{out} is not a folder", path=str(out))
         if (out / "meta.json").exists() or (out / "app").exists():
-            raise ShoalError(
-                "INVALID_ARGS",
-                f"{out} already holds a job",
-                hint="Export into a new or empty folder.",
-            )
-        source = self._source()
-        copies = [*([self.train_script] if self.train_script else []), *self.custom_files]
-        for rel in copies:  # everything is checked before anything is written
-            self._inside(source, rel)
+            if not force:
+                raise ShoalError(
+                    "INVALID_ARGS",
+                    f"{out} already holds a job",
+                    hint="Export into a new or empty folder, or pass --force to replace that job.",
+                )
+            self._check_sources()  # nothing is removed for an export that cannot be written
+            (out / "meta.json").unlink(missing_ok=True)
+            shutil.rmtree(out / "app", ignore_errors=True)
+        source, copies = self._check_sources()  # everything is checked before anything is written
         config = out / "app" / "config"
         custom = out / "app" / "custom"
         config.mkdir(parents=True, exist_ok=True)
@@ -148,38 +150,84 @@ class Recipe:
             return simulate(job, self.min_clients if n is None else n, workers=workers, out_dir=out_dir)
 
     def main(self, argv: list[str] | None = None) -> int:
-        """The ``job.py`` convention: ``--export --export-dir DIR`` writes the job folder;
-        without ``--export`` the job runs in the simulator (``-n`` sites, ``--workers``).
+        """The ``job.py`` convention. ``--export --export-dir DIR`` writes the job folder
+        (``--force`` replaces a job already there); otherwise the job runs: in the simulator
+        (``-n`` sites, ``--workers``, ``-o`` to keep the results), or on a real server with
+        ``--poc`` or ``--startup-kit``/``--kit-id``, as FLARE's ``recipe.execute(PocEnv())``.
+        A run ends by printing the metrics it reached; no temporary folder is left behind.
 
         Returns the exit code the shoal CLI would give (0, or the error's: 4 for bad arguments
-        or an unusable folder, 1 for a failed simulation), for ``raise SystemExit(...)``."""
+        or an unusable folder, 1 for a failed job, 2 for a server out of reach), for
+        ``raise SystemExit(...)``."""
         parser = argparse.ArgumentParser(description=f"{self.name}: a {self.recipe_name} recipe")
         parser.add_argument("--export", action="store_true", help="write the job folder and stop")
         parser.add_argument("--export-dir", default=None, help="where to export (default: ./<name>)")
+        parser.add_argument("--force", action="store_true", help="with --export: replace a job already there")
         parser.add_argument("-n", "--n-sites", type=int, default=None, help="simulated sites")
         parser.add_argument("--workers", type=int, default=None, help="simulator worker processes")
-        parser.add_argument("-o", "--out", default=None, help="simulator result folder")
+        parser.add_argument("-o", "--out", default=None, help="keep the simulator's results in this folder")
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument("--poc", action="store_true", help="run on the local POC (shoal poc start)")
+        where.add_argument("--startup-kit", default=None, help="run on the server of this admin kit")
+        where.add_argument("--kit-id", default=None, help="run on the server of this registered kit")
+        parser.add_argument("--study", default="default", help="with a server: the job's study")
         try:
             opts = parser.parse_args(argv)
         except SystemExit as exc:  # --help (0), or a usage error argparse has printed: INVALID_ARGS
             return 0 if exc.code == 0 else ShoalError("INVALID_ARGS").exit_code
         try:
             if opts.export:
-                job = self.export(Path(opts.export_dir or self.name))
+                job = self.export(Path(opts.export_dir or self.name), force=opts.force)
                 print(f"Exported job {self.name!r} to {job}")
                 print(f"Submit it with: shoal job submit -j {job}")
+            elif opts.poc or opts.startup_kit or opts.kit_id:
+                self._run_on_server(opts)
             else:
-                out = Path(opts.out) if opts.out else None
-                workspace = self.simulate(opts.n_sites, workers=opts.workers, out_dir=out)
-                print(f"Simulated job {self.name!r}; results in {workspace}")
+                self._simulate_and_report(opts)
         except ShoalError as exc:
             return _report(exc)
         except OSError as exc:  # a folder that cannot be made or written, as the CLI reports it
-            where = f": {exc.filename}" if exc.filename else ""
-            return _report(ShoalError("LOCAL_FILE_ERROR", f"{exc.strerror or exc}{where}"))
+            where_ = f": {exc.filename}" if exc.filename else ""
+            return _report(ShoalError("LOCAL_FILE_ERROR", f"{exc.strerror or exc}{where_}"))
         return 0
 
+    def _simulate_and_report(self, opts: argparse.Namespace) -> None:
+        import tempfile
+
+        from shoal.recipes.execute import final_metrics, metrics_text
+
+        with tempfile.TemporaryDirectory(prefix=f"shoal-recipe-{self.recipe_name}-") as tmp:
+            out = Path(opts.out) if opts.out else Path(tmp) / "result"
+            workspace = self.simulate(opts.n_sites, workers=opts.workers, out_dir=out)
+            print(f"Simulated job {self.name!r}: {metrics_text(final_metrics(workspace))}")
+            if opts.out:
+                print(f"results in {workspace}")
+            else:
+                print("results not kept (-o DIR keeps them)")
+
+    def _run_on_server(self, opts: argparse.Namespace) -> None:
+        import tempfile
+
+        from shoal.recipes.execute import metrics_text, poc_admin_kit, run_on_server
+
+        kit = poc_admin_kit() if opts.poc else opts.startup_kit
+        with tempfile.TemporaryDirectory(prefix=f"shoal-recipe-{self.recipe_name}-") as tmp:
+            job = self.export(Path(tmp) / self.name)
+            meta = run_on_server(job, startup_kit=kit, kit_id=opts.kit_id, study=opts.study)
+        metrics = (meta.get("progress") or {}).get("last_metrics") or {}
+        print(f"Job {meta['job_id']} ({self.name!r}) finished: {metrics_text(metrics)}")
+        print(f"results: shoal job download {meta['job_id']}")
+
     # --- helpers ----------------------------------------------------------------------------
+    def _check_sources(self) -> tuple[Path, list[str]]:
+        """The folder job.py's files come from and the files to copy, each checked to exist
+        inside it."""
+        source = self._source()
+        copies = [*([self.train_script] if self.train_script else []), *self.custom_files]
+        for rel in copies:
+            self._inside(source, rel)
+        return source, copies
+
     def _source(self) -> Path:
         if self.source_dir is not None:
             return Path(self.source_dir).resolve()

@@ -28,6 +28,8 @@ class Progress:
     total_rounds: int | None = None
     rounds_done: int = 0
     last_metrics: dict[str, float] = field(default_factory=dict)
+    #: The round ``last_metrics`` belong to (0-based): ``current_round`` is already the next one.
+    last_metrics_round: int | None = None
     site_status: dict[str, str] = field(default_factory=dict)
     tasks_sent: int = 0
     results_received: int = 0
@@ -87,12 +89,20 @@ class Progress:
         self.site_metrics.setdefault(site, {})[key] = value
         return True
 
+    @property
+    def round(self) -> int | None:
+        """The round under way counted from 1, as people (and every human view) count it;
+        ``current_round`` counts from 0."""
+        return self.current_round + 1 if self.current_round is not None else None
+
     def as_stats(self) -> dict[str, Any]:
         return {
             "current_round": self.current_round,
+            "round": self.round,
             "total_rounds": self.total_rounds,
             "rounds_done": self.rounds_done,
             "last_metrics": self.last_metrics,
+            "last_metrics_round": self.last_metrics_round,
             "tasks_sent": self.tasks_sent,
             "results_received": self.results_received,
             "bytes_to_sites": self.bytes_to_sites,

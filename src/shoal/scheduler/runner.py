@@ -27,6 +27,7 @@ from shoal.wire.channel import (
     encode,
     read_message,
 )
+from shoal.wire.divergence import LossWatch
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.status import JobStatus
 
@@ -126,6 +127,7 @@ class JobRun:
         # (only the latest: an inline model is up to 341 KiB of base64, not to be kept per round).
         self._latest_task: dict[str, tuple[TaskState, dict[str, Any]]] = {}
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
+        self._loss_watch = LossWatch()  # a diverging global loss becomes a notice
         self._writer: asyncio.StreamWriter | None = None
         self._proc: JobProcess | None = None
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
@@ -284,7 +286,11 @@ class JobRun:
             self.scheduler.events.notify(self.job_id)
         elif op == "round":
             self.progress.last_metrics = round_metrics(msg)
+            rnd = msg.get("round")
+            self.progress.last_metrics_round = rnd if type(rnd) is int else None  # the workflow's word
             self.progress.rounds_done += 1
+            for text in self._loss_watch.feed(self.progress.last_metrics_round, self.progress.last_metrics):
+                self.notice(text)
             self.scheduler.events.notify(self.job_id)
         elif op == "task_closed":
             closing = self.tasks.get(str(msg.get("task_id")))

@@ -38,11 +38,14 @@ async def job_events(request: web.Request) -> web.Response:
 async def job_stats(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     job = ctx.job_in_study(request)
-    run = ctx.scheduler.runs.get(job.job_id)
+    # A finished job shows its final figures while the server keeps them (its last
+    # FINISHED_KEPT jobs since it started), as meta does: the same numbers, not an error.
+    run = ctx.scheduler.run_of(job.job_id)
     if run is None:
+        kept = "it has not started" if job.start_time is None else "its figures are no longer kept"
         raise ShoalError(
             "JOB_NOT_RUNNING",
-            f"stats exist only while a job runs; it is {job.status.value}",
+            f"{kept}; it is {job.status.value} (its metrics: 'shoal job download {job.job_id}')",
             job_id=str(job.job_id),
         )
     site = request.query.get("site", "all")
@@ -91,7 +94,11 @@ async def job_logs(request: web.Request) -> web.Response:
     if target not in ("server", "all") and target not in deploy_sites:
         # Looked up in the server's own records first: a path is only ever built from a site
         # name the server knows for this job, never from the request's ('../..' names none).
-        raise ShoalError("LOG_NOT_FOUND", "that site has no part in this job", site=target[:80])
+        # Say which sites it has: a typo is then plain to see.
+        has = ", ".join(deploy_sites) or "none yet"
+        raise ShoalError(
+            "LOG_NOT_FOUND", f"that site has no part in this job; its sites: {has}", site=target[:80]
+        )
     targets = ["server", *deploy_sites] if target == "all" else [target]
     logs: dict[str, str] = {}
     capped: dict[str, bool] = {}
@@ -107,7 +114,10 @@ async def job_logs(request: web.Request) -> web.Response:
         logs[name], capped[name] = _tail(path.read_bytes())
     if target not in ("server", "all") and target in unavailable:
         stored = [f for f in ("log.txt", "log.json") if paths.site_log(target).with_name(f).is_file()]
-        if not stored:
+        if not stored and run is not None and not job.status.terminal:
+            logs[target], capped[target] = "", False  # a site of the running job, silent so far
+            del unavailable[target]
+        elif not stored:
             raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
     return json_response(
         {"job_id": str(job.job_id), "logs": logs, "capped": capped, "unavailable": unavailable}

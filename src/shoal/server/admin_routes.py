@@ -15,7 +15,7 @@ from shoal.errors import ShoalError
 from shoal.security.identity import Identity
 from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext, small_number
 from shoal.server.middleware import identity_of
-from shoal.server.results import build_result_zip
+from shoal.server.results import build_result_zip, parse_parts
 from shoal.server.streaming import save_body, stream_file
 from shoal.server.submission import prepare_submission, store_submission
 from shoal.server.views import job_meta, job_row, json_response
@@ -54,7 +54,7 @@ async def submit_job(request: web.Request) -> web.Response:
             raise ShoalError(
                 "CUSTOM_CODE_NOT_ALLOWED", f"study '{study}': {prepared.server_custom_code}", study=study
             )
-        await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size)
+        await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size, prepared.archive_sha256)
         record, created = await asyncio.to_thread(
             store_submission,
             ctx.store,
@@ -143,8 +143,11 @@ async def download_job(request: web.Request) -> web.StreamResponse:
     job = ctx.job_in_study(request, "download_job")
     if not job.status.terminal:
         raise ShoalError("JOB_NOT_DONE", f"current status: {job.status.value}", job_id=str(job.job_id))
+    parts = parse_parts(request.query.get("only"))
     meta = job_meta(job, None, time.time())
-    path = await asyncio.to_thread(build_result_zip, ctx.scheduler.paths(job.job_id), ctx.blobs, job, meta)
+    path = await asyncio.to_thread(
+        build_result_zip, ctx.scheduler.paths(job.job_id), ctx.blobs, job, meta, parts
+    )
     return await stream_file(request, path, "application/zip")
 
 

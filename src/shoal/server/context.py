@@ -48,13 +48,16 @@ class ServerContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def check_room(self, size: int) -> None:
-        """Refuse a submit the store cannot hold, before anything is written (nothing is damaged)."""
+    def check_room(self, size: int, sha256: str | None = None) -> None:
+        """Refuse a submit the store cannot hold, before anything is written (nothing is damaged).
+        An archive the store already holds (``sha256``: blobs are content-addressed) takes no
+        new room, so the quota does not count it again."""
         import shutil
 
         if shutil.disk_usage(self.workspace).free - size < self.min_free_bytes:
             raise ShoalError("STORE_FULL", "the disk under the server's store is nearly full")
-        if self.max_store_bytes is not None and self.blobs.total_bytes() + size > self.max_store_bytes:
+        new_bytes = 0 if sha256 is not None and self.blobs.exists(sha256) else size
+        if self.max_store_bytes is not None and self.blobs.total_bytes() + new_bytes > self.max_store_bytes:
             raise ShoalError(
                 "STORE_FULL", f"the store quota of {self.max_store_bytes} bytes would be exceeded"
             )

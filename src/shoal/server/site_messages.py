@@ -53,9 +53,14 @@ class Ended(JobReport):
     pass
 
 
+#: The files a site's live log chunk may add to: its script's raw output or its records.
+LOG_FILES = ("log.txt", "log.json")
+
+
 @dataclass(frozen=True, slots=True)
 class LogChunk(JobReport):
     data: str
+    file: str = "log.txt"  # one of LOG_FILES (an agent that streams records says log.json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +184,19 @@ def _inline_result(job_id: str, data: dict[str, Any]) -> InlineResult:
 _JOB_REPORTS: dict[str, Callable[[str, dict[str, Any]], SiteMessage]] = {
     "ready": lambda job_id, data: Ready(job_id),
     "ended": lambda job_id, data: Ended(job_id),
-    "log": lambda job_id, data: LogChunk(job_id, _text(data, "data")),
+    "log": lambda job_id, data: LogChunk(job_id, _text(data, "data"), _log_file(data)),
     "notice": lambda job_id, data: Notice(job_id, _text(data, "message")),
     "metric": _metric,
     "failed": _failed,
     "result": _inline_result,
 }
+
+
+def _log_file(data: dict[str, Any]) -> str:
+    name = _text(data, "file", 16, "log.txt")
+    if name not in LOG_FILES:
+        raise BadSiteMessage(f"'file' must be one of {', '.join(LOG_FILES)}")
+    return name
 
 
 def _text(data: dict[str, Any], key: str, limit: int | None = None, default: str | None = None) -> str:

@@ -154,7 +154,7 @@ def _on_site_message(ctx: ServerContext, site: str, message: JobReport) -> None:
     if isinstance(message, Ready):
         run.site_ready(site)
     elif isinstance(message, LogChunk):
-        append_site_log(run, site, message.data)
+        append_site_log(run, site, message.data, message.file)
     elif isinstance(message, Metric):
         run.site_metric(site, message.key, message.value, message.step)
     elif isinstance(message, Notice):
@@ -182,9 +182,10 @@ def _open_task(run: JobRun, site: str, raw: str) -> TaskState:
     return task
 
 
-def append_site_log(run: JobRun, site: str, text: str) -> None:
-    """A chunk of a site's live log; the full file the site uploads at the end replaces it."""
-    dest = run.paths.site_log(site)
+def append_site_log(run: JobRun, site: str, text: str, file_name: str = "log.txt") -> None:
+    """A chunk of a site's live log (its records, log.json, or its raw output, log.txt); the
+    full files the site uploads at the end replace them."""
+    dest = run.paths.site_log(site).with_name(file_name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and dest.stat().st_size + len(text) > MAX_LOG_BYTES:
         return

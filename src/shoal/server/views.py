@@ -66,8 +66,10 @@ def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
     if run is not None:
         out["progress"] = {
             "current_round": run.progress.current_round,
+            "round": run.progress.round,
             "total_rounds": run.progress.total_rounds,
             "last_metrics": run.progress.last_metrics,
+            "last_metrics_round": run.progress.last_metrics_round,
             "sites": dict(run.progress.site_status),
             "stats": run.progress.as_stats(),
         }
@@ -84,13 +86,14 @@ def _fab_of(job: JobRecord) -> dict[str, Any] | None:
 
 def job_row(job: JobRecord, now: float) -> dict[str, Any]:
     """One line of ``job list``."""
-    text, _ = duration(job, now)
+    text, seconds = duration(job, now)
     return {
         "job_id": str(job.job_id),
         "job_name": job.name,
         "status": job.status.value,
         "submit_time": iso(job.submit_time),
         "duration": text,
+        "duration_s": seconds,
         "study": job.study,
         "start_time": iso(job.start_time),
         "end_time": iso(job.end_time),

@@ -160,7 +160,9 @@ class SiteJob:
         loop.create_task(self._pump(reader))
         await self.agent.send({"type": "ready", "job_id": self.job_id})
         meta = json.loads((job_dir / "meta.json").read_text())
-        if meta.get("log_streaming"):
+        # Logs stream unless the job says "log_streaming": false: people expect `job logs` to
+        # show a running job (the README says logs stream). A site's policy may refuse.
+        if meta.get("log_streaming", True) is not False:
             if self.agent.policy.get("allow_log_streaming", True):
                 loop.create_task(self._stream_log())
             else:
@@ -221,12 +223,14 @@ class SiteJob:
         return json.dumps(record) + "\n"
 
     async def _stream_log(self) -> None:
-        """Send the script's new log lines to the server while it runs (whole lines only)."""
+        """Send the script's new log records to the server while it runs (whole lines only).
+        The records (log.json), not the raw output: each line carries the time the site saw
+        it, which the raw output has not; log.txt follows when the job ends."""
         offset = 0
         while not self._ending:
             await asyncio.sleep(LOG_STREAM_INTERVAL)
             try:
-                with self.log_path.open("rb") as f:
+                with self.json_log_path.open("rb") as f:
                     f.seek(offset)
                     data = f.read(LOG_CHUNK_MAX)
             except OSError:
@@ -237,7 +241,12 @@ class SiteJob:
             if cut and not self._ending:
                 offset += cut
                 await self.agent.send(
-                    {"type": "log", "job_id": self.job_id, "data": data[:cut].decode("utf-8", "replace")}
+                    {
+                        "type": "log",
+                        "job_id": self.job_id,
+                        "file": "log.json",
+                        "data": data[:cut].decode("utf-8", "replace"),
+                    }
                 )
 
     async def set_log_config(self, setting: str) -> None:

@@ -87,3 +87,38 @@ def test_run_config_values_are_typed() -> None:
     }
     with pytest.raises(ShoalError):
         parse_run_config(["novalue"])
+
+
+def test_run_config_takes_flowers_forms(tmp_path: Path) -> None:
+    """One argument may hold several space-separated pairs (it became one key holding the
+    rest as a string), values may be quoted TOML strings, and a .toml file is read whole."""
+    assert parse_run_config(["num-rounds=2 min-clients=2", "msg='a b' x=\"c d\""]) == {
+        "num-rounds": 2,
+        "min-clients": 2,
+        "msg": "a b",
+        "x": "c d",
+    }
+    settings = tmp_path / "settings.toml"
+    settings.write_text('num-rounds = 4\n[optimizer]\nlr = 0.5\nname = "sgd"\n')
+    assert parse_run_config([str(settings), "num-rounds=1"]) == {
+        "num-rounds": 1,
+        "optimizer.lr": 0.5,
+        "optimizer.name": "sgd",
+    }
+    for bad in ("num-rounds=2 oops", "a=1 =2", "", "   ", str(tmp_path / "none.toml")):
+        with pytest.raises(ShoalError) as err:
+            parse_run_config([bad])
+        assert err.value.code == "INVALID_ARGS"
+
+
+def test_the_content_listing_comes_last_and_is_not_app_code(tmp_path: Path) -> None:
+    from shoal.app.jobfolder import write_job_folder
+
+    project = load_project(project_copy(tmp_path))
+    bundle = build_bundle(project, tmp_path / "out")
+    with zipfile.ZipFile(bundle.path) as fab:
+        assert fab.namelist()[-1] == ".info/CONTENT"
+        assert "\nclient.py," in fab.read(".info/CONTENT").decode()
+    job = write_job_folder(project, bundle, {}, tmp_path / "job")
+    assert not (job / "app" / "custom" / ".info").exists()
+    assert not (job / "app" / "custom" / "MANIFEST.json").exists()

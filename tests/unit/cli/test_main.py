@@ -50,9 +50,9 @@ def test_jsonl_only_for_streaming_commands(capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize(
     ("argv", "hint"),
     [
-        (["job", "list", "--format", "xml"], "Use --format txt, json or jsonl."),
-        (["--format=JSON", "job", "list"], "Use --format json: formats are lower case."),
-        (["job", "wait", "1", "--format", ""], "Use --format txt, json or jsonl."),
+        (["job", "list", "--format", "xml"], "Use --format txt, json or jsonl ('default' is txt)."),
+        (["--format=YAML", "job", "list"], "Use --format txt, json or jsonl ('default' is txt)."),
+        (["job", "wait", "1", "--format", ""], "Use --format txt, json or jsonl ('default' is txt)."),
     ],
 )
 def test_an_unknown_format_is_invalid_args_told_to_people(

@@ -91,3 +91,27 @@ def test_logs_of_several_sites_name_their_site_on_every_line() -> None:
         "site-1 | site-2 | forged",
         "site-2 | two",
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "00:00:00"), (59.9, "00:00:59"), (3661, "01:01:01"), (86399, "23:59:59"), (90000, "1d 01:00:00")],
+)
+def test_clock_shows_days_as_flower_does(seconds: float, text: str) -> None:
+    from shoal.cli.output import clock
+
+    assert clock(seconds) == text
+
+
+def test_a_narrow_table_cuts_only_the_columns_that_may_be_cut() -> None:
+    from shoal.cli.output import table
+
+    rows = [{"id": "1234567890123456", "name": "a-rather-long-job-name", "status": "finished:completed"}]
+    columns = [("id", "ID"), ("name", "NAME"), ("status", "STATUS")]
+    wide = table(rows, columns, fit=("name",), width=200).splitlines()
+    assert wide[2].split() == ["1234567890123456", "a-rather-long-job-name", "finished:completed"]
+    narrow = table(rows, columns, fit=("name",), width=44).splitlines()
+    assert narrow[2].split() == ["1234567890123456", "a-rat…", "finished:completed"]
+    assert max(len(line) for line in narrow) <= 44
+    tiny = table(rows, columns, fit=("name",), width=10).splitlines()  # ids and statuses stay whole
+    assert tiny[2].split() == ["1234567890123456", "a-r…", "finished:completed"]

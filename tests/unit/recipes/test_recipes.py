@@ -46,7 +46,7 @@ def test_fedavg_export_is_a_job_folder(source: Path, tmp_path: Path) -> None:
         sites=["site-1", "site-2", "site-3"],
         round_timeout=30,
         min_responses=2,
-        log_streaming=True,
+        log_streaming=False,
         source_dir=source,
     )
     job = recipe.export(tmp_path / "job")
@@ -55,7 +55,7 @@ def test_fedavg_export_is_a_job_folder(source: Path, tmp_path: Path) -> None:
         "min_clients": 3,
         "deploy_map": {"app": ["server", "site-1", "site-2", "site-3"]},
         "resource_spec": {},
-        "log_streaming": True,
+        "log_streaming": False,
     }
     assert read(job, "app", "config", "config_fed_server.json") == {
         "workflow": "fedavg",

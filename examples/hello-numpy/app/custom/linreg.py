@@ -36,13 +36,27 @@ def mse(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((pred - y) ** 2))
 
 
+def step_limit(x: np.ndarray, mu: float = 0.0) -> float:
+    """1/L for the mean squared error on ``x`` (with a bias column), plus FedProx's ``mu``:
+    L is the largest eigenvalue of the loss's Hessian, 2/n·XᵀX (+ mu)."""
+    design = np.hstack([x, np.ones((len(x), 1))])
+    curvature = float(np.linalg.eigvalsh(2.0 / len(x) * design.T @ design).max()) + mu
+    return 1.0 / curvature
+
+
 def local_train(
     params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float, epochs: int, mu: float = 0.0
 ) -> dict[str, np.ndarray]:
     """Full-batch gradient descent on the mean squared error: deterministic, so tests can replay it.
 
     ``mu > 0`` adds FedProx's proximal term mu/2·||w - w_global||², which pulls the local
-    weights toward the global model this round started from."""
+    weights toward the global model this round started from.
+
+    The step never exceeds 1/L, L the largest curvature of this site's loss (``step_limit``):
+    a site whose features sit far from zero has a steep loss, and a larger step overshoots
+    further each epoch. Every site's update then moves toward its own optimum, so their
+    average does too and FedAvg converges for any number of sites."""
+    lr = min(lr, step_limit(x, mu))
     anchor = {"weight": params["weight"].astype(np.float64), "bias": params["bias"].astype(np.float64)}
     current = {"weight": anchor["weight"].copy(), "bias": anchor["bias"].copy()}
     n = len(y)
