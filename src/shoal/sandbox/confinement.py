@@ -39,6 +39,10 @@ ENV_MODE = "SHOAL_SANDBOX"  # auto (default) | required | off
 ENV_MAX_ABI = "SHOAL_LANDLOCK_MAX_ABI"  # use at most this Landlock ABI (0: none)
 ENV_JOB_USER = "SHOAL_JOB_USER"  # the user a root host runs jobs as
 ENV_PASS = "SHOAL_JOB_ENV"  # more variable names a job may inherit, comma-separated
+ENV_NICE = "SHOAL_JOB_NICE"  # how much lower a job's CPU priority is than its host's (0-19)
+#: Job processes yield the CPU to their host: a server's answers and a site's transfers must
+#: not queue behind aggregation or training on the same cores.
+DEFAULT_NICE = 10
 MODES = ("auto", "required", "off")
 #: What a job inherits of its host's environment (locale, time zone, thread and device
 #: settings); everything else, credentials included, stays with the host.
@@ -124,6 +128,7 @@ class Sandbox:
         if self.mode == "required" and self.abi < 1:
             raise ShoalError("SANDBOX_UNAVAILABLE", "this kernel offers no Landlock", hint=SANDBOX_HINT)
         self.read_paths = self._system_paths()
+        self.nice = _nice()
 
     def check_readable(self, paths: list[str], what: str) -> None:
         """Refuse (LOCAL_FILE_ERROR) to give jobs ``paths`` if one holds a protected path: a
@@ -172,6 +177,7 @@ class Sandbox:
             "network": network,
             "user": [self.job_user.uid, self.job_user.gid] if self.job_user else None,
             "passed_env": [*PASSED_ENV, *_extra_passed_env()],
+            "nice": self.nice,
         }
 
     def _system_paths(self) -> list[str]:
@@ -233,6 +239,13 @@ def _job_user() -> JobUser | None:
     return JobUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
 
+def _nice() -> int:
+    raw = _setting(ENV_NICE, str(DEFAULT_NICE))
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= 19):
+        raise ShoalError("INVALID_ARGS", f"{ENV_NICE} must be a whole number from 0 to 19, not {raw[:20]!r}")
+    return int(raw)
+
+
 def _extra_passed_env() -> list[str]:
     return [n.strip() for n in os.environ.get(ENV_PASS, "").split(",") if n.strip()]
 
@@ -282,6 +295,8 @@ def apply(spec: dict[str, Any], keep_fds: set[int]) -> None:
     the job's code."""
     _close_other_descriptors(keep_fds)
     _rebuild_environment(spec)
+    if int(spec.get("nice", 0)) > 0:
+        os.nice(int(spec["nice"]))
     ruleset = None
     if spec.get("mode") != "off" and int(spec.get("abi", 0)) >= 1:
         ruleset = landlock.Ruleset(allow_network=bool(spec.get("network", True)))

@@ -183,3 +183,13 @@ def test_a_job_user_who_cannot_run_the_jobs_is_refused_at_start(
     monkeypatch.setenv("SHOAL_JOB_USER", "root")
     with pytest.raises(ShoalError):
         Sandbox([tmp_path])
+
+
+def test_a_job_runs_at_a_lower_cpu_priority_than_its_host(host: dict[str, Path]) -> None:
+    """Issue 19: a server's answers must not queue behind its jobs' work on the same cores."""
+    spec = Sandbox([host["kit"]]).spec(
+        read=[], write=[host["job"] / "work"], home=host["job"] / "work", network=True
+    )
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = _in_child(spec, lambda: {"nice": os.getpriority(os.PRIO_PROCESS, 0)})
+    assert seen["nice"] == min(19, mine + 10), seen
