@@ -15,6 +15,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.federation import Federation
+    from tests.s3server import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -66,3 +67,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
 
     with own_federation(tmp_path_factory.mktemp("fed"), studies=CUSTOM_CODE_STUDIES) as fed:
         yield fed
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """One S3-compatible server (moto, a process of its own) for the session; each test makes
+    its own bucket (``s3.new_bucket()``)."""
+    from tests.s3server import s3_server
+
+    with s3_server() as server:
+        yield server

@@ -295,6 +295,20 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Run 'shoal poc prepare', or 'shoal config add <id> <kit-dir>' then 'shoal config use <id>', "
         "or pass --kit-id / --startup-kit, or set SHOAL_STARTUP_KIT_DIR.",
     ),
+    "BLOB_STORE_CONFIG": ErrorSpec(
+        4,
+        500,
+        "The server's blob store setting cannot be used.",
+        "Set SHOAL_BLOBS_URL to s3://bucket/prefix (or unset it for the folder beside the job "
+        "database); a bucket needs the 's3' extra (pip install 'shoal[s3]'). See docs/deployment.md.",
+    ),
+    "BLOB_STORE_UNAVAILABLE": ErrorSpec(
+        2,
+        503,
+        "The server's blob store (an S3-compatible bucket) did not answer as expected.",
+        "Check that the bucket exists and that AWS_ENDPOINT_URL, AWS_REGION and the AWS credentials "
+        "the server runs with may read and write it; then retry.",
+    ),
     "CONNECTION_FAILED": ErrorSpec(
         2,
         503,

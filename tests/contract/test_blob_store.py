@@ -1,62 +1,100 @@
-"""Contract tests for the content-addressed blob store."""
+"""Contract tests for the content-addressed blob store: the SAME tests run against the folder
+(the embedded default) and an S3-compatible bucket on a real server (moto, its own process)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shoal.store.blobs import BlobStore
+from shoal.store.blobs import Blobs, BlobStore
+from shoal.store.s3blobs import S3BlobStore
+from tests.s3server import S3Server
 
 
-@pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+@pytest.fixture(params=["folder", "s3"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Blobs]:
+    if request.param == "folder":
+        yield BlobStore(tmp_path / "blobs")
+        return
+    s3: S3Server = request.getfixturevalue("s3")
+    bucket = s3.new_bucket()
+    for name, value in s3.env(bucket).items():
+        monkeypatch.setenv(name, value)
+    # 5 MiB parts (S3's smallest) so the 5+ MB tests below go multipart
+    yield S3BlobStore(bucket, "blobs", spool=tmp_path / "spool", multipart_threshold=5 << 20)
 
 
-def test_put_bytes_is_content_addressed(blobs: BlobStore) -> None:
+def read(blobs: Blobs, sha: str, start: int = 0) -> bytes:
+    with blobs.open(sha, start) as f:
+        out = b""
+        while chunk := f.read(1 << 16):
+            out += chunk
+        return out
+
+
+def leftovers(blobs: Blobs) -> list[Path]:
+    """Temporary files a store left on local disk."""
+    folder = blobs.root / "tmp" if isinstance(blobs, BlobStore) else blobs.spool  # type: ignore[attr-defined]
+    return list(folder.iterdir())
+
+
+def test_put_bytes_is_content_addressed(blobs: Blobs) -> None:
     data = b"hello shoal"
     sha = blobs.put_bytes(data)
     assert sha == hashlib.sha256(data).hexdigest()
-    path = blobs.path(sha)
-    assert path == blobs.root / sha[:2] / sha[2:]
-    assert path.read_bytes() == data
+    assert read(blobs, sha) == data
+    assert blobs.size(sha) == len(data)
     assert blobs.exists(sha)
+    assert blobs.total_bytes() == len(data)
 
 
-def test_put_file_large_and_idempotent(blobs: BlobStore, tmp_path: Path) -> None:
+def test_put_file_large_and_idempotent(blobs: Blobs, tmp_path: Path) -> None:
     src = tmp_path / "big.bin"
-    data = bytes(range(256)) * 20_000  # ~5 MB, several copy chunks
+    data = bytes(range(256)) * 24_000  # ~6 MB: several copy chunks, two multipart parts
     src.write_bytes(data)
     sha = blobs.put_file(src)
     assert sha == hashlib.sha256(data).hexdigest()
     assert blobs.put_file(src) == sha
     assert blobs.put_bytes(data) == sha
-    assert blobs.path(sha).read_bytes() == data
-    assert list((blobs.root / "tmp").iterdir()) == []  # no temp files left behind
+    assert blobs.put_stream(io.BytesIO(data)) == sha
+    assert read(blobs, sha) == data
+    assert read(blobs, sha, 5_000_000) == data[5_000_000:]  # a resumed download's tail
+    with blobs.local_file(sha) as local:
+        assert local.read_bytes() == data
+    assert blobs.total_bytes() == len(data)  # stored once
+    assert leftovers(blobs) == []  # no temp files left behind
 
 
-def test_put_stream_limit_leaves_nothing(blobs: BlobStore) -> None:
+def test_put_stream_limit_leaves_nothing(blobs: Blobs) -> None:
     with pytest.raises(ValueError):
         blobs.put_stream(io.BytesIO(b"x" * 1000), max_bytes=100)
-    assert list((blobs.root / "tmp").iterdir()) == []
+    assert leftovers(blobs) == []
     assert not blobs.exists(hashlib.sha256(b"x" * 1000).hexdigest())
+    assert blobs.total_bytes() == 0
 
 
-def test_open_and_delete(blobs: BlobStore) -> None:
+def test_open_and_delete(blobs: Blobs) -> None:
     sha = blobs.put_bytes(b"abc")
-    with blobs.open(sha) as f:
-        assert f.read() == b"abc"
+    assert read(blobs, sha) == b"abc"
     blobs.delete(sha)
     assert not blobs.exists(sha)
     blobs.delete(sha)  # deleting twice is fine
+    for call in (blobs.open, blobs.size):
+        with pytest.raises(FileNotFoundError):
+            call(sha)
+    with pytest.raises(FileNotFoundError), blobs.local_file(sha):
+        pass
+    assert leftovers(blobs) == []
 
 
-def test_empty_blob(blobs: BlobStore) -> None:
+def test_empty_blob(blobs: Blobs) -> None:
     sha = blobs.put_bytes(b"")
-    assert blobs.path(sha).read_bytes() == b""
+    assert read(blobs, sha) == b""
+    assert blobs.exists(sha)
 
 
 @pytest.mark.parametrize(
@@ -73,10 +111,20 @@ def test_empty_blob(blobs: BlobStore) -> None:
         "a" * 63 + "\n",
     ],
 )
-def test_bad_ids_refused_before_touching_disk(blobs: BlobStore, bad: str) -> None:
-    for call in (blobs.path, blobs.exists, blobs.delete, blobs.open):
+def test_bad_ids_refused_before_touching_disk(blobs: Blobs, bad: str) -> None:
+    for call in (blobs.exists, blobs.delete, blobs.open, blobs.size):
         with pytest.raises(ValueError):
             call(bad)
+    with pytest.raises(ValueError), blobs.local_file(bad):
+        pass
+
+
+def test_folder_layout(tmp_path: Path) -> None:
+    """The folder's own promise: ``root/ab/cdef...``, a read-only file per blob."""
+    blobs = BlobStore(tmp_path / "b")
+    sha = blobs.put_bytes(b"layout")
+    assert blobs.path(sha) == blobs.root / sha[:2] / sha[2:]
+    assert blobs.path(sha).read_bytes() == b"layout"
 
 
 def test_survives_new_instance(tmp_path: Path) -> None:

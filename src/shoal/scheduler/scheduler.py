@@ -21,7 +21,7 @@ from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.runner import JobPaths, JobRun
 from shoal.scheduler.sites import SiteRegistry
 from shoal.store.base import JobRecord, JobStore
-from shoal.store.blobs import BlobStore
+from shoal.store.blobs import Blobs
 from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
 from shoal.wire.resources import Need, ResourceError, check_spec
@@ -66,7 +66,7 @@ class Scheduler:
     def __init__(
         self,
         store: JobStore,
-        blobs: BlobStore,
+        blobs: Blobs,
         jobs_root: Path,
         sites: SiteRegistry,
         max_running: int = 8,
@@ -265,7 +265,8 @@ class Scheduler:
         """Extract the stored job archive into the job's folder (fresh each time)."""
         if paths.job.exists():
             shutil.rmtree(paths.job)
-        extract_archive(self.blobs.path(job.content_sha256), paths.job)
+        with self.blobs.local_file(job.content_sha256) as archive:
+            extract_archive(archive, paths.job)
         load_job_definition(paths.job)
 
     async def abort(self, job: JobRecord, who: str) -> JobRecord:

@@ -41,7 +41,7 @@ from shoal.server.middleware import (
     identity_middleware,
 )
 from shoal.server.studies import Studies
-from shoal.store.blobs import BlobStore
+from shoal.store.blobs import open_blobs
 from shoal.store.sqlite import SqliteJobStore
 from shoal.wire.models import RESULT_HEADER_MAX
 
@@ -160,7 +160,7 @@ def build_context(
             f"cannot open the job store {workspace / 'store.db'}: {exc}",
             path=str(workspace),
         ) from exc
-    blobs = BlobStore(workspace / "blobs")
+    blobs = open_blobs(workspace)  # the folder, or the bucket SHOAL_BLOBS_URL names
     sites = SiteRegistry()
     scheduler = Scheduler(
         store,

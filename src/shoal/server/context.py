@@ -16,7 +16,7 @@ from shoal.security.policy import DEFAULT_POLICY, Policy
 from shoal.server.middleware import identity_of
 from shoal.server.studies import DEFAULT_STUDY, Studies
 from shoal.store.base import JobRecord, JobStore
-from shoal.store.blobs import BlobStore
+from shoal.store.blobs import Blobs
 from shoal.wire.models import RESULT_FLOOR_BYTES
 
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -25,7 +25,7 @@ SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 @dataclass
 class ServerContext:
     store: JobStore
-    blobs: BlobStore
+    blobs: Blobs
     scheduler: Scheduler
     sites: SiteRegistry
     workspace: Path

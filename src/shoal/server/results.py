@@ -10,7 +10,7 @@ from typing import Any
 from shoal.errors import ShoalError
 from shoal.scheduler.runner import JobPaths
 from shoal.store.base import JobRecord
-from shoal.store.blobs import BlobStore
+from shoal.store.blobs import Blobs
 from shoal.wire.jsonout import dumps
 
 #: What ``job download --only`` may ask for, and which of a result's files each part is.
@@ -44,7 +44,7 @@ def parse_parts(raw: str | None) -> tuple[str, ...] | None:
 
 def build_result_zip(
     paths: JobPaths,
-    blobs: BlobStore,
+    blobs: Blobs,
     job: JobRecord,
     meta: dict[str, Any],
     parts: tuple[str, ...] | None = None,
@@ -60,7 +60,7 @@ def build_result_zip(
     with zipfile.ZipFile(tmp, "w") as zf:
         zf.writestr("meta.json", dumps(meta, indent=2, sort_keys=True))
         if parts is None or "job" in parts:
-            with zipfile.ZipFile(blobs.path(job.content_sha256)) as job_zip:
+            with blobs.local_file(job.content_sha256) as archive, zipfile.ZipFile(archive) as job_zip:
                 for info in job_zip.infolist():
                     if not info.is_dir():
                         zf.writestr(

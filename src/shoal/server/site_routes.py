@@ -30,7 +30,7 @@ from shoal.server.site_messages import (
     Ready,
     parse_site_message,
 )
-from shoal.server.streaming import save_body, stream_file
+from shoal.server.streaming import save_body, stream_blob, stream_file
 from shoal.server.views import json_response
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.models import INLINE_BYTES, RESULT_SIZE_FACTOR, check_safetensors, result_bound
@@ -209,7 +209,7 @@ async def job_archive(request: web.Request) -> web.StreamResponse:
     job = ctx.store.get_job(run.job_id)
     if job is None:
         raise ShoalError("JOB_NOT_FOUND", job_id=str(run.job_id), study="?")
-    return await stream_file(request, ctx.blobs.path(job.content_sha256))
+    return await stream_blob(request, ctx.blobs, job.content_sha256)
 
 
 async def task_model(request: web.Request) -> web.StreamResponse:

@@ -8,13 +8,17 @@ from 16.5 s to 5.3 s). Memory stays at one chunk either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import web
 
 from shoal.errors import ShoalError
 from shoal.server.context import small_number
+from shoal.store.blobs import Blobs
 from shoal.wire.idle import idle_timeout
 
 CHUNK = 4 * 2**20
@@ -33,17 +37,37 @@ async def stream_file(
     the handler and the open file are not held for a peer that is not reading. Judged per
     256 KiB, a link of a few KB/s still counts as progressing.
     """
-    idle = idle_timeout()
-    size = path.stat().st_size
-    start = _range_start(request.headers.get("Range"), size)
-    response = web.StreamResponse(status=206 if start else 200, headers={"Content-Type": content_type})
-    if start:
-        response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
-    response.content_length = size - start
-    await response.prepare(request)
-    with path.open("rb") as f:
+
+    def opener(start: int) -> BinaryIO:
+        f = path.open("rb")
         f.seek(start)
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
+        return f
+
+    return await _stream(request, path.stat().st_size, opener, content_type)
+
+
+async def stream_blob(
+    request: web.Request, blobs: Blobs, sha: str, content_type: str = "application/octet-stream"
+) -> web.StreamResponse:
+    """A stored blob, as ``stream_file`` sends a file: straight from the folder's file, or
+    from the bucket's object (a ranged GET read chunk by chunk, never whole in memory)."""
+    size = await asyncio.to_thread(blobs.size, sha)
+    return await _stream(request, size, lambda start: blobs.open(sha, start), content_type)
+
+
+async def _stream(
+    request: web.Request, size: int, opener: Callable[[int], BinaryIO], content_type: str
+) -> web.StreamResponse:
+    idle = idle_timeout()
+    start = _range_start(request.headers.get("Range"), size)
+    source = await asyncio.to_thread(opener, start)  # before the answer starts: errors stay errors
+    with contextlib.closing(source):
+        response = web.StreamResponse(status=206 if start else 200, headers={"Content-Type": content_type})
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+        response.content_length = size - start
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(source.read, CHUNK):
             view = memoryview(chunk)
             try:
                 for at in range(0, len(view), PIECE):

@@ -16,7 +16,7 @@ from typing import Any
 
 from shoal.errors import ShoalError
 from shoal.store.base import JobRecord, JobStore, Submitter
-from shoal.store.blobs import BlobStore
+from shoal.store.blobs import Blobs
 from shoal.wire.archive import content_hash_of_folder, extract_archive, zip_folder
 from shoal.wire.jobdef import (
     JobDefinition,
@@ -114,7 +114,7 @@ def check_resources(
 
 def store_submission(
     store: JobStore,
-    blobs: BlobStore,
+    blobs: Blobs,
     prepared: PreparedJob,
     *,
     study: str,
@@ -152,7 +152,7 @@ def store_submission(
             raise
 
 
-def release_blob(store: JobStore, blobs: BlobStore, sha: str) -> None:
+def release_blob(store: JobStore, blobs: Blobs, sha: str) -> None:
     """Remove an archive no job uses any more (after a delete). Under the same lock as
     ``store_submission``: a submit of the same archive that found the blob stored must not
     have it removed before its own job record points at it."""

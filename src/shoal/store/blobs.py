@@ -1,4 +1,8 @@
-"""Content-addressed blob store: large content lives as files named by their SHA-256.
+"""Content-addressed blob store: large content lives under the name of its SHA-256.
+
+``Blobs`` is the interface the server uses; ``BlobStore`` (a folder beside the job database) is
+the embedded default, and ``open_blobs`` picks an S3-compatible bucket instead when
+``SHOAL_BLOBS_URL`` says ``s3://bucket/prefix`` (shoal.store.s3blobs, loaded only then).
 
 Job archives, models, logs and workspaces are too big for SQLite rows. Naming a file by its
 hash makes writes idempotent (the same content is stored once), lets readers verify what they
@@ -15,8 +19,9 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -43,8 +48,61 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class Blobs(Protocol):
+    """What the server needs of a blob store, wherever the bytes live.
+
+    Ids are 64 lowercase hex digits (ValueError otherwise, before anything is touched); a blob
+    once stored never changes. Nothing here hands out a whole blob in memory: writes read a
+    stream, reads return a stream or a local file, so a 1 GB model never sits in RAM.
+    """
+
+    def exists(self, sha: str) -> bool: ...
+
+    def put_stream(self, stream: BinaryIO, *, max_bytes: int | None = None) -> str: ...
+
+    def put_file(self, src: Path) -> str: ...
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+    def open(self, sha: str, start: int = 0) -> BinaryIO:
+        """The blob from byte ``start`` on, to read in chunks (FileNotFoundError when absent)."""
+        ...
+
+    def size(self, sha: str) -> int:
+        """The blob's length in bytes (FileNotFoundError when absent)."""
+        ...
+
+    def local_file(self, sha: str) -> contextlib.AbstractContextManager[Path]:
+        """A local file holding the blob for the ``with`` block, for readers that must seek
+        (zip files); FileNotFoundError when absent. Do not write to it."""
+        ...
+
+    def total_bytes(self) -> int: ...
+
+    def delete(self, sha: str) -> None: ...
+
+
+BLOBS_URL = "SHOAL_BLOBS_URL"
+
+
+def open_blobs(workspace: Path) -> Blobs:
+    """The blob store the server's environment names: ``SHOAL_BLOBS_URL=s3://bucket/prefix``
+    for a bucket, unset or empty for the folder ``workspace/blobs`` (BLOB_STORE_CONFIG for
+    anything else). The bucket's code, and boto3, are imported only when a bucket is asked for:
+    the CLI and the embedded default never load them."""
+    url = os.environ.get(BLOBS_URL, "").strip()
+    if not url:
+        return BlobStore(workspace / "blobs")
+    from shoal.store.s3blobs import S3BlobStore, parse_s3_url
+
+    bucket, prefix = parse_s3_url(url)
+    return S3BlobStore(bucket, prefix, spool=workspace / "blobs-spool")
+
+
 class BlobStore:
-    """Files under ``root/ab/cdef...`` named by the SHA-256 of their content."""
+    """Files under ``root/ab/cdef...`` named by the SHA-256 of their content (the embedded
+    default). ``path`` is this store's own: code that must work with a bucket too uses
+    ``open``, ``size`` or ``local_file``."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -107,9 +165,23 @@ class BlobStore:
             return sha
         return self.put_stream(io.BytesIO(data))
 
-    def open(self, sha: str) -> BinaryIO:
-        """Open a blob for reading (FileNotFoundError when absent)."""
-        return open(self.path(sha), "rb")
+    def open(self, sha: str, start: int = 0) -> BinaryIO:
+        """Open a blob for reading from byte ``start`` (FileNotFoundError when absent)."""
+        f = open(self.path(sha), "rb")
+        if start:
+            f.seek(start)
+        return f
+
+    def size(self, sha: str) -> int:
+        return self.path(sha).stat().st_size
+
+    @contextlib.contextmanager
+    def local_file(self, sha: str) -> Iterator[Path]:
+        """The blob's own file: it is already local, and never changes once stored."""
+        path = self.path(sha)
+        if not path.is_file():
+            raise FileNotFoundError(f"no blob {sha}")
+        yield path
 
     def total_bytes(self) -> int:
         """Bytes the stored blobs take (for the server's store quota)."""

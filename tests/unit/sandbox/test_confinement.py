@@ -14,7 +14,7 @@ import pytest
 
 from shoal.errors import ShoalError
 from shoal.sandbox import landlock, privileges
-from shoal.sandbox.confinement import Sandbox, apply
+from shoal.sandbox.confinement import PASSED_ENV, Sandbox, apply
 
 
 def _in_child(spec: dict[str, object], check: Callable[[], dict[str, object]]) -> dict[str, object]:
@@ -92,8 +92,22 @@ def test_a_confined_process_reaches_its_job_and_nothing_of_its_host(host: dict[s
     assert seen["parent"].startswith("no") and seen["tcp"].startswith("no"), seen
 
 
+#: What a server keeps in its environment that no job may inherit: its bucket's credentials.
+SERVER_SECRETS = {
+    "SHOAL_TEST_CREDENTIAL": "hunter2",
+    "AWS_ACCESS_KEY_ID": "AKIASHOALTESTKEY4242",
+    "AWS_SECRET_ACCESS_KEY": "shoal-test-secret",
+    "AWS_SESSION_TOKEN": "shoal-test-token",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+}
+
+
+def test_no_cloud_credential_is_on_the_allow_list() -> None:
+    assert not [name for name in PASSED_ENV if name.startswith("AWS_")]
+
+
 def test_the_environment_is_rebuilt_and_descriptors_closed(host: dict[str, Path]) -> None:
-    os.environ["SHOAL_TEST_CREDENTIAL"] = "hunter2"
+    os.environ.update(SERVER_SECRETS)
     inherited = os.open(host["kit"] / "startup" / "client.key", os.O_RDONLY)
     try:
         spec = Sandbox([host["kit"]]).spec(
@@ -106,8 +120,9 @@ def test_the_environment_is_rebuilt_and_descriptors_closed(host: dict[str, Path]
         seen = _in_child(spec, check)
     finally:
         os.close(inherited)
-        del os.environ["SHOAL_TEST_CREDENTIAL"]
-    assert "SHOAL_TEST_CREDENTIAL" not in seen["env"] and "PATH" in seen["env"], seen
+        for name in SERVER_SECRETS:
+            del os.environ[name]
+    assert not set(SERVER_SECRETS) & set(seen["env"]) and "PATH" in seen["env"], seen
     assert str(seen["fd"]).startswith("no"), seen
 
 
