@@ -4,6 +4,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 demo="$root/.demo"
 export SHOAL_HOME="$demo/home"          # keep the demo's startup-kit registry out of ~/.shoal
+unset SHOAL_BLOBS_URL                   # the demo keeps its blobs in the folder: it needs no service
 ws="$demo/poc"
 
 echo "== shoal poc prepare (CA and startup kits for a server, site-1, site-2, admin)"
