@@ -54,6 +54,15 @@ def test_a_job_lives_in_the_bucket_from_submit_to_delete(s3: S3Server, tmp_path:
         code, doc = fed.cli.json("job", "delete", job_id, "--force")
         assert code == 0, doc
         assert s3.keys(bucket) == []  # the archive's object went with the job
+
+        s3.client().delete_bucket(Bucket=bucket)  # the bucket goes away under the running server
+        refused = fed.cli.run("job", "submit", "-j", EXAMPLES / "hello-numpy", "--format", "json")
+        doc = json.loads(refused.stdout)
+        assert refused.returncode == 2 and doc["error_code"] == "BLOB_STORE_UNAVAILABLE", doc
+        assert ACCESS_KEY not in refused.stdout + refused.stderr
+        assert SECRET_KEY not in refused.stdout + refused.stderr
+        code, doc = fed.cli.json("job", "list")
+        assert code == 0 and doc["data"] == [], doc  # the refused submit left no job
         _no_credentials_under(fed.workspace)
 
 
