@@ -63,6 +63,8 @@ def test_a_job_lives_in_the_bucket_from_submit_to_delete(s3: S3Server, tmp_path:
         assert SECRET_KEY not in refused.stdout + refused.stderr
         code, doc = fed.cli.json("job", "list")
         assert code == 0 and doc["data"] == [], doc  # the refused submit left no job
+        code, doc = fed.cli.json("system", "status")  # how an operator finds out: it still answers
+        assert code == 0 and doc["data"]["server"]["store_bytes"] > 0, doc
         _no_credentials_under(fed.workspace)
 
 

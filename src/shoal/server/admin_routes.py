@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 import uuid
@@ -20,6 +21,8 @@ from shoal.server.streaming import save_body, stream_file
 from shoal.server.submission import prepare_submission, store_submission
 from shoal.server.views import job_meta, job_row, json_response
 from shoal.store.base import Submitter
+
+log = logging.getLogger("shoal.server")
 
 LONG_POLL_MAX = 30.0
 #: The largest count a query may ask for: SQLite integers are signed 64-bit (a larger one
@@ -167,8 +170,14 @@ def _certificate(name: str, kind: str, not_after: float | None, now: float) -> d
 
 
 def _store_bytes(ctx: ServerContext) -> int:
-    """Stored job archives plus the job database (what a server's disk holds of its store)."""
-    total = ctx.blobs.total_bytes()
+    """Stored job archives plus the job database (what a server's disk holds of its store).
+    A bucket that does not answer leaves its part out: status is how an operator finds out what
+    is wrong, so it must not fail with the store (the failure is logged)."""
+    try:
+        total = ctx.blobs.total_bytes()
+    except ShoalError as exc:
+        log.warning("system status: the blob store's size is unknown: %s", exc.detail)
+        total = 0
     for name in ("store.db", "store.db-wal"):
         try:
             total += (ctx.workspace / name).stat().st_size
