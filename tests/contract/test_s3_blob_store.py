@@ -73,6 +73,16 @@ def test_a_bad_blobs_url_is_refused(url: str) -> None:
     assert caught.value.code == "BLOB_STORE_CONFIG"
 
 
+@pytest.mark.parametrize(
+    "url", [f"s3://{ACCESS_KEY}:{SECRET_KEY}@bucket/x", f"s3://bucket/{SECRET_KEY}:@x", f"{SECRET_KEY}://b"]
+)
+def test_a_url_with_credentials_in_it_is_refused_without_repeating_them(url: str) -> None:
+    with pytest.raises(ShoalError) as caught:
+        parse_s3_url(url)
+    said = str(caught.value) + repr(caught.value) + caught.value.hint
+    assert caught.value.code == "BLOB_STORE_CONFIG" and SECRET_KEY not in said and ACCESS_KEY not in said
+
+
 def test_parse_s3_url() -> None:
     assert parse_s3_url("s3://my.bucket-1") == ("my.bucket-1", "")
     assert parse_s3_url("s3://b42/shoal/prod/") == ("b42", "shoal/prod")

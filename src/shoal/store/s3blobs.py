@@ -44,17 +44,25 @@ _READS = ("head_object", "get_object")
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/prefix`` -> (bucket, prefix without surrounding slashes); BLOB_STORE_CONFIG
-    for anything else. The URL holds no credentials: those come from the AWS_* variables."""
+    for anything else. The URL holds no credentials (those come from the AWS_* variables), and
+    the error never repeats the value: an operator who wrote ``s3://KEY:SECRET@bucket`` must not
+    find the secret in a log."""
     if not url.startswith("s3://"):
-        raise ShoalError(
-            "BLOB_STORE_CONFIG", f"SHOAL_BLOBS_URL must start with s3:// (got {url.split(':', 1)[0][:20]!r})"
-        )
+        raise ShoalError("BLOB_STORE_CONFIG", "SHOAL_BLOBS_URL must start with s3://")
     bucket, _, prefix = url[len("s3://") :].partition("/")
     prefix = prefix.strip("/")
     if not _BUCKET.fullmatch(bucket):
-        raise ShoalError("BLOB_STORE_CONFIG", f"SHOAL_BLOBS_URL: {bucket[:70]!r} is not a bucket name")
+        raise ShoalError(
+            "BLOB_STORE_CONFIG",
+            "SHOAL_BLOBS_URL: the bucket name must be 3-63 lowercase letters, digits, dots and "
+            "hyphens (credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, never the URL)",
+        )
     if not _PREFIX.fullmatch(prefix) or ".." in prefix.split("/") or "//" in prefix:
-        raise ShoalError("BLOB_STORE_CONFIG", f"SHOAL_BLOBS_URL: {prefix[:70]!r} is not a usable prefix")
+        raise ShoalError(
+            "BLOB_STORE_CONFIG",
+            "SHOAL_BLOBS_URL: the prefix may hold letters, digits, '.', '_', '-' and single '/' "
+            "between parts, and no '..'",
+        )
     return bucket, prefix
 
 
