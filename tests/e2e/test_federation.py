@@ -29,13 +29,36 @@ def load_linreg() -> ModuleType:
     return module
 
 
+def local_train(
+    params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float, epochs: int, mu: float = 0.0
+) -> dict[str, np.ndarray]:
+    """What each site's script is meant to do, written here from the formulas and not taken from
+    the example or from shoal (so a mistake in either shows): full-batch gradient descent on
+    the mean squared error of ``x @ w + b``, plus FedProx's proximal term
+    ``mu/2 * ||theta - theta_0||^2`` (gradient ``mu * (theta - theta_0)``), theta_0 the model the
+    round started from."""
+    w0, b0 = np.asarray(params["weight"], np.float64), float(params["bias"][0])
+    w, b, n = w0.copy(), b0, len(y)
+    for _ in range(epochs):
+        err = x @ w + b - y
+        grad_w = 2.0 / n * (x.T @ err) + mu * (w - w0)
+        grad_b = 2.0 / n * err.sum() + mu * (b - b0)
+        w, b = w - lr * grad_w, b - lr * grad_b
+    return {"weight": w, "bias": np.array([b])}
+
+
+def mse(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((x @ params["weight"] + params["bias"][0] - y) ** 2))
+
+
 def expected_fedavg(sites: list[str], rounds: int, lr: float, epochs: int) -> dict[str, np.ndarray]:
-    """FedAvg computed here, independently of shoal, from what each site's script does."""
+    """FedAvg computed here, independently of shoal, from what each site's script does (only
+    the sites' data comes from the example)."""
     linreg = load_linreg()
     data = {s: linreg.site_data(s) for s in sites}
     params = linreg.initial_params()
     for _ in range(rounds):
-        updates = [(linreg.local_train(params, *data[s], lr, epochs), len(data[s][1])) for s in sites]
+        updates = [(local_train(params, *data[s], lr, epochs), len(data[s][1])) for s in sites]
         total = sum(n for _, n in updates)
         params = {k: sum(u[k] * n for u, n in updates) / total for k in params}
     return params

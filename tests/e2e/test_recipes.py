@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import export_recipe
-from tests.e2e.test_federation import load_linreg
+from tests.e2e.test_federation import load_linreg, local_train, mse
 from tests.federation import CUSTOM_CODE_STUDY
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +58,7 @@ def fedavg_reference(rounds: int, mu: float = 0.0) -> dict[str, np.ndarray]:
     data = {s: linreg.site_data(s) for s in SITES}
     params = linreg.initial_params()
     for _ in range(rounds):
-        updates = [(linreg.local_train(params, *data[s], LR, EPOCHS, mu=mu), len(data[s][1])) for s in SITES]
+        updates = [(local_train(params, *data[s], LR, EPOCHS, mu=mu), len(data[s][1])) for s in SITES]
         total = sum(n for _, n in updates)
         params = {k: sum(u[k] * n for u, n in updates) / total for k in params}
     return dict(params)
@@ -82,7 +82,7 @@ def test_cyclic(federation: Federation, tmp_path: Path) -> None:
     params = linreg.initial_params()
     for _ in range(3):
         for site in SITES:  # fixed order: sites by name, each trains on what the last one sent
-            params = linreg.local_train(params, *linreg.site_data(site), LR, EPOCHS)
+            params = local_train(params, *linreg.site_data(site), LR, EPOCHS)
     poc = run_on_poc(federation, job, tmp_path / "poc")
     assert_model(poc["artifacts"]["global_model"], params)
     workspace = simulate(job, tmp_path / "sim")
@@ -97,9 +97,9 @@ def test_cross_site_eval_matrix(federation: Federation, tmp_path: Path) -> None:
     data = {s: linreg.site_data(s) for s in SITES}
     global_model = fedavg_reference(3)
     params = fedavg_reference(2)  # each site's own model: its update in the last (third) round
-    local = {s: linreg.local_train(params, *data[s], LR, EPOCHS) for s in SITES}
+    local = {s: local_train(params, *data[s], LR, EPOCHS) for s in SITES}
     models = {"global": global_model, **local}
-    want = {owner: {s: linreg.mse(m, *data[s]) for s in SITES} for owner, m in models.items()}
+    want = {owner: {s: mse(m, *data[s]) for s in SITES} for owner, m in models.items()}
 
     poc = run_on_poc(federation, job, tmp_path / "poc")
     sim = simulate(job, tmp_path / "sim")
@@ -107,8 +107,8 @@ def test_cross_site_eval_matrix(federation: Federation, tmp_path: Path) -> None:
     for found in (json.loads(poc_file.read_text()), json.loads((sim / "cross_site_eval.json").read_text())):
         assert found["models"] == ["global", *SITES] and found["validators"] == SITES
         for owner, row in want.items():
-            for site, mse in row.items():
-                assert found["matrix"][owner][site]["mse"] == pytest.approx(mse, rel=1e-9)
+            for site, loss in row.items():
+                assert found["matrix"][owner][site]["mse"] == pytest.approx(loss, rel=1e-9)
     assert_model(poc["artifacts"]["global_model"], global_model)
 
 
@@ -157,7 +157,7 @@ def test_custom_workflow_from_the_docs(federation: Federation, tmp_path: Path) -
     linreg = load_linreg()
     params = linreg.initial_params()
     for _ in range(2):
-        updates = [linreg.local_train(params, *linreg.site_data(s), LR, EPOCHS) for s in SITES]
+        updates = [local_train(params, *linreg.site_data(s), LR, EPOCHS) for s in SITES]
         params = {k: np.median([u[k] for u in updates], axis=0) for k in params}
     poc = run_on_poc(federation, job, tmp_path / "poc", study=CUSTOM_CODE_STUDY)  # custom code: opted in
     assert_model(poc["artifacts"]["global_model"], params)
