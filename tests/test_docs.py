@@ -1,8 +1,12 @@
-"""The generated docs are current: every error code and every command is documented."""
+"""The docs are current and true to the tests: every error code and every command is documented,
+and every test a document names (docs/reliability.md's tables above all) exists."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -59,3 +63,87 @@ def test_user_docs_carry_no_internal_labels_and_every_command_has_examples() -> 
     assert listed and all("Examples:" in s for s in listed), [
         s.splitlines()[0] for s in listed if "Examples:" not in s
     ]
+
+
+#: A test a document names: a path under the repository, then ``::name`` for one test in it
+#: (``::name`` alone names another test in the last file named before it, in the same cell).
+TEST_REF = re.compile(r"`((?:tests|bench)/[^`:\s]+)?((?:::[A-Za-z_][A-Za-z0-9_]*)?)`")
+
+
+def named_tests(text: str) -> list[tuple[str, str]]:
+    """Every (file, test or "") a text names in backticks, ``::name`` resolved to its file."""
+    refs, last = [], ""
+    for match in TEST_REF.finditer(text):
+        path, name = match.group(1), match.group(2).removeprefix("::")
+        if not path and not name:
+            continue
+        last = path or last
+        refs.append((last, name))
+    return refs
+
+
+def defined_tests(path: Path) -> set[str]:
+    """The names of the functions a Python file defines, at module level and in its classes."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in tree.body:
+        body = node.body if isinstance(node, ast.ClassDef) else [node]
+        names |= {n.name for n in body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    return names
+
+
+def missing(refs: list[tuple[str, str]]) -> list[str]:
+    problems = []
+    for path, name in refs:
+        file = REPO / path
+        if not path:
+            problems.append(f"::{name} names no file before it")
+        elif not file.exists():
+            problems.append(f"{path} does not exist")
+        elif name and (file.is_dir() or name not in defined_tests(file)):
+            problems.append(f"{path} defines no {name}")
+    return problems
+
+
+def reliability_rows() -> list[tuple[str, str]]:
+    """(first cell, last cell) of every row of every table in docs/reliability.md."""
+    rows = []
+    for line in (REPO / "docs" / "reliability.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) >= 3 and not set(cells[0]) <= set("-: ") and cells[-1] != "test":
+            rows.append((cells[0], cells[-1]))
+    return rows
+
+
+def test_every_reliability_row_names_tests_that_exist() -> None:
+    rows = reliability_rows()
+    assert len(rows) > 30  # the tables were read at all
+    problems = []
+    for first, cell in rows:
+        refs = named_tests(cell)
+        if not refs:
+            problems.append(f"row {first[:60]!r} names no test")
+        problems += [f"row {first[:60]!r}: {p}" for p in missing(refs)]
+    assert problems == []
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    problems = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        problems += [f"{doc.relative_to(REPO)}: {p}" for p in missing(named_tests(doc.read_text()))]
+    assert problems == []
+
+
+def test_the_checks_catch_a_test_that_is_not_there() -> None:
+    """The checks above fail on a wrong name: a file that is missing, a test a file lacks, a
+    ``::name`` after another file's name (the parser must not turn them into passes)."""
+    cell = (
+        "`tests/test_docs.py::test_generated_docs_are_current`, `::no_such_test`, "
+        "`tests/faults/test_gone.py`, `tests/e2e/test_poc.py`, `::test_generated_docs_are_current`"
+    )
+    assert missing(named_tests(cell)) == [
+        "tests/test_docs.py defines no no_such_test",
+        "tests/faults/test_gone.py does not exist",
+        "tests/e2e/test_poc.py defines no test_generated_docs_are_current",
+    ]
+    assert named_tests("`shoal job wait`, `SIGKILL`, `::`") == []
