@@ -237,7 +237,7 @@ def test_a_crashing_worker_fails_the_job_with_more_sites_queued(cli: Cli, tmp_pa
     code, doc = cli.json("simulate", "-j", job, "-n", "10", "--workers", "2", "-o", out)
     assert code == 1 and doc["error_code"] == "SIMULATION_FAILED", doc
     assert doc["data"]["status"] == "FAILED" and doc["data"]["reason"].startswith("RoundFailed")
-    assert doc["data"]["first_error"]["type"] == "BrokenProcessPool"
+    assert doc["data"]["first_error"]["type"] == "WorkerDied"
     assert "Traceback" not in (out / "workspace" / "server" / "log.txt").read_text()
     assert_nothing_left(cli)
 

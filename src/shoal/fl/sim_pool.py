@@ -1,32 +1,53 @@
 """The simulator's worker processes and their end: whatever way a simulation ends (the job
 done, an exception, Ctrl-C, SIGTERM), no worker, and no process a script started, outlives it.
+
+Workers are fresh interpreters (``python -c``, never a fork of the simulator) that speak JSON
+lines over a socket pair: a ``SiteTask`` goes down, the answer comes back. Not
+``concurrent.futures``, which pickles what it passes (decisions/0018).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import multiprocessing
 import os
+import queue
+import select
 import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing.connection import wait as wait_for_ready
-from multiprocessing.process import BaseProcess
+from concurrent.futures import Future
 from types import FrameType, TracebackType
 from typing import Any
 
-from shoal.fl.sim_worker import start_worker
+from shoal.fl.sim_worker import SiteTask
+from shoal.wire.channel import encode
 
 log = logging.getLogger("shoal.simulator")
 
 #: How long idle workers get to leave once the job is over before they are killed (they leave
 #: in milliseconds; one kept alive by a thread its script left running does not).
 IDLE_EXIT_GRACE = 2.0
-#: How long the pool's own thread gets to notice killed workers and end.
+#: How long the pool's threads get to notice killed workers and end.
 KILLED_EXIT_WAIT = 10.0
+
+#: A worker's start: the simulator's import path (from before the server app's ``custom/`` was
+#: added: a site script must not import the server's custom code, which no real site has), then
+#: ``sim_worker.serve`` on the inherited socket.
+_BOOT = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from shoal.fl.sim_worker import serve; serve(int(sys.argv[2]))"
+)
+
+
+class WorkerDied(Exception):
+    """A worker process ended while it ran a site's task (``os._exit`` in a script, a crash):
+    that site fails, and so does every site still queued (the pool is broken)."""
 
 
 class _Terminated(SystemExit):
@@ -92,21 +113,28 @@ class WorkerPool:
     """The worker processes, and their end: whatever way the simulation ends (the job done,
     an exception, Ctrl-C, SIGTERM), no worker, and no process a script started, outlives it.
 
-    Workers start from a clean interpreter (forkserver, else spawn), never as a fork of this
-    process: the controller's modules, threads and the server app's custom code stay out. Each
-    leads its own process group (``start_worker``), which is how it is killed.
+    ``submit(spec)`` queues a site run and returns a ``Future`` of its answer. Each worker has
+    a thread here that takes the next run off the queue, writes it to the worker and reads the
+    answer. Workers start from a clean interpreter, never as a fork of this process: the
+    controller's modules, threads and the server app's custom code stay out. Each leads its own
+    process group, which is how it is killed.
     """
 
     def __init__(self, size: int) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if ctx.get_start_method() == "forkserver":
-            ctx.set_forkserver_preload(["shoal.fl.sim_worker", "numpy"])
         self._interrupts = _Interrupts()
-        self.executor = ProcessPoolExecutor(
-            max_workers=size, mp_context=ctx, initializer=start_worker, initargs=(list(sys.path),)
-        )
+        self._runs: queue.Queue[tuple[SiteTask, Future[dict[str, Any]]] | None] = queue.Queue()
+        self._broken: str | None = None
         self._stopped = False
+        import_path = json.dumps(list(sys.path))
+        self._workers = [_Worker(import_path) for _ in range(max(1, size))]
+        self._threads = [
+            threading.Thread(
+                target=self._serve, args=(w,), name=f"shoal-simulator-worker-{w.proc.pid}", daemon=True
+            )
+            for w in self._workers
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def __enter__(self) -> WorkerPool:
         self._interrupts.install()
@@ -120,44 +148,122 @@ class WorkerPool:
         finally:
             self._interrupts.restore()
 
+    def submit(self, spec: SiteTask) -> Future[dict[str, Any]]:
+        """Queue one site run; its future holds the worker's answer, or ``WorkerDied``."""
+        future: Future[dict[str, Any]] = Future()
+        if self._stopped or self._broken is not None:
+            future.set_exception(WorkerDied(self._broken or "the simulator's workers were stopped"))
+        else:
+            self._runs.put((spec, future))
+        return future
+
+    def _serve(self, worker: _Worker) -> None:
+        """One worker's thread: runs in, answers out, until ``stop`` or the worker's death."""
+        while (item := self._runs.get()) is not None:
+            spec, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            if self._broken is not None:
+                future.set_exception(WorkerDied(self._broken))
+                continue
+            answer = worker.run(spec)
+            if answer is None:
+                self._broken = worker.death(spec.site)
+                future.set_exception(WorkerDied(self._broken))
+            else:
+                future.set_result(answer)
+        worker.close()
+
     def stop(self, *, grace: float) -> None:
-        """Shut the pool down: idle workers leave by themselves within ``grace`` seconds; then
-        every worker's process group is killed (a worker still running a script, and whatever
-        processes scripts left running). Ctrl-C and SIGTERM wait until this is done."""
+        """Shut the pool down: runs not started are cancelled; idle workers leave by themselves
+        within ``grace`` seconds; then every worker's process group is killed (a worker still
+        running a script, and whatever processes scripts left running). Ctrl-C and SIGTERM wait
+        until this is done."""
         if self._stopped:
             return
         self._stopped = True
         with self._interrupts.held():
-            # The pool forgets its processes on shutdown, and has no public list of them.
-            workers = list(self.executor._processes.values())
-            closer = threading.Thread(
-                target=self.executor.shutdown,
-                kwargs={"wait": True, "cancel_futures": True},
-                name="shoal-simulator-pool-shutdown",
-                daemon=True,
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    item = self._runs.get_nowait()
+                    if item is not None:
+                        item[1].cancel()
+            for _ in self._threads:
+                self._runs.put(None)
+            deadline = time.monotonic() + grace
+            for worker in self._workers:
+                worker.exited(max(0.0, deadline - time.monotonic()))
+            for worker in self._workers:
+                worker.kill()
+            for thread in self._threads:
+                thread.join(KILLED_EXIT_WAIT)
+                if thread.is_alive():
+                    log.warning("a worker's thread did not end within %.0fs", KILLED_EXIT_WAIT)
+
+
+class _Worker:
+    """One worker process and this side of its socket pair."""
+
+    def __init__(self, import_path: str) -> None:
+        mine, theirs = socket.socketpair()
+        with theirs:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, import_path, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
-            closer.start()
-            closer.join(grace)
-            for worker in workers:
-                _kill_worker(worker)
-            closer.join(KILLED_EXIT_WAIT)
-            if closer.is_alive():
-                log.warning("the worker pool did not shut down within %.0fs", KILLED_EXIT_WAIT)
+        self._sock = mine
+        self._reader = mine.makefile("rb")
 
+    def run(self, spec: SiteTask) -> dict[str, Any] | None:
+        """Send one run, wait for its answer; None if the worker ended instead."""
+        try:
+            self._sock.sendall(encode(spec.to_json()))
+            line = self._reader.readline()
+        except OSError:
+            return None
+        if not line:
+            return None
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
-def _kill_worker(worker: BaseProcess) -> None:
-    """SIGKILL the worker's process group: the worker, if it is still there, and any process
-    its scripts started. A worker that has not yet made its own group is killed by pid (only
-    while it runs: once it has ended, its pid may be another process's)."""
-    pid = worker.pid
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    try:
-        ended = bool(wait_for_ready([worker.sentinel], 0))
-    except ValueError:  # the pool has closed the process object: it ended
-        ended = True
-    if not ended:
+    def exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the worker to end, without reaping it (so its pid,
+        the id of its process group, stays its own until ``kill``)."""
+        try:
+            pidfd = os.pidfd_open(self.proc.pid)
+        except ProcessLookupError:  # reaped already
+            return True
+        try:
+            return bool(select.select([pidfd], [], [], timeout)[0])
+        finally:
+            os.close(pidfd)
+
+    def death(self, site: str) -> str:
+        """Why the pool is now broken, with the worker's exit status once it has one."""
+        status = "unknown (it closed its socket but still runs)"
+        if self.exited(5.0):
+            with contextlib.suppress(ChildProcessError):
+                info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if info is not None and info.si_code == os.CLD_EXITED:
+                    status = str(info.si_status)
+                elif info is not None:
+                    status = f"killed by signal {info.si_status}"
+        return f"worker {self.proc.pid} ended with exit status {status} while it ran {site}'s task"
+
+    def close(self) -> None:
+        """Close this end: an idle worker reads the end of its input and leaves."""
+        with contextlib.suppress(OSError):
+            self._reader.close()
+            self._sock.close()
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group: the worker, if it is still there, and any
+        process its scripts started; then reap it. The worker is not reaped before this, so
+        its pid (the group's id) cannot have passed to another process."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(KILLED_EXIT_WAIT)
+        self.close()

@@ -20,15 +20,21 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, Executor, Future
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from shoal.fl.sim_worker import SiteTask, run_site_task
+from shoal.fl.sim_worker import SiteTask
 from shoal.wire.channel import SyncChannel
 
 SpecFactory = Callable[[str, dict[str, Any]], SiteTask]
 RoundCallback = Callable[[dict[str, Any]], None]
+
+
+class SitePool(Protocol):
+    """What runs site tasks (``sim_pool.WorkerPool``): a future of each one's answer."""
+
+    def submit(self, spec: SiteTask) -> Future[dict[str, Any]]: ...
 
 
 class PoolTransport(SyncChannel):
@@ -36,7 +42,7 @@ class PoolTransport(SyncChannel):
 
     def __init__(
         self,
-        pool: Executor,
+        pool: SitePool,
         make_spec: SpecFactory,
         *,
         max_in_flight: int,
@@ -114,13 +120,9 @@ class PoolTransport(SyncChannel):
         while self._waiting and self._in_flight < self._max_in_flight:
             spec = self._waiting.popleft()
             self._in_flight += 1
-            try:
-                future = self._pool.submit(run_site_task, spec)
-            except BrokenExecutor as exc:
-                # A worker died (os._exit, a segfault) and the pool refuses new work: this
-                # site fails like the ones that were in flight, and the workflow decides.
-                self._answers.put(_worker_failed(spec, exc))
-                continue
+            # A worker that died (os._exit, a segfault) breaks the pool: this site's future
+            # then holds WorkerDied, and the site fails like the one that was running.
+            future = self._pool.submit(spec)
             self._unfinished.add(future)
             future.add_done_callback(functools.partial(self._answered, spec))
 
@@ -157,7 +159,7 @@ def _answer_of(future: Future[dict[str, Any]], spec: SiteTask) -> dict[str, Any]
     """A worker's answer, or a site failure when the worker itself broke (it died, say)."""
     try:
         return future.result()
-    except BaseException as exc:  # BrokenProcessPool, CancelledError, a bug in the worker
+    except BaseException as exc:  # WorkerDied, CancelledError, a bug in the worker
         return _worker_failed(spec, exc)
 
 

@@ -19,23 +19,25 @@ module-level state never leaks from one site into the next.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import resource
 import runpy
+import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shoal.fl import client
-from shoal.wire.channel import SyncChannel
+from shoal.wire.channel import SyncChannel, encode
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SiteTask:
-    """Everything a worker needs to run one task for one site (pickled to the worker)."""
+    """Everything a worker needs to run one task for one site (sent to it as a JSON line)."""
 
     site: str
     job_id: str
@@ -45,6 +47,23 @@ class SiteTask:
     work_dir: str
     log_path: str
     task: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SiteTask:
+        kind, target = doc["entry"]
+        return cls(
+            site=str(doc["site"]),
+            job_id=str(doc["job_id"]),
+            app_dir=str(doc["app_dir"]),
+            entry=(str(kind), str(target)),
+            argv=tuple(str(a) for a in doc["argv"]),
+            work_dir=str(doc["work_dir"]),
+            log_path=str(doc["log_path"]),
+            task=dict(doc["task"]),
+        )
 
 
 class TaskChannel(SyncChannel):
@@ -68,20 +87,37 @@ class TaskChannel(SyncChannel):
         self._inbox.clear()
 
 
-def start_worker(import_path: list[str]) -> None:
-    """A pool worker's initializer.
+def serve(fd: int) -> None:
+    """A worker process's life: read a ``SiteTask`` per line on the socket ``fd`` (JSON), run
+    it, write the answer back as one JSON line; leave when the simulator closes its end.
 
-    The worker leads a session and process group of its own: the simulator can then stop it
-    together with every process its scripts started (one ``killpg``), and a Ctrl-C in the
-    terminal reaches only the simulator, which stops the workers itself instead of having a
-    KeyboardInterrupt land in the middle of a script.
-
-    Its ``sys.path`` is the simulator's from before the server app's ``custom/`` was added
-    (``import_path``): workers start while the controller runs, and a site script must not
-    import the server's custom code, which no real site has.
+    Only JSON crosses, both ways: nothing the worker reads can make it run code, whoever
+    wrote it (no pickle, unlike ``concurrent.futures``; decisions/0018). The worker was started
+    in a session and process group of its own (``sim_pool``), which is how the simulator
+    kills it with every process its scripts started, and why a Ctrl-C in the terminal
+    reaches only the simulator.
     """
-    os.setsid()
-    sys.path[:] = import_path
+    sock = socket.socket(fileno=fd)
+    reader = sock.makefile("rb")
+    for line in reader:
+        spec = SiteTask.from_json(json.loads(line))
+        answer = run_site_task(spec)
+        try:
+            data = encode(answer)
+        except (
+            TypeError,
+            ValueError,
+        ) as exc:  # a meta value JSON cannot carry: a site could not send it either
+            data = encode(
+                {
+                    "op": "site_failed",
+                    "site": spec.site,
+                    "type": type(exc).__name__,
+                    "reason": f"the result cannot be sent as JSON: {exc}",
+                    "worker": answer.get("worker"),
+                }
+            )
+        sock.sendall(data)
 
 
 class _ScriptExit(Exception):

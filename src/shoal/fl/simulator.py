@@ -13,8 +13,8 @@ docs/decisions/0006-simulator.md. The whole pool is shut down before this return
 still running a script when the job has ended (a round past its deadline), or when Ctrl-C or
 SIGTERM stops the simulation, are killed with every process their scripts started.
 
-Call it from code guarded by ``if __name__ == "__main__":`` (worker processes are started with
-``forkserver``/``spawn``, which import the calling program's main module).
+Worker processes are fresh interpreters that import only shoal's worker module (not the calling
+program's main module), and only JSON passes between them and this process (no pickle).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def run_simulation(
 
     started = time.monotonic()
     with WorkerPool(pool_size) as pool:
-        transport = PoolTransport(pool.executor, make_spec, max_in_flight=2 * pool_size, on_round=on_round)
+        transport = PoolTransport(pool, make_spec, max_in_flight=2 * pool_size, on_round=on_round)
         status, reason = _run_controller(
             jobdef, out, job_id, sites, transport, scale=-(-len(sites) // pool_size), checks=checks
         )

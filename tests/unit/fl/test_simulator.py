@@ -230,7 +230,8 @@ def test_a_crashing_worker_fails_the_sites_still_queued(tmp_path: Path) -> None:
     )
     report = run_simulation(job, 10, workers=2, out_dir=tmp_path / "out")
     assert report.status == "FAILED" and report.reason.startswith("RoundFailed"), report.reason
-    assert report.first_error is not None and report.first_error["type"] == "BrokenProcessPool"
+    assert report.first_error is not None and report.first_error["type"] == "WorkerDied"
+    assert "exit status 3 while it ran site-" in report.first_error["message"]
 
 
 HUNG_SITE = """
