@@ -148,3 +148,63 @@ def test_a_mismatch_says_which_tensors_are_missing_and_which_are_extra() -> None
     acc.add({"w": np.zeros(2), "b": np.zeros(1)}, 1)
     with pytest.raises(UpdateMismatch, match=r"missing \['b'\], unexpected \['v'\]"):
         acc.add({"w": np.zeros(2), "v": np.zeros(1)}, 1)
+
+
+# --- edges that mutation testing found unchecked (docs/mutation.md) --------------------------
+
+
+def test_metrics_are_weighted_by_the_examples() -> None:
+    acc = WeightedSum()
+    acc.add({"w": np.zeros(1)}, 2, {"loss": 3.0, "acc": 0.5})
+    acc.add({"w": np.zeros(1)}, 6, {"loss": 1.0})  # a metric one site did not send
+    assert acc.metrics() == {"loss": pytest.approx((2 * 3.0 + 6 * 1.0) / 8), "acc": 0.5}
+
+
+def test_large_integers_are_summed_in_float64() -> None:
+    """2**24 + 1 is exact in float64 and not in float32: an int32 tensor's mean keeps it."""
+    acc = WeightedSum()
+    big = np.array([2**24 + 1, -(2**24) - 1], dtype=np.int32)
+    acc.add({"n": big}, 1)
+    acc.add({"n": big}, 3)
+    out = acc.result()["n"]
+    assert out.dtype == np.int32 and out.tolist() == big.tolist()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "sum_dtype"),
+    [(np.float16, np.float32), (np.float32, np.float32), (np.float64, np.float64), (np.int64, np.float64)],
+)
+def test_the_running_sum_is_as_wide_as_it_must_be_and_no_wider(
+    tmp_path: Path, dtype: type, sum_dtype: type
+) -> None:
+    """The class's promise on memory: a float32 (or float16) model's running sum is float32,
+    not float64 (twice the model), in memory and streamed alike; integers sum in float64."""
+    save_params({"w": np.ones(3, dtype=dtype)}, tmp_path / "u.safetensors")
+    for update in ({"w": np.ones(3, dtype=dtype)}, LazyParams(tmp_path / "u.safetensors")):
+        acc = WeightedSum()
+        acc.add(update, 1)
+        acc.add(update, 2)
+        assert acc._sums["w"].dtype == sum_dtype
+        assert acc.result()["w"].dtype == dtype
+
+
+def test_a_streamed_first_update_weighing_two_is_scaled(tmp_path: Path) -> None:
+    save_params({"w": np.array([1.0, 2.0])}, tmp_path / "a.safetensors")
+    save_params({"w": np.array([4.0, 8.0])}, tmp_path / "b.safetensors")
+    acc = WeightedSum()
+    acc.add(LazyParams(tmp_path / "a.safetensors"), 2)
+    acc.add(LazyParams(tmp_path / "b.safetensors"), 1)
+    np.testing.assert_array_equal(acc.result()["w"], [2.0, 4.0])  # (2*1 + 4) / 3, (2*2 + 8) / 3
+
+
+def test_a_mismatch_names_only_what_differs() -> None:
+    acc = WeightedSum()
+    acc.add({"w": np.zeros(2)}, 1)
+    with pytest.raises(UpdateMismatch) as err:
+        acc.add({"w": np.zeros(2), "v": np.zeros(1)}, 1)
+    assert str(err.value) == "its tensors differ: unexpected ['v']"
+    with pytest.raises(UpdateMismatch) as err:
+        acc.add({}, 1)
+    assert str(err.value) == "its tensors differ: missing ['w']"
+    with pytest.raises(ValueError, match="no updates to aggregate"):
+        WeightedSum().result()

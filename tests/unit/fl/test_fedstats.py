@@ -211,3 +211,63 @@ def test_recipe_exports_the_builtin_client_and_workflow_args(tmp_path: Path) -> 
     for bad in ({"min_count": 0}, {"bins": 0}, {"statistics": ["median"]}):
         with pytest.raises(ShoalError):
             FedStatsRecipe(name="st", **bad)  # type: ignore[arg-type]
+
+
+# --- edges that mutation testing found unchecked (docs/mutation.md) --------------------------
+
+
+def test_integer_tables_give_float64_numbers() -> None:
+    """Sites may read integer columns: every number the protocol passes is float64 all the same
+    (an integer std_from_ssd divided in integers, and sums of large counts could overflow)."""
+    table = np.array([[1, 10], [2, 20], [4, 40]], dtype=np.int64)
+    first = site_pass1(table)
+    assert all(v.dtype == np.float64 for v in first.values())
+    glob = combine_pass1([{k: v.astype(np.int64) for k, v in first.items()}])
+    assert all(v.dtype == np.float64 for v in glob.values())
+    np.testing.assert_allclose(glob["mean"], [7 / 3, 70 / 3], rtol=1e-15)
+    np.testing.assert_allclose(std_from_ssd(np.array([8]), np.array([3])), [np.sqrt(8 / 3)], rtol=1e-15)
+    merged = merge_histograms([np.array([[1, 2]]), np.array([[3, 4]])])
+    assert merged.dtype == np.float64 and merged.tolist() == [[4.0, 6.0]]
+
+
+def test_std_of_a_single_row_or_two_with_ddof_1() -> None:
+    np.testing.assert_allclose(std_from_ssd([4.0], [1.0]), [2.0])  # n - ddof == 1 divides by 1
+    np.testing.assert_allclose(std_from_ssd([9.0], [2.0], ddof=1), [3.0])
+    assert np.isnan(std_from_ssd([9.0], [0.0])[0])
+
+
+def test_site_own_ssd_is_never_negative_and_not_clamped_above_zero() -> None:
+    np.testing.assert_allclose(local_ssd([0.25], [1.0], [0.0], [0.0]), [0.25])
+    np.testing.assert_allclose(local_ssd([1.0], [4.0], [1.0], [0.0]), [0.0])  # below 0 (rounding): 0
+
+
+def test_pass_1_takes_one_row_and_refuses_what_is_not_a_table() -> None:
+    np.testing.assert_array_equal(site_pass1([[1.0, 2.0]])["sum"], [1.0, 2.0])
+    for bad in (np.zeros(3), np.zeros((0, 3)), np.zeros((2, 2, 2))):
+        with pytest.raises(ValueError, match="at least one row of a 2-D table"):
+            site_pass1(bad)
+    with pytest.raises(ValueError, match="no pass-1 parts"):
+        combine_pass1([])
+    with pytest.raises(ValueError, match="no histograms"):
+        merge_histograms([])
+
+
+@pytest.mark.parametrize(
+    ("data", "mean", "ranges"),
+    [
+        (np.zeros((4, 3)), [0.0, 0.0], [[0, 1], [0, 1]]),  # fewer means than features
+        (np.zeros((4, 2)), [0.0, 0.0], [[0, 1]]),  # fewer ranges than means
+        (np.zeros(3), [0.0, 0.0, 0.0], [[0, 1]] * 3),  # not a table
+    ],
+)
+def test_pass_2_refuses_a_mean_or_ranges_of_another_width(
+    data: np.ndarray, mean: list[float], ranges: list[list[float]]
+) -> None:
+    with pytest.raises(ValueError, match=f"pass 2 got {len(mean)} features for a table of shape"):
+        site_pass2(data, mean, ranges, 3)
+
+
+def test_pass_2_with_one_bin_counts_every_row() -> None:
+    got = site_pass2(np.array([[0.0], [0.5], [1.0]]), [0.5], [[0.0, 1.0]], 1)
+    np.testing.assert_array_equal(got["hist"], [[3.0]])
+    assert "hist" not in site_pass2(np.array([[0.0]]), [0.0], [[0.0, 1.0]], 0)
