@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,32 +257,34 @@ def test_site_certificate_cannot_use_the_admin_api(fed: Federation, tmp_path: Pa
     assert code == 2 and doc["error_code"] == "NOT_AUTHORIZED"
 
 
-def test_pending_job_says_why_and_can_be_aborted_or_deleted(fed: Federation) -> None:
-    """Runs last in this module: it stops site-2 for good."""
-    import os
-    import signal
-    import time
-
-    pids = json.loads((fed.workspace / "run" / "pids.json").read_text())
-    os.killpg(pids["site-2"], signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while True:
-        code, doc = fed.cli.json("system", "status")
-        if [s["name"] for s in doc["data"]["sites"]] == ["site-1"]:
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    first = submit_pending(fed)
-    code, doc = fed.cli.json("job", "meta", first)
-    assert doc["data"]["status"] == "SUBMITTED"
-    assert "waiting for sites" in doc["data"]["status_reason"] and "site-1" in doc["data"]["status_reason"]
-    code, doc = fed.cli.json("job", "abort", first, "--force")
-    assert code == 0 and doc["data"]["status"] == "ABORTED" and "before it started" in doc["data"]["reason"]
-    second = submit_pending(fed)
-    code, doc = fed.cli.json("job", "delete", second, "--force")
-    assert code == 0
-    code, doc = fed.cli.json("job", "meta", second)
-    assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND"
+def test_pending_job_says_why_and_can_be_aborted_or_deleted(tmp_path: Path) -> None:
+    """On a federation of its own: it stops site-2 for good (on the module's, every test after
+    it would have depended on running first)."""
+    with own_federation(tmp_path / "home") as fed:
+        pids = json.loads((fed.workspace / "run" / "pids.json").read_text())
+        os.killpg(pids["site-2"], signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while True:
+            code, doc = fed.cli.json("system", "status")
+            if [s["name"] for s in doc["data"]["sites"]] == ["site-1"]:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        first = submit_pending(fed)
+        code, doc = fed.cli.json("job", "meta", first)
+        assert doc["data"]["status"] == "SUBMITTED"
+        assert (
+            "waiting for sites" in doc["data"]["status_reason"] and "site-1" in doc["data"]["status_reason"]
+        )
+        code, doc = fed.cli.json("job", "abort", first, "--force")
+        assert (
+            code == 0 and doc["data"]["status"] == "ABORTED" and "before it started" in doc["data"]["reason"]
+        )
+        second = submit_pending(fed)
+        code, doc = fed.cli.json("job", "delete", second, "--force")
+        assert code == 0
+        code, doc = fed.cli.json("job", "meta", second)
+        assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND"
 
 
 def submit_pending(fed: Federation) -> str:
