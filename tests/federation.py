@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,3 +75,43 @@ def own_federation(home: Path, **options: Any) -> Iterator[Federation]:
         yield fed
     finally:
         stop_federation(fed)
+
+
+def server_address(fed: Federation) -> tuple[str, int]:
+    """Where the federation's server listens (its host and port from poc.json)."""
+    poc = json.loads((fed.workspace / "poc.json").read_text())
+    return poc["server"]["host"], int(poc["server"]["port"])
+
+
+def wait_connected(pid: int, port: int, timeout: float = 30) -> None:
+    """Return once process ``pid`` holds an established TCP connection to ``port``: the readiness
+    event for "this CLI call is talking to the server" (past its start-up, in its request),
+    instead of a sleep guessed long enough on a quiet machine."""
+    deadline = time.monotonic() + timeout
+    while not _connected(pid, port):
+        assert time.monotonic() < deadline, f"process {pid} never connected to port {port}"
+        time.sleep(0.02)
+
+
+def _connected(pid: int, port: int) -> bool:
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    sockets = {link[len("socket:[") : -1] for link in links if link.startswith("socket:[")}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                remote_port, state, inode = int(fields[2].rsplit(":", 1)[1], 16), fields[3], fields[9]
+                if state == "01" and remote_port == port and inode in sockets:  # 01: ESTABLISHED
+                    return True
+    return False
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

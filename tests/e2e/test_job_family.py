@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import copy_hello, slow_job, stubborn_job
+from tests.federation import server_address, wait_connected
 
 pytestmark = pytest.mark.e2e
 HELLO = EXAMPLES / "hello-numpy"
@@ -426,7 +427,7 @@ def test_an_interrupted_wait_or_monitor_still_ends_with_one_document(
     assert monitor.stdout is not None
     first = json.loads(monitor.stdout.readline())  # it is connected and streaming
     assert first["terminal"] is False
-    time.sleep(2.0)  # the waiter is in its long poll by now (its start-up takes ~0.1 s)
+    wait_connected(waiter.pid, server_address(federation)[1])  # past its start-up, in its request
     for proc in (waiter, monitor):
         proc.send_signal(signal.SIGINT)
     out, err = waiter.communicate(timeout=30)

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Federation, start_federation, stop_federation
 from tests.e2e.jobs import slow_job
+from tests.federation import server_address, wait_connected
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +48,7 @@ def test_stop_while_a_job_runs_and_a_wait_is_attached(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1)  # the wait is attached to the server
+        wait_connected(waiter.pid, server_address(fed)[1])  # the wait is talking to the server
         start = time.monotonic()
         code, doc = fed.cli.json("poc", "stop", "--workspace", fed.workspace, timeout=120)
         assert code == 0, doc

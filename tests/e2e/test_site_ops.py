@@ -22,7 +22,7 @@ from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import copy_hello
 from tests.faults.test_network import wait_sites
-from tests.federation import own_federation
+from tests.federation import alive, own_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -125,18 +125,29 @@ def test_a_site_that_cannot_write_its_workspace_fails_the_job_at_once(
     with own_site(fed, "site-1", "--workspace", workspace):
         meta = failed_fast(fed, EXAMPLES / "hello-numpy")
     assert meta["first_error"]["site"] == "site-1"
-    assert "[Errno" in meta["first_error"]["message"] and str(workspace / "jobs") in meta["status_reason"]
+    assert "[Errno 20] Not a directory" in meta["first_error"]["message"]
+    assert str(workspace / "jobs") in meta["status_reason"]
 
 
 def test_a_site_whose_disk_fills_fails_the_job_at_once(fed: Federation, tmp_path: Path) -> None:
     """The script's output cannot be written (a file size limit stands in for a full disk): the
     job fails saying so, and the script is not left blocked on a pipe nobody reads."""
     job = chatty_job(tmp_path / "chatty", lines=20_000, width=200)
+    pid_file = tmp_path / "script.pid"  # outside the site's workspace: not under its size limit
+    chatter = job / "app" / "custom" / "chatter.py"
+    chatter.write_text(
+        f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n" + chatter.read_text()
+    )
     with own_site(fed, "site-1", "--workspace", tmp_path / "site-1", fsize=2**20):
         meta = failed_fast(fed, job)
-    assert meta["first_error"]["site"] == "site-1", meta
-    assert "cannot keep the script's output" in meta["first_error"]["message"]
-    assert "File too large" in meta["first_error"]["message"]
+        assert meta["first_error"]["site"] == "site-1", meta
+        assert "cannot keep the script's output" in meta["first_error"]["message"]
+        assert "File too large" in meta["first_error"]["message"]
+        script = int(pid_file.read_text())
+        deadline = time.monotonic() + PROMPT  # with its site still running: not left blocked
+        while alive(script):
+            assert time.monotonic() < deadline, f"the script {script} was left running"
+            time.sleep(0.05)
 
 
 def test_a_log_past_the_servers_limit_arrives_cut_to_its_end(fed: Federation, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
+from tests.faults.test_site_killed import running_round
+from tests.federation import server_address
 from tests.netproxy import Proxy
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -19,11 +22,6 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 pytestmark = pytest.mark.e2e
 
 IDLE = 3  # seconds without a byte before a transfer counts as stalled, in the routed federation
-
-
-def server_address(fed: Federation) -> tuple[str, int]:
-    poc = json.loads((fed.workspace / "poc.json").read_text())
-    return poc["server"]["host"], int(poc["server"]["port"])
 
 
 def kit_through(fed: Federation, proxy: Proxy, tmp_path: Path) -> Path:
@@ -57,12 +55,17 @@ def test_lost_submit_reply_retried_with_its_token_makes_one_job(
         "job", "submit", "-j", EXAMPLES / "hello-numpy", "--submit-token", token, "--startup-kit", kit
     )
     assert code == 2 and doc["error_code"] == "CONNECTION_FAILED", doc
+    # The fault was the one intended: the request arrived and was stored, only its answer was lost.
+    code, doc = federation.cli.json("job", "list", "--submit-token", token)
+    assert code == 0 and len(doc["data"]) == 1, doc
+    stored = doc["data"][0]["job_id"]
     proxy.drop_replies_after = None
     code, doc = federation.cli.json(
         "job", "submit", "-j", EXAMPLES / "hello-numpy", "--submit-token", token, "--startup-kit", kit
     )
     assert code == 0, doc
     job_id = doc["data"]["job_id"]
+    assert job_id == stored
     code, doc = federation.cli.json("job", "list", "--submit-token", token)
     assert [r["job_id"] for r in doc["data"]] == [job_id]
     # idempotent commands give the same answer when retried
@@ -117,10 +120,14 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     job = slow_job(tmp_path / "job", rounds=200, delay=0.02, meta={"min_clients": 2})
     code, doc = fed.cli.json("job", "submit", "-j", job)
     job_id = doc["data"]["job_id"]
-    time.sleep(1.0)
+    cut_at = running_round(fed, job_id, at_least=2)  # rounds are going, with both sites
     proxy.cut()
     wait_sites(fed, {"site-1"})
-    time.sleep(1.0)
+    # Every round needs site-2: while it is away none closes, so a round (its task or its
+    # result) is in flight across the cut. The cut is kept short (restored as soon as it is
+    # seen) so the site's backoff never races its grace.
+    away = [running_round(fed, job_id) for _ in range(2)]
+    assert away[0] == away[1] and cut_at <= away[0] < 199, (cut_at, away)
     proxy.restore()
     wait_sites(fed, {"site-1", "site-2"})
     code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
@@ -173,8 +180,13 @@ def test_a_failure_during_a_short_link_cut_still_reaches_the_server(
         time.sleep(0.05)
     proxy.cut()
     wait_sites(fed, {"site-1"})
+    site_log = fed.workspace / "logs" / "site-2.log"
+    kept = f"not connected: the failed report of job {job_id} waits for the server"
     (cue / "fail-now").touch()
-    time.sleep(1.0)  # the script exits and the site reports it into a dead link
+    deadline = time.monotonic() + 30  # the script exits and the site reports it into a dead link
+    while kept not in site_log.read_text():
+        assert time.monotonic() < deadline, "site-2 never kept its failure report"
+        time.sleep(0.05)
     proxy.restore()
     code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "30")
     assert code == 1 and doc["data"]["status"] == "FAILED", doc
@@ -210,13 +222,13 @@ def test_broken_transfers_resume(routed: tuple[Federation, Proxy], tmp_path: Pat
     fed, proxy = routed
     proxy.cut_once_after_reply_bytes = 6 * 2**20  # the global model on its way down to site-2
     proxy.cut_once_after_request_bytes = 6 * 2**20  # site-2's update on its way up
-    run_16mb_job(fed, tmp_path)
+    job_id = run_16mb_job(fed, tmp_path)
     assert proxy.cuts == 2
     site_log = (fed.workspace / "logs" / "site-2.log").read_text()
     assert "resuming download" in site_log and "(HTTP 206)" in site_log
-    # the cut upload was recovered too (aiohttp re-sends a PUT cut on a reused connection once
-    # by itself; past that, the agent resumes from the offset the server reports): every round
-    # had site-2's update, which run_16mb_job checked
+    # the cut upload went on from what the server held, not from its first byte (and every
+    # round had site-2's update, which run_16mb_job checked)
+    assert_upload_resumed(site_log, job_id)
 
 
 def test_stalled_transfers_are_dropped_and_resumed(routed: tuple[Federation, Proxy], tmp_path: Path) -> None:
@@ -235,6 +247,7 @@ def test_stalled_transfers_are_dropped_and_resumed(routed: tuple[Federation, Pro
     # the upload's stall: whichever end noticed first (the site's watch, or the server's, whose
     # 504 TIMEOUT reaches the site on the path that still moves), the site resumed it
     assert f"upload to /site/v1/jobs/{job_id}/" in site_log, site_log[-3000:]
+    assert_upload_resumed(site_log, job_id)  # what arrived before the stall stayed on the server
 
 
 def test_the_server_drops_an_upload_that_stops_moving(routed: tuple[Federation, Proxy]) -> None:
@@ -290,6 +303,14 @@ def test_the_server_drops_a_download_nobody_reads(routed: tuple[Federation, Prox
     server_log = (fed.workspace / "logs" / "server.log").read_text()
     assert f"the reader took nothing for {IDLE:g} s" in server_log
     assert fed.cli.json("job", "meta", job_id)[0] == 0  # and the server carries on
+
+
+def assert_upload_resumed(site_log: str, job_id: str) -> None:
+    """The site log shows a result upload of the job resumed past its first byte and short of
+    its end: the server kept what arrived before the fault, and only the rest was sent."""
+    pattern = rf"resuming upload to /site/v1/jobs/{job_id}/\S+ at byte (\d+) of (\d+)"
+    resumed = [(int(a), int(b)) for a, b in re.findall(pattern, site_log)]
+    assert any(0 < at < size for at, size in resumed), (resumed, site_log[-3000:])
 
 
 def wait_sites(fed: Federation, wanted: set[str], timeout: float = 30) -> None:

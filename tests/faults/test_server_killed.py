@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation, start_federation, stop_federation
 from tests.e2e.jobs import slow_job
+from tests.federation import alive
 
 pytestmark = pytest.mark.e2e
 KILLS = int(os.environ.get("SHOAL_FAULT_KILLS", "20"))
@@ -97,31 +98,36 @@ def restart_server(fed: Federation) -> None:
 def test_server_sigkill_at_random_points_loses_nothing(fed: Federation, tmp_path: Path) -> None:
     rng = random.Random(1234)
     accepted: dict[str, str] = {}  # token -> job_id, only acknowledged submits
+    failures: list[BaseException] = []  # what killed the submitter, if anything did
     stop = threading.Event()
     slow = slow_job(tmp_path / "slow", rounds=20, delay=0.02, meta={"log_streaming": True})
 
     def submitter() -> None:
         n = 0
-        while not stop.is_set():
-            token = f"fault-{n}"
-            folder = slow if n % 2 else EXAMPLES / "hello-numpy"
-            code, doc = fed.cli.json("job", "submit", "-j", folder, "--submit-token", token)
-            if code == 0:
-                accepted[token] = doc["data"]["job_id"]
-            n += 1
-            stop.wait(0.25)
+        try:
+            while not stop.is_set():
+                token = f"fault-{n}"
+                folder = slow if n % 2 else EXAMPLES / "hello-numpy"
+                code, doc = fed.cli.json("job", "submit", "-j", folder, "--submit-token", token)
+                if code == 0:
+                    accepted[token] = doc["data"]["job_id"]
+                n += 1
+                stop.wait(0.25)
+        except BaseException as exc:  # a thread's exception only warns: hand it to the test
+            failures.append(exc)
 
     thread = threading.Thread(target=submitter, daemon=True)
     thread.start()
     try:
         for _ in range(KILLS):
-            time.sleep(rng.uniform(0.05, 0.8))
+            time.sleep(rng.uniform(0.05, 0.8))  # the random points to kill at: not a wait
             kill_server(fed)
             restart_server(fed)
     finally:
         stop.set()
         thread.join(timeout=120)
 
+    assert not thread.is_alive() and failures == [], failures
     assert len(accepted) >= KILLS // 2, accepted
     code, doc = fed.cli.json("job", "list")
     listed = {row["job_id"]: row for row in doc["data"]}
@@ -152,3 +158,52 @@ def test_server_sigkill_at_random_points_loses_nothing(fed: Federation, tmp_path
     db = fed.kits / "server" / "workspace" / "store.db"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+PID_CLIENT = """
+import os, time
+from pathlib import Path
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+Path(PIDS, os.environ["SHOAL_SITE_NAME"]).write_text(str(os.getpid()))
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    time.sleep(0.05)
+    flare.send(FLModel(params=model.params or {"w": __import__("numpy").zeros(2)}, num_examples=1))
+"""
+
+
+def test_a_running_job_is_abandoned_and_its_site_processes_killed(fed: Federation, tmp_path: Path) -> None:
+    """The random kills above may or may not land while a job runs; this one always does: the
+    job ends ABANDONED with its reason, and the sites kill its processes once the restarted
+    server, which no longer runs it, hears of it."""
+    pids_dir = tmp_path / "pids"
+    pids_dir.mkdir()
+    job = slow_job(tmp_path / "job", rounds=100000, delay=0.05)
+    (job / "app" / "custom" / "client.py").write_text(PID_CLIENT.replace("PIDS", repr(str(pids_dir))))
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 60
+    while len(list(pids_dir.iterdir())) < 2:  # both sites' scripts run
+        assert time.monotonic() < deadline, "the job's scripts never started"
+        time.sleep(0.05)
+    scripts = {p.name: int(p.read_text()) for p in pids_dir.iterdir()}
+    assert all(alive(pid) for pid in scripts.values()), scripts
+    code, doc = fed.cli.json("job", "meta", job_id)
+    assert doc["data"]["status"] == "RUNNING", doc
+
+    kill_server(fed)
+    restart_server(fed)
+
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "60")
+    assert code == 1 and doc["data"]["status"] == "ABANDONED", doc
+    assert "the server restarted while the job was running" in doc["data"]["job_meta"]["status_reason"]
+    deadline = time.monotonic() + 30
+    while left := {site: pid for site, pid in scripts.items() if alive(pid)}:
+        assert time.monotonic() < deadline, f"job processes outlived the job on their sites: {left}"
+        time.sleep(0.05)

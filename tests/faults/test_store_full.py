@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,3 +47,19 @@ def test_submit_is_refused_when_the_store_is_full(fed: Federation, tmp_path: Pat
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert json.loads((fed.kits / "server" / "local" / "limits.json").read_text())["max_store_bytes"] == 6000
+
+
+def test_submit_is_refused_when_the_disk_under_the_store_is_nearly_full(tmp_path: Path) -> None:
+    """The free-space floor (``min_free_bytes``) set above what the disk has: every submit is
+    refused STORE_FULL before anything is written, as on a disk that really filled up."""
+    floor = shutil.disk_usage(tmp_path).total * 4
+    fed = start_federation(tmp_path / "home", server_local={"limits.json": {"min_free_bytes": floor}})
+    try:
+        blobs = fed.kits / "server" / "workspace" / "blobs"
+        before = sorted(blobs.rglob("*")) if blobs.exists() else []
+        code, doc = fed.cli.json("job", "submit", "-j", EXAMPLES / "hello-numpy")
+        assert code == 1 and doc["error_code"] == "STORE_FULL" and "nearly full" in doc["message"], doc
+        assert fed.cli.json("job", "list")[1]["data"] == []
+        assert (sorted(blobs.rglob("*")) if blobs.exists() else []) == before
+    finally:
+        stop_federation(fed)

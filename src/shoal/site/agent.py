@@ -107,6 +107,11 @@ class SiteAgent:
             except ConnectionError:
                 pass
         if keep and len(self._kept) < KEPT_MAX:
+            log.info(
+                "not connected: the %s report of job %s waits for the server",
+                message.get("type"),
+                message.get("job_id"),
+            )
             self._kept.append(message)
         return False
 
@@ -173,6 +178,8 @@ class SiteAgent:
         idle = idle_timeout()
         for attempt in range(TRANSFER_ATTEMPTS):
             progress = Progress()
+            if offset:
+                log.info("resuming upload to %s at byte %d of %d", path, offset, src.stat().st_size)
             try:
                 held = await watched(self._upload_once(path, src, offset, headers, progress), progress, idle)
                 if held is None:

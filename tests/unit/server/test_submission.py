@@ -4,6 +4,7 @@ and its errors describe the upload, never the server's own folders."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -155,3 +156,18 @@ def test_a_deleted_jobs_archive_goes_only_when_no_job_uses_it(
     store.delete_job(int(second), deleted_by=ADMIN)
     release_blob(store, blobs, job.archive_sha256)
     assert blob_files(blobs) == []
+
+
+class FullDisk(BlobStore):
+    """A blob store on a disk that fills while the archive is copied in."""
+
+    def put_file(self, src: Path) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_disk_that_fills_during_a_submit_is_store_full(tmp_path: Path, store: SqliteJobStore) -> None:
+    blobs = FullDisk(tmp_path / "server" / "blobs")
+    with pytest.raises(ShoalError) as err:
+        submit(store, blobs, prepared(tmp_path, "full"), "t-full")
+    assert err.value.code == "STORE_FULL"
+    assert store.list_jobs(study="default") == [] and blob_files(blobs) == []
