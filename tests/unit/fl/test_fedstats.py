@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from tests.unit.fl.test_workflow_arithmetic import Sites, context
 
 from shoal.fl.clients.stats import DataError, answer, read_table, resolve_data
 from shoal.fl.fedstats import (
     ALL_STATISTICS,
+    FedStats,
     combine_pass1,
     histogram_edges,
     local_ssd,
@@ -19,6 +22,8 @@ from shoal.fl.fedstats import (
     site_pass2,
     std_from_ssd,
 )
+from shoal.fl.model import FLModel
+from shoal.fl.workflow import RoundFailed
 
 RNG = np.random.default_rng(7)
 SITES = [
@@ -271,3 +276,155 @@ def test_pass_2_with_one_bin_counts_every_row() -> None:
     got = site_pass2(np.array([[0.0], [0.5], [1.0]]), [0.5], [[0.0, 1.0]], 1)
     np.testing.assert_array_equal(got["hist"], [[3.0]])
     assert "hist" not in site_pass2(np.array([[0.0]]), [0.0], [[0.0, 1.0]], 0)
+
+
+# --- the workflow, in process, against numpy (docs/mutation.md) -------------------------------
+
+
+def run_fedstats(
+    tmp_path: Path, tables: dict[str, np.ndarray | None], **args: Any
+) -> tuple[dict[str, Any], Sites]:
+    """FedStats over sites that answer with the real site code (``answer``) from CSV files; a
+    table of None is a site that fails its task. The report and the channel's record."""
+    files = {}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for site, table in tables.items():
+        if table is not None:
+            rows = "".join(",".join(repr(float(v)) for v in row) + "\n" for row in table)
+            files[site] = write_csv(tmp_path / f"{site}.csv", "a,b,c\n" + rows)
+
+    def train(site: str, model: dict[str, np.ndarray], task: dict[str, Any]) -> FLModel | None:
+        return answer(files[site], 1, task["meta"]) if site in files else None
+
+    channel = Sites(tmp_path, train)
+    FedStats(context(tmp_path / "wf", channel, sorted(tables)), **args).run()
+    return json.loads((tmp_path / "wf" / "workspace" / "statistics.json").read_text()), channel
+
+
+def check_features(report: dict[str, Any], x: np.ndarray, edges: list[np.ndarray]) -> None:
+    for j, name in enumerate(["a", "b", "c"]):
+        got, col = report[name], x[:, j]
+        assert got["count"] == len(col)
+        assert got["sum"] == pytest.approx(col.sum(), rel=1e-12)
+        assert got["mean"] == pytest.approx(col.mean(), rel=1e-12)
+        assert got["std"] == pytest.approx(col.std(), rel=1e-9)
+        assert got["std_sample"] == pytest.approx(col.std(ddof=1), rel=1e-9)
+        assert (got["min"], got["max"]) == (col.min(), col.max())
+        counts, _ = np.histogram(col, bins=edges[j])
+        assert got["histogram"] == {"edges": edges[j].tolist(), "counts": counts.tolist()}
+
+
+def test_the_workflow_reports_numpy_on_pooled_rows_and_each_site_alone(tmp_path: Path) -> None:
+    tables = {"site-1": SITES[0], "site-2": SITES[1], "site-3": SITES[2], "small": SITES[0][:5], "gone": None}
+    report, channel = run_fedstats(tmp_path, tables, bins=6)
+    edges = [np.histogram_bin_edges(POOLED[:, j], bins=6) for j in range(3)]
+    assert report["features"] == ["a", "b", "c"] and report["statistics"] == list(ALL_STATISTICS)
+    assert report["std_ddof"] == 0 and report["min_count"] == 10
+    check_features(report["global"], POOLED, edges)
+    for i, site in enumerate(["site-1", "site-2", "site-3"]):
+        check_features(report["sites"][site], SITES[i], edges)  # over the global edges
+    assert report["sites"]["small"] == {"withheld": True, "reason": "fewer than min_count rows"}
+    assert report["sites"]["gone"] == {"answered": False}
+
+    contributing = ["site-1", "site-2", "site-3"]
+    first, second = channel.tasks
+    assert (first["task_name"], first["round"], first["total_rounds"]) == ("stats", 0, 2)
+    assert first["meta"] == {"pass": 1, "min_count": 10} and first["sites"] == sorted(tables)
+    assert (second["task_name"], second["round"], second["total_rounds"]) == ("stats", 1, 2)
+    assert second["sites"] == contributing and second["meta"]["bins"] == 6
+    assert second["meta"]["features"] == ["a", "b", "c"] and second["meta"]["pass"] == 2
+    np.testing.assert_allclose(second["meta"]["mean"], POOLED.mean(axis=0), rtol=1e-12)
+    assert second["meta"]["ranges"] == [[POOLED[:, j].min(), POOLED[:, j].max()] for j in range(3)]
+    assert channel.rounds[0]["sites"] == sorted(["site-1", "site-2", "site-3", "small"])
+    assert channel.rounds[0]["metrics"] == {
+        "contributing_sites": 3.0,
+        "withheld_sites": 1.0,
+        "rows": float(len(POOLED)),
+    }
+    assert channel.rounds[1]["sites"] == contributing
+    assert channel.rounds[1]["metrics"] == {"contributing_sites": 3.0}
+    summary = json.loads((tmp_path / "wf" / "workspace" / "metrics_summary.json").read_text())
+    assert summary["workflow"] == "fedstats"
+
+
+def test_without_std_or_histogram_there_is_one_pass_and_only_what_was_asked(tmp_path: Path) -> None:
+    report, channel = run_fedstats(
+        tmp_path, {"site-1": SITES[0], "site-2": SITES[1]}, statistics=["count", "mean"]
+    )
+    assert [(t["round"], t["total_rounds"]) for t in channel.tasks] == [(0, 1)]
+    assert len(channel.rounds) == 1
+    pooled = np.concatenate(SITES[:2])
+    for j, name in enumerate(["a", "b", "c"]):
+        assert report["global"][name] == {
+            "count": len(pooled),
+            "mean": pytest.approx(pooled[:, j].mean(), rel=1e-12),
+        }
+    assert report["sites"]["site-1"]["a"] == {
+        "count": 200,
+        "mean": pytest.approx(SITES[0][:, 0].mean(), rel=1e-12),
+    }
+
+
+def test_std_without_histogram_and_histogram_without_std(tmp_path: Path) -> None:
+    report, _ = run_fedstats(tmp_path / "std", {"site-1": SITES[0]}, statistics=["std"])
+    assert report["global"]["a"] == {
+        "std": pytest.approx(SITES[0][:, 0].std(), rel=1e-9),
+        "std_sample": pytest.approx(SITES[0][:, 0].std(ddof=1), rel=1e-9),
+    }
+    report, channel = run_fedstats(tmp_path / "hist", {"site-1": SITES[0]}, statistics=["histogram"], bins=2)
+    assert channel.tasks[1]["meta"]["bins"] == 2
+    counts, edges = np.histogram(SITES[0][:, 1], bins=2)
+    assert report["global"]["b"] == {"histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
+    report, channel = run_fedstats(tmp_path / "nohist", {"site-1": SITES[0]}, statistics=["std", "min"])
+    assert channel.tasks[1]["meta"]["bins"] == 0 and set(report["global"]["a"]) == {
+        "std",
+        "std_sample",
+        "min",
+    }
+
+
+def test_the_workflow_fails_on_sites_it_cannot_combine(tmp_path: Path) -> None:
+    with pytest.raises(RoundFailed, match="every site withheld its statistics") as err:
+        run_fedstats(tmp_path / "withheld", {"site-1": SITES[0][:3], "site-2": SITES[1][:3]})
+    assert "2 of 2 answering sites" in str(err.value) and "min_count=10" in str(err.value)
+
+    (tmp_path / "cols").mkdir()
+    other = write_csv(tmp_path / "cols" / "other.csv", "a,b,x\n" + "1,2,3\n" * 20)
+    same = write_csv(tmp_path / "cols" / "same.csv", "a,b,c\n" + "1,2,3\n" * 20)
+
+    def train(site: str, model: dict[str, np.ndarray], task: dict[str, Any]) -> FLModel:
+        return answer(other if site == "site-2" else same, 1, task["meta"])
+
+    with pytest.raises(RoundFailed, match="site site-2 has features") as err:
+        FedStats(context(tmp_path / "cols" / "wf", Sites(tmp_path, train), ["site-1", "site-2"])).run()
+    assert err.value.site == "site-2"
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"statistics": ["count", "median"]}, r"unknown statistics \['median'\]; choose from count, sum"),
+        ({"statistics": []}, "at least one statistic"),
+        ({"min_count": 0}, "min_count must be an integer of at least 1"),
+        ({"min_count": True}, "min_count"),
+        ({"min_count": 2.5}, "min_count"),
+        ({"bins": 0}, "bins must be an integer of at least 1"),
+        ({"bins": True}, "bins"),
+        ({"bins": "3"}, "bins"),
+    ],
+)
+def test_the_workflow_refuses_bad_arguments(tmp_path: Path, args: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        FedStats(context(tmp_path, Sites(tmp_path, lambda *_: None), ["site-1"]), **args)
+
+
+def test_arguments_are_kept(tmp_path: Path) -> None:
+    flow = FedStats(
+        context(tmp_path, Sites(tmp_path, lambda *_: None), ["site-1"]),
+        min_count=3,
+        bins=4,
+        round_timeout=5,
+        min_responses=2,
+    )
+    assert (flow.min_count, flow.bins, flow.round_timeout, flow.min_responses) == (3, 4, 5.0, 2)
+    assert flow.statistics == list(ALL_STATISTICS)

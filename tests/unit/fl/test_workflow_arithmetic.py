@@ -8,6 +8,7 @@ numbers (weights, rounds, order, metrics) tightly enough that a changed operator
 
 from __future__ import annotations
 
+import json
 import random
 from collections import deque
 from collections.abc import Callable
@@ -20,12 +21,14 @@ from safetensors.numpy import load_file
 
 from shoal.fl.cyclic import Cyclic
 from shoal.fl.fedavg import FedAvg
+from shoal.fl.model import FLModel
 from shoal.fl.workflow import BadUpdate, RoundFailed, WorkflowContext
 from shoal.wire.channel import SyncChannel
 from shoal.wire.models import load_params, save_params
 
 Params = dict[str, np.ndarray]
-Train = Callable[[str, Params, dict[str, Any]], tuple[Params, int, dict[str, float]]]
+#: A site's answer to a task: an FLModel, or None for a site that fails it (``site_failed``).
+Train = Callable[[str, Params, dict[str, Any]], FLModel | None]
 
 
 class Sites(SyncChannel):
@@ -46,17 +49,21 @@ class Sites(SyncChannel):
         model = load_params(Path(message["model_path"]))
         self.tasks.append({**message, "model": model})
         for site in message["sites"]:
-            params, n, metrics = self.train(site, model, message)
+            update = self.train(site, model, message)
+            if update is None:
+                self.inbox.append({"op": "site_failed", "site": site, "reason": f"{site} gave up"})
+                continue
             path = self.run_dir / f"{message['task_id']}-{site}.safetensors"
-            save_params(params, path)
+            save_params(update.params, path)
             self.inbox.append(
                 {
                     "op": "result",
                     "task_id": message["task_id"],
                     "site": site,
                     "path": str(path),
-                    "num_examples": n,
-                    "metrics": metrics,
+                    "num_examples": update.num_examples,
+                    "metrics": update.metrics,
+                    "meta": update.meta,
                 }
             )
 
@@ -67,7 +74,7 @@ class Sites(SyncChannel):
 
 
 def context(tmp_path: Path, channel: Sites, sites: list[str]) -> WorkflowContext:
-    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace").mkdir(parents=True)
     (tmp_path / "app").mkdir()
     return WorkflowContext(
         channel,
@@ -92,8 +99,11 @@ def local_update(site: str, model: Params, round_number: int) -> Params:
     return {k: SCALE[site] * v + SHIFT[site] * (round_number + 1) for k, v in start.items()}
 
 
-def fedavg_train(site: str, model: Params, task: dict[str, Any]) -> tuple[Params, int, dict[str, float]]:
-    return local_update(site, model, task["round"]), EXAMPLES[site], {"loss": LOSS[site] + task["round"]}
+def fedavg_train(site: str, model: Params, task: dict[str, Any]) -> FLModel:
+    metrics = {"loss": LOSS[site] + task["round"]}
+    return FLModel(
+        params=local_update(site, model, task["round"]), metrics=metrics, num_examples=EXAMPLES[site]
+    )
 
 
 def test_fedavg_is_the_example_weighted_mean_every_round(tmp_path: Path) -> None:
@@ -141,9 +151,9 @@ def test_fedavg_fails_a_round_in_which_no_site_trained_on_anything(tmp_path: Pat
 
 
 def test_fedavg_names_the_site_whose_update_does_not_fit(tmp_path: Path) -> None:
-    def train(site: str, model: Params, task: dict[str, Any]) -> tuple[Params, int, dict[str, float]]:
+    def train(site: str, model: Params, task: dict[str, Any]) -> FLModel:
         shape = (2,) if site == "site-b" else (3,)
-        return {"w": np.zeros(shape)}, 1, {}
+        return FLModel(params={"w": np.zeros(shape)})
 
     with pytest.raises(BadUpdate) as err:
         FedAvg(context(tmp_path, Sites(tmp_path, train), ["site-a", "site-b"]), num_rounds=1).run()
@@ -156,8 +166,10 @@ def test_fedavg_needs_a_round(tmp_path: Path, num_rounds: int) -> None:
         FedAvg(context(tmp_path, Sites(tmp_path, fedavg_train), ["site-a"]), num_rounds=num_rounds)
 
 
-def cyclic_train(site: str, model: Params, task: dict[str, Any]) -> tuple[Params, int, dict[str, float]]:
-    return local_update(site, model, task["round"]), 1, {"loss": LOSS[site] * (task["round"] + 1)}
+def cyclic_train(site: str, model: Params, task: dict[str, Any]) -> FLModel:
+    return FLModel(
+        params=local_update(site, model, task["round"]), metrics={"loss": LOSS[site] * (task["round"] + 1)}
+    )
 
 
 @pytest.mark.parametrize(("order", "seed"), [("fixed", 0), ("random", 0), ("random", 7)])
@@ -187,8 +199,8 @@ def test_cyclic_passes_the_model_from_site_to_site(tmp_path: Path, order: str, s
 
 
 def test_cyclic_fails_a_site_that_sends_back_other_tensors(tmp_path: Path) -> None:
-    def train(site: str, model: Params, task: dict[str, Any]) -> tuple[Params, int, dict[str, float]]:
-        return ({"w": np.zeros(2)} if site == "site-b" else {"w": np.zeros(3)}), 1, {}
+    def train(site: str, model: Params, task: dict[str, Any]) -> FLModel:
+        return FLModel(params={"w": np.zeros(2)} if site == "site-b" else {"w": np.zeros(3)})
 
     with pytest.raises(BadUpdate) as err:
         Cyclic(context(tmp_path, Sites(tmp_path, train), ["site-a", "site-b"]), num_rounds=1).run()
@@ -201,3 +213,120 @@ def test_cyclic_fails_a_site_that_sends_back_other_tensors(tmp_path: Path) -> No
 def test_cyclic_refuses_bad_arguments(tmp_path: Path, args: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Cyclic(context(tmp_path, Sites(tmp_path, cyclic_train), ["site-a"]), **args)
+
+
+# --- what the first mutation runs left alive (docs/mutation.md) -------------------------------
+
+
+def test_fedavg_keeps_each_sites_last_update_when_asked(tmp_path: Path) -> None:
+    """``train(keep_last=True)``, which cross-site evaluation uses: each site's update of the
+    last round, whole (tensors, metrics, examples), and nothing of earlier rounds."""
+    sites = ["site-a", "site-b"]
+    channel = Sites(tmp_path, fedavg_train)
+    model, last = FedAvg(context(tmp_path, channel, sites), num_rounds=2).train(
+        FLModel(params={}), keep_last=True
+    )
+    assert sorted(last) == sites
+    start = channel.tasks[1]["model"]
+    for site in sites:
+        want = local_update(site, start, 1)
+        assert set(last[site].params) == set(want)
+        for name in want:
+            np.testing.assert_array_equal(np.asarray(last[site].params[name]), want[name])
+        assert last[site].metrics == {"loss": LOSS[site] + 1} and last[site].num_examples == EXAMPLES[site]
+    _, none = FedAvg(context(tmp_path / "again", Sites(tmp_path, fedavg_train), sites), num_rounds=2).train(
+        FLModel(params={})
+    )
+    assert none == {}
+
+
+def test_fedavg_defaults_to_one_train_round_and_writes_its_summary(tmp_path: Path) -> None:
+    channel = Sites(tmp_path, fedavg_train)
+    FedAvg(context(tmp_path, channel, ["site-a"])).run()
+    assert [(t["task_name"], t["round"], t["total_rounds"]) for t in channel.tasks] == [("train", 0, 1)]
+    summary = json.loads((tmp_path / "workspace" / "metrics_summary.json").read_text())
+    assert summary["workflow"] == "fedavg" and summary["num_rounds"] == 1
+    assert [r["round"] for r in summary["rounds"]] == [0]
+
+
+def test_fedavg_leaves_out_a_site_without_examples_wherever_it_answers(tmp_path: Path) -> None:
+    sites = ["site-c", "site-a", "site-b"]  # site-c (no examples) answers first
+    channel = Sites(tmp_path, fedavg_train)
+    FedAvg(context(tmp_path, channel, sites), num_rounds=1).run()
+    updates = {s: local_update(s, {}, 0) for s in ("site-a", "site-b")}
+    want = (3 * updates["site-a"]["w"] + 7 * updates["site-b"]["w"]) / 10
+    final = load_file(str(tmp_path / "workspace" / "FL_global_model.safetensors"))
+    np.testing.assert_allclose(final["w"], want, rtol=1e-12)
+    assert channel.rounds[0]["sites"] == sorted(sites)  # it answered: listed, but not summed
+
+
+def test_fedavg_names_a_first_update_that_cannot_be_averaged(tmp_path: Path) -> None:
+    def train(site: str, model: Params, task: dict[str, Any]) -> FLModel:
+        return FLModel(params={"flags": np.array([True, False])})
+
+    with pytest.raises(BadUpdate) as err:
+        FedAvg(context(tmp_path, Sites(tmp_path, train), ["site-a"]), num_rounds=1).run()
+    assert err.value.site == "site-a"
+    assert str(err.value).endswith("tensor 'flags' is bool, which cannot be averaged (only numbers can)")
+
+
+def test_fedavg_mismatch_message_names_the_first_site(tmp_path: Path) -> None:
+    def train(site: str, model: Params, task: dict[str, Any]) -> FLModel:
+        return FLModel(params={"w": np.zeros(2 if site == "site-b" else 3)})
+
+    with pytest.raises(BadUpdate) as err:
+        FedAvg(context(tmp_path, Sites(tmp_path, train), ["site-a", "site-b"]), num_rounds=1).run()
+    assert str(err.value).endswith(
+        "tensor 'w' has shape (2,), expected (3,) (the round's first update came from site-a)"
+    )
+
+
+def test_cyclic_starts_from_the_initial_model_and_writes_its_summary(tmp_path: Path) -> None:
+    channel = Sites(tmp_path, cyclic_train)
+    ctx = context(tmp_path, channel, ["site-a", "site-b"])
+    initial = {"w": np.full((2, 3), 4.0), "b": np.ones(3)}
+    save_params(initial, tmp_path / "app" / "init.safetensors")
+    Cyclic(ctx, initial_model="init.safetensors", round_timeout=7).run()
+    assert [(t["task_name"], t["round"], t["total_rounds"]) for t in channel.tasks] == [
+        ("train", 0, 1),
+        ("train", 0, 1),
+    ]
+    for name in initial:
+        np.testing.assert_array_equal(channel.tasks[0]["model"][name], initial[name])
+    want = local_update("site-b", local_update("site-a", initial, 0), 0)
+    final = load_file(str(tmp_path / "workspace" / "FL_global_model.safetensors"))
+    np.testing.assert_allclose(final["w"], want["w"], rtol=1e-12)
+    summary = json.loads((tmp_path / "workspace" / "metrics_summary.json").read_text())
+    assert summary["workflow"] == "cyclic" and summary["num_rounds"] == 1
+
+
+def test_cyclic_random_order_defaults_to_seed_0(tmp_path: Path) -> None:
+    sites = [f"site-{c}" for c in "abcdefgh"]
+
+    def train(site: str, model: Params, task: dict[str, Any]) -> FLModel:
+        return FLModel(params={"w": np.zeros(1)})
+
+    orders = []
+    for name, seed in (("default", {}), ("zero", {"seed": 0})):
+        channel = Sites(tmp_path, train)
+        Cyclic(context(tmp_path / name, channel, sites), num_rounds=2, order="random", **seed).run()
+        orders.append([t["sites"][0] for t in channel.tasks])
+    assert orders[0] == orders[1] and orders[0][:8] != sorted(sites)
+
+
+def test_cyclic_skips_a_site_that_dropped_out_and_goes_on(tmp_path: Path) -> None:
+    """site-a fails its first visit: the cycle goes on to the others, and the next cycle skips
+    it (it is no longer active) instead of stopping there."""
+
+    def train(site: str, model: Params, task: dict[str, Any]) -> FLModel | None:
+        return None if site == "site-a" else cyclic_train(site, model, task)
+
+    channel = Sites(tmp_path, train)
+    Cyclic(context(tmp_path, channel, ["site-a", "site-b", "site-c"]), num_rounds=2).run()
+    assert [r["sites"] for r in channel.rounds] == [["site-b", "site-c"], ["site-b", "site-c"]]
+    assert [t["sites"] for t in channel.tasks] == [["site-a"], ["site-b"], ["site-c"], ["site-b"], ["site-c"]]
+
+
+def test_cyclic_fails_when_no_site_takes_the_model(tmp_path: Path) -> None:
+    with pytest.raises(RoundFailed, match="cycle 0: no site took the model"):
+        Cyclic(context(tmp_path, Sites(tmp_path, lambda *_: None), ["site-a", "site-b"])).run()
