@@ -133,16 +133,14 @@ def test_a_site_whose_disk_fills_fails_the_job_at_once(fed: Federation, tmp_path
     """The script's output cannot be written (a file size limit stands in for a full disk): the
     job fails saying so, and the script is not left blocked on a pipe nobody reads."""
     job = chatty_job(tmp_path / "chatty", lines=20_000, width=200)
-    pid_file = tmp_path / "script.pid"  # outside the site's workspace: not under its size limit
-    chatter = job / "app" / "custom" / "chatter.py"
-    chatter.write_text(
-        f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n" + chatter.read_text()
-    )
+    chatter = job / "app" / "custom" / "chatter.py"  # its pid, in its working folder (it may write there)
+    chatter.write_text("import os\nopen('script.pid', 'w').write(str(os.getpid()))\n" + chatter.read_text())
     with own_site(fed, "site-1", "--workspace", tmp_path / "site-1", fsize=2**20):
         meta = failed_fast(fed, job)
         assert meta["first_error"]["site"] == "site-1", meta
         assert "cannot keep the script's output" in meta["first_error"]["message"]
         assert "File too large" in meta["first_error"]["message"]
+        [pid_file] = (tmp_path / "site-1" / "jobs").rglob("script.pid")
         script = int(pid_file.read_text())
         deadline = time.monotonic() + PROMPT  # with its site still running: not left blocked
         while alive(script):

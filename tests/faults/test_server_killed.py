@@ -167,7 +167,7 @@ from shoal.fl import FLModel
 from shoal.fl import client as flare
 
 flare.init()
-Path(PIDS, os.environ["SHOAL_SITE_NAME"]).write_text(str(os.getpid()))
+Path("script.pid").write_text(str(os.getpid()))  # in its working folder, the one it may write
 while flare.is_running():
     model = flare.receive()
     if model is None:
@@ -181,18 +181,21 @@ def test_a_running_job_is_abandoned_and_its_site_processes_killed(fed: Federatio
     """The random kills above may or may not land while a job runs; this one always does: the
     job ends ABANDONED with its reason, and the sites kill its processes once the restarted
     server, which no longer runs it, hears of it."""
-    pids_dir = tmp_path / "pids"
-    pids_dir.mkdir()
     job = slow_job(tmp_path / "job", rounds=100000, delay=0.05)
-    (job / "app" / "custom" / "client.py").write_text(PID_CLIENT.replace("PIDS", repr(str(pids_dir))))
+    (job / "app" / "custom" / "client.py").write_text(PID_CLIENT)
     code, doc = fed.cli.json("job", "submit", "-j", job)
     assert code == 0, doc
     job_id = doc["data"]["job_id"]
+    folders = {site: fed.kits / site / "workspace" / "jobs" / job_id for site in ("site-1", "site-2")}
     deadline = time.monotonic() + 60
-    while len(list(pids_dir.iterdir())) < 2:  # both sites' scripts run
+    scripts: dict[str, int] = {}
+    while len(scripts) < 2:  # both sites' scripts run and said who they are
         assert time.monotonic() < deadline, "the job's scripts never started"
         time.sleep(0.05)
-    scripts = {p.name: int(p.read_text()) for p in pids_dir.iterdir()}
+        for site, folder in folders.items():
+            written = [p.read_text() for p in folder.rglob("script.pid")]
+            if written and written[0]:
+                scripts[site] = int(written[0])
     assert all(alive(pid) for pid in scripts.values()), scripts
     code, doc = fed.cli.json("job", "meta", job_id)
     assert doc["data"]["status"] == "RUNNING", doc
