@@ -45,6 +45,9 @@ class Sites(SyncChannel):
         if message["op"] == "round":
             self.rounds.append(message)
             return
+        if message["op"] == "release":  # a result folded in: the server removes its file
+            Path(message["path"]).unlink()
+            return
         assert message["op"] == "task"
         model = load_params(Path(message["model_path"]))
         self.tasks.append({**message, "model": model})
