@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-shuffled lint typecheck compile bench clean mutate
+.PHONY: demo test lint typecheck compile bench clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,14 +33,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs in a random order (pytest-randomly), its seed printed first, so that no test can
+# depend on another having run before it; `make test SEED=N` runs one order again.
 test: lint typecheck compile $(TORCH_STAMP)
-	$(BIN)/python -m pytest -q -p no:randomly
-
-# The suite in a random order (pytest-randomly), its seed printed first, so that no test can
-# depend on another having run before it; `make test-shuffled SEED=N` runs one order again.
-test-shuffled: lint typecheck compile $(TORCH_STAMP)
 	@seed=$(SEED); seed=$${seed:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
-	echo "test order: pytest-randomly seed $$seed (make test-shuffled SEED=$$seed runs it again)"; \
+	echo "test order: pytest-randomly seed $$seed (make test SEED=$$seed runs it again)"; \
 	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$$seed
 
 # Mutation testing of fl/'s numeric core with mutmut (docs/mutation.md): many minutes on 2
