@@ -206,5 +206,5 @@ def test_a_mismatch_names_only_what_differs() -> None:
     with pytest.raises(UpdateMismatch) as err:
         acc.add({}, 1)
     assert str(err.value) == "its tensors differ: missing ['w']"
-    with pytest.raises(ValueError, match="no updates to aggregate"):
+    with pytest.raises(ValueError, match="^no updates to aggregate$"):
         WeightedSum().result()

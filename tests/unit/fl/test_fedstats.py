@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.unit.fl.test_workflow_arithmetic import Sites, context
+from tests.unit.fl.test_workflow_arithmetic import SILENT, Sites, context
 
 from shoal.fl.clients.stats import DataError, answer, read_table, resolve_data
 from shoal.fl.fedstats import (
     ALL_STATISTICS,
     FedStats,
     combine_pass1,
+    feature_report,
     histogram_edges,
     local_ssd,
     merge_histograms,
@@ -249,11 +250,11 @@ def test_site_own_ssd_is_never_negative_and_not_clamped_above_zero() -> None:
 def test_pass_1_takes_one_row_and_refuses_what_is_not_a_table() -> None:
     np.testing.assert_array_equal(site_pass1([[1.0, 2.0]])["sum"], [1.0, 2.0])
     for bad in (np.zeros(3), np.zeros((0, 3)), np.zeros((2, 2, 2))):
-        with pytest.raises(ValueError, match="at least one row of a 2-D table"):
+        with pytest.raises(ValueError, match="^pass 1 needs at least one row of a 2-D table$"):
             site_pass1(bad)
-    with pytest.raises(ValueError, match="no pass-1 parts"):
+    with pytest.raises(ValueError, match="^no pass-1 parts to combine$"):
         combine_pass1([])
-    with pytest.raises(ValueError, match="no histograms"):
+    with pytest.raises(ValueError, match="^no histograms to merge$"):
         merge_histograms([])
 
 
@@ -315,7 +316,13 @@ def check_features(report: dict[str, Any], x: np.ndarray, edges: list[np.ndarray
 
 
 def test_the_workflow_reports_numpy_on_pooled_rows_and_each_site_alone(tmp_path: Path) -> None:
-    tables = {"site-1": SITES[0], "site-2": SITES[1], "site-3": SITES[2], "small": SITES[0][:5], "gone": None}
+    tables = {
+        "site-1": SITES[0],
+        "site-2": SITES[1],
+        "site-3": SITES[2],
+        "a-small": SITES[0][:5],
+        "gone": None,
+    }
     report, channel = run_fedstats(tmp_path, tables, bins=6)
     edges = [np.histogram_bin_edges(POOLED[:, j], bins=6) for j in range(3)]
     assert report["features"] == ["a", "b", "c"] and report["statistics"] == list(ALL_STATISTICS)
@@ -323,7 +330,7 @@ def test_the_workflow_reports_numpy_on_pooled_rows_and_each_site_alone(tmp_path:
     check_features(report["global"], POOLED, edges)
     for i, site in enumerate(["site-1", "site-2", "site-3"]):
         check_features(report["sites"][site], SITES[i], edges)  # over the global edges
-    assert report["sites"]["small"] == {"withheld": True, "reason": "fewer than min_count rows"}
+    assert report["sites"]["a-small"] == {"withheld": True, "reason": "fewer than min_count rows"}
     assert report["sites"]["gone"] == {"answered": False}
 
     contributing = ["site-1", "site-2", "site-3"]
@@ -333,9 +340,11 @@ def test_the_workflow_reports_numpy_on_pooled_rows_and_each_site_alone(tmp_path:
     assert (second["task_name"], second["round"], second["total_rounds"]) == ("stats", 1, 2)
     assert second["sites"] == contributing and second["meta"]["bins"] == 6
     assert second["meta"]["features"] == ["a", "b", "c"] and second["meta"]["pass"] == 2
+    assert second["meta"]["min_count"] == 10
     np.testing.assert_allclose(second["meta"]["mean"], POOLED.mean(axis=0), rtol=1e-12)
     assert second["meta"]["ranges"] == [[POOLED[:, j].min(), POOLED[:, j].max()] for j in range(3)]
-    assert channel.rounds[0]["sites"] == sorted(["site-1", "site-2", "site-3", "small"])
+    assert channel.rounds[0]["sites"] == sorted(["site-1", "site-2", "site-3", "a-small"])
+    assert [r["round"] for r in channel.rounds] == [0, 1]
     assert channel.rounds[0]["metrics"] == {
         "contributing_sites": 3.0,
         "withheld_sites": 1.0,
@@ -366,13 +375,14 @@ def test_without_std_or_histogram_there_is_one_pass_and_only_what_was_asked(tmp_
 
 
 def test_std_without_histogram_and_histogram_without_std(tmp_path: Path) -> None:
-    report, _ = run_fedstats(tmp_path / "std", {"site-1": SITES[0]}, statistics=["std"])
+    report, channel = run_fedstats(tmp_path / "std", {"site-1": SITES[0]}, statistics=["std"])
+    assert [(t["round"], t["total_rounds"]) for t in channel.tasks] == [(0, 2), (1, 2)]
     assert report["global"]["a"] == {
         "std": pytest.approx(SITES[0][:, 0].std(), rel=1e-9),
         "std_sample": pytest.approx(SITES[0][:, 0].std(ddof=1), rel=1e-9),
     }
     report, channel = run_fedstats(tmp_path / "hist", {"site-1": SITES[0]}, statistics=["histogram"], bins=2)
-    assert channel.tasks[1]["meta"]["bins"] == 2
+    assert channel.tasks[1]["meta"]["bins"] == 2 and channel.tasks[0]["total_rounds"] == 2
     counts, edges = np.histogram(SITES[0][:, 1], bins=2)
     assert report["global"]["b"] == {"histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
     report, channel = run_fedstats(tmp_path / "nohist", {"site-1": SITES[0]}, statistics=["std", "min"])
@@ -404,11 +414,11 @@ def test_the_workflow_fails_on_sites_it_cannot_combine(tmp_path: Path) -> None:
     ("args", "match"),
     [
         ({"statistics": ["count", "median"]}, r"unknown statistics \['median'\]; choose from count, sum"),
-        ({"statistics": []}, "at least one statistic"),
-        ({"min_count": 0}, "min_count must be an integer of at least 1"),
+        ({"statistics": []}, "^statistics must name at least one statistic$"),
+        ({"min_count": 0}, "^min_count must be an integer of at least 1$"),
         ({"min_count": True}, "min_count"),
         ({"min_count": 2.5}, "min_count"),
-        ({"bins": 0}, "bins must be an integer of at least 1"),
+        ({"bins": 0}, "^bins must be an integer of at least 1$"),
         ({"bins": True}, "bins"),
         ({"bins": "3"}, "bins"),
     ],
@@ -428,3 +438,81 @@ def test_arguments_are_kept(tmp_path: Path) -> None:
     )
     assert (flow.min_count, flow.bins, flow.round_timeout, flow.min_responses) == (3, 4, 5.0, 2)
     assert flow.statistics == list(ALL_STATISTICS)
+    default = FedStats(context(tmp_path / "d", Sites(tmp_path, lambda *_: None), ["site-1"]))
+    assert (default.min_count, default.bins, default.round_timeout, default.min_responses) == (10, 10, 0.0, 1)
+    least = FedStats(
+        context(tmp_path / "l", Sites(tmp_path, lambda *_: None), ["site-1"]), min_count=1, bins=1
+    )
+    assert (least.min_count, least.bins) == (1, 1)
+
+
+def test_the_workflow_names_a_site_whose_numbers_it_cannot_use(tmp_path: Path) -> None:
+    """Pass-1 numbers of the wrong length, a pass-2 histogram of the wrong shape, a site that
+    withholds pass 2 after contributing to pass 1: each fails the job naming the site."""
+    table = write_csv(tmp_path / "t.csv", "a,b\n" + "1,2\n3,5\n" * 10)
+    cases = {
+        "pass-1 numbers of the wrong shape": lambda m: (
+            FLModel(
+                params={k: np.zeros(3) for k in ("count", "sum", "min", "max")},
+                meta={"pass": 1, "features": ["a", "b"]},
+            )
+            if m["pass"] == 1
+            else None
+        ),
+        "a histogram of the wrong shape": lambda m: (
+            answer(table, 1, m)
+            if m["pass"] == 1
+            else FLModel(params={"ssd": np.zeros(2), "hist": np.zeros((2, 3))}, meta={"pass": 2})
+        ),
+        "contributed to pass 1 but withheld pass 2": lambda m: (
+            answer(table, 1, m) if m["pass"] == 1 else FLModel(meta={"withheld": True})
+        ),
+    }
+    for i, (what, bad) in enumerate(cases.items()):
+
+        def train(
+            site: str, model: dict[str, np.ndarray], task: dict[str, Any], bad: Any = bad
+        ) -> FLModel | None:
+            return bad(task["meta"]) if site == "site-2" else answer(table, 1, task["meta"])
+
+        flow = FedStats(context(tmp_path / str(i), Sites(tmp_path, train), ["site-1", "site-2"]), bins=4)
+        with pytest.raises(RoundFailed, match=f"^site site-2 (sent )?{what}$") as err:
+            flow.run()
+        assert err.value.site == "site-2"
+
+
+@pytest.mark.parametrize("silent_in_pass", [1, 2])
+def test_the_workflow_keeps_its_deadline_in_both_passes(tmp_path: Path, silent_in_pass: int) -> None:
+    table = write_csv(tmp_path / "t.csv", "a\n" + "1\n2\n" * 10)
+
+    def train(site: str, model: dict[str, np.ndarray], task: dict[str, Any]) -> FLModel | str:
+        return (
+            SILENT
+            if site == "site-2" and task["meta"]["pass"] == silent_in_pass
+            else answer(table, 1, task["meta"])
+        )
+
+    flow = FedStats(
+        context(tmp_path / "wf", Sites(tmp_path, train), ["site-1", "site-2"]),
+        min_responses=2,
+        round_timeout=0.3,
+    )
+    with pytest.raises(RoundFailed, match="round deadline passed") as err:
+        flow.run()
+    assert err.value.site == "site-2"
+
+
+def test_one_feature_tables_count_their_rows(tmp_path: Path) -> None:
+    table = write_csv(tmp_path / "t.csv", "only\n" + "1\n2\n4\n" * 5)
+    channel = Sites(tmp_path, lambda site, model, task: answer(table, 1, task["meta"]))
+    FedStats(context(tmp_path / "wf", channel, ["site-1"]), statistics=["count"]).run()
+    assert channel.rounds[0]["metrics"]["rows"] == 15.0
+
+
+def test_a_feature_report_holds_only_what_was_asked_and_strict_json() -> None:
+    edges, counts = np.array([0.0, 1.0]), np.array([3])
+    assert feature_report(["count"], count=3, total=1.0, lo=0, hi=1, edges=edges, counts=counts) == {
+        "count": 3
+    }
+    report = feature_report(["sum", "std"], count=1, total=float("inf"), lo=0, hi=1, std=1.0, std_sample=None)
+    assert report == {"sum": None, "std": 1.0, "std_sample": None}  # no NaN or inf in JSON: null

@@ -27,8 +27,11 @@ from shoal.wire.channel import SyncChannel
 from shoal.wire.models import load_params, save_params
 
 Params = dict[str, np.ndarray]
-#: A site's answer to a task: an FLModel, or None for a site that fails it (``site_failed``).
-Train = Callable[[str, Params, dict[str, Any]], FLModel | None]
+#: A site that never answers its task (a round deadline must end the wait).
+SILENT = "silent"
+#: A site's answer to a task: an FLModel, None for a site that fails it (``site_failed``), or
+#: SILENT.
+Train = Callable[[str, Params, dict[str, Any]], FLModel | None | str]
 
 
 class Sites(SyncChannel):
@@ -53,10 +56,13 @@ class Sites(SyncChannel):
         self.tasks.append({**message, "model": model})
         for site in message["sites"]:
             update = self.train(site, model, message)
+            if update == SILENT:
+                continue
             if update is None:
                 self.inbox.append({"op": "site_failed", "site": site, "reason": f"{site} gave up"})
                 continue
             path = self.run_dir / f"{message['task_id']}-{site}.safetensors"
+            assert isinstance(update, FLModel)
             save_params(update.params, path)
             self.inbox.append(
                 {
@@ -208,10 +214,12 @@ def test_cyclic_fails_a_site_that_sends_back_other_tensors(tmp_path: Path) -> No
     with pytest.raises(BadUpdate) as err:
         Cyclic(context(tmp_path, Sites(tmp_path, train), ["site-a", "site-b"]), num_rounds=1).run()
     assert err.value.site == "site-b"
+    assert str(err.value).endswith("tensor 'w' has shape (2,), expected (3,) (as in the model it was sent)")
 
 
 @pytest.mark.parametrize(
-    ("args", "match"), [({"num_rounds": 0}, "at least 1"), ({"order": "sorted"}, "order")]
+    ("args", "match"),
+    [({"num_rounds": 0}, "^num_rounds must be at least 1$"), ({"order": "sorted"}, "order")],
 )
 def test_cyclic_refuses_bad_arguments(tmp_path: Path, args: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -289,7 +297,9 @@ def test_cyclic_starts_from_the_initial_model_and_writes_its_summary(tmp_path: P
     ctx = context(tmp_path, channel, ["site-a", "site-b"])
     initial = {"w": np.full((2, 3), 4.0), "b": np.ones(3)}
     save_params(initial, tmp_path / "app" / "init.safetensors")
-    Cyclic(ctx, initial_model="init.safetensors", round_timeout=7).run()
+    flow = Cyclic(ctx, initial_model="init.safetensors", round_timeout=7)
+    assert flow.round_timeout == 7.0  # the base class's arguments reach it
+    flow.run()
     assert [(t["task_name"], t["round"], t["total_rounds"]) for t in channel.tasks] == [
         ("train", 0, 1),
         ("train", 0, 1),
