@@ -108,8 +108,10 @@ async def _put_logs_side_by_side(fed: Federation, job_id: str) -> tuple[int, int
     halfway = asyncio.Event()
     json_done = asyncio.Event()
 
+    first_half = b"first half of the text log\n" * 20000
+
     async def text_body() -> AsyncIterator[bytes]:
-        yield b"first half of the text log\n" * 20000
+        yield first_half
         halfway.set()
         await json_done.wait()
         yield b"second half\n"
@@ -123,7 +125,12 @@ async def _put_logs_side_by_side(fed: Federation, job_id: str) -> tuple[int, int
 
         async def put_json() -> int:
             await halfway.wait()
-            await asyncio.sleep(0.5)  # the server has written the text log's first half by now
+            # until the server has written the text log's first half into its temporary file
+            jobs = fed.kits / "server" / "workspace" / "jobs" / job_id
+            deadline = time.monotonic() + 30
+            while sum(p.stat().st_size for p in jobs.rglob("log.txt.part")) < len(first_half):
+                assert time.monotonic() < deadline, "the text log's first half never reached the server"
+                await asyncio.sleep(0.02)
             body = json.dumps({"msg": "the json log"}).encode()
             async with session.put(url, params={"file": "log.json"}, data=body) as resp:
                 json_done.set()
