@@ -51,7 +51,8 @@ class Sites(SyncChannel):
         if message["op"] == "release":  # a result folded in: the server removes its file
             Path(message["path"]).unlink()
             return
-        assert message["op"] == "task"
+        if message["op"] != "task":  # notices for the server alone (task_closed): nothing to answer
+            return
         model = load_params(Path(message["model_path"]))
         self.tasks.append({**message, "model": model})
         for site in message["sites"]:
