@@ -169,7 +169,7 @@ def test_a_revoked_site_is_closed_unlisted_and_kept_out(fed: Federation, tmp_pat
         assert -0.01 <= closed - written < REVOCATION_CHECK + 1.0, (line, written)
         # A damaged list, then a wrongly typed one, while running: the last good list holds.
         site_log = fed.workspace / "logs" / "site-1.log"
-        refused = "cannot reach the server"
+        refused = "the server refuses this site's certificate"  # its agent tried, and was refused
         for damaged in ('{"names": ["si', json.dumps({"names": "site-1"})):
             tries = site_log.read_text().count(refused)
             revoked.write_text(damaged)
