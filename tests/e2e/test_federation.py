@@ -36,9 +36,12 @@ def local_train(
     the example or from shoal (so a mistake in either shows): full-batch gradient descent on
     the mean squared error of ``x @ w + b``, plus FedProx's proximal term
     ``mu/2 * ||theta - theta_0||^2`` (gradient ``mu * (theta - theta_0)``), theta_0 the model the
-    round started from."""
+    round started from. The step is at most 1/L, L the largest eigenvalue of the loss's Hessian
+    (2/n times the Gram matrix of ``x`` with a column of ones) plus ``mu``."""
     w0, b0 = np.asarray(params["weight"], np.float64), float(params["bias"][0])
     w, b, n = w0.copy(), b0, len(y)
+    with_ones = np.column_stack([x, np.ones(n)])
+    lr = min(lr, 1.0 / (np.linalg.eigvalsh(2.0 / n * with_ones.T @ with_ones)[-1] + mu))
     for _ in range(epochs):
         err = x @ w + b - y
         grad_w = 2.0 / n * (x.T @ err) + mu * (w - w0)
