@@ -3,7 +3,7 @@ done, an exception, Ctrl-C, SIGTERM), no worker, and no process a script started
 
 Workers are fresh interpreters (``python -c``, never a fork of the simulator) that speak JSON
 lines over a socket pair: a ``SiteTask`` goes down, the answer comes back. Not
-``concurrent.futures``, which pickles what it passes (decisions/0022).
+``concurrent.futures``, which pickles what it passes (decisions/0023).
 """
 
 from __future__ import annotations

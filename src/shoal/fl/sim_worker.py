@@ -92,7 +92,7 @@ def serve(fd: int) -> None:
     it, write the answer back as one JSON line; leave when the simulator closes its end.
 
     Only JSON crosses, both ways: nothing the worker reads can make it run code, whoever
-    wrote it (no pickle, unlike ``concurrent.futures``; decisions/0022). The worker was started
+    wrote it (no pickle, unlike ``concurrent.futures``; decisions/0023). The worker was started
     in a session and process group of its own (``sim_pool``), which is how the simulator
     kills it with every process its scripts started, and why a Ctrl-C in the terminal
     reaches only the simulator.
