@@ -77,3 +77,16 @@ def s3() -> Iterator[S3Server]:
 
     with s3_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One throwaway PostgreSQL server for the session (tests/pgserver.py); ``new_database()``
+    gives each test its own database."""
+    from tests.pgserver import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -69,6 +69,14 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "POC_ALREADY_RUNNING": ErrorSpec(
         4, 409, "The POC system is already running.", "Run 'shoal poc stop' first."
     ),
+    "STORE_UNAVAILABLE": ErrorSpec(
+        4,
+        503,
+        "The job store named by SHOAL_STORE_URL cannot be used.",
+        "Check SHOAL_STORE_URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE), that the database "
+        "server runs and accepts this user, and that 'pip install shoal[postgres]' was done; "
+        "see docs/deployment.md.",
+    ),
     "SANDBOX_UNAVAILABLE": ErrorSpec(
         4,
         500,

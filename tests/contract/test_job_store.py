@@ -1,6 +1,7 @@
-"""Contract suite for every JobStore implementation (today: SQLite on a temp file).
+"""Contract suite for every JobStore implementation: SQLite on a temp file, and PostgreSQL (a
+fresh database on the session's throwaway server, tests/pgserver.py).
 
-A new backend joins by adding a factory to ``STORES``; it must pass everything here.
+A new backend joins by adding a branch to the ``factory`` fixture; it must pass everything here.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ BOB = Submitter(name="bob@example.com", org="acme", role="lead")
 SHA = "a" * 64
 
 StoreFactory = Callable[[Path], JobStore]
-STORES: dict[str, StoreFactory] = {"sqlite": lambda tmp: SqliteJobStore(tmp / "jobs.db")}
+BACKENDS = ["sqlite", "postgres"]
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(params=BACKENDS)
 def factory(request: pytest.FixtureRequest) -> StoreFactory:
-    return STORES[request.param]
+    """Opens the test's one store (each call a new connection to the same data)."""
+    if request.param == "sqlite":
+        return lambda tmp: SqliteJobStore(tmp / "jobs.db")
+    from shoal.store.postgres import PostgresJobStore
+
+    url = request.getfixturevalue("postgres").new_schema()
+    return lambda tmp: PostgresJobStore(url)
 
 
 @pytest.fixture

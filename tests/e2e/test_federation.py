@@ -433,7 +433,7 @@ def test_cli_hot_path_imports_nothing_heavy(
         "from shoal.cli.main import main\n"
         f"code = main({argv!r} + ['--format', 'json'])\n"
         "heavy = sorted(m for m in ('aiohttp', 'numpy', 'cryptography', 'rich', 'safetensors',\n"
-        "                           'boto3', 'botocore')\n"
+        "                           'boto3', 'botocore', 'psycopg')\n"
         f"               + {SLOW_STDLIB!r}\n"
         "               if m in sys.modules)\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"

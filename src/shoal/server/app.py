@@ -9,7 +9,6 @@ import logging
 import os
 import resource
 import signal
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,7 +41,7 @@ from shoal.server.middleware import (
 )
 from shoal.server.studies import Studies
 from shoal.store.blobs import open_blobs
-from shoal.store.sqlite import SqliteJobStore
+from shoal.store.choice import STORE_URL_ENV, open_job_store
 from shoal.wire.models import RESULT_HEADER_MAX
 
 SHUTDOWN_GRACE = 2.0  # seconds open requests get to finish when the server stops
@@ -152,14 +151,8 @@ def build_context(
     kit_dir: Path, workspace: Path, local: LocalFiles, sandbox: Sandbox | None = None
 ) -> ServerContext:
     config = server_config(kit_dir)
-    try:
-        store = SqliteJobStore(workspace / "store.db")
-    except (OSError, sqlite3.Error) as exc:
-        raise ShoalError(
-            "LOCAL_FILE_ERROR",
-            f"cannot open the job store {workspace / 'store.db'}: {exc}",
-            path=str(workspace),
-        ) from exc
+    store, store_name = open_job_store(workspace, os.environ.get(STORE_URL_ENV))
+    log.info("job store: %s", store_name)
     blobs = open_blobs(workspace)  # the folder, or the bucket SHOAL_BLOBS_URL names
     sites = SiteRegistry()
     scheduler = Scheduler(
