@@ -34,11 +34,14 @@ class BenchFederation:
 
 
 @contextmanager
-def federation(sites: int = 2) -> Iterator[BenchFederation]:
+def federation(sites: int = 2, env: dict[str, str] | None = None) -> Iterator[BenchFederation]:
+    """``env``: more variables for the CLI and, through ``poc start``, the server and sites."""
+    extra = env or {}
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         home = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         env["SHOAL_HOME"] = str(home)
+        env.update(extra)
         fed = BenchFederation(home / "poc", env)
         fed.shoal("poc", "prepare", "-n", str(sites), "--workspace", fed.workspace)
         fed.shoal("poc", "start", "--workspace", fed.workspace)

@@ -14,10 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.federation import BENCH, BenchFederation
+from bench.federation import BENCH, BenchFederation, federation
 from bench.measure import PeakSampler, cpu_seconds
+
+if TYPE_CHECKING:
+    from shoal.store.base import JobStore
 
 
 @dataclass
@@ -258,13 +261,34 @@ def many_sites(fed: BenchFederation, quick: bool) -> list[Figure]:
 
 def many_jobs(fed: BenchFederation, quick: bool) -> list[Figure]:
     """A store holding many finished jobs: list and meta latency; submit throughput."""
-    from shoal.store.base import Submitter
     from shoal.store.sqlite import SqliteJobStore
+
+    db = fed.workspace / "kits" / "server" / "workspace" / "store.db"
+    # a second writer beside the running server: WAL allows it
+    return _many_jobs(fed, quick, SqliteJobStore(db), "")
+
+
+def many_jobs_postgres(_: BenchFederation, quick: bool) -> list[Figure]:
+    """``many_jobs`` again with the server's store on PostgreSQL (a throwaway server from
+    Debian's packages, as the tests start it), for the figures side by side with SQLite's."""
+    from tests.pgserver import PostgresServer
+
+    from shoal.store.postgres import PostgresJobStore
+
+    pg = PostgresServer(durable=True)  # fsync on, as an operator's database would run
+    try:
+        url = pg.new_database()
+        with federation(env={"SHOAL_STORE_URL": url}) as fed:
+            return _many_jobs(fed, quick, PostgresJobStore(url), " (PostgreSQL)")
+    finally:
+        pg.stop()
+
+
+def _many_jobs(fed: BenchFederation, quick: bool, store: JobStore, label: str) -> list[Figure]:
+    from shoal.store.base import Submitter
     from shoal.wire.status import JobStatus
 
     n = 300 if quick else 10_000
-    db = fed.workspace / "kits" / "server" / "workspace" / "store.db"
-    store = SqliteJobStore(db)  # a second writer beside the running server: WAL allows it
     try:
         sample_id = ""
         for i in range(n):
@@ -283,12 +307,12 @@ def many_jobs(fed: BenchFederation, quick: bool) -> list[Figure]:
     runs = 3 if quick else 20
     figures = [
         Figure(
-            f"{n} jobs in the store",
+            f"{n} jobs in the store{label}",
             "job list -m 100 --format json (whole CLI)",
             _cli_times(fed, ["job", "list", "-m", "100", "--format", "json"], runs),
         ),
         Figure(
-            f"{n} jobs in the store",
+            f"{n} jobs in the store{label}",
             "job meta --format json (whole CLI)",
             _cli_times(fed, ["job", "meta", sample_id, "--format", "json"], runs),
         ),
@@ -309,7 +333,7 @@ def many_jobs(fed: BenchFederation, quick: bool) -> list[Figure]:
         list(pool.map(submitter, range(4)))
     figures.append(
         Figure(
-            f"{n} jobs in the store",
+            f"{n} jobs in the store{label}",
             "submits accepted per second (4 submitters)",
             [accepted[0] / (time.monotonic() - start)],
             "/s",
@@ -358,4 +382,5 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "large_model": large_model,
     "many_sites": many_sites,
     "many_jobs": many_jobs,
+    "many_jobs_postgres": many_jobs_postgres,
 }

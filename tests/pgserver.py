@@ -46,7 +46,8 @@ def _free_port() -> int:
 class PostgresServer:
     """A running PostgreSQL cluster owned by the test session."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: keep fsync on (benchmarks); tests turn it off, nothing outlives them."""
         self.bin = postgres_bin()
         self.password = "pw-" + secrets.token_hex(12)
         # /tmp itself, not pytest's 0700 tmp folder: the server's user must reach its data.
@@ -80,10 +81,9 @@ class PostgresServer:
         pwfile.unlink()
         for _attempt in range(3):  # the free port may be taken between our look and the bind
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c max_connections=200"
+            if not durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             started = self._run(
                 "pg_ctl",
                 "-D",

@@ -32,5 +32,6 @@ def test_bench_quick_runs_every_workload(tmp_path: Path) -> None:
     workloads = {r["workload"].split(" ")[0] for r in rows}
     for expected in ("cold", "trivial", "per-round", "wait", "monitor", "20", "5", "300", "load"):
         assert expected in workloads, (expected, workloads)
+    assert any(r["workload"].endswith("(PostgreSQL)") for r in rows), "the store on PostgreSQL too"
     assert all(r["runs"] >= 1 and r["median"] >= 0 for r in rows)
     assert "suite took" in proc.stdout
