@@ -1,8 +1,9 @@
 """The storage interface every job store implements, and the records it hands out.
 
-The scheduler, the admin API and the run surface all talk to this Protocol, never to SQLite
-directly, so a second backend (PostgreSQL) can arrive later and must pass the same contract
-suite (``tests/contract/test_job_store.py``). Records are frozen: a caller that wants a newer
+The scheduler, the admin API and the run surface all talk to this Protocol, never to a database
+directly: SQLite (``shoal.store.sqlite``, the embedded default) and PostgreSQL
+(``shoal.store.postgres``, when SHOAL_STORE_URL names one; ``shoal.store.choice`` picks) pass the
+same contract suite (``tests/contract/test_job_store.py``). Records are frozen: a caller that wants a newer
 view asks the store again instead of mutating a shared object.
 """
 
