@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 USER = "shoal"
@@ -60,6 +61,7 @@ class PostgresServer:
         self.port = 0
         self._count = 0
         self._lock = threading.Lock()
+        self._admin: Any = None  # a connection to the "shoal" database, once new_schema made it
         pwfile = self.folder / "pw"
         pwfile.write_text(self.password + "\n")
         if self._as_user:
@@ -143,13 +145,16 @@ class PostgresServer:
         import psycopg
 
         name = self._new_name()
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'shoal'").fetchone():
-                conn.execute(b"CREATE DATABASE shoal")
-        with psycopg.connect(self.url("shoal"), autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {name}".encode())
+        with self._lock:
+            if self._admin is None:
+                with psycopg.connect(self.url(), autocommit=True) as conn:
+                    conn.execute(b"CREATE DATABASE shoal")
+                self._admin = psycopg.connect(self.url("shoal"), autocommit=True)
+            self._admin.execute(f"CREATE SCHEMA {name}".encode())
         return self.url("shoal") + f"?options=-csearch_path%3D{name}"
 
     def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.folder, ignore_errors=True)
