@@ -69,13 +69,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "POC_ALREADY_RUNNING": ErrorSpec(
         4, 409, "The POC system is already running.", "Run 'shoal poc stop' first."
     ),
-    "STORE_UNAVAILABLE": ErrorSpec(
+    "STORE_CONFIG": ErrorSpec(
         4,
-        503,
-        "The job store named by SHOAL_STORE_URL cannot be used.",
-        "Check SHOAL_STORE_URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE), that the database "
-        "server runs and accepts this user, and that 'pip install shoal[postgres]' was done; "
-        "see docs/deployment.md.",
+        500,
+        "The server's job store setting cannot be used.",
+        "Set SHOAL_STORE_URL to postgresql://USER:PASSWORD@HOST:PORT/DATABASE (or unset it for the "
+        "embedded SQLite file); PostgreSQL needs the 'postgres' extra (pip install 'shoal[postgres]'). "
+        "See docs/deployment.md.",
     ),
     "SANDBOX_UNAVAILABLE": ErrorSpec(
         4,
@@ -309,6 +309,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "The server's blob store setting cannot be used.",
         "Set SHOAL_BLOBS_URL to s3://bucket/prefix (or unset it for the folder beside the job "
         "database); a bucket needs the 's3' extra (pip install 'shoal[s3]'). See docs/deployment.md.",
+    ),
+    "STORE_UNAVAILABLE": ErrorSpec(
+        2,
+        503,
+        "The server's job store (PostgreSQL) could not be reached or refused the server.",
+        "Check that the database server runs and is reachable from the server, and that the user, "
+        "password and database in SHOAL_STORE_URL are right; then retry.",
     ),
     "BLOB_STORE_UNAVAILABLE": ErrorSpec(
         2,

@@ -132,22 +132,36 @@ def everything_said(err: ShoalError) -> str:
 
 
 @pytest.mark.parametrize(
-    "make_url",
+    ("make_url", "code"),
     [
-        pytest.param(lambda pg, pw: pg.url(password=pw), id="wrong-password"),
-        pytest.param(lambda pg, pw: pg.url("no_such_db", password=pg.password), id="unknown-database"),
-        pytest.param(lambda pg, pw: f"postgresql://shoal:{pw}@127.0.0.1:1/x", id="nobody-listening"),
-        pytest.param(lambda pg, pw: f"postgresql://shoal:{pw}@127.0.0.1:notaport/x", id="bad-port"),
-        pytest.param(lambda pg, pw: f"postgresql://shoal:{pw}@127.0.0.1/x?sslmode=bogus", id="bad-option"),
-        pytest.param(lambda pg, pw: f"postgresql://shoal:{pw}@[::1/x", id="malformed-host"),
-        pytest.param(lambda pg, pw: f"mysql://shoal:{pw}@127.0.0.1/x", id="not-postgres"),
+        pytest.param(lambda pg, pw: pg.url(password=pw), "STORE_UNAVAILABLE", id="wrong-password"),
+        pytest.param(
+            lambda pg, pw: pg.url("no_such_db", password=pg.password), "STORE_UNAVAILABLE", id="unknown-db"
+        ),
+        pytest.param(
+            lambda pg, pw: f"postgresql://shoal:{pw}@127.0.0.1:1/x",
+            "STORE_UNAVAILABLE",
+            id="nobody-listening",
+        ),
+        pytest.param(
+            lambda pg, pw: f"postgresql://shoal:{pw}@127.0.0.1:notaport/x", "STORE_UNAVAILABLE", id="bad-port"
+        ),
+        pytest.param(
+            lambda pg, pw: f"postgresql://shoal:{pw}@127.0.0.1/x?sslmode=bogus",
+            "STORE_UNAVAILABLE",
+            id="bad-opt",
+        ),
+        pytest.param(lambda pg, pw: f"postgresql://shoal:{pw}@[::1/x", "STORE_CONFIG", id="malformed-host"),
+        pytest.param(lambda pg, pw: f"mysql://shoal:{pw}@127.0.0.1/x", "STORE_CONFIG", id="not-postgres"),
     ],
 )
-def test_a_refused_store_never_shows_the_password(postgres: Any, tmp_path: Path, make_url: Any) -> None:
+def test_a_refused_store_never_shows_the_password(
+    postgres: Any, tmp_path: Path, make_url: Any, code: str
+) -> None:
     secret = "Sup3r-Secret-pw"
     url = make_url(postgres, secret)
     err = refused(tmp_path, url)
-    assert err.code == "STORE_UNAVAILABLE"
+    assert err.code == code
     said = everything_said(err)
     for leaked in (secret, postgres.password):
         assert leaked not in said, said

@@ -57,7 +57,7 @@ def test_a_server_refused_by_postgres_names_the_store_without_the_password(
         "server", "start", "-k", home / "poc" / "kits" / "server", "--port", "0",
         "--workspace", tmp_path / "ws", "--format", "json", timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     assert '"STORE_UNAVAILABLE"' in proc.stdout, proc.stdout
     assert f"postgresql://shoal:***@127.0.0.1:{postgres.port}/postgres" in proc.stdout
     for secret in (wrong, postgres.password):

@@ -60,8 +60,9 @@ def open_job_store(workspace: Path, url: str | None) -> tuple[JobStore, str]:
     """The server's store and how to name it in a log line (never with a password).
 
     ``url`` unset or empty: ``<workspace>/store.db``. ``postgresql://...``: PostgreSQL (the
-    schema is created or upgraded on first use). Anything else, a missing driver or a database
-    that refuses us: ``STORE_UNAVAILABLE`` naming the redacted URL, before the server serves.
+    schema is created or upgraded on first use). Anything else or a missing driver is
+    ``STORE_CONFIG``, a database that does not answer or refuses us ``STORE_UNAVAILABLE``; both
+    name the redacted URL, before the server serves.
     """
     if not url:
         path = workspace / "store.db"
@@ -77,17 +78,23 @@ def open_job_store(workspace: Path, url: str | None) -> tuple[JobStore, str]:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in POSTGRES_SCHEMES:
         raise ShoalError(
-            "STORE_UNAVAILABLE",
+            "STORE_CONFIG",
             f"{STORE_URL_ENV}={shown} is not a postgresql:// URL (unset it for the embedded SQLite store)",
         )
     try:
         from shoal.store.postgres import PostgresJobStore
     except ImportError as exc:
         raise ShoalError(
-            "STORE_UNAVAILABLE", f"{shown} needs the PostgreSQL driver: pip install 'shoal[postgres]'"
+            "STORE_CONFIG", f"{shown} needs the PostgreSQL driver: pip install 'shoal[postgres]'"
         ) from exc
+    import psycopg
+
     try:
         return PostgresJobStore(url), shown
     except Exception as exc:  # any driver failure: reported scrubbed, never with the secret
         detail = scrub(f"{type(exc).__name__}: {exc}".strip(), url)
-        raise ShoalError("STORE_UNAVAILABLE", f"cannot open the job store {shown}: {detail}") from None
+        # The database did not answer or refused us (STORE_UNAVAILABLE), or the URL itself, or
+        # the schema, is wrong (STORE_CONFIG). ``from None``: the driver's exception, which may
+        # quote the URL, stays out of every traceback.
+        code = "STORE_UNAVAILABLE" if isinstance(exc, psycopg.OperationalError) else "STORE_CONFIG"
+        raise ShoalError(code, f"cannot open the job store {shown}: {detail}") from None
