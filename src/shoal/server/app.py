@@ -151,7 +151,7 @@ def build_context(
     kit_dir: Path, workspace: Path, local: LocalFiles, sandbox: Sandbox | None = None
 ) -> ServerContext:
     config = server_config(kit_dir)
-    store, store_name = open_job_store(workspace, os.environ.get(STORE_URL_ENV))
+    store, store_name = open_job_store(workspace, os.environ.get(STORE_URL_ENV, "").strip())
     log.info("job store: %s", store_name)
     blobs = open_blobs(workspace)  # the folder, or the bucket SHOAL_BLOBS_URL names
     sites = SiteRegistry()
