@@ -5,6 +5,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 demo="$root/.demo"
 export SHOAL_HOME="$demo/home"          # keep the demo's startup-kit registry out of ~/.shoal
 unset SHOAL_BLOBS_URL                   # the demo keeps its blobs in the folder: it needs no service
+unset SHOAL_STORE_URL                   # and its jobs in the embedded SQLite file, for the same reason
 ws="$demo/poc"
 
 echo "== shoal poc prepare (CA and startup kits for a server, site-1, site-2, admin)"
