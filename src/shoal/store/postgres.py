@@ -12,8 +12,9 @@ SQLite's single writer to PostgreSQL's own locks, so it holds across server proc
 - migrations run under one advisory lock, so servers starting together upgrade once.
 
 One connection behind a lock, in autocommit mode with explicit transactions, as in the SQLite
-store. A connection the database dropped is replaced on the next call; the call that saw it
-drop fails (the server answers INTERNAL_ERROR for it) rather than guessing whether it committed.
+store. A connection the database dropped (a restart, a failover) is replaced: a read or a
+transaction that finds it dead before anything was sent is done again on a new one; a write
+whose session dies mid-transaction fails rather than guess whether it committed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -120,15 +121,35 @@ class PostgresJobStore:
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A session found dead at ``BEGIN`` is replaced and the transaction begun again: nothing
+        of it had reached the database. A session that dies later fails the call, as its
+        commit may or may not have happened."""
         with self._lock:
-            conn = self._live()
-            with conn.transaction():
-                yield conn
+            for attempt in (1, 2):
+                conn = self._live()
+                stack = ExitStack()
+                try:
+                    stack.enter_context(conn.transaction())
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.broken:
+                        raise
+                    continue
+                with stack:
+                    yield conn
+                return
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement; on a session found dead, asked again on a new one (a read is safe to repeat)."""
         with self._lock:
-            return self._live().execute(sql, tuple(params)).fetchall()
+            conn = self._live()
+            try:
+                return conn.execute(sql, tuple(params)).fetchall()
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                return self._live().execute(sql, tuple(params)).fetchall()
 
     _record = staticmethod(SqliteJobStore._record)
 
@@ -307,13 +328,16 @@ class PostgresJobStore:
         return records
 
     def find_by_submit_token(self, study: str, submitter: Submitter, token: str) -> JobRecord | None:
-        with self._lock:
-            conn = self._live()
-            row = self._token_row(conn, study, submitter, token)
-            if row is None:
-                return None
-            self._raise_if_deleted(row)
-            return self._get(conn, int(row[0]))
+        rows = self._read(
+            "SELECT job_id, content_hash, state, deleted_time FROM submit_tokens "
+            "WHERE study = %s AND submitter_name = %s AND submitter_org = %s AND submitter_role = %s "
+            "AND token = %s",
+            (study, submitter.name, submitter.org, submitter.role, token),
+        )
+        if not rows:
+            return None
+        self._raise_if_deleted(rows[0])
+        return self.get_job(int(rows[0][0]))
 
     def transition(
         self,
