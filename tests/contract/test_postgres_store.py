@@ -5,6 +5,8 @@ that comes back, and a password that never shows in an error."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import traceback
 from pathlib import Path
@@ -201,3 +203,20 @@ def test_unset_url_is_the_embedded_sqlite_file(tmp_path: Path) -> None:
     store, name = open_job_store(tmp_path, None)
     assert isinstance(store, SqliteJobStore) and name == str(tmp_path / "store.db")
     store.close()
+
+
+def test_the_embedded_default_never_loads_the_driver(tmp_path: Path) -> None:
+    """The server on SQLite (and so `make demo`) imports no psycopg: it is an extra."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import shoal.server.app\n"
+        "from shoal.store.choice import open_job_store\n"
+        "store, _ = open_job_store(Path(sys.argv[1]), '')\n"
+        "store.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
