@@ -2,7 +2,7 @@
 
 It keeps the SQLite store's contract (``tests/contract/test_job_store.py`` runs against both)
 and its one migration history: the files in ``migrations/`` are written in SQLite's dialect
-and ``render_postgres`` maps their few type names (docs/decisions/0023). Concurrency moves from
+and ``render_postgres`` maps their few type names (docs/decisions/0024). Concurrency moves from
 SQLite's single writer to PostgreSQL's own locks, so it holds across server processes too:
 
 - a submit token's check-then-insert runs under a transaction-level advisory lock on the token's
