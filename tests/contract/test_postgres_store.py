@@ -114,8 +114,9 @@ def terminate_sessions(url: str) -> None:
 
 def test_a_dropped_connection_is_replaced(postgres: Any) -> None:
     """A database restart or failover ends our session; reads, token look-ups and writes that
-    come after it go through on a new session, with nothing lost and no error."""
-    url = postgres.new_schema()
+    come after it go through on a new session, with nothing lost and no error. A database of its
+    own: ending every session of the shared one would end other tests' too."""
+    url = postgres.new_database()
     store = PostgresJobStore(url)
     assert isinstance(store, JobStore)
     record, _ = store.create_job(
