@@ -176,6 +176,7 @@ def everything_said(err: ShoalError) -> str:
         ),
         pytest.param(lambda pg, pw: f"postgresql://shoal:{pw}@[::1/x", "STORE_CONFIG", id="malformed-host"),
         pytest.param(lambda pg, pw: f"mysql://shoal:{pw}@127.0.0.1/x", "STORE_CONFIG", id="not-postgres"),
+        pytest.param(lambda pg, pw: f"host=127.0.0.1 password={pw}", "STORE_CONFIG", id="keyword-string"),
     ],
 )
 def test_a_refused_store_never_shows_the_password(
@@ -188,7 +189,7 @@ def test_a_refused_store_never_shows_the_password(
     said = everything_said(err)
     for leaked in (secret, postgres.password):
         assert leaked not in said, said
-    assert "***" in said or "://" not in url.split("@")[0], said  # it does name the store, redacted
+    assert "***" in said or "not shown" in said, said  # it does name the store, redacted
 
 
 def test_a_server_password_that_appears_in_text_is_scrubbed() -> None:

@@ -24,6 +24,8 @@ _USERINFO_PASSWORD = re.compile(r"://[^:/@]*:([^@]*)@")
 def redact(url: str) -> str:
     """The URL with its password replaced by ``***`` (user, host, port and database stay: they
     are what an operator needs to see which store is meant)."""
+    if "://" not in url:  # a libpq "key=value" string, say: it may hold password=...
+        return "(not a URL: not shown)"
     try:
         parts = urlsplit(url)
         if parts.password is None:
