@@ -59,6 +59,7 @@ class PostgresServer:
             shutil.chown(self.folder, "nobody", "nogroup")
         self.data = self.folder / "data"
         self.port = 0
+        self._options = ""
         self._count = 0
         self._lock = threading.Lock()
         self._admin: Any = None  # a connection to the "shoal" database, once new_schema made it
@@ -99,6 +100,7 @@ class PostgresServer:
                 check=False,
             )
             if started.returncode == 0:
+                self._options = options
                 return
         raise AssertionError(f"PostgreSQL did not start: {started.stderr}\n{self.log()}")
 
@@ -149,9 +151,20 @@ class PostgresServer:
             if self._admin is None:
                 with psycopg.connect(self.url(), autocommit=True) as conn:
                     conn.execute(b"CREATE DATABASE shoal")
+            if self._admin is None or self._admin.closed or self._admin.broken:
                 self._admin = psycopg.connect(self.url("shoal"), autocommit=True)
             self._admin.execute(f"CREATE SCHEMA {name}".encode())
         return self.url("shoal") + f"?options=-csearch_path%3D{name}"
+
+    def restart(self) -> None:
+        """Stop the server (ending every session, as an operator's restart or a failover
+        would) and start it again on the same port and data."""
+        if self._admin is not None:
+            self._admin.close()
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-o", self._options, "start"
+        )
 
     def stop(self) -> None:
         if self._admin is not None:

@@ -1,5 +1,6 @@
 """A real server on PostgreSQL (SHOAL_STORE_URL): hello-numpy finishes, the job outlives a server
-restart in the database, and neither the logs nor a refused start show the password."""
+restart in the database, the server rides out a database restart, and neither the logs nor a
+refused start show the password."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.e2e
 HELLO = EXAMPLES / "hello-numpy"
 
 
-def test_hello_numpy_on_postgres_survives_a_server_restart(postgres: Any, tmp_path: Path) -> None:
+def test_hello_numpy_on_postgres_survives_server_and_database_restarts(postgres: Any, tmp_path: Path) -> None:
     url = postgres.new_database()
     with own_federation(tmp_path / "home", env={"SHOAL_STORE_URL": url}) as fed:
         code, doc = fed.cli.json("job", "submit", "-j", HELLO)
@@ -39,6 +40,14 @@ def test_hello_numpy_on_postgres_survives_a_server_restart(postgres: Any, tmp_pa
         assert [(r["job_id"], r["status"]) for r in doc["data"]] == [(job_id, "FINISHED_OK")]
         code, doc = fed.cli.json("job", "meta", job_id)
         assert code == 0 and doc["data"]["job_name"] == "hello-numpy", doc
+
+        postgres.restart()  # the server's session ends under it: its next calls take a new one
+        code, doc = fed.cli.json("job", "list")
+        assert code == 0 and [r["job_id"] for r in doc["data"]] == [job_id], doc
+        code, doc = fed.cli.json("job", "submit", "-j", HELLO)
+        assert code == 0, doc
+        code, doc = fed.cli.json("job", "wait", doc["data"]["job_id"], "--timeout", "120")
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
 
         logs = "".join(p.read_text(errors="replace") for p in (fed.workspace / "logs").glob("*.log"))
         assert f"job store: postgresql://shoal:***@127.0.0.1:{postgres.port}/" in logs
