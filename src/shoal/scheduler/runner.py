@@ -278,6 +278,7 @@ class JobRun:
                 self._latest_task[site] = (task, out)
                 if await self.scheduler.sites.send(site, out):
                     self.progress.tasks_sent += 1
+                    self.scheduler.totals.tasks_sent += 1
                     self.progress.count(site, "tasks")
                     if "model" in out:
                         self.model_served(site, size)
@@ -289,6 +290,7 @@ class JobRun:
             rnd = msg.get("round")
             self.progress.last_metrics_round = rnd if type(rnd) is int else None  # the workflow's word
             self.progress.rounds_done += 1
+            self.scheduler.totals.rounds_done += 1
             for text in self._loss_watch.feed(self.progress.last_metrics_round, self.progress.last_metrics):
                 self.notice(text)
             self.scheduler.events.notify(self.job_id)
@@ -383,6 +385,8 @@ class JobRun:
         size = path.stat().st_size
         self.progress.results_received += 1
         self.progress.bytes_from_sites += size
+        self.scheduler.totals.results_received += 1
+        self.scheduler.totals.bytes_from_sites += size
         self.progress.count(site, "results")
         self.progress.count(site, "bytes_from_site", size)
         for key, value in (header.get("metrics") or {}).items():
@@ -401,6 +405,7 @@ class JobRun:
 
     def model_served(self, site: str, size: int) -> None:
         self.progress.bytes_to_sites += size
+        self.scheduler.totals.bytes_to_sites += size
         self.progress.count(site, "bytes_to_site", size)
 
     def site_metric(self, site: str, key: str, value: float, step: int | None) -> None:
@@ -415,6 +420,7 @@ class JobRun:
             return
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step
+        self.scheduler.totals.metrics_logged += 1
         self._send_controller({"op": "metric", "site": site, "key": key, "value": value, "step": step})
         self.scheduler.events.notify(self.job_id)
 
