@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -93,6 +94,19 @@ class TensorBoardTracker:
             self._writer.close()
 
 
+_MLFLOW_UNSAFE = re.compile(r"[^/\w.\- :]")
+MLFLOW_KEY_MAX = 250  # MLflow's longest metric name
+
+
+def mlflow_name(key: str) -> str:
+    """``key`` as a metric name MLflow takes: characters it refuses become ``_``, and no empty,
+    ``.`` or ``..`` path segment (it refuses a name that normalises to another). A site's
+    script chooses its keys, so one odd key must not make MLflow refuse the whole batch and
+    stop the tracker for everyone."""
+    parts = [p for p in _MLFLOW_UNSAFE.sub("_", key).split("/") if p not in ("", ".", "..")]
+    return ("/".join(parts) or "_")[:MLFLOW_KEY_MAX]
+
+
 class MlflowTracker:
     """One MLflow run per job in the experiment named after the job, through ``MlflowClient``
     (never mlflow's process-wide active run: the server tracks many jobs at once)."""
@@ -121,7 +135,7 @@ class MlflowTracker:
     def log(self, points: list[Point]) -> None:
         from mlflow.entities import Metric
 
-        metrics = [Metric(p.key, p.value, int(p.wall_time * 1000), p.step) for p in points]
+        metrics = [Metric(mlflow_name(p.key), p.value, int(p.wall_time * 1000), p.step) for p in points]
         self._client.log_batch(self._run_id, metrics=metrics)
 
     def close(self) -> None:
