@@ -41,6 +41,9 @@ __all__ = ["JobTracking", "RunInfo", "make_trackers", "tracker_names"]
 
 CLOSE_GRACE = 60.0  # seconds the job's end waits for its trackers to write what they hold
 BATCH_MAX = 1000  # points a tracker is handed at once
+#: Points waiting for the trackers at most: a script that logs faster than a tracker writes
+#: must not grow the server's memory without bound. Past it points are dropped, with a notice.
+QUEUE_MAX = 100_000
 MLFLOW_URI_ENV = "SHOAL_MLFLOW_TRACKING_URI"
 
 
@@ -172,10 +175,19 @@ class JobTracking:
         self._notice = notice
         self._loop = asyncio.get_running_loop()
         self._queue: queue.SimpleQueue[Point | None] = queue.SimpleQueue()
+        self._overflowed = False
         self._thread = threading.Thread(target=self._work, name=f"tracking-{run.job_id}", daemon=True)
         self._thread.start()
 
     def log(self, key: str, value: float, step: int) -> None:
+        if self._queue.qsize() >= QUEUE_MAX:
+            if not self._overflowed:
+                self._overflowed = True
+                self._notice(
+                    f"server: the trackers fell {QUEUE_MAX} points behind; later points were not "
+                    "tracked (the job's metrics are still in metrics_summary.json)"
+                )
+            return
         self._queue.put(Point(key, float(value), step, time.time()))
 
     async def close(self) -> None:
@@ -185,14 +197,14 @@ class JobTracking:
         if self._thread.is_alive():
             self._notice(
                 f"server: the trackers did not finish writing within {CLOSE_GRACE:g}s; "
-                "metrics_summary.json has every metric"
+                "the job's metrics are still in metrics_summary.json"
             )
 
     def _failed(self, tracker: Tracker, step: str, exc: BaseException) -> None:
         log.warning("job %s: tracker %s failed to %s: %s", self.run.job_id, tracker.name, step, exc)
         text = (
             f"server: tracker {tracker.name} failed to {step} ({type(exc).__name__}: {str(exc)[:200]}) "
-            "and was stopped; metrics_summary.json has every metric"
+            "and was stopped; the job's metrics are still in metrics_summary.json"
         )
         self._loop.call_soon_threadsafe(self._notice, text)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from shoal.scheduler import tracking
 from shoal.scheduler.tracking import JobTracking, MlflowTracker, RunInfo, TensorBoardTracker, mlflow_name
 
 #: Keys a site's script may log (any string up to METRIC_KEY_MAX) that MLflow would refuse as they are.
@@ -48,3 +50,25 @@ def test_odd_keys_reach_both_trackers_and_nothing_is_noticed(tmp_path: Path) -> 
     tags = events.Tags()["scalars"]  # tensorboardX cleans odd tags its own way
     assert len(tags) == len(HOSTILE_KEYS) and "site-1/train/acc" in tags
     assert [(s.step, s.value) for s in events.Scalars("site-1/loss")] == [(0, 0.0), (1, 1.0)]
+
+
+def test_a_script_that_logs_faster_than_the_trackers_write_is_bounded(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Points past QUEUE_MAX waiting are dropped with one notice, not kept in the server's memory."""
+    monkeypatch.setattr(tracking, "QUEUE_MAX", 5)
+    notices: list[str] = []
+
+    async def run() -> None:
+        job = JobTracking(
+            RunInfo(8, "flood", "default"), [TensorBoardTracker(tmp_path / "tb")], notices.append
+        )
+        for step in range(20_000):  # no await: the event loop never lets go, as a flood would not
+            job.log("site-1/loss", 1.0, step)
+        await job.close()
+
+    asyncio.run(run())
+    assert len(notices) == 1 and "fell 5 points behind" in notices[0], notices
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert 0 < len(events.Scalars("site-1/loss")) < 20_000
