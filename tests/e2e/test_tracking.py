@@ -111,3 +111,22 @@ def test_a_failing_tracker_never_fails_the_job(tmp_path: Path) -> None:
     want = expected(json.loads(summary_path.read_text()))
     assert want["site-2/step_loss"] == [(0, 0.5), (1, 0.5)]
     assert tensorboard_series(summary_path.parent / "tensorboard") == want
+
+
+def test_a_site_may_keep_its_metrics(tmp_path: Path) -> None:
+    """site-1's policy says ``share_metrics: false``: what its script logs is in site-1's own
+    event files, round by round, and nowhere on the server (not its trackers, not the summary);
+    site-2's metrics reach the server as ever, and the job's notices say why site-1's do not."""
+    policy = {"site-1": {"site_policy.json": {"share_metrics": False}}}
+    with own_federation(tmp_path / "fed", site_local=policy) as fed:
+        job_id, meta, summary_path = run_job(fed, tmp_path, ["tensorboard"], rounds=3)
+        own = fed.kits / "site-1" / "workspace" / "jobs" / job_id / "tensorboard"
+        kept = tensorboard_series(own)
+    assert kept == {"step_loss": [(0, 0.5), (1, 0.5), (2, 0.5)]}
+    summary = json.loads(summary_path.read_text())
+    assert sorted(summary["logged_metrics"]) == ["site-2"]
+    assert sorted(tensorboard_series(summary_path.parent / "tensorboard")) == [
+        "global/loss",
+        "site-2/step_loss",
+    ]
+    assert any(n.startswith("site-1: logged metrics stay on this site") for n in meta["notices"]), meta
