@@ -149,7 +149,11 @@ class JobRun:
 
     def start_tracking(self, job_name: str, meta: dict[str, Any], server_workspace: Path) -> None:
         """Start the trackers the job's meta.json names (shoal.scheduler.tracking)."""
-        names = tracker_names(meta)
+        try:
+            names = tracker_names(meta)
+        except ValueError as exc:  # a job stored before 'trackers' was checked at submit
+            self.notice(f"server: no experiment tracking: {exc}")
+            return
         if names:
             trackers = make_trackers(names, self.paths.workspace, server_workspace)
             self.tracking = JobTracking(RunInfo(self.job_id, job_name, self.study), trackers, self.notice)

@@ -116,14 +116,17 @@ class MlflowTracker:
 
     name = "mlflow"
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, folder: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
+        self.folder = folder  # where a default store goes, made when the tracker starts
         self._client: Any = None
         self._run_id = ""
 
     def open(self, run: RunInfo) -> None:
         from mlflow.tracking import MlflowClient
 
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
         experiment = self._client.get_experiment_by_name(run.job_name)
         experiment_id = (
@@ -146,13 +149,14 @@ class MlflowTracker:
             self._client.set_terminated(self._run_id)
 
 
-def default_mlflow_uri(server_workspace: Path) -> str:
+def default_mlflow_uri(server_workspace: Path) -> tuple[str, Path | None]:
+    """The operator's tracking URI, else a SQLite store in the server's workspace (and the
+    folder to make for it, made on the trackers' thread: a failure there is the tracker's)."""
     configured = os.environ.get(MLFLOW_URI_ENV)
     if configured:
-        return configured
+        return configured, None
     folder = server_workspace / "mlflow"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    return f"sqlite:///{folder / 'mlflow.db'}", folder
 
 
 def make_trackers(names: tuple[str, ...], job_workspace: Path, server_workspace: Path) -> list[Tracker]:
@@ -161,7 +165,7 @@ def make_trackers(names: tuple[str, ...], job_workspace: Path, server_workspace:
         if name == "tensorboard":
             trackers.append(TensorBoardTracker(job_workspace / "tensorboard"))
         elif name == "mlflow":
-            trackers.append(MlflowTracker(default_mlflow_uri(server_workspace)))
+            trackers.append(MlflowTracker(*default_mlflow_uri(server_workspace)))
     return trackers
 
 
