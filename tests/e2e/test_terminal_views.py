@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 from tests.conftest import Cli
 from tests.e2e.conftest import Federation
@@ -31,6 +32,13 @@ def test_plot_draws_the_global_and_site_curves(federation: Federation, tmp_path:
     }
     code, doc = federation.cli.json("job", "plot", job_id)  # the global model's first metric
     assert code == 0 and doc["data"]["series"] == {"global": [{"round": r, "value": 1.0} for r in range(4)]}
+
+    code, doc = federation.cli.json(
+        "job", "plot", job_id, "--metric", "step_loss", "--png", tmp_path / "p.png"
+    )
+    assert code == 0 and doc["data"]["png"] == str(tmp_path / "p.png"), doc
+    picture = imread(tmp_path / "p.png")  # a real PNG of 800 x 450 with something drawn on it
+    assert picture.shape[:2] == (450, 800) and picture.min() < 0.5
 
     code, doc = federation.cli.json("job", "plot", job_id, "--metric", "accuracy")
     assert code == 4 and doc["error_code"] == "INVALID_ARGS" and "loss, step_loss" in doc["hint"], doc

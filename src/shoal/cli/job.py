@@ -555,6 +555,9 @@ def _plot(p: Any) -> None:
     p.add_argument(
         "--metric", default=None, help="the metric to draw (default: the first the global model has)"
     )
+    p.add_argument(
+        "--png", default=None, metavar="FILE", help="also write the plot as a PNG picture (matplotlib)"
+    )
     p.set_defaults(handler=lazy("shoal.cli.job_plot", "cmd_plot"))
 
 

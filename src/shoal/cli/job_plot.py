@@ -109,6 +109,37 @@ def fetch_summary(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return job_id, summary
 
 
+def write_png(series: Series, title: str, path: str) -> str:
+    """The curves as a PNG picture (matplotlib, the ``plot`` extra, imported only here); the
+    absolute path written."""
+    from pathlib import Path
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        from matplotlib import pyplot
+    except ImportError:
+        raise ShoalError(
+            "INVALID_ARGS",
+            "--png needs matplotlib, which is not installed",
+            hint="Install it (pip install 'shoal[plot]'), or leave out --png for the terminal plot.",
+        ) from None
+    figure, axes = pyplot.subplots(figsize=(8, 4.5), dpi=100)
+    for who, values in series.items():
+        axes.plot([r + 1 for r, _ in values], [v for _, v in values], marker="o", label=who)
+    axes.set_xlabel("round")
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(True, alpha=0.3)
+    target = Path(path).expanduser().resolve()
+    try:
+        figure.savefig(target, format="png")
+    finally:
+        pyplot.close(figure)
+    return str(target)
+
+
 def cmd_plot(args: argparse.Namespace) -> Result:
     job_id, summary = fetch_summary(args)
     names, by_metric = summary_series(summary)
@@ -129,4 +160,6 @@ def cmd_plot(args: argparse.Namespace) -> Result:
         "series": {who: [{"round": r, "value": v} for r, v in values] for who, values in series.items()},
     }
     title = f"job {job_id}: {metric} per round"
+    if args.png:
+        data["png"] = write_png(series, title, args.png)
     return Result(data, human=lambda: "\n".join([title, *draw(series, min(terminal_columns(), 100))]))
