@@ -1,5 +1,5 @@
 """The server's ``/metrics`` (Prometheus' text format) moves as a real job does, and only an
-operator's admin certificate may read it (decisions/0022, docs/observability.md)."""
+operator's admin certificate may read it (decisions/0024, docs/observability.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from shoal.security.tls import client_ssl_context
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
+from tests.federation import own_federation
 
 pytestmark = pytest.mark.e2e
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """A federation of this module's own: the counters are the server's, and the exact moves
+    checked here must not take in another test's job still running on a shared server."""
+    with own_federation(tmp_path_factory.mktemp("prometheus")) as fed:
+        yield fed
 
 
 def metrics_url(fed: Federation) -> str:

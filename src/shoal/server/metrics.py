@@ -1,6 +1,6 @@
 """``GET /metrics``: the server in Prometheus' text format, for operators' scrapers.
 
-Behind the admin identity on the server's one port (decisions/0022): the scraper presents an
+Behind the admin identity on the server's one port (decisions/0024): the scraper presents an
 admin certificate of the project and needs the ``operate`` right, since the counts span every
 study. Nothing here is kept by prometheus-client: the server counts in plain integers
 (``ServerTotals``, ``RequestTimes``) whether or not the library is installed, and the library is
