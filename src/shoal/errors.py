@@ -340,6 +340,12 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "NOT_AUTHORIZED": ErrorSpec(
         2, 403, "Not authorized.", "Use a startup kit whose role may run this command."
     ),
+    "METRICS_UNAVAILABLE": ErrorSpec(
+        1,
+        501,
+        "This server cannot serve Prometheus metrics: prometheus-client is not installed.",
+        "Install the server with its metrics extra (pip install 'shoal[metrics]') and restart it.",
+    ),
     "SERVICE_FAILED": ErrorSpec(
         2, 503, "A POC service failed.", "Read the service log files (shoal poc start lists them) to see why."
     ),

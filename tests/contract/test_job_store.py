@@ -513,3 +513,12 @@ def test_sqlite_is_a_jobstore(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "jobs.db")
     assert isinstance(store, JobStore)
     store.close()
+
+
+def test_count_by_status_counts_every_study(store: JobStore) -> None:
+    """What /metrics reports as jobs by status: every study's jobs, by their current status."""
+    first = create(store, "a")
+    create(store, "b", study="other")
+    create(store, "c")
+    assert store.transition(first.job_id, JobStatus.DISPATCHED, reason="test")
+    assert store.count_by_status() == {JobStatus.SUBMITTED: 2, JobStatus.DISPATCHED: 1}

@@ -12,7 +12,7 @@ MODEL_NAMES = (
     "global_model.pt",
     "global_model.pth",
 )
-NOT_SITE_DIRS = {"server", "app_server", "local", "logs", "startup", "workspace", "job"}
+NOT_SITE_DIRS = {"server", "app_server", "local", "logs", "startup", "workspace", "job", "tensorboard"}
 
 
 def discover(root: Path) -> tuple[dict[str, Any], list[str]]:
@@ -43,5 +43,8 @@ def discover(root: Path) -> tuple[dict[str, Any], list[str]]:
     server_log = workspace / "server" / "log.txt"
     if server_log in files:
         artifacts["server_log"] = str(server_log)
+    tensorboard = workspace / "tensorboard"  # event files the server wrote (a job's "trackers")
+    if any(f.is_relative_to(tensorboard) for f in files):
+        artifacts["tensorboard"] = str(tensorboard)
     missing = [k for k in ("global_model", "metrics_summary", "client_logs") if k not in artifacts]
     return artifacts, missing

@@ -549,6 +549,18 @@ def _stats(p: Any) -> None:
     p.set_defaults(handler=lazy("shoal.cli.job_observe", "cmd_stats"))
 
 
+def _plot(p: Any) -> None:
+    from shoal.cli.main import lazy
+
+    p.add_argument(
+        "--metric", default=None, help="the metric to draw (default: the first the global model has)"
+    )
+    p.add_argument(
+        "--png", default=None, metavar="FILE", help="also write the plot as a PNG picture (matplotlib)"
+    )
+    p.set_defaults(handler=lazy("shoal.cli.job_plot", "cmd_plot"))
+
+
 # name -> (help, takes a job id, parser builder)
 COMMANDS: dict[str, tuple[str, bool, Any]] = {
     "submit": ("submit a job folder (or .zip)", False, _submit),
@@ -563,4 +575,5 @@ COMMANDS: dict[str, tuple[str, bool, Any]] = {
     "logs": ("show a job's logs from the server's log store", True, _logs),
     "log-config": ("change a running job's log level or mode", True, _log_config),
     "stats": ("show a job's statistics: live while it runs, final once it ended", True, _stats),
+    "plot": ("draw a finished job's per-round metric curve in the terminal", True, _plot),
 }

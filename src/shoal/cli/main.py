@@ -136,6 +136,7 @@ FAMILIES = {
     "recipe": "shoal.cli.recipes",
     "provision": "shoal.cli.provision",
     "preflight": "shoal.cli.preflight",
+    "completion": "shoal.cli.completion",
 }
 
 

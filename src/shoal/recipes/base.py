@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shoal.errors import ShoalError
-from shoal.wire.jobdef import JOB_NAME_RE
+from shoal.wire.jobdef import JOB_NAME_RE, tracker_names
 
 
 def knob(default: Any, help: str) -> Any:
@@ -50,6 +50,9 @@ class Recipe:
     round_timeout: float = knob(0.0, "per-round deadline in seconds (0: none)")
     min_responses: int | None = knob(None, "results that close a round, k of n (default: min_clients)")
     log_streaming: bool = knob(True, "stream site logs to the server while the job runs")
+    trackers: list[str] = knob(
+        [], "experiment trackers the server writes the metrics to: tensorboard, mlflow"
+    )
     source_dir: Path | None = field(default=None, repr=False, metadata={"help": ""})
 
     def __post_init__(self) -> None:
@@ -69,6 +72,10 @@ class Recipe:
             raise ShoalError("INVALID_ARGS", f"min_responses must be at least 1, got {self.min_responses}")
         if self.round_timeout < 0:
             raise ShoalError("INVALID_ARGS", "round_timeout must not be negative")
+        try:
+            tracker_names({"trackers": self.trackers})
+        except ValueError as exc:
+            raise ShoalError("INVALID_ARGS", str(exc)) from exc
         if (self.train_script is None) == (self.client_module is None):
             raise ShoalError("INVALID_ARGS", "give either train_script or client_module")
         if self.client_module is not None and not self.client_module.startswith("shoal.fl.clients."):
@@ -98,6 +105,8 @@ class Recipe:
         }
         if not self.log_streaming:  # streaming is the default (decisions/0020)
             meta["log_streaming"] = False
+        if self.trackers:
+            meta["trackers"] = list(self.trackers)
         return meta
 
     # --- what users call --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from shoal.sandbox.files import claim, harvest
 from shoal.scheduler.controller_messages import error_message, round_metrics, task_message
 from shoal.scheduler.progress import Progress
+from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
 from shoal.wire.channel import (
     MAX_MESSAGE_BYTES,
     METRIC_KEY_MAX,
@@ -135,6 +136,7 @@ class JobRun:
         self._confirmed: set[str] = set()  # sites that said their part of the job has ended
         self._gone: set[str] = set()  # sites that disconnected: nobody left to confirm
         self._told_to_end: set[str] = set()  # sites sent "end"/"abort" already
+        self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
         self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
@@ -144,6 +146,17 @@ class JobRun:
     @property
     def sites(self) -> list[str]:
         return sorted(self.site_apps)
+
+    def start_tracking(self, job_name: str, meta: dict[str, Any], server_workspace: Path) -> None:
+        """Start the trackers the job's meta.json names (shoal.scheduler.tracking)."""
+        try:
+            names = tracker_names(meta)
+        except ValueError as exc:  # a job stored before 'trackers' was checked at submit
+            self.notice(f"server: no experiment tracking: {exc}")
+            return
+        if names:
+            trackers = make_trackers(names, self.paths.workspace, server_workspace)
+            self.tracking = JobTracking(RunInfo(self.job_id, job_name, self.study), trackers, self.notice)
 
     async def start(self) -> None:
         """Start the controller and deploy to every site; the job is RUNNING when this returns."""
@@ -278,6 +291,7 @@ class JobRun:
                 self._latest_task[site] = (task, out)
                 if await self.scheduler.sites.send(site, out):
                     self.progress.tasks_sent += 1
+                    self.scheduler.totals.tasks_sent += 1
                     self.progress.count(site, "tasks")
                     if "model" in out:
                         self.model_served(site, size)
@@ -289,6 +303,10 @@ class JobRun:
             rnd = msg.get("round")
             self.progress.last_metrics_round = rnd if type(rnd) is int else None  # the workflow's word
             self.progress.rounds_done += 1
+            self.scheduler.totals.rounds_done += 1
+            if self.tracking is not None:
+                for key, value in self.progress.last_metrics.items():
+                    self.tracking.log(f"global/{key}", value, self.progress.last_metrics_round or 0)
             for text in self._loss_watch.feed(self.progress.last_metrics_round, self.progress.last_metrics):
                 self.notice(text)
             self.scheduler.events.notify(self.job_id)
@@ -383,6 +401,8 @@ class JobRun:
         size = path.stat().st_size
         self.progress.results_received += 1
         self.progress.bytes_from_sites += size
+        self.scheduler.totals.results_received += 1
+        self.scheduler.totals.bytes_from_sites += size
         self.progress.count(site, "results")
         self.progress.count(site, "bytes_from_site", size)
         for key, value in (header.get("metrics") or {}).items():
@@ -401,6 +421,7 @@ class JobRun:
 
     def model_served(self, site: str, size: int) -> None:
         self.progress.bytes_to_sites += size
+        self.scheduler.totals.bytes_to_sites += size
         self.progress.count(site, "bytes_to_site", size)
 
     def site_metric(self, site: str, key: str, value: float, step: int | None) -> None:
@@ -415,6 +436,9 @@ class JobRun:
             return
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step
+        self.scheduler.totals.metrics_logged += 1
+        if self.tracking is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            self.tracking.log(f"{site}/{key}", value, self.progress.current_round or 0)
         self._send_controller({"op": "metric", "site": site, "key": key, "value": value, "step": step})
         self.scheduler.events.notify(self.job_id)
 
@@ -516,6 +540,8 @@ class JobRun:
             log.warning("job %s: sites did not confirm the end: %s", self.job_id, stragglers)
             if self._aborting:
                 reason += f"; no confirmation from {', '.join(stragglers)} within {SITE_END_GRACE:g}s"
+        if self.tracking is not None:  # the event files are in the workspace before it is final
+            await self.tracking.close()
         self._take_outputs()
         if error is not None:
             self.scheduler.record_first_error(self.job_id, error)
@@ -544,7 +570,9 @@ class JobRun:
         try:
             # The sites' and the server's log folders are the server's to fill: a workflow's
             # file there could pass for a site's log.
-            skipped = harvest(self.paths.out, self.paths.workspace, frozenset({"server", *self.site_apps}))
+            skipped = harvest(
+                self.paths.out, self.paths.workspace, frozenset({"server", "tensorboard", *self.site_apps})
+            )
         except OSError as exc:
             skipped = [f"its output folder could not be read: {exc}"]
         for what in skipped[:20]:

@@ -20,6 +20,7 @@ from shoal.scheduler.events import JobEvents
 from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.runner import JobPaths, JobRun
 from shoal.scheduler.sites import SiteRegistry
+from shoal.scheduler.totals import ServerTotals
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import Blobs
 from shoal.wire.archive import extract_archive
@@ -84,6 +85,7 @@ class Scheduler:
         self.jobs_root = jobs_root
         self.sites = sites
         self.events = JobEvents()
+        self.totals = ServerTotals()  # since start, over every job (/metrics)
         self.resources = ResourceBook()  # what running jobs hold of each site's declared resources
         self.max_running = max_running
         self.runs: dict[int, JobRun] = {}
@@ -249,6 +251,7 @@ class Scheduler:
                 raise ValueError("deploy_map deploys no app to the server")
             run = JobRun(self, job.job_id, paths, server_app, targets, min_clients, study=job.study)
             run.gpus = gpus
+            run.start_tracking(job.name, job.meta, self.jobs_root.parent)
             self.runs[job.job_id] = run
             await run.start()
             return True

@@ -28,7 +28,7 @@ from shoal.security.localfiles import byte_count, json_object, positive_count, r
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
-from shoal.server import admin_manage, admin_observe, admin_routes, admin_system, site_routes
+from shoal.server import admin_manage, admin_observe, admin_routes, admin_system, metrics, site_routes
 from shoal.server.audit import AuditLog
 from shoal.server.context import CTX, ServerContext
 from shoal.server.gate import ConnectionSettings, GatedSite
@@ -235,9 +235,11 @@ def _connection_settings(path: Path) -> ConnectionSettings:
 
 def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:
     app = web.Application(
-        middlewares=[audit_middleware, errors_middleware, identity_middleware], client_max_size=4 * 2**20
+        middlewares=[metrics.timing_middleware, audit_middleware, errors_middleware, identity_middleware],
+        client_max_size=4 * 2**20,
     )
     app[CTX] = ctx
+    app[metrics.TIMES_KEY] = metrics.RequestTimes()
     app[DENY_KEY] = deny
     app[AUDIT_KEY] = AuditLog(ctx.workspace / "audit.jsonl")
     app.add_routes(admin_routes.routes())
@@ -245,6 +247,7 @@ def build_app(ctx: ServerContext, deny: DenyList) -> web.Application:
     app.add_routes(admin_observe.routes())
     app.add_routes(admin_system.routes())
     app.add_routes(site_routes.routes())
+    app.add_routes(metrics.routes())
     return app
 
 

@@ -24,8 +24,8 @@ DENY_KEY: web.AppKey[DenyList] = web.AppKey("shoal_deny", DenyList)
 AUDIT_KEY: web.AppKey[AuditLog] = web.AppKey("shoal_audit", AuditLog)
 _AUDITED_GETS = ("/result",)
 
-# Which kind of certificate may call which part of the API.
-_KIND_FOR_PREFIX = (("/api/", "admin"), ("/site/", "site"))
+# Which kind of certificate may call which part of the API (/metrics: an operator's scraper).
+_KIND_FOR_PREFIX = (("/api/", "admin"), ("/site/", "site"), ("/metrics", "admin"))
 
 
 def error_response(err: ShoalError) -> web.Response:

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 from shoal.errors import ShoalError
 from shoal.sandbox.files import UnsafeJobFile, claim
 from shoal.wire.archive import extract_archive
-from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, read_message
+from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
 from shoal.wire.models import INLINE_BYTES, result_header_json
 from shoal.wire.status import brief
 
 if TYPE_CHECKING:
+    from shoal.scheduler.tracking import JobTracking
     from shoal.site.agent import SiteAgent
     from shoal.wire.warm import JobProcess
 
@@ -66,6 +67,8 @@ class SiteJob:
         self._relaying_result = False  # a result from the script is being handed to the server
         self._tasks_seen: set[str] = set()
         self._failed = False
+        self._round = 0  # the round of the latest task (a step for metrics kept on the site)
+        self._own_tracking: JobTracking | None = None  # share_metrics: false (site policy)
 
     @property
     def log_path(self) -> Path:
@@ -160,6 +163,8 @@ class SiteJob:
         loop.create_task(self._pump(reader))
         await self.agent.send({"type": "ready", "job_id": self.job_id})
         meta = json.loads((job_dir / "meta.json").read_text())
+        if not self.agent.policy.get("share_metrics", True):
+            await self._keep_metrics(str(meta.get("name", "")))
         # Logs stream unless the job says "log_streaming": false: people expect `job logs` to
         # show a running job (the README says logs stream). A site's policy may refuse.
         if meta.get("log_streaming", True) is not False:
@@ -304,6 +309,8 @@ class SiteJob:
                         await self._upload_result(msg)
                     finally:
                         self._relaying_result = False
+                elif msg.get("op") == "metric" and self._own_tracking is not None:
+                    self._track_here(msg)
                 elif msg.get("op") == "metric":
                     await self.agent.send(
                         {
@@ -450,8 +457,38 @@ class SiteJob:
             # and last output, is what _pump reports; this write's error would only hide it.
             log.info("job %s: the script was gone when task %s arrived", self.job_id, task_id)
 
+    async def _keep_metrics(self, job_name: str) -> None:
+        """The site's policy keeps its metrics: they go to TensorBoard event files in the job's
+        folder on the site (``tensorboard/``, the round as the step), never to the server; the
+        job's notices say so once."""
+        from shoal.scheduler.tracking import JobTracking, RunInfo, TensorBoardTracker
+
+        loop = asyncio.get_running_loop()
+
+        def notice(text: str) -> None:
+            message = {"type": "notice", "job_id": self.job_id, "message": text.removeprefix("server: ")}
+            loop.create_task(self.agent.send(message))
+
+        run = RunInfo(int(self.job_id) if self.job_id.isdecimal() else 0, job_name, self.study)
+        self._own_tracking = JobTracking(run, [TensorBoardTracker(self.dir / "tensorboard")], notice)
+        notice(
+            "logged metrics stay on this site (site policy share_metrics: false), "
+            "in its own TensorBoard files"
+        )
+
+    def _track_here(self, msg: dict[str, Any]) -> None:
+        key, value = msg.get("key"), msg.get("value")
+        if not isinstance(key, str) or not 0 < len(key) <= METRIC_KEY_MAX:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        assert self._own_tracking is not None
+        self._own_tracking.log(key, value, self._round)
+
     async def _hand_task(self, msg: dict[str, Any], task_id: str, model_path: Path) -> None:
         assert self._writer is not None
+        if type(msg.get("round")) is int:
+            self._round = msg["round"]
         self._writer.write(
             encode(
                 {
@@ -491,6 +528,8 @@ class SiteJob:
                 pass
         await self.stop_process(polite=not kill)
         self._ended = True
+        if self._own_tracking is not None:  # what the script logged is on disk before the end is confirmed
+            await self._own_tracking.close()
         if self._capture is not None:
             try:
                 await asyncio.wait_for(self._capture, 5.0)  # the output written before the exit

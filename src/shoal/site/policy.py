@@ -16,14 +16,16 @@ from typing import Any
 from shoal.errors import ShoalError
 
 POLICY_FILE = Path("local") / "site_policy.json"
-BOOL_KEYS = ("allow_custom_code", "allow_log_streaming", "allow_network")  # absent means allowed
+#: ``share_metrics``: false keeps what the scripts log on the site (its own TensorBoard files),
+#: never sent to the server (docs/observability.md).
+BOOL_KEYS = ("allow_custom_code", "allow_log_streaming", "allow_network", "share_metrics")  # absent: true
 #: ``studies``: the studies served (absent or null: every study); ``data_paths``: folders (or
 #: files) training scripts may read, beyond their own job's (absent: none).
 STRING_LIST_KEYS = ("studies", "data_paths")
 POLICY_HINT = (
-    "Fix the site's local/site_policy.json: a JSON object whose allow_custom_code, allow_log_streaming "
-    "and allow_network are true or false, whose studies is a list of study names (or null: every study) "
-    "and whose data_paths is a list of absolute paths training scripts may read."
+    "Fix the site's local/site_policy.json: a JSON object whose allow_custom_code, allow_log_streaming, "
+    "allow_network and share_metrics are true or false, whose studies is a list of study names "
+    "(or null: every study) and whose data_paths is a list of absolute paths training scripts may read."
 )
 
 

@@ -155,6 +155,10 @@ class JobStore(Protocol):
         """Every job in one of ``statuses``, oldest first (scheduler queue and restart settling)."""
         ...
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs the store holds in each status it has any in (every study)."""
+        ...
+
     def delete_job(self, job_id: int, *, deleted_by: Submitter | None = None) -> int:
         """Delete the job and mark its submit-token records ``job_deleted``; committed.
 

@@ -398,6 +398,10 @@ class PostgresJobStore:
         )
         return [self._record(r) for r in rows]
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {JobStatus(status): int(count) for status, count in rows}
+
     def delete_job(self, job_id: int, *, deleted_by: Submitter | None = None) -> int:
         if not 0 < job_id <= _INT8_MAX:
             return 0

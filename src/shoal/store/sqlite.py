@@ -384,6 +384,10 @@ class SqliteJobStore:
         )
         return [self._record(r) for r in rows]
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {JobStatus(status): int(count) for status, count in rows}
+
     def delete_job(self, job_id: int, *, deleted_by: Submitter | None = None) -> int:
         by = (
             json.dumps({"name": deleted_by.name, "org": deleted_by.org, "role": deleted_by.role})

@@ -120,6 +120,25 @@ def _meta_invalid(detail: str) -> ShoalError:
     return ShoalError("JOB_META_INVALID", detail)
 
 
+#: The experiment trackers the server can write a job's metrics to (shoal.scheduler.tracking).
+TRACKERS = ("tensorboard", "mlflow")
+
+
+def tracker_names(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The trackers meta.json names (none without ``trackers``); ValueError saying why for
+    anything but a list of distinct known names. Names only: where a tracker writes is the
+    server operator's choice, never the job's."""
+    raw = meta.get("trackers", [])
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise ValueError(f"'trackers' must be a list of names: {', '.join(TRACKERS)}")
+    unknown = [n for n in raw if n not in TRACKERS]
+    if unknown:
+        raise ValueError(f"'trackers' names {unknown[0][:40]!r}; known trackers: {', '.join(TRACKERS)}")
+    if len(set(raw)) != len(raw):
+        raise ValueError("'trackers' names a tracker twice")
+    return tuple(raw)
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -290,6 +309,10 @@ def load_job_definition(root: Path) -> JobDefinition:
     try:
         check_spec(resource_spec)
     except ResourceError as exc:
+        raise _meta_invalid(str(exc)) from exc
+    try:
+        tracker_names(meta)
+    except ValueError as exc:
         raise _meta_invalid(str(exc)) from exc
     server_app, site_apps = _split_targets(deploy_map)
 

@@ -40,6 +40,7 @@ def test_a_strict_policy_is_kept_as_written(tmp_path: Path) -> None:
     [
         ('{"allow_custom_code": "false"}', "allow_custom_code", "must be true or false"),
         ('{"allow_log_streaming": 0}', "allow_log_streaming", "must be true or false"),
+        ('{"share_metrics": "no"}', "share_metrics", "must be true or false"),
         ('{"studies": "default"}', "studies", "list of strings"),
         ('{"studies": ["default", 3]}', "studies", "list of strings"),
         ('{"allow_custom_cod": false}', "allow_custom_cod", "unknown key"),
