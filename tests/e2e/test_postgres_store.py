@@ -4,6 +4,7 @@ refused start show the password."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,40 @@ def test_a_server_refused_by_postgres_names_the_store_without_the_password(
     assert f"postgresql://shoal:***@127.0.0.1:{postgres.port}/postgres" in proc.stdout
     for secret in (wrong, postgres.password):
         assert secret not in proc.stdout + proc.stderr
+
+
+def test_the_store_may_be_named_in_the_server_kits_local_storage_json(postgres: Any, tmp_path: Path) -> None:
+    """Issue 17: the store's URL in the server kit (local/storage.json) instead of the environment;
+    a wrongly typed value stops the start naming the key but never showing the value."""
+    url = postgres.new_database()
+    home = tmp_path / "home"
+    cli = Cli(home)
+    assert cli.run("poc", "prepare", "-n", "1", "--workspace", home / "poc").returncode == 0
+    storage = home / "poc" / "kits" / "server" / "local" / "storage.json"
+    storage.write_text(json.dumps({"store_url": url}))
+    started = cli.run("poc", "start", "--workspace", home / "poc")
+    assert started.returncode == 0, started.stderr + started.stdout
+    try:
+        code, doc = cli.json("job", "list")
+        assert code == 0 and doc["data"] == [], doc
+        assert not list((home / "poc").rglob("store.db")), "the server took the store from storage.json"
+        logs = "".join(p.read_text(errors="replace") for p in (home / "poc" / "logs").glob("*.log"))
+        assert f"job store: postgresql://shoal:***@127.0.0.1:{postgres.port}/" in logs
+        assert postgres.password not in logs
+    finally:
+        cli.run("poc", "stop", "--workspace", home / "poc")
+    storage.write_text(json.dumps({"store_url": 5, "blobs_url": "s3://b"}))
+    proc = cli.run(
+        "server",
+        "start",
+        "-k",
+        home / "poc" / "kits" / "server",
+        "--port",
+        "0",
+        "--format",
+        "json",
+        timeout=60,
+    )
+    assert proc.returncode == 4 and '"LOCAL_FILE_ERROR"' in proc.stdout and "store_url" in proc.stdout, (
+        proc.stdout
+    )

@@ -24,7 +24,14 @@ from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry, close_channel
 from shoal.security.identity import Identity
 from shoal.security.kitfiles import KIT_HINT
-from shoal.security.localfiles import byte_count, json_object, positive_count, read_operator_json, seconds
+from shoal.security.localfiles import (
+    byte_count,
+    json_object,
+    operator_file_error,
+    positive_count,
+    read_operator_json,
+    seconds,
+)
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
@@ -40,7 +47,7 @@ from shoal.server.middleware import (
     identity_middleware,
 )
 from shoal.server.studies import Studies
-from shoal.store.blobs import open_blobs
+from shoal.store.blobs import BLOBS_URL, open_blobs
 from shoal.store.choice import STORE_URL_ENV, open_job_store
 from shoal.wire.models import RESULT_HEADER_MAX
 
@@ -50,6 +57,9 @@ REVOCATION_CHECK = 1.0  # seconds between looks at revoked.json for connected si
 LOCK_FILE = "server.lock"
 
 log = logging.getLogger("shoal.server")
+
+#: What ``local/storage.json`` may say (docs/deployment.md).
+STORAGE_KEYS = ("store_url", "blobs_url")
 
 
 def server_config(kit_dir: Path) -> dict[str, Any]:
@@ -129,6 +139,28 @@ class LocalFiles:
     update_checks: UpdateChecks
     deny: DenyList
     connections: ConnectionSettings
+    storage: dict[str, str]
+
+
+def _storage(path: Path) -> dict[str, str]:
+    """Optional ``local/storage.json``: where the server keeps its state, as
+    ``{"store_url": "postgresql://...", "blobs_url": "s3://bucket/prefix"}``; each key may be
+    left out (the embedded default), and ``SHOAL_STORE_URL``/``SHOAL_BLOBS_URL`` take precedence.
+    The file may hold a password: keep it readable by the server's user only."""
+    data = read_operator_json(path)
+    if data is None:
+        return {}
+    data = json_object(data, path)
+    unknown = sorted(set(data) - set(STORAGE_KEYS))
+    if unknown:
+        raise operator_file_error(
+            path, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(STORAGE_KEYS)}"
+        )
+    for key, value in data.items():
+        if not isinstance(value, str):
+            # never the value itself: it may be a URL with a password in it
+            raise operator_file_error(path, f"'{key}' must be a string (a URL), not {type(value).__name__}")
+    return {k: v.strip() for k, v in data.items()}
 
 
 def read_local_files(kit_dir: Path) -> LocalFiles:
@@ -144,6 +176,7 @@ def read_local_files(kit_dir: Path) -> LocalFiles:
         update_checks=_update_checks(local / "limits.json"),
         deny=deny,
         connections=_connection_settings(local / "limits.json"),
+        storage=_storage(local / "storage.json"),
     )
 
 
@@ -151,9 +184,11 @@ def build_context(
     kit_dir: Path, workspace: Path, local: LocalFiles, sandbox: Sandbox | None = None
 ) -> ServerContext:
     config = server_config(kit_dir)
-    store, store_name = open_job_store(workspace, os.environ.get(STORE_URL_ENV, "").strip())
+    store_url = os.environ.get(STORE_URL_ENV, "").strip() or local.storage.get("store_url", "")
+    store, store_name = open_job_store(workspace, store_url)
     log.info("job store: %s", store_name)
-    blobs = open_blobs(workspace)  # the folder, or the bucket SHOAL_BLOBS_URL names
+    # the folder, or the bucket SHOAL_BLOBS_URL (or local/storage.json) names
+    blobs = open_blobs(workspace, os.environ.get(BLOBS_URL, "").strip() or local.storage.get("blobs_url", ""))
     sites = SiteRegistry()
     scheduler = Scheduler(
         store,
