@@ -118,6 +118,9 @@ class JobRun:
         self.scheduler = scheduler
         self.study = study
         self.job_id = job_id
+        #: The SHA-256 of the job's stored archive (its blob id), which a site checks what it
+        #: downloads against: a bucket (or anything on the way) that altered it is caught.
+        self.archive_sha256 = ""
         self.paths = paths
         self.server_app = server_app
         self.site_apps = site_apps  # site name -> app folder it runs
@@ -480,6 +483,8 @@ class JobRun:
     def _deploy_message(self, site: str, app: str) -> dict[str, Any]:
         job_id = str(self.job_id)
         message: dict[str, Any] = {"type": "deploy", "job_id": job_id, "app": app, "study": self.study}
+        if self.archive_sha256:  # the site checks the archive it fetches against it
+            message["archive_sha256"] = self.archive_sha256
         if site in self.gpus:
             message["gpus"] = self.gpus[site]  # the site's GPU ids this job holds there
         return message

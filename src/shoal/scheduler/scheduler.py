@@ -251,6 +251,7 @@ class Scheduler:
                 raise ValueError("deploy_map deploys no app to the server")
             run = JobRun(self, job.job_id, paths, server_app, targets, min_clients, study=job.study)
             run.gpus = gpus
+            run.archive_sha256 = job.content_sha256
             run.start_tracking(job.name, job.meta, self.jobs_root.parent)
             self.runs[job.job_id] = run
             await run.start()

@@ -337,6 +337,9 @@ class SiteAgent:
                 gpus = msg.get("gpus")
                 if isinstance(gpus, list):
                     job.gpus = [str(g) for g in gpus]
+                sha = msg.get("archive_sha256")
+                if isinstance(sha, str):
+                    job.archive_sha256 = sha
                 loop.create_task(job.start())
         elif kind == "task":
             if job is not None:

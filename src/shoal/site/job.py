@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ class SiteJob:
         self.app = app
         self.study = study
         self.gpus: list[str] | None = None  # the GPU ids the server gave the job, if the site declares GPUs
+        self.archive_sha256 = ""  # what the job's archive must hash to (the server's blob id)
         self.dir = agent.workspace / "jobs" / job_id
         self.proc: JobProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -115,6 +117,14 @@ class SiteJob:
         self.dir.mkdir(parents=True, exist_ok=True)
         archive = self.dir / "job.zip"
         await self.agent.download(f"/site/v1/jobs/{self.job_id}/archive", archive)
+        if self.archive_sha256:
+            got = await asyncio.to_thread(_sha256_of, archive)
+            if got != self.archive_sha256:
+                archive.unlink(missing_ok=True)
+                raise ValueError(
+                    f"the job archive does not match the server's record (SHA-256 {got[:16]}..., "
+                    f"expected {self.archive_sha256[:16]}...): altered or damaged on its way; not run"
+                )
         job_dir = self.dir / "job"
         if job_dir.exists():  # left by an earlier agent process that ran this job and died
             await asyncio.to_thread(shutil.rmtree, job_dir)
@@ -621,6 +631,11 @@ class SiteJob:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _utf8_boundary(data: bytes) -> int:
