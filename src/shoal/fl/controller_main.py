@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 reject_non_finite=not opts.accept_non_finite, max_num_examples=opts.max_num_examples
             ),
         )
-        cls(ctx, **args).run()
+        workflow = cls(ctx, **args)
+        workflow.run()
     except RoundFailed as exc:
         logging.getLogger("shoal.workflow").error("job failed: %s", exc)
         last_word: dict[str, Any] = {
@@ -162,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     else:
         last_word = {"op": "done"}
+        stopped_by = getattr(workflow, "stopped_by", None)
+        if isinstance(stopped_by, str) and stopped_by:  # ended early on purpose (a privacy budget)
+            last_word["reason"] = brief(stopped_by)
     channel.send(last_word)
     channel.wait_closed(LAST_WORD_WAIT)  # the server closes its side once it has read it
     return 0 if last_word["op"] == "done" else 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.fl.aggregate import UpdateMismatch, WeightedSum
+from shoal.fl.job_privacy import JobPrivacy, read_job_privacy
 from shoal.fl.model import FLModel
 from shoal.fl.workflow import BadUpdate, RoundFailed, Workflow, WorkflowContext
 
@@ -19,6 +20,9 @@ class FedAvg(Workflow):
     - ``initial_model`` (path inside the app folder to a .safetensors file; default: sites start
       from their own initial weights and round 0 receives an empty model)
     - ``task_meta`` (JSON object, default {}): sent with every task, e.g. FedProx's ``{"mu": 0.01}``
+
+    The job's ``privacy`` block in meta.json (docs/privacy.md) adds central DP (``server_dp``),
+    accounting of what was spent, and a budget that ends training before it is exceeded.
     """
 
     min_rounds = 1  # a subclass that can do without training lowers it
@@ -38,6 +42,8 @@ class FedAvg(Workflow):
         self.num_rounds = num_rounds
         self.initial_model_path = initial_model
         self.task_meta = dict(task_meta or {})
+        self.privacy = JobPrivacy(read_job_privacy(ctx.app_dir))
+        self.stopped_by: str | None = None  # why training ended before num_rounds, if it did
 
     def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
         """Run every round from ``model``; return the global model and, with ``keep_last``, each
@@ -45,6 +51,14 @@ class FedAvg(Workflow):
         FedAvg streams every update and never holds one whole)."""
         last: dict[str, FLModel] = {}
         for rnd in range(self.num_rounds):
+            blocked = self.privacy.blocked(self.ctx.active_sites())
+            if blocked is not None:
+                if rnd == 0:
+                    raise RoundFailed(f"no round can run: {blocked}")
+                self.stopped_by = f"stopped after {rnd} of {self.num_rounds} rounds: {blocked}"
+                break
+            # central DP clips each update around the round's global model: it is kept for that
+            global_params = dict(model.params) if self.privacy.server_dp else {}
             acc = WeightedSum()
             answered: list[str] = []
             summed: list[str] = []  # the sites whose updates are in the sum, first one first
@@ -67,19 +81,32 @@ class FedAvg(Workflow):
                 answered.append(site)
                 if update.num_examples == 0:
                     continue  # trained on nothing (no data this round): it weighs nothing
+                params, weight = self.privacy.server_update(site, update.params, update.meta, global_params)
                 try:
-                    acc.add(update.params, update.num_examples, update.metrics)
+                    acc.add(params, update.num_examples if weight is None else weight, update.metrics)
                 except UpdateMismatch as exc:
                     against = f" (the round's first update came from {summed[0]})" if summed else ""
                     raise BadUpdate(site, f"{exc}{against}") from exc
                 summed.append(site)
             if acc.count == 0:
                 raise RoundFailed(f"round {rnd}: no site reported any training examples (num_examples 0)")
-            model = FLModel(params=acc.result())
+            model = FLModel(params=self.privacy.noised(acc.result(), acc.count))
+            del global_params
             self.ctx.record_round(rnd, acc.metrics(), sorted(answered))
+            if self.privacy.active:
+                self.ctx.report_privacy(self.privacy.report())
         return model, last
 
     def run(self) -> None:
         model, _ = self.train(self.initial_model(self.initial_model_path))
         self.ctx.save_model(model)
-        self.ctx.write_metrics_summary("fedavg", num_rounds=self.num_rounds)
+        self.ctx.write_metrics_summary("fedavg", num_rounds=self.num_rounds, **self.privacy_summary())
+
+    def privacy_summary(self) -> dict[str, Any]:
+        """What metrics_summary.json says of privacy: the spend, and why training stopped early."""
+        out: dict[str, Any] = {}
+        if self.privacy.active:
+            out["privacy"] = self.privacy.report()
+        if self.stopped_by:
+            out["stopped_by"] = self.stopped_by
+        return out

@@ -246,6 +246,12 @@ class WorkflowContext:
         self._channel.send({"op": "round", **entry})
         log.info("round %d done: %s", round_number, " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
 
+    def report_privacy(self, spent: dict[str, Any]) -> None:
+        """Tell the server the privacy spent so far ((epsilon, delta) per site and for the job),
+        for ``job meta``; the same goes into metrics_summary.json at the end."""
+        self._channel.send({"op": "privacy", "spent": spent})
+        log.info("privacy spent: epsilon %s at delta %s", spent.get("epsilon"), spent.get("delta"))
+
     def save_model(self, model: FLModel, name: str = "FL_global_model.safetensors") -> Path:
         path = self.workspace / name
         save_params(model.params, path)

@@ -53,6 +53,11 @@ class Recipe:
     trackers: list[str] = knob(
         [], "experiment trackers the server writes the metrics to: tensorboard, mlflow"
     )
+    privacy: dict[str, Any] | None = knob(
+        None,
+        "meta.json 'privacy': client_dp/server_dp {clip_norm, noise_multiplier}, budget {epsilon, delta}, "
+        "exclude, top_fraction, quantize_bits (docs/privacy.md)",
+    )
     source_dir: Path | None = field(default=None, repr=False, metadata={"help": ""})
 
     def __post_init__(self) -> None:
@@ -80,6 +85,13 @@ class Recipe:
             raise ShoalError("INVALID_ARGS", "give either train_script or client_module")
         if self.client_module is not None and not self.client_module.startswith("shoal.fl.clients."):
             raise ShoalError("INVALID_ARGS", "client_module must be a built-in shoal.fl.clients module")
+        if self.privacy is not None:
+            from shoal.fl.privacy import PrivacySpecError, check_privacy
+
+            try:
+                self.privacy = check_privacy(self.privacy)
+            except PrivacySpecError as exc:
+                raise ShoalError("INVALID_ARGS", str(exc), hint="See docs/privacy.md.") from exc
 
     # --- what subclasses describe ----------------------------------------------------------
     def workflow_args(self) -> dict[str, Any]:
@@ -107,6 +119,8 @@ class Recipe:
             meta["log_streaming"] = False
         if self.trackers:
             meta["trackers"] = list(self.trackers)
+        if self.privacy:
+            meta["privacy"] = self.privacy
         return meta
 
     # --- what users call --------------------------------------------------------------------

@@ -19,6 +19,9 @@ from shoal.wire.channel import (
 )
 from shoal.wire.status import brief
 
+#: The largest privacy report (JSON characters) kept for a job: a few hundred sites' epsilons.
+PRIVACY_REPORT_MAX = 64 * 1024
+
 
 @dataclass
 class Progress:
@@ -38,9 +41,19 @@ class Progress:
     site_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     site_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    #: (epsilon, delta) spent so far, per site and for the job, as the workflow last reported it.
+    privacy: dict[str, Any] | None = None
     _metric_keys: dict[str, set[str]] = field(default_factory=dict)
     _site_notices: dict[str, int] = field(default_factory=dict)
     _overflowed: set[str] = field(default_factory=set)
+
+    def record_privacy(self, spent: Any) -> None:
+        """Keep the workflow's latest privacy report (a workflow is job code: anything that is
+        not a JSON object of bounded size is dropped)."""
+        import json
+
+        if isinstance(spent, dict) and len(json.dumps(spent, default=str)) <= PRIVACY_REPORT_MAX:
+            self.privacy = spent
 
     def count(self, site: str, key: str, amount: int = 1) -> None:
         counts = self.site_counts.setdefault(site, {})

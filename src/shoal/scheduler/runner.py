@@ -30,7 +30,7 @@ from shoal.wire.channel import (
 )
 from shoal.wire.divergence import LossWatch
 from shoal.wire.models import INLINE_BYTES
-from shoal.wire.status import JobStatus
+from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
     from shoal.scheduler.scheduler import Scheduler
@@ -313,6 +313,9 @@ class JobRun:
             for text in self._loss_watch.feed(self.progress.last_metrics_round, self.progress.last_metrics):
                 self.notice(text)
             self.scheduler.events.notify(self.job_id)
+        elif op == "privacy":
+            self.progress.record_privacy(msg.get("spent"))
+            self.scheduler.events.notify(self.job_id)
         elif op == "task_closed":
             closing = self.tasks.get(str(msg.get("task_id")))
             if closing is not None:
@@ -320,7 +323,9 @@ class JobRun:
         elif op == "release":
             self._release_result(str(msg.get("task_id", "")), str(msg.get("site", "")))
         elif op == "done":
-            self._outcome = (JobStatus.FINISHED_OK, "finished", None)
+            reason = msg.get("reason")
+            said = f"finished: {brief(reason)}" if isinstance(reason, str) and reason else "finished"
+            self._outcome = (JobStatus.FINISHED_OK, said, None)
             self._release_controller()
             # The results are written: sites can stop while the controller process exits.
             await self._tell_sites_to_end("end", "finished")

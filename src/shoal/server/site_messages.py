@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.site.policy import BOOL_KEYS, STRING_LIST_KEYS
+from shoal.fl.privacy import SITE_KEYS, PrivacySpecError, check_privacy
+from shoal.site.policy import BOOL_KEYS, PRIVACY_KEY, STRING_LIST_KEYS
 
 VERSION_MAX = 64  # characters of the agent's version string
 JOB_ID_MAX = 32  # characters of a job id as a site names it (job ids are decimal numbers)
@@ -142,6 +143,11 @@ def _hello(data: dict[str, Any]) -> Hello:
             raise BadSiteMessage(
                 f"hello: policy '{key}' must be a list of strings or null, not {_show(value)}"
             )
+    if policy.get(PRIVACY_KEY) is not None:
+        try:
+            check_privacy(policy[PRIVACY_KEY], allowed=SITE_KEYS, where=f"policy '{PRIVACY_KEY}'")
+        except PrivacySpecError as exc:
+            raise BadSiteMessage(f"hello: {exc}") from exc
     studies = policy.get("studies")
     return Hello(
         version=version,

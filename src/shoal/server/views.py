@@ -73,6 +73,8 @@ def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
             "sites": dict(run.progress.site_status),
             "stats": run.progress.as_stats(),
         }
+        if run.progress.privacy is not None:
+            out["privacy_spent"] = run.progress.privacy
         if run.progress.notices:
             out["notices"] = list(run.progress.notices)
     return out

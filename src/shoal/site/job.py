@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
+from shoal.fl.privacy import APPLIED_META_KEY, site_privacy
 from shoal.sandbox.files import UnsafeJobFile, claim
+from shoal.site.policy import PRIVACY_KEY
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
@@ -71,6 +73,7 @@ class SiteJob:
         self._failed = False
         self._round = 0  # the round of the latest task (a step for metrics kept on the site)
         self._own_tracking: JobTracking | None = None  # share_metrics: false (site policy)
+        self.privacy: dict[str, Any] = {}  # the protections applied to every result (shoal.fl.privacy)
 
     @property
     def log_path(self) -> Path:
@@ -132,6 +135,10 @@ class SiteJob:
         app_dir = (job_dir / self.app).resolve()
         if not app_dir.is_relative_to(job_dir.resolve()):
             raise ValueError(f"app folder escapes the job: {self.app}")
+        # What every result of this job must get before it leaves, fixed before the script runs.
+        self.privacy = site_privacy(
+            json.loads((job_dir / "meta.json").read_text()).get("privacy"), self.agent.policy.get(PRIVACY_KEY)
+        )
         served = self.agent.policy.get("studies")
         if served is not None and self.study not in served:
             raise PermissionError(f"site {self.agent.name} does not serve study '{self.study}' (site policy)")
@@ -399,6 +406,16 @@ class SiteJob:
                 "ResultRefused", f"the training script's result for task {task_id[:64]} was not taken: {exc}"
             )
             return
+        if self.privacy:
+            try:
+                applied = await asyncio.to_thread(self._privatize, path, task_id)
+            except Exception as exc:  # never let an unprotected result go: the job fails instead
+                path.unlink(missing_ok=True)
+                await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}: {exc}")
+                return
+            header["meta"] = {**(header["meta"] or {}), APPLIED_META_KEY: applied}
+        elif isinstance(header["meta"], dict):
+            header["meta"].pop(APPLIED_META_KEY, None)  # only the agent says what it applied
         try:
             await self.deliver_result(task_id, path, header)
         except ShoalError as exc:
@@ -407,6 +424,20 @@ class SiteJob:
             self._append_log(f"shoal site: the server no longer takes task {task_id[:64]}'s result: {exc}")
         finally:
             path.unlink(missing_ok=True)
+
+    def _privatize(self, path: Path, task_id: str) -> dict[str, Any]:
+        """Apply the job's and the site's privacy protections to the result file in place (the
+        agent's own copy, taken out of the script's folder); what was applied, for the header."""
+        from shoal.fl.privacy import apply_site_privacy
+        from shoal.wire.models import load_params, save_params
+
+        model = self.models_dir / f"{task_id}.safetensors"
+        global_params = load_params(model) if model.exists() else {}
+        params, applied = apply_site_privacy(load_params(path), global_params, self.privacy)
+        tmp = path.with_name(path.name + ".private")
+        save_params(params, tmp)
+        tmp.replace(path)
+        return applied
 
     async def deliver_result(self, task_id: str, path: Path, header: dict[str, Any]) -> None:
         """A small result goes inside the control channel (INLINE_BYTES) when the server takes

@@ -22,10 +22,14 @@ BOOL_KEYS = ("allow_custom_code", "allow_log_streaming", "allow_network", "share
 #: ``studies``: the studies served (absent or null: every study); ``data_paths``: folders (or
 #: files) training scripts may read, beyond their own job's (absent: none).
 STRING_LIST_KEYS = ("studies", "data_paths")
+#: ``privacy``: protections every job's results get at this site, at least (shoal.fl.privacy:
+#: client_dp, exclude, top_fraction, quantize_bits); a job may ask for more, never for less.
+PRIVACY_KEY = "privacy"
 POLICY_HINT = (
     "Fix the site's local/site_policy.json: a JSON object whose allow_custom_code, allow_log_streaming, "
     "allow_network and share_metrics are true or false, whose studies is a list of study names "
-    "(or null: every study) and whose data_paths is a list of absolute paths training scripts may read."
+    "(or null: every study), whose data_paths is a list of absolute paths training scripts may read, "
+    "and whose privacy is an object of client_dp, exclude, top_fraction and quantize_bits (docs/privacy.md)."
 )
 
 
@@ -45,7 +49,7 @@ def check_site_policy(data: object, path: Path) -> dict[str, Any]:
     """``data`` as a policy, or LOCAL_FILE_ERROR naming ``path`` and the offending key."""
     if not isinstance(data, dict):
         raise _bad(path, f"it must be a JSON object, not {type(data).__name__}")
-    unknown = sorted(set(data) - {*BOOL_KEYS, *STRING_LIST_KEYS})
+    unknown = sorted(set(data) - {*BOOL_KEYS, *STRING_LIST_KEYS, PRIVACY_KEY})
     if unknown:
         raise _bad(path, f"unknown key(s) {', '.join(map(repr, unknown))}", key=unknown[0])
     for key in BOOL_KEYS:
@@ -58,6 +62,13 @@ def check_site_policy(data: object, path: Path) -> dict[str, Any]:
     for path_text in data.get("data_paths") or []:
         if not os.path.isabs(path_text):
             raise _bad(path, f"'data_paths' must hold absolute paths, not {path_text!r}", key="data_paths")
+    if data.get(PRIVACY_KEY) is not None:
+        from shoal.fl.privacy import SITE_KEYS, PrivacySpecError, check_privacy
+
+        try:
+            data = {**data, PRIVACY_KEY: check_privacy(data[PRIVACY_KEY], allowed=SITE_KEYS)}
+        except PrivacySpecError as exc:
+            raise _bad(path, str(exc), key=PRIVACY_KEY) from exc
     return dict(data)
 
 

@@ -51,6 +51,7 @@ SERVER_META_KEYS = frozenset(
     {
         "job_id",
         "job_name",
+        "privacy_spent",
         "status",
         "status_reason",
         "study",
@@ -315,6 +316,13 @@ def load_job_definition(root: Path) -> JobDefinition:
     except ValueError as exc:
         raise _meta_invalid(str(exc)) from exc
     server_app, site_apps = _split_targets(deploy_map)
+    if meta.get("privacy") is not None:
+        from shoal.fl.privacy import PrivacySpecError, check_privacy
+
+        try:
+            check_privacy(meta["privacy"])
+        except PrivacySpecError as exc:
+            raise _meta_invalid(str(exc)) from exc
 
     for app in deploy_map:
         app_dir = root / app

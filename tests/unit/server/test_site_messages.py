@@ -26,6 +26,8 @@ def test_the_agents_own_messages_parse_into_typed_values() -> None:
     )
     assert hello == Hello(version="1.0", studies=frozenset({"a"}), jobs=frozenset({"7"}))
     assert parse_site_message(json.dumps({"type": "hello"})) == Hello("", None, frozenset())
+    private = {"type": "hello", "policy": {"privacy": {"client_dp": {"clip_norm": 1, "noise_multiplier": 1}}}}
+    assert parse_site_message(json.dumps(private)) == Hello("", None, frozenset())
     metric = parse_site_message('{"type": "metric", "job_id": "7", "key": "loss", "value": NaN, "step": 3}')
     assert isinstance(metric, Metric) and math.isnan(metric.value) and metric.step == 3
     failed = parse_site_message(json.dumps({"type": "failed", "job_id": "7", "error": {"message": "m"}}))
@@ -41,6 +43,8 @@ def test_the_agents_own_messages_parse_into_typed_values() -> None:
     [
         json.dumps({"type": "hello", "policy": {"studies": 5}}),
         json.dumps({"type": "hello", "policy": {"allow_log_streaming": 1}}),
+        json.dumps({"type": "hello", "policy": {"privacy": {"quantize_bits": "8"}}}),
+        json.dumps({"type": "hello", "policy": {"privacy": {"budget": {"epsilon": 1, "delta": 0.1}}}}),
         json.dumps({"type": "hello", "jobs": ["1" * 33]}),
         json.dumps({"type": "metric", "job_id": "7", "key": "k", "value": True}),
         json.dumps({"type": "metric", "job_id": "7", "key": "k", "value": 1, "step": 1.5}),

@@ -1,0 +1,108 @@
+"""The server side of a job's privacy block: central DP on the aggregate, the ledger, the budget.
+
+FedAvg asks three things of it each round: may another round run within the budget
+(``blocked``), what to fold in for one site's update (``server_update``: clipped when the job
+has ``server_dp``), and the noise to add to the round's mean (``noised``). It keeps the ledger
+(``shoal.fl.accounting``) and tells the server what was spent after each round, so ``job meta``
+shows it while the job runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shoal.fl.accounting import DEFAULT_DELTA, Ledger
+from shoal.fl.privacy import APPLIED_META_KEY, add_gaussian_noise, check_privacy, clip
+
+log = logging.getLogger("shoal.workflow")
+
+
+def read_job_privacy(app_dir: Path) -> dict[str, Any]:
+    """The checked ``privacy`` block of the job's meta.json (beside its app folders), or {}."""
+    path = app_dir.parent / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    block = meta.get("privacy") if isinstance(meta, dict) else None
+    return check_privacy(block) if block is not None else {}
+
+
+class JobPrivacy:
+    def __init__(self, spec: Mapping[str, Any], seed: int | None = None) -> None:
+        import numpy as np
+
+        self.spec = dict(spec)
+        budget = self.spec.get("budget") or {}
+        self.ledger = Ledger(delta=float(budget.get("delta", DEFAULT_DELTA)))
+        self.server_dp = self.spec.get("server_dp")
+        if self.server_dp:
+            self.ledger.central = self.server_dp["noise_multiplier"]
+        self.client_noise = (self.spec.get("client_dp") or {}).get("noise_multiplier", 0.0)
+        self.rng = np.random.default_rng(seed)
+        self.active = bool(self.server_dp or self.spec.get("client_dp") or budget)
+
+    def blocked(self, sites: list[str]) -> str | None:
+        """Why the next round may not run (it would spend more than the budget), or None."""
+        budget = self.spec.get("budget")
+        if not budget:
+            return None
+        noise = {s: max(self.client_noise, *self.ledger.site_rounds.get(s, [0.0])[-1:]) for s in sites}
+        after = self.ledger.next_round_epsilon(noise)
+        if after > budget["epsilon"]:
+            return (
+                f"privacy budget: another round would spend epsilon {after:.4g} > {budget['epsilon']:.4g} "
+                f"(delta {budget['delta']:.3g})"
+            )
+        return None
+
+    def server_update(
+        self, site: str, params: Mapping[str, Any], meta: Mapping[str, Any], global_params: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | Mapping[str, Any], float | None]:
+        """One site's update as it is folded in, and its weight (None: the site's example count).
+        With ``server_dp`` the update is clipped to ``clip_norm`` around the global model and
+        weighs 1: example counts would scale one site's influence beyond what the noise covers."""
+        self.ledger.record_site(site, meta.get(APPLIED_META_KEY) if isinstance(meta, Mapping) else None)
+        if not self.server_dp:
+            return params, None
+        import numpy as np
+
+        out = {name: np.asarray(params[name]) for name in params}
+        floats = [n for n in out if out[n].dtype.kind == "f"]
+        base = {n: _base(global_params, n, out[n].shape) for n in floats}
+        delta = {n: out[n].astype(np.float64) - base[n] for n in floats}
+        clip(delta, self.server_dp["clip_norm"])
+        for n in floats:
+            out[n] = (base[n] + delta[n]).astype(out[n].dtype)
+        return out, 1.0
+
+    def noised(self, mean: dict[str, Any], count: int) -> dict[str, Any]:
+        """The round's mean with central noise N(0, (z·C/n)²) on its float tensors."""
+        if not self.server_dp:
+            return mean
+        std = self.server_dp["noise_multiplier"] * self.server_dp["clip_norm"] / count
+        floats = {n: mean[n].astype("float64") for n in mean if mean[n].dtype.kind == "f"}
+        add_gaussian_noise(floats, std, self.rng)
+        for n, value in floats.items():
+            mean[n] = value.astype(mean[n].dtype)
+        self.ledger.central_rounds += 1
+        return mean
+
+    def report(self) -> dict[str, Any]:
+        out = self.ledger.report()
+        if self.spec.get("budget"):
+            out["budget"] = dict(self.spec["budget"])
+        return out
+
+
+def _base(global_params: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> Any:
+    import numpy as np
+
+    value = global_params.get(name)
+    if value is not None and np.shape(value) == shape:
+        return np.asarray(value, dtype=np.float64)
+    return np.zeros(shape, dtype=np.float64)

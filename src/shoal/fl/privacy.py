@@ -1,0 +1,213 @@
+"""What leaves a site, made private: clipping, Gaussian noise, and filters on an update.
+
+A job declares its protections in ``meta.json`` under ``"privacy"`` (docs/privacy.md); a site may
+require some of its own in ``local/site_policy.json`` (``"privacy"``, the same form), and the
+site agent applies the stricter of the two to every result *after* the training script has
+written it and *before* it is sent: a job's code cannot skip them, because it never holds the
+bytes that leave. The server reads what was applied from the result's header (``meta`` key
+``shoal_privacy``, written by the agent, never by the script) to account for the privacy spent.
+
+Order, and why: excluded tensors are put back to the global model's values first; the update
+(the difference to the global model) is clipped to ``clip_norm`` and Gaussian noise of standard
+deviation ``noise_multiplier * clip_norm`` is added (the Gaussian mechanism, sensitivity
+``clip_norm``); sparsification and quantization come last, so they are post-processing of a noisy
+value and cost no privacy (selecting the top entries of a noise-free update would leak which
+entries are large). Numpy only; standard library at import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+#: The keys of a ``"privacy"`` block, in meta.json and in a site's policy.
+SITE_KEYS = ("client_dp", "exclude", "top_fraction", "quantize_bits")
+JOB_KEYS = (*SITE_KEYS, "server_dp", "budget")
+#: Where the agent records what it applied, in a result's header meta (a script's own value is
+#: replaced, never trusted).
+APPLIED_META_KEY = "shoal_privacy"
+
+
+class PrivacySpecError(ValueError):
+    """A privacy block that cannot be applied as written; the message names the key."""
+
+
+def _positive(block: Mapping[str, Any], key: str, where: str) -> float:
+    value: Any = block.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise PrivacySpecError(f"{where}.{key} must be a number > 0, not {value!r:.40}")
+    if not math.isfinite(value) or value <= 0:
+        raise PrivacySpecError(f"{where}.{key} must be a number > 0, not {value!r:.40}")
+    return float(value)
+
+
+def _dp_block(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or set(value) - {"clip_norm", "noise_multiplier"}:
+        raise PrivacySpecError(f"{where} must be an object with clip_norm and noise_multiplier (numbers > 0)")
+    return {key: _positive(value, key, where) for key in ("clip_norm", "noise_multiplier")}
+
+
+def check_privacy(
+    data: Any, *, allowed: tuple[str, ...] = JOB_KEYS, where: str = "privacy"
+) -> dict[str, Any]:
+    """``data`` as a checked privacy block (absent keys: that protection is off), or
+    PrivacySpecError naming the first key that is wrong."""
+    if not isinstance(data, dict):
+        raise PrivacySpecError(f"{where} must be a JSON object")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise PrivacySpecError(f"{where} has unknown key {unknown[0]!r}; known: {', '.join(allowed)}")
+    out: dict[str, Any] = {}
+    for key in ("client_dp", "server_dp"):
+        if data.get(key) is not None:
+            out[key] = _dp_block(data[key], f"{where}.{key}")
+    exclude = data.get("exclude")
+    if exclude is not None:
+        if not isinstance(exclude, list) or not all(isinstance(x, str) and x for x in exclude):
+            raise PrivacySpecError(f"{where}.exclude must be a list of tensor names")
+        out["exclude"] = sorted(set(exclude))
+    fraction = data.get("top_fraction")
+    if fraction is not None:
+        if _positive(data, "top_fraction", where) > 1:
+            raise PrivacySpecError(f"{where}.top_fraction must be in (0, 1], not {fraction!r}")
+        out["top_fraction"] = float(fraction)
+    bits = data.get("quantize_bits")
+    if bits is not None:
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+            raise PrivacySpecError(
+                f"{where}.quantize_bits must be a whole number from 1 to 16, not {bits!r:.40}"
+            )
+        out["quantize_bits"] = bits
+    budget = data.get("budget")
+    if budget is not None:
+        if not isinstance(budget, dict) or set(budget) - {"epsilon", "delta"}:
+            raise PrivacySpecError(f"{where}.budget must be an object with epsilon and delta")
+        eps = _positive(budget, "epsilon", f"{where}.budget")
+        delta = _positive(budget, "delta", f"{where}.budget")
+        if delta >= 1:
+            raise PrivacySpecError(f"{where}.budget.delta must be below 1, not {delta}")
+        out["budget"] = {"epsilon": eps, "delta": delta}
+    return out
+
+
+def strictest(job: Mapping[str, Any], site: Mapping[str, Any]) -> dict[str, Any]:
+    """The site-side protections to apply: the job's, tightened by the site's policy wherever the
+    site asks for more (more noise, a smaller clip norm, more tensors excluded, fewer entries
+    kept, fewer bits). A site's requirement is never loosened by a job."""
+    out = {k: v for k, v in job.items() if k in SITE_KEYS}
+    if "client_dp" in site:
+        mine = site["client_dp"]
+        theirs = out.get("client_dp") or mine
+        out["client_dp"] = {
+            "clip_norm": min(mine["clip_norm"], theirs["clip_norm"]),
+            "noise_multiplier": max(mine["noise_multiplier"], theirs["noise_multiplier"]),
+        }
+    if "exclude" in site:
+        out["exclude"] = sorted({*out.get("exclude", []), *site["exclude"]})
+    for key in ("top_fraction", "quantize_bits"):
+        if key in site:
+            out[key] = min(site[key], out.get(key, site[key]))
+    return out
+
+
+def site_privacy(job_block: Any, site_block: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The protections a site applies to a job's results: the job's declared ones (checked, as
+    the server checked them at submit) tightened by the site's policy."""
+    job = check_privacy(job_block) if job_block is not None else {}
+    return strictest(job, site_block or {})
+
+
+def update_norm(delta: Mapping[str, Any]) -> float:
+    """The L2 norm of an update taken over all its float tensors together."""
+    import numpy as np
+
+    return float(math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in delta.values())))
+
+
+def clip(delta: dict[str, Any], clip_norm: float) -> float:
+    """Scale ``delta`` (in place) so that its norm is at most ``clip_norm``; returns the norm it had."""
+    norm = update_norm(delta)
+    if norm > clip_norm:
+        scale = clip_norm / norm
+        for name in delta:
+            delta[name] = delta[name] * scale
+    return norm
+
+
+def add_gaussian_noise(delta: dict[str, Any], std: float, rng: Any) -> None:
+    """Add independent N(0, std²) noise to every entry of ``delta`` (in place)."""
+    for name, value in delta.items():
+        delta[name] = value + rng.normal(0.0, std, size=value.shape)
+
+
+def _float_names(params: Mapping[str, Any]) -> list[str]:
+    import numpy as np
+
+    return [n for n in params if np.asarray(params[n]).dtype.kind == "f"]
+
+
+def apply_site_privacy(
+    params: Mapping[str, Any], global_params: Mapping[str, Any], spec: Mapping[str, Any], rng: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``params`` (a site's update) with the protections of ``spec`` applied, and a record of
+    what was applied (for the result header). ``global_params`` is the model of the task the
+    update answers (empty in a round that started from no model: the update is then its own
+    difference to zero). Only float tensors are changed; integer ones (counters) pass as they
+    are unless excluded."""
+    import numpy as np
+
+    rng = rng if rng is not None else np.random.default_rng()
+    out = {name: np.asarray(params[name]) for name in params}
+    applied: dict[str, Any] = {}
+
+    def base(name: str) -> Any:
+        value = global_params.get(name)
+        if value is not None and np.shape(value) == out[name].shape:
+            return np.asarray(value, dtype=np.float64)
+        return np.zeros(out[name].shape, dtype=np.float64)
+
+    for name in spec.get("exclude", []):
+        if name in out:
+            if name in global_params:
+                out[name] = np.asarray(global_params[name]).astype(out[name].dtype)
+            else:
+                del out[name]  # nothing to send back in its place: it does not leave at all
+    if spec.get("exclude"):
+        applied["exclude"] = list(spec["exclude"])
+    names = _float_names(out)
+    excluded = set(spec.get("exclude", []))
+    names = [n for n in names if n not in excluded]
+    delta = {n: out[n].astype(np.float64) - base(n) for n in names}
+    dp = spec.get("client_dp")
+    if dp:
+        norm = clip(delta, dp["clip_norm"])
+        add_gaussian_noise(delta, dp["noise_multiplier"] * dp["clip_norm"], rng)
+        applied["client_dp"] = dict(dp)
+        applied["clipped"] = norm > dp["clip_norm"]
+    fraction = spec.get("top_fraction")
+    if fraction is not None and fraction < 1:
+        for n in names:
+            flat = np.abs(delta[n]).reshape(-1)
+            keep = max(1, math.ceil(fraction * flat.size))
+            if keep < flat.size:
+                cut = np.partition(flat, flat.size - keep)[flat.size - keep]
+                mask = np.abs(delta[n]) >= cut
+                # ties at the cut could keep more than asked: drop the surplus, last first
+                surplus = int(mask.sum()) - keep
+                if surplus > 0:
+                    tied = np.flatnonzero((np.abs(delta[n]) == cut).reshape(-1))
+                    mask.reshape(-1)[tied[-surplus:]] = False
+                delta[n] = np.where(mask, delta[n], 0.0)
+        applied["top_fraction"] = fraction
+    bits = spec.get("quantize_bits")
+    if bits is not None:
+        levels = 2**bits - 1
+        for n in names:
+            low, high = float(delta[n].min(initial=0.0)), float(delta[n].max(initial=0.0))
+            step = (high - low) / levels if high > low else 1.0
+            delta[n] = np.round((delta[n] - low) / step) * step + low
+        applied["quantize_bits"] = bits
+    for n in names:
+        out[n] = (base(n) + delta[n]).astype(out[n].dtype)
+    return out, applied

@@ -1,0 +1,162 @@
+"""Privacy on the real POC: a job with differential privacy reports the (epsilon, delta) it spent
+and stops at its budget; privacy filters change what actually reaches the server, and a site's
+policy adds its own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from shoal.fl.accounting import gaussian_epsilon
+from tests.conftest import EXAMPLES
+from tests.e2e.conftest import Federation
+from tests.federation import CUSTOM_CODE_STUDIES, CUSTOM_CODE_STUDY, own_federation
+
+pytestmark = pytest.mark.e2e
+
+DELTA = 1e-5
+
+
+def _hello(dest: Path, privacy: dict[str, Any]) -> Path:
+    shutil.copytree(EXAMPLES / "hello-numpy", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    meta = json.loads((dest / "meta.json").read_text())
+    (dest / "meta.json").write_text(json.dumps({**meta, "privacy": privacy}))
+    return dest
+
+
+def test_a_dp_job_reports_its_epsilon_and_stops_at_its_budget(federation: Federation, tmp_path: Path) -> None:
+    """hello-numpy (5 rounds) with local noise 1.0 at each site and central noise 0.8 on the
+    aggregate, and a budget that three rounds fit in: the fourth is not run, the job ends
+    FINISHED_OK saying why, and job meta and metrics_summary.json give the accountant's epsilons."""
+    budget = gaussian_epsilon(1.0, 3, DELTA) + 1e-6
+    job = _hello(
+        tmp_path / "job",
+        {
+            "client_dp": {"clip_norm": 5.0, "noise_multiplier": 1.0},
+            "server_dp": {"clip_norm": 5.0, "noise_multiplier": 0.8},
+            "budget": {"epsilon": budget, "delta": DELTA},
+        },
+    )
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    job_id = doc["data"]["job_id"]
+    _, meta = federation.cli.json("job", "meta", job_id)
+    assert "privacy budget" in meta["data"]["status_reason"], meta["data"]["status_reason"]
+    assert "after 3 of 5 rounds" in meta["data"]["status_reason"]
+    spent = meta["data"]["privacy_spent"]
+    site_eps = gaussian_epsilon(1.0, 3, DELTA)
+    central = gaussian_epsilon(0.8, 3, DELTA)
+    assert spent["delta"] == DELTA
+    assert spent["sites"] == {
+        s: {"epsilon": pytest.approx(site_eps), "rounds": 3} for s in ("site-1", "site-2")
+    }
+    assert spent["central_epsilon"] == pytest.approx(central)
+    assert spent["epsilon"] == pytest.approx(min(site_eps, central)) and spent["epsilon"] <= budget
+
+    code, got = federation.cli.json("job", "download", job_id, "-o", tmp_path / "out")
+    assert code == 0, got
+    summary = json.loads(next((tmp_path / "out").rglob("metrics_summary.json")).read_text())
+    assert len(summary["rounds"]) == 3
+    assert summary["privacy"] == spent and "privacy budget" in summary["stopped_by"]
+
+
+def test_a_budget_no_round_fits_in_fails_the_job_saying_so(federation: Federation, tmp_path: Path) -> None:
+    job = _hello(
+        tmp_path / "job",
+        {
+            "client_dp": {"clip_norm": 1.0, "noise_multiplier": 0.5},
+            "budget": {"epsilon": 0.1, "delta": DELTA},
+        },
+    )
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 1 and doc["data"]["status"] == "FAILED", doc
+    _, meta = federation.cli.json("job", "meta", doc["data"]["job_id"])
+    assert "no round can run: privacy budget" in meta["data"]["status_reason"]
+
+
+def test_a_bad_privacy_block_is_refused_at_submit(federation: Federation, tmp_path: Path) -> None:
+    job = _hello(tmp_path / "job", {"client_dp": {"clip_norm": -1, "noise_multiplier": 1}})
+    code, doc = federation.cli.json("job", "submit", "-j", job)
+    assert code == 1 and doc["error_code"] == "JOB_META_INVALID", doc
+    assert "client_dp.clip_norm" in doc["message"]
+
+
+#: The server side of the filter test: one round from a model of known values; what each site's
+#: update was when the workflow got it (the server's received file) is saved for download.
+CAPTURE_WORKFLOW = """
+import json
+import numpy as np
+from shoal.fl.model import FLModel
+from shoal.fl.workflow import Workflow
+
+class Capture(Workflow):
+    def run(self):
+        w, secret = np.zeros(100, dtype=np.float32), np.full(3, 7.0, dtype=np.float32)
+        start = FLModel(params={"w": w, "secret": secret})
+        metas = {}
+        for site, update in self.collect("train", start):
+            self.ctx.save_model(FLModel(params=dict(update.params)), f"received-{site}.safetensors")
+            metas[site] = update.meta
+        self.ctx.write_json("received-meta.json", metas)
+        self.ctx.record_round(0, {}, sorted(metas))
+"""
+
+#: Each site changes w[i] by i + 1 (so the largest changes are the last entries) and its secret.
+CHANGING_CLIENT = """
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    w = model.params["w"] + np.arange(1, 101, dtype=np.float32)
+    secret = model.params["secret"] + 42.0
+    flare.send(FLModel(params={"w": w, "secret": secret}, meta={"shoal_privacy": "forged"}, num_examples=1))
+"""
+
+
+def test_filters_change_what_reaches_the_server_and_a_site_policy_adds_its_own(tmp_path: Path) -> None:
+    """The job excludes ``secret`` and sends the top 25% of each update; site-1's policy also
+    requires 2-bit quantization. Read from the files the server received: nobody's secret
+    changed, 25 entries of w changed (the 25 largest changes), and site-1's changes take at most
+    4 values; the agent (not the script, whose forged record is replaced) says what it applied."""
+    job = _hello(tmp_path / "job", {"exclude": ["secret"], "top_fraction": 0.25})
+    (job / "app" / "custom" / "capture.py").write_text(CAPTURE_WORKFLOW)
+    (job / "app" / "custom" / "client.py").write_text(CHANGING_CLIENT)
+    (job / "app" / "config" / "config_fed_server.json").write_text(
+        json.dumps({"workflow": {"class": "capture.Capture"}})
+    )
+    policy = {"site-1": {"site_policy.json": {"privacy": {"quantize_bits": 2}}}}
+    with own_federation(tmp_path / "fed", studies=CUSTOM_CODE_STUDIES, site_local=policy) as fed:
+        code, doc = fed.cli.json(
+            "job", "submit", "-j", job, "--wait", "--timeout", "120", "--study", CUSTOM_CODE_STUDY
+        )
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+        code, got = fed.cli.json(
+            "job", "download", doc["data"]["job_id"], "-o", tmp_path / "out", "--study", CUSTOM_CODE_STUDY
+        )
+        assert code == 0, got
+    out = tmp_path / "out"
+    received = {s: load_file(str(next(out.rglob(f"received-{s}.safetensors")))) for s in ("site-1", "site-2")}
+    metas = json.loads(next(out.rglob("received-meta.json")).read_text())
+    for params in received.values():
+        np.testing.assert_array_equal(params["secret"], 7.0)  # excluded: the global value came back
+        changed = np.flatnonzero(params["w"])
+        np.testing.assert_array_equal(changed, np.arange(75, 100))  # the 25 largest changes only
+    np.testing.assert_array_equal(received["site-2"]["w"][75:], np.arange(76, 101))
+    assert len(np.unique(received["site-1"]["w"])) <= 4  # 2 bits, zero among them
+    assert metas["site-1"]["shoal_privacy"] == {
+        "exclude": ["secret"],
+        "top_fraction": 0.25,
+        "quantize_bits": 2,
+    }
+    assert metas["site-2"]["shoal_privacy"] == {"exclude": ["secret"], "top_fraction": 0.25}
