@@ -184,6 +184,11 @@ def _answer(spec: SiteTask, sent: list[dict[str, Any]], error: tuple[str, str] |
             "logged": metrics,
         }
     assert result is not None
+    meta = dict(result.get("meta") or {})
+    try:
+        meta = _privatized(spec, Path(result["path"]), meta)
+    except Exception as exc:  # as a real site: an update that cannot be protected never goes
+        return {"op": "site_failed", "site": spec.site, "type": "PrivacyFilterFailed", "reason": str(exc)}
     return {
         "op": "result",
         "task_id": result["task_id"],
@@ -191,9 +196,30 @@ def _answer(spec: SiteTask, sent: list[dict[str, Any]], error: tuple[str, str] |
         "path": result["path"],
         "num_examples": result.get("num_examples", 1),  # checked by the workflow's context
         "metrics": result.get("metrics") or {},
-        "meta": result.get("meta") or {},
+        "meta": meta,
         "logged": metrics,
     }
+
+
+def _privatized(spec: SiteTask, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Apply the job's privacy block to the update at ``path`` as a real site's agent does
+    (shoal.fl.privacy), and return the result meta recording what was applied."""
+    import json
+
+    from shoal.fl.privacy import APPLIED_META_KEY, apply_site_privacy, site_privacy
+    from shoal.wire.models import load_params, save_params
+
+    meta.pop(APPLIED_META_KEY, None)  # only the site's side says what it applied
+    job_meta = json.loads((Path(spec.app_dir).parent / "meta.json").read_text())
+    privacy = site_privacy(job_meta.get("privacy"), None)
+    if not privacy:
+        return meta
+    model = Path(spec.task["model_path"])
+    params, applied = apply_site_privacy(
+        load_params(path), load_params(model) if model.exists() else {}, privacy
+    )
+    save_params(params, path)
+    return {**meta, APPLIED_META_KEY: applied}
 
 
 class _site_process_view:  # noqa: N801 - used as a context manager, reads like one

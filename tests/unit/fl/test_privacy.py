@@ -207,3 +207,25 @@ def test_a_site_policy_cannot_set_the_jobs_server_side_keys(tmp_path: Path) -> N
     with pytest.raises(ShoalError) as err:
         check_site_policy({"privacy": {"budget": {"epsilon": 1, "delta": 1e-5}}}, tmp_path / "p.json")
     assert err.value.code == "LOCAL_FILE_ERROR" and err.value.context.get("key") == "privacy"
+
+
+def test_the_simulator_applies_and_accounts_a_jobs_privacy_as_sites_do(tmp_path: Path) -> None:
+    """The same job in the simulator: every virtual site's update gets the job's client_dp (its
+    agent-side record says so), and metrics_summary.json gives the accountant's epsilons."""
+    import json
+    import shutil
+
+    from tests.conftest import EXAMPLES
+
+    from shoal.fl.simulator import simulate
+
+    job = tmp_path / "job"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    meta = json.loads((job / "meta.json").read_text())
+    dp = {"clip_norm": 5.0, "noise_multiplier": 2.0}
+    (job / "meta.json").write_text(json.dumps({**meta, "privacy": {"client_dp": dp}}))
+    workspace = simulate(job, 3, workers=1, out_dir=tmp_path / "out")
+    summary = json.loads((workspace / "metrics_summary.json").read_text())
+    eps = gaussian_epsilon(2.0, 5, 1e-5)
+    assert summary["privacy"]["sites"] == {f"site-{i}": {"epsilon": eps, "rounds": 5} for i in (1, 2, 3)}
+    assert summary["privacy"]["epsilon"] == eps and summary["privacy"]["central_epsilon"] is None

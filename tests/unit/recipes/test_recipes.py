@@ -107,12 +107,24 @@ def test_initial_model_ships_in_the_app(source: Path, tmp_path: Path) -> None:
         {"name": "a", "min_responses": 0},
         {"name": "a", "train_script": None},
         {"name": "a", "client_module": "os"},
+        {"name": "a", "privacy": {"client_dp": {"clip_norm": 1.0}}},
     ],
 )
 def test_bad_knobs_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ShoalError) as err:
         FedAvgRecipe(**kwargs)  # type: ignore[arg-type]
     assert err.value.code == "INVALID_ARGS"
+
+
+def test_privacy_goes_into_meta_json_as_submit_checks_it(source: Path, tmp_path: Path) -> None:
+    privacy = {
+        "server_dp": {"clip_norm": 1, "noise_multiplier": 1.1},
+        "budget": {"epsilon": 8, "delta": 1e-5},
+    }
+    job = FedAvgRecipe(name="dp", privacy=privacy, source_dir=source).export(tmp_path / "dp")
+    meta = load_job_definition(job).meta
+    assert meta["privacy"]["server_dp"] == {"clip_norm": 1.0, "noise_multiplier": 1.1}
+    assert meta["privacy"]["budget"] == {"epsilon": 8.0, "delta": 1e-5}
 
 
 def test_other_refusals(source: Path, tmp_path: Path) -> None:
