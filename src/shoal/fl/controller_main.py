@@ -110,6 +110,21 @@ def check_arguments(name: str, cls: type[Workflow], args: dict[str, Any]) -> Non
             )
 
 
+def check_privacy_support(cls: type[Workflow], app_dir: Path) -> None:
+    """A job whose privacy block asks the server for central noise or a budget runs only a
+    workflow that applies them (FedAvg and its subclasses): any other would finish without
+    either, and the job would look protected when it was not."""
+    from shoal.fl.fedavg import FedAvg
+    from shoal.fl.job_privacy import read_job_privacy
+
+    asked = sorted(k for k in ("server_dp", "budget") if k in read_job_privacy(app_dir))
+    if asked and not issubclass(cls, FedAvg):
+        raise ValueError(
+            f"the job's privacy block sets {' and '.join(asked)}, which the workflow {cls.__name__} "
+            "does not apply (FedAvg-based workflows do: docs/privacy.md)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shoal-controller")
     parser.add_argument("--job-id", required=True)
@@ -130,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = json.loads((opts.app_dir / "config" / "config_fed_server.json").read_text())
         cls, args = resolve_workflow(config, allow_custom_code=opts.allow_custom_code)
+        check_privacy_support(cls, opts.app_dir)
         ctx = WorkflowContext(
             channel,
             job_id=opts.job_id,

@@ -3,6 +3,8 @@ an error naming the argument, not a silently ignored key or a TypeError in round
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,3 +47,18 @@ def test_a_custom_workflow_reads_what_it_likes() -> None:
     """``{"class": ...}`` names custom code: its arguments are its own business."""
     cls, args = resolve_workflow({"workflow": {"class": "shoal.fl.fedavg.FedAvg"}, "args": {"anything": 1}})
     assert cls.__name__ == "FedAvg" and args == {"anything": 1}
+
+
+def test_server_side_privacy_runs_only_in_a_workflow_that_applies_it(tmp_path: Path) -> None:
+    from shoal.fl.controller_main import check_privacy_support
+    from shoal.fl.cyclic import Cyclic
+    from shoal.fl.fedavg import FedAvg
+
+    (tmp_path / "app").mkdir()
+    budget = {"budget": {"epsilon": 1.0, "delta": 1e-5}}
+    (tmp_path / "meta.json").write_text(json.dumps({"privacy": budget}))
+    check_privacy_support(FedAvg, tmp_path / "app")
+    with pytest.raises(ValueError, match="budget, which the workflow Cyclic does not apply"):
+        check_privacy_support(Cyclic, tmp_path / "app")
+    (tmp_path / "meta.json").write_text(json.dumps({"privacy": {"top_fraction": 0.5}}))
+    check_privacy_support(Cyclic, tmp_path / "app")  # site-side filters work under any workflow
