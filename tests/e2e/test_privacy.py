@@ -160,3 +160,74 @@ def test_filters_change_what_reaches_the_server_and_a_site_policy_adds_its_own(t
         "quantize_bits": 2,
     }
     assert metas["site-2"]["shoal_privacy"] == {"exclude": ["secret"], "top_fraction": 0.25}
+
+
+def _secure(job: Path, threshold: int, rounds: int) -> None:
+    config = job / "app" / "config" / "config_fed_server.json"
+    server = json.loads(config.read_text())
+    server["args"].update({"secure_aggregation": True, "secagg_threshold": threshold, "num_rounds": rounds})
+    config.write_text(json.dumps(server))
+
+
+def test_secure_aggregation_gives_fedavgs_model(federation: Federation, tmp_path: Path) -> None:
+    """hello-numpy under secure aggregation: the server sums masked uint64 updates it cannot read
+    one by one, and the model is the plain FedAvg one within the fixed-point tolerance."""
+    from tests.e2e.test_federation import expected_fedavg
+
+    job = tmp_path / "job"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    _secure(job, threshold=2, rounds=3)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    code, got = federation.cli.json("job", "download", doc["data"]["job_id"], "-o", tmp_path / "out")
+    assert code == 0, got
+    model = load_file(got["data"]["artifacts"]["global_model"])
+    want = expected_fedavg(["site-1", "site-2"], 3, 0.05, 10)
+    assert set(model) == set(want)
+    for name in want:
+        np.testing.assert_allclose(model[name], want[name], atol=1e-6)
+
+
+#: Each site sends w = its number (1, 2, 3) weighed by that number; site-3 exits right after its
+#: upload, before the round is unmasked.
+DROPPING_CLIENT = """
+import sys
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+n = int(flare.site_name().rsplit("-", 1)[1])
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    flare.send(FLModel(params={"w": np.full(4, float(n))}, num_examples=n))
+    if n == 3:
+        sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize(("threshold", "ok"), [(2, True), (3, False)], ids=["tolerated", "too-many"])
+def test_a_site_dropping_after_its_masked_upload(tmp_path: Path, threshold: int, ok: bool) -> None:
+    """Three sites, site-3 gone after uploading: with threshold 2 the two others reveal its
+    self-mask and the model is the mean over all three (14/6); with threshold 3 the round fails
+    with a reason and no model is written."""
+    job = tmp_path / "job"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / "app" / "custom" / "client.py").write_text(DROPPING_CLIENT)
+    meta = json.loads((job / "meta.json").read_text())
+    (job / "meta.json").write_text(json.dumps({**meta, "min_clients": 3}))
+    _secure(job, threshold=threshold, rounds=1)
+    with own_federation(tmp_path / "fed", sites=3) as fed:
+        code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+        if not ok:
+            assert code == 1 and doc["data"]["status"] == "FAILED", doc
+            _, meta_doc = fed.cli.json("job", "meta", doc["data"]["job_id"])
+            assert "site-3" in meta_doc["data"]["status_reason"], meta_doc
+            return
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+        code, got = fed.cli.json("job", "download", doc["data"]["job_id"], "-o", tmp_path / "out")
+        assert code == 0, got
+    model = load_file(got["data"]["artifacts"]["global_model"])
+    np.testing.assert_allclose(model["w"], np.full(4, 14 / 6), atol=1e-6)

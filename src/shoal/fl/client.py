@@ -30,6 +30,7 @@ _channel: SyncChannel | None = None
 _current_task: dict[str, Any] | None = None
 _running = False
 _task_name = "train"
+_secagg: Any = None  # this site's secure aggregation state (shoal.fl.secagg_site), made on first use
 
 
 def init() -> None:
@@ -95,6 +96,8 @@ def receive(timeout: float | None = None) -> FLModel | None:
             return None
         if message.get("op") == "log_config":
             apply_log_setting(str(message.get("setting", "")))
+        elif message.get("op") == "task" and str(message.get("task_name")).startswith("secagg_"):
+            _answer_secagg(channel, message)  # the protocol's own tasks never reach the script
         elif message.get("op") == "task":
             _current_task = message
             _task_name = str(message.get("task_name") or "train")
@@ -118,19 +121,47 @@ def send(model: FLModel) -> None:
         raise ValueError(
             f"num_examples must be >= 0 (0: this update weighs nothing), got {model.num_examples}"
         )
+    params = _to_numpy(model.params)
+    meta = model.meta
+    secagg_meta = (task.get("meta") or {}).get("secagg")
+    if secagg_meta is not None:
+        # secure aggregation: the weight travels masked inside the update, not in the header
+        meta = {**meta, "dtypes": {name: str(getattr(v, "dtype", "float32")) for name, v in params.items()}}
+        params = _secagg_state().mask(params, float(model.num_examples), secagg_meta)
     header = {
-        "num_examples": int(model.num_examples),
+        "num_examples": 1 if secagg_meta is not None else int(model.num_examples),
         "metrics": {k: float(v) for k, v in model.metrics.items()},
-        "meta": model.meta,
+        "meta": meta,
     }
     result_header_json(header)  # too large (or not JSON) fails here, in the script, saying why
     # Where this process may write: its job's own folder at a site, beside the model elsewhere.
     out_dir = Path(task.get("result_dir") or Path(task["model_path"]).parent)
     fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
     os.close(fd)
-    save_params(_to_numpy(model.params), Path(name))
+    save_params(params, Path(name))
     channel.send({"op": "result", "task_id": task["task_id"], "path": name, **header})
     _current_task = None
+
+
+def _secagg_state() -> Any:
+    global _secagg
+    if _secagg is None:
+        from shoal.fl.secagg_site import SiteProtocol
+
+        _secagg = SiteProtocol(site_name())
+    return _secagg
+
+
+def _answer_secagg(channel: SyncChannel, task: dict[str, Any]) -> None:
+    """Answer one of secure aggregation's own tasks (keys, shares, unmasking) with a result whose
+    meta carries the answer; a request the protocol forbids is refused by failing the script."""
+    answer = _secagg_state().answer(str(task["task_name"]), dict(task.get("meta") or {}))
+    out_dir = Path(task.get("result_dir") or Path(task["model_path"]).parent)
+    fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
+    os.close(fd)
+    save_params({}, Path(name))
+    header = {"num_examples": 0, "metrics": {}, "meta": answer}
+    channel.send({"op": "result", "task_id": task["task_id"], "path": name, **header})
 
 
 def log_metric(key: str, value: float, step: int | None = None) -> None:

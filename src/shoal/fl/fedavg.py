@@ -8,6 +8,7 @@ from typing import Any
 from shoal.fl.aggregate import UpdateMismatch, WeightedSum
 from shoal.fl.job_privacy import JobPrivacy, read_job_privacy
 from shoal.fl.model import FLModel
+from shoal.fl.secagg_server import secure_round
 from shoal.fl.workflow import BadUpdate, RoundFailed, Workflow, WorkflowContext
 
 
@@ -20,6 +21,9 @@ class FedAvg(Workflow):
     - ``initial_model`` (path inside the app folder to a .safetensors file; default: sites start
       from their own initial weights and round 0 receives an empty model)
     - ``task_meta`` (JSON object, default {}): sent with every task, e.g. FedProx's ``{"mu": 0.01}``
+    - ``secure_aggregation`` (bool, default false): the server learns only each round's sum
+      (``shoal.fl.secagg_server``); ``secagg_threshold`` (int, default a majority of the job's
+      sites, at least 2): the sites that must stay until a round is unmasked
 
     The job's ``privacy`` block in meta.json (docs/privacy.md) adds central DP (``server_dp``),
     accounting of what was spent, and a budget that ends training before it is exceeded.
@@ -34,6 +38,8 @@ class FedAvg(Workflow):
         num_rounds: int = 1,
         initial_model: str | None = None,
         task_meta: dict[str, Any] | None = None,
+        secure_aggregation: bool = False,
+        secagg_threshold: int | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(ctx, **extra)
@@ -43,6 +49,15 @@ class FedAvg(Workflow):
         self.initial_model_path = initial_model
         self.task_meta = dict(task_meta or {})
         self.privacy = JobPrivacy(read_job_privacy(ctx.app_dir))
+        self.secure_aggregation = secure_aggregation
+        self.secagg_threshold = secagg_threshold or max(2, len(ctx.sites) // 2 + 1)
+        if secure_aggregation and self.privacy.spec:
+            raise ValueError(
+                "secure_aggregation does not combine with a privacy block yet: the site's protections "
+                "would meet masked values (docs/privacy.md)"
+            )
+        if secure_aggregation and not 2 <= self.secagg_threshold <= len(ctx.sites):
+            raise ValueError(f"secagg_threshold must be from 2 to the job's {len(ctx.sites)} sites")
         self.stopped_by: str | None = None  # why training ended before num_rounds, if it did
 
     def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
@@ -57,6 +72,13 @@ class FedAvg(Workflow):
                     raise RoundFailed(f"no round can run: {blocked}")
                 self.stopped_by = f"stopped after {rnd} of {self.num_rounds} rounds: {blocked}"
                 break
+            if self.secure_aggregation:
+                task = FLModel(params=model.params, meta={**self.task_meta, **model.meta})
+                del model
+                mean, metrics, in_sum = secure_round(self, task, rnd, self.num_rounds, self.secagg_threshold)
+                model = FLModel(params=mean)
+                self.ctx.record_round(rnd, metrics, in_sum)
+                continue
             # central DP clips each update around the round's global model: it is kept for that
             global_params = dict(model.params) if self.privacy.server_dp else {}
             acc = WeightedSum()

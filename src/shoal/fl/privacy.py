@@ -159,6 +159,9 @@ def apply_site_privacy(
 
     rng = rng if rng is not None else np.random.default_rng()
     out = {name: np.asarray(params[name]) for name in params}
+    if any(arr.dtype == np.uint64 for arr in out.values()):
+        # a securely aggregated (masked) update: noise or filters on it would break the masks
+        raise PrivacySpecError("privacy filters cannot apply to a masked (secure aggregation) update")
     applied: dict[str, Any] = {}
 
     def base(name: str) -> Any:

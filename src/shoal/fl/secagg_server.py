@@ -1,0 +1,153 @@
+"""Secure aggregation on the server: one FedAvg round in which the server learns only the sum.
+
+Four steps, each a task to the sites (their client API answers the protocol's tasks itself,
+``shoal.fl.secagg_site``): advertise keys; share secrets (sealed to each recipient, relayed);
+train and upload masked updates; unmask (the survivors reveal the self-mask seeds of the sites
+that uploaded and the mask keys of those that dropped before). A site that drops after its
+upload is still in the sum; fewer than ``threshold`` survivors fail the round, never a wrong
+model. The server never holds a site's update in the clear, and logs no key, share or mask.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from shoal.fl import secagg
+from shoal.fl.model import FLModel
+from shoal.fl.secagg import WEIGHT_TENSOR, unb64
+from shoal.fl.workflow import BadUpdate, RoundFailed, Workflow
+
+#: The dtypes a site may ask its tensors back in (a site names them; anything else is float32).
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def _public_keys(site: str, meta: Mapping[str, Any]) -> dict[str, str]:
+    try:
+        keys = {k: str(meta[k]) for k in ("c", "s")}
+        if any(len(base64.b64decode(v, validate=True)) != 32 for v in keys.values()):
+            raise ValueError
+    except (KeyError, ValueError) as exc:
+        raise BadUpdate(site, "its secure aggregation keys are not two 32-byte public keys") from exc
+    return keys
+
+
+def unmask(
+    total: dict[str, np.ndarray],
+    rnd: int,
+    order: list[str],
+    keys: Mapping[str, Mapping[str, str]],
+    uploaded: list[str],
+    dropped: list[str],
+    reveals: Mapping[str, Mapping[str, Mapping[str, str]]],
+    threshold: int,
+) -> dict[str, np.ndarray]:
+    """The decoded sum of the uploaded updates, from their masked sum ``total`` and the shares
+    the survivors revealed (``reveals[site] = {"b": {owner: share}, "s": {owner: share}}``)."""
+    point = {site: order.index(site) + 1 for site in order}
+
+    def secret(owner: str, kind: str) -> bytes:
+        try:
+            shares = {
+                point[h]: int(str(r[kind][owner]), 16) for h, r in reveals.items() if owner in r.get(kind, {})
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RoundFailed(f"secure aggregation: a share of a secret of {owner} is malformed") from exc
+        if len(shares) < threshold:
+            raise RoundFailed(
+                f"secure aggregation: {len(shares)} shares of a secret of {owner}, {threshold} needed"
+            )
+        try:
+            return secagg.join(dict(list(shares.items())[:threshold]))
+        except ValueError as exc:
+            raise RoundFailed(f"secure aggregation: the shares of {owner} do not rebuild its secret") from exc
+
+    out = {}
+    seeds = {owner: secret(owner, "b") for owner in uploaded}
+    mask_keys = {owner: secret(owner, "s") for owner in dropped}
+    for name, masked in total.items():
+        flat = masked.reshape(-1).copy()
+        context = secagg.mask_context(rnd, name)
+        for owner in uploaded:
+            flat = flat - secagg.expand(seeds[owner], context, flat.size)
+        for gone, private in mask_keys.items():
+            for owner in uploaded:  # the mask each uploader added for its pair with the dropped site
+                flat = flat - secagg.pair_mask(
+                    owner, gone, private, unb64(keys[owner]["s"]), context, flat.size
+                )
+        out[name] = secagg.decode(flat).reshape(masked.shape)
+    return out
+
+
+def secure_round(
+    workflow: Workflow, model: FLModel, rnd: int, total_rounds: int, threshold: int
+) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    """One round of FedAvg under secure aggregation: the weighted mean, the round's metrics (sent
+    in the clear by each site, averaged), and the sites in the sum."""
+    tag = {"secagg_round": rnd}
+    collect = workflow.collect
+    keys = {
+        site: _public_keys(site, u.meta)
+        for site, u in collect("secagg_advertise", FLModel(params={}, meta=tag), round_number=rnd)
+    }
+    if len(keys) < threshold:
+        raise RoundFailed(f"secure aggregation: {len(keys)} sites gave keys, the threshold is {threshold}")
+    order = sorted(keys)
+    meta = {**tag, "keys": keys, "threshold": threshold}
+    shares: dict[str, dict[str, str]] = {}
+    for site, update in collect("secagg_share", FLModel(params={}, meta=meta), sites=order, round_number=rnd):
+        sealed = update.meta.get("shares")
+        if not isinstance(sealed, dict) or set(sealed) != set(order):
+            raise BadUpdate(site, "its secure aggregation shares are not one for every site")
+        shares[site] = {k: str(v) for k, v in sealed.items()}
+    if len(shares) < threshold:
+        raise RoundFailed(
+            f"secure aggregation: {len(shares)} sites shared secrets, the threshold is {threshold}"
+        )
+    task = FLModel(
+        params=model.params,
+        meta={**model.meta, "secagg": {"round": rnd, "keys": {s: keys[s] for s in shares}, "shares": shares}},
+    )
+    del model
+    total: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    uploaded: list[str] = []
+    metrics: dict[str, float] = {}
+    for site, update in collect(
+        "train", task, sites=sorted(shares), round_number=rnd, total_rounds=total_rounds
+    ):
+        params = {name: np.asarray(update.params[name]) for name in update.params}
+        if any(a.dtype != np.uint64 for a in params.values()) or WEIGHT_TENSOR not in params:
+            raise BadUpdate(site, "its update is not masked (secure aggregation expects uint64 tensors)")
+        if total and set(params) != set(total):
+            raise BadUpdate(site, "its masked tensors differ from the other sites'")
+        for name, arr in params.items():
+            total[name] = total[name] + arr if name in total else arr.copy()
+        dtypes = {**dtypes, **dict(update.meta.get("dtypes") or {})}
+        uploaded.append(site)
+        for key, value in update.metrics.items():
+            metrics[key] = metrics.get(key, 0.0) + float(value)
+    if len(uploaded) < threshold:
+        raise RoundFailed(f"secure aggregation: {len(uploaded)} sites uploaded, the threshold is {threshold}")
+    dropped = sorted(set(shares) - set(uploaded))
+    unmask_meta = {**tag, "uploaded": sorted(uploaded), "dropped": dropped}
+    reveals = {
+        site: u.meta
+        for site, u in collect(
+            "secagg_unmask",
+            FLModel(params={}, meta=unmask_meta),
+            sites=sorted(uploaded),
+            round_number=rnd,
+            min_responses=threshold,
+        )
+    }
+    sums = unmask(total, rnd, order, keys, sorted(uploaded), dropped, reveals, threshold)
+    weight = float(sums.pop(WEIGHT_TENSOR)[0])
+    if weight <= 0:
+        raise RoundFailed("secure aggregation: the sites' total weight is not positive")
+    kinds = {name: dtypes.get(name) if dtypes.get(name) in FLOAT_DTYPES else "float32" for name in sums}
+    mean = {name: (value / weight).astype(kinds[name]) for name, value in sums.items()}
+    return mean, {k: v / len(uploaded) for k, v in metrics.items()}, sorted(uploaded)
