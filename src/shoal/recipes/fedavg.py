@@ -20,11 +20,21 @@ class FedAvgRecipe(Recipe):
     initial_model: str | None = knob(
         None, "a .safetensors file beside job.py to start from (default: the sites' own initial weights)"
     )
+    secure_aggregation: bool = knob(False, "the server learns only each round's sum (docs/privacy.md)")
+    secagg_threshold: int | None = knob(
+        None, "with secure_aggregation: sites that must stay until a round is unmasked (default a majority)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.num_rounds < self._min_rounds():
             raise ShoalError("INVALID_ARGS", f"num_rounds must be at least {self._min_rounds()}")
+        if self.secure_aggregation and self.privacy:
+            raise ShoalError("INVALID_ARGS", "secure_aggregation does not combine with a privacy block yet")
+        if self.secagg_threshold is not None and self.secagg_threshold < 2:
+            raise ShoalError(
+                "INVALID_ARGS", f"secagg_threshold must be at least 2, got {self.secagg_threshold}"
+            )
         if self.initial_model and self.initial_model not in self.custom_files:
             self.custom_files = [*self.custom_files, self.initial_model]
 
@@ -33,6 +43,10 @@ class FedAvgRecipe(Recipe):
 
     def workflow_args(self) -> dict[str, Any]:
         args = {**super().workflow_args(), "num_rounds": self.num_rounds}
+        if self.secure_aggregation:
+            args["secure_aggregation"] = True
+            if self.secagg_threshold is not None:
+                args["secagg_threshold"] = self.secagg_threshold
         if self.initial_model:
             args["initial_model"] = f"custom/{self.initial_model.rsplit('/', 1)[-1]}"
         return args

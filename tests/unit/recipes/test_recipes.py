@@ -108,6 +108,8 @@ def test_initial_model_ships_in_the_app(source: Path, tmp_path: Path) -> None:
         {"name": "a", "train_script": None},
         {"name": "a", "client_module": "os"},
         {"name": "a", "privacy": {"client_dp": {"clip_norm": 1.0}}},
+        {"name": "a", "secure_aggregation": True, "privacy": {"top_fraction": 0.5}},
+        {"name": "a", "secure_aggregation": True, "secagg_threshold": 1},
     ],
 )
 def test_bad_knobs_are_refused(kwargs: dict[str, object]) -> None:
@@ -125,6 +127,17 @@ def test_privacy_goes_into_meta_json_as_submit_checks_it(source: Path, tmp_path:
     meta = load_job_definition(job).meta
     assert meta["privacy"]["server_dp"] == {"clip_norm": 1.0, "noise_multiplier": 1.1}
     assert meta["privacy"]["budget"] == {"epsilon": 8.0, "delta": 1e-5}
+
+
+def test_secure_aggregation_is_a_fedavg_argument(source: Path, tmp_path: Path) -> None:
+    from shoal.fl.controller_main import resolve_workflow
+
+    job = FedAvgRecipe(name="s", secure_aggregation=True, secagg_threshold=3, source_dir=source).export(
+        tmp_path / "s"
+    )
+    server = json.loads((job / "app" / "config" / "config_fed_server.json").read_text())
+    assert server["args"]["secure_aggregation"] is True and server["args"]["secagg_threshold"] == 3
+    resolve_workflow(server)  # the workflow takes them, with their types
 
 
 def test_other_refusals(source: Path, tmp_path: Path) -> None:
