@@ -373,6 +373,40 @@ def monitor_latency(fed: BenchFederation, quick: bool) -> list[Figure]:
     return [Figure("monitor latency", "job end -> jsonl terminal event", samples)]
 
 
+def secure_aggregation(fed: BenchFederation, quick: bool) -> list[Figure]:
+    """Per-round overhead of FedAvg with secure_aggregation against plain FedAvg (2 sites, tiny
+    model, on the POC), then the protocol's CPU and bytes for 10 and 100 sites (bench/secagg.py)."""
+    from bench.secagg import protocol_round
+
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "secagg"
+        shutil.copytree(BENCH / "jobs" / "trivial", job)
+        cfg = job / "app" / "config" / "config_fed_server.json"
+        rounds = 5 if quick else 30
+        args = {"num_rounds": rounds, "secure_aggregation": True, "secagg_threshold": 2}
+        cfg.write_text(json.dumps({"workflow": "fedavg", "args": args}))
+        samples = []
+        for _ in range(1 if quick else 3):
+            time.sleep(IDLE_PAUSE)
+            samples.append(_per_round_once(fed, job))
+        figures.append(Figure("secagg per-round", f"{rounds} rounds, tiny model, 2 sites", samples))
+    n_params = 10_000 if quick else 100_000
+    for n in (10,) if quick else (10, 100):
+        got = protocol_round(n, n_params, drop=1)
+        label = f"secagg {n} sites"
+        note = f"{n_params} float32 params, 1 dropout"
+        figures += [
+            Figure(label, "site: keys and shares", [got["site_setup_s"]], note=note),
+            Figure(label, "site: masking its update", [got["site_mask_s"]], note=note),
+            Figure(label, "server: unmasking", [got["server_unmask_s"]], note=note),
+            Figure(label, "upload KiB (plain)", [got["plain_upload_bytes"] / 1024], "KiB"),
+            Figure(label, "upload KiB (masked)", [got["upload_bytes"] / 1024], "KiB"),
+            Figure(label, "train task secagg meta KiB", [got["train_task_meta_bytes"] / 1024], "KiB"),
+        ]
+    return figures
+
+
 WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "cold_start": cold_start,
     "trivial_job": trivial_job,
@@ -383,4 +417,5 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "many_sites": many_sites,
     "many_jobs": many_jobs,
     "many_jobs_postgres": many_jobs_postgres,
+    "secure_aggregation": secure_aggregation,
 }
