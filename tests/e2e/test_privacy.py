@@ -5,6 +5,7 @@ policy adds its own."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,13 @@ def test_secure_aggregation_gives_fedavgs_model(federation: Federation, tmp_path
     assert set(model) == set(want)
     for name in want:
         np.testing.assert_allclose(model[name], want[name], atol=1e-6)
+    # no key, sealed or revealed share reached the download (logs, meta, metrics)
+    secret_like = re.compile(r"0x[0-9a-f]{60,}|[A-Za-z0-9+/]{40,}={0,2}")
+    texts = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix != ".safetensors"]
+    assert any(p.name == "log.txt" for p in texts)
+    for path in texts:
+        found = secret_like.search(path.read_text(errors="replace"))
+        assert found is None, (path, found)
 
 
 #: Each site sends w = its number (1, 2, 3) weighed by that number; site-3 exits right after its
