@@ -60,6 +60,12 @@ def test_a_dp_job_reports_its_epsilon_and_stops_at_its_budget(federation: Federa
     assert spent["central_epsilon"] == pytest.approx(central)
     assert spent["epsilon"] == pytest.approx(min(site_eps, central)) and spent["epsilon"] <= budget
 
+    human = federation.cli.run("job", "meta", job_id)
+    line = (
+        f"epsilon {spent['epsilon']:.3g} at delta 1e-05; sites: site-1 {site_eps:.3g}, site-2 {site_eps:.3g}"
+    )
+    assert re.search(r"Privacy: +" + re.escape(line), human.stdout), human.stdout
+
     code, got = federation.cli.json("job", "download", job_id, "-o", tmp_path / "out")
     assert code == 0, got
     summary = json.loads(next((tmp_path / "out").rglob("metrics_summary.json")).read_text())

@@ -400,11 +400,30 @@ def _meta_text(meta: dict[str, Any]) -> str:
         values = " ".join(f"{k}={number_text(v)}" for k, v in progress_info["last_metrics"].items())
         final = "final" if meta.get("end_time") else "latest"
         fields.append(("Metrics:", f"{values} ({final}{of_round(progress_info.get('last_metrics_round'))})"))
+    if isinstance(meta.get("privacy_spent"), dict):
+        fields.append(("Privacy:", _privacy_text(meta["privacy_spent"])))
     if meta.get("first_error"):
         err = meta["first_error"]
         fields.append(("First error:", f"[{err.get('site')}] {err.get('type')}: {err.get('message')}"))
     fields += [("Notice:", text) for text in meta.get("notices") or []]
     return "\n".join(labelled(label, value) for label, value in fields)
+
+
+def _privacy_text(spent: dict[str, Any]) -> str:
+    """The privacy a job spent, on one line: the job's epsilon at its delta, then each site's and
+    the central one ("none" where there is no finite guarantee)."""
+
+    def eps(value: object) -> str:
+        return f"{value:.3g}" if isinstance(value, int | float) and not isinstance(value, bool) else "none"
+
+    parts = [f"epsilon {eps(spent.get('epsilon'))} at delta {spent.get('delta')}"]
+    sites = spent.get("sites") if isinstance(spent.get("sites"), dict) else {}
+    if sites:
+        each = ", ".join(f"{s} {eps((v or {}).get('epsilon'))}" for s, v in sorted(sites.items()))
+        parts.append(f"sites: {each}")
+    if spent.get("central_epsilon") is not None:
+        parts.append(f"central: {eps(spent.get('central_epsilon'))}")
+    return "; ".join(parts)
 
 
 # --- the parsers, one builder per subcommand ---
