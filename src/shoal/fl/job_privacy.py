@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class JobPrivacy:
             self.ledger.central = self.server_dp["noise_multiplier"]
         self.client_noise = (self.spec.get("client_dp") or {}).get("noise_multiplier", 0.0)
         self.rng = np.random.default_rng(seed)
+        # adaptive clipping: the clip norm in force, and the round's count of unclipped updates
+        self.clip_norm = self.server_dp["clip_norm"] if self.server_dp else 0.0
+        self.unclipped = 0
         self.active = bool(self.server_dp or self.spec.get("client_dp") or budget)
 
     def blocked(self, sites: list[str]) -> str | None:
@@ -75,25 +79,47 @@ class JobPrivacy:
         floats = [n for n in out if out[n].dtype.kind == "f"]
         base = {n: _base(global_params, n, out[n].shape) for n in floats}
         delta = {n: out[n].astype(np.float64) - base[n] for n in floats}
-        clip(delta, self.server_dp["clip_norm"])
+        if clip(delta, self.clip_norm) <= self.clip_norm:
+            self.unclipped += 1
         for n in floats:
             out[n] = (base[n] + delta[n]).astype(out[n].dtype)
         return out, 1.0
 
+    def update_noise_multiplier(self) -> float:
+        """The noise multiplier of the update itself. With adaptive clipping part of the privacy
+        goes to the count, so the update gets more noise: (z⁻² - (2σ_b)⁻²)^(-1/2), which makes the
+        pair exactly a Gaussian mechanism of multiplier z (Andrew et al. 2021, theorem 1)."""
+        assert self.server_dp is not None
+        z = float(self.server_dp["noise_multiplier"])
+        adaptive = self.server_dp.get("adaptive")
+        if not adaptive:
+            return z
+        return float((z**-2 - (2 * adaptive["count_noise"]) ** -2) ** -0.5)
+
     def noised(self, mean: dict[str, Any], count: int) -> dict[str, Any]:
-        """The round's mean with central noise N(0, (z·C/n)²) on its float tensors."""
+        """The round's mean with central noise N(0, (z·C/n)²) on its float tensors; with adaptive
+        clipping, then the clip norm moves towards the target quantile of the updates' norms."""
         if not self.server_dp:
             return mean
-        std = self.server_dp["noise_multiplier"] * self.server_dp["clip_norm"] / count
+        std = self.update_noise_multiplier() * self.clip_norm / count
         floats = {n: mean[n].astype("float64") for n in mean if mean[n].dtype.kind == "f"}
         add_gaussian_noise(floats, std, self.rng)
         for n, value in floats.items():
             mean[n] = value.astype(mean[n].dtype)
         self.ledger.central_rounds += 1
+        adaptive = self.server_dp.get("adaptive")
+        if adaptive:
+            # the fraction of updates that were not clipped, from a noisy count: counting b_i - 1/2
+            # (sensitivity 1/2 under adding or removing a site) is why 2·count_noise is its multiplier
+            noisy = (self.unclipped + self.rng.normal(0.0, adaptive["count_noise"])) / count
+            self.clip_norm *= math.exp(-adaptive["learning_rate"] * (noisy - adaptive["target_quantile"]))
+        self.unclipped = 0
         return mean
 
     def report(self) -> dict[str, Any]:
         out = self.ledger.report()
+        if self.server_dp and self.server_dp.get("adaptive"):
+            out["clip_norm"] = self.clip_norm  # the adaptive clip norm now
         if self.spec.get("budget"):
             out["budget"] = dict(self.spec["budget"])
         return out

@@ -42,10 +42,32 @@ def _positive(block: Mapping[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
-def _dp_block(value: Any, where: str) -> dict[str, float]:
-    if not isinstance(value, dict) or set(value) - {"clip_norm", "noise_multiplier"}:
+def _dp_block(value: Any, where: str, adaptive: bool = False) -> dict[str, Any]:
+    keys = {"clip_norm", "noise_multiplier", *(["adaptive"] if adaptive else [])}
+    if not isinstance(value, dict) or set(value) - keys:
         raise PrivacySpecError(f"{where} must be an object with clip_norm and noise_multiplier (numbers > 0)")
-    return {key: _positive(value, key, where) for key in ("clip_norm", "noise_multiplier")}
+    out: dict[str, Any] = {key: _positive(value, key, where) for key in ("clip_norm", "noise_multiplier")}
+    if value.get("adaptive") is not None:
+        out["adaptive"] = _adaptive_block(value["adaptive"], f"{where}.adaptive", out["noise_multiplier"])
+    return out
+
+
+def _adaptive_block(value: Any, where: str, noise_multiplier: float) -> dict[str, float]:
+    """Adaptive clipping (Andrew et al. 2021): the clip norm follows the ``target_quantile`` of
+    the updates' norms, learnt from a noisy count (noise ``count_noise``) at ``learning_rate``.
+    The count spends privacy too, so ``count_noise`` must exceed half the noise multiplier."""
+    names = ("target_quantile", "learning_rate", "count_noise")
+    if not isinstance(value, dict) or set(value) - set(names):
+        raise PrivacySpecError(f"{where} must be an object with {', '.join(names)}")
+    out = {key: _positive(value, key, where) for key in names}
+    if out["target_quantile"] >= 1:
+        raise PrivacySpecError(f"{where}.target_quantile must be in (0, 1)")
+    if 2 * out["count_noise"] <= noise_multiplier:
+        raise PrivacySpecError(
+            f"{where}.count_noise must be more than half the noise_multiplier ({noise_multiplier / 2:g}): "
+            "the count's privacy is paid out of the same budget"
+        )
+    return out
 
 
 def check_privacy(
@@ -61,7 +83,7 @@ def check_privacy(
     out: dict[str, Any] = {}
     for key in ("client_dp", "server_dp"):
         if data.get(key) is not None:
-            out[key] = _dp_block(data[key], f"{where}.{key}")
+            out[key] = _dp_block(data[key], f"{where}.{key}", adaptive=key == "server_dp")
     exclude = data.get("exclude")
     if exclude is not None:
         if not isinstance(exclude, list) or not all(isinstance(x, str) and x for x in exclude):

@@ -229,3 +229,34 @@ def test_the_simulator_applies_and_accounts_a_jobs_privacy_as_sites_do(tmp_path:
     eps = gaussian_epsilon(2.0, 5, 1e-5)
     assert summary["privacy"]["sites"] == {f"site-{i}": {"epsilon": eps, "rounds": 5} for i in (1, 2, 3)}
     assert summary["privacy"]["epsilon"] == eps and summary["privacy"]["central_epsilon"] is None
+
+
+def test_adaptive_clipping_follows_the_target_quantile_of_the_norms() -> None:
+    """Updates of norms 1..10 each round, target the median: the clip norm moves from 100 (every
+    update unclipped) and from 0.01 (every update clipped) to near the median norm (~5.5)."""
+    adaptive = {"target_quantile": 0.5, "learning_rate": 0.2, "count_noise": 2.0}
+    for start in (100.0, 0.01):
+        spec = {"server_dp": {"clip_norm": start, "noise_multiplier": 1.0, "adaptive": adaptive}}
+        privacy = JobPrivacy(check_privacy(spec), seed=SEED)
+        for _ in range(300):
+            for i in range(1, 11):
+                privacy.server_update(f"site-{i}", {"w": np.full(4, i / 2.0)}, {}, {"w": np.zeros(4)})
+            privacy.noised({"w": np.zeros(4)}, 10)
+        assert 3.0 < privacy.clip_norm < 8.0, (start, privacy.clip_norm)
+        assert privacy.report()["clip_norm"] == privacy.clip_norm
+
+
+def test_adaptive_clipping_pays_for_the_count_with_more_update_noise() -> None:
+    """The update's noise multiplier grows so that update and count together are a Gaussian
+    mechanism of the declared multiplier (what the ledger accounts): z_u^-2 + (2 s)^-2 = z^-2."""
+    adaptive = {"target_quantile": 0.5, "learning_rate": 0.2, "count_noise": 2.0}
+    privacy = JobPrivacy(
+        check_privacy({"server_dp": {"clip_norm": 1, "noise_multiplier": 1.2, "adaptive": adaptive}})
+    )
+    z_update = privacy.update_noise_multiplier()
+    assert z_update**-2 + 4.0**-2 == pytest.approx(1.2**-2)
+    mean = privacy.noised({"w": np.zeros(200_000)}, 1)
+    assert abs(float(mean["w"].std()) - z_update) / z_update < 0.01
+    assert privacy.ledger.central == 1.2
+    with pytest.raises(PrivacySpecError, match="count_noise"):
+        check_privacy({"server_dp": {"clip_norm": 1, "noise_multiplier": 5, "adaptive": adaptive}})
