@@ -35,9 +35,9 @@ from shoal.store.base import JOB_ID_LIMIT, TOKEN_CREATED, TOKEN_JOB_DELETED, Job
 from shoal.store.sqlite import (
     _JOB_COLUMNS,
     SqliteJobStore,
-    _prefix_upper_bound,
     _split_sql,
     _utc_iso,
+    listing_query,
     load_migrations,
 )
 from shoal.wire.status import TERMINAL, JobStatus, can_transition
@@ -296,32 +296,16 @@ class PostgresJobStore:
         submitter_name: str | None = None,
         submitter_org: str | None = None,
     ) -> list[JobRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("study", study),
-            ("submitter_name", submitter_name),
-            ("submitter_org", submitter_org),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        for column, prefix in (("name_fold", name_prefix and name_prefix.casefold()), ("id_text", id_prefix)):
-            if not prefix:
-                continue
-            where.append(f"{column} >= %s")
-            params.append(prefix)
-            bound = _prefix_upper_bound(prefix)
-            if bound is not None:
-                where.append(f"{column} < %s")
-                params.append(bound)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY submit_time DESC, seq DESC"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(min(max(0, int(limit)), _INT8_MAX))  # more than there can be: all
+        sql, params = listing_query(
+            "%s",
+            _INT8_MAX,
+            study=study,
+            name_prefix=name_prefix,
+            id_prefix=id_prefix,
+            limit=limit,
+            submitter_name=submitter_name,
+            submitter_org=submitter_org,
+        )
         records = [self._record(r) for r in self._read(sql, params)]
         if not reverse:
             records.reverse()

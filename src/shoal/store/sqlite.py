@@ -78,6 +78,49 @@ def _prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
+def listing_query(
+    mark: str,
+    limit_max: int,
+    *,
+    study: str | None,
+    name_prefix: str | None,
+    id_prefix: str | None,
+    limit: int | None,
+    submitter_name: str | None,
+    submitter_org: str | None,
+) -> tuple[str, list[Any]]:
+    """``list_jobs``' query, newest first, for either store: ``mark`` is the driver's parameter
+    placeholder (``?`` for sqlite3, ``%s`` for psycopg), ``limit_max`` its largest integer.
+    Prefixes are ranges on indexed columns (``>= prefix`` and ``< its upper bound``)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("study", study),
+        ("submitter_name", submitter_name),
+        ("submitter_org", submitter_org),
+    ):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    for column, prefix in (("name_fold", name_prefix and name_prefix.casefold()), ("id_text", id_prefix)):
+        if not prefix:
+            continue
+        where.append(f"{column} >= {mark}")
+        params.append(prefix)
+        bound = _prefix_upper_bound(prefix)
+        if bound is not None:
+            where.append(f"{column} < {mark}")
+            params.append(bound)
+    sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY submit_time DESC, seq DESC"
+    if limit is not None:
+        sql += f" LIMIT {mark}"
+        params.append(min(max(0, int(limit)), limit_max))  # more than there can be: all
+    return sql, params
+
+
 class SqliteJobStore:
     """``JobStore`` on one SQLite file; see ``shoal.store.base.JobStore`` for the contract."""
 
@@ -287,32 +330,16 @@ class SqliteJobStore:
         submitter_name: str | None = None,
         submitter_org: str | None = None,
     ) -> list[JobRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("study", study),
-            ("submitter_name", submitter_name),
-            ("submitter_org", submitter_org),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        for column, prefix in (("name_fold", name_prefix and name_prefix.casefold()), ("id_text", id_prefix)):
-            if not prefix:
-                continue
-            where.append(f"{column} >= ?")
-            params.append(prefix)
-            bound = _prefix_upper_bound(prefix)
-            if bound is not None:
-                where.append(f"{column} < ?")
-                params.append(bound)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY submit_time DESC, seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(min(max(0, int(limit)), _SQLITE_INT_MAX))  # more than there can be: all
+        sql, params = listing_query(
+            "?",
+            _SQLITE_INT_MAX,
+            study=study,
+            name_prefix=name_prefix,
+            id_prefix=id_prefix,
+            limit=limit,
+            submitter_name=submitter_name,
+            submitter_org=submitter_org,
+        )
         records = [self._record(r) for r in self._read(sql, params)]
         if not reverse:
             records.reverse()
