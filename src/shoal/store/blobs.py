@@ -99,6 +99,32 @@ def open_blobs(workspace: Path, url: str | None = None) -> Blobs:
     return S3BlobStore(bucket, prefix, spool=workspace / "blobs-spool")
 
 
+def spool_hashed(stream: BinaryIO, folder: Path, max_bytes: int | None, *, durable: bool) -> tuple[Path, str]:
+    """Copy ``stream`` into a new file in ``folder`` while hashing it (the content is read once);
+    returns the file and the content's SHA-256 hex. Past ``max_bytes`` the file goes and
+    ValueError says why (callers translate it at the edge); ``durable`` fsyncs the file."""
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix="blob-")
+    tmp = Path(tmp_name)
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ValueError(f"blob larger than {max_bytes} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return tmp, digest.hexdigest()
+
+
 class BlobStore:
     """Files under ``root/ab/cdef...`` named by the SHA-256 of their content (the embedded
     default). ``path`` is this store's own: code that must work with a bucket too uses
@@ -124,21 +150,8 @@ class BlobStore:
         Hashes while copying, so the content is read once. ``max_bytes`` stops an oversized
         upload without storing it (ValueError); callers translate that at the edge.
         """
-        digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="blob-")
-        tmp = Path(tmp_name)
+        tmp, sha = spool_hashed(stream, self._tmp, max_bytes, durable=True)
         try:
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise ValueError(f"blob larger than {max_bytes} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
             dest = self.path(sha)
             if dest.is_file():
                 tmp.unlink()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from shoal.errors import ShoalError
-from shoal.store.blobs import _CHUNK, _check_sha
+from shoal.store.blobs import _CHUNK, _check_sha, spool_hashed
 
 #: S3's own bucket naming rule (3-63 of lowercase letters, digits, dots and hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -174,19 +174,8 @@ class S3BlobStore:
 
     def put_stream(self, stream: BinaryIO, *, max_bytes: int | None = None) -> str:
         """Spool ``stream`` to a local file while hashing, then upload it under its SHA-256."""
-        digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(dir=self.spool, prefix="blob-")
-        tmp = Path(tmp_name)
+        tmp, sha = spool_hashed(stream, self.spool, max_bytes, durable=False)
         try:
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise ValueError(f"blob larger than {max_bytes} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
-            sha = digest.hexdigest()
             self._upload(tmp, sha)
             return sha
         finally:
