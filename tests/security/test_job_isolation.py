@@ -161,6 +161,8 @@ def _targets(fed: Federation, other_job: str) -> dict[str, Any]:
             str(server_ws / "jobs" / other_job / "job" / "meta.json"),
             str(kits / "site-1" / "workspace" / "jobs" / other_job / "job" / "meta.json"),
             str(fed.cli.home / "config.toml"),
+            # the folder the server and agents were started from (python -m put it on sys.path)
+            str(Path.cwd() / "pyproject.toml"),
         ],
         "list": [
             str(server_ws / "blobs"),

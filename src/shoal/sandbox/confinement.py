@@ -122,7 +122,8 @@ class Sandbox:
                 f"{ENV_MODE} must be one of {', '.join(MODES)}, not {self.mode!r}",
                 hint=f"unset {ENV_MODE} for the default (auto)",
             )
-        self.protected = [p.resolve() for p in protected]
+        # The host user's home too: its keys (~/.ssh, cloud credentials) are nobody's job's.
+        self.protected = [p.resolve() for p in (*protected, Path.home())]
         self.abi = 0 if self.mode == "off" else _usable_abi()
         self.job_user = _job_user() if os.geteuid() == 0 and self.mode != "off" else None
         if self.mode == "required" and self.abi < 1:
@@ -187,14 +188,12 @@ class Sandbox:
         for root in SYSTEM_READ:
             paths += _around(Path(root), self.protected)
         paths += [str(Path("/etc") / name) for name in ETC_READ if (Path("/etc") / name).exists()]
+        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
         python = {
-            sys.prefix,
-            sys.base_prefix,
-            sys.exec_prefix,
-            sys.base_exec_prefix,
+            *prefixes,
             *(sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")),
             str(Path(__file__).resolve().parents[1]),  # shoal itself, wherever it is installed
-            *sys.path,
+            *(p for p in sys.path if not _is_working_folder(p, prefixes)),
         }
         for entry in sorted(p for p in python if p and os.path.exists(p)):
             real = Path(entry).resolve()
@@ -203,6 +202,20 @@ class Sandbox:
                 continue
             paths.append(str(real))
         return paths
+
+
+def _is_working_folder(entry: str, prefixes: set[str]) -> bool:
+    """Whether a ``sys.path`` entry is only there because the host was started from that folder
+    (``python -m`` puts the working folder first): the operator's home, say, which job code has
+    no business reading. Jobs get their own first entry (``shoal.wire.warm``)."""
+    if entry in ("", "."):
+        return True
+    try:
+        real = Path(entry).resolve()
+        here = Path.cwd().resolve()
+    except OSError:
+        return False
+    return real == here and not any(real.is_relative_to(Path(p).resolve()) for p in prefixes)
 
 
 def _usable_abi() -> int:
