@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck compile bench clean mutate
+.PHONY: demo test system-deps lint typecheck compile bench clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ typecheck: $(STAMP)
 
 # The suite runs in a random order (pytest-randomly), its seed printed first, so that no test can
 # depend on another having run before it; `make test SEED=N` runs one order again.
-test: lint typecheck compile $(TORCH_STAMP)
+# iproute2 (network namespaces), PostgreSQL and zsh from Debian's packages, when missing.
+system-deps:
+	bash scripts/system-deps.sh
+
+test: system-deps lint typecheck compile $(TORCH_STAMP)
 	@seed=$(SEED); seed=$${seed:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
 	echo "test order: pytest-randomly seed $$seed (make test SEED=$$seed runs it again)"; \
 	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$$seed
