@@ -128,12 +128,15 @@ class Thief(Workflow):
 """
 
 
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+@pytest.fixture(scope="module", params=["forked", "cold"])
+def fed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Federation]:
+    """Job processes forked from the warm fork servers, and started cold (SHOAL_WARM_SPARES=0):
+    both paths confine the same way."""
+    warm = {"SHOAL_WARM_SPARES": "0"} if request.param == "cold" else {}
     federation = start_federation(
         tmp_path_factory.mktemp("isolation"),
         studies=CUSTOM_CODE_STUDIES,
-        env={SECRET_ENV: "hunter2"},
+        env={SECRET_ENV: "hunter2", **warm},
         site_local={"site-2": {"site_policy.json": {"allow_network": False}}},
     )
     try:
