@@ -128,6 +128,26 @@ class Thief(Workflow):
 """
 
 
+#: Nests 3,000 folders in its scratch and its output folder, then ends: the server's walk of
+#: them raised RecursionError, and the job was never settled.
+DEEP_WORKFLOW = r"""
+import os
+from shoal.fl.workflow import Workflow
+
+class Deep(Workflow):
+    def run(self):
+        for top in (self.ctx.run_dir, self.ctx.workspace):
+            fd = os.open(top, os.O_RDONLY)
+            for _ in range(3000):
+                os.mkdir("d", dir_fd=fd)
+                child = os.open("d", os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            os.close(fd)
+        (self.ctx.workspace / "result.txt").write_text("kept")
+"""
+
+
 @pytest.fixture(scope="module", params=["forked", "cold"])
 def fed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Federation]:
     """Job processes forked from the warm fork servers, and started cold (SHOAL_WARM_SPARES=0):
@@ -317,3 +337,19 @@ def test_the_host_says_what_confines_its_jobs(fed: Federation) -> None:
         assert "job sandbox: Landlock ABI" in log, log[-2000:]
         if os.geteuid() == 0:
             assert "without capabilities" in log or "jobs run as" in log
+
+
+def test_a_workflow_that_nests_folders_without_end_still_settles(fed: Federation, tmp_path: Path) -> None:
+    job = _job(tmp_path / "job", server={"workflow": {"class": "deep.Deep"}})
+    (job / "app" / "custom" / "deep.py").write_text(DEEP_WORKFLOW)
+    code, doc = fed.cli.json(
+        "job", "submit", "-j", job, "--wait", "--timeout", "60", "--study", CUSTOM_CODE_STUDY
+    )
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    job_dir = fed.kits / "server" / "workspace" / "jobs" / doc["data"]["job_id"]
+    assert (job_dir / "workspace" / "result.txt").read_text() == "kept"
+    assert not (job_dir / "run").exists() and not (job_dir / "out").exists()
+    code, meta = fed.cli.json("job", "meta", doc["data"]["job_id"], "--study", CUSTOM_CODE_STUDY)
+    assert any("deeper than" in n for n in meta["data"]["notices"]), meta
+    code, doc = fed.cli.json("job", "submit", "-j", _job(tmp_path / "next"), "--wait", "--timeout", "60")
+    assert code == 0, doc  # the server goes on running jobs

@@ -17,6 +17,9 @@ import stat
 from pathlib import Path, PurePosixPath
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: How deep ``harvest`` goes into a job's output folder. A job can nest folders deeper than
+#: Python's recursion limit (``os.fwalk`` recurses), which would stop the host's own code.
+HARVEST_DEPTH = 32
 
 
 class UnsafeJobFile(ValueError):
@@ -62,6 +65,9 @@ def harvest(src: Path, dest: Path, reserved: frozenset[str] = frozenset()) -> li
     skipped: list[str] = []
     for folder, dirs, files, folder_fd in os.fwalk(src, follow_symlinks=False):
         rel = Path(folder).relative_to(src)
+        if len(rel.parts) >= HARVEST_DEPTH and dirs:
+            skipped.append(f"{rel}: folders deeper than {HARVEST_DEPTH} levels")
+            dirs.clear()  # not walked into: the walk's depth stays bounded
         if rel.parts and rel.parts[0] in reserved:
             skipped += [f"{rel / name}: the server keeps {rel.parts[0]}/ for itself" for name in files]
             continue
@@ -96,6 +102,40 @@ def harvest(src: Path, dest: Path, reserved: frozenset[str] = frozenset()) -> li
         finally:
             os.close(target_fd)
     return skipped
+
+
+def remove_tree(root: Path) -> None:
+    """Remove ``root`` and everything beneath it, never following a link, with a loop rather than
+    recursion and one descriptor at a time: a job can nest folders deeper than Python's recursion
+    limit (``shutil.rmtree`` recurses on 3.11) and than any path can be long."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    below: list[str] = []  # the names from ``root`` down to the folder ``fd`` is
+    try:
+        while True:
+            with os.scandir(fd) as entries:
+                listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+            sub = next((name for name, is_dir in listed if is_dir), None)
+            for name, is_dir in listed:
+                if not is_dir:
+                    os.unlink(name, dir_fd=fd)
+            if sub is not None:
+                child = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                below.append(sub)
+                continue
+            if not below:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(below.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(root)
 
 
 def _walk_dirs(root: Path, parts: tuple[str, ...]) -> int:

@@ -11,13 +11,12 @@ import asyncio
 import base64
 import logging
 import os
-import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.sandbox.files import claim, harvest
+from shoal.sandbox.files import claim, harvest, remove_tree
 from shoal.scheduler.controller_messages import error_message, round_metrics, task_message
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
@@ -583,8 +582,9 @@ class JobRun:
             skipped = harvest(
                 self.paths.out, self.paths.workspace, frozenset({"server", "tensorboard", *self.site_apps})
             )
-        except OSError as exc:
-            skipped = [f"its output folder could not be read: {exc}"]
+        except (OSError, RecursionError) as exc:  # the job's folder is its own to shape
+            log.warning("job %s: taking the workflow's outputs failed: %s", self.job_id, exc)
+            skipped = [f"its output folder could not be read: {type(exc).__name__}: {exc}"]
         for what in skipped[:20]:
             self.notice(f"server: a file the workflow wrote was not kept: {what}")
 
@@ -592,7 +592,10 @@ class JobRun:
         """What the job no longer needs: scratch, models in flight, results not taken. Removed
         without following links (the workflow could have left some)."""
         for folder in (self.paths.run, self.paths.models, self.paths.results, self.paths.out):
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                remove_tree(folder)
+            except OSError as exc:  # what is left is the job's own; the job is settled anyway
+                log.warning("job %s: could not remove %s: %s", self.job_id, folder, exc)
 
     def kill(self) -> None:
         """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""

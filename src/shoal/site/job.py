@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
 from shoal.fl.privacy import APPLIED_META_KEY, site_privacy
-from shoal.sandbox.files import UnsafeJobFile, claim
+from shoal.sandbox.files import UnsafeJobFile, claim, remove_tree
 from shoal.site.policy import PRIVACY_KEY
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
@@ -149,7 +149,7 @@ class SiteJob:
         argv = client_command(app_dir, refuse_scripts=refusal)
         custom = [str(app_dir / "custom")] if custom_code else []
         if self.work_dir.exists():  # left by an earlier agent process that ran this job and died
-            await asyncio.to_thread(shutil.rmtree, self.work_dir)
+            await asyncio.to_thread(remove_tree, self.work_dir)  # the script's: any depth, any links
         for folder in (self.work_dir, self.models_dir, self.results_dir):
             folder.mkdir(parents=True, exist_ok=True)
         env = {

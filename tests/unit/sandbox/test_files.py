@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.sandbox.files import UnsafeJobFile, claim, harvest, relative_inside
+from shoal.sandbox.files import UnsafeJobFile, claim, harvest, relative_inside, remove_tree
 
 
 @pytest.fixture
@@ -107,3 +107,39 @@ def test_harvest_leaves_the_servers_own_folders_alone(dirs: tuple[Path, Path]) -
     skipped = harvest(out, workspace, frozenset({"server", "site-1"}))
     assert not (workspace / "site-1").exists() and not (workspace / "server").exists()
     assert (workspace / "model.bin").exists() and len(skipped) == 2, skipped
+
+
+def _nest(root: Path, depth: int) -> None:
+    """``depth`` folders inside each other (deeper than a path may be long, or Python recurse)."""
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+
+
+def test_harvest_is_bounded_in_depth(dirs: tuple[Path, Path]) -> None:
+    """A job's 3,000 nested folders made the host's walk raise RecursionError (its job then
+    never settled); the walk stops at HARVEST_DEPTH and says so."""
+    out, workspace = dirs
+    (out / "model.bin").write_bytes(b"m")
+    _nest(out, 3000)
+    skipped = harvest(out, workspace)
+    assert (workspace / "model.bin").exists()
+    assert any("deeper than" in s for s in skipped), skipped
+
+
+def test_remove_tree_takes_any_depth_and_follows_no_link(tmp_path: Path, secret: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    _nest(job, 3000)
+    (job / "key-link").symlink_to(secret)
+    (job / "dir-link").symlink_to(secret.parent, target_is_directory=True)
+    (job / "flat").mkdir()
+    for i in range(50):
+        (job / "flat" / f"f{i}").write_text("x")
+    remove_tree(job)
+    assert not job.exists() and secret.read_text() == "PRIVATE KEY"
+    remove_tree(job)  # already gone: nothing to do
