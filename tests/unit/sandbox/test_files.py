@@ -126,7 +126,10 @@ def test_harvest_is_bounded_in_depth(dirs: tuple[Path, Path]) -> None:
     out, workspace = dirs
     (out / "model.bin").write_bytes(b"m")
     _nest(out, 3000)
-    skipped = harvest(out, workspace)
+    try:
+        skipped = harvest(out, workspace)
+    finally:
+        remove_tree(out)  # pytest's own clean-up of tmp_path recurses (shutil.rmtree) and would fail
     assert (workspace / "model.bin").exists()
     assert any("deeper than" in s for s in skipped), skipped
 
