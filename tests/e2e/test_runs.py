@@ -243,8 +243,8 @@ def test_format_default_and_upper_case_json(federation: Federation, tmp_path: Pa
     """Flower calls the human view --format default, and reads JSON in any case."""
     root = app(tmp_path, federation)
     env = federation.cli.env()
-    for fmt in ("default", "DEFAULT"):
-        human = subprocess.run(
+    def ls(fmt: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "shoal", "ls", "--format", fmt],
             cwd=root,
             capture_output=True,
@@ -252,16 +252,12 @@ def test_format_default_and_upper_case_json(federation: Federation, tmp_path: Pa
             env=env,
             timeout=60,
         )
+
+    for fmt in ("default", "DEFAULT"):
+        human = ls(fmt)
         assert human.returncode == 0 and "RUN ID" in human.stdout, human.stderr
     for fmt in ("JSON", "Json"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "shoal", "ls", "--format", fmt],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        proc = ls(fmt)
         assert proc.returncode == 0 and json.loads(proc.stdout)["success"] is True, proc.stderr
     code, doc = federation.cli.json("job", "list")  # the job surface takes the same names
     proc = federation.cli.run("job", "list", "--format", "JSON")
