@@ -243,6 +243,7 @@ def test_format_default_and_upper_case_json(federation: Federation, tmp_path: Pa
     """Flower calls the human view --format default, and reads JSON in any case."""
     root = app(tmp_path, federation)
     env = federation.cli.env()
+
     def ls(fmt: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "shoal", "ls", "--format", fmt],
