@@ -243,6 +243,8 @@ def test_format_default_and_upper_case_json(federation: Federation, tmp_path: Pa
     """Flower calls the human view --format default, and reads JSON in any case."""
     root = app(tmp_path, federation)
     env = federation.cli.env()
+    code, doc, _ = shoal(federation, root, "run")  # a run of its own to list, whatever ran before
+    assert code == 0, doc
 
     def ls(fmt: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
