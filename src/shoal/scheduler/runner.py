@@ -120,6 +120,7 @@ class JobRun:
         #: The SHA-256 of the job's stored archive (its blob id), which a site checks what it
         #: downloads against: a bucket (or anything on the way) that altered it is caught.
         self.archive_sha256 = ""
+        self._unknown_ops: set[str] = set()  # kinds of unknown workflow messages already logged
         self.paths = paths
         self.server_app = server_app
         self.site_apps = site_apps  # site name -> app folder it runs
@@ -332,8 +333,10 @@ class JobRun:
             status, error = error_message(msg, set(self.site_apps))
             self._outcome = (status, f"{error['type']}: {error['message']}", error)
             self._release_controller()
-        else:
-            log.warning("job %s: the workflow sent an unknown message %r; ignored", self.job_id, str(op)[:40])
+        elif (unknown := str(op)[:40]) not in self._unknown_ops and len(self._unknown_ops) < 16:
+            # said once per kind (a workflow's flood of them must not fill the server's log)
+            self._unknown_ops.add(unknown)
+            log.warning("job %s: the workflow sent an unknown message %r; ignored", self.job_id, unknown)
 
     def result_path(self, task_id: str, site: str) -> Path:
         """Where a site's checked result for a task waits for the workflow (a server-made name)."""
