@@ -1,6 +1,6 @@
 """What secure aggregation costs: per-round overhead on the POC (2 sites) against plain FedAvg,
 and the protocol's work and bytes for 10 and 100 sites, played in-process by the real site and
-server code (``shoal.fl.secagg_site``, ``shoal.fl.secagg_server.unmask``) without the network.
+server code (``shoal.privacy.secagg_site``, ``shoal.workflows.secure_round.unmask``) without the network.
 
 Not the network's time for 10 or 100 sites (the light bench sites do not run training scripts,
 which hold the keys): the in-process figures are the CPU each site and the server spend, and the
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from shoal.fl.secagg_server import unmask
-from shoal.fl.secagg_site import SiteProtocol
+from shoal.privacy.secagg_site import SiteProtocol
 from shoal.wire.jsonout import dumps
+from shoal.workflows.secure_round import unmask
 
 
 def protocol_round(n_sites: int, n_params: int, drop: int = 0) -> dict[str, float]:

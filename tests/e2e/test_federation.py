@@ -472,7 +472,7 @@ def test_without_warm_processes_jobs_start_cold_and_agree(tmp_path: Path) -> Non
         daemons = set(json.loads((fed.workspace / "run" / "pids.json").read_text()).values())
         table = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout
         children = [line for line in table.splitlines() if int(line.split()[0]) in daemons]
-        assert not [c for c in children if "shoal.wire.warm" in c], children
+        assert not [c for c in children if "shoal.runtime.launcher" in c], children
     finally:
         stop_federation(fed)
 

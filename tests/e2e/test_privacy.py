@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from shoal.fl.accounting import gaussian_epsilon
+from shoal.privacy.accounting import gaussian_epsilon
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
 from tests.federation import CUSTOM_CODE_STUDIES, CUSTOM_CODE_STUDY, own_federation
@@ -100,7 +100,7 @@ CAPTURE_WORKFLOW = """
 import json
 import numpy as np
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import Workflow
+from shoal.workflows.base import Workflow
 
 class Capture(Workflow):
     def run(self):

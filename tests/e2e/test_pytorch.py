@@ -83,7 +83,7 @@ def test_hello_pt_learns_on_a_federation(federated: dict[str, str]) -> None:
 def test_simulate_gives_the_federations_global_model(
     federated: dict[str, str], job: Path, tmp_path: Path
 ) -> None:
-    from shoal.fl.sim_worker import forget_job_modules
+    from shoal.simulator.worker import forget_job_modules
 
     # torch.ops and torch.classes answer any attribute, __path__ included: tidying up after a
     # run that imported torch must not take that for a list of folders.

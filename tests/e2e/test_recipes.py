@@ -125,7 +125,7 @@ def test_job_py_without_export_simulates(tmp_path: Path) -> None:
 MEDIAN = """
 import numpy as np
 from shoal.fl import FLModel
-from shoal.fl.workflow import Workflow
+from shoal.workflows.base import Workflow
 
 
 class Median(Workflow):

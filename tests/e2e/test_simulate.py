@@ -245,8 +245,8 @@ def test_a_crashing_worker_fails_the_job_with_more_sites_queued(cli: Cli, tmp_pa
 def test_the_servers_update_checks_apply_and_can_be_set(cli: Cli, tmp_path: Path) -> None:
     """A NaN update fails the simulated job naming the site, as on a server with its defaults;
     ``--accept-non-finite`` and ``--max-num-examples`` set what a server's limits.json sets."""
-    from shoal.fl.update_checks import DEFAULT_MAX_NUM_EXAMPLES
-    from tests.unit.fl.test_simulator import _hostile_job
+    from shoal.workflows.update_checks import DEFAULT_MAX_NUM_EXAMPLES
+    from tests.unit.simulator.test_engine import _hostile_job
 
     nan = _hostile_job(tmp_path / "nan", "float('nan')", "3")
     code, doc = cli.json("simulate", "-j", nan, "-n", "3", "-o", tmp_path / "out-1")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 FORKY_WORKFLOW = """
 import os, time
-from shoal.fl.workflow import Workflow
+from shoal.workflows.base import Workflow
 
 class Forky(Workflow):
     def run(self):

@@ -68,7 +68,7 @@ def probe(targets):
 HOSTILE_WORKFLOW = (
     PROBE
     + r"""
-from shoal.fl.workflow import Workflow
+from shoal.workflows.base import Workflow
 
 class Hostile(Workflow):
     def run(self):
@@ -117,7 +117,7 @@ while True:
 
 #: Names a file outside its folder as a task's model: the server must not serve it to the sites.
 MODEL_THIEF = r"""
-from shoal.fl.workflow import Workflow
+from shoal.workflows.base import Workflow
 
 class Thief(Workflow):
     def run(self):
@@ -132,7 +132,7 @@ class Thief(Workflow):
 #: them raised RecursionError, and the job was never settled.
 DEEP_WORKFLOW = r"""
 import os
-from shoal.fl.workflow import Workflow
+from shoal.workflows.base import Workflow
 
 class Deep(Workflow):
     def run(self):
@@ -324,7 +324,8 @@ def test_custom_workflows_are_refused_where_the_study_does_not_allow_them(
     assert code == 1 and doc["error_code"] == "CUSTOM_CODE_NOT_ALLOWED", doc
     # A built-in workflow named by its class path is not custom code.
     job2 = _job(
-        tmp_path / "job2", server={"workflow": {"class": "shoal.fl.fedavg.FedAvg"}, "args": {"num_rounds": 1}}
+        tmp_path / "job2",
+        server={"workflow": {"class": "shoal.workflows.fedavg.FedAvg"}, "args": {"num_rounds": 1}},
     )
     code, doc = fed.cli.json("job", "submit", "-j", job2, "--wait", "--timeout", "60")
     assert code == 0, doc

@@ -89,7 +89,7 @@ def test_a_site_forbidding_custom_code_runs_no_shoal_module_but_its_clients(
     job = echo_job(tmp_path / "job", min_clients=1, meta={"deploy_map": {"app": ["server", "site-2"]}})
     (job / "app" / "config" / "config_fed_client.json").write_text(
         json.dumps(
-            {"module": "shoal.fl.controller_main", "args": "--job-id 1 --app-dir . --run-dir . --workspace ."}
+            {"module": "shoal.runtime.controller", "args": "--job-id 1 --app-dir . --run-dir . --workspace ."}
         )
     )
     code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "60")

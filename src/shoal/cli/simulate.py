@@ -1,6 +1,6 @@
 """``shoal simulate``: run a job on this machine with N virtual sites, no server or certificates.
 
-The work is in ``shoal.fl.simulator`` (imported only when the command runs: it pulls numpy).
+The work is in ``shoal.simulator.engine`` (imported only when the command runs: it pulls numpy).
 Round progress goes to stderr; the report is the command's data.
 """
 
@@ -87,9 +87,9 @@ def register(groups: Any) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> Result:
-    from shoal.fl.simulator import failure, run_simulation
-    from shoal.fl.update_checks import DEFAULT_MAX_NUM_EXAMPLES, UpdateChecks
+    from shoal.simulator.engine import failure, run_simulation
     from shoal.wire.jobdef import load_job_definition
+    from shoal.workflows.update_checks import DEFAULT_MAX_NUM_EXAMPLES, UpdateChecks
 
     job = Path(args.job_folder).expanduser()
     n_sites = args.n_sites if args.n_sites is not None else load_job_definition(job).min_clients

@@ -1,4 +1,5 @@
-"""What user code imports: the client API for training scripts, FLModel, and workflows."""
+"""What a training script imports: the client API (``shoal.fl.client``), FLModel, and helpers
+for PyTorch and FedProx. Workflows live in ``shoal.workflows``."""
 
 from shoal.fl.model import FLModel
 

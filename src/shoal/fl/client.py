@@ -21,16 +21,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.fl.logconfig import apply as apply_log_setting
 from shoal.fl.model import FLModel
 from shoal.wire.channel import METRIC_KEY_MAX, SyncChannel
+from shoal.wire.logconfig import apply as apply_log_setting
 from shoal.wire.models import load_params, result_header_json, save_params
 
 _channel: SyncChannel | None = None
 _current_task: dict[str, Any] | None = None
 _running = False
 _task_name = "train"
-_secagg: Any = None  # this site's secure aggregation state (shoal.fl.secagg_site), made on first use
+_secagg: Any = None  # this site's secure aggregation state (shoal.privacy.secagg_site), made on first use
 
 
 def init() -> None:
@@ -44,7 +44,7 @@ def init() -> None:
 def attach(channel: SyncChannel) -> None:
     """Use ``channel`` as the transport instead of the inherited socket, and start afresh.
 
-    The seam the simulator plugs into (``shoal.fl.sim_worker``): it attaches an in-process
+    The seam the simulator plugs into (``shoal.simulator.worker``): it attaches an in-process
     channel per task, so the script's own ``init()`` finds it connected and everything else
     (receive, send, log_metric) runs exactly the code a real site runs.
     """
@@ -146,7 +146,7 @@ def send(model: FLModel) -> None:
 def _secagg_state() -> Any:
     global _secagg
     if _secagg is None:
-        from shoal.fl.secagg_site import SiteProtocol
+        from shoal.privacy.secagg_site import SiteProtocol
 
         _secagg = SiteProtocol(site_name())
     return _secagg

@@ -86,7 +86,7 @@ class Recipe:
         if self.client_module is not None and not self.client_module.startswith("shoal.fl.clients."):
             raise ShoalError("INVALID_ARGS", "client_module must be a built-in shoal.fl.clients module")
         if self.privacy is not None:
-            from shoal.fl.privacy import PrivacySpecError, check_privacy
+            from shoal.privacy.protections import PrivacySpecError, check_privacy
 
             try:
                 self.privacy = check_privacy(self.privacy)
@@ -166,7 +166,7 @@ class Recipe:
         metrics_summary.json, logs)."""
         import tempfile
 
-        from shoal.fl.simulator import simulate
+        from shoal.simulator.engine import simulate
 
         with tempfile.TemporaryDirectory(prefix=f"shoal-recipe-{self.recipe_name}-") as tmp:
             job = self.export(Path(tmp) / self.name)

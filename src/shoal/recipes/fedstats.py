@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shoal.errors import ShoalError
-from shoal.fl.fedstats import ALL_STATISTICS
 from shoal.recipes.base import Recipe, knob
+from shoal.workflows.fedstats import ALL_STATISTICS
 
 
 @dataclass(kw_only=True)

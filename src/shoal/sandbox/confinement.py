@@ -207,7 +207,7 @@ class Sandbox:
 def _is_working_folder(entry: str, prefixes: set[str]) -> bool:
     """Whether a ``sys.path`` entry is only there because the host was started from that folder
     (``python -m`` puts the working folder first): the operator's home, say, which job code has
-    no business reading. Jobs get their own first entry (``shoal.wire.warm``)."""
+    no business reading. Jobs get their own first entry (``shoal.runtime.launcher``)."""
     if entry in ("", "."):
         return True
     try:

@@ -32,8 +32,8 @@ from shoal.wire.models import INLINE_BYTES
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
+    from shoal.runtime.launcher import JobProcess
     from shoal.scheduler.scheduler import Scheduler
-    from shoal.wire.warm import JobProcess
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -168,7 +168,7 @@ class JobRun:
             d.mkdir(parents=True, exist_ok=True)
         argv = [
             "-m",
-            "shoal.fl.controller_main",
+            "shoal.runtime.controller",
             "--job-id",
             str(self.job_id),
             "--app-dir",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
-from shoal.fl.update_checks import UpdateChecks
+from shoal.runtime.launcher import ForkServer
 from shoal.scheduler.events import JobEvents
 from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.runner import JobPaths, JobRun
@@ -27,7 +27,7 @@ from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
 from shoal.wire.resources import Need, ResourceError, check_spec
 from shoal.wire.status import JobStatus, brief
-from shoal.wire.warm import ForkServer
+from shoal.workflows.update_checks import UpdateChecks
 
 if TYPE_CHECKING:
     from shoal.sandbox.confinement import Sandbox
@@ -94,9 +94,10 @@ class Scheduler:
         self.finished: OrderedDict[int, JobRun] = OrderedDict()
         self._kick_pending = False
         # Job controllers are forked from a process that has numpy and the workflows imported
-        # (shoal.wire.warm): a job's first round does not wait for an interpreter to start.
+        # (shoal.runtime.launcher): a job's first round does not wait for an interpreter to start.
         self.launcher = ForkServer(
-            ("numpy", "shoal.fl.fedavg", "shoal.fl.workflow", "shoal.sandbox.confinement"), pipe_stdout=False
+            ("numpy", "shoal.workflows.fedavg", "shoal.workflows.base", "shoal.sandbox.confinement"),
+            pipe_stdout=False,
         )
 
     def paths(self, job_id: int) -> JobPaths:

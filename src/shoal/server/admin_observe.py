@@ -8,9 +8,9 @@ import time
 from aiohttp import web
 
 from shoal.errors import ShoalError
-from shoal.fl.logconfig import LEVELS, MODES
 from shoal.server.context import CTX
 from shoal.server.views import job_meta, json_response
+from shoal.wire.logconfig import LEVELS, MODES
 
 LONG_POLL_MAX = 30.0
 LOG_CAP_BYTES = 5 * 2**20  # per log in one answer; the CLI bounds further

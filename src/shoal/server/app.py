@@ -17,8 +17,6 @@ from aiohttp import web
 
 from shoal.api.config_file import shoal_home
 from shoal.errors import ShoalError
-from shoal.fl import logconfig
-from shoal.fl.update_checks import UpdateChecks, update_checks_from_limits
 from shoal.sandbox.confinement import Sandbox
 from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry, close_channel
@@ -49,7 +47,9 @@ from shoal.server.middleware import (
 from shoal.server.studies import Studies
 from shoal.store.blobs import BLOBS_URL, open_blobs
 from shoal.store.choice import STORE_URL_ENV, open_job_store
+from shoal.wire import logconfig
 from shoal.wire.models import RESULT_HEADER_MAX
+from shoal.workflows.update_checks import UpdateChecks, update_checks_from_limits
 
 SHUTDOWN_GRACE = 2.0  # seconds open requests get to finish when the server stops
 FILE_LIMIT_WANTED = 65536  # open files the server asks for (up to the hard limit): one a connection
@@ -242,7 +242,7 @@ def _limits(path: Path) -> dict[str, int]:
 
 
 def _update_checks(path: Path) -> UpdateChecks:
-    """What ``local/limits.json`` says a site's update must pass (shoal.fl.update_checks)."""
+    """What ``local/limits.json`` says a site's update must pass (shoal.workflows.update_checks)."""
     data = read_operator_json(path)
     return update_checks_from_limits(json_object(data, path) if data is not None else {}, path)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.fl.privacy import SITE_KEYS, PrivacySpecError, check_privacy
+from shoal.privacy.protections import SITE_KEYS, PrivacySpecError, check_privacy
 from shoal.site.policy import BOOL_KEYS, PRIVACY_KEY, STRING_LIST_KEYS
 
 VERSION_MAX = 64  # characters of the agent's version string

@@ -23,16 +23,16 @@ import aiohttp
 from shoal import __version__
 from shoal.api.config_file import shoal_home
 from shoal.errors import ShoalError
-from shoal.fl import logconfig
+from shoal.runtime.launcher import ForkServer
 from shoal.sandbox.confinement import Sandbox
 from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
 from shoal.site.policy import load_site_policy, load_site_resources
+from shoal.wire import logconfig
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.status import brief
-from shoal.wire.warm import ForkServer
 
 log = logging.getLogger("shoal.site")
 
@@ -84,7 +84,7 @@ class SiteAgent:
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
         # Training processes are forked from a process that has numpy and the client API
-        # imported (shoal.wire.warm): a job's script starts without waiting for an interpreter.
+        # imported (shoal.runtime.launcher): a job's script starts without waiting for an interpreter.
         self.launcher = ForkServer(
             ("numpy", "shoal.fl.client", "shoal.fl", "shoal.sandbox.confinement"), pipe_stdout=True
         )

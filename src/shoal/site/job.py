@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
-from shoal.fl.privacy import APPLIED_META_KEY, site_privacy
+from shoal.privacy.protections import APPLIED_META_KEY, site_privacy
 from shoal.sandbox.files import UnsafeJobFile, claim, remove_tree
 from shoal.site.policy import PRIVACY_KEY
 from shoal.wire.archive import extract_archive
@@ -31,9 +31,9 @@ from shoal.wire.models import INLINE_BYTES, result_header_json
 from shoal.wire.status import brief
 
 if TYPE_CHECKING:
+    from shoal.runtime.launcher import JobProcess
     from shoal.scheduler.tracking import JobTracking
     from shoal.site.agent import SiteAgent
-    from shoal.wire.warm import JobProcess
 
 log = logging.getLogger("shoal.site")
 
@@ -73,7 +73,9 @@ class SiteJob:
         self._failed = False
         self._round = 0  # the round of the latest task (a step for metrics kept on the site)
         self._own_tracking: JobTracking | None = None  # share_metrics: false (site policy)
-        self.privacy: dict[str, Any] = {}  # the protections applied to every result (shoal.fl.privacy)
+        self.privacy: dict[
+            str, Any
+        ] = {}  # the protections applied to every result (shoal.privacy.protections)
 
     @property
     def log_path(self) -> Path:
@@ -428,7 +430,7 @@ class SiteJob:
     def _privatize(self, path: Path, task_id: str) -> dict[str, Any]:
         """Apply the job's and the site's privacy protections to the result file in place (the
         agent's own copy, taken out of the script's folder); what was applied, for the header."""
-        from shoal.fl.privacy import apply_site_privacy
+        from shoal.privacy.protections import apply_site_privacy
         from shoal.wire.models import load_params, save_params
 
         model = self.models_dir / f"{task_id}.safetensors"

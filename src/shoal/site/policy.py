@@ -22,7 +22,7 @@ BOOL_KEYS = ("allow_custom_code", "allow_log_streaming", "allow_network", "share
 #: ``studies``: the studies served (absent or null: every study); ``data_paths``: folders (or
 #: files) training scripts may read, beyond their own job's (absent: none).
 STRING_LIST_KEYS = ("studies", "data_paths")
-#: ``privacy``: protections every job's results get at this site, at least (shoal.fl.privacy:
+#: ``privacy``: protections every job's results get at this site, at least (shoal.privacy.protections:
 #: client_dp, exclude, top_fraction, quantize_bits); a job may ask for more, never for less.
 PRIVACY_KEY = "privacy"
 POLICY_HINT = (
@@ -63,7 +63,7 @@ def check_site_policy(data: object, path: Path) -> dict[str, Any]:
         if not os.path.isabs(path_text):
             raise _bad(path, f"'data_paths' must hold absolute paths, not {path_text!r}", key="data_paths")
     if data.get(PRIVACY_KEY) is not None:
-        from shoal.fl.privacy import SITE_KEYS, PrivacySpecError, check_privacy
+        from shoal.privacy.protections import SITE_KEYS, PrivacySpecError, check_privacy
 
         try:
             data = {**data, PRIVACY_KEY: check_privacy(data[PRIVACY_KEY], allowed=SITE_KEYS)}

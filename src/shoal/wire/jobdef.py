@@ -317,7 +317,7 @@ def load_job_definition(root: Path) -> JobDefinition:
         raise _meta_invalid(str(exc)) from exc
     server_app, site_apps = _split_targets(deploy_map)
     if meta.get("privacy") is not None:
-        from shoal.fl.privacy import PrivacySpecError, check_privacy
+        from shoal.privacy.protections import PrivacySpecError, check_privacy
 
         try:
             check_privacy(meta["privacy"])
@@ -350,11 +350,14 @@ def load_job_definition(root: Path) -> JobDefinition:
 #: The workflows shoal ships, by the name a server config gives and the class that runs it: the
 #: only server code a study that does not allow custom code runs.
 BUILTIN_WORKFLOWS = {
-    "fedavg": "shoal.fl.fedavg.FedAvg",
-    "fedstats": "shoal.fl.fedstats.FedStats",
-    "cyclic": "shoal.fl.cyclic.Cyclic",
-    "cross_site_eval": "shoal.fl.crosseval.CrossSiteEval",
+    "fedavg": "shoal.workflows.fedavg.FedAvg",
+    "fedstats": "shoal.workflows.fedstats.FedStats",
+    "cyclic": "shoal.workflows.cyclic.Cyclic",
+    "cross_site_eval": "shoal.workflows.crosseval.CrossSiteEval",
 }
+#: Every class path that names a built-in workflow: today's, and the one FedAvg had before the
+#: workflows left ``shoal.fl`` (jobs written then still name it, and it still is shoal's code).
+BUILTIN_WORKFLOW_CLASSES = frozenset({*BUILTIN_WORKFLOWS.values(), "shoal.fl.fedavg.FedAvg"})
 #: The training clients shoal ships: the only ``module`` a site that forbids custom code runs
 #: (a module under ``shoal.`` may itself load code from the job, as the controller's entry point
 #: loads a workflow class, so a prefix is not enough).
@@ -367,7 +370,7 @@ def server_custom_code(app_dir: Path) -> str | None:
     sites shares with them, is importable by the workflow only where custom code is allowed.)"""
     config = json.loads(app_dir.joinpath(*SERVER_CONFIG).read_text())
     spec = config.get("workflow", "fedavg")
-    if isinstance(spec, dict) and spec.get("class") not in BUILTIN_WORKFLOWS.values():
+    if isinstance(spec, dict) and spec.get("class") not in BUILTIN_WORKFLOW_CLASSES:
         return f"its workflow class {str(spec.get('class'))[:200]!r} is custom code"
     return None
 

@@ -69,7 +69,7 @@ def test_load_into_rejects_names_that_do_not_match() -> None:
 def test_shoal_numpy_path_does_not_import_torch() -> None:
     probe = (
         "import sys\n"
-        "import shoal.fl.client, shoal.fl.fedavg, shoal.fl.simulator, shoal.cli.main\n"
+        "import shoal.fl.client, shoal.workflows.fedavg, shoal.simulator.engine, shoal.cli.main\n"
         "print('torch' in sys.modules)\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)

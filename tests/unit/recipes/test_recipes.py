@@ -130,7 +130,7 @@ def test_privacy_goes_into_meta_json_as_submit_checks_it(source: Path, tmp_path:
 
 
 def test_secure_aggregation_is_a_fedavg_argument(source: Path, tmp_path: Path) -> None:
-    from shoal.fl.controller_main import resolve_workflow
+    from shoal.runtime.controller import resolve_workflow
 
     job = FedAvgRecipe(name="s", secure_aggregation=True, secagg_threshold=3, source_dir=source).export(
         tmp_path / "s"

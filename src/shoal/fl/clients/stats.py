@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from shoal.fl import FLModel
 from shoal.fl import client as flare
-from shoal.fl.fedstats import WITHHELD_REASON, site_pass1, site_pass2
+from shoal.workflows.fedstats import WITHHELD_REASON, site_pass1, site_pass2
 
 
 class DataError(ValueError):

@@ -1,4 +1,4 @@
-"""What a site's update must pass before a workflow sees it (shoal.fl.update_checks)."""
+"""What a site's update must pass before a workflow sees it (shoal.workflows.update_checks)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from shoal.errors import ShoalError
-from shoal.fl.update_checks import (
+from shoal.wire.models import LazyParams, save_params
+from shoal.workflows.update_checks import (
     DEFAULT_MAX_NUM_EXAMPLES,
     UpdateChecks,
     first_non_finite,
     update_checks_from_limits,
 )
-from shoal.wire.models import LazyParams, save_params
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

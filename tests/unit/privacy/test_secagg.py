@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shoal.fl import secagg
-from shoal.fl.secagg import WEIGHT_TENSOR
-from shoal.fl.secagg_server import unmask
-from shoal.fl.secagg_site import ProtocolError, SiteProtocol
-from shoal.fl.workflow import RoundFailed
+from shoal.privacy import secagg
+from shoal.privacy.secagg import WEIGHT_TENSOR
+from shoal.privacy.secagg_site import ProtocolError, SiteProtocol
+from shoal.workflows.base import RoundFailed
+from shoal.workflows.secure_round import unmask
 
 RND = 3
 

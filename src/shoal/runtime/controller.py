@@ -1,6 +1,6 @@
 """Entry point of a job's controller process: load the server app's workflow and run it.
 
-The server starts ``python -m shoal.fl.controller_main`` per job, in its own process group,
+The server starts ``python -m shoal.runtime.controller`` per job, in its own process group,
 with one end of a socketpair. Whatever the workflow does, the last message on the channel
 says how it ended ("done" or "error"), so the server can settle the job with a reason.
 """
@@ -18,12 +18,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from shoal.fl import logconfig
-from shoal.fl.update_checks import UpdateChecks
-from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
+from shoal.wire import logconfig
 from shoal.wire.channel import SyncChannel
-from shoal.wire.jobdef import BUILTIN_WORKFLOWS
+from shoal.wire.jobdef import BUILTIN_WORKFLOW_CLASSES, BUILTIN_WORKFLOWS
 from shoal.wire.status import brief
+from shoal.workflows.base import RoundFailed, Workflow, WorkflowContext
+from shoal.workflows.update_checks import UpdateChecks
 
 LAST_WORD_WAIT = 10.0  # seconds to wait for the server to read the outcome before exiting anyway
 
@@ -54,7 +54,7 @@ def resolve_workflow(
         dotted = BUILTIN_WORKFLOWS[spec]
     elif isinstance(spec, dict) and isinstance(spec.get("class"), str):
         dotted = spec["class"]
-        if not allow_custom_code and dotted not in BUILTIN_WORKFLOWS.values():
+        if not allow_custom_code and dotted not in BUILTIN_WORKFLOW_CLASSES:
             raise CustomCodeRefused(
                 f"the workflow class {dotted[:200]!r} is custom code, which this study does not allow"
             )
@@ -114,8 +114,8 @@ def check_privacy_support(cls: type[Workflow], app_dir: Path) -> None:
     """A job whose privacy block asks the server for central noise or a budget runs only a
     workflow that applies them (FedAvg and its subclasses): any other would finish without
     either, and the job would look protected when it was not."""
-    from shoal.fl.fedavg import FedAvg
-    from shoal.fl.job_privacy import read_job_privacy
+    from shoal.privacy.central import read_job_privacy
+    from shoal.workflows.fedavg import FedAvg
 
     asked = sorted(k for k in ("server_dp", "budget") if k in read_job_privacy(app_dir))
     if asked and not issubclass(cls, FedAvg):

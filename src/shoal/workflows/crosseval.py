@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.fl.fedavg import FedAvg
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import RoundFailed, WorkflowContext
+from shoal.workflows.base import RoundFailed, WorkflowContext
+from shoal.workflows.fedavg import FedAvg
 
 
 class CrossSiteEval(FedAvg):

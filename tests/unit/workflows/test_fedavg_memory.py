@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from shoal.fl.fedavg import FedAvg
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import WorkflowContext
 from shoal.wire.channel import SyncChannel, encode
 from shoal.wire.models import load_params, save_params
+from shoal.workflows.base import WorkflowContext
+from shoal.workflows.fedavg import FedAvg
 
 SITES = ("site-1", "site-2")
 

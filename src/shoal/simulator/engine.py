@@ -1,6 +1,6 @@
 """Run a job on this machine with N virtual sites: no server, no certificates, same results.
 
-    from shoal.fl.simulator import simulate
+    from shoal.simulator.engine import simulate
     workspace = simulate(Path("examples/hello-numpy"), n_sites=100, workers=2)
     # workspace / "FL_global_model.safetensors", "metrics_summary.json", "site-7/log.txt", ...
 
@@ -36,12 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
-from shoal.fl.controller_main import resolve_workflow
-from shoal.fl.sim_pool import IDLE_EXIT_GRACE, WorkerPool
-from shoal.fl.sim_transport import PoolTransport, RoundCallback
-from shoal.fl.sim_worker import SiteTask, forget_job_modules
-from shoal.fl.update_checks import UpdateChecks
-from shoal.fl.workflow import RoundFailed, WorkflowContext
+from shoal.runtime.controller import resolve_workflow
+from shoal.simulator.pool import IDLE_EXIT_GRACE, WorkerPool
+from shoal.simulator.transport import PoolTransport, RoundCallback
+from shoal.simulator.worker import SiteTask, forget_job_modules
 from shoal.wire.divergence import divergence_notices
 from shoal.wire.jobdef import (
     ALL_SITES,
@@ -52,6 +50,8 @@ from shoal.wire.jobdef import (
     eligible_sites,
     load_job_definition,
 )
+from shoal.workflows.base import RoundFailed, WorkflowContext
+from shoal.workflows.update_checks import UpdateChecks
 
 log = logging.getLogger("shoal.simulator")
 

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
-from shoal.fl.sim_worker import SiteTask
+from shoal.simulator.worker import SiteTask
 from shoal.wire.channel import SyncChannel
 
 SpecFactory = Callable[[str, dict[str, Any]], SiteTask]

@@ -19,10 +19,10 @@ from tests.e2e.test_federation import expected_fedavg
 from shoal.errors import ShoalError
 from shoal.fl import FLModel
 from shoal.fl import client as flare
-from shoal.fl.sim_worker import TaskChannel
-from shoal.fl.simulator import _scaled_deadline, run_simulation, simulate
-from shoal.fl.update_checks import UpdateChecks
+from shoal.simulator.engine import _scaled_deadline, run_simulation, simulate
+from shoal.simulator.worker import TaskChannel
 from shoal.wire.models import save_params
+from shoal.workflows.update_checks import UpdateChecks
 
 HELLO = EXAMPLES / "hello-numpy"
 
@@ -137,7 +137,7 @@ def test_workflow_exception_is_finished_exception(tmp_path: Path) -> None:
     server = {"workflow": {"class": "myflow.Broken"}}
     (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
     (job / "app" / "custom" / "myflow.py").write_text(
-        "from shoal.fl.workflow import Workflow\n"
+        "from shoal.workflows.base import Workflow\n"
         "class Broken(Workflow):\n"
         "    def run(self):\n"
         "        print('about to fail')\n"

@@ -12,7 +12,7 @@ from shoal.cli.job_observe import parse_when
 
 PROBE = (
     "import logging\n"
-    "from shoal.fl import logconfig\n"
+    "from shoal.wire import logconfig\n"
     "logconfig.setup()\n"
     "logging.getLogger('shoal.test').info('a line')\n"
     "logconfig.apply('concise')\n"

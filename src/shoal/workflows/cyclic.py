@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from shoal.fl.aggregate import mismatch, tensor_specs
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import BadUpdate, RoundFailed, Workflow, WorkflowContext
+from shoal.workflows.aggregate import mismatch, tensor_specs
+from shoal.workflows.base import BadUpdate, RoundFailed, Workflow, WorkflowContext
 
 
 class Cyclic(Workflow):

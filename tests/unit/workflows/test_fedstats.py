@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.unit.fl.test_workflow_arithmetic import SILENT, Sites, context
+from tests.unit.workflows.test_workflow_arithmetic import SILENT, Sites, context
 
 from shoal.fl.clients.stats import DataError, answer, read_table, resolve_data
-from shoal.fl.fedstats import (
+from shoal.fl.model import FLModel
+from shoal.workflows.base import RoundFailed
+from shoal.workflows.fedstats import (
     ALL_STATISTICS,
     FedStats,
     combine_pass1,
@@ -23,8 +25,6 @@ from shoal.fl.fedstats import (
     site_pass2,
     std_from_ssd,
 )
-from shoal.fl.model import FLModel
-from shoal.fl.workflow import RoundFailed
 
 RNG = np.random.default_rng(7)
 SITES = [

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from shoal.fl.cyclic import Cyclic
-from shoal.fl.fedavg import FedAvg
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import BadUpdate, RoundFailed, WorkflowContext
 from shoal.wire.channel import SyncChannel
 from shoal.wire.models import load_params, save_params
+from shoal.workflows.base import BadUpdate, RoundFailed, WorkflowContext
+from shoal.workflows.cyclic import Cyclic
+from shoal.workflows.fedavg import FedAvg
 
 Params = dict[str, np.ndarray]
 #: A site that never answers its task (a round deadline must end the wait).

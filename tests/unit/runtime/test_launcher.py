@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.wire import warm
-from shoal.wire.warm import ForkedProcess, ForkServer
+from shoal.runtime import launcher as warm
+from shoal.runtime.launcher import ForkedProcess, ForkServer
 
 SCRIPT = """
 import json, os, sys

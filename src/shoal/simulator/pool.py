@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from types import FrameType, TracebackType
 from typing import Any
 
-from shoal.fl.sim_worker import SiteTask
+from shoal.simulator.worker import SiteTask
 from shoal.wire.channel import encode
 
 log = logging.getLogger("shoal.simulator")
@@ -41,7 +41,7 @@ KILLED_EXIT_WAIT = 10.0
 #: ``sim_worker.serve`` on the inherited socket.
 _BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from shoal.fl.sim_worker import serve; serve(int(sys.argv[2]))"
+    "from shoal.simulator.worker import serve; serve(int(sys.argv[2]))"
 )
 
 

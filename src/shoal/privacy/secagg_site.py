@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from shoal.fl import secagg
-from shoal.fl.secagg import WEIGHT_TENSOR, b64, unb64
+from shoal.privacy import secagg
+from shoal.privacy.secagg import WEIGHT_TENSOR, b64, unb64
 
 TASKS = ("secagg_advertise", "secagg_share", "secagg_unmask")
 

@@ -1,7 +1,7 @@
 """Secure aggregation on the server: one FedAvg round in which the server learns only the sum.
 
 Four steps, each a task to the sites (their client API answers the protocol's tasks itself,
-``shoal.fl.secagg_site``): advertise keys; share secrets (sealed to each recipient, relayed);
+``shoal.privacy.secagg_site``): advertise keys; share secrets (sealed to each recipient, relayed);
 train and upload masked updates; unmask (the survivors reveal the self-mask seeds of the sites
 that uploaded and the mask keys of those that dropped before). A site that drops after its
 upload is still in the sum; fewer than ``threshold`` survivors fail the round, never a wrong
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from shoal.fl import secagg
 from shoal.fl.model import FLModel
-from shoal.fl.secagg import WEIGHT_TENSOR, unb64
-from shoal.fl.workflow import BadUpdate, RoundFailed, Workflow
+from shoal.privacy import secagg
+from shoal.privacy.secagg import WEIGHT_TENSOR, unb64
+from shoal.workflows.base import BadUpdate, RoundFailed, Workflow
 
 #: The dtypes a site may ask its tensors back in (a site names them; anything else is float32).
 FLOAT_DTYPES = ("float16", "float32", "float64")

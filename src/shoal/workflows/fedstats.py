@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shoal.fl.model import FLModel
-from shoal.fl.workflow import RoundFailed, Workflow, WorkflowContext
+from shoal.workflows.base import RoundFailed, Workflow, WorkflowContext
 
 Array = npt.NDArray[np.float64]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shoal.fl.controller_main import BUILTIN_WORKFLOWS, resolve_workflow
+from shoal.runtime.controller import BUILTIN_WORKFLOWS, resolve_workflow
 
 
 @pytest.mark.parametrize(
@@ -45,14 +45,16 @@ def test_the_arguments_each_builtin_documents_are_accepted(name: str, args: dict
 
 def test_a_custom_workflow_reads_what_it_likes() -> None:
     """``{"class": ...}`` names custom code: its arguments are its own business."""
-    cls, args = resolve_workflow({"workflow": {"class": "shoal.fl.fedavg.FedAvg"}, "args": {"anything": 1}})
+    cls, args = resolve_workflow(
+        {"workflow": {"class": "shoal.workflows.fedavg.FedAvg"}, "args": {"anything": 1}}
+    )
     assert cls.__name__ == "FedAvg" and args == {"anything": 1}
 
 
 def test_server_side_privacy_runs_only_in_a_workflow_that_applies_it(tmp_path: Path) -> None:
-    from shoal.fl.controller_main import check_privacy_support
-    from shoal.fl.cyclic import Cyclic
-    from shoal.fl.fedavg import FedAvg
+    from shoal.runtime.controller import check_privacy_support
+    from shoal.workflows.cyclic import Cyclic
+    from shoal.workflows.fedavg import FedAvg
 
     (tmp_path / "app").mkdir()
     budget = {"budget": {"epsilon": 1.0, "delta": 1e-5}}
@@ -62,3 +64,22 @@ def test_server_side_privacy_runs_only_in_a_workflow_that_applies_it(tmp_path: P
         check_privacy_support(Cyclic, tmp_path / "app")
     (tmp_path / "meta.json").write_text(json.dumps({"privacy": {"top_fraction": 0.5}}))
     check_privacy_support(Cyclic, tmp_path / "app")  # site-side filters work under any workflow
+
+
+@pytest.mark.parametrize(
+    "dotted", ["shoal.fl.fedavg.FedAvg", "shoal.workflows.fedavg.FedAvg"], ids=["before-the-move", "now"]
+)
+def test_fedavg_by_its_old_and_new_class_path_is_shoal_code(dotted: str) -> None:
+    """Jobs written before the workflows left ``shoal.fl`` name FedAvg by its old path: it still
+    loads the same class, and a study that forbids custom code still runs it."""
+    from shoal.workflows.fedavg import FedAvg
+
+    cls, _ = resolve_workflow({"workflow": {"class": dotted}, "args": {}}, allow_custom_code=False)
+    assert cls is FedAvg
+
+
+def test_custom_workflows_import_the_base_by_its_old_path_too() -> None:
+    from shoal.fl.workflow import Workflow as OldPath
+    from shoal.workflows.base import Workflow
+
+    assert OldPath is Workflow

@@ -203,10 +203,10 @@ def _answer(spec: SiteTask, sent: list[dict[str, Any]], error: tuple[str, str] |
 
 def _privatized(spec: SiteTask, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Apply the job's privacy block to the update at ``path`` as a real site's agent does
-    (shoal.fl.privacy), and return the result meta recording what was applied."""
+    (shoal.privacy.protections), and return the result meta recording what was applied."""
     import json
 
-    from shoal.fl.privacy import APPLIED_META_KEY, apply_site_privacy, site_privacy
+    from shoal.privacy.protections import APPLIED_META_KEY, apply_site_privacy, site_privacy
     from shoal.wire.models import load_params, save_params
 
     meta.pop(APPLIED_META_KEY, None)  # only the site's side says what it applied

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shoal.fl.accounting import Ledger, gaussian_epsilon
-from shoal.fl.job_privacy import JobPrivacy
-from shoal.fl.privacy import (
+from shoal.privacy.accounting import Ledger, gaussian_epsilon
+from shoal.privacy.central import JobPrivacy
+from shoal.privacy.protections import (
     APPLIED_META_KEY,
     PrivacySpecError,
     apply_site_privacy,
@@ -217,7 +217,7 @@ def test_the_simulator_applies_and_accounts_a_jobs_privacy_as_sites_do(tmp_path:
 
     from tests.conftest import EXAMPLES
 
-    from shoal.fl.simulator import simulate
+    from shoal.simulator.engine import simulate
 
     job = tmp_path / "job"
     shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))

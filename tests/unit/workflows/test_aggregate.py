@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shoal.fl.aggregate import UpdateMismatch, WeightedSum
 from shoal.wire.models import LazyParams, save_params
+from shoal.workflows.aggregate import UpdateMismatch, WeightedSum
 
 
 def test_weighted_mean_of_updates() -> None:

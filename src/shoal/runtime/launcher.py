@@ -3,7 +3,7 @@
 Starting a job's process (a site's training script, the server's job controller) from scratch
 costs an interpreter start plus numpy and shoal imports: ~0.3 s of CPU on this project's
 two-core reference machine, three times for a one-round two-site job. So the server and each
-site agent start one fork server ahead of time (``python -u -m shoal.wire.warm MODULE...``):
+site agent start one fork server ahead of time (``python -u -m shoal.runtime.launcher MODULE...``):
 it imports those modules once and waits on its control socket. For each job it forks; the
 child turns into the job's process by ``runpy``, exactly as ``python -u <argv>`` would run it,
 and the fork server reports the child's pid and, when it ends, its exit code. A fork takes a
@@ -53,7 +53,7 @@ MAX_REPLY = 4096  # a pid or an exit code
 EXIT_UNKNOWN = 255
 #: The exit code of a job process that could not confine itself (its code never ran).
 EXIT_UNCONFINED = 126
-ONCE = "--once"  # ``python -m shoal.wire.warm --once``: a cold job process
+ONCE = "--once"  # ``python -m shoal.runtime.launcher --once``: a cold job process
 SPEC_ENV = "SHOAL_JOB_SPEC"  # what a cold job process is to become
 
 log = logging.getLogger("shoal.warm")
@@ -267,7 +267,7 @@ class ForkServer:
                 sys.executable,
                 "-u",
                 "-m",
-                "shoal.wire.warm",
+                "shoal.runtime.launcher",
                 *self.preload,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -316,7 +316,7 @@ async def _start(spec: dict[str, Any], *, pipe_stdout: bool) -> tuple[JobProcess
             sys.executable,
             "-u",
             "-m",
-            "shoal.wire.warm",
+            "shoal.runtime.launcher",
             ONCE,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=stdout,

@@ -3,7 +3,7 @@
 FedAvg asks three things of it each round: may another round run within the budget
 (``blocked``), what to fold in for one site's update (``server_update``: clipped when the job
 has ``server_dp``), and the noise to add to the round's mean (``noised``). It keeps the ledger
-(``shoal.fl.accounting``) and tells the server what was spent after each round, so ``job meta``
+(``shoal.privacy.accounting``) and tells the server what was spent after each round, so ``job meta``
 shows it while the job runs.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shoal.fl.accounting import DEFAULT_DELTA, Ledger
-from shoal.fl.privacy import APPLIED_META_KEY, add_gaussian_noise, check_privacy, clip
+from shoal.privacy.accounting import DEFAULT_DELTA, Ledger
+from shoal.privacy.protections import APPLIED_META_KEY, add_gaussian_noise, check_privacy, clip
 
 log = logging.getLogger("shoal.workflow")
 

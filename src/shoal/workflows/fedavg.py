@@ -1,0 +1,134 @@
+"""FedAvg: each round, every site trains on the global model; the new global model is the
+example-weighted mean of their updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.fl.model import FLModel
+from shoal.privacy.central import JobPrivacy, read_job_privacy
+from shoal.workflows.aggregate import UpdateMismatch, WeightedSum
+from shoal.workflows.base import BadUpdate, RoundFailed, Workflow, WorkflowContext
+from shoal.workflows.secure_round import secure_round
+
+
+class FedAvg(Workflow):
+    """Arguments (``config_fed_server.json`` "args"):
+
+    - ``num_rounds`` (int, default 1)
+    - ``min_responses`` (int, default: the job's min_clients): results needed to close a round
+    - ``round_timeout`` (seconds, default 0 = none): deadline for each round
+    - ``initial_model`` (path inside the app folder to a .safetensors file; default: sites start
+      from their own initial weights and round 0 receives an empty model)
+    - ``task_meta`` (JSON object, default {}): sent with every task, e.g. FedProx's ``{"mu": 0.01}``
+    - ``secure_aggregation`` (bool, default false): the server learns only each round's sum
+      (``shoal.workflows.secure_round``); ``secagg_threshold`` (int, default a majority of the job's
+      sites, at least 2): the sites that must stay until a round is unmasked
+
+    The job's ``privacy`` block in meta.json (docs/privacy.md) adds central DP (``server_dp``),
+    accounting of what was spent, and a budget that ends training before it is exceeded.
+    """
+
+    min_rounds = 1  # a subclass that can do without training lowers it
+
+    def __init__(
+        self,
+        ctx: WorkflowContext,
+        *,
+        num_rounds: int = 1,
+        initial_model: str | None = None,
+        task_meta: dict[str, Any] | None = None,
+        secure_aggregation: bool = False,
+        secagg_threshold: int | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(ctx, **extra)
+        if num_rounds < self.min_rounds:
+            raise ValueError(f"num_rounds must be at least {self.min_rounds}")
+        self.num_rounds = num_rounds
+        self.initial_model_path = initial_model
+        self.task_meta = dict(task_meta or {})
+        self.privacy = JobPrivacy(read_job_privacy(ctx.app_dir))
+        self.secure_aggregation = secure_aggregation
+        self.secagg_threshold = secagg_threshold or max(2, len(ctx.sites) // 2 + 1)
+        if secure_aggregation and self.privacy.spec:
+            raise ValueError(
+                "secure_aggregation does not combine with a privacy block yet: the site's protections "
+                "would meet masked values (docs/privacy.md)"
+            )
+        if secure_aggregation and not 2 <= self.secagg_threshold <= len(ctx.sites):
+            raise ValueError(f"secagg_threshold must be from 2 to the job's {len(ctx.sites)} sites")
+        self.stopped_by: str | None = None  # why training ended before num_rounds, if it did
+
+    def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
+        """Run every round from ``model``; return the global model and, with ``keep_last``, each
+        site's update of the last round in memory (for workflows that evaluate them; plain
+        FedAvg streams every update and never holds one whole)."""
+        last: dict[str, FLModel] = {}
+        for rnd in range(self.num_rounds):
+            blocked = self.privacy.blocked(self.ctx.active_sites())
+            if blocked is not None:
+                if rnd == 0:
+                    raise RoundFailed(f"no round can run: {blocked}")
+                self.stopped_by = f"stopped after {rnd} of {self.num_rounds} rounds: {blocked}"
+                break
+            if self.secure_aggregation:
+                task = FLModel(params=model.params, meta={**self.task_meta, **model.meta})
+                del model
+                mean, metrics, in_sum = secure_round(self, task, rnd, self.num_rounds, self.secagg_threshold)
+                model = FLModel(params=mean)
+                self.ctx.record_round(rnd, metrics, in_sum)
+                continue
+            # central DP clips each update around the round's global model: it is kept for that
+            global_params = dict(model.params) if self.privacy.server_dp else {}
+            acc = WeightedSum()
+            answered: list[str] = []
+            summed: list[str] = []  # the sites whose updates are in the sum, first one first
+            final = keep_last and rnd == self.num_rounds - 1
+            updates = self.collect(
+                "train",
+                FLModel(params=model.params, meta={**self.task_meta, **model.meta}),
+                round_number=rnd,
+                total_rounds=self.num_rounds,
+            )
+            # Once the task is sent the last global model lives in its file: letting go of it here
+            # (collect does too) keeps one model in memory while updates arrive, the running sum.
+            del model
+            for site, update in updates:
+                if final:
+                    update = FLModel(
+                        params=dict(update.params), metrics=update.metrics, num_examples=update.num_examples
+                    )
+                    last[site] = update
+                answered.append(site)
+                if update.num_examples == 0:
+                    continue  # trained on nothing (no data this round): it weighs nothing
+                params, weight = self.privacy.server_update(site, update.params, update.meta, global_params)
+                try:
+                    acc.add(params, update.num_examples if weight is None else weight, update.metrics)
+                except UpdateMismatch as exc:
+                    against = f" (the round's first update came from {summed[0]})" if summed else ""
+                    raise BadUpdate(site, f"{exc}{against}") from exc
+                summed.append(site)
+            if acc.count == 0:
+                raise RoundFailed(f"round {rnd}: no site reported any training examples (num_examples 0)")
+            model = FLModel(params=self.privacy.noised(acc.result(), acc.count))
+            del global_params
+            self.ctx.record_round(rnd, acc.metrics(), sorted(answered))
+            if self.privacy.active:
+                self.ctx.report_privacy(self.privacy.report())
+        return model, last
+
+    def run(self) -> None:
+        model, _ = self.train(self.initial_model(self.initial_model_path))
+        self.ctx.save_model(model)
+        self.ctx.write_metrics_summary("fedavg", num_rounds=self.num_rounds, **self.privacy_summary())
+
+    def privacy_summary(self) -> dict[str, Any]:
+        """What metrics_summary.json says of privacy: the spend, and why training stopped early."""
+        out: dict[str, Any] = {}
+        if self.privacy.active:
+            out["privacy"] = self.privacy.report()
+        if self.stopped_by:
+            out["stopped_by"] = self.stopped_by
+        return out
