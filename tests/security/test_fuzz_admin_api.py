@@ -25,6 +25,8 @@ ROUTES = [
     ("GET", "/api/v1/jobs/{id}/events"),
     ("GET", "/api/v1/jobs/{id}/result"),
     ("GET", "/api/v1/jobs/{id}/stats"),
+    ("GET", "/api/v1/jobs/{id}/series"),
+    ("GET", "/api/v1/jobs/{id}/rights"),
     ("GET", "/api/v1/jobs/{id}/logs"),
     ("POST", "/api/v1/jobs/{id}/abort"),
     ("POST", "/api/v1/jobs/{id}/clone"),

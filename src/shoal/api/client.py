@@ -250,6 +250,22 @@ class AdminClient:
         )
         return result
 
+    def job_series(self, job_id: str, study: str) -> dict[str, Any]:
+        """The job's per-round curves: ``{"global": {metric: [[round, value]]}, "sites": {site:
+        {metric: [[round, value]]}}}``, rounds from 0."""
+        result: dict[str, Any] = self._request(
+            "GET", f"/api/v1/jobs/{_quote(job_id)}/series", {"study": study}
+        )
+        return result
+
+    def job_rights(self, job_id: str, study: str) -> dict[str, bool]:
+        """Which rights (view, manage_job, download_job, clone_job, view_logs) the caller holds
+        on the job: for showing only the actions the server would allow."""
+        rights: dict[str, bool] = self._request(
+            "GET", f"/api/v1/jobs/{_quote(job_id)}/rights", {"study": study}
+        )["rights"]
+        return rights
+
     def job_logs(
         self, job_id: str, study: str, site: str = "server", file: str = "log.txt"
     ) -> dict[str, Any]:

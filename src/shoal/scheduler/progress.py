@@ -7,6 +7,7 @@ NOTICES_PER_JOB, NOTICE_CHARS_MAX). What passes a cap is dropped, and one notice
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from shoal.wire.status import brief
 
 #: The largest privacy report (JSON characters) kept for a job: a few hundred sites' epsilons.
 PRIVACY_REPORT_MAX = 64 * 1024
+#: Points kept per curve (one a round): a longer job's curve shows its latest rounds.
+SERIES_POINTS_MAX = 1000
 
 
 @dataclass
@@ -43,6 +46,11 @@ class Progress:
     notices: list[str] = field(default_factory=list)
     #: (epsilon, delta) spent so far, per site and for the job, as the workflow last reported it.
     privacy: dict[str, Any] | None = None
+    #: Per-round curves, metric -> [(round from 0, value)]: the global model's metrics, and
+    #: per site what its scripts logged (its last value of a round). Kept apart, so no site
+    #: name can pass for the global model.
+    global_series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    site_series: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     _metric_keys: dict[str, set[str]] = field(default_factory=dict)
     _site_notices: dict[str, int] = field(default_factory=dict)
     _overflowed: set[str] = field(default_factory=set)
@@ -101,6 +109,21 @@ class Progress:
             keys.add(key)
         self.site_metrics.setdefault(site, {})[key] = value
         return True
+
+    def add_point(self, metric: str, site: str | None, rnd: int, value: Any) -> None:
+        """One point of a curve: ``site``'s (None: the global model's) ``value`` of ``metric``
+        in round ``rnd``; a later value of the same round replaces it. Values that are not
+        finite numbers are left out (as ``job plot`` leaves them), and a curve keeps its last
+        SERIES_POINTS_MAX rounds. The caller bounds the names (put_site_metric, round_metrics)."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return
+        curves = self.global_series if site is None else self.site_series.setdefault(site, {})
+        points = curves.setdefault(metric, [])
+        if points and points[-1][0] == rnd:
+            points[-1] = (rnd, float(value))
+            return
+        points.append((rnd, float(value)))
+        del points[:-SERIES_POINTS_MAX]
 
     @property
     def round(self) -> int | None:

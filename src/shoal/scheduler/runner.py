@@ -305,6 +305,8 @@ class JobRun:
             self.progress.last_metrics = round_metrics(msg)
             rnd = msg.get("round")
             self.progress.last_metrics_round = rnd if type(rnd) is int else None  # the workflow's word
+            for key, value in self.progress.last_metrics.items():
+                self.progress.add_point(key, None, self.progress.last_metrics_round or 0, value)
             self.progress.rounds_done += 1
             self.scheduler.totals.rounds_done += 1
             if self.tracking is not None:
@@ -446,6 +448,7 @@ class JobRun:
             return
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step
+        self.progress.add_point(key, site, self.progress.current_round or 0, value)
         self.scheduler.totals.metrics_logged += 1
         if self.tracking is not None and isinstance(value, int | float) and not isinstance(value, bool):
             self.tracking.log(f"{site}/{key}", value, self.progress.current_round or 0)

@@ -68,6 +68,54 @@ async def job_stats(request: web.Request) -> web.Response:
     return json_response(data)
 
 
+async def job_series(request: web.Request) -> web.Response:
+    """The per-round curves of a job the server runs or keeps (``Progress.add_point``): every
+    metric of the global model and of each site's logged values, rounds counted from 0 as in
+    ``metrics_summary.json``. What the dashboard draws live; a job no longer kept is
+    JOB_NOT_RUNNING (its summary holds the same curves: ``job plot``)."""
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request)
+    run = ctx.scheduler.run_of(job.job_id)
+    if run is None:
+        raise ShoalError(
+            "JOB_NOT_RUNNING",
+            f"its curves are not kept; it is {job.status.value} (its metrics: 'shoal job plot {job.job_id}')",
+            job_id=str(job.job_id),
+        )
+    p = run.progress
+    return json_response(
+        {
+            "job_id": str(job.job_id),
+            "status": job.status.value,
+            "global": {k: [list(pt) for pt in v] for k, v in p.global_series.items()},
+            "sites": {s: {k: [list(pt) for pt in v] for k, v in m.items()} for s, m in p.site_series.items()},
+        }
+    )
+
+
+#: The rights a caller may hold on one job (``shoal.security.policy.RIGHTS`` less the
+#: federation's ``operate`` and ``submit_job``, which no job decides).
+JOB_RIGHTS = ("view", "manage_job", "download_job", "clone_job", "view_logs")
+
+
+async def job_rights(request: web.Request) -> web.Response:
+    """Which of JOB_RIGHTS the caller holds on this job, as the policy decides them for every
+    other route: a front end (the dashboard) shows only the actions that would be allowed.
+    It decides nothing: each action's own route checks its right again."""
+    ctx = request.app[CTX]
+    job = ctx.job_in_study(request)
+    held: dict[str, bool] = {}
+    for right in JOB_RIGHTS:
+        try:
+            ctx.authorize(request, right, job)
+            held[right] = True
+        except ShoalError as exc:
+            if exc.code != "NOT_AUTHORIZED":
+                raise
+            held[right] = False
+    return json_response({"job_id": str(job.job_id), "rights": held})
+
+
 def _tail(text: bytes) -> tuple[str, bool]:
     if len(text) <= LOG_CAP_BYTES:
         return text.decode("utf-8", "replace"), False
@@ -174,6 +222,8 @@ def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/jobs/{job_id}/events", job_events),
         web.get("/api/v1/jobs/{job_id}/stats", job_stats),
+        web.get("/api/v1/jobs/{job_id}/series", job_series),
+        web.get("/api/v1/jobs/{job_id}/rights", job_rights),
         web.get("/api/v1/jobs/{job_id}/logs", job_logs),
         web.post("/api/v1/jobs/{job_id}/log-config", log_config),
     ]

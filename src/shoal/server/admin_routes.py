@@ -109,7 +109,7 @@ async def list_jobs(request: web.Request) -> web.Response:
             submitter_name=name,
             submitter_org=org,
         )
-    return json_response({"jobs": [job_row(j, now) for j in jobs]})
+    return json_response({"jobs": [job_row(j, now, ctx.scheduler.run_of(j.job_id)) for j in jobs]})
 
 
 def _meta_of(ctx: ServerContext, request: web.Request) -> dict[str, object]:

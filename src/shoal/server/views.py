@@ -86,13 +86,16 @@ def _fab_of(job: JobRecord) -> dict[str, Any] | None:
     return fab if isinstance(fab, dict) else None
 
 
-def job_row(job: JobRecord, now: float) -> dict[str, Any]:
-    """One line of ``job list``."""
+def job_row(job: JobRecord, now: float, run: JobRun | None = None) -> dict[str, Any]:
+    """One line of ``job list``; with the job's ``run`` (running, or kept since it ended) its
+    round, in the same words as meta's ``progress``, plus the rounds done."""
     text, seconds = duration(job, now)
-    return {
+    row: dict[str, Any] = {
         "job_id": str(job.job_id),
         "job_name": job.name,
         "status": job.status.value,
+        "submitter_name": job.submitter.name,
+        "submitter_org": job.submitter.org,
         "submit_time": iso(job.submit_time),
         "duration": text,
         "duration_s": seconds,
@@ -102,3 +105,11 @@ def job_row(job: JobRecord, now: float) -> dict[str, Any]:
         "content_sha256": job.content_sha256,
         "fab": _fab_of(job),
     }
+    if run is not None:
+        row["progress"] = {
+            "current_round": run.progress.current_round,
+            "round": run.progress.round,
+            "total_rounds": run.progress.total_rounds,
+            "rounds_done": run.progress.rounds_done,
+        }
+    return row

@@ -40,3 +40,21 @@ def test_metric_names_are_capped_per_site_and_their_length_bounded() -> None:
     assert p.put_site_metric("site-2", "k0", 1.0), "the cap is per site"
     assert len(p.site_metrics["site-1"]) == METRIC_KEYS_PER_SITE and p.site_metrics["site-1"]["k0"] == 42.0
     assert [n for n in p.notices if n.startswith("site-1: metrics were dropped")] == [p.notices[0]]
+
+
+def test_curves_keep_a_point_a_round_bounded_and_only_finite_numbers() -> None:
+    from shoal.scheduler.progress import SERIES_POINTS_MAX
+
+    p = Progress()
+    p.add_point("loss", None, 0, 2.0)
+    p.add_point("loss", None, 0, 1.5)  # a later value of the same round replaces it
+    p.add_point("loss", None, 1, float("nan"))
+    p.add_point("loss", None, 1, True)
+    p.add_point("loss", "site-1", 1, 0.25)
+    assert p.global_series == {"loss": [(0, 1.5)]}
+    assert p.site_series == {"site-1": {"loss": [(1, 0.25)]}}
+    for rnd in range(2, SERIES_POINTS_MAX + 50):
+        p.add_point("loss", "site-1", rnd, float(rnd))
+    points = p.site_series["site-1"]["loss"]
+    last = SERIES_POINTS_MAX + 49
+    assert len(points) == SERIES_POINTS_MAX and points[-1] == (last, float(last))
