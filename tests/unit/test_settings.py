@@ -25,22 +25,19 @@ BUILDS_AN_ENVIRONMENT = {
         "a job's process keeps only the passed variables of its host's environment: it filters and clears it"
     ),
     ("shoal/provision/services.py", "_spawn"): "the POC's server and sites get the caller's environment",
-    ("shoal/wire/warm.py", "ForkServer._spawn"): "the fork server gets its host's environment and its socket",
-    ("shoal/wire/warm.py", "_start"): "a cold job process gets its host's environment, channel and spec",
-    ("shoal/wire/warm.py", "_become"): "a job's process gets its channel and the job's own variables",
     (
-        "shoal/fl/sim_worker.py",
-        "_site_process_view.__enter__",
-    ): "a simulated site's run sets what a real site's sets",
-    ("shoal/fl/sim_worker.py", "_site_process_view.__exit__"): "and puts back what was there before",
-    # Readers still to move to shoal.settings: these files move in the split of fl/ and
-    # wire/warm.py (issue 14), and are converted right after it, not edited before.
-    ("shoal/fl/client.py", "site_name"): "to convert after the move",
-    ("shoal/fl/client.py", "job_id"): "to convert after the move",
-    ("shoal/fl/client.py", "app_dir"): "to convert after the move",
-    ("shoal/fl/clients/stats.py", "_app_dirs"): "to convert after the move",
-    ("shoal/wire/warm.py", "enabled"): "to convert after the move",
-    ("shoal/wire/warm.py", "main"): "to convert after the move",
+        "shoal/runtime/launcher.py",
+        "ForkServer._spawn",
+    ): "the fork server gets its host's environment and its socket",
+    (
+        "shoal/runtime/launcher.py",
+        "_start",
+    ): "a cold job process gets its host's environment, channel and spec",
+    ("shoal/runtime/launcher.py", "_become"): "a job's process gets its channel and the job's own variables",
+    ("shoal/simulator/worker.py", "_site_process_view.__enter__"): (
+        "a simulated site's run sets what a real site's sets (and saves what was there)"
+    ),
+    ("shoal/simulator/worker.py", "_site_process_view.__exit__"): "and puts back what was there before",
 }
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb"}
 OS_MODULES = {"os", "posix", "nt"}
@@ -232,8 +229,8 @@ def test_a_confined_job_process_still_gets_its_own_settings(
     reads (its site, job, app folder, channel) must still reach it, and the host's must not."""
     import asyncio
 
+    from shoal.runtime.launcher import ForkServer
     from shoal.sandbox.confinement import Sandbox
-    from shoal.wire.warm import ForkServer
 
     monkeypatch.setenv(settings.WARM_SPARES, warm_spares)
     monkeypatch.setenv(settings.STORE_URL, "postgresql://shoal:hunter2@127.0.0.1:9/shoal")
