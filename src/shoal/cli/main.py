@@ -89,7 +89,7 @@ class Parser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and isinstance(value, str) and value not in action.choices:
             raise UnknownChoice(self, action, value)
-        super()._check_value(action, value)  # type: ignore[misc]
+        super()._check_value(action, value)
 
 
 #: Other names of the formats: Flower's ``--format default`` is the human view (seed 003), and
