@@ -12,8 +12,13 @@ from pathlib import Path
 from shoal.cli.main import build_parser
 from shoal.cli.schema import EXAMPLES
 from shoal.errors import CATALOGUE
+from shoal.settings import ENV, SETTINGS, STORAGE_JSON, Setting
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+#: The README's settings tables stand between these two lines (the rest of it is written by hand).
+SETTINGS_BEGIN = "<!-- settings: generated from src/shoal/settings.py by scripts/gen_docs.py -->"
+SETTINGS_END = "<!-- end of the generated settings -->"
 
 
 def errors_md() -> str:
@@ -64,11 +69,48 @@ def cli_md() -> str:
     return "\n".join(out)
 
 
+def _settings_rows(source: str) -> list[str]:
+    def row(s: Setting) -> str:
+        kind = f"{s.kind}, secret" if s.secret else s.kind
+        default = f"`{s.default}`" if s.default else ""
+        return f"| `{s.name}` | {kind} | {s.readers} | {default} | {s.meaning} |"
+
+    return [row(s) for s in SETTINGS if s.source == source]
+
+
+def readme_md() -> str:
+    """README.md with its settings tables made from ``shoal.settings``."""
+    text = (REPO / "README.md").read_text()
+    head, rest = text.split(SETTINGS_BEGIN + "\n", 1)
+    _, tail = rest.split(SETTINGS_END + "\n", 1)
+    columns = ["| type | read by | default | what it does |", "|---|---|---|---|---|"]
+    table = [
+        "A value of the wrong type stops the program that reads it with `INVALID_ARGS` naming the",
+        "variable; a secret's value is never shown, in an error, a log line or here.",
+        "",
+        "| variable " + columns[0],
+        columns[1],
+        *_settings_rows(ENV),
+        "",
+        f"The server also reads `<server kit>/{STORAGE_JSON}` (optional; each key optional):",
+        "",
+        "| key " + columns[0],
+        columns[1],
+        *_settings_rows(STORAGE_JSON),
+        "",
+    ]
+    return head + SETTINGS_BEGIN + "\n" + "\n".join(table) + "\n" + SETTINGS_END + "\n" + tail
+
+
 def generated() -> dict[Path, str]:
     import os
 
-    os.environ["COLUMNS"] = "100"
-    return {DOCS / "errors.md": errors_md(), DOCS / "cli-reference.md": cli_md()}
+    os.environ["COLUMNS"] = "100"  # the CLI's help is wrapped to this width
+    return {
+        DOCS / "errors.md": errors_md(),
+        DOCS / "cli-reference.md": cli_md(),
+        REPO / "README.md": readme_md(),
+    }
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+from shoal import settings
 from shoal.errors import ShoalError
 
 CONFIG_VERSION = 1
@@ -23,8 +24,7 @@ _PARSE_HINT = "Fix the config file, or move it aside and run 'shoal poc prepare'
 
 def shoal_home() -> str:
     """``$SHOAL_HOME`` if set and non-blank, else ``~/.shoal``; always absolute."""
-    raw = os.environ.get("SHOAL_HOME", "").strip()
-    return os.path.abspath(os.path.expanduser(raw or "~/.shoal"))
+    return os.path.abspath(os.path.expanduser(settings.text(settings.HOME)))
 
 
 def config_path() -> str:

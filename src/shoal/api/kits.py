@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from shoal import settings
 from shoal.api.config_file import load_config, save_config
 from shoal.errors import ShoalError
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     InvalidKit = Callable[[str, str | None], ShoalError]
 
 ADMIN_FILES = ("fed_admin.json", "client.crt", "client.key", "rootCA.pem")
-ENV_KIT = "SHOAL_STARTUP_KIT_DIR"
+ENV_KIT = settings.STARTUP_KIT_DIR
 
 _AdminKitFields = ("path", "name", "org", "role", "project", "host", "port", "cert", "key", "ca", "source")
 
@@ -240,7 +241,7 @@ def resolve_admin_kit(kit_id: str | None, startup_kit: str | None) -> AdminKit:
         return _registered(kit_id, config.kits[kit_id], "kit-id", active=False)
     if startup_kit is not None:
         return _explicit(startup_kit, "startup-kit")
-    env = os.environ.get(ENV_KIT, "").strip()
+    env = settings.text(ENV_KIT)
     if env:
         return _explicit(env, "env")
     config = load_config()

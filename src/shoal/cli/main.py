@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from shoal import __version__
+from shoal import __version__, settings
 from shoal.cli.output import Result, emit_event, error_event, render_error, render_result, terminal_columns
 from shoal.errors import ShoalError
 
@@ -89,7 +89,7 @@ class Parser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and isinstance(value, str) and value not in action.choices:
             raise UnknownChoice(self, action, value)
-        super()._check_value(action, value)  # type: ignore[misc]
+        super()._check_value(action, value)
 
 
 #: Other names of the formats: Flower's ``--format default`` is the human view (seed 003), and
@@ -244,7 +244,7 @@ def _run(argv: list[str] | None) -> int:
         local = ShoalError("LOCAL_FILE_ERROR", f"{exc.strerror or exc}{where}")
         return render_error(local, fmt, surface=surface)
     except Exception as exc:
-        if os.environ.get("SHOAL_DEBUG"):
+        if settings.flag(settings.DEBUG):
             import traceback
 
             traceback.print_exc()

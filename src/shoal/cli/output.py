@@ -167,9 +167,11 @@ def terminal_columns() -> int:
     importing shutil: ~6 ms of every call)."""
     import os
 
+    from shoal import settings
+
     try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
+        return int(settings.text(settings.COLUMNS))
+    except ValueError:  # unset or not a number
         pass
     try:
         return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
@@ -179,9 +181,9 @@ def terminal_columns() -> int:
 
 def _sized_output() -> bool:
     """Is there a width to keep to: stdout is a terminal, or $COLUMNS says one."""
-    import os
+    from shoal import settings
 
-    return "COLUMNS" in os.environ or sys.stdout.isatty()
+    return settings.is_set(settings.COLUMNS) or sys.stdout.isatty()
 
 
 def table(

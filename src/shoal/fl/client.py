@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shoal import settings
 from shoal.fl.model import FLModel
 from shoal.wire.channel import METRIC_KEY_MAX, SyncChannel
 from shoal.wire.logconfig import apply as apply_log_setting
@@ -66,16 +67,16 @@ def is_running() -> bool:
 
 
 def site_name() -> str:
-    return os.environ.get("SHOAL_SITE_NAME", "")
+    return settings.text(settings.SITE_NAME)
 
 
 def job_id() -> str:
-    return os.environ.get("SHOAL_JOB_ID", "")
+    return settings.text(settings.JOB_ID)
 
 
 def app_dir() -> str:
     """This job's app folder at the site (its ``custom/`` holds the job's files), or ""."""
-    return os.environ.get("SHOAL_APP_DIR", "")
+    return settings.text(settings.APP_DIR)
 
 
 def task_name() -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import socket
 from pathlib import Path
 from typing import Any
 
+from shoal import settings
 from shoal.api.config_file import ShoalConfig, load_config, save_config, shoal_home
 from shoal.errors import ShoalError
 from shoal.provision.ca import load_ca
@@ -32,12 +32,12 @@ DEFAULT_ORG = "example.org"
 DEFAULT_ADMIN = "admin@example.com"
 DEFAULT_ADMIN_ROLE = "project_admin"
 HOST = DEFAULT_HOST
-ENV_WORKSPACE = "SHOAL_POC_WORKSPACE"
+ENV_WORKSPACE = settings.POC_WORKSPACE
 
 
 def default_poc_workspace() -> Path:
     """``$SHOAL_POC_WORKSPACE``, else ``[poc] workspace`` from the config file, else ``<shoal home>/poc``."""
-    env = os.environ.get(ENV_WORKSPACE, "").strip()
+    env = settings.text(ENV_WORKSPACE)
     if env:
         return Path(env).expanduser().resolve()
     configured = load_config().poc_workspace

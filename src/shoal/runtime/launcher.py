@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 
+from shoal import settings
 from shoal.wire.channel import CHANNEL_FD_ENV, encode
 
 TYPE_CHECKING = False
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
         async def wait(self) -> int: ...
 
 
-CONTROL_FD_ENV = "SHOAL_FORK_SERVER_FD"
+CONTROL_FD_ENV = settings.FORK_SERVER_FD
 MAX_MESSAGE = 1 << 20  # a fork request (argv, environment additions, sys.path)
 MAX_REPLY = 4096  # a pid or an exit code
 #: The exit code of a job process whose fork server died first (nobody can reap it and say).
@@ -54,13 +55,13 @@ EXIT_UNKNOWN = 255
 #: The exit code of a job process that could not confine itself (its code never ran).
 EXIT_UNCONFINED = 126
 ONCE = "--once"  # ``python -m shoal.runtime.launcher --once``: a cold job process
-SPEC_ENV = "SHOAL_JOB_SPEC"  # what a cold job process is to become
+SPEC_ENV = settings.JOB_SPEC  # what a cold job process is to become
 
 log = logging.getLogger("shoal.warm")
 
 
 def enabled() -> bool:
-    return os.environ.get("SHOAL_WARM_SPARES", "1") != "0" and hasattr(os, "fork")
+    return settings.flag(settings.WARM_SPARES) and hasattr(os, "fork")
 
 
 class ForkedProcess:
@@ -450,10 +451,15 @@ def main() -> None:
     import importlib
 
     if sys.argv[1:] == [ONCE]:  # a cold start: the job's process itself, without a fork server
-        spec = json.loads(os.environ.pop(SPEC_ENV))
-        _become(spec, [int(os.environ[CHANNEL_FD_ENV])], keep_stdio=True)
+        spec_text, channel = settings.take(SPEC_ENV), settings.whole_number(CHANNEL_FD_ENV)
+        if spec_text is None or channel is None:
+            raise SystemExit(f"{ONCE} is for the launcher: {SPEC_ENV} and {CHANNEL_FD_ENV} are unset")
+        _become(json.loads(spec_text), [channel], keep_stdio=True)
         return
-    control = socket.socket(fileno=int(os.environ.pop(CONTROL_FD_ENV)))
+    control_fd = settings.take(CONTROL_FD_ENV)
+    if control_fd is None:
+        raise SystemExit(f"the fork server is started by shoal's hosts: {CONTROL_FD_ENV} is unset")
+    control = socket.socket(fileno=int(control_fd))
     for name in sys.argv[1:]:
         try:
             importlib.import_module(name)

@@ -30,20 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoal import settings
 from shoal.errors import ShoalError
 from shoal.sandbox import landlock, privileges
 
 log = logging.getLogger("shoal.sandbox")
 
-ENV_MODE = "SHOAL_SANDBOX"  # auto (default) | required | off
-ENV_MAX_ABI = "SHOAL_LANDLOCK_MAX_ABI"  # use at most this Landlock ABI (0: none)
-ENV_JOB_USER = "SHOAL_JOB_USER"  # the user a root host runs jobs as
-ENV_PASS = "SHOAL_JOB_ENV"  # more variable names a job may inherit, comma-separated
-ENV_NICE = "SHOAL_JOB_NICE"  # how much lower a job's CPU priority is than its host's (0-19)
-#: Job processes yield the CPU to their host: a server's answers and a site's transfers must
-#: not queue behind aggregation or training on the same cores.
-DEFAULT_NICE = 10
-MODES = ("auto", "required", "off")
+# The host's settings (shoal.settings declares their types and defaults). Job processes yield
+# the CPU to their host (SHOAL_JOB_NICE, 10 by default): a server's answers and a site's
+# transfers must not queue behind aggregation or training on the same cores.
+ENV_MODE = settings.SANDBOX
+ENV_MAX_ABI = settings.LANDLOCK_MAX_ABI
+ENV_JOB_USER = settings.JOB_USER
 #: What a job inherits of its host's environment (locale, time zone, thread and device
 #: settings); everything else, credentials included, stays with the host.
 PASSED_ENV = (
@@ -100,10 +98,6 @@ SANDBOX_HINT = (
 )
 
 
-def _setting(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
-
-
 @dataclass(frozen=True)
 class JobUser:
     uid: int
@@ -115,13 +109,7 @@ class Sandbox:
     """One host's confinement of its jobs: its layers, and the folders every job may read."""
 
     def __init__(self, protected: list[Path]) -> None:
-        self.mode = _setting(ENV_MODE, "auto")
-        if self.mode not in MODES:
-            raise ShoalError(
-                "INVALID_ARGS",
-                f"{ENV_MODE} must be one of {', '.join(MODES)}, not {self.mode!r}",
-                hint=f"unset {ENV_MODE} for the default (auto)",
-            )
+        self.mode = settings.choice(ENV_MODE)
         # The host user's home too: its keys (~/.ssh, cloud credentials) are nobody's job's.
         self.protected = [p.resolve() for p in (*protected, Path.home())]
         self.abi = 0 if self.mode == "off" else _usable_abi()
@@ -177,7 +165,7 @@ class Sandbox:
             "home": str(home),
             "network": network,
             "user": [self.job_user.uid, self.job_user.gid] if self.job_user else None,
-            "passed_env": [*PASSED_ENV, *_extra_passed_env()],
+            "passed_env": [*PASSED_ENV, *settings.names(settings.JOB_ENV)],
             "nice": self.nice,
         }
 
@@ -220,16 +208,12 @@ def _is_working_folder(entry: str, prefixes: set[str]) -> bool:
 
 def _usable_abi() -> int:
     abi = landlock.abi_version()
-    cap = os.environ.get(ENV_MAX_ABI, "").strip()
-    if cap:
-        if not cap.isdigit() or not cap.isascii():
-            raise ShoalError("INVALID_ARGS", f"{ENV_MAX_ABI} must be a whole number, not {cap!r}")
-        abi = min(abi, int(cap))
-    return abi
+    cap = settings.whole_number(ENV_MAX_ABI)
+    return abi if cap is None else min(abi, cap)
 
 
 def _job_user() -> JobUser | None:
-    name = _setting(ENV_JOB_USER, "")
+    name = settings.text(ENV_JOB_USER)
     if not name:
         return None
     try:
@@ -253,14 +237,7 @@ def _job_user() -> JobUser | None:
 
 
 def _nice() -> int:
-    raw = _setting(ENV_NICE, str(DEFAULT_NICE))
-    if not (raw.isascii() and raw.isdigit() and int(raw) <= 19):
-        raise ShoalError("INVALID_ARGS", f"{ENV_NICE} must be a whole number from 0 to 19, not {raw[:20]!r}")
-    return int(raw)
-
-
-def _extra_passed_env() -> list[str]:
-    return [n.strip() for n in os.environ.get(ENV_PASS, "").split(",") if n.strip()]
+    return settings.whole_number(settings.JOB_NICE) or 0
 
 
 def _holds(folder: Path, path: Path) -> bool:

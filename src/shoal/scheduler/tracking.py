@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import re
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from shoal import settings
 from shoal.wire.jobdef import tracker_names
 
 log = logging.getLogger("shoal.scheduler")
@@ -44,7 +44,7 @@ BATCH_MAX = 1000  # points a tracker is handed at once
 #: Points waiting for the trackers at most: a script that logs faster than a tracker writes
 #: must not grow the server's memory without bound. Past it points are dropped, with a notice.
 QUEUE_MAX = 100_000
-MLFLOW_URI_ENV = "SHOAL_MLFLOW_TRACKING_URI"
+MLFLOW_URI_ENV = settings.MLFLOW_TRACKING_URI
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class MlflowTracker:
 def default_mlflow_uri(server_workspace: Path) -> tuple[str, Path | None]:
     """The operator's tracking URI, else a SQLite store in the server's workspace (and the
     folder to make for it, made on the trackers' thread: a failure there is the tracker's)."""
-    configured = os.environ.get(MLFLOW_URI_ENV)
+    configured = settings.text(MLFLOW_URI_ENV)
     if configured:
         return configured, None
     folder = server_workspace / "mlflow"

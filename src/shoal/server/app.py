@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from shoal import settings
 from shoal.api.config_file import shoal_home
 from shoal.errors import ShoalError
 from shoal.sandbox.confinement import Sandbox
@@ -45,8 +46,8 @@ from shoal.server.middleware import (
     identity_middleware,
 )
 from shoal.server.studies import Studies
-from shoal.store.blobs import BLOBS_URL, open_blobs
-from shoal.store.choice import STORE_URL_ENV, open_job_store
+from shoal.store.blobs import open_blobs
+from shoal.store.choice import open_job_store
 from shoal.wire import logconfig
 from shoal.wire.models import RESULT_HEADER_MAX
 from shoal.workflows.update_checks import UpdateChecks, update_checks_from_limits
@@ -59,7 +60,7 @@ LOCK_FILE = "server.lock"
 log = logging.getLogger("shoal.server")
 
 #: What ``local/storage.json`` may say (docs/deployment.md).
-STORAGE_KEYS = ("store_url", "blobs_url")
+STORAGE_KEYS = settings.storage_keys()
 
 
 def server_config(kit_dir: Path) -> dict[str, Any]:
@@ -184,11 +185,12 @@ def build_context(
     kit_dir: Path, workspace: Path, local: LocalFiles, sandbox: Sandbox | None = None
 ) -> ServerContext:
     config = server_config(kit_dir)
-    store_url = os.environ.get(STORE_URL_ENV, "").strip() or local.storage.get("store_url", "")
+    store_url = settings.text(settings.STORE_URL) or local.storage.get(settings.STORAGE_STORE_URL, "")
     store, store_name = open_job_store(workspace, store_url)
     log.info("job store: %s", store_name)
     # the folder, or the bucket SHOAL_BLOBS_URL (or local/storage.json) names
-    blobs = open_blobs(workspace, os.environ.get(BLOBS_URL, "").strip() or local.storage.get("blobs_url", ""))
+    blobs_url = settings.text(settings.BLOBS_URL) or local.storage.get(settings.STORAGE_BLOBS_URL, "")
+    blobs = open_blobs(workspace, blobs_url)
     sites = SiteRegistry()
     scheduler = Scheduler(
         store,

@@ -164,7 +164,7 @@ def render(ctx: ServerContext, times: RequestTimes, store_bytes: dict[str, int])
             return _families(ctx, times, store_bytes)
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())  # type: ignore[arg-type]
+    registry.register(_Collector())
     return bytes(generate_latest(registry))
 
 

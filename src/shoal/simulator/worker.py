@@ -31,6 +31,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from shoal import settings
 from shoal.fl import client
 from shoal.wire.channel import SyncChannel, encode
 
@@ -236,16 +237,16 @@ class _site_process_view:  # noqa: N801 - used as a context manager, reads like 
         self._argv = list(sys.argv)
         self._path = list(sys.path)
         self._modules = set(sys.modules)
-        self._env = {k: os.environ.get(k) for k in ("SHOAL_SITE_NAME", "SHOAL_JOB_ID", "SHOAL_APP_DIR")}
+        self._env = {k: os.environ.get(k) for k in (settings.SITE_NAME, settings.JOB_ID, settings.APP_DIR)}
         _flush()
         self._saved_fds = (os.dup(1), os.dup(2))
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        os.environ["SHOAL_SITE_NAME"] = spec.site
-        os.environ["SHOAL_JOB_ID"] = spec.job_id
-        os.environ["SHOAL_APP_DIR"] = spec.app_dir
+        os.environ[settings.SITE_NAME] = spec.site
+        os.environ[settings.JOB_ID] = spec.job_id
+        os.environ[settings.APP_DIR] = spec.app_dir
         os.chdir(spec.work_dir)
         custom = os.path.join(spec.app_dir, "custom")
         sys.path.insert(0, custom)

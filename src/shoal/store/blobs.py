@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from shoal import settings
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
@@ -82,15 +84,12 @@ class Blobs(Protocol):
     def delete(self, sha: str) -> None: ...
 
 
-BLOBS_URL = "SHOAL_BLOBS_URL"
-
-
 def open_blobs(workspace: Path, url: str | None = None) -> Blobs:
     """The blob store ``url`` names (by default the server's environment's
     ``SHOAL_BLOBS_URL``): ``s3://bucket/prefix`` for a bucket, empty for the folder
     ``workspace/blobs`` (BLOB_STORE_CONFIG for anything else). The bucket's code, and boto3, are
     imported only when a bucket is asked for: the CLI and the embedded default never load them."""
-    url = (os.environ.get(BLOBS_URL, "") if url is None else url).strip()
+    url = (settings.text(settings.BLOBS_URL) if url is None else url).strip()
     if not url:
         return BlobStore(workspace / "blobs")
     from shoal.store.s3blobs import S3BlobStore, parse_s3_url

@@ -12,11 +12,12 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from shoal import settings
 from shoal.errors import ShoalError
 from shoal.store.base import JobStore
 
 #: The environment variable that moves the server off its embedded SQLite file.
-STORE_URL_ENV = "SHOAL_STORE_URL"
+STORE_URL_ENV = settings.STORE_URL
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _USERINFO_PASSWORD = re.compile(r"://[^:/@]*:([^@]*)@")
 

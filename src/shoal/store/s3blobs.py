@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from shoal import settings
 from shoal.errors import ShoalError
 from shoal.store.blobs import _CHUNK, _check_sha, spool_hashed
 
@@ -35,7 +36,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._/-]{0,512}$")
 #: Loggers that could print a signed request (Authorization carries the access key id).
 _QUIET_LOGGERS = ("boto3", "botocore", "s3transfer", "urllib3")
-_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_SECRET_ENV = (settings.AWS_ACCESS_KEY_ID, settings.AWS_SECRET_ACCESS_KEY, settings.AWS_SESSION_TOKEN)
 #: Part size and the size from which uploads go multipart (S3's smallest part is 5 MiB).
 MULTIPART_BYTES = 8 << 20
 #: Operations where "not there" means the blob is absent (FileNotFoundError), not a failure.
@@ -69,7 +70,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 def _redact(text: str) -> str:
     """``text`` with every credential value of this process's environment blanked."""
     for name in _SECRET_ENV:
-        value = os.environ.get(name, "")
+        value = settings.text(name)
         if len(value) >= 4:
             text = text.replace(value, "***")
     return text
@@ -106,11 +107,13 @@ class S3BlobStore:
         for stale in self.spool.glob("blob-*"):  # left by a process that died mid-transfer
             with contextlib.suppress(OSError):
                 stale.unlink()
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = (
+            settings.text(settings.AWS_REGION) or settings.text(settings.AWS_DEFAULT_REGION) or "us-east-1"
+        )
         self._client: Any = boto3.session.Session().client(
             "s3",
             region_name=region,
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            endpoint_url=settings.text(settings.AWS_ENDPOINT_URL) or None,
             config=Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10),
         )
         self._transfer = TransferConfig(

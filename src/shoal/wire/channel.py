@@ -10,15 +10,16 @@ library only: the client API imports this inside the user's training script.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from shoal import settings
+
 if TYPE_CHECKING:
     import asyncio
 
-CHANNEL_FD_ENV = "SHOAL_CHANNEL_FD"
+CHANNEL_FD_ENV = settings.CHANNEL_FD
 #: The longest line a parent reads from its job process (asyncio's default is 64 KiB, which a
 #: result's metrics could pass). A longer line, or one that is not JSON, breaks the channel:
 #: the parent fails the job saying so and kills the process, which nobody would read any more.
@@ -80,12 +81,12 @@ class SyncChannel:
     @classmethod
     def from_env(cls) -> SyncChannel:
         """Open the channel whose file descriptor the parent put in the environment."""
-        raw = os.environ.get(CHANNEL_FD_ENV)
-        if raw is None:
+        fd = settings.whole_number(CHANNEL_FD_ENV)
+        if fd is None:
             raise RuntimeError(
                 f"{CHANNEL_FD_ENV} is not set: this script must be started by a shoal site or server"
             )
-        return cls(socket.socket(fileno=int(raw)))
+        return cls(socket.socket(fileno=fd))
 
     def send(self, message: dict[str, Any]) -> None:
         self._sock.sendall(encode(message))

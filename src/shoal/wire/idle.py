@@ -10,24 +10,20 @@ bytes stopped (Range for downloads, the offset the server holds for uploads).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from shoal import settings
+
 T = TypeVar("T")
 
-ENV_IDLE = "SHOAL_TRANSFER_IDLE_TIMEOUT"
-DEFAULT_IDLE_SECONDS = 60.0
+ENV_IDLE = settings.TRANSFER_IDLE_TIMEOUT
 
 
 def idle_timeout() -> float:
     """``$SHOAL_TRANSFER_IDLE_TIMEOUT`` seconds if it is a positive number, else 60."""
-    try:
-        value = float(os.environ.get(ENV_IDLE, ""))
-    except ValueError:
-        return DEFAULT_IDLE_SECONDS
-    return value if value > 0 else DEFAULT_IDLE_SECONDS
+    return settings.seconds(ENV_IDLE)
 
 
 class TransferStalled(Exception):

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from shoal import settings
 from shoal.fl import FLModel
 from shoal.fl import client as flare
 from shoal.workflows.fedstats import WITHHELD_REASON, site_pass1, site_pass2
@@ -82,7 +82,7 @@ def read_table(path: Path) -> tuple[list[str], npt.NDArray[np.float64]]:
 def _app_dirs() -> list[Path]:
     """The job's app folder: site agents and the simulator set ``SHOAL_APP_DIR`` for the
     training process (``shoal.fl.client.app_dir()`` reads the same)."""
-    env = os.environ.get("SHOAL_APP_DIR")
+    env = settings.text(settings.APP_DIR)
     return [Path(env).resolve()] if env else []
 
 
