@@ -81,6 +81,7 @@ STARTUP_KIT_DIR = "SHOAL_STARTUP_KIT_DIR"
 POC_WORKSPACE = "SHOAL_POC_WORKSPACE"
 DEBUG = "SHOAL_DEBUG"
 COLUMNS = "COLUMNS"
+TERM = "TERM"
 TRANSFER_IDLE_TIMEOUT = "SHOAL_TRANSFER_IDLE_TIMEOUT"
 WARM_SPARES = "SHOAL_WARM_SPARES"
 SANDBOX = "SHOAL_SANDBOX"
@@ -138,6 +139,12 @@ SETTINGS: tuple[Setting, ...] = (
         default="0",
     ),
     Setting(COLUMNS, "whole number", CLI, "the width tables are fitted to (else the terminal's, else 80)"),
+    Setting(
+        TERM,
+        "text",
+        CLI,
+        "`dumb`: no progress drawn in place (a redrawn line, a bar), even on a terminal",
+    ),
     # --- the server and the sites ---
     Setting(
         TRANSFER_IDLE_TIMEOUT,

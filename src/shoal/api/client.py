@@ -17,8 +17,12 @@ from shoal.errors import CATALOGUE, ShoalError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import IO, Any
+
+    #: Told (bytes done, bytes in all if known) as a request's body goes or an answer comes.
+    Progress = Callable[[int, int | None], None]
 
 LONG_POLL = 25.0  # seconds one wait request is held open by the server
 #: The server (aiohttp) reads at most 8190 bytes of request line, then answers a bare 400. A
@@ -80,15 +84,21 @@ class AdminClient:
         headers: dict[str, str] | None = None,
         timeout: float | None = 60.0,
         sink: IO[bytes] | None = None,
+        on_progress: Progress | None = None,
     ) -> Any:
-        """Send one request; return parsed JSON (or stream into ``sink``); map every failure."""
+        """Send one request; return parsed JSON (or stream into ``sink``); map every failure.
+        ``on_progress`` follows the body sent (its Content-Length the total) or, with ``sink``,
+        the answer received (the answer's Content-Length)."""
         q = {k: _quote(str(v)) for k, v in (query or {}).items() if v is not None}
         url = path + ("?" + "&".join(f"{_quote(k)}={v}" for k, v in q.items()) if q else "")
         if len(url) > MAX_TARGET_BYTES:
             raise _target_too_long(path, q, len(url))
         try:
             conn = self._connection(timeout)
-            resp = conn.request(method, url, body=body, headers=headers or {})
+            sent = None
+            if on_progress is not None and body is not None and not isinstance(body, bytes):
+                sent = _body_progress(on_progress, (headers or {}).get("Content-Length"))
+            resp = conn.request(method, url, body=body, headers=headers or {}, sent=sent)
             if resp.status >= 400:
                 err, from_shoal = _error_from_response(resp.status, resp.read())
                 if not from_shoal or resp.headers.get("connection", "").lower() == "close":
@@ -97,7 +107,15 @@ class AdminClient:
                     self.close()
                 raise err
             if sink is not None:
+                length = resp.headers.get("content-length")
+                expected = int(length) if length is not None and length.isdecimal() else None
+                received = 0
+                if on_progress is not None:
+                    on_progress(0, expected)
                 for piece in resp.iter_body():
+                    received += len(piece)
+                    if on_progress is not None:
+                        on_progress(received, expected)
                     try:
                         sink.write(piece)
                     except OSError as exc:  # our disk, not the link (a full disk was CONNECTION_FAILED)
@@ -147,7 +165,13 @@ class AdminClient:
         result: dict[str, Any] = self._request("GET", "/api/v1/health", timeout=5.0)
         return result
 
-    def submit_job(self, archive: Path, study: str, submit_token: str | None = None) -> dict[str, Any]:
+    def submit_job(
+        self,
+        archive: Path,
+        study: str,
+        submit_token: str | None = None,
+        on_progress: Progress | None = None,
+    ) -> dict[str, Any]:
         with archive.open("rb") as f:
             result: dict[str, Any] = self._request(
                 "POST",
@@ -156,6 +180,7 @@ class AdminClient:
                 body=f,
                 headers={"Content-Type": "application/zip", "Content-Length": str(archive.stat().st_size)},
                 timeout=300.0,
+                on_progress=on_progress,
             )
         return result
 
@@ -210,12 +235,26 @@ class AdminClient:
                 # answered early without news (a proxy that cannot hold requests): don't spin
                 time.sleep(interval)
 
-    def download_result(self, job_id: str, study: str, dest: Path, only: list[str] | None = None) -> None:
+    def download_result(
+        self,
+        job_id: str,
+        study: str,
+        dest: Path,
+        only: list[str] | None = None,
+        on_progress: Progress | None = None,
+    ) -> None:
         """The job's result zip into ``dest``; ``only`` names the parts wanted (model, metrics,
         logs, job), all of them when None."""
         query = {"study": study, "only": ",".join(only) if only else None}
         with dest.open("wb") as sink:
-            self._request("GET", f"/api/v1/jobs/{_quote(job_id)}/result", query, timeout=600.0, sink=sink)
+            self._request(
+                "GET",
+                f"/api/v1/jobs/{_quote(job_id)}/result",
+                query,
+                timeout=600.0,
+                sink=sink,
+                on_progress=on_progress,
+            )
 
     def abort_job(self, job_id: str, study: str) -> dict[str, Any]:
         """Returns once the job is ABORTED (sites confirmed, or the stragglers are named)."""
@@ -300,6 +339,18 @@ class AdminClient:
         """``remove``, ``restart`` or ``shutdown`` a site (the server relays the last two to its agent)."""
         result: dict[str, Any] = self._request("POST", f"/api/v1/system/sites/{_quote(site)}/{action}")
         return result
+
+
+def _body_progress(on_progress: Progress, length: str | None) -> Callable[[int], None]:
+    """What ``Connection.request`` calls per piece of a body sent: ``on_progress`` with the
+    body's Content-Length as the total (told once at 0 before the first piece)."""
+    total = int(length) if length is not None and length.isdecimal() else None
+    on_progress(0, total)
+
+    def sent(done: int) -> None:
+        on_progress(done, total)
+
+    return sent
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")

@@ -14,7 +14,7 @@ from shoal.api.tls import TLSSocket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import IO, Any
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -119,7 +119,10 @@ class Connection:
         target: str,
         body: bytes | IO[bytes] | None = None,
         headers: dict[str, str] | None = None,
+        sent: Callable[[int], None] | None = None,
     ) -> Response:
+        """Send a request and read the answer's head; ``sent`` is told the body's bytes sent so
+        far after each piece of a streamed body (a progress bar's feed)."""
         if self._sock is None:
             self.connect()
         assert self._sock is not None and self._reader is not None
@@ -133,8 +136,12 @@ class Connection:
         if isinstance(body, bytes):
             self._sock.sendall(body)
         elif body is not None:
+            done = 0
             while data := body.read(CHUNK):
                 self._sock.sendall(data)
+                done += len(data)
+                if sent is not None:
+                    sent(done)
         return self._read_response()
 
     def _read_response(self) -> Response:

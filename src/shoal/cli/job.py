@@ -287,6 +287,7 @@ def cmd_submit(args: argparse.Namespace) -> Result:
     import tempfile
     from pathlib import Path
 
+    from shoal.cli.live import Transfer, live
     from shoal.cli.main import connect
     from shoal.wire.archive import zip_folder
 
@@ -298,7 +299,12 @@ def cmd_submit(args: argparse.Namespace) -> Result:
             zip_folder(source, archive)
         else:
             archive = source
-        answer = client.submit_job(archive, args.study, args.submit_token)
+        bar = Transfer("uploading", source.name) if live(args) else None  # drawn if large
+        try:
+            answer = client.submit_job(archive, args.study, args.submit_token, on_progress=bar)
+        finally:
+            if bar is not None:
+                bar.finish()
         if args.debug:
             kept = Path(tempfile.mkdtemp(prefix="shoal-submitted-")) / archive.name
             shutil.copy(archive, kept)

@@ -18,6 +18,7 @@ def cmd_download(args: argparse.Namespace) -> Result:
     import tempfile
 
     from shoal.cli.artifacts import discover
+    from shoal.cli.live import Transfer, live
     from shoal.cli.main import connect
     from shoal.wire.archive import extract_archive
 
@@ -47,7 +48,12 @@ def cmd_download(args: argparse.Namespace) -> Result:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".shoal-download-", dir=out_dir) as tmp:
             archive = Path(tmp) / "result.zip"
-            client.download_result(meta["job_id"], args.study, archive, args.only)
+            bar = Transfer("downloading", f"job {meta['job_id']}") if live(args) else None
+            try:
+                client.download_result(meta["job_id"], args.study, archive, args.only, on_progress=bar)
+            finally:
+                if bar is not None:
+                    bar.finish()
             staged = Path(tmp) / "tree"
             # the server's own result: its size is the model's, not an attacker's choice, but
             # paths are still checked (no '..', links or absolute names)

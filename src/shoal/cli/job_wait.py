@@ -11,6 +11,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from shoal.cli.live import StatusLine
+
 NORMALISED = {
     "FINISHED_OK": "COMPLETED",
     "FINISHED_EXCEPTION": "FAILED",
@@ -131,10 +133,16 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
     deadline = started + args.timeout if args.timeout > 0 else None
     version, meta = -1, None
     shown = Shown()
+    if args.format == "txt":
+        from shoal.cli.live import StatusLine, live
+
+        shown.line = StatusLine() if live(args) else None
+    # On a terminal the line's clock moves: the server answers at least every LIVE_TICK s.
+    longest = 25.0 if shown.line is None else LIVE_TICK
     try:
         client = connect(args)
         while True:
-            hold = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
+            hold = longest if deadline is None else max(0.0, min(longest, deadline - time.monotonic()))
             answer = client.job_events(args.job_id, args.study, version, hold)
             changed = answer["version"] != version
             version, meta = answer["version"], answer["job"]
@@ -148,7 +156,7 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
             status = meta["status"]
             if answer["terminal"]:
                 return _monitor_terminal(meta, metrics, started, jsonl, shown)
-            if changed:
+            if changed or shown.line is not None:
                 _monitor_progress(meta, metrics, started, jsonl, emit_event, shown)
             if deadline is not None and time.monotonic() >= deadline:
                 raise ShoalError(
@@ -156,7 +164,7 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
                     f"job {args.job_id} did not finish within {args.timeout:g}s",
                     data={"job_id": args.job_id, "status": "TIMEOUT", "job_status": status},
                 )
-            if not changed:
+            if not changed and shown.line is None:
                 time.sleep(min(args.interval, 1.0))
     except ShoalError as err:
         if not jsonl:
@@ -176,15 +184,31 @@ def cmd_monitor(args: argparse.Namespace) -> Result:
         else:
             emit_event(error_event(err))
         return Result(None, exit_code=err.exit_code)
+    finally:
+        if shown.line is not None:  # the last state stays on the screen, what follows below it
+            shown.line.done()
+
+
+#: Seconds between two redraws of monitor's live line (its clock) when nothing changed.
+LIVE_TICK = 1.0
 
 
 class Shown:
     """What the human view of monitor printed last: a line is printed only when what it says
-    changed (not for every event, nor for elapsed time alone), and each notice once."""
+    changed (not for every event, nor for elapsed time alone), and each notice once. On a
+    terminal (``line``) the state is one line redrawn in place, with a bar of the rounds."""
 
     def __init__(self) -> None:
-        self.line = ""
+        self.said = ""
         self.notices: set[str] = set()
+        self.line: StatusLine | None = None
+
+    def say(self, text: str) -> None:
+        """A line that stays (a notice): above the live line on a terminal."""
+        if self.line is not None:
+            self.line.above(text)
+        else:
+            progress(text)
 
     def new_notices(self, meta: dict[str, Any]) -> list[str]:
         fresh = [n for n in meta.get("notices") or [] if n not in self.notices]
@@ -271,13 +295,38 @@ def _monitor_progress(
     if meta.get("status_reason") and status == "SUBMITTED":
         parts.append(f"({meta['status_reason']})")
     line = " ".join(parts)
-    if line != shown.line:
-        shown.line = line
-        left = _time_left(meta, elapsed)
+    left = _time_left(meta, elapsed)
+    for text in shown.new_notices(meta):
+        shown.say(f"job {meta['job_id']} notice: {text}")
+    if shown.line is not None:
+        shown.line.show(_live_text(meta, words, sites, elapsed, left))
+    elif line != shown.said:
+        shown.said = line
         clock = f"elapsed {_clock(elapsed)}" + (f", about {_clock(left)} left" if left is not None else "")
         progress(f"job {meta['job_id']} {line} [{clock}]")
-    for text in shown.new_notices(meta):
-        progress(f"job {meta['job_id']} notice: {text}")
+
+
+def _live_text(
+    meta: dict[str, Any], words: str, sites: dict[str, Any], elapsed: float, left: float | None
+) -> str:
+    """Monitor's line on a terminal, most telling first (the terminal's width cuts its end):
+    ``job 3151075053088038 RUNNING round 3/5 [########------------] 2 done 0:00:12 (~0:00:09
+    left) loss=0.13 (round 2) site-1=running site-2=running``."""
+    from shoal.cli.live import bar
+
+    current, total, done, _ = _rounds(meta)
+    parts = [f"job {meta['job_id']}", meta["status"]]
+    if current is not None:
+        parts.append(f"round {current}/{total}" if total else f"round {current}")
+    if total:
+        parts.append(f"{bar((done or 0) / total)} {done or 0} done")
+    parts.append(_clock(elapsed) + (f" (~{_clock(left)} left)" if left is not None else ""))
+    if words:
+        parts.append(words)
+    parts += [f"{s}={st}" for s, st in sorted(sites.items())]
+    if meta.get("status_reason") and meta["status"] == "SUBMITTED":
+        parts.append(f"({meta['status_reason']})")
+    return " ".join(parts)
 
 
 def _monitor_terminal(
@@ -312,6 +361,8 @@ def _monitor_terminal(
             event["error_code"] = code
         emit_event(event)
         return Result(None, exit_code=0 if code is None else 1)
+    if shown.line is not None:
+        shown.line.clear()  # the summary (or the error) says where the job ended
     if code is not None:
         for text in shown.new_notices(meta):  # said before the error (a success's summary has them)
             progress(f"job {meta['job_id']} notice: {text}")
