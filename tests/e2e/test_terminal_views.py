@@ -1,10 +1,13 @@
-"""``shoal job plot`` draws a finished job's curve from its metrics_summary.json, and ``shoal
+"""``shoal job plot`` draws a finished job's curve from its metrics_summary.json and a running
+job's from the server's record (``--follow`` redrawing it on a terminal), and ``shoal
 completion bash|zsh`` completes what the parsers know, run in the real shell."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from matplotlib.image import imread
 from tests.conftest import Cli
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import round_loss_job, slow_job
+from tests.terminal import run_in_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -62,6 +66,59 @@ def test_plot_in_the_terminal_puts_each_round_where_its_value_is(
     assert plot[0].startswith("40 |*") and plot[-1].startswith("10 |") and plot[-1].endswith("*")
     assert sum(line.count("*") for line in plot) == 4
     assert "round 1" in lines[14] and lines[14].rstrip().endswith("round 4") and "* global" in lines[15]
+
+
+def _rounds_done(fed: Federation, job_id: str, at_least: int) -> None:
+    """Return once the running job has finished ``at_least`` rounds (as its stats say)."""
+    deadline = time.monotonic() + 120
+    while True:
+        code, doc = fed.cli.json("job", "stats", job_id)
+        assert code == 0, doc
+        if doc["data"]["server"]["rounds_done"] >= at_least:
+            return
+        assert doc["data"]["status"] == "RUNNING" and time.monotonic() < deadline, doc
+        time.sleep(0.2)
+
+
+def test_plot_of_a_running_job_draws_its_rounds_so_far_and_follows_them(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """The global loss of round r (from 0) is r + 1: a running job's plot holds the rounds done
+    so far with their values, ``--follow`` redraws on a terminal as rounds end, and once the job
+    ended its plot is its metrics_summary.json's, the same values and the rest."""
+    job = round_loss_job(tmp_path / "job", loss="r + 1", rounds=8, delay=0.6)
+    code, doc = federation.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    _rounds_done(federation, job_id, 2)
+
+    code, doc = federation.cli.json("job", "plot", job_id)
+    assert code == 0, doc
+    data = doc["data"]
+    assert data["running"] is True and data["metric"] == "loss", data
+    points = data["series"]["global"]
+    assert 2 <= len(points) < 8 and points == [{"round": r, "value": r + 1.0} for r in range(len(points))]
+    text = federation.cli.run("job", "plot", job_id)
+    assert text.returncode == 0 and "loss per round (so far: RUNNING, " in text.stdout, text
+
+    for refused in (
+        federation.cli.run("job", "plot", job_id, "--follow", "--format", "json"),
+        federation.cli.run("job", "plot", job_id, "--follow"),  # into a pipe
+    ):
+        assert refused.returncode == 4 and "INVALID_ARGS" in refused.stdout + refused.stderr, refused
+
+    screen = run_in_terminal(federation.cli, "job", "plot", job_id, "--follow")
+    assert screen.returncode == 0, screen.output
+    frames = re.findall(r"\x1b\[(\d+)F\x1b\[J", screen.output)  # each redraw moves up over the last
+    assert len(frames) >= 2 and set(frames) == {"16"}, screen.output
+    assert "(so far: RUNNING, " in screen.output
+    final = screen.output.rsplit("\x1b[J", 1)[1]  # the finished job's plot, where the last was
+    assert final.startswith(f"job {job_id}: loss per round\r\n"), final
+    assert "round 1" in final and "round 8" in final and "so far" not in final
+
+    code, doc = federation.cli.json("job", "plot", job_id)
+    assert code == 0 and doc["data"]["running"] is False
+    assert doc["data"]["series"]["global"] == [{"round": r, "value": r + 1.0} for r in range(8)]
 
 
 def complete(script: str, *words: str, shell: str = "bash") -> list[str]:

@@ -583,6 +583,12 @@ def _plot(p: Any) -> None:
     p.add_argument(
         "--png", default=None, metavar="FILE", help="also write the plot as a PNG picture (matplotlib)"
     )
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="on a terminal: redraw the plot of a running job as each round ends, until it ends",
+    )
     p.set_defaults(handler=lazy("shoal.cli.job_plot", "cmd_plot"))
 
 
@@ -600,5 +606,5 @@ COMMANDS: dict[str, tuple[str, bool, Any]] = {
     "logs": ("show a job's logs from the server's log store", True, _logs),
     "log-config": ("change a running job's log level or mode", True, _log_config),
     "stats": ("show a job's statistics: live while it runs, final once it ended", True, _stats),
-    "plot": ("draw a finished job's per-round metric curve in the terminal", True, _plot),
+    "plot": ("draw a job's per-round metric curve in the terminal (running or finished)", True, _plot),
 }

@@ -1,8 +1,11 @@
-"""``shoal job plot ID [--metric K]``: a metric's per-round curve, drawn in the terminal.
+"""``shoal job plot ID [--metric K] [--follow]``: a metric's per-round curve, drawn in the terminal.
 
-The curve comes from the job's ``metrics_summary.json`` (fetched alone: ``download --only
-metrics``): the global model's metric of each round, and each site's logged values of the same
-name (the last one it logged in a round). Standard library only; JSON mode prints the series.
+The curve of a finished job comes from its ``metrics_summary.json`` (fetched alone: ``download
+--only metrics``): the global model's metric of each round, and each site's logged values of
+the same name (the last one it logged in a round). A job that runs has no summary yet: its
+curve so far comes from the server's curves of the same values (``/jobs/{id}/series``), and
+``--follow`` redraws it on a terminal as each round ends. Standard library only; JSON mode
+prints the series.
 """
 
 from __future__ import annotations
@@ -86,19 +89,15 @@ def draw(series: Series, width: int, height: int = HEIGHT) -> list[str]:
     return lines
 
 
-def fetch_summary(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """The job's id and metrics_summary.json, fetched as ``download --only metrics`` does."""
+def fetch_summary(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The job's metrics_summary.json, fetched as ``download --only metrics`` does."""
     import tempfile
     import zipfile
     from pathlib import Path
 
-    from shoal.cli.main import connect
-
-    client = connect(args)
-    job_id = str(args.job_id)
     with tempfile.TemporaryDirectory(prefix="shoal-plot-") as tmp:
         archive = Path(tmp) / "result.zip"
-        client.download_result(job_id, args.study, archive, ["metrics"])
+        client.download_result(str(args.job_id), args.study, archive, ["metrics"])
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "metrics_summary.json"]
             if not names:
@@ -106,7 +105,42 @@ def fetch_summary(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             summary = json.loads(zf.read(min(names, key=len)))
     if not isinstance(summary, dict):
         raise ShoalError("RESULT_NOT_AVAILABLE", "the job's metrics_summary.json is not an object")
-    return job_id, summary
+    return summary
+
+
+def live_summary(answer: dict[str, Any]) -> dict[str, Any]:
+    """The server's curves of a running job (``/jobs/{id}/series``: ``{"global": {metric:
+    [[round, value]]}, "sites": {site: {metric: [[round, value]]}}}``) in metrics_summary.json's
+    shape, so that one reader (summary_series) draws both."""
+    rounds: dict[int, dict[str, Any]] = {}
+    for metric, points in (answer.get("global") or {}).items():
+        for rnd, value in points:
+            rounds.setdefault(rnd, {})[metric] = value
+    logged = {
+        site: [
+            {"key": metric, "round": rnd, "value": value}
+            for metric, points in curves.items()
+            for rnd, value in points
+        ]
+        for site, curves in (answer.get("sites") or {}).items()
+    }
+    for points in logged.values():
+        points.sort(key=lambda p: p["round"])
+    return {
+        "rounds": [{"round": r, "metrics": m} for r, m in sorted(rounds.items())],
+        "logged_metrics": logged,
+    }
+
+
+def job_summary(client: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the summary to draw, the job's meta while it runs or None once it ended): a finished
+    job's own metrics_summary.json, else the server's curves of the rounds so far."""
+    from shoal.wire.status import JobStatus
+
+    meta: dict[str, Any] = client.get_job(str(args.job_id), args.study)
+    if JobStatus(meta["status"]).terminal:
+        return fetch_summary(client, args), None
+    return live_summary(client.job_series(str(args.job_id), args.study)), meta
 
 
 def write_png(series: Series, title: str, path: str) -> str:
@@ -141,25 +175,98 @@ def write_png(series: Series, title: str, path: str) -> str:
 
 
 def cmd_plot(args: argparse.Namespace) -> Result:
-    job_id, summary = fetch_summary(args)
+    from shoal.cli.main import connect
+
+    client = connect(args)
+    if args.follow:
+        _follow(client, args)
+    summary, running = job_summary(client, args)
+    return _plot_result(str(args.job_id), summary, running, args)
+
+
+def _chosen(job_id: str, summary: dict[str, Any], metric: str | None) -> tuple[str, list[str], Series]:
+    """(the metric drawn, every metric of the job, its series); refused when there is none."""
     names, by_metric = summary_series(summary)
     if not names:
-        raise ShoalError("RESULT_NOT_AVAILABLE", f"job {job_id} recorded no metric with a round")
-    metric = args.metric or names[0]
+        raise ShoalError("RESULT_NOT_AVAILABLE", f"job {job_id} recorded no metric with a round yet")
+    metric = metric or names[0]
     if metric not in by_metric:
         raise ShoalError(
             "INVALID_ARGS",
             f"job {job_id} recorded no metric {metric[:80]!r}",
             hint=f"Its metrics: {', '.join(names)}.",
         )
-    series = by_metric[metric]
+    return metric, names, by_metric[metric]
+
+
+def _title(job_id: str, metric: str, running: dict[str, Any] | None) -> str:
+    title = f"job {job_id}: {metric} per round"
+    if running is not None:
+        prog = running.get("progress") or {}
+        total = prog.get("total_rounds")
+        done = (prog.get("stats") or {}).get("rounds_done")
+        rounds = f", {done} of {total} rounds done" if isinstance(done, int) and total else ""
+        title += f" (so far: {running['status']}{rounds})"
+    return title
+
+
+def _plot_result(
+    job_id: str, summary: dict[str, Any], running: dict[str, Any] | None, args: argparse.Namespace
+) -> Result:
+    metric, names, series = _chosen(job_id, summary, args.metric)
     data = {
         "job_id": job_id,
         "metric": metric,
         "metrics": names,
+        "running": running is not None,
         "series": {who: [{"round": r, "value": v} for r, v in values] for who, values in series.items()},
     }
-    title = f"job {job_id}: {metric} per round"
+    title = _title(job_id, metric, running)
     if args.png:
         data["png"] = write_png(series, title, args.png)
     return Result(data, human=lambda: "\n".join([title, *draw(series, min(terminal_columns(), 100))]))
+
+
+def _follow(client: Any, args: argparse.Namespace) -> None:
+    """``--follow``: redraw the plot in place each time the job changes (a round ends), until
+    it ends; the caller then prints the finished job's plot where the last drawing was. Only
+    on a terminal: a pipe would get every drawing, cursor movements and all."""
+    import sys
+
+    from shoal.cli.live import live
+    from shoal.cli.output import terminal_safe
+
+    if not live(args):
+        raise ShoalError(
+            "INVALID_ARGS",
+            "--follow redraws the plot on a terminal; here stdout is not one (or --format json)",
+            hint="Wait for the job ('shoal job wait ID'), then plot it; or plot it once as it is.",
+        )
+    job_id, version, drawn = str(args.job_id), -1, 0
+    out = sys.stdout
+    while True:
+        answer = client.job_events(job_id, args.study, version, 25.0)
+        if answer["version"] != version:
+            version = answer["version"]
+            if answer["terminal"]:
+                break
+            lines = _frame(client, args, job_id, answer["job"])
+            out.write((f"\x1b[{drawn}F\x1b[J" if drawn else "") + terminal_safe("\n".join(lines)) + "\n")
+            out.flush()
+            drawn = len(lines)
+    if drawn:
+        out.write(f"\x1b[{drawn}F\x1b[J")
+        out.flush()
+
+
+def _frame(client: Any, args: argparse.Namespace, job_id: str, meta: dict[str, Any]) -> list[str]:
+    """One drawing of a running job's plot, or a line saying what it waits for."""
+    try:
+        summary = live_summary(client.job_series(job_id, args.study))
+        metric, _, series = _chosen(job_id, summary, args.metric)
+    except ShoalError as err:  # not started, no round yet, or not the metric asked for yet
+        if err.code not in ("JOB_NOT_RUNNING", "RESULT_NOT_AVAILABLE", "INVALID_ARGS"):
+            raise
+        what = f"metric {args.metric!r}" if args.metric else "the first round's metrics"
+        return [f"job {job_id} ({meta['status']}): waiting for {what} ..."]
+    return [_title(job_id, metric, meta), *draw(series, min(terminal_columns(), 100))]

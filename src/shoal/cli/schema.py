@@ -97,7 +97,11 @@ EXAMPLES: dict[str, list[str]] = {
         "shoal job logs <job_id> --since 2026-12-01T10:00:00Z --format json",
     ],
     "shoal job log-config": ["shoal job log-config <job_id> DEBUG --site site-1"],
-    "shoal job plot": ["shoal job plot last", "shoal job plot <job_id> --metric accuracy --format json"],
+    "shoal job plot": [
+        "shoal job plot last",
+        "shoal job plot <job_id> --metric accuracy --format json",
+        "shoal job plot last --follow   # redraws as each round ends, until the job ends",
+    ],
     "shoal completion": [
         "source <(shoal completion bash)   # in ~/.bashrc",
         "source <(shoal completion zsh)    # in ~/.zshrc",
