@@ -1,6 +1,6 @@
 """Progress drawn in place on a terminal (issue 18): ``job monitor``'s live line with a bar of
 the rounds and each site's state, ``job submit`` and ``job download``'s bytes, rate and time
-left. The real CLI runs on a pseudo-terminal (tests/terminal.py) and, for the same job, through
+left, ``shoal simulate``'s sites done. The real CLI runs on a pseudo-terminal (tests/terminal.py) and, for the same job, through
 pipes, where ``--format json``/``jsonl`` and the text stay free of any redrawing."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import copy_hello, slow_job
 from tests.terminal import drawn_in_place, run_in_terminal
@@ -106,3 +107,24 @@ def test_submit_and_download_show_bytes_rate_and_time_on_a_terminal_only(
     text = federation.cli.run("job", "download", job_id, "-o", tmp_path / "q")
     assert text.returncode == 0 and not drawn_in_place(text.stdout + text.stderr)
     assert "downloading" not in text.stderr, text.stderr
+
+
+def test_simulate_shows_the_sites_done_on_a_terminal_only(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "home")
+    hello = str(EXAMPLES / "hello-numpy")
+    screen = run_in_terminal(
+        cli, "simulate", "-j", hello, "-n", "6", "--workers", "2", "-o", str(tmp_path / "t")
+    )
+    assert screen.returncode == 0, screen.output
+    assert screen.redraws, screen.output
+    for rnd in range(1, 6):  # every round: its sites counted up to six, and its line kept
+        assert re.search(rf"round {rnd}/5 \[[#-]{{20}}\] [1-6]/6 sites done \d:\d\d:\d\d", screen.output)
+        assert f"round {rnd}/5 [####################] 6/6 sites done" in screen.output
+        assert re.search(rf"\r\x1b\[Kround {rnd} done in [\d.]+s: 6 sites loss=", screen.output)
+    assert "Simulated hello-numpy with 6 sites on 2 workers: 5 rounds" in screen.output
+
+    text = cli.run("simulate", "-j", hello, "-n", "6", "--workers", "2", "-o", tmp_path / "p")
+    assert text.returncode == 0 and not drawn_in_place(text.stdout + text.stderr), text
+    assert "sites done" not in text.stderr and "round 5 done in " in text.stderr, text.stderr
+    code, doc = cli.json("simulate", "-j", hello, "-n", "6", "--workers", "2", "-o", tmp_path / "j")
+    assert code == 0 and doc["data"]["sites"] == 6, doc

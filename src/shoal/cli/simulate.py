@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from shoal.cli.output import Result, number_text, write_human
@@ -94,26 +95,46 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
     job = Path(args.job_folder).expanduser()
     n_sites = args.n_sites if args.n_sites is not None else load_job_definition(job).min_clients
     stderr = sys.stderr  # the controller's own output is redirected while it runs
+    line = None
+    if args.format == "txt":
+        from shoal.cli.live import StatusLine, live
+
+        line = StatusLine(stderr) if live(args) else None  # on a terminal: sites done, in place
 
     def on_round(entry: dict[str, Any]) -> None:
         metrics = " ".join(f"{k}={number_text(v)}" for k, v in sorted(entry["metrics"].items()))
         seconds = entry["seconds"]
         took = f" in {seconds:.2f}s" if seconds is not None else ""
         rnd = entry["round"] + 1 if isinstance(entry["round"], int) else entry["round"]  # 1-based, as monitor
-        write_human(f"round {rnd} done{took}: {entry['sites']} sites {metrics}", stderr)
+        text = f"round {rnd} done{took}: {entry['sites']} sites {metrics}"
+        if line is not None:
+            line.above(text)
+            return
+        write_human(text, stderr)
         stderr.flush()
 
-    report = run_simulation(
-        job,
-        n_sites,
-        workers=args.workers,
-        out_dir=Path(args.out_dir) if args.out_dir else None,
-        on_round=on_round,
-        checks=UpdateChecks(
-            reject_non_finite=not args.accept_non_finite,
-            max_num_examples=args.max_num_examples or DEFAULT_MAX_NUM_EXAMPLES,
-        ),
-    )
+    def on_site(state: dict[str, Any]) -> None:
+        assert line is not None
+        line.show(_sites_text(state, time.monotonic() - started))
+
+    started = time.monotonic()
+
+    try:
+        report = run_simulation(
+            job,
+            n_sites,
+            workers=args.workers,
+            out_dir=Path(args.out_dir) if args.out_dir else None,
+            on_round=on_round,
+            on_site=on_site if line is not None else None,
+            checks=UpdateChecks(
+                reject_non_finite=not args.accept_non_finite,
+                max_num_examples=args.max_num_examples or DEFAULT_MAX_NUM_EXAMPLES,
+            ),
+        )
+    finally:
+        if line is not None:  # the summary, or the error, is printed where the line was
+            line.clear()
     if not report.ok:
         raise failure(report)
     last = report.rounds[-1]["metrics"] if report.rounds else {}
@@ -130,3 +151,16 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
         ]
     )
     return Result(report.as_dict(), human=human)
+
+
+def _sites_text(state: dict[str, Any], elapsed: float) -> str:
+    """``round 3/10 [########------------] 16/40 sites done 0:00:07``: the round under way (from
+    1), a bar of its sites that answered, and the time since the simulation started."""
+    from shoal.cli.live import bar, clock
+
+    rnd, total = state["round"], state["total_rounds"]
+    where = f"round {rnd + 1}" if isinstance(rnd, int) else "round"
+    if isinstance(rnd, int) and isinstance(total, int) and total:
+        where += f"/{total}"
+    done, sites = state["done"], max(1, state["sites"])
+    return f"{where} {bar(done / sites)} {done}/{sites} sites done {clock(elapsed)}"

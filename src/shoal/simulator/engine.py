@@ -38,7 +38,7 @@ from typing import Any
 from shoal.errors import ShoalError
 from shoal.runtime.controller import resolve_workflow
 from shoal.simulator.pool import IDLE_EXIT_GRACE, WorkerPool
-from shoal.simulator.transport import PoolTransport, RoundCallback
+from shoal.simulator.transport import PoolTransport, RoundCallback, SiteCallback
 from shoal.simulator.worker import SiteTask, forget_job_modules
 from shoal.wire.divergence import divergence_notices
 from shoal.wire.jobdef import (
@@ -132,9 +132,11 @@ def run_simulation(
     out_dir: Path | None = None,
     on_round: RoundCallback | None = None,
     checks: UpdateChecks | None = None,
+    on_site: SiteCallback | None = None,
 ) -> SimulationReport:
     """Like ``simulate`` but returns the report whether the job succeeded or failed;
-    ``on_round`` is called after each round with ``{"round", "metrics", "sites", "seconds"}``."""
+    ``on_round`` is called after each round with ``{"round", "metrics", "sites", "seconds"}``,
+    ``on_site`` each time a site's answer is taken (shoal.simulator.transport.SiteCallback)."""
     if isinstance(n_sites, bool) or not isinstance(n_sites, int) or n_sites < 1:
         raise ShoalError("INVALID_ARGS", f"the number of sites must be at least 1, got {n_sites!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -169,7 +171,9 @@ def run_simulation(
 
     started = time.monotonic()
     with WorkerPool(pool_size) as pool:
-        transport = PoolTransport(pool, make_spec, max_in_flight=2 * pool_size, on_round=on_round)
+        transport = PoolTransport(
+            pool, make_spec, max_in_flight=2 * pool_size, on_round=on_round, on_site=on_site
+        )
         status, reason = _run_controller(
             jobdef, out, job_id, sites, transport, scale=-(-len(sites) // pool_size), checks=checks
         )

@@ -29,6 +29,9 @@ from shoal.wire.channel import SyncChannel
 
 SpecFactory = Callable[[str, dict[str, Any]], SiteTask]
 RoundCallback = Callable[[dict[str, Any]], None]
+#: Told each time the workflow takes a site's answer: ``{"round", "total_rounds", "done",
+#: "sites"}``, the sites of that round answered so far and those it was sent to.
+SiteCallback = Callable[[dict[str, Any]], None]
 
 
 class SitePool(Protocol):
@@ -47,13 +50,17 @@ class PoolTransport(SyncChannel):
         *,
         max_in_flight: int,
         on_round: RoundCallback | None = None,
+        on_site: SiteCallback | None = None,
     ) -> None:  # no socket: do not call super().__init__
         self._pool = pool
         self._make_spec = make_spec
         self._max_in_flight = max(1, max_in_flight)
         self._on_round = on_round
+        self._on_site = on_site
         self._waiting: deque[SiteTask] = deque()
-        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._answers: queue.Queue[tuple[SiteTask, dict[str, Any]]] = queue.Queue()
+        self._sent: dict[Any, int] = {}  # round -> site runs asked for
+        self._answered_in: dict[Any, int] = {}  # round -> site answers taken
         self._relayed: deque[dict[str, Any]] = deque()  # log_metric messages, then the answer
         self._in_flight = 0
         self._unfinished: set[Future[dict[str, Any]]] = set()  # handed to the pool, not done
@@ -77,6 +84,8 @@ class PoolTransport(SyncChannel):
                 "model_path": message["model_path"],
             }
             self._round_started.setdefault(message.get("round"), time.monotonic())
+            rnd = message.get("round")
+            self._sent[rnd] = self._sent.get(rnd, 0) + len(message.get("sites", []))
             self._waiting.extend(self._make_spec(site, task) for site in message.get("sites", []))
             self._fill()
         elif op == "release":  # a result folded in: the simulator's own file, removed here
@@ -100,16 +109,31 @@ class PoolTransport(SyncChannel):
         if self._in_flight == 0 and not self._waiting and self._answers.empty():
             return None  # nothing can ever answer: the workflow must not wait forever
         try:
-            answer = self._answers.get(timeout=timeout)
+            spec, answer = self._answers.get(timeout=timeout)
         except queue.Empty:
             raise TimeoutError from None
         self._in_flight -= 1
         self._fill()
+        if self._on_site is not None:
+            self._site_done(spec)
         self._relayed.append(self._note(answer))  # after the metrics it logged, as a server relays
         return self._relayed.popleft()
 
     def close(self) -> None:
         self._waiting.clear()
+
+    def _site_done(self, spec: SiteTask) -> None:
+        rnd = spec.task.get("round")
+        self._answered_in[rnd] = done = self._answered_in.get(rnd, 0) + 1
+        assert self._on_site is not None
+        self._on_site(
+            {
+                "round": rnd,
+                "total_rounds": spec.task.get("total_rounds"),
+                "done": done,
+                "sites": self._sent.get(rnd, done),
+            }
+        )
 
     @property
     def unfinished_runs(self) -> int:
@@ -129,7 +153,7 @@ class PoolTransport(SyncChannel):
     def _answered(self, spec: SiteTask, future: Future[dict[str, Any]]) -> None:
         """Runs in the pool's thread: hand the answer over; the workflow takes it in receive()."""
         self._unfinished.discard(future)
-        self._answers.put(_answer_of(future, spec))
+        self._answers.put((spec, _answer_of(future, spec)))
 
     def _note(self, answer: dict[str, Any]) -> dict[str, Any]:
         """Keep what reports need (worker memory, metrics, first error); pass the rest on."""
