@@ -1,7 +1,8 @@
 """Progress drawn in place on a terminal (issue 18): ``job monitor``'s live line with a bar of
 the rounds and each site's state, ``job submit`` and ``job download``'s bytes, rate and time
-left, ``shoal simulate``'s sites done. The real CLI runs on a pseudo-terminal (tests/terminal.py) and, for the same job, through
-pipes, where ``--format json``/``jsonl`` and the text stay free of any redrawing."""
+left, ``shoal simulate``'s sites done. The real CLI runs on a pseudo-terminal
+(tests/terminal.py) and, for the same job, through pipes, where ``--format json``/``jsonl`` and
+the text stay free of any redrawing."""
 
 from __future__ import annotations
 
