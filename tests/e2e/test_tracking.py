@@ -5,12 +5,18 @@ fails never fails the job."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from wandb.proto import wandb_internal_pb2
 
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
@@ -74,6 +80,81 @@ def mlflow_series(uri: str, job_id: str) -> tuple[dict[str, list[tuple[int, floa
     return series, dict(run.data.tags)
 
 
+def wandb_records(run_file: Path) -> Iterator[Any]:
+    """The records of a W&B run file (``run-<id>.wandb``), decoded with W&B's own protobuf
+    messages. The file is a 7-byte header (``:W&B``, a magic, a version), then LevelDB's log
+    format: 32 KiB blocks of records, each a CRC, a length, a type (1 whole, 2 first, 3
+    middle, 4 last piece) and its bytes; a block's tail too short for a record header is zeros."""
+    raw = run_file.read_bytes()
+    assert raw[:4] == b":W&B", raw[:16]
+    pos, pending = 7, b""
+    while pos + 7 <= len(raw):
+        if 32768 - pos % 32768 < 7:  # the block's padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = struct.unpack_from("<HB", raw, pos + 4)
+        piece = raw[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = piece if kind in (1, 2) else pending + piece
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # no stubs
+            record.ParseFromString(pending)
+            yield record
+
+
+def wandb_series(workspace: Path, job_id: str) -> tuple[dict[str, list[tuple[int, float]]], Any]:
+    """Every metric of the job's offline W&B run by name, as (round, value), and its run record."""
+    files = list((workspace / "wandb").glob(f"offline-run-*-{job_id}/run-{job_id}.wandb"))
+    assert len(files) == 1, list(workspace.rglob("*"))
+    series: dict[str, list[tuple[int, float]]] = {}
+    runs = []
+    for record in wandb_records(files[0]):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            runs.append(record.run)
+        elif kind == "history":
+            row = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                for item in record.history.item
+            }
+            for key, value in row.items():
+                if key != "round" and not key.startswith("_"):
+                    series.setdefault(key, []).append((row["round"], value))
+    assert len(runs) == 1, runs
+    return {key: sorted(points) for key, points in series.items()}, runs[0]
+
+
+@contextmanager
+def listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A loopback port that records every connection made to it (what each first sent): where
+    W&B's API would be, to show that nothing calls it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    calls: list[bytes] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    calls.append(conn.recv(1024))
+                except OSError:
+                    calls.append(b"")
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], calls
+    finally:
+        server.close()
+        thread.join(5)
+
+
 def test_trackers_hold_what_the_scripts_logged(federation: Federation, tmp_path: Path) -> None:
     job_id, meta, summary_path = run_job(federation, tmp_path, ["tensorboard", "mlflow"])
     summary = json.loads(summary_path.read_text())
@@ -91,8 +172,44 @@ def test_trackers_hold_what_the_scripts_logged(federation: Federation, tmp_path:
     assert tags["shoal.study"] == "default" and tags["mlflow.runName"] == f"job {job_id}"
 
 
+def test_wandb_writes_an_offline_run_in_the_workspace_and_calls_no_one(tmp_path: Path) -> None:
+    """The server's environment asks W&B to go online, to an API on a port of the test's: the
+    run is still written offline, into the job's workspace (downloaded with it), holding every
+    value the summary has, and nothing connected to that port."""
+    with listener() as (port, calls):
+        env = {
+            "WANDB_MODE": "online",
+            "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+            "WANDB_API_KEY": "x" * 40,
+        }
+        with own_federation(tmp_path / "fed", env=env) as fed:
+            job_id, meta, summary_path = run_job(fed, tmp_path, ["wandb"], rounds=3)
+    assert calls == [], calls
+    assert not [n for n in meta.get("notices", []) if "tracker" in n], meta
+    want = expected(json.loads(summary_path.read_text()))
+    assert sorted(want) == ["global/loss", "site-1/step_loss", "site-2/step_loss"]
+    series, run = wandb_series(summary_path.parent, job_id)
+    assert series == want
+    assert run.run_id == job_id and run.display_name == f"job {job_id}" and run.run_group == "default"
+
+
+def test_a_tracker_whose_library_fails_to_load_never_fails_the_job(tmp_path: Path) -> None:
+    """The server finds a ``wandb`` that breaks on import (first on its PYTHONPATH): the job ends
+    FINISHED_OK with one notice naming the tracker, and TensorBoard still has every value."""
+    broken = tmp_path / "broken"
+    (broken / "wandb").mkdir(parents=True)
+    (broken / "wandb" / "__init__.py").write_text("raise ImportError('this wandb is broken')\n")
+    with own_federation(tmp_path / "fed", env={"PYTHONPATH": str(broken)}) as fed:
+        _, meta, summary_path = run_job(fed, tmp_path, ["wandb", "tensorboard"], rounds=2)
+    notices = [n for n in meta.get("notices", []) if "tracker wandb failed" in n]
+    assert len(notices) == 1 and "this wandb is broken" in notices[0], meta
+    want = expected(json.loads(summary_path.read_text()))
+    assert want["site-1/step_loss"] == [(0, 0.5), (1, 0.5)]
+    assert tensorboard_series(summary_path.parent / "tensorboard") == want
+
+
 def test_a_job_names_only_known_trackers(federation: Federation, tmp_path: Path) -> None:
-    for trackers in (["wandb"], "tensorboard", ["mlflow", "mlflow"]):
+    for trackers in (["weights-and-biases"], "tensorboard", ["mlflow", "mlflow"]):
         job = slow_job(tmp_path / str(len(str(trackers))), rounds=1, delay=0.0, meta={"trackers": trackers})
         code, doc = federation.cli.json("job", "submit", "-j", job)
         assert code == 1 and doc["error_code"] == "JOB_META_INVALID", doc

@@ -38,6 +38,9 @@ BUILDS_AN_ENVIRONMENT = {
         "a simulated site's run sets what a real site's sets (and saves what was there)"
     ),
     ("shoal/simulator/worker.py", "_site_process_view.__exit__"): "and puts back what was there before",
+    ("shoal/scheduler/tracking.py", "WandbTracker.open"): (
+        "W&B's helper process (wandb-core) gets its crash reports turned off: it reads nothing"
+    ),
 }
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb"}
 OS_MODULES = {"os", "posix", "nt"}

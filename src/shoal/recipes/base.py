@@ -51,7 +51,7 @@ class Recipe:
     min_responses: int | None = knob(None, "results that close a round, k of n (default: min_clients)")
     log_streaming: bool = knob(True, "stream site logs to the server while the job runs")
     trackers: list[str] = knob(
-        [], "experiment trackers the server writes the metrics to: tensorboard, mlflow"
+        [], "experiment trackers the server writes the metrics to: tensorboard, mlflow, wandb"
     )
     privacy: dict[str, Any] | None = knob(
         None,

@@ -1,4 +1,5 @@
-"""Experiment tracking written centrally by the server: TensorBoard event files and MLflow.
+"""Experiment tracking written centrally by the server: TensorBoard event files, MLflow, and
+Weights & Biases in offline mode.
 
 A job names its trackers in meta.json (``"trackers": ["tensorboard", "mlflow"]``; recipes:
 ``trackers=[...]``). The server already receives every metric a training script logs
@@ -11,7 +12,9 @@ step.
 Where they write is the operator's, never the job's: a job that chose a path or a tracking
 server would make the server write or connect wherever the job liked. TensorBoard writes into
 the job's ``workspace/tensorboard/`` (downloaded with the job), MLflow to
-``SHOAL_MLFLOW_TRACKING_URI`` or else a SQLite store in ``<server workspace>/mlflow/``.
+``SHOAL_MLFLOW_TRACKING_URI`` or else a SQLite store in ``<server workspace>/mlflow/``, W&B
+into the job's ``workspace/wandb/`` as an offline run (never a network call: ``wandb sync``
+uploads it, where and when its owner chooses; decisions/0028).
 
 Trackers run on one thread per job, fed through a queue: the event loop never waits on a
 disk or a tracking server, and never imports their libraries. A tracker that fails is dropped
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import re
 import threading
@@ -45,6 +49,8 @@ BATCH_MAX = 1000  # points a tracker is handed at once
 #: must not grow the server's memory without bound. Past it points are dropped, with a notice.
 QUEUE_MAX = 100_000
 MLFLOW_URI_ENV = settings.MLFLOW_TRACKING_URI
+#: Written (not read) for W&B's helper process: its crash reports off (WandbTracker.open).
+WANDB_ERROR_REPORTING_ENV = "WANDB_ERROR_REPORTING"
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,66 @@ class MlflowTracker:
             self._client.set_terminated(self._run_id)
 
 
+class WandbTracker:
+    """A Weights & Biases run in offline mode, its files in ``folder`` (the job's workspace):
+    the server makes no network call for it, whatever the environment says (WANDB_MODE,
+    WANDB_BASE_URL); ``wandb sync <folder>/wandb/offline-run-*`` uploads it later, by choice.
+
+    One run per job among many at once (``reinit="create_new"``: never wandb's process-wide
+    current run). W&B's own step only grows, but a round's aggregate arrives after its sites'
+    values and possibly after the next round's first ones: each value is logged as a row with
+    the round in a ``round`` column, which every metric takes as its x axis."""
+
+    name = "wandb"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._run: Any = None
+
+    def open(self, run: RunInfo) -> None:
+        # wandb-core, the helper process wandb starts, reports its own crashes over the network
+        # unless told not to (it inherits the server's environment); W&B's own dev builds set
+        # the same variable the same way.
+        os.environ[WANDB_ERROR_REPORTING_ENV] = "false"
+        import wandb
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        offline = wandb.Settings(
+            mode="offline",
+            silent=True,
+            console="off",  # the server's own stdout and stderr are left alone
+            disable_git=True,
+            save_code=False,
+            x_disable_stats=True,  # no sampling of the server's machine
+            x_disable_meta=True,
+            x_save_requirements=False,
+        )
+        # Process-wide too: wandb's usage telemetry follows the process's settings (from the
+        # environment: WANDB_MODE=online would send it), not the run's.
+        wandb.setup(settings=offline)
+        config = {"shoal.job_id": str(run.job_id), "shoal.study": run.study, "shoal.job_name": run.job_name}
+        self._run = wandb.init(
+            dir=str(self.folder),
+            project=run.job_name,
+            name=f"job {run.job_id}",
+            id=str(run.job_id),
+            group=run.study,
+            config=config,
+            reinit="create_new",
+            settings=offline,
+        )
+        self._run.define_metric("round")
+        self._run.define_metric("*", step_metric="round")
+
+    def log(self, points: list[Point]) -> None:
+        for p in points:
+            self._run.log({"round": p.step, p.key: p.value})
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+
+
 def default_mlflow_uri(server_workspace: Path) -> tuple[str, Path | None]:
     """The operator's tracking URI, else a SQLite store in the server's workspace (and the
     folder to make for it, made on the trackers' thread: a failure there is the tracker's)."""
@@ -166,6 +232,8 @@ def make_trackers(names: tuple[str, ...], job_workspace: Path, server_workspace:
             trackers.append(TensorBoardTracker(job_workspace / "tensorboard"))
         elif name == "mlflow":
             trackers.append(MlflowTracker(*default_mlflow_uri(server_workspace)))
+        elif name == "wandb":
+            trackers.append(WandbTracker(job_workspace))
     return trackers
 
 

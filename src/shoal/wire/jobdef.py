@@ -122,7 +122,7 @@ def _meta_invalid(detail: str) -> ShoalError:
 
 
 #: The experiment trackers the server can write a job's metrics to (shoal.scheduler.tracking).
-TRACKERS = ("tensorboard", "mlflow")
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
 def tracker_names(meta: dict[str, Any]) -> tuple[str, ...]:
