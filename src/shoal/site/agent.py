@@ -28,6 +28,7 @@ from shoal.sandbox.confinement import Sandbox
 from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
+from shoal.site.metrics import SiteCounters, load_metrics_config
 from shoal.site.policy import load_site_policy, load_site_resources
 from shoal.wire import logconfig
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
@@ -73,6 +74,8 @@ class SiteAgent:
         self.policy: dict[str, Any] = load_site_policy(kit_dir)  # refuses to start on a bad one
         self.exit_action: str | None = None  # "restart" or "shutdown" when the server asked for it
         self.resources: dict[str, Any] = load_site_resources(kit_dir)  # the same
+        self.metrics_config = load_metrics_config(kit_dir)  # the same; None: no /metrics
+        self.counters = SiteCounters()  # what /metrics shows (shoal.site.metrics)
         # Training scripts must not reach the kit (the site's key), the workspace (other jobs)
         # or an admin's ~/.shoal; refused here where SHOAL_SANDBOX=required cannot be had.
         self.sandbox = Sandbox([kit_dir, self.workspace, Path(shoal_home())])
@@ -225,9 +228,18 @@ class SiteAgent:
         return 0
 
     async def run(self) -> None:
+        metrics = None
         try:
+            if self.metrics_config is not None:
+                from shoal.site.metrics import serve
+
+                metrics = await serve(
+                    self.metrics_config, self.workspace, self.name, self.counters, self.jobs
+                )
             await self._run()
         finally:
+            if metrics is not None:
+                await metrics.cleanup()
             await self.launcher.close()
 
     async def _run(self) -> None:
@@ -244,6 +256,8 @@ class SiteAgent:
                 try:
                     async with session.ws_connect(self.base_url + "/site/v1/ws", heartbeat=15.0) as ws:
                         self._ws = ws
+                        self.counters.connected = True
+                        self.counters.connections += 1
                         await ws.send_json(
                             {
                                 "type": "hello",
@@ -291,6 +305,7 @@ class SiteAgent:
                     log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
                 finally:
                     self._ws = None
+                    self.counters.connected = False
                     for answer in self._acks.values():  # their answers went with the channel
                         if not answer.done():
                             answer.set_exception(ConnectionError("control channel closed"))
@@ -331,6 +346,7 @@ class SiteAgent:
         job = self.jobs.get(job_id)
         if kind == "deploy":
             if job is None:
+                self.counters.jobs_started += 1
                 job = self.jobs[job_id] = self.job_class(
                     self, job_id, str(msg["app"]), str(msg.get("study", "default"))
                 )

@@ -329,8 +329,10 @@ class SiteJob:
                     finally:
                         self._relaying_result = False
                 elif msg.get("op") == "metric" and self._own_tracking is not None:
+                    self.agent.counters.metrics_logged += 1
                     self._track_here(msg)
                 elif msg.get("op") == "metric":
+                    self.agent.counters.metrics_logged += 1
                     await self.agent.send(
                         {
                             "type": "metric",
@@ -444,14 +446,18 @@ class SiteJob:
     async def deliver_result(self, task_id: str, path: Path, header: dict[str, Any]) -> None:
         """A small result goes inside the control channel (INLINE_BYTES) when the server takes
         it there; anything else, or if that fails, by a resumable PUT."""
-        inline = path.stat().st_size <= INLINE_BYTES
-        if inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), header):
-            return
-        await self.agent.upload(
-            f"/site/v1/jobs/{self.job_id}/tasks/{task_id}/result",
-            path,
-            {"X-Shoal-Result": result_header_json(header)},
-        )
+        size = path.stat().st_size
+        inline = size <= INLINE_BYTES
+        if not (
+            inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), header)
+        ):
+            await self.agent.upload(
+                f"/site/v1/jobs/{self.job_id}/tasks/{task_id}/result",
+                path,
+                {"X-Shoal-Result": result_header_json(header)},
+            )
+        self.agent.counters.results_sent += 1
+        self.agent.counters.bytes_to_server += size
 
     async def fetch_model(self, msg: dict[str, Any], dest: Path) -> None:
         """The task's model into ``dest``: from the message itself when it is small enough to
@@ -462,6 +468,7 @@ class SiteJob:
             part.replace(dest)
         else:
             await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", dest)
+        self.agent.counters.bytes_from_server += dest.stat().st_size
 
     async def on_task(self, msg: dict[str, Any]) -> None:
         await self._started.wait()
@@ -469,6 +476,7 @@ class SiteJob:
         if self._writer is None or self._ending or task_id in self._tasks_seen:
             return  # a task the server sent again after a reconnect, in case it was lost: had it
         self._tasks_seen.add(task_id)
+        self.agent.counters.tasks_received += 1
         if self.proc is not None and self.proc.returncode is not None:
             # A crash is reported by _pump, with the script's last output; only a script that
             # ended cleanly before its work is reported here.
