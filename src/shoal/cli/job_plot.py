@@ -88,17 +88,23 @@ def draw(series: Series, width: int, height: int = HEIGHT) -> list[str]:
 
 def fetch_summary(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The job's id and metrics_summary.json, fetched as ``download --only metrics`` does."""
-    import tempfile
-    import zipfile
-    from pathlib import Path
-
     from shoal.cli.main import connect
 
     client = connect(args)
     job_id = str(args.job_id)
+    return job_id, read_summary(client, job_id, args.study)
+
+
+def read_summary(client: Any, job_id: str, study: str) -> dict[str, Any]:
+    """A finished job's metrics_summary.json through ``client`` (an AdminClient): the result
+    with only its metrics part, read in a temporary folder (the dashboard uses it too)."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
     with tempfile.TemporaryDirectory(prefix="shoal-plot-") as tmp:
         archive = Path(tmp) / "result.zip"
-        client.download_result(job_id, args.study, archive, ["metrics"])
+        client.download_result(job_id, study, archive, ["metrics"])
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "metrics_summary.json"]
             if not names:
@@ -106,7 +112,7 @@ def fetch_summary(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             summary = json.loads(zf.read(min(names, key=len)))
     if not isinstance(summary, dict):
         raise ShoalError("RESULT_NOT_AVAILABLE", "the job's metrics_summary.json is not an object")
-    return job_id, summary
+    return summary
 
 
 def write_png(series: Series, title: str, path: str) -> str:

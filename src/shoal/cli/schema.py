@@ -98,6 +98,10 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "shoal job log-config": ["shoal job log-config <job_id> DEBUG --site site-1"],
     "shoal job plot": ["shoal job plot last", "shoal job plot <job_id> --metric accuracy --format json"],
+    "shoal dashboard": [
+        "shoal dashboard                      # prints http://127.0.0.1:8750/?token=...: open it once",
+        "shoal dashboard --port 0 --kit-id prod --study cancer",
+    ],
     "shoal completion": [
         "source <(shoal completion bash)   # in ~/.bashrc",
         "source <(shoal completion zsh)    # in ~/.zshrc",
