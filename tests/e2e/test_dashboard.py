@@ -33,6 +33,25 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MEMBER = "dashboard-member@example.org"
 SHOTS = os.environ.get("SHOAL_DASHBOARD_SHOTS")
+#: A site script whose losses fall round by round, each site's on a curve of its own.
+FALLING_CLIENT = """
+import time
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+scale = 1.0 + 0.5 * int(flare.site_name().rsplit("-", 1)[-1])
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    r = model.current_round
+    print("working on round", r, flush=True)
+    time.sleep(DELAY)
+    params = model.params or {"w": __import__("numpy").zeros(2)}
+    flare.log_metric("step_loss", scale / (r + 1), step=r)
+    flare.send(FLModel(params=params, metrics={"loss": 0.2 + scale / (r + 1)}, num_examples=1))
+"""
 
 
 @dataclass
@@ -150,9 +169,18 @@ def session_csrf(page: Any) -> str:
 
 
 def shot(page: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / name), full_page=True)
+    """The page as docs/images/ shows it (with SHOAL_DASHBOARD_SHOTS): as short as its content,
+    in 64 colours, so the pictures stay small in the repository."""
+    if not SHOTS:
+        return
+    from PIL import Image
+
+    Path(SHOTS).mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1100, "height": 200})
+    target = Path(SHOTS) / name
+    page.screenshot(path=str(target), full_page=True)
+    with Image.open(target) as image:
+        image.convert("RGB").quantize(64).save(target, optimize=True)
 
 
 def raw_request(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -198,7 +226,9 @@ def test_a_running_jobs_curves_gain_a_point_each_round_pushed_to_the_page(
     admin_session: Any, admin_dash: Dashboard, federation: Federation, tmp_path: Path
 ) -> None:
     rounds = 5
-    job_id = submit(federation, slow_job(tmp_path / "curves", rounds=rounds, delay=1.5))
+    folder = slow_job(tmp_path / "curves", rounds=rounds)
+    (folder / "app" / "custom" / "client.py").write_text(FALLING_CLIENT.replace("DELAY", "1.5"))
+    job_id = submit(federation, folder)
     page = open_page(admin_session, admin_dash)
     fetched: list[str] = []
     page.on("request", lambda r: fetched.append(f"{r.resource_type} {r.url}"))

@@ -55,8 +55,11 @@ async function act(method, path) {
 function listen(path, handlers) {
   const source = new EventSource(path);
   const live = document.getElementById("live");
+  // The dot says whether this view's stream is open (it reconnects by itself when it drops).
   source.onopen = () => live.classList.add("on");
-  source.onerror = () => live.classList.remove("on");
+  source.onerror = () => {
+    if (source.readyState !== EventSource.OPEN) live.classList.remove("on");
+  };
   for (const [event, handler] of Object.entries(handlers)) {
     source.addEventListener(event, (e) => handler(JSON.parse(e.data)));
   }
@@ -206,7 +209,8 @@ function jobView(view, jobId) {
     if (rights.download_job && terminal) {
       for (const [label, only] of [["result", ""], ["model", "model"], ["metrics", "metrics"], ["logs", "logs"]]) {
         const query = only ? `?only=${only}` : "";
-        actions.append(el("a", { class: "download", href: `/api/jobs/${jobId}/download${query}`, text: `⬇ ${label}` }));
+        const href = `/api/jobs/${jobId}/download${query}`;
+        actions.append(el("a", { class: "download", href, download: "", text: `⬇ ${label}` }));
       }
     }
   }
@@ -347,6 +351,7 @@ function chart(metric, lines) {
 function route() {
   for (const source of state.sources) source.close();
   state.sources = [];
+  document.getElementById("live").classList.remove("on");
   showError(null);
   const view = document.getElementById("view");
   view.replaceChildren();
