@@ -373,6 +373,29 @@ def test_cross_site_requests_are_refused(
         federation.cli.json("job", "abort", job_id, "--force")
 
 
+def test_the_dashboard_stops_at_once_while_a_page_follows_a_quiet_job(
+    browser: Any, federation: Federation, tmp_path: Path
+) -> None:
+    """SIGTERM ends the dashboard in seconds even while its relay threads wait in the server's
+    long poll for a job that does not change (they are interrupted, not waited for)."""
+    job_id = submit(federation, slow_job(tmp_path / "quiet", rounds=2, delay=60))
+    dash = start_dashboard(federation, federation.kits / "admin@example.com")
+    try:
+        page = logged_in(browser, dash)
+        page.goto(f"{dash.base}/#/job/{job_id}")
+        page.wait_for_selector("#facts[data-status='RUNNING']", timeout=60_000)
+        time.sleep(1)  # the relay is in its next long poll now: nothing changes for a minute
+        asked = time.monotonic()
+        dash.proc.send_signal(signal.SIGTERM)
+        assert dash.proc.wait(timeout=30) == 0
+        assert time.monotonic() - asked < 5
+        page.context.close()
+    finally:
+        if dash.proc.poll() is None:
+            stop_dashboard(dash)
+        federation.cli.json("job", "abort", job_id, "--force")
+
+
 def test_the_dashboard_command_fails_at_once_without_a_server(federation: Federation, tmp_path: Path) -> None:
     """A kit that cannot reach its server: CONNECTION_FAILED before anything listens."""
     kit = tmp_path / "kit"

@@ -29,16 +29,23 @@ class Relay:
         self.study = study
         self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="shoal-relay")
         self._idle: list[AdminClient] = []
+        self._busy: set[AdminClient] = set()
 
     def _with_client(self, work: Callable[[AdminClient], Any]) -> Any:
-        client = self._idle.pop() if self._idle else AdminClient(self.kit)
+        try:
+            client = self._idle.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            client = AdminClient(self.kit)
+        self._busy.add(client)
         try:
             result = work(client)
         except BaseException:
             client.close()
             raise
+        finally:
+            self._busy.discard(client)
         if len(self._idle) < IDLE_CLIENTS:
-            self._idle.append(client)  # list.append/pop are atomic: no lock needed
+            self._idle.append(client)
         else:
             client.close()
         return result
@@ -53,6 +60,12 @@ class Relay:
         return await self.run(lambda client: getattr(client, method)(*args, **kwargs))
 
     def close(self) -> None:
+        """Stop: close the idle clients and interrupt the busy ones, so a thread held in a long
+        poll fails at once (a ShoalError nobody waits for) instead of keeping the process
+        alive until its poll ends."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        while self._idle:
-            self._idle.pop().close()
+        for client in [*self._busy]:
+            client.interrupt()
+        for client in [*self._idle]:
+            client.close()
+        self._idle.clear()
