@@ -52,6 +52,21 @@ while flare.is_running():
     flare.log_metric("step_loss", scale / (r + 1), step=r)
     flare.send(FLModel(params=params, metrics={"loss": 0.2 + scale / (r + 1)}, num_examples=1))
 """
+#: A site script that writes markup where the page shows text: a log line and a metric name.
+MARKUP_CLIENT = """
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    print("<img src=x id=injected-log onerror=alert(1)>", flush=True)
+    flare.log_metric("<b id=injected-metric>m</b>", 1.0, step=model.current_round)
+    params = model.params or {"w": __import__("numpy").zeros(2)}
+    flare.send(FLModel(params=params, metrics={"loss": 1.0}, num_examples=1))
+"""
 
 
 @dataclass
@@ -371,6 +386,37 @@ def test_cross_site_requests_are_refused(
     finally:
         attacker.shutdown()
         federation.cli.json("job", "abort", job_id, "--force")
+
+
+def test_clone_and_delete_from_the_page_and_markup_stays_text(
+    admin_session: Any, admin_dash: Dashboard, federation: Federation, tmp_path: Path
+) -> None:
+    folder = slow_job(tmp_path / "markup", rounds=2)
+    (folder / "app" / "custom" / "client.py").write_text(MARKUP_CLIENT)
+    job_id = submit(federation, folder)
+    page = open_page(admin_session, admin_dash, f"#/job/{job_id}")
+    page.wait_for_selector("#facts[data-status='FINISHED_OK']", timeout=60_000)
+    page.wait_for_selector("#logs pre[data-site='site-1']")
+    assert "<img src=x id=injected-log" in page.inner_text("#logs pre[data-site='site-1']")
+    assert (
+        page.get_attribute("svg.chart:not([data-metric='loss'])", "data-metric")
+        == "<b id=injected-metric>m</b>"
+    )
+    assert page.query_selector("#injected-log") is None and page.query_selector("#injected-metric") is None
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#clone")
+    page.wait_for_url(lambda url: "#/job/" in url and not url.endswith(job_id))
+    clone_id = page.url.rsplit("/", 1)[1]
+    code, doc = federation.cli.json("job", "meta", clone_id)
+    assert code == 0 and doc["data"]["cloned_from"] == job_id, doc
+    federation.cli.json("job", "wait", clone_id, "--timeout", "60")
+    page.goto(f"{admin_dash.base}/#/job/{job_id}")
+    page.click("#delete")
+    page.wait_for_selector(f"#jobs tr[data-job='{clone_id}']")  # back on the list
+    assert page.query_selector(f"#jobs tr[data-job='{job_id}']") is None
+    code, doc = federation.cli.json("job", "meta", job_id)
+    assert code == 1 and doc["error_code"] == "JOB_NOT_FOUND", doc
+    page.close()
 
 
 def test_the_dashboard_stops_at_once_while_a_page_follows_a_quiet_job(
