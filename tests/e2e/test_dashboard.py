@@ -419,6 +419,37 @@ def test_clone_and_delete_from_the_page_and_markup_stays_text(
     page.close()
 
 
+def test_after_a_server_restart_a_finished_jobs_curves_come_from_its_summary(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The server keeps no curves of jobs that ended before it started: the page draws them
+    from the job's metrics_summary.json, as ``job plot`` does; the dashboard reconnects."""
+    from tests.faults.test_server_killed import kill_server, restart_server
+    from tests.federation import own_federation
+
+    with own_federation(tmp_path / "home") as fed:
+        folder = slow_job(tmp_path / "summary", rounds=3)
+        (folder / "app" / "custom" / "client.py").write_text(FALLING_CLIENT.replace("DELAY", "0"))
+        job_id = submit(fed, folder)
+        wait_for_status(fed, job_id, "FINISHED_OK", timeout=60)
+        dash = start_dashboard(fed, fed.kits / "admin@example.com")
+        try:
+            page = logged_in(browser, dash)
+            kill_server(fed)
+            restart_server(fed)
+            code, doc = fed.cli.json("job", "stats", job_id)
+            assert code == 1 and doc["error_code"] == "JOB_NOT_RUNNING", "the server kept nothing"
+            page.goto(f"{dash.base}/#/job/{job_id}")
+            page.wait_for_selector("#facts[data-status='FINISHED_OK']", timeout=60_000)
+            page.wait_for_selector("svg.chart[data-metric='loss'] g[data-who='global']")
+            for chart, who in (("loss", "global"), ("step_loss", "site-1"), ("step_loss", "site-2")):
+                selector = f"svg.chart[data-metric='{chart}'] g[data-who='{who}']"
+                assert page.get_attribute(selector, "data-points") == "3", (chart, who)
+            page.context.close()
+        finally:
+            stop_dashboard(dash)
+
+
 def test_the_dashboard_stops_at_once_while_a_page_follows_a_quiet_job(
     browser: Any, federation: Federation, tmp_path: Path
 ) -> None:

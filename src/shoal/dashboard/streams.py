@@ -127,7 +127,9 @@ async def _series(relay: Relay, job_id: str, terminal: bool, rights: dict[str, b
         series: dict[str, Any] = await relay.call("job_series", job_id, relay.study)
         return series
     except ShoalError as err:
-        if err.code != "JOB_NOT_RUNNING" or not terminal or not rights.get("download_job"):
+        if err.code == "JOB_NOT_RUNNING" and not terminal:
+            return {"global": {}, "sites": {}}  # not started yet: no curve so far
+        if err.code != "JOB_NOT_RUNNING" or not rights.get("download_job"):
             return {"global": {}, "sites": {}, "unavailable": err.message}
     from shoal.cli.job_plot import GLOBAL, read_summary, summary_series
 
