@@ -195,9 +195,8 @@ async def serve(kit: AdminKit, study: str, host: str, port: int, announce: Any) 
                 "INVALID_ARGS", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from exc
         bound = int(runner.addresses[0][1])
-        guard.bind(host, bound)
-        shown = f"[{host}]" if ":" in host else host
-        announce(f"http://{shown}:{bound}/?token={guard.token}")
+        address = guard.bind(host, bound)
+        announce(f"{address}/?token={guard.token}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

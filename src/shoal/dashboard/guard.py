@@ -42,6 +42,7 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+WILDCARDS = ("0.0.0.0", "::", "")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,24 +53,34 @@ class Guard:
     def __init__(self) -> None:
         self.token: str | None = secrets.token_urlsafe(32)
         self._sessions: dict[str, str] = {}  # session id -> its CSRF token
-        self.hosts: set[str] = set()  # "host:port" values the Host header may take
+        #: "host:port" values the Host header may take; None: any (a wildcard bind, whose
+        #: names this process cannot know; the session cookie, bound to the name the browser
+        #: used, and the Origin check still hold).
+        self.hosts: set[str] | None = set()
         self.port = 0
 
-    def bind(self, host: str, port: int) -> None:
-        """Learn the address the server listens on (port 0 is known only once it listens)."""
+    def bind(self, host: str, port: int) -> str:
+        """Learn the address the server listens on (port 0 is known only once it listens);
+        the address to print."""
         self.port = port
+        if host in WILDCARDS:
+            self.hosts = None
+            import socket
+
+            return f"http://{socket.gethostname()}:{port}"
         shown = f"[{host}]" if ":" in host else host
         names = LOOPBACK_NAMES if shown in LOOPBACK_NAMES else (shown,)
         self.hosts = {f"{name}:{port}" for name in names}
+        return f"http://{shown}:{port}"
+
+    def knows_host(self, request: web.Request) -> bool:
+        return self.hosts is None or request.host in self.hosts
 
     @property
     def cookie(self) -> str:
         """The cookie's name carries the port: cookies are per host, not per port, and two
         dashboards on one machine must not overwrite each other's session."""
         return f"shoal_dashboard_{self.port}"
-
-    def origins(self) -> set[str]:
-        return {f"http://{host}" for host in self.hosts}
 
     def redeem(self, token: str) -> str | None:
         """A new session id for the right token, once; None for any other value."""
@@ -87,7 +98,7 @@ class Guard:
 
     def check(self, request: web.Request) -> None:
         """Refuse a request from anyone but the session's own page (see the module's doc)."""
-        if request.host not in self.hosts:
+        if not self.knows_host(request):
             raise ShoalError(
                 "DASHBOARD_CROSS_SITE_REFUSED", f"Host {request.host[:80]!r} is not this dashboard"
             )
@@ -97,7 +108,7 @@ class Guard:
         if request.method in SAFE_METHODS:
             return
         origin = request.headers.get("Origin")
-        if origin not in self.origins():
+        if origin != f"http://{request.host}":  # the page's own origin is the address it was asked at
             raise ShoalError(
                 "DASHBOARD_CROSS_SITE_REFUSED", f"Origin {str(origin)[:80]!r} is not this dashboard"
             )
@@ -118,7 +129,7 @@ def middleware(guard: Guard) -> Middleware:
     @web.middleware
     async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if request.path == "/" and "token" in request.query and request.host in guard.hosts:
+            if request.path == "/" and "token" in request.query and guard.knows_host(request):
                 session = guard.redeem(request.query["token"])
                 if session is None:
                     raise ShoalError("DASHBOARD_SESSION_REQUIRED", "that token is wrong or already used")
