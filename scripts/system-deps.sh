@@ -38,3 +38,15 @@ if ! command -v zsh >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh >/dev/null
 fi
 
+
+# tests/e2e/test_dashboard.py drives the dashboard in a real headless browser: Debian's
+# chromium through Playwright (never a browser Playwright downloads itself).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "make test: installing chromium for the dashboard's browser tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "make test: chromium is not installed (Debian's chromium package, /usr/bin/chromium): the dashboard tests cannot run" >&2
+    exit 1
+fi

@@ -340,6 +340,19 @@ CATALOGUE: dict[str, ErrorSpec] = {
     "NOT_AUTHORIZED": ErrorSpec(
         2, 403, "Not authorized.", "Use a startup kit whose role may run this command."
     ),
+    "DASHBOARD_SESSION_REQUIRED": ErrorSpec(
+        2,
+        401,
+        "This dashboard answers only the browser that opened its address with the token.",
+        "Open the address 'shoal dashboard' printed (with ?token=...) in your browser; a token works "
+        "once: restart 'shoal dashboard' for a new one.",
+    ),
+    "DASHBOARD_CROSS_SITE_REFUSED": ErrorSpec(
+        2,
+        403,
+        "The dashboard refused a request that did not come from its own page.",
+        "Use the dashboard's buttons; a page of another origin may not act in its name.",
+    ),
     "METRICS_UNAVAILABLE": ErrorSpec(
         1,
         501,

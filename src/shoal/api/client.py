@@ -60,6 +60,13 @@ class AdminClient:
             self._conn.close()
             self._conn = None
 
+    def interrupt(self) -> None:
+        """Make the request another thread is waiting in (a long poll) fail at once, as a
+        CONNECTION_FAILED there: for a process that stops while its threads wait (the dashboard)."""
+        conn = self._conn
+        if conn is not None:
+            conn.interrupt()
+
     def __enter__(self) -> AdminClient:
         return self
 

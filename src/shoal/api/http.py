@@ -105,6 +105,11 @@ class Connection:
         if self._sock is not None:
             self._sock.settimeout(timeout)
 
+    def interrupt(self) -> None:
+        """Make a request another thread is waiting in fail now (see TLSSocket.shutdown)."""
+        if self._sock is not None:
+            self._sock.shutdown()
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()

@@ -103,7 +103,7 @@ def cmd_logs(args: argparse.Namespace) -> Result:
     if args.format != "json":  # people read records as lines: time - message
         for site, file_name in files.items():
             if file_name == "log.json":
-                answer["logs"][site] = _records_as_text(answer["logs"][site])
+                answer["logs"][site] = records_as_text(answer["logs"][site])
     explicit = args.tail is not None or args.since is not None or args.max_bytes is not None
     tail = args.tail if explicit else DEFAULT_TAIL
     logs: dict[str, str] = {}
@@ -189,7 +189,7 @@ def _follow_logs(client: Any, args: argparse.Namespace) -> Result:
         names = [*answer["logs"], *(answer.get("unavailable") or {})]
         width = max(map(len, names)) if len(names) > 1 else 0  # several: lines carry their site
         for site, text in answer["logs"].items():
-            rendered = _records_as_text(text)
+            rendered = records_as_text(text)
             fresh = rendered[printed.get(site, 0) :]
             printed[site] = len(rendered)
             if fresh and width:
@@ -202,7 +202,7 @@ def _follow_logs(client: Any, args: argparse.Namespace) -> Result:
         time.sleep(FOLLOW_INTERVAL)
 
 
-def _records_as_text(text: str) -> str:
+def records_as_text(text: str) -> str:
     """JSON log records rendered as readable lines: time - name - level - message."""
     import json
 

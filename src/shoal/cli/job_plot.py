@@ -91,13 +91,19 @@ def draw(series: Series, width: int, height: int = HEIGHT) -> list[str]:
 
 def fetch_summary(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The job's metrics_summary.json, fetched as ``download --only metrics`` does."""
+    return read_summary(client, str(args.job_id), args.study)
+
+
+def read_summary(client: Any, job_id: str, study: str) -> dict[str, Any]:
+    """A finished job's metrics_summary.json through ``client`` (an AdminClient): the result
+    with only its metrics part, read in a temporary folder (the dashboard uses it too)."""
     import tempfile
     import zipfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory(prefix="shoal-plot-") as tmp:
         archive = Path(tmp) / "result.zip"
-        client.download_result(str(args.job_id), args.study, archive, ["metrics"])
+        client.download_result(job_id, study, archive, ["metrics"])
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "metrics_summary.json"]
             if not names:

@@ -137,6 +137,7 @@ FAMILIES = {
     "provision": "shoal.cli.provision",
     "preflight": "shoal.cli.preflight",
     "completion": "shoal.cli.completion",
+    "dashboard": "shoal.cli.dashboard",
 }
 
 

@@ -102,6 +102,10 @@ EXAMPLES: dict[str, list[str]] = {
         "shoal job plot <job_id> --metric accuracy --format json",
         "shoal job plot last --follow   # redraws as each round ends, until the job ends",
     ],
+    "shoal dashboard": [
+        "shoal dashboard                      # prints http://127.0.0.1:8750/?token=...: open it once",
+        "shoal dashboard --port 0 --kit-id prod --study cancer",
+    ],
     "shoal completion": [
         "source <(shoal completion bash)   # in ~/.bashrc",
         "source <(shoal completion zsh)    # in ~/.zshrc",

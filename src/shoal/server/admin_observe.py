@@ -77,9 +77,10 @@ async def job_series(request: web.Request) -> web.Response:
     job = ctx.job_in_study(request)
     run = ctx.scheduler.run_of(job.job_id)
     if run is None:
+        kept = "it has not started" if job.start_time is None else "its curves are no longer kept"
         raise ShoalError(
             "JOB_NOT_RUNNING",
-            f"its curves are not kept; it is {job.status.value} (its metrics: 'shoal job plot {job.job_id}')",
+            f"{kept}; it is {job.status.value} (a finished job's curves: 'shoal job plot {job.job_id}')",
             job_id=str(job.job_id),
         )
     p = run.progress
