@@ -70,6 +70,7 @@ def run_load(env: dict[str, str], clients: int, seconds: float, job_folder: Path
         rng = random.Random(seed)
         while time.monotonic() < deadline:
             roll = rng.random()
+            args: tuple[str, ...]
             if roll < 0.2 or not known:
                 op, args = "submit", ("job", "submit", "-j", str(job_folder))
             elif roll < 0.6:

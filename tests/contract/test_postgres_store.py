@@ -56,7 +56,7 @@ def test_one_migration_history_gives_both_the_same_tables(postgres: Any, tmp_pat
     store.close()
     assert columns_postgres(url) == columns_sqlite(tmp_path / "jobs.db")
     with psycopg.connect(url) as conn:
-        types = dict(
+        types: dict[str, str] = dict(
             conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = current_schema() AND table_name = 'jobs'"

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,8 @@ def kit(fed: Federation, who: str) -> Path:
     return fed.kits / email
 
 
-def as_user(fed: Federation, who: str, *args: str | Path) -> tuple[int, dict[str, object]]:
+def as_user(fed: Federation, who: str, *args: str | Path) -> tuple[int, Any]:
+    """``shoal ARGS --format json`` with ``who``'s admin kit: (exit code, JSON envelope)."""
     return fed.cli.json(*args, "--startup-kit", kit(fed, who))
 
 
@@ -87,7 +89,7 @@ def submit_as(
 ) -> str:
     code, doc = as_user(fed, who, "job", "submit", "-j", folder, "--study", study)
     assert code == 0, doc
-    job_id = str(doc["data"]["job_id"])  # type: ignore[index]
+    job_id = str(doc["data"]["job_id"])
     code, doc = as_user(fed, "project_admin", "job", "wait", job_id, "--study", study, "--timeout", "120")
     assert code == 0, doc
     return job_id
@@ -159,7 +161,7 @@ def assert_listing_follows_the_policy(
     code, doc = as_user(fed, who, "job", "list")
     assert (code == 0) == (policy.get(role, {}).get("view", "none") != "none"), (who, doc)
     if code == 0:
-        listed = {row["job_id"] for row in doc["data"]}  # type: ignore[attr-defined]
+        listed = {row["job_id"] for row in doc["data"]}
         for job_id, owner in owners.items():
             assert (job_id in listed) == expected(policy, role, "view", owner, me), (who, job_id, owner)
 
@@ -181,7 +183,7 @@ def test_a_listing_shows_the_jobs_the_policy_lets_the_caller_view(tmp_path: Path
         ):
             code, doc = as_user(federation, who, "job", "submit", "-j", EXAMPLES / "hello-numpy")
             assert code == 0, doc
-            owners[str(doc["data"]["job_id"])] = owner  # type: ignore[index]
+            owners[str(doc["data"]["job_id"])] = owner
         for who, role, me in (
             ("lead", "lead", USERS["lead"]),
             ("twin", "lead", TWIN),
@@ -190,7 +192,7 @@ def test_a_listing_shows_the_jobs_the_policy_lets_the_caller_view(tmp_path: Path
         ):
             assert_listing_follows_the_policy(federation, policy, who, role, me, owners)
         code, doc = as_user(federation, "lead", "job", "list")
-        assert [row["job_id"] for row in doc["data"]] == [  # type: ignore[attr-defined]
+        assert [row["job_id"] for row in doc["data"]] == [
             job_id for job_id, owner in owners.items() if owner == USERS["lead"]
         ]
         for job_id in owners:
@@ -203,19 +205,19 @@ def test_a_same_named_user_of_another_org_shares_no_submit_token(fed: Federation
     one_site = copy_hello(fed.workspace / "twin-token-job")
     code, doc = as_user(fed, "lead", "job", "submit", "-j", EXAMPLES / "hello-numpy", "--submit-token", "t-1")
     assert code == 0, doc
-    leads = str(doc["data"]["job_id"])  # type: ignore[index]
+    leads = str(doc["data"]["job_id"])
     code, doc = as_user(fed, "twin", "job", "list", "--submit-token", "t-1")
     assert code == 0 and doc["data"] == [], doc
     meta = json.loads((one_site / "meta.json").read_text())
     (one_site / "meta.json").write_text(json.dumps({**meta, "x": 1}))
     code, doc = as_user(fed, "twin", "job", "submit", "-j", one_site, "--submit-token", "t-1")
-    assert code == 0 and str(doc["data"]["job_id"]) != leads, doc  # type: ignore[index]
-    twins = str(doc["data"]["job_id"])  # type: ignore[index]
+    assert code == 0 and str(doc["data"]["job_id"]) != leads, doc
+    twins = str(doc["data"]["job_id"])
     for job_id in (leads, twins):
         code, doc = as_user(fed, "project_admin", "job", "wait", job_id, "--timeout", "120")
         assert code == 0, doc
     code, doc = as_user(fed, "lead", "job", "meta", twins)
-    assert (doc["data"]["submitter_name"], doc["data"]["submitter_org"]) == TWIN  # type: ignore[index]
+    assert (doc["data"]["submitter_name"], doc["data"]["submitter_org"]) == TWIN
 
 
 def test_study_isolation(fed: Federation, tmp_path: Path) -> None:
@@ -305,12 +307,12 @@ def test_system_status_lists_only_the_running_jobs_of_the_callers_studies(
     job = slow_job(tmp_path / "slow", rounds=2000, meta={"min_clients": 1})
     code, doc = as_user(fed, "lead", "job", "submit", "-j", job, "--study", "cancer")
     assert code == 0, doc
-    job_id = str(doc["data"]["job_id"])  # type: ignore[index]
+    job_id = str(doc["data"]["job_id"])
     try:
         deadline = time.monotonic() + 30
         while (
             as_user(fed, "lead", "job", "meta", job_id, "--study", "cancer")[1]["data"]["status"] != "RUNNING"
-        ):  # type: ignore[index]
+        ):
             assert time.monotonic() < deadline, "the job never ran"
             time.sleep(0.1)
         code, doc = as_user(fed, "lead", "system", "status")

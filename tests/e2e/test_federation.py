@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
+from typing import Protocol, cast
 
 import numpy as np
 import pytest
@@ -21,12 +21,20 @@ pytestmark = pytest.mark.e2e
 HELLO = EXAMPLES / "hello-numpy"
 
 
-def load_linreg() -> ModuleType:
+class Linreg(Protocol):
+    """What the tests use of hello-numpy's linreg.py (a module loaded from its file)."""
+
+    def site_data(self, site: str) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def initial_params(self) -> dict[str, np.ndarray]: ...
+
+
+def load_linreg() -> Linreg:
     spec = importlib.util.spec_from_file_location("linreg", HELLO / "app" / "custom" / "linreg.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return cast(Linreg, module)
 
 
 def local_train(
@@ -63,7 +71,7 @@ def expected_fedavg(sites: list[str], rounds: int, lr: float, epochs: int) -> di
     for _ in range(rounds):
         updates = [(local_train(params, *data[s], lr, epochs), len(data[s][1])) for s in sites]
         total = sum(n for _, n in updates)
-        params = {k: sum(u[k] * n for u, n in updates) / total for k in params}
+        params = {k: np.asarray(sum(u[k] * n for u, n in updates) / total) for k in params}
     return params
 
 

@@ -11,6 +11,7 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,7 +186,7 @@ def test_submit_tokens(federation: Federation, tmp_path: Path) -> None:
     token = f"retry-{time.time_ns()}"
     job = copy_hello(tmp_path / "job")
 
-    def one(_: int) -> tuple[int, dict[str, object]]:
+    def one(_: int) -> tuple[int, Any]:
         return federation.cli.json("job", "submit", "-j", job, "--submit-token", token)
 
     with ThreadPoolExecutor(max_workers=20) as pool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.e2e.jobs import slow_job
 pytestmark = pytest.mark.e2e
 
 
-def check_summary(summary: dict[str, object], sites: list[str], rounds: int) -> None:
+def check_summary(summary: dict[str, Any], sites: list[str], rounds: int) -> None:
     logged = summary["logged_metrics"]
     assert isinstance(logged, dict) and sorted(logged) == sites
     for site in sites:
@@ -23,7 +24,7 @@ def check_summary(summary: dict[str, object], sites: list[str], rounds: int) -> 
             ("step_loss", 0.5, r) for r in range(rounds)
         ]
         assert [m["round"] for m in logged[site]] == list(range(rounds))
-    assert [r["metrics"] for r in summary["rounds"]] == [{"loss": 1.0}] * rounds  # type: ignore[index]
+    assert [r["metrics"] for r in summary["rounds"]] == [{"loss": 1.0}] * rounds
 
 
 def test_logged_metrics_in_the_summary(federation: Federation, tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def fedavg_reference(rounds: int, mu: float = 0.0) -> dict[str, np.ndarray]:
     for _ in range(rounds):
         updates = [(local_train(params, *data[s], LR, EPOCHS, mu=mu), len(data[s][1])) for s in SITES]
         total = sum(n for _, n in updates)
-        params = {k: sum(u[k] * n for u, n in updates) / total for k in params}
+        params = {k: np.asarray(sum(u[k] * n for u, n in updates) / total) for k in params}
     return dict(params)
 
 

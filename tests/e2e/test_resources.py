@@ -89,7 +89,7 @@ def test_jobs_wait_for_declared_resources_and_see_only_their_gpus(tmp_path: Path
         )
 
         # asking more than a site has at all, or of a site that is not there: refused at submit
-        refused = (
+        refused: tuple[tuple[dict[str, object], str], ...] = (
             ({"site-1": {"num_gpus": 3}}, "asks for 3 GPUs but the site has 2 GPUs"),
             ({"site-2": {"num_gpus": 1}}, "the site has 0 GPUs"),
             ({"site-9": {"num_gpus": 1}}, "'site-9', which is not a site here"),

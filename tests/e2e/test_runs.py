@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,8 +49,8 @@ def app(tmp_path: Path, federation: Federation, slow: bool = False) -> Path:
     return root
 
 
-def shoal(fed: Federation, cwd: Path, *args: str | Path) -> tuple[int, dict[str, object], str]:
-
+def shoal(fed: Federation, cwd: Path, *args: object) -> tuple[int, dict[str, Any], str]:
+    """``shoal ARGS --format json`` in ``cwd``: its exit code, its JSON document and its stderr."""
     proc = subprocess.run(
         [sys.executable, "-m", "shoal", *map(str, args), "--format", "json"],
         cwd=cwd,
@@ -324,12 +325,13 @@ def test_ls_and_stop_speak_of_runs_and_take_no_study_hints(federation: Federatio
     assert code == 1 and doc["error-message"].startswith(f"Run {run_id} is already finished.")
     assert "finished:completed" in doc["error-message"] and "FINISHED_OK" not in doc["error-message"]
     unknown = str(int(run_id) + 1)
-    for argv in (("stop", unknown), ("ls", "--run-id", unknown)):
+    for argv in [("stop", unknown), ("ls", "--run-id", unknown)]:
         code, doc, _ = shoal(federation, tmp_path, *argv)
         assert code == 1 and doc["error-message"].startswith(f"Run {unknown} not found."), doc
         assert "--study" not in doc["error-message"]
-    for argv in (("ls", tmp_path / "nowhere"), ("stop", run_id, tmp_path / "nowhere")):
-        code, doc, _ = shoal(federation, tmp_path, *argv)  # as 'shoal run nowhere' fails
+    missing: list[tuple[object, ...]] = [("ls", tmp_path / "nowhere"), ("stop", run_id, tmp_path / "nowhere")]
+    for words in missing:
+        code, doc, _ = shoal(federation, tmp_path, *words)  # as 'shoal run nowhere' fails
         assert code == 1 and "no pyproject.toml" in doc["error-message"], doc
 
 

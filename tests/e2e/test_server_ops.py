@@ -173,8 +173,12 @@ def test_a_revoked_site_is_closed_unlisted_and_kept_out(fed: Federation, tmp_pat
         for damaged in ('{"names": ["si', json.dumps({"names": "site-1"})):
             tries = site_log.read_text().count(refused)
             revoked.write_text(damaged)
+
             # site-1's agent tried again after the list was damaged (its backoff is up to 15 s)
-            eventually(lambda n=tries: site_log.read_text().count(refused) > n, 40, "site-1 tried again")
+            def tried_again(n: int = tries) -> bool:
+                return site_log.read_text().count(refused) > n
+
+            eventually(tried_again, 40, "site-1 tried again")
             assert listed_sites(fed) == ["site-2"], damaged
         code, doc = fed.cli.json(
             "job", "submit", "-j", slow_job(tmp_path / "one", rounds=1, meta={"min_clients": 1})

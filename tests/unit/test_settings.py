@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,13 +245,13 @@ def test_a_confined_job_process_still_gets_its_own_settings(
     given = {settings.SITE_NAME: "site-3", settings.JOB_ID: "job-9", settings.APP_DIR: str(work)}
     confinement = Sandbox([tmp_path / "kit"]).spec(read=[work], write=[work], home=work, network=False)
 
-    async def scenario() -> dict[str, dict[str, str]]:
+    async def scenario() -> dict[str, Any]:
         launcher = ForkServer((), pipe_stdout=False)
         proc, sock = await launcher.launch(
             [str(work / "client.py")], cwd=str(work), env=given, sys_path=[str(SRC)], confinement=confinement
         )
         reader, writer = await asyncio.open_connection(sock=sock)
-        seen: dict[str, dict[str, str]] = json.loads(await reader.readline())
+        seen: dict[str, Any] = json.loads(await reader.readline())
         await asyncio.wait_for(proc.wait(), 30)
         writer.close()
         await launcher.close()

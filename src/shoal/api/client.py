@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import IO, Any
 
+    from shoal.api import answers
+
     #: Told (bytes done, bytes in all if known) as a request's body goes or an answer comes.
     Progress = Callable[[int, int | None], None]
 
@@ -168,8 +170,8 @@ class AdminClient:
 
     # --- one method per route ---
 
-    def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/api/v1/health", timeout=5.0)
+    def health(self) -> answers.Health:
+        result: answers.Health = self._request("GET", "/api/v1/health", timeout=5.0)
         return result
 
     def submit_job(
@@ -178,9 +180,9 @@ class AdminClient:
         study: str,
         submit_token: str | None = None,
         on_progress: Progress | None = None,
-    ) -> dict[str, Any]:
+    ) -> answers.Submitted:
         with archive.open("rb") as f:
-            result: dict[str, Any] = self._request(
+            result: answers.Submitted = self._request(
                 "POST",
                 "/api/v1/jobs",
                 {"study": study, "submit_token": submit_token},
@@ -200,7 +202,7 @@ class AdminClient:
         reverse: bool = False,
         max_results: int | None = None,
         submit_token: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[answers.JobRow]:
         query = {
             "study": study,
             "name": name,
@@ -209,16 +211,16 @@ class AdminClient:
             "max": max_results,
             "submit_token": submit_token,
         }
-        jobs: list[dict[str, Any]] = self._request("GET", "/api/v1/jobs", query)["jobs"]
+        jobs: list[answers.JobRow] = self._request("GET", "/api/v1/jobs", query)["jobs"]
         return jobs
 
-    def get_job(self, job_id: str, study: str) -> dict[str, Any]:
-        meta: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
+    def get_job(self, job_id: str, study: str) -> answers.JobMeta:
+        meta: answers.JobMeta = self._request("GET", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
         return meta
 
     def wait_job(
         self, job_id: str, study: str, timeout: float = 0.0, interval: float = 2.0
-    ) -> tuple[bool, dict[str, Any]]:
+    ) -> tuple[bool, answers.JobMeta]:
         """Hold long polls until the job is terminal; (False, last meta) if ``timeout`` passes first.
 
         The server answers the moment the job ends. ``interval`` is only the pause before
@@ -228,7 +230,7 @@ class AdminClient:
         while True:
             hold = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
             asked = time.monotonic()
-            answer = self._request(
+            answer: answers.Waited = self._request(
                 "GET",
                 f"/api/v1/jobs/{_quote(job_id)}/wait",
                 {"study": study, "timeout": f"{hold:.3f}"},
@@ -263,26 +265,26 @@ class AdminClient:
                 on_progress=on_progress,
             )
 
-    def abort_job(self, job_id: str, study: str) -> dict[str, Any]:
+    def abort_job(self, job_id: str, study: str) -> answers.Aborted:
         """Returns once the job is ABORTED (sites confirmed, or the stragglers are named)."""
-        result: dict[str, Any] = self._request(
+        result: answers.Aborted = self._request(
             "POST", f"/api/v1/jobs/{_quote(job_id)}/abort", {"study": study}, timeout=120.0
         )
         return result
 
-    def delete_job(self, job_id: str, study: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("DELETE", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
+    def delete_job(self, job_id: str, study: str) -> answers.Deleted:
+        result: answers.Deleted = self._request("DELETE", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
         return result
 
-    def clone_job(self, job_id: str, study: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
+    def clone_job(self, job_id: str, study: str) -> answers.Cloned:
+        result: answers.Cloned = self._request(
             "POST", f"/api/v1/jobs/{_quote(job_id)}/clone", {"study": study}
         )
         return result
 
-    def job_events(self, job_id: str, study: str, since: int, hold: float) -> dict[str, Any]:
+    def job_events(self, job_id: str, study: str, since: int, hold: float) -> answers.JobEvents:
         """The job as soon as it changed after version ``since`` (or after ``hold`` seconds)."""
-        result: dict[str, Any] = self._request(
+        result: answers.JobEvents = self._request(
             "GET",
             f"/api/v1/jobs/{_quote(job_id)}/events",
             {"study": study, "since": since, "timeout": f"{hold:.3f}"},
@@ -290,8 +292,8 @@ class AdminClient:
         )
         return result
 
-    def job_stats(self, job_id: str, study: str, site: str = "all") -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
+    def job_stats(self, job_id: str, study: str, site: str = "all") -> answers.JobStats:
+        result: answers.JobStats = self._request(
             "GET", f"/api/v1/jobs/{_quote(job_id)}/stats", {"study": study, "site": site}
         )
         return result
@@ -314,8 +316,8 @@ class AdminClient:
 
     def job_logs(
         self, job_id: str, study: str, site: str = "server", file: str = "log.txt"
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
+    ) -> answers.JobLogs:
+        result: answers.JobLogs = self._request(
             "GET",
             f"/api/v1/jobs/{_quote(job_id)}/logs",
             {"study": study, "site": site, "file": file},
@@ -323,9 +325,11 @@ class AdminClient:
         )
         return result
 
-    def log_config(self, job_id: str, study: str, setting: str, site: str = "all") -> dict[str, Any]:
+    def log_config(
+        self, job_id: str, study: str, setting: str, site: str = "all"
+    ) -> answers.LogConfigApplied:
         body = json.dumps({"setting": setting, "site": site}).encode()
-        result: dict[str, Any] = self._request(
+        result: answers.LogConfigApplied = self._request(
             "POST",
             f"/api/v1/jobs/{_quote(job_id)}/log-config",
             {"study": study},
@@ -334,17 +338,17 @@ class AdminClient:
         )
         return result
 
-    def system_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = self._request("GET", "/api/v1/system/status")
+    def system_status(self) -> answers.SystemStatus:
+        status: answers.SystemStatus = self._request("GET", "/api/v1/system/status")
         return status
 
-    def system_sites(self) -> dict[str, Any]:
-        sites: dict[str, Any] = self._request("GET", "/api/v1/system/sites")
+    def system_sites(self) -> answers.Sites:
+        sites: answers.Sites = self._request("GET", "/api/v1/system/sites")
         return sites
 
-    def site_action(self, site: str, action: str) -> dict[str, Any]:
+    def site_action(self, site: str, action: str) -> answers.SiteActed:
         """``remove``, ``restart`` or ``shutdown`` a site (the server relays the last two to its agent)."""
-        result: dict[str, Any] = self._request("POST", f"/api/v1/system/sites/{_quote(site)}/{action}")
+        result: answers.SiteActed = self._request("POST", f"/api/v1/system/sites/{_quote(site)}/{action}")
         return result
 
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    from shoal.api.answers import JobMeta, JobRow
+
 DEFAULT_JOB_FOLDER = "./current_job"  # what -j means when it is not given (FLARE's default)
 SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 INFINITY = float("inf")
@@ -338,7 +340,7 @@ def cmd_list(args: argparse.Namespace) -> Result:
     return Result(jobs, human=lambda: _list_text(jobs))
 
 
-def _list_text(jobs: list[dict[str, Any]]) -> str:
+def _list_text(jobs: list[JobRow]) -> str:
     """The jobs as the CLI's one table (as ``shoal ls`` shows runs): times to the second in
     UTC, durations as HH:MM:SS; ids and statuses are never cut, names are when space is short."""
     from shoal.cli.output import clock, utc_stamp
@@ -369,7 +371,7 @@ def cmd_meta(args: argparse.Namespace) -> Result:
     return Result(meta, human=lambda: _meta_text(meta))
 
 
-def _meta_text(meta: dict[str, Any]) -> str:
+def _meta_text(meta: JobMeta) -> str:
     """The human view of a job's meta: one labelled field a line (a value's own line breaks
     are indented under it, never at a label's place: shoal.cli.output.labelled)."""
     fields: list[tuple[str, object]] = [
@@ -395,11 +397,11 @@ def _meta_text(meta: dict[str, Any]) -> str:
         f"{app} -> {', '.join(sites)}" for app, sites in (meta.get("deploy_map") or {}).items()
     )
     fields.append(("Deploy map:", deploy))
-    progress_info = meta.get("progress") or {}
-    current = progress_info.get("current_round")
-    if isinstance(current, int):
+    progress_info = meta.get("progress")
+    current = progress_info.get("current_round") if progress_info is not None else None
+    if progress_info is not None and isinstance(current, int):
         fields.append(("Round:", f"{current + 1} of {progress_info.get('total_rounds')}"))
-    if progress_info.get("last_metrics"):
+    if progress_info is not None and progress_info.get("last_metrics"):
         from shoal.cli.job_observe import of_round
         from shoal.cli.output import number_text
 
@@ -408,8 +410,8 @@ def _meta_text(meta: dict[str, Any]) -> str:
         fields.append(("Metrics:", f"{values} ({final}{of_round(progress_info.get('last_metrics_round'))})"))
     if isinstance(meta.get("privacy_spent"), dict):
         fields.append(("Privacy:", _privacy_text(meta["privacy_spent"])))
-    if meta.get("first_error"):
-        err = meta["first_error"]
+    err = meta.get("first_error")
+    if err:
         fields.append(("First error:", f"[{err.get('site')}] {err.get('type')}: {err.get('message')}"))
     fields += [("Notice:", text) for text in meta.get("notices") or []]
     return "\n".join(labelled(label, value) for label, value in fields)

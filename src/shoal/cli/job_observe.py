@@ -14,6 +14,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from shoal.api.answers import JobStats
+
 DEFAULT_TAIL = 500
 _TS = re.compile(r"^\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)")
 
@@ -235,7 +237,7 @@ def cmd_stats(args: argparse.Namespace) -> Result:
     return Result(data, human=lambda: _stats_text(data))
 
 
-def _stats_text(data: dict[str, Any]) -> str:
+def _stats_text(data: JobStats) -> str:
     """The human view of ``job stats``; built only for text output (JSON prints the data).
     It says what the JSON says: the round as ``round`` (from 1), the metrics with the round
     they belong to, and every site's metrics."""

@@ -9,8 +9,10 @@ from shoal.errors import ShoalError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
+    from shoal.api.answers import JobMeta, JobStats
     from shoal.cli.live import StatusLine
 
 NORMALISED = {
@@ -42,7 +44,7 @@ SUMMARY_KEYS = (
 )
 
 
-def summary(meta: dict[str, Any]) -> dict[str, Any]:
+def summary(meta: Mapping[str, object]) -> dict[str, Any]:
     return {k: meta[k] for k in SUMMARY_KEYS if meta.get(k) not in (None, "")}
 
 
@@ -59,7 +61,7 @@ def cmd_wait(args: argparse.Namespace) -> Result:
         "status": status,
         "duration_s": meta.get("duration_s"),
         "job_meta": summary(meta),
-        "last_stats": (meta.get("progress") or {}).get("last_metrics") or None,
+        "last_stats": last_metrics(meta) or None,
     }
     if not finished:
         raise ShoalError("TIMEOUT", f"job {args.job_id} did not finish within {args.timeout:g}s", data=data)
@@ -74,7 +76,13 @@ def cmd_wait(args: argparse.Namespace) -> Result:
     return Result(data, human=lambda: _wait_text(meta))
 
 
-def _wait_text(meta: dict[str, Any]) -> str:
+def last_metrics(meta: JobMeta) -> dict[str, float | None]:
+    """The metrics of the job's last round, {} before any (or once the server forgot them)."""
+    progress = meta.get("progress")
+    return (progress.get("last_metrics") if progress is not None else None) or {}
+
+
+def _wait_text(meta: JobMeta) -> str:
     status = meta["status"]
     human = [f"Job {meta['job_id']} status: {NORMALISED.get(status, status)} ({status})"]
     if meta.get("duration_s") is not None:
@@ -87,17 +95,16 @@ def _wait_text(meta: dict[str, Any]) -> str:
 DEFAULT_METRICS = ("loss", "accuracy")
 
 
-def _pick_metrics(
-    meta: dict[str, Any], stats: dict[str, Any] | None, args: argparse.Namespace
-) -> dict[str, Any]:
+def _pick_metrics(meta: JobMeta, stats: JobStats | None, args: argparse.Namespace) -> dict[str, Any]:
     """The metrics a monitor line shows: the round, then server-aggregated and/or site metrics."""
-    prog = meta.get("progress") or {}
+    prog = meta.get("progress")
     extra = list(args.metric or [])
     wanted = list(DEFAULT_METRICS) + extra
     out: dict[str, Any] = {}
-    if prog.get("current_round") is not None:
-        out["round"] = prog["current_round"] + 1
-    server_metrics = prog.get("last_metrics") or {}
+    current = prog.get("current_round") if prog is not None else None
+    if current is not None:
+        out["round"] = current + 1
+    server_metrics = last_metrics(meta)
     if args.stats_target in ("server", "all"):
         for key in wanted:
             if key in server_metrics:
@@ -113,12 +120,11 @@ def _pick_metrics(
     return out
 
 
-def _elapsed(meta: dict[str, Any], started: float) -> float:
+def _elapsed(meta: JobMeta, started: float) -> float:
     import time
 
-    if meta.get("duration_s") is not None:
-        return round(float(meta["duration_s"]), 1)
-    return round(time.monotonic() - started, 1)
+    seconds = meta.get("duration_s")
+    return round(float(seconds) if seconds is not None else time.monotonic() - started, 1)
 
 
 def cmd_monitor(args: argparse.Namespace) -> Result:
@@ -210,7 +216,7 @@ class Shown:
         else:
             progress(text)
 
-    def new_notices(self, meta: dict[str, Any]) -> list[str]:
+    def new_notices(self, meta: JobMeta) -> list[str]:
         fresh = [n for n in meta.get("notices") or [] if n not in self.notices]
         self.notices.update(fresh)
         return fresh
@@ -221,12 +227,14 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _rounds(meta: dict[str, Any]) -> tuple[int | None, int | None, int | None, int | None]:
+def _rounds(meta: JobMeta) -> tuple[int | None, int | None, int | None, int | None]:
     """(round under way from 1, total rounds, rounds done, the round last_metrics belong to
     from 1) as far as the server knows them."""
-    prog = meta.get("progress") or {}
+    prog = meta.get("progress")
+    if prog is None:
+        return None, None, None, None
     current, total = prog.get("current_round"), prog.get("total_rounds")
-    done = (prog.get("stats") or {}).get("rounds_done")
+    done = prog["stats"].get("rounds_done") if "stats" in prog else None
     of = prog.get("last_metrics_round")
     return (
         current + 1 if isinstance(current, int) else None,
@@ -236,7 +244,7 @@ def _rounds(meta: dict[str, Any]) -> tuple[int | None, int | None, int | None, i
     )
 
 
-def _time_left(meta: dict[str, Any], elapsed: float) -> float | None:
+def _time_left(meta: JobMeta, elapsed: float) -> float | None:
     """The rounds to go at the pace of the rounds done so far; None before the first ends."""
     _, total, done, _ = _rounds(meta)
     if not total or not done or meta.get("duration_s") is None:
@@ -255,7 +263,7 @@ def _metric_words(metrics: dict[str, Any], metrics_round: int | None) -> str:
 
 
 def _monitor_progress(
-    meta: dict[str, Any], metrics: dict[str, Any], started: float, jsonl: bool, emit: Any, shown: Shown
+    meta: JobMeta, metrics: dict[str, Any], started: float, jsonl: bool, emit: Any, shown: Shown
 ) -> None:
     status = meta["status"]
     current, total, done, metrics_round = _rounds(meta)
@@ -283,7 +291,8 @@ def _monitor_progress(
             event["notices"] = meta["notices"]
         emit(event)
         return
-    sites = (meta.get("progress") or {}).get("sites") or {}
+    prog = meta.get("progress")
+    sites = (prog.get("sites") if prog is not None else None) or {}
     parts = [status]
     if current is not None:
         parts.append(f"round {current}/{total}" if total else f"round {current}")
@@ -306,9 +315,7 @@ def _monitor_progress(
         progress(f"job {meta['job_id']} {line} [{clock}]")
 
 
-def _live_text(
-    meta: dict[str, Any], words: str, sites: dict[str, Any], elapsed: float, left: float | None
-) -> str:
+def _live_text(meta: JobMeta, words: str, sites: dict[str, Any], elapsed: float, left: float | None) -> str:
     """Monitor's line on a terminal, most telling first (the terminal's width cuts its end):
     ``job 3151075053088038 RUNNING round 3/5 [########------------] 2 done 0:00:12 (~0:00:09
     left) loss=0.13 (round 2) site-1=running site-2=running``."""
@@ -330,7 +337,7 @@ def _live_text(
 
 
 def _monitor_terminal(
-    meta: dict[str, Any], metrics: dict[str, Any], started: float, jsonl: bool, shown: Shown
+    meta: JobMeta, metrics: dict[str, Any], started: float, jsonl: bool, shown: Shown
 ) -> Result:
     from shoal.cli.output import emit_event
 

@@ -21,6 +21,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+    from shoal.api.client import AdminClient
+
 # argparse looks each of its messages up in the "argparse" gettext domain, for which Python
 # ships no translations; every lookup imports locale and probes for .mo files (~3 ms of each CLI
 # call). shoal's own messages are English, and so stay argparse's.
@@ -298,7 +300,7 @@ def add_kit_options(p: argparse.ArgumentParser, study: bool = True) -> None:
         p.add_argument("--study", default="default", help="study of the job (default: 'default')")
 
 
-def connect(args: argparse.Namespace) -> Any:
+def connect(args: argparse.Namespace) -> AdminClient:
     """Resolve the startup kit (before any network) and return an AdminClient."""
     from shoal.api.client import AdminClient
     from shoal.api.kits import resolve_admin_kit

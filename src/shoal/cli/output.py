@@ -22,7 +22,7 @@ from shoal.wire.jsonout import dumps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
 SCHEMA_VERSION = "1"
@@ -187,7 +187,7 @@ def _sized_output() -> bool:
 
 
 def table(
-    rows: list[dict[str, Any]],
+    rows: Sequence[Mapping[str, object]],
     columns: list[tuple[str, str]],
     fit: tuple[str, ...] = (),
     width: int | None = None,

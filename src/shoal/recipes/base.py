@@ -237,7 +237,8 @@ class Recipe:
         with tempfile.TemporaryDirectory(prefix=f"shoal-recipe-{self.recipe_name}-") as tmp:
             job = self.export(Path(tmp) / self.name)
             meta = run_on_server(job, startup_kit=kit, kit_id=opts.kit_id, study=opts.study)
-        metrics = (meta.get("progress") or {}).get("last_metrics") or {}
+        progress = meta.get("progress")
+        metrics = (progress.get("last_metrics") if progress is not None else None) or {}
         print(f"Job {meta['job_id']} ({self.name!r}) finished: {metrics_text(metrics)}")
         print(f"results: shoal job download {meta['job_id']}")
 

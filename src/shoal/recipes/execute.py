@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
+
+if TYPE_CHECKING:
+    from shoal.api.answers import JobMeta
 
 
 def metrics_text(metrics: dict[str, Any]) -> str:
@@ -43,7 +46,7 @@ def poc_admin_kit() -> str:
 
 def run_on_server(
     job: Path, *, startup_kit: str | None, kit_id: str | None, study: str = "default"
-) -> dict[str, Any]:
+) -> JobMeta:
     """Submit the exported job folder ``job`` with the given admin kit, wait for its end, and
     return its meta. Raises the job family's errors: JOB_FAILED and the like when it did not
     finish well (with the meta as ``data``), CONNECTION_FAILED, STARTUP_KIT_MISSING, ..."""
@@ -59,7 +62,8 @@ def run_on_server(
     print(f"Submitted job {job_id}; waiting for it to end (shoal job monitor {job_id} follows it)")
     _, meta = client.wait_job(job_id, study)
     if meta["status"] != "FINISHED_OK":
+        data: dict[str, Any] = {**meta}
         raise ShoalError(
-            "JOB_FAILED", meta.get("status_reason") or None, data=meta, job_id=job_id, status=meta["status"]
+            "JOB_FAILED", meta.get("status_reason") or None, data=data, job_id=job_id, status=meta["status"]
         )
     return meta

@@ -54,7 +54,7 @@ def _run(
 
 def _fedavg(updates: dict[str, tuple[dict[str, np.ndarray], float]], who: list[str]) -> dict[str, np.ndarray]:
     weight = sum(updates[n][1] for n in who)
-    return {k: sum(updates[n][0][k] * updates[n][1] for n in who) / weight for k in ("w", "b")}
+    return {k: np.asarray(sum(updates[n][0][k] * updates[n][1] for n in who) / weight) for k in ("w", "b")}
 
 
 def _mean(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from shoal.runtime.controller import BUILTIN_WORKFLOWS, resolve_workflow
+from shoal.runtime.controller import resolve_workflow
+from shoal.wire.jobdef import BUILTIN_WORKFLOWS
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -29,11 +31,13 @@ reply = channel.receive(10)
 sys.exit(reply["code"])
 """
 
+T = TypeVar("T")
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork server and /proc: Linux")
 
 
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 async def _read_all(stream: asyncio.StreamReader | None) -> str:
@@ -72,7 +76,7 @@ def test_a_script_runs_as_python_would_run_it(
         writer.close()
         return seen, code, output, isinstance(proc, ForkedProcess)
 
-    seen, code, output, forked = run(scenario())  # type: ignore[misc]
+    seen, code, output, forked = run(scenario())
     assert seen == {
         "argv": [str(custom / "client.py"), "--lr", "0.1"],
         "cwd": str(work),
@@ -131,7 +135,7 @@ def test_jobs_forked_from_one_server_draw_different_random_numbers(tmp_path: Pat
         await launcher.close()
         return draws
 
-    first, second = run(scenario())  # type: ignore[misc]
+    first, second = run(scenario())
     assert first != second
 
 
@@ -168,5 +172,5 @@ def test_a_dead_fork_server_is_replaced_and_its_orphans_still_end(tmp_path: Path
         sock2.close()
         return orphan_code, code, second is not first
 
-    orphan_code, code, replaced = run(scenario())  # type: ignore[misc]
+    orphan_code, code, replaced = run(scenario())
     assert orphan_code == warm.EXIT_UNKNOWN and code == 0 and replaced

@@ -9,6 +9,7 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from shoal.sandbox import landlock, privileges
 from shoal.sandbox.confinement import PASSED_ENV, Sandbox, apply
 
 
-def _in_child(spec: dict[str, object], check: Callable[[], dict[str, object]]) -> dict[str, object]:
+def _in_child(spec: dict[str, object], check: Callable[[], dict[str, object]]) -> dict[str, Any]:
     """Fork; the child confines itself to ``spec`` and runs ``check``; its answer comes back."""
     read_end, write_end = os.pipe()
     pid = os.fork()

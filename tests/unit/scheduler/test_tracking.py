@@ -10,7 +10,14 @@ from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from shoal.scheduler import tracking
-from shoal.scheduler.tracking import JobTracking, MlflowTracker, RunInfo, TensorBoardTracker, mlflow_name
+from shoal.scheduler.tracking import (
+    JobTracking,
+    MlflowTracker,
+    RunInfo,
+    TensorBoardTracker,
+    Tracker,
+    mlflow_name,
+)
 
 #: Keys a site's script may log (any string up to METRIC_KEY_MAX) that MLflow would refuse as they are.
 HOSTILE_KEYS = ["loss", "train/acc", "bad key!?", "../../etc", "a//b/./c", "x" * 200, "/", "é"]
@@ -30,7 +37,7 @@ def test_odd_keys_reach_both_trackers_and_nothing_is_noticed(tmp_path: Path) -> 
     notices: list[str] = []
 
     async def run() -> None:
-        trackers = [TensorBoardTracker(tmp_path / "tb"), MlflowTracker(uri)]
+        trackers: list[Tracker] = [TensorBoardTracker(tmp_path / "tb"), MlflowTracker(uri)]
         tracking = JobTracking(RunInfo(7, "odd-keys", "default"), trackers, notices.append)
         for step in range(2):
             for i, key in enumerate(HOSTILE_KEYS):
@@ -40,7 +47,9 @@ def test_odd_keys_reach_both_trackers_and_nothing_is_noticed(tmp_path: Path) -> 
     asyncio.run(run())
     assert notices == []
     client = MlflowClient(tracking_uri=uri)
-    (found,) = client.search_runs([client.get_experiment_by_name("odd-keys").experiment_id])
+    experiment = client.get_experiment_by_name("odd-keys")
+    assert experiment is not None
+    (found,) = client.search_runs([experiment.experiment_id])
     assert found.info.status == "FINISHED" and found.data.tags["shoal.job_id"] == "7"
     assert sorted(found.data.metrics) == sorted({mlflow_name(f"site-1/{k}") for k in HOSTILE_KEYS})
     history = client.get_metric_history(found.info.run_id, "site-1/bad key__")

@@ -51,6 +51,12 @@ def make_zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]]) -> 
     return path
 
 
+def entry_of(err: ShoalError) -> str:
+    """The archive entry an error names (its ``data``)."""
+    assert err.data is not None, err
+    return str(err.data["entry"])
+
+
 def refused(tmp_path: Path, archive: Path, code: str, match: str = "", **limits: Any) -> ShoalError:
     """Assert both inspect and extract refuse with ``code`` and extraction leaves nothing."""
     with pytest.raises(ShoalError) as err:
@@ -280,7 +286,7 @@ NOT_PORTABLE = {
 def test_names_some_site_cannot_hold_are_refused_naming_the_entry(tmp_path: Path, name: str) -> None:
     archive = make_zip(tmp_path / "bad.zip", [("meta.json", b"{}"), (name, b"x")])
     err = refused(tmp_path, archive, "ARCHIVE_UNSAFE", NOT_PORTABLE[name])
-    assert err.data["entry"] == name
+    assert entry_of(err) == name
 
 
 @pytest.mark.parametrize("name", ["console.py", "auxiliary/x.py", "con_fig.json", "com10", "a.b.c", "nully"])
@@ -302,7 +308,7 @@ def test_names_that_are_one_name_on_another_disk_are_refused(tmp_path: Path, fir
     assert portable_key(first.split("/")[0]) == portable_key(second.split("/")[0])
     archive = make_zip(tmp_path / "twins.zip", [("meta.json", b"{}"), (first, b"1"), (second, b"2")])
     err = refused(tmp_path, archive, "ARCHIVE_UNSAFE", "only in case or Unicode form")
-    assert err.data["entry"] == second
+    assert entry_of(err) == second
 
 
 @pytest.mark.parametrize("name", sorted(NOT_PORTABLE), ids=repr)
@@ -313,7 +319,7 @@ def test_a_job_folder_with_such_a_name_is_refused_before_zipping(tmp_path: Path,
     (job / name).write_text("x")
     with pytest.raises(ShoalError) as err:
         iter_folder_files(job)
-    entry = err.value.data["entry"]
+    entry = entry_of(err.value)
     assert err.value.code == "ARCHIVE_UNSAFE" and name.startswith(entry), entry  # the file or its folder
 
 
@@ -323,12 +329,12 @@ def test_a_job_folder_with_twin_names_is_refused(tmp_path: Path) -> None:
     (job / "caf\u00e9").mkdir()
     with pytest.raises(ShoalError) as err:
         iter_folder_files(job)
-    assert err.value.data["entry"] in ("app/custom/Train.py", "app/custom/train.py")
+    assert entry_of(err.value) in ("app/custom/Train.py", "app/custom/train.py")
     (job / "app" / "custom" / "Train.py").unlink()
     (job / "cafe\u0301").mkdir()
     with pytest.raises(ShoalError) as err:
         zip_folder(job, tmp_path / "job.zip")
-    assert err.value.code == "ARCHIVE_UNSAFE" and "caf" in err.value.data["entry"]
+    assert err.value.code == "ARCHIVE_UNSAFE" and "caf" in entry_of(err.value)
     assert not (tmp_path / "job.zip").exists()
 
 

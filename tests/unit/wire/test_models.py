@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 from shoal.errors import ShoalError
 from shoal.wire.models import LazyParams, load_params, save_params
 
-PARAMS = {
+PARAMS: dict[str, np.ndarray] = {
     "f32": np.arange(12, dtype=np.float32).reshape(3, 4),
     "f64": np.linspace(0, 1, 7),
     "i64": np.array([1, -2, 3], dtype=np.int64),

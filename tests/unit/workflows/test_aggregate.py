@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ def test_streamed_updates_sum_exactly_as_in_memory_ones(
     """Updates read from their files (the server's path) give the same bits as arrays in memory,
     whether the first one becomes the sum as read (float32/64) or goes into a wider one."""
     rng = np.random.default_rng(7)
-    updates = [
+    updates: list[dict[str, np.ndarray]] = [
         {"w": (rng.normal(size=(5, 7)) * 100).astype(dtype), "b": (rng.normal(size=3) * 100).astype(dtype)}
         for _ in weights
     ]
@@ -85,10 +85,11 @@ def test_float16_updates_weighted_by_large_example_counts_do_not_overflow(tmp_pa
     """60,000 examples × 2.0 is past float16's largest value: the scaling happens in float32."""
     update = {"w": np.full(6, 2.0, dtype=np.float16)}
     save_params(update, tmp_path / "u.safetensors")
-    for add in (
+    adders: list[Callable[[WeightedSum], None]] = [
         lambda acc: acc.add(update, 60_000),
         lambda acc: acc.add(SmallChunks(tmp_path / "u.safetensors"), 60_000),
-    ):
+    ]
+    for add in adders:
         acc = WeightedSum()
         add(acc)
         add(acc)
@@ -108,8 +109,8 @@ def test_an_update_of_another_dtype_is_refused_and_leaves_the_sum_as_it_was(
 ) -> None:
     """float32 then int64 used to be summed and cast to the first's dtype, or truncated to the
     int64 [1, 1, 1] where the mean is 1.25: now the second update is refused, untouched."""
-    first = {"w": np.full(3, 0.5, np.float32), "b": np.ones(2, np.float32)}
-    other = {"w": np.full(3, 2, np.int64), "b": np.ones(2, np.float32)}
+    first: dict[str, np.ndarray] = {"w": np.full(3, 0.5, np.float32), "b": np.ones(2, np.float32)}
+    other: dict[str, np.ndarray] = {"w": np.full(3, 2, np.int64), "b": np.ones(2, np.float32)}
     acc = WeightedSum()
     acc.add(_as_read_from_file(first, tmp_path / "a.safetensors") if streamed else first, 1)
     with pytest.raises(UpdateMismatch, match="'w' is int64, expected float32"):
@@ -180,7 +181,11 @@ def test_the_running_sum_is_as_wide_as_it_must_be_and_no_wider(
     """The class's promise on memory: a float32 (or float16) model's running sum is float32,
     not float64 (twice the model), in memory and streamed alike; integers sum in float64."""
     save_params({"w": np.ones(3, dtype=dtype)}, tmp_path / "u.safetensors")
-    for update in ({"w": np.ones(3, dtype=dtype)}, LazyParams(tmp_path / "u.safetensors")):
+    updates: list[dict[str, np.ndarray] | LazyParams] = [
+        {"w": np.ones(3, dtype=dtype)},
+        LazyParams(tmp_path / "u.safetensors"),
+    ]
+    for update in updates:
         acc = WeightedSum()
         acc.add(update, 1)
         acc.add(update, 2)

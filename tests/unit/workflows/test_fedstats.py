@@ -136,7 +136,11 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_small_site_withholds_everything_even_its_row_count(tmp_path: Path) -> None:
     f = write_csv(tmp_path / "s.csv", "age,bmi\n" + "".join(f"{i},{i / 2}\n" for i in range(5)))
-    for meta in ({"pass": 1, "min_count": 10}, {"pass": 2, "min_count": 10, "mean": [0, 0], "bins": 3}):
+    metas: list[dict[str, object]] = [
+        {"pass": 1, "min_count": 10},
+        {"pass": 2, "min_count": 10, "mean": [0, 0], "bins": 3},
+    ]
+    for meta in metas:
         out = answer(f, 10, meta)
         assert dict(out.params) == {}
         assert out.meta == {"withheld": True, "reason": "fewer than min_count rows"}
@@ -214,9 +218,10 @@ def test_recipe_exports_the_builtin_client_and_workflow_args(tmp_path: Path) -> 
     assert RECIPES["fedstats"] is FedStatsRecipe
     spaced = FedStatsRecipe(name="st", data="my data/{site}.csv", min_count=3)
     assert spaced.train_args == "--data 'my data/{site}.csv' --min-count 3"
-    for bad in ({"min_count": 0}, {"bins": 0}, {"statistics": ["median"]}):
+    bads: list[dict[str, Any]] = [{"min_count": 0}, {"bins": 0}, {"statistics": ["median"]}]
+    for bad in bads:
         with pytest.raises(ShoalError):
-            FedStatsRecipe(name="st", **bad)  # type: ignore[arg-type]
+            FedStatsRecipe(name="st", **bad)
 
 
 # --- edges that mutation testing found unchecked (docs/mutation.md) --------------------------

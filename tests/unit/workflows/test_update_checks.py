@@ -40,7 +40,10 @@ def test_a_value_in_a_later_chunk_of_a_streamed_tensor_is_found(tmp_path: Path) 
 
 
 def test_finite_and_integer_tensors_pass(tmp_path: Path) -> None:
-    params = {"w": np.array([1e38, -1e38], dtype=np.float32), "n": np.array([2**62], dtype=np.int64)}
+    params: dict[str, np.ndarray] = {
+        "w": np.array([1e38, -1e38], dtype=np.float32),
+        "n": np.array([2**62], dtype=np.int64),
+    }
     assert first_non_finite(params) is None
     save_params(params, tmp_path / "u.safetensors")
     assert first_non_finite(LazyParams(tmp_path / "u.safetensors")) is None

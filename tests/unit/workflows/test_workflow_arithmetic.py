@@ -133,7 +133,7 @@ def test_fedavg_is_the_example_weighted_mean_every_round(tmp_path: Path) -> None
             np.testing.assert_array_equal(task["model"][name], model[name])
         updates = {s: local_update(s, model, rnd) for s in sites}
         total = sum(EXAMPLES.values())
-        model = {k: sum(EXAMPLES[s] * updates[s][k] for s in sites) / total for k in model}
+        model = {k: np.asarray(sum(EXAMPLES[s] * updates[s][k] for s in sites) / total) for k in model}
         got = channel.rounds[rnd]
         assert got["round"] == rnd and got["sites"] == sites
         want_loss = sum(EXAMPLES[s] * (LOSS[s] + rnd) for s in sites) / total  # site-c weighs 0
@@ -321,7 +321,8 @@ def test_cyclic_random_order_defaults_to_seed_0(tmp_path: Path) -> None:
         return FLModel(params={"w": np.zeros(1)})
 
     orders = []
-    for name, seed in (("default", {}), ("zero", {"seed": 0})):
+    seeds: list[tuple[str, dict[str, Any]]] = [("default", {}), ("zero", {"seed": 0})]
+    for name, seed in seeds:
         channel = Sites(tmp_path, train)
         Cyclic(context(tmp_path / name, channel, sites), num_rounds=2, order="random", **seed).run()
         orders.append([t["sites"][0] for t in channel.tasks])
