@@ -20,7 +20,9 @@ from typing import Any
 
 from shoal.wire import logconfig
 from shoal.wire.channel import SyncChannel
+from shoal.wire.controller import Done, WorkflowError
 from shoal.wire.jobdef import BUILTIN_WORKFLOW_CLASSES, BUILTIN_WORKFLOWS
+from shoal.wire.messages import encode
 from shoal.wire.status import brief
 from shoal.workflows.base import RoundFailed, Workflow, WorkflowContext
 from shoal.workflows.update_checks import UpdateChecks
@@ -162,29 +164,22 @@ def main(argv: list[str] | None = None) -> int:
         workflow.run()
     except RoundFailed as exc:
         logging.getLogger("shoal.workflow").error("job failed: %s", exc)
-        last_word: dict[str, Any] = {
-            "op": "error",
-            "status": "FAILED",
-            "type": "RoundFailed",
-            "message": brief(str(exc)),
-            "site": exc.site,
-        }
+        last_word: Done | WorkflowError = WorkflowError(
+            status="FAILED", type="RoundFailed", message=brief(str(exc)), site=exc.site
+        )
     except Exception as exc:
         traceback.print_exc()
-        last_word = {
-            "op": "error",
-            "status": "FINISHED_EXCEPTION",
-            "type": type(exc).__name__,
-            "message": brief(str(exc)),  # all of it is in the traceback above, in the server log
-        }
+        # All of the message is in the traceback above, in the server log.
+        last_word = WorkflowError(
+            status="FINISHED_EXCEPTION", type=type(exc).__name__, message=brief(str(exc))
+        )
     else:
-        last_word = {"op": "done"}
         stopped_by = getattr(workflow, "stopped_by", None)
-        if isinstance(stopped_by, str) and stopped_by:  # ended early on purpose (a privacy budget)
-            last_word["reason"] = brief(stopped_by)
-    channel.send(last_word)
+        # ended early on purpose (a privacy budget): the reason says why
+        last_word = Done(reason=brief(stopped_by) if isinstance(stopped_by, str) and stopped_by else None)
+    channel.send(encode(last_word))
     channel.wait_closed(LAST_WORD_WAIT)  # the server closes its side once it has read it
-    return 0 if last_word["op"] == "done" else 1
+    return 0 if isinstance(last_word, Done) else 1
 
 
 if __name__ == "__main__":

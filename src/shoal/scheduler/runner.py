@@ -14,10 +14,10 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.sandbox.files import claim, harvest, remove_tree
-from shoal.scheduler.controller_messages import error_message, round_metrics, task_message
+from shoal.scheduler.controller_messages import checked_task, error_message, round_metrics
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
 from shoal.wire.channel import (
@@ -27,19 +27,70 @@ from shoal.wire.channel import (
     encode,
     read_message,
 )
+from shoal.wire.controller import (
+    Done,
+    PrivacySpent,
+    Release,
+    Result,
+    RoundDone,
+    SiteFailed,
+    SiteJoined,
+    SiteMetric,
+    Task,
+    TaskClosed,
+    WorkflowError,
+    WorkflowLogConfig,
+)
 from shoal.wire.divergence import LossWatch
+from shoal.wire.messages import CONTROLLER, Dispatch, Message
+from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES
+from shoal.wire.results import ResultInfo
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
-    from shoal.runtime.launcher import JobProcess
-    from shoal.scheduler.scheduler import Scheduler
+    from shoal.runtime.launcher import ForkServer, JobProcess
+    from shoal.sandbox.confinement import Sandbox
+    from shoal.scheduler.totals import ServerTotals
 
 log = logging.getLogger("shoal.scheduler")
 
 SITE_END_GRACE = 10.0  # seconds a site gets to stop its process and upload its log
 #: Seconds to read what is left on the workflow's channel once its process group is killed.
 CHANNEL_DRAIN_GRACE = 5.0
+
+
+class RunHost(Protocol):
+    """What a job run needs of the server around it (the Scheduler), and nothing more: the run
+    is given one, so it never reaches back into the scheduler's own workings."""
+
+    totals: ServerTotals  # the server's counters since start, which every run adds to
+    launcher: ForkServer  # starts the workflow's process
+    sandbox: Sandbox | None  # confines it (None: nothing)
+
+    def controller_args(self, study: str) -> list[str]:
+        """The server's own arguments for a study's workflow process (update checks, custom code)."""
+        ...
+
+    async def send_to_site(self, site: str, message: dict[str, Any]) -> bool:
+        """Send on ``site``'s control channel; False if it is not connected."""
+        ...
+
+    def notify(self, job_id: int) -> None:
+        """The job's live facts changed: wake whoever waits on them (wait, monitor)."""
+        ...
+
+    def set_status(self, job_id: int, status: JobStatus, reason: str) -> object:
+        """Move the job to ``status`` (the store's compare-and-set)."""
+        ...
+
+    def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+        """Keep ``error`` as the job's first error unless it has one."""
+        ...
+
+    def run_finished(self, run: JobRun) -> None:
+        """The run has settled its job: the server may release what it held and dispatch."""
+        ...
 
 
 @dataclass
@@ -106,7 +157,7 @@ class TaskState:
 class JobRun:
     def __init__(
         self,
-        scheduler: Scheduler,
+        host: RunHost,
         job_id: int,
         paths: JobPaths,
         server_app: str,
@@ -114,13 +165,28 @@ class JobRun:
         min_clients: int,
         study: str = "default",
     ) -> None:
-        self.scheduler = scheduler
+        self.host = host
         self.study = study
         self.job_id = job_id
         #: The SHA-256 of the job's stored archive (its blob id), which a site checks what it
         #: downloads against: a bucket (or anything on the way) that altered it is caught.
         self.archive_sha256 = ""
-        self._unknown_ops: set[str] = set()  # kinds of unknown workflow messages already logged
+        # What the workflow may send, and what the server does with each (an unknown kind is
+        # logged once per job: a workflow's flood of them must not fill the server's log).
+        self._dispatch = Dispatch(
+            CONTROLLER,
+            {
+                Task: self._on_task,
+                RoundDone: self._on_round,
+                PrivacySpent: self._on_privacy,
+                TaskClosed: self._on_task_closed,
+                Release: self._on_release,
+                Done: self._on_done,
+                WorkflowError: self._on_error,
+            },
+            log,
+            f"job {job_id}: the workflow",
+        )
         self.paths = paths
         self.server_app = server_app
         self.site_apps = site_apps  # site name -> app folder it runs
@@ -181,11 +247,9 @@ class JobRun:
             ",".join(self.sites),
             "--min-clients",
             str(self.min_clients),
-            *self.scheduler.update_checks.controller_args(),
+            *self.host.controller_args(self.study),
         ]
-        if self.scheduler.custom_code_allowed(self.study):
-            argv.append("--allow-custom-code")
-        sandbox = self.scheduler.sandbox
+        sandbox = self.host.sandbox
         # The workflow reads its job and the results handed to it, writes only its scratch and
         # output folders, and opens no network connection: it speaks to the server over its
         # channel alone.
@@ -194,17 +258,17 @@ class JobRun:
             if sandbox is not None
             else None
         )
-        self._proc, parent = await self.scheduler.launcher.launch(
+        self._proc, parent = await self.host.launcher.launch(
             argv, cwd=str(p.run), env={}, output_file=str(p.server_log), confinement=confinement
         )
         reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         for site, app in self.site_apps.items():
-            ok = await self.scheduler.sites.send(site, self._deploy_message(site, app))
+            ok = await self.host.send_to_site(site, self._deploy_message(site, app))
             if not ok:
                 self.site_failed(
                     site, {"type": "SiteDisconnected", "message": "site disconnected before deploy"}
                 )
-        self.scheduler.set_status(self.job_id, JobStatus.RUNNING, "running")
+        self.host.set_status(self.job_id, JobStatus.RUNNING, "running")
         asyncio.get_running_loop().create_task(self._pump(reader))
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
@@ -258,87 +322,93 @@ class JobRun:
             self._outcome = (JobStatus.FINISHED_EXCEPTION, reason, error)
         self.kill()
 
-    async def _handle(self, msg: dict[str, Any]) -> None:
+    async def _handle(self, raw: dict[str, Any]) -> None:
         """One message of the workflow. Its process runs the job's code, so a message is
-        checked like a site's (``controller_messages``) and any file it names is taken out of
-        the workflow's folder, never followed there (``shoal.sandbox.files``)."""
-        op = msg.get("op")
-        if op == "task":
-            checked = task_message(msg, set(self.site_apps))
-            model = await asyncio.to_thread(
-                claim,
-                self.paths.run,
-                checked.model_path,
-                self.paths.models / f"{checked.task_id}.safetensors",
-            )
-            task = TaskState(checked.task_id, model, set(checked.sites), model_bytes=model.stat().st_size)
-            self.tasks[task.task_id] = task
-            self.progress.current_round = checked.round
-            self.progress.total_rounds = checked.total_rounds
-            out = {
-                "type": "task",
-                "job_id": str(self.job_id),
-                "task_id": task.task_id,
-                "task_name": checked.task_name,
-                "round": checked.round,
-                "total_rounds": checked.total_rounds,
-                "meta": checked.meta,
-            }
-            size = task.model_bytes
-            if size <= INLINE_BYTES:  # small: the model rides along; no download request
-                out["model"] = base64.b64encode(task.model_path.read_bytes()).decode("ascii")
-            for site in sorted(task.sites):
-                previous = self._latest_task.get(site)
-                if previous is not None:  # the site's earlier task is over for it
-                    self._drop_partial(previous[0], site)
-                self._latest_task[site] = (task, out)
-                if await self.scheduler.sites.send(site, out):
-                    self.progress.tasks_sent += 1
-                    self.scheduler.totals.tasks_sent += 1
-                    self.progress.count(site, "tasks")
-                    if "model" in out:
-                        self.model_served(site, size)
-                else:
-                    self.site_lost(site, "site is not connected")
-            self.scheduler.events.notify(self.job_id)
-        elif op == "round":
-            self.progress.last_metrics = round_metrics(msg)
-            rnd = msg.get("round")
-            self.progress.last_metrics_round = rnd if type(rnd) is int else None  # the workflow's word
+        checked like a site's (``shoal.wire.controller`` types it, ``controller_messages``
+        checks it; BadMessage is a ValueError, which ends the job) and any file it names is
+        taken out of the workflow's folder, never followed there (``shoal.sandbox.files``)."""
+        found = self._dispatch.handler(raw)
+        if found is not None:
+            message, handle = found
+            await handle(message)
+
+    async def _on_task(self, message: Task) -> None:
+        checked = checked_task(message, set(self.site_apps))
+        model = await asyncio.to_thread(
+            claim,
+            self.paths.run,
+            checked.model_path,
+            self.paths.models / f"{checked.task_id}.safetensors",
+        )
+        task = TaskState(checked.task_id, model, set(checked.sites), model_bytes=model.stat().st_size)
+        self.tasks[task.task_id] = task
+        self.progress.current_round = checked.round
+        self.progress.total_rounds = checked.total_rounds
+        out: dict[str, Any] = {
+            "type": "task",
+            "job_id": str(self.job_id),
+            "task_id": task.task_id,
+            "task_name": checked.task_name,
+            "round": checked.round,
+            "total_rounds": checked.total_rounds,
+            "meta": checked.meta,
+        }
+        size = task.model_bytes
+        if size <= INLINE_BYTES:  # small: the model rides along; no download request
+            out["model"] = base64.b64encode(task.model_path.read_bytes()).decode("ascii")
+        for site in sorted(task.sites):
+            previous = self._latest_task.get(site)
+            if previous is not None:  # the site's earlier task is over for it
+                self._drop_partial(previous[0], site)
+            self._latest_task[site] = (task, out)
+            if await self.host.send_to_site(site, out):
+                self.progress.tasks_sent += 1
+                self.host.totals.tasks_sent += 1
+                self.progress.count(site, "tasks")
+                if "model" in out:
+                    self.model_served(site, size)
+            else:
+                self.site_lost(site, "site is not connected")
+        self.host.notify(self.job_id)
+
+    async def _on_round(self, message: RoundDone) -> None:
+        self.progress.last_metrics = round_metrics(message)
+        self.progress.last_metrics_round = message.round  # the workflow's word
+        for key, value in self.progress.last_metrics.items():
+            self.progress.add_point(key, None, self.progress.last_metrics_round or 0, value)
+        self.progress.rounds_done += 1
+        self.host.totals.rounds_done += 1
+        if self.tracking is not None:
             for key, value in self.progress.last_metrics.items():
-                self.progress.add_point(key, None, self.progress.last_metrics_round or 0, value)
-            self.progress.rounds_done += 1
-            self.scheduler.totals.rounds_done += 1
-            if self.tracking is not None:
-                for key, value in self.progress.last_metrics.items():
-                    self.tracking.log(f"global/{key}", value, self.progress.last_metrics_round or 0)
-            for text in self._loss_watch.feed(self.progress.last_metrics_round, self.progress.last_metrics):
-                self.notice(text)
-            self.scheduler.events.notify(self.job_id)
-        elif op == "privacy":
-            self.progress.record_privacy(msg.get("spent"))
-            self.scheduler.events.notify(self.job_id)
-        elif op == "task_closed":
-            closing = self.tasks.get(str(msg.get("task_id")))
-            if closing is not None:
-                self.close_task(closing)
-        elif op == "release":
-            self._release_result(str(msg.get("task_id", "")), str(msg.get("site", "")))
-        elif op == "done":
-            reason = msg.get("reason")
-            said = f"finished: {brief(reason)}" if isinstance(reason, str) and reason else "finished"
-            self._outcome = (JobStatus.FINISHED_OK, said, None)
-            self._release_controller()
-            # The results are written: sites can stop while the controller process exits.
-            await self._tell_sites_to_end("end", "finished")
-        elif op == "error":
-            status, error = error_message(msg, set(self.site_apps))
-            self._outcome = (status, f"{error['type']}: {error['message']}", error)
-            self._release_controller()
-        elif (unknown := str(op)[:40]) not in self._unknown_ops and len(self._unknown_ops) < 16:
-            # said once per kind (a workflow's flood of them must not fill the server's log)
-            self._unknown_ops.add(unknown)
-            log.warning("job %s: the workflow sent an unknown message %r; ignored", self.job_id, unknown)
+                self.tracking.log(f"global/{key}", value, self.progress.last_metrics_round or 0)
+        for text in self._loss_watch.feed(self.progress.last_metrics_round, self.progress.last_metrics):
+            self.notice(text)
+        self.host.notify(self.job_id)
+
+    async def _on_privacy(self, message: PrivacySpent) -> None:
+        self.progress.record_privacy(message.spent)
+        self.host.notify(self.job_id)
+
+    async def _on_task_closed(self, message: TaskClosed) -> None:
+        closing = self.tasks.get(message.task_id)
+        if closing is not None:
+            self.close_task(closing)
+
+    async def _on_release(self, message: Release) -> None:
+        self._release_result(message.task_id, message.site)
+
+    async def _on_done(self, message: Done) -> None:
+        reason = message.reason
+        said = f"finished: {brief(reason)}" if reason else "finished"
+        self._outcome = (JobStatus.FINISHED_OK, said, None)
+        self._release_controller()
+        # The results are written: sites can stop while the controller process exits.
+        await self._tell_sites_to_end("end", "finished")
+
+    async def _on_error(self, message: WorkflowError) -> None:
+        status, error = error_message(message, set(self.site_apps))
+        self._outcome = (status, f"{error['type']}: {error['message']}", error)
+        self._release_controller()
 
     def result_path(self, task_id: str, site: str) -> Path:
         """Where a site's checked result for a task waits for the workflow (a server-made name)."""
@@ -363,11 +433,11 @@ class JobRun:
             except OSError:
                 pass
 
-    def _send_controller(self, msg: dict[str, Any]) -> None:
+    def _send_controller(self, message: Message) -> None:
         # Once there is an outcome the controller is ending (its last word read, or it is being
         # killed for an abort): nothing more is written to it.
         if self._writer is not None and not self._writer.is_closing() and self._outcome is None:
-            self._writer.write(encode(msg))
+            self._writer.write(encode(encode_message(message)))
 
     def task_for(self, site: str, task_id: str) -> TaskState | None:
         """The task ``task_id`` (as a site sent it) if it was sent to ``site`` and is not closed:
@@ -403,7 +473,7 @@ class JobRun:
             self._drop_partial(task, site)
             self.result_path(task.task_id, site).unlink(missing_ok=True)
 
-    def on_result(self, site: str, task: TaskState, path: Path, header: dict[str, Any]) -> None:
+    def on_result(self, site: str, task: TaskState, path: Path, info: ResultInfo) -> None:
         """A site's checked result (``site_routes.result_header``) for its open task: counted,
         and its path to the workflow."""
         task.answered.add(site)
@@ -413,27 +483,17 @@ class JobRun:
         size = path.stat().st_size
         self.progress.results_received += 1
         self.progress.bytes_from_sites += size
-        self.scheduler.totals.results_received += 1
-        self.scheduler.totals.bytes_from_sites += size
+        self.host.totals.results_received += 1
+        self.host.totals.bytes_from_sites += size
         self.progress.count(site, "results")
         self.progress.count(site, "bytes_from_site", size)
-        for key, value in (header.get("metrics") or {}).items():
+        for key, value in info.metrics.items():
             self.progress.put_site_metric(site, str(key), value)
-        self._send_controller(
-            {
-                "op": "result",
-                "task_id": task_id,
-                "site": site,
-                "path": str(path),
-                "num_examples": header["num_examples"],
-                "metrics": header.get("metrics") or {},
-                "meta": header.get("meta") or {},
-            }
-        )
+        self._send_controller(Result(task_id=task_id, site=site, path=str(path), info=info))
 
     def model_served(self, site: str, size: int) -> None:
         self.progress.bytes_to_sites += size
-        self.scheduler.totals.bytes_to_sites += size
+        self.host.totals.bytes_to_sites += size
         self.progress.count(site, "bytes_to_site", size)
 
     def site_metric(self, site: str, key: str, value: float, step: int | None) -> None:
@@ -444,31 +504,30 @@ class JobRun:
             log.warning("job %s: %s sent a metric with a bad key or step; dropped", self.job_id, site)
             return
         if not self.progress.put_site_metric(site, key, value):  # past the site's cap: a notice said so
-            self.scheduler.events.notify(self.job_id)
+            self.host.notify(self.job_id)
             return
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step
-        self.progress.add_point(key, site, self.progress.current_round or 0, value)
-        self.scheduler.totals.metrics_logged += 1
+        self.host.totals.metrics_logged += 1
         if self.tracking is not None and isinstance(value, int | float) and not isinstance(value, bool):
             self.tracking.log(f"{site}/{key}", value, self.progress.current_round or 0)
-        self._send_controller({"op": "metric", "site": site, "key": key, "value": value, "step": step})
-        self.scheduler.events.notify(self.job_id)
+        self._send_controller(SiteMetric(site=site, key=key, value=value, step=step))
+        self.host.notify(self.job_id)
 
     def notice(self, text: str, site: str | None = None) -> None:
         """Something a user should see in the job's meta (a site refused log streaming, ...);
         ``site``: the site it comes from or is about, whose notices are capped (Progress)."""
         if self.progress.add_notice(text, site):
-            self.scheduler.events.notify(self.job_id)
+            self.host.notify(self.job_id)
 
     async def set_log_config(self, setting: str, sites: list[str], server: bool) -> dict[str, str]:
         """Push a log level or mode to the workflow and to the chosen sites, live."""
         applied: dict[str, str] = {}
         if server:
-            self._send_controller({"op": "log_config", "setting": setting})
+            self._send_controller(WorkflowLogConfig(setting=setting))
             applied["server"] = "sent"
         for site in sites:
-            ok = await self.scheduler.sites.send(
+            ok = await self.host.send_to_site(
                 site, {"type": "log_config", "job_id": str(self.job_id), "setting": setting}
             )
             applied[site] = "sent" if ok else "not connected"
@@ -476,7 +535,7 @@ class JobRun:
 
     def site_ready(self, site: str) -> None:
         self.progress.site_status[site] = "running"
-        self.scheduler.events.notify(self.job_id)
+        self.host.notify(self.job_id)
 
     def site_failed(self, site: str, error: dict[str, Any]) -> None:
         """A site's job process failed: tell the workflow, which decides if the job can go on."""
@@ -485,10 +544,10 @@ class JobRun:
         self._failed_sites.add(site)
         self.progress.site_status[site] = "failed"
         message = str(error.get("message", "failed"))
-        self.scheduler.record_first_error(
+        self.host.record_first_error(
             self.job_id, {"site": site, "type": error.get("type", "Error"), "message": message}
         )
-        self._send_controller({"op": "site_failed", "site": site, "reason": message})
+        self._send_controller(SiteFailed(site=site, reason=message))
 
     def _deploy_message(self, site: str, app: str) -> dict[str, Any]:
         job_id = str(self.job_id)
@@ -508,14 +567,14 @@ class JobRun:
         if site not in self._gone:
             latest = self._latest_task.get(site)
             if latest is not None and site not in latest[0].answered:
-                await self.scheduler.sites.send(site, latest[1])
+                await self.host.send_to_site(site, latest[1])
             return
         self._gone.discard(site)
         self._failed_sites.discard(site)
         self.progress.site_status[site] = "deploying"
         app = self.site_apps[site]
-        if await self.scheduler.sites.send(site, self._deploy_message(site, app)):
-            self._send_controller({"op": "site_joined", "site": site})
+        if await self.host.send_to_site(site, self._deploy_message(site, app)):
+            self._send_controller(SiteJoined(site=site))
             self.notice(f"{site} reconnected and rejoined the job", site)
 
     def site_lost(self, site: str, reason: str) -> None:
@@ -559,11 +618,11 @@ class JobRun:
             await self.tracking.close()
         self._take_outputs()
         if error is not None:
-            self.scheduler.record_first_error(self.job_id, error)
-        self.scheduler.set_status(self.job_id, status, reason)
+            self.host.record_first_error(self.job_id, error)
+        self.host.set_status(self.job_id, status, reason)
         self._cleanup_run_dir()
         self.done.set()
-        self.scheduler.run_finished(self)
+        self.host.run_finished(self)
 
     async def _tell_sites_to_end(self, kind: str, reason: str) -> None:
         """Send each site still in the job its "end" (or "abort") once; a site that cannot be
@@ -572,7 +631,7 @@ class JobRun:
             if site in self._confirmed or site in self._gone or site in self._told_to_end:
                 continue
             self._told_to_end.add(site)
-            if not await self.scheduler.sites.send(
+            if not await self.host.send_to_site(
                 site, {"type": kind, "job_id": str(self.job_id), "reason": reason}
             ):
                 self._gone.add(site)

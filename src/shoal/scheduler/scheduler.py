@@ -118,6 +118,18 @@ class Scheduler:
         self.events.notify(job_id)
         return record
 
+    def notify(self, job_id: int) -> None:
+        self.events.notify(job_id)
+
+    async def send_to_site(self, site: str, message: dict[str, Any]) -> bool:
+        return await self.sites.send(site, message)
+
+    def controller_args(self, study: str) -> list[str]:
+        """The server's arguments for a study's workflow process: its update checks, and whether
+        the study's workflows may be custom code."""
+        args = self.update_checks.controller_args()
+        return [*args, "--allow-custom-code"] if self.custom_code_allowed(study) else args
+
     def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
         job = self.store.get_job(job_id)
         if job is not None and job.first_error is None:

@@ -33,8 +33,10 @@ from shoal.server.site_messages import (
 from shoal.server.streaming import save_body, stream_blob, stream_file
 from shoal.server.views import json_response
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
+from shoal.wire.messages import BadMessage
 from shoal.wire.models import INLINE_BYTES, RESULT_SIZE_FACTOR, check_safetensors, result_bound
 from shoal.wire.resources import ResourceError, check_declaration
+from shoal.wire.results import ResultInfo, checked_result_info
 
 log = logging.getLogger("shoal.server")
 
@@ -292,27 +294,17 @@ async def task_result(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
 
-def result_header(raw: Any) -> dict[str, Any]:
+def result_header(raw: Any) -> ResultInfo:
     """What a site says about its result, checked before the workflow sees it: the examples it
     trained on (a whole number, 0 allowed: FedAvg then leaves the update out), metrics that are
-    numbers, meta that is an object. INVALID_ARGS otherwise."""
-    if not isinstance(raw, dict):
-        raise ShoalError("INVALID_ARGS", "the result header is not a JSON object")
-    examples = raw.get("num_examples", 1)
-    if not isinstance(examples, int) or isinstance(examples, bool) or examples < 0:
-        raise ShoalError("INVALID_ARGS", f"num_examples must be a whole number >= 0, not {examples!r}")
-    metrics = raw.get("metrics") or {}
-    if not isinstance(metrics, dict) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
-    ):
-        raise ShoalError("INVALID_ARGS", "metrics must map names to numbers")
-    meta = raw.get("meta") or {}
-    if not isinstance(meta, dict):
-        raise ShoalError("INVALID_ARGS", "meta must be a JSON object")
-    return {"num_examples": examples, "metrics": metrics, "meta": meta}
+    numbers, meta that is an object (``shoal.wire.results``). INVALID_ARGS otherwise."""
+    try:
+        return checked_result_info(raw)
+    except BadMessage as exc:
+        raise ShoalError("INVALID_ARGS", str(exc)) from None
 
 
-def _take_result(run: JobRun, site: str, task: TaskState, checked: Path, header: dict[str, Any]) -> None:
+def _take_result(run: JobRun, site: str, task: TaskState, checked: Path, header: ResultInfo) -> None:
     """A complete, checked result: into place, and its path to the workflow."""
     final = run.result_path(task.task_id, site)
     checked.replace(final)

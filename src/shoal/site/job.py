@@ -18,7 +18,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.errors import ShoalError
 from shoal.privacy.protections import APPLIED_META_KEY, site_privacy
@@ -31,9 +31,9 @@ from shoal.wire.models import INLINE_BYTES, result_header_json
 from shoal.wire.status import brief
 
 if TYPE_CHECKING:
-    from shoal.runtime.launcher import JobProcess
+    from shoal.runtime.launcher import ForkServer, JobProcess
+    from shoal.sandbox.confinement import Sandbox
     from shoal.scheduler.tracking import JobTracking
-    from shoal.site.agent import SiteAgent
 
 log = logging.getLogger("shoal.site")
 
@@ -52,8 +52,37 @@ CUT_NOTE_MAX = 1024  # room kept for the first line of a cut log, which says wha
 LINE_SEARCH = 2**20  # how far a cut log looks for the start of its first whole line
 
 
+class JobHost(Protocol):
+    """What a job at a site needs of the agent that runs it (``SiteAgent``), and nothing more:
+    the job is given one, so it never reaches into the agent's own workings."""
+
+    name: str  # the site's name
+    workspace: Path  # the site's workspace; the job's folder is jobs/<job_id> in it
+    policy: dict[str, Any]  # the site's policy (site_policy.json)
+    sandbox: Sandbox  # confines the job's script
+    launcher: ForkServer  # starts it
+
+    async def send(self, message: dict[str, Any], keep: bool = False) -> bool:
+        """Report to the server on the control channel."""
+        ...
+
+    async def send_result_inline(
+        self, job_id: str, task_id: str, data: bytes, header: dict[str, Any]
+    ) -> bool:
+        """A small result through the control channel; True once the server took it."""
+        ...
+
+    async def download(self, path: str, dest: Path) -> None:
+        """Stream a file of the site API to ``dest``."""
+        ...
+
+    async def upload(self, path: str, src: Path, headers: dict[str, str]) -> None:
+        """PUT a file to the site API."""
+        ...
+
+
 class SiteJob:
-    def __init__(self, agent: SiteAgent, job_id: str, app: str, study: str = "default") -> None:
+    def __init__(self, agent: JobHost, job_id: str, app: str, study: str = "default") -> None:
         self.agent = agent
         self.job_id = job_id
         self.app = app

@@ -17,8 +17,21 @@ from typing import Any
 
 from shoal.fl.model import FLModel
 from shoal.wire.channel import SyncChannel
+from shoal.wire.controller import (
+    PrivacySpent,
+    Release,
+    Result,
+    RoundDone,
+    SiteFailed,
+    SiteJoined,
+    SiteMetric,
+    Task,
+    TaskClosed,
+    WorkflowLogConfig,
+)
 from shoal.wire.jsonout import dumps
 from shoal.wire.logconfig import apply as apply_log_setting
+from shoal.wire.messages import CONTROLLER, BadMessage, Dispatch, Message, encode
 from shoal.wire.models import LazyParams, load_params, save_params
 from shoal.workflows.update_checks import UpdateChecks
 
@@ -73,6 +86,19 @@ class WorkflowContext:
         self.logged_metrics: dict[str, list[dict[str, Any]]] = {}
         self._failed_sites: dict[str, str] = {}
         self._pending: dict[str, set[str]] = {}
+        # What the server may send between tasks (collected results are _Collection's).
+        self._side = Dispatch(
+            CONTROLLER,
+            {
+                SiteMetric: self._on_metric,
+                WorkflowLogConfig: self._on_log_config,
+                Result: self._late_result,
+                SiteFailed: self._note_failed,
+                SiteJoined: self._on_joined,
+            },
+            log,
+            "the server",
+        )
         (run_dir / "models").mkdir(parents=True, exist_ok=True)
 
     def send_task(
@@ -91,17 +117,16 @@ class WorkflowContext:
         model_path = self.run_dir / "models" / f"{task_id}.safetensors"
         save_params(model.params, model_path)
         targets = [s for s in (sites if sites is not None else self.sites) if s not in self._failed_sites]
-        self._channel.send(
-            {
-                "op": "task",
-                "task_id": task_id,
-                "task_name": task_name,
-                "round": round_number,
-                "total_rounds": total_rounds,
-                "model_path": str(model_path),
-                "sites": targets,
-                "meta": model.meta,
-            }
+        self._send(
+            Task(
+                task_id=task_id,
+                task_name=task_name,
+                round=round_number,
+                total_rounds=total_rounds,
+                model_path=str(model_path),
+                sites=targets,
+                meta=model.meta,
+            )
         )
         self._pending[task_id] = set(targets)
         return task_id
@@ -119,7 +144,7 @@ class WorkflowContext:
             yield from self._results(task_id, min_responses=min_responses, timeout=timeout)
         finally:
             try:
-                self._channel.send({"op": "task_closed", "task_id": task_id})
+                self._send(TaskClosed(task_id=task_id))
             except OSError:  # the server is gone; nothing is left to tell
                 pass
 
@@ -127,106 +152,113 @@ class WorkflowContext:
         self, task_id: str, *, min_responses: int, timeout: float | None
     ) -> Iterator[tuple[str, FLModel]]:
         waiting = self._pending.pop(task_id, set())
-        received = 0
-        deadline = None if not timeout else time.monotonic() + timeout
         if len(waiting) < min_responses:
             raise RoundFailed(f"only {len(waiting)} sites can take the task, {min_responses} needed")
+        collection = _Collection(self, task_id, waiting, min_responses)
+        deadline = None if not timeout else time.monotonic() + timeout
         while waiting:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                if received >= min_responses:
+                if collection.received >= min_responses:
                     log.warning("round deadline passed; going on without %s", sorted(waiting))
                     return
                 raise RoundFailed(
-                    f"round deadline passed with {received} of {min_responses} needed results; "
-                    f"no answer from {', '.join(sorted(waiting))}",
+                    f"round deadline passed with {collection.received} of {min_responses} needed "
+                    f"results; no answer from {', '.join(sorted(waiting))}",
                     site=sorted(waiting)[0],
                 )
             try:
-                message = self._channel.receive(remaining)
+                raw = self._channel.receive(remaining)
             except TimeoutError:
                 continue
-            if message is None:
+            if raw is None:
                 raise RoundFailed("the server closed the channel")
-            op = message.get("op")
-            if op == "result" and message.get("task_id") == task_id and message.get("site") in waiting:
-                site = str(message["site"])
-                waiting.discard(site)
-                path = Path(message["path"])
-                received += 1
-                try:
-                    # Tensors load one at a time as the consumer reads them, so aggregating a
-                    # large model holds one tensor of the update at a time, not the whole copy.
-                    yield site, self._checked(site, path, message)
-                finally:
-                    # Folded in: its file may go. The server (or the simulator) removes it: the
-                    # workflow may read the results handed to it, not change them.
-                    self._channel.send({"op": "release", "task_id": task_id, "site": site, "path": str(path)})
-            elif op == "result" and message.get("task_id") not in self._pending:
-                # for a task already closed (accepted just before it closed): never read
-                keys = ("task_id", "site", "path")
-                self._channel.send({"op": "release", **{k: message.get(k) for k in keys}})
-            elif op == "site_failed":
-                site = str(message.get("site"))
-                reason = str(message.get("reason", "site failed"))
-                self._failed_sites[site] = reason
-                if site in waiting:
-                    waiting.discard(site)
-                    log.warning("site %s dropped out: %s", site, reason)
-                    if received + len(waiting) < min_responses:
-                        raise RoundFailed(f"site {site} failed: {reason}", site=site)
-            elif op == "site_joined":
-                # A site that dropped out is back: it takes part from the next task on.
-                self._failed_sites.pop(str(message.get("site")), None)
-            elif op == "stop":
-                raise RoundFailed("the server stopped the job")
-            else:
-                self._on_side_message(message)
+            found = self._handler(collection.dispatch, raw)
+            if found is None:
+                continue
+            message, handle = found
+            answer: Result | None = handle(message)
+            if answer is None:
+                continue
+            try:
+                # Tensors load one at a time as the consumer reads them, so aggregating a
+                # large model holds one tensor of the update at a time, not the whole copy.
+                yield answer.site, self._checked(answer)
+            finally:
+                # Folded in: its file may go. The server (or the simulator) removes it: the
+                # workflow may read the results handed to it, not change them.
+                self._send(Release(task_id=task_id, site=answer.site, path=answer.path))
 
-    def _checked(self, site: str, path: Path, message: dict[str, Any]) -> FLModel:
+    def _send(self, message: Message) -> None:
+        self._channel.send(encode(message))
+
+    @staticmethod
+    def _handler(dispatch: Dispatch, raw: dict[str, Any]) -> tuple[Message, Any] | None:
+        """The decoded message and its handler; a malformed one is logged and dropped (the
+        server is not the workflow's to judge)."""
+        try:
+            return dispatch.handler(raw)
+        except BadMessage as exc:
+            log.warning("the server sent a malformed message; ignored: %s", exc)
+            return None
+
+    def _checked(self, result: Result) -> FLModel:
         """A site's result as the workflow gets it, once it passed the server's update checks
         (``self.checks``): a refused one is BadUpdate naming the site, before any workflow code
         has seen a value of it."""
-        examples = message.get("num_examples", 1)
-        params = LazyParams(path)
-        problem = self.checks.num_examples_problem(examples) or self.checks.values_problem(params)
+        info = result.info
+        params = LazyParams(Path(result.path))
+        problem = self.checks.num_examples_problem(info.num_examples) or self.checks.values_problem(params)
         if problem is not None:
-            raise BadUpdate(site, problem)
+            raise BadUpdate(result.site, problem)
         return FLModel(
-            params=params,
-            metrics=dict(message.get("metrics") or {}),
-            meta=dict(message.get("meta") or {}),
-            num_examples=int(examples),
+            params=params, metrics=dict(info.metrics), meta=dict(info.meta), num_examples=info.num_examples
         )
 
-    def _on_side_message(self, message: dict[str, Any]) -> None:
-        """Messages that are not answers to the task at hand: live metrics and log settings."""
-        op = message.get("op")
-        if op == "metric":
-            series = self.logged_metrics.setdefault(str(message.get("site")), [])
-            series.append(
-                {
-                    "key": str(message.get("key")),
-                    "value": float(message.get("value", 0.0)),
-                    "step": message.get("step"),
-                    "round": self.rounds[-1]["round"] + 1 if self.rounds else 0,
-                }
-            )
-            del series[:-MAX_LOGGED_PER_SITE]
-        elif op == "log_config":
-            apply_log_setting(str(message.get("setting", "")))
+    def _on_metric(self, message: SiteMetric) -> None:
+        """A metric a site logged, kept for metrics_summary.json."""
+        series = self.logged_metrics.setdefault(message.site, [])
+        series.append(
+            {
+                "key": message.key,
+                "value": message.value,
+                "step": message.step,
+                "round": self.rounds[-1]["round"] + 1 if self.rounds else 0,
+            }
+        )
+        del series[:-MAX_LOGGED_PER_SITE]
+
+    def _on_log_config(self, message: WorkflowLogConfig) -> None:
+        apply_log_setting(message.setting)
+
+    def _late_result(self, message: Result) -> None:
+        """A result for a task already closed (accepted just before it closed): never read."""
+        self._send(Release(task_id=message.task_id, site=message.site, path=message.path))
+
+    def _note_failed(self, message: SiteFailed) -> bool:
+        """A site dropped out: it gets no more tasks until it rejoins. True if it was new."""
+        known = message.site in self._failed_sites
+        self._failed_sites[message.site] = message.reason
+        return not known
+
+    def _on_joined(self, message: SiteJoined) -> None:
+        """A site that dropped out is back: it takes part from the next task on."""
+        self._failed_sites.pop(message.site, None)
 
     def write_metrics_summary(self, workflow: str, **extra: Any) -> Path:
         """``metrics_summary.json``: each round's aggregated metrics and every metric the sites
         logged with ``log_metric`` (per site, in order, with step and round), plus ``extra``."""
         while True:  # metrics logged in the last round may still be on their way
             try:
-                message = self._channel.receive(0.01)
+                raw = self._channel.receive(0.01)
             except TimeoutError:
                 break
-            if message is None:
+            if raw is None:
                 break
-            self._on_side_message(message)
+            found = self._handler(self._side, raw)
+            if found is not None:
+                message, handle = found
+                handle(message)
         summary = {
             "workflow": workflow,
             **extra,
@@ -241,15 +273,15 @@ class WorkflowContext:
 
     def record_round(self, round_number: int, metrics: dict[str, float], sites: list[str]) -> None:
         """Remember one finished round and tell the server (for meta, stats and monitor)."""
-        entry = {"round": round_number, "metrics": metrics, "sites": sites, "time": time.time()}
-        self.rounds.append(entry)
-        self._channel.send({"op": "round", **entry})
+        now = time.time()
+        self.rounds.append({"round": round_number, "metrics": metrics, "sites": sites, "time": now})
+        self._send(RoundDone(round=round_number, metrics=metrics, sites=sites, time=now))
         log.info("round %d done: %s", round_number, " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
 
     def report_privacy(self, spent: dict[str, Any]) -> None:
         """Tell the server the privacy spent so far ((epsilon, delta) per site and for the job),
         for ``job meta``; the same goes into metrics_summary.json at the end."""
-        self._channel.send({"op": "privacy", "spent": spent})
+        self._send(PrivacySpent(spent=spent))
         log.info("privacy spent: epsilon %s at delta %s", spent.get("epsilon"), spent.get("delta"))
 
     def save_model(self, model: FLModel, name: str = "FL_global_model.safetensors") -> Path:
@@ -268,6 +300,49 @@ class WorkflowContext:
         if not path.is_relative_to(self.app_dir.resolve()):
             raise ValueError(f"initial model path escapes the app folder: {relative}")
         return load_params(path)
+
+
+class _Collection:
+    """One task's collection: what the server's answers change while ``results`` waits for
+    them, one handler per message."""
+
+    def __init__(self, ctx: WorkflowContext, task_id: str, waiting: set[str], min_responses: int) -> None:
+        self.ctx = ctx
+        self.task_id = task_id
+        self.waiting = waiting
+        self.min_responses = min_responses
+        self.received = 0
+        self.dispatch = Dispatch(
+            CONTROLLER,
+            {
+                Result: self.on_result,
+                SiteFailed: self.on_site_failed,
+                SiteJoined: ctx._on_joined,
+                SiteMetric: ctx._on_metric,
+                WorkflowLogConfig: ctx._on_log_config,
+            },
+            log,
+            "the server",
+        )
+
+    def on_result(self, message: Result) -> Result | None:
+        """The result to hand to the workflow, if it answers this task from a site awaited."""
+        if message.task_id == self.task_id and message.site in self.waiting:
+            self.waiting.discard(message.site)
+            self.received += 1
+            return message
+        if message.task_id not in self.ctx._pending:
+            self.ctx._late_result(message)
+        return None
+
+    def on_site_failed(self, message: SiteFailed) -> None:
+        self.ctx._note_failed(message)
+        site = message.site
+        if site in self.waiting:
+            self.waiting.discard(site)
+            log.warning("site %s dropped out: %s", site, message.reason)
+            if self.received + len(self.waiting) < self.min_responses:
+                raise RoundFailed(f"site {site} failed: {message.reason}", site=site)
 
 
 class Workflow:

@@ -1,0 +1,141 @@
+"""The messages between the server and a job's workflow process (the controller channel).
+
+The workflow (``shoal.workflows.base.WorkflowContext``) sends tasks, the end of each task and
+round, what it spent of a privacy budget, and its last word; the server
+(``shoal.scheduler.runner.JobRun``) sends it the sites' results and metrics, sites that dropped
+out or came back, and log settings. In ``shoal simulate`` the simulator's ``PoolTransport``
+stands in for the server. What the server accepts from a workflow beyond the types here (sites
+of the job, task ids, paths in its folder) is checked by ``shoal.scheduler.controller_messages``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.wire.messages import CONTROLLER, SERVER, WORKFLOW, Message, register
+from shoal.wire.results import ResultInfo
+
+# --- workflow -> server ------------------------------------------------------------------------
+
+
+@register(CONTROLLER, "task", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class Task(Message):
+    """Send the model in ``model_path`` (a file in the workflow's run folder) to ``sites``."""
+
+    task_id: str
+    model_path: str
+    sites: list[str]
+    task_name: str = "train"
+    round: int | None = None
+    total_rounds: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@register(CONTROLLER, "task_closed", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class TaskClosed(Message):
+    """The workflow collects no more results for this task (its round ended)."""
+
+    task_id: str
+
+
+@register(CONTROLLER, "release", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class Release(Message):
+    """A result the workflow has folded in (or will never read): its file may go."""
+
+    task_id: str
+    site: str
+    path: str = ""
+
+
+@register(CONTROLLER, "round", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class RoundDone(Message):
+    """A finished round's aggregated metrics (for meta, stats, monitor and trackers)."""
+
+    round: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    sites: list[str] = field(default_factory=list)
+    time: float | None = None
+
+
+@register(CONTROLLER, "privacy", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class PrivacySpent(Message):
+    """The privacy spent so far, per site and for the job (``job meta``)."""
+
+    spent: dict[str, Any] = field(default_factory=dict)
+
+
+@register(CONTROLLER, "done", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class Done(Message):
+    """The workflow's last word when it finished; ``reason`` if it ended early on purpose."""
+
+    reason: str | None = None
+
+
+@register(CONTROLLER, "error", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class WorkflowError(Message):
+    """The workflow's last word when the job failed: the status it asks for (one a workflow may
+    give), the error, and the site it blames (None: the server)."""
+
+    status: str = "FINISHED_EXCEPTION"
+    type: str = "Error"
+    message: str = ""
+    site: str | None = None
+
+
+# --- server -> workflow ------------------------------------------------------------------------
+
+
+@register(CONTROLLER, "result", sender=SERVER, receiver=WORKFLOW)
+@dataclass(frozen=True, slots=True)
+class Result(Message):
+    """A site's checked result for a task: its file (the workflow may read it, not change it)."""
+
+    task_id: str
+    site: str
+    path: str
+    info: ResultInfo = field(default_factory=ResultInfo)
+
+
+@register(CONTROLLER, "metric", sender=SERVER, receiver=WORKFLOW)
+@dataclass(frozen=True, slots=True)
+class SiteMetric(Message):
+    """A metric a site's script logged with ``flare.log_metric`` (into metrics_summary.json)."""
+
+    site: str
+    key: str
+    value: float
+    step: int | None = None
+
+
+@register(CONTROLLER, "site_failed", sender=SERVER, receiver=WORKFLOW)
+@dataclass(frozen=True, slots=True)
+class SiteFailed(Message):
+    """A site dropped out of the job; the workflow decides whether the job can go on."""
+
+    site: str
+    reason: str = "site failed"
+    type: str = "Error"  # the error's kind (the simulator reports it as the job's first error)
+
+
+@register(CONTROLLER, "site_joined", sender=SERVER, receiver=WORKFLOW)
+@dataclass(frozen=True, slots=True)
+class SiteJoined(Message):
+    """A site that dropped out is back: it takes part from the next task on."""
+
+    site: str
+
+
+@register(CONTROLLER, "log_config", sender=SERVER, receiver=WORKFLOW)
+@dataclass(frozen=True, slots=True)
+class WorkflowLogConfig(Message):
+    """A log level or mode for the workflow process, live (``shoal job log-config``)."""
+
+    setting: str
