@@ -167,3 +167,48 @@ def test_hello_pt_with_client_dp_still_learns(
     )
     assert private >= 0.4, (private, plain)
     assert plain >= 0.9
+
+
+#: Per-example DP with Opacus: noise 1.0 times a per-example gradient norm of 1.0, batches of 32
+#: drawn by Poisson sampling, 2 epochs a round (hello-pt's train_args).
+EXAMPLE_DP = {"noise_multiplier": 1.0, "max_grad_norm": 1.0}
+
+
+def test_hello_pt_with_opacus_dp_sgd_reports_opacus_epsilon(
+    federated: dict[str, str], federation: Federation, tmp_path: Path
+) -> None:
+    """The job asks for ``example_dp``: each site's script trains with Opacus' PrivacyEngine and
+    reports what it ran; job meta and metrics_summary.json give, per site, the per-example epsilon
+    over the 5 rounds, equal to Opacus' own accountant's for those parameters and to what the
+    script's accountant (alive for all 5 rounds in a site's process) said; the update-level
+    epsilon stays "none" (no update noise). The model still learns; both accuracies reported."""
+    accountants = pytest.importorskip("opacus.accountants")
+    job_id, artifacts = run_and_download(
+        federation, private_job(tmp_path / "job", {"example_dp": EXAMPLE_DP}), tmp_path / "out"
+    )
+    _, meta = federation.cli.json("job", "meta", job_id)
+    spent = meta["data"]["privacy_spent"]
+    summary = json.loads(Path(artifacts["metrics_summary"]).read_text())
+    assert summary["privacy"] == spent
+    net = load_net()
+    for site in ("site-1", "site-2"):
+        batches = -(-len(net.site_data(site, 2)[1]) // 32)  # Opacus: sample rate 1 / batches
+        opacus = accountants.RDPAccountant()
+        for _ in range(5 * 2 * batches):
+            opacus.step(noise_multiplier=1.0, sample_rate=1 / batches)
+        want = opacus.get_epsilon(1e-5)
+        got = spent["sites"][site]
+        assert got["epsilon"] is None and got["rounds"] == 5, got
+        assert got["example_epsilon"] == pytest.approx(want, rel=1e-3), (got, want)
+        assert got["reported_example_epsilon"] == pytest.approx(want, rel=1e-3), got
+    assert spent["epsilon"] is None
+    assert spent["example_epsilon"] == max(s["example_epsilon"] for s in spent["sites"].values())
+    human = federation.cli.run("job", "meta", job_id)
+    assert f"per example (DP-SGD): {spent['example_epsilon']:.3g}" in human.stdout, human.stdout
+    private = held_out_accuracy(artifacts["global_model"])
+    plain = held_out_accuracy(federated["global_model"])
+    print(
+        f"hello-pt, 2 sites, 5 rounds: held-out accuracy {plain:.3f} without DP, {private:.3f} with "
+        f"Opacus DP-SGD {EXAMPLE_DP} (per-example epsilon {spent['example_epsilon']:.3g} at delta 1e-05)"
+    )
+    assert private >= 0.6, (private, plain)
