@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 # The PyTorch extra (torch CPU build, scikit-learn) only for the test suite: make demo stays light.
 TORCH_STAMP := $(VENV)/.installed-torch
 $(TORCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,torch]'
+	$(BIN)/pip install --quiet -e '.[dev,torch,opacus]'
 	touch $(TORCH_STAMP)
 
 # Byte-compile explicitly: an editable install writes no .pyc, and with PYTHONDONTWRITEBYTECODE

@@ -14,6 +14,9 @@ the same global model:
 
 from __future__ import annotations
 
+import secrets
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
@@ -103,3 +106,71 @@ def local_train(
             total += loss.item() * len(batch)
         epoch_loss = total / len(y)
     return epoch_loss
+
+
+def local_train_dp(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    engine: Any,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    delta: float,
+) -> tuple[float, dict[str, Any]]:
+    """DP-SGD with Opacus: ``net`` trained in place, each example's gradient clipped to
+    ``max_grad_norm`` and Gaussian noise of ``noise_multiplier`` times that added to every batch's
+    sum, batches drawn by Poisson sampling. ``engine`` is the script's one PrivacyEngine, whose
+    accountant spans every round this process trains. Returns the last epoch's mean loss and the
+    report the server accounts (docs/privacy.md, ``example_dp``): the mechanism run this round
+    and Opacus' epsilon so far.
+
+    Unlike ``local_train`` this is not reproducible, on purpose: noise and sampling that anyone
+    could replay from a known seed would protect nothing, so both come from the OS's randomness."""
+    from opacus.accountants import RDPAccountant
+    from torch.utils.data import DataLoader, TensorDataset
+
+    accountant: RDPAccountant = engine.accountant
+    before = sum(steps for _, _, steps in accountant.history)
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    noise = torch.Generator().manual_seed(secrets.randbits(63))
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, generator=sampling)
+    net.train()  # Opacus takes a module in training mode only
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    model, optimizer, loader = engine.make_private(
+        module=net,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        noise_generator=noise,
+    )
+    model.train()
+    epoch_loss = 0.0
+    for _ in range(epochs):
+        total, seen = 0.0, 0
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            if len(yb) == 0:  # Poisson sampling can draw an empty batch: the step still counts
+                optimizer.step()
+                continue
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(yb)
+            seen += len(yb)
+        epoch_loss = total / max(seen, 1)
+    model.remove_hooks()  # net is the plain module again (its state_dict has its own names)
+    z, q, _ = accountant.history[-1]
+    report = {
+        "noise_multiplier": float(z),
+        "sample_rate": float(q),
+        "steps": sum(steps for _, _, steps in accountant.history) - before,
+        "epsilon": float(accountant.get_epsilon(delta)),
+        "delta": delta,
+        "accountant": "opacus rdp",
+    }
+    return epoch_loss, report

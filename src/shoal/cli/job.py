@@ -419,18 +419,23 @@ def _meta_text(meta: JobMeta) -> str:
 
 def _privacy_text(spent: dict[str, Any]) -> str:
     """The privacy a job spent, on one line: the job's epsilon at its delta, then each site's and
-    the central one ("none" where there is no finite guarantee)."""
+    the central one ("none" where there is no finite guarantee), then per-example DP-SGD's
+    (another kind of guarantee, kept apart)."""
 
     def eps(value: object) -> str:
         return f"{value:.3g}" if isinstance(value, int | float) and not isinstance(value, bool) else "none"
 
     parts = [f"epsilon {eps(spent.get('epsilon'))} at delta {spent.get('delta')}"]
-    sites = spent.get("sites") if isinstance(spent.get("sites"), dict) else {}
+    found = spent.get("sites")
+    sites: dict[str, Any] = found if isinstance(found, dict) else {}
     if sites:
         each = ", ".join(f"{s} {eps((v or {}).get('epsilon'))}" for s, v in sorted(sites.items()))
         parts.append(f"sites: {each}")
     if spent.get("central_epsilon") is not None:
         parts.append(f"central: {eps(spent.get('central_epsilon'))}")
+    if "example_epsilon" in spent:
+        each = ", ".join(f"{s} {eps((v or {}).get('example_epsilon'))}" for s, v in sorted(sites.items()))
+        parts.append(f"per example (DP-SGD): {eps(spent.get('example_epsilon'))} ({each})")
     return "; ".join(parts)
 
 

@@ -79,6 +79,21 @@ def app_dir() -> str:
     return settings.text(settings.APP_DIR)
 
 
+def job_privacy() -> dict[str, Any]:
+    """The job's ``privacy`` block (meta.json, checked by the server at submit), or {}: what a
+    script reads to run what only it can, e.g. DP-SGD for ``example_dp`` (docs/privacy.md)."""
+    import json
+
+    if not app_dir():
+        return {}
+    try:
+        meta = json.loads((Path(app_dir()).parent / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    block = meta.get("privacy") if isinstance(meta, dict) else None
+    return dict(block) if isinstance(block, dict) else {}
+
+
 def task_name() -> str:
     """The name of the task last received ("train" unless the workflow says otherwise, e.g.
     "validate" or "submit_model" in cross-site evaluation, "stats" in federated statistics)."""

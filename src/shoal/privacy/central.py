@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from shoal.privacy.accounting import DEFAULT_DELTA, Ledger
-from shoal.privacy.protections import APPLIED_META_KEY, add_gaussian_noise, check_privacy, clip
+from shoal.privacy.protections import (
+    APPLIED_META_KEY,
+    EXAMPLE_META_KEY,
+    add_gaussian_noise,
+    check_privacy,
+    clip,
+)
 
 log = logging.getLogger("shoal.workflow")
 
@@ -39,7 +45,9 @@ class JobPrivacy:
 
         self.spec = dict(spec)
         budget = self.spec.get("budget") or {}
-        self.ledger = Ledger(delta=float(budget.get("delta", DEFAULT_DELTA)))
+        self.ledger = Ledger(
+            delta=float(budget.get("delta", DEFAULT_DELTA)), example=bool(self.spec.get("example_dp"))
+        )
         self.server_dp = self.spec.get("server_dp")
         if self.server_dp:
             self.ledger.central = self.server_dp["noise_multiplier"]
@@ -48,7 +56,7 @@ class JobPrivacy:
         # adaptive clipping: the clip norm in force, and the round's count of unclipped updates
         self.clip_norm = self.server_dp["clip_norm"] if self.server_dp else 0.0
         self.unclipped = 0
-        self.active = bool(self.server_dp or self.spec.get("client_dp") or budget)
+        self.active = bool(self.server_dp or self.spec.get("client_dp") or budget or self.ledger.example)
 
     def blocked(self, sites: list[str]) -> str | None:
         """Why the next round may not run (it would spend more than the budget), or None."""
@@ -70,7 +78,10 @@ class JobPrivacy:
         """One site's update as it is folded in, and its weight (None: the site's example count).
         With ``server_dp`` the update is clipped to ``clip_norm`` around the global model and
         weighs 1: example counts would scale one site's influence beyond what the noise covers."""
-        self.ledger.record_site(site, meta.get(APPLIED_META_KEY) if isinstance(meta, Mapping) else None)
+        if isinstance(meta, Mapping):
+            self.ledger.record_site(site, meta.get(APPLIED_META_KEY), meta.get(EXAMPLE_META_KEY))
+        else:
+            self.ledger.record_site(site, None)
         if not self.server_dp:
             return params, None
         import numpy as np

@@ -23,10 +23,13 @@ from typing import Any
 
 #: The keys of a ``"privacy"`` block, in meta.json and in a site's policy.
 SITE_KEYS = ("client_dp", "exclude", "top_fraction", "quantize_bits")
-JOB_KEYS = (*SITE_KEYS, "server_dp", "budget")
+JOB_KEYS = (*SITE_KEYS, "server_dp", "budget", "example_dp")
 #: Where the agent records what it applied, in a result's header meta (a script's own value is
 #: replaced, never trusted).
 APPLIED_META_KEY = "shoal_privacy"
+#: Where a training script that ran DP-SGD (``example_dp``) reports, in its result's meta, the
+#: mechanism it ran this round and its accountant's epsilon (``shoal.privacy.accounting``).
+EXAMPLE_META_KEY = "example_dp"
 
 
 class PrivacySpecError(ValueError):
@@ -84,6 +87,13 @@ def check_privacy(
     for key in ("client_dp", "server_dp"):
         if data.get(key) is not None:
             out[key] = _dp_block(data[key], f"{where}.{key}", adaptive=key == "server_dp")
+    example = data.get("example_dp")
+    if example is not None:
+        if not isinstance(example, dict) or set(example) != {"noise_multiplier", "max_grad_norm"}:
+            raise PrivacySpecError(
+                f"{where}.example_dp must be an object with noise_multiplier and max_grad_norm (numbers > 0)"
+            )
+        out["example_dp"] = {k: _positive(example, k, f"{where}.example_dp") for k in sorted(example)}
     exclude = data.get("exclude")
     if exclude is not None:
         if not isinstance(exclude, list) or not all(isinstance(x, str) and x for x in exclude):

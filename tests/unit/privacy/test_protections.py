@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shoal.privacy.accounting import Ledger, gaussian_epsilon
+from shoal.privacy.accounting import Ledger, dp_sgd_epsilon, gaussian_epsilon
 from shoal.privacy.central import JobPrivacy
 from shoal.privacy.protections import (
     APPLIED_META_KEY,
@@ -120,6 +120,40 @@ def test_ledger_per_site_and_job() -> None:
     assert report["epsilon"] == max(min(gaussian_epsilon(1.0, 3, 1e-5), central), central)
 
 
+def test_per_example_epsilon_composes_every_rounds_dp_sgd_apart_from_the_update_level() -> None:
+    """Each round a site's script reports the DP-SGD it ran; the ledger composes all rounds (the
+    script's own accountant, in a process that ran one round, saw one) and keeps it apart from the
+    update-level epsilon, which stays "no guarantee" without update noise. A round reported
+    without DP-SGD, or with a report that is not one, leaves that site with no per-example
+    guarantee."""
+    ledger = Ledger(delta=1e-5, example=True)
+    report = {"noise_multiplier": 1.1, "sample_rate": 0.05, "steps": 40, "epsilon": 1.23}
+    for _ in range(3):
+        ledger.record_site("site-1", None, report)
+        ledger.record_site("site-2", None, {**report, "steps": "40"} if _ == 1 else report)
+    out = ledger.report()
+    want = dp_sgd_epsilon([(1.1, 0.05, 40)] * 3, 1e-5)
+    assert want == pytest.approx(dp_sgd_epsilon([(1.1, 0.05, 120)], 1e-5))
+    assert out["sites"]["site-1"] == {
+        "epsilon": None,
+        "rounds": 3,
+        "example_epsilon": pytest.approx(want),
+        "reported_example_epsilon": 1.23,
+    }
+    assert out["sites"]["site-2"]["example_epsilon"] is None
+    assert out["epsilon"] is None and out["example_epsilon"] is None  # the weakest site's
+
+
+def test_per_example_epsilon_matches_opacus_accountant() -> None:
+    opacus = pytest.importorskip("opacus.accountants")
+    accountant = opacus.RDPAccountant()
+    for _ in range(50):
+        accountant.step(noise_multiplier=1.1, sample_rate=0.05)
+    assert dp_sgd_epsilon([(1.1, 0.05, 30), (1.1, 0.05, 20)], 1e-5) == pytest.approx(
+        accountant.get_epsilon(1e-5), rel=1e-4
+    )
+
+
 def test_budget_blocks_the_round_that_would_exceed_it() -> None:
     privacy = JobPrivacy(
         {
@@ -190,6 +224,8 @@ def test_site_policy_tightens_a_job_never_loosens_it() -> None:
         {"top_fraction": 1.5},
         {"quantize_bits": 0},
         {"exclude": "w"},
+        {"example_dp": {"noise_multiplier": 1.0}},
+        {"example_dp": {"noise_multiplier": 1.0, "max_grad_norm": -1}},
         {"budget": {"epsilon": 1, "delta": 2}},
         {"noise": 1},
         [],
