@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from shoal.runtime.launcher import ForkServer, JobProcess
     from shoal.sandbox.confinement import Sandbox
     from shoal.scheduler.tracking import JobTracking
+    from shoal.site.metrics import SiteCounters
 
 log = logging.getLogger("shoal.site")
 
@@ -61,6 +62,7 @@ class JobHost(Protocol):
     policy: dict[str, Any]  # the site's policy (site_policy.json)
     sandbox: Sandbox  # confines the job's script
     launcher: ForkServer  # starts it
+    counters: SiteCounters  # what the site's own /metrics shows
 
     async def send(self, message: dict[str, Any], keep: bool = False) -> bool:
         """Report to the server on the control channel."""
