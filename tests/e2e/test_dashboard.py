@@ -311,6 +311,7 @@ def test_a_member_sees_no_abort_button_and_a_forged_abort_is_refused_by_the_serv
         page.wait_for_selector("svg.chart", timeout=60_000)  # the view right shows the curves
         for button in ("#abort", "#clone", "#delete", "a.download"):
             assert page.query_selector(button) is None, button
+        assert "may not read this job's logs" in page.inner_text("#logs")  # view_logs: none for a member
         page.on("dialog", lambda dialog: dialog.accept())
         page.evaluate(f"window.shoal.action('{job_id}', 'abort')")  # what the button would do
         page.wait_for_selector("#error[data-code='NOT_AUTHORIZED']")

@@ -239,6 +239,7 @@ function jobView(view, jobId) {
     rights(r) {
       rights = r;
       drawActions();
+      if (!rights.view_logs) logs.replaceChildren(el("p", { class: "muted", text: "This role may not read this job's logs." }));
     },
     meta(m) {
       meta = m;
