@@ -225,6 +225,12 @@ def test_the_page_opens_with_its_token_once_and_nothing_opens_without(
         assert "admin@example.com" in page.inner_text("#who")
         response = page.goto(dash.base + "/")
         assert response is not None and response.status == 200, "the session holds without the token"
+        headers = response.headers
+        assert (
+            "script-src 'self'" in headers["content-security-policy"]
+            and "unsafe" not in headers["content-security-policy"]
+        )
+        assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
         again = stranger.new_page().goto(dash.url)
         assert again is not None and again.status == 401, "the token works once"
         assert again.json()["error_code"] == "DASHBOARD_SESSION_REQUIRED"
