@@ -508,6 +508,7 @@ class JobRun:
             return
         if step is not None:
             self.progress.site_metrics[site][f"{key}_step"] = step
+        self.progress.add_point(key, site, self.progress.current_round or 0, value)
         self.host.totals.metrics_logged += 1
         if self.tracking is not None and isinstance(value, int | float) and not isinstance(value, bool):
             self.tracking.log(f"{site}/{key}", value, self.progress.current_round or 0)
