@@ -303,6 +303,8 @@ def test_abort_from_the_page(
     assert not page.is_visible("#abort"), "an ended job has no abort button"
     meta = wait_for_status(federation, job_id, "ABORTED")
     assert meta["status_reason"] == "aborted by admin@example.com"
+    page.goto(f"{admin_dash.base}/#/job/99999999999")  # no such job: the server's word, shown
+    page.wait_for_selector("#error[data-code='JOB_NOT_FOUND']")
     page.close()
 
 

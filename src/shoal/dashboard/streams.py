@@ -67,15 +67,16 @@ async def follow_list(send: Send, fetch: Callable[[], Awaitable[Any]], every: fl
 async def follow_job(send: Send, relay: Relay, job_id: str) -> None:
     """A job's page: its rights (once), then its meta and curves each time it changes, its
     logs as they grow, and ``end`` once it is over and its last logs are sent."""
-    study = relay.study
-    try:
-        rights: dict[str, bool] = await relay.call("job_rights", job_id, study)
-    except ShoalError as err:
-        await send("failure", err.to_wire())
-        if err.code in GONE:
-            await send("end", {})
-            return
-        rights = {}
+    while True:  # the page needs them to show anything: ask until the server answers
+        try:
+            rights: dict[str, bool] = await relay.call("job_rights", job_id, relay.study)
+            break
+        except ShoalError as err:
+            await send("failure", err.to_wire())
+            if err.code in GONE:
+                await send("end", {})
+                return
+            await asyncio.sleep(RETRY)
     await send("rights", rights)
     ended = asyncio.Event()
     logs = asyncio.create_task(follow_logs(send, relay, job_id, ended)) if rights.get("view_logs") else None
