@@ -288,3 +288,49 @@ def test_a_diverging_run_says_so_in_the_summary(cli: Cli, tmp_path: Path) -> Non
     ]
     human = cli.run("simulate", "-j", job, "-n", "2", "-o", tmp_path / "again")
     assert human.returncode == 0 and f"notice: {doc['data']['notices'][0]}" in human.stdout
+
+
+def test_a_simulated_jobs_trackers_hold_its_summary(cli: Cli, tmp_path: Path) -> None:
+    """A job naming all three trackers, simulated: TensorBoard's event files and W&B's offline
+    run in the run's workspace, MLflow's SQLite store in OUT/mlflow, each read back with its
+    own reader, hold the summary's values, as a server's trackers would."""
+    from tests.e2e.jobs import slow_job
+    from tests.e2e.test_tracking import expected, mlflow_series, tensorboard_series, wandb_series
+
+    job = slow_job(
+        tmp_path / "job", rounds=3, delay=0.0, meta={"trackers": ["tensorboard", "mlflow", "wandb"]}
+    )
+    out = tmp_path / "out"
+    code, doc = cli.json("simulate", "-j", job, "-n", "2", "--workers", "2", "-o", out, timeout=300)
+    assert code == 0, doc
+    assert doc["data"]["notices"] == [], doc["data"]["notices"]
+    workspace = out / "workspace"
+    want = expected(json.loads((workspace / "metrics_summary.json").read_text()))
+    assert sorted(want) == ["global/loss", "site-1/step_loss", "site-2/step_loss"]
+    assert tensorboard_series(workspace / "tensorboard") == want
+    series, tags = mlflow_series(f"sqlite:///{out / 'mlflow' / 'mlflow.db'}", doc["data"]["job_id"])
+    assert series == want and tags["shoal.study"] == "simulation"
+    series, run = wandb_series(workspace, doc["data"]["job_id"])
+    assert series == want and run.display_name == f"job {doc['data']['job_id']}"
+
+
+def test_a_failing_tracker_is_a_notice_of_the_simulation(cli: Cli, tmp_path: Path) -> None:
+    """A ``wandb`` that breaks on import: the run still succeeds, its summary says why W&B has
+    nothing, and TensorBoard has every value."""
+    from tests.e2e.jobs import slow_job
+    from tests.e2e.test_tracking import expected, tensorboard_series
+
+    broken = tmp_path / "broken"
+    (broken / "wandb").mkdir(parents=True)
+    (broken / "wandb" / "__init__.py").write_text("raise ImportError('this wandb is broken')\n")
+    job = slow_job(tmp_path / "job", rounds=2, delay=0.0, meta={"trackers": ["wandb", "tensorboard"]})
+    out = tmp_path / "out"
+    env = {**cli.env(), "PYTHONPATH": str(broken)}
+    code, doc = cli.json("simulate", "-j", job, "-n", "2", "-o", out, env=env, timeout=300)
+    assert code == 0, doc
+    notices = doc["data"]["notices"]
+    assert len(notices) == 1 and notices[0].startswith(
+        "tracker wandb failed to start (ImportError: this wandb"
+    )
+    want = expected(json.loads((out / "workspace" / "metrics_summary.json").read_text()))
+    assert tensorboard_series(out / "workspace" / "tensorboard") == want

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
+from tests.e2e.test_site_metrics import scrape, site_url, value
 from tests.faults.test_site_killed import running_round
 from tests.federation import server_address
 from tests.netproxy import Proxy
@@ -84,7 +85,12 @@ def routed(tmp_path: Path) -> Iterator[tuple[Federation, Proxy]]:
     from tests.federation import start_federation, stop_federation
 
     # Transfers that move nothing for 3 s count as stalled (60 s by default), on every process.
-    fed = start_federation(tmp_path / "home", sites=2, env={"SHOAL_TRANSFER_IDLE_TIMEOUT": str(IDLE)})
+    fed = start_federation(
+        tmp_path / "home",
+        sites=2,
+        env={"SHOAL_TRANSFER_IDLE_TIMEOUT": str(IDLE)},
+        site_local={"site-2": {"metrics.json": {"port": 0}}},  # its own /metrics counts reconnects
+    )
     proxy = Proxy(server_address(fed))
     cfg = fed.kits / "site-2" / "startup" / "fed_site.json"
     data = json.loads(cfg.read_text())
@@ -121,6 +127,9 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     code, doc = fed.cli.json("job", "submit", "-j", job)
     job_id = doc["data"]["job_id"]
     cut_at = running_round(fed, job_id, at_least=2)  # rounds are going, with both sites
+    site_metrics = site_url(fed, "site-2")
+    before = scrape(site_metrics)
+    assert value(before, "shoal_site_connected") == 1 and value(before, "shoal_site_reconnects_total") == 0
     proxy.cut()
     wait_sites(fed, {"site-1"})
     # Every round needs site-2: while it is away none closes, so a round (its task or its
@@ -130,6 +139,8 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     assert away[0] == away[1] and cut_at <= away[0] < 199, (cut_at, away)
     proxy.restore()
     wait_sites(fed, {"site-1", "site-2"})
+    back = scrape(site_metrics)  # the site says so too: connected again, once
+    assert value(back, "shoal_site_connected") == 1 and value(back, "shoal_site_reconnects_total") == 1
     code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
     meta = fed.cli.json("job", "meta", job_id)[1]["data"]
     assert code == 0, json.dumps({k: meta.get(k) for k in ("status_reason", "first_error")})

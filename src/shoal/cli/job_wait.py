@@ -308,17 +308,22 @@ def _monitor_progress(
     for text in shown.new_notices(meta):
         shown.say(f"job {meta['job_id']} notice: {text}")
     if shown.line is not None:
-        shown.line.show(_live_text(meta, words, sites, elapsed, left))
+        from shoal.cli.output import terminal_columns
+
+        shown.line.show(_live_text(meta, words, sites, elapsed, left, terminal_columns() - 1))
     elif line != shown.said:
         shown.said = line
         clock = f"elapsed {_clock(elapsed)}" + (f", about {_clock(left)} left" if left is not None else "")
         progress(f"job {meta['job_id']} {line} [{clock}]")
 
 
-def _live_text(meta: JobMeta, words: str, sites: dict[str, Any], elapsed: float, left: float | None) -> str:
+def _live_text(
+    meta: JobMeta, words: str, sites: dict[str, Any], elapsed: float, left: float | None, width: int
+) -> str:
     """Monitor's line on a terminal, most telling first (the terminal's width cuts its end):
     ``job 3151075053088038 RUNNING round 3/5 [########------------] 2 done 0:00:12 (~0:00:09
-    left) loss=0.13 (round 2) site-1=running site-2=running``."""
+    left) loss=0.13 (round 2) site-1=running site-2=running``, the sites counted by state when
+    they do not fit in ``width``."""
     from shoal.cli.live import bar
 
     current, total, done, _ = _rounds(meta)
@@ -330,10 +335,24 @@ def _live_text(meta: JobMeta, words: str, sites: dict[str, Any], elapsed: float,
     parts.append(_clock(elapsed) + (f" (~{_clock(left)} left)" if left is not None else ""))
     if words:
         parts.append(words)
-    parts += [f"{s}={st}" for s, st in sorted(sites.items())]
     if meta.get("status_reason") and meta["status"] == "SUBMITTED":
         parts.append(f"({meta['status_reason']})")
-    return " ".join(parts)
+    return " ".join([*parts, _site_states(sites, width - len(" ".join(parts)) - 1)])
+
+
+def _site_states(sites: dict[str, Any], room: int) -> str:
+    """Each site's state (``site-1=running site-2=done``) if it fits in ``room`` characters,
+    else how many sites are in each state (``sites: running 38, done 2``): with many sites the
+    line would be cut before the sites that are behind."""
+    each = " ".join(f"{s}={st}" for s, st in sorted(sites.items()))
+    if len(each) <= room:
+        return each
+    counts: dict[str, int] = {}
+    for state in sites.values():
+        counts[str(state)] = counts.get(str(state), 0) + 1
+    return "sites: " + ", ".join(
+        f"{state} {n}" for state, n in sorted(counts.items(), key=lambda c: (-c[1], c[0]))
+    )
 
 
 def _monitor_terminal(

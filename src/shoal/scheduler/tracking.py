@@ -14,7 +14,7 @@ server would make the server write or connect wherever the job liked. TensorBoar
 the job's ``workspace/tensorboard/`` (downloaded with the job), MLflow to
 ``SHOAL_MLFLOW_TRACKING_URI`` or else a SQLite store in ``<server workspace>/mlflow/``, W&B
 into the job's ``workspace/wandb/`` as an offline run (never a network call: ``wandb sync``
-uploads it, where and when its owner chooses; decisions/0028).
+uploads it, where and when its owner chooses; decisions/0032).
 
 Trackers run on one thread per job, fed through a queue: the event loop never waits on a
 disk or a tracking server, and never imports their libraries. A tracker that fails is dropped
@@ -41,7 +41,7 @@ from shoal.wire.jobdef import tracker_names
 
 log = logging.getLogger("shoal.scheduler")
 
-__all__ = ["JobTracking", "RunInfo", "make_trackers", "tracker_names"]
+__all__ = ["JobTracking", "RunInfo", "make_trackers", "track_summary", "tracker_names"]
 
 CLOSE_GRACE = 60.0  # seconds the job's end waits for its trackers to write what they hold
 BATCH_MAX = 1000  # points a tracker is handed at once
@@ -235,6 +235,47 @@ def make_trackers(names: tuple[str, ...], job_workspace: Path, server_workspace:
         elif name == "wandb":
             trackers.append(WandbTracker(job_workspace))
     return trackers
+
+
+def summary_points(summary: dict[str, Any]) -> list[Point]:
+    """Every value of a ``metrics_summary.json`` as the server's trackers name it:
+    ``<site>/<key>`` with the round as its step, each round's aggregate as ``global/<key>``."""
+    now = time.time()
+    points: list[Point] = []
+    for site, logged in (summary.get("logged_metrics") or {}).items():
+        for p in logged if isinstance(logged, list) else []:
+            if _number(p.get("value")) and type(p.get("round")) is int:
+                points.append(Point(f"{site}/{p.get('key')}", float(p["value"]), p["round"], now))
+    for entry in summary.get("rounds") or []:
+        for key, value in (entry.get("metrics") or {}).items():
+            if _number(value) and type(entry.get("round")) is int:
+                points.append(Point(f"global/{key}", float(value), entry["round"], now))
+    return points
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def track_summary(trackers: list[Tracker], run: RunInfo, summary: dict[str, Any]) -> list[str]:
+    """Write a finished run's summary to ``trackers`` at once (``shoal simulate``: no server
+    received the values live); the notices of those that failed, each stopped, as on a server."""
+    notices = []
+    points = summary_points(summary)
+    for tracker in trackers:
+        step = "start"
+        try:
+            tracker.open(run)
+            step = "write"
+            tracker.log(points)
+            step = "finish"
+            tracker.close()
+        except Exception as exc:  # an import, a store: none may fail the run
+            notices.append(
+                f"tracker {tracker.name} failed to {step} ({type(exc).__name__}: {str(exc)[:200]}); "
+                "the metrics are still in metrics_summary.json"
+            )
+    return notices
 
 
 class JobTracking:

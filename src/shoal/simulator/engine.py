@@ -49,6 +49,7 @@ from shoal.wire.jobdef import (
     client_command,
     eligible_sites,
     load_job_definition,
+    tracker_names,
 )
 from shoal.workflows.base import RoundFailed, WorkflowContext
 from shoal.workflows.update_checks import UpdateChecks
@@ -186,6 +187,9 @@ def run_simulation(
         (workspace / site / "log.txt").touch()
     shutil.rmtree(out / "run", ignore_errors=True)
     model, summary = workspace / "FL_global_model.safetensors", workspace / "metrics_summary.json"
+    notices = divergence_notices(transport.rounds)
+    if tracker_names(jobdef.meta) and summary.exists():
+        notices += _track(jobdef, job_id, out, summary)
     return SimulationReport(
         job_name=jobdef.name,
         job_id=job_id,
@@ -202,8 +206,20 @@ def run_simulation(
         first_error=transport.first_error if status != "FINISHED_OK" else None,
         site_metrics=transport.site_metrics,
         peak_rss_mib=_peak_rss(transport.worker_rss_kib),
-        notices=divergence_notices(transport.rounds),
+        notices=notices,
     )
+
+
+def _track(jobdef: JobDefinition, job_id: str, out: Path, summary: Path) -> list[str]:
+    """The job's trackers, written from its summary once the run ended, where a server would
+    put them: the run's ``workspace/`` (TensorBoard, W&B offline), MLflow to
+    ``SHOAL_MLFLOW_TRACKING_URI`` or a SQLite store in ``OUT/mlflow/``. A failing one is a
+    notice, never a failed run."""
+    from shoal.scheduler.tracking import RunInfo, make_trackers, track_summary
+
+    trackers = make_trackers(tracker_names(jobdef.meta), out / "workspace", out)
+    run = RunInfo(int(job_id), jobdef.name, "simulation")
+    return track_summary(trackers, run, json.loads(summary.read_text()))
 
 
 def _site_apps(jobdef: JobDefinition, sites: list[str]) -> dict[str, str]:
