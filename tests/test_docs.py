@@ -147,3 +147,16 @@ def test_the_checks_catch_a_test_that_is_not_there() -> None:
         "tests/e2e/test_poc.py defines no test_generated_docs_are_current",
     ]
     assert named_tests("`shoal job wait`, `SIGKILL`, `::`") == []
+
+
+def test_each_decision_record_has_its_own_number_and_its_title_says_it() -> None:
+    """Records written on parallel branches took the same next number more than once; a
+    reference like ``decisions/0032`` must name one record."""
+    numbers: dict[str, str] = {}
+    for record in sorted((REPO / "docs" / "decisions").glob("*.md")):
+        number = record.name[:4]
+        assert number.isdigit(), record.name
+        assert number not in numbers, f"{record.name} and {numbers[number]} share {number}"
+        numbers[number] = record.name
+        title = record.read_text().splitlines()[0]
+        assert title.startswith(f"# {number}"), f"{record.name} is titled {title!r}"

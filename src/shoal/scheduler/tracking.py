@@ -14,7 +14,7 @@ server would make the server write or connect wherever the job liked. TensorBoar
 the job's ``workspace/tensorboard/`` (downloaded with the job), MLflow to
 ``SHOAL_MLFLOW_TRACKING_URI`` or else a SQLite store in ``<server workspace>/mlflow/``, W&B
 into the job's ``workspace/wandb/`` as an offline run (never a network call: ``wandb sync``
-uploads it, where and when its owner chooses; decisions/0032).
+uploads it, where and when its owner chooses; decisions/0033).
 
 Trackers run on one thread per job, fed through a queue: the event loop never waits on a
 disk or a tracking server, and never imports their libraries. A tracker that fails is dropped
