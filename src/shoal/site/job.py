@@ -24,10 +24,13 @@ from shoal.errors import ShoalError
 from shoal.privacy.protections import APPLIED_META_KEY, site_privacy
 from shoal.sandbox.files import UnsafeJobFile, claim, remove_tree
 from shoal.site.policy import PRIVACY_KEY
+from shoal.wire import routes
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
+from shoal.wire.messages import Message
 from shoal.wire.models import INLINE_BYTES, result_header_json
+from shoal.wire.site import Ended, ErrorInfo, JobFailed, LogChunk, LoggedMetric, Ready, SiteNotice, SiteTask
 from shoal.wire.status import brief
 
 if TYPE_CHECKING:
@@ -64,7 +67,7 @@ class JobHost(Protocol):
     launcher: ForkServer  # starts it
     counters: SiteCounters  # what the site's own /metrics shows
 
-    async def send(self, message: dict[str, Any], keep: bool = False) -> bool:
+    async def send(self, message: Message, keep: bool = False) -> bool:
         """Report to the server on the control channel."""
         ...
 
@@ -152,7 +155,7 @@ class SiteJob:
     async def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         archive = self.dir / "job.zip"
-        await self.agent.download(f"/site/v1/jobs/{self.job_id}/archive", archive)
+        await self.agent.download(routes.fill(routes.SITE_ARCHIVE, job_id=self.job_id), archive)
         if self.archive_sha256:
             got = await asyncio.to_thread(_sha256_of, archive)
             if got != self.archive_sha256:
@@ -211,7 +214,7 @@ class SiteJob:
         assert self.proc.stdout is not None
         self._capture = loop.create_task(self._capture_output(self.proc.stdout))
         loop.create_task(self._pump(reader))
-        await self.agent.send({"type": "ready", "job_id": self.job_id})
+        await self.agent.send(Ready(job_id=self.job_id))
         meta = json.loads((job_dir / "meta.json").read_text())
         if not self.agent.policy.get("share_metrics", True):
             await self._keep_metrics(str(meta.get("name", "")))
@@ -222,11 +225,7 @@ class SiteJob:
                 loop.create_task(self._stream_log())
             else:
                 await self.agent.send(
-                    {
-                        "type": "notice",
-                        "job_id": self.job_id,
-                        "message": "log streaming refused by site policy",
-                    }
+                    SiteNotice(job_id=self.job_id, message="log streaming refused by site policy")
                 )
 
     @property
@@ -295,14 +294,8 @@ class SiteJob:
                 cut = _utf8_boundary(data)  # a line longer than a chunk goes in pieces
             if cut and not self._ending:
                 offset += cut
-                await self.agent.send(
-                    {
-                        "type": "log",
-                        "job_id": self.job_id,
-                        "file": "log.json",
-                        "data": data[:cut].decode("utf-8", "replace"),
-                    }
-                )
+                chunk = data[:cut].decode("utf-8", "replace")
+                await self.agent.send(LogChunk(job_id=self.job_id, file="log.json", data=chunk))
 
     async def set_log_config(self, setting: str) -> None:
         await self._started.wait()
@@ -364,15 +357,10 @@ class SiteJob:
                     self._track_here(msg)
                 elif msg.get("op") == "metric":
                     self.agent.counters.metrics_logged += 1
-                    await self.agent.send(
-                        {
-                            "type": "metric",
-                            "job_id": self.job_id,
-                            "key": msg.get("key"),
-                            "value": msg.get("value"),
-                            "step": msg.get("step"),
-                        }
-                    )
+                    said: dict[str, Any] = {
+                        k: msg.get(k) for k in ("key", "value", "step")
+                    }  # the server checks
+                    await self.agent.send(LoggedMetric(job_id=self.job_id, **said))
         except ConnectionError as exc:
             log.warning("job %s: channel to the script broke: %s", self.job_id, exc)
         except UnreadableMessage as exc:
@@ -483,27 +471,29 @@ class SiteJob:
             inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), header)
         ):
             await self.agent.upload(
-                f"/site/v1/jobs/{self.job_id}/tasks/{task_id}/result",
+                routes.fill(routes.SITE_TASK_RESULT, job_id=self.job_id, task_id=task_id),
                 path,
                 {"X-Shoal-Result": result_header_json(header)},
             )
         self.agent.counters.results_sent += 1
         self.agent.counters.bytes_to_server += size
 
-    async def fetch_model(self, msg: dict[str, Any], dest: Path) -> None:
+    async def fetch_model(self, task: SiteTask, dest: Path) -> None:
         """The task's model into ``dest``: from the message itself when it is small enough to
         ride along (INLINE_BYTES), else streamed down (resumable)."""
-        if "model" in msg:
+        if task.model is not None:
             part = dest.with_name(dest.name + ".part")
-            part.write_bytes(base64.b64decode(msg["model"]))
+            part.write_bytes(base64.b64decode(task.model))
             part.replace(dest)
         else:
-            await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", dest)
+            await self.agent.download(
+                routes.fill(routes.SITE_TASK_MODEL, job_id=self.job_id, task_id=task.task_id), dest
+            )
         self.agent.counters.bytes_from_server += dest.stat().st_size
 
-    async def on_task(self, msg: dict[str, Any]) -> None:
+    async def on_task(self, task: SiteTask) -> None:
         await self._started.wait()
-        task_id = str(msg.get("task_id"))
+        task_id = task.task_id
         if self._writer is None or self._ending or task_id in self._tasks_seen:
             return  # a task the server sent again after a reconnect, in case it was lost: had it
         self._tasks_seen.add(task_id)
@@ -525,7 +515,7 @@ class SiteJob:
             old.unlink(missing_ok=True)
         model_path = models / f"{task_id}.safetensors"
         try:
-            await self.fetch_model(msg, model_path)
+            await self.fetch_model(task, model_path)
         except ShoalError as exc:
             if exc.code != "TASK_NOT_OPEN":
                 raise
@@ -533,7 +523,7 @@ class SiteJob:
             return
         self._unanswered.add(task_id)
         try:
-            await self._hand_task(msg, task_id, model_path)
+            await self._hand_task(task, model_path)
         except ConnectionError:
             # The script is gone (its channel closed under the write): its exit, with its code
             # and last output, is what _pump reports; this write's error would only hide it.
@@ -548,7 +538,7 @@ class SiteJob:
         loop = asyncio.get_running_loop()
 
         def notice(text: str) -> None:
-            message = {"type": "notice", "job_id": self.job_id, "message": text.removeprefix("server: ")}
+            message = SiteNotice(job_id=self.job_id, message=text.removeprefix("server: "))
             loop.create_task(self.agent.send(message))
 
         run = RunInfo(int(self.job_id) if self.job_id.isdecimal() else 0, job_name, self.study)
@@ -567,19 +557,19 @@ class SiteJob:
         assert self._own_tracking is not None
         self._own_tracking.log(key, value, self._round)
 
-    async def _hand_task(self, msg: dict[str, Any], task_id: str, model_path: Path) -> None:
+    async def _hand_task(self, task: SiteTask, model_path: Path) -> None:
         assert self._writer is not None
-        if type(msg.get("round")) is int:
-            self._round = msg["round"]
+        if task.round is not None:
+            self._round = task.round
         self._writer.write(
             encode(
                 {
                     "op": "task",
-                    "task_id": msg["task_id"],
-                    "task_name": msg.get("task_name", "train"),
-                    "round": msg.get("round"),
-                    "total_rounds": msg.get("total_rounds"),
-                    "meta": msg.get("meta") or {},
+                    "task_id": task.task_id,
+                    "task_name": task.task_name,
+                    "round": task.round,
+                    "total_rounds": task.total_rounds,
+                    "meta": task.meta,
                     "model_path": str(model_path),
                     "result_dir": str(self.work_dir),
                 }
@@ -592,8 +582,7 @@ class SiteJob:
             return
         self._failed = True
         await self.agent.send(
-            {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": brief(message)}},
-            keep=True,
+            JobFailed(job_id=self.job_id, error=ErrorInfo(type=kind, message=brief(message))), keep=True
         )
 
     async def end(self, reason: str, kill: bool = False) -> None:
@@ -622,14 +611,14 @@ class SiteJob:
         # One after the other: the server receives both files of a site through the same
         # temporary file name (log.part), so two uploads at once could swap their contents.
         for path, route in (
-            (self.log_path, f"/site/v1/jobs/{self.job_id}/log"),
-            (self.json_log_path, f"/site/v1/jobs/{self.job_id}/log?file=log.json"),
+            (self.log_path, routes.fill(routes.SITE_JOB_LOG, job_id=self.job_id)),
+            (self.json_log_path, routes.fill(routes.SITE_JOB_LOG, job_id=self.job_id) + "?file=log.json"),
         ):
             try:
                 await self._upload_log(path, route)
             except Exception as exc:  # the job's end is still confirmed below
                 log.warning("job %s: could not upload %s: %s", self.job_id, path.name, exc)
-        await self.agent.send({"type": "ended", "job_id": self.job_id}, keep=True)
+        await self.agent.send(Ended(job_id=self.job_id), keep=True)
 
     async def _upload_log(self, path: Path, route: str) -> None:
         """Upload one log file. The server refuses a log past LOG_UPLOAD_MAX whole, so a longer
@@ -644,16 +633,12 @@ class SiteJob:
         tail = path.with_name(path.name + ".tail")
         try:
             dropped = await asyncio.to_thread(self._write_log_tail, path, tail, size)
-            await self.agent.send(
-                {
-                    "type": "notice",
-                    "job_id": self.job_id,
-                    "message": f"{path.name} was cut for upload: its first {dropped} of {size} bytes "
-                    f"were dropped (the server keeps at most {LOG_UPLOAD_MAX // 2**20} MiB); "
-                    f"the whole file is in the site's workspace",
-                },
-                keep=True,
+            said = (
+                f"{path.name} was cut for upload: its first {dropped} of {size} bytes were dropped "
+                f"(the server keeps at most {LOG_UPLOAD_MAX // 2**20} MiB); the whole file is in the "
+                "site's workspace"
             )
+            await self.agent.send(SiteNotice(job_id=self.job_id, message=said), keep=True)
             await self.agent.upload(route, tail, {})
         finally:
             tail.unlink(missing_ok=True)
