@@ -16,7 +16,7 @@ from pathlib import Path
 from shoal.site.agent import SiteAgent
 from shoal.site.job import SiteJob
 from shoal.wire.models import load_params, save_params
-from shoal.wire.site import Ended, Ready, SiteTask
+from shoal.wire.site import Ended, Ready, TaskForSite
 
 
 class LightJob(SiteJob):
@@ -25,7 +25,7 @@ class LightJob(SiteJob):
         self._started.set()
         await self.agent.send(Ready(job_id=self.job_id))
 
-    async def on_task(self, task: SiteTask) -> None:
+    async def on_task(self, task: TaskForSite) -> None:
         model = self.dir / f"{task.task_id}.safetensors"
         await self.fetch_model(task, model)
         import numpy as np

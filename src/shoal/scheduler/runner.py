@@ -46,7 +46,7 @@ from shoal.wire.messages import CONTROLLER, Dispatch, Message
 from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.results import ResultInfo
-from shoal.wire.site import AbortJob, Deploy, EndJob, SiteLogConfig, SiteTask
+from shoal.wire.site import AbortJob, Deploy, EndJob, SiteLogConfig, TaskForSite
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class JobRun:
         self.tasks: dict[str, TaskState] = {}
         # Each site's latest task as sent, to send again if the site returns within its grace
         # (only the latest: an inline model is up to 341 KiB of base64, not to be kept per round).
-        self._latest_task: dict[str, tuple[TaskState, SiteTask]] = {}
+        self._latest_task: dict[str, tuple[TaskState, TaskForSite]] = {}
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._loss_watch = LossWatch()  # a diverging global loss becomes a notice
         self._writer: asyncio.StreamWriter | None = None
@@ -350,7 +350,7 @@ class JobRun:
         inline = (
             base64.b64encode(task.model_path.read_bytes()).decode("ascii") if size <= INLINE_BYTES else None
         )
-        out = SiteTask(
+        out = TaskForSite(
             job_id=str(self.job_id),
             task_id=task.task_id,
             task_name=checked.task_name,

@@ -42,7 +42,7 @@ from shoal.wire.site import (
     ResultAck,
     SiteLogConfig,
     SiteNotice,
-    SiteTask,
+    TaskForSite,
     Welcome,
 )
 
@@ -137,7 +137,7 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
     for message in waiting:  # what the server had to say while the site was away
         # a task or a log setting only for a job the site still runs
         if message.get("job_id") in hello.jobs or message.get(SITE.key) not in (
-            SiteTask.TYPE,
+            TaskForSite.TYPE,
             SiteLogConfig.TYPE,
         ):
             await site.send(message)

@@ -47,7 +47,7 @@ from shoal.wire.site import (
     ResultAck,
     ShutdownAgent,
     SiteLogConfig,
-    SiteTask,
+    TaskForSite,
     Welcome,
 )
 from shoal.wire.status import brief
@@ -105,7 +105,7 @@ class SiteAgent:
             {
                 Welcome: self._on_welcome,
                 Deploy: self._on_deploy,
-                SiteTask: self._on_task,
+                TaskForSite: self._on_task,
                 SiteLogConfig: self._on_log_config,
                 ResultAck: self._on_result_ack,
                 RestartAgent: self._on_order,
@@ -384,7 +384,7 @@ class SiteAgent:
             job.archive_sha256 = message.archive_sha256
         asyncio.get_running_loop().create_task(job.start())
 
-    def _on_task(self, message: SiteTask) -> None:
+    def _on_task(self, message: TaskForSite) -> None:
         job = self.jobs.get(message.job_id)
         if job is not None:
             asyncio.get_running_loop().create_task(self._guard(job, job.on_task(message)))

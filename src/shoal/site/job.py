@@ -30,7 +30,16 @@ from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMess
 from shoal.wire.jobdef import client_command
 from shoal.wire.messages import Message
 from shoal.wire.models import INLINE_BYTES, result_header_json
-from shoal.wire.site import Ended, ErrorInfo, JobFailed, LogChunk, LoggedMetric, Ready, SiteNotice, SiteTask
+from shoal.wire.site import (
+    Ended,
+    ErrorInfo,
+    JobFailed,
+    LogChunk,
+    LoggedMetric,
+    Ready,
+    SiteNotice,
+    TaskForSite,
+)
 from shoal.wire.status import brief
 
 if TYPE_CHECKING:
@@ -478,7 +487,7 @@ class SiteJob:
         self.agent.counters.results_sent += 1
         self.agent.counters.bytes_to_server += size
 
-    async def fetch_model(self, task: SiteTask, dest: Path) -> None:
+    async def fetch_model(self, task: TaskForSite, dest: Path) -> None:
         """The task's model into ``dest``: from the message itself when it is small enough to
         ride along (INLINE_BYTES), else streamed down (resumable)."""
         if task.model is not None:
@@ -491,7 +500,7 @@ class SiteJob:
             )
         self.agent.counters.bytes_from_server += dest.stat().st_size
 
-    async def on_task(self, task: SiteTask) -> None:
+    async def on_task(self, task: TaskForSite) -> None:
         await self._started.wait()
         task_id = task.task_id
         if self._writer is None or self._ending or task_id in self._tasks_seen:
@@ -557,7 +566,7 @@ class SiteJob:
         assert self._own_tracking is not None
         self._own_tracking.log(key, value, self._round)
 
-    async def _hand_task(self, task: SiteTask, model_path: Path) -> None:
+    async def _hand_task(self, task: TaskForSite, model_path: Path) -> None:
         assert self._writer is not None
         if task.round is not None:
             self._round = task.round

@@ -135,7 +135,7 @@ class Deploy(Message):
 
 @register(SITE, "task", sender=SERVER, receiver=AGENT)
 @dataclass(frozen=True, slots=True)
-class SiteTask(Message):
+class TaskForSite(Message):
     """A task for the site's script; its model rides along (base64) when small, else it is
     fetched from the site API."""
 
