@@ -28,8 +28,11 @@ from shoal.wire import routes
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
-from shoal.wire.messages import Message
+from shoal.wire.messages import SCRIPT, BadMessage, Dispatch, Message
+from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES, result_header_json
+from shoal.wire.results import checked_result_info
+from shoal.wire.script import ScriptLogConfig, ScriptMetric, ScriptResult, ScriptTask, StopScript
 from shoal.wire.site import (
     Ended,
     ErrorInfo,
@@ -116,6 +119,13 @@ class SiteJob:
         self._failed = False
         self._round = 0  # the round of the latest task (a step for metrics kept on the site)
         self._own_tracking: JobTracking | None = None  # share_metrics: false (site policy)
+        # What the script may say, and what the agent does with each (an unknown kind: one notice).
+        self._from_script = Dispatch(
+            SCRIPT,
+            {ScriptResult: self._on_result, ScriptMetric: self._on_metric},
+            log,
+            f"job {job_id}: the training script",
+        )
         self.privacy: dict[
             str, Any
         ] = {}  # the protections applied to every result (shoal.privacy.protections)
@@ -309,7 +319,7 @@ class SiteJob:
     async def set_log_config(self, setting: str) -> None:
         await self._started.wait()
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(encode({"op": "log_config", "setting": setting}))
+            self._writer.write(encode(encode_message(ScriptLogConfig(setting=setting))))
             await self._writer.drain()
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
@@ -345,31 +355,23 @@ class SiteJob:
     async def _relay(self, reader: asyncio.StreamReader) -> None:
         """The script's messages, in order, until its channel ends."""
         try:
-            while (msg := await read_message(reader)) is not None:
-                if msg.get("op") == "result":
-                    if str(msg.get("task_id")) not in self._tasks_seen:
-                        # Its own bug, not a late answer: the server would refuse it as one.
-                        await self._report_failure(
-                            "ProtocolError",
-                            f"the training script answered task {brief(str(msg.get('task_id')), 80)!r}, "
-                            "which it was not given (no such task for this site)",
+            while (raw := await read_message(reader)) is not None:
+                try:
+                    found = self._from_script.handler(raw)
+                except BadMessage as exc:
+                    # A script that bypasses the client API is held to its rules: a result it
+                    # cannot describe fails the job (the server would refuse it), anything else
+                    # is dropped with a notice.
+                    if raw.get(SCRIPT.key) == ScriptResult.TYPE:
+                        await self._report_failure("ResultRefused", f"INVALID_ARGS: {exc}")
+                    else:
+                        log.warning(
+                            "job %s: the training script sent a malformed message: %s", self.job_id, exc
                         )
-                        continue
-                    self._unanswered.discard(str(msg.get("task_id")))
-                    self._relaying_result = True
-                    try:
-                        await self._upload_result(msg)
-                    finally:
-                        self._relaying_result = False
-                elif msg.get("op") == "metric" and self._own_tracking is not None:
-                    self.agent.counters.metrics_logged += 1
-                    self._track_here(msg)
-                elif msg.get("op") == "metric":
-                    self.agent.counters.metrics_logged += 1
-                    said: dict[str, Any] = {
-                        k: msg.get(k) for k in ("key", "value", "step")
-                    }  # the server checks
-                    await self.agent.send(LoggedMetric(job_id=self.job_id, **said))
+                    continue
+                if found is not None:
+                    message, handle = found
+                    await handle(message)
         except ConnectionError as exc:
             log.warning("job %s: channel to the script broke: %s", self.job_id, exc)
         except UnreadableMessage as exc:
@@ -412,15 +414,41 @@ class SiteJob:
             return ""
         return brief("; last output: " + " | ".join(text), 2000) if text else ""
 
-    async def _upload_result(self, msg: dict[str, Any]) -> None:
+    async def _on_result(self, message: ScriptResult) -> None:
+        if message.task_id not in self._tasks_seen:
+            # Its own bug, not a late answer: the server would refuse it as one.
+            await self._report_failure(
+                "ProtocolError",
+                f"the training script answered task {brief(message.task_id, 80)!r}, "
+                "which it was not given (no such task for this site)",
+            )
+            return
+        self._unanswered.discard(message.task_id)
+        self._relaying_result = True
+        try:
+            await self._upload_result(message)
+        finally:
+            self._relaying_result = False
+
+    async def _on_metric(self, message: ScriptMetric) -> None:
+        self.agent.counters.metrics_logged += 1
+        if self._own_tracking is not None:
+            self._track_here(message)
+        else:
+            await self.agent.send(
+                LoggedMetric(job_id=self.job_id, key=message.key, value=message.value, step=message.step)
+            )
+
+    async def _upload_result(self, message: ScriptResult) -> None:
         """The script's result: taken out of its folder into the agent's own (never read where
         the script could point it: a link to the site's key would be uploaded), then sent."""
-        task_id = str(msg.get("task_id"))
-        header = {
-            "num_examples": msg.get("num_examples", 1),
-            "metrics": msg.get("metrics", {}),
-            "meta": msg.get("meta", {}),
-        }
+        task_id = message.task_id
+        try:
+            info = checked_result_info(message.info.header())  # the server's own rule for it
+        except BadMessage as exc:
+            await self._report_failure("ResultRefused", f"INVALID_ARGS: task {task_id[:64]}'s result: {exc}")
+            return
+        header = info.header()
         try:
             result_header_json(header)  # a script that bypasses the client API is held to it too
         except ValueError as exc:
@@ -430,7 +458,7 @@ class SiteJob:
             path = await asyncio.to_thread(
                 claim,
                 self.work_dir,
-                str(msg.get("path", "")),
+                message.path,
                 self.results_dir / f"{uuid.uuid4().hex}.safetensors",
             )
         except (UnsafeJobFile, OSError) as exc:
@@ -445,8 +473,8 @@ class SiteJob:
                 path.unlink(missing_ok=True)
                 await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}: {exc}")
                 return
-            header["meta"] = {**(header["meta"] or {}), APPLIED_META_KEY: applied}
-        elif isinstance(header["meta"], dict):
+            header["meta"] = {**header["meta"], APPLIED_META_KEY: applied}
+        else:
             header["meta"].pop(APPLIED_META_KEY, None)  # only the agent says what it applied
         try:
             await self.deliver_result(task_id, path, header)
@@ -557,11 +585,9 @@ class SiteJob:
             "in its own TensorBoard files"
         )
 
-    def _track_here(self, msg: dict[str, Any]) -> None:
-        key, value = msg.get("key"), msg.get("value")
-        if not isinstance(key, str) or not 0 < len(key) <= METRIC_KEY_MAX:
-            return
-        if isinstance(value, bool) or not isinstance(value, int | float):
+    def _track_here(self, message: ScriptMetric) -> None:
+        key, value = message.key, message.value
+        if not 0 < len(key) <= METRIC_KEY_MAX:
             return
         assert self._own_tracking is not None
         self._own_tracking.log(key, value, self._round)
@@ -570,20 +596,16 @@ class SiteJob:
         assert self._writer is not None
         if task.round is not None:
             self._round = task.round
-        self._writer.write(
-            encode(
-                {
-                    "op": "task",
-                    "task_id": task.task_id,
-                    "task_name": task.task_name,
-                    "round": task.round,
-                    "total_rounds": task.total_rounds,
-                    "meta": task.meta,
-                    "model_path": str(model_path),
-                    "result_dir": str(self.work_dir),
-                }
-            )
+        to_script = ScriptTask(
+            task_id=task.task_id,
+            task_name=task.task_name,
+            round=task.round,
+            total_rounds=task.total_rounds,
+            meta=task.meta,
+            model_path=str(model_path),
+            result_dir=str(self.work_dir),
         )
+        self._writer.write(encode(encode_message(to_script)))
         await self._writer.drain()
 
     async def _report_failure(self, kind: str, message: str) -> None:
@@ -602,7 +624,7 @@ class SiteJob:
         await self._started.wait()
         if not kill and self._writer is not None and not self._writer.is_closing():
             try:
-                self._writer.write(encode({"op": "stop", "reason": reason}))
+                self._writer.write(encode(encode_message(StopScript(reason=reason))))
                 await self._writer.drain()
             except ConnectionError:
                 pass
