@@ -147,3 +147,13 @@ def test_the_checks_catch_a_test_that_is_not_there() -> None:
         "tests/e2e/test_poc.py defines no test_generated_docs_are_current",
     ]
     assert named_tests("`shoal job wait`, `SIGKILL`, `::`") == []
+
+
+def test_the_code_maps_package_table_names_every_package_and_only_those() -> None:
+    """docs/architecture.md's Packages table is the code map: a package added or removed
+    without its row fails here."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    table = text.split("## Packages", 1)[1].split("\n\n", 2)[1]
+    listed = set(re.findall(r"^\| `(shoal\.[a-z_]+)` \|", table, re.M))
+    packages = {f"shoal.{p.parent.name}" for p in (REPO / "src" / "shoal").glob("*/__init__.py")}
+    assert listed == packages
