@@ -16,6 +16,7 @@ from pathlib import Path
 from shoal.site.agent import SiteAgent
 from shoal.site.job import SiteJob
 from shoal.wire.models import load_params, save_params
+from shoal.wire.results import ResultInfo
 from shoal.wire.site import Ended, Ready, TaskForSite
 
 
@@ -33,8 +34,7 @@ class LightJob(SiteJob):
         params = load_params(model) or {"w": np.zeros(4, dtype=np.float32)}
         result = self.dir / f"{task.task_id}-result.safetensors"
         save_params({k: v + 1 for k, v in params.items()}, result)
-        header = {"num_examples": 1, "metrics": {"loss": 0.0}, "meta": {}}
-        await self.deliver_result(task.task_id, result, header)
+        await self.deliver_result(task.task_id, result, ResultInfo(num_examples=1, metrics={"loss": 0.0}))
         model.unlink(missing_ok=True)
         result.unlink(missing_ok=True)
 

@@ -34,6 +34,7 @@ from shoal.wire import logconfig, routes
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
 from shoal.wire.messages import SITE, BadMessage, Dispatch, Message, encode
+from shoal.wire.results import ResultInfo
 from shoal.wire.site import (
     AbortJob,
     Deploy,
@@ -152,9 +153,7 @@ class SiteAgent:
             self._kept.append(message)
         return False
 
-    async def send_result_inline(
-        self, job_id: str, task_id: str, data: bytes, header: dict[str, Any]
-    ) -> bool:
+    async def send_result_inline(self, job_id: str, task_id: str, data: bytes, info: ResultInfo) -> bool:
         """A small result (INLINE_BYTES) through the control channel; True once the server
         says it has it. False (not sent, refused, the channel dropped before the answer, or no
         answer in time): the caller sends it by PUT, which retries and reports errors."""
@@ -162,7 +161,7 @@ class SiteAgent:
         answer = self._acks[key] = asyncio.get_running_loop().create_future()
         try:
             encoded = base64.b64encode(data).decode("ascii")
-            message = InlineResult(job_id=job_id, task_id=task_id, header=header, data=encoded)
+            message = InlineResult(job_id=job_id, task_id=task_id, header=info.header(), data=encoded)
             if not await self.send(message):
                 return False
             return await asyncio.wait_for(answer, INLINE_ACK_TIMEOUT)

@@ -16,6 +16,7 @@ import shutil
 import signal
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,7 +32,7 @@ from shoal.wire.jobdef import client_command
 from shoal.wire.messages import SCRIPT, BadMessage, Dispatch, Message
 from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES, result_header_json
-from shoal.wire.results import checked_result_info
+from shoal.wire.results import ResultInfo, checked_result_info
 from shoal.wire.script import ScriptLogConfig, ScriptMetric, ScriptResult, ScriptTask, StopScript
 from shoal.wire.site import (
     Ended,
@@ -83,9 +84,7 @@ class JobHost(Protocol):
         """Report to the server on the control channel."""
         ...
 
-    async def send_result_inline(
-        self, job_id: str, task_id: str, data: bytes, header: dict[str, Any]
-    ) -> bool:
+    async def send_result_inline(self, job_id: str, task_id: str, data: bytes, info: ResultInfo) -> bool:
         """A small result through the control channel; True once the server took it."""
         ...
 
@@ -448,9 +447,8 @@ class SiteJob:
         except BadMessage as exc:
             await self._report_failure("ResultRefused", f"INVALID_ARGS: task {task_id[:64]}'s result: {exc}")
             return
-        header = info.header()
         try:
-            result_header_json(header)  # a script that bypasses the client API is held to it too
+            result_header_json(info.header())  # a script that bypasses the client API is held to it too
         except ValueError as exc:
             await self._report_failure("ResultTooLarge", str(exc))
             return
@@ -473,11 +471,11 @@ class SiteJob:
                 path.unlink(missing_ok=True)
                 await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}: {exc}")
                 return
-            header["meta"] = {**header["meta"], APPLIED_META_KEY: applied}
-        else:
-            header["meta"].pop(APPLIED_META_KEY, None)  # only the agent says what it applied
+            info = replace(info, meta={**info.meta, APPLIED_META_KEY: applied})
+        else:  # only the agent says what it applied
+            info = replace(info, meta={k: v for k, v in info.meta.items() if k != APPLIED_META_KEY})
         try:
-            await self.deliver_result(task_id, path, header)
+            await self.deliver_result(task_id, path, info)
         except ShoalError as exc:
             if exc.code != "TASK_NOT_OPEN":
                 raise
@@ -499,18 +497,18 @@ class SiteJob:
         tmp.replace(path)
         return applied
 
-    async def deliver_result(self, task_id: str, path: Path, header: dict[str, Any]) -> None:
+    async def deliver_result(self, task_id: str, path: Path, info: ResultInfo) -> None:
         """A small result goes inside the control channel (INLINE_BYTES) when the server takes
         it there; anything else, or if that fails, by a resumable PUT."""
         size = path.stat().st_size
         inline = size <= INLINE_BYTES
         if not (
-            inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), header)
+            inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), info)
         ):
             await self.agent.upload(
                 routes.fill(routes.SITE_TASK_RESULT, job_id=self.job_id, task_id=task_id),
                 path,
-                {"X-Shoal-Result": result_header_json(header)},
+                {"X-Shoal-Result": result_header_json(info.header())},
             )
         self.agent.counters.results_sent += 1
         self.agent.counters.bytes_to_server += size
