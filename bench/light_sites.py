@@ -12,34 +12,34 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from shoal.site.agent import SiteAgent
 from shoal.site.job import SiteJob
 from shoal.wire.models import load_params, save_params
+from shoal.wire.results import ResultInfo
+from shoal.wire.site import Ended, Ready, TaskForSite
 
 
 class LightJob(SiteJob):
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._started.set()
-        await self.agent.send({"type": "ready", "job_id": self.job_id})
+        await self.agent.send(Ready(job_id=self.job_id))
 
-    async def on_task(self, msg: dict[str, Any]) -> None:
-        model = self.dir / f"{msg['task_id']}.safetensors"
-        await self.fetch_model(msg, model)
+    async def on_task(self, task: TaskForSite) -> None:
+        model = self.dir / f"{task.task_id}.safetensors"
+        await self.fetch_model(task, model)
         import numpy as np
 
         params = load_params(model) or {"w": np.zeros(4, dtype=np.float32)}
-        result = self.dir / f"{msg['task_id']}-result.safetensors"
+        result = self.dir / f"{task.task_id}-result.safetensors"
         save_params({k: v + 1 for k, v in params.items()}, result)
-        header = {"num_examples": 1, "metrics": {"loss": 0.0}, "meta": {}}
-        await self.deliver_result(str(msg["task_id"]), result, header)
+        await self.deliver_result(task.task_id, result, ResultInfo(num_examples=1, metrics={"loss": 0.0}))
         model.unlink(missing_ok=True)
         result.unlink(missing_ok=True)
 
     async def end(self, reason: str, kill: bool = False) -> None:
-        await self.agent.send({"type": "ended", "job_id": self.job_id})
+        await self.agent.send(Ended(job_id=self.job_id))
 
     async def stop_process(self, polite: bool = False) -> None:
         return None

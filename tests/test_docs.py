@@ -160,3 +160,13 @@ def test_each_decision_record_has_its_own_number_and_its_title_says_it() -> None
         numbers[number] = record.name
         title = record.read_text().splitlines()[0]
         assert title.startswith(f"# {number}"), f"{record.name} is titled {title!r}"
+
+
+def test_the_code_maps_package_table_names_every_package_and_only_those() -> None:
+    """docs/architecture.md's Packages table is the code map: a package added or removed
+    without its row fails here."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    table = text.split("## Packages", 1)[1].split("\n\n", 2)[1]
+    listed = set(re.findall(r"^\| `(shoal\.[a-z_]+)` \|", table, re.M))
+    packages = {f"shoal.{p.parent.name}" for p in (REPO / "src" / "shoal").glob("*/__init__.py")}
+    assert listed == packages

@@ -230,9 +230,10 @@ channel.receive(30)
 def test_a_result_header_the_server_cannot_use_fails_the_job_with_invalid_args(
     federation: Federation, tmp_path: Path, num_examples: str
 ) -> None:
-    """A site relays what its script says about a result; the server checks it (inline and by
-    PUT alike) instead of failing inside: the job fails naming the field, the site's control
-    channel stays up."""
+    """A site's agent checks what its script says about a result by the server's own rule
+    (shoal.wire.results) instead of failing inside: the job fails naming the field, the site's
+    control channel stays up. (The server's own check of a site that does not:
+    tests/security/test_hostile_site.py.)"""
     job = tmp_path / "bad-header"
     shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
     (job / "app" / "custom" / "client.py").write_text(BAD_HEADER_CLIENT.replace("NUM_EXAMPLES", num_examples))

@@ -104,9 +104,12 @@ class HostileSite:
                 if msg.get("type") == kind and msg.get("job_id") == job_id:
                     return msg
 
-    async def inline_result(self, job_id: str, task_id: str, body: bytes) -> dict[str, Any]:
+    async def inline_result(
+        self, job_id: str, task_id: str, body: bytes, header: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """A result sent in the control channel, and the server's answer to it."""
-        header = {"num_examples": 1, "metrics": {}, "meta": {}}
+        if header is None:
+            header = {"num_examples": 1, "metrics": {}, "meta": {}}
         data = base64.b64encode(body).decode()
         message = {"type": "result", "job_id": job_id, "task_id": task_id, "header": header, "data": data}
         await self.send(message)

@@ -117,6 +117,32 @@ def test_late_and_repeated_results_are_refused_and_not_counted(fed: Federation, 
     run_against(fed, tmp_path, scenario)
 
 
+BAD_HEADERS: list[dict[str, Any]] = [
+    {"num_examples": "many"},
+    {"num_examples": -5},
+    {"metrics": {"loss": "low"}},
+    {"meta": []},
+]
+
+
+def test_a_result_header_the_server_cannot_use_is_refused(fed: Federation, tmp_path: Path) -> None:
+    """A site's agent checks its script's header (shoal.wire.results); the server checks it again
+    for a site that does not: refused INVALID_ARGS either way, counted nowhere."""
+
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        task = (await site.next("task", job_id))["task_id"]
+        for header in BAD_HEADERS:
+            ack = await site.inline_result(job_id, task, safetensors_bytes(), header)
+            assert ack["ok"] is False and ack["error_code"] == "INVALID_ARGS", (header, ack)
+            sent = {"X-Shoal-Result": json.dumps(header)}
+            status, body = await site.put(site.result_url(job_id, task), safetensors_bytes(), sent)
+            assert (status, body["error_code"]) == (400, "INVALID_ARGS"), (header, body)
+        stats = await asyncio.to_thread(site_stats, fed, job_id)
+        assert stats.get("results", 0) == 0 and stats.get("bytes_from_site", 0) == 0, stats
+
+    run_against(fed, tmp_path, scenario)
+
+
 def test_a_result_for_another_jobs_task_is_refused(fed: Federation, tmp_path: Path) -> None:
     """site-2 takes part in two jobs at once; the open task of one is foreign to the other."""
 

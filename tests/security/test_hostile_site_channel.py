@@ -49,10 +49,17 @@ MALFORMED_MESSAGES: list[str] = [
     json.dumps({"type": "result", "job_id": "1", "task_id": {}, "data": ""}),
     json.dumps({"type": "log", "job_id": "1", "data": ["x"]}),
     json.dumps({"type": "notice", "job_id": "1" * 1000, "message": "m"}),
-    json.dumps({"type": "no-such-type"}),
-    json.dumps({"type": None}),
     json.dumps(42),
     "{",
+]
+#: Messages of a type the server does not take from a site (one it only sends, one nobody
+#: knows, one of a newer version than it knows): each kind is said once, however often it comes.
+UNKNOWN_MESSAGES: list[tuple[str, str]] = [
+    ("no-such-type", json.dumps({"type": "no-such-type"})),
+    ("no-such-type", json.dumps({"type": "no-such-type", "job_id": "1"})),
+    ("None", json.dumps({"type": None})),
+    ("deploy", json.dumps({"type": "deploy", "job_id": "1", "app": "app"})),
+    ("metric", json.dumps({"type": "metric", "v": 99, "job_id": "1", "key": "loss", "value": 1.0})),
 ]
 
 
@@ -154,7 +161,7 @@ def test_malformed_messages_are_ignored_and_a_second_hello_closes(fed: Federatio
             await ws.send_str(json.dumps({"type": "hello", "version": "1", "policy": {}, "jobs": []}))
             welcome = await ws.receive_json(timeout=10)
             assert welcome["type"] == "welcome", welcome
-            for message in MALFORMED_MESSAGES:
+            for message in [*MALFORMED_MESSAGES, *(text for _, text in UNKNOWN_MESSAGES)]:
                 await ws.send_str(message)
             await ws.send_bytes(b"\x00\x01")
             assert await closed_with(ws, 2) is None, "malformed messages after a good hello cost the channel"
@@ -167,6 +174,8 @@ def test_malformed_messages_are_ignored_and_a_second_hello_closes(fed: Federatio
     assert code == CLOSE_MALFORMED
     added = log_file.read_text()[len(log_before) :]
     assert added.count(f"site {INTRUDER} sent a malformed message; ignored") == len(MALFORMED_MESSAGES), added
+    for kind in {kind for kind, _ in UNKNOWN_MESSAGES}:
+        assert added.count(f"site {INTRUDER} sent an unknown message {kind!r}; ignored") == 1, added
     assert f"site {INTRUDER}: refused its channel, a second hello" in added
     assert "Traceback" not in added, added
     # The real sites were never disturbed: a job still runs on both.

@@ -14,6 +14,8 @@ from shoal.api import tls
 from shoal.api.http import Connection, ProtocolError
 from shoal.api.kits import AdminKit
 from shoal.errors import CATALOGUE, ShoalError
+from shoal.wire import routes
+from shoal.wire.routes import quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -98,8 +100,8 @@ class AdminClient:
         """Send one request; return parsed JSON (or stream into ``sink``); map every failure.
         ``on_progress`` follows the body sent (its Content-Length the total) or, with ``sink``,
         the answer received (the answer's Content-Length)."""
-        q = {k: _quote(str(v)) for k, v in (query or {}).items() if v is not None}
-        url = path + ("?" + "&".join(f"{_quote(k)}={v}" for k, v in q.items()) if q else "")
+        q = {k: quote(str(v)) for k, v in (query or {}).items() if v is not None}
+        url = path + ("?" + "&".join(f"{quote(k)}={v}" for k, v in q.items()) if q else "")
         if len(url) > MAX_TARGET_BYTES:
             raise _target_too_long(path, q, len(url))
         try:
@@ -171,7 +173,7 @@ class AdminClient:
     # --- one method per route ---
 
     def health(self) -> answers.Health:
-        result: answers.Health = self._request("GET", "/api/v1/health", timeout=5.0)
+        result: answers.Health = self._request("GET", routes.HEALTH, timeout=5.0)
         return result
 
     def submit_job(
@@ -184,7 +186,7 @@ class AdminClient:
         with archive.open("rb") as f:
             result: answers.Submitted = self._request(
                 "POST",
-                "/api/v1/jobs",
+                routes.JOBS,
                 {"study": study, "submit_token": submit_token},
                 body=f,
                 headers={"Content-Type": "application/zip", "Content-Length": str(archive.stat().st_size)},
@@ -211,11 +213,11 @@ class AdminClient:
             "max": max_results,
             "submit_token": submit_token,
         }
-        jobs: list[answers.JobRow] = self._request("GET", "/api/v1/jobs", query)["jobs"]
+        jobs: list[answers.JobRow] = self._request("GET", routes.JOBS, query)["jobs"]
         return jobs
 
     def get_job(self, job_id: str, study: str) -> answers.JobMeta:
-        meta: answers.JobMeta = self._request("GET", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
+        meta: answers.JobMeta = self._request("GET", routes.fill(routes.JOB, job_id=job_id), {"study": study})
         return meta
 
     def wait_job(
@@ -232,7 +234,7 @@ class AdminClient:
             asked = time.monotonic()
             answer: answers.Waited = self._request(
                 "GET",
-                f"/api/v1/jobs/{_quote(job_id)}/wait",
+                routes.fill(routes.JOB_WAIT, job_id=job_id),
                 {"study": study, "timeout": f"{hold:.3f}"},
                 timeout=hold + 30,
             )
@@ -258,7 +260,7 @@ class AdminClient:
         with dest.open("wb") as sink:
             self._request(
                 "GET",
-                f"/api/v1/jobs/{_quote(job_id)}/result",
+                routes.fill(routes.JOB_RESULT, job_id=job_id),
                 query,
                 timeout=600.0,
                 sink=sink,
@@ -268,17 +270,19 @@ class AdminClient:
     def abort_job(self, job_id: str, study: str) -> answers.Aborted:
         """Returns once the job is ABORTED (sites confirmed, or the stragglers are named)."""
         result: answers.Aborted = self._request(
-            "POST", f"/api/v1/jobs/{_quote(job_id)}/abort", {"study": study}, timeout=120.0
+            "POST", routes.fill(routes.JOB_ABORT, job_id=job_id), {"study": study}, timeout=120.0
         )
         return result
 
     def delete_job(self, job_id: str, study: str) -> answers.Deleted:
-        result: answers.Deleted = self._request("DELETE", f"/api/v1/jobs/{_quote(job_id)}", {"study": study})
+        result: answers.Deleted = self._request(
+            "DELETE", routes.fill(routes.JOB, job_id=job_id), {"study": study}
+        )
         return result
 
     def clone_job(self, job_id: str, study: str) -> answers.Cloned:
         result: answers.Cloned = self._request(
-            "POST", f"/api/v1/jobs/{_quote(job_id)}/clone", {"study": study}
+            "POST", routes.fill(routes.JOB_CLONE, job_id=job_id), {"study": study}
         )
         return result
 
@@ -286,7 +290,7 @@ class AdminClient:
         """The job as soon as it changed after version ``since`` (or after ``hold`` seconds)."""
         result: answers.JobEvents = self._request(
             "GET",
-            f"/api/v1/jobs/{_quote(job_id)}/events",
+            routes.fill(routes.JOB_EVENTS, job_id=job_id),
             {"study": study, "since": since, "timeout": f"{hold:.3f}"},
             timeout=hold + 30,
         )
@@ -294,7 +298,7 @@ class AdminClient:
 
     def job_stats(self, job_id: str, study: str, site: str = "all") -> answers.JobStats:
         result: answers.JobStats = self._request(
-            "GET", f"/api/v1/jobs/{_quote(job_id)}/stats", {"study": study, "site": site}
+            "GET", routes.fill(routes.JOB_STATS, job_id=job_id), {"study": study, "site": site}
         )
         return result
 
@@ -302,7 +306,7 @@ class AdminClient:
         """The job's per-round curves: ``{"global": {metric: [[round, value]]}, "sites": {site:
         {metric: [[round, value]]}}}``, rounds from 0."""
         result: dict[str, Any] = self._request(
-            "GET", f"/api/v1/jobs/{_quote(job_id)}/series", {"study": study}
+            "GET", routes.fill(routes.JOB_SERIES, job_id=job_id), {"study": study}
         )
         return result
 
@@ -310,7 +314,7 @@ class AdminClient:
         """Which rights (view, manage_job, download_job, clone_job, view_logs) the caller holds
         on the job: for showing only the actions the server would allow."""
         rights: dict[str, bool] = self._request(
-            "GET", f"/api/v1/jobs/{_quote(job_id)}/rights", {"study": study}
+            "GET", routes.fill(routes.JOB_RIGHTS, job_id=job_id), {"study": study}
         )["rights"]
         return rights
 
@@ -319,7 +323,7 @@ class AdminClient:
     ) -> answers.JobLogs:
         result: answers.JobLogs = self._request(
             "GET",
-            f"/api/v1/jobs/{_quote(job_id)}/logs",
+            routes.fill(routes.JOB_LOGS, job_id=job_id),
             {"study": study, "site": site, "file": file},
             timeout=120.0,
         )
@@ -331,7 +335,7 @@ class AdminClient:
         body = json.dumps({"setting": setting, "site": site}).encode()
         result: answers.LogConfigApplied = self._request(
             "POST",
-            f"/api/v1/jobs/{_quote(job_id)}/log-config",
+            routes.fill(routes.JOB_LOG_CONFIG, job_id=job_id),
             {"study": study},
             body=body,
             headers={"Content-Type": "application/json"},
@@ -339,16 +343,18 @@ class AdminClient:
         return result
 
     def system_status(self) -> answers.SystemStatus:
-        status: answers.SystemStatus = self._request("GET", "/api/v1/system/status")
+        status: answers.SystemStatus = self._request("GET", routes.SYSTEM_STATUS)
         return status
 
     def system_sites(self) -> answers.Sites:
-        sites: answers.Sites = self._request("GET", "/api/v1/system/sites")
+        sites: answers.Sites = self._request("GET", routes.SYSTEM_SITES)
         return sites
 
     def site_action(self, site: str, action: str) -> answers.SiteActed:
         """``remove``, ``restart`` or ``shutdown`` a site (the server relays the last two to its agent)."""
-        result: answers.SiteActed = self._request("POST", f"/api/v1/system/sites/{_quote(site)}/{action}")
+        result: answers.SiteActed = self._request(
+            "POST", routes.fill(routes.SITE_ACTION, site=site, action=action)
+        )
         return result
 
 
@@ -362,15 +368,6 @@ def _body_progress(on_progress: Progress, length: str | None) -> Callable[[int],
         on_progress(done, total)
 
     return sent
-
-
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-def _quote(value: str) -> str:
-    """Percent-encode all but RFC 3986's unreserved characters, as ``urllib.parse.quote(value,
-    safe="")`` does; importing ``urllib.parse`` (it brings ``ipaddress``) is ~5 ms of a CLI call."""
-    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode())
 
 
 def _target_too_long(path: str, query: dict[str, str], size: int) -> ShoalError:

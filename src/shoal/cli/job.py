@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from shoal.cli.output import Result, labelled, progress, table
 from shoal.errors import ShoalError
+from shoal.wire.rules import JOB_ID_RE, NAME_MAX_CHARS, SUBMIT_TOKEN_RE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,14 +17,9 @@ if TYPE_CHECKING:
     from shoal.api.answers import JobMeta, JobRow
 
 DEFAULT_JOB_FOLDER = "./current_job"  # what -j means when it is not given (FLARE's default)
-SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 INFINITY = float("inf")
-#: What the server accepts as a job id (it stores ids below 2**53): 1-16 ASCII digits. Checked
-#: here so a mistyped id is refused before a request, whatever its length or script.
-JOB_ID_RE = re.compile(r"^[0-9]{1,16}$")
-#: Job names are at most 128 characters (shoal.wire.jobdef.JOB_NAME_RE), site names too
-#: (PLAIN_NAME_RE): a longer name or name prefix can match nothing.
-MAX_NAME_CHARS = 128
+# Job ids, submit tokens and names are checked here by the server's own rules
+# (shoal.wire.rules), so a mistyped one is refused before a request, whatever its length or script.
 
 
 def submit_token(value: str) -> str:
@@ -101,13 +96,13 @@ def id_prefix_arg(value: str) -> str:
 
 
 def _short_name(what: str) -> Callable[[str], str]:
-    """An argparse type for a name of at most MAX_NAME_CHARS characters (its ``__name__``
+    """An argparse type for a name of at most NAME_MAX_CHARS characters (its ``__name__``
     keeps --schema calling it a string)."""
 
     def convert(value: str) -> str:
-        if len(value) > MAX_NAME_CHARS:
+        if len(value) > NAME_MAX_CHARS:
             raise argparse.ArgumentTypeError(
-                f"{what} is at most {MAX_NAME_CHARS} characters; this one has {len(value)}"
+                f"{what} is at most {NAME_MAX_CHARS} characters; this one has {len(value)}"
             )
         return value
 

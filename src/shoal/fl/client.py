@@ -15,6 +15,7 @@ messages naming a safetensors file, so receiving a model needs no polling and no
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -25,10 +26,15 @@ from shoal import settings
 from shoal.fl.model import FLModel
 from shoal.wire.channel import METRIC_KEY_MAX, SyncChannel
 from shoal.wire.logconfig import apply as apply_log_setting
+from shoal.wire.messages import SCRIPT, BadMessage, Dispatch, encode
 from shoal.wire.models import load_params, result_header_json, save_params
+from shoal.wire.results import ResultInfo
+from shoal.wire.script import ScriptLogConfig, ScriptMetric, ScriptResult, ScriptTask, StopScript
+
+log = logging.getLogger("shoal.fl.client")
 
 _channel: SyncChannel | None = None
-_current_task: dict[str, Any] | None = None
+_current_task: ScriptTask | None = None
 _running = False
 _task_name = "train"
 _secagg: Any = None  # this site's secure aggregation state (shoal.privacy.secagg_site), made on first use
@@ -105,25 +111,57 @@ def receive(timeout: float | None = None) -> FLModel | None:
     global _current_task, _running, _task_name
     channel = _require_channel()
     while True:
-        message = channel.receive(timeout)
-        if message is None or message.get("op") == "stop":
+        raw = channel.receive(timeout)
+        found = _DISPATCH.handler(raw) if raw is not None else None
+        if raw is None or (found is not None and isinstance(found[0], StopScript)):
             _running = False
             _current_task = None
             return None
-        if message.get("op") == "log_config":
-            apply_log_setting(str(message.get("setting", "")))
-        elif message.get("op") == "task" and str(message.get("task_name")).startswith("secagg_"):
-            _answer_secagg(channel, message)  # the protocol's own tasks never reach the script
-        elif message.get("op") == "task":
-            _current_task = message
-            _task_name = str(message.get("task_name") or "train")
-            params = load_params(Path(message["model_path"]))
-            return FLModel(
-                params=dict(params),
-                meta=dict(message.get("meta") or {}),
-                current_round=message.get("round"),
-                total_rounds=message.get("total_rounds"),
-            )
+        if found is None:
+            continue
+        message, handle = found
+        model: FLModel | None = handle(message)
+        if model is not None:
+            return model
+
+
+def _on_log_config(message: ScriptLogConfig) -> None:
+    apply_log_setting(message.setting)
+
+
+def _on_task(task: ScriptTask) -> FLModel | None:
+    """The FLModel the script gets for ``task``; None for secure aggregation's own tasks, which
+    the client API answers itself (they never reach the script)."""
+    global _current_task, _task_name
+    if task.task_name.startswith("secagg_"):
+        _answer_secagg(_require_channel(), task)
+        return None
+    _current_task = task
+    _task_name = task.task_name or "train"
+    params = load_params(Path(task.model_path))
+    return FLModel(
+        params=dict(params), meta=dict(task.meta), current_round=task.round, total_rounds=task.total_rounds
+    )
+
+
+class _AgentDispatch(Dispatch):
+    """The agent's messages; one the client API cannot read is dropped with a notice (the
+    script goes on with the next)."""
+
+    def handler(self, data: Mapping[str, Any]) -> tuple[Any, Any] | None:
+        try:
+            return super().handler(data)
+        except BadMessage as exc:
+            log.warning("the site agent sent a malformed message; ignored: %s", exc)
+            return None
+
+
+_DISPATCH = _AgentDispatch(
+    SCRIPT,
+    {ScriptTask: _on_task, ScriptLogConfig: _on_log_config, StopScript: lambda message: None},
+    log,
+    "the site agent",
+)
 
 
 def send(model: FLModel) -> None:
@@ -139,24 +177,30 @@ def send(model: FLModel) -> None:
         )
     params = _to_numpy(model.params)
     meta = model.meta
-    secagg_meta = (task.get("meta") or {}).get("secagg")
+    secagg_meta = task.meta.get("secagg")
     if secagg_meta is not None:
         # secure aggregation: the weight travels masked inside the update, not in the header
         meta = {**meta, "dtypes": {name: str(getattr(v, "dtype", "float32")) for name, v in params.items()}}
         params = _secagg_state().mask(params, float(model.num_examples), secagg_meta)
-    header = {
-        "num_examples": 1 if secagg_meta is not None else int(model.num_examples),
-        "metrics": {k: float(v) for k, v in model.metrics.items()},
-        "meta": meta,
-    }
-    result_header_json(header)  # too large (or not JSON) fails here, in the script, saying why
-    # Where this process may write: its job's own folder at a site, beside the model elsewhere.
-    out_dir = Path(task.get("result_dir") or Path(task["model_path"]).parent)
+    info = ResultInfo(
+        num_examples=1 if secagg_meta is not None else int(model.num_examples),
+        metrics={k: float(v) for k, v in model.metrics.items()},
+        meta=meta,
+    )
+    result_header_json(info.header())  # too large (or not JSON) fails here, in the script, saying why
+    name = _result_file(task)
+    save_params(params, Path(name))
+    channel.send(encode(ScriptResult(task_id=task.task_id, path=name, info=info)))
+    _current_task = None
+
+
+def _result_file(task: ScriptTask) -> str:
+    """A new file for the task's result where this process may write: its job's own folder at
+    a site, beside the model elsewhere."""
+    out_dir = Path(task.result_dir or Path(task.model_path).parent)
     fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
     os.close(fd)
-    save_params(params, Path(name))
-    channel.send({"op": "result", "task_id": task["task_id"], "path": name, **header})
-    _current_task = None
+    return name
 
 
 def _secagg_state() -> Any:
@@ -168,16 +212,14 @@ def _secagg_state() -> Any:
     return _secagg
 
 
-def _answer_secagg(channel: SyncChannel, task: dict[str, Any]) -> None:
+def _answer_secagg(channel: SyncChannel, task: ScriptTask) -> None:
     """Answer one of secure aggregation's own tasks (keys, shares, unmasking) with a result whose
     meta carries the answer; a request the protocol forbids is refused by failing the script."""
-    answer = _secagg_state().answer(str(task["task_name"]), dict(task.get("meta") or {}))
-    out_dir = Path(task.get("result_dir") or Path(task["model_path"]).parent)
-    fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
-    os.close(fd)
+    answer = _secagg_state().answer(task.task_name, dict(task.meta))
+    name = _result_file(task)
     save_params({}, Path(name))
-    header = {"num_examples": 0, "metrics": {}, "meta": answer}
-    channel.send({"op": "result", "task_id": task["task_id"], "path": name, **header})
+    info = ResultInfo(num_examples=0, metrics={}, meta=answer)
+    channel.send(encode(ScriptResult(task_id=task.task_id, path=name, info=info)))
 
 
 def log_metric(key: str, value: float, step: int | None = None) -> None:
@@ -186,7 +228,7 @@ def log_metric(key: str, value: float, step: int | None = None) -> None:
         raise ValueError(f"a metric's key must be a string of 1 to {METRIC_KEY_MAX} characters")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
         raise ValueError(f"a metric's step must be a whole number or None, not {step!r}")
-    _require_channel().send({"op": "metric", "key": key, "value": float(value), "step": step})
+    _require_channel().send(encode(ScriptMetric(key=key, value=float(value), step=step)))
 
 
 def _to_numpy(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from shoal.errors import ShoalError
 from shoal.security.tls import KIT_FILES, client_ssl_context, read_kit_json
+from shoal.wire import routes
 
 EXPIRY_WARNING_DAYS = 30
 MAX_CLOCK_SKEW = 300.0  # seconds: certificates start 5 minutes before they are issued
@@ -252,7 +253,7 @@ class Preflight:
 
     def handshake(self, kind: str, host: str, port: int) -> None:
         conn = http.client.HTTPSConnection(host, port, context=client_ssl_context(self.kit), timeout=TIMEOUT)
-        path = "/site/v1/health" if kind == "site" else "/api/v1/health"
+        path = routes.SITE_HEALTH if kind == "site" else routes.HEALTH
         try:
             conn.connect()
             self.add("handshake", "ok", f"the server's certificate is the project's and names {host}")

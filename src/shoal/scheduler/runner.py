@@ -46,6 +46,7 @@ from shoal.wire.messages import CONTROLLER, Dispatch, Message
 from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.results import ResultInfo
+from shoal.wire.site import AbortJob, Deploy, EndJob, SiteLogConfig, TaskForSite
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class RunHost(Protocol):
         """The server's own arguments for a study's workflow process (update checks, custom code)."""
         ...
 
-    async def send_to_site(self, site: str, message: dict[str, Any]) -> bool:
+    async def send_to_site(self, site: str, message: Message) -> bool:
         """Send on ``site``'s control channel; False if it is not connected."""
         ...
 
@@ -195,7 +196,7 @@ class JobRun:
         self.tasks: dict[str, TaskState] = {}
         # Each site's latest task as sent, to send again if the site returns within its grace
         # (only the latest: an inline model is up to 341 KiB of base64, not to be kept per round).
-        self._latest_task: dict[str, tuple[TaskState, dict[str, Any]]] = {}
+        self._latest_task: dict[str, tuple[TaskState, TaskForSite]] = {}
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._loss_watch = LossWatch()  # a diverging global loss becomes a notice
         self._writer: asyncio.StreamWriter | None = None
@@ -344,18 +345,20 @@ class JobRun:
         self.tasks[task.task_id] = task
         self.progress.current_round = checked.round
         self.progress.total_rounds = checked.total_rounds
-        out: dict[str, Any] = {
-            "type": "task",
-            "job_id": str(self.job_id),
-            "task_id": task.task_id,
-            "task_name": checked.task_name,
-            "round": checked.round,
-            "total_rounds": checked.total_rounds,
-            "meta": checked.meta,
-        }
         size = task.model_bytes
-        if size <= INLINE_BYTES:  # small: the model rides along; no download request
-            out["model"] = base64.b64encode(task.model_path.read_bytes()).decode("ascii")
+        # Small: the model rides along (base64); no download request.
+        inline = (
+            base64.b64encode(task.model_path.read_bytes()).decode("ascii") if size <= INLINE_BYTES else None
+        )
+        out = TaskForSite(
+            job_id=str(self.job_id),
+            task_id=task.task_id,
+            task_name=checked.task_name,
+            round=checked.round,
+            total_rounds=checked.total_rounds,
+            meta=checked.meta,
+            model=inline,
+        )
         for site in sorted(task.sites):
             previous = self._latest_task.get(site)
             if previous is not None:  # the site's earlier task is over for it
@@ -365,7 +368,7 @@ class JobRun:
                 self.progress.tasks_sent += 1
                 self.host.totals.tasks_sent += 1
                 self.progress.count(site, "tasks")
-                if "model" in out:
+                if inline is not None:
                     self.model_served(site, size)
             else:
                 self.site_lost(site, "site is not connected")
@@ -403,7 +406,7 @@ class JobRun:
         self._outcome = (JobStatus.FINISHED_OK, said, None)
         self._release_controller()
         # The results are written: sites can stop while the controller process exits.
-        await self._tell_sites_to_end("end", "finished")
+        await self._tell_sites_to_end(EndJob, "finished")
 
     async def _on_error(self, message: WorkflowError) -> None:
         status, error = error_message(message, set(self.site_apps))
@@ -528,9 +531,7 @@ class JobRun:
             self._send_controller(WorkflowLogConfig(setting=setting))
             applied["server"] = "sent"
         for site in sites:
-            ok = await self.host.send_to_site(
-                site, {"type": "log_config", "job_id": str(self.job_id), "setting": setting}
-            )
+            ok = await self.host.send_to_site(site, SiteLogConfig(job_id=str(self.job_id), setting=setting))
             applied[site] = "sent" if ok else "not connected"
         return applied
 
@@ -550,14 +551,14 @@ class JobRun:
         )
         self._send_controller(SiteFailed(site=site, reason=message))
 
-    def _deploy_message(self, site: str, app: str) -> dict[str, Any]:
-        job_id = str(self.job_id)
-        message: dict[str, Any] = {"type": "deploy", "job_id": job_id, "app": app, "study": self.study}
-        if self.archive_sha256:  # the site checks the archive it fetches against it
-            message["archive_sha256"] = self.archive_sha256
-        if site in self.gpus:
-            message["gpus"] = self.gpus[site]  # the site's GPU ids this job holds there
-        return message
+    def _deploy_message(self, site: str, app: str) -> Deploy:
+        return Deploy(
+            job_id=str(self.job_id),
+            app=app,
+            study=self.study,
+            archive_sha256=self.archive_sha256 or None,  # the site checks the archive it fetches
+            gpus=self.gpus.get(site),  # the site's GPU ids this job holds there
+        )
 
     async def site_returned(self, site: str) -> None:
         """A site that disconnected mid-job is back. Within its grace it still runs the job: the
@@ -606,7 +607,7 @@ class JobRun:
         self._finishing = True
         assert self._outcome is not None
         status, reason, error = self._outcome
-        await self._tell_sites_to_end("abort" if self._aborting else "end", reason)
+        await self._tell_sites_to_end(AbortJob if self._aborting else EndJob, reason)
         self._check_settled()
         try:
             await asyncio.wait_for(self._settled.wait(), SITE_END_GRACE)
@@ -625,16 +626,14 @@ class JobRun:
         self.done.set()
         self.host.run_finished(self)
 
-    async def _tell_sites_to_end(self, kind: str, reason: str) -> None:
+    async def _tell_sites_to_end(self, kind: type[EndJob | AbortJob], reason: str) -> None:
         """Send each site still in the job its "end" (or "abort") once; a site that cannot be
         told counts as gone."""
         for site in self.sites:
             if site in self._confirmed or site in self._gone or site in self._told_to_end:
                 continue
             self._told_to_end.add(site)
-            if not await self.host.send_to_site(
-                site, {"type": kind, "job_id": str(self.job_id), "reason": reason}
-            ):
+            if not await self.host.send_to_site(site, kind(job_id=str(self.job_id), reason=reason)):
                 self._gone.add(site)
 
     def _take_outputs(self) -> None:

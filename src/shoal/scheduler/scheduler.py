@@ -25,6 +25,7 @@ from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import Blobs
 from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
+from shoal.wire.messages import Message, encode
 from shoal.wire.resources import Need, ResourceError, check_spec
 from shoal.wire.status import JobStatus, brief
 from shoal.workflows.update_checks import UpdateChecks
@@ -121,8 +122,8 @@ class Scheduler:
     def notify(self, job_id: int) -> None:
         self.events.notify(job_id)
 
-    async def send_to_site(self, site: str, message: dict[str, Any]) -> bool:
-        return await self.sites.send(site, message)
+    async def send_to_site(self, site: str, message: Message) -> bool:
+        return await self.sites.send(site, encode(message))
 
     def controller_args(self, study: str) -> list[str]:
         """The server's arguments for a study's workflow process: its update checks, and whether

@@ -13,6 +13,7 @@ from shoal.server.middleware import identity_of
 from shoal.server.submission import release_blob
 from shoal.server.views import json_response
 from shoal.store.base import Submitter
+from shoal.wire import routes as paths
 from shoal.wire.status import JobStatus
 
 
@@ -64,7 +65,7 @@ async def clone_job(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     return [
-        web.post("/api/v1/jobs/{job_id}/abort", abort_job),
-        web.delete("/api/v1/jobs/{job_id}", delete_job),
-        web.post("/api/v1/jobs/{job_id}/clone", clone_job),
+        web.post(paths.JOB_ABORT, abort_job),
+        web.delete(paths.JOB, delete_job),
+        web.post(paths.JOB_CLONE, clone_job),
     ]

@@ -10,6 +10,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.server.context import CTX
 from shoal.server.views import job_meta, json_response
+from shoal.wire import routes as paths
 from shoal.wire.logconfig import LEVELS, MODES
 
 LONG_POLL_MAX = 30.0
@@ -221,10 +222,10 @@ async def log_config(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     return [
-        web.get("/api/v1/jobs/{job_id}/events", job_events),
-        web.get("/api/v1/jobs/{job_id}/stats", job_stats),
-        web.get("/api/v1/jobs/{job_id}/series", job_series),
-        web.get("/api/v1/jobs/{job_id}/rights", job_rights),
-        web.get("/api/v1/jobs/{job_id}/logs", job_logs),
-        web.post("/api/v1/jobs/{job_id}/log-config", log_config),
+        web.get(paths.JOB_EVENTS, job_events),
+        web.get(paths.JOB_STATS, job_stats),
+        web.get(paths.JOB_SERIES, job_series),
+        web.get(paths.JOB_RIGHTS, job_rights),
+        web.get(paths.JOB_LOGS, job_logs),
+        web.post(paths.JOB_LOG_CONFIG, log_config),
     ]

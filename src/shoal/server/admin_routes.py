@@ -14,13 +14,15 @@ from aiohttp import web
 from shoal import __version__
 from shoal.errors import ShoalError
 from shoal.security.identity import Identity
-from shoal.server.context import CTX, SUBMIT_TOKEN_RE, ServerContext, small_number
+from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip, parse_parts
 from shoal.server.streaming import save_body, stream_file
 from shoal.server.submission import prepare_submission, store_submission
 from shoal.server.views import job_meta, job_row, json_response
 from shoal.store.base import Submitter
+from shoal.wire import routes as paths
+from shoal.wire.rules import SUBMIT_TOKEN_RE
 
 log = logging.getLogger("shoal.server")
 
@@ -232,11 +234,11 @@ async def system_status(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     return [
-        web.get("/api/v1/health", health),
-        web.post("/api/v1/jobs", submit_job),
-        web.get("/api/v1/jobs", list_jobs),
-        web.get("/api/v1/jobs/{job_id}", get_job),
-        web.get("/api/v1/jobs/{job_id}/wait", wait_job),
-        web.get("/api/v1/jobs/{job_id}/result", download_job),
-        web.get("/api/v1/system/status", system_status),
+        web.get(paths.HEALTH, health),
+        web.post(paths.JOBS, submit_job),
+        web.get(paths.JOBS, list_jobs),
+        web.get(paths.JOB, get_job),
+        web.get(paths.JOB_WAIT, wait_job),
+        web.get(paths.JOB_RESULT, download_job),
+        web.get(paths.SYSTEM_STATUS, system_status),
     ]

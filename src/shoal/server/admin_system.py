@@ -22,7 +22,10 @@ from shoal.errors import ShoalError
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import DENY_KEY, identity_of
 from shoal.server.views import json_response
+from shoal.wire import routes as paths
 from shoal.wire.jobdef import PLAIN_NAME_RE
+from shoal.wire.messages import encode
+from shoal.wire.site import RestartAgent, ShutdownAgent
 
 SITE_ACTIONS = ("restart", "shutdown")
 
@@ -97,6 +100,13 @@ async def remove_site(request: web.Request) -> web.Response:
     return json_response({"site": name, "removed": True, "revoked_file": str(path)})
 
 
+#: The message each relayed action is (``remove`` is the server's own).
+_SITE_ORDERS: dict[str, type[RestartAgent | ShutdownAgent]] = {
+    "restart": RestartAgent,
+    "shutdown": ShutdownAgent,
+}
+
+
 async def site_action(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     ctx.authorize(request, "operate")
@@ -107,7 +117,8 @@ async def site_action(request: web.Request) -> web.Response:
     if ctx.sites.get(name) is None:
         raise ShoalError("SITE_NOT_FOUND", site=name)
     who = identity_of(request).name
-    sent = await ctx.sites.send(name, {"type": action, "reason": f"{action} asked by {who}"})
+    order = _SITE_ORDERS[action](reason=f"{action} asked by {who}")
+    sent = await ctx.sites.send(name, encode(order))
     if not sent:
         raise ShoalError("SITE_NOT_FOUND", "it disconnected before the message went out", site=name)
     return json_response({"site": name, "action": action, "sent": True})
@@ -115,7 +126,7 @@ async def site_action(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     return [
-        web.get("/api/v1/system/sites", list_sites),
-        web.post("/api/v1/system/sites/{site}/remove", remove_site),
-        web.post("/api/v1/system/sites/{site}/{action}", site_action),
+        web.get(paths.SYSTEM_SITES, list_sites),
+        web.post(paths.SITE_REMOVE, remove_site),
+        web.post(paths.SITE_ACTION, site_action),
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,7 @@ from shoal.server.studies import DEFAULT_STUDY, Studies
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import Blobs
 from shoal.wire.models import RESULT_FLOOR_BYTES
-
-SUBMIT_TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+from shoal.wire.rules import job_id_number
 
 
 @dataclass
@@ -80,7 +78,7 @@ class ServerContext:
         ``right`` on it; a job of another study answers JOB_NOT_FOUND, as if it did not exist."""
         study = self.study_of(request)
         raw = request.match_info["job_id"]
-        job_id = small_number(raw, 16)
+        job_id = job_id_number(raw)
         job = self.store.get_job(job_id) if job_id is not None else None
         if job is None or job.study != study:
             raise ShoalError("JOB_NOT_FOUND", f"searched study '{study}'", job_id=raw, study=study)

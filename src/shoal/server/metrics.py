@@ -22,6 +22,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import Handler
+from shoal.wire import routes as paths
 from shoal.wire.status import JobStatus
 
 #: Upper bounds (seconds) of the request-latency buckets: from a quick JSON answer to a long poll.
@@ -177,4 +178,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def routes() -> list[web.RouteDef]:
-    return [web.get("/metrics", metrics)]
+    return [web.get(paths.METRICS, metrics)]

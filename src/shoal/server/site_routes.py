@@ -7,6 +7,8 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +19,32 @@ from shoal.scheduler.runner import JobRun, TaskState
 from shoal.scheduler.sites import ConnectedSite, close_channel
 from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
-from shoal.server.site_messages import (
-    BadSiteMessage,
-    Ended,
-    Failed,
-    Hello,
-    InlineResult,
-    JobReport,
-    LogChunk,
-    Metric,
-    Notice,
-    Ready,
-    parse_site_message,
-)
+from shoal.server.site_messages import BadSiteMessage, parse_site_message
 from shoal.server.streaming import save_body, stream_blob, stream_file
 from shoal.server.views import json_response
+from shoal.wire import routes as paths
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
-from shoal.wire.messages import BadMessage
+from shoal.wire.messages import SITE, BadMessage, UnknownKinds, UnknownMessage, encode
 from shoal.wire.models import INLINE_BYTES, RESULT_SIZE_FACTOR, check_safetensors, result_bound
 from shoal.wire.resources import ResourceError, check_declaration
 from shoal.wire.results import ResultInfo, checked_result_info
+from shoal.wire.rules import job_id_number
+from shoal.wire.site import (
+    AbortJob,
+    Ended,
+    Hello,
+    InlineResult,
+    JobFailed,
+    JobReport,
+    LogChunk,
+    LoggedMetric,
+    Ready,
+    ResultAck,
+    SiteLogConfig,
+    SiteNotice,
+    TaskForSite,
+    Welcome,
+)
 
 log = logging.getLogger("shoal.server")
 
@@ -67,6 +75,7 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
         cert_not_after=ident.not_after,
     )
     greeted = False
+    unknown = UnknownKinds(log, f"site {site.name}")
     try:
         async for msg in ws:
             site.last_contact = time.time()
@@ -77,12 +86,15 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                 continue
             try:
                 message = parse_site_message(msg.data)
-            except BadSiteMessage as exc:
+            except (BadSiteMessage, UnknownMessage) as exc:
                 if not greeted:  # nothing may come before a good hello
                     log.warning("site %s: refused its channel, a malformed first message: %s", site.name, exc)
                     await close(CLOSE_MALFORMED, f"malformed hello: {exc}"[:120])
                     break
-                log.warning("site %s sent a malformed message; ignored: %s", site.name, exc)
+                if isinstance(exc, UnknownMessage):
+                    unknown(exc.kind)  # once per kind: a newer agent's, or a flood
+                else:
+                    log.warning("site %s sent a malformed message; ignored: %s", site.name, exc)
                 continue
             if isinstance(message, Hello) != (not greeted):
                 what = "a second hello" if greeted else f"a {type(message).__name__} before its hello"
@@ -94,9 +106,11 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                     await _greet(ctx, site, message)
                     greeted = True
                 elif isinstance(message, InlineResult):  # answered whatever happens: the site waits
-                    await send(_inline_result(ctx, site.name, message))
+                    await site.send(encode(_inline_result(ctx, site.name, message)))
+                elif isinstance(message, JobReport):
+                    _on_site_message(ctx, site.name, message, unknown)
                 else:
-                    _on_site_message(ctx, site.name, message)
+                    unknown(message.TYPE)  # a message the server sends, not takes
             except ConnectionError:
                 raise  # the channel itself broke: the finally below forgets the site
             except Exception:  # one message that cannot be handled must not cost the channel
@@ -118,17 +132,21 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
         _close_replaced(replaced)
     ctx.seen_sites.add(site.name)
     log.info("site %s connected", site.name)
-    await site.send({"type": "welcome", "project": ctx.project})
+    await site.send(encode(Welcome(project=ctx.project)))
     ctx.scheduler.site_restarted(site.name, set(hello.jobs))
     for message in waiting:  # what the server had to say while the site was away
-        if message.get("job_id") in hello.jobs or message.get("type") not in ("task", "log_config"):
+        # a task or a log setting only for a job the site still runs
+        if message.get("job_id") in hello.jobs or message.get(SITE.key) not in (
+            TaskForSite.TYPE,
+            SiteLogConfig.TYPE,
+        ):
             await site.send(message)
     for job_id in hello.jobs:
         if _run_of(ctx, site.name, job_id) is None:
             # A job this server no longer runs (it restarted, or the job ended while the site
             # was away): the site must not keep its process alive.
             reason = "the server no longer runs this job"
-            await site.send({"type": "abort", "job_id": job_id, "reason": reason})
+            await site.send(encode(AbortJob(job_id=job_id, reason=reason)))
     ctx.scheduler.site_connected(site.name)
 
 
@@ -143,28 +161,44 @@ def _close_replaced(old: ConnectedSite) -> None:
 
 def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
     """The running job ``job_id`` names (as the site sent it), if that site takes part in it."""
-    number = small_number(job_id, 16)
+    number = job_id_number(job_id)
     run = ctx.scheduler.runs.get(number) if number is not None else None
     return run if run is not None and site in run.site_apps else None
 
 
-def _on_site_message(ctx: ServerContext, site: str, message: JobReport) -> None:
+def _on_site_message(ctx: ServerContext, site: str, message: JobReport, unknown: UnknownKinds) -> None:
     """A checked report about a job; one about a job the site has no part in is dropped."""
     run = _run_of(ctx, site, message.job_id)
     if run is None:
         return
-    if isinstance(message, Ready):
-        run.site_ready(site)
-    elif isinstance(message, LogChunk):
-        append_site_log(run, site, message.data, message.file)
-    elif isinstance(message, Metric):
-        run.site_metric(site, message.key, message.value, message.step)
-    elif isinstance(message, Notice):
-        run.notice(f"{site}: {message.message}", site)
-    elif isinstance(message, Failed):
-        run.site_failed(site, {"type": message.error_type, "message": message.message})
-    elif isinstance(message, Ended):
-        run.site_ended(site)
+    handle = _REPORTS.get(type(message))
+    if handle is None:
+        unknown(message.TYPE)
+        return
+    handle(run, site, message)
+
+
+def _failed(run: JobRun, site: str, message: JobFailed) -> None:
+    run.site_failed(site, {"type": message.error.type, "message": message.error.message})
+
+
+def _metric(run: JobRun, site: str, message: LoggedMetric) -> None:
+    run.site_metric(site, message.key, message.value, message.step)
+
+
+def _log_chunk(run: JobRun, site: str, message: LogChunk) -> None:
+    append_site_log(run, site, message.data, message.file)
+
+
+#: What the server does with each report a site makes about a job it takes part in.
+_REPORTS: dict[type[JobReport], Callable[[JobRun, str, Any], None]] = {
+    Ready: lambda run, site, message: run.site_ready(site),
+    Ended: lambda run, site, message: run.site_ended(site),
+    LogChunk: _log_chunk,
+    LoggedMetric: _metric,
+    SiteNotice: lambda run, site, message: run.notice(f"{site}: {message.message}", site),
+    JobFailed: _failed,
+}
 
 
 async def result_received(request: web.Request) -> web.Response:
@@ -311,28 +345,28 @@ def _take_result(run: JobRun, site: str, task: TaskState, checked: Path, header:
     run.on_result(site, task, final, header)
 
 
-def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> dict[str, Any]:
+def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> ResultAck:
     """A small result sent inside the control channel (INLINE_BYTES). The answer says whether
     it was taken; a site that hears "not taken", or nothing, sends it by PUT instead, which
     reports any error the usual way."""
     task_id = message.task_id[:80]
-    reply = {"type": "result_ack", "job_id": message.job_id, "task_id": task_id, "ok": False}
+    reply = ResultAck(job_id=message.job_id, task_id=task_id)
     run = _run_of(ctx, site, message.job_id)
     task = run.open_task(site, task_id) if run is not None else None
     if run is None or task is None:
-        return {**reply, "error_code": "TASK_NOT_OPEN" if run is not None else "JOB_NOT_RUNNING"}
+        return replace(reply, error_code="TASK_NOT_OPEN" if run is not None else "JOB_NOT_RUNNING")
     try:
         body = base64.b64decode(message.data, validate=True)
     except ValueError:
-        return {**reply, "error_code": "INVALID_ARGS"}
+        return replace(reply, error_code="INVALID_ARGS")
     if len(body) > result_limit(ctx, task):
-        return {**reply, "error_code": "RESULT_TOO_LARGE"}
+        return replace(reply, error_code="RESULT_TOO_LARGE")
     if len(body) > INLINE_BYTES:  # not for the channel: the site sends it by PUT
-        return {**reply, "error_code": "INVALID_ARGS"}
+        return replace(reply, error_code="INVALID_ARGS")
     try:
         header = result_header(message.header)
     except ShoalError as exc:
-        return {**reply, "error_code": exc.code}
+        return replace(reply, error_code=exc.code)
     tmp = run.partial_path(task, site, "inline")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(body)
@@ -340,9 +374,9 @@ def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> dict
         check_safetensors(tmp)
     except ShoalError as exc:
         tmp.unlink(missing_ok=True)
-        return {**reply, "error_code": exc.code}
+        return replace(reply, error_code=exc.code)
     _take_result(run, site, task, tmp, header)
-    return {**reply, "ok": True}
+    return replace(reply, ok=True)
 
 
 async def job_log(request: web.Request) -> web.Response:
@@ -377,11 +411,11 @@ async def site_health(request: web.Request) -> web.Response:
 
 def routes() -> list[web.RouteDef]:
     return [
-        web.get("/site/v1/health", site_health),
-        web.get("/site/v1/ws", site_channel),
-        web.get("/site/v1/jobs/{job_id}/archive", job_archive),
-        web.get("/site/v1/jobs/{job_id}/tasks/{task_id}/model", task_model),
-        web.put("/site/v1/jobs/{job_id}/tasks/{task_id}/result", task_result),
-        web.get("/site/v1/jobs/{job_id}/tasks/{task_id}/result", result_received),
-        web.put("/site/v1/jobs/{job_id}/log", job_log),
+        web.get(paths.SITE_HEALTH, site_health),
+        web.get(paths.SITE_CHANNEL, site_channel),
+        web.get(paths.SITE_ARCHIVE, job_archive),
+        web.get(paths.SITE_TASK_MODEL, task_model),
+        web.put(paths.SITE_TASK_RESULT, task_result),
+        web.get(paths.SITE_TASK_RESULT, result_received),
+        web.put(paths.SITE_JOB_LOG, job_log),
     ]

@@ -16,6 +16,7 @@ in-flight runs, not by the number of sites.
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import time
 from collections import deque
@@ -26,6 +27,11 @@ from typing import Any, Protocol
 
 from shoal.simulator.worker import SiteTask
 from shoal.wire.channel import SyncChannel
+from shoal.wire.controller import PrivacySpent, Release, RoundDone, SiteFailed, SiteMetric, Task, TaskClosed
+from shoal.wire.messages import CONTROLLER, BadMessage, Dispatch, Message, UnknownMessage, decode, encode
+from shoal.wire.script import ScriptTask
+
+log = logging.getLogger("shoal.simulator")
 
 SpecFactory = Callable[[str, dict[str, Any]], SiteTask]
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -55,7 +61,7 @@ class PoolTransport(SyncChannel):
         self._pool = pool
         self._make_spec = make_spec
         self._max_in_flight = max(1, max_in_flight)
-        self._on_round = on_round
+        self._round_callback = on_round
         self._on_site = on_site
         self._waiting: deque[SiteTask] = deque()
         self._answers: queue.Queue[tuple[SiteTask, dict[str, Any]]] = queue.Queue()
@@ -69,38 +75,64 @@ class PoolTransport(SyncChannel):
         self.first_error: dict[str, Any] | None = None
         self.site_metrics: dict[str, dict[str, Any]] = {}
         self.worker_rss_kib: dict[int, int] = {}
+        # What the workflow may send, and what the simulator does with each (as the server's
+        # runner does; an unknown kind: one notice).
+        self._from_workflow = Dispatch(
+            CONTROLLER,
+            {
+                Task: self._on_task,
+                Release: self._on_release,
+                RoundDone: self._on_round,
+                TaskClosed: self._nothing_to_do,
+                PrivacySpent: self._nothing_to_do,
+            },
+            log,
+            "the workflow",
+        )
 
     # --- what the workflow sends: tasks and finished rounds -------------------------------
     def send(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "task":
-            task = {
-                "op": "task",
-                "task_id": message["task_id"],
-                "task_name": message.get("task_name", "train"),
-                "round": message.get("round"),
-                "total_rounds": message.get("total_rounds"),
-                "meta": message.get("meta") or {},
-                "model_path": message["model_path"],
-            }
-            self._round_started.setdefault(message.get("round"), time.monotonic())
-            rnd = message.get("round")
-            self._sent[rnd] = self._sent.get(rnd, 0) + len(message.get("sites", []))
-            self._waiting.extend(self._make_spec(site, task) for site in message.get("sites", []))
-            self._fill()
-        elif op == "release":  # a result folded in: the simulator's own file, removed here
-            Path(str(message.get("path"))).unlink(missing_ok=True)
-        elif op == "round":
-            started = self._round_started.pop(message.get("round"), None)
-            entry = {
-                "round": message.get("round"),
-                "metrics": dict(message.get("metrics") or {}),
-                "sites": len(message.get("sites") or []),
-                "seconds": None if started is None else time.monotonic() - started,
-            }
-            self.rounds.append(entry)
-            if self._on_round is not None:
-                self._on_round(entry)
+        found = self._from_workflow.handler(message)
+        if found is not None:
+            typed, handle = found
+            handle(typed)
+
+    def _on_task(self, message: Task) -> None:
+        # What each site's script receives (the script channel's task, as an agent hands it).
+        task = encode(
+            ScriptTask(
+                task_id=message.task_id,
+                task_name=message.task_name,
+                round=message.round,
+                total_rounds=message.total_rounds,
+                meta=message.meta,
+                model_path=message.model_path,
+            )
+        )
+        self._round_started.setdefault(message.round, time.monotonic())
+        self._sent[message.round] = self._sent.get(message.round, 0) + len(message.sites)
+        self._waiting.extend(self._make_spec(site, task) for site in message.sites)
+        self._fill()
+
+    def _on_release(self, message: Release) -> None:
+        """A result folded in: the simulator's own file, removed here."""
+        Path(message.path).unlink(missing_ok=True)
+
+    def _on_round(self, message: RoundDone) -> None:
+        started = self._round_started.pop(message.round, None)
+        entry = {
+            "round": message.round,
+            "metrics": dict(message.metrics),
+            "sites": len(message.sites),
+            "seconds": None if started is None else time.monotonic() - started,
+        }
+        self.rounds.append(entry)
+        if self._round_callback is not None:
+            self._round_callback(entry)
+
+    def _nothing_to_do(self, message: TaskClosed | PrivacySpent) -> None:
+        """A closed task has no site uploads to drop here, and the privacy spent is in the
+        workflow's metrics_summary.json: the simulator's report reads it there."""
 
     # --- what the workflow receives: the sites' answers ------------------------------------
     def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
@@ -163,19 +195,18 @@ class PoolTransport(SyncChannel):
             self.worker_rss_kib[pid] = max(self.worker_rss_kib.get(pid, 0), int(worker["max_rss_kib"]))
         site = str(answer.get("site"))
         for metric in answer.pop("logged", []):
-            self._relayed.append(
-                {"op": "metric", "site": site, **{k: metric.get(k) for k in ("key", "value", "step")}}
-            )
+            said = {k: metric.get(k) for k in ("key", "value", "step")}  # the client API's checks passed
+            self._relayed.append(encode(SiteMetric(site=site, **said)))
             values = self.site_metrics.setdefault(site, {})
             values[str(metric.get("key"))] = metric.get("value")
             if metric.get("step") is not None:
                 values[f"{metric.get('key')}_step"] = metric["step"]
-        if answer.get("op") == "site_failed" and self.first_error is None:
-            self.first_error = {
-                "site": site,
-                "type": answer.get("type", "Error"),
-                "message": answer.get("reason", ""),
-            }
+        try:  # a worker runs job code: its answer is read like any peer's
+            failed: Message | None = decode(CONTROLLER, answer)
+        except (BadMessage, UnknownMessage):
+            failed = None  # the workflow's context drops it with a notice
+        if isinstance(failed, SiteFailed) and self.first_error is None:
+            self.first_error = {"site": site, "type": failed.type, "message": failed.reason}
         return answer
 
 
@@ -188,9 +219,5 @@ def _answer_of(future: Future[dict[str, Any]], spec: SiteTask) -> dict[str, Any]
 
 
 def _worker_failed(spec: SiteTask, exc: BaseException) -> dict[str, Any]:
-    return {
-        "op": "site_failed",
-        "site": spec.site,
-        "type": type(exc).__name__,
-        "reason": f"the simulator's worker failed: {type(exc).__name__}: {exc}",
-    }
+    reason = f"the simulator's worker failed: {type(exc).__name__}: {exc}"
+    return encode(SiteFailed(site=spec.site, type=type(exc).__name__, reason=reason))

@@ -34,6 +34,10 @@ from typing import Any
 from shoal import settings
 from shoal.fl import client
 from shoal.wire.channel import SyncChannel, encode
+from shoal.wire.controller import Result, SiteFailed
+from shoal.wire.messages import SCRIPT, BadMessage, Message, UnknownMessage, decode
+from shoal.wire.messages import encode as encode_message
+from shoal.wire.script import ScriptMetric, ScriptResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,15 +113,9 @@ def serve(fd: int) -> None:
             TypeError,
             ValueError,
         ) as exc:  # a meta value JSON cannot carry: a site could not send it either
-            data = encode(
-                {
-                    "op": "site_failed",
-                    "site": spec.site,
-                    "type": type(exc).__name__,
-                    "reason": f"the result cannot be sent as JSON: {exc}",
-                    "worker": answer.get("worker"),
-                }
-            )
+            reason = f"the result cannot be sent as JSON: {exc}"
+            failed = SiteFailed(site=spec.site, type=type(exc).__name__, reason=reason)
+            data = encode({**encode_message(failed), "worker": answer.get("worker")})
         sock.sendall(data)
 
 
@@ -172,34 +170,33 @@ def _run_entry(spec: SiteTask) -> None:
 
 
 def _answer(spec: SiteTask, sent: list[dict[str, Any]], error: tuple[str, str] | None) -> dict[str, Any]:
-    result = next((m for m in sent if m.get("op") == "result"), None)
-    metrics = [m for m in sent if m.get("op") == "metric"]
+    """The answer a server would relay to the workflow (a controller channel ``Result`` or
+    ``SiteFailed``), plus the metrics the script logged (``logged``) for the transport to relay
+    first. What the script sent is read as the agent reads it (``shoal.wire.script``)."""
+    said: list[Message] = []
+    for raw in sent:
+        try:
+            said.append(decode(SCRIPT, raw))
+        except UnknownMessage:
+            continue
+        except BadMessage as exc:  # refused as the agent refuses it
+            if raw.get(SCRIPT.key) == ScriptResult.TYPE and error is None:
+                error = ("ResultRefused", f"INVALID_ARGS: {exc}")
+    result = next((m for m in said if isinstance(m, ScriptResult)), None)
+    metrics = [encode_message(m) for m in said if isinstance(m, ScriptMetric)]
     if error is None and result is None:
         error = ("NoResult", "the training script ended without sending a result for the task")
     if error is not None:
-        return {
-            "op": "site_failed",
-            "site": spec.site,
-            "type": error[0],
-            "reason": error[1],
-            "logged": metrics,
-        }
+        failed = SiteFailed(site=spec.site, type=error[0], reason=error[1])
+        return {**encode_message(failed), "logged": metrics}
     assert result is not None
-    meta = dict(result.get("meta") or {})
     try:
-        meta = _privatized(spec, Path(result["path"]), meta)
+        meta = _privatized(spec, Path(result.path), dict(result.info.meta))
     except Exception as exc:  # as a real site: an update that cannot be protected never goes
-        return {"op": "site_failed", "site": spec.site, "type": "PrivacyFilterFailed", "reason": str(exc)}
-    return {
-        "op": "result",
-        "task_id": result["task_id"],
-        "site": spec.site,
-        "path": result["path"],
-        "num_examples": result.get("num_examples", 1),  # checked by the workflow's context
-        "metrics": result.get("metrics") or {},
-        "meta": meta,
-        "logged": metrics,
-    }
+        return encode_message(SiteFailed(site=spec.site, type="PrivacyFilterFailed", reason=str(exc)))
+    info = dataclasses.replace(result.info, meta=meta)  # num_examples: the workflow's context checks it
+    answer = Result(task_id=result.task_id, site=spec.site, path=result.path, info=info)
+    return {**encode_message(answer), "logged": metrics}
 
 
 def _privatized(spec: SiteTask, path: Path, meta: dict[str, Any]) -> dict[str, Any]:

@@ -30,9 +30,27 @@ from shoal.security.tls import client_ssl_context, read_kit_json
 from shoal.site.job import SiteJob
 from shoal.site.metrics import SiteCounters, load_metrics_config
 from shoal.site.policy import load_site_policy, load_site_resources
-from shoal.wire import logconfig
+from shoal.wire import logconfig, routes
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
 from shoal.wire.idle import Progress, TransferStalled, idle_timeout, watched
+from shoal.wire.messages import SITE, BadMessage, Dispatch, Message, encode
+from shoal.wire.results import ResultInfo
+from shoal.wire.site import (
+    AbortJob,
+    Deploy,
+    Ended,
+    EndJob,
+    ErrorInfo,
+    Hello,
+    InlineResult,
+    JobFailed,
+    RestartAgent,
+    ResultAck,
+    ShutdownAgent,
+    SiteLogConfig,
+    TaskForSite,
+    Welcome,
+)
 from shoal.wire.status import brief
 
 log = logging.getLogger("shoal.site")
@@ -82,7 +100,24 @@ class SiteAgent:
         self.sandbox.check_readable(list(self.policy.get("data_paths") or []), "site policy data_paths")
         self.jobs: dict[str, SiteJob] = {}
         self._acks: dict[tuple[str, str], asyncio.Future[bool]] = {}  # inline results in flight
-        self._kept: list[dict[str, Any]] = []  # send(keep=True) while disconnected
+        # What the server may say, and what the agent does with each (an unknown kind: one notice).
+        self._dispatch = Dispatch(
+            SITE,
+            {
+                Welcome: self._on_welcome,
+                Deploy: self._on_deploy,
+                TaskForSite: self._on_task,
+                SiteLogConfig: self._on_log_config,
+                ResultAck: self._on_result_ack,
+                RestartAgent: self._on_order,
+                ShutdownAgent: self._on_order,
+                EndJob: self._on_end,
+                AbortJob: self._on_end,
+            },
+            log,
+            "the server",
+        )
+        self._kept: list[Message] = []  # send(keep=True) while disconnected
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
@@ -97,7 +132,7 @@ class SiteAgent:
         assert self._session is not None
         return self._session
 
-    async def send(self, message: dict[str, Any], keep: bool = False) -> bool:
+    async def send(self, message: Message, keep: bool = False) -> bool:
         """Report to the server. A message sent while disconnected is dropped (the server learns
         of the disconnect on its side and settles the job), unless ``keep``: it then goes first
         after the next hello. A site's failure or end must not be lost to a link that drops and
@@ -105,35 +140,28 @@ class SiteAgent:
         come. False if it was not sent now."""
         if self._ws is not None and not self._ws.closed:
             try:
-                await self._ws.send_json(message)
+                await self._ws.send_json(encode(message))
                 return True
             except ConnectionError:
                 pass
         if keep and len(self._kept) < KEPT_MAX:
             log.info(
                 "not connected: the %s report of job %s waits for the server",
-                message.get("type"),
-                message.get("job_id"),
+                message.TYPE,
+                getattr(message, "job_id", "-"),
             )
             self._kept.append(message)
         return False
 
-    async def send_result_inline(
-        self, job_id: str, task_id: str, data: bytes, header: dict[str, Any]
-    ) -> bool:
+    async def send_result_inline(self, job_id: str, task_id: str, data: bytes, info: ResultInfo) -> bool:
         """A small result (INLINE_BYTES) through the control channel; True once the server
         says it has it. False (not sent, refused, the channel dropped before the answer, or no
         answer in time): the caller sends it by PUT, which retries and reports errors."""
         key = (job_id, task_id)
         answer = self._acks[key] = asyncio.get_running_loop().create_future()
         try:
-            message = {
-                "type": "result",
-                "job_id": job_id,
-                "task_id": task_id,
-                "header": header,
-                "data": base64.b64encode(data).decode("ascii"),
-            }
+            encoded = base64.b64encode(data).decode("ascii")
+            message = InlineResult(job_id=job_id, task_id=task_id, header=info.header(), data=encoded)
             if not await self.send(message):
                 return False
             return await asyncio.wait_for(answer, INLINE_ACK_TIMEOUT)
@@ -254,23 +282,21 @@ class SiteAgent:
             backoff = BACKOFF_START
             while not self._stop.is_set():
                 try:
-                    async with session.ws_connect(self.base_url + "/site/v1/ws", heartbeat=15.0) as ws:
+                    async with session.ws_connect(self.base_url + routes.SITE_CHANNEL, heartbeat=15.0) as ws:
                         self._ws = ws
                         self.counters.connected = True
                         self.counters.connections += 1
-                        await ws.send_json(
-                            {
-                                "type": "hello",
-                                "version": __version__,
-                                # What the server schedules by; the site's data paths stay here.
-                                "policy": {k: v for k, v in self.policy.items() if k != "data_paths"},
-                                "resources": self.resources,
-                                "jobs": list(self.jobs),
-                            }
+                        hello = Hello(
+                            version=__version__,
+                            # What the server schedules by; the site's data paths stay here.
+                            policy={k: v for k, v in self.policy.items() if k != "data_paths"},
+                            resources=self.resources,
+                            jobs=list(self.jobs),
                         )
+                        await ws.send_json(encode(hello))
                         log.info("connected to %s", self.base_url)
                         while self._kept:  # sent before anything else; kept until it went
-                            await ws.send_json(self._kept[0])
+                            await ws.send_json(encode(self._kept[0]))
                             self._kept.pop(0)
                         backoff = BACKOFF_START
                         closed_with = await self._listen(ws)
@@ -335,63 +361,67 @@ class SiteAgent:
                     return int(msg.data)
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     return None
-                self._dispatch(json.loads(msg.data))
+                try:
+                    found = self._dispatch.handler(json.loads(msg.data))
+                except BadMessage as exc:
+                    log.warning("the server sent a malformed message; ignored: %s", exc)
+                    continue
+                if found is not None:
+                    message, handle = found
+                    handle(message)
         finally:
             stop_task.cancel()
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        job_id = str(msg.get("job_id", ""))
+    def _on_deploy(self, message: Deploy) -> None:
+        if message.job_id in self.jobs:
+            return  # deployed again after a reconnect: it runs already
+        self.counters.jobs_started += 1
+        job = self.jobs[message.job_id] = self.job_class(self, message.job_id, message.app, message.study)
+        if message.gpus is not None:
+            job.gpus = list(message.gpus)
+        if message.archive_sha256 is not None:
+            job.archive_sha256 = message.archive_sha256
+        asyncio.get_running_loop().create_task(job.start())
+
+    def _on_task(self, message: TaskForSite) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is not None:
+            asyncio.get_running_loop().create_task(self._guard(job, job.on_task(message)))
+
+    def _on_log_config(self, message: SiteLogConfig) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is not None:
+            asyncio.get_running_loop().create_task(self._guard(job, job.set_log_config(message.setting)))
+
+    def _on_result_ack(self, message: ResultAck) -> None:
+        answer = self._acks.get((message.job_id, message.task_id))
+        if answer is not None and not answer.done():
+            answer.set_result(message.ok)
+
+    def _on_order(self, message: RestartAgent | ShutdownAgent) -> None:
+        # only the server can say this: it arrives on the channel whose TLS verified it
+        log.warning("the server asks this agent to %s (%s)", message.TYPE, message.reason)
+        self.exit_action = message.TYPE
+        self.stop()
+
+    def _on_end(self, message: EndJob | AbortJob) -> None:
         loop = asyncio.get_running_loop()
-        job = self.jobs.get(job_id)
-        if kind == "deploy":
-            if job is None:
-                self.counters.jobs_started += 1
-                job = self.jobs[job_id] = self.job_class(
-                    self, job_id, str(msg["app"]), str(msg.get("study", "default"))
-                )
-                gpus = msg.get("gpus")
-                if isinstance(gpus, list):
-                    job.gpus = [str(g) for g in gpus]
-                sha = msg.get("archive_sha256")
-                if isinstance(sha, str):
-                    job.archive_sha256 = sha
-                loop.create_task(job.start())
-        elif kind == "task":
-            if job is not None:
-                loop.create_task(self._guard(job, job.on_task(msg)))
-        elif kind == "log_config":
-            if job is not None:
-                loop.create_task(self._guard(job, job.set_log_config(str(msg.get("setting", "")))))
-        elif kind == "result_ack":
-            answer = self._acks.get((job_id, str(msg.get("task_id", ""))))
-            if answer is not None and not answer.done():
-                answer.set_result(bool(msg.get("ok")))
-        elif kind in ("restart", "shutdown"):
-            # only the server can say this: it arrives on the channel whose TLS verified it
-            log.warning("the server asks this agent to %s (%s)", kind, msg.get("reason", ""))
-            self.exit_action = kind
-            self.stop()
-        elif kind in ("end", "abort"):
-            if job is not None:
-                del self.jobs[job_id]
-                loop.create_task(job.end(str(msg.get("reason", kind)), kill=kind == "abort"))
-            else:
-                loop.create_task(self.send({"type": "ended", "job_id": job_id}))
+        job = self.jobs.pop(message.job_id, None)
+        if job is not None:
+            loop.create_task(job.end(message.reason, kill=isinstance(message, AbortJob)))
+        else:
+            loop.create_task(self.send(Ended(job_id=message.job_id)))
+
+    def _on_welcome(self, message: Welcome) -> None:
+        log.debug("the server of project %r took this agent's hello", message.project)
 
     async def _guard(self, job: SiteJob, coro: Any) -> None:
         try:
             await coro
         except Exception as exc:
             log.exception("job %s: task failed", job.job_id)
-            await self.send(
-                {
-                    "type": "failed",
-                    "job_id": job.job_id,
-                    "error": {"type": type(exc).__name__, "message": brief(str(exc))},
-                },
-                keep=True,
-            )
+            error = ErrorInfo(type=type(exc).__name__, message=brief(str(exc)))
+            await self.send(JobFailed(job_id=job.job_id, error=error), keep=True)
 
     async def _end_all(self, reason: str) -> None:
         jobs = list(self.jobs.values())

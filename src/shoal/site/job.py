@@ -16,6 +16,7 @@ import shutil
 import signal
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,10 +25,25 @@ from shoal.errors import ShoalError
 from shoal.privacy.protections import APPLIED_META_KEY, site_privacy
 from shoal.sandbox.files import UnsafeJobFile, claim, remove_tree
 from shoal.site.policy import PRIVACY_KEY
+from shoal.wire import routes
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
+from shoal.wire.messages import SCRIPT, BadMessage, Dispatch, Message
+from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES, result_header_json
+from shoal.wire.results import ResultInfo, checked_result_info
+from shoal.wire.script import ScriptLogConfig, ScriptMetric, ScriptResult, ScriptTask, StopScript
+from shoal.wire.site import (
+    Ended,
+    ErrorInfo,
+    JobFailed,
+    LogChunk,
+    LoggedMetric,
+    Ready,
+    SiteNotice,
+    TaskForSite,
+)
 from shoal.wire.status import brief
 
 if TYPE_CHECKING:
@@ -64,13 +80,11 @@ class JobHost(Protocol):
     launcher: ForkServer  # starts it
     counters: SiteCounters  # what the site's own /metrics shows
 
-    async def send(self, message: dict[str, Any], keep: bool = False) -> bool:
+    async def send(self, message: Message, keep: bool = False) -> bool:
         """Report to the server on the control channel."""
         ...
 
-    async def send_result_inline(
-        self, job_id: str, task_id: str, data: bytes, header: dict[str, Any]
-    ) -> bool:
+    async def send_result_inline(self, job_id: str, task_id: str, data: bytes, info: ResultInfo) -> bool:
         """A small result through the control channel; True once the server took it."""
         ...
 
@@ -104,6 +118,13 @@ class SiteJob:
         self._failed = False
         self._round = 0  # the round of the latest task (a step for metrics kept on the site)
         self._own_tracking: JobTracking | None = None  # share_metrics: false (site policy)
+        # What the script may say, and what the agent does with each (an unknown kind: one notice).
+        self._from_script = Dispatch(
+            SCRIPT,
+            {ScriptResult: self._on_result, ScriptMetric: self._on_metric},
+            log,
+            f"job {job_id}: the training script",
+        )
         self.privacy: dict[
             str, Any
         ] = {}  # the protections applied to every result (shoal.privacy.protections)
@@ -152,7 +173,7 @@ class SiteJob:
     async def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         archive = self.dir / "job.zip"
-        await self.agent.download(f"/site/v1/jobs/{self.job_id}/archive", archive)
+        await self.agent.download(routes.fill(routes.SITE_ARCHIVE, job_id=self.job_id), archive)
         if self.archive_sha256:
             got = await asyncio.to_thread(_sha256_of, archive)
             if got != self.archive_sha256:
@@ -211,7 +232,7 @@ class SiteJob:
         assert self.proc.stdout is not None
         self._capture = loop.create_task(self._capture_output(self.proc.stdout))
         loop.create_task(self._pump(reader))
-        await self.agent.send({"type": "ready", "job_id": self.job_id})
+        await self.agent.send(Ready(job_id=self.job_id))
         meta = json.loads((job_dir / "meta.json").read_text())
         if not self.agent.policy.get("share_metrics", True):
             await self._keep_metrics(str(meta.get("name", "")))
@@ -222,11 +243,7 @@ class SiteJob:
                 loop.create_task(self._stream_log())
             else:
                 await self.agent.send(
-                    {
-                        "type": "notice",
-                        "job_id": self.job_id,
-                        "message": "log streaming refused by site policy",
-                    }
+                    SiteNotice(job_id=self.job_id, message="log streaming refused by site policy")
                 )
 
     @property
@@ -295,19 +312,13 @@ class SiteJob:
                 cut = _utf8_boundary(data)  # a line longer than a chunk goes in pieces
             if cut and not self._ending:
                 offset += cut
-                await self.agent.send(
-                    {
-                        "type": "log",
-                        "job_id": self.job_id,
-                        "file": "log.json",
-                        "data": data[:cut].decode("utf-8", "replace"),
-                    }
-                )
+                chunk = data[:cut].decode("utf-8", "replace")
+                await self.agent.send(LogChunk(job_id=self.job_id, file="log.json", data=chunk))
 
     async def set_log_config(self, setting: str) -> None:
         await self._started.wait()
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(encode({"op": "log_config", "setting": setting}))
+            self._writer.write(encode(encode_message(ScriptLogConfig(setting=setting))))
             await self._writer.drain()
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
@@ -343,36 +354,23 @@ class SiteJob:
     async def _relay(self, reader: asyncio.StreamReader) -> None:
         """The script's messages, in order, until its channel ends."""
         try:
-            while (msg := await read_message(reader)) is not None:
-                if msg.get("op") == "result":
-                    if str(msg.get("task_id")) not in self._tasks_seen:
-                        # Its own bug, not a late answer: the server would refuse it as one.
-                        await self._report_failure(
-                            "ProtocolError",
-                            f"the training script answered task {brief(str(msg.get('task_id')), 80)!r}, "
-                            "which it was not given (no such task for this site)",
+            while (raw := await read_message(reader)) is not None:
+                try:
+                    found = self._from_script.handler(raw)
+                except BadMessage as exc:
+                    # A script that bypasses the client API is held to its rules: a result it
+                    # cannot describe fails the job (the server would refuse it), anything else
+                    # is dropped with a notice.
+                    if raw.get(SCRIPT.key) == ScriptResult.TYPE:
+                        await self._report_failure("ResultRefused", f"INVALID_ARGS: {exc}")
+                    else:
+                        log.warning(
+                            "job %s: the training script sent a malformed message: %s", self.job_id, exc
                         )
-                        continue
-                    self._unanswered.discard(str(msg.get("task_id")))
-                    self._relaying_result = True
-                    try:
-                        await self._upload_result(msg)
-                    finally:
-                        self._relaying_result = False
-                elif msg.get("op") == "metric" and self._own_tracking is not None:
-                    self.agent.counters.metrics_logged += 1
-                    self._track_here(msg)
-                elif msg.get("op") == "metric":
-                    self.agent.counters.metrics_logged += 1
-                    await self.agent.send(
-                        {
-                            "type": "metric",
-                            "job_id": self.job_id,
-                            "key": msg.get("key"),
-                            "value": msg.get("value"),
-                            "step": msg.get("step"),
-                        }
-                    )
+                    continue
+                if found is not None:
+                    message, handle = found
+                    await handle(message)
         except ConnectionError as exc:
             log.warning("job %s: channel to the script broke: %s", self.job_id, exc)
         except UnreadableMessage as exc:
@@ -415,17 +413,42 @@ class SiteJob:
             return ""
         return brief("; last output: " + " | ".join(text), 2000) if text else ""
 
-    async def _upload_result(self, msg: dict[str, Any]) -> None:
+    async def _on_result(self, message: ScriptResult) -> None:
+        if message.task_id not in self._tasks_seen:
+            # Its own bug, not a late answer: the server would refuse it as one.
+            await self._report_failure(
+                "ProtocolError",
+                f"the training script answered task {brief(message.task_id, 80)!r}, "
+                "which it was not given (no such task for this site)",
+            )
+            return
+        self._unanswered.discard(message.task_id)
+        self._relaying_result = True
+        try:
+            await self._upload_result(message)
+        finally:
+            self._relaying_result = False
+
+    async def _on_metric(self, message: ScriptMetric) -> None:
+        self.agent.counters.metrics_logged += 1
+        if self._own_tracking is not None:
+            self._track_here(message)
+        else:
+            await self.agent.send(
+                LoggedMetric(job_id=self.job_id, key=message.key, value=message.value, step=message.step)
+            )
+
+    async def _upload_result(self, message: ScriptResult) -> None:
         """The script's result: taken out of its folder into the agent's own (never read where
         the script could point it: a link to the site's key would be uploaded), then sent."""
-        task_id = str(msg.get("task_id"))
-        header = {
-            "num_examples": msg.get("num_examples", 1),
-            "metrics": msg.get("metrics", {}),
-            "meta": msg.get("meta", {}),
-        }
+        task_id = message.task_id
         try:
-            result_header_json(header)  # a script that bypasses the client API is held to it too
+            info = checked_result_info(message.info.header())  # the server's own rule for it
+        except BadMessage as exc:
+            await self._report_failure("ResultRefused", f"INVALID_ARGS: task {task_id[:64]}'s result: {exc}")
+            return
+        try:
+            result_header_json(info.header())  # a script that bypasses the client API is held to it too
         except ValueError as exc:
             await self._report_failure("ResultTooLarge", str(exc))
             return
@@ -433,7 +456,7 @@ class SiteJob:
             path = await asyncio.to_thread(
                 claim,
                 self.work_dir,
-                str(msg.get("path", "")),
+                message.path,
                 self.results_dir / f"{uuid.uuid4().hex}.safetensors",
             )
         except (UnsafeJobFile, OSError) as exc:
@@ -448,11 +471,11 @@ class SiteJob:
                 path.unlink(missing_ok=True)
                 await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}: {exc}")
                 return
-            header["meta"] = {**(header["meta"] or {}), APPLIED_META_KEY: applied}
-        elif isinstance(header["meta"], dict):
-            header["meta"].pop(APPLIED_META_KEY, None)  # only the agent says what it applied
+            info = replace(info, meta={**info.meta, APPLIED_META_KEY: applied})
+        else:  # only the agent says what it applied
+            info = replace(info, meta={k: v for k, v in info.meta.items() if k != APPLIED_META_KEY})
         try:
-            await self.deliver_result(task_id, path, header)
+            await self.deliver_result(task_id, path, info)
         except ShoalError as exc:
             if exc.code != "TASK_NOT_OPEN":
                 raise
@@ -474,36 +497,38 @@ class SiteJob:
         tmp.replace(path)
         return applied
 
-    async def deliver_result(self, task_id: str, path: Path, header: dict[str, Any]) -> None:
+    async def deliver_result(self, task_id: str, path: Path, info: ResultInfo) -> None:
         """A small result goes inside the control channel (INLINE_BYTES) when the server takes
         it there; anything else, or if that fails, by a resumable PUT."""
         size = path.stat().st_size
         inline = size <= INLINE_BYTES
         if not (
-            inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), header)
+            inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), info)
         ):
             await self.agent.upload(
-                f"/site/v1/jobs/{self.job_id}/tasks/{task_id}/result",
+                routes.fill(routes.SITE_TASK_RESULT, job_id=self.job_id, task_id=task_id),
                 path,
-                {"X-Shoal-Result": result_header_json(header)},
+                {"X-Shoal-Result": result_header_json(info.header())},
             )
         self.agent.counters.results_sent += 1
         self.agent.counters.bytes_to_server += size
 
-    async def fetch_model(self, msg: dict[str, Any], dest: Path) -> None:
+    async def fetch_model(self, task: TaskForSite, dest: Path) -> None:
         """The task's model into ``dest``: from the message itself when it is small enough to
         ride along (INLINE_BYTES), else streamed down (resumable)."""
-        if "model" in msg:
+        if task.model is not None:
             part = dest.with_name(dest.name + ".part")
-            part.write_bytes(base64.b64decode(msg["model"]))
+            part.write_bytes(base64.b64decode(task.model))
             part.replace(dest)
         else:
-            await self.agent.download(f"/site/v1/jobs/{self.job_id}/tasks/{msg['task_id']}/model", dest)
+            await self.agent.download(
+                routes.fill(routes.SITE_TASK_MODEL, job_id=self.job_id, task_id=task.task_id), dest
+            )
         self.agent.counters.bytes_from_server += dest.stat().st_size
 
-    async def on_task(self, msg: dict[str, Any]) -> None:
+    async def on_task(self, task: TaskForSite) -> None:
         await self._started.wait()
-        task_id = str(msg.get("task_id"))
+        task_id = task.task_id
         if self._writer is None or self._ending or task_id in self._tasks_seen:
             return  # a task the server sent again after a reconnect, in case it was lost: had it
         self._tasks_seen.add(task_id)
@@ -525,7 +550,7 @@ class SiteJob:
             old.unlink(missing_ok=True)
         model_path = models / f"{task_id}.safetensors"
         try:
-            await self.fetch_model(msg, model_path)
+            await self.fetch_model(task, model_path)
         except ShoalError as exc:
             if exc.code != "TASK_NOT_OPEN":
                 raise
@@ -533,7 +558,7 @@ class SiteJob:
             return
         self._unanswered.add(task_id)
         try:
-            await self._hand_task(msg, task_id, model_path)
+            await self._hand_task(task, model_path)
         except ConnectionError:
             # The script is gone (its channel closed under the write): its exit, with its code
             # and last output, is what _pump reports; this write's error would only hide it.
@@ -548,7 +573,7 @@ class SiteJob:
         loop = asyncio.get_running_loop()
 
         def notice(text: str) -> None:
-            message = {"type": "notice", "job_id": self.job_id, "message": text.removeprefix("server: ")}
+            message = SiteNotice(job_id=self.job_id, message=text.removeprefix("server: "))
             loop.create_task(self.agent.send(message))
 
         run = RunInfo(int(self.job_id) if self.job_id.isdecimal() else 0, job_name, self.study)
@@ -558,33 +583,27 @@ class SiteJob:
             "in its own TensorBoard files"
         )
 
-    def _track_here(self, msg: dict[str, Any]) -> None:
-        key, value = msg.get("key"), msg.get("value")
-        if not isinstance(key, str) or not 0 < len(key) <= METRIC_KEY_MAX:
-            return
-        if isinstance(value, bool) or not isinstance(value, int | float):
+    def _track_here(self, message: ScriptMetric) -> None:
+        key, value = message.key, message.value
+        if not 0 < len(key) <= METRIC_KEY_MAX:
             return
         assert self._own_tracking is not None
         self._own_tracking.log(key, value, self._round)
 
-    async def _hand_task(self, msg: dict[str, Any], task_id: str, model_path: Path) -> None:
+    async def _hand_task(self, task: TaskForSite, model_path: Path) -> None:
         assert self._writer is not None
-        if type(msg.get("round")) is int:
-            self._round = msg["round"]
-        self._writer.write(
-            encode(
-                {
-                    "op": "task",
-                    "task_id": msg["task_id"],
-                    "task_name": msg.get("task_name", "train"),
-                    "round": msg.get("round"),
-                    "total_rounds": msg.get("total_rounds"),
-                    "meta": msg.get("meta") or {},
-                    "model_path": str(model_path),
-                    "result_dir": str(self.work_dir),
-                }
-            )
+        if task.round is not None:
+            self._round = task.round
+        to_script = ScriptTask(
+            task_id=task.task_id,
+            task_name=task.task_name,
+            round=task.round,
+            total_rounds=task.total_rounds,
+            meta=task.meta,
+            model_path=str(model_path),
+            result_dir=str(self.work_dir),
         )
+        self._writer.write(encode(encode_message(to_script)))
         await self._writer.drain()
 
     async def _report_failure(self, kind: str, message: str) -> None:
@@ -592,8 +611,7 @@ class SiteJob:
             return
         self._failed = True
         await self.agent.send(
-            {"type": "failed", "job_id": self.job_id, "error": {"type": kind, "message": brief(message)}},
-            keep=True,
+            JobFailed(job_id=self.job_id, error=ErrorInfo(type=kind, message=brief(message))), keep=True
         )
 
     async def end(self, reason: str, kill: bool = False) -> None:
@@ -604,7 +622,7 @@ class SiteJob:
         await self._started.wait()
         if not kill and self._writer is not None and not self._writer.is_closing():
             try:
-                self._writer.write(encode({"op": "stop", "reason": reason}))
+                self._writer.write(encode(encode_message(StopScript(reason=reason))))
                 await self._writer.drain()
             except ConnectionError:
                 pass
@@ -622,14 +640,14 @@ class SiteJob:
         # One after the other: the server receives both files of a site through the same
         # temporary file name (log.part), so two uploads at once could swap their contents.
         for path, route in (
-            (self.log_path, f"/site/v1/jobs/{self.job_id}/log"),
-            (self.json_log_path, f"/site/v1/jobs/{self.job_id}/log?file=log.json"),
+            (self.log_path, routes.fill(routes.SITE_JOB_LOG, job_id=self.job_id)),
+            (self.json_log_path, routes.fill(routes.SITE_JOB_LOG, job_id=self.job_id) + "?file=log.json"),
         ):
             try:
                 await self._upload_log(path, route)
             except Exception as exc:  # the job's end is still confirmed below
                 log.warning("job %s: could not upload %s: %s", self.job_id, path.name, exc)
-        await self.agent.send({"type": "ended", "job_id": self.job_id}, keep=True)
+        await self.agent.send(Ended(job_id=self.job_id), keep=True)
 
     async def _upload_log(self, path: Path, route: str) -> None:
         """Upload one log file. The server refuses a log past LOG_UPLOAD_MAX whole, so a longer
@@ -644,16 +662,12 @@ class SiteJob:
         tail = path.with_name(path.name + ".tail")
         try:
             dropped = await asyncio.to_thread(self._write_log_tail, path, tail, size)
-            await self.agent.send(
-                {
-                    "type": "notice",
-                    "job_id": self.job_id,
-                    "message": f"{path.name} was cut for upload: its first {dropped} of {size} bytes "
-                    f"were dropped (the server keeps at most {LOG_UPLOAD_MAX // 2**20} MiB); "
-                    f"the whole file is in the site's workspace",
-                },
-                keep=True,
+            said = (
+                f"{path.name} was cut for upload: its first {dropped} of {size} bytes were dropped "
+                f"(the server keeps at most {LOG_UPLOAD_MAX // 2**20} MiB); the whole file is in the "
+                "site's workspace"
             )
+            await self.agent.send(SiteNotice(job_id=self.job_id, message=said), keep=True)
             await self.agent.upload(route, tail, {})
         finally:
             tail.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.wire.messages import CONTROLLER, SERVER, WORKFLOW, Message, register
+from shoal.wire.messages import CONTROLLER, FLAT, SERVER, WORKFLOW, Message, register
 from shoal.wire.results import ResultInfo
 
 # --- workflow -> server ------------------------------------------------------------------------
@@ -101,7 +101,7 @@ class Result(Message):
     task_id: str
     site: str
     path: str
-    info: ResultInfo = field(default_factory=ResultInfo)
+    info: ResultInfo = field(default_factory=ResultInfo, metadata={FLAT: True})
 
 
 @register(CONTROLLER, "metric", sender=SERVER, receiver=WORKFLOW)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from shoal.errors import ShoalError
 from shoal.wire.resources import ResourceError, check_spec
+from shoal.wire.rules import NAME_MAX_CHARS
 
 ALL_SITES = "@ALL"
 SERVER = "server"
@@ -38,9 +39,9 @@ CLIENT_CONFIG = ("config", "config_fed_client.json")
 
 #: Anchored with \A...\Z, not ^...$: "$" also matches before a final newline, so a name ending
 #: in "\n" would pass a ``match``; these stay whole-string checks however they are called.
-JOB_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._ -]{0,127}\Z")
+JOB_NAME_RE = re.compile(rf"\A[A-Za-z0-9][A-Za-z0-9._ -]{{0,{NAME_MAX_CHARS - 1}}}\Z")
 #: App folders and site names: one plain path component, nothing a shell or a path would read.
-PLAIN_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+PLAIN_NAME_RE = re.compile(rf"\A[A-Za-z0-9_][A-Za-z0-9._-]{{0,{NAME_MAX_CHARS - 1}}}\Z")
 
 SiteTargets = list[str] | Literal["@ALL"]
 

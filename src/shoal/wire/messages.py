@@ -10,8 +10,8 @@ The one rule for what a receiver does not know (decisions/0029):
 
 - A field it does not know is ignored: a sender may add fields (with defaults) without a new
   version.
-- ``null`` for a field that has a default is that default; a missing required field or a value
-  of the wrong type is ``BadMessage``.
+- ``null`` for a field that has a default is that default (and a field whose value is a default
+  of None is left out); a missing required field or a value of the wrong type is ``BadMessage``.
 - A change a receiver cannot ignore gives the message a new version (``VERSION``, sent as ``"v"``
   when above 1). A message of a type the receiver does not know, or of a newer version than it
   knows, is ``UnknownMessage``: the receiver logs one notice per kind and drops it (``Dispatch``).
@@ -117,9 +117,14 @@ def register(
 T = TypeVar("T")
 
 
+#: ``field(metadata={FLAT: True})`` on a record-typed field: its fields travel as the message's
+#: own (``ResultInfo`` in a result, so the JSON is the header a script writes); without it a
+#: record travels as an object under the field's name.
+FLAT = "flat"
+
+
 def record(cls: type[T]) -> type[T]:
-    """Class decorator for a dataclass that travels inside messages, flattened into them (its
-    fields are the message's fields): ``ResultInfo``, say."""
+    """Class decorator for a dataclass that travels inside messages (``ResultInfo``, say)."""
     _fields_of(cls)
     return cls
 
@@ -135,10 +140,14 @@ def encode(message: Message) -> dict[str, Any]:
 
 def _encode_fields(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, _, _, flattened in _fields_of(type(value)):
+    for name, _, default, flattened in _fields_of(type(value)):
         item = getattr(value, name)
+        if item is None and default is None:
+            continue  # absent and null are the same; absent is what older peers expect
         if flattened:
             out.update(_encode_fields(item))
+        elif type(item) in _FIELDS:
+            out[name] = _encode_fields(item)
         else:
             out[name] = list(item) if isinstance(item, tuple | frozenset) else item
     return out
@@ -204,8 +213,8 @@ def _fields_of(cls: type[Any]) -> list[tuple[str, Check, Any, bool]]:
         default: Any = f.default
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory
-        flattened = dataclasses.is_dataclass(hint) and hint in _FIELDS
-        made.append((f.name, _check_for(hint), default, flattened))
+        flattened = bool(f.metadata.get(FLAT)) and dataclasses.is_dataclass(hint) and hint in _FIELDS
+        made.append((f.name, _check_for(hint, flattened), default, flattened))
     _FIELDS[cls] = made
     return made
 
@@ -217,7 +226,7 @@ def _show(value: object) -> str:
     return repr(value)[:40]
 
 
-def _check_for(hint: Any) -> Check:  # noqa: C901 (one branch per kind of type, read top down)
+def _check_for(hint: Any, flattened: bool = False) -> Check:  # noqa: C901 (one branch per kind, top down)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
@@ -256,7 +265,18 @@ def _check_for(hint: Any) -> Check:  # noqa: C901 (one branch per kind of type, 
 
         return mapping
     if isinstance(hint, type) and dataclasses.is_dataclass(hint) and hint in _FIELDS:
-        return lambda data, name: _decode_fields(hint, data)
+        if flattened:  # its fields are the message's own
+            return lambda data, name: _decode_fields(hint, data)
+
+        def nested(v: Any, name: str) -> Any:
+            if not isinstance(v, dict):
+                raise BadMessage(f"'{name}' must be an object, not {_show(v)}")
+            try:
+                return _decode_fields(hint, v)
+            except BadMessage as exc:
+                raise BadMessage(f"{name}: {exc}") from None
+
+        return nested
     raise TypeError(f"unsupported message field type {hint!r}")
 
 
@@ -282,11 +302,26 @@ def _number(v: Any, name: str) -> float:
 # --- the receiving side: a table from message class to handler ------------------------------
 
 
+class UnknownKinds:
+    """Says once per kind (at most UNKNOWN_KINDS_LOGGED kinds per peer) that a message of a
+    type the receiver does not handle was dropped: a newer peer's, or a flood."""
+
+    def __init__(self, log: logging.Logger, where: str) -> None:
+        self._log = log
+        self._where = where
+        self._seen: set[str] = set()
+
+    def __call__(self, kind: str) -> None:
+        if kind not in self._seen and len(self._seen) < UNKNOWN_KINDS_LOGGED:
+            self._seen.add(kind)
+            self._log.warning("%s sent an unknown message %r; ignored", self._where, kind)
+
+
 class Dispatch:
     """What a receiver does with a message: decode it and look its handler up in a table (one
     per receiving side, keyed by message class). An unknown message is logged once per kind
-    (at most UNKNOWN_KINDS_LOGGED kinds) and dropped; a bad one raises BadMessage for the
-    receiver to answer as its channel does (refuse it, or end the job)."""
+    (``UnknownKinds``) and dropped; a bad one raises BadMessage for the receiver to answer as
+    its channel does (refuse it, or end the job)."""
 
     def __init__(
         self,
@@ -300,9 +335,7 @@ class Dispatch:
                 raise TypeError(f"{cls.__name__} is not a {channel.name} message")
         self.channel = channel
         self.handlers = dict(handlers)
-        self._log = log
-        self._where = where
-        self._unknown: set[str] = set()
+        self.unknown = UnknownKinds(log, where)
 
     def handler(self, data: Mapping[str, Any]) -> tuple[Message, Callable[[Any], Any]] | None:
         """The decoded message and its handler; None for one this side does not handle."""
@@ -316,9 +349,3 @@ class Dispatch:
             self.unknown(message.TYPE)
             return None
         return message, handle
-
-    def unknown(self, kind: str) -> None:
-        """Say once per kind that a message was dropped."""
-        if kind not in self._unknown and len(self._unknown) < UNKNOWN_KINDS_LOGGED:
-            self._unknown.add(kind)
-            self._log.warning("%s sent an unknown message %r; ignored", self._where, kind)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from shoal.api.client import MAX_TARGET_BYTES, SERVER_BUG_HINT, AdminClient, _error_from_response, _quote
+from shoal.api.client import MAX_TARGET_BYTES, SERVER_BUG_HINT, AdminClient, _error_from_response
 from shoal.api.kits import AdminKit
 from shoal.errors import ShoalError
+from shoal.wire.routes import quote as _quote
 
 
 @pytest.mark.parametrize(

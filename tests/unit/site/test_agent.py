@@ -30,7 +30,10 @@ def test_a_deploy_builds_the_agents_job_class(tmp_path: Path, monkeypatch: pytes
 
     async def deploy() -> SiteJob:
         agent = Agent(tmp_path / "poc" / "kits" / "site-1")
-        agent._dispatch({"type": "deploy", "job_id": "42", "app": "app", "study": "default"})
+        found = agent._dispatch.handler({"type": "deploy", "job_id": "42", "app": "app", "study": "default"})
+        assert found is not None
+        message, handle = found
+        handle(message)
         await asyncio.sleep(0)  # let the job's start() run
         return agent.jobs["42"]
 

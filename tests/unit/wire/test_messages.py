@@ -21,6 +21,7 @@ from shoal.wire.messages import (
     encode,
 )
 from shoal.wire.results import ResultInfo, checked_result_info
+from shoal.wire.site import ErrorInfo, JobFailed, TaskForSite
 
 
 def test_every_message_round_trips_through_its_encoding() -> None:
@@ -122,3 +123,24 @@ def test_a_result_header_keeps_what_the_site_said() -> None:
     info = checked_result_info({"num_examples": 0, "metrics": {"loss": 1}, "meta": {"m": [1]}, "x": 1})
     assert info == ResultInfo(0, {"loss": 1}, {"m": [1]})
     assert checked_result_info({}) == ResultInfo(1, {}, {})
+
+
+def test_a_none_default_is_left_out_so_older_peers_see_no_key() -> None:
+    """An older agent tests ``"model" in message``; a task without an inline model must not
+    carry ``"model": null``."""
+    task = TaskForSite(job_id="7", task_id="t")
+    assert "model" not in encode(task) and "round" not in encode(task)
+    assert encode(Done()) == {"op": "done"}
+    assert decode(SITE, encode(task)) == task
+
+
+def test_a_nested_record_travels_as_an_object_and_is_checked() -> None:
+    failed = JobFailed(job_id="7", error=ErrorInfo(type="ValueError", message="bad"))
+    assert encode(failed) == {
+        "type": "failed",
+        "job_id": "7",
+        "error": {"type": "ValueError", "message": "bad"},
+    }
+    assert decode(SITE, encode(failed)) == failed
+    with pytest.raises(BadMessage, match="error"):
+        decode(SITE, {"type": "failed", "job_id": "7", "error": {"type": 5}})
