@@ -202,20 +202,28 @@ def _light_federation(n_sites: int) -> Iterator[tuple[BenchFederation, subproces
         # Every light site dials from 127.0.0.1: one peer address to the server's per-address
         # cap (local/limits.json), which real sites on their own addresses never share.
         (kits / "server" / "local" / "limits.json").write_text('{"max_connections_per_ip": 4096}')
-        log = (fed.workspace / "logs" / "server.log").open("ab")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "shoal", "server", "start", "-k", kits / "server"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        sites = subprocess.Popen(
-            [sys.executable, "-m", "bench.light_sites", kits, *[f"site-{i}" for i in range(1, n_sites + 1)]],
-            stdout=subprocess.DEVNULL,
-            stderr=(fed.workspace / "logs" / "sites.log").open("ab"),
-            env=env,
-            cwd=BENCH.parent,
-        )
+        logs = fed.workspace / "logs"
+        # the children keep their own copies of the log files: ours are closed at once
+        with (logs / "server.log").open("ab") as log, (logs / "sites.log").open("ab") as sites_log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "shoal", "server", "start", "-k", kits / "server"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            sites = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.light_sites",
+                    kits,
+                    *[f"site-{i}" for i in range(1, n_sites + 1)],
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=sites_log,
+                env=env,
+                cwd=BENCH.parent,
+            )
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -370,6 +378,7 @@ def monitor_latency(fed: BenchFederation, quick: bool) -> list[Figure]:
                 samples.append(time.time() - _end_time(event["job_meta"]))
                 break
         proc.wait()
+        proc.stdout.close()
     return [Figure("monitor latency", "job end -> jsonl terminal event", samples)]
 
 

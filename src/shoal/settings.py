@@ -21,9 +21,13 @@ import os
 
 from shoal.errors import ShoalError
 
-#: Where a setting comes from: the process's environment, or a server kit's local/storage.json.
+#: Where a setting comes from: the process's environment, or a file of a server kit's local/.
 ENV = "environment"
 STORAGE_JSON = "local/storage.json"
+#: Read by the server's own parsers (``shoal.server.app``, ``shoal.server.gate``,
+#: ``shoal.workflows.update_checks``), which check each value; declared here for the docs, and
+#: a test holds these defaults to theirs.
+LIMITS_JSON = "local/limits.json"
 
 
 class Setting:
@@ -249,6 +253,82 @@ SETTINGS: tuple[Setting, ...] = (
         "as `SHOAL_BLOBS_URL`, when that is unset",
         source=STORAGE_JSON,
         secret=True,
+    ),
+    # --- the server's limits (local/limits.json) ---
+    Setting(
+        "max_upload_bytes",
+        "bytes",
+        SERVER,
+        "the largest job archive a submit may upload (256 MiB)",
+        default="268435456",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "max_store_bytes",
+        "bytes",
+        SERVER,
+        "a quota on the stored job archives (`STORE_FULL` past it; default: none)",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "min_free_bytes",
+        "bytes",
+        SERVER,
+        "submits are refused before the disk has less free than this (64 MiB)",
+        default="67108864",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "result_floor_bytes",
+        "bytes",
+        SERVER,
+        "the most a site's result may take when twice its task's model is less (metrics-only and "
+        "statistics answers, round 0 without an initial model; 64 MiB)",
+        default="67108864",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "reject_non_finite_updates",
+        "true or false",
+        SERVER,
+        "a site's update holding NaN or an infinity fails the job, naming the site",
+        default="true",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "max_num_examples",
+        "whole number",
+        SERVER,
+        "the largest `num_examples` a site's update may claim",
+        default="4000000000",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "tls_handshake_timeout",
+        "seconds",
+        SERVER,
+        "seconds from accepting a connection to a finished TLS handshake; a peer that is slower is closed",
+        default="10",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "request_head_timeout",
+        "seconds",
+        SERVER,
+        "seconds a connection may go without sending a whole request head (after its handshake, or "
+        "after the server's last answer on it); never applies while a request is handled, so long "
+        "polls (`job wait`, `monitor`), site channels and transfers that move are not cut",
+        default="30",
+        source=LIMITS_JSON,
+    ),
+    Setting(
+        "max_connections_per_ip",
+        "whole number",
+        SERVER,
+        "open connections (handshaking or not) one peer address may hold; one past it is closed at "
+        "once (peers behind one NAT share an address: raise it for many sites behind one)",
+        default="256",
+        source=LIMITS_JSON,
     ),
     # --- what shoal sets for the processes it starts ---
     Setting(

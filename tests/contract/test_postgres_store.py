@@ -4,11 +4,13 @@ that comes back, and a password that never shows in an error."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import subprocess
 import sys
 import threading
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +100,13 @@ def test_refuses_a_newer_schema(postgres: Any) -> None:
     PostgresJobStore(url).close()
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE shoal_schema SET version = 999")
-    with pytest.raises(RuntimeError, match="schema version 999"):
-        PostgresJobStore(url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(RuntimeError, match="schema version 999"):
+            PostgresJobStore(url)
+        gc.collect()
+    # the refusing store closed its connection (it was left to the garbage collector, open)
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def terminate_sessions(url: str) -> None:

@@ -40,16 +40,18 @@ def test_a_site_runs_nothing_of_an_archive_altered_in_the_store(tmp_path: Path) 
         )
         blobs[0].write_bytes(altered.read_bytes())  # same name (the server's record), other content
 
-        agents = [
-            subprocess.Popen(
-                [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / site],
-                stdout=(fed.workspace / "logs" / f"{site}.log").open("ab"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=fed.cli.env(),
-            )
-            for site in ("site-1", "site-2")
-        ]
+        agents = []
+        for site in ("site-1", "site-2"):
+            with (fed.workspace / "logs" / f"{site}.log").open("ab") as log:  # the agent has its own
+                agents.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / site],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        env=fed.cli.env(),
+                    )
+                )
         try:
             code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "60")
             assert code == 1 and doc["data"]["status"] == "FAILED", doc

@@ -262,3 +262,31 @@ def test_a_confined_job_process_still_gets_its_own_settings(
     assert {name: job[name] for name in given} == given
     assert job[settings.CHANNEL_FD].isdigit()
     assert job[settings.JOB_SPEC] == "" and seen["store_url"] == ""
+
+
+def test_the_declared_limits_are_the_servers_own(tmp_path: Path) -> None:
+    """local/limits.json is parsed by the server's own code: every key it reads is declared,
+    with the default that code applies (the README's table is made from the declarations)."""
+    import dataclasses
+
+    from shoal.server import app
+    from shoal.server.context import ServerContext
+    from shoal.server.gate import ConnectionSettings
+    from shoal.workflows import update_checks
+
+    declared = {s.name: s.default for s in settings.SETTINGS if s.source == settings.LIMITS_JSON}
+    checks = update_checks.update_checks_from_limits({}, tmp_path / "limits.json")
+    connections = ConnectionSettings()
+    applied: dict[str, object] = {key: getattr(ServerContext, key) for key in app.BYTE_LIMIT_KEYS}
+    applied |= {f.name: getattr(connections, f.name) for f in dataclasses.fields(ConnectionSettings)}
+    applied[update_checks.REJECT_NON_FINITE_KEY] = checks.reject_non_finite
+    applied[update_checks.MAX_NUM_EXAMPLES_KEY] = checks.max_num_examples
+
+    def shown(value: object) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return str(value).lower()
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    assert declared == {key: shown(value) for key, value in applied.items()}

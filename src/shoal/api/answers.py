@@ -7,8 +7,8 @@ misspelled key in the CLI is a mypy error instead of a ``KeyError`` in a user's 
 server builds the same keys in ``shoal.server.views`` and its route handlers.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TypedDict reads NotRequired from evaluated
+# annotations (``__optional_keys__``, which tests/e2e/test_answers.py checks the server against).
 from typing import Any, NotRequired, TypedDict
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from shoal.api.answers import JobMeta, JobRow
+    from shoal.api.client import AdminClient
 
 DEFAULT_JOB_FOLDER = "./current_job"  # what -j means when it is not given (FLARE's default)
 INFINITY = float("inf")
@@ -46,7 +47,7 @@ def job_id_arg(value: str) -> str:
     return value
 
 
-def resolve_job_id(client: Any, study: str, typed: str) -> str:
+def resolve_job_id(client: AdminClient, study: str, typed: str) -> str:
     """The job id ``typed`` stands for. A whole id (16 digits) is taken as it is, with no
     request; ``last`` is the study's newest job; fewer digits are the one job whose id
     starts with them, or that id itself (ids below 10^15 have fewer than 16 digits)."""

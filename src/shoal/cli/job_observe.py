@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from shoal.api.answers import JobStats
+    from shoal.api.client import AdminClient
 
 DEFAULT_TAIL = 500
 _TS = re.compile(r"^\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)")
@@ -172,7 +173,7 @@ def logs_by_site(logs: dict[str, str]) -> str:
 FOLLOW_INTERVAL = 1.0  # seconds between looks at a followed job's logs
 
 
-def _follow_logs(client: Any, args: argparse.Namespace) -> Result:
+def _follow_logs(client: AdminClient, args: argparse.Namespace) -> Result:
     """``job logs --follow``: print each new line (with its time) as it reaches the server,
     until the job ends; then what the sites uploaded at their end, and exit 0. Human text only:
     a script that wants records reads ``--format json`` once the job has ended."""

@@ -21,6 +21,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from shoal.api.answers import JobMeta
+    from shoal.api.client import AdminClient
+
 HEIGHT = 12  # rows of the plot area
 MARKERS = "*o+x#@%&"  # global first, then each site in name order
 GLOBAL = "global"
@@ -89,12 +92,12 @@ def draw(series: Series, width: int, height: int = HEIGHT) -> list[str]:
     return lines
 
 
-def fetch_summary(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+def fetch_summary(client: AdminClient, args: argparse.Namespace) -> dict[str, Any]:
     """The job's metrics_summary.json, fetched as ``download --only metrics`` does."""
     return read_summary(client, str(args.job_id), args.study)
 
 
-def read_summary(client: Any, job_id: str, study: str) -> dict[str, Any]:
+def read_summary(client: AdminClient, job_id: str, study: str) -> dict[str, Any]:
     """A finished job's metrics_summary.json through ``client`` (an AdminClient): the result
     with only its metrics part, read in a temporary folder (the dashboard uses it too)."""
     import tempfile
@@ -138,12 +141,12 @@ def live_summary(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def job_summary(client: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def job_summary(client: AdminClient, args: argparse.Namespace) -> tuple[dict[str, Any], JobMeta | None]:
     """(the summary to draw, the job's meta while it runs or None once it ended): a finished
     job's own metrics_summary.json, else the server's curves of the rounds so far."""
     from shoal.wire.status import JobStatus
 
-    meta: dict[str, Any] = client.get_job(str(args.job_id), args.study)
+    meta = client.get_job(str(args.job_id), args.study)
     if JobStatus(meta["status"]).terminal:
         return fetch_summary(client, args), None
     return live_summary(client.job_series(str(args.job_id), args.study)), meta
@@ -205,19 +208,20 @@ def _chosen(job_id: str, summary: dict[str, Any], metric: str | None) -> tuple[s
     return metric, names, by_metric[metric]
 
 
-def _title(job_id: str, metric: str, running: dict[str, Any] | None) -> str:
+def _title(job_id: str, metric: str, running: JobMeta | None) -> str:
     title = f"job {job_id}: {metric} per round"
     if running is not None:
-        prog = running.get("progress") or {}
-        total = prog.get("total_rounds")
-        done = (prog.get("stats") or {}).get("rounds_done")
+        prog = running.get("progress")
+        total = prog.get("total_rounds") if prog is not None else None
+        stats = prog.get("stats") if prog is not None else None
+        done = stats.get("rounds_done") if stats is not None else None
         rounds = f", {done} of {total} rounds done" if isinstance(done, int) and total else ""
         title += f" (so far: {running['status']}{rounds})"
     return title
 
 
 def _plot_result(
-    job_id: str, summary: dict[str, Any], running: dict[str, Any] | None, args: argparse.Namespace
+    job_id: str, summary: dict[str, Any], running: JobMeta | None, args: argparse.Namespace
 ) -> Result:
     metric, names, series = _chosen(job_id, summary, args.metric)
     data = {
@@ -233,7 +237,7 @@ def _plot_result(
     return Result(data, human=lambda: "\n".join([title, *draw(series, min(terminal_columns(), 100))]))
 
 
-def _follow(client: Any, args: argparse.Namespace) -> None:
+def _follow(client: AdminClient, args: argparse.Namespace) -> None:
     """``--follow``: redraw the plot in place each time the job changes (a round ends), until
     it ends; the caller then prints the finished job's plot where the last drawing was. Only
     on a terminal: a pipe would get every drawing, cursor movements and all."""
@@ -265,7 +269,7 @@ def _follow(client: Any, args: argparse.Namespace) -> None:
         out.flush()
 
 
-def _frame(client: Any, args: argparse.Namespace, job_id: str, meta: dict[str, Any]) -> list[str]:
+def _frame(client: AdminClient, args: argparse.Namespace, job_id: str, meta: JobMeta) -> list[str]:
     """One drawing of a running job's plot, or a line saying what it waits for."""
     try:
         summary = live_summary(client.job_series(job_id, args.study))

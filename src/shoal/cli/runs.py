@@ -17,6 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from shoal.api.client import AdminClient
     from shoal.app.federation import Federation
     from shoal.app.project import AppProject
 
@@ -28,7 +29,7 @@ def run_id_arg(value: str) -> str:
     return job_id_arg(value)
 
 
-def _run_id(client: Any, federation: Federation, typed: str) -> int:
+def _run_id(client: AdminClient, federation: Federation, typed: str) -> int:
     """The run ``typed`` names. Unlike ``shoal job``, no prefixes: scripts written for Flower
     pass whole ids, and a mistyped one must not find (or stop) another run."""
     from shoal.cli.job import LAST, resolve_job_id
@@ -175,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> Result:
     return Result(data, human=f"✅ Run {run_id} {_run_status(status)}")
 
 
-def _follow(client: Any, job_id: str, study: str, last: dict[str, str]) -> str:
+def _follow(client: AdminClient, job_id: str, study: str, last: dict[str, str]) -> str:
     """Print each change of the run (status, round, metrics) to stderr until it ends; ``last``
     holds its latest status and reason for the caller, should the following be cut short."""
     version = -1
@@ -184,10 +185,12 @@ def _follow(client: Any, job_id: str, study: str, last: dict[str, str]) -> str:
         version, meta = answer["version"], answer["job"]
         last["status"] = str(meta["status"])
         last["reason"] = str(meta.get("status_reason") or "")
-        prog = meta.get("progress") or {}
-        metrics = " ".join(f"{k}={number_text(v)}" for k, v in (prog.get("last_metrics") or {}).items())
-        rnd = prog.get("current_round")
-        where = f" round {rnd + 1}/{prog.get('total_rounds')}" if isinstance(rnd, int) else ""
+        prog = meta.get("progress")
+        last_metrics = (prog.get("last_metrics") if prog is not None else None) or {}
+        metrics = " ".join(f"{k}={number_text(v)}" for k, v in last_metrics.items())
+        rnd = prog.get("current_round") if prog is not None else None
+        total = prog.get("total_rounds") if prog is not None else None
+        where = f" round {rnd + 1}/{total}" if isinstance(rnd, int) else ""
         progress(f"[{_run_status(meta['status'])}]{where} {metrics}".rstrip())
         if answer["terminal"]:
             return str(meta["status"])

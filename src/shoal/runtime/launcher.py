@@ -130,6 +130,7 @@ class _Connection:
             log.warning("fork server connection broke: %s", exc)
         finally:
             self.alive = False
+            self.sock.close()  # a dead fork server's socket: the host would keep one per death
             if self._reply is not None and not self._reply.done():
                 self._reply.set_exception(ConnectionError("the fork server is gone"))
             for child in self.children.values():

@@ -61,6 +61,8 @@ log = logging.getLogger("shoal.server")
 
 #: What ``local/storage.json`` may say (docs/deployment.md).
 STORAGE_KEYS = settings.storage_keys()
+#: The byte limits of ``local/limits.json`` (the ServerContext fields of the same names).
+BYTE_LIMIT_KEYS = ("max_upload_bytes", "max_store_bytes", "min_free_bytes", "result_floor_bytes")
 
 
 def server_config(kit_dir: Path) -> dict[str, Any]:
@@ -239,8 +241,7 @@ def _limits(path: Path) -> dict[str, int]:
     if data is None:
         return {}
     data = json_object(data, path)
-    keys = ("max_upload_bytes", "max_store_bytes", "min_free_bytes", "result_floor_bytes")
-    return {k: byte_count(data[k], path, k) for k in keys if k in data}
+    return {k: byte_count(data[k], path, k) for k in BYTE_LIMIT_KEYS if k in data}
 
 
 def _update_checks(path: Path) -> UpdateChecks:

@@ -81,7 +81,11 @@ class PostgresJobStore:
         self._connect_timeout = connect_timeout
         self._lock = threading.RLock()
         self._conn = self._connect()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:  # a store that refuses to open holds no connection either
+            self._conn.close()
+            raise
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def site_argv(ws: Path) -> list[str]:

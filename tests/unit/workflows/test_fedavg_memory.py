@@ -68,6 +68,7 @@ def test_the_model_sent_is_not_held_while_its_round_runs(tmp_path: Path) -> None
     model, _ = FedAvg(ctx, num_rounds=2).train(handed.pop())
     channel.close()
     server.join(timeout=10)
+    server_sock.close()
 
     assert seen == [True, True]  # freed before either round's results came in
     np.testing.assert_allclose(model.params["w"], np.full(1000, 3.0))  # 0 + 1.5 + 1.5
