@@ -416,6 +416,13 @@ def secure_aggregation(fed: BenchFederation, quick: bool) -> list[Figure]:
     return figures
 
 
+def large_model_bucket(_: BenchFederation, quick: bool) -> list[Figure]:
+    """``large_model`` with the blobs and job files in a bucket (bench/bucket.py)."""
+    from bench.bucket import large_model_bucket as run
+
+    return run(quick, tuple(mb for mb in LARGE_MODEL_MB if mb >= 1024) or LARGE_MODEL_MB)
+
+
 WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "cold_start": cold_start,
     "trivial_job": trivial_job,
@@ -423,6 +430,7 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "wait_latency": wait_latency,
     "monitor_latency": monitor_latency,
     "large_model": large_model,
+    "large_model_bucket": large_model_bucket,
     "many_sites": many_sites,
     "many_jobs": many_jobs,
     "many_jobs_postgres": many_jobs_postgres,

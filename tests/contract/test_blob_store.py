@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shoal.store.blobs import Blobs, BlobStore
+from shoal.store.jobfiles import JobFiles
 from shoal.store.s3blobs import S3BlobStore
 from tests.s3server import S3Server
 
@@ -130,3 +131,102 @@ def test_folder_layout(tmp_path: Path) -> None:
 def test_survives_new_instance(tmp_path: Path) -> None:
     sha = BlobStore(tmp_path / "b").put_bytes(b"persist")
     assert BlobStore(tmp_path / "b").exists(sha)
+
+
+# --- finished jobs' files (shoal.store.jobfiles): the same contract, folder and bucket ---------
+
+
+def _job_files(blobs: Blobs, root: Path) -> tuple[JobFiles, Path]:
+    """The job files beside ``blobs``, and job 7's local folder with a workspace as a settled
+    job leaves it: a model past one multipart part, metrics, a site's log, an odd file name."""
+    files = blobs.job_files(root)
+    ws = files.local(7) / "workspace"
+    (ws / "site-1").mkdir(parents=True)
+    (ws / "FL_global_model.safetensors").write_bytes(BIG)
+    (ws / "metrics_summary.json").write_text('{"rounds": []}')
+    (ws / "site-1" / "log.txt").write_text("trained\n")
+    (ws / "a b%20é.txt").write_text("odd")
+    (ws / "link").symlink_to(ws / "metrics_summary.json")  # a link is never kept or followed
+    return files, ws
+
+
+BIG = bytes(range(256)) * 24_000  # ~6 MB: two multipart parts in the bucket
+KEPT = [
+    ("workspace/FL_global_model.safetensors", len(BIG)),
+    ("workspace/a b%20é.txt", 3),
+    ("workspace/metrics_summary.json", 14),
+    ("workspace/site-1/log.txt", 8),
+]
+
+
+def _read_job_file(files: JobFiles, job_id: int, name: str, start: int = 0) -> bytes:
+    with files.open(job_id, name, start) as f:
+        out = b""
+        while chunk := f.read(1 << 16):
+            out += chunk
+        return out
+
+
+def test_kept_job_files_list_and_stream_back(blobs: Blobs, tmp_path: Path) -> None:
+    files, ws = _job_files(blobs, tmp_path / "jobs")
+    assert files.list(7, "workspace/") == KEPT  # readable while the job runs: from disk
+    files.keep(7)
+    assert files.list(7, "workspace/") == KEPT
+    assert files.list(7, "workspace/site-1/") == [("workspace/site-1/log.txt", 8)]
+    assert files.list(8, "workspace/") == []  # another job sees none of them
+    assert files.size(7, "workspace/FL_global_model.safetensors") == len(BIG)
+    assert _read_job_file(files, 7, "workspace/FL_global_model.safetensors") == BIG
+    assert _read_job_file(files, 7, "workspace/FL_global_model.safetensors", 5_000_000) == BIG[5_000_000:]
+    assert _read_job_file(files, 7, "workspace/a b%20é.txt") == b"odd"
+    if isinstance(blobs, BlobStore):
+        assert ws.is_dir()  # the folder is where the folder store keeps them
+    else:
+        assert not ws.exists()  # uploaded, then gone from the server's disk
+    for call in (files.size, files.open):
+        with pytest.raises(FileNotFoundError):
+            call(7, "workspace/nothing.txt")
+    assert blobs.total_bytes() == 0  # a job's files are not blobs: the archive quota ignores them
+
+
+def test_put_file_then_delete_removes_every_file_of_the_job(blobs: Blobs, tmp_path: Path) -> None:
+    files, _ = _job_files(blobs, tmp_path / "jobs")
+    files.keep(7)
+    other = files.local(8) / "workspace"
+    other.mkdir(parents=True)
+    (other / "metrics_summary.json").write_text("{}")
+    files.keep(8)
+    built = files.scratch(7) / "result.tmp"
+    built.write_bytes(b"zip")
+    files.put_file(7, "result.zip", built)
+    assert not built.exists()
+    assert _read_job_file(files, 7, "result.zip") == b"zip"
+    files.delete(7)
+    files.delete(7)  # twice is fine
+    assert files.list(7, "") == []
+    assert not files.local(7).exists()
+    with pytest.raises(FileNotFoundError):
+        files.size(7, "result.zip")
+    assert files.list(8, "") == [("workspace/metrics_summary.json", 2)]  # only job 7 went
+
+
+def test_a_file_on_disk_is_newer_than_the_kept_one(blobs: Blobs, tmp_path: Path) -> None:
+    """A site's log that arrives after the job was kept (a straggler) is served from disk."""
+    files, ws = _job_files(blobs, tmp_path / "jobs")
+    files.keep(7)
+    log = files.local(7) / "workspace" / "site-1" / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("trained, and said more\n")
+    assert ("workspace/site-1/log.txt", 23) in files.list(7, "workspace/")
+    assert _read_job_file(files, 7, "workspace/site-1/log.txt") == b"trained, and said more\n"
+
+
+@pytest.mark.parametrize("bad", ["", "../8/workspace/x", "workspace/../../x", "a//b", "./a", "a\\b", "a\0b"])
+def test_bad_job_file_names_refused_before_anything(blobs: Blobs, tmp_path: Path, bad: str) -> None:
+    files = blobs.job_files(tmp_path / "jobs")
+    for call in (files.size, files.open):
+        with pytest.raises(ValueError):
+            call(7, bad)
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        files.put_file(7, bad, src)

@@ -105,6 +105,15 @@ def _failures(s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.Mon
     record(lambda: store.put_bytes(b"x"))
     record(lambda: store.put_stream(io.BytesIO(b"y" * 100)))
     record(store.total_bytes)
+    files = store.job_files(tmp_path / "jobs")
+    kept = files.local(5) / "workspace" / "m.safetensors"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"w" * 100)
+    record(lambda: files.keep(5))
+    assert kept.read_bytes() == b"w" * 100  # a failed upload leaves the job's files on disk
+    record(lambda: files.list(5, "workspace/"))
+    record(lambda: files.open(5, "result.zip"))
+    record(lambda: files.delete(5))
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     record(lambda: S3BlobStore(bucket, "", spool=tmp_path / "s3"))
     return seen

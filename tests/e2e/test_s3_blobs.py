@@ -40,8 +40,23 @@ def test_a_job_lives_in_the_bucket_from_submit_to_delete(s3: S3Server, tmp_path:
         code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
         assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
 
+        # the job's result went to the bucket when it ended, and left the server's disk
+        kept = [k for k in s3.keys(bucket) if k.startswith(f"prod/shoal/jobs/{job_id}/")]
+        for name in (
+            "FL_global_model.safetensors",
+            "metrics_summary.json",
+            "server/log.txt",
+            "site-1/log.txt",
+        ):
+            assert f"prod/shoal/jobs/{job_id}/workspace/{name}" in kept, kept
+        assert not (server_ws / "jobs" / job_id / "workspace").exists()
+        code, doc = fed.cli.json("job", "logs", job_id, "--site", "all")
+        assert code == 0 and set(doc["data"]["logs"]) == {"server", "site-1", "site-2"}, doc
+        assert doc["data"]["logs"]["site-1"], doc  # read back from the bucket
+
         code, doc = fed.cli.json("job", "download", job_id, "-o", tmp_path / "dl")
         assert code == 0, doc
+        assert f"prod/shoal/jobs/{job_id}/result.zip" in s3.keys(bucket)  # built once, kept there
         artifacts = doc["data"]["artifacts"]
         got = load_file(artifacts["global_model"])
         want = expected_fedavg(["site-1", "site-2"], rounds=5, lr=0.05, epochs=10)

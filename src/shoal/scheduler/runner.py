@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from shoal.runtime.launcher import ForkServer, JobProcess
     from shoal.sandbox.confinement import Sandbox
     from shoal.scheduler.totals import ServerTotals
+    from shoal.store.jobfiles import JobFiles
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -68,6 +69,7 @@ class RunHost(Protocol):
     totals: ServerTotals  # the server's counters since start, which every run adds to
     launcher: ForkServer  # starts the workflow's process
     sandbox: Sandbox | None  # confines it (None: nothing)
+    job_files: JobFiles  # where a settled job's files are kept (its folder, or the bucket)
 
     def controller_args(self, study: str) -> list[str]:
         """The server's own arguments for a study's workflow process (update checks, custom code)."""
@@ -619,6 +621,7 @@ class JobRun:
         if self.tracking is not None:  # the event files are in the workspace before it is final
             await self.tracking.close()
         self._take_outputs()
+        await self._keep_outputs()
         if error is not None:
             self.host.record_first_error(self.job_id, error)
         self.host.set_status(self.job_id, status, reason)
@@ -652,6 +655,17 @@ class JobRun:
             skipped = [f"its output folder could not be read: {type(exc).__name__}: {exc}"]
         for what in skipped[:20]:
             self.notice(f"server: a file the workflow wrote was not kept: {what}")
+
+    async def _keep_outputs(self) -> None:
+        """The job's result where the blob store keeps files (the bucket: uploaded, then gone
+        from local disk), before its status says it ended: a download that follows finds it.
+        A failed upload leaves the files on this server's disk, which then serves them."""
+        try:
+            await asyncio.to_thread(self.host.job_files.keep, self.job_id)
+        except Exception as exc:  # the job's outcome stands; where its files are is secondary
+            detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            log.warning("job %s: keeping its files in the blob store failed: %s", self.job_id, detail)
+            self.notice(f"server: the job's files stay on the server's disk: {brief(str(detail))}")
 
     def _cleanup_run_dir(self) -> None:
         """What the job no longer needs: scratch, models in flight, results not taken. Removed

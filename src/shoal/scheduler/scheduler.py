@@ -84,6 +84,8 @@ class Scheduler:
         self.store = store
         self.blobs = blobs
         self.jobs_root = jobs_root
+        # Finished jobs' files: in their folders, or in the blob store's bucket (shoal.store.jobfiles)
+        self.job_files = blobs.job_files(jobs_root)
         self.sites = sites
         self.events = JobEvents()
         self.totals = ServerTotals()  # since start, over every job (/metrics)

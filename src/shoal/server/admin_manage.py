@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 from aiohttp import web
 
@@ -42,7 +41,7 @@ async def delete_job(request: web.Request) -> web.Response:
     marked = ctx.store.delete_job(job.job_id, deleted_by=Submitter(ident.name, ident.org, ident.role or ""))
     ctx.scheduler.events.notify(job.job_id)
     await asyncio.to_thread(release_blob, ctx.store, ctx.blobs, job.content_sha256)
-    await asyncio.to_thread(shutil.rmtree, ctx.scheduler.paths(job.job_id).root, True)
+    await asyncio.to_thread(ctx.scheduler.job_files.delete, job.job_id)
     return json_response({"job_id": str(job.job_id), "submit_records_marked_deleted": marked})
 
 

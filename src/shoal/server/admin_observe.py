@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -10,6 +11,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.server.context import CTX
 from shoal.server.views import job_meta, json_response
+from shoal.store.jobfiles import JobFiles
 from shoal.wire import routes as paths
 from shoal.wire.logconfig import LEVELS, MODES
 
@@ -125,24 +127,21 @@ def _tail(text: bytes) -> tuple[str, bool]:
 
 
 async def job_logs(request: web.Request) -> web.Response:
-    """Stored logs: the server's, and each site's as streamed during the run or uploaded at its end."""
+    """Stored logs: the server's, and each site's as streamed during the run or uploaded at its
+    end; on the server's disk while the job runs, where the blob store keeps files after."""
     ctx = request.app[CTX]
     job = ctx.job_in_study(request, "view_logs")
-    paths = ctx.scheduler.paths(job.job_id)
+    files = ctx.scheduler.job_files
     target = request.query.get("site", "server")
     file_name = request.query.get("file", "log.txt")
     if file_name not in ("log.txt", "log.json"):
         raise ShoalError("INVALID_ARGS", "file must be log.txt or log.json")
     run = ctx.scheduler.run_of(job.job_id)
-    deploy_sites = (
-        sorted(run.site_apps)
-        if run
-        else sorted(p.name for p in paths.workspace.iterdir() if p.is_dir() and p.name != "server")
-        if paths.workspace.is_dir()
-        else []
-    )
+    stored = dict(await asyncio.to_thread(files.list, job.job_id, "workspace/"))
+    folders = {name.split("/")[1] for name in stored if name.count("/") >= 2}
+    deploy_sites = sorted(run.site_apps) if run else sorted(folders - {"server"})
     if target not in ("server", "all") and target not in deploy_sites:
-        # Looked up in the server's own records first: a path is only ever built from a site
+        # Looked up in the server's own records first: a name is only ever built from a site
         # name the server knows for this job, never from the request's ('../..' names none).
         # Say which sites it has: a typo is then plain to see.
         has = ", ".join(deploy_sites) or "none yet"
@@ -154,24 +153,33 @@ async def job_logs(request: web.Request) -> web.Response:
     capped: dict[str, bool] = {}
     unavailable: dict[str, str] = {}
     for name in targets:
-        path = (paths.server_log if name == "server" else paths.site_log(name)).with_name(file_name)
-        if name == "server" and file_name == "log.json" and paths.server_log.is_file():
-            logs[name], capped[name] = _tail(_records_from_text(paths.server_log.read_bytes(), name))
+        rel = f"workspace/{name}/{file_name}"
+        server_text = "workspace/server/log.txt"
+        if name == "server" and file_name == "log.json" and server_text in stored:
+            text = await asyncio.to_thread(_read_from, files, job.job_id, server_text, 0)
+            logs[name], capped[name] = _tail(_records_from_text(text, name))
             continue
-        if not path.is_file():
+        if rel not in stored:
             unavailable[name] = f"no {file_name} stored for this site and job"
             continue
-        logs[name], capped[name] = _tail(path.read_bytes())
+        start = max(0, stored[rel] - LOG_CAP_BYTES - 1)  # one byte more than the cap: _tail says capped
+        logs[name], capped[name] = _tail(await asyncio.to_thread(_read_from, files, job.job_id, rel, start))
     if target not in ("server", "all") and target in unavailable:
-        stored = [f for f in ("log.txt", "log.json") if paths.site_log(target).with_name(f).is_file()]
-        if not stored and run is not None and not job.status.terminal:
+        kept = [f for f in ("log.txt", "log.json") if f"workspace/{target}/{f}" in stored]
+        if not kept and run is not None and not job.status.terminal:
             logs[target], capped[target] = "", False  # a site of the running job, silent so far
             del unavailable[target]
-        elif not stored:
+        elif not kept:
             raise ShoalError("LOG_NOT_FOUND", unavailable[target], site=target)
     return json_response(
         {"job_id": str(job.job_id), "logs": logs, "capped": capped, "unavailable": unavailable}
     )
+
+
+def _read_from(files: JobFiles, job_id: int, name: str, start: int) -> bytes:
+    """A job file from byte ``start`` to its end (a log's tail; logs are capped when stored)."""
+    with files.open(job_id, name, start) as f:
+        return f.read()
 
 
 def _records_from_text(text: bytes, source: str) -> bytes:

@@ -17,7 +17,7 @@ from shoal.security.identity import Identity
 from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip, parse_parts
-from shoal.server.streaming import save_body, stream_file
+from shoal.server.streaming import save_body, stream_job_file
 from shoal.server.submission import prepare_submission, store_submission
 from shoal.server.views import job_meta, job_row, json_response
 from shoal.store.base import Submitter
@@ -150,10 +150,9 @@ async def download_job(request: web.Request) -> web.StreamResponse:
         raise ShoalError("JOB_NOT_DONE", f"current status: {job.status.value}", job_id=str(job.job_id))
     parts = parse_parts(request.query.get("only"))
     meta = job_meta(job, None, time.time())
-    path = await asyncio.to_thread(
-        build_result_zip, ctx.scheduler.paths(job.job_id), ctx.blobs, job, meta, parts
-    )
-    return await stream_file(request, path, "application/zip")
+    files = ctx.scheduler.job_files
+    name = await asyncio.to_thread(build_result_zip, files, ctx.blobs, job, meta, parts)
+    return await stream_job_file(request, files, job.job_id, name, "application/zip")
 
 
 def _visible_running_jobs(ctx: ServerContext, who: Identity) -> list[str]:

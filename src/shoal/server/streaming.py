@@ -19,6 +19,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.server.context import small_number
 from shoal.store.blobs import Blobs
+from shoal.store.jobfiles import JobFiles
 from shoal.wire.idle import idle_timeout
 
 CHUNK = 4 * 2**20
@@ -53,6 +54,14 @@ async def stream_blob(
     from the bucket's object (a ranged GET read chunk by chunk, never whole in memory)."""
     size = await asyncio.to_thread(blobs.size, sha)
     return await _stream(request, size, lambda start: blobs.open(sha, start), content_type)
+
+
+async def stream_job_file(
+    request: web.Request, files: JobFiles, job_id: int, name: str, content_type: str = "application/zip"
+) -> web.StreamResponse:
+    """One of a finished job's files (a result zip, say), from local disk or the bucket alike."""
+    size = await asyncio.to_thread(files.size, job_id, name)
+    return await _stream(request, size, lambda start: files.open(job_id, name, start), content_type)
 
 
 async def _stream(

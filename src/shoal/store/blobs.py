@@ -21,7 +21,10 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from shoal.store.jobfiles import JobFiles
 
 from shoal import settings
 
@@ -82,6 +85,11 @@ class Blobs(Protocol):
     def total_bytes(self) -> int: ...
 
     def delete(self, sha: str) -> None: ...
+
+    def job_files(self, jobs_root: Path) -> JobFiles:
+        """Where finished jobs' files are kept beside these blobs (shoal.store.jobfiles): the
+        folder ``jobs_root`` for the folder store, the same bucket for the bucket."""
+        ...
 
 
 def open_blobs(workspace: Path, url: str | None = None) -> Blobs:
@@ -203,3 +211,9 @@ class BlobStore:
         """Remove a blob; deleting a blob that is not there is not an error."""
         with contextlib.suppress(FileNotFoundError):
             self.path(sha).unlink()
+
+    def job_files(self, jobs_root: Path) -> JobFiles:
+        """Jobs' files stay in their folders (the embedded default)."""
+        from shoal.store.jobfiles import JobFolder
+
+        return JobFolder(jobs_root)

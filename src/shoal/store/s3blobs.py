@@ -25,11 +25,14 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from shoal import settings
 from shoal.errors import ShoalError
 from shoal.store.blobs import _CHUNK, _check_sha, spool_hashed
+
+if TYPE_CHECKING:
+    from shoal.store.jobfiles import JobFiles
 
 #: S3's own bucket naming rule (3-63 of lowercase letters, digits, dots and hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -239,14 +242,17 @@ class S3BlobStore:
                 tmp.unlink()
 
     def total_bytes(self) -> int:
-        """Bytes of the blobs under the prefix (one listing: pages of 1,000 objects)."""
+        """Bytes of the blobs under the prefix (one listing: pages of 1,000 objects); finished
+        jobs' files under ``prefix/jobs/`` are not blobs and not counted, as the folder store
+        does not count the job folders."""
         start = f"{self.prefix}/" if self.prefix else ""
         total = 0
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
             for page in pages:
                 for obj in page.get("Contents", []):
-                    total += int(obj["Size"])
+                    if not str(obj["Key"]).startswith(f"{start}jobs/"):
+                        total += int(obj["Size"])
         except Exception as exc:
             self._fail("list", start, exc)
         return total
@@ -255,3 +261,9 @@ class S3BlobStore:
         """Remove a blob; S3 answers a delete of a missing key with success, as we want."""
         key = self.key(sha)
         self._call("delete_object", key, Bucket=self.bucket, Key=key)
+
+    def job_files(self, jobs_root: Path) -> JobFiles:
+        """Finished jobs' files in this bucket, under ``prefix/jobs/`` (shoal.store.s3jobfiles)."""
+        from shoal.store.s3jobfiles import S3JobFiles
+
+        return S3JobFiles(self, jobs_root)
