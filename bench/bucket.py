@@ -39,7 +39,7 @@ def large_model_bucket(quick: bool, model_mb: tuple[int, ...]) -> list[Figure]:
     figures = []
     with s3_server() as s3:
         bucket = s3.new_bucket()
-        with federation(env=s3.env(bucket)) as fed:
+        with federation(env=s3.env(bucket), limits={"result_floor_bytes": 4 << 30}) as fed:
             for mb in (20,) if quick else model_mb:
                 label = f"{mb} MB model, bucket"
                 with tempfile.TemporaryDirectory() as tmp:

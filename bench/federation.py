@@ -34,8 +34,12 @@ class BenchFederation:
 
 
 @contextmanager
-def federation(sites: int = 2, env: dict[str, str] | None = None) -> Iterator[BenchFederation]:
-    """``env``: more variables for the CLI and, through ``poc start``, the server and sites."""
+def federation(
+    sites: int = 2, env: dict[str, str] | None = None, limits: dict[str, int] | None = None
+) -> Iterator[BenchFederation]:
+    """``env``: more variables for the CLI and, through ``poc start``, the server and sites;
+    ``limits``: the server kit's ``local/limits.json`` (a 1 GB model's job with no initial model
+    needs ``result_floor_bytes``: its first task's model is empty, its results are not)."""
     extra = env or {}
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         home = Path(tmp)
@@ -44,6 +48,8 @@ def federation(sites: int = 2, env: dict[str, str] | None = None) -> Iterator[Be
         env.update(extra)
         fed = BenchFederation(home / "poc", env)
         fed.shoal("poc", "prepare", "-n", str(sites), "--workspace", fed.workspace)
+        if limits:
+            (fed.workspace / "kits" / "server" / "local" / "limits.json").write_text(json.dumps(limits))
         fed.shoal("poc", "start", "--workspace", fed.workspace)
         try:
             yield fed

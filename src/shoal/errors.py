@@ -77,6 +77,13 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "embedded SQLite file); PostgreSQL needs the 'postgres' extra (pip install 'shoal[postgres]'). "
         "See docs/deployment.md.",
     ),
+    "STORE_NOT_EMPTY": ErrorSpec(
+        4,
+        409,
+        "The job store to copy into already holds jobs or submit records.",
+        "Copy into a new, empty database; or pass --merge to add only the rows it lacks (running "
+        "the copy again is then safe).",
+    ),
     "SANDBOX_UNAVAILABLE": ErrorSpec(
         4,
         500,

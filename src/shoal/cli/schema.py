@@ -46,6 +46,7 @@ CONTRACTS: dict[str, dict[str, Any]] = {
     "shoal poc stop": {"mutating": True, "idempotent": True},
     "shoal poc clean": {"mutating": True, "idempotent": True},
     "shoal server start": {"mutating": True, "idempotent": False, "output_modes": []},
+    "shoal server migrate-store": {"mutating": True, "idempotent": True, "output_modes": ["human", "json"]},
     "shoal site start": {"mutating": True, "idempotent": False, "output_modes": []},
 }
 
@@ -126,6 +127,10 @@ EXAMPLES: dict[str, list[str]] = {
         "shoal run . prod --run-config settings.toml",
     ],
     "shoal server start": ["shoal server start -k ./kits/server"],
+    "shoal server migrate-store": [
+        "shoal server migrate-store -k ./kits/server",
+        "shoal server migrate-store -k ./kits/server --merge",
+    ],
     "shoal simulate": ["shoal simulate -j examples/hello-numpy -n 50", "shoal simulate -j ./my_job -o ./sim"],
     "shoal site start": ["shoal site start -k ./kits/site-1"],
     "shoal stop": ["shoal stop <run-id>", "shoal stop last --format json"],
