@@ -19,7 +19,8 @@ import pytest
 
 from shoal.errors import ShoalError
 from shoal.store.base import JOB_ID_LIMIT, JobRecord, JobStore, Submitter
-from shoal.store.sqlite import SqliteJobStore, load_migrations
+from shoal.store.sql import load_migrations
+from shoal.store.sqlite import SqliteJobStore
 from shoal.wire.status import TERMINAL, TRANSITIONS, JobStatus
 
 ALICE = Submitter(name="alice@example.com", org="acme", role="lead")

@@ -21,7 +21,8 @@ from shoal.errors import ShoalError
 from shoal.store.base import JobStore, Submitter
 from shoal.store.choice import open_job_store, redact, scrub
 from shoal.store.postgres import PostgresJobStore
-from shoal.store.sqlite import SqliteJobStore, load_migrations
+from shoal.store.sql import load_migrations
+from shoal.store.sqlite import SqliteJobStore
 from shoal.wire.status import JobStatus
 
 ALICE = Submitter(name="alice@example.com", org="acme", role="lead")

@@ -19,28 +19,16 @@ whose session dies mid-transaction fails rather than guess whether it committed.
 
 from __future__ import annotations
 
-import json
 import re
-import secrets
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
 
-from shoal.errors import ShoalError
-from shoal.store.base import JOB_ID_LIMIT, TOKEN_CREATED, TOKEN_JOB_DELETED, JobRecord, Submitter
-from shoal.store.sqlite import (
-    _JOB_COLUMNS,
-    SqliteJobStore,
-    _split_sql,
-    _utc_iso,
-    listing_query,
-    load_migrations,
-)
-from shoal.wire.status import TERMINAL, JobStatus, can_transition
+from shoal.store.sql import SqlJobStore, load_migrations
+from shoal.store.sqlite import _split_sql
 
 _INT8_MAX = 2**63 - 1
 #: Advisory lock keys (any fixed 64-bit numbers; these spell "shoal-mg" and "shoal-tk").
@@ -73,8 +61,13 @@ def render_postgres(sql: str) -> str:
     return "".join(lines)
 
 
-class PostgresJobStore:
-    """``JobStore`` on a PostgreSQL database; see ``shoal.store.base.JobStore`` for the contract."""
+class PostgresJobStore(SqlJobStore):
+    """``JobStore`` on a PostgreSQL database; see ``shoal.store.base.JobStore`` for the contract
+    and ``shoal.store.sql`` for the queries, shared with SQLite."""
+
+    _MARK = "%s"
+    _INT_MAX = _INT8_MAX
+    _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
         self._url = url
@@ -155,263 +148,12 @@ class PostgresJobStore:
                     raise
                 return self._live().execute(sql, tuple(params)).fetchall()
 
-    _record = staticmethod(SqliteJobStore._record)
-
-    def _get(self, conn: psycopg.Connection[tuple[Any, ...]], job_id: int) -> JobRecord | None:
-        row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
-        return self._record(row) if row else None
-
-    @staticmethod
-    def _token_row(
-        conn: psycopg.Connection[tuple[Any, ...]],
-        study: str,
-        submitter: Submitter,
-        token: str,
-        *,
-        lock: bool = False,
-    ) -> tuple[Any, ...] | None:
-        return conn.execute(
-            "SELECT job_id, content_hash, state, deleted_time FROM submit_tokens "
-            "WHERE study = %s AND submitter_name = %s AND submitter_org = %s AND submitter_role = %s "
-            "AND token = %s" + (" FOR UPDATE" if lock else ""),
-            (study, submitter.name, submitter.org, submitter.role, token),
-        ).fetchone()
-
-    _raise_if_deleted = staticmethod(SqliteJobStore._raise_if_deleted)
-
-    @staticmethod
-    def _new_job_id(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
-        """A random id in [1, 2**53) used by no job and no token record (so ids never recur)."""
-        while True:
-            job_id = secrets.randbelow(JOB_ID_LIMIT - 1) + 1
-            taken = conn.execute(
-                "SELECT 1 FROM jobs WHERE job_id = %s "
-                "UNION ALL SELECT 1 FROM submit_tokens WHERE job_id = %s",
-                (job_id, job_id),
-            ).fetchone()
-            if not taken:
-                return job_id
-
-    # --- JobStore -------------------------------------------------------------------------
-
-    def create_job(
-        self,
-        *,
-        study: str,
-        name: str,
-        meta: dict[str, Any],
-        content_sha256: str,
-        submitter: Submitter,
-        submit_token: str | None = None,
-        content_hash: str | None = None,
-        cloned_from: int | None = None,
-    ) -> tuple[JobRecord, bool]:
-        if submit_token is not None and not content_hash:
-            raise ValueError("create_job with a submit_token needs the content_hash")
-        clean_meta = {k: v for k, v in meta.items() if k != "submit_token"}
-        meta_text = json.dumps(clean_meta, sort_keys=True, allow_nan=False)
-        with self._write() as conn:
-            if submit_token is not None:
-                scope = json.dumps([study, submitter.name, submitter.org, submitter.role, submit_token])
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(%s::bigint # hashtextextended(%s, 0))",
-                    (_TOKEN_LOCK_SPACE, scope),
-                )
-                row = self._token_row(conn, study, submitter, submit_token, lock=True)
-                if row is not None:
-                    self._raise_if_deleted(row)
-                    if row[1] != content_hash:
-                        raise ShoalError(
-                            "SUBMIT_TOKEN_CONFLICT",
-                            f"token already used for job {row[0]}",
-                            data={"existing_job_id": str(row[0])},
-                        )
-                    existing = self._get(conn, int(row[0]))
-                    if existing is not None:
-                        return existing, False
-                    # As in SQLite: a record that outlived its job unmarked gives its id back.
-                    job_id = int(row[0])
-                    conn.execute(
-                        "DELETE FROM submit_tokens WHERE study = %s AND submitter_name = %s AND "
-                        "submitter_org = %s AND submitter_role = %s AND token = %s",
-                        (study, submitter.name, submitter.org, submitter.role, submit_token),
-                    )
-                else:
-                    job_id = self._new_job_id(conn)
-            else:
-                job_id = self._new_job_id(conn)
-            now = time.time()
-            conn.execute(
-                "INSERT INTO jobs (job_id, id_text, study, name, name_fold, status, status_reason, "
-                "submitter_name, submitter_org, submitter_role, submit_time, meta, content_sha256, "
-                "cloned_from) VALUES (%s, %s, %s, %s, %s, %s, '', %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    job_id,
-                    str(job_id),
-                    study,
-                    name,
-                    name.casefold(),
-                    JobStatus.SUBMITTED.value,
-                    submitter.name,
-                    submitter.org,
-                    submitter.role,
-                    now,
-                    meta_text,
-                    content_sha256,
-                    cloned_from,
-                ),
-            )
-            if submit_token is not None:
-                conn.execute(
-                    "INSERT INTO submit_tokens (study, submitter_name, submitter_org, submitter_role, "
-                    "token, job_id, content_hash, state, job_name, submit_time) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        study,
-                        submitter.name,
-                        submitter.org,
-                        submitter.role,
-                        submit_token,
-                        job_id,
-                        content_hash,
-                        TOKEN_CREATED,
-                        name,
-                        _utc_iso(now),
-                    ),
-                )
-            record = self._get(conn, job_id)
-        assert record is not None
-        return record, True
-
-    def get_job(self, job_id: int) -> JobRecord | None:
-        if not 0 < job_id <= _INT8_MAX:
-            return None  # no such job can exist, and PostgreSQL would refuse the number
-        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
-        return self._record(rows[0]) if rows else None
-
-    def list_jobs(
-        self,
-        *,
-        study: str | None,
-        name_prefix: str | None = None,
-        id_prefix: str | None = None,
-        reverse: bool = False,
-        limit: int | None = None,
-        submitter_name: str | None = None,
-        submitter_org: str | None = None,
-    ) -> list[JobRecord]:
-        sql, params = listing_query(
-            "%s",
-            _INT8_MAX,
-            study=study,
-            name_prefix=name_prefix,
-            id_prefix=id_prefix,
-            limit=limit,
-            submitter_name=submitter_name,
-            submitter_org=submitter_org,
+    def _lock_token_scope(self, conn: Any, scope: str) -> None:
+        """A transaction-level advisory lock on the token's scope: two servers (or connections)
+        submitting with one token take turns at its check-then-insert."""
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s::bigint # hashtextextended(%s, 0))", (_TOKEN_LOCK_SPACE, scope)
         )
-        records = [self._record(r) for r in self._read(sql, params)]
-        if not reverse:
-            records.reverse()
-        return records
-
-    def find_by_submit_token(self, study: str, submitter: Submitter, token: str) -> JobRecord | None:
-        rows = self._read(
-            "SELECT job_id, content_hash, state, deleted_time FROM submit_tokens "
-            "WHERE study = %s AND submitter_name = %s AND submitter_org = %s AND submitter_role = %s "
-            "AND token = %s",
-            (study, submitter.name, submitter.org, submitter.role, token),
-        )
-        if not rows:
-            return None
-        self._raise_if_deleted(rows[0])
-        return self.get_job(int(rows[0][0]))
-
-    def transition(
-        self,
-        job_id: int,
-        new_status: JobStatus,
-        *,
-        reason: str = "",
-        first_error: dict[str, Any] | None = None,
-    ) -> JobRecord | None:
-        new_status = JobStatus(new_status)
-        if not 0 < job_id <= _INT8_MAX:
-            return None
-        error_text = json.dumps(first_error, sort_keys=True) if first_error is not None else None
-        with self._write() as conn:
-            row = conn.execute("SELECT status FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)).fetchone()
-            if row is None or not can_transition(row[0], new_status):
-                return None
-            now = time.time()
-            cur = conn.execute(
-                "UPDATE jobs SET status = %s, status_reason = %s, "
-                "start_time = CASE WHEN %s THEN COALESCE(start_time, %s) ELSE start_time END, "
-                "end_time = CASE WHEN %s THEN %s ELSE end_time END, "
-                "first_error = COALESCE(first_error, %s) "
-                "WHERE job_id = %s AND status = %s",
-                (
-                    new_status.value,
-                    reason,
-                    new_status is JobStatus.RUNNING,
-                    now,
-                    new_status in TERMINAL,
-                    now,
-                    error_text,
-                    job_id,
-                    row[0],
-                ),
-            )
-            if cur.rowcount != 1:
-                return None
-            return self._get(conn, job_id)
-
-    def set_status_reason(self, job_id: int, reason: str) -> None:
-        with self._write() as conn:
-            conn.execute("UPDATE jobs SET status_reason = %s WHERE job_id = %s", (reason, job_id))
-
-    def set_first_error(self, job_id: int, error: dict[str, Any]) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE jobs SET first_error = %s WHERE job_id = %s AND first_error IS NULL",
-                (json.dumps(error), job_id),
-            )
-
-    def jobs_in_status(self, statuses: Iterable[JobStatus]) -> list[JobRecord]:
-        wanted = sorted({JobStatus(s).value for s in statuses})
-        if not wanted:
-            return []
-        rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ANY(%s) ORDER BY submit_time, seq", (wanted,)
-        )
-        return [self._record(r) for r in rows]
-
-    def count_by_status(self) -> dict[JobStatus, int]:
-        rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-        return {JobStatus(status): int(count) for status, count in rows}
-
-    def delete_job(self, job_id: int, *, deleted_by: Submitter | None = None) -> int:
-        if not 0 < job_id <= _INT8_MAX:
-            return 0
-        by = (
-            json.dumps({"name": deleted_by.name, "org": deleted_by.org, "role": deleted_by.role})
-            if deleted_by is not None
-            else None
-        )
-        with self._write() as conn:
-            # Token rows first, as create_job locks them: a racing retry waits, then sees the delete.
-            conn.execute("SELECT 1 FROM submit_tokens WHERE job_id = %s FOR UPDATE", (job_id,))
-            conn.execute("DELETE FROM jobs WHERE job_id = %s", (job_id,))
-            cur = conn.execute(
-                "UPDATE submit_tokens SET state = %s, deleted_time = %s, deleted_by = %s "
-                "WHERE job_id = %s AND state != %s",
-                (TOKEN_JOB_DELETED, _utc_iso(time.time()), by, job_id, TOKEN_JOB_DELETED),
-            )
-            return int(cur.rowcount)
-
-    def jobs_using_content(self, content_sha256: str) -> int:
-        rows = self._read("SELECT COUNT(*) FROM jobs WHERE content_sha256 = %s", (content_sha256,))
-        return int(rows[0][0])
 
     def close(self) -> None:
         with self._lock:
