@@ -84,6 +84,14 @@ CATALOGUE: dict[str, ErrorSpec] = {
         "Copy into a new, empty database; or pass --merge to add only the rows it lacks (running "
         "the copy again is then safe).",
     ),
+    "RAY_UNAVAILABLE": ErrorSpec(
+        2,
+        503,
+        "The Ray cluster for the simulation could not be used.",
+        "Check the address (host:port of the cluster's head, or auto on one of its machines), that "
+        "the head runs and this machine has the same Ray and Python versions; Ray is the 'ray' extra: "
+        "pip install 'shoal[ray]'.",
+    ),
     "SANDBOX_UNAVAILABLE": ErrorSpec(
         4,
         500,

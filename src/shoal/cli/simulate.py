@@ -69,6 +69,14 @@ def register(groups: Any) -> None:
         default=None,
         help="result folder, new or empty (default: a new temporary folder)",
     )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run the sites as actors on an existing Ray cluster (its address, host:port, or auto: "
+        "the cluster this machine belongs to) instead of local worker processes; --workers then "
+        "counts actors (default: the cluster's CPUs). Needs pip install 'shoal[ray]'",
+    )
     # The checks a server applies to every site's update (its local/limits.json), same defaults.
     p.add_argument(
         "--accept-non-finite",
@@ -127,6 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
             out_dir=Path(args.out_dir) if args.out_dir else None,
             on_round=on_round,
             on_site=on_site if line is not None else None,
+            ray=args.ray,
             checks=UpdateChecks(
                 reject_non_finite=not args.accept_non_finite,
                 max_num_examples=args.max_num_examples or DEFAULT_MAX_NUM_EXAMPLES,
@@ -141,7 +150,8 @@ def cmd_simulate(args: argparse.Namespace) -> Result:
     rss = report.peak_rss_mib
     human = "\n".join(
         [
-            f"Simulated {report.job_name} with {report.sites} sites on {report.workers} workers: "
+            f"Simulated {report.job_name} with {report.sites} sites on {report.workers} "
+            f"{'Ray actors' if args.ray else 'workers'}: "
             f"{len(report.rounds)} rounds in {report.duration_s:.1f}s",
             *([" ".join(f"{k}={number_text(v)}" for k, v in sorted(last.items()))] if last else []),
             *(f"notice: {text}" for text in report.notices),

@@ -134,10 +134,13 @@ def run_simulation(
     on_round: RoundCallback | None = None,
     checks: UpdateChecks | None = None,
     on_site: SiteCallback | None = None,
+    ray: str | None = None,
 ) -> SimulationReport:
     """Like ``simulate`` but returns the report whether the job succeeded or failed;
     ``on_round`` is called after each round with ``{"round", "metrics", "sites", "seconds"}``,
-    ``on_site`` each time a site's answer is taken (shoal.simulator.transport.SiteCallback)."""
+    ``on_site`` each time a site's answer is taken (shoal.simulator.transport.SiteCallback).
+    ``ray``: run the sites as actors on the Ray cluster at that address (``auto``: the one this
+    machine belongs to) instead of local worker processes (shoal.simulator.raypool)."""
     if isinstance(n_sites, bool) or not isinstance(n_sites, int) or n_sites < 1:
         raise ShoalError("INVALID_ARGS", f"the number of sites must be at least 1, got {n_sites!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -150,10 +153,20 @@ def run_simulation(
     for app in set(site_app.values()):  # bad input is refused before anything is written
         _client_entry(Path(job_dir) / app)
     _refuse_secure_aggregation(Path(job_dir) / jobdef.server_app)
-    out = _output_folder(out_dir, jobdef.name)
+    ray_pool = None
+    if ray is not None:  # joined before anything is written: a cluster that is not there changes nothing
+        from shoal.simulator.raypool import RayPool
+
+        ray_pool = RayPool(ray, workers, len(sites), Path(job_dir))
+    try:
+        out = _output_folder(out_dir, jobdef.name)
+    except BaseException:
+        if ray_pool is not None:
+            ray_pool.stop(grace=0.0)
+        raise
     shutil.copytree(Path(job_dir), out / "job", ignore=shutil.ignore_patterns("__pycache__"))
     entries = {app: _client_entry(out / "job" / app) for app in set(site_app.values())}
-    pool_size = min(workers or os.cpu_count() or 1, len(sites))
+    pool_size = ray_pool.size if ray_pool is not None else min(workers or os.cpu_count() or 1, len(sites))
     job_id = str(secrets.randbelow(2**53 - 1) + 1)  # like the server's ids (decisions/0003)
 
     def make_spec(site: str, task: dict[str, Any]) -> SiteTask:
@@ -171,7 +184,7 @@ def run_simulation(
         )
 
     started = time.monotonic()
-    with WorkerPool(pool_size) as pool:
+    with ray_pool if ray_pool is not None else WorkerPool(pool_size) as pool:
         transport = PoolTransport(
             pool, make_spec, max_in_flight=2 * pool_size, on_round=on_round, on_site=on_site
         )
