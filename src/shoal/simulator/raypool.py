@@ -76,20 +76,27 @@ class SiteActor:
         self.job_id = ""
         self.model_key = ""
 
-    def run(self, spec_doc: dict[str, Any], job: bytes, model: bytes, model_key: str) -> dict[str, Any]:
+    def run(
+        self, spec_doc: dict[str, Any], job: list[Any], model: list[Any], model_key: str
+    ) -> dict[str, Any]:
+        """One site task. ``job`` and ``model`` hold an object reference each, inside a list so
+        that Ray hands over the reference, not the bytes: they are fetched only when this actor
+        has not got them yet (a new job, a new task's model), not once per site."""
+        import ray
+
         from shoal.simulator.worker import run_site_task
 
         spec = SiteTask.from_json(spec_doc)
         if spec.job_id != self.job_id:  # a new job: unpack it (the only one this actor runs)
             shutil.rmtree(self.root / "job", ignore_errors=True)
-            with zipfile.ZipFile(io.BytesIO(job)) as zf:
+            with zipfile.ZipFile(io.BytesIO(ray.get(job[0]))) as zf:
                 zf.extractall(self.root / "job")
             self.job_id = spec.job_id
         local_model = self.root / "models" / Path(str(spec.task["model_path"])).name
         if model_key != self.model_key:
             shutil.rmtree(self.root / "models", ignore_errors=True)
             local_model.parent.mkdir(parents=True)
-            local_model.write_bytes(model)
+            local_model.write_bytes(ray.get(model[0]))
             self.model_key = model_key
         job_dir = Path(spec.app_dir).parent
         entry_kind, entry = spec.entry
@@ -177,7 +184,7 @@ class RayPool:
         future.set_running_or_notify_cancel()
         model, key = self._model_ref(str(spec.task["model_path"]))
         actor = self._actors[(int(spec.site.rsplit("-", 1)[-1]) - 1) % self.size]
-        ref = actor.run.remote(spec.to_json(), self._job, model, key)
+        ref = actor.run.remote(spec.to_json(), [self._job], [model], key)
         self._pending.add(future)
         threading.Thread(target=self._wait, args=(ref, spec, future), daemon=True).start()
         return future
