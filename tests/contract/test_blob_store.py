@@ -170,7 +170,10 @@ def _read_job_file(files: JobFiles, job_id: int, name: str, start: int = 0) -> b
 def test_kept_job_files_list_and_stream_back(blobs: Blobs, tmp_path: Path) -> None:
     files, ws = _job_files(blobs, tmp_path / "jobs")
     assert files.list(7, "workspace/") == KEPT  # readable while the job runs: from disk
+    moves = not isinstance(blobs, BlobStore)
+    assert files.left_behind() == ([7] if moves else [])  # what a restart keeps (the bucket)
     files.keep(7)
+    assert files.left_behind() == []
     assert files.list(7, "workspace/") == KEPT
     assert files.list(7, "workspace/site-1/") == [("workspace/site-1/log.txt", 8)]
     assert files.list(8, "workspace/") == []  # another job sees none of them

@@ -5,6 +5,7 @@ it left in the bucket goes with it. The bucket's credentials reach no log and no
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from tests.conftest import EXAMPLES
+from tests.e2e.jobs import slow_job
 from tests.e2e.test_federation import expected_fedavg
 from tests.federation import own_federation, start_federation
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
@@ -95,3 +97,39 @@ def test_a_server_whose_bucket_is_missing_refuses_to_start_and_names_no_credenti
     assert "BLOB_STORE_UNAVAILABLE" in server_log + said, server_log + said
     assert ACCESS_KEY not in said + server_log and SECRET_KEY not in said + server_log
     _no_credentials_under(tmp_path / "fed")
+
+
+def test_a_job_the_server_left_running_is_kept_in_the_bucket_at_the_next_start(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """A server stopped under a running job leaves its files (the logs so far) on local disk;
+    the next start settles the job and puts them where the blob store keeps files."""
+    bucket = s3.new_bucket()
+    with own_federation(tmp_path / "fed", env=s3.env(bucket, "p")) as fed:
+        code, doc = fed.cli.json("job", "submit", "-j", slow_job(tmp_path / "slow"))
+        assert code == 0, doc
+        job_id = doc["data"]["job_id"]
+        [server_ws] = [db.parent for db in fed.workspace.rglob("store.db")]
+        local = server_ws / "jobs" / job_id / "workspace"
+        deadline = time.monotonic() + 60
+        while not (local / "server" / "log.txt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stopped = fed.cli.run("poc", "stop", "--workspace", fed.workspace)
+        assert stopped.returncode == 0, stopped.stderr
+        assert (local / "server" / "log.txt").is_file()  # left on disk by the stopped server
+        assert not [k for k in s3.keys(bucket) if k.startswith(f"p/jobs/{job_id}/")]
+
+        started = fed.cli.run("poc", "start", "--workspace", fed.workspace)
+        assert started.returncode == 0, started.stderr + started.stdout
+        key = f"p/jobs/{job_id}/workspace/server/log.txt"
+        deadline = time.monotonic() + 60
+        while key not in s3.keys(bucket) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert key in s3.keys(bucket), s3.keys(bucket)
+        while local.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not local.exists()  # uploaded, then gone from the server's disk
+        code, doc = fed.cli.json("job", "meta", job_id)
+        assert code == 0 and doc["data"]["status"] == "ABANDONED", doc
+        code, doc = fed.cli.json("job", "logs", job_id)
+        assert code == 0 and doc["data"]["logs"]["server"], doc  # read back from the bucket

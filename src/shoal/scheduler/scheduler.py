@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -107,14 +108,34 @@ class Scheduler:
         return JobPaths(self.jobs_root / str(job_id))
 
     def settle_after_restart(self) -> int:
-        """Jobs that were dispatched or running when the server stopped end ABANDONED, with why."""
+        """Jobs that were dispatched or running when the server stopped end ABANDONED, with why;
+        then the files of settled jobs still on local disk go where the blob store keeps them."""
         settled = 0
         for job in self.store.jobs_in_status([JobStatus.DISPATCHED, JobStatus.RUNNING]):
             if self.store.transition(
                 job.job_id, JobStatus.ABANDONED, reason="the server restarted while the job was running"
             ):
                 settled += 1
+        left = self.job_files.left_behind()
+        if left:  # in the background: a restart does not wait for uploads
+            threading.Thread(
+                target=self._keep_left_behind, args=(left,), name="shoal-keep", daemon=True
+            ).start()
         return settled
+
+    def _keep_left_behind(self, job_ids: list[int]) -> None:
+        """``keep`` each settled job's files left on local disk (a job abandoned by a stopped
+        server, an upload that failed before); a failure leaves them for the next start."""
+        for job_id in job_ids:
+            job = self.store.get_job(job_id)
+            if job is None or not job.status.terminal:
+                continue  # deleted (its folder is the delete's to remove), or still to run
+            try:
+                self.job_files.keep(job_id)
+                log.info("job %s: its files left on local disk are kept in the blob store now", job_id)
+            except Exception as exc:
+                detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+                log.warning("job %s: keeping its files in the blob store failed again: %s", job_id, detail)
 
     def set_status(self, job_id: int, status: JobStatus, reason: str) -> JobRecord | None:
         record = self.store.transition(job_id, status, reason=brief(reason))

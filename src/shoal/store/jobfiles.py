@@ -76,6 +76,12 @@ class JobFiles(Protocol):
         """Keep the local file ``src`` under ``name`` (it is moved or removed)."""
         ...
 
+    def left_behind(self) -> list[int]:
+        """Jobs whose ``workspace/`` is still on local disk though it belongs elsewhere (the
+        server stopped before, or while, keeping it; an upload failed): for ``keep`` again once
+        they are settled. None for the folder store, where local disk is where they belong."""
+        ...
+
     def list(self, job_id: int, under: str) -> list[tuple[str, int]]:
         """(name, size) of every file whose name starts with ``under``, sorted."""
         ...
@@ -109,6 +115,9 @@ class JobFolder:
 
     def keep(self, job_id: int) -> None:
         """Nothing to move: the folder is where the files are kept."""
+
+    def left_behind(self) -> list[int]:
+        return []
 
     def put_file(self, job_id: int, name: str, src: Path) -> None:
         dest = self.path(job_id, name)

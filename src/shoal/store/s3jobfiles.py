@@ -47,6 +47,12 @@ class S3JobFiles:
             self._upload(path, self.key(job_id, f"workspace/{name}"))
         remove_tree(root / "workspace")
 
+    def left_behind(self) -> list[int]:
+        root = self.disk.jobs_root
+        if not root.is_dir():
+            return []
+        return sorted(int(d.name) for d in root.iterdir() if d.name.isdigit() and (d / "workspace").is_dir())
+
     def _upload(self, path: Path, key: str) -> None:
         try:
             self.s3._client.upload_file(str(path), self.s3.bucket, key, Config=self.s3._transfer)
