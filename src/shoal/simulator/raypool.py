@@ -3,7 +3,7 @@
 The same ``SitePool`` as the local ``WorkerPool``: ``submit(spec)`` gives a future of a site
 run's answer, and each run is ``run_site_task`` in a process that keeps its imports between
 runs, here a Ray actor. The workflow stays in this process, unchanged, so the job's model is
-the local simulator's for the same job (decisions/0033).
+the local simulator's for the same job (decisions/0035).
 
 A cluster's nodes need not share this machine's disk, so files travel through Ray's object
 store: the job folder once (as a zip), each task's model once (every site of the task reads the
