@@ -169,6 +169,96 @@ def test_filters_change_what_reaches_the_server_and_a_site_policy_adds_its_own(t
     assert metas["site-2"]["shoal_privacy"] == {"exclude": ["secret"], "top_fraction": 0.25}
 
 
+#: The server side of the inbound filter test: one task from a model of known values, sent as a
+#: workflow sends any (the workflow filters nothing itself); what each site's script says it
+#: received is saved for download.
+SENDING_WORKFLOW = """
+import numpy as np
+from shoal.fl.model import FLModel
+from shoal.workflows.base import Workflow
+
+class Sending(Workflow):
+    def run(self):
+        start = FLModel(params={
+            "w": np.linspace(-1.0, 1.0, 100, dtype=np.float32),
+            "bias": np.linspace(0.0, 3.0, 10, dtype=np.float32),
+            "secret": np.full(3, 7.0, dtype=np.float32),
+        })
+        sites = []
+        for site, update in self.collect("train", start):
+            self.ctx.save_model(FLModel(params=dict(update.params)), f"got-{site}.safetensors")
+            sites.append(site)
+        self.ctx.record_round(0, {}, sorted(sites))
+"""
+
+#: Sends back exactly the model it was given: what the script received.
+ECHO_CLIENT = """
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    flare.send(FLModel(params=model.params, num_examples=1))
+"""
+
+
+def test_filters_on_what_reaches_a_site_from_the_job_and_a_site_policy(tmp_path: Path) -> None:
+    """The job excludes ``secret`` from what sites receive; its workflow sends it anyway. site-2
+    has no policy, so its agent filters nothing: its script got no ``secret``, which the server
+    took out before it crossed the wire, and every other value as sent. site-1's policy also
+    excludes ``bias`` and quantizes what it receives to 2 bits: its agent did that before its
+    script could read the model."""
+    job = _hello(tmp_path / "job", {"to_sites": {"exclude": ["secret"]}})
+    (job / "app" / "custom" / "sending.py").write_text(SENDING_WORKFLOW)
+    (job / "app" / "custom" / "client.py").write_text(ECHO_CLIENT)
+    (job / "app" / "config" / "config_fed_server.json").write_text(
+        json.dumps({"workflow": {"class": "sending.Sending"}})
+    )
+    policy = {
+        "site-1": {"site_policy.json": {"privacy": {"to_sites": {"exclude": ["bias"], "quantize_bits": 2}}}}
+    }
+    with own_federation(tmp_path / "fed", studies=CUSTOM_CODE_STUDIES, site_local=policy) as fed:
+        code, doc = fed.cli.json(
+            "job", "submit", "-j", job, "--wait", "--timeout", "120", "--study", CUSTOM_CODE_STUDY
+        )
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", json.dumps(doc)
+        code, got = fed.cli.json(
+            "job", "download", doc["data"]["job_id"], "-o", tmp_path / "out", "--study", CUSTOM_CODE_STUDY
+        )
+        assert code == 0, got
+    out = tmp_path / "out"
+    site1 = load_file(str(next(out.rglob("got-site-1.safetensors"))))
+    site2 = load_file(str(next(out.rglob("got-site-2.safetensors"))))
+    w = np.linspace(-1.0, 1.0, 100, dtype=np.float32)
+    assert sorted(site2) == ["bias", "w"]  # the job's exclusion, by the server
+    np.testing.assert_array_equal(site2["w"], w)
+    np.testing.assert_array_equal(site2["bias"], np.linspace(0.0, 3.0, 10, dtype=np.float32))
+    assert sorted(site1) == ["w"]  # site-1's policy took bias out too
+    assert len(np.unique(site1["w"])) == 4 and site1["w"].min() == -1.0 and site1["w"].max() == 1.0
+    np.testing.assert_allclose(site1["w"], w, atol=1 / 3 + 1e-6)  # within half a step of 2/3
+
+
+def test_the_simulator_filters_what_reaches_a_site_as_the_server_does(tmp_path: Path) -> None:
+    from shoal.simulator.engine import simulate
+
+    job = _hello(tmp_path / "job", {"to_sites": {"exclude": ["secret"], "quantize_bits": 1}})
+    (job / "app" / "custom" / "sending.py").write_text(SENDING_WORKFLOW)
+    (job / "app" / "custom" / "client.py").write_text(ECHO_CLIENT)
+    (job / "app" / "config" / "config_fed_server.json").write_text(
+        json.dumps({"workflow": {"class": "sending.Sending"}})
+    )
+    workspace = simulate(job, 2, workers=1, out_dir=tmp_path / "out")
+    for site in ("site-1", "site-2"):
+        got = load_file(str(next(workspace.rglob(f"got-{site}.safetensors"))))
+        assert sorted(got) == ["bias", "w"]
+        np.testing.assert_array_equal(np.unique(got["w"]), [-1.0, 1.0])
+        np.testing.assert_array_equal(np.unique(got["bias"]), [0.0, 3.0])
+    assert not list((tmp_path / "out").rglob("received-*.safetensors"))  # the sites' copies went
+
+
 def _secure(job: Path, threshold: int, rounds: int) -> None:
     config = job / "app" / "config" / "config_fed_server.json"
     server = json.loads(config.read_text())

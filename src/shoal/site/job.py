@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.errors import ShoalError
-from shoal.privacy.protections import APPLIED_META_KEY, site_privacy
+from shoal.privacy.protections import APPLIED_META_KEY, filter_model_file, site_privacy
 from shoal.sandbox.files import UnsafeJobFile, claim, remove_tree
 from shoal.site.policy import PRIVACY_KEY
 from shoal.wire import routes
@@ -125,9 +125,9 @@ class SiteJob:
             log,
             f"job {job_id}: the training script",
         )
-        self.privacy: dict[
-            str, Any
-        ] = {}  # the protections applied to every result (shoal.privacy.protections)
+        # the protections applied to every result, and to every model received (to_sites)
+        self.privacy: dict[str, Any] = {}
+        self.to_sites: dict[str, Any] = {}
 
     @property
     def log_path(self) -> Path:
@@ -193,6 +193,7 @@ class SiteJob:
         self.privacy = site_privacy(
             json.loads((job_dir / "meta.json").read_text()).get("privacy"), self.agent.policy.get(PRIVACY_KEY)
         )
+        self.to_sites = dict((self.agent.policy.get(PRIVACY_KEY) or {}).get("to_sites") or {})
         served = self.agent.policy.get("studies")
         if served is not None and self.study not in served:
             raise PermissionError(f"site {self.agent.name} does not serve study '{self.study}' (site policy)")
@@ -556,6 +557,13 @@ class SiteJob:
                 raise
             self._append_log(f"shoal site: task {task_id} ended before its model arrived; skipped")
             return
+        if self.to_sites:  # the site policy's filters on what it receives (the job's: the server's)
+            try:
+                await asyncio.to_thread(filter_model_file, model_path, self.to_sites)
+            except Exception as exc:  # never hand the script a model its filters did not pass
+                model_path.unlink(missing_ok=True)
+                await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}'s model: {exc}")
+                return
         self._unanswered.add(task_id)
         try:
             await self._hand_task(task, model_path)
