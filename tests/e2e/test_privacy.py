@@ -292,6 +292,87 @@ def test_secure_aggregation_gives_fedavgs_model(federation: Federation, tmp_path
         assert found is None, (path, found)
 
 
+#: Sends the model it got unchanged (20,000 zeros in round 0, which has none): all that reaches the
+#: aggregate is the noise.
+UNCHANGED_CLIENT = """
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    w = model.params.get("w", np.zeros(20000, dtype=np.float32))
+    flare.send(FLModel(params={"w": w}, num_examples=1))
+"""
+
+
+def test_secure_aggregation_with_client_and_central_noise(federation: Federation, tmp_path: Path) -> None:
+    """SecAgg and DP in one job: each site clips and noises its update (client_dp) before it is
+    masked, the server adds central noise (server_dp) to the unmasked mean of updates the sites
+    clipped to its norm. With unchanged updates the model is the noise alone: its standard
+    deviation is what the two calibrations give together, sqrt((z1·C1)²/2 + (z2·C2/2)²); both are
+    accounted; no key or share reaches the download. (The server's clip norm is above the noisy
+    updates' norm, as the sum of the two calibrations assumes.)"""
+    client_dp = {"clip_norm": 1.0, "noise_multiplier": 0.3}
+    # the server clips the noisy update, as it would in the clear: 100 is above its norm (~42)
+    server_dp = {"clip_norm": 100.0, "noise_multiplier": 0.004}
+    job = _hello(tmp_path / "job", {"client_dp": client_dp, "server_dp": server_dp})
+    (job / "app" / "custom" / "client.py").write_text(UNCHANGED_CLIENT)
+    _secure(job, threshold=2, rounds=1)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", json.dumps(doc)
+    job_id = doc["data"]["job_id"]
+    code, got = federation.cli.json("job", "download", job_id, "-o", tmp_path / "out")
+    assert code == 0, got
+    w = load_file(got["data"]["artifacts"]["global_model"])["w"].astype(np.float64)
+    want = float(np.sqrt((0.3 * 1.0) ** 2 / 2 + (0.004 * 100.0 / 2) ** 2))
+    print(f"secagg + DP: noise std {w.std():.5f}, calibrated {want:.5f}")
+    assert abs(w.mean()) < 5 * want / np.sqrt(w.size)
+    assert w.std() == pytest.approx(want, rel=0.03)
+    _, meta = federation.cli.json("job", "meta", job_id)
+    spent = meta["data"]["privacy_spent"]
+    site_eps = gaussian_epsilon(0.3, 1, DELTA)
+    assert spent["sites"] == {
+        s: {"epsilon": pytest.approx(site_eps), "rounds": 1} for s in ("site-1", "site-2")
+    }
+    assert spent["central_epsilon"] == pytest.approx(gaussian_epsilon(0.004, 1, DELTA))
+    secret_like = re.compile(r"0x[0-9a-f]{60,}|[A-Za-z0-9+/]{40,}={0,2}")
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file() and path.suffix != ".safetensors":
+            assert secret_like.search(path.read_text(errors="replace")) is None, path
+
+
+def test_secure_aggregation_with_noiseless_protections_gives_the_plain_runs_model(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """hello-numpy with the site-side protections that add no noise (top 50% of each update,
+    4-bit changes), once in the clear and once under secure aggregation, where the sites apply
+    them before masking: the same model within the fixed-point tolerance."""
+    models = {}
+    for secure in (False, True):
+        job = _hello(tmp_path / f"job-{secure}", {"top_fraction": 0.5, "quantize_bits": 4})
+        if secure:
+            _secure(job, threshold=2, rounds=3)
+        else:
+            config = job / "app" / "config" / "config_fed_server.json"
+            server = json.loads(config.read_text())
+            server["args"]["num_rounds"] = 3
+            config.write_text(json.dumps(server))
+        code, doc = federation.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+        assert code == 0 and doc["data"]["status"] == "FINISHED_OK", json.dumps(doc)
+        code, got = federation.cli.json(
+            "job", "download", doc["data"]["job_id"], "-o", tmp_path / f"out-{secure}"
+        )
+        assert code == 0, got
+        models[secure] = load_file(got["data"]["artifacts"]["global_model"])
+    assert set(models[True]) == set(models[False])
+    for name in models[False]:
+        np.testing.assert_allclose(models[True][name], models[False][name], atol=1e-6)
+
+
 #: Each site sends w = its number (1, 2, 3) weighed by that number; site-3 exits right after its
 #: upload, before the round is unmasked.
 DROPPING_CLIENT = """

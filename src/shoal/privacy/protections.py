@@ -172,6 +172,34 @@ def clip(delta: dict[str, Any], clip_norm: float) -> float:
     return norm
 
 
+def clip_update(
+    params: Mapping[str, Any], global_params: Mapping[str, Any], clip_norm: float
+) -> dict[str, Any]:
+    """``params`` with its float tensors' change from ``global_params`` clipped to ``clip_norm``
+    (together): the server's clipping for central DP, done at the site when the server cannot see
+    the update (secure aggregation)."""
+    import numpy as np
+
+    out = {name: np.asarray(params[name]) for name in params}
+    floats = _float_names(out)
+    base = {n: _base_of(global_params, n, out[n].shape) for n in floats}
+    delta = {n: out[n].astype(np.float64) - base[n] for n in floats}
+    clip(delta, clip_norm)
+    for n in floats:
+        out[n] = (base[n] + delta[n]).astype(out[n].dtype)
+    return out
+
+
+def _base_of(global_params: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> Any:
+    """The global model's value of ``name`` as float64, or zeros where it has none of that shape."""
+    import numpy as np
+
+    value = global_params.get(name)
+    if value is not None and np.shape(value) == shape:
+        return np.asarray(value, dtype=np.float64)
+    return np.zeros(shape, dtype=np.float64)
+
+
 def add_gaussian_noise(delta: dict[str, Any], std: float, rng: Any) -> None:
     """Add independent N(0, std²) noise to every entry of ``delta`` (in place)."""
     for name, value in delta.items():

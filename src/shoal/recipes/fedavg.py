@@ -29,8 +29,12 @@ class FedAvgRecipe(Recipe):
         super().__post_init__()
         if self.num_rounds < self._min_rounds():
             raise ShoalError("INVALID_ARGS", f"num_rounds must be at least {self._min_rounds()}")
-        if self.secure_aggregation and self.privacy:
-            raise ShoalError("INVALID_ARGS", "secure_aggregation does not combine with a privacy block yet")
+        if self.secure_aggregation and ((self.privacy or {}).get("server_dp") or {}).get("adaptive"):
+            raise ShoalError(
+                "INVALID_ARGS",
+                "secure_aggregation does not combine with adaptive clipping (the server never sees an "
+                "update's norm)",
+            )
         if self.secagg_threshold is not None and self.secagg_threshold < 2:
             raise ShoalError(
                 "INVALID_ARGS", f"secagg_threshold must be at least 2, got {self.secagg_threshold}"

@@ -128,6 +128,7 @@ class SiteJob:
         # the protections applied to every result, and to every model received (to_sites)
         self.privacy: dict[str, Any] = {}
         self.to_sites: dict[str, Any] = {}
+        self._masked_tasks: set[str] = set()  # secure aggregation: the client API protects these
 
     @property
     def log_path(self) -> Path:
@@ -465,7 +466,12 @@ class SiteJob:
                 "ResultRefused", f"the training script's result for task {task_id[:64]} was not taken: {exc}"
             )
             return
-        if self.privacy:
+        if self.privacy and task_id in self._masked_tasks:
+            self._masked_tasks.discard(task_id)
+            # masked by the client API, which applied these before masking (what it was told)
+            applied = {**self.privacy, "before_masking": True}
+            info = replace(info, meta={**info.meta, APPLIED_META_KEY: applied})
+        elif self.privacy:
             try:
                 applied = await asyncio.to_thread(self._privatize, path, task_id)
             except Exception as exc:  # never let an unprotected result go: the job fails instead
@@ -602,6 +608,12 @@ class SiteJob:
         assert self._writer is not None
         if task.round is not None:
             self._round = task.round
+        privacy: dict[str, Any] = {}
+        if "secagg" in task.meta and self.privacy:
+            # A masked update cannot be protected after the script: the client API applies the
+            # protections before masking (docs/privacy.md says what that trusts).
+            privacy = dict(self.privacy)
+            self._masked_tasks.add(task.task_id)
         to_script = ScriptTask(
             task_id=task.task_id,
             task_name=task.task_name,
@@ -610,6 +622,7 @@ class SiteJob:
             meta=task.meta,
             model_path=str(model_path),
             result_dir=str(self.work_dir),
+            privacy=privacy,
         )
         self._writer.write(encode(encode_message(to_script)))
         await self._writer.drain()

@@ -51,10 +51,10 @@ class FedAvg(Workflow):
         self.privacy = JobPrivacy(read_job_privacy(ctx.app_dir))
         self.secure_aggregation = secure_aggregation
         self.secagg_threshold = secagg_threshold or max(2, len(ctx.sites) // 2 + 1)
-        if secure_aggregation and self.privacy.spec:
+        if secure_aggregation and (self.privacy.server_dp or {}).get("adaptive"):
             raise ValueError(
-                "secure_aggregation does not combine with a privacy block yet: the site's protections "
-                "would meet masked values (docs/privacy.md)"
+                "secure_aggregation does not combine with adaptive clipping: it needs each update's "
+                "norm, which the server never sees (docs/privacy.md)"
             )
         if secure_aggregation and not 2 <= self.secagg_threshold <= len(ctx.sites):
             raise ValueError(f"secagg_threshold must be from 2 to the job's {len(ctx.sites)} sites")
@@ -75,9 +75,17 @@ class FedAvg(Workflow):
             if self.secure_aggregation:
                 task = FLModel(params=model.params, meta={**self.task_meta, **model.meta})
                 del model
-                mean, metrics, in_sum = secure_round(self, task, rnd, self.num_rounds, self.secagg_threshold)
-                model = FLModel(params=mean)
-                self.ctx.record_round(rnd, metrics, in_sum)
+                clip_norm = self.privacy.clip_norm if self.privacy.server_dp else None
+                mean, metrics, metas = secure_round(
+                    self, task, rnd, self.num_rounds, self.secagg_threshold, clip_norm
+                )
+                for site, meta in sorted(metas.items()):
+                    self.privacy.record(site, meta)
+                # central noise on the unmasked mean of the clipped updates (weights 1)
+                model = FLModel(params=self.privacy.noised(mean, len(metas)))
+                self.ctx.record_round(rnd, metrics, sorted(metas))
+                if self.privacy.active:
+                    self.ctx.report_privacy(self.privacy.report())
                 continue
             # central DP clips each update around the round's global model: it is kept for that
             global_params = dict(model.params) if self.privacy.server_dp else {}

@@ -83,10 +83,17 @@ def unmask(
 
 
 def secure_round(
-    workflow: Workflow, model: FLModel, rnd: int, total_rounds: int, threshold: int
-) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    workflow: Workflow,
+    model: FLModel,
+    rnd: int,
+    total_rounds: int,
+    threshold: int,
+    clip_norm: float | None = None,
+) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, Any]]]:
     """One round of FedAvg under secure aggregation: the weighted mean, the round's metrics (sent
-    in the clear by each site, averaged), and the sites in the sum."""
+    in the clear by each site, averaged), and the header meta of each site in the sum (what its
+    agent says it applied). With ``clip_norm`` (central DP) each site clips its update to it
+    before masking and weighs it 1: the result is the plain mean of clipped updates."""
     tag = {"secagg_round": rnd}
     collect = workflow.collect
     keys = {
@@ -109,12 +116,21 @@ def secure_round(
         )
     task = FLModel(
         params=model.params,
-        meta={**model.meta, "secagg": {"round": rnd, "keys": {s: keys[s] for s in shares}, "shares": shares}},
+        meta={
+            **model.meta,
+            "secagg": {
+                "round": rnd,
+                "keys": {s: keys[s] for s in shares},
+                "shares": shares,
+                **({"clip_norm": clip_norm} if clip_norm else {}),
+            },
+        },
     )
     del model
     total: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
     uploaded: list[str] = []
+    metas: dict[str, dict[str, Any]] = {}
     metrics: dict[str, float] = {}
     for site, update in collect(
         "train", task, sites=sorted(shares), round_number=rnd, total_rounds=total_rounds
@@ -128,6 +144,7 @@ def secure_round(
             total[name] = total[name] + arr if name in total else arr.copy()
         dtypes = {**dtypes, **dict(update.meta.get("dtypes") or {})}
         uploaded.append(site)
+        metas[site] = dict(update.meta)
         for key, value in update.metrics.items():
             metrics[key] = metrics.get(key, 0.0) + float(value)
     if len(uploaded) < threshold:
@@ -150,4 +167,4 @@ def secure_round(
         raise RoundFailed("secure aggregation: the sites' total weight is not positive")
     kinds = {name: dtypes.get(name) if dtypes.get(name) in FLOAT_DTYPES else "float32" for name in sums}
     mean = {name: (value / weight).astype(kinds[name]) for name, value in sums.items()}
-    return mean, {k: v / len(uploaded) for k, v in metrics.items()}, sorted(uploaded)
+    return mean, {k: v / len(uploaded) for k, v in metrics.items()}, metas
