@@ -400,6 +400,26 @@ def test_the_simulator_runs_secure_aggregation(tmp_path: Path, privacy: dict[str
         np.testing.assert_allclose(models[True][name], models[False][name], atol=1e-6)
 
 
+def test_the_simulator_runs_secagg_plus_on_many_sites(tmp_path: Path) -> None:
+    """SecAgg+'s sparse graph on 40 virtual sites (8 partners each, threshold 5): the model is
+    the clear simulation's within the fixed-point tolerance."""
+    from shoal.simulator.engine import simulate
+
+    models = {}
+    for secure in (False, True):
+        job = copy_hello(tmp_path / f"job-{secure}")
+        config = job / "app" / "config" / "config_fed_server.json"
+        server = json.loads(config.read_text())
+        server["args"]["num_rounds"] = 2
+        if secure:
+            server["args"].update({"secure_aggregation": True, "secagg_threshold": 5, "secagg_neighbors": 8})
+        config.write_text(json.dumps(server))
+        workspace = simulate(job, 40, workers=2, out_dir=tmp_path / f"out-{secure}")
+        models[secure] = load_file(str(workspace / "FL_global_model.safetensors"))
+    for name in models[False]:
+        np.testing.assert_allclose(models[True][name], models[False][name], atol=1e-6)
+
+
 def test_the_simulator_runs_secure_aggregation_with_client_and_central_noise(tmp_path: Path) -> None:
     """As on the POC: 4 virtual sites send unchanged updates; the model is the noise alone, of
     standard deviation sqrt((z1·C1)²/4 + (z2·C2/4)²) within 3% over 20,000 entries."""

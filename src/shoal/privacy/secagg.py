@@ -147,3 +147,25 @@ def unseal(key: bytes, sealed: str, associated: bytes) -> bytes:
 
     data = unb64(sealed)
     return AESGCM(key).decrypt(data[:12], data[12:], associated)
+
+
+def neighbours(order: list[str], degree: int | None, seed: str) -> dict[str, list[str]]:
+    """Each site's partners: every other site (``degree`` None or at least n - 1: SecAgg), or,
+    SecAgg+'s sparse graph (Bell et al. 2020), its ``degree`` nearest on a ring of the sites in
+    an order shuffled from ``seed`` (``degree`` rounded up to even; the graph is symmetric, so
+    both sides of a pair agree). A site masks with, and shares its secrets with, its partners
+    only: the work and the shares per site grow with the degree, not with the job's size.
+    The server draws the seed each round; every site rebuilds the same graph from it."""
+    import random
+
+    n = len(order)
+    if degree is None or degree >= n - 1:
+        return {site: [o for o in order if o != site] for site in order}
+    ring = list(order)
+    random.Random(seed).shuffle(ring)
+    half = (degree + 1) // 2
+    out: dict[str, set[str]] = {site: set() for site in order}
+    for i, site in enumerate(ring):
+        for j in range(1, half + 1):
+            out[site].update((ring[(i + j) % n], ring[(i - j) % n]))
+    return {site: sorted(partners) for site, partners in out.items()}

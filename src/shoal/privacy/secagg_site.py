@@ -38,6 +38,8 @@ class _Round:
     keys: dict[str, dict[str, bytes]] = field(default_factory=dict)  # site -> {"c", "s"} publics
     threshold: int = 0
     sealed_for_me: dict[str, str] = field(default_factory=dict)  # sender -> sealed share
+    partners: list[str] = field(default_factory=list)  # the sites this one masks and shares with
+    shared: set[str] = field(default_factory=set)  # the sites that shared secrets this round
 
 
 class SiteProtocol:
@@ -73,11 +75,18 @@ class SiteProtocol:
         if self.site not in state.keys or state.keys[self.site]["s"] != state.mask_public:
             raise ProtocolError("the server did not relay this site's own public key")
         order = sorted(state.keys)
-        points = [order.index(s) + 1 for s in order]
+        graph = meta.get("graph") or {}
+        state.partners = secagg.neighbours(order, graph.get("degree"), str(graph.get("seed", "")))[self.site]
+        holders = sorted([*state.partners, self.site])
+        if len(holders) < state.threshold:
+            raise ProtocolError(
+                f"{len(holders)} holders of this site's shares, the threshold is {state.threshold}"
+            )
+        points = [order.index(s) + 1 for s in holders]
         mask_shares = secagg.split(state.mask_private, points, state.threshold)
         seed_shares = secagg.split(state.seed, points, state.threshold)
         out = {}
-        for site in order:
+        for site in holders:
             x = order.index(site) + 1
             plain = json.dumps({"s": hex(mask_shares[x]), "b": hex(seed_shares[x])}).encode()
             key = secagg.agree(state.enc_private, state.keys[site]["c"], b"encrypt")
@@ -93,7 +102,8 @@ class SiteProtocol:
             raise ProtocolError(f"secure aggregation round {rnd} has no keys at this site")
         shares = meta["shares"]
         state.sealed_for_me = {sender: to[self.site] for sender, to in shares.items() if self.site in to}
-        partners = [s for s in shares if s != self.site]
+        state.shared = set(shares)
+        partners = [s for s in state.partners if s in shares]
         values = {name: np.asarray(v, dtype=np.float64) * weight for name, v in params.items()}
         values[WEIGHT_TENSOR] = np.array([weight], dtype=np.float64)
         out = {}
@@ -112,12 +122,12 @@ class SiteProtocol:
         uploaded, dropped = set(meta["uploaded"]), set(meta["dropped"])
         if uploaded & dropped:
             raise ProtocolError("the server asked for both secrets of one site")
-        if not (uploaded | dropped) <= set(state.sealed_for_me):
+        if not (uploaded | dropped) <= state.shared:
             raise ProtocolError("the server named sites that did not share secrets this round")
         if len(uploaded) < state.threshold:
             raise ProtocolError(f"only {len(uploaded)} sites uploaded, the threshold is {state.threshold}")
         reveal: dict[str, dict[str, str]] = {"b": {}, "s": {}}
-        for sender in sorted(uploaded | dropped):
+        for sender in sorted((uploaded | dropped) & set(state.sealed_for_me)):  # my partners' only
             key = secagg.agree(state.enc_private, state.keys[sender]["c"], b"encrypt")
             share = json.loads(
                 secagg.unseal(key, state.sealed_for_me[sender], f"{rnd} {sender}->{self.site}".encode())

@@ -23,7 +23,9 @@ class FedAvg(Workflow):
     - ``task_meta`` (JSON object, default {}): sent with every task, e.g. FedProx's ``{"mu": 0.01}``
     - ``secure_aggregation`` (bool, default false): the server learns only each round's sum
       (``shoal.workflows.secure_round``); ``secagg_threshold`` (int, default a majority of the job's
-      sites, at least 2): the sites that must stay until a round is unmasked
+      sites, at least 2): the sites that must stay until a round is unmasked; ``secagg_neighbors``
+      (int, default: every other site): SecAgg+'s sparse graph, each site pairs and shares with
+      that many partners only (the threshold then counts among a site's partners and itself)
 
     The job's ``privacy`` block in meta.json (docs/privacy.md) adds central DP (``server_dp``),
     accounting of what was spent, and a budget that ends training before it is exceeded.
@@ -40,6 +42,7 @@ class FedAvg(Workflow):
         task_meta: dict[str, Any] | None = None,
         secure_aggregation: bool = False,
         secagg_threshold: int | None = None,
+        secagg_neighbors: int | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(ctx, **extra)
@@ -58,6 +61,15 @@ class FedAvg(Workflow):
             )
         if secure_aggregation and not 2 <= self.secagg_threshold <= len(ctx.sites):
             raise ValueError(f"secagg_threshold must be from 2 to the job's {len(ctx.sites)} sites")
+        self.secagg_neighbors = secagg_neighbors
+        if secagg_neighbors is not None:
+            if not secure_aggregation or secagg_neighbors < 2:
+                raise ValueError("secagg_neighbors (at least 2) goes with secure_aggregation")
+            if self.secagg_threshold > secagg_neighbors + 1:
+                raise ValueError(
+                    f"secagg_threshold {self.secagg_threshold} exceeds the {secagg_neighbors + 1} holders of "
+                    "each site's shares (secagg_neighbors + 1)"
+                )
         self.stopped_by: str | None = None  # why training ended before num_rounds, if it did
 
     def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
@@ -77,7 +89,7 @@ class FedAvg(Workflow):
                 del model
                 clip_norm = self.privacy.clip_norm if self.privacy.server_dp else None
                 mean, metrics, metas = secure_round(
-                    self, task, rnd, self.num_rounds, self.secagg_threshold, clip_norm
+                    self, task, rnd, self.num_rounds, self.secagg_threshold, clip_norm, self.secagg_neighbors
                 )
                 for site, meta in sorted(metas.items()):
                     self.privacy.record(site, meta)

@@ -11,6 +11,7 @@ model. The server never holds a site's update in the clear, and logs no key, sha
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +45,7 @@ def unmask(
     dropped: list[str],
     reveals: Mapping[str, Mapping[str, Mapping[str, str]]],
     threshold: int,
+    partners: Mapping[str, list[str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """The decoded sum of the uploaded updates, from their masked sum ``total`` and the shares
     the survivors revealed (``reveals[site] = {"b": {owner: share}, "s": {owner: share}}``)."""
@@ -74,7 +76,8 @@ def unmask(
         for owner in uploaded:
             flat = flat - secagg.expand(seeds[owner], context, flat.size)
         for gone, private in mask_keys.items():
-            for owner in uploaded:  # the mask each uploader added for its pair with the dropped site
+            pairs = uploaded if partners is None else [o for o in uploaded if o in partners[gone]]
+            for owner in pairs:  # the mask each uploader added for its pair with the dropped site
                 flat = flat - secagg.pair_mask(
                     owner, gone, private, unb64(keys[owner]["s"]), context, flat.size
                 )
@@ -89,11 +92,14 @@ def secure_round(
     total_rounds: int,
     threshold: int,
     clip_norm: float | None = None,
+    degree: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, Any]]]:
     """One round of FedAvg under secure aggregation: the weighted mean, the round's metrics (sent
     in the clear by each site, averaged), and the header meta of each site in the sum (what its
     agent says it applied). With ``clip_norm`` (central DP) each site clips its update to it
-    before masking and weighs it 1: the result is the plain mean of clipped updates."""
+    before masking and weighs it 1: the result is the plain mean of clipped updates. With
+    ``degree`` each site pairs and shares with that many partners only (SecAgg+'s graph,
+    ``secagg.neighbours``, drawn from a fresh seed each round)."""
     tag = {"secagg_round": rnd}
     collect = workflow.collect
     keys = {
@@ -103,12 +109,15 @@ def secure_round(
     if len(keys) < threshold:
         raise RoundFailed(f"secure aggregation: {len(keys)} sites gave keys, the threshold is {threshold}")
     order = sorted(keys)
-    meta = {**tag, "keys": keys, "threshold": threshold}
+    seed = secrets.token_hex(16)
+    graph = {"degree": degree, "seed": seed}
+    partners = secagg.neighbours(order, degree, seed)
+    meta = {**tag, "keys": keys, "threshold": threshold, **({"graph": graph} if degree else {})}
     shares: dict[str, dict[str, str]] = {}
     for site, update in collect("secagg_share", FLModel(params={}, meta=meta), sites=order, round_number=rnd):
         sealed = update.meta.get("shares")
-        if not isinstance(sealed, dict) or set(sealed) != set(order):
-            raise BadUpdate(site, "its secure aggregation shares are not one for every site")
+        if not isinstance(sealed, dict) or set(sealed) != {site, *partners[site]}:
+            raise BadUpdate(site, "its secure aggregation shares are not one for each of its partners")
         shares[site] = {k: str(v) for k, v in sealed.items()}
     if len(shares) < threshold:
         raise RoundFailed(
@@ -161,7 +170,7 @@ def secure_round(
             min_responses=threshold,
         )
     }
-    sums = unmask(total, rnd, order, keys, sorted(uploaded), dropped, reveals, threshold)
+    sums = unmask(total, rnd, order, keys, sorted(uploaded), dropped, reveals, threshold, partners)
     weight = float(sums.pop(WEIGHT_TENSOR)[0])
     if weight <= 0:
         raise RoundFailed("secure aggregation: the sites' total weight is not positive")
