@@ -46,7 +46,9 @@ def protocol_round(n_sites: int, n_params: int, drop: int = 0, degree: int | Non
         for name, arr in upd.items():
             total[name] = total[name] + arr if name in total else arr.copy()
     dropped = names[n_sites - drop :]
-    reveal_meta = {"secagg_round": 0, "uploaded": uploaded, "dropped": dropped}
+    told = {"secagg_round": 0, "uploaded": uploaded, "dropped": dropped}
+    signatures = {n: sites[n].answer("secagg_consistency", told)["sig"] for n in uploaded}
+    reveal_meta = {**told, "signatures": signatures}
     reveals = {n: sites[n].answer("secagg_unmask", reveal_meta) for n in uploaded}
     t0 = time.perf_counter()
     partners = secagg.neighbours(names, degree, "bench")

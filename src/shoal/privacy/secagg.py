@@ -169,3 +169,43 @@ def neighbours(order: list[str], degree: int | None, seed: str) -> dict[str, lis
         for j in range(1, half + 1):
             out[site].update((ring[(i + j) % n], ring[(i - j) % n]))
     return {site: sorted(partners) for site, partners in out.items()}
+
+
+def signing_keypair() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair (private, public), raw bytes: a site signs the survivor set it
+    was told with it (the consistency round)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return private, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def sign(private: bytes, message: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(private).sign(message)
+
+
+def verify(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is ``public``'s on ``message`` (False for anything malformed)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def survivor_view(round_number: int, uploaded: list[str], dropped: list[str]) -> bytes:
+    """What a site signs in the consistency round: the round and the survivor set it was told."""
+    told = f"{','.join(sorted(uploaded))}|{','.join(sorted(dropped))}"
+    return f"shoal-secagg consistency {round_number}|{told}".encode()

@@ -20,7 +20,7 @@ import numpy as np
 from shoal.privacy import secagg
 from shoal.privacy.secagg import WEIGHT_TENSOR, b64, unb64
 
-TASKS = ("secagg_advertise", "secagg_share", "secagg_unmask")
+TASKS = ("secagg_advertise", "secagg_share", "secagg_consistency", "secagg_unmask")
 
 
 class ProtocolError(ValueError):
@@ -35,6 +35,9 @@ class _Round:
     mask_private: bytes
     mask_public: bytes
     seed: bytes
+    sign_private: bytes = b""
+    sign_public: bytes = b""
+    signed: bytes | None = None  # the survivor set this site signed (the consistency round)
     keys: dict[str, dict[str, bytes]] = field(default_factory=dict)  # site -> {"c", "s"} publics
     threshold: int = 0
     sealed_for_me: dict[str, str] = field(default_factory=dict)  # sender -> sealed share
@@ -53,15 +56,26 @@ class SiteProtocol:
         if task_name == "secagg_advertise":
             enc_private, enc_public = secagg.keypair()
             mask_private, mask_public = secagg.keypair()
+            sign_private, sign_public = secagg.signing_keypair()
             self.rounds = {
-                rnd: _Round(enc_private, enc_public, mask_private, mask_public, secrets.token_bytes(32))
+                rnd: _Round(
+                    enc_private,
+                    enc_public,
+                    mask_private,
+                    mask_public,
+                    secrets.token_bytes(32),
+                    sign_private,
+                    sign_public,
+                )
             }
-            return {"c": b64(enc_public), "s": b64(mask_public)}
+            return {"c": b64(enc_public), "s": b64(mask_public), "v": b64(sign_public)}
         state = self.rounds.get(rnd)
         if state is None:
             raise ProtocolError(f"secure aggregation round {rnd} was not started at this site")
         if task_name == "secagg_share":
             return self._share(state, rnd, meta)
+        if task_name == "secagg_consistency":
+            return self._consistency(state, rnd, meta)
         if task_name == "secagg_unmask":
             try:
                 return self._unmask(state, rnd, meta)
@@ -118,10 +132,43 @@ class SiteProtocol:
             out[name] = total.reshape(value.shape)
         return out
 
+    def _consistency(self, state: _Round, rnd: int, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Sign the survivor set the server announces (once a round): the sites then check, before
+        revealing anything, that at least the threshold of them signed the very set each was told,
+        so a server that tells sites different sets cannot gather both secrets of one site
+        (Bonawitz et al. 2017, the consistency check)."""
+        if state.signed is not None:
+            raise ProtocolError("the server asked this site to sign a second survivor set this round")
+        state.signed = secagg.survivor_view(rnd, list(meta["uploaded"]), list(meta["dropped"]))
+        return {"sig": b64(secagg.sign(state.sign_private, state.signed))}
+
+    def _check_signatures(self, state: _Round, rnd: int, meta: Mapping[str, Any]) -> None:
+        view = secagg.survivor_view(rnd, list(meta["uploaded"]), list(meta["dropped"]))
+        if state.signed is None or view != state.signed:
+            raise ProtocolError("the survivor set to unmask is not the one this site signed")
+        signatures = meta.get("signatures")
+        if not isinstance(signatures, dict):
+            raise ProtocolError("the server sent no signatures of the survivor set")
+        valid = 0
+        for site in set(meta["uploaded"]):
+            public = (state.keys.get(site) or {}).get("v")
+            sig = signatures.get(site)
+            try:
+                ok = public is not None and isinstance(sig, str) and secagg.verify(public, unb64(sig), view)
+            except ValueError:  # not base64
+                ok = False
+            valid += ok
+        if valid < state.threshold:
+            raise ProtocolError(
+                f"only {valid} sites signed the survivor set this site was told, the threshold is "
+                f"{state.threshold}: the server may have told sites different sets"
+            )
+
     def _unmask(self, state: _Round, rnd: int, meta: Mapping[str, Any]) -> dict[str, Any]:
         uploaded, dropped = set(meta["uploaded"]), set(meta["dropped"])
         if uploaded & dropped:
             raise ProtocolError("the server asked for both secrets of one site")
+        self._check_signatures(state, rnd, meta)
         if not (uploaded | dropped) <= state.shared:
             raise ProtocolError("the server named sites that did not share secrets this round")
         if len(uploaded) < state.threshold:

@@ -1,11 +1,13 @@
 """Secure aggregation on the server: one FedAvg round in which the server learns only the sum.
 
-Four steps, each a task to the sites (their client API answers the protocol's tasks itself,
+Five steps, each a task to the sites (their client API answers the protocol's tasks itself,
 ``shoal.privacy.secagg_site``): advertise keys; share secrets (sealed to each recipient, relayed);
-train and upload masked updates; unmask (the survivors reveal the self-mask seeds of the sites
-that uploaded and the mask keys of those that dropped before). A site that drops after its
-upload is still in the sum; fewer than ``threshold`` survivors fail the round, never a wrong
-model. The server never holds a site's update in the clear, and logs no key, share or mask.
+train and upload masked updates; sign the survivor set (the consistency round); unmask (the
+survivors, having checked that at least the threshold signed the set they were told, reveal the
+self-mask seeds of the sites that uploaded and the mask keys of those that dropped before). A
+site that drops after its upload is still in the sum; fewer than ``threshold`` survivors fail the
+round, never a wrong model. The server never holds a site's update in the clear, and logs no
+key, share or mask.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ FLOAT_DTYPES = ("float16", "float32", "float64")
 
 def _public_keys(site: str, meta: Mapping[str, Any]) -> dict[str, str]:
     try:
-        keys = {k: str(meta[k]) for k in ("c", "s")}
+        keys = {k: str(meta[k]) for k in ("c", "s", "v")}
         if any(len(base64.b64decode(v, validate=True)) != 32 for v in keys.values()):
             raise ValueError
     except (KeyError, ValueError) as exc:
-        raise BadUpdate(site, "its secure aggregation keys are not two 32-byte public keys") from exc
+        raise BadUpdate(site, "its secure aggregation keys are not three 32-byte public keys") from exc
     return keys
 
 
@@ -159,7 +161,20 @@ def secure_round(
     if len(uploaded) < threshold:
         raise RoundFailed(f"secure aggregation: {len(uploaded)} sites uploaded, the threshold is {threshold}")
     dropped = sorted(set(shares) - set(uploaded))
-    unmask_meta = {**tag, "uploaded": sorted(uploaded), "dropped": dropped}
+    survivors = {**tag, "uploaded": sorted(uploaded), "dropped": dropped}
+    # the consistency round: each site signs the survivor set it is told; each checks, before
+    # revealing anything, that at least the threshold signed the same set
+    signatures = {
+        site: str(u.meta.get("sig"))
+        for site, u in collect(
+            "secagg_consistency",
+            FLModel(params={}, meta=survivors),
+            sites=sorted(uploaded),
+            round_number=rnd,
+            min_responses=threshold,
+        )
+    }
+    unmask_meta = {**survivors, "signatures": signatures}
     reveals = {
         site: u.meta
         for site, u in collect(

@@ -48,7 +48,9 @@ def _run(
         for name, arr in sites[n].mask(params, weight, train).items():
             total[name] = total[name] + arr if name in total else arr.copy()
     dropped = sorted(set(names) - set(upload))
-    reveal_meta = {"secagg_round": RND, "uploaded": sorted(upload), "dropped": dropped}
+    told = {"secagg_round": RND, "uploaded": sorted(upload), "dropped": dropped}
+    signatures = {n: sites[n].answer("secagg_consistency", told)["sig"] for n in upload}
+    reveal_meta = {**told, "signatures": signatures}
     reveals = {n: sites[n].answer("secagg_unmask", reveal_meta) for n in answer}
     partners = secagg.neighbours(sorted(names), degree, "graph-seed")
     return unmask(
@@ -176,3 +178,44 @@ def test_secagg_plus_fails_when_a_sites_partners_are_too_few_to_rebuild_it() -> 
     answer = [n for n in SPARSE if n not in gone]
     with pytest.raises(RoundFailed, match="needed"):
         _run(SPARSE, 4, upload=SPARSE, answer=answer, degree=6)
+
+
+def _signed_round(names: list[str], threshold: int) -> tuple[dict[str, SiteProtocol], dict[str, Any]]:
+    sites, _, train = _setup(names, threshold)
+    for n in names:
+        sites[n].mask({"w": np.ones(2)}, 1.0, train)
+    return sites, train
+
+
+def test_a_server_that_tells_sites_different_survivor_sets_gets_no_shares() -> None:
+    """The consistency round (Bonawitz et al. 2017): the server tells site-1 and site-2 that
+    site-3 uploaded (to get shares of its self-mask seed) and site-4 that it dropped (to get a
+    share of its mask key): together they would unmask site-3's update. Each site checks that at
+    least the threshold (3 of 4) signed the very set it was told: site-4 finds only its own
+    signature and refuses; the others reveal only seed shares, so site-3's masks stay."""
+    names = ["site-1", "site-2", "site-3", "site-4"]
+    sites, _ = _signed_round(names, 3)
+    honest = {"secagg_round": RND, "uploaded": names, "dropped": []}
+    lie = {"secagg_round": RND, "uploaded": ["site-1", "site-2", "site-4"], "dropped": ["site-3"]}
+    sigs = {n: sites[n].answer("secagg_consistency", honest)["sig"] for n in ("site-1", "site-2", "site-3")}
+    sigs["site-4"] = sites["site-4"].answer("secagg_consistency", lie)["sig"]
+    with pytest.raises(ProtocolError, match="only 1 sites signed"):
+        sites["site-4"].answer("secagg_unmask", {**lie, "signatures": sigs})
+    # the honest view has 3 signatures: those sites reveal, seed shares only
+    reveal = sites["site-1"].answer("secagg_unmask", {**honest, "signatures": sigs})
+    assert reveal["s"] == {} and "site-3" in reveal["b"]
+
+
+def test_a_site_refuses_to_unmask_a_set_it_did_not_sign_or_to_sign_twice() -> None:
+    names = ["site-1", "site-2", "site-3"]
+    sites, _ = _signed_round(names, 2)
+    told = {"secagg_round": RND, "uploaded": names, "dropped": []}
+    sigs = {n: sites[n].answer("secagg_consistency", told)["sig"] for n in names}
+    other = {"secagg_round": RND, "uploaded": ["site-1", "site-2"], "dropped": ["site-3"]}
+    with pytest.raises(ProtocolError, match="second survivor set"):
+        sites["site-1"].answer("secagg_consistency", other)
+    with pytest.raises(ProtocolError, match="not the one this site signed"):
+        sites["site-1"].answer("secagg_unmask", {**other, "signatures": sigs})
+    forged = {**sigs, "site-2": sigs["site-1"], "site-3": sigs["site-1"]}  # one site's, thrice
+    with pytest.raises(ProtocolError, match="only 1 sites signed"):
+        sites["site-2"].answer("secagg_unmask", {**told, "signatures": forged})
