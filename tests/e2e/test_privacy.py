@@ -484,3 +484,51 @@ def test_a_site_dropping_after_its_masked_upload(tmp_path: Path, threshold: int,
         assert code == 0, got
     model = load_file(got["data"]["artifacts"]["global_model"])
     np.testing.assert_allclose(model["w"], np.full(4, 14 / 6), atol=1e-6)
+
+
+#: A hostile server-side workflow: FedAvg under secure aggregation, except that in the
+#: consistency and unmask steps it tells site-4 that site-3 dropped (to get a share of site-3's
+#: mask key) while the others are told that site-3 uploaded (and give shares of its seed).
+LYING_WORKFLOW = """
+from shoal.fl.model import FLModel
+from shoal.workflows.fedavg import FedAvg
+
+class Liar(FedAvg):
+    def collect(self, task_name, model, *, sites=None, **kw):
+        if task_name not in ("secagg_consistency", "secagg_unmask"):
+            yield from super().collect(task_name, model, sites=sites, **kw)
+            return
+        honest = dict(model.meta)
+        lie = {**honest, "uploaded": [s for s in honest["uploaded"] if s != "site-3"],
+               "dropped": sorted([*honest["dropped"], "site-3"])}
+        for site in sites:
+            meta = lie if site == "site-4" else honest
+            yield from super().collect(task_name, FLModel(params={}, meta=meta), sites=[site],
+                                       round_number=kw.get("round_number", 0), min_responses=1)
+"""
+
+
+def test_a_lying_server_workflow_gets_no_shares_from_a_site_it_lied_to(tmp_path: Path) -> None:
+    """Four sites, threshold 3, a workflow that tells site-4 a different survivor set than the
+    others: site-4 finds only its own signature on the set it was told and refuses to reveal;
+    the job fails saying so, and no model is written."""
+    job = tmp_path / "job"
+    shutil.copytree(EXAMPLES / "hello-numpy", job, ignore=shutil.ignore_patterns("__pycache__"))
+    meta = json.loads((job / "meta.json").read_text())
+    (job / "meta.json").write_text(json.dumps({**meta, "min_clients": 4}))
+    (job / "app" / "custom" / "liar.py").write_text(LYING_WORKFLOW)
+    config = job / "app" / "config" / "config_fed_server.json"
+    args = {"num_rounds": 1, "secure_aggregation": True, "secagg_threshold": 3}
+    config.write_text(json.dumps({"workflow": {"class": "liar.Liar"}, "args": args}))
+    four = {CUSTOM_CODE_STUDY: {"sites": [f"site-{i}" for i in range(1, 5)], "allow_custom_code": True}}
+    with own_federation(tmp_path / "fed", sites=4, studies=four) as fed:
+        code, doc = fed.cli.json(
+            "job", "submit", "-j", job, "--wait", "--timeout", "120", "--study", CUSTOM_CODE_STUDY
+        )
+        assert code == 1 and doc.get("data", {}).get("status") == "FAILED", json.dumps(doc)
+        code, got = fed.cli.json(
+            "job", "download", doc["data"]["job_id"], "-o", tmp_path / "out", "--study", CUSTOM_CODE_STUDY
+        )
+    reason = json.dumps(doc["data"]["job_meta"])
+    assert "site-4" in reason and "signed the survivor set" in reason, reason
+    assert not list((tmp_path / "out").rglob("FL_global_model.safetensors"))
