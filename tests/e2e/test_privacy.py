@@ -395,6 +395,12 @@ def test_the_simulator_runs_secure_aggregation(tmp_path: Path, privacy: dict[str
         config.write_text(json.dumps(server))
         workspace = simulate(job, 5, workers=2, out_dir=tmp_path / f"out-{secure}")
         models[secure] = load_file(str(workspace / "FL_global_model.safetensors"))
+    # no key, signature, sealed or revealed share in anything the simulation left (logs, meta)
+    secret_like = re.compile(r"0x[0-9a-f]{60,}|[A-Za-z0-9+/]{40,}={0,2}")
+    left = [p for p in (tmp_path / "out-True").rglob("*") if p.is_file() and p.suffix != ".safetensors"]
+    assert any(p.name == "log.txt" for p in left)
+    for path in left:
+        assert secret_like.search(path.read_text(errors="replace")) is None, path
     assert set(models[True]) == set(models[False])
     for name in models[False]:
         np.testing.assert_allclose(models[True][name], models[False][name], atol=1e-6)
