@@ -15,21 +15,25 @@ from typing import Any
 
 import numpy as np
 
+from shoal.privacy import secagg
 from shoal.privacy.secagg_site import SiteProtocol
 from shoal.wire.jsonout import dumps
 from shoal.workflows.secure_round import unmask
 
 
-def protocol_round(n_sites: int, n_params: int, drop: int = 0) -> dict[str, float]:
+def protocol_round(n_sites: int, n_params: int, drop: int = 0, degree: int | None = None) -> dict[str, float]:
     """One round among ``n_sites`` (the last ``drop`` of them gone after sharing): seconds per
-    site and for the server's unmasking, and bytes of each message."""
+    site and for the server's unmasking, and bytes of each message. With ``degree``, SecAgg+'s
+    sparse graph (each site pairs with that many partners; threshold a majority of its holders)."""
     names = [f"site-{i:03d}" for i in range(n_sites)]
-    threshold = max(2, n_sites // 2 + 1)
+    holders = n_sites if degree is None else min(n_sites, degree + 1)
+    threshold = max(2, holders // 2 + 1)
     sites = {n: SiteProtocol(n) for n in names}
     params = {"w": np.random.default_rng(0).normal(size=n_params).astype(np.float32)}
     t0 = time.perf_counter()
     keys = {n: s.answer("secagg_advertise", {"secagg_round": 0}) for n, s in sites.items()}
-    meta = {"secagg_round": 0, "keys": keys, "threshold": threshold}
+    graph = {"degree": degree, "seed": "bench"} if degree else {}
+    meta = {"secagg_round": 0, "keys": keys, "threshold": threshold, **({"graph": graph} if graph else {})}
     shares = {n: s.answer("secagg_share", meta)["shares"] for n, s in sites.items()}
     setup = (time.perf_counter() - t0) / n_sites
     train: dict[str, Any] = {"round": 0, "keys": keys, "shares": shares}
@@ -42,10 +46,13 @@ def protocol_round(n_sites: int, n_params: int, drop: int = 0) -> dict[str, floa
         for name, arr in upd.items():
             total[name] = total[name] + arr if name in total else arr.copy()
     dropped = names[n_sites - drop :]
-    reveal_meta = {"secagg_round": 0, "uploaded": uploaded, "dropped": dropped}
+    told = {"secagg_round": 0, "uploaded": uploaded, "dropped": dropped}
+    signatures = {n: sites[n].answer("secagg_consistency", told)["sig"] for n in uploaded}
+    reveal_meta = {**told, "signatures": signatures}
     reveals = {n: sites[n].answer("secagg_unmask", reveal_meta) for n in uploaded}
     t0 = time.perf_counter()
-    unmask(total, 0, names, keys, uploaded, dropped, reveals, threshold)
+    partners = secagg.neighbours(names, degree, "bench")
+    unmask(total, 0, names, keys, uploaded, dropped, reveals, threshold, partners)
     server = time.perf_counter() - t0
     return {
         "site_setup_s": setup,

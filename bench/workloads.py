@@ -401,9 +401,10 @@ def secure_aggregation(fed: BenchFederation, quick: bool) -> list[Figure]:
             samples.append(_per_round_once(fed, job))
         figures.append(Figure("secagg per-round", f"{rounds} rounds, tiny model, 2 sites", samples))
     n_params = 10_000 if quick else 100_000
-    for n in (10,) if quick else (10, 100):
-        got = protocol_round(n, n_params, drop=1)
-        label = f"secagg {n} sites"
+    runs = [(n, d) for n in ((10,) if quick else (10, 100)) for d in (None, 8)]
+    for n, degree in runs:
+        got = protocol_round(n, n_params, drop=1, degree=degree)
+        label = f"secagg {n} sites" if degree is None else f"secagg+ {n} sites, {degree} partners"
         note = f"{n_params} float32 params, 1 dropout"
         figures += [
             Figure(label, "site: keys and shares", [got["site_setup_s"]], note=note),

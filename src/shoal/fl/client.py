@@ -181,7 +181,9 @@ def send(model: FLModel) -> None:
     if secagg_meta is not None:
         # secure aggregation: the weight travels masked inside the update, not in the header
         meta = {**meta, "dtypes": {name: str(getattr(v, "dtype", "float32")) for name, v in params.items()}}
-        params = _secagg_state().mask(params, float(model.num_examples), secagg_meta)
+        params = _before_masking(params, task, secagg_meta)
+        weight = 1.0 if secagg_meta.get("clip_norm") else float(model.num_examples)
+        params = _secagg_state().mask(params, weight, secagg_meta)
     info = ResultInfo(
         num_examples=1 if secagg_meta is not None else int(model.num_examples),
         metrics={k: float(v) for k, v in model.metrics.items()},
@@ -201,6 +203,27 @@ def _result_file(task: ScriptTask) -> str:
     fd, name = tempfile.mkstemp(prefix="result-", suffix=".safetensors", dir=out_dir)
     os.close(fd)
     return name
+
+
+def _before_masking(
+    params: dict[str, Any], task: ScriptTask, secagg_meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A masked update cannot be protected once it has left: under secure aggregation the site's
+    protections (``privacy``, handed over by the agent) and the server's clipping for central DP
+    (``clip_norm`` in the task's secagg meta; the update then weighs 1) are applied here, to the
+    clear update, before the masks. Done in the training script's process (docs/privacy.md)."""
+    spec = task.privacy
+    clip_norm = secagg_meta.get("clip_norm")
+    if not spec and not clip_norm:
+        return params
+    from shoal.privacy.protections import apply_site_privacy, clip_update
+
+    global_params = load_params(Path(task.model_path))
+    if spec:
+        params = apply_site_privacy(params, global_params, spec)[0]
+    if clip_norm:
+        params = clip_update(params, global_params, float(clip_norm))
+    return params
 
 
 def _secagg_state() -> Any:

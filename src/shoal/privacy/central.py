@@ -78,10 +78,7 @@ class JobPrivacy:
         """One site's update as it is folded in, and its weight (None: the site's example count).
         With ``server_dp`` the update is clipped to ``clip_norm`` around the global model and
         weighs 1: example counts would scale one site's influence beyond what the noise covers."""
-        if isinstance(meta, Mapping):
-            self.ledger.record_site(site, meta.get(APPLIED_META_KEY), meta.get(EXAMPLE_META_KEY))
-        else:
-            self.ledger.record_site(site, None)
+        self.record(site, meta)
         if not self.server_dp:
             return params, None
         import numpy as np
@@ -95,6 +92,14 @@ class JobPrivacy:
         for n in floats:
             out[n] = (base[n] + delta[n]).astype(out[n].dtype)
         return out, 1.0
+
+    def record(self, site: str, meta: Any) -> None:
+        """Account one site's update in this round from its header meta (what its agent says it
+        applied, what its script says of DP-SGD)."""
+        if isinstance(meta, Mapping):
+            self.ledger.record_site(site, meta.get(APPLIED_META_KEY), meta.get(EXAMPLE_META_KEY))
+        else:
+            self.ledger.record_site(site, None)
 
     def update_noise_multiplier(self) -> float:
         """The noise multiplier of the update itself. With adaptive clipping part of the privacy

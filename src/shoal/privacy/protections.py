@@ -22,7 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 #: The keys of a ``"privacy"`` block, in meta.json and in a site's policy.
-SITE_KEYS = ("client_dp", "exclude", "top_fraction", "quantize_bits")
+SITE_KEYS = ("client_dp", "exclude", "top_fraction", "quantize_bits", "to_sites")
+#: The keys of ``to_sites``: filters on the model a site *receives* (docs/privacy.md).
+TO_SITE_KEYS = ("exclude", "quantize_bits")
 JOB_KEYS = (*SITE_KEYS, "server_dp", "budget", "example_dp")
 #: Where the agent records what it applied, in a result's header meta (a script's own value is
 #: replaced, never trusted).
@@ -94,6 +96,8 @@ def check_privacy(
                 f"{where}.example_dp must be an object with noise_multiplier and max_grad_norm (numbers > 0)"
             )
         out["example_dp"] = {k: _positive(example, k, f"{where}.example_dp") for k in sorted(example)}
+    if data.get("to_sites") is not None and "to_sites" in allowed:
+        out["to_sites"] = check_privacy(data["to_sites"], allowed=TO_SITE_KEYS, where=f"{where}.to_sites")
     exclude = data.get("exclude")
     if exclude is not None:
         if not isinstance(exclude, list) or not all(isinstance(x, str) and x for x in exclude):
@@ -127,7 +131,8 @@ def strictest(job: Mapping[str, Any], site: Mapping[str, Any]) -> dict[str, Any]
     """The site-side protections to apply: the job's, tightened by the site's policy wherever the
     site asks for more (more noise, a smaller clip norm, more tensors excluded, fewer entries
     kept, fewer bits). A site's requirement is never loosened by a job."""
-    out = {k: v for k, v in job.items() if k in SITE_KEYS}
+    # to_sites is not merged: the job's is the server's to apply, the site's the agent's
+    out = {k: v for k, v in job.items() if k in SITE_KEYS and k != "to_sites"}
     if "client_dp" in site:
         mine = site["client_dp"]
         theirs = out.get("client_dp") or mine
@@ -165,6 +170,34 @@ def clip(delta: dict[str, Any], clip_norm: float) -> float:
         for name in delta:
             delta[name] = delta[name] * scale
     return norm
+
+
+def clip_update(
+    params: Mapping[str, Any], global_params: Mapping[str, Any], clip_norm: float
+) -> dict[str, Any]:
+    """``params`` with its float tensors' change from ``global_params`` clipped to ``clip_norm``
+    (together): the server's clipping for central DP, done at the site when the server cannot see
+    the update (secure aggregation)."""
+    import numpy as np
+
+    out = {name: np.asarray(params[name]) for name in params}
+    floats = _float_names(out)
+    base = {n: _base_of(global_params, n, out[n].shape) for n in floats}
+    delta = {n: out[n].astype(np.float64) - base[n] for n in floats}
+    clip(delta, clip_norm)
+    for n in floats:
+        out[n] = (base[n] + delta[n]).astype(out[n].dtype)
+    return out
+
+
+def _base_of(global_params: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> Any:
+    """The global model's value of ``name`` as float64, or zeros where it has none of that shape."""
+    import numpy as np
+
+    value = global_params.get(name)
+    if value is not None and np.shape(value) == shape:
+        return np.asarray(value, dtype=np.float64)
+    return np.zeros(shape, dtype=np.float64)
 
 
 def add_gaussian_noise(delta: dict[str, Any], std: float, rng: Any) -> None:
@@ -237,12 +270,62 @@ def apply_site_privacy(
         applied["top_fraction"] = fraction
     bits = spec.get("quantize_bits")
     if bits is not None:
-        levels = 2**bits - 1
         for n in names:
-            low, high = float(delta[n].min(initial=0.0)), float(delta[n].max(initial=0.0))
-            step = (high - low) / levels if high > low else 1.0
-            delta[n] = np.round((delta[n] - low) / step) * step + low
+            delta[n] = quantized(delta[n], bits, with_zero=True)
         applied["quantize_bits"] = bits
     for n in names:
         out[n] = (base(n) + delta[n]).astype(out[n].dtype)
     return out, applied
+
+
+def quantized(value: Any, bits: int, *, with_zero: bool = False) -> Any:
+    """``value`` (float64) rounded to one of 2^bits evenly spaced levels from its minimum to its
+    maximum (with ``with_zero``, the range stretched to hold 0, so unchanged entries stay 0)."""
+    import numpy as np
+
+    if with_zero:
+        low, high = float(value.min(initial=0.0)), float(value.max(initial=0.0))
+    elif value.size:
+        low, high = float(value.min()), float(value.max())
+    else:
+        return value
+    step = (high - low) / (2**bits - 1) if high > low else 1.0
+    return np.round((value - low) / step) * step + low
+
+
+def filter_to_site(
+    params: Mapping[str, Any], spec: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model a site receives, filtered by a ``to_sites`` block: the tensors named in
+    ``exclude`` removed, each float tensor's values quantized to ``2^quantize_bits`` levels. The
+    job's block is applied by the server to every task's model as it takes it from the workflow
+    (the job's code cannot skip it: it protects the model from the sites), a site policy's by that
+    site's agent before the script may read it (it holds whatever a server sends). Both are
+    idempotent. Returns the params and what was applied."""
+    import numpy as np
+
+    out = {name: params[name] for name in params if name not in set(spec.get("exclude", []))}
+    applied: dict[str, Any] = {}
+    if spec.get("exclude"):
+        applied["exclude"] = list(spec["exclude"])
+    bits = spec.get("quantize_bits")
+    if bits is not None:
+        for name in _float_names(out):
+            value = np.asarray(out[name])
+            out[name] = quantized(value.astype(np.float64), bits).astype(value.dtype)
+        applied["quantize_bits"] = bits
+    return out, applied
+
+
+def filter_model_file(path: Any, spec: Mapping[str, Any]) -> None:
+    """Apply a ``to_sites`` block to the safetensors file at ``path``, in place (through a
+    temporary file beside it, so the path never holds a half-written model)."""
+    from pathlib import Path
+
+    from shoal.wire.models import load_params, save_params
+
+    path = Path(path)
+    params, _ = filter_to_site(load_params(path), spec)
+    tmp = path.with_name(path.name + ".filtered")
+    save_params(params, tmp)
+    tmp.replace(path)

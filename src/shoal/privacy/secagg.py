@@ -147,3 +147,65 @@ def unseal(key: bytes, sealed: str, associated: bytes) -> bytes:
 
     data = unb64(sealed)
     return AESGCM(key).decrypt(data[:12], data[12:], associated)
+
+
+def neighbours(order: list[str], degree: int | None, seed: str) -> dict[str, list[str]]:
+    """Each site's partners: every other site (``degree`` None or at least n - 1: SecAgg), or,
+    SecAgg+'s sparse graph (Bell et al. 2020), its ``degree`` nearest on a ring of the sites in
+    an order shuffled from ``seed`` (``degree`` rounded up to even; the graph is symmetric, so
+    both sides of a pair agree). A site masks with, and shares its secrets with, its partners
+    only: the work and the shares per site grow with the degree, not with the job's size.
+    The server draws the seed each round; every site rebuilds the same graph from it."""
+    import random
+
+    n = len(order)
+    if degree is None or degree >= n - 1:
+        return {site: [o for o in order if o != site] for site in order}
+    ring = list(order)
+    random.Random(seed).shuffle(ring)
+    half = (degree + 1) // 2
+    out: dict[str, set[str]] = {site: set() for site in order}
+    for i, site in enumerate(ring):
+        for j in range(1, half + 1):
+            out[site].update((ring[(i + j) % n], ring[(i - j) % n]))
+    return {site: sorted(partners) for site, partners in out.items()}
+
+
+def signing_keypair() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair (private, public), raw bytes: a site signs the survivor set it
+    was told with it (the consistency round)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return private, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def sign(private: bytes, message: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(private).sign(message)
+
+
+def verify(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is ``public``'s on ``message`` (False for anything malformed)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def survivor_view(round_number: int, uploaded: list[str], dropped: list[str]) -> bytes:
+    """What a site signs in the consistency round: the round and the survivor set it was told."""
+    told = f"{','.join(sorted(uploaded))}|{','.join(sorted(dropped))}"
+    return f"shoal-secagg consistency {round_number}|{told}".encode()

@@ -24,17 +24,26 @@ class FedAvgRecipe(Recipe):
     secagg_threshold: int | None = knob(
         None, "with secure_aggregation: sites that must stay until a round is unmasked (default a majority)"
     )
+    secagg_neighbors: int | None = knob(
+        None, "with secure_aggregation: SecAgg+'s sparse graph, partners per site (default: every other site)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.num_rounds < self._min_rounds():
             raise ShoalError("INVALID_ARGS", f"num_rounds must be at least {self._min_rounds()}")
-        if self.secure_aggregation and self.privacy:
-            raise ShoalError("INVALID_ARGS", "secure_aggregation does not combine with a privacy block yet")
+        if self.secure_aggregation and ((self.privacy or {}).get("server_dp") or {}).get("adaptive"):
+            raise ShoalError(
+                "INVALID_ARGS",
+                "secure_aggregation does not combine with adaptive clipping (the server never sees an "
+                "update's norm)",
+            )
         if self.secagg_threshold is not None and self.secagg_threshold < 2:
             raise ShoalError(
                 "INVALID_ARGS", f"secagg_threshold must be at least 2, got {self.secagg_threshold}"
             )
+        if self.secagg_neighbors is not None and (not self.secure_aggregation or self.secagg_neighbors < 2):
+            raise ShoalError("INVALID_ARGS", "secagg_neighbors (at least 2) goes with secure_aggregation")
         if self.initial_model and self.initial_model not in self.custom_files:
             self.custom_files = [*self.custom_files, self.initial_model]
 
@@ -47,6 +56,8 @@ class FedAvgRecipe(Recipe):
             args["secure_aggregation"] = True
             if self.secagg_threshold is not None:
                 args["secagg_threshold"] = self.secagg_threshold
+            if self.secagg_neighbors is not None:
+                args["secagg_neighbors"] = self.secagg_neighbors
         if self.initial_model:
             args["initial_model"] = f"custom/{self.initial_model.rsplit('/', 1)[-1]}"
         return args

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shoal.privacy.central import read_job_privacy
+from shoal.privacy.protections import filter_model_file
 from shoal.sandbox.files import claim, harvest, remove_tree
 from shoal.scheduler.controller_messages import checked_task, error_message, round_metrics
 from shoal.scheduler.progress import Progress
@@ -174,6 +176,7 @@ class JobRun:
         #: The SHA-256 of the job's stored archive (its blob id), which a site checks what it
         #: downloads against: a bucket (or anything on the way) that altered it is caught.
         self.archive_sha256 = ""
+        self._to_sites: dict[str, Any] | None = None  # read from meta.json at the first task
         # What the workflow may send, and what the server does with each (an unknown kind is
         # logged once per job: a workflow's flood of them must not fill the server's log).
         self._dispatch = Dispatch(
@@ -218,6 +221,12 @@ class JobRun:
     @property
     def sites(self) -> list[str]:
         return sorted(self.site_apps)
+
+    def to_sites(self) -> dict[str, Any]:
+        """The job's ``privacy.to_sites`` (checked at submit): filters on every task's model."""
+        if self._to_sites is None:
+            self._to_sites = read_job_privacy(self.paths.job / self.server_app).get("to_sites") or {}
+        return self._to_sites
 
     def start_tracking(self, job_name: str, meta: dict[str, Any], server_workspace: Path) -> None:
         """Start the trackers the job's meta.json names (shoal.scheduler.tracking)."""
@@ -343,6 +352,9 @@ class JobRun:
             checked.model_path,
             self.paths.models / f"{checked.task_id}.safetensors",
         )
+        to_sites = self.to_sites()
+        if to_sites:  # the job's filters on what sites receive, where its code cannot skip them
+            await asyncio.to_thread(filter_model_file, model, to_sites)
         task = TaskState(checked.task_id, model, set(checked.sites), model_bytes=model.stat().st_size)
         self.tasks[task.task_id] = task
         self.progress.current_round = checked.round

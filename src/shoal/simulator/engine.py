@@ -152,7 +152,6 @@ def run_simulation(
     site_app = _site_apps(jobdef, sites)
     for app in set(site_app.values()):  # bad input is refused before anything is written
         _client_entry(Path(job_dir) / app)
-    _refuse_secure_aggregation(Path(job_dir) / jobdef.server_app)
     ray_pool = None
     if ray is not None:  # joined before anything is written: a cluster that is not there changes nothing
         from shoal.simulator.raypool import RayPool
@@ -260,21 +259,6 @@ def _output_folder(out_dir: Path | None, job_name: str) -> Path:
         )
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _refuse_secure_aggregation(app_dir: Path) -> None:
-    """Secure aggregation keeps each site's keys in its script's process across a round's tasks;
-    the simulator runs every task as a new run of the script, so it cannot play it."""
-    try:
-        args = json.loads(app_dir.joinpath(*SERVER_CONFIG).read_text()).get("args") or {}
-    except (OSError, ValueError, AttributeError):
-        return  # the controller reports a config it cannot read
-    if isinstance(args, dict) and args.get("secure_aggregation"):
-        raise ShoalError(
-            "INVALID_ARGS",
-            "the simulator cannot run secure aggregation (each site's keys live in its running script)",
-            hint="Run the job on the POC (shoal poc start) or a real federation.",
-        )
 
 
 def _client_entry(app_dir: Path) -> tuple[tuple[str, str], tuple[str, ...]]:

@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
+from shoal.simulator.secagg_sites import SimulatedSecAgg
 from shoal.simulator.worker import SiteTask
 from shoal.wire.channel import SyncChannel
 from shoal.wire.controller import PrivacySpent, Release, RoundDone, SiteFailed, SiteMetric, Task, TaskClosed
@@ -75,6 +76,10 @@ class PoolTransport(SyncChannel):
         self.first_error: dict[str, Any] | None = None
         self.site_metrics: dict[str, dict[str, Any]] = {}
         self.worker_rss_kib: dict[int, int] = {}
+        # secure aggregation: every site's side of the protocol, the train task to mask
+        self._secagg = SimulatedSecAgg()
+        self._masking: dict[str, dict[str, Any]] = {}
+        self._protocol_tasks: set[str] = set()
         # What the workflow may send, and what the simulator does with each (as the server's
         # runner does; an unknown kind: one notice).
         self._from_workflow = Dispatch(
@@ -98,6 +103,10 @@ class PoolTransport(SyncChannel):
             handle(typed)
 
     def _on_task(self, message: Task) -> None:
+        meta = dict(message.meta)
+        secagg = meta.pop("secagg", None)
+        if secagg is not None:  # the script trains in the clear; masked when its run is back
+            self._masking = {message.task_id: secagg}  # this round's; earlier ones are over
         # What each site's script receives (the script channel's task, as an agent hands it).
         task = encode(
             ScriptTask(
@@ -105,10 +114,13 @@ class PoolTransport(SyncChannel):
                 task_name=message.task_name,
                 round=message.round,
                 total_rounds=message.total_rounds,
-                meta=message.meta,
+                meta=meta,
                 model_path=message.model_path,
             )
         )
+        if message.task_name.startswith("secagg_"):
+            self._answer_protocol(task, list(message.sites))
+            return
         self._round_started.setdefault(message.round, time.monotonic())
         self._sent[message.round] = self._sent.get(message.round, 0) + len(message.sites)
         self._waiting.extend(self._make_spec(site, task) for site in message.sites)
@@ -146,10 +158,21 @@ class PoolTransport(SyncChannel):
             raise TimeoutError from None
         self._in_flight -= 1
         self._fill()
-        if self._on_site is not None:
+        task_id = str(spec.task["task_id"])
+        if task_id in self._masking:
+            answer = self._secagg.mask(spec.site, self._masking[task_id], answer, spec.task["model_path"])
+        if self._on_site is not None and task_id not in self._protocol_tasks:
             self._site_done(spec)
         self._relayed.append(self._note(answer))  # after the metrics it logged, as a server relays
         return self._relayed.popleft()
+
+    def _answer_protocol(self, task: dict[str, Any], sites: list[str]) -> None:
+        """Secure aggregation's own tasks: answered at once by the sites' side of the protocol,
+        which lives in this process (``shoal.simulator.secagg_sites``); no script runs."""
+        self._protocol_tasks.add(str(task["task_id"]))
+        for site in sites:
+            self._in_flight += 1
+            self._answers.put((self._make_spec(site, task), self._secagg.answer(site, task)))
 
     def close(self) -> None:
         self._waiting.clear()

@@ -132,17 +132,25 @@ def run_site_task(spec: SiteTask) -> dict[str, Any]:
     ``{"op": "site_failed", ...}``, plus ``worker`` facts (pid, peak RSS, seconds) for reports.
     """
     started = time.monotonic()
-    channel = TaskChannel(spec.task)
+    given = spec
     error: tuple[str, str] | None = None
     try:
-        with _site_process_view(spec):
-            client.attach(channel)
-            _run_entry(spec)
-    except _ScriptExit as exc:
-        error = ("ProcessExit", str(exc))
-    except Exception as exc:
-        error = (type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        spec = _received(spec)
+    except Exception as exc:  # as a real site: a model its filters did not pass is never used
+        error = ("PrivacyFilterFailed", f"the task's model: {type(exc).__name__}: {exc}")
+    channel = TaskChannel(spec.task)
+    if error is None:
+        try:
+            with _site_process_view(spec):
+                client.attach(channel)
+                _run_entry(spec)
+        except _ScriptExit as exc:
+            error = ("ProcessExit", str(exc))
+        except Exception as exc:
+            error = (type(exc).__name__, f"{type(exc).__name__}: {exc}")
     answer = _answer(spec, channel.sent, error)
+    if spec is not given:  # the site's filtered copy of the model: used, and not kept
+        Path(spec.task["model_path"]).unlink(missing_ok=True)
     answer["worker"] = {
         "pid": os.getpid(),
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -197,6 +205,26 @@ def _answer(spec: SiteTask, sent: list[dict[str, Any]], error: tuple[str, str] |
     info = dataclasses.replace(result.info, meta=meta)  # num_examples: the workflow's context checks it
     answer = Result(task_id=result.task_id, site=spec.site, path=result.path, info=info)
     return {**encode_message(answer), "logged": metrics}
+
+
+def _received(spec: SiteTask) -> SiteTask:
+    """``spec`` with the job's filters on what a site receives (``privacy.to_sites``) applied, as
+    the real server applies them: to a copy of the task's model in the site's own folder (the
+    task's file is every virtual site's)."""
+    import shutil
+
+    from shoal.privacy.central import read_job_privacy
+    from shoal.privacy.protections import filter_model_file
+
+    to_sites = read_job_privacy(Path(spec.app_dir)).get("to_sites")
+    model = Path(spec.task["model_path"])
+    if not to_sites or not model.exists():
+        return spec
+    mine = Path(spec.work_dir) / f"received-{spec.task['task_id']}.safetensors"
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, mine)
+    filter_model_file(mine, to_sites)
+    return dataclasses.replace(spec, task={**spec.task, "model_path": str(mine)})
 
 
 def _privatized(spec: SiteTask, path: Path, meta: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.errors import ShoalError
-from shoal.privacy.protections import APPLIED_META_KEY, site_privacy
+from shoal.privacy.protections import APPLIED_META_KEY, filter_model_file, site_privacy
 from shoal.sandbox.files import UnsafeJobFile, claim, remove_tree
 from shoal.site.policy import PRIVACY_KEY
 from shoal.wire import routes
@@ -125,9 +125,10 @@ class SiteJob:
             log,
             f"job {job_id}: the training script",
         )
-        self.privacy: dict[
-            str, Any
-        ] = {}  # the protections applied to every result (shoal.privacy.protections)
+        # the protections applied to every result, and to every model received (to_sites)
+        self.privacy: dict[str, Any] = {}
+        self.to_sites: dict[str, Any] = {}
+        self._masked_tasks: set[str] = set()  # secure aggregation: the client API protects these
 
     @property
     def log_path(self) -> Path:
@@ -193,6 +194,7 @@ class SiteJob:
         self.privacy = site_privacy(
             json.loads((job_dir / "meta.json").read_text()).get("privacy"), self.agent.policy.get(PRIVACY_KEY)
         )
+        self.to_sites = dict((self.agent.policy.get(PRIVACY_KEY) or {}).get("to_sites") or {})
         served = self.agent.policy.get("studies")
         if served is not None and self.study not in served:
             raise PermissionError(f"site {self.agent.name} does not serve study '{self.study}' (site policy)")
@@ -464,7 +466,12 @@ class SiteJob:
                 "ResultRefused", f"the training script's result for task {task_id[:64]} was not taken: {exc}"
             )
             return
-        if self.privacy:
+        if self.privacy and task_id in self._masked_tasks:
+            self._masked_tasks.discard(task_id)
+            # masked by the client API, which applied these before masking (what it was told)
+            applied = {**self.privacy, "before_masking": True}
+            info = replace(info, meta={**info.meta, APPLIED_META_KEY: applied})
+        elif self.privacy:
             try:
                 applied = await asyncio.to_thread(self._privatize, path, task_id)
             except Exception as exc:  # never let an unprotected result go: the job fails instead
@@ -556,6 +563,13 @@ class SiteJob:
                 raise
             self._append_log(f"shoal site: task {task_id} ended before its model arrived; skipped")
             return
+        if self.to_sites:  # the site policy's filters on what it receives (the job's: the server's)
+            try:
+                await asyncio.to_thread(filter_model_file, model_path, self.to_sites)
+            except Exception as exc:  # never hand the script a model its filters did not pass
+                model_path.unlink(missing_ok=True)
+                await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}'s model: {exc}")
+                return
         self._unanswered.add(task_id)
         try:
             await self._hand_task(task, model_path)
@@ -594,6 +608,12 @@ class SiteJob:
         assert self._writer is not None
         if task.round is not None:
             self._round = task.round
+        privacy: dict[str, Any] = {}
+        if "secagg" in task.meta and self.privacy:
+            # A masked update cannot be protected after the script: the client API applies the
+            # protections before masking (docs/privacy.md says what that trusts).
+            privacy = dict(self.privacy)
+            self._masked_tasks.add(task.task_id)
         to_script = ScriptTask(
             task_id=task.task_id,
             task_name=task.task_name,
@@ -602,6 +622,7 @@ class SiteJob:
             meta=task.meta,
             model_path=str(model_path),
             result_dir=str(self.work_dir),
+            privacy=privacy,
         )
         self._writer.write(encode(encode_message(to_script)))
         await self._writer.drain()

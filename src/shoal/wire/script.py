@@ -32,6 +32,9 @@ class ScriptTask(Message):
     total_rounds: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     result_dir: str | None = None
+    #: under secure aggregation: the protections the client API applies before masking (the
+    #: agent cannot touch a masked update; docs/privacy.md)
+    privacy: dict[str, Any] = field(default_factory=dict)
 
 
 @register(SCRIPT, "log_config", sender=AGENT, receiver=SCRIPT_PROCESS)

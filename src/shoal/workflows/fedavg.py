@@ -23,7 +23,9 @@ class FedAvg(Workflow):
     - ``task_meta`` (JSON object, default {}): sent with every task, e.g. FedProx's ``{"mu": 0.01}``
     - ``secure_aggregation`` (bool, default false): the server learns only each round's sum
       (``shoal.workflows.secure_round``); ``secagg_threshold`` (int, default a majority of the job's
-      sites, at least 2): the sites that must stay until a round is unmasked
+      sites, at least 2): the sites that must stay until a round is unmasked; ``secagg_neighbors``
+      (int, default: every other site): SecAgg+'s sparse graph, each site pairs and shares with
+      that many partners only (the threshold then counts among a site's partners and itself)
 
     The job's ``privacy`` block in meta.json (docs/privacy.md) adds central DP (``server_dp``),
     accounting of what was spent, and a budget that ends training before it is exceeded.
@@ -40,6 +42,7 @@ class FedAvg(Workflow):
         task_meta: dict[str, Any] | None = None,
         secure_aggregation: bool = False,
         secagg_threshold: int | None = None,
+        secagg_neighbors: int | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(ctx, **extra)
@@ -51,13 +54,22 @@ class FedAvg(Workflow):
         self.privacy = JobPrivacy(read_job_privacy(ctx.app_dir))
         self.secure_aggregation = secure_aggregation
         self.secagg_threshold = secagg_threshold or max(2, len(ctx.sites) // 2 + 1)
-        if secure_aggregation and self.privacy.spec:
+        if secure_aggregation and (self.privacy.server_dp or {}).get("adaptive"):
             raise ValueError(
-                "secure_aggregation does not combine with a privacy block yet: the site's protections "
-                "would meet masked values (docs/privacy.md)"
+                "secure_aggregation does not combine with adaptive clipping: it needs each update's "
+                "norm, which the server never sees (docs/privacy.md)"
             )
         if secure_aggregation and not 2 <= self.secagg_threshold <= len(ctx.sites):
             raise ValueError(f"secagg_threshold must be from 2 to the job's {len(ctx.sites)} sites")
+        self.secagg_neighbors = secagg_neighbors
+        if secagg_neighbors is not None:
+            if not secure_aggregation or secagg_neighbors < 2:
+                raise ValueError("secagg_neighbors (at least 2) goes with secure_aggregation")
+            if self.secagg_threshold > secagg_neighbors + 1:
+                raise ValueError(
+                    f"secagg_threshold {self.secagg_threshold} exceeds the {secagg_neighbors + 1} holders of "
+                    "each site's shares (secagg_neighbors + 1)"
+                )
         self.stopped_by: str | None = None  # why training ended before num_rounds, if it did
 
     def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
@@ -75,9 +87,17 @@ class FedAvg(Workflow):
             if self.secure_aggregation:
                 task = FLModel(params=model.params, meta={**self.task_meta, **model.meta})
                 del model
-                mean, metrics, in_sum = secure_round(self, task, rnd, self.num_rounds, self.secagg_threshold)
-                model = FLModel(params=mean)
-                self.ctx.record_round(rnd, metrics, in_sum)
+                clip_norm = self.privacy.clip_norm if self.privacy.server_dp else None
+                mean, metrics, metas = secure_round(
+                    self, task, rnd, self.num_rounds, self.secagg_threshold, clip_norm, self.secagg_neighbors
+                )
+                for site, meta in sorted(metas.items()):
+                    self.privacy.record(site, meta)
+                # central noise on the unmasked mean of the clipped updates (weights 1)
+                model = FLModel(params=self.privacy.noised(mean, len(metas)))
+                self.ctx.record_round(rnd, metrics, sorted(metas))
+                if self.privacy.active:
+                    self.ctx.report_privacy(self.privacy.report())
                 continue
             # central DP clips each update around the round's global model: it is kept for that
             global_params = dict(model.params) if self.privacy.server_dp else {}

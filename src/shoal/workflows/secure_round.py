@@ -1,16 +1,19 @@
 """Secure aggregation on the server: one FedAvg round in which the server learns only the sum.
 
-Four steps, each a task to the sites (their client API answers the protocol's tasks itself,
+Five steps, each a task to the sites (their client API answers the protocol's tasks itself,
 ``shoal.privacy.secagg_site``): advertise keys; share secrets (sealed to each recipient, relayed);
-train and upload masked updates; unmask (the survivors reveal the self-mask seeds of the sites
-that uploaded and the mask keys of those that dropped before). A site that drops after its
-upload is still in the sum; fewer than ``threshold`` survivors fail the round, never a wrong
-model. The server never holds a site's update in the clear, and logs no key, share or mask.
+train and upload masked updates; sign the survivor set (the consistency round); unmask (the
+survivors, having checked that at least the threshold signed the set they were told, reveal the
+self-mask seeds of the sites that uploaded and the mask keys of those that dropped before). A
+site that drops after its upload is still in the sum; fewer than ``threshold`` survivors fail the
+round, never a wrong model. The server never holds a site's update in the clear, and logs no
+key, share or mask.
 """
 
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,11 +30,11 @@ FLOAT_DTYPES = ("float16", "float32", "float64")
 
 def _public_keys(site: str, meta: Mapping[str, Any]) -> dict[str, str]:
     try:
-        keys = {k: str(meta[k]) for k in ("c", "s")}
+        keys = {k: str(meta[k]) for k in ("c", "s", "v")}
         if any(len(base64.b64decode(v, validate=True)) != 32 for v in keys.values()):
             raise ValueError
     except (KeyError, ValueError) as exc:
-        raise BadUpdate(site, "its secure aggregation keys are not two 32-byte public keys") from exc
+        raise BadUpdate(site, "its secure aggregation keys are not three 32-byte public keys") from exc
     return keys
 
 
@@ -44,6 +47,7 @@ def unmask(
     dropped: list[str],
     reveals: Mapping[str, Mapping[str, Mapping[str, str]]],
     threshold: int,
+    partners: Mapping[str, list[str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """The decoded sum of the uploaded updates, from their masked sum ``total`` and the shares
     the survivors revealed (``reveals[site] = {"b": {owner: share}, "s": {owner: share}}``)."""
@@ -74,7 +78,8 @@ def unmask(
         for owner in uploaded:
             flat = flat - secagg.expand(seeds[owner], context, flat.size)
         for gone, private in mask_keys.items():
-            for owner in uploaded:  # the mask each uploader added for its pair with the dropped site
+            pairs = uploaded if partners is None else [o for o in uploaded if o in partners[gone]]
+            for owner in pairs:  # the mask each uploader added for its pair with the dropped site
                 flat = flat - secagg.pair_mask(
                     owner, gone, private, unb64(keys[owner]["s"]), context, flat.size
                 )
@@ -83,10 +88,20 @@ def unmask(
 
 
 def secure_round(
-    workflow: Workflow, model: FLModel, rnd: int, total_rounds: int, threshold: int
-) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    workflow: Workflow,
+    model: FLModel,
+    rnd: int,
+    total_rounds: int,
+    threshold: int,
+    clip_norm: float | None = None,
+    degree: int | None = None,
+) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, Any]]]:
     """One round of FedAvg under secure aggregation: the weighted mean, the round's metrics (sent
-    in the clear by each site, averaged), and the sites in the sum."""
+    in the clear by each site, averaged), and the header meta of each site in the sum (what its
+    agent says it applied). With ``clip_norm`` (central DP) each site clips its update to it
+    before masking and weighs it 1: the result is the plain mean of clipped updates. With
+    ``degree`` each site pairs and shares with that many partners only (SecAgg+'s graph,
+    ``secagg.neighbours``, drawn from a fresh seed each round)."""
     tag = {"secagg_round": rnd}
     collect = workflow.collect
     keys = {
@@ -96,12 +111,15 @@ def secure_round(
     if len(keys) < threshold:
         raise RoundFailed(f"secure aggregation: {len(keys)} sites gave keys, the threshold is {threshold}")
     order = sorted(keys)
-    meta = {**tag, "keys": keys, "threshold": threshold}
+    seed = secrets.token_hex(16)
+    graph = {"degree": degree, "seed": seed}
+    partners = secagg.neighbours(order, degree, seed)
+    meta = {**tag, "keys": keys, "threshold": threshold, **({"graph": graph} if degree else {})}
     shares: dict[str, dict[str, str]] = {}
     for site, update in collect("secagg_share", FLModel(params={}, meta=meta), sites=order, round_number=rnd):
         sealed = update.meta.get("shares")
-        if not isinstance(sealed, dict) or set(sealed) != set(order):
-            raise BadUpdate(site, "its secure aggregation shares are not one for every site")
+        if not isinstance(sealed, dict) or set(sealed) != {site, *partners[site]}:
+            raise BadUpdate(site, "its secure aggregation shares are not one for each of its partners")
         shares[site] = {k: str(v) for k, v in sealed.items()}
     if len(shares) < threshold:
         raise RoundFailed(
@@ -109,12 +127,21 @@ def secure_round(
         )
     task = FLModel(
         params=model.params,
-        meta={**model.meta, "secagg": {"round": rnd, "keys": {s: keys[s] for s in shares}, "shares": shares}},
+        meta={
+            **model.meta,
+            "secagg": {
+                "round": rnd,
+                "keys": {s: keys[s] for s in shares},
+                "shares": shares,
+                **({"clip_norm": clip_norm} if clip_norm else {}),
+            },
+        },
     )
     del model
     total: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
     uploaded: list[str] = []
+    metas: dict[str, dict[str, Any]] = {}
     metrics: dict[str, float] = {}
     for site, update in collect(
         "train", task, sites=sorted(shares), round_number=rnd, total_rounds=total_rounds
@@ -128,12 +155,26 @@ def secure_round(
             total[name] = total[name] + arr if name in total else arr.copy()
         dtypes = {**dtypes, **dict(update.meta.get("dtypes") or {})}
         uploaded.append(site)
+        metas[site] = dict(update.meta)
         for key, value in update.metrics.items():
             metrics[key] = metrics.get(key, 0.0) + float(value)
     if len(uploaded) < threshold:
         raise RoundFailed(f"secure aggregation: {len(uploaded)} sites uploaded, the threshold is {threshold}")
     dropped = sorted(set(shares) - set(uploaded))
-    unmask_meta = {**tag, "uploaded": sorted(uploaded), "dropped": dropped}
+    survivors = {**tag, "uploaded": sorted(uploaded), "dropped": dropped}
+    # the consistency round: each site signs the survivor set it is told; each checks, before
+    # revealing anything, that at least the threshold signed the same set
+    signatures = {
+        site: str(u.meta.get("sig"))
+        for site, u in collect(
+            "secagg_consistency",
+            FLModel(params={}, meta=survivors),
+            sites=sorted(uploaded),
+            round_number=rnd,
+            min_responses=threshold,
+        )
+    }
+    unmask_meta = {**survivors, "signatures": signatures}
     reveals = {
         site: u.meta
         for site, u in collect(
@@ -144,10 +185,10 @@ def secure_round(
             min_responses=threshold,
         )
     }
-    sums = unmask(total, rnd, order, keys, sorted(uploaded), dropped, reveals, threshold)
+    sums = unmask(total, rnd, order, keys, sorted(uploaded), dropped, reveals, threshold, partners)
     weight = float(sums.pop(WEIGHT_TENSOR)[0])
     if weight <= 0:
         raise RoundFailed("secure aggregation: the sites' total weight is not positive")
     kinds = {name: dtypes.get(name) if dtypes.get(name) in FLOAT_DTYPES else "float32" for name in sums}
     mean = {name: (value / weight).astype(kinds[name]) for name, value in sums.items()}
-    return mean, {k: v / len(uploaded) for k, v in metrics.items()}, sorted(uploaded)
+    return mean, {k: v / len(uploaded) for k, v in metrics.items()}, metas

@@ -225,6 +225,8 @@ def test_site_policy_tightens_a_job_never_loosens_it() -> None:
         {"quantize_bits": 0},
         {"exclude": "w"},
         {"example_dp": {"noise_multiplier": 1.0}},
+        {"to_sites": {"top_fraction": 0.5}},
+        {"to_sites": {"quantize_bits": 17}},
         {"example_dp": {"noise_multiplier": 1.0, "max_grad_norm": -1}},
         {"budget": {"epsilon": 1, "delta": 2}},
         {"noise": 1},
@@ -296,3 +298,24 @@ def test_adaptive_clipping_pays_for_the_count_with_more_update_noise() -> None:
     assert privacy.ledger.central == 1.2
     with pytest.raises(PrivacySpecError, match="count_noise"):
         check_privacy({"server_dp": {"clip_norm": 1, "noise_multiplier": 5, "adaptive": adaptive}})
+
+
+def test_to_sites_filters_remove_and_quantize_idempotently_and_are_not_merged() -> None:
+    """The job's to_sites is the server's to apply, a site policy's the agent's: site_privacy
+    (what the agent applies to results) carries neither."""
+    from shoal.privacy.protections import filter_to_site
+
+    spec = check_privacy({"to_sites": {"exclude": ["a", "b"], "quantize_bits": 3}})["to_sites"]
+    assert "to_sites" not in site_privacy({"to_sites": spec}, {"to_sites": {"exclude": ["c"]}})
+    params = {
+        "a": np.ones(2, np.float32),
+        "b": np.ones(2, np.float32),
+        "w": np.linspace(-2, 2, 50).astype(np.float32),
+        "n": np.arange(5),
+    }
+    once, applied = filter_to_site(params, spec)
+    assert sorted(once) == ["n", "w"] and applied == {"exclude": ["a", "b"], "quantize_bits": 3}
+    assert len(np.unique(once["w"])) == 8 and once["w"].dtype == np.float32
+    np.testing.assert_array_equal(once["n"], params["n"])  # integers pass as they are
+    twice, _ = filter_to_site(once, spec)
+    np.testing.assert_allclose(twice["w"], once["w"], rtol=0, atol=1e-6)

@@ -19,11 +19,11 @@ RND = 3
 
 
 def _setup(
-    names: list[str], threshold: int
+    names: list[str], threshold: int, graph: dict[str, Any] | None = None
 ) -> tuple[dict[str, SiteProtocol], dict[str, Any], dict[str, Any]]:
     sites = {n: SiteProtocol(n) for n in names}
     keys = {n: s.answer("secagg_advertise", {"secagg_round": RND}) for n, s in sites.items()}
-    meta = {"secagg_round": RND, "keys": keys, "threshold": threshold}
+    meta = {"secagg_round": RND, "keys": keys, "threshold": threshold, **({"graph": graph} if graph else {})}
     shares = {n: s.answer("secagg_share", meta)["shares"] for n, s in sites.items()}
     return sites, keys, {"round": RND, "keys": keys, "shares": shares}
 
@@ -37,9 +37,10 @@ def _updates(names: list[str]) -> dict[str, tuple[dict[str, np.ndarray], float]]
 
 
 def _run(
-    names: list[str], threshold: int, upload: list[str], answer: list[str]
+    names: list[str], threshold: int, upload: list[str], answer: list[str], degree: int | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[dict[str, np.ndarray], float]]]:
-    sites, keys, train = _setup(names, threshold)
+    graph = {"degree": degree, "seed": "graph-seed"} if degree else None
+    sites, keys, train = _setup(names, threshold, graph)
     updates = _updates(names)
     total: dict[str, np.ndarray] = {}
     for n in upload:
@@ -47,9 +48,14 @@ def _run(
         for name, arr in sites[n].mask(params, weight, train).items():
             total[name] = total[name] + arr if name in total else arr.copy()
     dropped = sorted(set(names) - set(upload))
-    reveal_meta = {"secagg_round": RND, "uploaded": sorted(upload), "dropped": dropped}
+    told = {"secagg_round": RND, "uploaded": sorted(upload), "dropped": dropped}
+    signatures = {n: sites[n].answer("secagg_consistency", told)["sig"] for n in upload}
+    reveal_meta = {**told, "signatures": signatures}
     reveals = {n: sites[n].answer("secagg_unmask", reveal_meta) for n in answer}
-    return unmask(total, RND, sorted(names), keys, sorted(upload), dropped, reveals, threshold), updates
+    partners = secagg.neighbours(sorted(names), degree, "graph-seed")
+    return unmask(
+        total, RND, sorted(names), keys, sorted(upload), dropped, reveals, threshold, partners
+    ), updates
 
 
 def _fedavg(updates: dict[str, tuple[dict[str, np.ndarray], float]], who: list[str]) -> dict[str, np.ndarray]:
@@ -134,3 +140,82 @@ def test_shamir_shares_rebuild_from_any_threshold() -> None:
     assert secagg.join({k: shares[k] for k in (2, 4, 5)}) == secret
     with pytest.raises(ValueError):  # below the threshold: nothing comes back
         secagg.join({k: shares[k] for k in (1, 2)})
+
+
+SPARSE = [f"site-{i:03d}" for i in range(1, 61)]
+
+
+def test_the_sparse_graph_is_symmetric_and_of_the_degree_asked() -> None:
+    graph = secagg.neighbours(SPARSE, 6, "seed")
+    assert all(len(p) == 6 and n not in p for n, p in graph.items())
+    assert all(n in graph[p] for n, ps in graph.items() for p in ps)  # both sides of every pair agree
+    assert secagg.neighbours(SPARSE, 6, "other") != graph  # a fresh seed, a fresh graph
+    assert secagg.neighbours(SPARSE[:5], 6, "seed") == {
+        n: [o for o in SPARSE[:5] if o != n] for n in SPARSE[:5]
+    }
+
+
+def test_secagg_plus_shares_only_with_partners_and_sums_right_with_drops() -> None:
+    """60 sites of degree 6, threshold 4: each site seals 7 shares (its partners and itself), not
+    60; five sites drop before uploading and five more after; the sum is the uploaders' FedAvg."""
+    _, _, train = _setup(SPARSE, 4, {"degree": 6, "seed": "graph-seed"})
+    assert all(len(to) == 7 for to in train["shares"].values())
+    before = set(SPARSE[10:15])
+    after = set(SPARSE[40:45])
+    upload = [n for n in SPARSE if n not in before]
+    answer = [n for n in upload if n not in after]
+    sums, updates = _run(SPARSE, 4, upload=upload, answer=answer, degree=6)
+    want = _fedavg(updates, upload)
+    for k in want:
+        np.testing.assert_allclose(_mean(dict(sums))[k], want[k], atol=1e-6)
+
+
+def test_secagg_plus_fails_when_a_sites_partners_are_too_few_to_rebuild_it() -> None:
+    """Drop enough of one site's 6 partners after it uploads that fewer than the threshold of
+    its share holders answer: the round fails naming the missing shares, never a wrong sum."""
+    victim = SPARSE[20]
+    gone = set(secagg.neighbours(SPARSE, 6, "graph-seed")[victim][:4])
+    answer = [n for n in SPARSE if n not in gone]
+    with pytest.raises(RoundFailed, match="needed"):
+        _run(SPARSE, 4, upload=SPARSE, answer=answer, degree=6)
+
+
+def _signed_round(names: list[str], threshold: int) -> tuple[dict[str, SiteProtocol], dict[str, Any]]:
+    sites, _, train = _setup(names, threshold)
+    for n in names:
+        sites[n].mask({"w": np.ones(2)}, 1.0, train)
+    return sites, train
+
+
+def test_a_server_that_tells_sites_different_survivor_sets_gets_no_shares() -> None:
+    """The consistency round (Bonawitz et al. 2017): the server tells site-1 and site-2 that
+    site-3 uploaded (to get shares of its self-mask seed) and site-4 that it dropped (to get a
+    share of its mask key): together they would unmask site-3's update. Each site checks that at
+    least the threshold (3 of 4) signed the very set it was told: site-4 finds only its own
+    signature and refuses; the others reveal only seed shares, so site-3's masks stay."""
+    names = ["site-1", "site-2", "site-3", "site-4"]
+    sites, _ = _signed_round(names, 3)
+    honest = {"secagg_round": RND, "uploaded": names, "dropped": []}
+    lie = {"secagg_round": RND, "uploaded": ["site-1", "site-2", "site-4"], "dropped": ["site-3"]}
+    sigs = {n: sites[n].answer("secagg_consistency", honest)["sig"] for n in ("site-1", "site-2", "site-3")}
+    sigs["site-4"] = sites["site-4"].answer("secagg_consistency", lie)["sig"]
+    with pytest.raises(ProtocolError, match="only 1 sites signed"):
+        sites["site-4"].answer("secagg_unmask", {**lie, "signatures": sigs})
+    # the honest view has 3 signatures: those sites reveal, seed shares only
+    reveal = sites["site-1"].answer("secagg_unmask", {**honest, "signatures": sigs})
+    assert reveal["s"] == {} and "site-3" in reveal["b"]
+
+
+def test_a_site_refuses_to_unmask_a_set_it_did_not_sign_or_to_sign_twice() -> None:
+    names = ["site-1", "site-2", "site-3"]
+    sites, _ = _signed_round(names, 2)
+    told = {"secagg_round": RND, "uploaded": names, "dropped": []}
+    sigs = {n: sites[n].answer("secagg_consistency", told)["sig"] for n in names}
+    other = {"secagg_round": RND, "uploaded": ["site-1", "site-2"], "dropped": ["site-3"]}
+    with pytest.raises(ProtocolError, match="second survivor set"):
+        sites["site-1"].answer("secagg_consistency", other)
+    with pytest.raises(ProtocolError, match="not the one this site signed"):
+        sites["site-1"].answer("secagg_unmask", {**other, "signatures": sigs})
+    forged = {**sigs, "site-2": sigs["site-1"], "site-3": sigs["site-1"]}  # one site's, thrice
+    with pytest.raises(ProtocolError, match="only 1 sites signed"):
+        sites["site-2"].answer("secagg_unmask", {**told, "signatures": forged})

@@ -108,7 +108,17 @@ def test_initial_model_ships_in_the_app(source: Path, tmp_path: Path) -> None:
         {"name": "a", "train_script": None},
         {"name": "a", "client_module": "os"},
         {"name": "a", "privacy": {"client_dp": {"clip_norm": 1.0}}},
-        {"name": "a", "secure_aggregation": True, "privacy": {"top_fraction": 0.5}},
+        {
+            "name": "a",
+            "secure_aggregation": True,
+            "privacy": {
+                "server_dp": {
+                    "clip_norm": 1.0,
+                    "noise_multiplier": 1.0,
+                    "adaptive": {"target_quantile": 0.5, "learning_rate": 0.2, "count_noise": 5.0},
+                }
+            },
+        },
         {"name": "a", "secure_aggregation": True, "secagg_threshold": 1},
     ],
 )
