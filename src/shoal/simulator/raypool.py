@@ -33,6 +33,8 @@ from typing import Any
 from shoal.errors import ShoalError
 from shoal.simulator.pool import WorkerDied
 from shoal.simulator.worker import SiteTask
+from shoal.wire.controller import Result
+from shoal.wire.messages import CONTROLLER
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -118,7 +120,7 @@ class SiteActor:
         )
         answer = run_site_task(here)
         out: dict[str, Any] = {"answer": answer, "log": log.read_bytes() if log.exists() else b""}
-        if answer.get("op") == "result":
+        if answer.get(CONTROLLER.key) == Result.TYPE:
             result = Path(str(answer["path"]))
             out["result"] = result.read_bytes()
             result.unlink(missing_ok=True)
@@ -199,7 +201,7 @@ class RayPool:
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("ab") as f:
                 f.write(out["log"])
-            if answer.get("op") == "result":
+            if answer.get(CONTROLLER.key) == Result.TYPE:
                 folder = Path(str(spec.task.get("result_dir") or Path(str(spec.task["model_path"])).parent))
                 dest = folder / Path(str(answer["path"])).name
                 dest.write_bytes(out["result"])
