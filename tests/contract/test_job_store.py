@@ -523,3 +523,44 @@ def test_count_by_status_counts_every_study(store: JobStore) -> None:
     create(store, "c")
     assert store.transition(first.job_id, JobStatus.DISPATCHED, reason="test")
     assert store.count_by_status() == {JobStatus.SUBMITTED: 2, JobStatus.DISPATCHED: 1}
+
+
+# --- reads beside a write in flight --------------------------------------------------------
+
+
+def test_reads_do_not_wait_for_a_write_being_committed(store: JobStore) -> None:
+    """A write holds the store's write lock through its durable commit (an fsync that takes tens
+    of milliseconds on a busy disk); ``job list`` and ``job meta`` on the server's event loop
+    must not queue behind it. The write in flight is held open here through the store's own
+    write transaction; every read answers meanwhile, with what was committed before it."""
+    job = create(store, "committed")
+    holding = threading.Event()
+    release = threading.Event()
+
+    def writer() -> None:
+        with store._write():  # type: ignore[attr-defined]  # the backend's write transaction
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        answers: list[object] = []
+
+        def reads() -> None:
+            answers.append(store.get_job(job.job_id))
+            answers.append([j.job_id for j in store.list_jobs(study="default", limit=10)])
+            answers.append(store.jobs_in_status([JobStatus.SUBMITTED]))
+            answers.append(store.count_by_status())
+
+        reader = threading.Thread(target=reads)
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "a read waited for the write in flight"
+        assert answers[0] == job
+        assert answers[1] == [job.job_id]
+        assert answers[3] == {JobStatus.SUBMITTED: 1}
+    finally:
+        release.set()
+        thread.join(10)

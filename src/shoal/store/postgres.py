@@ -79,6 +79,14 @@ class PostgresJobStore(SqlJobStore):
         except BaseException:  # a store that refuses to open holds no connection either
             self._conn.close()
             raise
+        # Reads have a session of their own: a write holds ``_lock`` until its commit is
+        # durable, and a listing must not wait for that (decisions/0032).
+        self._read_lock = threading.Lock()
+        try:
+            self._reader = self._connect()
+        except BaseException:
+            self._conn.close()
+            raise
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -137,16 +145,22 @@ class PostgresJobStore(SqlJobStore):
                     yield conn
                 return
 
+    def _live_reader(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The read session, replaced first if the database dropped it."""
+        if self._reader.closed or self._reader.broken:
+            self._reader = self._connect()
+        return self._reader
+
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """One statement; on a session found dead, asked again on a new one (a read is safe to repeat)."""
-        with self._lock:
-            conn = self._live()
+        with self._read_lock:
+            conn = self._live_reader()
             try:
                 return conn.execute(sql, tuple(params)).fetchall()
             except psycopg.OperationalError:
                 if not conn.broken:
                     raise
-                return self._live().execute(sql, tuple(params)).fetchall()
+                return self._live_reader().execute(sql, tuple(params)).fetchall()
 
     def _lock_token_scope(self, conn: Any, scope: str) -> None:
         """A transaction-level advisory lock on the token's scope: two servers (or connections)
@@ -156,5 +170,7 @@ class PostgresJobStore(SqlJobStore):
         )
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._conn.close()

@@ -5,8 +5,13 @@ makes every commit durable before the call returns (the server answers a submit 
 that), and ``busy_timeout`` makes a second process wait for the write lock instead of
 failing. Writes use ``BEGIN IMMEDIATE`` so a check-then-insert (submit tokens) or
 compare-and-set (status) holds the database write lock for its whole duration: correct across
-processes, not just across threads. One connection behind a lock is enough: the server is one
-asyncio process and each statement takes well under a millisecond.
+processes, not just across threads.
+
+Two connections, each behind its own lock: one writes, one reads. A write holds its lock
+through the commit's fsync, which on a busy disk takes tens of milliseconds; a reader on the
+same connection (``job list`` on the server's event loop) waited for it. WAL lets the read
+connection see every committed write without waiting for the one in flight
+(decisions/0032).
 """
 
 from __future__ import annotations
@@ -40,6 +45,14 @@ class SqliteJobStore(SqlJobStore):
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+        # Opened after the migrations, so it never reads a schema older than the code's. Each
+        # statement in autocommit mode is its own read transaction: it sees every write
+        # committed before it started, and never waits for one being committed.
+        self._reader = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        self._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self._read_lock = threading.Lock()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -71,10 +84,12 @@ class SqliteJobStore(SqlJobStore):
             self._conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, tuple(params)).fetchall()
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._conn.close()
 
