@@ -85,12 +85,16 @@ class RunHost(Protocol):
         """The job's live facts changed: wake whoever waits on them (wait, monitor)."""
         ...
 
-    def set_status(self, job_id: int, status: JobStatus, reason: str) -> object:
-        """Move the job to ``status`` (the store's compare-and-set)."""
+    async def set_status(self, job_id: int, status: JobStatus, reason: str) -> object:
+        """Move the job to ``status`` (the store's compare-and-set), committed off the loop."""
         ...
 
-    def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+    async def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
         """Keep ``error`` as the job's first error unless it has one."""
+        ...
+
+    def record_first_error_soon(self, job_id: int, error: dict[str, Any]) -> None:
+        """``record_first_error`` from code that cannot await, in order with the other writes."""
         ...
 
     def run_finished(self, run: JobRun) -> None:
@@ -280,7 +284,7 @@ class JobRun:
                 self.site_failed(
                     site, {"type": "SiteDisconnected", "message": "site disconnected before deploy"}
                 )
-        self.host.set_status(self.job_id, JobStatus.RUNNING, "running")
+        await self.host.set_status(self.job_id, JobStatus.RUNNING, "running")
         asyncio.get_running_loop().create_task(self._pump(reader))
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
@@ -560,7 +564,7 @@ class JobRun:
         self._failed_sites.add(site)
         self.progress.site_status[site] = "failed"
         message = str(error.get("message", "failed"))
-        self.host.record_first_error(
+        self.host.record_first_error_soon(
             self.job_id, {"site": site, "type": error.get("type", "Error"), "message": message}
         )
         self._send_controller(SiteFailed(site=site, reason=message))
@@ -632,12 +636,15 @@ class JobRun:
                 reason += f"; no confirmation from {', '.join(stragglers)} within {SITE_END_GRACE:g}s"
         if self.tracking is not None:  # the event files are in the workspace before it is final
             await self.tracking.close()
-        self._take_outputs()
+        # Reading the workflow's outputs and removing the run's folders touch the disk as much
+        # as the job left on it: off the event loop.
+        for what in (await asyncio.to_thread(self._take_outputs))[:20]:
+            self.notice(f"server: a file the workflow wrote was not kept: {what}")
         await self._keep_outputs()
         if error is not None:
-            self.host.record_first_error(self.job_id, error)
-        self.host.set_status(self.job_id, status, reason)
-        self._cleanup_run_dir()
+            await self.host.record_first_error(self.job_id, error)
+        await self.host.set_status(self.job_id, status, reason)
+        await asyncio.to_thread(self._cleanup_run_dir)
         self.done.set()
         self.host.run_finished(self)
 
@@ -651,11 +658,12 @@ class JobRun:
             if not await self.host.send_to_site(site, kind(job_id=str(self.job_id), reason=reason)):
                 self._gone.add(site)
 
-    def _take_outputs(self) -> None:
+    def _take_outputs(self) -> list[str]:
         """The workflow's results into the job's workspace, now that its process has ended:
-        regular files only, never replacing the server's own (its log, the sites' logs)."""
+        regular files only, never replacing the server's own (its log, the sites' logs).
+        Returns what was not kept. Runs in a worker thread: it touches no loop state."""
         if not self.paths.out.is_dir():
-            return
+            return []
         try:
             # The sites' and the server's log folders are the server's to fill: a workflow's
             # file there could pass for a site's log.
@@ -665,8 +673,7 @@ class JobRun:
         except (OSError, RecursionError) as exc:  # the job's folder is its own to shape
             log.warning("job %s: taking the workflow's outputs failed: %s", self.job_id, exc)
             skipped = [f"its output folder could not be read: {type(exc).__name__}: {exc}"]
-        for what in skipped[:20]:
-            self.notice(f"server: a file the workflow wrote was not kept: {what}")
+        return skipped
 
     async def _keep_outputs(self) -> None:
         """The job's result where the blob store keeps files (the bucket: uploaded, then gone

@@ -2,18 +2,25 @@
 
 Dispatch is event-driven: a submit, a site connecting, and a job ending each call ``kick``.
 Nothing scans the store on a timer.
+
+Every store write the scheduler makes (a status, a waiting reason, a first error) runs in ONE
+writer thread, in the order it was asked for: a durable commit waits for an fsync, tens of
+milliseconds on a busy disk, and on the event loop it held every request behind it
+(decisions/0028). One thread keeps a job's writes in order without locks of our own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal.errors import ShoalError
 from shoal.runtime.launcher import ForkServer
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
     from shoal.sandbox.confinement import Sandbox
 
 log = logging.getLogger("shoal.scheduler")
+
+T = TypeVar("T")
 
 ALL_SITES = "@ALL"
 FINISHED_KEPT = 256
@@ -97,6 +106,9 @@ class Scheduler:
         # show their final round and metrics.
         self.finished: OrderedDict[int, JobRun] = OrderedDict()
         self._kick_pending = False
+        self._passing = False  # a dispatch pass is under way; a kick meanwhile asks for another
+        self._pass_again = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-store-writer")
         # Job controllers are forked from a process that has numpy and the workflows imported
         # (shoal.runtime.launcher): a job's first round does not wait for an interpreter to start.
         self.launcher = ForkServer(
@@ -137,8 +149,19 @@ class Scheduler:
                 detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
                 log.warning("job %s: keeping its files in the blob store failed again: %s", job_id, detail)
 
-    def set_status(self, job_id: int, status: JobStatus, reason: str) -> JobRecord | None:
-        record = self.store.transition(job_id, status, reason=brief(reason))
+    async def write(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one store write in the writer thread and wait for its commit."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(call, *args, **kwargs))
+
+    def write_soon(self, call: Callable[..., object], *args: Any) -> None:
+        """Queue a store write behind those already asked for, without waiting for it (from code
+        that cannot await); a failure is logged."""
+        future = self._writer.submit(call, *args)
+        future.add_done_callback(_log_write_failure)
+
+    async def set_status(self, job_id: int, status: JobStatus, reason: str) -> JobRecord | None:
+        record = await self.write(self.store.transition, job_id, status, reason=brief(reason))
         self.events.notify(job_id)
         return record
 
@@ -154,10 +177,16 @@ class Scheduler:
         args = self.update_checks.controller_args()
         return [*args, "--allow-custom-code"] if self.custom_code_allowed(study) else args
 
-    def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
-        job = self.store.get_job(job_id)
-        if job is not None and job.first_error is None:
-            self.store.set_first_error(job_id, {**error, "message": brief(str(error.get("message", "")))})
+    def _first_error(self, job_id: int, error: dict[str, Any]) -> None:
+        self.store.set_first_error(job_id, {**error, "message": brief(str(error.get("message", "")))})
+
+    async def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+        """Keep ``error`` as the job's first error unless it has one (the store keeps the first)."""
+        await self.write(self._first_error, job_id, error)
+
+    def record_first_error_soon(self, job_id: int, error: dict[str, Any]) -> None:
+        """``record_first_error`` from code that cannot await; the writer keeps the order."""
+        self.write_soon(self._first_error, job_id, error)
 
     def kick(self) -> None:
         """Ask for a dispatch pass soon; many kicks in one loop turn make one pass."""
@@ -167,7 +196,24 @@ class Scheduler:
 
     def _run_pass(self) -> None:
         self._kick_pending = False
-        asyncio.get_running_loop().create_task(self._dispatch_pending())
+        if self._passing:
+            self._pass_again = True
+            return
+        asyncio.get_running_loop().create_task(self._passes())
+
+    async def _passes(self) -> None:
+        """One pass at a time: a pass awaits (store writes, unpacking, starting a controller), and
+        two passes at once could each start a job past ``max_running``, or start a later job
+        before an earlier one. A kick during a pass runs one more pass after it."""
+        self._passing = True
+        try:
+            while True:
+                self._pass_again = False
+                await self._dispatch_pending()
+                if not self._pass_again:
+                    return
+        finally:
+            self._passing = False
 
     async def _dispatch_pending(self) -> None:
         """One pass over the waiting jobs. Each job is considered on its own: whatever goes
@@ -180,7 +226,7 @@ class Scheduler:
             except Exception as exc:
                 log.exception("job %s: considering it for dispatch failed", job.job_id)
                 try:
-                    self._set_reason(
+                    await self._set_reason(
                         job,
                         f"waiting: the server could not consider it for dispatch ({type(exc).__name__}: "
                         f"{brief(str(exc), 200)}); see the server log",
@@ -192,7 +238,7 @@ class Scheduler:
         if job.job_id in self.runs:
             return
         if len(self.runs) >= self.max_running:
-            self._set_reason(
+            await self._set_reason(
                 job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
             )
             return
@@ -201,12 +247,13 @@ class Scheduler:
         min_clients = int(job.meta.get("min_clients", 1))
         if len(targets) < min_clients:
             have = ", ".join(sorted(targets)) or "none"
-            self._set_reason(
+            await self._set_reason(
                 job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
             )
             return
-        gpus = self._take_resources(job, targets)
+        gpus, waits = self._take_resources(job, targets)
         if gpus is None:
+            await self._set_reason(job, "waiting for resources: " + "; ".join(waits))
             return
         await self._dispatch(job, targets, min_clients, gpus)
 
@@ -222,9 +269,11 @@ class Scheduler:
                 log.exception("site %s: judging whether it serves study %s failed; left out", site, study)
         return serving
 
-    def _take_resources(self, job: JobRecord, targets: dict[str, str]) -> dict[str, list[str]] | None:
+    def _take_resources(
+        self, job: JobRecord, targets: dict[str, str]
+    ) -> tuple[dict[str, list[str]] | None, list[str]]:
         """Hold what the job needs on every target site (all or nothing): the GPU ids per site,
-        or None with the job's status_reason saying which site waits for what."""
+        or None and which site waits for what."""
         try:
             needs = check_spec(job.meta.get("resource_spec") or {})
         except ResourceError:
@@ -237,8 +286,7 @@ class Scheduler:
             if short:
                 waits.append(f"{site} {short}")
         if waits:
-            self._set_reason(job, "waiting for resources: " + "; ".join(waits))
-            return None
+            return None, waits
         gpus = {}
         for site in targets:
             connected = self.sites.get(site)
@@ -246,7 +294,7 @@ class Scheduler:
             taken = self.resources.take(job.job_id, site, declared, needs.get(site, Need()))
             if "gpus" in declared:  # a site that declares none keeps its host's own GPU settings
                 gpus[site] = taken
-        return gpus
+        return gpus, []
 
     def _serves(self, site: str, study: str) -> bool:
         """A site's own policy may limit the studies it serves (``studies`` in site_policy.json)."""
@@ -254,9 +302,9 @@ class Scheduler:
         studies = connected.studies if connected is not None else None
         return studies is None or study in studies
 
-    def _set_reason(self, job: JobRecord, reason: str) -> None:
+    async def _set_reason(self, job: JobRecord, reason: str) -> None:
         if job.status_reason != reason:
-            self.store.set_status_reason(job.job_id, reason)
+            await self.write(self.store.set_status_reason, job.job_id, reason)
             self.events.notify(job.job_id)
 
     async def _dispatch(
@@ -273,7 +321,9 @@ class Scheduler:
         self, job: JobRecord, targets: dict[str, str], min_clients: int, gpus: dict[str, list[str]]
     ) -> bool:
         if (
-            self.set_status(job.job_id, JobStatus.DISPATCHED, f"deploying to {', '.join(sorted(targets))}")
+            await self.set_status(
+                job.job_id, JobStatus.DISPATCHED, f"deploying to {', '.join(sorted(targets))}"
+            )
             is None
         ):
             return False
@@ -296,10 +346,10 @@ class Scheduler:
         except Exception as exc:
             log.exception("job %s could not start", job.job_id)
             self.runs.pop(job.job_id, None)
-            self.record_first_error(
+            await self.record_first_error(
                 job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}
             )
-            self.set_status(job.job_id, JobStatus.FAILED, f"could not start the job: {exc}")
+            await self.set_status(job.job_id, JobStatus.FAILED, f"could not start the job: {exc}")
             return False
 
     def _materialise(self, job: JobRecord, paths: JobPaths) -> None:
@@ -320,7 +370,7 @@ class Scheduler:
         if run is not None:
             await run.abort(who)
         else:
-            self.set_status(job.job_id, JobStatus.ABORTED, f"aborted by {who} before it started")
+            await self.set_status(job.job_id, JobStatus.ABORTED, f"aborted by {who} before it started")
         final = self.store.get_job(job.job_id)
         assert final is not None
         return final
@@ -370,5 +420,18 @@ class Scheduler:
             run.kill()
             # set_status wakes the long polls (job wait, monitor) on it: they answer with the
             # terminal status at once instead of holding the server's shutdown open.
-            self.set_status(run.job_id, JobStatus.ABANDONED, "the server shut down while the job was running")
+            await self.set_status(
+                run.job_id, JobStatus.ABANDONED, "the server shut down while the job was running"
+            )
         self.runs.clear()
+
+    def close(self) -> None:
+        """Wait for the store writes already asked for; call after the last request is done and
+        before the store is closed."""
+        self._writer.shutdown(wait=True)
+
+
+def _log_write_failure(future: Future[object]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("a store write failed", exc_info=exc)

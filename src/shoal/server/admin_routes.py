@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from shoal.server.results import build_result_zip, parse_parts
 from shoal.server.streaming import save_body, stream_job_file
 from shoal.server.submission import prepare_submission, store_submission
 from shoal.server.views import job_meta, job_row, json_response
-from shoal.store.base import Submitter
+from shoal.store.base import JobRecord, Submitter
 from shoal.wire import routes as paths
 from shoal.wire.rules import SUBMIT_TOKEN_RE
 
@@ -54,26 +55,43 @@ async def submit_job(request: web.Request) -> web.Response:
         allowed = ctx.studies.sites(study)
         sites = [s for s in ctx.known_sites() if allowed is None or s in allowed]
         declared = {s.name: s.resources for s in ctx.sites.all()}
-        prepared = await asyncio.to_thread(prepare_submission, upload, work, sites, declared)
+        submitter = Submitter(ident.name, ident.org, ident.role or "")
+        # One trip to a worker thread for all of it: under load each return to the event loop
+        # waits for the CPU, and the temp folder's removal is disk work too.
+        record, created = await asyncio.to_thread(
+            _accept, ctx, upload, work, sites, declared, study, submitter, token
+        )
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        raise
+    if created:
+        ctx.scheduler.kick()
+    return json_response({"job_id": str(record.job_id), "created": created}, status=201 if created else 200)
+
+
+def _accept(
+    ctx: ServerContext,
+    upload: Path,
+    work: Path,
+    sites: list[str],
+    declared: dict[str, dict[str, Any]],
+    study: str,
+    submitter: Submitter,
+    token: str | None,
+) -> tuple[JobRecord, bool]:
+    """Validate, check room, store (in a worker thread); the temp folder goes in every case."""
+    try:
+        prepared = prepare_submission(upload, work, sites, declared)
         if not ctx.studies.allows_custom_code(study) and prepared.server_custom_code is not None:
             raise ShoalError(
                 "CUSTOM_CODE_NOT_ALLOWED", f"study '{study}': {prepared.server_custom_code}", study=study
             )
-        await asyncio.to_thread(ctx.check_room, prepared.archive.stat().st_size, prepared.archive_sha256)
-        record, created = await asyncio.to_thread(
-            store_submission,
-            ctx.store,
-            ctx.blobs,
-            prepared,
-            study=study,
-            submitter=Submitter(ident.name, ident.org, ident.role or ""),
-            submit_token=token,
+        ctx.check_room(prepared.archive.stat().st_size, prepared.archive_sha256)
+        return store_submission(
+            ctx.store, ctx.blobs, prepared, study=study, submitter=submitter, submit_token=token
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if created:
-        ctx.scheduler.kick()
-    return json_response({"job_id": str(record.job_id), "created": created}, status=201 if created else 200)
 
 
 def _count_param(name: str, raw: str) -> int:
