@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shoal.api.client import AdminClient
 
 BENCH = Path(__file__).resolve().parent
 
@@ -31,6 +35,21 @@ class BenchFederation:
     def shoal_json(self, *args: str | Path) -> dict[str, object]:
         doc: dict[str, object] = json.loads(self.shoal(*args, "--format", "json").stdout)
         return doc
+
+    def admin_client(self) -> AdminClient:
+        """An SDK client on this federation's admin kit, as a script would hold one."""
+        from shoal.api.client import AdminClient
+        from shoal.api.kits import resolve_admin_kit
+
+        saved = os.environ.get("SHOAL_HOME")
+        os.environ["SHOAL_HOME"] = self.env["SHOAL_HOME"]
+        try:
+            return AdminClient(resolve_admin_kit(None, None))
+        finally:
+            if saved is None:
+                os.environ.pop("SHOAL_HOME", None)
+            else:
+                os.environ["SHOAL_HOME"] = saved
 
 
 @contextmanager

@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parent
 @dataclass
 class LoadResult:
     latencies: dict[str, list[float]] = field(default_factory=dict)
+    probe: dict[str, list[float]] = field(default_factory=dict)  # the server's answers (see _probe)
     errors: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -33,20 +34,73 @@ class LoadResult:
         return sum(len(v) for v in self.latencies.values())
 
     def summary(self) -> dict[str, object]:
-        ops: dict[str, object] = {}
-        for name, values in sorted(self.latencies.items()):
-            values = sorted(values)
-            ops[name] = {
-                "count": len(values),
-                "p50_ms": round(statistics.median(values) * 1000, 1),
-                "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))] * 1000, 1),
-            }
         return {
             "operations": self.operations,
             "per_second": round(self.operations / self.seconds, 1) if self.seconds else 0,
             "errors": dict(self.errors),
-            "by_operation": ops,
+            "by_operation": _percentiles(self.latencies),
+            "probe": _percentiles(self.probe),
         }
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _percentiles(latencies: dict[str, list[float]]) -> dict[str, object]:
+    return {
+        name: {
+            "count": len(values),
+            "p50_ms": round(statistics.median(values) * 1000, 1),
+            "p99_ms": round(p99(values) * 1000, 1),
+        }
+        for name, values in sorted(latencies.items())
+    }
+
+
+def _probe(
+    env: dict[str, str], job_folder: Path, deadline: float, result: LoadResult, lock: threading.Lock
+) -> None:
+    """The server's own answer time under the load: one SDK client on one kept-open connection
+    calls list, meta and (every fifth turn) submit, one at a time, PROBE_PAUSE apart. The CLI
+    clients' figures also hold each call's Python start-up, which on 2 cores queues behind the
+    49 others (Little's law); the probe's hold only the request and the server's answer."""
+    import tempfile
+
+    from bench.federation import BenchFederation
+    from shoal.errors import ShoalError
+    from shoal.wire.archive import zip_folder
+
+    fed = BenchFederation(Path(env["SHOAL_HOME"]) / "poc", env)
+    with tempfile.TemporaryDirectory(prefix="shoal-probe-") as tmp, fed.admin_client() as client:
+        archive = Path(tmp) / "job.zip"
+        zip_folder(job_folder, archive)
+        job_id = ""
+        turn = 0
+        while time.monotonic() < deadline:
+            op = "submit" if turn % 5 == 0 or not job_id else ("list" if turn % 2 else "meta")
+            turn += 1
+            start = time.perf_counter()
+            try:
+                if op == "submit":
+                    job_id = str(client.submit_job(archive, "default")["job_id"])
+                elif op == "list":
+                    client.list_jobs("default", max_results=100)
+                else:
+                    client.get_job(job_id, "default")
+                error = None
+            except ShoalError as exc:
+                error = exc.code
+            elapsed = time.perf_counter() - start
+            with lock:
+                result.probe.setdefault(op, []).append(elapsed)
+                if error:
+                    result.errors[f"probe {error}"] += 1
+            time.sleep(PROBE_PAUSE)
+
+
+PROBE_PAUSE = 0.1  # seconds between the probe's calls
 
 
 def run_load(env: dict[str, str], clients: int, seconds: float, job_folder: Path | None = None) -> LoadResult:
@@ -92,6 +146,7 @@ def run_load(env: dict[str, str], clients: int, seconds: float, job_folder: Path
 
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    threads.append(threading.Thread(target=_probe, args=(env, job_folder, deadline, result, lock)))
     for t in threads:
         t.start()
     for t in threads:

@@ -350,6 +350,23 @@ def _many_jobs(fed: BenchFederation, quick: bool, store: JobStore, label: str) -
     return figures
 
 
+def burst(fed: BenchFederation, quick: bool) -> list[Figure]:
+    """A sweep's burst of submits (bench/burst.py): 200 jobs from 8 SDK submitters at once."""
+    from bench.burst import run_burst
+
+    jobs, submitters = (16, 4) if quick else (200, 8)
+    got = run_burst(fed, jobs, submitters)
+    label = f"burst of {jobs} jobs"
+    note = f"{submitters} submitters; " + ", ".join(f"{k} {v}" for k, v in sorted(got.statuses.items()))
+    return [
+        Figure(label, f"submits accepted per second ({submitters} submitters)", [got.accepted_per_s], "/s"),
+        Figure(label, "seconds until every job ended", [got.all_ended_s], "s", note=note),
+        Figure(label, "started in submission order (1 yes, 0 no)", [float(got.in_order)], "bool"),
+        Figure(label, "most jobs running at once", [float(got.most_at_once)], "jobs"),
+        Figure(label, "submit errors", [float(len(got.errors))], "count", note=",".join(got.errors[:5])),
+    ]
+
+
 def wait_latency(fed: BenchFederation, quick: bool) -> list[Figure]:
     samples = []
     for _ in range(2 if quick else 5):
@@ -434,6 +451,7 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "large_model_bucket": large_model_bucket,
     "many_sites": many_sites,
     "many_jobs": many_jobs,
+    "burst": burst,
     "many_jobs_postgres": many_jobs_postgres,
     "secure_aggregation": secure_aggregation,
 }
