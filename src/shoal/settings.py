@@ -93,6 +93,7 @@ LANDLOCK_MAX_ABI = "SHOAL_LANDLOCK_MAX_ABI"
 JOB_USER = "SHOAL_JOB_USER"
 JOB_NICE = "SHOAL_JOB_NICE"
 JOB_ENV = "SHOAL_JOB_ENV"
+MAX_RUNNING_JOBS = "SHOAL_MAX_RUNNING_JOBS"
 STORE_URL = "SHOAL_STORE_URL"
 BLOBS_URL = "SHOAL_BLOBS_URL"
 MLFLOW_TRACKING_URI = "SHOAL_MLFLOW_TRACKING_URI"
@@ -200,6 +201,15 @@ SETTINGS: tuple[Setting, ...] = (
         HOSTS,
         "more environment variables job code may inherit, comma-separated (the rest of the host's "
         "environment stays with the host)",
+    ),
+    Setting(
+        MAX_RUNNING_JOBS,
+        "whole number",
+        SERVER,
+        "how many jobs run at once; the others wait in order of submission, their status_reason "
+        "saying so (decisions/0033)",
+        default="8",
+        low=1,
     ),
     # --- the server's storage and trackers ---
     Setting(

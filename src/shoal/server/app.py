@@ -199,6 +199,7 @@ def build_context(
         blobs,
         workspace / "jobs",
         sites,
+        max_running=settings.whole_number(settings.MAX_RUNNING_JOBS) or 1,
         study_sites=local.studies.sites,
         custom_code_allowed=local.studies.allows_custom_code,
         sandbox=sandbox,
