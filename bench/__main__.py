@@ -21,15 +21,23 @@ from bench.workloads import WORKLOADS, Figure
 
 
 def load_workload(env: dict[str, str], quick: bool) -> list[Figure]:
-    from bench.load import run_load
+    from bench.load import p99, run_load
 
     result = run_load(env, clients=4 if quick else 50, seconds=2 if quick else 60)
     figures = []
     for op, values in sorted(result.latencies.items()):
-        values = sorted(values)
-        p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-        figures.append(Figure("load", f"{op} p99 latency", [p99], note=f"{len(values)} calls"))
-    figures.append(Figure("load", "errors", [float(sum(result.errors.values()))], "count"))
+        figures.append(
+            Figure("load", f"{op} p99 latency (whole CLI)", [p99(values)], note=f"{len(values)} calls")
+        )
+    for op, values in sorted(result.probe.items()):
+        figures.append(
+            Figure("load", f"{op} p99, server's answer (probe)", [p99(values)], note=f"{len(values)} calls")
+        )
+    figures += [
+        Figure("load", "errors", [float(sum(result.errors.values()))], "count"),
+        Figure("load", "server loop thread: on a CPU", [result.loop_cpu], "s"),
+        Figure("load", "server loop thread: waiting for a CPU", [result.loop_run_queue], "s"),
+    ]
     return figures
 
 

@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.measure import main_thread_schedule
+
 BENCH = Path(__file__).resolve().parent
 
 
@@ -26,6 +28,9 @@ BENCH = Path(__file__).resolve().parent
 class LoadResult:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     probe: dict[str, list[float]] = field(default_factory=dict)  # the server's answers (see _probe)
+    # the server's event-loop thread over the run: seconds on a CPU, and runnable but waiting for one
+    loop_cpu: float = 0.0
+    loop_run_queue: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -40,6 +45,8 @@ class LoadResult:
             "errors": dict(self.errors),
             "by_operation": _percentiles(self.latencies),
             "probe": _percentiles(self.probe),
+            "server_loop_cpu_s": round(self.loop_cpu, 2),
+            "server_loop_waiting_for_cpu_s": round(self.loop_run_queue, 2),
         }
 
 
@@ -103,6 +110,11 @@ def _probe(
 PROBE_PAUSE = 0.1  # seconds between the probe's calls
 
 
+def _server_pid(env: dict[str, str]) -> int:
+    pids: dict[str, int] = json.loads((Path(env["SHOAL_HOME"]) / "poc" / "run" / "pids.json").read_text())
+    return int(pids["server"])
+
+
 def run_load(env: dict[str, str], clients: int, seconds: float, job_folder: Path | None = None) -> LoadResult:
     job_folder = job_folder or BENCH / "jobs" / "trivial"
     result = LoadResult()
@@ -144,6 +156,8 @@ def run_load(env: dict[str, str], clients: int, seconds: float, job_folder: Path
                 elif op == "submit":
                     known.append(str(doc["data"]["job_id"]))  # type: ignore[index]
 
+    server = _server_pid(env)
+    before = main_thread_schedule(server)
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     threads.append(threading.Thread(target=_probe, args=(env, job_folder, deadline, result, lock)))
@@ -152,6 +166,8 @@ def run_load(env: dict[str, str], clients: int, seconds: float, job_folder: Path
     for t in threads:
         t.join()
     result.seconds = time.monotonic() - started
+    after = main_thread_schedule(server)
+    result.loop_cpu, result.loop_run_queue = after[0] - before[0], after[1] - before[1]
     return result
 
 

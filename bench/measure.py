@@ -77,3 +77,11 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main_thread_schedule(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a process's main thread so far
+    (``/proc/PID/schedstat``). For the server that thread is its event loop: a request that waits
+    while the loop waits for a CPU is the machine's load, not the server's doing."""
+    on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9

@@ -187,9 +187,24 @@ def large_model(fed: BenchFederation, quick: bool) -> list[Figure]:
     return figures
 
 
+@dataclass
+class LightFederation:
+    fed: BenchFederation
+    server_pid: int
+    connected_s: float  # from starting every site at once to all of them connected
+
+
+def _connected_sites(fed: BenchFederation) -> int:
+    proc = fed.shoal("system", "status", "--format", "json", check=False)
+    return len(json.loads(proc.stdout)["data"]["sites"]) if proc.returncode == 0 else -1
+
+
 @contextmanager
-def _light_federation(n_sites: int) -> Iterator[tuple[BenchFederation, subprocess.Popen[bytes], int]]:
-    """A POC server plus ``n_sites`` light agents in one process (bench/light_sites.py)."""
+def _light_federation(n_sites: int, processes: int = 1) -> Iterator[LightFederation]:
+    """A POC server, then ``n_sites`` light agents (bench/light_sites.py) started at once, spread
+    over ``processes`` processes: the connect storm of a federation whose sites all start
+    together, timed until every one is connected (an agent refused retries, so none may be
+    missing at the end)."""
     import os
 
     with tempfile.TemporaryDirectory(prefix="shoal-bench-sites-") as tmp:
@@ -204,67 +219,109 @@ def _light_federation(n_sites: int) -> Iterator[tuple[BenchFederation, subproces
         (kits / "server" / "local" / "limits.json").write_text('{"max_connections_per_ip": 4096}')
         logs = fed.workspace / "logs"
         # the children keep their own copies of the log files: ours are closed at once
-        with (logs / "server.log").open("ab") as log, (logs / "sites.log").open("ab") as sites_log:
+        with (logs / "server.log").open("ab") as log:
             server = subprocess.Popen(
                 [sys.executable, "-m", "shoal", "server", "start", "-k", kits / "server"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-            sites = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.light_sites",
-                    kits,
-                    *[f"site-{i}" for i in range(1, n_sites + 1)],
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=sites_log,
-                env=env,
-                cwd=BENCH.parent,
-            )
+        procs = [server]
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                proc = fed.shoal("system", "status", "--format", "json", check=False)
-                if proc.returncode == 0 and len(json.loads(proc.stdout)["data"]["sites"]) == n_sites:
-                    break
+            deadline = time.monotonic() + 60
+            while _connected_sites(fed) < 0:  # the server answers: the storm meets a ready server
                 if time.monotonic() > deadline:
-                    raise RuntimeError("light sites did not all connect")
+                    raise RuntimeError("the server did not start")
                 time.sleep(0.2)
-            yield fed, sites, server.pid
+            names = [f"site-{i}" for i in range(1, n_sites + 1)]
+            with (logs / "sites.log").open("ab") as sites_log:
+                parts = [
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bench.light_sites", kits, *names[part::processes]],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=sites_log,
+                        env=env,
+                        cwd=BENCH.parent,
+                    )
+                    for part in range(processes)
+                ]
+            procs += parts
+            for part in parts:  # every agent built (its kit read): then all dial at once
+                assert part.stdout is not None and part.stdin is not None
+                if part.stdout.readline().strip() != b"built":
+                    raise RuntimeError("a light-sites process did not start")
+            started = time.perf_counter()
+            for part in parts:
+                assert part.stdin is not None
+                part.stdin.write(b"go\n")
+                part.stdin.flush()
+            deadline = time.monotonic() + 180
+            while _connected_sites(fed) != n_sites:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"light sites did not all connect: {_connected_sites(fed)} of {n_sites}"
+                    )
+                time.sleep(0.2)
+            yield LightFederation(fed, server.pid, time.perf_counter() - started)
         finally:
-            for proc in (sites, server):
+            for proc in reversed(procs):
                 proc.terminate()
                 proc.wait(timeout=60)
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
+
+
+def _light_rounds(light: LightFederation, n: int, rounds: int) -> tuple[float, float, float]:
+    """A FedAvg job of ``rounds`` rounds (tiny model) over all ``n`` sites: (seconds per round,
+    server CPU seconds for the job, server tree peak RSS in bytes, the connected sites included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "job"
+        shutil.copytree(BENCH / "jobs" / "trivial", job)
+        (job / "meta.json").write_text(
+            json.dumps({"name": f"{n}-sites", "min_clients": n, "deploy_map": {"app": ["@ALL"]}})
+        )
+        (job / "app" / "config" / "config_fed_server.json").write_text(
+            json.dumps({"workflow": "fedavg", "args": {"num_rounds": rounds}})
+        )
+        cpu_before = cpu_seconds(light.server_pid)
+        with PeakSampler({"server": light.server_pid}) as sampler:
+            job_id = _submit(light.fed, job)
+            light.fed.shoal("job", "wait", job_id)
+        cpu = cpu_seconds(light.server_pid) - cpu_before
+        times = [r["time"] for r in _rounds(light.fed, job_id)]
+    return (times[-1] - times[0]) / (len(times) - 1), cpu, float(sampler.peaks["server"])
 
 
 def many_sites(fed: BenchFederation, quick: bool) -> list[Figure]:
     figures = []
     for n in (5,) if quick else (50, 200):
-        with _light_federation(n) as (light, _, server_pid), tempfile.TemporaryDirectory() as tmp:
-            job = Path(tmp) / "job"
-            shutil.copytree(BENCH / "jobs" / "trivial", job)
-            (job / "meta.json").write_text(
-                json.dumps({"name": f"{n}-sites", "min_clients": n, "deploy_map": {"app": ["@ALL"]}})
-            )
-            (job / "app" / "config" / "config_fed_server.json").write_text(
-                json.dumps({"workflow": "fedavg", "args": {"num_rounds": 5}})
-            )
-            cpu_before = cpu_seconds(server_pid)
-            with PeakSampler({"server": server_pid}) as sampler:
-                job_id = _submit(light, job)
-                light.shoal("job", "wait", job_id)
-            cpu = cpu_seconds(server_pid) - cpu_before
-            times = [r["time"] for r in _rounds(light, job_id)]
-        per = (times[-1] - times[0]) / (len(times) - 1)
+        with _light_federation(n) as light:
+            per, cpu, rss = _light_rounds(light, n, 5)
         figures += [
             Figure(f"{n} sites", "seconds per round", [per], "s"),
             Figure(f"{n} sites", "server CPU seconds for the 5-round job", [cpu], "s"),
-            Figure(f"{n} sites", "server tree peak RSS", [sampler.peaks["server"] / 2**20], "MiB"),
+            Figure(f"{n} sites", "server tree peak RSS", [rss / 2**20], "MiB"),
         ]
     return figures
+
+
+def site_storm(fed: BenchFederation, quick: bool) -> list[Figure]:
+    """2,000 light sites in 4 processes started at once against one server (the connect storm),
+    then a 3-round FedAvg job over all of them. Quick: 20 sites in 2 processes, as a smoke run."""
+    n, processes = (20, 2) if quick else (2000, 4)
+    with _light_federation(n, processes) as light:
+        per, cpu, rss = _light_rounds(light, n, 3)
+    label = f"storm of {n} sites"
+    return [
+        Figure(
+            label, f"all connected after starting at once ({processes} processes)", [light.connected_s], "s"
+        ),
+        Figure(label, "seconds per round", [per], "s"),
+        Figure(label, "server CPU seconds for the 3-round job", [cpu], "s"),
+        Figure(label, "server tree peak RSS (sites connected)", [rss / 2**20], "MiB"),
+    ]
 
 
 def many_jobs(fed: BenchFederation, quick: bool) -> list[Figure]:
@@ -450,6 +507,7 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "large_model": large_model,
     "large_model_bucket": large_model_bucket,
     "many_sites": many_sites,
+    "site_storm": site_storm,
     "many_jobs": many_jobs,
     "burst": burst,
     "many_jobs_postgres": many_jobs_postgres,

@@ -30,7 +30,19 @@ def test_bench_quick_runs_every_workload(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())
     workloads = {r["workload"].split(" ")[0] for r in rows}
-    for expected in ("cold", "trivial", "per-round", "wait", "monitor", "20", "5", "300", "load"):
+    for expected in (
+        "cold",
+        "trivial",
+        "per-round",
+        "wait",
+        "monitor",
+        "20",
+        "5",
+        "300",
+        "load",
+        "burst",
+        "storm",
+    ):
         assert expected in workloads, (expected, workloads)
     assert any(r["workload"].endswith("(PostgreSQL)") for r in rows), "the store on PostgreSQL too"
     assert all(r["runs"] >= 1 and r["median"] >= 0 for r in rows)
