@@ -207,7 +207,7 @@ SETTINGS: tuple[Setting, ...] = (
         "whole number",
         SERVER,
         "how many jobs run at once; the others wait in order of submission, their status_reason "
-        "saying so (decisions/0037)",
+        "saying so (decisions/0038)",
         default="8",
         low=1,
     ),

@@ -6,7 +6,7 @@ Nothing scans the store on a timer.
 Every store write the scheduler makes (a status, a waiting reason, a first error) runs in ONE
 writer thread, in the order it was asked for: a durable commit waits for an fsync, tens of
 milliseconds on a busy disk, and on the event loop it held every request behind it
-(decisions/0036). One thread keeps a job's writes in order without locks of our own.
+(decisions/0037). One thread keeps a job's writes in order without locks of our own.
 """
 
 from __future__ import annotations

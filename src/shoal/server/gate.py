@@ -34,7 +34,7 @@ LISTEN_BACKLOG = 4096
 #: The receive buffer asyncio gives each TLS connection (``SSLProtocol.max_size``): 256 KiB,
 #: allocated and zero-filled up front, so resident from the handshake on. With 2,000 sites
 #: connected that was 500 MiB of the server's memory for buffers that a control channel never
-#: fills. 64 KiB still takes four full TLS records per read (decisions/0038).
+#: fills. 64 KiB still takes four full TLS records per read (decisions/0039).
 TLS_READ_BUFFER = 64 * 1024
 REFUSAL_LOG_EVERY = 60.0  # seconds between log lines about one peer's refused connections
 REFUSALS_REMEMBERED = 4096  # addresses whose last refusal line is remembered before pruning

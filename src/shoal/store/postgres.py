@@ -80,7 +80,7 @@ class PostgresJobStore(SqlJobStore):
             self._conn.close()
             raise
         # Reads have a session of their own: a write holds ``_lock`` until its commit is
-        # durable, and a listing must not wait for that (decisions/0036).
+        # durable, and a listing must not wait for that (decisions/0037).
         self._read_lock = threading.Lock()
         try:
             self._reader = self._connect()

@@ -11,7 +11,7 @@ Two connections, each behind its own lock: one writes, one reads. A write holds 
 through the commit's fsync, which on a busy disk takes tens of milliseconds; a reader on the
 same connection (``job list`` on the server's event loop) waited for it. WAL lets the read
 connection see every committed write without waiting for the one in flight
-(decisions/0036).
+(decisions/0037).
 """
 
 from __future__ import annotations
