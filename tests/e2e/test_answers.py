@@ -76,8 +76,9 @@ def test_the_answer_types_are_what_the_server_sends(federation: Federation, tmp_
         problems += conforms(waited, answers.JobMeta, own_keys)
         cloned = client.clone_job(job_id, "default")
         problems += conforms(cloned, answers.Cloned)
-        client.abort_job(cloned["new_job_id"], "default")  # the clone runs: not this test's
-        problems += conforms(client.delete_job(job_id, "default"), answers.Deleted)
+        clone_ended, _ = client.wait_job(cloned["new_job_id"], "default", timeout=120)
+        assert clone_ended, "the clone (a short job) did not end"
+        problems += conforms(client.delete_job(cloned["new_job_id"], "default"), answers.Deleted)
     assert problems == []
 
 
