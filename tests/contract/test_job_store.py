@@ -564,3 +564,39 @@ def test_reads_do_not_wait_for_a_write_being_committed(store: JobStore) -> None:
     finally:
         release.set()
         thread.join(10)
+
+
+def test_a_checkpoint_row_is_written_replaced_read_and_dropped(store: JobStore) -> None:
+    """A running job's checkpoint (decisions/0028): what the next server resumes it from."""
+    from shoal.store.checkpoints import Checkpoint
+
+    job = create(store)
+    assert store.get_checkpoint(job.job_id) is None and store.checkpoints() == []
+    first = Checkpoint(job_id=job.job_id, sites={"site-1": "app", "site-2": "app"}, min_clients=2)
+    store.put_checkpoint(first)
+    assert store.get_checkpoint(job.job_id) == first
+    state = {"round": 3, "ledger": {"site-1": [0.5, 1.0]}, "text": "ünïcode"}
+    later = Checkpoint(
+        job_id=job.job_id,
+        sites=first.sites,
+        min_clients=2,
+        resumable=True,
+        workflow="FedAvg",
+        last_round=3,
+        state=state,
+        model_sha256="b" * 64,
+        restarts=1,
+    )
+    store.put_checkpoint(later)  # replaces, never adds a second row
+    assert store.get_checkpoint(job.job_id) == later
+    other = create(store, "other")
+    store.put_checkpoint(Checkpoint(job_id=other.job_id, sites={}, min_clients=1))
+    assert sorted(c.job_id for c in store.checkpoints()) == sorted([job.job_id, other.job_id])
+    store.drop_checkpoint(job.job_id)
+    assert store.get_checkpoint(job.job_id) is None
+    assert [c.job_id for c in store.checkpoints()] == [other.job_id]
+    with pytest.raises(ValueError):  # NaN is not JSON: refused before anything is written
+        store.put_checkpoint(
+            Checkpoint(job_id=job.job_id, sites={}, min_clients=1, state={"x": float("nan")})
+        )
+    assert store.get_checkpoint(job.job_id) is None

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from shoal.store.checkpoints import Checkpoint
 from shoal.wire.status import JobStatus
 
 #: Job ids are random integers in [1, 2**53): every JSON parser reads them exactly.
@@ -169,6 +170,22 @@ class JobStore(Protocol):
 
     def jobs_using_content(self, content_sha256: str) -> int:
         """How many jobs still reference a stored archive (clones share one); a blob with none may go."""
+        ...
+
+    def put_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Insert or replace a running job's checkpoint row (``shoal.store.checkpoints``); committed."""
+        ...
+
+    def get_checkpoint(self, job_id: int) -> Checkpoint | None:
+        """The job's checkpoint row, or None."""
+        ...
+
+    def drop_checkpoint(self, job_id: int) -> None:
+        """Remove the job's checkpoint row (the job ended); committed."""
+        ...
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint row (one per running job, and rows a server died before dropping)."""
         ...
 
     def close(self) -> None:
