@@ -596,7 +596,6 @@ def test_a_checkpoint_row_is_written_replaced_read_and_dropped(store: JobStore) 
     assert store.get_checkpoint(job.job_id) is None
     assert [c.job_id for c in store.checkpoints()] == [other.job_id]
     with pytest.raises(ValueError):  # NaN is not JSON: refused before anything is written
-        store.put_checkpoint(
-            Checkpoint(job_id=job.job_id, sites={}, min_clients=1, state={"x": float("nan")})
-        )
+        bad = Checkpoint(job_id=job.job_id, sites={}, min_clients=1, state={"x": float("nan")})
+        store.put_checkpoint(bad)
     assert store.get_checkpoint(job.job_id) is None
