@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.federation import BENCH, BenchFederation, federation
 from bench.measure import PeakSampler, cpu_seconds
+from bench.restart import resume_after_restart
 
 if TYPE_CHECKING:
     from shoal.store.base import JobStore
@@ -512,4 +513,5 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "burst": burst,
     "many_jobs_postgres": many_jobs_postgres,
     "secure_aggregation": secure_aggregation,
+    "resume_after_restart": resume_after_restart,
 }

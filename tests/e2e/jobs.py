@@ -102,3 +102,22 @@ def stubborn_job(dest: Path, marker: str) -> Path:
     copy_hello(dest)
     (dest / "app" / "custom" / "client.py").write_text(STUBBORN_CLIENT.format(marker=marker))
     return dest
+
+
+def paced_hello(dest: Path, rounds: int, delay: float) -> Path:
+    """hello-numpy's own training (deterministic per site) over ``rounds`` FedAvg rounds, each
+    site taking at least ``delay`` seconds a round: a job to kill the server in the middle of,
+    whose final model says whether every round was run once."""
+    copy_hello(dest)
+    client = dest / "app" / "custom" / "client.py"
+    text = client.read_text()
+    paced = text.replace(
+        "        if model is None:\n            break\n",
+        f"        if model is None:\n            break\n        __import__('time').sleep({delay})\n",
+        1,
+    )
+    assert paced != text, "hello-numpy's client changed: pace it another way"
+    client.write_text(paced)
+    server_cfg = {"workflow": "fedavg", "args": {"num_rounds": rounds}}
+    (dest / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server_cfg))
+    return dest

@@ -1,8 +1,10 @@
 """The server is SIGKILLed at random points, again and again: nothing accepted is lost.
 
 After every restart: each job whose submit was acknowledged is in the store, each submit-token
-record answers, stored logs are still there, jobs that were running ended ABANDONED with a
-reason, sites reconnected on their own, and SQLite passes ``PRAGMA integrity_check``.
+record answers, stored logs are still there, jobs that were running resume from their last
+finished round and finish (FedAvg: with the model an uninterrupted run gives), a workflow that
+cannot resume ends ABANDONED with a reason, sites reconnected on their own, and SQLite passes
+``PRAGMA integrity_check``. Once more on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation, start_federation, stop_federation
-from tests.e2e.jobs import slow_job
-from tests.federation import alive
+from tests.e2e.jobs import paced_hello, slow_job
+from tests.federation import CUSTOM_CODE_STUDIES, CUSTOM_CODE_STUDY, alive
 
 pytestmark = pytest.mark.e2e
 KILLS = int(os.environ.get("SHOAL_FAULT_KILLS", "20"))
@@ -32,11 +37,20 @@ TERMINAL = {"FINISHED_OK", "FINISHED_EXCEPTION", "FAILED", "ABORTED", "ABANDONED
 
 
 RESTARTED: list[subprocess.Popen[bytes]] = []
+#: The reasons a job that was running may still end ABANDONED with after a restart: it had not
+#: started (DISPATCHED), or its workflow had not yet said whether it can resume.
+NOT_YET_RESUMABLE = (
+    "the server restarted while the job was running",
+    "the server restarted while the job was running, before its workflow said whether it can resume",
+)
 
 
-@pytest.fixture
-def fed(tmp_path: Path) -> Iterator[Federation]:
-    federation = start_federation(tmp_path / "home")
+@pytest.fixture(params=["sqlite"])
+def fed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Federation]:
+    env: dict[str, str] = {}
+    if request.param == "postgres":
+        env["SHOAL_STORE_URL"] = request.getfixturevalue("postgres").new_database()
+    federation = start_federation(tmp_path / "home", studies=CUSTOM_CODE_STUDIES, env=env)
     try:
         yield federation
     finally:
@@ -136,14 +150,16 @@ def test_server_sigkill_at_random_points_loses_nothing(fed: Federation, tmp_path
         code, doc = fed.cli.json("job", "list", "--submit-token", token)
         assert code == 0 and [r["job_id"] for r in doc["data"]] == [job_id], (token, doc)
 
-    # every job reaches a terminal status with a reason; none is left dangling
+    # every job reaches a terminal status with a reason; none is left dangling, and every job
+    # whose workflow had said it can resume (all of these are FedAvg) finished
     for job_id in listed:
         code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
         meta = doc["data"]["job_meta"] if code in (0, 1) else doc
         assert code in (0, 1), doc
         assert meta["status"] in TERMINAL and meta.get("status_reason"), meta
+        assert meta["status"] in ("FINISHED_OK", "ABANDONED"), meta
         if meta["status"] == "ABANDONED":
-            assert "restarted" in meta["status_reason"]
+            assert meta["status_reason"] in NOT_YET_RESUMABLE, meta
 
     # the jobs that finished still have their stored logs
     finished = [j for j, row in listed.items() if row["status"] == "FINISHED_OK"]
@@ -177,13 +193,36 @@ while flare.is_running():
 """
 
 
-def test_a_running_job_is_abandoned_and_its_site_processes_killed(fed: Federation, tmp_path: Path) -> None:
-    """The random kills above may or may not land while a job runs; this one always does: the
-    job ends ABANDONED with its reason, and the sites kill its processes once the restarted
-    server, which no longer runs it, hears of it."""
-    job = slow_job(tmp_path / "job", rounds=100000, delay=0.05)
+ENDLESS_WORKFLOW = """
+from shoal.fl.model import FLModel
+from shoal.workflows.base import Workflow
+
+
+class Endless(Workflow):
+    # resumable is left False, as for any workflow that does not say otherwise
+    def run(self) -> None:
+        model = FLModel(params={})
+        rnd = 0
+        while True:
+            for _site, update in self.collect("train", model, round_number=rnd):
+                model = FLModel(params=dict(update.params))
+            self.ctx.record_round(rnd, {}, self.ctx.sites)
+            rnd += 1
+"""
+
+
+def test_a_workflow_that_cannot_resume_is_abandoned_and_its_site_processes_killed(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """A custom workflow that does not say it can resume: the kill lands while it runs, the
+    job ends ABANDONED saying its workflow cannot resume, and the sites kill its processes once
+    the restarted server, which does not run it, hears of it."""
+    job = slow_job(tmp_path / "job", rounds=1, delay=0.05)
     (job / "app" / "custom" / "client.py").write_text(PID_CLIENT)
-    code, doc = fed.cli.json("job", "submit", "-j", job)
+    (job / "app" / "custom" / "endless.py").write_text(ENDLESS_WORKFLOW)
+    server_cfg = {"workflow": {"class": "endless.Endless"}}
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server_cfg))
+    code, doc = fed.cli.json("job", "submit", "-j", job, "--study", CUSTOM_CODE_STUDY)
     assert code == 0, doc
     job_id = doc["data"]["job_id"]
     folders = {site: fed.kits / site / "workspace" / "jobs" / job_id for site in ("site-1", "site-2")}
@@ -197,16 +236,68 @@ def test_a_running_job_is_abandoned_and_its_site_processes_killed(fed: Federatio
             if written and written[0]:
                 scripts[site] = int(written[0])
     assert all(alive(pid) for pid in scripts.values()), scripts
-    code, doc = fed.cli.json("job", "meta", job_id)
+    code, doc = fed.cli.json("job", "meta", job_id, "--study", CUSTOM_CODE_STUDY)
     assert doc["data"]["status"] == "RUNNING", doc
 
     kill_server(fed)
     restart_server(fed)
 
-    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "60")
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "60", "--study", CUSTOM_CODE_STUDY)
     assert code == 1 and doc["data"]["status"] == "ABANDONED", doc
-    assert "the server restarted while the job was running" in doc["data"]["job_meta"]["status_reason"]
+    assert doc["data"]["job_meta"]["status_reason"] == (
+        "the server restarted while the job was running; its workflow Endless cannot resume"
+    )
     deadline = time.monotonic() + 30
     while left := {site: pid for site, pid in scripts.items() if alive(pid)}:
         assert time.monotonic() < deadline, f"job processes outlived the job on their sites: {left}"
         time.sleep(0.05)
+
+
+def rounds_done(fed: Federation, job_id: str) -> int:
+    code, doc = fed.cli.json("job", "meta", job_id)
+    assert code == 0, doc
+    progress = doc["data"].get("progress") or {}
+    return int((progress.get("stats") or {}).get("rounds_done") or 0)
+
+
+def final_model(fed: Federation, job_id: str, dest: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's global model and metrics_summary.json, downloaded."""
+    code, doc = fed.cli.json("job", "download", job_id, "-o", dest)
+    assert code == 0, doc
+    workspace = dest / job_id / "workspace"
+    summary = json.loads((workspace / "metrics_summary.json").read_text())
+    return dict(load_file(str(workspace / "FL_global_model.safetensors"))), summary
+
+
+@pytest.mark.parametrize("fed", ["sqlite", "postgres"], indirect=True)
+def test_a_running_fedavg_job_resumes_from_its_last_round_with_the_same_model(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """hello-numpy over 8 rounds, once without a break and once with the server SIGKILLed after
+    its third round: the second resumes from its last finished round, runs each round once,
+    says so in its history, and ends with the first one's model."""
+    job = paced_hello(tmp_path / "job", rounds=8, delay=0.25)
+    code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 0, doc
+    want, _ = final_model(fed, doc["data"]["job_id"], tmp_path / "plain")
+
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 60
+    while rounds_done(fed, job_id) < 3:
+        assert time.monotonic() < deadline, "the job never finished its third round"
+        time.sleep(0.05)
+    kill_server(fed)
+    restart_server(fed)
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+
+    got, summary = final_model(fed, job_id, tmp_path / "resumed")
+    assert set(got) == set(want)
+    for name in want:  # the same rounds from the same models: equal but for the order of a sum
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-12)
+    assert [r["round"] for r in summary["rounds"]] == list(range(8)), summary["rounds"]
+    assert len(summary["restarts"]) == 1 and summary["restarts"][0]["after_round"] >= 2, summary
+    code, doc = fed.cli.json("job", "meta", job_id)
+    assert "resumed after round" in json.dumps(doc["data"].get("notices", [])), doc

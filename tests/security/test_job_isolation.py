@@ -128,6 +128,27 @@ class Thief(Workflow):
 """
 
 
+#: Says it can resume, then hands the server a checkpoint whose "model" is the server's key:
+#: named by its path, or by a link in its own folder. The server must take neither into the
+#: blob store (whence a resumed job would read it back).
+CHECKPOINT_THIEF = r"""
+import os
+from shoal.workflows.base import Workflow
+
+class Thief(Workflow):
+    resumable = True
+
+    def run(self):
+        name = KEY
+        if HOW == "link":
+            name = "model.safetensors"
+            os.symlink(KEY, self.ctx.run_dir / name)
+        self.ctx._channel.send({"op": "checkpoint", "round": 0, "model_path": name, "state": {}})
+        for _ in self.ctx.results("none", min_responses=1, timeout=30):
+            pass
+"""
+
+
 #: Nests 3,000 folders in its scratch and its output folder, then ends: the server's walk of
 #: them raised RecursionError, and the job was never settled.
 DEEP_WORKFLOW = r"""
@@ -312,6 +333,29 @@ def test_a_workflow_cannot_serve_a_file_outside_its_folder_as_a_model(
     for site in ("site-1", "site-2"):
         jobs = fed.kits / site / "workspace" / "jobs" / doc["data"]["job_id"]
         assert not any(b"PRIVATE KEY" in p.read_bytes() for p in jobs.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("how", ["path", "link"])
+def test_a_checkpoint_naming_a_file_outside_the_workflows_folder_is_refused(
+    fed: Federation, tmp_path: Path, how: str
+) -> None:
+    """A checkpoint's model is taken out of the workflow's folder like a task's (decisions/0032):
+    one named outside it, or a link there, ends the job and nothing of the file is stored."""
+    key = fed.kits / "server" / "startup" / "server.key"
+    blobs = fed.kits / "server" / "workspace" / "blobs"
+    before = {p for p in blobs.rglob("*") if p.is_file()}
+    job = _job(tmp_path / "job", server={"workflow": {"class": "thief.Thief"}})
+    (job / "app" / "custom" / "thief.py").write_text(
+        f"KEY = {str(key)!r}\nHOW = {how!r}\n" + CHECKPOINT_THIEF
+    )
+    code, doc = fed.cli.json(
+        "job", "submit", "-j", job, "--wait", "--timeout", "60", "--study", CUSTOM_CODE_STUDY
+    )
+    assert code == 1 and doc["data"]["status"] == "FINISHED_EXCEPTION", doc
+    assert "refused" in doc["data"]["job_meta"]["status_reason"], doc
+    assert key.exists() and b"PRIVATE KEY" in key.read_bytes()
+    added = {p for p in blobs.rglob("*") if p.is_file()} - before
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in added), added
 
 
 def test_custom_workflows_are_refused_where_the_study_does_not_allow_them(

@@ -9,6 +9,7 @@ shows it while the job runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -131,6 +132,29 @@ class JobPrivacy:
             self.clip_norm *= math.exp(-adaptive["learning_rate"] * (noisy - adaptive["target_quantile"]))
         self.unclipped = 0
         return mean
+
+    def state(self) -> dict[str, Any]:
+        """What resuming the job after a server restart needs (JSON): the ledger, the adaptive
+        clip norm, and the noise generator's state, so the resumed rounds draw the same noise."""
+        return {
+            "ledger": dataclasses.asdict(self.ledger),
+            "clip_norm": self.clip_norm,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what ``state`` returned (an empty mapping: nothing was spent yet)."""
+        ledger = state.get("ledger")
+        if isinstance(ledger, dict):
+            self.ledger.central_rounds = int(ledger.get("central_rounds", 0))
+            self.ledger.site_rounds = {
+                str(site): [float(z) for z in rounds]
+                for site, rounds in (ledger.get("site_rounds") or {}).items()
+            }
+        if isinstance(state.get("clip_norm"), int | float):
+            self.clip_norm = float(state["clip_norm"])
+        if isinstance(state.get("rng"), dict):
+            self.rng.bit_generator.state = state["rng"]
 
     def report(self) -> dict[str, Any]:
         out = self.ledger.report()

@@ -20,11 +20,11 @@ from typing import Any
 
 from shoal.wire import logconfig
 from shoal.wire.channel import SyncChannel
-from shoal.wire.controller import Done, WorkflowError
+from shoal.wire.controller import Done, Resumable, WorkflowError
 from shoal.wire.jobdef import BUILTIN_WORKFLOW_CLASSES, BUILTIN_WORKFLOWS
 from shoal.wire.messages import encode
 from shoal.wire.status import brief
-from shoal.workflows.base import RoundFailed, Workflow, WorkflowContext
+from shoal.workflows.base import ResumePoint, RoundFailed, Workflow, WorkflowContext
 from shoal.workflows.update_checks import UpdateChecks
 
 LAST_WORD_WAIT = 10.0  # seconds to wait for the server to read the outcome before exiting anyway
@@ -127,6 +127,23 @@ def check_privacy_support(cls: type[Workflow], app_dir: Path) -> None:
         )
 
 
+def resume(workflow: Workflow, ctx: WorkflowContext, folder: Path) -> None:
+    """Give the workflow back its last checkpoint, which the server wrote into ``folder``:
+    ``checkpoint.json`` (the round and state, JSON) and ``model.safetensors`` (no pickle)."""
+    if not workflow.resumable:
+        raise RuntimeError(f"the workflow {type(workflow).__name__} cannot resume")
+    saved = json.loads((folder / "checkpoint.json").read_text())
+    point = ResumePoint(
+        last_round=int(saved["last_round"]),
+        state=dict(saved["state"]),
+        model_path=folder / "model.safetensors",
+    )
+    logging.getLogger("shoal.workflow").warning(
+        "resuming after a server restart from the end of round %d", point.last_round
+    )
+    workflow.restore(ctx.resume_from(point), point.model())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shoal-controller")
     parser.add_argument("--job-id", required=True)
@@ -138,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-custom-code", action="store_true", help="the study allows custom workflows")
     parser.add_argument("--max-num-examples", type=int, default=UpdateChecks().max_num_examples)
     parser.add_argument("--accept-non-finite", action="store_true", help="fold NaN/inf updates in")
+    parser.add_argument(
+        "--resume-dir",
+        type=Path,
+        help="resume from the checkpoint the server wrote here (checkpoint.json, model)",
+    )
     opts = parser.parse_args(argv)
     logconfig.setup()
     channel = SyncChannel.from_env()
@@ -161,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         workflow = cls(ctx, **args)
+        ctx.keeps_checkpoints = bool(cls.resumable)
+        # The server records this: a job whose workflow cannot resume ends ABANDONED when the
+        # server dies; one that can is started again from its last checkpoint.
+        channel.send(encode(Resumable(value=bool(cls.resumable), workflow=cls.__name__[:128])))
+        if opts.resume_dir is not None:
+            resume(workflow, ctx, opts.resume_dir)
         workflow.run()
     except RoundFailed as exc:
         logging.getLogger("shoal.workflow").error("job failed: %s", exc)

@@ -12,7 +12,7 @@ import re
 from dataclasses import replace
 
 from shoal.wire.channel import METRIC_KEY_MAX
-from shoal.wire.controller import RoundDone, Task, WorkflowError
+from shoal.wire.controller import RoundCheckpoint, RoundDone, Task, WorkflowError
 from shoal.wire.status import JobStatus, brief
 
 TASK_ID_RE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")
@@ -70,3 +70,13 @@ def error_message(message: WorkflowError, job_sites: set[str]) -> tuple[JobStatu
         "message": brief(message.message),
     }
     return status, error
+
+
+def checked_checkpoint(message: RoundCheckpoint) -> RoundCheckpoint:
+    """A finished round's checkpoint (typed by ``shoal.wire.controller``) if the server may act
+    on it: a round >= 0 and a model file named (taken out of the workflow's folder later)."""
+    if message.round < 0:
+        raise BadControllerMessage(f"a checkpoint's round must be a whole number >= 0, not {message.round}")
+    if not message.model_path:
+        raise BadControllerMessage("a checkpoint must name its model file")
+    return message

@@ -12,16 +12,17 @@ import base64
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.privacy.central import read_job_privacy
 from shoal.privacy.protections import filter_model_file
 from shoal.sandbox.files import claim, harvest, remove_tree
-from shoal.scheduler.controller_messages import checked_task, error_message, round_metrics
+from shoal.scheduler.controller_messages import checked_checkpoint, checked_task, error_message, round_metrics
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
+from shoal.store.checkpoints import Checkpoint
 from shoal.wire.channel import (
     MAX_MESSAGE_BYTES,
     METRIC_KEY_MAX,
@@ -34,6 +35,8 @@ from shoal.wire.controller import (
     PrivacySpent,
     Release,
     Result,
+    Resumable,
+    RoundCheckpoint,
     RoundDone,
     SiteFailed,
     SiteJoined,
@@ -44,6 +47,7 @@ from shoal.wire.controller import (
     WorkflowLogConfig,
 )
 from shoal.wire.divergence import LossWatch
+from shoal.wire.jsonout import dumps, finite
 from shoal.wire.messages import CONTROLLER, Dispatch, Message
 from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES
@@ -54,6 +58,7 @@ from shoal.wire.status import JobStatus, brief
 if TYPE_CHECKING:
     from shoal.runtime.launcher import ForkServer, JobProcess
     from shoal.sandbox.confinement import Sandbox
+    from shoal.scheduler.checkpoints import CheckpointKeeper
     from shoal.scheduler.totals import ServerTotals
     from shoal.store.jobfiles import JobFiles
 
@@ -72,6 +77,7 @@ class RunHost(Protocol):
     launcher: ForkServer  # starts the workflow's process
     sandbox: Sandbox | None  # confines it (None: nothing)
     job_files: JobFiles  # where a settled job's files are kept (its folder, or the bucket)
+    checkpoints: CheckpointKeeper  # where the job's checkpoints go (decisions/0032)
 
     def controller_args(self, study: str) -> list[str]:
         """The server's own arguments for a study's workflow process (update checks, custom code)."""
@@ -95,6 +101,10 @@ class RunHost(Protocol):
 
     def record_first_error_soon(self, job_id: int, error: dict[str, Any]) -> None:
         """``record_first_error`` from code that cannot await, in order with the other writes."""
+        ...
+
+    async def set_reason(self, job_id: int, reason: str) -> None:
+        """Say why the job is where it is without moving it (a resumed job: "running: resumed ...")."""
         ...
 
     def run_finished(self, run: JobRun) -> None:
@@ -135,6 +145,12 @@ class JobPaths:
     def results(self) -> Path:
         """Sites' results being received and handed to the workflow, which may read them only."""
         return self.root / "results"
+
+    @property
+    def resume(self) -> Path:
+        """The checkpoint a resumed job starts from (``checkpoint.json``, ``model.safetensors``),
+        written by the server from the store and the blob store; the workflow reads it only."""
+        return self.root / "resume"
 
     @property
     def workspace(self) -> Path:
@@ -193,6 +209,8 @@ class JobRun:
                 Release: self._on_release,
                 Done: self._on_done,
                 WorkflowError: self._on_error,
+                Resumable: self._on_resumable,
+                RoundCheckpoint: self._on_checkpoint,
             },
             log,
             f"job {job_id}: the workflow",
@@ -216,6 +234,12 @@ class JobRun:
         self._gone: set[str] = set()  # sites that disconnected: nobody left to confirm
         self._told_to_end: set[str] = set()  # sites sent "end"/"abort" already
         self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
+        #: The job's checkpoint row as stored (decisions/0032); ``resume_from`` is the one a
+        #: job resumed after a server restart starts from, ``attached`` the sites whose agents
+        #: still run its training script (they are not deployed to again: the script goes on).
+        self.checkpoint = Checkpoint(job_id=job_id, sites=dict(site_apps), min_clients=min_clients)
+        self.resume_from: Checkpoint | None = None
+        self.attached: set[str] = set()
         self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
@@ -246,6 +270,10 @@ class JobRun:
     async def start(self) -> None:
         """Start the controller and deploy to every site; the job is RUNNING when this returns."""
         p = self.paths
+        resuming = self.resume_from
+        if resuming is not None:  # what the dead server left in flight is not the new run's
+            for folder in (p.run, p.models, p.results, p.resume):
+                await asyncio.to_thread(remove_tree, folder)
         for d in (p.run, p.out, p.models, p.results, p.workspace / "server"):
             d.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -265,12 +293,19 @@ class JobRun:
             str(self.min_clients),
             *self.host.controller_args(self.study),
         ]
+        if resuming is not None and resuming.last_round is not None:
+            await self.host.checkpoints.write_resume_dir(resuming, p.resume)
+            argv += ["--resume-dir", str(p.resume)]
+        if resuming is not None:
+            # the sites it runs on now (all of them, or those back in time), one more restart
+            self.checkpoint = replace(resuming, sites=dict(self.site_apps), restarts=resuming.restarts + 1)
+        await self.host.checkpoints.put(self.checkpoint)
         sandbox = self.host.sandbox
-        # The workflow reads its job and the results handed to it, writes only its scratch and
-        # output folders, and opens no network connection: it speaks to the server over its
-        # channel alone.
+        # The workflow reads its job, the results handed to it and the checkpoint it resumes
+        # from, writes only its scratch and output folders, and opens no network connection:
+        # it speaks to the server over its channel alone.
         confinement = (
-            sandbox.spec(read=[p.job, p.results], write=[p.run, p.out], home=p.run, network=False)
+            sandbox.spec(read=[p.job, p.results, p.resume], write=[p.run, p.out], home=p.run, network=False)
             if sandbox is not None
             else None
         )
@@ -279,12 +314,26 @@ class JobRun:
         )
         reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         for site, app in self.site_apps.items():
+            if site in self.attached:  # its agent still runs the job: its next task goes to it
+                self.progress.site_status[site] = "running"
+                continue
             ok = await self.host.send_to_site(site, self._deploy_message(site, app))
             if not ok:
                 self.site_failed(
                     site, {"type": "SiteDisconnected", "message": "site disconnected before deploy"}
                 )
-        await self.host.set_status(self.job_id, JobStatus.RUNNING, "running")
+        if resuming is None:
+            await self.host.set_status(self.job_id, JobStatus.RUNNING, "running")
+        else:
+            after = (
+                "before its first round ended"
+                if resuming.last_round is None
+                else f"after round {resuming.last_round}"
+            )
+            said = f"running: resumed {after} when the server restarted (restart {self.checkpoint.restarts})"
+            await self.host.set_reason(self.job_id, said)
+            self.notice(f"server: {said}")
+            log.warning("job %s: %s", self.job_id, said)
         asyncio.get_running_loop().create_task(self._pump(reader))
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
@@ -430,6 +479,39 @@ class JobRun:
         status, error = error_message(message, set(self.site_apps))
         self._outcome = (status, f"{error['type']}: {error['message']}", error)
         self._release_controller()
+
+    async def _on_resumable(self, message: Resumable) -> None:
+        self.checkpoint = replace(self.checkpoint, resumable=message.value, workflow=message.workflow[:128])
+        await self.host.checkpoints.put(self.checkpoint)
+
+    async def _on_checkpoint(self, message: RoundCheckpoint) -> None:
+        """A finished round's checkpoint: the model file is taken out of the workflow's folder
+        (never followed there) into the blob store, and its state (JSON the workflow wrote,
+        stored as data) into the job's checkpoint row, before the next message is handled."""
+        checked = checked_checkpoint(message)
+        held = self.paths.models / f"checkpoint-{checked.round}.safetensors"
+        model = await asyncio.to_thread(claim, self.paths.run, checked.model_path, held)
+        try:
+            if not self.checkpoint.resumable:
+                return  # a workflow that said it cannot resume has nothing to resume from
+            state = finite(checked.state)  # stored as strict JSON: a NaN metric becomes null
+            dumps(state)  # anything JSON cannot hold is refused here, not in the store
+            try:
+                self.checkpoint = await self.host.checkpoints.store_model(
+                    self.checkpoint, model, round_number=checked.round, state=state
+                )
+            except Exception as exc:  # the blob store or the store is away: the job goes on
+                log.warning(
+                    "job %s: the checkpoint of round %d was not stored: %s", self.job_id, checked.round, exc
+                )
+                last = self.checkpoint.last_round
+                since = "from its start" if last is None else f"after round {last}"
+                self.notice(
+                    f"server: the checkpoint of round {checked.round} could not be stored "
+                    f"({type(exc).__name__}); after a server restart the job would resume {since}"
+                )
+        finally:
+            model.unlink(missing_ok=True)
 
     def result_path(self, task_id: str, site: str) -> Path:
         """Where a site's checked result for a task waits for the workflow (a server-made name)."""
@@ -645,6 +727,7 @@ class JobRun:
             await self.host.record_first_error(self.job_id, error)
         await self.host.set_status(self.job_id, status, reason)
         await asyncio.to_thread(self._cleanup_run_dir)
+        await self.host.checkpoints.drop(self.checkpoint)  # ended: nothing to resume
         self.done.set()
         self.host.run_finished(self)
 
@@ -689,7 +772,13 @@ class JobRun:
     def _cleanup_run_dir(self) -> None:
         """What the job no longer needs: scratch, models in flight, results not taken. Removed
         without following links (the workflow could have left some)."""
-        for folder in (self.paths.run, self.paths.models, self.paths.results, self.paths.out):
+        for folder in (
+            self.paths.run,
+            self.paths.models,
+            self.paths.results,
+            self.paths.out,
+            self.paths.resume,
+        ):
             try:
                 remove_tree(folder)
             except OSError as exc:  # what is left is the job's own; the job is settled anyway

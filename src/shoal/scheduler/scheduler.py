@@ -16,6 +16,7 @@ import functools
 import logging
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal.errors import ShoalError
 from shoal.runtime.launcher import ForkServer
+from shoal.scheduler.checkpoints import CheckpointKeeper
 from shoal.scheduler.events import JobEvents
 from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.runner import JobPaths, JobRun
@@ -31,10 +33,12 @@ from shoal.scheduler.sites import SiteRegistry
 from shoal.scheduler.totals import ServerTotals
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import Blobs
+from shoal.store.checkpoints import Checkpoint
 from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
 from shoal.wire.messages import Message, encode
 from shoal.wire.resources import Need, ResourceError, check_spec
+from shoal.wire.site import AbortJob
 from shoal.wire.status import JobStatus, brief
 from shoal.workflows.update_checks import UpdateChecks
 
@@ -48,6 +52,10 @@ T = TypeVar("T")
 ALL_SITES = "@ALL"
 FINISHED_KEPT = 256
 RECONNECT_GRACE = 5.0  # seconds a disconnected site has to come back before jobs go on without it
+#: Seconds after a restart that a job to resume waits for every one of its sites to reconnect;
+#: past it, it resumes with those back if they are at least its min_clients (else waits on).
+RESUME_WAIT = 30.0
+RESTARTED = "the server restarted while the job was running"
 
 
 def target_sites(
@@ -102,6 +110,13 @@ class Scheduler:
         self.resources = ResourceBook()  # what running jobs hold of each site's declared resources
         self.max_running = max_running
         self.runs: dict[int, JobRun] = {}
+        self.checkpoints = CheckpointKeeper(store, blobs)
+        #: Jobs that were RUNNING when the previous server died and can resume: their
+        #: checkpoint rows, until their sites are back and they run again (decisions/0032).
+        self.resuming: dict[int, Checkpoint] = {}
+        self._resume_until = 0.0  # monotonic time until which a job to resume waits for all its sites
+        self._resume_timer: asyncio.TimerHandle | None = None
+        self._starting: set[int] = set()  # jobs a dispatch pass is resuming right now
         # The last live facts of recently finished jobs (bounded), so meta and monitor can still
         # show their final round and metrics.
         self.finished: OrderedDict[int, JobRun] = OrderedDict()
@@ -120,14 +135,36 @@ class Scheduler:
         return JobPaths(self.jobs_root / str(job_id))
 
     def settle_after_restart(self) -> int:
-        """Jobs that were dispatched or running when the server stopped end ABANDONED, with why;
-        then the files of settled jobs still on local disk go where the blob store keeps them."""
+        """At start, the jobs a previous server process left DISPATCHED or RUNNING: a RUNNING
+        job whose workflow said it can resume waits in ``resuming`` for its sites; the others
+        end ABANDONED, with why. Returns how many were settled; checkpoint rows of jobs that
+        are not running (the server died between a job's end and the row's removal) go. Then
+        the files of settled jobs still on local disk go where the blob store keeps them."""
+        rows = {c.job_id: c for c in self.store.checkpoints()}
         settled = 0
         for job in self.store.jobs_in_status([JobStatus.DISPATCHED, JobStatus.RUNNING]):
-            if self.store.transition(
-                job.job_id, JobStatus.ABANDONED, reason="the server restarted while the job was running"
-            ):
+            row = rows.pop(job.job_id, None)
+            if job.status is JobStatus.RUNNING and row is not None and row.resumable:
+                self.resuming[job.job_id] = row
+                self.store.set_status_reason(
+                    job.job_id, "resuming after the server restarted: waiting for its sites"
+                )
+                continue
+            if job.status is JobStatus.DISPATCHED:
+                reason = RESTARTED
+            elif row is None or not row.workflow:
+                reason = f"{RESTARTED}, before its workflow said whether it can resume"
+            else:
+                reason = f"{RESTARTED}; its workflow {row.workflow} cannot resume"
+            if self.store.transition(job.job_id, JobStatus.ABANDONED, reason=brief(reason)):
                 settled += 1
+            if row is not None:
+                self.checkpoints.drop_now(row)
+        for stale in rows.values():
+            self.checkpoints.drop_now(stale)
+        self._resume_until = time.monotonic() + RESUME_WAIT
+        if self.resuming:
+            log.warning("%d job(s) will resume once their sites are back", len(self.resuming))
         left = self.job_files.left_behind()
         if left:  # in the background: a restart does not wait for uploads
             threading.Thread(
@@ -188,6 +225,10 @@ class Scheduler:
         """``record_first_error`` from code that cannot await; the writer keeps the order."""
         self.write_soon(self._first_error, job_id, error)
 
+    async def set_reason(self, job_id: int, reason: str) -> None:
+        await self.write(self.store.set_status_reason, job_id, brief(reason))
+        self.events.notify(job_id)
+
     def kick(self) -> None:
         """Ask for a dispatch pass soon; many kicks in one loop turn make one pass."""
         if not self._kick_pending:
@@ -220,6 +261,15 @@ class Scheduler:
         wrong with one (a record the server cannot use, a bug) is logged and said in that job's
         status_reason, and the pass goes on to the others."""
         connected = self.sites.names()
+        for job_id in list(self.resuming):
+            try:
+                await self._consider_resume(job_id, connected)
+            except Exception as exc:
+                log.exception("job %s: resuming it failed", job_id)
+                row = self.resuming.pop(job_id, None)
+                await self.set_status(job_id, JobStatus.ABANDONED, f"{RESTARTED}; resuming it failed: {exc}")
+                if row is not None:
+                    await self.checkpoints.drop(row)
         for job in self.store.jobs_in_status([JobStatus.SUBMITTED]):
             try:
                 await self._consider(job, connected)
@@ -256,6 +306,86 @@ class Scheduler:
             await self._set_reason(job, "waiting for resources: " + "; ".join(waits))
             return
         await self._dispatch(job, targets, min_clients, gpus)
+
+    async def _consider_resume(self, job_id: int, connected: list[str]) -> None:
+        """Start a job to resume again once its sites are back: all of them, or past
+        RESUME_WAIT at least its min_clients. A site whose agent still runs the job keeps its
+        training script (it gets the next task; decisions/0032); one that lost it is deployed to."""
+        row = self.resuming.get(job_id)
+        if row is None:  # another dispatch pass (kicks overlap) took it while this one waited
+            return
+        job = self.store.get_job(job_id)
+        if job is None or job.status is not JobStatus.RUNNING:  # aborted or deleted meanwhile
+            del self.resuming[job_id]
+            await self.checkpoints.drop(row)
+            return
+        back = {s: app for s, app in row.sites.items() if s in connected and self._serves(s, job.study)}
+        missing = sorted(set(row.sites) - set(back))
+        left = self._resume_until - time.monotonic()
+        if missing and (left > 0 or len(back) < row.min_clients):
+            wait = f" (up to {left:.0f}s more)" if left > 0 else f"; {row.min_clients} needed"
+            await self._set_reason(
+                job, f"resuming after the server restarted: waiting for {', '.join(missing)}{wait}"
+            )
+            if left > 0 and self._resume_timer is None:  # look again when the wait is over
+                self._resume_timer = asyncio.get_running_loop().call_later(left + 0.1, self._resume_wait_over)
+            return
+        if job_id in self.runs or job_id in self._starting or len(self.runs) >= self.max_running:
+            return
+        gpus, waits = self._take_resources(job, back)
+        if gpus is None:
+            await self._set_reason(
+                job, "resuming after the server restarted: waiting for resources: " + "; ".join(waits)
+            )
+            return
+        # It stays in ``resuming`` until its run is registered: a site asking about it meanwhile
+        # (an old result, the archive) is answered as for a resuming job, never "not running".
+        self._starting.add(job_id)
+        started = False
+        try:
+            started = await self._start_resumed(job, row, back, gpus)
+        finally:
+            self._starting.discard(job_id)
+            if not started:
+                self.resources.release(job_id)
+
+    def _resume_wait_over(self) -> None:
+        self._resume_timer = None
+        self.kick()
+
+    async def _start_resumed(
+        self, job: JobRecord, row: Checkpoint, targets: dict[str, str], gpus: dict[str, list[str]]
+    ) -> bool:
+        paths = self.paths(job.job_id)
+        try:
+            # the job folder again from its archive: the server that resumes it may not be the
+            # one that ran it, and a folder half-written when that one died is not trusted
+            await asyncio.to_thread(self._materialise, job, paths)
+            server_app = server_app_of(job.meta.get("deploy_map", {}))
+            if server_app is None:
+                raise ValueError("deploy_map deploys no app to the server")
+            run = JobRun(self, job.job_id, paths, server_app, targets, row.min_clients, study=job.study)
+            run.gpus = gpus
+            run.archive_sha256 = job.content_sha256
+            run.resume_from = row
+            run.attached = {
+                s for s in targets if (c := self.sites.get(s)) is not None and str(job.job_id) in c.jobs
+            }
+            run.start_tracking(job.name, job.meta, self.jobs_root.parent)
+            self.runs[job.job_id] = run
+            self.resuming.pop(job.job_id, None)
+            await run.start()
+            return True
+        except Exception as exc:
+            log.exception("job %s could not resume", job.job_id)
+            self.resuming.pop(job.job_id, None)
+            self.runs.pop(job.job_id, None)
+            await self.record_first_error(
+                job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}
+            )
+            await self.set_status(job.job_id, JobStatus.ABANDONED, f"{RESTARTED}; it could not resume: {exc}")
+            await self.checkpoints.drop(row)
+            return False
 
     def _serving(self, connected: list[str], study: str) -> list[str]:
         """The connected sites that serve ``study``. A site that cannot be judged (a bug) is
@@ -367,8 +497,18 @@ class Scheduler:
                 "JOB_NOT_RUNNING", f"it already ended as {job.status.value}", job_id=str(job.job_id)
             )
         run = self.runs.get(job.job_id)
+        row = self.resuming.pop(job.job_id, None)
         if run is not None:
             await run.abort(who)
+        elif row is not None:  # waiting to resume: its sites may still run its scripts
+            await self.set_status(
+                job.job_id, JobStatus.ABORTED, f"aborted by {who} while it waited to resume"
+            )
+            for site in row.sites:
+                await self.sites.send(
+                    site, encode(AbortJob(job_id=str(job.job_id), reason=f"aborted by {who}"))
+                )
+            await self.checkpoints.drop(row)
         else:
             await self.set_status(job.job_id, JobStatus.ABORTED, f"aborted by {who} before it started")
         final = self.store.get_job(job.job_id)

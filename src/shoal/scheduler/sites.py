@@ -27,6 +27,7 @@ class ConnectedSite:
     serial: str = ""  # the certificate's serial, so a revoked certificate's channel can be found
     cert_not_after: float | None = None  # when its certificate expires, for the operator's warnings
     resources: dict[str, Any] = field(default_factory=dict)  # declared in its hello (checked)
+    jobs: frozenset[str] = frozenset()  # the jobs its agent runs, as its hello said (job ids)
     last_contact: float = field(default_factory=time.time)  # when it last said anything
     close: Closer = _nothing_to_close  # ends the channel: the agent sees it close and reconnects
 

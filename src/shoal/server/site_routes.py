@@ -127,6 +127,7 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
     site.version = hello.version
     site.studies = hello.studies
     site.resources = _declared_resources(site.name, hello.resources)
+    site.jobs = frozenset(hello.jobs)
     waiting, replaced = ctx.sites.add(site)
     if replaced is not None:
         _close_replaced(replaced)
@@ -142,7 +143,7 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
         ):
             await site.send(message)
     for job_id in hello.jobs:
-        if _run_of(ctx, site.name, job_id) is None:
+        if _run_of(ctx, site.name, job_id) is None and not _resuming(ctx, site.name, job_id):
             # A job this server no longer runs (it restarted, or the job ended while the site
             # was away): the site must not keep its process alive.
             reason = "the server no longer runs this job"
@@ -164,6 +165,14 @@ def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
     number = job_id_number(job_id)
     run = ctx.scheduler.runs.get(number) if number is not None else None
     return run if run is not None and site in run.site_apps else None
+
+
+def _resuming(ctx: ServerContext, site: str, job_id: str) -> bool:
+    """Whether ``job_id`` (as the site sent it) waits to resume after a server restart with
+    this site among its sites: its script is kept for the resumed run (decisions/0032)."""
+    number = small_number(job_id, 16)
+    row = ctx.scheduler.resuming.get(number) if number is not None else None
+    return row is not None and site in row.sites
 
 
 def _on_site_message(ctx: ServerContext, site: str, message: JobReport, unknown: UnknownKinds) -> None:
@@ -235,16 +244,28 @@ def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
     site = identity_of(request).name
     raw = request.match_info["job_id"]
     run = _run_of(ctx, site, raw)
+    task_id = request.match_info.get("task_id")
+    if run is None and task_id is not None and _resuming(ctx, site, raw):
+        # a task of the server that died (a model still downloading, a result going up): closed,
+        # as a task of an ended round is, so the site drops it and its job goes on
+        raise ShoalError("TASK_NOT_OPEN", task_id=task_id[:80], job_id=raw[:20])
     if run is None:
         raise ShoalError("JOB_NOT_RUNNING", "this site has no part in that job now", job_id=raw)
     return ctx, run, site
 
 
 async def job_archive(request: web.Request) -> web.StreamResponse:
-    ctx, run, _ = _run_for_site(request)
-    job = ctx.store.get_job(run.job_id)
+    ctx = request.app[CTX]
+    site = identity_of(request).name
+    raw = request.match_info["job_id"]
+    if _resuming(ctx, site, raw):  # deployed by the server that died: the job is the same
+        number = small_number(raw, 16)
+        job_id = int(number) if number is not None else 0
+    else:
+        job_id = _run_for_site(request)[1].job_id
+    job = ctx.store.get_job(job_id)
     if job is None:
-        raise ShoalError("JOB_NOT_FOUND", job_id=str(run.job_id), study="?")
+        raise ShoalError("JOB_NOT_FOUND", job_id=str(job_id), study="?")
     return await stream_blob(request, ctx.blobs, job.content_sha256)
 
 

@@ -116,6 +116,7 @@ class SiteJob:
         self._relaying_result = False  # a result from the script is being handed to the server
         self._tasks_seen: set[str] = set()
         self._failed = False
+        self._failure = ErrorInfo(type="Error", message="")  # what was reported when it failed, to say again
         self._round = 0  # the round of the latest task (a step for metrics kept on the site)
         self._own_tracking: JobTracking | None = None  # share_metrics: false (site policy)
         # What the script may say, and what the agent does with each (an unknown kind: one notice).
@@ -536,10 +537,17 @@ class SiteJob:
     async def on_task(self, task: TaskForSite) -> None:
         await self._started.wait()
         task_id = task.task_id
-        if self._writer is None or self._ending or task_id in self._tasks_seen:
+        if self._ending or task_id in self._tasks_seen:
             return  # a task the server sent again after a reconnect, in case it was lost: had it
         self._tasks_seen.add(task_id)
         self.agent.counters.tasks_received += 1
+        if self._failed:
+            # The job failed here and said so, perhaps to a server that died and whose successor
+            # resumed the job (decisions/0032): said again, so no round waits for this site.
+            await self.agent.send(JobFailed(job_id=self.job_id, error=self._failure), keep=True)
+            return
+        if self._writer is None:
+            return
         if self.proc is not None and self.proc.returncode is not None:
             # A crash is reported by _pump, with the script's last output; only a script that
             # ended cleanly before its work is reported here.
@@ -631,9 +639,8 @@ class SiteJob:
         if self._failed or self._ending:
             return
         self._failed = True
-        await self.agent.send(
-            JobFailed(job_id=self.job_id, error=ErrorInfo(type=kind, message=brief(message))), keep=True
-        )
+        self._failure = ErrorInfo(type=kind, message=brief(message))
+        await self.agent.send(JobFailed(job_id=self.job_id, error=self._failure), keep=True)
 
     async def end(self, reason: str, kill: bool = False) -> None:
         """Stop the script (politely unless ``kill``, then by signal), upload its log, confirm."""

@@ -90,6 +90,28 @@ class WorkflowError(Message):
     site: str | None = None
 
 
+@register(CONTROLLER, "resumable", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class Resumable(Message):
+    """Said once at start: whether the workflow can resume after a server restart
+    (``Workflow.resumable``, decisions/0032), and its class name for the reason if it cannot."""
+
+    value: bool
+    workflow: str = ""
+
+
+@register(CONTROLLER, "checkpoint", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class RoundCheckpoint(Message):
+    """A finished round's checkpoint: the global model in ``model_path`` (a file in the
+    workflow's run folder, which the server takes into its blob store) and the state to resume
+    from, a JSON object (``WorkflowContext.checkpoint``)."""
+
+    round: int
+    model_path: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+
 # --- server -> workflow ------------------------------------------------------------------------
 
 

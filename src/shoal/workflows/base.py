@@ -12,8 +12,9 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from shoal.fl.model import FLModel
 from shoal.wire.channel import SyncChannel
@@ -21,6 +22,7 @@ from shoal.wire.controller import (
     PrivacySpent,
     Release,
     Result,
+    RoundCheckpoint,
     RoundDone,
     SiteFailed,
     SiteJoined,
@@ -57,6 +59,20 @@ class BadUpdate(RoundFailed):
 
     def __init__(self, site: str, reason: str) -> None:
         super().__init__(f"{site} sent an update that cannot be used: {reason}", site=site)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a job resumes after a server restart: the last round it finished, the workflow's
+    state then (its own ``checkpoint_state``) and the global model after that round. The host
+    wrote both into the job's ``resume/`` folder from the store and the blob store."""
+
+    last_round: int
+    state: dict[str, Any]
+    model_path: Path
+
+    def model(self) -> FLModel:
+        return FLModel(params=load_params(self.model_path))
 
 
 class WorkflowContext:
@@ -99,6 +115,13 @@ class WorkflowContext:
             log,
             "the server",
         )
+        #: Whether ``checkpoint`` hands anything on: the server's controller says yes; the
+        #: simulator, which has no server to outlive, leaves it off (no file written per round).
+        self.keeps_checkpoints = False
+        #: Set when the job resumes after a server restart (the controller's ``--resume-dir``).
+        self.resume_point: ResumePoint | None = None
+        #: The server restarts this job was resumed after: ``{"after_round", "time"}`` each.
+        self.restarts: list[dict[str, Any]] = []
         (run_dir / "models").mkdir(parents=True, exist_ok=True)
 
     def send_task(
@@ -265,6 +288,8 @@ class WorkflowContext:
             "rounds": self.rounds,
             "logged_metrics": self.logged_metrics,
         }
+        if self.restarts:  # the job's history shows each server restart it resumed after
+            summary["restarts"] = self.restarts
         return self.write_json("metrics_summary.json", summary)
 
     def active_sites(self) -> list[str]:
@@ -277,6 +302,35 @@ class WorkflowContext:
         self.rounds.append({"round": round_number, "metrics": metrics, "sites": sites, "time": now})
         self._send(RoundDone(round=round_number, metrics=metrics, sites=sites, time=now))
         log.info("round %d done: %s", round_number, " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+
+    def checkpoint(self, round_number: int, model: FLModel, state: dict[str, Any]) -> None:
+        """Round ``round_number`` is finished: hand the server what resuming after it takes,
+        the global model (safetensors, written here and taken by the server into its blob store)
+        and ``state``, plain JSON the workflow can restore from (with the context's round history
+        and logged metrics beside it). Data only, never code: the server stores it as written and
+        a resumed job reads it back with ``json`` and safetensors. The server handles messages in
+        order, so the checkpoint is stored before the next round's task goes out."""
+        if not self.keeps_checkpoints:
+            return
+        name = f"checkpoint-{round_number}.safetensors"
+        save_params(model.params, self.run_dir / name)
+        context = {"rounds": self.rounds, "logged_metrics": self.logged_metrics, "restarts": self.restarts}
+        saved = {"workflow": state, "context": context}
+        self._send(RoundCheckpoint(round=round_number, model_path=name, state=saved))
+
+    def resume_from(self, point: ResumePoint) -> dict[str, Any]:
+        """Take back the context's part of a checkpoint (round history, logged metrics, earlier
+        restarts), note this restart, and return the workflow's part."""
+        context = point.state.get("context") or {}
+        self.rounds = list(context.get("rounds") or [])
+        self.logged_metrics = {str(k): list(v) for k, v in (context.get("logged_metrics") or {}).items()}
+        self.restarts = [
+            *(context.get("restarts") or []),
+            {"after_round": point.last_round, "time": time.time()},
+        ]
+        self.resume_point = point
+        workflow_state = point.state.get("workflow")
+        return dict(workflow_state) if isinstance(workflow_state, dict) else {}
 
     def report_privacy(self, spent: dict[str, Any]) -> None:
         """Tell the server the privacy spent so far ((epsilon, delta) per site and for the job),
@@ -363,6 +417,13 @@ class Workflow:
                 self.ctx.save_model(model)
     """
 
+    #: Whether a job of this workflow resumes after the server restarts (decisions/0032). A
+    #: workflow that says so calls ``self.ctx.checkpoint`` at each round boundary and takes its
+    #: state back in ``restore``, called before ``run`` when the job resumes. One that does not
+    #: (the default) ends ABANDONED with a reason when the server that ran it dies. A subclass
+    #: of a resumable workflow that keeps state of its own must checkpoint it too, or say False.
+    resumable: ClassVar[bool] = False
+
     def __init__(
         self,
         ctx: WorkflowContext,
@@ -399,6 +460,15 @@ class Workflow:
         """The model a job starts from: a safetensors file in the server app, or none (sites
         then start from their own initial weights, as round 0 receives empty params)."""
         return FLModel(params=self.ctx.load_app_model(relative) if relative else {})
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The workflow's own state at a round boundary, as plain JSON (see ``resumable``)."""
+        return {}
+
+    def restore(self, state: dict[str, Any], model: FLModel) -> None:
+        """Take back ``state`` (what ``checkpoint_state`` returned) and the global model of the
+        last finished round, before ``run`` goes on from the round after it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume")
 
     def run(self) -> None:
         raise NotImplementedError

@@ -22,6 +22,10 @@ class CrossSiteEval(FedAvg):
 
     min_rounds = 0  # evaluate the initial model only
 
+    #: The evaluation after training needs every site's last update in memory, which no
+    #: checkpoint holds: a cross-site evaluation job does not resume after a server restart.
+    resumable = False
+
     def __init__(self, ctx: WorkflowContext, *, evaluate_local: bool = True, **extra: Any) -> None:
         super().__init__(ctx, **extra)
         self.evaluate_local = evaluate_local

@@ -32,6 +32,10 @@ class FedAvg(Workflow):
     """
 
     min_rounds = 1  # a subclass that can do without training lowers it
+    #: FedAvg resumes from its last finished round after a server restart: each round's global
+    #: model and its state (the next round, the privacy ledger and noise generator) are
+    #: checkpointed; the round history rides in the context's part of the checkpoint.
+    resumable = True
 
     def __init__(
         self,
@@ -71,13 +75,28 @@ class FedAvg(Workflow):
                     "each site's shares (secagg_neighbors + 1)"
                 )
         self.stopped_by: str | None = None  # why training ended before num_rounds, if it did
+        self.next_round = 0  # the round train() starts from: 0, or the one after a checkpoint
+        self._restored: FLModel | None = None  # the checkpoint's global model, when resumed
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"next_round": self.next_round, "privacy": self.privacy.state()}
+
+    def restore(self, state: dict[str, Any], model: FLModel) -> None:
+        next_round = state.get("next_round")
+        if type(next_round) is not int or not 0 <= next_round <= self.num_rounds:
+            raise ValueError(
+                f"the checkpoint's next round {next_round!r} does not fit {self.num_rounds} rounds"
+            )
+        self.next_round = next_round
+        self.privacy.restore(state.get("privacy") or {})
+        self._restored = model
 
     def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
         """Run every round from ``model``; return the global model and, with ``keep_last``, each
         site's update of the last round in memory (for workflows that evaluate them; plain
         FedAvg streams every update and never holds one whole)."""
         last: dict[str, FLModel] = {}
-        for rnd in range(self.num_rounds):
+        for rnd in range(self.next_round, self.num_rounds):
             blocked = self.privacy.blocked(self.ctx.active_sites())
             if blocked is not None:
                 if rnd == 0:
@@ -98,6 +117,7 @@ class FedAvg(Workflow):
                 self.ctx.record_round(rnd, metrics, sorted(metas))
                 if self.privacy.active:
                     self.ctx.report_privacy(self.privacy.report())
+                self._checkpoint(rnd, model)
                 continue
             # central DP clips each update around the round's global model: it is kept for that
             global_params = dict(model.params) if self.privacy.server_dp else {}
@@ -137,10 +157,19 @@ class FedAvg(Workflow):
             self.ctx.record_round(rnd, acc.metrics(), sorted(answered))
             if self.privacy.active:
                 self.ctx.report_privacy(self.privacy.report())
+            self._checkpoint(rnd, model)
         return model, last
 
+    def _checkpoint(self, rnd: int, model: FLModel) -> None:
+        """Round ``rnd`` is done: what resuming after it needs goes to the server."""
+        self.next_round = rnd + 1
+        if self.resumable:  # a subclass that cannot resume writes no checkpoint
+            self.ctx.checkpoint(rnd, model, self.checkpoint_state())
+
     def run(self) -> None:
-        model, _ = self.train(self.initial_model(self.initial_model_path))
+        start = self._restored if self._restored is not None else self.initial_model(self.initial_model_path)
+        self._restored = None
+        model, _ = self.train(start)
         self.ctx.save_model(model)
         self.ctx.write_metrics_summary("fedavg", num_rounds=self.num_rounds, **self.privacy_summary())
 

@@ -319,3 +319,33 @@ def test_to_sites_filters_remove_and_quantize_idempotently_and_are_not_merged() 
     np.testing.assert_array_equal(once["n"], params["n"])  # integers pass as they are
     twice, _ = filter_to_site(once, spec)
     np.testing.assert_allclose(twice["w"], once["w"], rtol=0, atol=1e-6)
+
+
+def test_a_resumed_job_keeps_its_ledger_clip_norm_and_noise() -> None:
+    """What a checkpoint holds of privacy (decisions/0032), through JSON as the store keeps it:
+    a job resumed after a server restart has spent what it had, clips where it clipped, and
+    draws the noise an uninterrupted run would have drawn next."""
+    import json
+
+    spec = {
+        "server_dp": {
+            "clip_norm": 1.0,
+            "noise_multiplier": 1.0,
+            "adaptive": {"target_quantile": 0.5, "learning_rate": 0.2, "count_noise": 10.0},
+        },
+        "budget": {"epsilon": 1000.0, "delta": 1e-5},
+    }
+    applied = {APPLIED_META_KEY: {"client_dp": {"clip_norm": 1.0, "noise_multiplier": 2.0}}}
+    plain = JobPrivacy(spec, seed=SEED)
+    for _ in range(2):  # two rounds before the server dies
+        plain.server_update("site-1", {"w": np.ones(3)}, applied, {"w": np.zeros(3)})
+        plain.noised({"w": np.zeros(3)}, 1)
+    resumed = JobPrivacy(spec, seed=None)  # a new process: its own generator, no ledger
+    resumed.restore(json.loads(json.dumps(plain.state())))
+    assert resumed.report() == plain.report() and resumed.clip_norm == plain.clip_norm
+    for privacy in (plain, resumed):
+        privacy.server_update("site-1", {"w": np.ones(3)}, applied, {"w": np.zeros(3)})
+    np.testing.assert_array_equal(
+        resumed.noised({"w": np.zeros(3)}, 1)["w"], plain.noised({"w": np.zeros(3)}, 1)["w"]
+    )
+    assert resumed.report() == plain.report()
