@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from shoal.wire.catalog import all_messages
-from shoal.wire.controller import Done, Result, SiteFailed, Task, WorkflowError
+from shoal.wire.controller import Done, Result, Resumable, RoundCheckpoint, SiteFailed, Task, WorkflowError
 from shoal.wire.messages import (
     CONTROLLER,
     SITE,
@@ -31,6 +31,10 @@ def test_every_message_round_trips_through_its_encoding() -> None:
         Task(task_id="t1", model_path="m", sites=["site-1"], round=2, meta={"a": 1}),
         Done(reason="budget"),
         WorkflowError(status="FAILED", type="RoundFailed", message="x", site="site-2"),
+        Resumable(value=True, workflow="FedAvg"),
+        RoundCheckpoint(
+            round=3, model_path="checkpoint-3.safetensors", state={"workflow": {"next_round": 4}}
+        ),
     ):
         assert decode(CONTROLLER, encode(message)) == message
 
