@@ -44,12 +44,16 @@ def _rounds_done(fed: BenchFederation, job_id: str) -> int:
     return int(((meta.get("progress") or {}).get("stats") or {}).get("rounds_done") or 0)
 
 
-def _kill_and_start(fed: BenchFederation) -> float:
-    """SIGKILL the server, start it again; the wall-clock time its new process started."""
+def _kill_and_start(fed: BenchFederation, ours: list[subprocess.Popen[bytes]]) -> float:
+    """SIGKILL the server, start it again; the wall-clock time its new process started. A server
+    this started before (in ``ours``) is reaped here, or it would linger as a zombie."""
     pids_file = fed.workspace / "run" / "pids.json"
     pids = json.loads(pids_file.read_text())
     pid = int(pids["server"])
     os.killpg(pid, signal.SIGKILL)
+    for proc in ours:
+        if proc.pid == pid:
+            proc.wait(timeout=30)
     while True:
         try:
             os.kill(pid, 0)
@@ -65,6 +69,7 @@ def _kill_and_start(fed: BenchFederation) -> float:
             start_new_session=True,
             env=fed.env,
         )
+    ours.append(proc)
     pids["server"] = proc.pid  # poc stop ends this one
     pids_file.write_text(json.dumps(pids))
     return started
@@ -83,16 +88,23 @@ def resume_after_restart(_: BenchFederation, quick: bool) -> list[Any]:
         submitted: Any = fed.shoal_json("job", "submit", "-j", job)
         job_id = str(submitted["data"]["job_id"])
         starts = []
+        ours: list[subprocess.Popen[bytes]] = []
         for _ in range(kills):
+            deadline = time.monotonic() + 120
             while _rounds_done(fed, job_id) < 3:  # a few rounds into this server's life
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job {job_id} made no progress after the server's restart")
                 time.sleep(0.05)
-            starts.append(_kill_and_start(fed))
+            starts.append(_kill_and_start(fed, ours))
             deadline = time.monotonic() + 60
             while fed.shoal("system", "status", check=False).returncode != 0:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the restarted server did not answer")
                 time.sleep(0.05)
         fed.shoal("job", "wait", job_id, "--timeout", "300")
+        for proc in ours:  # poc stop (on the way out) ends the last one; it is reaped here
+            if proc.pid != json.loads((fed.workspace / "run" / "pids.json").read_text())["server"]:
+                proc.wait(timeout=30)
         summary = json.loads(
             (
                 fed.workspace

@@ -240,6 +240,8 @@ class JobRun:
         self.checkpoint = Checkpoint(job_id=job_id, sites=dict(site_apps), min_clients=min_clients)
         self.resume_from: Checkpoint | None = None
         self.attached: set[str] = set()
+        self._next_checkpoint: tuple[int, Path, dict[str, Any]] | None = None  # waiting to be stored
+        self._checkpointing: asyncio.Task[None] | None = None  # storing them, one at a time
         self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
@@ -486,32 +488,51 @@ class JobRun:
 
     async def _on_checkpoint(self, message: RoundCheckpoint) -> None:
         """A finished round's checkpoint: the model file is taken out of the workflow's folder
-        (never followed there) into the blob store, and its state (JSON the workflow wrote,
-        stored as data) into the job's checkpoint row, before the next message is handled."""
+        (never followed there) at once, in order with the other messages; storing it (the model
+        into the blob store, the state, JSON the workflow wrote, stored as data, into the job's
+        checkpoint row) runs beside the next round instead of in its way. Checkpoints are stored
+        in order; one that a newer one overtakes before its turn is skipped: a restart then
+        resumes from the newest stored, which is as consistent (an earlier round's model and
+        state) and only a round or so older."""
         checked = checked_checkpoint(message)
         held = self.paths.models / f"checkpoint-{checked.round}.safetensors"
         model = await asyncio.to_thread(claim, self.paths.run, checked.model_path, held)
+        if not self.checkpoint.resumable:
+            model.unlink(missing_ok=True)  # a workflow that said it cannot resume has nothing to resume from
+            return
+        state = finite(checked.state)  # stored as strict JSON: a NaN metric becomes null
         try:
-            if not self.checkpoint.resumable:
-                return  # a workflow that said it cannot resume has nothing to resume from
-            state = finite(checked.state)  # stored as strict JSON: a NaN metric becomes null
             dumps(state)  # anything JSON cannot hold is refused here, not in the store
+        except (TypeError, ValueError):
+            model.unlink(missing_ok=True)
+            raise
+        if self._next_checkpoint is not None:
+            self._next_checkpoint[1].unlink(missing_ok=True)  # overtaken before its turn
+        self._next_checkpoint = (checked.round, model, state)
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointing = asyncio.get_running_loop().create_task(self._store_checkpoints())
+
+    async def _store_checkpoints(self) -> None:
+        """Store the newest checkpoint waiting, until none waits."""
+        while self._next_checkpoint is not None:
+            round_number, model, state = self._next_checkpoint
+            self._next_checkpoint = None
             try:
                 self.checkpoint = await self.host.checkpoints.store_model(
-                    self.checkpoint, model, round_number=checked.round, state=state
+                    self.checkpoint, model, round_number=round_number, state=state
                 )
             except Exception as exc:  # the blob store or the store is away: the job goes on
                 log.warning(
-                    "job %s: the checkpoint of round %d was not stored: %s", self.job_id, checked.round, exc
+                    "job %s: the checkpoint of round %d was not stored: %s", self.job_id, round_number, exc
                 )
                 last = self.checkpoint.last_round
                 since = "from its start" if last is None else f"after round {last}"
                 self.notice(
-                    f"server: the checkpoint of round {checked.round} could not be stored "
+                    f"server: the checkpoint of round {round_number} could not be stored "
                     f"({type(exc).__name__}); after a server restart the job would resume {since}"
                 )
-        finally:
-            model.unlink(missing_ok=True)
+            finally:
+                model.unlink(missing_ok=True)
 
     def result_path(self, task_id: str, site: str) -> Path:
         """Where a site's checked result for a task waits for the workflow (a server-made name)."""
@@ -725,6 +746,11 @@ class JobRun:
         await self._keep_outputs()
         if error is not None:
             await self.host.record_first_error(self.job_id, error)
+        if self._next_checkpoint is not None:  # ending: nothing to resume, nothing more to store
+            self._next_checkpoint[1].unlink(missing_ok=True)
+            self._next_checkpoint = None
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
         await self.host.set_status(self.job_id, status, reason)
         await asyncio.to_thread(self._cleanup_run_dir)
         await self.host.checkpoints.drop(self.checkpoint)  # ended: nothing to resume
