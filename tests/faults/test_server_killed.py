@@ -87,14 +87,14 @@ def kill_server(fed: Federation) -> None:
 
 
 def restart_server(fed: Federation) -> None:
-    log = (fed.workspace / "logs" / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "server", "start", "-k", fed.kits / "server"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=fed.cli.env(),
-    )
+    with (fed.workspace / "logs" / "server.log").open("ab") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "server", "start", "-k", fed.kits / "server"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=fed.cli.env(),
+        )
     RESTARTED.append(proc)
     pids_file = fed.workspace / "run" / "pids.json"
     pids = json.loads(pids_file.read_text())
