@@ -1,4 +1,4 @@
-"""Server restart to a resumed job's next round (decisions/0037).
+"""Server restart to a resumed job's next round (decisions/0040).
 
 A job runs on a federation of its own; its server is SIGKILLed and started again, three times.
 Timed from the new server's process start: until the job's workflow has its checkpoint back

@@ -567,7 +567,7 @@ def test_reads_do_not_wait_for_a_write_being_committed(store: JobStore) -> None:
 
 
 def test_a_checkpoint_row_is_written_replaced_read_and_dropped(store: JobStore) -> None:
-    """A running job's checkpoint (decisions/0037): what the next server resumes it from."""
+    """A running job's checkpoint (decisions/0040): what the next server resumes it from."""
     from shoal.store.checkpoints import Checkpoint
 
     job = create(store)

@@ -339,7 +339,7 @@ def test_a_workflow_cannot_serve_a_file_outside_its_folder_as_a_model(
 def test_a_checkpoint_naming_a_file_outside_the_workflows_folder_is_refused(
     fed: Federation, tmp_path: Path, how: str
 ) -> None:
-    """A checkpoint's model is taken out of the workflow's folder like a task's (decisions/0037):
+    """A checkpoint's model is taken out of the workflow's folder like a task's (decisions/0040):
     one named outside it, or a link there, ends the job and nothing of the file is stored."""
     key = fed.kits / "server" / "startup" / "server.key"
     blobs = fed.kits / "server" / "workspace" / "blobs"

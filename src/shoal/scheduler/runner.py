@@ -77,7 +77,7 @@ class RunHost(Protocol):
     launcher: ForkServer  # starts the workflow's process
     sandbox: Sandbox | None  # confines it (None: nothing)
     job_files: JobFiles  # where a settled job's files are kept (its folder, or the bucket)
-    checkpoints: CheckpointKeeper  # where the job's checkpoints go (decisions/0037)
+    checkpoints: CheckpointKeeper  # where the job's checkpoints go (decisions/0040)
 
     def controller_args(self, study: str) -> list[str]:
         """The server's own arguments for a study's workflow process (update checks, custom code)."""
@@ -234,7 +234,7 @@ class JobRun:
         self._gone: set[str] = set()  # sites that disconnected: nobody left to confirm
         self._told_to_end: set[str] = set()  # sites sent "end"/"abort" already
         self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
-        #: The job's checkpoint row as stored (decisions/0037); ``resume_from`` is the one a
+        #: The job's checkpoint row as stored (decisions/0040); ``resume_from`` is the one a
         #: job resumed after a server restart starts from, ``attached`` the sites whose agents
         #: still run its training script (they are not deployed to again: the script goes on).
         self.checkpoint = Checkpoint(job_id=job_id, sites=dict(site_apps), min_clients=min_clients)

@@ -112,7 +112,7 @@ class Scheduler:
         self.runs: dict[int, JobRun] = {}
         self.checkpoints = CheckpointKeeper(store, blobs)
         #: Jobs that were RUNNING when the previous server died and can resume: their
-        #: checkpoint rows, until their sites are back and they run again (decisions/0037).
+        #: checkpoint rows, until their sites are back and they run again (decisions/0040).
         self.resuming: dict[int, Checkpoint] = {}
         self._resume_until = 0.0  # monotonic time until which a job to resume waits for all its sites
         self._resume_timer: asyncio.TimerHandle | None = None
@@ -310,7 +310,7 @@ class Scheduler:
     async def _consider_resume(self, job_id: int, connected: list[str]) -> None:
         """Start a job to resume again once its sites are back: all of them, or past
         RESUME_WAIT at least its min_clients. A site whose agent still runs the job keeps its
-        training script (it gets the next task; decisions/0037); one that lost it is deployed to."""
+        training script (it gets the next task; decisions/0040); one that lost it is deployed to."""
         row = self.resuming.get(job_id)
         if row is None:  # another dispatch pass (kicks overlap) took it while this one waited
             return

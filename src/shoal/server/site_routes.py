@@ -169,7 +169,7 @@ def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
 
 def _resuming(ctx: ServerContext, site: str, job_id: str) -> bool:
     """Whether ``job_id`` (as the site sent it) waits to resume after a server restart with
-    this site among its sites: its script is kept for the resumed run (decisions/0037)."""
+    this site among its sites: its script is kept for the resumed run (decisions/0040)."""
     number = small_number(job_id, 16)
     row = ctx.scheduler.resuming.get(number) if number is not None else None
     return row is not None and site in row.sites

@@ -543,7 +543,7 @@ class SiteJob:
         self.agent.counters.tasks_received += 1
         if self._failed:
             # The job failed here and said so, perhaps to a server that died and whose successor
-            # resumed the job (decisions/0037): said again, so no round waits for this site.
+            # resumed the job (decisions/0040): said again, so no round waits for this site.
             await self.agent.send(JobFailed(job_id=self.job_id, error=self._failure), keep=True)
             return
         if self._writer is None:

@@ -1,6 +1,6 @@
 """A running job's checkpoint row, the same SQL for SQLite and PostgreSQL.
 
-The row is what lets a job outlive the server process that ran it (docs/decisions/0037): the
+The row is what lets a job outlive the server process that ran it (docs/decisions/0040): the
 sites it was deployed to, whether its workflow can resume, and after each finished round that
 round's number, the workflow's own state (JSON) and the global model's blob id.
 ``shoal.store.sql.SqlJobStore``, the base of both stores, mixes ``CheckpointRows`` in; only the

@@ -94,7 +94,7 @@ class WorkflowError(Message):
 @dataclass(frozen=True, slots=True)
 class Resumable(Message):
     """Said once at start: whether the workflow can resume after a server restart
-    (``Workflow.resumable``, decisions/0037), and its class name for the reason if it cannot."""
+    (``Workflow.resumable``, decisions/0040), and its class name for the reason if it cannot."""
 
     value: bool
     workflow: str = ""

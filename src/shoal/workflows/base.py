@@ -417,7 +417,7 @@ class Workflow:
                 self.ctx.save_model(model)
     """
 
-    #: Whether a job of this workflow resumes after the server restarts (decisions/0037). A
+    #: Whether a job of this workflow resumes after the server restarts (decisions/0040). A
     #: workflow that says so calls ``self.ctx.checkpoint`` at each round boundary and takes its
     #: state back in ``restore``, called before ``run`` when the job resumes. One that does not
     #: (the default) ends ABANDONED with a reason when the server that ran it dies. A subclass

@@ -322,7 +322,7 @@ def test_to_sites_filters_remove_and_quantize_idempotently_and_are_not_merged() 
 
 
 def test_a_resumed_job_keeps_its_ledger_clip_norm_and_noise() -> None:
-    """What a checkpoint holds of privacy (decisions/0037), through JSON as the store keeps it:
+    """What a checkpoint holds of privacy (decisions/0040), through JSON as the store keeps it:
     a job resumed after a server restart has spent what it had, clips where it clipped, and
     draws the noise an uninterrupted run would have drawn next."""
     import json
