@@ -751,8 +751,9 @@ class JobRun:
             self._next_checkpoint = None
         if self._checkpointing is not None:
             await asyncio.gather(self._checkpointing, return_exceptions=True)
-        await self.host.set_status(self.job_id, status, reason)
+        # Before the status: whoever it wakes (a job wait) finds the run's folders gone.
         await asyncio.to_thread(self._cleanup_run_dir)
+        await self.host.set_status(self.job_id, status, reason)
         await self.host.checkpoints.drop(self.checkpoint)  # ended: nothing to resume
         self.done.set()
         self.host.run_finished(self)
