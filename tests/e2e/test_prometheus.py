@@ -12,16 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from shoal.security.tls import client_ssl_context
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
 from tests.federation import own_federation
+from tests.prometheus import Samples, scrape_url
 
 pytestmark = pytest.mark.e2e
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +39,7 @@ def scrape(fed: Federation, kit: Path | None = None) -> Samples:
     """One scrape as Prometheus makes it (client certificate, project CA), parsed by
     prometheus-client's own parser: every sample by name and labels."""
     context = client_ssl_context(kit or fed.kits / "admin@example.com")
-    with urllib.request.urlopen(metrics_url(fed), context=context, timeout=30) as resp:
-        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = resp.read().decode()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+    return scrape_url(metrics_url(fed), context=context)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

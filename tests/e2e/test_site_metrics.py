@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.jobs import slow_job
 from tests.federation import Federation, own_federation
+from tests.prometheus import Samples, scrape_url
 
 pytestmark = pytest.mark.e2e
 
 ROUNDS = 4
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def site_url(fed: Federation, site: str) -> str:
@@ -26,18 +24,6 @@ def site_url(fed: Federation, site: str) -> str:
     url: str = json.loads(written.read_text())["url"]
     assert url.startswith("http://127.0.0.1:"), url
     return url
-
-
-def scrape(url: str) -> Samples:
-    """One scrape, parsed by prometheus-client's own parser: every sample by name and labels."""
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = resp.read().decode()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -58,7 +44,7 @@ def test_a_sites_counters_move_as_its_job_runs(tmp_path: Path) -> None:
     with own_federation(tmp_path / "fed", site_local=local) as fed:
         assert not (fed.kits / "site-2" / "workspace" / "metrics_address.json").exists()
         url = site_url(fed, "site-1")
-        before = scrape(url)
+        before = scrape_url(url)
         assert value(before, "shoal_site_info", site="site-1") == 1
         assert (
             value(before, "shoal_site_connected") == 1 and value(before, "shoal_site_reconnects_total") == 0
@@ -78,7 +64,7 @@ def test_a_sites_counters_move_as_its_job_runs(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, stats
             time.sleep(0.2)
-        during = scrape(url)
+        during = scrape_url(url)
         assert value(during, "shoal_site_jobs_started_total") == 1
         assert value(during, "shoal_site_jobs_running") == 1
         assert 2 <= value(during, "shoal_site_tasks_received_total") < ROUNDS + 1
@@ -88,7 +74,7 @@ def test_a_sites_counters_move_as_its_job_runs(tmp_path: Path) -> None:
 
         code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
         assert code == 0, doc
-        after = scrape(url)
+        after = scrape_url(url)
         counted = site_stats(fed, job_id)["sites"]["site-1"]  # type: ignore[index]
     assert value(after, "shoal_site_jobs_started_total") == 1
     assert value(after, "shoal_site_jobs_running") == 0

@@ -13,10 +13,11 @@ import pytest
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
-from tests.e2e.test_site_metrics import scrape, site_url, value
+from tests.e2e.test_site_metrics import site_url, value
 from tests.faults.test_site_killed import running_round
 from tests.federation import server_address
 from tests.netproxy import Proxy
+from tests.prometheus import scrape_url
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -128,7 +129,7 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     job_id = doc["data"]["job_id"]
     cut_at = running_round(fed, job_id, at_least=2)  # rounds are going, with both sites
     site_metrics = site_url(fed, "site-2")
-    before = scrape(site_metrics)
+    before = scrape_url(site_metrics)
     assert value(before, "shoal_site_connected") == 1 and value(before, "shoal_site_reconnects_total") == 0
     proxy.cut()
     wait_sites(fed, {"site-1"})
@@ -139,7 +140,7 @@ def test_site_rides_out_a_short_link_cut(routed: tuple[Federation, Proxy], tmp_p
     assert away[0] == away[1] and cut_at <= away[0] < 199, (cut_at, away)
     proxy.restore()
     wait_sites(fed, {"site-1", "site-2"})
-    back = scrape(site_metrics)  # the site says so too: connected again, once
+    back = scrape_url(site_metrics)  # the site says so too: connected again, once
     assert value(back, "shoal_site_connected") == 1 and value(back, "shoal_site_reconnects_total") == 1
     code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
     meta = fed.cli.json("job", "meta", job_id)[1]["data"]
