@@ -1,24 +1,7 @@
-"""FLModel: what a training script receives from the server and sends back."""
+"""FLModel, where training scripts have imported it from (``shoal.fl.model``; also
+``shoal.fl.FLModel``). It is defined in ``shoal.wire.flmodel``: workflows exchange it too, and
+they must not depend on the client API's package."""
 
-from __future__ import annotations
+from shoal.wire.flmodel import FLModel
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
-
-@dataclass
-class FLModel:
-    """Weights plus what the server needs to aggregate them.
-
-    ``params`` maps tensor names to numpy arrays (or torch tensors, converted at the edge).
-    ``num_examples`` weights this update in FedAvg; ``metrics`` are numbers the server
-    aggregates per round (weighted the same way) and records in metrics_summary.json.
-    """
-
-    params: Mapping[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    num_examples: int = 1
-    current_round: int | None = None
-    total_rounds: int | None = None
+__all__ = ["FLModel"]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from shoal.fl.model import FLModel
 from shoal.wire.channel import SyncChannel
 from shoal.wire.controller import (
     PrivacySpent,
@@ -31,6 +30,7 @@ from shoal.wire.controller import (
     TaskClosed,
     WorkflowLogConfig,
 )
+from shoal.wire.flmodel import FLModel
 from shoal.wire.jsonout import dumps
 from shoal.wire.logconfig import apply as apply_log_setting
 from shoal.wire.messages import CONTROLLER, BadMessage, Dispatch, Message, encode

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.fl.model import FLModel
+from shoal.wire.flmodel import FLModel
 from shoal.workflows.base import RoundFailed, WorkflowContext
 from shoal.workflows.fedavg import FedAvg
 

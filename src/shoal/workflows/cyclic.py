@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from shoal.fl.model import FLModel
+from shoal.wire.flmodel import FLModel
 from shoal.workflows.aggregate import mismatch, tensor_specs
 from shoal.workflows.base import BadUpdate, RoundFailed, Workflow, WorkflowContext
 

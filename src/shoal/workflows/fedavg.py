@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.fl.model import FLModel
 from shoal.privacy.central import JobPrivacy, read_job_privacy
+from shoal.wire.flmodel import FLModel
 from shoal.workflows.aggregate import UpdateMismatch, WeightedSum
 from shoal.workflows.base import BadUpdate, RoundFailed, Workflow, WorkflowContext
 from shoal.workflows.secure_round import secure_round

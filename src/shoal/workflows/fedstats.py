@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shoal.fl.model import FLModel
+from shoal.wire.flmodel import FLModel
 from shoal.workflows.base import RoundFailed, Workflow, WorkflowContext
 
 Array = npt.NDArray[np.float64]

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from shoal.fl.model import FLModel
 from shoal.privacy import secagg
 from shoal.privacy.secagg import WEIGHT_TENSOR, unb64
+from shoal.wire.flmodel import FLModel
 from shoal.workflows.base import BadUpdate, RoundFailed, Workflow
 
 #: The dtypes a site may ask its tensors back in (a site names them; anything else is float32).
