@@ -68,3 +68,25 @@ def test_header_that_lies_about_sizes_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ShoalError) as err:
         load_params(path)
     assert err.value.code == "MODEL_INVALID"
+
+
+def test_itemsizes_agree_with_numpy() -> None:
+    from shoal.wire.models import DTYPES, ITEMSIZE
+
+    assert ITEMSIZE == {name: np.dtype(code).itemsize for name, code in DTYPES.items()}
+
+
+def test_checking_a_result_does_not_import_numpy(tmp_path: Path) -> None:
+    """The server checks every result on its event loop: numpy's import there (~0.5 s on a busy
+    machine, at the first result a server takes) stalled every channel (issue 19)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.safetensors"
+    save_params(PARAMS, path)
+    code = (
+        "import sys; from pathlib import Path; from shoal.wire.models import check_safetensors; "
+        f"check_safetensors(Path({str(path)!r})); print('numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

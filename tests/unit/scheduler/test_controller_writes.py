@@ -1,0 +1,75 @@
+"""The server's lines to a job's workflow process: those queued in one turn of the event loop go
+out in one write, in order (a round's results from 2,000 sites cost one system call each before:
+issue 19), and what was queued before the workflow's last word still reaches it before EOF."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any, cast
+
+from shoal.scheduler.runner import JobRun
+from shoal.wire.controller import SiteMetric
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts the sends asyncio's transport makes on it."""
+
+    sends = 0
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        CountingSocket.sends += 1
+        return super().send(data, flags)
+
+
+def lines_from(sock: socket.socket) -> list[dict[str, Any]]:
+    data = b""
+    while chunk := sock.recv(1 << 16):
+        data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+async def run_with_channel() -> tuple[JobRun, socket.socket]:
+    parent, child = socket.socketpair()
+    counting = CountingSocket(fileno=parent.detach())
+    run = JobRun(cast(Any, None), 7, cast(Any, None), "app", {"site-1": "app"}, 1)
+    _, run._writer = await asyncio.open_connection(sock=counting)
+    CountingSocket.sends = 0
+    return run, child
+
+
+def test_lines_queued_in_one_turn_go_out_in_one_write_in_order() -> None:
+    async def scenario() -> tuple[int, list[dict[str, Any]]]:
+        run, child = await run_with_channel()
+        for i in range(50):
+            run._send_controller(SiteMetric(site=f"site-{i}", key="loss", value=float(i)))
+        await asyncio.sleep(0)  # one turn: the flush runs
+        await asyncio.sleep(0)
+        sends = CountingSocket.sends
+        assert run._writer is not None
+        run._writer.close()
+        await run._writer.wait_closed()
+        received = await asyncio.to_thread(lines_from, child)
+        child.close()
+        return sends, received
+
+    sends, received = asyncio.run(scenario())
+    assert sends == 1
+    assert [m["site"] for m in received] == [f"site-{i}" for i in range(50)]
+    assert [m["value"] for m in received] == [float(i) for i in range(50)]
+
+
+def test_what_was_queued_before_the_last_word_reaches_the_workflow_before_eof() -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        run, child = await run_with_channel()
+        run._send_controller(SiteMetric(site="site-1", key="loss", value=1.0))
+        run._outcome = (cast(Any, None), "finished", None)  # the workflow's Done was just read
+        run._release_controller()  # flushes, then EOF: the reader below ends
+        received = await asyncio.to_thread(lines_from, child)
+        child.close()
+        assert run._writer is not None
+        run._writer.close()
+        return received
+
+    assert [m["site"] for m in asyncio.run(scenario())] == ["site-1"]
