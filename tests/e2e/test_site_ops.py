@@ -46,14 +46,15 @@ def start_agent(
         if fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    return subprocess.Popen(
-        [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / site, *map(str, args)],
-        stdout=(fed.workspace / "logs" / f"{site}-own.log").open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=fed.cli.env(),
-        preexec_fn=limit_files,
-    )
+    with (fed.workspace / "logs" / f"{site}-own.log").open("ab") as log:  # the child keeps a copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / site, *map(str, args)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=fed.cli.env(),
+            preexec_fn=limit_files,
+        )
 
 
 def stop_agent(agent: subprocess.Popen[bytes]) -> None:

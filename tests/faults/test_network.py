@@ -100,14 +100,14 @@ def routed(tmp_path: Path) -> Iterator[tuple[Federation, Proxy]]:
     pids_file = fed.workspace / "run" / "pids.json"
     pids = json.loads(pids_file.read_text())
     os.killpg(pids["site-2"], signal.SIGTERM)
-    log = (fed.workspace / "logs" / "site-2.log").open("ab")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / "site-2"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=fed.cli.env(),
-    )
+    with (fed.workspace / "logs" / "site-2.log").open("ab") as log:  # the child keeps its own copy
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / "site-2"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=fed.cli.env(),
+        )
     pids.pop("site-2")
     pids_file.write_text(json.dumps(pids))
     try:

@@ -83,14 +83,14 @@ def test_a_site_that_comes_back_rejoins(fed: Federation, tmp_path: Path) -> None
     kill_site(fed, "site-3")
     # rounds go on without it before it comes back: two close after the kill
     running_round(fed, job_id, at_least=running_round(fed, job_id) + 2)
-    log = (fed.workspace / "logs" / "site-3.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / "site-3"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=fed.cli.env(),
-    )
+    with (fed.workspace / "logs" / "site-3.log").open("ab") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / "site-3"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=fed.cli.env(),
+        )
     try:
         code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
         assert code == 0, doc
