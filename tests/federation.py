@@ -115,3 +115,18 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def archive_blobs(fed: Federation) -> set[str]:
+    """The blobs that are job archives (zip files): a running job's round checkpoints are blobs
+    too (safetensors models), stored and dropped as its rounds go by."""
+    root = fed.workspace / "kits" / "server" / "workspace" / "blobs"
+    found = set()
+    for name in (p.relative_to(root).as_posix() for p in root.glob("??/*")):
+        try:
+            with (root / name).open("rb") as f:
+                if f.read(4) == b"PK\x03\x04":
+                    found.add(name)
+        except FileNotFoundError:  # a checkpoint dropped meanwhile
+            continue
+    return found

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
+from tests.federation import archive_blobs
 
 if TYPE_CHECKING:
     from shoal.api.client import AdminClient
@@ -343,16 +344,16 @@ def test_a_refused_submit_leaves_no_blob_behind(federation: Federation, tmp_path
         ),
     ]
     for job, job_token, error_code in refusals:
-        before = blob_files(federation)
+        before = archive_blobs(federation)
         assert refused_by_server(federation, job, job_token).code == error_code
-        assert blob_files(federation) - before == set(), job.name
+        assert archive_blobs(federation) - before == set(), job.name
     code, doc = federation.cli.json("job", "wait", job_id, "--timeout", "120")
     assert code == 0, doc  # delete refuses a running job
     code, doc = federation.cli.json("job", "delete", job_id, "--force")
     assert code == 0, doc
-    before = blob_files(federation)
+    before = archive_blobs(federation)
     assert refused_by_server(federation, first, token).code == "SUBMIT_TOKEN_JOB_DELETED"
-    assert blob_files(federation) - before == set()
+    assert archive_blobs(federation) - before == set()
 
 
 def test_a_refused_submit_keeps_a_blob_another_job_uses(federation: Federation, tmp_path: Path) -> None:
@@ -363,13 +364,13 @@ def test_a_refused_submit_keeps_a_blob_another_job_uses(federation: Federation, 
     )
     assert code == 0, doc
     shared = hello_variant(tmp_path / "shared", token + "-shared")
-    before = blob_files(federation)
+    before = archive_blobs(federation)
     code, doc = federation.cli.json("job", "submit", "-j", shared)
     assert code == 0, doc
-    added = blob_files(federation) - before
+    added = archive_blobs(federation) - before
     assert added, "the shared archive was stored as a blob of its own (its marker makes it new)"
     assert refused_by_server(federation, shared, token).code == "SUBMIT_TOKEN_CONFLICT"
-    assert added <= blob_files(federation)
+    assert added <= archive_blobs(federation)
     code, doc = federation.cli.json("job", "wait", doc["data"]["job_id"], "--timeout", "120")
     assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
 
