@@ -101,13 +101,16 @@ def test_refuses_a_newer_schema(postgres: Any) -> None:
     PostgresJobStore(url).close()
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE shoal_schema SET version = 999")
+    gc.collect()  # what other tests left to the collector is reported now, not below
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         with pytest.raises(RuntimeError, match="schema version 999"):
             PostgresJobStore(url)
         gc.collect()
-    # the refusing store closed its connection (it was left to the garbage collector, open)
-    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    # the refusing store closed its connection (it was left to the garbage collector, open);
+    # only a database connection's warning counts: an unrelated leak may still surface here
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert [m for m in leaks if "onnection" in m] == [], leaks
 
 
 def terminate_sessions(url: str) -> None:
