@@ -201,7 +201,8 @@ def test_a_federation_across_hosts(hosts: Hosts, tmp_path: Path) -> None:
     def progressed() -> bool:
         meta = hosts.run("adm", "job", "meta", job_id, "--startup-kit", admin)[1]["data"]
         # current_round is null until the first round starts, so it is read as 0 then.
-        return bool(meta["status"] == "RUNNING" and ((meta.get("progress") or {}).get("current_round") or 0) >= 2)
+        current_round = (meta.get("progress") or {}).get("current_round") or 0
+        return bool(meta["status"] == "RUNNING" and current_round >= 2)
 
     until("the job's second round", progressed)
     hosts.lab.link("s1", "down")
