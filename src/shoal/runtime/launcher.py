@@ -32,7 +32,7 @@ import socket
 import sys
 
 from shoal import settings
-from shoal.runtime.priority import yield_session
+from shoal.runtime.priority import session_nice, yield_session
 from shoal.wire.channel import CHANNEL_FD_ENV, encode
 
 TYPE_CHECKING = False
@@ -470,7 +470,13 @@ def main() -> None:
         raise SystemExit(f"the fork server is started by shoal's hosts: {CONTROL_FD_ENV} is unset")
     control = socket.socket(fileno=int(control_fd))
     # Before the imports: they are the first work done at the jobs' priority.
-    yield_session(settings.whole_number(settings.JOB_NICE) or 0)
+    nice = settings.whole_number(settings.JOB_NICE) or 0
+    if yield_session(nice) is None and nice > 0 and session_nice() is not None:
+        # to the host's log: its jobs now take the CPU as one group as heavy as the host
+        print(
+            "shoal fork server: the kernel refused to lower the job processes' session priority",
+            file=sys.stderr,
+        )
     for name in sys.argv[1:]:
         try:
             importlib.import_module(name)
