@@ -14,29 +14,56 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import workloads
 from bench.federation import federation
 from bench.workloads import WORKLOADS, Figure
 
+if TYPE_CHECKING:
+    from bench.load import LoadResult
+
 
 def load_workload(env: dict[str, str], quick: bool) -> list[Figure]:
-    from bench.load import p99, run_load
+    """50 admins for 60 s (bench/load.py says the method), on this tree's code and, first, on
+    the baseline's (bench/baseline.py), each in a fresh federation of its own; ``quick``: 4
+    admins for 2 s on the suite's federation, no baseline."""
+    from bench.baseline import LOAD_BASELINE, baseline_env, resolve
+    from bench.load import run_load
 
-    result = run_load(env, clients=4 if quick else 50, seconds=2 if quick else 60)
+    if quick:
+        return _load_figures("load", run_load(env, clients=4, seconds=2))
+    figures: list[Figure] = []
+    rev = resolve(LOAD_BASELINE)
+    if rev is None:
+        print(f"# load: no baseline (revision {LOAD_BASELINE[:7]} is not in this clone)", flush=True)
+    else:
+        with baseline_env(rev) as extra, federation(env=extra) as fed:
+            figures += _load_figures(f"load [baseline {rev[:7]}]", run_load(fed.env, clients=50, seconds=60))
+    with federation() as fed:
+        figures += _load_figures("load", run_load(fed.env, clients=50, seconds=60))
+    return figures
+
+
+def _load_figures(label: str, result: LoadResult) -> list[Figure]:
+    from bench.load import p99
+
     figures = []
     for op, values in sorted(result.latencies.items()):
         figures.append(
-            Figure("load", f"{op} p99 latency (whole CLI)", [p99(values)], note=f"{len(values)} calls")
+            Figure(
+                label, f"{op} p99 (client, a connection a call)", [p99(values)], note=f"{len(values)} calls"
+            )
         )
     for op, values in sorted(result.probe.items()):
         figures.append(
-            Figure("load", f"{op} p99, server's answer (probe)", [p99(values)], note=f"{len(values)} calls")
+            Figure(label, f"{op} p99, server's answer (probe)", [p99(values)], note=f"{len(values)} calls")
         )
     figures += [
-        Figure("load", "errors", [float(sum(result.errors.values()))], "count"),
-        Figure("load", "server loop thread: on a CPU", [result.loop_cpu], "s"),
-        Figure("load", "server loop thread: waiting for a CPU", [result.loop_run_queue], "s"),
+        Figure(label, "errors", [float(sum(result.errors.values()))], "count"),
+        Figure(label, "server loop thread: on a CPU", [result.loop_cpu], "s"),
+        Figure(label, "server loop thread: waiting for a CPU", [result.loop_run_queue], "s"),
+        Figure(label, "machine load average at the end", [result.load_average[1]], "load"),
     ]
     return figures
 

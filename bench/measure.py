@@ -85,3 +85,33 @@ def main_thread_schedule(pid: int) -> tuple[float, float]:
     while the loop waits for a CPU is the machine's load, not the server's doing."""
     on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
     return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every process below it now."""
+    tree, seen, stack = _children(), [], [root]
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.append(pid)
+            stack.extend(tree.get(pid, []))
+    return seen
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` onto ``cpus`` (``sched_setaffinity`` sets one thread; the
+    threads and processes it starts later inherit it)."""
+    try:
+        tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return  # gone meanwhile
+    for tid in tasks:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass  # a thread or process that ended meanwhile
+
+
+def pin_tree(root: int, cpus: set[int]) -> None:
+    for pid in tree_pids(root):
+        pin(pid, cpus)

@@ -9,13 +9,17 @@ child turns into the job's process by ``runpy``, exactly as ``python -u <argv>``
 and the fork server reports the child's pid and, when it ends, its exit code. A fork takes a
 few milliseconds and shares the imported modules' memory with every job process.
 
-What stays the same as a fresh process: its own session and process group (abort and shutdown
-kill the group), stdout/stderr where the parent wants them, ``SHOAL_CHANNEL_FD``, exit codes
+What stays the same as a fresh process: its own process group (abort and shutdown kill the
+group) in a session without a controlling terminal, stdout/stderr where the parent wants them,
+``SHOAL_CHANNEL_FD``, exit codes
 (an uncaught exception exits 1 with its traceback, ``sys.exit`` as usual, death by a signal is
 minus its number), and fresh random state: numpy's global generator is reseeded in every child
 (Python's ``random`` reseeds itself after a fork), so two jobs never draw the same numbers. No
 code of a job runs in the fork server before the fork, and the server and the agent never fork
-themselves. A fork server whose parent dies reads EOF and exits. ``SHOAL_WARM_SPARES=0`` starts
+themselves. The job processes stay in the fork server's session, whose scheduling group the fork
+server gives the job nice value at its start (``shoal.runtime.priority``): on a kernel that
+schedules by session, a session per job would run every job at the host's weight, however
+niced. A fork server whose parent dies reads EOF and exits. ``SHOAL_WARM_SPARES=0`` starts
 every job process from scratch instead (decisions/0010).
 """
 
@@ -28,6 +32,7 @@ import socket
 import sys
 
 from shoal import settings
+from shoal.runtime.priority import session_nice, yield_session
 from shoal.wire.channel import CHANNEL_FD_ENV, encode
 
 TYPE_CHECKING = False
@@ -374,7 +379,10 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
             in_session, session_made = os.pipe()
             pid = os.fork()
             if pid == 0:
-                os.setsid()  # before our parent hears the pid: a kill of its group must land
+                # Before our parent hears the pid, a kill of its group must land. A group, not a
+                # session: the job stays in this session's low-priority scheduling group (and
+                # this session has no controlling terminal for it to open).
+                os.setpgid(0, 0)
                 os.close(session_made)
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -383,7 +391,7 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], list[int]]:
                 control.close()
                 return spec, fds
             os.close(session_made)
-            os.read(in_session, 1)  # EOF once the child has its own session
+            os.read(in_session, 1)  # EOF once the child has its own process group
             os.close(in_session)
             for fd in fds:
                 os.close(fd)
@@ -402,7 +410,7 @@ def _report_exits(control: socket.socket) -> None:
 
 
 def _become(spec: dict[str, Any], fds: list[int], *, keep_stdio: bool = False) -> None:
-    """In the forked child (already in its own session), or a cold ``--once`` interpreter
+    """In the forked child (already in its own process group), or a cold ``--once`` interpreter
     (``keep_stdio``: its parent set its output): its descriptors, its confinement, then the
     job's code."""
     channel, *piped = fds
@@ -461,6 +469,14 @@ def main() -> None:
     if control_fd is None:
         raise SystemExit(f"the fork server is started by shoal's hosts: {CONTROL_FD_ENV} is unset")
     control = socket.socket(fileno=int(control_fd))
+    # Before the imports: they are the first work done at the jobs' priority.
+    nice = settings.whole_number(settings.JOB_NICE) or 0
+    if yield_session(nice) is None and nice > 0 and session_nice() is not None:
+        # to the host's log: its jobs now take the CPU as one group as heavy as the host
+        print(
+            "shoal fork server: the kernel refused to lower the job processes' session priority",
+            file=sys.stderr,
+        )
     for name in sys.argv[1:]:
         try:
             importlib.import_module(name)

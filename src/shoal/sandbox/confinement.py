@@ -32,6 +32,7 @@ from typing import Any
 
 from shoal import settings
 from shoal.errors import ShoalError
+from shoal.runtime.priority import yield_session
 from shoal.sandbox import landlock, privileges
 
 log = logging.getLogger("shoal.sandbox")
@@ -287,6 +288,8 @@ def apply(spec: dict[str, Any], keep_fds: set[int]) -> None:
     _rebuild_environment(spec)
     if int(spec.get("nice", 0)) > 0:
         os.nice(int(spec["nice"]))
+        if os.getsid(0) == os.getpid():  # started cold, in a session (a scheduling group) of its own
+            yield_session(int(spec["nice"]))
     ruleset = None
     if spec.get("mode") != "off" and int(spec.get("abi", 0)) >= 1:
         ruleset = landlock.Ruleset(allow_network=bool(spec.get("network", True)))

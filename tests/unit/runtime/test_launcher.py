@@ -16,6 +16,7 @@ import pytest
 
 from shoal.runtime import launcher as warm
 from shoal.runtime.launcher import ForkedProcess, ForkServer
+from shoal.runtime.priority import session_nice
 
 SCRIPT = """
 import json, os, sys
@@ -24,7 +25,7 @@ import helper
 channel = SyncChannel.from_env()
 channel.send({"argv": sys.argv, "cwd": os.getcwd(), "site": os.environ.get("SHOAL_SITE_NAME"),
               "path0": sys.path[0], "main": __name__, "helper": helper.VALUE,
-              "sid_is_pid": os.getsid(0) == os.getpid()})
+              "pgid_is_pid": os.getpgid(0) == os.getpid()})
 print("to stdout", flush=True)
 print("to stderr", file=sys.stderr, flush=True)
 reply = channel.receive(10)
@@ -84,11 +85,51 @@ def test_a_script_runs_as_python_would_run_it(
         "path0": str(custom),
         "main": "__main__",
         "helper": 42,
-        "sid_is_pid": True,  # its own session: abort and shutdown kill its whole group
+        "pgid_is_pid": True,  # its own process group: abort and shutdown kill the whole group
     }
     assert code == 3
     assert "to stdout" in output and "to stderr" in output
     assert forked == (warm_processes == "1")
+
+
+PRIORITY_SCRIPT = """
+import os
+from shoal.runtime.priority import session_nice
+from shoal.wire.channel import SyncChannel
+SyncChannel.from_env().send({"nice": os.getpriority(os.PRIO_PROCESS, 0), "group": session_nice()})
+"""
+
+
+@pytest.mark.parametrize("warm_processes", ["1", "0"], ids=["forked", "cold"])
+def test_a_job_process_yields_the_cpu_to_its_host_also_by_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm_processes: str
+) -> None:
+    """Issue 19: with the kernel's autogroups a nice value counts only within a session, and a
+    job process in a session of its own ran at its host's weight however niced. Its session's
+    group must be niced too (the fork server's, or a cold process's own)."""
+    monkeypatch.setenv("SHOAL_WARM_SPARES", warm_processes)
+    monkeypatch.setenv("SHOAL_JOB_NICE", "7")
+    (tmp_path / "prio.py").write_text(PRIORITY_SCRIPT)
+
+    async def scenario() -> dict[str, Any]:
+        launcher = ForkServer((), pipe_stdout=False)
+        proc, sock = await launcher.launch(
+            [str(tmp_path / "prio.py")], cwd=str(tmp_path), env={}, confinement={"mode": "off", "nice": 7}
+        )
+        reader, writer = await asyncio.open_connection(sock=sock)
+        seen: dict[str, Any] = json.loads(await reader.readline())
+        assert await proc.wait() == 0
+        writer.close()
+        await launcher.close()
+        return seen
+
+    mine, my_group = os.getpriority(os.PRIO_PROCESS, 0), session_nice()
+    seen = run(scenario())
+    assert seen["nice"] == min(19, mine + 7), seen
+    if my_group is None:  # no autogroups in this kernel: the nice value is all that counts
+        assert seen["group"] is None
+    else:
+        assert seen["group"] == min(19, my_group + 7), seen
 
 
 def test_modules_exceptions_signals_and_log_files(tmp_path: Path) -> None:

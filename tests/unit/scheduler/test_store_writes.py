@@ -116,3 +116,38 @@ def test_one_dispatch_pass_at_a_time(tmp_path: Path) -> None:
     store.close()
     assert most == 1, most
     assert 2 <= passes <= 4, passes
+
+
+class SlowQueueRead(SqliteJobStore):
+    """A real store whose read of the waiting jobs takes COMMIT seconds (a long queue)."""
+
+    def jobs_in_status(self, statuses: Any) -> list[JobRecord]:
+        time.sleep(COMMIT)
+        return super().jobs_in_status(statuses)
+
+
+def test_the_loop_keeps_running_while_a_pass_reads_the_queue(tmp_path: Path) -> None:
+    """Issue 19: a dispatch pass reads every waiting job; with a sweep's hundreds queued that
+    read held the loop (and every admin's answer) for up to ~90 ms a pass."""
+    store = SlowQueueRead(tmp_path / "store.db")
+    scheduler = Scheduler(store, BlobStore(tmp_path / "blobs"), tmp_path / "jobs", SiteRegistry())
+
+    async def scenario() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.get_running_loop().create_task(ticker())
+        await scheduler._passes()
+        task.cancel()
+        return ticks
+
+    ticks = asyncio.run(scenario())
+    scheduler.close()
+    store.close()
+    # ~20 ticks fit in the read; a read on the loop would have allowed none
+    assert ticks >= 5, ticks
