@@ -599,3 +599,117 @@ def test_a_checkpoint_row_is_written_replaced_read_and_dropped(store: JobStore) 
         bad = Checkpoint(job_id=job.job_id, sites={}, min_clients=1, state={"x": float("nan")})
         store.put_checkpoint(bad)
     assert store.get_checkpoint(job.job_id) is None
+
+
+# --- leases (decisions/0041) -----------------------------------------------------------------
+
+
+def test_a_lease_is_taken_once_renewed_and_taken_over_only_once_it_lapsed(store: JobStore) -> None:
+    """One replica holds a job; another cannot take it while the lease is live, can once it has
+    lapsed (the epoch grows), and the first one's renewal then fails: it must forget the job."""
+    job = create(store)
+    first = store.take_lease(job.job_id, "replica-a", 30.0)
+    assert first is not None and first.epoch == 1 and first.replica == "replica-a"
+    assert store.take_lease(job.job_id, "replica-b", 30.0) is None  # live: someone else's
+    assert store.renew_leases([first], 30.0)[0].expires_at >= first.expires_at
+    assert store.take_lease(job.job_id, "replica-b", 30.0, force=True) is not None  # forced
+    taken = store.lease_of(job.job_id)
+    assert taken is not None and (taken.replica, taken.epoch) == ("replica-b", 2)
+    assert store.renew_leases([first], 30.0) == []  # a's lease is gone: it was taken over
+    store.release_lease(taken)  # b stops: the lease lapses at once, its epoch kept
+    third = store.take_lease(job.job_id, "replica-a", 30.0)
+    assert third is not None and third.epoch == 3
+    store.end_lease(taken)  # not b's any more: nothing removed
+    assert store.lease_of(job.job_id) == third
+    store.end_lease(third)
+    assert store.lease_of(job.job_id) is None and store.leases() == []
+
+
+def test_a_lapsed_lease_is_taken_by_one_of_many_replicas_at_once(
+    factory: StoreFactory, tmp_path: Path
+) -> None:
+    """Eight replicas (each its own connection) race for one lapsed lease: exactly one wins."""
+    stores = [factory(tmp_path) for _ in range(8)]
+    try:
+        job = create(stores[0])
+        held = stores[0].take_lease(job.job_id, "dead", 0.0)
+        assert held is not None
+        time.sleep(0.01)  # it lapsed
+        won: list[object] = []
+        barrier = threading.Barrier(len(stores))
+
+        def race(i: int) -> None:
+            barrier.wait()
+            lease = stores[i].take_lease(job.job_id, f"replica-{i}", 30.0)
+            if lease is not None:
+                won.append(lease)
+
+        threads = [threading.Thread(target=race, args=(i,)) for i in range(len(stores))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1, won
+        assert stores[0].lease_of(job.job_id) == won[0]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_replica_that_lost_the_lease_cannot_write_the_job(store: JobStore) -> None:
+    """Fencing: every write about a job given the lease it was started under is refused, and
+    writes nothing, once another replica has taken the job over."""
+    from shoal.store.checkpoints import Checkpoint
+    from shoal.store.leases import LeaseLost
+
+    job = create(store)
+    old = store.take_lease(job.job_id, "replica-a", 0.0)
+    assert old is not None
+    assert store.transition(job.job_id, JobStatus.DISPATCHED, reason="deploying", fence=old) is not None
+    assert store.transition(job.job_id, JobStatus.RUNNING, reason="running", fence=old) is not None
+    store.put_checkpoint(Checkpoint(job_id=job.job_id, sites={"s": "app"}, min_clients=1), fence=old)
+    time.sleep(0.01)
+    new = store.take_lease(job.job_id, "replica-b", 30.0)
+    assert new is not None and new.epoch == old.epoch + 1
+    late = Checkpoint(job_id=job.job_id, sites={"s": "app"}, min_clients=1, last_round=7)
+    writes: list[Callable[[], object]] = [
+        lambda: store.transition(job.job_id, JobStatus.FINISHED_OK, reason="done", fence=old),
+        lambda: store.set_status_reason(job.job_id, "stale", fence=old),
+        lambda: store.set_first_error(job.job_id, {"site": "server", "type": "X", "message": "m"}, fence=old),
+        lambda: store.put_checkpoint(late, fence=old),
+        lambda: store.drop_checkpoint(job.job_id, fence=old),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLost):
+            write()
+    after = store.get_job(job.job_id)
+    assert after is not None and after.status is JobStatus.RUNNING
+    assert after.status_reason == "running" and after.first_error is None
+    row = store.get_checkpoint(job.job_id)
+    assert row is not None and row.last_round is None
+    # the new holder writes
+    store.set_status_reason(job.job_id, "resumed", fence=new)
+    assert store.transition(job.job_id, JobStatus.FINISHED_OK, reason="done", fence=new) is not None
+
+
+def test_jobs_without_a_live_lease_are_the_ones_to_take_over(store: JobStore) -> None:
+    running = [create(store, f"job-{i}") for i in range(3)]
+    for job in running:
+        store.transition(job.job_id, JobStatus.DISPATCHED)
+        store.transition(job.job_id, JobStatus.RUNNING)
+    store.take_lease(running[0].job_id, "live", 60.0)
+    store.take_lease(running[1].job_id, "dead", 0.0)  # lapsed; running[2] has none
+    now = time.time() + 0.01
+    found = store.jobs_without_live_lease([JobStatus.RUNNING], now)
+    assert [j.job_id for j in found] == [running[1].job_id, running[2].job_id]
+    assert store.jobs_without_live_lease([JobStatus.SUBMITTED], now) == []
+
+
+def test_a_waiting_reason_for_a_status_is_not_written_once_the_job_moved_on(store: JobStore) -> None:
+    """A replica that saw a job waiting must not write over what the one that started it said."""
+    job = create(store)
+    store.set_status_reason(job.job_id, "waiting for sites", status=JobStatus.SUBMITTED)
+    store.transition(job.job_id, JobStatus.DISPATCHED, reason="deploying")
+    store.set_status_reason(job.job_id, "waiting for sites: none", status=JobStatus.SUBMITTED)
+    after = store.get_job(job.job_id)
+    assert after is not None and after.status_reason == "deploying"

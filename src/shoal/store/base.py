@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from shoal.store.checkpoints import Checkpoint
+from shoal.store.leases import Lease
 from shoal.wire.status import JobStatus
 
 #: Job ids are random integers in [1, 2**53): every JSON parser reads them exactly.
@@ -134,8 +135,12 @@ class JobStore(Protocol):
         *,
         reason: str = "",
         first_error: dict[str, Any] | None = None,
+        fence: Lease | None = None,
     ) -> JobRecord | None:
         """Compare-and-set the status in one transaction; return the new record or None.
+
+        ``fence`` (here and in the other writes about one job): done only while that lease still
+        holds the job, else ``shoal.store.leases.LeaseLost`` is raised and nothing written.
 
         None means the table forbids the change (for instance the job is already terminal) or
         the job does not exist. RUNNING sets ``start_time``; a terminal status sets
@@ -144,16 +149,25 @@ class JobStore(Protocol):
         """
         ...
 
-    def set_status_reason(self, job_id: int, reason: str) -> None:
-        """Say why a job is still waiting (for instance "waiting for 2 sites"); committed."""
+    def set_status_reason(
+        self, job_id: int, reason: str, *, fence: Lease | None = None, status: JobStatus | None = None
+    ) -> None:
+        """Say why a job is still waiting (for instance "waiting for 2 sites"); committed.
+        ``status``: only while the job is in that status (a replica that saw it waiting must
+        not write over what the replica that started it said)."""
         ...
 
-    def set_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+    def set_first_error(self, job_id: int, error: dict[str, Any], *, fence: Lease | None = None) -> None:
         """Record the first failure of a job; a later call must not replace it. Committed."""
         ...
 
     def jobs_in_status(self, statuses: Iterable[JobStatus]) -> list[JobRecord]:
         """Every job in one of ``statuses``, oldest first (scheduler queue and restart settling)."""
+        ...
+
+    def jobs_without_live_lease(self, statuses: Iterable[JobStatus], now: float) -> list[JobRecord]:
+        """Jobs in one of ``statuses`` whose lease lapsed before ``now`` or that have none, oldest
+        first: what a replica may take over (decisions/0041)."""
         ...
 
     def count_by_status(self) -> dict[JobStatus, int]:
@@ -172,7 +186,7 @@ class JobStore(Protocol):
         """How many jobs still reference a stored archive (clones share one); a blob with none may go."""
         ...
 
-    def put_checkpoint(self, checkpoint: Checkpoint) -> None:
+    def put_checkpoint(self, checkpoint: Checkpoint, *, fence: Lease | None = None) -> None:
         """Insert or replace a running job's checkpoint row (``shoal.store.checkpoints``); committed."""
         ...
 
@@ -180,12 +194,36 @@ class JobStore(Protocol):
         """The job's checkpoint row, or None."""
         ...
 
-    def drop_checkpoint(self, job_id: int) -> None:
+    def drop_checkpoint(self, job_id: int, *, fence: Lease | None = None) -> None:
         """Remove the job's checkpoint row (the job ended); committed."""
         ...
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint row (one per running job, and rows a server died before dropping)."""
+        ...
+
+    def take_lease(self, job_id: int, replica: str, ttl: float, *, force: bool = False) -> Lease | None:
+        """Take the job's lease for ``replica`` if none is live (``shoal.store.leases``)."""
+        ...
+
+    def renew_leases(self, leases: Iterable[Lease], ttl: float) -> list[Lease]:
+        """Renew the leases still held; those taken over are missing from the answer."""
+        ...
+
+    def release_lease(self, lease: Lease) -> None:
+        """Let a held lease lapse now (another replica may take the job over at once)."""
+        ...
+
+    def end_lease(self, lease: Lease) -> None:
+        """Remove a held lease (its job ended)."""
+        ...
+
+    def lease_of(self, job_id: int) -> Lease | None:
+        """The job's lease row, held or lapsed, or None."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease row."""
         ...
 
     def close(self) -> None:

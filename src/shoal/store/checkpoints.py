@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from shoal.store.leases import Lease
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -64,8 +66,12 @@ class CheckpointRows:
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def put_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Insert or replace the job's row; committed before it returns."""
+    def _check_fence(self, conn: Any, fence: Lease | None) -> None:
+        raise NotImplementedError
+
+    def put_checkpoint(self, checkpoint: Checkpoint, *, fence: Lease | None = None) -> None:
+        """Insert or replace the job's row; committed before it returns (``fence``: only while
+        that lease holds the job, ``shoal.store.leases``)."""
         m = self._MARK
         values = (
             checkpoint.job_id,
@@ -80,6 +86,7 @@ class CheckpointRows:
             time.time(),
         )
         with self._write() as conn:
+            self._check_fence(conn, fence)
             conn.execute(
                 f"INSERT INTO job_checkpoints ({_COLUMNS}, updated) VALUES ({', '.join([m] * 10)}) "
                 "ON CONFLICT (job_id) DO UPDATE SET sites = excluded.sites, "
@@ -94,8 +101,9 @@ class CheckpointRows:
         rows = self._read(f"SELECT {_COLUMNS} FROM job_checkpoints WHERE job_id = {self._MARK}", (job_id,))
         return _from_row(rows[0]) if rows else None
 
-    def drop_checkpoint(self, job_id: int) -> None:
+    def drop_checkpoint(self, job_id: int, *, fence: Lease | None = None) -> None:
         with self._write() as conn:
+            self._check_fence(conn, fence)
             conn.execute(f"DELETE FROM job_checkpoints WHERE job_id = {self._MARK}", (job_id,))
 
     def checkpoints(self) -> list[Checkpoint]:

@@ -29,6 +29,7 @@ from typing import Any
 from shoal.errors import ShoalError
 from shoal.store.base import JOB_ID_LIMIT, TOKEN_CREATED, TOKEN_JOB_DELETED, JobRecord, Submitter
 from shoal.store.checkpoints import CheckpointRows
+from shoal.store.leases import Lease, LeaseRows
 from shoal.wire.status import TERMINAL, JobStatus, can_transition
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
@@ -147,7 +148,7 @@ def _raise_if_deleted(row: tuple[Any, ...]) -> None:
         )
 
 
-class SqlJobStore(CheckpointRows):
+class SqlJobStore(LeaseRows, CheckpointRows):
     """The JobStore contract over any DB-API-like connection; see the module for the hooks."""
 
     _MARK = "?"
@@ -347,12 +348,14 @@ class SqlJobStore(CheckpointRows):
         *,
         reason: str = "",
         first_error: dict[str, Any] | None = None,
+        fence: Lease | None = None,
     ) -> JobRecord | None:
         new_status = JobStatus(new_status)
         if not self._known_id(job_id):
             return None
         error_text = json.dumps(first_error, sort_keys=True) if first_error is not None else None
         with self._write() as conn:
+            self._check_fence(conn, fence)
             row = self._exec(
                 conn, "SELECT status FROM jobs WHERE job_id = ?" + self._FOR_UPDATE, (job_id,)
             ).fetchone()
@@ -382,12 +385,23 @@ class SqlJobStore(CheckpointRows):
                 return None
             return self._get(conn, job_id)
 
-    def set_status_reason(self, job_id: int, reason: str) -> None:
+    def set_status_reason(
+        self, job_id: int, reason: str, *, fence: Lease | None = None, status: JobStatus | None = None
+    ) -> None:
         with self._write() as conn:
-            self._exec(conn, "UPDATE jobs SET status_reason = ? WHERE job_id = ?", (reason, job_id))
+            self._check_fence(conn, fence)
+            if status is None:
+                self._exec(conn, "UPDATE jobs SET status_reason = ? WHERE job_id = ?", (reason, job_id))
+            else:
+                self._exec(
+                    conn,
+                    "UPDATE jobs SET status_reason = ? WHERE job_id = ? AND status = ?",
+                    (reason, job_id, JobStatus(status).value),
+                )
 
-    def set_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+    def set_first_error(self, job_id: int, error: dict[str, Any], *, fence: Lease | None = None) -> None:
         with self._write() as conn:
+            self._check_fence(conn, fence)
             self._exec(
                 conn,
                 "UPDATE jobs SET first_error = ? WHERE job_id = ? AND first_error IS NULL",
@@ -401,6 +415,20 @@ class SqlJobStore(CheckpointRows):
         marks = ", ".join("?" for _ in wanted)
         rows = self._query(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({marks}) ORDER BY submit_time, seq", wanted
+        )
+        return [record_of(r) for r in rows]
+
+    def jobs_without_live_lease(self, statuses: Iterable[JobStatus], now: float) -> list[JobRecord]:
+        wanted = sorted({JobStatus(s).value for s in statuses})
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        columns = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+        rows = self._query(
+            f"SELECT {columns} FROM jobs j LEFT JOIN job_leases l ON l.job_id = j.job_id "
+            f"WHERE j.status IN ({marks}) AND (l.job_id IS NULL OR l.expires_at < ?) "
+            "ORDER BY j.submit_time, j.seq",
+            [*wanted, now],
         )
         return [record_of(r) for r in rows]
 
