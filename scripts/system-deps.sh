@@ -50,3 +50,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "make test: chromium is not installed (Debian's chromium package, /usr/bin/chromium): the dashboard tests cannot run" >&2
     exit 1
 fi
+
+# tests/faults/test_replicas.py puts Debian's HAProxy (TCP mode, TLS passed through) in front of
+# two server replicas (tests/haproxy.py).
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    echo "make test: installing haproxy for the server replica tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+fi
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    echo "make test: haproxy is not installed (Debian's haproxy package): the replica tests cannot run" >&2
+    exit 1
+fi

@@ -97,6 +97,9 @@ MAX_RUNNING_JOBS = "SHOAL_MAX_RUNNING_JOBS"
 STORE_URL = "SHOAL_STORE_URL"
 BLOBS_URL = "SHOAL_BLOBS_URL"
 MLFLOW_TRACKING_URI = "SHOAL_MLFLOW_TRACKING_URI"
+REPLICA_ID = "SHOAL_REPLICA_ID"
+LEASE_TTL = "SHOAL_LEASE_TTL"
+LEASE_RENEW = "SHOAL_LEASE_RENEW"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 AWS_REGION = "AWS_REGION"
 AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
@@ -227,6 +230,30 @@ SETTINGS: tuple[Setting, ...] = (
         "where job archives and models are kept: `s3://bucket/prefix` (default: the workspace's "
         "`blobs/` folder); before `blobs_url` in local/storage.json",
         secret=True,
+    ),
+    Setting(
+        REPLICA_ID,
+        "text",
+        SERVER,
+        "this server process's name among the replicas sharing one PostgreSQL store (default: a "
+        "random one at each start): the holder its jobs' leases name, and the replica a job taken "
+        "over from it says stopped (decisions/0041)",
+    ),
+    Setting(
+        LEASE_TTL,
+        "seconds",
+        SERVER,
+        "seconds a job's lease lasts unless its replica renews it; past it another replica takes "
+        "the job over from its last finished round (decisions/0041)",
+        default="3",
+    ),
+    Setting(
+        LEASE_RENEW,
+        "seconds",
+        SERVER,
+        "seconds between a replica's renewals of its jobs' leases and its looks for jobs whose "
+        "replica stopped (keep it well under SHOAL_LEASE_TTL)",
+        default="1",
     ),
     Setting(
         MLFLOW_TRACKING_URI,

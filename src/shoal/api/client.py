@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     Progress = Callable[[int, int | None], None]
 
 LONG_POLL = 25.0  # seconds one wait request is held open by the server
+#: Seconds ``wait_job`` keeps asking again after its held poll was cut (a replica stopped).
+WAIT_RECONNECT = 30.0
 #: The server (aiohttp) reads at most 8190 bytes of request line, then answers a bare 400. A
 #: request target past this is refused here, naming the value that made it long.
 MAX_TARGET_BYTES = 8000
@@ -229,15 +231,34 @@ class AdminClient:
         retrying after a poll returned without news.
         """
         deadline = time.monotonic() + timeout if timeout > 0 else None
+        answered = False
+        cut_since: float | None = None
         while True:
             hold = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
             asked = time.monotonic()
-            answer: answers.Waited = self._request(
-                "GET",
-                routes.fill(routes.JOB_WAIT, job_id=job_id),
-                {"study": study, "timeout": f"{hold:.3f}"},
-                timeout=hold + 30,
-            )
+            try:
+                answer: answers.Waited = self._request(
+                    "GET",
+                    routes.fill(routes.JOB_WAIT, job_id=job_id),
+                    {"study": study, "timeout": f"{hold:.3f}"},
+                    timeout=hold + 30,
+                )
+            except ShoalError as exc:
+                # A poll is only a read: one cut after the server had answered or held it (its
+                # replica stopped behind a load balancer; decisions/0041) is asked again, of
+                # whichever server answers now, for up to WAIT_RECONNECT seconds.
+                held = answered or time.monotonic() - asked >= 1.0
+                cut_since = cut_since if cut_since is not None else time.monotonic()
+                if (
+                    exc.code != "CONNECTION_FAILED"
+                    or not held
+                    or time.monotonic() - cut_since > WAIT_RECONNECT
+                ):
+                    raise
+                answered = True
+                time.sleep(0.2)
+                continue
+            answered, cut_since = True, None
             if answer["terminal"]:
                 return True, answer["job"]
             if deadline is not None and time.monotonic() >= deadline:

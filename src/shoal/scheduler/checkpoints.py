@@ -20,6 +20,7 @@ from typing import Any
 from shoal.store.base import JobStore
 from shoal.store.blobs import Blobs
 from shoal.store.checkpoints import Checkpoint
+from shoal.store.leases import Lease
 
 
 class CheckpointKeeper:
@@ -28,33 +29,40 @@ class CheckpointKeeper:
         self.blobs = blobs
         self._lock = asyncio.Lock()
 
-    async def put(self, checkpoint: Checkpoint) -> None:
+    async def put(self, checkpoint: Checkpoint, *, fence: Lease | None = None) -> None:
         """Write a row that names no new blob (the job started, its workflow said it can resume),
-        off the event loop (its commit waits for the disk)."""
+        off the event loop (its commit waits for the disk). ``fence`` here and below: only while
+        that lease holds the job (``shoal.store.leases.LeaseLost`` otherwise)."""
         async with self._lock:
-            await asyncio.to_thread(self.store.put_checkpoint, checkpoint)
+            await asyncio.to_thread(self.store.put_checkpoint, checkpoint, fence=fence)
 
     async def store_model(
-        self, checkpoint: Checkpoint, model: Path, *, round_number: int, state: dict[str, Any]
+        self,
+        checkpoint: Checkpoint,
+        model: Path,
+        *,
+        round_number: int,
+        state: dict[str, Any],
+        fence: Lease | None = None,
     ) -> Checkpoint:
         """Round ``round_number`` finished with ``model`` (a server-held file) and ``state``:
         the new row, committed, with the previous round's model blob released."""
         async with self._lock:
             sha = await asyncio.to_thread(self.blobs.put_file, model)
             new = replace(checkpoint, last_round=round_number, state=state, model_sha256=sha)
-            await asyncio.to_thread(self.store.put_checkpoint, new)
+            await asyncio.to_thread(self.store.put_checkpoint, new, fence=fence)
             if checkpoint.model_sha256 and checkpoint.model_sha256 != sha:
                 await asyncio.to_thread(self.release, checkpoint.model_sha256)
             return new
 
-    async def drop(self, checkpoint: Checkpoint) -> None:
+    async def drop(self, checkpoint: Checkpoint, *, fence: Lease | None = None) -> None:
         """The job ended: its row and (unless shared) its model blob go."""
         async with self._lock:
-            await asyncio.to_thread(self.drop_now, checkpoint)
+            await asyncio.to_thread(self.drop_now, checkpoint, fence)
 
-    def drop_now(self, checkpoint: Checkpoint) -> None:
+    def drop_now(self, checkpoint: Checkpoint, fence: Lease | None = None) -> None:
         """``drop`` for the server's start, before anything else runs."""
-        self.store.drop_checkpoint(checkpoint.job_id)
+        self.store.drop_checkpoint(checkpoint.job_id, fence=fence)
         if checkpoint.model_sha256:
             self.release(checkpoint.model_sha256)
 

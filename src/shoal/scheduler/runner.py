@@ -23,6 +23,7 @@ from shoal.scheduler.controller_messages import checked_checkpoint, checked_task
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
 from shoal.store.checkpoints import Checkpoint
+from shoal.store.leases import Lease, LeaseLost
 from shoal.wire.channel import (
     MAX_MESSAGE_BYTES,
     METRIC_KEY_MAX,
@@ -91,19 +92,24 @@ class RunHost(Protocol):
         """The job's live facts changed: wake whoever waits on them (wait, monitor)."""
         ...
 
-    async def set_status(self, job_id: int, status: JobStatus, reason: str) -> object:
-        """Move the job to ``status`` (the store's compare-and-set), committed off the loop."""
+    async def set_status(
+        self, job_id: int, status: JobStatus, reason: str, fence: Lease | None = None
+    ) -> object:
+        """Move the job to ``status`` (the store's compare-and-set), committed off the loop; with
+        ``fence``, only while that lease holds the job (here and below: decisions/0041)."""
         ...
 
-    async def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+    async def record_first_error(
+        self, job_id: int, error: dict[str, Any], fence: Lease | None = None
+    ) -> None:
         """Keep ``error`` as the job's first error unless it has one."""
         ...
 
-    def record_first_error_soon(self, job_id: int, error: dict[str, Any]) -> None:
+    def record_first_error_soon(self, job_id: int, error: dict[str, Any], fence: Lease | None = None) -> None:
         """``record_first_error`` from code that cannot await, in order with the other writes."""
         ...
 
-    async def set_reason(self, job_id: int, reason: str) -> None:
+    async def set_reason(self, job_id: int, reason: str, fence: Lease | None = None) -> None:
         """Say why the job is where it is without moving it (a resumed job: "running: resumed ...")."""
         ...
 
@@ -240,7 +246,15 @@ class JobRun:
         #: still run its training script (they are not deployed to again: the script goes on).
         self.checkpoint = Checkpoint(job_id=job_id, sites=dict(site_apps), min_clients=min_clients)
         self.resume_from: Checkpoint | None = None
+        #: What the resumed run came back from, as its reason says ("the server restarted",
+        #: "replica X stopped").
+        self.resume_event = "the server restarted"
         self.attached: set[str] = set()
+        #: This server replica's lease on the job (decisions/0041): every write about the job
+        #: is fenced by it. ``_lost``: another replica took the job over; this run is forgotten
+        #: without writing anything (``forget``).
+        self.lease: Lease | None = None
+        self._lost = False
         self._next_checkpoint: tuple[int, Path, dict[str, Any]] | None = None  # waiting to be stored
         self._checkpointing: asyncio.Task[None] | None = None  # storing them, one at a time
         self._settled = asyncio.Event()
@@ -302,7 +316,7 @@ class JobRun:
         if resuming is not None:
             # the sites it runs on now (all of them, or those back in time), one more restart
             self.checkpoint = replace(resuming, sites=dict(self.site_apps), restarts=resuming.restarts + 1)
-        await self.host.checkpoints.put(self.checkpoint)
+        await self.host.checkpoints.put(self.checkpoint, fence=self.lease)
         sandbox = self.host.sandbox
         # The workflow reads its job, the results handed to it and the checkpoint it resumes
         # from, writes only its scratch and output folders, and opens no network connection:
@@ -326,15 +340,15 @@ class JobRun:
                     site, {"type": "SiteDisconnected", "message": "site disconnected before deploy"}
                 )
         if resuming is None:
-            await self.host.set_status(self.job_id, JobStatus.RUNNING, "running")
+            await self.host.set_status(self.job_id, JobStatus.RUNNING, "running", self.lease)
         else:
             after = (
                 "before its first round ended"
                 if resuming.last_round is None
                 else f"after round {resuming.last_round}"
             )
-            said = f"running: resumed {after} when the server restarted (restart {self.checkpoint.restarts})"
-            await self.host.set_reason(self.job_id, said)
+            said = f"running: resumed {after} when {self.resume_event} (restart {self.checkpoint.restarts})"
+            await self.host.set_reason(self.job_id, said, self.lease)
             self.notice(f"server: {said}")
             log.warning("job %s: %s", self.job_id, said)
         asyncio.get_running_loop().create_task(self._pump(reader))
@@ -366,6 +380,9 @@ class JobRun:
             )
         if self._writer is not None:
             self._writer.close()
+        if self._lost:
+            await self._forgotten()
+            return
         await self._finish()
 
     async def _relay(self, reader: asyncio.StreamReader) -> None:
@@ -485,7 +502,7 @@ class JobRun:
 
     async def _on_resumable(self, message: Resumable) -> None:
         self.checkpoint = replace(self.checkpoint, resumable=message.value, workflow=message.workflow[:128])
-        await self.host.checkpoints.put(self.checkpoint)
+        await self.host.checkpoints.put(self.checkpoint, fence=self.lease)
 
     async def _on_checkpoint(self, message: RoundCheckpoint) -> None:
         """A finished round's checkpoint: the model file is taken out of the workflow's folder
@@ -520,7 +537,7 @@ class JobRun:
             self._next_checkpoint = None
             try:
                 self.checkpoint = await self.host.checkpoints.store_model(
-                    self.checkpoint, model, round_number=round_number, state=state
+                    self.checkpoint, model, round_number=round_number, state=state, fence=self.lease
                 )
             except Exception as exc:  # the blob store or the store is away: the job goes on
                 log.warning(
@@ -685,7 +702,7 @@ class JobRun:
         self.progress.site_status[site] = "failed"
         message = str(error.get("message", "failed"))
         self.host.record_first_error_soon(
-            self.job_id, {"site": site, "type": error.get("type", "Error"), "message": message}
+            self.job_id, {"site": site, "type": error.get("type", "Error"), "message": message}, self.lease
         )
         self._send_controller(SiteFailed(site=site, reason=message))
 
@@ -762,7 +779,7 @@ class JobRun:
             self.notice(f"server: a file the workflow wrote was not kept: {what}")
         await self._keep_outputs()
         if error is not None:
-            await self.host.record_first_error(self.job_id, error)
+            await self.host.record_first_error(self.job_id, error, self.lease)
         if self._next_checkpoint is not None:  # ending: nothing to resume, nothing more to store
             self._next_checkpoint[1].unlink(missing_ok=True)
             self._next_checkpoint = None
@@ -770,8 +787,11 @@ class JobRun:
             await asyncio.gather(self._checkpointing, return_exceptions=True)
         # Before the status: whoever it wakes (a job wait) finds the run's folders gone.
         await asyncio.to_thread(self._cleanup_run_dir)
-        await self.host.set_status(self.job_id, status, reason)
-        await self.host.checkpoints.drop(self.checkpoint)  # ended: nothing to resume
+        await self.host.set_status(self.job_id, status, reason, self.lease)
+        try:
+            await self.host.checkpoints.drop(self.checkpoint, fence=self.lease)  # ended: nothing to resume
+        except LeaseLost:  # taken over meanwhile: the row is the new holder's
+            log.warning("job %s: another replica took it over as it ended here", self.job_id)
         self.done.set()
         self.host.run_finished(self)
 
@@ -831,6 +851,35 @@ class JobRun:
     def kill(self) -> None:
         """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""
         self._kill_group()
+
+    @property
+    def ending(self) -> bool:
+        """Whether the run is on its way out (an outcome is known, or it is finishing)."""
+        return self._outcome is not None or self._finishing
+
+    def forget(self) -> None:
+        """Another replica took the job over (this one's lease was lost) or this replica is
+        stopping and hands it over: kill the controller and drop the run without a word to the
+        store or the sites, which now belong to whoever resumes the job (decisions/0041)."""
+        self._lost = True
+        if self._outcome is None:  # nothing more goes to the controller
+            self._outcome = (JobStatus.ABANDONED, "handed over to another replica", None)
+        if self._proc is None:  # never started: no pump to end it
+            self.done.set()
+        self.kill()
+
+    async def _forgotten(self) -> None:
+        """The end of a forgotten run: only this server's own things go (its trackers, the run's
+        local folders); the job's row, checkpoint and sites are left to the new holder."""
+        if self._next_checkpoint is not None:
+            self._next_checkpoint[1].unlink(missing_ok=True)
+            self._next_checkpoint = None
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        if self.tracking is not None:
+            await self.tracking.close()
+        await asyncio.to_thread(self._cleanup_run_dir)
+        self.done.set()
 
     def _kill_group(self) -> None:
         """SIGKILL the controller's process group: the controller and whatever it started. Done

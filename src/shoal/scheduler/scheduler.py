@@ -12,6 +12,7 @@ milliseconds on a busy disk, and on the event loop it held every request behind 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import shutil
@@ -27,6 +28,7 @@ from shoal.errors import ShoalError
 from shoal.runtime.launcher import ForkServer
 from shoal.scheduler.checkpoints import CheckpointKeeper
 from shoal.scheduler.events import JobEvents
+from shoal.scheduler.replica import ReplicaDuties, new_replica_id
 from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.runner import JobPaths, JobRun
 from shoal.scheduler.sites import SiteRegistry
@@ -34,6 +36,7 @@ from shoal.scheduler.totals import ServerTotals
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import Blobs
 from shoal.store.checkpoints import Checkpoint
+from shoal.store.leases import Lease, LeaseLost
 from shoal.wire.archive import extract_archive
 from shoal.wire.jobdef import load_job_definition
 from shoal.wire.messages import Message, encode
@@ -82,7 +85,7 @@ def server_app_of(deploy_map: dict[str, list[str]]) -> str | None:
     return None
 
 
-class Scheduler:
+class Scheduler(ReplicaDuties):
     def __init__(
         self,
         store: JobStore,
@@ -93,7 +96,19 @@ class Scheduler:
         study_sites: Callable[[str], set[str] | None] = lambda study: None,
         custom_code_allowed: Callable[[str], bool] = lambda study: False,
         sandbox: Sandbox | None = None,
+        replica: str = "",
+        shared: bool = False,
+        lease_ttl: float = 3.0,
+        lease_renew: float = 1.0,
     ) -> None:
+        # This server among the replicas sharing its store (decisions/0041): its name, whether
+        # another server process may share the store (PostgreSQL), and its jobs' leases.
+        self.replica = replica or new_replica_id()
+        self.shared = shared
+        self.lease_ttl = lease_ttl
+        self.lease_renew = lease_renew
+        self.leases: dict[int, Lease] = {}
+        self.resume_event: dict[int, str] = {}
         self.study_sites = study_sites
         self.custom_code_allowed = custom_code_allowed  # a study's workflows may be custom code
         self.sandbox = sandbox  # what confines the workflows' processes (None: nothing)
@@ -114,7 +129,9 @@ class Scheduler:
         #: Jobs that were RUNNING when the previous server died and can resume: their
         #: checkpoint rows, until their sites are back and they run again (decisions/0040).
         self.resuming: dict[int, Checkpoint] = {}
-        self._resume_until = 0.0  # monotonic time until which a job to resume waits for all its sites
+        self._resume_until: dict[
+            int, float
+        ] = {}  # until when (monotonic) a job to resume waits for all its sites
         self._resume_timer: asyncio.TimerHandle | None = None
         self._starting: set[int] = set()  # jobs a dispatch pass is resuming right now
         # The last live facts of recently finished jobs (bounded), so meta and monitor can still
@@ -135,34 +152,30 @@ class Scheduler:
         return JobPaths(self.jobs_root / str(job_id))
 
     def settle_after_restart(self) -> int:
-        """At start, the jobs a previous server process left DISPATCHED or RUNNING: a RUNNING
-        job whose workflow said it can resume waits in ``resuming`` for its sites; the others
-        end ABANDONED, with why. Returns how many were settled; checkpoint rows of jobs that
-        are not running (the server died between a job's end and the row's removal) go. Then
-        the files of settled jobs still on local disk go where the blob store keeps them."""
+        """At start, the jobs a previous server process left DISPATCHED or RUNNING. With SQLite
+        this process is the store's only server (the workspace lock says so), so it takes every
+        one's lease at once: a RUNNING job whose workflow said it can resume waits in
+        ``resuming`` for its sites; the others end ABANDONED, with why. With a shared store
+        (PostgreSQL) another replica may be running them: they are taken over only once their
+        lease lapses (``keep_leases``). Returns how many were settled; checkpoint rows of jobs
+        that are not running (a server died between a job's end and the row's removal) go.
+        Then the files of settled jobs still on local disk go where the blob store keeps them."""
         rows = {c.job_id: c for c in self.store.checkpoints()}
+        held = self.store.jobs_in_status([JobStatus.DISPATCHED, JobStatus.RUNNING])
         settled = 0
-        for job in self.store.jobs_in_status([JobStatus.DISPATCHED, JobStatus.RUNNING]):
-            row = rows.pop(job.job_id, None)
-            if job.status is JobStatus.RUNNING and row is not None and row.resumable:
-                self.resuming[job.job_id] = row
-                self.store.set_status_reason(
-                    job.job_id, "resuming after the server restarted: waiting for its sites"
-                )
-                continue
-            if job.status is JobStatus.DISPATCHED:
-                reason = RESTARTED
-            elif row is None or not row.workflow:
-                reason = f"{RESTARTED}, before its workflow said whether it can resume"
-            else:
-                reason = f"{RESTARTED}; its workflow {row.workflow} cannot resume"
-            if self.store.transition(job.job_id, JobStatus.ABANDONED, reason=brief(reason)):
-                settled += 1
-            if row is not None:
-                self.checkpoints.drop_now(row)
+        if not self.shared:
+            for job in held:
+                lease = self.store.take_lease(job.job_id, self.replica, self.lease_ttl, force=True)
+                assert lease is not None  # forced
+                row = self.settle_one(job, lease, "the server restarted", RESUME_WAIT)
+                if row is None:
+                    settled += 1
+                else:
+                    self.hold_to_resume(row, lease, "the server restarted", RESUME_WAIT)
+        active = {job.job_id for job in held}
         for stale in rows.values():
-            self.checkpoints.drop_now(stale)
-        self._resume_until = time.monotonic() + RESUME_WAIT
+            if stale.job_id not in active:
+                self.checkpoints.drop_now(stale)
         if self.resuming:
             log.warning("%d job(s) will resume once their sites are back", len(self.resuming))
         left = self.job_files.left_behind()
@@ -197,8 +210,18 @@ class Scheduler:
         future = self._writer.submit(call, *args)
         future.add_done_callback(_log_write_failure)
 
-    async def set_status(self, job_id: int, status: JobStatus, reason: str) -> JobRecord | None:
-        record = await self.write(self.store.transition, job_id, status, reason=brief(reason))
+    async def set_status(
+        self, job_id: int, status: JobStatus, reason: str, fence: Lease | None = None
+    ) -> JobRecord | None:
+        """Move the job (compare-and-set); with ``fence`` only while that lease holds the job:
+        one lost means another replica took the job over, and it is forgotten here."""
+        try:
+            record = await self.write(
+                self.store.transition, job_id, status, reason=brief(reason), fence=fence
+            )
+        except LeaseLost:
+            self.lease_lost(job_id, fence)
+            return None
         self.events.notify(job_id)
         return record
 
@@ -214,19 +237,29 @@ class Scheduler:
         args = self.update_checks.controller_args()
         return [*args, "--allow-custom-code"] if self.custom_code_allowed(study) else args
 
-    def _first_error(self, job_id: int, error: dict[str, Any]) -> None:
-        self.store.set_first_error(job_id, {**error, "message": brief(str(error.get("message", "")))})
+    def _first_error(self, job_id: int, error: dict[str, Any], fence: Lease | None = None) -> None:
+        message = brief(str(error.get("message", "")))
+        self.store.set_first_error(job_id, {**error, "message": message}, fence=fence)
 
-    async def record_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+    async def record_first_error(
+        self, job_id: int, error: dict[str, Any], fence: Lease | None = None
+    ) -> None:
         """Keep ``error`` as the job's first error unless it has one (the store keeps the first)."""
-        await self.write(self._first_error, job_id, error)
+        try:
+            await self.write(self._first_error, job_id, error, fence)
+        except LeaseLost:
+            self.lease_lost(job_id, fence)
 
-    def record_first_error_soon(self, job_id: int, error: dict[str, Any]) -> None:
+    def record_first_error_soon(self, job_id: int, error: dict[str, Any], fence: Lease | None = None) -> None:
         """``record_first_error`` from code that cannot await; the writer keeps the order."""
-        self.write_soon(self._first_error, job_id, error)
+        self.write_soon(self._first_error, job_id, error, fence)
 
-    async def set_reason(self, job_id: int, reason: str) -> None:
-        await self.write(self.store.set_status_reason, job_id, brief(reason))
+    async def set_reason(self, job_id: int, reason: str, fence: Lease | None = None) -> None:
+        try:
+            await self.write(self.store.set_status_reason, job_id, brief(reason), fence=fence)
+        except LeaseLost:
+            self.lease_lost(job_id, fence)
+            return
         self.events.notify(job_id)
 
     def kick(self) -> None:
@@ -267,9 +300,18 @@ class Scheduler:
             except Exception as exc:
                 log.exception("job %s: resuming it failed", job_id)
                 row = self.resuming.pop(job_id, None)
-                await self.set_status(job_id, JobStatus.ABANDONED, f"{RESTARTED}; resuming it failed: {exc}")
+                fence = self.leases.get(job_id)
+                event = self.resume_event.get(job_id, "the server restarted")
+                await self.set_status(
+                    job_id,
+                    JobStatus.ABANDONED,
+                    f"{event} while the job was running; resuming it failed: {exc}",
+                    fence,
+                )
                 if row is not None:
-                    await self.checkpoints.drop(row)
+                    with contextlib.suppress(LeaseLost):
+                        await self.checkpoints.drop(row, fence=fence)
+                self._end_lease(job_id)
         # Read in a worker thread: the queue a sweep leaves is hundreds of jobs, and reading and
         # decoding them on the loop held every answer for up to ~90 ms a pass under load.
         waiting = await asyncio.to_thread(self.store.jobs_in_status, [JobStatus.SUBMITTED])
@@ -320,16 +362,17 @@ class Scheduler:
         job = self.store.get_job(job_id)
         if job is None or job.status is not JobStatus.RUNNING:  # aborted or deleted meanwhile
             del self.resuming[job_id]
-            await self.checkpoints.drop(row)
+            with contextlib.suppress(LeaseLost):
+                await self.checkpoints.drop(row, fence=self.leases.get(job_id))
+            self._end_lease(job_id)
             return
         back = {s: app for s, app in row.sites.items() if s in connected and self._serves(s, job.study)}
         missing = sorted(set(row.sites) - set(back))
-        left = self._resume_until - time.monotonic()
+        left = self._resume_until.get(job_id, 0.0) - time.monotonic()
+        event = self.resume_event.get(job_id, "the server restarted")
         if missing and (left > 0 or len(back) < row.min_clients):
             wait = f" (up to {left:.0f}s more)" if left > 0 else f"; {row.min_clients} needed"
-            await self._set_reason(
-                job, f"resuming after the server restarted: waiting for {', '.join(missing)}{wait}"
-            )
+            await self._set_reason(job, f"resuming after {event}: waiting for {', '.join(missing)}{wait}")
             if left > 0 and self._resume_timer is None:  # look again when the wait is over
                 self._resume_timer = asyncio.get_running_loop().call_later(left + 0.1, self._resume_wait_over)
             return
@@ -337,9 +380,7 @@ class Scheduler:
             return
         gpus, waits = self._take_resources(job, back)
         if gpus is None:
-            await self._set_reason(
-                job, "resuming after the server restarted: waiting for resources: " + "; ".join(waits)
-            )
+            await self._set_reason(job, f"resuming after {event}: waiting for resources: " + "; ".join(waits))
             return
         # It stays in ``resuming`` until its run is registered: a site asking about it meanwhile
         # (an old result, the archive) is answered as for a resuming job, never "not running".
@@ -371,6 +412,8 @@ class Scheduler:
             run.gpus = gpus
             run.archive_sha256 = job.content_sha256
             run.resume_from = row
+            run.resume_event = self.resume_event.get(job.job_id, "the server restarted")
+            run.lease = self.leases.get(job.job_id)
             run.attached = {
                 s for s in targets if (c := self.sites.get(s)) is not None and str(job.job_id) in c.jobs
             }
@@ -383,11 +426,20 @@ class Scheduler:
             log.exception("job %s could not resume", job.job_id)
             self.resuming.pop(job.job_id, None)
             self.runs.pop(job.job_id, None)
+            fence = self.leases.get(job.job_id)
             await self.record_first_error(
-                job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}
+                job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}, fence
             )
-            await self.set_status(job.job_id, JobStatus.ABANDONED, f"{RESTARTED}; it could not resume: {exc}")
-            await self.checkpoints.drop(row)
+            event = self.resume_event.get(job.job_id, "the server restarted")
+            await self.set_status(
+                job.job_id,
+                JobStatus.ABANDONED,
+                f"{event} while the job was running; it could not resume: {exc}",
+                fence,
+            )
+            with contextlib.suppress(LeaseLost):
+                await self.checkpoints.drop(row, fence=fence)
+            self._end_lease(job.job_id)
             return False
 
     def _serving(self, connected: list[str], study: str) -> list[str]:
@@ -436,9 +488,26 @@ class Scheduler:
         return studies is None or study in studies
 
     async def _set_reason(self, job: JobRecord, reason: str) -> None:
-        if job.status_reason != reason:
-            await self.write(self.store.set_status_reason, job.job_id, reason)
-            self.events.notify(job.job_id)
+        """Say why a job waits. One this replica holds, under its lease; one it only saw waiting,
+        only while it still waits in that status, and only by a replica with sites to judge by
+        (with replicas sharing a store, one without sites has nothing to say about a job)."""
+        if job.status_reason == reason:
+            return
+        fence = self.leases.get(job.job_id)
+        if fence is None and self.shared and not self.sites.names():
+            return
+        try:
+            await self.write(
+                self.store.set_status_reason,
+                job.job_id,
+                reason,
+                fence=fence,
+                status=None if fence is not None else job.status,
+            )
+        except LeaseLost:
+            self.lease_lost(job.job_id, fence)
+            return
+        self.events.notify(job.job_id)
 
     async def _dispatch(
         self, job: JobRecord, targets: dict[str, str], min_clients: int, gpus: dict[str, list[str]]
@@ -453,18 +522,26 @@ class Scheduler:
     async def _start_run(
         self, job: JobRecord, targets: dict[str, str], min_clients: int, gpus: dict[str, list[str]]
     ) -> bool:
+        # The job is this replica's to start only if it takes its lease: of replicas that saw it
+        # waiting, the database lets one (decisions/0041).
+        lease = await asyncio.to_thread(self.store.take_lease, job.job_id, self.replica, self.lease_ttl)
+        if lease is None:
+            return False
+        self.leases[job.job_id] = lease
         if (
             await self.set_status(
-                job.job_id, JobStatus.DISPATCHED, f"deploying to {', '.join(sorted(targets))}"
+                job.job_id, JobStatus.DISPATCHED, f"deploying to {', '.join(sorted(targets))}", lease
             )
             is None
         ):
+            self._end_lease(job.job_id)
             return False
         paths = self.paths(job.job_id)
         try:
             await asyncio.to_thread(self._materialise, job, paths)
             current = self.store.get_job(job.job_id)
             if current is None or current.status is not JobStatus.DISPATCHED:
+                self._end_lease(job.job_id)
                 return False  # aborted or deleted while it was being unpacked
             server_app = server_app_of(job.meta.get("deploy_map", {}))
             if server_app is None:
@@ -472,6 +549,7 @@ class Scheduler:
             run = JobRun(self, job.job_id, paths, server_app, targets, min_clients, study=job.study)
             run.gpus = gpus
             run.archive_sha256 = job.content_sha256
+            run.lease = lease
             run.start_tracking(job.name, job.meta, self.jobs_root.parent)
             self.runs[job.job_id] = run
             await run.start()
@@ -480,9 +558,10 @@ class Scheduler:
             log.exception("job %s could not start", job.job_id)
             self.runs.pop(job.job_id, None)
             await self.record_first_error(
-                job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}
+                job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}, lease
             )
-            await self.set_status(job.job_id, JobStatus.FAILED, f"could not start the job: {exc}")
+            await self.set_status(job.job_id, JobStatus.FAILED, f"could not start the job: {exc}", lease)
+            self._end_lease(job.job_id)
             return False
 
     def _materialise(self, job: JobRecord, paths: JobPaths) -> None:
@@ -501,17 +580,24 @@ class Scheduler:
             )
         run = self.runs.get(job.job_id)
         row = self.resuming.pop(job.job_id, None)
+        fence = self.leases.get(job.job_id)
         if run is not None:
             await run.abort(who)
         elif row is not None:  # waiting to resume: its sites may still run its scripts
             await self.set_status(
-                job.job_id, JobStatus.ABORTED, f"aborted by {who} while it waited to resume"
+                job.job_id, JobStatus.ABORTED, f"aborted by {who} while it waited to resume", fence
             )
             for site in row.sites:
                 await self.sites.send(
                     site, encode(AbortJob(job_id=str(job.job_id), reason=f"aborted by {who}"))
                 )
-            await self.checkpoints.drop(row)
+            with contextlib.suppress(LeaseLost):
+                await self.checkpoints.drop(row, fence=fence)
+            self._end_lease(job.job_id)
+        elif self.runs_elsewhere(job.job_id):
+            # Another replica runs it: the store says ABORTED, and that replica, seeing it at its
+            # next lease renewal, ends the run and tells the sites (decisions/0041).
+            await self.set_status(job.job_id, JobStatus.ABORTED, f"aborted by {who}")
         else:
             await self.set_status(job.job_id, JobStatus.ABORTED, f"aborted by {who} before it started")
         final = self.store.get_job(job.job_id)
@@ -523,8 +609,11 @@ class Scheduler:
         return self.runs.get(job_id) or self.finished.get(job_id)
 
     def run_finished(self, run: JobRun) -> None:
-        self.runs.pop(run.job_id, None)
+        if self.runs.get(run.job_id) is run:
+            del self.runs[run.job_id]
         self.resources.release(run.job_id)
+        if run.lease is not None and self.leases.get(run.job_id) == run.lease:
+            self._end_lease(run.job_id)
         self.finished[run.job_id] = run
         while len(self.finished) > FINISHED_KEPT:
             self.finished.popitem(last=False)
@@ -557,16 +646,30 @@ class Scheduler:
                 run.site_lost(name, "the site restarted and lost the job")
 
     async def shutdown(self) -> None:
-        """Server is stopping: kill every controller; their jobs end ABANDONED with a reason."""
+        """Server is stopping: kill every controller. With replicas sharing the store, their jobs
+        go to the others (``hand_over``); else they end ABANDONED with a reason."""
+        if self.shared:
+            await self.hand_over()
         await self.launcher.close()
         for run in list(self.runs.values()):
             run.kill()
             # set_status wakes the long polls (job wait, monitor) on it: they answer with the
             # terminal status at once instead of holding the server's shutdown open.
             await self.set_status(
-                run.job_id, JobStatus.ABANDONED, "the server shut down while the job was running"
+                run.job_id, JobStatus.ABANDONED, "the server shut down while the job was running", run.lease
             )
         self.runs.clear()
+
+    def _release_resources(self, job_id: int) -> None:
+        self.resources.release(job_id)
+
+    def _end_lease(self, job_id: int) -> None:
+        """The job is no longer this replica's to hold (it ended, or never started here)."""
+        lease = self.leases.pop(job_id, None)
+        self.resume_event.pop(job_id, None)
+        self._resume_until.pop(job_id, None)
+        if lease is not None:
+            self.write_soon(self.store.end_lease, lease)
 
     def close(self) -> None:
         """Wait for the store writes already asked for; call after the last request is done and
@@ -576,5 +679,7 @@ class Scheduler:
 
 def _log_write_failure(future: Future[object]) -> None:
     exc = future.exception()
-    if exc is not None:
+    if isinstance(exc, LeaseLost):  # the lease renewal notices too, and forgets the job
+        log.warning("a write was refused: %s", exc)
+    elif exc is not None:
         log.error("a store write failed", exc_info=exc)

@@ -30,7 +30,9 @@ async def job_events(request: web.Request) -> web.Response:
         raise ShoalError("INVALID_ARGS", "since must be an integer and timeout a number") from exc
     version = ctx.scheduler.events.version(job.job_id)
     if version == since and not job.status.terminal:
-        version = await ctx.scheduler.events.wait_change(job.job_id, since, timeout)
+        version = await ctx.scheduler.events.wait_change(
+            job.job_id, since, min(timeout, ctx.scheduler.store_poll)
+        )
         job = ctx.job_in_study(request)
     run = ctx.scheduler.run_of(job.job_id)
     return json_response(

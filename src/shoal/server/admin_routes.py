@@ -156,7 +156,10 @@ async def wait_job(request: web.Request) -> web.Response:
         remaining = deadline - time.monotonic()
         if job.status.terminal or remaining <= 0:
             break
-        seen = await ctx.scheduler.events.wait_change(job.job_id, seen, remaining)
+        # with replicas, another one may be the job's: its store row is read again this often
+        seen = await ctx.scheduler.events.wait_change(
+            job.job_id, seen, min(remaining, ctx.scheduler.store_poll)
+        )
     meta = job_meta(job, ctx.scheduler.run_of(job.job_id), time.time())
     return json_response({"terminal": job.status.terminal, "job": meta})
 

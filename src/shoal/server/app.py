@@ -19,7 +19,7 @@ from shoal import settings
 from shoal.api.config_file import shoal_home
 from shoal.errors import ShoalError
 from shoal.sandbox.confinement import Sandbox
-from shoal.scheduler.scheduler import Scheduler
+from shoal.scheduler.scheduler import RESUME_WAIT, Scheduler
 from shoal.scheduler.sites import SiteRegistry, close_channel
 from shoal.security.identity import Identity
 from shoal.security.kitfiles import KIT_HINT
@@ -194,6 +194,12 @@ def build_context(
     blobs_url = settings.text(settings.BLOBS_URL) or local.storage.get(settings.STORAGE_BLOBS_URL, "")
     blobs = open_blobs(workspace, blobs_url)
     sites = SiteRegistry()
+    # A store other server processes may share (PostgreSQL) makes this one replica of several
+    # (decisions/0041); an embedded SQLite file has one server, the workspace lock's holder.
+    shared = bool(store_url)
+    replica = settings.text(settings.REPLICA_ID)
+    if len(replica) > 64 or not replica.isprintable():
+        raise ShoalError("INVALID_ARGS", f"{settings.REPLICA_ID} must be at most 64 printable characters")
     scheduler = Scheduler(
         store,
         blobs,
@@ -203,6 +209,13 @@ def build_context(
         study_sites=local.studies.sites,
         custom_code_allowed=local.studies.allows_custom_code,
         sandbox=sandbox,
+        replica=replica,
+        shared=shared,
+        lease_ttl=settings.seconds(settings.LEASE_TTL),
+        lease_renew=settings.seconds(settings.LEASE_RENEW),
+    )
+    log.info(
+        "replica %s (%s)", scheduler.replica, "store shared with other replicas" if shared else "sole server"
     )
     ctx = ServerContext(
         store=store,
@@ -366,6 +379,7 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     ctx.scheduler.kick()
     ctx.scheduler.launcher.warm_up()
     watcher = asyncio.get_running_loop().create_task(watch_revocations(ctx, app[DENY_KEY]))
+    leases = asyncio.get_running_loop().create_task(ctx.scheduler.keep_leases(RESUME_WAIT))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -373,6 +387,7 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     await stop.wait()
     log.info("shutting down")
     watcher.cancel()
+    leases.cancel()
     await ctx.scheduler.shutdown()
     await runner.cleanup()
     ctx.store.close()

@@ -143,6 +143,9 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
         ):
             await site.send(message)
     for job_id in hello.jobs:
+        number = job_id_number(job_id)
+        if number is not None and ctx.scheduler.runs_elsewhere(number):
+            continue  # another replica runs it, or takes it over: the script is kept for it
         if _run_of(ctx, site.name, job_id) is None and not _resuming(ctx, site.name, job_id):
             # A job this server no longer runs (it restarted, or the job ended while the site
             # was away): the site must not keep its process alive.
@@ -245,9 +248,12 @@ def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
     raw = request.match_info["job_id"]
     run = _run_of(ctx, site, raw)
     task_id = request.match_info.get("task_id")
-    if run is None and task_id is not None and _resuming(ctx, site, raw):
-        # a task of the server that died (a model still downloading, a result going up): closed,
-        # as a task of an ended round is, so the site drops it and its job goes on
+    number = job_id_number(raw)
+    elsewhere = run is None and number is not None and ctx.scheduler.runs_elsewhere(number)
+    if run is None and task_id is not None and (elsewhere or _resuming(ctx, site, raw)):
+        # a task of the server that died (a model still downloading, a result going up), or of
+        # the replica that stopped, before this one takes the job over: closed, as a task of
+        # an ended round is, so the site drops it and its job goes on
         raise ShoalError("TASK_NOT_OPEN", task_id=task_id[:80], job_id=raw[:20])
     if run is None:
         raise ShoalError("JOB_NOT_RUNNING", "this site has no part in that job now", job_id=raw)

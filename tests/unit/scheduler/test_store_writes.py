@@ -31,9 +31,9 @@ class SlowCommits(SqliteJobStore):
         time.sleep(COMMIT)
         return super().transition(job_id, new_status, **kw)
 
-    def set_first_error(self, job_id: int, error: dict[str, Any]) -> None:
+    def set_first_error(self, job_id: int, error: dict[str, Any], **kw: Any) -> None:
         time.sleep(COMMIT)
-        super().set_first_error(job_id, error)
+        super().set_first_error(job_id, error, **kw)
 
 
 def _scheduler(tmp_path: Path) -> tuple[Scheduler, SqliteJobStore, int]:

@@ -1,0 +1,200 @@
+"""This server as one replica of several: its jobs' leases, and taking over the jobs of a replica
+that stopped (decisions/0041).
+
+Every job a server starts or resumes is held by a lease in the store (``shoal.store.leases``),
+with SQLite as with PostgreSQL; only PostgreSQL can be shared by several server processes
+(``shared``). Once a second (``SHOAL_LEASE_RENEW``) the replica renews its leases, forgets the
+jobs whose lease another replica took (killing their controllers, writing nothing), ends the
+runs whose job another replica aborted, and takes over every running job whose lease lapsed:
+it resumes from its last finished round as after a restart (decisions/0040), since a takeover
+is that same resume done by another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from shoal.store.checkpoints import Checkpoint
+from shoal.store.leases import Lease
+from shoal.wire.status import JobStatus, brief
+
+if TYPE_CHECKING:
+    from shoal.scheduler.runner import JobRun
+    from shoal.scheduler.sites import SiteRegistry
+    from shoal.store.base import JobRecord, JobStore
+
+log = logging.getLogger("shoal.scheduler")
+
+#: The statuses of a job some replica holds (its controller runs or is being started).
+HELD = (JobStatus.DISPATCHED, JobStatus.RUNNING)
+
+
+def new_replica_id() -> str:
+    """A replica's name when the operator gave none: random, so two never meet."""
+    return "replica-" + secrets.token_hex(4)
+
+
+class ReplicaDuties:
+    """The lease half of ``Scheduler`` (mixed in): what it holds, renewing and taking over."""
+
+    store: JobStore
+    sites: SiteRegistry
+    runs: dict[int, JobRun]
+    resuming: dict[int, Checkpoint]
+    replica: str
+    shared: bool
+    lease_ttl: float
+    lease_renew: float
+    #: The leases this replica holds, by job id (its runs, jobs waiting to resume, jobs starting).
+    leases: dict[int, Lease]
+    #: What each job waiting to resume came back from ("the server restarted", "replica X stopped").
+    resume_event: dict[int, str]
+    #: Until when (monotonic) a job to resume waits for all its sites.
+    _resume_until: dict[int, float]
+    _starting: set[int]
+
+    def kick(self) -> None: ...
+
+    def _release_resources(self, job_id: int) -> None: ...
+
+    def settle_one(self, job: JobRecord, lease: Lease, event: str, wait: float) -> Checkpoint | None:
+        """A job this replica just took the lease of, left DISPATCHED or RUNNING by a server that
+        stopped: its checkpoint row if it is to resume (the caller keeps it in ``resuming``),
+        else None once it is settled ABANDONED with why. Store calls only: run in a thread."""
+        row = self.store.get_checkpoint(job.job_id)
+        if job.status is JobStatus.RUNNING and row is not None and row.resumable:
+            self.store.set_status_reason(
+                job.job_id, f"resuming after {event}: waiting for its sites", fence=lease
+            )
+            return row
+        stopped = f"{event} while the job was running"
+        if job.status is JobStatus.DISPATCHED:
+            reason = stopped
+        elif row is None or not row.workflow:
+            reason = f"{stopped}, before its workflow said whether it can resume"
+        else:
+            reason = f"{stopped}; its workflow {row.workflow} cannot resume"
+        self.store.transition(job.job_id, JobStatus.ABANDONED, reason=brief(reason), fence=lease)
+        if row is not None:
+            self.store.drop_checkpoint(job.job_id, fence=lease)
+        self.store.end_lease(lease)
+        return None
+
+    def hold_to_resume(self, row: Checkpoint, lease: Lease, event: str, wait: float) -> None:
+        """Keep a job to resume: its lease held, its checkpoint row waiting for its sites."""
+        self.leases[row.job_id] = lease
+        self.resuming[row.job_id] = row
+        self.resume_event[row.job_id] = event
+        self._resume_until[row.job_id] = time.monotonic() + wait
+
+    async def keep_leases(self, wait: float) -> None:
+        """Run for the server's life: renew, forget, end and take over, once every ``lease_renew``."""
+        while True:
+            await asyncio.sleep(self.lease_renew)
+            try:
+                await self.lease_pass(wait)
+            except Exception:  # the store is away, say: the next pass tries again
+                log.exception("replica %s: renewing leases or taking jobs over failed", self.replica)
+
+    async def lease_pass(self, wait: float) -> None:
+        held = list(self.leases.values())
+        if held:
+            renewed = {
+                lease.job_id
+                for lease in await asyncio.to_thread(self.store.renew_leases, held, self.lease_ttl)
+            }
+            for lease in held:
+                if lease.job_id not in renewed:
+                    self.lease_lost(lease.job_id, lease)
+            await self._end_runs_ended_elsewhere()
+        taken = await self._take_over(wait)
+        waiting = self.shared and bool(
+            await asyncio.to_thread(self.store.jobs_in_status, [JobStatus.SUBMITTED])
+        )
+        if taken or waiting:  # a job submitted through another replica may run on this one's sites
+            self.kick()
+
+    def lease_lost(self, job_id: int, fence: Lease | None) -> None:
+        """Another replica holds the job now: forget it here without writing anything."""
+        held = self.leases.get(job_id)
+        if held is None or fence is None or held.epoch != fence.epoch:
+            return
+        del self.leases[job_id]
+        log.warning(
+            "job %s: replica %s lost its lease (epoch %d); another replica runs it now",
+            job_id,
+            self.replica,
+            held.epoch,
+        )
+        self.resuming.pop(job_id, None)
+        run = self.runs.pop(job_id, None)
+        if run is not None:
+            run.forget()
+            self._release_resources(job_id)
+
+    async def _end_runs_ended_elsewhere(self) -> None:
+        """A job of this replica's that an admin on another replica aborted (or deleted): its
+        status in the store is terminal; the run ends here, telling its sites."""
+        for run in list(self.runs.values()):
+            if run.ending:
+                continue
+            job = await asyncio.to_thread(self.store.get_job, run.job_id)
+            if job is None or job.status.terminal:
+                asyncio.get_running_loop().create_task(run.abort("an admin on another replica"))
+
+    async def _take_over(self, wait: float) -> bool:
+        """Take the lease of every held job whose lease lapsed (its replica stopped) and settle it:
+        to resume once its sites are here, or ABANDONED. Whether any was taken."""
+        now = time.time()
+        orphans = await asyncio.to_thread(self.store.jobs_without_live_lease, HELD, now)
+        taken = False
+        for job in orphans:
+            if job.job_id in self.leases or job.job_id in self._starting:
+                continue
+            before = await asyncio.to_thread(self.store.lease_of, job.job_id)
+            lease = await asyncio.to_thread(self.store.take_lease, job.job_id, self.replica, self.lease_ttl)
+            if lease is None:  # another replica was quicker
+                continue
+            event = f"replica {before.replica} stopped" if before is not None else "its server stopped"
+            log.warning(
+                "job %s: %s; replica %s takes it over (epoch %d)",
+                job.job_id,
+                event,
+                self.replica,
+                lease.epoch,
+            )
+            row = await asyncio.to_thread(self.settle_one, job, lease, event, wait)
+            if row is not None:
+                self.hold_to_resume(row, lease, event, wait)
+            taken = True
+        return taken
+
+    @property
+    def store_poll(self) -> float:
+        """How long a long poll (job wait, monitor) may sleep before reading the store again: a
+        job another replica runs changes without a word to this one."""
+        return self.lease_renew if self.shared else float("inf")
+
+    def runs_elsewhere(self, job_id: int) -> bool:
+        """Whether another replica may run ``job_id`` (or is about to take it over): a site must
+        not be told to stop it. Never with a store no other replica shares."""
+        if not self.shared:
+            return False
+        job = self.store.get_job(job_id)
+        return job is not None and job.status in HELD
+
+    async def hand_over(self) -> None:
+        """This replica is stopping: its jobs go to the others at once (their leases lapse now)
+        instead of ending ABANDONED. Their controllers are killed; the sites keep their scripts."""
+        for job_id, lease in list(self.leases.items()):
+            run = self.runs.pop(job_id, None)
+            if run is not None:
+                run.forget()
+            self.resuming.pop(job_id, None)
+            await asyncio.to_thread(self.store.release_lease, lease)
+            log.info("job %s: handed over to the other replicas", job_id)
+        self.leases.clear()

@@ -1,0 +1,279 @@
+"""Two server replicas share PostgreSQL and a bucket behind HAProxy; one is SIGKILLed mid-job.
+
+The federation: replicas A and B (one server kit, a workspace each, their own ports), HAProxy
+on the port the kits dial (TCP mode, TLS passed through, ``balance first``: sites and admins
+all reach A while it lives), PostgreSQL (tests/pgserver.py), a moto S3 bucket
+(tests/s3server.py) and two sites. A 10-round FedAvg job runs on A; A is SIGKILLed after its
+third round; B takes the job over once A's lease lapses and resumes it from its last finished
+round: it finishes once, with all 10 rounds and the model of an uninterrupted run, its history
+saying so, while a ``job wait`` through HAProxy sees it through (decisions/0041).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from tests.conftest import Cli
+from tests.e2e.jobs import paced_hello
+from tests.haproxy import HAProxy
+from tests.pgserver import PostgresServer
+from tests.s3server import S3Server
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Replicas:
+    """The federation of this module: its CLI (through HAProxy), its processes and its store."""
+
+    cli: Cli
+    workspace: Path
+    store_url: str
+    env: dict[str, str]
+    proxy: HAProxy | None = None
+    servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    sites: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def kits(self) -> Path:
+        return self.workspace / "kits"
+
+    def start_replica(self, name: str) -> int:
+        """Start replica ``name`` (its own workspace, a free port); its port once it serves."""
+        out = self.workspace / f"{name}.out"
+        with out.open("wb") as sink, (self.workspace / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-m", "shoal", "server", "start", "-k", str(self.kits / "server")),
+                    *("--workspace", str(self.workspace / name), "--port", "0"),
+                ],
+                stdout=sink,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**self.cli.env(), "SHOAL_REPLICA_ID": name},
+            )
+        self.servers[name] = proc
+        deadline = time.monotonic() + 30
+        while True:
+            for line in out.read_text().splitlines():
+                event = json.loads(line)
+                if event.get("event") == "ready":
+                    self.ports[name] = int(event["port"])
+                    return self.ports[name]
+            assert proc.poll() is None, (self.workspace / f"{name}.log").read_text()
+            assert time.monotonic() < deadline, "the replica never said it was ready"
+            time.sleep(0.05)
+
+    def kill(self, name: str) -> None:
+        proc = self.servers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def direct_kit(self, name: str) -> Path:
+        """A copy of the admin's kit that dials replica ``name`` itself, not HAProxy."""
+        admin = next(p for p in self.kits.iterdir() if p.is_dir() and p.name.startswith("admin"))
+        kit = self.workspace / f"admin-to-{name}"
+        shutil.rmtree(kit, ignore_errors=True)
+        shutil.copytree(admin, kit)
+        config = kit / "startup" / "fed_admin.json"
+        doc = json.loads(config.read_text())
+        doc["server"]["port"] = self.ports[name]
+        config.write_text(json.dumps(doc))
+        return kit
+
+    def jobs_seen_by(self, name: str) -> list[tuple[str, str]]:
+        code, doc = self.cli.json("job", "list", "--startup-kit", self.direct_kit(name))
+        assert code == 0, doc
+        return sorted((row["job_id"], row["status"]) for row in doc["data"])
+
+    def stop(self) -> None:
+        for proc in [*self.sites, *self.servers.values()]:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in [*self.sites, *self.servers.values()]:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if self.proxy is not None:
+            self.proxy.stop()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, postgres: PostgresServer, s3: S3Server) -> Iterator[Replicas]:
+    url = postgres.new_database()
+    env = {"SHOAL_STORE_URL": url, **s3.env(s3.new_bucket())}
+    cli = Cli(tmp_path / "home", extra_env=env)
+    ws = tmp_path / "poc"
+    prepared = cli.run("poc", "prepare", "-n", "2", "--workspace", ws)
+    assert prepared.returncode == 0, prepared.stderr
+    fed = Replicas(cli, ws, url, env)
+    try:
+        for name in ("replica-a", "replica-b"):
+            fed.start_replica(name)
+        dialled = json.loads((ws / "poc.json").read_text())["server"]
+        fed.proxy = HAProxy(
+            ws / "haproxy",
+            dialled["host"],
+            int(dialled["port"]),
+            [("127.0.0.1", fed.ports["replica-a"]), ("127.0.0.1", fed.ports["replica-b"])],
+        )
+        for site in ("site-1", "site-2"):
+            with (ws / f"{site}.log").open("ab") as log:
+                fed.sites.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / site],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        env=cli.env(),
+                    )
+                )
+        deadline = time.monotonic() + 30
+        while True:
+            code, doc = cli.json("system", "status")
+            if code == 0 and len(doc["data"]["sites"]) == 2:
+                break
+            assert time.monotonic() < deadline, f"the sites never connected: {doc}"
+            time.sleep(0.1)
+        yield fed
+    finally:
+        fed.stop()
+
+
+def rounds_done(cli: Cli, job_id: str) -> int:
+    code, doc = cli.json("job", "meta", job_id)
+    assert code == 0, doc
+    return int(((doc["data"].get("progress") or {}).get("stats") or {}).get("rounds_done") or 0)
+
+
+def final_model(cli: Cli, job_id: str, dest: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    code, doc = cli.json("job", "download", job_id, "-o", dest)
+    assert code == 0, doc
+    workspace = dest / job_id / "workspace"
+    summary = json.loads((workspace / "metrics_summary.json").read_text())
+    return dict(load_file(str(workspace / "FL_global_model.safetensors"))), summary
+
+
+def holder(fed: Replicas, job_id: str) -> tuple[str, int] | None:
+    """Which replica holds the job's lease, and under which epoch (read from PostgreSQL)."""
+    from shoal.store.postgres import PostgresJobStore
+
+    store = PostgresJobStore(fed.store_url)
+    try:
+        lease = store.lease_of(int(job_id))
+    finally:
+        store.close()
+    return (lease.replica, lease.epoch) if lease is not None else None
+
+
+def test_the_jobs_replica_killed_at_round_3_another_finishes_it_with_the_same_model(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    fed = replicas
+    job = paced_hello(tmp_path / "job", rounds=10, delay=0.25)
+    code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
+    assert code == 0, doc
+    want, _ = final_model(fed.cli, doc["data"]["job_id"], tmp_path / "plain")
+
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 60
+    while rounds_done(fed.cli, job_id) < 3:
+        assert time.monotonic() < deadline, "the job never finished its third round"
+        time.sleep(0.05)
+    owner = holder(fed, job_id)
+    assert owner is not None and owner[0] == "replica-a", owner  # balance first: A has the sites
+    assert fed.jobs_seen_by("replica-a") == fed.jobs_seen_by("replica-b")
+    waiting = subprocess.Popen(  # a job wait through HAProxy, held by A when A dies
+        [sys.executable, "-m", "shoal", "job", "wait", job_id, "--timeout", "120", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=fed.cli.env(),
+    )
+    time.sleep(1.5)  # the wait is held by A (a poll that had not reached a server fails at once)
+
+    fed.kill("replica-a")
+    out, err = waiting.communicate(timeout=120)
+    waited = json.loads(out)
+    assert waiting.returncode == 0 and waited["data"]["status"] == "FINISHED_OK", (waited, err)
+
+    new = holder(fed, job_id)
+    assert new is None  # the job ended: its lease went with it
+    got, summary = final_model(fed.cli, job_id, tmp_path / "taken-over")
+    assert set(got) == set(want)
+    for name in want:  # the same rounds from the same models: equal but for the order of a sum
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-12)
+    assert [r["round"] for r in summary["rounds"]] == list(range(10)), summary["rounds"]
+    assert len(summary["restarts"]) == 1 and summary["restarts"][0]["after_round"] >= 2, summary
+    code, doc = fed.cli.json("job", "meta", job_id)
+    assert code == 0, doc
+    assert "when replica replica-a stopped" in json.dumps(doc["data"].get("notices", [])), doc
+
+    # A comes back (a new process under its name): both replicas list the same jobs, settled
+    fed.start_replica("replica-a")
+    seen = fed.jobs_seen_by("replica-a")
+    assert seen == fed.jobs_seen_by("replica-b") and all(status == "FINISHED_OK" for _, status in seen), seen
+
+
+def test_a_replica_whose_lease_was_taken_cannot_write_the_job_and_lets_it_go(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """Fencing between live processes: while A runs a job, its lease is taken from it in the
+    store (as B would once A's lease lapsed, A paused or cut off). A must write nothing more
+    about the job, kill its controller and forget it; the new holder's word stands."""
+    from shoal.store.postgres import PostgresJobStore
+    from shoal.wire.status import JobStatus
+
+    fed = replicas
+    job = paced_hello(tmp_path / "job", rounds=40, delay=0.25)
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 60
+    while rounds_done(fed.cli, job_id) < 1:
+        assert time.monotonic() < deadline, "the job never finished a round"
+        time.sleep(0.05)
+    store = PostgresJobStore(fed.store_url)
+    try:
+        stolen = store.take_lease(int(job_id), "usurper", 600.0, force=True)
+        assert stolen is not None and stolen.epoch == 2
+        store.set_status_reason(int(job_id), "held by the usurper", fence=stolen)
+        before = store.get_checkpoint(int(job_id))
+        # A finds out at its next renewal (within SHOAL_LEASE_RENEW, 1 s): its controller goes
+        a_log = fed.workspace / "replica-a.log"
+        deadline = time.monotonic() + 15
+        while "lost its lease" not in a_log.read_text():
+            assert time.monotonic() < deadline, a_log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(2.0)  # rounds it would have checkpointed, had it gone on
+        record = store.get_job(int(job_id))
+        assert record is not None and record.status is JobStatus.RUNNING, record
+        assert record.status_reason == "held by the usurper", record
+        assert store.get_checkpoint(int(job_id)) == before
+        assert store.lease_of(int(job_id)) == stolen
+        code, doc = fed.cli.json("job", "meta", job_id)  # A no longer runs it: no live progress
+        assert code == 0 and not (doc["data"].get("progress") or {}).get("stats"), doc
+    finally:
+        store.close()
