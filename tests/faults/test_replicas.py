@@ -277,3 +277,59 @@ def test_a_replica_whose_lease_was_taken_cannot_write_the_job_and_lets_it_go(
         assert code == 0 and not (doc["data"].get("progress") or {}).get("stats"), doc
     finally:
         store.close()
+
+
+def test_a_replica_stopped_with_sigterm_hands_its_job_over_at_once(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """A replica stopped on purpose (a rolling upgrade) lets its jobs' leases lapse at once: the
+    other takes the job over and finishes it, instead of the job ending ABANDONED."""
+    fed = replicas
+    job = paced_hello(tmp_path / "job", rounds=8, delay=0.25)
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 60
+    while rounds_done(fed.cli, job_id) < 2:
+        assert time.monotonic() < deadline, "the job never finished its second round"
+        time.sleep(0.05)
+    proc = fed.servers.pop("replica-a")
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert "handed over to the other replicas" in (fed.workspace / "replica-a.log").read_text()
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    _, summary = final_model(fed.cli, job_id, tmp_path / "handed-over")
+    assert [r["round"] for r in summary["rounds"]] == list(range(8)), summary["rounds"]
+    assert len(summary["restarts"]) == 1, summary
+
+
+def test_an_abort_sent_to_the_replica_without_the_job_ends_it_on_its_holder(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """`job abort` answered by B for a job A runs: the store says ABORTED at once, and A ends
+    the run within a lease renewal, removing its lease and checkpoint rows."""
+    from shoal.store.postgres import PostgresJobStore
+
+    fed = replicas
+    job = paced_hello(tmp_path / "job", rounds=40, delay=0.25)
+    code, doc = fed.cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 60
+    while rounds_done(fed.cli, job_id) < 1:
+        assert time.monotonic() < deadline, "the job never finished a round"
+        time.sleep(0.05)
+    assert holder(fed, job_id) == ("replica-a", 1)
+    code, doc = fed.cli.json("job", "abort", job_id, "--force", "--startup-kit", fed.direct_kit("replica-b"))
+    assert code == 0, doc
+    code, doc = fed.cli.json("job", "meta", job_id)
+    assert code == 0 and doc["data"]["status"] == "ABORTED", doc
+    store = PostgresJobStore(fed.store_url)
+    try:
+        deadline = time.monotonic() + 15
+        while store.lease_of(int(job_id)) is not None or store.get_checkpoint(int(job_id)) is not None:
+            assert time.monotonic() < deadline, "replica A never ended the aborted run"
+            time.sleep(0.1)
+    finally:
+        store.close()
