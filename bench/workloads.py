@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bench.federation import BENCH, BenchFederation, federation
 from bench.measure import PeakSampler, cpu_seconds
 from bench.restart import resume_after_restart
+from bench.takeover import takeover
 
 if TYPE_CHECKING:
     from shoal.store.base import JobStore
@@ -514,4 +515,5 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "many_jobs_postgres": many_jobs_postgres,
     "secure_aggregation": secure_aggregation,
     "resume_after_restart": resume_after_restart,
+    "takeover": takeover,
 }

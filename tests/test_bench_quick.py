@@ -42,6 +42,7 @@ def test_bench_quick_runs_every_workload(tmp_path: Path) -> None:
         "load",
         "burst",
         "storm",
+        "replica",
     ):
         assert expected in workloads, (expected, workloads)
     assert any(r["workload"].endswith("(PostgreSQL)") for r in rows), "the store on PostgreSQL too"

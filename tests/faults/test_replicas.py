@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,135 +27,18 @@ from safetensors.numpy import load_file
 
 from tests.conftest import Cli
 from tests.e2e.jobs import paced_hello
-from tests.haproxy import HAProxy
 from tests.pgserver import PostgresServer
+from tests.replicas import Replicas, replica_federation
 from tests.s3server import S3Server
 
 pytestmark = pytest.mark.e2e
 
 
-@dataclass
-class Replicas:
-    """The federation of this module: its CLI (through HAProxy), its processes and its store."""
-
-    cli: Cli
-    workspace: Path
-    store_url: str
-    env: dict[str, str]
-    proxy: HAProxy | None = None
-    servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    ports: dict[str, int] = field(default_factory=dict)
-    sites: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def kits(self) -> Path:
-        return self.workspace / "kits"
-
-    def start_replica(self, name: str) -> int:
-        """Start replica ``name`` (its own workspace, a free port); its port once it serves."""
-        out = self.workspace / f"{name}.out"
-        with out.open("wb") as sink, (self.workspace / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    *("-m", "shoal", "server", "start", "-k", str(self.kits / "server")),
-                    *("--workspace", str(self.workspace / name), "--port", "0"),
-                ],
-                stdout=sink,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**self.cli.env(), "SHOAL_REPLICA_ID": name},
-            )
-        self.servers[name] = proc
-        deadline = time.monotonic() + 30
-        while True:
-            for line in out.read_text().splitlines():
-                event = json.loads(line)
-                if event.get("event") == "ready":
-                    self.ports[name] = int(event["port"])
-                    return self.ports[name]
-            assert proc.poll() is None, (self.workspace / f"{name}.log").read_text()
-            assert time.monotonic() < deadline, "the replica never said it was ready"
-            time.sleep(0.05)
-
-    def kill(self, name: str) -> None:
-        proc = self.servers.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-    def direct_kit(self, name: str) -> Path:
-        """A copy of the admin's kit that dials replica ``name`` itself, not HAProxy."""
-        admin = next(p for p in self.kits.iterdir() if p.is_dir() and p.name.startswith("admin"))
-        kit = self.workspace / f"admin-to-{name}"
-        shutil.rmtree(kit, ignore_errors=True)
-        shutil.copytree(admin, kit)
-        config = kit / "startup" / "fed_admin.json"
-        doc = json.loads(config.read_text())
-        doc["server"]["port"] = self.ports[name]
-        config.write_text(json.dumps(doc))
-        return kit
-
-    def jobs_seen_by(self, name: str) -> list[tuple[str, str]]:
-        code, doc = self.cli.json("job", "list", "--startup-kit", self.direct_kit(name))
-        assert code == 0, doc
-        return sorted((row["job_id"], row["status"]) for row in doc["data"])
-
-    def stop(self) -> None:
-        for proc in [*self.sites, *self.servers.values()]:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.sites, *self.servers.values()]:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        if self.proxy is not None:
-            self.proxy.stop()
-
-
 @pytest.fixture
 def replicas(tmp_path: Path, postgres: PostgresServer, s3: S3Server) -> Iterator[Replicas]:
-    url = postgres.new_database()
-    env = {"SHOAL_STORE_URL": url, **s3.env(s3.new_bucket())}
-    cli = Cli(tmp_path / "home", extra_env=env)
-    ws = tmp_path / "poc"
-    prepared = cli.run("poc", "prepare", "-n", "2", "--workspace", ws)
-    assert prepared.returncode == 0, prepared.stderr
-    fed = Replicas(cli, ws, url, env)
-    try:
-        for name in ("replica-a", "replica-b"):
-            fed.start_replica(name)
-        dialled = json.loads((ws / "poc.json").read_text())["server"]
-        fed.proxy = HAProxy(
-            ws / "haproxy",
-            dialled["host"],
-            int(dialled["port"]),
-            [("127.0.0.1", fed.ports["replica-a"]), ("127.0.0.1", fed.ports["replica-b"])],
-        )
-        for site in ("site-1", "site-2"):
-            with (ws / f"{site}.log").open("ab") as log:
-                fed.sites.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "shoal", "site", "start", "-k", fed.kits / site],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                        env=cli.env(),
-                    )
-                )
-        deadline = time.monotonic() + 30
-        while True:
-            code, doc = cli.json("system", "status")
-            if code == 0 and len(doc["data"]["sites"]) == 2:
-                break
-            assert time.monotonic() < deadline, f"the sites never connected: {doc}"
-            time.sleep(0.1)
+    env = {"SHOAL_STORE_URL": postgres.new_database(), **s3.env(s3.new_bucket())}
+    with replica_federation(tmp_path, env) as fed:
         yield fed
-    finally:
-        fed.stop()
 
 
 def rounds_done(cli: Cli, job_id: str) -> int:

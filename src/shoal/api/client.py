@@ -231,34 +231,12 @@ class AdminClient:
         retrying after a poll returned without news.
         """
         deadline = time.monotonic() + timeout if timeout > 0 else None
-        answered = False
-        cut_since: float | None = None
         while True:
             hold = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
             asked = time.monotonic()
-            try:
-                answer: answers.Waited = self._request(
-                    "GET",
-                    routes.fill(routes.JOB_WAIT, job_id=job_id),
-                    {"study": study, "timeout": f"{hold:.3f}"},
-                    timeout=hold + 30,
-                )
-            except ShoalError as exc:
-                # A poll is only a read: one cut after the server had answered or held it (its
-                # replica stopped behind a load balancer; decisions/0041) is asked again, of
-                # whichever server answers now, for up to WAIT_RECONNECT seconds.
-                held = answered or time.monotonic() - asked >= 1.0
-                cut_since = cut_since if cut_since is not None else time.monotonic()
-                if (
-                    exc.code != "CONNECTION_FAILED"
-                    or not held
-                    or time.monotonic() - cut_since > WAIT_RECONNECT
-                ):
-                    raise
-                answered = True
-                time.sleep(0.2)
-                continue
-            answered, cut_since = True, None
+            answer: answers.Waited = self._held_poll(
+                routes.fill(routes.JOB_WAIT, job_id=job_id), {"study": study, "timeout": f"{hold:.3f}"}, hold
+            )
             if answer["terminal"]:
                 return True, answer["job"]
             if deadline is not None and time.monotonic() >= deadline:
@@ -266,6 +244,24 @@ class AdminClient:
             if time.monotonic() - asked < hold / 2:
                 # answered early without news (a proxy that cannot hold requests): don't spin
                 time.sleep(interval)
+
+    def _held_poll(self, path: str, query: dict[str, Any], hold: float) -> Any:
+        """One long poll (``job wait``, ``monitor``). A poll is only a read: one cut after the
+        server had held it a while (its replica stopped behind a load balancer; decisions/0041)
+        is asked again, of whichever server answers now, for up to WAIT_RECONNECT seconds. One
+        refused at once (no server at all) fails at once, as any request does."""
+        asked = time.monotonic()
+        cut_since: float | None = None
+        while True:
+            try:
+                return self._request("GET", path, query, timeout=hold + 30)
+            except ShoalError as exc:
+                now = time.monotonic()
+                held = cut_since is not None or now - asked >= 1.0
+                cut_since = cut_since if cut_since is not None else now
+                if exc.code != "CONNECTION_FAILED" or not held or now - cut_since > WAIT_RECONNECT:
+                    raise
+                time.sleep(0.2)
 
     def download_result(
         self,
@@ -309,11 +305,10 @@ class AdminClient:
 
     def job_events(self, job_id: str, study: str, since: int, hold: float) -> answers.JobEvents:
         """The job as soon as it changed after version ``since`` (or after ``hold`` seconds)."""
-        result: answers.JobEvents = self._request(
-            "GET",
+        result: answers.JobEvents = self._held_poll(
             routes.fill(routes.JOB_EVENTS, job_id=job_id),
             {"study": study, "since": since, "timeout": f"{hold:.3f}"},
-            timeout=hold + 30,
+            hold,
         )
         return result
 

@@ -156,6 +156,8 @@ class ReplicaDuties:
             if job.job_id in self.leases or job.job_id in self._starting:
                 continue
             before = await asyncio.to_thread(self.store.lease_of, job.job_id)
+            if not await self._may_take(job, before, now, wait):
+                continue
             lease = await asyncio.to_thread(self.store.take_lease, job.job_id, self.replica, self.lease_ttl)
             if lease is None:  # another replica was quicker
                 continue
@@ -172,6 +174,20 @@ class ReplicaDuties:
                 self.hold_to_resume(row, lease, event, wait)
             taken = True
         return taken
+
+    async def _may_take(self, job: JobRecord, before: Lease | None, now: float, wait: float) -> bool:
+        """Whether this replica should take over a job to resume: only with enough of its sites
+        connected here (at least its min_clients), since tasks do not cross replicas
+        (decisions/0042): the replica the sites reconnected to takes the job, not one that would
+        wait for them in vain. Past ``wait`` seconds of a lapsed lease, any replica takes it (its
+        sites may be split; it then waits for them as a restarted server does, saying so)."""
+        if before is not None and now - before.expires_at > wait:
+            return True
+        row = await asyncio.to_thread(self.store.get_checkpoint, job.job_id)
+        if row is None or not row.resumable or job.status is not JobStatus.RUNNING:
+            return True  # nothing to resume: settled by whoever comes first
+        connected = set(self.sites.names())
+        return len(connected & set(row.sites)) >= max(1, row.min_clients)
 
     @property
     def store_poll(self) -> float:
