@@ -692,6 +692,22 @@ def test_a_replica_that_lost_the_lease_cannot_write_the_job(store: JobStore) -> 
     assert store.transition(job.job_id, JobStatus.FINISHED_OK, reason="done", fence=new) is not None
 
 
+def test_the_holders_progress_is_kept_with_its_lease_until_another_takes_it(store: JobStore) -> None:
+    """What replicas that do not run a job show of it: the holder's last word, never a stale
+    holder's once the job was taken over; a renewal that says nothing keeps what was said."""
+    job = create(store)
+    lease = store.take_lease(job.job_id, "replica-a", 0.0)
+    assert lease is not None and store.lease_progress(job.job_id) is None
+    store.renew_leases([lease], 0.0, {job.job_id: {"round": 3, "last_metrics": {"loss": 0.5}}})
+    store.renew_leases([lease], 0.0)
+    assert store.lease_progress(job.job_id) == ("replica-a", {"round": 3, "last_metrics": {"loss": 0.5}})
+    time.sleep(0.01)
+    taken = store.take_lease(job.job_id, "replica-b", 30.0)
+    assert taken is not None and store.lease_progress(job.job_id) is None
+    store.renew_leases([lease], 30.0, {job.job_id: {"round": 9}})  # a's word is refused with its renewal
+    assert store.lease_progress(job.job_id) is None
+
+
 def test_jobs_without_a_live_lease_are_the_ones_to_take_over(store: JobStore) -> None:
     running = [create(store, f"job-{i}") for i in range(3)]
     for job in running:

@@ -202,6 +202,17 @@ def test_an_abort_sent_to_the_replica_without_the_job_ends_it_on_its_holder(
         assert time.monotonic() < deadline, "the job never finished a round"
         time.sleep(0.05)
     assert holder(fed, job_id) == ("replica-a", 1)
+    # B does not run the job, yet shows its progress: what A keeps with its lease each second
+    deadline = time.monotonic() + 10
+    while True:
+        code, doc = fed.cli.json("job", "meta", job_id, "--startup-kit", fed.direct_kit("replica-b"))
+        assert code == 0, doc
+        progress = doc["data"].get("progress") or {}
+        if progress.get("replica") == "replica-a" and (progress.get("stats") or {}).get("rounds_done"):
+            break
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.2)
+    assert isinstance(progress["current_round"], int) and progress["total_rounds"] == 40, progress
     code, doc = fed.cli.json("job", "abort", job_id, "--force", "--startup-kit", fed.direct_kit("replica-b"))
     assert code == 0, doc
     code, doc = fed.cli.json("job", "meta", job_id)

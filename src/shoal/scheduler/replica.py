@@ -16,10 +16,11 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease
+from shoal.wire.jsonout import finite
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
@@ -31,6 +32,29 @@ log = logging.getLogger("shoal.scheduler")
 
 #: The statuses of a job some replica holds (its controller runs or is being started).
 HELD = (JobStatus.DISPATCHED, JobStatus.RUNNING)
+
+
+#: At most this many sites' statuses go with a job's progress into its lease row.
+SITES_SAID_MAX = 200
+
+
+def progress_said(run: JobRun) -> dict[str, Any]:
+    """What the replicas that do not run a job show of its progress (``job meta``): the holder's
+    round, last metrics, rounds done and notices, as strict JSON, written with each renewal."""
+    p = run.progress
+    sites = dict(p.site_status) if len(p.site_status) <= SITES_SAID_MAX else {}
+    said = {
+        "current_round": p.current_round,
+        "round": p.round,
+        "total_rounds": p.total_rounds,
+        "last_metrics": p.last_metrics,
+        "last_metrics_round": p.last_metrics_round,
+        "sites": sites,
+        "stats": {"rounds_done": p.rounds_done, "current_round": p.current_round, "round": p.round},
+        "notices": list(p.notices)[-20:],
+    }
+    clean: dict[str, Any] = finite(said)
+    return clean
 
 
 def new_replica_id() -> str:
@@ -103,9 +127,10 @@ class ReplicaDuties:
     async def lease_pass(self, wait: float) -> None:
         held = list(self.leases.values())
         if held:
+            said = {job_id: progress_said(run) for job_id, run in self.runs.items()}
             renewed = {
                 lease.job_id
-                for lease in await asyncio.to_thread(self.store.renew_leases, held, self.lease_ttl)
+                for lease in await asyncio.to_thread(self.store.renew_leases, held, self.lease_ttl, said)
             }
             for lease in held:
                 if lease.job_id not in renewed:
@@ -194,6 +219,15 @@ class ReplicaDuties:
         """How long a long poll (job wait, monitor) may sleep before reading the store again: a
         job another replica runs changes without a word to this one."""
         return self.lease_renew if self.shared else float("inf")
+
+    def progress_elsewhere(self, job: JobRecord) -> tuple[str, dict[str, Any]] | None:
+        """For a running job another replica holds: that replica and the progress it last kept
+        with its lease (``job meta`` on any replica). None with an unshared store, for a job this
+        replica runs, or one that ended."""
+        if not self.shared or job.status.terminal or job.job_id in self.runs:
+            return None
+        said = self.store.lease_progress(job.job_id)
+        return said if said is not None and said[0] != self.replica else None
 
     def runs_elsewhere(self, job_id: int) -> bool:
         """Whether another replica may run ``job_id`` (or is about to take it over): a site must

@@ -36,7 +36,11 @@ async def job_events(request: web.Request) -> web.Response:
         job = ctx.job_in_study(request)
     run = ctx.scheduler.run_of(job.job_id)
     return json_response(
-        {"version": version, "terminal": job.status.terminal, "job": job_meta(job, run, time.time())}
+        {
+            "version": version,
+            "terminal": job.status.terminal,
+            "job": job_meta(job, run, time.time(), ctx.scheduler.progress_elsewhere(job)),
+        }
     )
 
 

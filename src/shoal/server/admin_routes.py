@@ -134,7 +134,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 def _meta_of(ctx: ServerContext, request: web.Request) -> dict[str, object]:
     job = ctx.job_in_study(request)
-    return job_meta(job, ctx.scheduler.run_of(job.job_id), time.time())
+    run = ctx.scheduler.run_of(job.job_id)
+    return job_meta(job, run, time.time(), None if run is not None else ctx.scheduler.progress_elsewhere(job))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -160,7 +161,8 @@ async def wait_job(request: web.Request) -> web.Response:
         seen = await ctx.scheduler.events.wait_change(
             job.job_id, seen, min(remaining, ctx.scheduler.store_poll)
         )
-    meta = job_meta(job, ctx.scheduler.run_of(job.job_id), time.time())
+    run = ctx.scheduler.run_of(job.job_id)
+    meta = job_meta(job, run, time.time(), None if run is not None else ctx.scheduler.progress_elsewhere(job))
     return json_response({"terminal": job.status.terminal, "job": meta})
 
 

@@ -34,8 +34,12 @@ def duration(job: JobRecord, now: float) -> tuple[str, float | None]:
     return str(timedelta(seconds=round(seconds, 3))), round(seconds, 3)
 
 
-def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
-    """Every field a user may need, flat; the job's own meta.json fields come first."""
+def job_meta(
+    job: JobRecord, run: JobRun | None, now: float, elsewhere: tuple[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Every field a user may need, flat; the job's own meta.json fields come first.
+    ``elsewhere``: for a job another replica runs, that replica and the progress it last kept
+    with its lease (decisions/0041), shown as the progress, with ``progress.replica``."""
     text, seconds = duration(job, now)
     # Submit refuses meta.json keys the server sets (SERVER_META_KEYS); a job stored before that
     # check may still hold one, and it must not stand in for the server's own value.
@@ -77,6 +81,12 @@ def job_meta(job: JobRecord, run: JobRun | None, now: float) -> dict[str, Any]:
             out["privacy_spent"] = run.progress.privacy
         if run.progress.notices:
             out["notices"] = list(run.progress.notices)
+    elif elsewhere is not None and not job.status.terminal:
+        replica, said = elsewhere
+        notices = said.pop("notices", None)
+        out["progress"] = {**said, "replica": replica}
+        if notices:
+            out["notices"] = list(notices)
     return out
 
 

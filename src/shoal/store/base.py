@@ -9,7 +9,7 @@ view asks the store again instead of mutating a shared object.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -206,8 +206,15 @@ class JobStore(Protocol):
         """Take the job's lease for ``replica`` if none is live (``shoal.store.leases``)."""
         ...
 
-    def renew_leases(self, leases: Iterable[Lease], ttl: float) -> list[Lease]:
-        """Renew the leases still held; those taken over are missing from the answer."""
+    def renew_leases(
+        self, leases: Iterable[Lease], ttl: float, progress: Mapping[int, dict[str, Any]] | None = None
+    ) -> list[Lease]:
+        """Renew the leases still held, keeping ``progress`` (JSON per job) with them; those taken
+        over are missing from the answer."""
+        ...
+
+    def lease_progress(self, job_id: int) -> tuple[str, dict[str, Any]] | None:
+        """The job's holder and the progress it last kept with its lease, or None."""
         ...
 
     def release_lease(self, lease: Lease) -> None:

@@ -19,8 +19,9 @@ or renewal, whichever comes first, and forgets the job.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -97,24 +98,36 @@ class LeaseRows:
             if expires_at > now and not force:
                 return None
             cur = conn.execute(
-                f"UPDATE job_leases SET replica = {m}, epoch = {m}, expires_at = {m} "
+                f"UPDATE job_leases SET replica = {m}, epoch = {m}, expires_at = {m}, progress = NULL "
                 f"WHERE job_id = {m} AND epoch = {m}",
                 (replica, epoch + 1, now + ttl, job_id, epoch),
             )
             return Lease(job_id, replica, epoch + 1, now + ttl) if cur.rowcount == 1 else None
 
-    def renew_leases(self, leases: Iterable[Lease], ttl: float) -> list[Lease]:
+    def renew_leases(
+        self, leases: Iterable[Lease], ttl: float, progress: Mapping[int, dict[str, Any]] | None = None
+    ) -> list[Lease]:
         """Push back the expiry of each lease still held (same replica and epoch); the renewed
-        ones. A lease missing from the answer was taken over: its holder must forget the job."""
+        ones. A lease missing from the answer was taken over: its holder must forget the job.
+        ``progress``: the holder's view of its jobs (JSON), kept with their leases for the
+        replicas that do not run them (``lease_progress``)."""
         m = self._MARK
         now = time.time()
         renewed = []
+        told = progress or {}
         with self._write() as conn:
             for lease in leases:
+                said = told.get(lease.job_id)
                 cur = conn.execute(
-                    f"UPDATE job_leases SET expires_at = {m} "
+                    f"UPDATE job_leases SET expires_at = {m}, progress = COALESCE({m}, progress) "
                     f"WHERE job_id = {m} AND replica = {m} AND epoch = {m}",
-                    (now + ttl, lease.job_id, lease.replica, lease.epoch),
+                    (
+                        now + ttl,
+                        None if said is None else json.dumps(said, allow_nan=False),
+                        lease.job_id,
+                        lease.replica,
+                        lease.epoch,
+                    ),
                 )
                 if cur.rowcount == 1:
                     renewed.append(Lease(lease.job_id, lease.replica, lease.epoch, now + ttl))
@@ -145,6 +158,14 @@ class LeaseRows:
         m = self._MARK
         rows = self._read(f"SELECT {_COLUMNS} FROM job_leases WHERE job_id = {m}", (job_id,))
         return _lease(rows[0]) if rows else None
+
+    def lease_progress(self, job_id: int) -> tuple[str, dict[str, Any]] | None:
+        """The job's holder and the progress it last wrote with its lease, or None."""
+        m = self._MARK
+        rows = self._read(f"SELECT replica, progress FROM job_leases WHERE job_id = {m}", (job_id,))
+        if not rows or rows[0][1] is None:
+            return None
+        return str(rows[0][0]), dict(json.loads(rows[0][1]))
 
     def leases(self) -> list[Lease]:
         """Every lease row, by job id."""
