@@ -143,6 +143,11 @@ class ReplicaDuties:
         if taken or waiting:  # a job submitted through another replica may run on this one's sites
             self.kick()
 
+    async def holds(self, lease: Lease) -> bool:
+        """Whether ``lease`` still holds its job in the store (same replica and epoch)."""
+        now = await asyncio.to_thread(self.store.lease_of, lease.job_id)
+        return now is not None and (now.replica, now.epoch) == (lease.replica, lease.epoch)
+
     def lease_lost(self, job_id: int, fence: Lease | None) -> None:
         """Another replica holds the job now: forget it here without writing anything."""
         held = self.leases.get(job_id)

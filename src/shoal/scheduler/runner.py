@@ -117,6 +117,14 @@ class RunHost(Protocol):
         """The run has settled its job: the server may release what it held and dispatch."""
         ...
 
+    async def holds(self, lease: Lease) -> bool:
+        """Whether ``lease`` still holds its job in the store (decisions/0041)."""
+        ...
+
+    def lease_lost(self, job_id: int, fence: Lease | None) -> None:
+        """Another replica took the job: forget its run here, writing nothing."""
+        ...
+
 
 @dataclass
 class JobPaths:
@@ -492,6 +500,8 @@ class JobRun:
         said = f"finished: {brief(reason)}" if reason else "finished"
         self._outcome = (JobStatus.FINISHED_OK, said, None)
         self._release_controller()
+        if not await self._still_held():  # what the sites are told is the holder's to say
+            return
         # The results are written: sites can stop while the controller process exits.
         await self._tell_sites_to_end(EndJob, "finished")
 
@@ -757,9 +767,24 @@ class JobRun:
             self.kill()
         await self.done.wait()
 
+    async def _still_held(self) -> bool:
+        """Whether this replica still holds the job's lease, asked of the store before the run
+        tells the sites to end it (a message to a site is not fenced as a store write is). A
+        lease another replica took means the run is forgotten here at once."""
+        if self.lease is None or self._lost:
+            return not self._lost
+        if await self.host.holds(self.lease):
+            return True
+        self.host.lease_lost(self.job_id, self.lease)
+        self.forget()  # if the host had forgotten it already
+        return False
+
     async def _finish(self) -> None:
         """Ask the sites to stop and upload their logs (bounded wait), then settle the status."""
         self._finishing = True
+        if not await self._still_held():
+            await self._forgotten()
+            return
         assert self._outcome is not None
         status, reason, error = self._outcome
         await self._tell_sites_to_end(AbortJob if self._aborting else EndJob, reason)
