@@ -27,6 +27,7 @@ from safetensors.numpy import load_file
 
 from tests.conftest import Cli
 from tests.e2e.jobs import paced_hello
+from tests.federation import wait_connected
 from tests.pgserver import PostgresServer
 from tests.replicas import Replicas, replica_federation
 from tests.s3server import S3Server
@@ -71,7 +72,7 @@ def test_the_jobs_replica_killed_at_round_3_another_finishes_it_with_the_same_mo
     replicas: Replicas, tmp_path: Path
 ) -> None:
     fed = replicas
-    job = paced_hello(tmp_path / "job", rounds=10, delay=0.25)
+    job = paced_hello(tmp_path / "job", rounds=10, delay=0.5)
     code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
     assert code == 0, doc
     want, _ = final_model(fed.cli, doc["data"]["job_id"], tmp_path / "plain")
@@ -93,12 +94,25 @@ def test_the_jobs_replica_killed_at_round_3_another_finishes_it_with_the_same_mo
         stdin=subprocess.DEVNULL,
         env=fed.cli.env(),
     )
-    time.sleep(1.5)  # the wait is held by A (a poll that had not reached a server fails at once)
+    monitoring = subprocess.Popen(  # and a monitor, its polls answered by A until A dies
+        [sys.executable, "-m", "shoal", "job", "monitor", job_id, "--timeout", "120", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=fed.cli.env(),
+    )
+    proxy_port = fed.proxy.port if fed.proxy is not None else 0
+    wait_connected(waiting.pid, proxy_port)  # (the monitor's polls are answered at once, then held)
+    time.sleep(1.1)  # the wait is held by A (a poll cut before it was held fails at once)
+    assert rounds_done(fed.cli, job_id) < 9, "the job nearly ended before the kill: pace it slower"
 
     fed.kill("replica-a")
     out, err = waiting.communicate(timeout=120)
     waited = json.loads(out)
     assert waiting.returncode == 0 and waited["data"]["status"] == "FINISHED_OK", (waited, err)
+    out, err = monitoring.communicate(timeout=120)
+    assert monitoring.returncode == 0, (out, err)
+    assert json.loads(out.splitlines()[-1])["data"]["status"] == "FINISHED_OK", out
 
     new = holder(fed, job_id)
     assert new is None  # the job ended: its lease went with it
@@ -225,3 +239,26 @@ def test_an_abort_sent_to_the_replica_without_the_job_ends_it_on_its_holder(
             time.sleep(0.1)
     finally:
         store.close()
+
+
+def test_a_job_submitted_through_a_replica_without_sites_runs_on_the_one_with_them(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """B has no sites (balance first keeps them on A); a job submitted to B directly is started
+    by A, which looks for waiting jobs once a second, exactly once, under A's lease."""
+    fed = replicas
+    job = paced_hello(tmp_path / "job", rounds=6, delay=0.1)
+    direct_b = fed.direct_kit("replica-b")
+    code, doc = fed.cli.json("job", "submit", "-j", job, "--startup-kit", direct_b)
+    assert code == 0, doc
+    job_id = doc["data"]["job_id"]
+    deadline = time.monotonic() + 30
+    while (held := holder(fed, job_id)) is None:
+        assert time.monotonic() < deadline, "no replica took the job"
+        time.sleep(0.05)
+    assert held == ("replica-a", 1), held  # A, the one with the sites, started it, once
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "60", "--startup-kit", direct_b)
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    _, summary = final_model(fed.cli, job_id, tmp_path / "result")
+    assert [r["round"] for r in summary["rounds"]] == list(range(6)), summary
+    assert not summary.get("restarts"), summary

@@ -56,6 +56,7 @@ class AdminClient:
         self.kit = kit
         self.connect_timeout = connect_timeout
         self._conn: Connection | None = None
+        self._polled = False  # a long poll was answered: a later one cut is asked again (_held_poll)
 
     @property
     def address(self) -> str:
@@ -247,17 +248,20 @@ class AdminClient:
 
     def _held_poll(self, path: str, query: dict[str, Any], hold: float) -> Any:
         """One long poll (``job wait``, ``monitor``). A poll is only a read: one cut after the
-        server had held it a while (its replica stopped behind a load balancer; decisions/0041)
+        server had held it a while, or after an earlier poll was answered (its replica stopped
+        behind a load balancer; decisions/0041)
         is asked again, of whichever server answers now, for up to WAIT_RECONNECT seconds. One
         refused at once (no server at all) fails at once, as any request does."""
         asked = time.monotonic()
         cut_since: float | None = None
         while True:
             try:
-                return self._request("GET", path, query, timeout=hold + 30)
+                answer = self._request("GET", path, query, timeout=hold + 30)
+                self._polled = True
+                return answer
             except ShoalError as exc:
                 now = time.monotonic()
-                held = cut_since is not None or now - asked >= 1.0
+                held = self._polled or cut_since is not None or now - asked >= 1.0
                 cut_since = cut_since if cut_since is not None else now
                 if exc.code != "CONNECTION_FAILED" or not held or now - cut_since > WAIT_RECONNECT:
                     raise
