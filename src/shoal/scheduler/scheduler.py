@@ -1,7 +1,8 @@
 """Job lifecycle without HTTP: admission, dispatch, supervision, settling after a restart.
 
 Dispatch is event-driven: a submit, a site connecting, and a job ending each call ``kick``.
-Nothing scans the store on a timer.
+Nothing scans the store on a timer, except where replicas share it: each looks for jobs
+submitted through another, and for jobs to take over, once a second (``scheduler.replica``).
 
 Every store write the scheduler makes (a status, a waiting reason, a first error) runs in ONE
 writer thread, in the order it was asked for: a durable commit waits for an fsync, tens of
