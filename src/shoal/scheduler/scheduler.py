@@ -177,6 +177,10 @@ class Scheduler(ReplicaDuties):
         for stale in rows.values():
             if stale.job_id not in active:
                 self.checkpoints.drop_now(stale)
+        for lease in self.store.leases():  # of jobs that ended (or went) while nobody held them
+            record = self.store.get_job(lease.job_id)
+            if record is None or record.status.terminal:
+                self.store.end_lease(lease)
         if self.resuming:
             log.warning("%d job(s) will resume once their sites are back", len(self.resuming))
         left = self.job_files.left_behind()

@@ -93,3 +93,21 @@ def test_past_the_resume_wait_any_replica_takes_it_and_says_what_it_waits_for(tm
     assert job_id in scheduler.resuming
     scheduler.close()
     store.close()
+
+
+def test_a_starting_replica_removes_the_leases_of_jobs_that_ended_while_nobody_held_them(
+    tmp_path: Path,
+) -> None:
+    """An abort answered by a replica while the job's holder was dead leaves its lease row; the
+    next replica to start removes it (a running job's lease stays with its holder)."""
+    store = SqliteJobStore(tmp_path / "store.db")
+    ended = _orphan(store, lapsed_for=1.0)
+    store.transition(ended, JobStatus.ABORTED, reason="aborted by an admin")
+    running = _orphan(store, lapsed_for=-60.0)  # held, live, by "dead" (a replica that runs)
+    scheduler = _scheduler(tmp_path, store, [])
+    scheduler.settle_after_restart()
+    assert store.lease_of(ended) is None
+    lease = store.lease_of(running)
+    assert lease is not None and lease.replica == "dead"
+    scheduler.close()
+    store.close()
