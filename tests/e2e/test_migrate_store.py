@@ -79,7 +79,9 @@ def test_a_sqlite_store_moves_into_postgresql_whole_and_once(postgres: Any, tmp_
 
     code, doc = cli.json("server", "migrate-store", "-k", kit)
     assert code == 0, doc
-    assert doc["data"]["copied"] == {"jobs": 12, "submit_tokens": 5, "job_checkpoints": 0}, doc
+    assert doc["data"]["copied"] == {"jobs": 12, "submit_tokens": 5, "job_checkpoints": 0, "job_leases": 0}, (
+        doc
+    )
     assert password not in str(doc) and "***" in doc["data"]["target"]
 
     target = PostgresJobStore(url)
@@ -108,8 +110,18 @@ def test_a_sqlite_store_moves_into_postgresql_whole_and_once(postgres: Any, tmp_
     assert again.returncode == 4 and '"STORE_NOT_EMPTY"' in again.stdout, again.stdout + again.stderr
     assert password not in again.stdout + again.stderr
     code, doc = cli.json("server", "migrate-store", "-k", kit, "--merge")
-    assert code == 0 and doc["data"]["copied"] == {"jobs": 0, "submit_tokens": 0, "job_checkpoints": 0}, doc
-    assert doc["data"]["present"] == {"jobs": 12, "submit_tokens": 5, "job_checkpoints": 0}, doc
+    assert code == 0 and doc["data"]["copied"] == {
+        "jobs": 0,
+        "submit_tokens": 0,
+        "job_checkpoints": 0,
+        "job_leases": 0,
+    }, doc
+    assert doc["data"]["present"] == {
+        "jobs": 12,
+        "submit_tokens": 5,
+        "job_checkpoints": 0,
+        "job_leases": 0,
+    }, doc
     human = cli.run("server", "migrate-store", "-k", kit, "--merge")
     assert human.returncode == 0 and "12 already there" in human.stdout, human.stdout + human.stderr
     assert password not in human.stdout + human.stderr
