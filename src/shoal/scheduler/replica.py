@@ -85,7 +85,7 @@ class ReplicaDuties:
 
     def _release_resources(self, job_id: int) -> None: ...
 
-    def settle_one(self, job: JobRecord, lease: Lease, event: str, wait: float) -> Checkpoint | None:
+    def settle_one(self, job: JobRecord, lease: Lease, event: str) -> Checkpoint | None:
         """A job this replica just took the lease of, left DISPATCHED or RUNNING by a server that
         stopped: its checkpoint row if it is to resume (the caller keeps it in ``resuming``),
         else None once it is settled ABANDONED with why. Store calls only: run in a thread."""
@@ -199,7 +199,7 @@ class ReplicaDuties:
                 self.replica,
                 lease.epoch,
             )
-            row = await asyncio.to_thread(self.settle_one, job, lease, event, wait)
+            row = await asyncio.to_thread(self.settle_one, job, lease, event)
             if row is not None:
                 self.hold_to_resume(row, lease, event, wait)
             taken = True

@@ -168,7 +168,7 @@ class Scheduler(ReplicaDuties):
             for job in held:
                 lease = self.store.take_lease(job.job_id, self.replica, self.lease_ttl, force=True)
                 assert lease is not None  # forced
-                row = self.settle_one(job, lease, "the server restarted", RESUME_WAIT)
+                row = self.settle_one(job, lease, "the server restarted")
                 if row is None:
                     settled += 1
                 else:
