@@ -165,3 +165,15 @@ def server_job_dir(fed: Federation, job_id: str) -> Path:
 def result_files(fed: Federation, job_id: str) -> list[str]:
     results = server_job_dir(fed, job_id) / "results"
     return sorted(p.name for p in results.iterdir()) if results.is_dir() else []
+
+
+def workflow_pid(fed: Federation, job_id: str) -> int:
+    """The job's workflow process: the one whose working folder is the job's run folder."""
+    run = (server_job_dir(fed, job_id) / "run").resolve()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == run:
+                return int(entry.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    raise AssertionError(f"no process works in {run}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from tests.security.hostile_site import (
     safetensors_head,
     server_job_dir,
     stop_site_agent,
+    workflow_pid,
 )
 
 pytestmark = pytest.mark.e2e
@@ -46,9 +49,10 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         stop_federation(federation)
 
 
-def submit(fed: Federation, tmp_path: Path) -> str:
+def submit(fed: Federation, tmp_path: Path, round_timeout: float = 2) -> str:
     job = slow_job(tmp_path / "job", rounds=1000, delay=0.05)
-    server = {"workflow": "fedavg", "args": {"num_rounds": 1000, "min_responses": 1, "round_timeout": 2}}
+    args = {"num_rounds": 1000, "min_responses": 1, "round_timeout": round_timeout}
+    server = {"workflow": "fedavg", "args": args}
     (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
     code, doc = fed.cli.json("job", "submit", "-j", job)
     assert code == 0, doc
@@ -74,12 +78,14 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def run_against(fed: Federation, tmp_path: Path, scenario: Callable[[HostileSite, str], Any]) -> None:
+def run_against(
+    fed: Federation, tmp_path: Path, scenario: Callable[[HostileSite, str], Any], round_timeout: float = 2
+) -> None:
     """Submit a job, play ``scenario`` as site-2 while it runs, then abort the job."""
 
     async def main() -> None:
         async with HostileSite(fed, "site-2") as site:
-            job_id = submit(fed, tmp_path)
+            job_id = submit(fed, tmp_path, round_timeout)
             try:
                 await scenario(site, job_id)
             finally:
@@ -115,6 +121,36 @@ def test_late_and_repeated_results_are_refused_and_not_counted(fed: Federation, 
         assert not [f for f in result_files(fed, job_id) if late in f or current in f]
 
     run_against(fed, tmp_path, scenario)
+
+
+def test_an_inline_result_reaches_the_workflow_as_its_bytes_and_leaves_no_file(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """A small result taken inline goes to the workflow inside its message (decisions/0044):
+    while the workflow process is stopped no file of it appears in the job's results folder
+    (before, one waited there until the workflow released it), and once the workflow runs again
+    the round it closes holds the answer (its metric, which only site-2 reports)."""
+
+    async def scenario(site: HostileSite, job_id: str) -> None:
+        task = await site.next("task", job_id)
+        workflow = workflow_pid(fed, job_id)
+        os.kill(workflow, signal.SIGSTOP)
+        try:
+            header = {"num_examples": 1, "metrics": {"probe": 7.0}, "meta": {}}
+            ack = await site.inline_result(job_id, task["task_id"], safetensors_bytes(), header)
+            assert ack["ok"] is True, ack
+            assert not [f for f in result_files(fed, job_id) if "site-2" in f], result_files(fed, job_id)
+        finally:
+            os.kill(workflow, signal.SIGCONT)
+
+        def probed() -> bool:
+            stats = meta(fed, job_id)["progress"]["stats"]
+            return bool(stats["rounds_done"]) and stats["last_metrics"].get("probe") == 7.0
+
+        await asyncio.to_thread(eventually, probed, 60, "the round holds site-2's answer")
+        assert not [f for f in result_files(fed, job_id) if "site-2" in f], result_files(fed, job_id)
+
+    run_against(fed, tmp_path, scenario, round_timeout=60)
 
 
 BAD_HEADERS: list[dict[str, Any]] = [

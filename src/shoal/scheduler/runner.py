@@ -36,6 +36,7 @@ from shoal.wire.controller import (
     PrivacySpent,
     Release,
     Result,
+    ResultBytes,
     Resumable,
     RoundCheckpoint,
     RoundDone,
@@ -68,6 +69,10 @@ log = logging.getLogger("shoal.scheduler")
 SITE_END_GRACE = 10.0  # seconds a site gets to stop its process and upload its log
 #: Seconds to read what is left on the workflow's channel once its process group is killed.
 CHANNEL_DRAIN_GRACE = 5.0
+#: The most bytes of lines that may wait for the workflow to read them before a small result
+#: goes to it by file instead of inside its message (``JobRun.takes_result_bytes``): 16 MiB is
+#: ~50 results of INLINE_BYTES, or a round of 2,000 results of a small model many times over.
+CONTROLLER_BACKLOG_BYTES = 16 * 2**20
 
 
 class RunHost(Protocol):
@@ -242,6 +247,7 @@ class JobRun:
         self._loss_watch = LossWatch()  # a diverging global loss becomes a notice
         self._writer: asyncio.StreamWriter | None = None
         self._to_controller: list[bytes] = []  # encoded lines for the next write (_send_controller)
+        self._to_controller_bytes = 0  # their length
         self._proc: JobProcess | None = None
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
         self._failed_sites: set[str] = set()
@@ -571,8 +577,16 @@ class JobRun:
         if task_id in self.tasks and site in self.site_apps:
             self.result_path(task_id, site).unlink(missing_ok=True)
         task = self.tasks.get(task_id)
-        if task is not None and task.sites <= task.answered | self._failed_sites:
-            task.model_path.unlink(missing_ok=True)  # every site has it or is gone: not served again
+        if task is not None:
+            self._drop_model_once_served(task)
+
+    def _drop_model_once_served(self, task: TaskState) -> None:
+        """Every site of ``task`` has answered it or is gone: its model is not served again."""
+        # the lengths first: the subset test builds a set of every site, per result
+        if len(task.answered) + len(self._failed_sites) >= len(task.sites) and (
+            task.sites <= task.answered | self._failed_sites
+        ):
+            task.model_path.unlink(missing_ok=True)
 
     def _release_controller(self) -> None:
         """Its last word is read: close our side, which is what the controller waits for before
@@ -596,13 +610,16 @@ class JobRun:
         if self._writer is not None and not self._writer.is_closing() and self._outcome is None:
             if not self._to_controller:
                 asyncio.get_running_loop().call_soon(self._flush_controller)
-            self._to_controller.append(encode(encode_message(message)))
+            line = encode(encode_message(message))
+            self._to_controller.append(line)
+            self._to_controller_bytes += len(line)
 
     def _flush_controller(self, ending: bool = False) -> None:
         """Write the queued lines in order, unless the controller is being ended meanwhile (an
         abort: see ``_send_controller``); ``ending``: its last word is read and it still waits
         for our lines up to EOF (``_release_controller``)."""
         lines, self._to_controller = self._to_controller, []
+        self._to_controller_bytes = 0
         writer = self._writer
         if lines and writer is not None and not writer.is_closing() and (ending or self._outcome is None):
             writer.write(b"".join(lines))
@@ -643,12 +660,33 @@ class JobRun:
 
     def on_result(self, site: str, task: TaskState, path: Path, info: ResultInfo) -> None:
         """A site's checked result (``site_routes.result_header``) for its open task: counted,
-        and its path to the workflow."""
+        and its path to the workflow, which says ``Release`` once it has folded it in."""
+        self._count_result(site, task, path.stat().st_size, info)
+        self._send_controller(Result(task_id=task.task_id, site=site, path=str(path), info=info))
+
+    def takes_result_bytes(self, encoded_size: int) -> bool:
+        """Whether a small result of ``encoded_size`` bytes (base64) may go to the workflow inside
+        its message (``on_result_bytes``): only while the lines waiting for the workflow to read
+        them stay under CONTROLLER_BACKLOG_BYTES, so a workflow that falls behind a round of many
+        results cannot fill the server's memory; past that they go by file, as a large one does."""
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return False
+        queued = self._to_controller_bytes + writer.transport.get_write_buffer_size()
+        return queued + encoded_size <= CONTROLLER_BACKLOG_BYTES
+
+    def on_result_bytes(self, site: str, task: TaskState, data: str, size: int, info: ResultInfo) -> None:
+        """A site's checked small result, its bytes (``data``, base64 as the site sent them, ``size``
+        decoded) straight to the workflow (decisions/0044): no file is written, none to release."""
+        self._count_result(site, task, size, info)
+        self._send_controller(ResultBytes(task_id=task.task_id, site=site, data=data, info=info))
+        self._drop_model_once_served(task)
+
+    def _count_result(self, site: str, task: TaskState, size: int, info: ResultInfo) -> None:
+        """A result taken for ``task`` from ``site``: it has answered; counted and its metrics kept."""
         task.answered.add(site)
         self._drop_partial(task, site)  # an upload it gave up for the inline answer, say
-        task_id = task.task_id
         self.progress.site_status[site] = "running"
-        size = path.stat().st_size
         self.progress.results_received += 1
         self.progress.bytes_from_sites += size
         self.host.totals.results_received += 1
@@ -657,7 +695,6 @@ class JobRun:
         self.progress.count(site, "bytes_from_site", size)
         for key, value in info.metrics.items():
             self.progress.put_site_metric(site, str(key), value)
-        self._send_controller(Result(task_id=task_id, site=site, path=str(path), info=info))
 
     def model_served(self, site: str, size: int) -> None:
         self.progress.bytes_to_sites += size

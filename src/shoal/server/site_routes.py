@@ -373,9 +373,10 @@ def _take_result(run: JobRun, site: str, task: TaskState, checked: Path, header:
 
 
 def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> ResultAck:
-    """A small result sent inside the control channel (INLINE_BYTES). The answer says whether
-    it was taken; a site that hears "not taken", or nothing, sends it by PUT instead, which
-    reports any error the usual way."""
+    """A small result sent inside the control channel (INLINE_BYTES), checked as an upload is,
+    then handed to the workflow as its bytes (or, when the workflow is behind, as a file). The
+    answer says whether it was taken; a site that hears "not taken", or nothing, sends it by PUT
+    instead, which reports any error the usual way."""
     task_id = message.task_id[:80]
     reply = ResultAck(job_id=message.job_id, task_id=task_id)
     run = _run_of(ctx, site, message.job_id)
@@ -392,16 +393,15 @@ def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> Resu
         return replace(reply, error_code="INVALID_ARGS")
     try:
         header = result_header(message.header)
+        check_safetensors(body)
     except ShoalError as exc:
         return replace(reply, error_code=exc.code)
-    tmp = run.partial_path(task, site, "inline")
+    if run.takes_result_bytes(len(message.data)):  # its bytes to the workflow as they came: no file
+        run.on_result_bytes(site, task, message.data, len(body), header)
+        return replace(reply, ok=True)
+    tmp = run.partial_path(task, site, "inline")  # the workflow is behind: by file, as an upload
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(body)
-    try:
-        check_safetensors(tmp)
-    except ShoalError as exc:
-        tmp.unlink(missing_ok=True)
-        return replace(reply, error_code=exc.code)
     _take_result(run, site, task, tmp, header)
     return replace(reply, ok=True)
 

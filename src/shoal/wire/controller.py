@@ -6,10 +6,13 @@ round, what it spent of a privacy budget, and its last word; the server
 out or came back, and log settings. In ``shoal simulate`` the simulator's ``PoolTransport``
 stands in for the server. What the server accepts from a workflow beyond the types here (sites
 of the job, task ids, paths in its folder) is checked by ``shoal.scheduler.controller_messages``.
+A site's result reaches the workflow as a file (``Result``) or, when it came inline and is small,
+as its bytes in the message (``ResultBytes``).
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,12 +121,30 @@ class RoundCheckpoint(Message):
 @register(CONTROLLER, "result", sender=SERVER, receiver=WORKFLOW)
 @dataclass(frozen=True, slots=True)
 class Result(Message):
-    """A site's checked result for a task: its file (the workflow may read it, not change it)."""
+    """A site's checked result for a task: its file (the workflow may read it, not change it, and
+    says ``Release`` once it has folded it in). A small one may come as ``ResultBytes`` instead."""
 
     task_id: str
     site: str
     path: str
     info: ResultInfo = field(default_factory=ResultInfo, metadata={FLAT: True})
+
+
+@register(CONTROLLER, "result_bytes", sender=SERVER, receiver=WORKFLOW)
+@dataclass(frozen=True, slots=True)
+class ResultBytes(Message):
+    """A site's checked small result (at most ``INLINE_BYTES``) carried in the message itself,
+    base64 as the site sent it inline: no file was written, so there is nothing to release
+    (decisions/0044)."""
+
+    task_id: str
+    site: str
+    data: str
+    info: ResultInfo = field(default_factory=ResultInfo, metadata={FLAT: True})
+
+    def payload(self) -> bytes:
+        """The safetensors bytes (the server checked them before sending)."""
+        return base64.b64decode(self.data)
 
 
 @register(CONTROLLER, "metric", sender=SERVER, receiver=WORKFLOW)

@@ -9,6 +9,7 @@ tensor in fixed-size chunks. Files stay readable by ``safetensors.numpy/torch.lo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -89,9 +90,24 @@ def _safetensors_dtype(arr: np.ndarray) -> str:
 
 def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
     """Write weights atomically (temp file, then rename), streaming each array's own buffer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        _write_params(params, f)
+    os.replace(tmp, path)
+
+
+def params_bytes(params: Mapping[str, np.ndarray]) -> bytes:
+    """The safetensors bytes ``save_params`` would write, in memory (a small model or result)."""
+    out = io.BytesIO()
+    _write_params(params, out)
+    return out.getvalue()
+
+
+def _write_params(params: Mapping[str, np.ndarray], f: io.BufferedIOBase) -> None:
+    """Safetensors into ``f``, streaming each array's own buffer."""
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.ascontiguousarray(params[name]) for name in sorted(params)}
     header: dict[str, Any] = {}
     offset = 0
@@ -104,21 +120,35 @@ def save_params(params: Mapping[str, np.ndarray], path: Path) -> None:
         offset += arr.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # keep the data 8-byte aligned, as the reference writer does
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for arr in arrays.values():
-            if arr.nbytes:
-                f.write(arr.reshape(-1).view(np.uint8).data)
-    os.replace(tmp, path)
+    f.write(struct.pack("<Q", len(raw)))
+    f.write(raw)
+    for arr in arrays.values():
+        if arr.nbytes:
+            f.write(arr.reshape(-1).view(np.uint8).data)
 
 
-def read_header(path: Path) -> tuple[dict[str, Any], int]:
+#: Where safetensors come from: a file, or the bytes themselves (a small result the server handed
+#: to the workflow inside its message, decisions/0044).
+Source = Path | bytes
+
+
+def _open(source: Source) -> io.BufferedIOBase:
+    return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
+
+
+def _size(source: Source) -> int:
+    return len(source) if isinstance(source, bytes) else source.stat().st_size
+
+
+def _name(source: Source) -> str:
+    return "the result's bytes" if isinstance(source, bytes) else source.name
+
+
+def read_header(source: Source) -> tuple[dict[str, Any], int]:
     """The validated header and where the data starts. Refuses anything malformed with
     MODEL_INVALID (standard library only; nothing is executed or unpickled)."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    size = _size(source)
+    with _open(source) as f:
         head = f.read(8)
         if len(head) != 8:
             raise ShoalError("MODEL_INVALID", "shorter than a safetensors header")
@@ -151,17 +181,18 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
     return tensors, 8 + length
 
 
-def check_safetensors(path: Path) -> None:
+def check_safetensors(source: Source) -> None:
     """Cheap structural check of an upload before anyone loads it."""
-    read_header(path)
+    read_header(source)
 
 
 class LazyParams(Mapping[str, "np.ndarray"]):
-    """A safetensors file whose tensors are read on access, or chunk by chunk (``chunks``)."""
+    """Safetensors (a file, or bytes in memory) whose tensors are read on access, or chunk by
+    chunk (``chunks``): either way a tensor read is a copy the caller owns and may change."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._tensors, self._data_start = read_header(path)
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._tensors, self._data_start = read_header(source)
 
     def _spec(self, key: str) -> tuple[Any, list[int], int, int]:
         import numpy as np
@@ -175,10 +206,10 @@ class LazyParams(Mapping[str, "np.ndarray"]):
 
         dtype, shape, start, nbytes = self._spec(key)
         out = np.empty(shape, dtype=dtype)
-        with self.path.open("rb") as f:
+        with _open(self.source) as f:
             f.seek(start)
             if nbytes and f.readinto(out.reshape(-1).view(np.uint8).data) != nbytes:
-                raise ShoalError("MODEL_INVALID", f"{self.path.name}: tensor {key!r} is cut short")
+                raise ShoalError("MODEL_INVALID", f"{_name(self.source)}: tensor {key!r} is cut short")
         return out
 
     def shape(self, key: str) -> tuple[tuple[int, ...], Any]:
@@ -193,13 +224,13 @@ class LazyParams(Mapping[str, "np.ndarray"]):
         per = max(1, chunk_bytes // dtype.itemsize)
         buffer = np.empty(per, dtype=dtype)
         done = 0
-        with self.path.open("rb") as f:
+        with _open(self.source) as f:
             f.seek(start)
             while done < nbytes:
                 take = min(per * dtype.itemsize, nbytes - done)
                 view = buffer[: take // dtype.itemsize]
                 if f.readinto(view.view(np.uint8).data) != take:
-                    raise ShoalError("MODEL_INVALID", f"{self.path.name}: tensor {key!r} is cut short")
+                    raise ShoalError("MODEL_INVALID", f"{_name(self.source)}: tensor {key!r} is cut short")
                 yield done // dtype.itemsize, view
                 done += take
 

@@ -21,6 +21,7 @@ from shoal.wire.controller import (
     PrivacySpent,
     Release,
     Result,
+    ResultBytes,
     RoundCheckpoint,
     RoundDone,
     SiteFailed,
@@ -109,6 +110,7 @@ class WorkflowContext:
                 SiteMetric: self._on_metric,
                 WorkflowLogConfig: self._on_log_config,
                 Result: self._late_result,
+                ResultBytes: self._late_result,
                 SiteFailed: self._note_failed,
                 SiteJoined: self._on_joined,
             },
@@ -200,7 +202,7 @@ class WorkflowContext:
             if found is None:
                 continue
             message, handle = found
-            answer: Result | None = handle(message)
+            answer: Result | ResultBytes | None = handle(message)
             if answer is None:
                 continue
             try:
@@ -208,9 +210,7 @@ class WorkflowContext:
                 # large model holds one tensor of the update at a time, not the whole copy.
                 yield answer.site, self._checked(answer)
             finally:
-                # Folded in: its file may go. The server (or the simulator) removes it: the
-                # workflow may read the results handed to it, not change them.
-                self._send(Release(task_id=task_id, site=answer.site, path=answer.path))
+                self._release(answer)
 
     def _send(self, message: Message) -> None:
         self._channel.send(encode(message))
@@ -225,12 +225,19 @@ class WorkflowContext:
             log.warning("the server sent a malformed message; ignored: %s", exc)
             return None
 
-    def _checked(self, result: Result) -> FLModel:
+    def _release(self, result: Result | ResultBytes) -> None:
+        """Folded in (or never to be read): a result's file may go. The server (or the simulator)
+        removes it: the workflow may read the results handed to it, not change them. A result
+        that came as its bytes left no file: nothing to say."""
+        if isinstance(result, Result):
+            self._send(Release(task_id=result.task_id, site=result.site, path=result.path))
+
+    def _checked(self, result: Result | ResultBytes) -> FLModel:
         """A site's result as the workflow gets it, once it passed the server's update checks
         (``self.checks``): a refused one is BadUpdate naming the site, before any workflow code
         has seen a value of it."""
         info = result.info
-        params = LazyParams(Path(result.path))
+        params = LazyParams(Path(result.path) if isinstance(result, Result) else result.payload())
         problem = self.checks.num_examples_problem(info.num_examples) or self.checks.values_problem(params)
         if problem is not None:
             raise BadUpdate(result.site, problem)
@@ -254,9 +261,9 @@ class WorkflowContext:
     def _on_log_config(self, message: WorkflowLogConfig) -> None:
         apply_log_setting(message.setting)
 
-    def _late_result(self, message: Result) -> None:
+    def _late_result(self, message: Result | ResultBytes) -> None:
         """A result for a task already closed (accepted just before it closed): never read."""
-        self._send(Release(task_id=message.task_id, site=message.site, path=message.path))
+        self._release(message)
 
     def _note_failed(self, message: SiteFailed) -> bool:
         """A site dropped out: it gets no more tasks until it rejoins. True if it was new."""
@@ -370,6 +377,7 @@ class _Collection:
             CONTROLLER,
             {
                 Result: self.on_result,
+                ResultBytes: self.on_result,
                 SiteFailed: self.on_site_failed,
                 SiteJoined: ctx._on_joined,
                 SiteMetric: ctx._on_metric,
@@ -379,7 +387,7 @@ class _Collection:
             "the server",
         )
 
-    def on_result(self, message: Result) -> Result | None:
+    def on_result(self, message: Result | ResultBytes) -> Result | ResultBytes | None:
         """The result to hand to the workflow, if it answers this task from a site awaited."""
         if message.task_id == self.task_id and message.site in self.waiting:
             self.waiting.discard(message.site)

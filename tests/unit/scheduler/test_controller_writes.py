@@ -9,6 +9,9 @@ import json
 import socket
 from typing import Any, cast
 
+import pytest
+
+from shoal.scheduler import runner as runner_module
 from shoal.scheduler.runner import JobRun
 from shoal.wire.controller import SiteMetric
 
@@ -73,3 +76,38 @@ def test_what_was_queued_before_the_last_word_reaches_the_workflow_before_eof() 
         return received
 
     assert [m["site"] for m in asyncio.run(scenario())] == ["site-1"]
+
+
+def test_small_results_go_as_bytes_only_while_the_workflow_keeps_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result's bytes ride the workflow's channel (decisions/0044) only while the lines it has
+    not read stay under CONTROLLER_BACKLOG_BYTES: a workflow that falls behind a round of many
+    results gets the rest by file, so they wait on disk, not in the server's memory."""
+    monkeypatch.setattr(runner_module, "CONTROLLER_BACKLOG_BYTES", 2**19)
+
+    async def scenario() -> list[bool]:
+        run, child = await run_with_channel()
+        seen = [run.takes_result_bytes(1000)]
+        for i in range(100):  # 2 MB: more than the kernel's socket buffer holds
+            run._send_controller(SiteMetric(site=f"site-{i}", key="k" * 20_000, value=1.0))
+        seen.append(run.takes_result_bytes(1000))  # queued in this turn
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        seen.append(run.takes_result_bytes(1000))  # written, not read: most waits in the server
+        reading = asyncio.create_task(asyncio.to_thread(read_lines, child, 100))  # it catches up
+        while not reading.done():
+            await asyncio.sleep(0.01)
+        seen.append(run.takes_result_bytes(1000) and len(reading.result()) == 100)
+        assert run._writer is not None
+        run._writer.close()
+        await run._writer.wait_closed()
+        child.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [True, False, False, True]
+
+
+def read_lines(sock: socket.socket, count: int) -> list[bytes]:
+    data = b""
+    while data.count(b"\n") < count:
+        data += sock.recv(1 << 16)
+    return data.splitlines()

@@ -8,7 +8,16 @@ import logging
 import pytest
 
 from shoal.wire.catalog import all_messages
-from shoal.wire.controller import Done, Result, Resumable, RoundCheckpoint, SiteFailed, Task, WorkflowError
+from shoal.wire.controller import (
+    Done,
+    Result,
+    ResultBytes,
+    Resumable,
+    RoundCheckpoint,
+    SiteFailed,
+    Task,
+    WorkflowError,
+)
 from shoal.wire.messages import (
     CONTROLLER,
     SITE,
@@ -50,6 +59,36 @@ def test_a_result_travels_flat_as_the_header_a_script_writes() -> None:
         "metrics": {"acc": 1.0},
         "meta": {},
     }
+
+
+def test_a_result_as_bytes_travels_as_base64_beside_its_flat_header() -> None:
+    """A small result the server took inline goes to the workflow inside the message (no file,
+    decisions/0044): the bytes come back exactly, and a message without them is refused."""
+    import base64
+    import json
+
+    body = bytes(range(256)) * 3
+    message = ResultBytes(
+        task_id="t",
+        site="s",
+        data=base64.b64encode(body).decode(),
+        info=ResultInfo(7, {"acc": 1.0}, {"m": 1}),
+    )
+    encoded = encode(message)
+    assert encoded == {
+        "op": "result_bytes",
+        "task_id": "t",
+        "site": "s",
+        "data": base64.b64encode(body).decode(),
+        "num_examples": 7,
+        "metrics": {"acc": 1.0},
+        "meta": {"m": 1},
+    }
+    decoded = decode(CONTROLLER, json.loads(json.dumps(encoded)))
+    assert decoded == message and isinstance(decoded, ResultBytes) and decoded.payload() == body
+    for bad in ({**encoded, "data": 12}, {k: v for k, v in encoded.items() if k != "data"}):
+        with pytest.raises(BadMessage, match="data"):
+            decode(CONTROLLER, bad)
 
 
 def test_unknown_fields_are_ignored_and_null_is_the_default() -> None:

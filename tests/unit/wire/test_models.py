@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from shoal.errors import ShoalError
-from shoal.wire.models import LazyParams, load_params, save_params
+from shoal.wire.models import LazyParams, check_safetensors, load_params, params_bytes, save_params
 
 PARAMS: dict[str, np.ndarray] = {
     "f32": np.arange(12, dtype=np.float32).reshape(3, 4),
@@ -59,6 +59,30 @@ def test_chunks_cover_the_tensor(tmp_path: Path) -> None:
         got[start : start + chunk.size] = chunk
     np.testing.assert_array_equal(got, value)
     assert lazy.shape("w") == ((1000,), np.dtype(np.float32))
+
+
+def test_safetensors_in_memory_are_the_file_and_read_as_it_is(tmp_path: Path) -> None:
+    """A small result reaches the workflow as bytes (decisions/0044): the same tensors as from
+    its file, each read a copy the aggregator may scale in place, the same checks."""
+    path = tmp_path / "m.safetensors"
+    save_params(PARAMS, path)
+    data = params_bytes(PARAMS)
+    assert data == path.read_bytes()
+    lazy, from_file = LazyParams(data), LazyParams(path)
+    for name, value in PARAMS.items():
+        np.testing.assert_array_equal(lazy[name], value)
+        assert lazy.shape(name) == from_file.shape(name)
+    got = np.empty(12, dtype=np.float32)
+    for start, chunk in lazy.chunks("f32", chunk_bytes=16):
+        chunk *= 2  # the aggregator scales each chunk in place
+        got[start : start + chunk.size] = chunk
+    np.testing.assert_array_equal(got, PARAMS["f32"].reshape(-1) * 2)
+    np.testing.assert_array_equal(lazy["f32"], PARAMS["f32"])  # the bytes did not change
+    check_safetensors(data)
+    for bad in (data[:20], b"\xff" * 8 + b"not a safetensors file", data[: len(data) - 4]):
+        with pytest.raises(ShoalError) as err:
+            check_safetensors(bad)
+        assert err.value.code == "MODEL_INVALID"
 
 
 def test_header_that_lies_about_sizes_is_refused(tmp_path: Path) -> None:
