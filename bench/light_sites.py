@@ -4,14 +4,20 @@
 one event loop. It builds every agent first (reading its kit and loading its TLS context,
 ~25 ms each, which real sites pay on their own machines), prints ``built``, and waits for a
 line on stdin before they all dial at once: the bench times the connect storm the server sees,
-not 500 kits read in a row. Each agent's jobs run in-process (fetch the model, add one, send it
-back, both the way a real site's job does) instead of starting a training process, so 200
-sites fit on a 2-core machine and the benchmark measures the server, not 200 Python start-ups.
+not 500 kits read in a row. Each agent's jobs run in-process instead of starting a training
+process, so 200 sites fit on a 2-core machine and the benchmark measures the server, not 200
+Python start-ups: a small model (one that rides the task, INLINE_BYTES) is read from the task,
+added one to and sent back inline in memory, as the server sees a real site do it; a larger one
+is fetched and its result delivered the way a real site's job does, by file. The light sites
+stand for machines of their own: the disk writes a real agent makes for its training process
+are theirs to pay, not the server's, and on a 2-core machine they took ~half the light sites'
+CPU (docs/performance.md, many sites).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +25,7 @@ from pathlib import Path
 from shoal.site import agent as agent_module
 from shoal.site.agent import SiteAgent
 from shoal.site.job import SiteJob
-from shoal.wire.models import load_params, save_params
+from shoal.wire.models import LazyParams, load_params, params_bytes, save_params
 from shoal.wire.results import ResultInfo
 from shoal.wire.site import Ended, Ready, TaskForSite
 
@@ -31,14 +37,21 @@ class LightJob(SiteJob):
         await self.agent.send(Ready(job_id=self.job_id))
 
     async def on_task(self, task: TaskForSite) -> None:
-        model = self.dir / f"{task.task_id}.safetensors"
-        await self.fetch_model(task, model)
         import numpy as np
 
+        info = ResultInfo(num_examples=1, metrics={"loss": 0.0})
+        if task.model is not None:  # small: in memory, the answer inline (a file if refused)
+            params = dict(LazyParams(base64.b64decode(task.model))) or {"w": np.zeros(4, dtype=np.float32)}
+            data = params_bytes({k: v + 1 for k, v in params.items()})
+            if await self.agent.send_result_inline(self.job_id, task.task_id, data, info):
+                self.agent.counters.results_sent += 1
+                return
+        model = self.dir / f"{task.task_id}.safetensors"
+        await self.fetch_model(task, model)
         params = load_params(model) or {"w": np.zeros(4, dtype=np.float32)}
         result = self.dir / f"{task.task_id}-result.safetensors"
         save_params({k: v + 1 for k, v in params.items()}, result)
-        await self.deliver_result(task.task_id, result, ResultInfo(num_examples=1, metrics={"loss": 0.0}))
+        await self.deliver_result(task.task_id, result, info)
         model.unlink(missing_ok=True)
         result.unlink(missing_ok=True)
 

@@ -201,13 +201,30 @@ def _connected_sites(fed: BenchFederation) -> int:
     return len(json.loads(proc.stdout)["data"]["sites"]) if proc.returncode == 0 else -1
 
 
+def _on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that keeps a process and everything it starts on ``cpus`` (None: anywhere)."""
+    import os
+
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+#: With ``pin``: the server and its job processes on one core, the light sites on the other. The
+#: light agents stand for sites on machines of their own; on a 2-core machine their CPU would
+#: otherwise be taken from the server's, and the round would time the sites' Python, not the server.
+SERVER_CPUS, SITES_CPUS = {0}, {1}
+
+
 @contextmanager
-def _light_federation(n_sites: int, processes: int = 1) -> Iterator[LightFederation]:
+def _light_federation(n_sites: int, processes: int = 1, pin: bool = False) -> Iterator[LightFederation]:
     """A POC server, then ``n_sites`` light agents (bench/light_sites.py) started at once, spread
     over ``processes`` processes: the connect storm of a federation whose sites all start
     together, timed until every one is connected (an agent refused retries, so none may be
-    missing at the end)."""
+    missing at the end). ``pin``: the server on one core, the sites on another (SERVER_CPUS)."""
     import os
+
+    pin = pin and len(os.sched_getaffinity(0)) >= 2
 
     with tempfile.TemporaryDirectory(prefix="shoal-bench-sites-") as tmp:
         home = Path(tmp)
@@ -227,6 +244,7 @@ def _light_federation(n_sites: int, processes: int = 1) -> Iterator[LightFederat
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=_on_cpus(SERVER_CPUS if pin else None),
             )
         procs = [server]
         try:
@@ -245,6 +263,7 @@ def _light_federation(n_sites: int, processes: int = 1) -> Iterator[LightFederat
                         stderr=sites_log,
                         env=env,
                         cwd=BENCH.parent,
+                        preexec_fn=_on_cpus(SITES_CPUS if pin else None),
                     )
                     for part in range(processes)
                 ]
