@@ -210,10 +210,18 @@ def _on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, cpus)
 
 
-#: With ``pin``: the server and its job processes on one core, the light sites on the other. The
-#: light agents stand for sites on machines of their own; on a 2-core machine their CPU would
-#: otherwise be taken from the server's, and the round would time the sites' Python, not the server.
-SERVER_CPUS, SITES_CPUS = {0}, {1}
+def _split_cpus() -> tuple[set[int], set[int]] | None:
+    """With ``pin``: the server and its job processes on the first half of the cores this process
+    may use, the light sites on the other half (one core each on a 2-core machine). The light
+    agents stand for sites on machines of their own; sharing the cores, their CPU would be taken
+    from the server's, and the round would time the sites' Python as much as the server."""
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
 
 
 @contextmanager
@@ -221,10 +229,11 @@ def _light_federation(n_sites: int, processes: int = 1, pin: bool = False) -> It
     """A POC server, then ``n_sites`` light agents (bench/light_sites.py) started at once, spread
     over ``processes`` processes: the connect storm of a federation whose sites all start
     together, timed until every one is connected (an agent refused retries, so none may be
-    missing at the end). ``pin``: the server on one core, the sites on another (SERVER_CPUS)."""
+    missing at the end). ``pin``: the server and the sites on cores of their own (_split_cpus)."""
     import os
 
-    pin = pin and len(os.sched_getaffinity(0)) >= 2
+    split = _split_cpus() if pin else None
+    server_cpus, sites_cpus = split if split is not None else (None, None)
 
     with tempfile.TemporaryDirectory(prefix="shoal-bench-sites-") as tmp:
         home = Path(tmp)
@@ -244,7 +253,7 @@ def _light_federation(n_sites: int, processes: int = 1, pin: bool = False) -> It
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_on_cpus(SERVER_CPUS if pin else None),
+                preexec_fn=_on_cpus(server_cpus),
             )
         procs = [server]
         try:
@@ -263,7 +272,7 @@ def _light_federation(n_sites: int, processes: int = 1, pin: bool = False) -> It
                         stderr=sites_log,
                         env=env,
                         cwd=BENCH.parent,
-                        preexec_fn=_on_cpus(SITES_CPUS if pin else None),
+                        preexec_fn=_on_cpus(sites_cpus),
                     )
                     for part in range(processes)
                 ]
@@ -330,9 +339,11 @@ def many_sites(fed: BenchFederation, quick: bool) -> list[Figure]:
 
 def site_storm(fed: BenchFederation, quick: bool) -> list[Figure]:
     """2,000 light sites in 4 processes started at once against one server (the connect storm),
-    then a 3-round FedAvg job over all of them. Quick: 20 sites in 2 processes, as a smoke run."""
+    then a 3-round FedAvg job over all of them. The server (with its job processes) runs on one
+    core and the light sites on the other (``pin``): they stand for 2,000 machines of their own.
+    Quick: 20 sites in 2 processes, as a smoke run."""
     n, processes = (20, 2) if quick else (2000, 4)
-    with _light_federation(n, processes) as light:
+    with _light_federation(n, processes, pin=True) as light:
         per, cpu, rss = _light_rounds(light, n, 3)
     label = f"storm of {n} sites"
     return [
