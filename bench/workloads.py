@@ -211,17 +211,16 @@ def _on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
 
 
 def _split_cpus() -> tuple[set[int], set[int]] | None:
-    """With ``pin``: the server and its job processes on the first half of the cores this process
-    may use, the light sites on the other half (one core each on a 2-core machine). The light
-    agents stand for sites on machines of their own; sharing the cores, their CPU would be taken
-    from the server's, and the round would time the sites' Python as much as the server."""
+    """With ``pin``: the server and its job processes on the first core this process may use, the
+    light sites on the others, as the load run splits them (bench/load.py, decisions/0046). The
+    light agents stand for sites on machines of their own; sharing the cores, their CPU would be
+    taken from the server's, and the round would time the sites' Python as much as the server."""
     import os
 
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return None
-    half = len(cpus) // 2
-    return set(cpus[:half]), set(cpus[half:])
+    return {cpus[0]}, set(cpus[1:])
 
 
 @contextmanager
@@ -340,7 +339,7 @@ def many_sites(fed: BenchFederation, quick: bool) -> list[Figure]:
 def site_storm(fed: BenchFederation, quick: bool) -> list[Figure]:
     """2,000 light sites in 4 processes started at once against one server (the connect storm),
     then a 3-round FedAvg job over all of them. The server (with its job processes) runs on one
-    core and the light sites on the other (``pin``): they stand for 2,000 machines of their own.
+    core and the light sites on the others (``pin``): they stand for 2,000 machines of their own.
     Quick: 20 sites in 2 processes, as a smoke run."""
     n, processes = (20, 2) if quick else (2000, 4)
     with _light_federation(n, processes, pin=True) as light:
