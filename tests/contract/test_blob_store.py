@@ -233,3 +233,25 @@ def test_bad_job_file_names_refused_before_anything(blobs: Blobs, tmp_path: Path
     src.write_bytes(b"x")
     with pytest.raises(ValueError):
         files.put_file(7, bad, src)
+
+
+def test_take_file_stores_the_file_and_takes_it_away(blobs: Blobs, tmp_path: Path) -> None:
+    """A checkpoint's model is taken, not copied: the folder store renames the very file in
+    (same inode), and ``src`` is gone either way, also when the content was already stored."""
+    data = bytes(range(256)) * 24_000
+    src = tmp_path / "model.safetensors"
+    src.write_bytes(data)
+    inode = src.stat().st_ino
+    sha = blobs.take_file(src)
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert read(blobs, sha) == data
+    assert not src.exists()
+    if isinstance(blobs, BlobStore):
+        assert blobs.path(sha).stat().st_ino == inode  # moved in: no second copy written
+        assert blobs.path(sha).stat().st_mode & 0o777 == 0o444
+    again = tmp_path / "again.safetensors"
+    again.write_bytes(data)
+    assert blobs.take_file(again) == sha
+    assert not again.exists()
+    assert read(blobs, sha) == data
+    assert leftovers(blobs) == []

@@ -149,6 +149,32 @@ class Thief(Workflow):
 """
 
 
+#: Sends a task whose model is "the checkpoint of round 7" without having checkpointed it
+#: ("never"), or the checkpoint of round 0 twice, its held file gone with the first task
+#: ("twice"): the server holds no such model and must refuse, never serve a file of its choosing.
+CHECKPOINTED_TASK_THIEF = r"""
+import numpy as np
+from shoal.fl.model import FLModel
+from shoal.workflows.base import Workflow
+
+class Thief(Workflow):
+    resumable = True
+
+    def run(self):
+        if HOW == "twice":
+            self.ctx.checkpoint(0, FLModel(params={"w": np.zeros(4, dtype=np.float32)}), {})
+        rounds = [0, 0] if HOW == "twice" else [7]
+        for number, rnd in enumerate(rounds):  # the first of two goes to no site: it only takes the file
+            sites = self.ctx.sites if number == len(rounds) - 1 else []
+            self.ctx._channel.send({"op": "task", "task_id": f"abc{number}", "model_path": KEY,
+                                    "sites": sites, "round": 0, "total_rounds": 1,
+                                    "checkpoint_round": rnd})
+        self.ctx._pending[f"abc{len(rounds) - 1}"] = set(self.ctx.sites)
+        for _ in self.ctx.results(f"abc{len(rounds) - 1}", min_responses=1, timeout=30):
+            pass
+"""
+
+
 #: Nests 3,000 folders in its scratch and its output folder, then ends: the server's walk of
 #: them raised RecursionError, and the job was never settled.
 DEEP_WORKFLOW = r"""
@@ -356,6 +382,30 @@ def test_a_checkpoint_naming_a_file_outside_the_workflows_folder_is_refused(
     assert key.exists() and b"PRIVATE KEY" in key.read_bytes()
     added = {p for p in blobs.rglob("*") if p.is_file()} - before
     assert not any(b"PRIVATE KEY" in p.read_bytes() for p in added), added
+
+
+@pytest.mark.parametrize("how", ["never", "twice"])
+def test_a_task_naming_a_checkpoint_the_server_does_not_hold_is_refused(
+    fed: Federation, tmp_path: Path, how: str
+) -> None:
+    """A task may send the model its workflow checkpointed just before (decisions/0045): the
+    server then serves the file it took, and a task naming any other checkpoint ends the job;
+    the path the message names is never read."""
+    key = fed.kits / "server" / "startup" / "server.key"
+    job = _job(tmp_path / "job", server={"workflow": {"class": "thief.Thief"}})
+    (job / "app" / "custom" / "thief.py").write_text(
+        f"KEY = {str(key)!r}\nHOW = {how!r}\n" + CHECKPOINTED_TASK_THIEF
+    )
+    code, doc = fed.cli.json(
+        "job", "submit", "-j", job, "--wait", "--timeout", "60", "--study", CUSTOM_CODE_STUDY
+    )
+    assert code == 1 and doc["data"]["status"] == "FINISHED_EXCEPTION", doc
+    reason = doc["data"]["job_meta"]["status_reason"]
+    assert "refused" in reason and "not the last checkpoint the workflow sent" in reason, reason
+    assert key.exists() and b"PRIVATE KEY" in key.read_bytes()
+    for site in ("site-1", "site-2"):
+        jobs = fed.kits / site / "workspace" / "jobs" / doc["data"]["job_id"]
+        assert not any(b"PRIVATE KEY" in p.read_bytes() for p in jobs.rglob("*") if p.is_file())
 
 
 def test_custom_workflows_are_refused_where_the_study_does_not_allow_them(

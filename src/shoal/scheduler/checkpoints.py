@@ -45,10 +45,11 @@ class CheckpointKeeper:
         state: dict[str, Any],
         fence: Lease | None = None,
     ) -> Checkpoint:
-        """Round ``round_number`` finished with ``model`` (a server-held file) and ``state``:
-        the new row, committed, with the previous round's model blob released."""
+        """Round ``round_number`` finished with ``model`` (a server-held file, which the blob
+        store takes: moved in, not copied, where it can) and ``state``: the new row, committed,
+        with the previous round's model blob released."""
         async with self._lock:
-            sha = await asyncio.to_thread(self.blobs.put_file, model)
+            sha = await asyncio.to_thread(self.blobs.take_file, model)
             new = replace(checkpoint, last_round=round_number, state=state, model_sha256=sha)
             await asyncio.to_thread(self.store.put_checkpoint, new, fence=fence)
             if checkpoint.model_sha256 and checkpoint.model_sha256 != sha:

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shoal.privacy.central import read_job_privacy
 from shoal.privacy.protections import filter_model_file
 from shoal.sandbox.files import claim, harvest, remove_tree
-from shoal.scheduler.controller_messages import checked_checkpoint, checked_task, error_message, round_metrics
+from shoal.scheduler.controller_messages import (
+    BadControllerMessage,
+    checked_checkpoint,
+    checked_task,
+    error_message,
+    round_metrics,
+)
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
 from shoal.store.checkpoints import Checkpoint
@@ -276,6 +282,8 @@ class JobRun:
         self._lost = False
         self._next_checkpoint: tuple[int, Path, dict[str, Any]] | None = None  # waiting to be stored
         self._checkpointing: asyncio.Task[None] | None = None  # storing them, one at a time
+        #: The last checkpoint's model (round, file), kept for the task that sends it next.
+        self._held_model: tuple[int, Path] | None = None
         self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
@@ -438,12 +446,11 @@ class JobRun:
 
     async def _on_task(self, message: Task) -> None:
         checked = checked_task(message, set(self.site_apps))
-        model = await asyncio.to_thread(
-            claim,
-            self.paths.run,
-            checked.model_path,
-            self.paths.models / f"{checked.task_id}.safetensors",
-        )
+        model = self.paths.models / f"{checked.task_id}.safetensors"
+        if checked.checkpoint_round is None:
+            await asyncio.to_thread(claim, self.paths.run, checked.model_path, model)
+        else:  # the model the workflow checkpointed just before: the server holds its file
+            await asyncio.to_thread(os.replace, self._checkpointed_model(checked), model)
         to_sites = self.to_sites()
         if to_sites:  # the job's filters on what sites receive, where its code cannot skip them
             await asyncio.to_thread(filter_model_file, model, to_sites)
@@ -536,8 +543,13 @@ class JobRun:
         checked = checked_checkpoint(message)
         held = self.paths.models / f"checkpoint-{checked.round}.safetensors"
         model = await asyncio.to_thread(claim, self.paths.run, checked.model_path, held)
+        # The next task may send this very model (Task.checkpoint_round): it keeps a name of its
+        # own, since storing the checkpoint moves this one into the blob store.
+        spare = self.paths.models / f"next-{checked.round}.safetensors"
+        previous, self._held_model = self._held_model, (checked.round, spare)
+        # (a workflow that said it cannot resume has nothing to resume from: nothing is stored)
+        await asyncio.to_thread(_hold_model, model, spare, previous, self.checkpoint.resumable)
         if not self.checkpoint.resumable:
-            model.unlink(missing_ok=True)  # a workflow that said it cannot resume has nothing to resume from
             return
         state = finite(checked.state)  # stored as strict JSON: a NaN metric becomes null
         try:
@@ -572,6 +584,17 @@ class JobRun:
                 )
             finally:
                 model.unlink(missing_ok=True)
+
+    def _checkpointed_model(self, task: Task) -> Path:
+        """The held file of the checkpoint a task names (``Task.checkpoint_round``), handed to
+        that task; a round the server holds no model of is a message it refuses."""
+        held, self._held_model = self._held_model, None
+        if held is None or held[0] != task.checkpoint_round:
+            raise BadControllerMessage(
+                f"task {task.task_id} sends the checkpoint of round {task.checkpoint_round}, "
+                "which is not the last checkpoint the workflow sent"
+            )
+        return held[1]
 
     def result_path(self, task_id: str, site: str) -> Path:
         """Where a site's checked result for a task waits for the workflow (a server-made name)."""
@@ -966,3 +989,15 @@ class JobRun:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _hold_model(model: Path, spare: Path, previous: tuple[int, Path] | None, stored: bool) -> None:
+    """Keep a checkpoint's model under ``spare`` for the next task (a second link to the same
+    file when the checkpoint is also ``stored``; the one name otherwise). The model an earlier
+    checkpoint held and no task took goes."""
+    if previous is not None:
+        previous[1].unlink(missing_ok=True)
+    if stored:
+        os.link(model, spare)
+    else:
+        os.replace(model, spare)

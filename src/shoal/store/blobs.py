@@ -67,6 +67,12 @@ class Blobs(Protocol):
 
     def put_file(self, src: Path) -> str: ...
 
+    def take_file(self, src: Path) -> str:
+        """Store the file ``src`` (one the caller owns and gives up: it is gone afterwards, or
+        moved into the store) and return its SHA-256 hex: a copy is not made where the store can
+        take the file itself (the folder store renames it in)."""
+        ...
+
     def put_bytes(self, data: bytes) -> str: ...
 
     def open(self, sha: str, start: int = 0) -> BinaryIO:
@@ -177,6 +183,28 @@ class BlobStore:
         """Copy ``src`` into the store (idempotent); return its SHA-256 hex."""
         with open(src, "rb") as f:
             return self.put_stream(f)
+
+    def take_file(self, src: Path) -> str:
+        """Move ``src`` (on the store's file system, owned by the caller) into the store after
+        hashing it: read once, never copied. Made durable as ``put_stream`` makes a copy (the
+        file fsynced, renamed into place, the folder fsynced); ``src`` is gone afterwards, also
+        when the store already held that content."""
+        with open(src, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+            os.fsync(f.fileno())
+        sha = digest.hexdigest()
+        dest = self.path(sha)
+        try:
+            if dest.is_file():
+                return sha
+            dest.parent.mkdir(exist_ok=True)
+            os.chmod(src, 0o444)
+            os.replace(src, dest)
+            _fsync_dir(dest.parent)
+            return sha
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                src.unlink()
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` (idempotent); return its SHA-256 hex."""

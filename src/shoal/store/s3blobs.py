@@ -199,6 +199,14 @@ class S3BlobStore:
         self._upload(Path(src), sha)
         return sha
 
+    def take_file(self, src: Path) -> str:
+        """``put_file``, then ``src`` goes: a bucket cannot take a local file but by upload."""
+        try:
+            return self.put_file(src)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                Path(src).unlink()
+
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         if not self.exists(sha):

@@ -25,7 +25,11 @@ from shoal.wire.results import ResultInfo
 @register(CONTROLLER, "task", sender=WORKFLOW, receiver=SERVER)
 @dataclass(frozen=True, slots=True)
 class Task(Message):
-    """Send the model in ``model_path`` (a file in the workflow's run folder) to ``sites``."""
+    """Send the model in ``model_path`` (a file in the workflow's run folder) to ``sites``.
+
+    ``checkpoint_round``: the model is the one the workflow checkpointed for that round (its
+    ``RoundCheckpoint``, just before), which the server already took: the server sends that
+    file, and the workflow writes no second copy of the same model (decisions/0045)."""
 
     task_id: str
     model_path: str
@@ -34,6 +38,7 @@ class Task(Message):
     round: int | None = None
     total_rounds: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    checkpoint_round: int | None = None
 
 
 @register(CONTROLLER, "task_closed", sender=WORKFLOW, receiver=SERVER)

@@ -124,6 +124,9 @@ class WorkflowContext:
         self.resume_point: ResumePoint | None = None
         #: The server restarts this job was resumed after: ``{"after_round", "time"}`` each.
         self.restarts: list[dict[str, Any]] = []
+        #: The last checkpoint (round, file name, params) until the next task: a task of the
+        #: same params sends the checkpoint's file (``send_task``).
+        self._checkpointed: tuple[int, str, Any] | None = None
         (run_dir / "models").mkdir(parents=True, exist_ok=True)
 
     def send_task(
@@ -139,8 +142,16 @@ class WorkflowContext:
         task_id = uuid.uuid4().hex[:16]
         for old in (self.run_dir / "models").glob("*.safetensors"):
             old.unlink(missing_ok=True)  # every site fetched it before answering the last task
-        model_path = self.run_dir / "models" / f"{task_id}.safetensors"
-        save_params(model.params, model_path)
+        checkpointed, self._checkpointed = self._checkpointed, None
+        if checkpointed is not None and checkpointed[2] is model.params:
+            # The model just checkpointed (FedAvg sends each round's model as the next task):
+            # the server already holds its file, so it is not written a second time.
+            from_checkpoint: int | None = checkpointed[0]
+            model_path = self.run_dir / checkpointed[1]
+        else:
+            from_checkpoint = None
+            model_path = self.run_dir / "models" / f"{task_id}.safetensors"
+            save_params(model.params, model_path)
         targets = [s for s in (sites if sites is not None else self.sites) if s not in self._failed_sites]
         self._send(
             Task(
@@ -151,6 +162,7 @@ class WorkflowContext:
                 model_path=str(model_path),
                 sites=targets,
                 meta=model.meta,
+                checkpoint_round=from_checkpoint,
             )
         )
         self._pending[task_id] = set(targets)
@@ -316,7 +328,11 @@ class WorkflowContext:
         and ``state``, plain JSON the workflow can restore from (with the context's round history
         and logged metrics beside it). Data only, never code: the server stores it as written and
         a resumed job reads it back with ``json`` and safetensors. The server handles messages in
-        order, so the checkpoint is stored before the next round's task goes out."""
+        order, so the checkpoint is taken before the next round's task goes out.
+
+        A task sent next with the same ``model.params`` (the same mapping, as FedAvg sends each
+        round's model) reuses the checkpoint's file instead of writing the model again
+        (decisions/0045): its arrays must not change in between."""
         if not self.keeps_checkpoints:
             return
         name = f"checkpoint-{round_number}.safetensors"
@@ -324,6 +340,7 @@ class WorkflowContext:
         context = {"rounds": self.rounds, "logged_metrics": self.logged_metrics, "restarts": self.restarts}
         saved = {"workflow": state, "context": context}
         self._send(RoundCheckpoint(round=round_number, model_path=name, state=saved))
+        self._checkpointed = (round_number, name, model.params)
 
     def resume_from(self, point: ResumePoint) -> dict[str, Any]:
         """Take back the context's part of a checkpoint (round history, logged metrics, earlier
