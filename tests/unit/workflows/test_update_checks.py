@@ -31,6 +31,22 @@ def test_a_non_finite_value_is_found_in_memory_and_in_a_streamed_file(
     assert first_non_finite(LazyParams(tmp_path / "u.safetensors")) == "b"
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, complex(np.nan, 0), complex(0, np.inf)])
+@pytest.mark.parametrize("at", [0, 517, -1])
+def test_one_non_finite_value_anywhere_is_found(bad: complex, at: int) -> None:
+    """The check reads a float tensor's minimum and maximum: a NaN or infinity at its start,
+    middle or end, among values as large as float32 holds, is still found (complex: each part)."""
+    complex_bad = isinstance(bad, complex)
+    dtype: Any = np.complex64 if complex_bad else np.float32
+    values = np.full(1000, 3e38, dtype=dtype)
+    values[::2] = -3e38
+    values[at] = bad
+    assert first_non_finite({"w": values}) == "w"
+    values[at] = 1.0
+    assert first_non_finite({"w": values}) is None
+    assert first_non_finite({"w": np.zeros(0, dtype=dtype)}) is None
+
+
 def test_a_value_in_a_later_chunk_of_a_streamed_tensor_is_found(tmp_path: Path) -> None:
     """Past the first megabyte: the whole tensor is read, chunk by chunk."""
     big = np.zeros(3 * 2**20 // 4, dtype=np.float32)
