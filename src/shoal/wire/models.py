@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 Params = dict[str, "np.ndarray"]
 MAX_HEADER_BYTES = 100 * 2**20
-CHUNK_BYTES = 32 * 2**20
+#: How much of a streamed tensor is read at a time (checking and summing an update): memory
+#: beside the running sum. 8 MiB folds a 100 MB update as fast as 32 MiB did (faster, the chunk
+#: stays nearer the CPU's caches) and takes 24 MiB less of the server's tree.
+CHUNK_BYTES = 8 * 2**20
 #: Models and results up to this size travel inside the site's control-channel messages
 #: (base64) instead of a separate HTTPS request each way: for a small model a round costs its
 #: requests, not its bytes (docs/performance.md, "per-round overhead").
