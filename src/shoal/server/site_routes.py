@@ -18,6 +18,7 @@ from shoal.errors import ShoalError
 from shoal.scheduler.runner import JobRun, TaskState
 from shoal.scheduler.sites import ConnectedSite, close_channel
 from shoal.server.context import CTX, ServerContext, small_number
+from shoal.server.gate import bulk_reads
 from shoal.server.middleware import identity_of
 from shoal.server.site_messages import BadSiteMessage, parse_site_message
 from shoal.server.streaming import save_body, stream_blob, stream_file
@@ -330,7 +331,8 @@ async def task_result(request: web.Request) -> web.Response:
         tmp.unlink(missing_ok=True)
         return json_response({"error_code": "INVALID_ARGS", "received": 0}, status=409)
     try:
-        await save_body(request, tmp, limit, append=offset > 0)
+        with bulk_reads(request.transport):
+            await save_body(request, tmp, limit, append=offset > 0)
     except ShoalError as exc:
         if exc.code == "TIMEOUT":  # the site went quiet: what arrived stays for it to resume
             raise

@@ -4,6 +4,8 @@ tests/security/test_connection_limits.py)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +99,74 @@ def test_a_connect_storm_waits_in_the_kernel_queue_instead_of_being_dropped() ->
             await runner.cleanup()
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_body_read_under_bulk_reads_takes_large_pieces_then_the_small_buffer_is_back(
+    tmp_path: Path,
+) -> None:
+    """A site's result streams in 256 KiB at a time instead of the gate's 64 KiB (a quarter of
+    the event loop's turns per byte, decisions/0045); once it is in, the connection, which may
+    stay open, holds a 64 KiB buffer again."""
+    import asyncio
+    import io
+    import ssl
+
+    import aiohttp
+    from aiohttp import web
+
+    from shoal.provision.ca import create_ca
+    from shoal.provision.kits import write_server_kit, write_site_kit
+    from shoal.security.tls import client_ssl_context, server_ssl_context
+    from shoal.server.gate import (
+        BULK_TLS_READ_BUFFER,
+        TLS_READ_BUFFER,
+        ConnectionSettings,
+        GatedSite,
+        bulk_reads,
+    )
+
+    ca = create_ca("p")
+    write_server_kit(tmp_path, ca, project="p", org="o", port=1, sites=["site-1"])
+    write_site_kit(tmp_path, ca, name="site-1", project="p", org="o", port=1)
+    body = b"x" * (4 * 2**20)
+    seen: dict[str, Any] = {}
+
+    async def upload(request: web.Request) -> web.Response:
+        protocol: Any = getattr(request.transport, "_ssl_protocol", None)
+        pieces = []
+        with bulk_reads(request.transport):
+            seen["during"] = protocol.max_size
+            while chunk := await request.content.readany():
+                pieces.append(len(chunk))
+        seen["largest piece"] = max(pieces)
+        seen["after"] = (protocol.max_size, len(protocol._ssl_buffer))
+        return web.Response(text=str(sum(pieces)))
+
+    async def scenario() -> str:
+        app = web.Application(client_max_size=2 * len(body))
+        app.router.add_put("/up", upload)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = GatedSite(
+            runner,
+            "127.0.0.1",
+            0,
+            ssl_context=server_ssl_context(tmp_path / "server"),
+            settings=ConnectionSettings(),
+        )
+        await site.start()
+        try:
+            port = runner.addresses[0][1]
+            tls: ssl.SSLContext = client_ssl_context(tmp_path / "site-1")
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session,
+                session.put(f"https://localhost:{port}/up", data=io.BytesIO(body)) as resp,
+            ):
+                return await resp.text()
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()) == str(len(body))
+    assert seen["during"] == BULK_TLS_READ_BUFFER
+    assert seen["largest piece"] > TLS_READ_BUFFER  # read in large pieces indeed
+    assert seen["after"] == (TLS_READ_BUFFER, TLS_READ_BUFFER)
