@@ -115,3 +115,58 @@ def pin(pid: int, cpus: set[int]) -> None:
 def pin_tree(root: int, cpus: set[int]) -> None:
     for pid in tree_pids(root):
         pin(pid, cpus)
+
+
+class TreeCpu:
+    """CPU seconds (user + system) used by several process trees while a workload runs, read
+    from /proc every ``interval`` seconds. Job processes come and go (a job's controller and
+    training scripts exit with it), so each process's last reading is kept: what a process
+    used after its last sample is missed (at most ``interval`` of its time)."""
+
+    def __init__(self, roots: dict[str, int], interval: float = 0.05) -> None:
+        self.roots = roots
+        self.interval = interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self, initial: bool) -> None:
+        tree = _children()
+        for name, root in self.roots.items():
+            seen, stack = set(), [root]
+            while stack:
+                pid = stack.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                stack.extend(tree.get(pid, []))
+                try:
+                    used = cpu_seconds(pid)
+                except (OSError, IndexError, ValueError):
+                    continue
+                if pid not in self._first:  # a process started meanwhile counts from 0
+                    self._first[pid] = used if initial else 0.0
+                self._last[pid] = (name, used)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample(initial=False)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> TreeCpu:
+        self._sample(initial=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample(initial=False)
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds each tree used between ``__enter__`` and ``__exit__``."""
+        out = dict.fromkeys(self.roots, 0.0)
+        for pid, (name, used) in self._last.items():
+            out[name] += used - self._first[pid]
+        return out

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.federation import BENCH, BenchFederation, federation
-from bench.measure import PeakSampler, cpu_seconds
+from bench.measure import PeakSampler, TreeCpu, cpu_seconds
 from bench.restart import resume_after_restart
 from bench.takeover import takeover
 
@@ -165,11 +165,12 @@ def large_model(fed: BenchFederation, quick: bool) -> list[Figure]:
             shutil.copytree(BENCH / "jobs" / "big", job)
             cfg = job / "app" / "config" / "config_fed_client.json"
             cfg.write_text(json.dumps({"script": "client.py", "args": f"--mb {mb}"}))
-            with PeakSampler(_pids(fed)) as sampler:
+            with PeakSampler(_pids(fed)) as sampler, TreeCpu(_pids(fed)) as cpu:
                 job_id = _submit(fed, job)
                 fed.shoal("job", "wait", job_id)
             meta = fed.shoal_json("job", "meta", job_id)["data"]
             times = [r["time"] for r in _rounds(fed, job_id)]
+            rounds = len(times)
         stats = meta["progress"]["stats"]  # type: ignore[index]
         moved = (stats["bytes_to_sites"] + stats["bytes_from_sites"]) / 2**20
         figures += [
@@ -185,6 +186,11 @@ def large_model(fed: BenchFederation, quick: bool) -> list[Figure]:
                 if site != "server"
             ),
             Figure(f"{mb} MB model, 2 sites", "MiB moved over the wire (3 rounds)", [moved], "MiB"),
+            *(
+                # the whole job (start and end included) over its rounds: the CPU a round costs
+                Figure(f"{mb} MB model, 2 sites", f"{tree} tree CPU-s per round", [used / rounds], "s")
+                for tree, used in sorted(cpu.seconds().items())
+            ),
         ]
     return figures
 
