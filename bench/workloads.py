@@ -157,42 +157,69 @@ def _pids(fed: BenchFederation) -> dict[str, int]:
 LARGE_MODEL_MB: tuple[int, ...] = (100, 1024)  # python -m bench --model-mb N changes it
 
 
+#: The size measured beside its baseline in ``make bench`` (issue 19, target 4).
+BASELINE_MB = 100
+BASELINE_PAIRS = 2  # alternating runs of each side, a fresh federation each: the machine drifts
+
+
 def large_model(fed: BenchFederation, quick: bool) -> list[Figure]:
     figures = []
     for mb in (20,) if quick else LARGE_MODEL_MB:
-        with tempfile.TemporaryDirectory() as tmp:
-            job = Path(tmp) / "big"
-            shutil.copytree(BENCH / "jobs" / "big", job)
-            cfg = job / "app" / "config" / "config_fed_client.json"
-            cfg.write_text(json.dumps({"script": "client.py", "args": f"--mb {mb}"}))
-            with PeakSampler(_pids(fed)) as sampler, TreeCpu(_pids(fed)) as cpu:
-                job_id = _submit(fed, job)
-                fed.shoal("job", "wait", job_id)
-            meta = fed.shoal_json("job", "meta", job_id)["data"]
-            times = [r["time"] for r in _rounds(fed, job_id)]
-            rounds = len(times)
-        stats = meta["progress"]["stats"]  # type: ignore[index]
-        moved = (stats["bytes_to_sites"] + stats["bytes_from_sites"]) / 2**20
-        figures += [
-            Figure(
-                f"{mb} MB model, 2 sites", "seconds per round (rounds 2-3)", [(times[-1] - times[0]) / 2], "s"
-            ),
-            Figure(
-                f"{mb} MB model, 2 sites", "server tree peak RSS", [sampler.peaks["server"] / 2**20], "MiB"
-            ),
-            *(
-                Figure(f"{mb} MB model, 2 sites", f"{site} tree peak RSS", [peak / 2**20], "MiB")
-                for site, peak in sorted(sampler.peaks.items())
-                if site != "server"
-            ),
-            Figure(f"{mb} MB model, 2 sites", "MiB moved over the wire (3 rounds)", [moved], "MiB"),
-            *(
-                # the whole job (start and end included) over its rounds: the CPU a round costs
-                Figure(f"{mb} MB model, 2 sites", f"{tree} tree CPU-s per round", [used / rounds], "s")
-                for tree, used in sorted(cpu.seconds().items())
-            ),
-        ]
+        if not quick and mb == BASELINE_MB:
+            figures += _large_model_beside_baseline(mb)
+        figures += _large_model_once(fed, mb, f"{mb} MB model, 2 sites")
     return figures
+
+
+def _large_model_beside_baseline(mb: int) -> list[Figure]:
+    """The ``mb`` job on the baseline's code (bench/baseline.py: ``main`` before issue 19) and on
+    this tree's, in turn, each in a fresh federation: the two sides meet the same machine."""
+    from bench.baseline import LOAD_BASELINE, baseline_env, resolve
+
+    rev = resolve(LOAD_BASELINE)
+    if rev is None:
+        print(f"# large_model: no baseline (revision {LOAD_BASELINE[:7]} is not in this clone)", flush=True)
+        return []
+    limits = {"result_floor_bytes": 4 << 30}
+    figures: list[Figure] = []
+    with baseline_env(rev) as extra:
+        for _ in range(BASELINE_PAIRS):
+            with federation(env=extra, limits=limits) as before:
+                figures += _large_model_once(before, mb, f"{mb} MB model [baseline {rev[:7]}]")
+            with federation(limits=limits) as after:
+                figures += _large_model_once(after, mb, f"{mb} MB model [this tree, beside it]")
+    return figures
+
+
+def _large_model_once(fed: BenchFederation, mb: int, label: str) -> list[Figure]:
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "big"
+        shutil.copytree(BENCH / "jobs" / "big", job)
+        cfg = job / "app" / "config" / "config_fed_client.json"
+        cfg.write_text(json.dumps({"script": "client.py", "args": f"--mb {mb}"}))
+        with PeakSampler(_pids(fed)) as sampler, TreeCpu(_pids(fed)) as cpu:
+            job_id = _submit(fed, job)
+            fed.shoal("job", "wait", job_id)
+        meta = fed.shoal_json("job", "meta", job_id)["data"]
+        times = [r["time"] for r in _rounds(fed, job_id)]
+        rounds = len(times)
+    stats = meta["progress"]["stats"]  # type: ignore[index]
+    moved = (stats["bytes_to_sites"] + stats["bytes_from_sites"]) / 2**20
+    return [
+        Figure(label, "seconds per round (rounds 2-3)", [(times[-1] - times[0]) / 2], "s"),
+        Figure(label, "server tree peak RSS", [sampler.peaks["server"] / 2**20], "MiB"),
+        *(
+            Figure(label, f"{site} tree peak RSS", [peak / 2**20], "MiB")
+            for site, peak in sorted(sampler.peaks.items())
+            if site != "server"
+        ),
+        Figure(label, "MiB moved over the wire (3 rounds)", [moved], "MiB"),
+        *(
+            # the whole job (start and end included) over its rounds: the CPU a round costs
+            Figure(label, f"{tree} tree CPU-s per round", [used / rounds], "s")
+            for tree, used in sorted(cpu.seconds().items())
+        ),
+    ]
 
 
 @dataclass
