@@ -100,7 +100,8 @@ def start_dashboard(fed: Federation, kit: Path) -> Dashboard:
 
 def stop_dashboard(dash: Dashboard) -> None:
     dash.proc.send_signal(signal.SIGTERM)
-    assert dash.proc.wait(timeout=15) == 0
+    dash.proc.communicate(timeout=15)  # waits, and closes the pipes its address was read from
+    assert dash.proc.returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -477,8 +478,7 @@ def test_the_dashboard_stops_at_once_while_a_page_follows_a_quiet_job(
         assert time.monotonic() - asked < 5
         page.context.close()
     finally:
-        if dash.proc.poll() is None:
-            stop_dashboard(dash)
+        stop_dashboard(dash)  # signals it only if it still runs; closes its pipes either way
         federation.cli.json("job", "abort", job_id, "--force")
 
 
