@@ -395,6 +395,7 @@ def test_cross_site_requests_are_refused(
         page.close()
     finally:
         attacker.shutdown()
+        attacker.server_close()  # its listening socket (shutdown only stops its loop)
         federation.cli.json("job", "abort", job_id, "--force")
 
 
@@ -434,7 +435,7 @@ def test_after_a_server_restart_a_finished_jobs_curves_come_from_its_summary(
 ) -> None:
     """The server keeps no curves of jobs that ended before it started: the page draws them
     from the job's metrics_summary.json, as ``job plot`` does; the dashboard reconnects."""
-    from tests.faults.test_server_killed import kill_server, restart_server
+    from tests.faults.test_server_killed import kill_server, restart_server, stop_restarted
     from tests.federation import own_federation
 
     with own_federation(tmp_path / "home") as fed:
@@ -458,6 +459,7 @@ def test_after_a_server_restart_a_finished_jobs_curves_come_from_its_summary(
             page.context.close()
         finally:
             stop_dashboard(dash)
+            stop_restarted(fed)
 
 
 def test_the_dashboard_stops_at_once_while_a_page_follows_a_quiet_job(
