@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -58,6 +59,32 @@ class Cli:
             ) from exc
         assert doc["exit_code"] == proc.returncode, (doc, proc.stderr)
         return proc.returncode, doc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_what_the_module_left() -> Iterator[None]:
+    """A full collection after each module, over what the tests froze too: a cycle that was
+    alive at a test's end (a module fixture's server, a cache) and garbage later is found here,
+    reported in the module's last test."""
+    yield
+    gc.unfreeze()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _collect_what_the_test_left() -> Iterator[None]:
+    """Run the garbage collector after each test, so that a socket, file or process a test (or
+    the code it drives) leaves open is reported as that test's error (warnings are errors:
+    pyproject.toml), not as a ResourceWarning in whichever test the collector happens to run in.
+
+    A full collection walks every object the session holds (torch, numpy, aiohttp: ~0.3 s on a
+    loaded CI machine, minutes over the suite), so what survives it is frozen (``gc.freeze``):
+    the next test's collection walks only the objects made since. The module fixture above
+    unfreezes and collects everything once per module.
+    """
+    yield
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import ssl
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from tests.conftest import Cli
 
@@ -107,6 +111,36 @@ def _connected(pid: int, port: int) -> bool:
                 if state == "01" and remote_port == port and inode in sockets:  # 01: ESTABLISHED
                     return True
     return False
+
+
+class _TrackingConnector(aiohttp.TCPConnector):
+    """A connector that remembers every transport it opens (aiohttp offers no public hook for
+    this: its one place that opens them is overridden)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened: list[asyncio.Transport] = []
+
+    async def _wrap_create_connection(self, *args: Any, **kwargs: Any) -> tuple[asyncio.Transport, Any]:
+        transport, protocol = await super()._wrap_create_connection(*args, **kwargs)
+        self.opened.append(transport)
+        return transport, protocol
+
+
+@asynccontextmanager
+async def tls_session(context: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp session whose exit leaves no connection open. aiohttp ends a TLS connection
+    (one the server closed, or the session's own on close) with a close_notify exchange that
+    needs the event loop to run on, and does not wait for the connections it let go earlier;
+    when ``asyncio.run`` then ends the loop, the socket is left to the garbage collector
+    (ResourceWarning: unclosed transport), an error in whichever test it is collected in. A
+    test's client owes the server no graceful goodbye: what is still open is aborted."""
+    connector = _TrackingConnector(ssl=context)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+    for transport in connector.opened:
+        transport.abort()
+    await asyncio.sleep(0)  # each abort closes its socket in the loop's next pass
 
 
 def alive(pid: int) -> bool:

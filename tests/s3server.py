@@ -70,23 +70,24 @@ class S3Server:
 @contextmanager
 def s3_server() -> Iterator[S3Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.Popen(
+    # As a context manager Popen closes its pipes (stdout too, which the port was read from)
+    # and waits for the process on the way out, so neither outlives the session.
+    with subprocess.Popen(
         [sys.executable, "-c", _SERVE],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # a line per request
         text=True,
         env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip())
-        yield S3Server(f"http://127.0.0.1:{port}")
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
+    ) as proc:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline().strip())
+            yield S3Server(f"http://127.0.0.1:{port}")
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

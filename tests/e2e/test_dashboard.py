@@ -100,7 +100,8 @@ def start_dashboard(fed: Federation, kit: Path) -> Dashboard:
 
 def stop_dashboard(dash: Dashboard) -> None:
     dash.proc.send_signal(signal.SIGTERM)
-    assert dash.proc.wait(timeout=15) == 0
+    dash.proc.communicate(timeout=15)  # waits, and closes the pipes its address was read from
+    assert dash.proc.returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -394,6 +395,7 @@ def test_cross_site_requests_are_refused(
         page.close()
     finally:
         attacker.shutdown()
+        attacker.server_close()  # its listening socket (shutdown only stops its loop)
         federation.cli.json("job", "abort", job_id, "--force")
 
 
@@ -433,7 +435,7 @@ def test_after_a_server_restart_a_finished_jobs_curves_come_from_its_summary(
 ) -> None:
     """The server keeps no curves of jobs that ended before it started: the page draws them
     from the job's metrics_summary.json, as ``job plot`` does; the dashboard reconnects."""
-    from tests.faults.test_server_killed import kill_server, restart_server
+    from tests.faults.test_server_killed import kill_server, restart_server, stop_restarted
     from tests.federation import own_federation
 
     with own_federation(tmp_path / "home") as fed:
@@ -457,6 +459,7 @@ def test_after_a_server_restart_a_finished_jobs_curves_come_from_its_summary(
             page.context.close()
         finally:
             stop_dashboard(dash)
+            stop_restarted(fed)
 
 
 def test_the_dashboard_stops_at_once_while_a_page_follows_a_quiet_job(
@@ -477,8 +480,7 @@ def test_the_dashboard_stops_at_once_while_a_page_follows_a_quiet_job(
         assert time.monotonic() - asked < 5
         page.context.close()
     finally:
-        if dash.proc.poll() is None:
-            stop_dashboard(dash)
+        stop_dashboard(dash)  # signals it only if it still runs; closes its pipes either way
         federation.cli.json("job", "abort", job_id, "--force")
 
 

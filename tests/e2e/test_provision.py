@@ -147,3 +147,5 @@ def test_certificates_near_their_end_are_warned_by_status_and_preflight(tmp_path
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+        if server.stdout is not None:
+            server.stdout.close()  # the pipe "ready" was read from

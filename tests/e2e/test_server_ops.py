@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from shoal.security.tls import client_ssl_context
@@ -23,7 +22,7 @@ from shoal.server.app import REVOCATION_CHECK
 from tests.conftest import Cli
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import slow_job
-from tests.federation import own_federation
+from tests.federation import own_federation, tls_session
 
 pytestmark = pytest.mark.e2e
 
@@ -116,8 +115,7 @@ async def _put_logs_side_by_side(fed: Federation, job_id: str) -> tuple[int, int
         await json_done.wait()
         yield b"second half\n"
 
-    connector = aiohttp.TCPConnector(ssl=client_ssl_context(fed.kits / "site-1"))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with tls_session(client_ssl_context(fed.kits / "site-1")) as session:
 
         async def put_text() -> int:
             async with session.put(url, params={"file": "log.txt"}, data=text_body()) as resp:

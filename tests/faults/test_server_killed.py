@@ -54,16 +54,22 @@ def fed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Federation]:
     try:
         yield federation
     finally:
-        for proc in RESTARTED:  # our own children: stop and reap them here
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        RESTARTED.clear()
-        pids_file = federation.workspace / "run" / "pids.json"
-        pids = json.loads(pids_file.read_text())
-        pids.pop("restarted", None)
-        pids_file.write_text(json.dumps(pids))
+        stop_restarted(federation)
         stop_federation(federation)
+
+
+def stop_restarted(fed: Federation) -> None:
+    """Stop and reap the servers ``restart_server`` started (our own children: ``poc stop``
+    knows only the ones it started), and forget them."""
+    for proc in RESTARTED:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    RESTARTED.clear()
+    pids_file = fed.workspace / "run" / "pids.json"
+    pids = json.loads(pids_file.read_text())
+    pids.pop("restarted", None)
+    pids_file.write_text(json.dumps(pids))
 
 
 def server_pid(fed: Federation) -> int:

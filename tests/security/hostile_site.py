@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import aiohttp
 from yarl import URL
 
 from shoal.security.tls import client_ssl_context
-from tests.federation import Federation
+from tests.federation import Federation, tls_session
 
 
 def stop_site_agent(fed: Federation, site: str) -> None:
@@ -52,6 +53,7 @@ class HostileSite:
         self.base = f"https://{self.host}:{self.port}"
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._session: aiohttp.ClientSession | None = None
+        self._closing = contextlib.AsyncExitStack()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -60,7 +62,7 @@ class HostileSite:
         return client_ssl_context(self.fed.kits / self.site)
 
     async def __aenter__(self) -> HostileSite:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl))
+        self._session = await self._closing.enter_async_context(tls_session(self.ssl))
         deadline = time.monotonic() + 60
         while True:  # the server may still hold the killed agent's channel for a moment
             self._ws = await self._session.ws_connect(self.base + "/site/v1/ws")
@@ -78,8 +80,7 @@ class HostileSite:
             self._reader.cancel()
         if self._ws is not None:
             await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
+        await self._closing.aclose()
 
     async def _read(self) -> None:
         assert self._ws is not None

@@ -15,11 +15,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.e2e.conftest import Federation, start_federation, stop_federation
 from tests.e2e.jobs import slow_job
+from tests.federation import tls_session
 
 pytestmark = pytest.mark.e2e
 
@@ -127,8 +127,7 @@ async def _dribbled_log_upload(fed: Federation, job_id: str) -> int:
             yield f"line {i}\n".encode()
             await asyncio.sleep(0.5)
 
-    connector = aiohttp.TCPConnector(ssl=tls_context(fed.kits / "site-1"))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with tls_session(tls_context(fed.kits / "site-1")) as session:
         url = f"https://{host}:{port}/site/v1/jobs/{job_id}/log"
         async with session.put(url, params={"file": "log.txt"}, data=body()) as resp:
             return resp.status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -57,8 +58,10 @@ def connection(fed: Federation) -> Connection:
 
 
 @pytest.fixture(scope="module")
-def conn(federation: Federation) -> Connection:
-    return connection(federation)
+def conn(federation: Federation) -> Iterator[Connection]:
+    opened = connection(federation)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from shoal.security.tls import client_ssl_context
 from shoal.wire.channel import CLOSE_MALFORMED
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Federation
-from tests.federation import own_federation
+from tests.federation import own_federation, tls_session
 
 pytestmark = pytest.mark.e2e
 
@@ -124,8 +124,7 @@ def test_malformed_hellos_are_refused_and_a_normal_job_still_finishes(
     log_before = log_file.read_text()
 
     async def scenario() -> tuple[list[int | None], dict[str, Any]]:
-        connector = aiohttp.TCPConnector(ssl=client_ssl_context(kit))
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with tls_session(client_ssl_context(kit)) as session:
             # The finding: a hello whose policy says "studies": 5 stopped every dispatch pass.
             first = await session.ws_connect(channel_url(fed))
             await first.send_str(json.dumps({"type": "hello", "version": "1", "policy": {"studies": 5}}))
@@ -155,8 +154,7 @@ def test_malformed_messages_are_ignored_and_a_second_hello_closes(fed: Federatio
     log_before = log_file.read_text()
 
     async def scenario() -> tuple[list[str], int | None]:
-        connector = aiohttp.TCPConnector(ssl=client_ssl_context(kit))
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with tls_session(client_ssl_context(kit)) as session:
             ws = await session.ws_connect(channel_url(fed))
             await ws.send_str(json.dumps({"type": "hello", "version": "1", "policy": {}, "jobs": []}))
             welcome = await ws.receive_json(timeout=10)

@@ -9,8 +9,10 @@ import time
 from aiohttp import web
 
 from shoal.errors import ShoalError
-from shoal.server.context import CTX
+from shoal.scheduler.runner import JobRun
+from shoal.server.context import CTX, ServerContext
 from shoal.server.views import job_meta, json_response
+from shoal.store.base import JobRecord
 from shoal.store.jobfiles import JobFiles
 from shoal.wire import routes as paths
 from shoal.wire.logconfig import LEVELS, MODES
@@ -44,19 +46,26 @@ async def job_events(request: web.Request) -> web.Response:
     )
 
 
+def _kept_run(ctx: ServerContext, job: JobRecord, what: str, instead: str) -> JobRun:
+    """The live state of a job the server runs, or keeps after it finished (its last
+    FINISHED_KEPT jobs since it started), so a finished job shows its final ``what`` as meta
+    does: the same numbers, not an error. Otherwise JOB_NOT_RUNNING, whose hint names where the
+    same figures are found (``instead``)."""
+    run = ctx.scheduler.run_of(job.job_id)
+    if run is None:
+        kept = "it has not started" if job.start_time is None else f"its {what} are no longer kept"
+        raise ShoalError(
+            "JOB_NOT_RUNNING",
+            f"{kept}; it is {job.status.value} ({instead})",
+            job_id=str(job.job_id),
+        )
+    return run
+
+
 async def job_stats(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     job = ctx.job_in_study(request)
-    # A finished job shows its final figures while the server keeps them (its last
-    # FINISHED_KEPT jobs since it started), as meta does: the same numbers, not an error.
-    run = ctx.scheduler.run_of(job.job_id)
-    if run is None:
-        kept = "it has not started" if job.start_time is None else "its figures are no longer kept"
-        raise ShoalError(
-            "JOB_NOT_RUNNING",
-            f"{kept}; it is {job.status.value} (its metrics: 'shoal job download {job.job_id}')",
-            job_id=str(job.job_id),
-        )
+    run = _kept_run(ctx, job, "figures", f"its metrics: 'shoal job download {job.job_id}'")
     site = request.query.get("site", "all")
     sites = run.sites if site == "all" else [site]
     if site not in ("all", "server") and site not in run.site_apps:
@@ -84,14 +93,7 @@ async def job_series(request: web.Request) -> web.Response:
     JOB_NOT_RUNNING (its summary holds the same curves: ``job plot``)."""
     ctx = request.app[CTX]
     job = ctx.job_in_study(request)
-    run = ctx.scheduler.run_of(job.job_id)
-    if run is None:
-        kept = "it has not started" if job.start_time is None else "its curves are no longer kept"
-        raise ShoalError(
-            "JOB_NOT_RUNNING",
-            f"{kept}; it is {job.status.value} (a finished job's curves: 'shoal job plot {job.job_id}')",
-            job_id=str(job.job_id),
-        )
+    run = _kept_run(ctx, job, "curves", f"a finished job's curves: 'shoal job plot {job.job_id}'")
     p = run.progress
     return json_response(
         {
