@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.runtime.priority import session_nice
+from shoal.sandbox.priority import session_nice
 from tests.e2e.jobs import slow_job
 from tests.federation import Federation
 

@@ -17,7 +17,7 @@ minus its number), and fresh random state: numpy's global generator is reseeded 
 (Python's ``random`` reseeds itself after a fork), so two jobs never draw the same numbers. No
 code of a job runs in the fork server before the fork, and the server and the agent never fork
 themselves. The job processes stay in the fork server's session, whose scheduling group the fork
-server gives the job nice value at its start (``shoal.runtime.priority``): on a kernel that
+server gives the job nice value at its start (``shoal.sandbox.priority``): on a kernel that
 schedules by session, a session per job would run every job at the host's weight, however
 niced. A fork server whose parent dies reads EOF and exits. ``SHOAL_WARM_SPARES=0`` starts
 every job process from scratch instead (decisions/0010).
@@ -32,7 +32,7 @@ import socket
 import sys
 
 from shoal import settings
-from shoal.runtime.priority import session_nice, yield_session
+from shoal.sandbox.priority import session_nice, yield_session
 from shoal.wire.channel import CHANNEL_FD_ENV, encode
 
 TYPE_CHECKING = False

@@ -32,8 +32,8 @@ from typing import Any
 
 from shoal import settings
 from shoal.errors import ShoalError
-from shoal.runtime.priority import yield_session
 from shoal.sandbox import landlock, privileges
+from shoal.sandbox.priority import yield_session
 
 log = logging.getLogger("shoal.sandbox")
 

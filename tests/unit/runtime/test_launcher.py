@@ -16,7 +16,7 @@ import pytest
 
 from shoal.runtime import launcher as warm
 from shoal.runtime.launcher import ForkedProcess, ForkServer
-from shoal.runtime.priority import session_nice
+from shoal.sandbox.priority import session_nice
 
 SCRIPT = """
 import json, os, sys
@@ -94,7 +94,7 @@ def test_a_script_runs_as_python_would_run_it(
 
 PRIORITY_SCRIPT = """
 import os
-from shoal.runtime.priority import session_nice
+from shoal.sandbox.priority import session_nice
 from shoal.wire.channel import SyncChannel
 SyncChannel.from_env().send({"nice": os.getpriority(os.PRIO_PROCESS, 0), "group": session_nice()})
 """
