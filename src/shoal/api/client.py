@@ -57,6 +57,7 @@ class AdminClient:
         self.connect_timeout = connect_timeout
         self._conn: Connection | None = None
         self._polled = False  # a long poll was answered: a later one cut is asked again (_held_poll)
+        self._interrupted = False  # interrupt() was called: a cut poll is the caller stopping, not a replica
 
     @property
     def address(self) -> str:
@@ -70,6 +71,7 @@ class AdminClient:
     def interrupt(self) -> None:
         """Make the request another thread is waiting in (a long poll) fail at once, as a
         CONNECTION_FAILED there: for a process that stops while its threads wait (the dashboard)."""
+        self._interrupted = True
         conn = self._conn
         if conn is not None:
             conn.interrupt()
@@ -251,7 +253,8 @@ class AdminClient:
         server had held it a while, or after an earlier poll was answered (its replica stopped
         behind a load balancer; decisions/0041)
         is asked again, of whichever server answers now, for up to WAIT_RECONNECT seconds. One
-        refused at once (no server at all) fails at once, as any request does."""
+        refused at once (no server at all) fails at once, as any request does, and so does one
+        cut by ``interrupt`` (the caller is stopping: the dashboard's relay)."""
         asked = time.monotonic()
         cut_since: float | None = None
         while True:
@@ -263,7 +266,12 @@ class AdminClient:
                 now = time.monotonic()
                 held = self._polled or cut_since is not None or now - asked >= 1.0
                 cut_since = cut_since if cut_since is not None else now
-                if exc.code != "CONNECTION_FAILED" or not held or now - cut_since > WAIT_RECONNECT:
+                if (
+                    self._interrupted
+                    or exc.code != "CONNECTION_FAILED"
+                    or not held
+                    or now - cut_since > WAIT_RECONNECT
+                ):
                     raise
                 time.sleep(0.2)
 
