@@ -34,7 +34,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The suite runs in a random order (pytest-randomly), its seed printed first, so that no test can
-# depend on another having run before it; `make test SEED=N` runs one order again.
+# depend on another having run before it; `make test SEED=N` runs one order again. The 25
+# slowest tests are listed at the end: the suite has a 15-minute budget.
 # iproute2 (network namespaces), PostgreSQL and zsh from Debian's packages, when missing.
 system-deps:
 	bash scripts/system-deps.sh
@@ -42,7 +43,7 @@ system-deps:
 test: system-deps lint typecheck compile $(TORCH_STAMP)
 	@seed=$(SEED); seed=$${seed:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
 	echo "test order: pytest-randomly seed $$seed (make test SEED=$$seed runs it again)"; \
-	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$$seed
+	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$$seed --durations=25
 
 # Mutation testing of fl/'s numeric core with mutmut (docs/mutation.md): many minutes on 2
 # cores, so not part of `make test` or CI's run. Survivors are listed at the end.
