@@ -17,9 +17,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench.federation import BENCH, BenchFederation
+
+if TYPE_CHECKING:
+    from shoal.api.answers import JobMeta
 
 
 @dataclass
@@ -115,7 +118,7 @@ def run_burst(fed: BenchFederation, jobs: int, submitters: int, timeout: float =
     )
 
 
-def _wait_all(fed: BenchFederation, job_ids: list[str], timeout: float) -> list[dict[str, Any]]:
+def _wait_all(fed: BenchFederation, job_ids: list[str], timeout: float) -> list[JobMeta]:
     """Every job's meta once it has ended (one kept connection, long polls in turn)."""
     metas = []
     deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from shoal.errors import ShoalError
+from shoal.security.tls import client_ssl_context
 from shoal.site import agent as agent_module
 from shoal.site.agent import SiteAgent
 from shoal.site.job import SiteJob
@@ -73,15 +74,21 @@ class LightAgent(SiteAgent):
     warm_processes = False  # jobs run in-process here: 200 agents need no fork servers
 
 
+def _stop_all(agents: list[LightAgent]) -> None:
+    for agent in agents:
+        agent.stop()
+
+
 async def run(kits: Path, names: list[str]) -> None:
     agents = [LightAgent(kits / name) for name in names]
-    contexts = {agent.kit_dir: agent_module.client_ssl_context(agent.kit_dir) for agent in agents}
-    agent_module.client_ssl_context = contexts.__getitem__  # the agents' _run asks for it by kit
+    contexts = {agent.kit_dir: client_ssl_context(agent.kit_dir) for agent in agents}
+    # One TLS context per kit, built once: the agents' _run asks the agent module for it by kit.
+    setattr(agent_module, "client_ssl_context", contexts.__getitem__)  # noqa: B010 (typed module attribute)
     print("built", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.readline)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: [a.stop() for a in agents])
+        loop.add_signal_handler(sig, _stop_all, agents)
     await asyncio.gather(*(a.run() for a in agents))
 
 

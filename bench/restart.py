@@ -89,7 +89,7 @@ def resume_after_restart(_: BenchFederation, quick: bool) -> list[Any]:
         job_id = str(submitted["data"]["job_id"])
         starts = []
         ours: list[subprocess.Popen[bytes]] = []
-        for _ in range(kills):
+        for _kill in range(kills):
             deadline = time.monotonic() + 120
             while _rounds_done(fed, job_id) < 3:  # a few rounds into this server's life
                 if time.monotonic() > deadline:

@@ -63,7 +63,7 @@ def takeover(_: BenchFederation, quick: bool) -> list[Any]:
                 store = PostgresJobStore(env["SHOAL_STORE_URL"])
                 kill_times = []
                 try:
-                    for _ in range(kills):
+                    for _kill in range(kills):
                         deadline = time.monotonic() + 120
                         while _rounds_done(fed, store, job_id) < 3:  # a few rounds into this holder's run
                             if time.monotonic() > deadline:
