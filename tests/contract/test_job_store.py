@@ -729,3 +729,67 @@ def test_a_waiting_reason_for_a_status_is_not_written_once_the_job_moved_on(stor
     store.set_status_reason(job.job_id, "waiting for sites: none", status=JobStatus.SUBMITTED)
     after = store.get_job(job.job_id)
     assert after is not None and after.status_reason == "deploying"
+
+
+# --- site sessions (decisions/0047) ----------------------------------------------------------
+
+
+def _session(site: str, replica: str, since: float = 1000.0) -> Any:
+    from shoal.store.sessions import SiteSession
+
+    return SiteSession(site=site, replica=replica, since=since, org="acme", version="1.2")
+
+
+def test_a_site_session_is_listed_while_its_channel_is_open_on_a_live_replica(store: JobStore) -> None:
+    """Opened on a replica, a site is listed with that replica; a close by a replica that no
+    longer holds it (the site moved) removes nothing; the holder's close removes it."""
+    store.replica_started("replica-a", 30.0)
+    store.replica_started("replica-b", 30.0)
+    assert store.site_sessions() == []
+    store.site_opened(_session("site-1", "replica-a"))
+    store.site_opened(_session("site-2", "replica-b", 1001.0))
+    assert [(s.site, s.replica, s.since, s.org, s.version) for s in store.site_sessions()] == [
+        ("site-1", "replica-a", 1000.0, "acme", "1.2"),
+        ("site-2", "replica-b", 1001.0, "acme", "1.2"),
+    ]
+    store.site_opened(_session("site-1", "replica-b", 1002.0))  # it reconnected to b
+    store.site_closed("site-1", "replica-a")  # a notices its old channel closing: not its row
+    assert [(s.site, s.replica) for s in store.site_sessions()] == [
+        ("site-1", "replica-b"),
+        ("site-2", "replica-b"),
+    ]
+    store.site_closed("site-1", "replica-b")
+    assert [s.site for s in store.site_sessions()] == ["site-2"]
+
+
+def test_the_sessions_of_a_dead_replica_are_not_listed_and_go_when_it_starts_again(
+    factory: StoreFactory, tmp_path: Path
+) -> None:
+    """A replica that died closed nothing: its rows stop being listed once its heartbeat lapses
+    (seen from another connection, another replica), and go when it starts again; a replica
+    gone for long has its rows removed by another's heartbeat; a replica stopping removes its own."""
+    from shoal.store.sessions import FORGET_AFTER
+
+    a, b = factory(tmp_path), factory(tmp_path)
+    try:
+        a.replica_started("replica-a", 30.0)
+        b.replica_started("replica-b", 0.05)
+        b.site_opened(_session("site-1", "replica-b"))
+        a.site_opened(_session("site-2", "replica-a"))
+        assert [s.site for s in a.site_sessions()] == ["site-1", "site-2"]
+        time.sleep(0.1)  # b died: its heartbeat lapsed
+        assert [(s.site, s.replica) for s in a.site_sessions()] == [("site-2", "replica-a")]
+        b.replica_alive("replica-b", 30.0)  # a replica only paused, back: its rows show again
+        assert [s.site for s in a.site_sessions()] == ["site-1", "site-2"]
+        b.replica_started("replica-b", 30.0)  # it restarted: its old channels are gone
+        assert [s.site for s in a.site_sessions()] == ["site-2"]
+        b.site_opened(_session("site-1", "replica-b"))
+        b.replica_alive("replica-b", -FORGET_AFTER - 1)  # long gone
+        a.replica_alive("replica-a", 30.0)  # a's heartbeat clears what b left
+        b.replica_alive("replica-b", 30.0)
+        assert [s.site for s in a.site_sessions()] == ["site-2"]
+        a.replica_stopped("replica-a")
+        assert a.site_sessions() == []
+    finally:
+        a.close()
+        b.close()

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease
+from shoal.store.sessions import SiteSession
 from shoal.wire.status import JobStatus
 
 #: Job ids are random integers in [1, 2**53): every JSON parser reads them exactly.
@@ -231,6 +232,30 @@ class JobStore(Protocol):
 
     def leases(self) -> list[Lease]:
         """Every lease row."""
+        ...
+
+    def replica_started(self, replica: str, ttl: float) -> None:
+        """A replica starts: its old site sessions go, its heartbeat begins (``shoal.store.sessions``)."""
+        ...
+
+    def replica_alive(self, replica: str, ttl: float) -> None:
+        """The replica's heartbeat: alive for ``ttl`` more seconds."""
+        ...
+
+    def replica_stopped(self, replica: str) -> None:
+        """A replica stops: its site sessions and heartbeat go."""
+        ...
+
+    def site_opened(self, session: SiteSession) -> None:
+        """A site's control channel opened on a replica."""
+        ...
+
+    def site_closed(self, site: str, replica: str) -> None:
+        """A site's control channel on ``replica`` closed (its row goes if still that replica's)."""
+        ...
+
+    def site_sessions(self) -> list[SiteSession]:
+        """Every site connected to a live replica, by name."""
         ...
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ from shoal.errors import ShoalError
 from shoal.store.base import JOB_ID_LIMIT, TOKEN_CREATED, TOKEN_JOB_DELETED, JobRecord, Submitter
 from shoal.store.checkpoints import CheckpointRows
 from shoal.store.leases import Lease, LeaseRows
+from shoal.store.sessions import SessionRows
 from shoal.wire.status import TERMINAL, JobStatus, can_transition
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
@@ -148,7 +149,7 @@ def _raise_if_deleted(row: tuple[Any, ...]) -> None:
         )
 
 
-class SqlJobStore(LeaseRows, CheckpointRows):
+class SqlJobStore(LeaseRows, CheckpointRows, SessionRows):
     """The JobStore contract over any DB-API-like connection; see the module for the hooks."""
 
     _MARK = "?"

@@ -1,0 +1,122 @@
+"""Which replica holds each site's control channel, and which replicas are alive (decisions/0047).
+
+With several server replicas sharing one PostgreSQL store (decisions/0041), a site's channel
+ends on whichever replica the load balancer chose. Any replica must be able to say where every
+site is: an admin asking one replica about a site connected to another, and later the delivery
+of a task to a site held by another replica. So each replica writes a ``site_sessions`` row when
+a site's channel opens (site, replica, since; the site's organisation and version for the sites
+list) and removes it when the channel closes, only if the row is still its own: a site that
+reconnected to another replica before the first noticed the old channel closing keeps the
+newer row.
+
+A replica that dies closes nothing. Its rows are recognised by its heartbeat: a ``replicas``
+row it pushes forward with each lease renewal (``SHOAL_LEASE_RENEW``, for ``SHOAL_LEASE_TTL``
+seconds, the same liveness its job leases have; a replica without jobs has no lease, hence a
+row of its own). Sessions whose replica's heartbeat lapsed are not listed; a replica that
+starts (under the same ``SHOAL_REPLICA_ID``) removes whatever rows it left, and a replica gone
+for ``FORGET_AFTER`` seconds has its rows removed by any other's heartbeat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+#: Seconds after a replica's heartbeat lapsed that the others remove its rows (it is long dead:
+#: a replica paused that long finds its sites gone anyway, their agents having reconnected).
+FORGET_AFTER = 3600.0
+
+
+@dataclass(frozen=True)
+class SiteSession:
+    """A site's control channel as the shared store knows it: on which replica, since when
+    (seconds since the Unix epoch), and the organisation and agent version it said."""
+
+    site: str
+    replica: str
+    since: float
+    org: str
+    version: str
+
+
+class SessionRows:
+    """The site-session half of ``JobStore``, written once for both stores (mixed in)."""
+
+    _MARK = "?"
+
+    def _write(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def replica_started(self, replica: str, ttl: float) -> None:
+        """A replica starts: the session rows it left when it last stopped or died go (none of
+        those channels is open now), and its heartbeat says it is alive for ``ttl`` seconds."""
+        m = self._MARK
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM site_sessions WHERE replica = {m}", (replica,))
+            self._beat(conn, replica, time.time() + ttl)
+
+    def replica_alive(self, replica: str, ttl: float) -> None:
+        """The replica's heartbeat: alive for ``ttl`` more seconds. Also removes the rows of
+        replicas whose heartbeat lapsed more than ``FORGET_AFTER`` seconds ago."""
+        m = self._MARK
+        now = time.time()
+        with self._write() as conn:
+            self._beat(conn, replica, now + ttl)
+            gone = now - FORGET_AFTER
+            conn.execute(
+                f"DELETE FROM site_sessions WHERE replica IN "
+                f"(SELECT replica FROM replicas WHERE alive_until < {m})",
+                (gone,),
+            )
+            conn.execute(f"DELETE FROM replicas WHERE alive_until < {m}", (gone,))
+
+    def replica_stopped(self, replica: str) -> None:
+        """A replica stops on purpose: its sessions and its heartbeat go at once."""
+        m = self._MARK
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM site_sessions WHERE replica = {m}", (replica,))
+            conn.execute(f"DELETE FROM replicas WHERE replica = {m}", (replica,))
+
+    def _beat(self, conn: Any, replica: str, until: float) -> None:
+        m = self._MARK
+        conn.execute(
+            f"INSERT INTO replicas (replica, alive_until) VALUES ({m}, {m}) "
+            "ON CONFLICT (replica) DO UPDATE SET alive_until = excluded.alive_until",
+            (replica, until),
+        )
+
+    def site_opened(self, session: SiteSession) -> None:
+        """A site's channel opened on ``session.replica``: its row says so (replacing the row
+        of an older channel, on this replica or another)."""
+        m = self._MARK
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO site_sessions (site, replica, since, org, version) "
+                f"VALUES ({m}, {m}, {m}, {m}, {m}) "
+                "ON CONFLICT (site) DO UPDATE SET replica = excluded.replica, since = excluded.since, "
+                "org = excluded.org, version = excluded.version",
+                (session.site, session.replica, session.since, session.org, session.version),
+            )
+
+    def site_closed(self, site: str, replica: str) -> None:
+        """A site's channel on ``replica`` closed: its row goes, if it is still that replica's
+        (the site may already be connected to another)."""
+        m = self._MARK
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM site_sessions WHERE site = {m} AND replica = {m}", (site, replica))
+
+    def site_sessions(self) -> list[SiteSession]:
+        """The sessions of live replicas (heartbeat not lapsed), by site name."""
+        m = self._MARK
+        rows = self._read(
+            "SELECT s.site, s.replica, s.since, s.org, s.version FROM site_sessions s "
+            f"JOIN replicas r ON r.replica = s.replica WHERE r.alive_until >= {m} ORDER BY s.site",
+            (time.time(),),
+        )
+        return [SiteSession(str(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4])) for r in rows]
