@@ -741,8 +741,9 @@ def _session(site: str, replica: str, since: float = 1000.0) -> Any:
 
 
 def test_a_site_session_is_listed_while_its_channel_is_open_on_a_live_replica(store: JobStore) -> None:
-    """Opened on a replica, a site is listed with that replica; a close by a replica that no
-    longer holds it (the site moved) removes nothing; the holder's close removes it."""
+    """Opened on a replica, a site is listed with that replica; the close of an older channel
+    (the site moved to another replica, or reconnected to the same one) removes nothing; the
+    current channel's close removes it."""
     store.replica_started("replica-a", 30.0)
     store.replica_started("replica-b", 30.0)
     assert store.site_sessions() == []
@@ -753,13 +754,15 @@ def test_a_site_session_is_listed_while_its_channel_is_open_on_a_live_replica(st
         ("site-2", "replica-b", 1001.0, "acme", "1.2"),
     ]
     store.site_opened(_session("site-1", "replica-b", 1002.0))  # it reconnected to b
-    store.site_closed("site-1", "replica-a")  # a notices its old channel closing: not its row
+    store.site_closed(_session("site-1", "replica-a"))  # a notices its old channel closing: not its row
     assert [(s.site, s.replica) for s in store.site_sessions()] == [
         ("site-1", "replica-b"),
         ("site-2", "replica-b"),
     ]
-    store.site_closed("site-1", "replica-b")
-    assert [s.site for s in store.site_sessions()] == ["site-2"]
+    store.site_opened(_session("site-2", "replica-b", 1003.0))  # again on b: a newer channel
+    store.site_closed(_session("site-2", "replica-b", 1001.0))  # the older one's close
+    store.site_closed(_session("site-1", "replica-b", 1002.0))
+    assert [(s.site, s.since) for s in store.site_sessions()] == [("site-2", 1003.0)]
 
 
 def test_the_sessions_of_a_dead_replica_are_not_listed_and_go_when_it_starts_again(

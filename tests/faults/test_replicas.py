@@ -262,3 +262,41 @@ def test_a_job_submitted_through_a_replica_without_sites_runs_on_the_one_with_th
     _, summary = final_model(fed.cli, job_id, tmp_path / "result")
     assert [r["round"] for r in summary["rounds"]] == list(range(6)), summary
     assert not summary.get("restarts"), summary
+
+
+def sites_seen_by(fed: Replicas, kit: Path) -> dict[str, str | None]:
+    """Each connected site in ``system status`` answered through ``kit``, and its replica; the
+    same as ``system sites`` says of its connected ones (decisions/0047)."""
+    code, doc = fed.cli.json("system", "status", "--startup-kit", kit)
+    assert code == 0, doc
+    status = {row["name"]: row.get("replica") for row in doc["data"]["sites"]}
+    code, doc = fed.cli.json("system", "sites", "--startup-kit", kit)
+    assert code == 0, doc
+    listed = {row["name"]: row.get("replica") for row in doc["data"]["sites"] if row["connected"]}
+    assert listed == status, (listed, status)
+    return status
+
+
+def test_every_replica_lists_every_connected_site_and_the_replica_holding_it(
+    replicas: Replicas,
+) -> None:
+    """Balance first puts both sites on A; B, dialled directly, lists them as A's (from the
+    shared store's site_sessions). A is SIGKILLed: its rows stop being listed once its
+    heartbeat lapses, and the sites, back through HAProxy on B, are listed by B as B's. A
+    started again lists them too, as B's, and not as its own from before its death."""
+    fed = replicas
+    direct_a, direct_b = fed.direct_kit("replica-a"), fed.direct_kit("replica-b")
+    both = {"site-1": "replica-a", "site-2": "replica-a"}
+    assert sites_seen_by(fed, direct_a) == both
+    assert sites_seen_by(fed, direct_b) == both
+
+    fed.kill("replica-a")
+    moved = {"site-1": "replica-b", "site-2": "replica-b"}
+    deadline = time.monotonic() + 30
+    seen: dict[str, str | None] = {}
+    while (seen := sites_seen_by(fed, direct_b)) != moved:
+        assert set(seen.values()) <= {"replica-a", "replica-b"}, seen
+        assert time.monotonic() < deadline, f"the sites never showed up on B: {seen}"
+        time.sleep(0.2)
+    fed.start_replica("replica-a")
+    assert sites_seen_by(fed, fed.direct_kit("replica-a")) == moved

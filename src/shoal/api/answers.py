@@ -177,6 +177,8 @@ class ConnectedSite(TypedDict):
     version: str
     resources: dict[str, Any]
     jobs: list[str]
+    #: the server replica holding the site's channel (decisions/0047); older servers send none
+    replica: NotRequired[str]
 
 
 class Certificate(TypedDict):
@@ -206,6 +208,7 @@ class SiteRow(TypedDict):
     connected_at: NotRequired[float]
     last_contact: NotRequired[float]
     idle_s: NotRequired[float]
+    replica: NotRequired[str]
 
 
 class Sites(TypedDict):

@@ -53,7 +53,8 @@ def cmd_status(args: argparse.Namespace) -> Result:
         f"running jobs: {', '.join(status['server']['running_jobs']) or 'none'}",
     ]
     lines.append(
-        table(rows, [("name", "SITE"), ("org", "ORG"), ("version", "VERSION")]) or "no sites connected"
+        table(rows, [("name", "SITE"), ("org", "ORG"), ("version", "VERSION"), ("replica", "REPLICA")])
+        or "no sites connected"
     )
     for cert in status.get("expiring", []):  # a server older than this CLI sends none
         lines.append(

@@ -125,6 +125,8 @@ class ReplicaDuties:
                 log.exception("replica %s: renewing leases or taking jobs over failed", self.replica)
 
     async def lease_pass(self, wait: float) -> None:
+        if self.shared:  # the heartbeat that keeps this replica's site sessions listed
+            await asyncio.to_thread(self.store.replica_alive, self.replica, self.lease_ttl)
         held = list(self.leases.values())
         if held:
             said = {job_id: progress_said(run) for job_id, run in self.runs.items()}
@@ -253,3 +255,4 @@ class ReplicaDuties:
             await asyncio.to_thread(self.store.release_lease, lease)
             log.info("job %s: handed over to the other replicas", job_id)
         self.leases.clear()
+        await asyncio.to_thread(self.store.replica_stopped, self.replica)  # its sites' rows go now

@@ -15,6 +15,7 @@ from aiohttp import web
 from shoal import __version__
 from shoal.errors import ShoalError
 from shoal.security.identity import Identity
+from shoal.server.admin_system import sessions_elsewhere
 from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.middleware import identity_of
 from shoal.server.results import build_result_zip, parse_parts
@@ -212,7 +213,9 @@ def _store_bytes(ctx: ServerContext) -> int:
 
 async def system_status(request: web.Request) -> web.Response:
     """The server, its sites, and every certificate in use (the server's, the caller's, each
-    connected site's), those ending within EXPIRY_WARNING_DAYS also under "expiring"."""
+    connected site's), those ending within EXPIRY_WARNING_DAYS also under "expiring". With a
+    shared store the sites connected to the other replicas are listed too, each site saying
+    which replica holds its channel (its certificate is that replica's to show)."""
     ctx = request.app[CTX]
     now = time.time()
     caller = identity_of(request)
@@ -233,17 +236,33 @@ async def system_status(request: web.Request) -> web.Response:
                 "store_bytes": await asyncio.to_thread(_store_bytes, ctx),
             },
             "sites": [
-                {
-                    "name": s.name,
-                    "org": s.org,
-                    "connected_at": s.connected_at,
-                    "version": s.version,
-                    "resources": s.resources,
-                    "jobs": sorted(
-                        str(j) for j, held in ctx.scheduler.resources.held.items() if s.name in held
-                    ),
-                }
-                for s in ctx.sites.all()
+                *(
+                    {
+                        "name": s.name,
+                        "org": s.org,
+                        "connected_at": s.connected_at,
+                        "version": s.version,
+                        "resources": s.resources,
+                        "jobs": sorted(
+                            str(j) for j, held in ctx.scheduler.resources.held.items() if s.name in held
+                        ),
+                        "replica": ctx.scheduler.replica,
+                    }
+                    for s in ctx.sites.all()
+                ),
+                # connected to another replica (decisions/0047): what that one wrote of it
+                *(
+                    {
+                        "name": s.site,
+                        "org": s.org,
+                        "connected_at": s.since,
+                        "version": s.version,
+                        "resources": {},
+                        "jobs": [],
+                        "replica": s.replica,
+                    }
+                    for s in (await sessions_elsewhere(ctx)).values()
+                ),
             ],
             "known_sites": ctx.known_sites(),
             "certificates": certificates,

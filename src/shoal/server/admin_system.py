@@ -9,6 +9,7 @@ without a restart, so a removed site stays out across restarts until an operator
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -22,6 +23,7 @@ from shoal.errors import ShoalError
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import DENY_KEY, identity_of
 from shoal.server.views import json_response
+from shoal.store.sessions import SiteSession
 from shoal.wire import routes as paths
 from shoal.wire.jobdef import PLAIN_NAME_RE
 from shoal.wire.messages import encode
@@ -37,14 +39,26 @@ def _site_name(request: web.Request) -> str:
     return name
 
 
-def site_rows(ctx: ServerContext) -> list[dict[str, Any]]:
-    """Every site the server knows (provisioned, seen or connected), connected or not."""
+async def sessions_elsewhere(ctx: ServerContext) -> dict[str, SiteSession]:
+    """The sites connected to another live replica and not to this one, by name, as the shared
+    store says (decisions/0047); none with a store no other replica shares."""
+    if not ctx.scheduler.shared:
+        return {}
+    sessions = await asyncio.to_thread(ctx.store.site_sessions)
+    here = ctx.scheduler.replica
+    return {s.site: s for s in sessions if s.replica != here and ctx.sites.get(s.site) is None}
+
+
+def site_rows(ctx: ServerContext, elsewhere: dict[str, SiteSession]) -> list[dict[str, Any]]:
+    """Every site the server knows (provisioned, seen or connected, here or, from
+    ``elsewhere``, to another replica), connected or not; a connected one says its replica."""
     rows = []
     now = time.time()
-    for name in ctx.known_sites():
+    for name in sorted({*ctx.known_sites(), *elsewhere}):
         site = ctx.sites.get(name)
         jobs = sorted(str(j) for j, held in ctx.scheduler.resources.held.items() if name in held)
-        row: dict[str, Any] = {"name": name, "connected": site is not None, "jobs": jobs}
+        other = elsewhere.get(name)
+        row: dict[str, Any] = {"name": name, "connected": site is not None or other is not None, "jobs": jobs}
         if site is not None:
             row.update(
                 org=site.org,
@@ -53,7 +67,10 @@ def site_rows(ctx: ServerContext) -> list[dict[str, Any]]:
                 connected_at=site.connected_at,
                 last_contact=site.last_contact,
                 idle_s=round(now - site.last_contact, 1),
+                replica=ctx.scheduler.replica,
             )
+        elif other is not None:  # what the other replica wrote of it; its contact is that one's
+            row.update(org=other.org, version=other.version, connected_at=other.since, replica=other.replica)
         rows.append(row)
     return rows
 
@@ -61,7 +78,7 @@ def site_rows(ctx: ServerContext) -> list[dict[str, Any]]:
 async def list_sites(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     ctx.authorize(request, "view")
-    return json_response({"sites": site_rows(ctx)})
+    return json_response({"sites": site_rows(ctx, await sessions_elsewhere(ctx))})
 
 
 def _add_revoked_name(path: Path, name: str) -> None:

@@ -217,6 +217,8 @@ def build_context(
     log.info(
         "replica %s (%s)", scheduler.replica, "store shared with other replicas" if shared else "sole server"
     )
+    if shared:  # the rows of sites it held when it last stopped go; its heartbeat starts
+        store.replica_started(scheduler.replica, scheduler.lease_ttl)
     ctx = ServerContext(
         store=store,
         blobs=blobs,

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 from shoal.errors import ShoalError
 from shoal.scheduler.runner import JobRun, TaskState
 from shoal.scheduler.sites import ConnectedSite, close_channel
+from shoal.server import site_sessions
 from shoal.server.context import CTX, ServerContext, small_number
 from shoal.server.gate import bulk_reads
 from shoal.server.middleware import identity_of
@@ -120,6 +121,8 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
         if ctx.sites.remove(site.name, send):
             log.info("site %s disconnected", site.name)
             ctx.scheduler.site_disconnected(site.name)
+        if greeted:
+            await site_sessions.closed(ctx, site)
     return ws
 
 
@@ -134,6 +137,7 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
         _close_replaced(replaced)
     ctx.seen_sites.add(site.name)
     log.info("site %s connected", site.name)
+    await site_sessions.opened(ctx, site)
     await site.send(encode(Welcome(project=ctx.project)))
     ctx.scheduler.site_restarted(site.name, set(hello.jobs))
     for message in waiting:  # what the server had to say while the site was away

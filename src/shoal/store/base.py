@@ -250,8 +250,8 @@ class JobStore(Protocol):
         """A site's control channel opened on a replica."""
         ...
 
-    def site_closed(self, site: str, replica: str) -> None:
-        """A site's control channel on ``replica`` closed (its row goes if still that replica's)."""
+    def site_closed(self, session: SiteSession) -> None:
+        """A site's control channel closed (its row goes if it is still that channel's)."""
         ...
 
     def site_sessions(self) -> list[SiteSession]:

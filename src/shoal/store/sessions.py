@@ -5,9 +5,9 @@ ends on whichever replica the load balancer chose. Any replica must be able to s
 site is: an admin asking one replica about a site connected to another, and later the delivery
 of a task to a site held by another replica. So each replica writes a ``site_sessions`` row when
 a site's channel opens (site, replica, since; the site's organisation and version for the sites
-list) and removes it when the channel closes, only if the row is still its own: a site that
-reconnected to another replica before the first noticed the old channel closing keeps the
-newer row.
+list) and removes it when the channel closes, only if the row is still that channel's: a site
+that reconnected (to another replica, or to the same one) before the old channel's close was
+written keeps the newer row.
 
 A replica that dies closes nothing. Its rows are recognised by its heartbeat: a ``replicas``
 row it pushes forward with each lease renewal (``SHOAL_LEASE_RENEW``, for ``SHOAL_LEASE_TTL``
@@ -104,12 +104,16 @@ class SessionRows:
                 (session.site, session.replica, session.since, session.org, session.version),
             )
 
-    def site_closed(self, site: str, replica: str) -> None:
-        """A site's channel on ``replica`` closed: its row goes, if it is still that replica's
-        (the site may already be connected to another)."""
+    def site_closed(self, session: SiteSession) -> None:
+        """A site's channel closed: its row goes if it is still that channel's (same replica,
+        same ``since``): the site may already have a newer channel, on another replica or on
+        this one, whose row must stay."""
         m = self._MARK
         with self._write() as conn:
-            conn.execute(f"DELETE FROM site_sessions WHERE site = {m} AND replica = {m}", (site, replica))
+            conn.execute(
+                f"DELETE FROM site_sessions WHERE site = {m} AND replica = {m} AND since = {m}",
+                (session.site, session.replica, session.since),
+            )
 
     def site_sessions(self) -> list[SiteSession]:
         """The sessions of live replicas (heartbeat not lapsed), by site name."""
