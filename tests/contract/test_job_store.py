@@ -796,3 +796,58 @@ def test_the_sessions_of_a_dead_replica_are_not_listed_and_go_when_it_starts_aga
     finally:
         a.close()
         b.close()
+
+
+# --- site mail (decisions/0047) --------------------------------------------------------------
+
+
+def test_site_mail_is_taken_once_in_order_by_its_replica_only(factory: StoreFactory, tmp_path: Path) -> None:
+    a, b = factory(tmp_path), factory(tmp_path)
+    try:
+        a.post_site_mail("site-1", "replica-b", {"type": "one"})
+        a.post_site_mail("site-2", "replica-b", {"type": "two"})
+        a.post_site_mail("site-3", "replica-c", {"type": "other"})
+        assert a.take_site_mail("replica-a") == []
+        got = b.take_site_mail("replica-b")
+        assert [(m.site, m.replica, m.message) for m in got] == [
+            ("site-1", "replica-b", {"type": "one"}),
+            ("site-2", "replica-b", {"type": "two"}),
+        ]
+        assert b.take_site_mail("replica-b") == []  # taken once
+        assert [m.site for m in a.take_site_mail("replica-c")] == ["site-3"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_site_mail_posted_on_postgresql_wakes_its_replicas_listener(
+    postgres: Any,  # tests/pgserver.py's session server
+) -> None:
+    """The NOTIFY sent with a post reaches the addressee's listener (another connection) at once,
+    not the listener of another replica."""
+    from shoal.store.postgres import PostgresJobStore
+
+    url = postgres.new_schema()
+    store = PostgresJobStore(url)
+    woken: dict[str, threading.Event] = {"replica-b": threading.Event(), "replica-c": threading.Event()}
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=store.listen_site_mail, args=(name, event.set, stop), daemon=True)
+        for name, event in woken.items()
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for event in woken.values():  # each wakes once at its LISTEN: what was posted before
+            assert event.wait(10)
+            event.clear()
+        started = time.monotonic()
+        store.post_site_mail("site-1", "replica-b", {"type": "hello"})
+        assert woken["replica-b"].wait(5)
+        assert time.monotonic() - started < 2.0
+        assert not woken["replica-c"].wait(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        store.close()

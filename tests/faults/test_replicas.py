@@ -298,3 +298,28 @@ def test_every_replica_lists_every_connected_site_and_the_replica_holding_it(
     fed.start_replica("replica-a")
     assert sites_seen_by(fed, fed.direct_kit("replica-a")) == moved
     assert sites_seen_by(fed, fed.direct_kit("replica-a"), "sites") == moved
+
+
+def connected_since(fed: Replicas, kit: Path) -> dict[str, tuple[str, float]]:
+    """Each connected site in ``system sites`` through ``kit``: its replica and since when."""
+    code, doc = fed.cli.json("system", "sites", "--startup-kit", kit)
+    assert code == 0, doc
+    return {r["name"]: (r["replica"], r["connected_at"]) for r in doc["data"]["sites"] if r["connected"]}
+
+
+def test_an_order_for_a_site_on_another_replica_reaches_it_through_the_store(replicas: Replicas) -> None:
+    """`system restart-site` asked of B for a site whose channel is on A: B leaves the order in
+    site_mail for A (the replica site_sessions names), A, woken by the NOTIFY, sends it on the
+    site's channel, and the agent restarts: a newer channel, still on A (balance first)."""
+    fed = replicas
+    direct_b = fed.direct_kit("replica-b")
+    replica, before = connected_since(fed, direct_b)["site-1"]
+    assert replica == "replica-a"
+    code, doc = fed.cli.json("system", "restart-site", "site-1", "--startup-kit", direct_b)
+    assert code == 0 and doc["data"]["sent"] and doc["data"]["replica"] == "replica-a", doc
+    deadline = time.monotonic() + 30
+    while (now := connected_since(fed, direct_b).get("site-1", ("", before)))[1] <= before:
+        assert time.monotonic() < deadline, "site-1 never restarted"
+        time.sleep(0.2)
+    assert now[0] == "replica-a", now
+    assert "restart asked by" in (fed.workspace / "site-1.log").read_text()

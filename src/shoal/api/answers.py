@@ -217,10 +217,12 @@ class Sites(TypedDict):
 
 class SiteActed(TypedDict, total=False):
     """``POST /api/v1/system/sites/{site}/{action}``: ``removed`` and ``revoked_file`` for
-    remove, ``action`` and ``sent`` for restart and shutdown."""
+    remove, ``action``, ``sent`` and ``replica`` (the one holding the site's channel, which
+    sends the order) for restart and shutdown."""
 
     site: str
     removed: bool
     revoked_file: str
     action: str
     sent: bool
+    replica: str

@@ -22,6 +22,7 @@ from aiohttp import web
 from shoal.errors import ShoalError
 from shoal.server.context import CTX, ServerContext
 from shoal.server.middleware import DENY_KEY, identity_of
+from shoal.server.site_mail import send_anywhere
 from shoal.server.views import json_response
 from shoal.store.sessions import SiteSession
 from shoal.wire import routes as paths
@@ -131,14 +132,13 @@ async def site_action(request: web.Request) -> web.Response:
     if action not in SITE_ACTIONS:
         known = " or ".join(SITE_ACTIONS)
         raise ShoalError("INVALID_ARGS", f"unknown site action '{action[:32]}'; use {known}")
-    if ctx.sites.get(name) is None:
-        raise ShoalError("SITE_NOT_FOUND", site=name)
     who = identity_of(request).name
     order = _SITE_ORDERS[action](reason=f"{action} asked by {who}")
-    sent = await ctx.sites.send(name, encode(order))
-    if not sent:
-        raise ShoalError("SITE_NOT_FOUND", "it disconnected before the message went out", site=name)
-    return json_response({"site": name, "action": action, "sent": True})
+    # on this replica's channel, or left for the replica holding the site (decisions/0047)
+    replica = await send_anywhere(ctx, name, encode(order))
+    if replica is None:
+        raise ShoalError("SITE_NOT_FOUND", site=name)
+    return json_response({"site": name, "action": action, "sent": True, "replica": replica})
 
 
 def routes() -> list[web.RouteDef]:

@@ -34,7 +34,15 @@ from shoal.security.localfiles import (
 from shoal.security.policy import Policy
 from shoal.security.revocation import DenyList
 from shoal.security.tls import read_kit_json, server_ssl_context
-from shoal.server import admin_manage, admin_observe, admin_routes, admin_system, metrics, site_routes
+from shoal.server import (
+    admin_manage,
+    admin_observe,
+    admin_routes,
+    admin_system,
+    metrics,
+    site_mail,
+    site_routes,
+)
 from shoal.server.audit import AuditLog
 from shoal.server.context import CTX, ServerContext
 from shoal.server.gate import ConnectionSettings, GatedSite
@@ -382,6 +390,7 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     ctx.scheduler.launcher.warm_up()
     watcher = asyncio.get_running_loop().create_task(watch_revocations(ctx, app[DENY_KEY]))
     leases = asyncio.get_running_loop().create_task(ctx.scheduler.keep_leases(RESUME_WAIT))
+    mail = asyncio.get_running_loop().create_task(site_mail.deliver(ctx)) if ctx.scheduler.shared else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -390,6 +399,9 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
     log.info("shutting down")
     watcher.cancel()
     leases.cancel()
+    if mail is not None:
+        mail.cancel()
+        await asyncio.gather(mail, return_exceptions=True)
     await ctx.scheduler.shutdown()
     await runner.cleanup()
     ctx.store.close()

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease
+from shoal.store.mail import Mail
 from shoal.store.sessions import SiteSession
 from shoal.wire.status import JobStatus
 
@@ -256,6 +257,14 @@ class JobStore(Protocol):
 
     def site_sessions(self) -> list[SiteSession]:
         """Every site connected to a live replica, by name."""
+        ...
+
+    def post_site_mail(self, site: str, replica: str, message: dict[str, Any]) -> None:
+        """Leave a message for a site held by ``replica``, and wake it (``shoal.store.mail``)."""
+        ...
+
+    def take_site_mail(self, replica: str) -> list[Mail]:
+        """Every message left for ``replica``, oldest first, removed as read."""
         ...
 
     def close(self) -> None:

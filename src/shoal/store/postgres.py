@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
 
+from shoal.store.mail import CHANNEL
 from shoal.store.sql import SqlJobStore, load_migrations
 from shoal.store.sqlite import _split_sql
 
@@ -168,6 +169,27 @@ class PostgresJobStore(SqlJobStore):
         conn.execute(
             "SELECT pg_advisory_xact_lock(%s::bigint # hashtextextended(%s, 0))", (_TOKEN_LOCK_SPACE, scope)
         )
+
+    def _notify(self, conn: Any, replica: str) -> None:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, replica))
+
+    def listen_site_mail(self, replica: str, woken: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``woken`` each time mail is posted for ``replica``, until ``stop`` is set: run in
+        a thread of its own, on a connection of its own (LISTEN holds it). A dropped connection
+        is opened again after a second; mail posted meanwhile waits for the poll."""
+        while not stop.is_set():
+            try:
+                with psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=self._connect_timeout
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    woken()  # whatever was posted before this LISTEN
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            if note.payload == replica:
+                                woken()
+            except psycopg.OperationalError:
+                stop.wait(1.0)
 
     def close(self) -> None:
         with self._read_lock:

@@ -30,6 +30,7 @@ from shoal.errors import ShoalError
 from shoal.store.base import JOB_ID_LIMIT, TOKEN_CREATED, TOKEN_JOB_DELETED, JobRecord, Submitter
 from shoal.store.checkpoints import CheckpointRows
 from shoal.store.leases import Lease, LeaseRows
+from shoal.store.mail import MailRows
 from shoal.store.sessions import SessionRows
 from shoal.wire.status import TERMINAL, JobStatus, can_transition
 
@@ -149,7 +150,7 @@ def _raise_if_deleted(row: tuple[Any, ...]) -> None:
         )
 
 
-class SqlJobStore(LeaseRows, CheckpointRows, SessionRows):
+class SqlJobStore(LeaseRows, CheckpointRows, SessionRows, MailRows):
     """The JobStore contract over any DB-API-like connection; see the module for the hooks."""
 
     _MARK = "?"
