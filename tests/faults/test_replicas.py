@@ -48,6 +48,18 @@ def rounds_done(cli: Cli, job_id: str) -> int:
     return int(((doc["data"].get("progress") or {}).get("stats") or {}).get("rounds_done") or 0)
 
 
+def submit_past_round(cli: Cli, job: Path, rounds: int) -> str:
+    """Submit ``job`` and return its id once ``rounds`` of its rounds are done (within 60 s)."""
+    code, doc = cli.json("job", "submit", "-j", job)
+    assert code == 0, doc
+    job_id = str(doc["data"]["job_id"])
+    deadline = time.monotonic() + 60
+    while rounds_done(cli, job_id) < rounds:
+        assert time.monotonic() < deadline, f"the job never finished {rounds} round(s)"
+        time.sleep(0.05)
+    return job_id
+
+
 def final_model(cli: Cli, job_id: str, dest: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     code, doc = cli.json("job", "download", job_id, "-o", dest)
     assert code == 0, doc
@@ -77,13 +89,7 @@ def test_the_jobs_replica_killed_at_round_3_another_finishes_it_with_the_same_mo
     assert code == 0, doc
     want, _ = final_model(fed.cli, doc["data"]["job_id"], tmp_path / "plain")
 
-    code, doc = fed.cli.json("job", "submit", "-j", job)
-    assert code == 0, doc
-    job_id = doc["data"]["job_id"]
-    deadline = time.monotonic() + 60
-    while rounds_done(fed.cli, job_id) < 3:
-        assert time.monotonic() < deadline, "the job never finished its third round"
-        time.sleep(0.05)
+    job_id = submit_past_round(fed.cli, job, 3)
     owner = holder(fed, job_id)
     assert owner is not None and owner[0] == "replica-a", owner  # balance first: A has the sites
     assert fed.jobs_seen_by("replica-a") == fed.jobs_seen_by("replica-b")
@@ -143,13 +149,7 @@ def test_a_replica_whose_lease_was_taken_cannot_write_the_job_and_lets_it_go(
 
     fed = replicas
     job = paced_hello(tmp_path / "job", rounds=40, delay=0.25)
-    code, doc = fed.cli.json("job", "submit", "-j", job)
-    assert code == 0, doc
-    job_id = doc["data"]["job_id"]
-    deadline = time.monotonic() + 60
-    while rounds_done(fed.cli, job_id) < 1:
-        assert time.monotonic() < deadline, "the job never finished a round"
-        time.sleep(0.05)
+    job_id = submit_past_round(fed.cli, job, 1)
     store = PostgresJobStore(fed.store_url)
     try:
         stolen = store.take_lease(int(job_id), "usurper", 600.0, force=True)
@@ -181,13 +181,7 @@ def test_a_replica_stopped_with_sigterm_hands_its_job_over_at_once(
     other takes the job over and finishes it, instead of the job ending ABANDONED."""
     fed = replicas
     job = paced_hello(tmp_path / "job", rounds=8, delay=0.25)
-    code, doc = fed.cli.json("job", "submit", "-j", job)
-    assert code == 0, doc
-    job_id = doc["data"]["job_id"]
-    deadline = time.monotonic() + 60
-    while rounds_done(fed.cli, job_id) < 2:
-        assert time.monotonic() < deadline, "the job never finished its second round"
-        time.sleep(0.05)
+    job_id = submit_past_round(fed.cli, job, 2)
     proc = fed.servers.pop("replica-a")
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
@@ -208,13 +202,7 @@ def test_an_abort_sent_to_the_replica_without_the_job_ends_it_on_its_holder(
 
     fed = replicas
     job = paced_hello(tmp_path / "job", rounds=40, delay=0.25)
-    code, doc = fed.cli.json("job", "submit", "-j", job)
-    assert code == 0, doc
-    job_id = doc["data"]["job_id"]
-    deadline = time.monotonic() + 60
-    while rounds_done(fed.cli, job_id) < 1:
-        assert time.monotonic() < deadline, "the job never finished a round"
-        time.sleep(0.05)
+    job_id = submit_past_round(fed.cli, job, 1)
     assert holder(fed, job_id) == ("replica-a", 1)
     # B does not run the job, yet shows its progress: what A keeps with its lease each second
     deadline = time.monotonic() + 10
