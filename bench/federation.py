@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shoal.api.client import AdminClient
@@ -35,6 +35,13 @@ class BenchFederation:
     def shoal_json(self, *args: str | Path) -> dict[str, object]:
         doc: dict[str, object] = json.loads(self.shoal(*args, "--format", "json").stdout)
         return doc
+
+    def summary(self, job_id: str) -> dict[str, Any]:
+        """A job's metrics_summary.json straight from the server's job workspace (same machine:
+        no download, which for a 1 GB model would be the measurement)."""
+        path = self.workspace / "kits" / "server" / "workspace" / "jobs" / job_id / "workspace"
+        summary: dict[str, Any] = json.loads((path / "metrics_summary.json").read_text())
+        return summary
 
     def admin_client(self) -> AdminClient:
         """An SDK client on this federation's admin kit, as a script would hold one."""

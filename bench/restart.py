@@ -75,6 +75,16 @@ def _kill_and_start(fed: BenchFederation, ours: list[subprocess.Popen[bytes]]) -
     return started
 
 
+def resume_delays(summary: dict[str, Any], stops: list[float]) -> tuple[list[float], list[float]]:
+    """For each restart in a job's summary, after the server stop at the same index: seconds
+    until the workflow was back, and until the round after its checkpoint had ended."""
+    ends = {r["round"]: r["time"] for r in summary["rounds"]}
+    pairs = list(zip(summary["restarts"], stops, strict=True))
+    resumed = [r["time"] - t for r, t in pairs]
+    next_round = [ends[r["after_round"] + 1] - t for r, t in pairs]
+    return resumed, next_round
+
+
 def resume_after_restart(_: BenchFederation, quick: bool) -> list[Any]:
     from bench.workloads import Figure
 
@@ -105,22 +115,8 @@ def resume_after_restart(_: BenchFederation, quick: bool) -> list[Any]:
         for proc in ours:  # poc stop (on the way out) ends the last one; it is reaped here
             if proc.pid != json.loads((fed.workspace / "run" / "pids.json").read_text())["server"]:
                 proc.wait(timeout=30)
-        summary = json.loads(
-            (
-                fed.workspace
-                / "kits"
-                / "server"
-                / "workspace"
-                / "jobs"
-                / job_id
-                / "workspace"
-                / "metrics_summary.json"
-            ).read_text()
-        )
-    restarts = summary["restarts"]
-    ends = {r["round"]: r["time"] for r in summary["rounds"]}
-    resumed = [r["time"] - t for r, t in zip(restarts, starts, strict=True)]
-    next_round = [ends[r["after_round"] + 1] - t for r, t in zip(restarts, starts, strict=True)]
+        summary = fed.summary(job_id)
+    resumed, next_round = resume_delays(summary, starts)
     note = "2 sites, tiny model; target < 3 s"
     return [
         Figure("server restart", "SIGKILL, start -> resumed job's workflow back", resumed, "s", note),

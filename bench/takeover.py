@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.federation import BENCH, BenchFederation
-from bench.restart import PACED_CLIENT
+from bench.restart import PACED_CLIENT, resume_delays
 
 
 def _rounds_done(fed: Any, store: Any, job_id: str) -> int:
@@ -101,10 +101,7 @@ def takeover(_: BenchFederation, quick: bool) -> list[Any]:
                 )
     finally:
         pg.stop()
-    restarts = summary["restarts"]
-    ends = {r["round"]: r["time"] for r in summary["rounds"]}
-    resumed = [r["time"] - t for r, t in zip(restarts, kill_times, strict=True)]
-    next_round = [ends[r["after_round"] + 1] - t for r, t in zip(restarts, kill_times, strict=True)]
+    resumed, next_round = resume_delays(summary, kill_times)
     note = "2 replicas, HAProxy, PostgreSQL, moto bucket, 2 sites, tiny model; lease 3 s; target < 5 s"
     return [
         Figure("replica takeover", "SIGKILL -> job's workflow back on the other replica", resumed, "s", note),

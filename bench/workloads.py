@@ -113,18 +113,8 @@ def trivial_job(fed: BenchFederation, quick: bool) -> list[Figure]:
 
 
 def _rounds(fed: BenchFederation, job_id: str) -> list[dict[str, Any]]:
-    """Round records straight from the server's job workspace (same machine; no 1 GB download)."""
-    path = (
-        fed.workspace
-        / "kits"
-        / "server"
-        / "workspace"
-        / "jobs"
-        / job_id
-        / "workspace"
-        / "metrics_summary.json"
-    )
-    rounds: list[dict[str, Any]] = json.loads(path.read_text())["rounds"]
+    """Round records from the server's job workspace."""
+    rounds: list[dict[str, Any]] = fed.summary(job_id)["rounds"]
     return rounds
 
 
