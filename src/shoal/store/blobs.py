@@ -164,20 +164,8 @@ class BlobStore:
         upload without storing it (ValueError); callers translate that at the edge.
         """
         tmp, sha = spool_hashed(stream, self._tmp, max_bytes, durable=True)
-        try:
-            dest = self.path(sha)
-            if dest.is_file():
-                tmp.unlink()
-                return sha
-            dest.parent.mkdir(exist_ok=True)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
-            return sha
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        self._settle(tmp, sha)
+        return sha
 
     def put_file(self, src: Path) -> str:
         """Copy ``src`` into the store (idempotent); return its SHA-256 hex."""
@@ -193,15 +181,20 @@ class BlobStore:
             digest = hashlib.file_digest(f, "sha256")
             os.fsync(f.fileno())
         sha = digest.hexdigest()
+        self._settle(src, sha)
+        return sha
+
+    def _settle(self, src: Path, sha: str) -> None:
+        """Put the finished, fsynced file ``src`` in place as blob ``sha`` (read-only, renamed,
+        the folder fsynced), or drop it when the store already holds that content; ``src`` is
+        gone afterwards either way, also when placing it failed."""
         dest = self.path(sha)
         try:
-            if dest.is_file():
-                return sha
-            dest.parent.mkdir(exist_ok=True)
-            os.chmod(src, 0o444)
-            os.replace(src, dest)
-            _fsync_dir(dest.parent)
-            return sha
+            if not dest.is_file():
+                dest.parent.mkdir(exist_ok=True)
+                os.chmod(src, 0o444)
+                os.replace(src, dest)
+                _fsync_dir(dest.parent)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 src.unlink()
