@@ -31,11 +31,18 @@ RETRY_PAUSE = 0.11
 
 def session_nice(pid: int | str = "self") -> int | None:
     """The nice value of a process's scheduling group (its session), or None where the kernel
-    has no autogroups (or the process is gone)."""
+    has no autogroups (or the process is gone).
+
+    A process in init's session (a container's or a CI runner's processes, often) is in the
+    root group, which the kernel shows as an empty file: it weighs as nice 0, so that is 0."""
     try:
         with open(AUTOGROUP.format(pid=pid), encoding="ascii") as f:
-            return int(f.read().split()[-1])
-    except (OSError, ValueError, IndexError):
+            words = f.read().split()
+    except OSError:
+        return None
+    try:
+        return int(words[-1]) if words else 0
+    except ValueError:
         return None
 
 
