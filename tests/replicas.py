@@ -77,17 +77,22 @@ class Replicas:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
-    def direct_kit(self, name: str) -> Path:
-        """A copy of the admin's kit that dials replica ``name`` itself, not HAProxy."""
-        admin = next(p for p in self.kits.iterdir() if p.is_dir() and p.name.startswith("admin"))
-        kit = self.workspace / f"admin-to-{name}"
-        shutil.rmtree(kit, ignore_errors=True)
-        shutil.copytree(admin, kit)
-        config = kit / "startup" / "fed_admin.json"
+    def direct_kit(self, name: str, kit: str = "") -> Path:
+        """A copy of a kit (the admin's, or site ``kit``'s) that dials replica ``name`` itself,
+        not HAProxy."""
+        if kit:
+            source, config_name = self.kits / kit, "fed_site.json"
+        else:
+            source = next(p for p in self.kits.iterdir() if p.is_dir() and p.name.startswith("admin"))
+            config_name = "fed_admin.json"
+        copy = self.workspace / f"{source.name}-to-{name}"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(source, copy)
+        config = copy / "startup" / config_name
         doc = json.loads(config.read_text())
         doc["server"]["port"] = self.ports[name]
         config.write_text(json.dumps(doc))
-        return kit
+        return copy
 
     def jobs_seen_by(self, name: str) -> list[tuple[str, str]]:
         code, doc = self.cli.json("job", "list", "--startup-kit", self.direct_kit(name))
@@ -109,9 +114,12 @@ class Replicas:
 
 
 @contextmanager
-def replica_federation(home: Path, env: dict[str, str]) -> Iterator[Replicas]:
+def replica_federation(
+    home: Path, env: dict[str, str], dial: dict[str, str] | None = None
+) -> Iterator[Replicas]:
     """Prepare a POC in ``home`` and run it as two replicas behind HAProxy with two sites;
-    ``env`` names the shared store and bucket (``SHOAL_STORE_URL``, ``SHOAL_BLOBS_URL``, ...)."""
+    ``env`` names the shared store and bucket (``SHOAL_STORE_URL``, ``SHOAL_BLOBS_URL``, ...);
+    ``dial`` names sites that dial a replica directly instead of HAProxy (site -> replica)."""
     cli = Cli(home / "home", extra_env=env)
     ws = home / "poc"
     prepared = cli.run("poc", "prepare", "-n", "2", "--workspace", ws)
@@ -128,10 +136,11 @@ def replica_federation(home: Path, env: dict[str, str]) -> Iterator[Replicas]:
             [("127.0.0.1", fed.ports[name]) for name in REPLICAS],
         )
         for site in ("site-1", "site-2"):
+            kit = fed.direct_kit(dial[site], site) if dial and site in dial else fed.kits / site
             with (ws / f"{site}.log").open("ab") as log:
                 fed.sites.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "shoal", "site", "start", "-k", str(fed.kits / site)],
+                        [sys.executable, "-m", "shoal", "site", "start", "-k", str(kit)],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.store import relayblobs
 from shoal.store.blobs import Blobs, BlobStore
 from shoal.store.jobfiles import JobFiles
 from shoal.store.s3blobs import S3BlobStore
@@ -255,3 +257,38 @@ def test_take_file_stores_the_file_and_takes_it_away(blobs: Blobs, tmp_path: Pat
     assert not again.exists()
     assert read(blobs, sha) == data
     assert leftovers(blobs) == []
+
+
+# --- relay blobs (decisions/0048) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"x", bytes(range(256)) * 3000])
+def test_a_relay_blob_gives_back_its_bytes_whole_and_from_any_offset(
+    blobs: Blobs, tmp_path: Path, content: bytes
+) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(content)
+    blob = relayblobs.put(blobs, src)
+    assert relayblobs.size(blobs, blob) == len(content)
+    with contextlib.closing(relayblobs.open_at(blobs, blob)) as f:
+        assert f.read() == content
+    if content:
+        start = len(content) // 2 or 0
+        with contextlib.closing(relayblobs.open_at(blobs, blob, start)) as f:
+            assert f.read() == content[start:]
+    relayblobs.fetch(blobs, blob, tmp_path / "dest")
+    assert (tmp_path / "dest").read_bytes() == content
+
+
+def test_dropping_a_relay_blob_never_drops_a_blob_of_the_same_bytes(blobs: Blobs, tmp_path: Path) -> None:
+    """A task's model is often the checkpoint a job resumes from, and a site that trained nothing
+    sends that same model back: the relayed copies have addresses of their own."""
+    src = tmp_path / "model"
+    src.write_bytes(b"the checkpoint's bytes")
+    kept = blobs.put_file(src)
+    first, second = relayblobs.put(blobs, src), relayblobs.put(blobs, src)
+    assert len({kept, first, second}) == 3
+    relayblobs.drop(blobs, first)
+    assert blobs.exists(kept) and blobs.exists(second) and not blobs.exists(first)
+    with pytest.raises(FileNotFoundError):
+        relayblobs.size(blobs, first)

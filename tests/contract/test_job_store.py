@@ -765,6 +765,23 @@ def test_a_site_session_is_listed_while_its_channel_is_open_on_a_live_replica(st
     assert [(s.site, s.since) for s in store.site_sessions()] == [("site-2", 1003.0)]
 
 
+def test_a_sessions_hello_facts_come_back_for_scheduling_from_another_replica(store: JobStore) -> None:
+    """What the replica running a job needs of a site on another replica (decisions/0048): its
+    studies (None: every one), declared resources and the jobs its agent ran, as written."""
+    from shoal.store.sessions import SiteSession
+
+    store.replica_started("replica-a", 30.0)
+    said = SiteSession(
+        "site-1", "replica-a", 1000.0, "acme", "1.2", ("cancer", "alpha"), {"gpus": ["0"]}, ("7", "9")
+    )
+    store.site_opened(said)
+    store.site_opened(_session("site-2", "replica-a"))
+    got = {s.site: s for s in store.site_sessions()}
+    assert got["site-1"].studies == ("alpha", "cancer")
+    assert got["site-1"].resources == {"gpus": ["0"]} and got["site-1"].jobs == ("7", "9")
+    assert (got["site-2"].studies, got["site-2"].resources, got["site-2"].jobs) == (None, {}, ())
+
+
 def test_the_sessions_of_a_dead_replica_are_not_listed_and_go_when_it_starts_again(
     factory: StoreFactory, tmp_path: Path
 ) -> None:

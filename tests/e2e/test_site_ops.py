@@ -150,7 +150,7 @@ def test_a_site_whose_disk_fills_fails_the_job_at_once(fed: Federation, tmp_path
 
 
 def test_a_log_past_the_servers_limit_arrives_cut_to_its_end(fed: Federation, tmp_path: Path) -> None:
-    from shoal.server.site_routes import MAX_LOG_BYTES
+    from shoal.server.site_jobs import MAX_LOG_BYTES
 
     lines = 80_000  # of about 1 KB: 80 MB, past the server's 64 MiB
     job = chatty_job(tmp_path / "huge", lines=lines, width=1000)

@@ -233,7 +233,8 @@ def test_a_job_submitted_through_a_replica_without_sites_runs_on_the_one_with_th
     replicas: Replicas, tmp_path: Path
 ) -> None:
     """B has no sites (balance first keeps them on A); a job submitted to B directly is started
-    by A, which looks for waiting jobs once a second, exactly once, under A's lease."""
+    by A, which looks for waiting jobs once a second, exactly once, under A's lease: B, which
+    could reach the sites through A (decisions/0048), leaves it to the replica holding them."""
     fed = replicas
     job = paced_hello(tmp_path / "job", rounds=6, delay=0.1)
     direct_b = fed.direct_kit("replica-b")

@@ -18,6 +18,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from shoal.scheduler.remote import RemoteSiteDuties
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease
 from shoal.wire.jsonout import finite
@@ -25,8 +26,7 @@ from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
     from shoal.scheduler.runner import JobRun
-    from shoal.scheduler.sites import SiteRegistry
-    from shoal.store.base import JobRecord, JobStore
+    from shoal.store.base import JobRecord
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -62,15 +62,11 @@ def new_replica_id() -> str:
     return "replica-" + secrets.token_hex(4)
 
 
-class ReplicaDuties:
-    """The lease half of ``Scheduler`` (mixed in): what it holds, renewing and taking over."""
+class ReplicaDuties(RemoteSiteDuties):
+    """The lease half of ``Scheduler`` (mixed in): what it holds, renewing and taking over; with
+    the sites of the other replicas (``RemoteSiteDuties``), refreshed at each lease pass."""
 
-    store: JobStore
-    sites: SiteRegistry
-    runs: dict[int, JobRun]
     resuming: dict[int, Checkpoint]
-    replica: str
-    shared: bool
     lease_ttl: float
     lease_renew: float
     #: The leases this replica holds, by job id (its runs, jobs waiting to resume, jobs starting).
@@ -80,8 +76,6 @@ class ReplicaDuties:
     #: Until when (monotonic) a job to resume waits for all its sites.
     _resume_until: dict[int, float]
     _starting: set[int]
-
-    def kick(self) -> None: ...
 
     def _release_resources(self, job_id: int) -> None: ...
 
@@ -127,6 +121,7 @@ class ReplicaDuties:
     async def lease_pass(self, wait: float) -> None:
         if self.shared:  # the heartbeat that keeps this replica's site sessions listed
             await asyncio.to_thread(self.store.replica_alive, self.replica, self.lease_ttl)
+            await self.refresh_remote()  # where the other replicas' sites are (decisions/0048)
         held = list(self.leases.values())
         if held:
             said = {job_id: progress_said(run) for job_id, run in self.runs.items()}
@@ -208,18 +203,21 @@ class ReplicaDuties:
         return taken
 
     async def _may_take(self, job: JobRecord, before: Lease | None, now: float, wait: float) -> bool:
-        """Whether this replica should take over a job to resume: only with enough of its sites
-        connected here (at least its min_clients), since tasks do not cross replicas
-        (decisions/0042): the replica the sites reconnected to takes the job, not one that would
-        wait for them in vain. Past ``wait`` seconds of a lapsed lease, any replica takes it (its
-        sites may be split; it then waits for them as a restarted server does, saying so)."""
+        """Whether this replica should take over a job to resume: at once with enough of its
+        sites (at least its min_clients) connected here, since it then relays least; one lease
+        TTL later with enough of them connected to any live replica, tasks reaching them through
+        theirs (decisions/0048). Past ``wait`` seconds of a lapsed lease, any replica takes it
+        (it then waits for its sites as a restarted server does, saying so)."""
         if before is not None and now - before.expires_at > wait:
             return True
         row = await asyncio.to_thread(self.store.get_checkpoint, job.job_id)
         if row is None or not row.resumable or job.status is not JobStatus.RUNNING:
             return True  # nothing to resume: settled by whoever comes first
-        connected = set(self.sites.names())
-        return len(connected & set(row.sites)) >= max(1, row.min_clients)
+        need, sites = max(1, row.min_clients), set(row.sites)
+        if len(set(self.sites.names()) & sites) >= need:
+            return True
+        lapsed_for = now - before.expires_at if before is not None else float("inf")
+        return lapsed_for > self.lease_ttl and len(set(self.reachable_sites()) & sites) >= need
 
     @property
     def store_poll(self) -> float:

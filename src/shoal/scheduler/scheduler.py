@@ -29,6 +29,7 @@ from shoal.errors import ShoalError
 from shoal.runtime.launcher import ForkServer
 from shoal.scheduler.checkpoints import CheckpointKeeper
 from shoal.scheduler.events import JobEvents
+from shoal.scheduler.remote import RECONNECT_GRACE, RelayOut, RemoteSites
 from shoal.scheduler.replica import ReplicaDuties, new_replica_id
 from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.runner import JobPaths, JobRun
@@ -55,7 +56,6 @@ T = TypeVar("T")
 
 ALL_SITES = "@ALL"
 FINISHED_KEPT = 256
-RECONNECT_GRACE = 5.0  # seconds a disconnected site has to come back before jobs go on without it
 #: Seconds after a restart that a job to resume waits for every one of its sites to reconnect;
 #: past it, it resumes with those back if they are at least its min_clients (else waits on).
 RESUME_WAIT = 30.0
@@ -121,6 +121,9 @@ class Scheduler(ReplicaDuties):
         # Finished jobs' files: in their folders, or in the blob store's bucket (shoal.store.jobfiles)
         self.job_files = blobs.job_files(jobs_root)
         self.sites = sites
+        # Sites whose channels are on other replicas, and the way to them (decisions/0048).
+        self.remote = RemoteSites()
+        self.relay_out = RelayOut(self.replica, self.remote, blobs, self._post_mail)
         self.events = JobEvents()
         self.totals = ServerTotals()  # since start, over every job (/metrics)
         self.resources = ResourceBook()  # what running jobs hold of each site's declared resources
@@ -234,7 +237,13 @@ class Scheduler(ReplicaDuties):
         self.events.notify(job_id)
 
     async def send_to_site(self, site: str, message: Message) -> bool:
-        return await self.sites.send(site, encode(message))
+        """On the site's channel here, or through the replica holding it (decisions/0048)."""
+        relayed = await self.send_remote(site, message)
+        return relayed if relayed is not None else await self.sites.send(site, encode(message))
+
+    async def _post_mail(self, site: str, replica: str, message: dict[str, Any]) -> None:
+        """A message for a site held by ``replica``, in order with this replica's other writes."""
+        await self.write(self.store.post_site_mail, site, replica, message)
 
     def controller_args(self, study: str) -> list[str]:
         """The server's arguments for a study's workflow process: its update checks, and whether
@@ -298,7 +307,7 @@ class Scheduler(ReplicaDuties):
         """One pass over the waiting jobs. Each job is considered on its own: whatever goes
         wrong with one (a record the server cannot use, a bug) is logged and said in that job's
         status_reason, and the pass goes on to the others."""
-        connected = self.sites.names()
+        connected = self.reachable_sites()
         for job_id in list(self.resuming):
             try:
                 await self._consider_resume(job_id, connected)
@@ -350,6 +359,8 @@ class Scheduler(ReplicaDuties):
             await self._set_reason(
                 job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
             )
+            return
+        if self.defers(job, targets):  # a replica holding more of its sites starts it (0048)
             return
         gpus, waits = self._take_resources(job, targets)
         if gpus is None:
@@ -470,8 +481,7 @@ class Scheduler(ReplicaDuties):
             needs = {}  # checked at submit; a record from before that check asks for nothing
         waits = []
         for site in sorted(targets):
-            connected = self.sites.get(site)
-            declared = connected.resources if connected is not None else {}
+            declared = self.hello_of(site)[1]
             short = self.resources.shortfall(site, declared, needs.get(site, Need()))
             if short:
                 waits.append(f"{site} {short}")
@@ -479,8 +489,7 @@ class Scheduler(ReplicaDuties):
             return None, waits
         gpus = {}
         for site in targets:
-            connected = self.sites.get(site)
-            declared = connected.resources if connected is not None else {}
+            declared = self.hello_of(site)[1]
             taken = self.resources.take(job.job_id, site, declared, needs.get(site, Need()))
             if "gpus" in declared:  # a site that declares none keeps its host's own GPU settings
                 gpus[site] = taken
@@ -488,8 +497,7 @@ class Scheduler(ReplicaDuties):
 
     def _serves(self, site: str, study: str) -> bool:
         """A site's own policy may limit the studies it serves (``studies`` in site_policy.json)."""
-        connected = self.sites.get(site)
-        studies = connected.studies if connected is not None else None
+        studies = self.hello_of(site)[0]
         return studies is None or study in studies
 
     async def _set_reason(self, job: JobRecord, reason: str) -> None:
@@ -499,7 +507,7 @@ class Scheduler(ReplicaDuties):
         if job.status_reason == reason:
             return
         fence = self.leases.get(job.job_id)
-        if fence is None and self.shared and not self.sites.names():
+        if fence is None and self.shared and not self.reachable_sites():
             return
         try:
             await self.write(
@@ -620,6 +628,7 @@ class Scheduler(ReplicaDuties):
         if run.lease is not None and self.leases.get(run.job_id) == run.lease:
             self._end_lease(run.job_id)
         self.finished[run.job_id] = run
+        asyncio.get_running_loop().create_task(self.relay_out.job_ended(run.job_id))
         while len(self.finished) > FINISHED_KEPT:
             self.finished.popitem(last=False)
         self.kick()
@@ -637,8 +646,8 @@ class Scheduler(ReplicaDuties):
         asyncio.get_running_loop().call_later(RECONNECT_GRACE, self._grace_expired, name)
 
     def _grace_expired(self, name: str) -> None:
-        if not self.sites.drop(name):
-            return
+        if not self.sites.drop(name) or name in self.remote:
+            return  # back, here or on another replica (its runs were told: refresh_remote)
         for run in list(self.runs.values()):
             if name in run.site_apps:
                 run.site_lost(name, f"the site disconnected and did not return within {RECONNECT_GRACE:g}s")

@@ -81,6 +81,10 @@ class SiteRegistry:
     def get(self, name: str) -> ConnectedSite | None:
         return self._sites.get(name)
 
+    def held(self, name: str) -> bool:
+        """Whether the site dropped off and is within its grace (its messages wait for it)."""
+        return name in self._outbox and name not in self._sites
+
     def names(self) -> list[str]:
         return sorted(self._sites)
 

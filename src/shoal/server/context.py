@@ -13,6 +13,7 @@ from shoal.scheduler.scheduler import Scheduler
 from shoal.scheduler.sites import SiteRegistry
 from shoal.security.policy import DEFAULT_POLICY, Policy
 from shoal.server.middleware import identity_of
+from shoal.server.relay_book import RelayBook
 from shoal.server.studies import DEFAULT_STUDY, Studies
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import Blobs
@@ -39,6 +40,7 @@ class ServerContext:
     seen_sites: set[str] = field(default_factory=set)
     cert_not_after: float | None = None  # the server certificate's end (epoch seconds)
     started_at: float = field(default_factory=time.time)
+    relays: RelayBook = field(default_factory=RelayBook)  # sites' parts in jobs other replicas run
 
     @property
     def tmp_dir(self) -> Path:

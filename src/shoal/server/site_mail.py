@@ -16,6 +16,7 @@ import logging
 import threading
 from typing import Any
 
+from shoal.server import relay
 from shoal.server.context import ServerContext
 
 log = logging.getLogger("shoal.server")
@@ -75,6 +76,12 @@ async def deliver(ctx: ServerContext) -> None:
 async def _deliver_once(ctx: ServerContext) -> None:
     mail = await asyncio.to_thread(ctx.store.take_site_mail, ctx.scheduler.replica)
     for one in mail:
+        if relay.is_relayed(one):  # a job's message for a site here, or a site's for a job here
+            try:
+                await relay.receive(ctx, one)
+            except Exception:  # taken already: one that fails must not cost the others theirs
+                log.exception("site %s: a message relayed for it or from it failed", one.site)
+            continue
         if ctx.sites.get(one.site) is not None and await ctx.sites.send(one.site, one.message):
             continue
         moved = await asyncio.to_thread(_post, ctx, one.site, one.message)

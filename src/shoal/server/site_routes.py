@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -17,33 +14,26 @@ from aiohttp import WSMsgType, web
 from shoal.errors import ShoalError
 from shoal.scheduler.runner import JobRun, TaskState
 from shoal.scheduler.sites import ConnectedSite, close_channel
-from shoal.server import site_sessions
+from shoal.server import relay, site_jobs, site_sessions
 from shoal.server.context import CTX, ServerContext, small_number
-from shoal.server.gate import bulk_reads
 from shoal.server.middleware import identity_of
 from shoal.server.site_messages import BadSiteMessage, parse_site_message
 from shoal.server.streaming import save_body, stream_blob, stream_file
 from shoal.server.views import json_response
 from shoal.wire import routes as paths
 from shoal.wire.channel import CLOSE_MALFORMED, CLOSE_REPLACED
-from shoal.wire.messages import SITE, BadMessage, UnknownKinds, UnknownMessage, encode
-from shoal.wire.models import INLINE_BYTES, RESULT_SIZE_FACTOR, check_safetensors, result_bound
+from shoal.wire.messages import SITE, UnknownKinds, UnknownMessage, encode
+from shoal.wire.models import INLINE_BYTES, check_safetensors
 from shoal.wire.resources import ResourceError, check_declaration
-from shoal.wire.results import ResultInfo, checked_result_info
+from shoal.wire.results import ResultInfo
 from shoal.wire.rules import job_id_number
 from shoal.wire.site import (
     AbortJob,
-    Ended,
     Hello,
     InlineResult,
-    JobFailed,
     JobReport,
-    LogChunk,
-    LoggedMetric,
-    Ready,
     ResultAck,
     SiteLogConfig,
-    SiteNotice,
     TaskForSite,
     Welcome,
 )
@@ -51,8 +41,6 @@ from shoal.wire.site import (
 log = logging.getLogger("shoal.server")
 
 HEARTBEAT_SECONDS = 15.0
-MAX_LOG_BYTES = 64 * 2**20
-LOG_FILES = ("log.txt", "log.json")
 
 
 async def site_channel(request: web.Request) -> web.WebSocketResponse:
@@ -110,7 +98,8 @@ async def site_channel(request: web.Request) -> web.WebSocketResponse:
                 elif isinstance(message, InlineResult):  # answered whatever happens: the site waits
                     await site.send(encode(_inline_result(ctx, site.name, message)))
                 elif isinstance(message, JobReport):
-                    _on_site_message(ctx, site.name, message, unknown)
+                    if not site_jobs.on_report(ctx, site.name, message, unknown):
+                        relay.pass_report(ctx, site.name, message)  # a job another replica runs
                 else:
                     unknown(message.TYPE)  # a message the server sends, not takes
             except ConnectionError:
@@ -151,7 +140,8 @@ async def _greet(ctx: ServerContext, site: ConnectedSite, hello: Hello) -> None:
         number = job_id_number(job_id)
         if number is not None and ctx.scheduler.runs_elsewhere(number):
             continue  # another replica runs it, or takes it over: the script is kept for it
-        if _run_of(ctx, site.name, job_id) is None and not _resuming(ctx, site.name, job_id):
+        here = site_jobs.run_of(ctx, site.name, job_id) is not None
+        if not here and not site_jobs.resuming(ctx, site.name, job_id):
             # A job this server no longer runs (it restarted, or the job ended while the site
             # was away): the site must not keep its process alive.
             reason = "the server no longer runs this job"
@@ -168,58 +158,10 @@ def _close_replaced(old: ConnectedSite) -> None:
     close_channel(old, CLOSE_REPLACED, "replaced by a newer connection of this site")
 
 
-def _run_of(ctx: ServerContext, site: str, job_id: str) -> JobRun | None:
-    """The running job ``job_id`` names (as the site sent it), if that site takes part in it."""
-    number = job_id_number(job_id)
-    run = ctx.scheduler.runs.get(number) if number is not None else None
-    return run if run is not None and site in run.site_apps else None
-
-
-def _resuming(ctx: ServerContext, site: str, job_id: str) -> bool:
-    """Whether ``job_id`` (as the site sent it) waits to resume after a server restart with
-    this site among its sites: its script is kept for the resumed run (decisions/0040)."""
-    number = small_number(job_id, 16)
-    row = ctx.scheduler.resuming.get(number) if number is not None else None
-    return row is not None and site in row.sites
-
-
-def _on_site_message(ctx: ServerContext, site: str, message: JobReport, unknown: UnknownKinds) -> None:
-    """A checked report about a job; one about a job the site has no part in is dropped."""
-    run = _run_of(ctx, site, message.job_id)
-    if run is None:
-        return
-    handle = _REPORTS.get(type(message))
-    if handle is None:
-        unknown(message.TYPE)
-        return
-    handle(run, site, message)
-
-
-def _failed(run: JobRun, site: str, message: JobFailed) -> None:
-    run.site_failed(site, {"type": message.error.type, "message": message.error.message})
-
-
-def _metric(run: JobRun, site: str, message: LoggedMetric) -> None:
-    run.site_metric(site, message.key, message.value, message.step)
-
-
-def _log_chunk(run: JobRun, site: str, message: LogChunk) -> None:
-    append_site_log(run, site, message.data, message.file)
-
-
-#: What the server does with each report a site makes about a job it takes part in.
-_REPORTS: dict[type[JobReport], Callable[[JobRun, str, Any], None]] = {
-    Ready: lambda run, site, message: run.site_ready(site),
-    Ended: lambda run, site, message: run.site_ended(site),
-    LogChunk: _log_chunk,
-    LoggedMetric: _metric,
-    SiteNotice: lambda run, site, message: run.notice(f"{site}: {message.message}", site),
-    JobFailed: _failed,
-}
-
-
 async def result_received(request: web.Request) -> web.Response:
     """How many bytes of an interrupted result upload arrived (where the site resumes)."""
+    if (relayed := _relayed(request)) is not None:
+        return await relay.received(request, *relayed)
     _, run, site = _run_for_site(request)
     tmp = run.partial_path(_open_task(run, site, request.match_info["task_id"]), site)
     return json_response({"received": tmp.stat().st_size if tmp.exists() else 0})
@@ -235,15 +177,15 @@ def _open_task(run: JobRun, site: str, raw: str) -> TaskState:
     return task
 
 
-def append_site_log(run: JobRun, site: str, text: str, file_name: str = "log.txt") -> None:
-    """A chunk of a site's live log (its records, log.json, or its raw output, log.txt); the
-    full files the site uploads at the end replace them."""
-    dest = run.paths.site_log(site).with_name(file_name)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and dest.stat().st_size + len(text) > MAX_LOG_BYTES:
-        return
-    with dest.open("a", encoding="utf-8") as f:
-        f.write(text)
+def _relayed(request: web.Request) -> tuple[ServerContext, str, str] | None:
+    """(context, site, job id) when the path names a job another replica runs and this one
+    stands in for toward the calling site (``shoal.server.relay``); None otherwise."""
+    ctx = request.app[CTX]
+    site = identity_of(request).name
+    raw = request.match_info["job_id"]
+    if site_jobs.run_of(ctx, site, raw) is not None or relay.entry_of(ctx, site, raw) is None:
+        return None
+    return ctx, site, raw
 
 
 def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
@@ -251,11 +193,11 @@ def _run_for_site(request: web.Request) -> tuple[ServerContext, JobRun, str]:
     ctx = request.app[CTX]
     site = identity_of(request).name
     raw = request.match_info["job_id"]
-    run = _run_of(ctx, site, raw)
+    run = site_jobs.run_of(ctx, site, raw)
     task_id = request.match_info.get("task_id")
     number = job_id_number(raw)
     elsewhere = run is None and number is not None and ctx.scheduler.runs_elsewhere(number)
-    if run is None and task_id is not None and (elsewhere or _resuming(ctx, site, raw)):
+    if run is None and task_id is not None and (elsewhere or site_jobs.resuming(ctx, site, raw)):
         # a task of the server that died (a model still downloading, a result going up), or of
         # the replica that stopped, before this one takes the job over: closed, as a task of
         # an ended round is, so the site drops it and its job goes on
@@ -269,7 +211,9 @@ async def job_archive(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     site = identity_of(request).name
     raw = request.match_info["job_id"]
-    if _resuming(ctx, site, raw):  # deployed by the server that died: the job is the same
+    if (relayed := _relayed(request)) is not None:
+        return await relay.serve_archive(request, *relayed)
+    if site_jobs.resuming(ctx, site, raw):  # deployed by the server that died: the job is the same
         number = small_number(raw, 16)
         job_id = int(number) if number is not None else 0
     else:
@@ -281,6 +225,8 @@ async def job_archive(request: web.Request) -> web.StreamResponse:
 
 
 async def task_model(request: web.Request) -> web.StreamResponse:
+    if (relayed := _relayed(request)) is not None:
+        return await relay.serve_model(request, *relayed)
     _, run, site = _run_for_site(request)
     task = run.task_for(site, request.match_info["task_id"])
     closed = ShoalError("TASK_NOT_OPEN", task_id=request.match_info["task_id"][:80], job_id=str(run.job_id))
@@ -294,88 +240,37 @@ async def task_model(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def result_limit(ctx: ServerContext, task: TaskState) -> int:
-    return result_bound(task.model_bytes, ctx.result_floor_bytes)
-
-
-def _too_large(ctx: ServerContext, run: JobRun, task: TaskState, size: str) -> ShoalError:
-    return ShoalError(
-        "RESULT_TOO_LARGE",
-        f"{size}; task {task.task_id} of job {run.job_id} takes at most {result_limit(ctx, task)} bytes",
-        factor=RESULT_SIZE_FACTOR,
-        floor=ctx.result_floor_bytes,
-    )
-
-
 async def task_result(request: web.Request) -> web.Response:
     """Stream a site's update to disk, then hand the workflow its path (it aggregates).
 
     Only for the task open for this site (_open_task), and at most result_limit bytes, refused
-    as they stream. A refused upload leaves nothing: its partial file goes with the refusal
-    (and with its task, when that closes); only a transfer that broke or stalled keeps what
-    arrived, for the site to resume."""
+    as they stream (``site_jobs.receive_result``)."""
+    if (relayed := _relayed(request)) is not None:
+        return await relay.take_result(request, *relayed, _header_of(request))
     ctx, run, site = _run_for_site(request)
     task = _open_task(run, site, request.match_info["task_id"])
-    try:
-        header = result_header(json.loads(request.headers.get("X-Shoal-Result", "{}")))
-    except (ValueError, RecursionError) as exc:
-        raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
-    limit = result_limit(ctx, task)
-    raw_total = request.headers.get("X-Shoal-Total")
-    total = small_number(raw_total, 20) if raw_total is not None else None
-    if total is not None and total > limit:
-        raise _too_large(ctx, run, task, f"{total} bytes announced")
-    tmp = run.partial_path(task, site)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    # Uploads resume: the site sends ?offset=N, the bytes it knows arrived. Anything else is
-    # refused (409) with what the server then holds, nothing: both sides start over together.
-    offset = small_number(request.query.get("offset", "0"), 20)
-    held = tmp.stat().st_size if tmp.exists() else 0
-    if offset is None or (offset != 0 and offset != held):
-        tmp.unlink(missing_ok=True)
-        return json_response({"error_code": "INVALID_ARGS", "received": 0}, status=409)
-    try:
-        with bulk_reads(request.transport):
-            await save_body(request, tmp, limit, append=offset > 0)
-    except ShoalError as exc:
-        if exc.code == "TIMEOUT":  # the site went quiet: what arrived stays for it to resume
-            raise
-        tmp.unlink(missing_ok=True)
-        if exc.code == "UPLOAD_TOO_LARGE":
-            raise _too_large(ctx, run, task, "more bytes came") from exc
-        raise
-    if run.open_task(site, task.task_id) is not task:  # its round closed while it came (its file went)
-        tmp.unlink(missing_ok=True)
-        raise ShoalError("TASK_NOT_OPEN", task_id=task.task_id, job_id=str(run.job_id))
-    if raw_total is not None and tmp.stat().st_size != total:
-        tmp.unlink(missing_ok=True)
-        return json_response({"error_code": "INVALID_ARGS", "received": 0}, status=409)
-    try:
-        await asyncio.to_thread(check_safetensors, tmp)
-        if run.open_task(site, task.task_id) is not task:  # ... or while it was checked
-            raise ShoalError("TASK_NOT_OPEN", task_id=task.task_id, job_id=str(run.job_id))
-    except ShoalError:
-        tmp.unlink(missing_ok=True)
-        raise
-    _take_result(run, site, task, tmp, header)
+    header = _header_of(request)
+    job_id = str(run.job_id)
+    answer = await site_jobs.receive_result(
+        request,
+        run.partial_path(task, site),
+        site_jobs.result_limit(ctx, task.model_bytes),
+        lambda size: site_jobs.too_large(ctx, job_id, task.task_id, task.model_bytes, size),
+        lambda: run.open_task(site, task.task_id) is task,
+        lambda: ShoalError("TASK_NOT_OPEN", task_id=task.task_id, job_id=job_id),
+    )
+    if answer is not None:
+        return answer
+    site_jobs.take_result(run, site, task, run.partial_path(task, site), header)
     return json_response({"ok": True})
 
 
-def result_header(raw: Any) -> ResultInfo:
-    """What a site says about its result, checked before the workflow sees it: the examples it
-    trained on (a whole number, 0 allowed: FedAvg then leaves the update out), metrics that are
-    numbers, meta that is an object (``shoal.wire.results``). INVALID_ARGS otherwise."""
+def _header_of(request: web.Request) -> ResultInfo:
+    """The result header a site's upload carries (X-Shoal-Result), checked."""
     try:
-        return checked_result_info(raw)
-    except BadMessage as exc:
-        raise ShoalError("INVALID_ARGS", str(exc)) from None
-
-
-def _take_result(run: JobRun, site: str, task: TaskState, checked: Path, header: ResultInfo) -> None:
-    """A complete, checked result: into place, and its path to the workflow."""
-    final = run.result_path(task.task_id, site)
-    checked.replace(final)
-    run.on_result(site, task, final, header)
+        return site_jobs.result_header(json.loads(request.headers.get("X-Shoal-Result", "{}")))
+    except (ValueError, RecursionError) as exc:
+        raise ShoalError("INVALID_ARGS", "X-Shoal-Result is not JSON") from exc
 
 
 def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> ResultAck:
@@ -385,7 +280,9 @@ def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> Resu
     instead, which reports any error the usual way."""
     task_id = message.task_id[:80]
     reply = ResultAck(job_id=message.job_id, task_id=task_id)
-    run = _run_of(ctx, site, message.job_id)
+    if relay.declines_inline(ctx, site, message.job_id):  # another replica's job: by upload
+        return reply
+    run = site_jobs.run_of(ctx, site, message.job_id)
     task = run.open_task(site, task_id) if run is not None else None
     if run is None or task is None:
         return replace(reply, error_code="TASK_NOT_OPEN" if run is not None else "JOB_NOT_RUNNING")
@@ -393,12 +290,12 @@ def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> Resu
         body = base64.b64decode(message.data, validate=True)
     except ValueError:
         return replace(reply, error_code="INVALID_ARGS")
-    if len(body) > result_limit(ctx, task):
+    if len(body) > site_jobs.result_limit(ctx, task.model_bytes):
         return replace(reply, error_code="RESULT_TOO_LARGE")
     if len(body) > INLINE_BYTES:  # not for the channel: the site sends it by PUT
         return replace(reply, error_code="INVALID_ARGS")
     try:
-        header = result_header(message.header)
+        header = site_jobs.result_header(message.header)
         check_safetensors(body)
     except ShoalError as exc:
         return replace(reply, error_code=exc.code)
@@ -408,19 +305,21 @@ def _inline_result(ctx: ServerContext, site: str, message: InlineResult) -> Resu
     tmp = run.partial_path(task, site, "inline")  # the workflow is behind: by file, as an upload
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(body)
-    _take_result(run, site, task, tmp, header)
+    site_jobs.take_result(run, site, task, tmp, header)
     return replace(reply, ok=True)
 
 
 async def job_log(request: web.Request) -> web.Response:
-    _, run, site = _run_for_site(request)
     name = request.query.get("file", "log.txt")
-    if name not in LOG_FILES:
-        raise ShoalError("INVALID_ARGS", f"log file must be one of {', '.join(LOG_FILES)}")
+    if name not in site_jobs.LOG_FILES:
+        raise ShoalError("INVALID_ARGS", f"log file must be one of {', '.join(site_jobs.LOG_FILES)}")
+    if (relayed := _relayed(request)) is not None:
+        return await relay.take_log(request, *relayed, name)
+    _, run, site = _run_for_site(request)
     dest = run.paths.site_log(site).with_name(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(name + ".part")  # one per file: log.txt and log.json may arrive together
-    await save_body(request, tmp, MAX_LOG_BYTES)
+    await save_body(request, tmp, site_jobs.MAX_LOG_BYTES)
     tmp.replace(dest)
     return json_response({"ok": True})
 

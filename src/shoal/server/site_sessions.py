@@ -28,6 +28,9 @@ def session_of(ctx: ServerContext, site: ConnectedSite) -> SiteSession:
         since=site.connected_at,
         org=site.org,
         version=site.version,
+        studies=tuple(site.studies) if site.studies is not None else None,
+        resources=site.resources,
+        jobs=tuple(sorted(site.jobs)),
     )
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from shoal.errors import ShoalError
 from shoal.server.context import small_number
+from shoal.store import relayblobs
 from shoal.store.blobs import Blobs
 from shoal.store.jobfiles import JobFiles
 from shoal.wire.idle import idle_timeout
@@ -54,6 +55,14 @@ async def stream_blob(
     from the bucket's object (a ranged GET read chunk by chunk, never whole in memory)."""
     size = await asyncio.to_thread(blobs.size, sha)
     return await _stream(request, size, lambda start: blobs.open(sha, start), content_type)
+
+
+async def stream_relay(
+    request: web.Request, blobs: Blobs, blob: str, content_type: str = "application/octet-stream"
+) -> web.StreamResponse:
+    """The bytes a relay blob carries (``shoal.store.relayblobs``), as ``stream_blob`` sends a blob."""
+    size = await asyncio.to_thread(relayblobs.size, blobs, blob)
+    return await _stream(request, size, lambda start: relayblobs.open_at(blobs, blob, start), content_type)
 
 
 async def stream_job_file(

@@ -19,10 +19,11 @@ for ``FORGET_AFTER`` seconds has its rows removed by any other's heartbeat.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Seconds after a replica's heartbeat lapsed that the others remove its rows (it is long dead:
@@ -33,13 +34,46 @@ FORGET_AFTER = 3600.0
 @dataclass(frozen=True)
 class SiteSession:
     """A site's control channel as the shared store knows it: on which replica, since when
-    (seconds since the Unix epoch), and the organisation and agent version it said."""
+    (seconds since the Unix epoch), the organisation and agent version it said, and what the
+    replica running a job needs to schedule it from afar (decisions/0048): the studies its
+    policy serves (None: every one), its declared resources (checked by its replica) and the
+    jobs its agent said it ran when this channel opened."""
 
     site: str
     replica: str
     since: float
     org: str
     version: str
+    studies: tuple[str, ...] | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    jobs: tuple[str, ...] = ()
+
+    def said(self) -> str:
+        """The hello's facts as the row's ``said`` column keeps them."""
+        studies = sorted(self.studies) if self.studies is not None else None
+        return json.dumps({"studies": studies, "resources": self.resources, "jobs": list(self.jobs)})
+
+
+def _session(row: tuple[Any, ...]) -> SiteSession:
+    """A row read back; a ``said`` that cannot be read counts as nothing said."""
+    try:
+        said = json.loads(row[5]) if row[5] else {}
+    except ValueError:
+        said = {}
+    said = said if isinstance(said, dict) else {}
+    studies = said.get("studies")
+    resources = said.get("resources")
+    jobs = said.get("jobs")
+    return SiteSession(
+        str(row[0]),
+        str(row[1]),
+        float(row[2]),
+        str(row[3]),
+        str(row[4]),
+        studies=tuple(str(s) for s in studies) if isinstance(studies, list) else None,
+        resources=resources if isinstance(resources, dict) else {},
+        jobs=tuple(str(j) for j in jobs) if isinstance(jobs, list) else (),
+    )
 
 
 class SessionRows:
@@ -97,11 +131,11 @@ class SessionRows:
         m = self._MARK
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO site_sessions (site, replica, since, org, version) "
-                f"VALUES ({m}, {m}, {m}, {m}, {m}) "
+                "INSERT INTO site_sessions (site, replica, since, org, version, said) "
+                f"VALUES ({m}, {m}, {m}, {m}, {m}, {m}) "
                 "ON CONFLICT (site) DO UPDATE SET replica = excluded.replica, since = excluded.since, "
-                "org = excluded.org, version = excluded.version",
-                (session.site, session.replica, session.since, session.org, session.version),
+                "org = excluded.org, version = excluded.version, said = excluded.said",
+                (session.site, session.replica, session.since, session.org, session.version, session.said()),
             )
 
     def site_closed(self, session: SiteSession) -> None:
@@ -119,8 +153,8 @@ class SessionRows:
         """The sessions of live replicas (heartbeat not lapsed), by site name."""
         m = self._MARK
         rows = self._read(
-            "SELECT s.site, s.replica, s.since, s.org, s.version FROM site_sessions s "
+            "SELECT s.site, s.replica, s.since, s.org, s.version, s.said FROM site_sessions s "
             f"JOIN replicas r ON r.replica = s.replica WHERE r.alive_until >= {m} ORDER BY s.site",
             (time.time(),),
         )
-        return [SiteSession(str(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4])) for r in rows]
+        return [_session(r) for r in rows]

@@ -7,6 +7,7 @@ registry it reads is complete. Receivers import only their own channel's module.
 from __future__ import annotations
 
 import shoal.wire.controller  # noqa: F401 (each import registers its channel's messages)
+import shoal.wire.relay  # noqa: F401
 import shoal.wire.script  # noqa: F401
 import shoal.wire.site  # noqa: F401
 from shoal.wire.messages import CHANNELS, REGISTRY, Message

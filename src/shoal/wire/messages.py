@@ -55,7 +55,11 @@ CONTROLLER = Channel("controller", "op", "workflow process ↔ server (socketpai
 #: A site agent and its job's training script: an inherited socketpair, JSON lines (site/job.py,
 #: fl/client.py); the simulator's worker stands in for the agent.
 SCRIPT = Channel("script", "op", "training script ↔ site agent (socketpair, JSON lines)")
-CHANNELS = (SITE, CONTROLLER, SCRIPT)
+#: Two server replicas sharing a PostgreSQL store: rows of its ``site_mail`` table, a NOTIFY as
+#: the wake-up (server/relay.py, decisions/0048). What a job's replica says to a site held by
+#: another replica, and what that site says back about the job.
+REPLICA = Channel("replica", "relay", "server replica ↔ server replica (rows in the shared store)")
+CHANNELS = (SITE, CONTROLLER, SCRIPT, REPLICA)
 
 # Who talks (the "sender"/"receiver" of a message).
 SERVER = "server"
