@@ -13,12 +13,13 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_port
 
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 USER = "shoal"
@@ -36,12 +37,6 @@ def postgres_bin() -> Path:
             "apt-get install postgresql (.ci/run does this)"
         )
     return found[-1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -83,7 +78,7 @@ class PostgresServer:
         )
         pwfile.unlink()
         for _attempt in range(3):  # the free port may be taken between our look and the bind
-            self.port = _free_port()
+            self.port = free_port()
             options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c max_connections=200"
             if not durable:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,13 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import free_port
+
 STARTUP_TIMEOUT = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -44,7 +39,7 @@ def ray_head(cpus: int = 2) -> Iterator[RayHead]:
     """A running Ray head for the ``with`` block."""
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     ray = Path(sys.executable).with_name("ray")
-    port = _free_port()
+    port = free_port()
     argv = [
         str(ray),
         "start",
@@ -52,9 +47,9 @@ def ray_head(cpus: int = 2) -> Iterator[RayHead]:
         "--block",
         f"--port={port}",
         f"--num-cpus={cpus}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
         "--include-dashboard=false",
         "--disable-usage-stats",
         "--object-store-memory=100000000",

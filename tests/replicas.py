@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tests.conftest import Cli
 from tests.haproxy import HAProxy
+from tests.ports import free_port
 
 REPLICAS = ("replica-a", "replica-b")
 
@@ -38,6 +39,7 @@ class Replicas:
     servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     sites: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    site_proxies: list[HAProxy] = field(default_factory=list)
 
     @property
     def kits(self) -> Path:
@@ -80,17 +82,21 @@ class Replicas:
     def direct_kit(self, name: str, kit: str = "") -> Path:
         """A copy of a kit (the admin's, or site ``kit``'s) that dials replica ``name`` itself,
         not HAProxy."""
+        return self.kit_to(self.ports[name], name, kit)
+
+    def kit_to(self, port: int, label: str, kit: str = "") -> Path:
+        """A copy of a kit (the admin's, or site ``kit``'s) that dials ``port`` on loopback."""
         if kit:
             source, config_name = self.kits / kit, "fed_site.json"
         else:
             source = next(p for p in self.kits.iterdir() if p.is_dir() and p.name.startswith("admin"))
             config_name = "fed_admin.json"
-        copy = self.workspace / f"{source.name}-to-{name}"
+        copy = self.workspace / f"{source.name}-to-{label}"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(source, copy)
         config = copy / "startup" / config_name
         doc = json.loads(config.read_text())
-        doc["server"]["port"] = self.ports[name]
+        doc["server"]["port"] = port
         config.write_text(json.dumps(doc))
         return copy
 
@@ -109,17 +115,20 @@ class Replicas:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        if self.proxy is not None:
-            self.proxy.stop()
+        for proxy in [self.proxy, *self.site_proxies]:
+            if proxy is not None:
+                proxy.stop()
 
 
 @contextmanager
 def replica_federation(
-    home: Path, env: dict[str, str], dial: dict[str, str] | None = None
+    home: Path, env: dict[str, str], dial: dict[str, str] | None = None, first: dict[str, str] | None = None
 ) -> Iterator[Replicas]:
     """Prepare a POC in ``home`` and run it as two replicas behind HAProxy with two sites;
     ``env`` names the shared store and bucket (``SHOAL_STORE_URL``, ``SHOAL_BLOBS_URL``, ...);
-    ``dial`` names sites that dial a replica directly instead of HAProxy (site -> replica)."""
+    ``dial`` names sites that dial a replica directly instead of HAProxy (site -> replica);
+    ``first`` names sites that dial a HAProxy of their own putting that replica first (so they
+    sit on it while it lives, and move to the other when it dies)."""
     cli = Cli(home / "home", extra_env=env)
     ws = home / "poc"
     prepared = cli.run("poc", "prepare", "-n", "2", "--workspace", ws)
@@ -137,6 +146,16 @@ def replica_federation(
         )
         for site in ("site-1", "site-2"):
             kit = fed.direct_kit(dial[site], site) if dial and site in dial else fed.kits / site
+            if first and site in first:
+                order = [first[site], *(name for name in REPLICAS if name != first[site])]
+                proxy = HAProxy(
+                    ws / f"haproxy-{site}",
+                    dialled["host"],
+                    free_port(),
+                    [("127.0.0.1", fed.ports[name]) for name in order],
+                )
+                fed.site_proxies.append(proxy)
+                kit = fed.kit_to(proxy.port, f"proxy-{first[site]}-first", site)
             with (ws / f"{site}.log").open("ab") as log:
                 fed.sites.append(
                     subprocess.Popen(

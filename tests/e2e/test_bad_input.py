@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import pytest
 from tests.conftest import EXAMPLES, Cli
 from tests.e2e.conftest import Federation
 from tests.federation import archive_blobs
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from shoal.api.client import AdminClient
@@ -121,13 +121,6 @@ def test_the_api_refuses_a_max_that_is_not_a_positive_count(federation: Federati
     assert resp.status == 400 and doc["error_code"] == "INVALID_ARGS", doc
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _kit_copy_with_port(kit: Path, dest: Path, port: int) -> Path:
     shutil.copytree(kit, dest)
     cfg = dest / "startup" / "fed_admin.json"
@@ -138,7 +131,7 @@ def _kit_copy_with_port(kit: Path, dest: Path, port: int) -> Path:
 
 
 def test_dead_server_is_exit_2(federation: Federation, tmp_path: Path) -> None:
-    kit = _kit_copy_with_port(federation.kits / "admin@example.com", tmp_path / "kit", _free_port())
+    kit = _kit_copy_with_port(federation.kits / "admin@example.com", tmp_path / "kit", free_port())
     code, doc = federation.cli.json("job", "list", "--startup-kit", kit)
     assert code == 2 and doc["error_code"] == "CONNECTION_FAILED"
     code, doc = federation.cli.json("job", "wait", "1", "--startup-kit", kit)

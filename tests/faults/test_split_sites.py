@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.jobs import paced_hello
-from tests.faults.test_replicas import final_model, holder, sites_seen_by
+from tests.faults.test_replicas import final_model, holder, sites_seen_by, submit_past_round
 from tests.pgserver import PostgresServer
 from tests.replicas import Replicas, replica_federation
 from tests.s3server import S3Server
@@ -84,3 +84,44 @@ def test_a_job_reaches_sites_on_both_replicas_and_every_round_has_both(
     _, said = final_model(fed.cli, hello, tmp_path / "hello-out")
     assert [set(r["sites"]) for r in said["rounds"]] == [set(SPLIT)] * 2, said["rounds"]
     assert holder(fed, hello) is None  # ended: its lease went with it
+
+
+@pytest.fixture
+def spread(tmp_path: Path, postgres: PostgresServer, s3: S3Server) -> Iterator[Replicas]:
+    """site-1 behind a HAProxy that puts A first, site-2 behind one that puts B first: each sits
+    on its replica while it lives and moves to the other when it dies."""
+    env = {"SHOAL_STORE_URL": postgres.new_database(), **s3.env(s3.new_bucket())}
+    with replica_federation(tmp_path, env, first=SPLIT) as fed:
+        yield fed
+
+
+def test_the_replica_relaying_for_a_job_killed_mid_job_its_site_moves_and_the_job_ends_the_same(
+    spread: Replicas, tmp_path: Path
+) -> None:
+    """The job runs on one replica with one of its sites on the other. That other replica is
+    SIGKILLed after round 3: its site reconnects to the job's replica through its HAProxy, gets
+    what it had not answered again, and the job finishes with every round once and the model of
+    an uninterrupted run; the job's replica never stopped, so nothing was resumed."""
+    fed = spread
+    direct_a = fed.direct_kit("replica-a")
+    deadline = time.monotonic() + 30
+    while (seen := sites_seen_by(fed, direct_a)) != SPLIT:
+        assert time.monotonic() < deadline, f"the sites never sat apart: {seen}"
+        time.sleep(0.2)
+    job = paced_hello(tmp_path / "job", rounds=8, delay=0.4)
+    want, _ = final_model(fed.cli, run_to_the_end(fed, job), tmp_path / "plain")
+
+    job_id = submit_past_round(fed.cli, job, 3)
+    owner = holder(fed, job_id)
+    assert owner is not None, "the job has no replica"
+    relaying = next(name for name in SPLIT.values() if name != owner[0])
+    fed.kill(relaying)
+    direct = fed.direct_kit(owner[0])
+    code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120", "--startup-kit", direct)
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    got, summary = final_model(fed.cli, job_id, tmp_path / "moved")
+    assert [r["round"] for r in summary["rounds"]] == list(range(8)), summary["rounds"]
+    assert set(summary["rounds"][-1]["sites"]) == set(SPLIT), summary["rounds"][-1]  # it came back
+    assert not summary.get("restarts"), summary  # the job's own replica never stopped
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-12)
