@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.federation import BENCH, BenchFederation, federation
 from bench.measure import PeakSampler, TreeCpu, cpu_seconds
+from bench.relay import relay
 from bench.restart import resume_after_restart
 from bench.takeover import takeover
 
@@ -568,4 +569,8 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "secure_aggregation": secure_aggregation,
     "resume_after_restart": resume_after_restart,
     "takeover": takeover,
+    "relay": relay,
 }
+#: Workloads a quick run leaves out: the relay's path runs in tests/faults/test_split_sites.py on
+#: the same federation (two replicas, PostgreSQL, a bucket, HAProxy), which takes ~15 s to start.
+FULL_ONLY = frozenset({"relay"})

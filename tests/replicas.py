@@ -38,7 +38,7 @@ class Replicas:
     proxy: HAProxy | None = None
     servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
-    sites: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    sites: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     site_proxies: list[HAProxy] = field(default_factory=list)
 
     @property
@@ -74,6 +74,22 @@ class Replicas:
             assert time.monotonic() < deadline, "the replica never said it was ready"
             time.sleep(0.05)
 
+    def start_site(self, site: str, kit: Path) -> None:
+        """Start ``site``'s agent from ``kit`` (stopping the one running, if any)."""
+        running = self.sites.pop(site, None)
+        if running is not None:
+            os.killpg(running.pid, signal.SIGTERM)
+            running.wait(timeout=30)
+        with (self.workspace / f"{site}.log").open("ab") as log:
+            self.sites[site] = subprocess.Popen(
+                [sys.executable, "-m", "shoal", "site", "start", "-k", str(kit)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=self.cli.env(),
+            )
+
     def kill(self, name: str) -> None:
         proc = self.servers.pop(name)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -106,10 +122,10 @@ class Replicas:
         return sorted((row["job_id"], row["status"]) for row in doc["data"])
 
     def stop(self) -> None:
-        for proc in [*self.sites, *self.servers.values()]:
+        for proc in [*self.sites.values(), *self.servers.values()]:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.sites, *self.servers.values()]:
+        for proc in [*self.sites.values(), *self.servers.values()]:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -156,17 +172,7 @@ def replica_federation(
                 )
                 fed.site_proxies.append(proxy)
                 kit = fed.kit_to(proxy.port, f"proxy-{first[site]}-first", site)
-            with (ws / f"{site}.log").open("ab") as log:
-                fed.sites.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "shoal", "site", "start", "-k", str(kit)],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                        env=cli.env(),
-                    )
-                )
+            fed.start_site(site, kit)
         deadline = time.monotonic() + 30
         while True:
             code, doc = cli.json("system", "status")
