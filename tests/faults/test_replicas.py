@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from shoal.api.client import AdminClient
+from shoal.api.kits import resolve_admin_kit
 from tests.conftest import Cli
 from tests.e2e.jobs import paced_hello
 from tests.federation import wait_connected
@@ -93,6 +95,15 @@ def test_the_jobs_replica_killed_at_round_3_another_finishes_it_with_the_same_mo
     owner = holder(fed, job_id)
     assert owner is not None and owner[0] == "replica-a", owner  # balance first: A has the sites
     assert fed.jobs_seen_by("replica-a") == fed.jobs_seen_by("replica-b")
+    # any replica answers: B gives A's figures and curves, kept with A's lease (a second old)
+    direct_b = fed.direct_kit("replica-b")
+    code, stats = fed.cli.json("job", "stats", job_id, "--startup-kit", direct_b)
+    assert code == 0 and stats["data"]["replica"] == "replica-a", stats
+    assert stats["data"]["server"]["rounds_done"] >= 2, stats
+    assert set(stats["data"]["sites"]) == {"site-1", "site-2"}, stats
+    with AdminClient(resolve_admin_kit(None, str(direct_b))) as client:
+        series = client.job_series(job_id, "default")
+    assert series["replica"] == "replica-a" and len(series["global"]["loss"]) >= 2, series
     waiting = subprocess.Popen(  # a job wait through HAProxy, held by A when A dies
         [sys.executable, "-m", "shoal", "job", "wait", job_id, "--timeout", "120", "--format", "json"],
         stdout=subprocess.PIPE,

@@ -9,8 +9,11 @@ finishes with every round answered by both sites and the model it would have on 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shoal.wire.models import RESULT_FLOOR_BYTES
 from tests.e2e.jobs import paced_hello
 from tests.faults.test_replicas import final_model, holder, sites_seen_by, submit_past_round
 from tests.pgserver import PostgresServer
 from tests.replicas import Replicas, replica_federation
 from tests.s3server import S3Server
+from tests.security.hostile_site import HostileSite, safetensors_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +35,13 @@ BIG_JOB = Path(__file__).resolve().parents[2] / "bench" / "jobs" / "big"
 SPLIT = {"site-1": "replica-a", "site-2": "replica-b"}
 
 
-@pytest.fixture
-def split(tmp_path: Path, postgres: PostgresServer, s3: S3Server) -> Iterator[Replicas]:
+@pytest.fixture(scope="module")
+def split(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer, s3: S3Server
+) -> Iterator[Replicas]:
+    """One federation for the module's tests on it (each leaves its sites as it found them)."""
     env = {"SHOAL_STORE_URL": postgres.new_database(), **s3.env(s3.new_bucket())}
-    with replica_federation(tmp_path, env, dial={"site-2": "replica-b"}) as fed:
+    with replica_federation(tmp_path_factory.mktemp("split"), env, dial={"site-2": "replica-b"}) as fed:
         yield fed
 
 
@@ -125,3 +133,69 @@ def test_the_replica_relaying_for_a_job_killed_mid_job_its_site_moves_and_the_jo
     assert not summary.get("restarts"), summary  # the job's own replica never stopped
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-12)
+
+
+def test_a_hostile_site_on_the_other_replica_is_refused_there_as_it_would_be_on_the_jobs(
+    split: Replicas, tmp_path: Path
+) -> None:
+    """site-2's agent is replaced by a hostile client with its certificate, on replica B; the
+    job runs on A (it holds as many of its sites, and comes first by name). What B stands in
+    for A is refused as A would refuse it: an upload for a job or a task B passed nothing of, a
+    result past the task's bound, one that is not a safetensors file, a model download for a
+    task not sent. Nothing of it reaches A, and B keeps no file of it."""
+    fed = split
+    direct_a = fed.direct_kit("replica-a")
+    deadline = time.monotonic() + 30
+    while (seen := sites_seen_by(fed, direct_a)) != SPLIT:
+        assert time.monotonic() < deadline, f"the sites never sat apart: {seen}"
+        time.sleep(0.2)
+    agent = fed.sites.pop("site-2")
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait(timeout=30)
+    job = megabyte_job(tmp_path / "big", rounds=2)
+    try:
+        job_id, answers, held = asyncio.run(_hostile_uploads(fed, job))
+    finally:  # the real agent back, for the module's other tests
+        fed.start_site("site-2", fed.workspace / "site-2-to-replica-b")
+    assert held == ("replica-a", 1)
+
+    assert answers == {
+        "no such job": (409, "JOB_NOT_RUNNING"),
+        "no such task": (409, "TASK_NOT_OPEN"),
+        "too large": (413, "RESULT_TOO_LARGE"),
+        "not safetensors": (400, "MODEL_INVALID"),
+        "model of no task": (409, "TASK_NOT_OPEN"),
+    }, answers
+    assert not list((fed.workspace / "replica-b" / "tmp" / "relay").glob("*")), "B kept a refused upload"
+    results = fed.workspace / "replica-a" / "jobs" / job_id / "results"
+    assert not results.is_dir() or not any(p.name.endswith("site-2") for p in results.iterdir())
+
+
+async def _hostile_uploads(
+    fed: Replicas, job: Path
+) -> tuple[str, dict[str, tuple[int, str]], tuple[str, int] | None]:
+    """As site-2 on replica B: the job submitted, its first task taken, refusals asked for; the
+    job's replica then, and the job aborted before the hostile site leaves."""
+    async with HostileSite(fed, "site-2", fed.workspace / "site-2-to-replica-b") as site:
+        code, doc = await asyncio.to_thread(fed.cli.json, "job", "submit", "-j", job)
+        assert code == 0, doc
+        job_id = str(doc["data"]["job_id"])
+        task = await site.next("task", job_id)
+        task_id = str(task["task_id"])
+        answers: dict[str, tuple[int, str]] = {}
+
+        async def put(name: str, url: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+            status, said = await site.put(url, body, headers)
+            answers[name] = (status, str(said.get("error_code")))
+
+        await put("no such job", site.result_url("4242", task_id), safetensors_bytes())
+        await put("no such task", site.result_url(job_id, "nosuchtask"), safetensors_bytes())
+        huge = str(RESULT_FLOOR_BYTES + 1)
+        await put("too large", site.result_url(job_id, task_id), b"x", {"X-Shoal-Total": huge})
+        await put("not safetensors", site.result_url(job_id, task_id), b"garbage" * 100)
+        status, said = await site.get(f"{site.base}/site/v1/jobs/{job_id}/tasks/nosuchtask/model")
+        answers["model of no task"] = (status, str(said.get("error_code")))
+        held = holder(fed, job_id)
+        code, doc = await asyncio.to_thread(fed.cli.json, "job", "abort", job_id, "--force")
+        assert code == 0, doc
+        return job_id, answers, held

@@ -17,7 +17,7 @@ import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -44,11 +44,21 @@ def safetensors_head(floats: int) -> bytes:
     return safetensors_bytes(floats=floats)[: -8 * floats]
 
 
+class WithKits(Protocol):
+    """A federation of the tests (tests/federation.py, tests/replicas.py): where its kits are."""
+
+    @property
+    def kits(self) -> Path: ...
+
+
 class HostileSite:
-    def __init__(self, fed: Federation, site: str) -> None:
+    def __init__(self, fed: WithKits, site: str, kit: Path | None = None) -> None:
+        """The site ``site`` of ``fed``, dialling the server its kit names (``kit``: a copy of
+        it that dials elsewhere, a replica say)."""
         self.fed = fed
         self.site = site
-        server = json.loads((fed.kits / site / "startup" / "fed_site.json").read_text())["server"]
+        self.kit = kit or fed.kits / site
+        server = json.loads((self.kit / "startup" / "fed_site.json").read_text())["server"]
         self.host, self.port = str(server["host"]), int(server["port"])
         self.base = f"https://{self.host}:{self.port}"
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -59,7 +69,7 @@ class HostileSite:
 
     @property
     def ssl(self) -> Any:
-        return client_ssl_context(self.fed.kits / self.site)
+        return client_ssl_context(self.kit)
 
     async def __aenter__(self) -> HostileSite:
         self._session = await self._closing.enter_async_context(tls_session(self.ssl))

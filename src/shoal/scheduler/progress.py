@@ -131,6 +131,29 @@ class Progress:
         ``current_round`` counts from 0."""
         return self.current_round + 1 if self.current_round is not None else None
 
+    def sites_stats(self, sites: list[str]) -> dict[str, dict[str, Any]]:
+        """Each site's part (``job stats``): its status, its counters and its last metrics."""
+        return {
+            s: {
+                "status": self.site_status.get(s),
+                **self.site_counts.get(s, {}),
+                "metrics": self.site_metrics.get(s, {}),
+            }
+            for s in sites
+        }
+
+    def series(self, last: int | None = None) -> dict[str, Any]:
+        """The curves (``job series``): the global model's and each site's, each point
+        ``[round, value]``; ``last``: only each curve's last points."""
+
+        def points(curve: list[tuple[int, float]]) -> list[list[float]]:
+            return [list(pt) for pt in (curve[-last:] if last else curve)]
+
+        return {
+            "global": {k: points(v) for k, v in self.global_series.items()},
+            "sites": {s: {k: points(v) for k, v in m.items()} for s, m in self.site_series.items()},
+        }
+
     def as_stats(self) -> dict[str, Any]:
         return {
             "current_round": self.current_round,

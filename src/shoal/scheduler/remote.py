@@ -29,7 +29,7 @@ from shoal.store.blobs import Blobs
 from shoal.store.sessions import SiteSession
 from shoal.wire.messages import Message, encode
 from shoal.wire.relay import ForSite
-from shoal.wire.site import TaskForSite
+from shoal.wire.site import Deploy, TaskForSite
 
 if TYPE_CHECKING:
     from shoal.scheduler.runner import JobRun, TaskState
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 #: Seconds a site that dropped off has to come back before its jobs go on without it: a network
 #: blip must not cost a round (its transfers resume when it returns).
 RECONNECT_GRACE = 5.0
+#: Seconds a relayed deploy is remembered: far past any refresh of the directory (one a second).
+FORGET_DEPLOYS = 300.0
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -61,6 +63,8 @@ class RemoteSites:
         self._sessions: dict[str, SiteSession] = {}
         #: Sites that left the directory, until their grace is over (``settled``).
         self._left: set[str] = set()
+        #: When each (site, job) was deployed through another replica (``deployed_since``).
+        self._deploys: dict[tuple[str, str], float] = {}
 
     def refresh(self, sessions: list[SiteSession], here: str, local: set[str]) -> Changes:
         """Take a fresh read of the store's sessions; ``here`` is this replica, ``local`` the
@@ -78,6 +82,18 @@ class RemoteSites:
             self._left.discard(name)
         self._sessions = fresh
         return changes
+
+    def deployed(self, site: str, job_id: str) -> None:
+        """A job was just deployed to ``site`` through its replica (now, by this clock)."""
+        self._deploys[(site, job_id)] = time.time()
+
+    def deployed_since(self, site: str, since: float) -> set[str]:
+        """The jobs deployed to ``site`` at or after ``since`` (a channel's opening): its agent
+        cannot have lost them in a restart before that channel. Older records go."""
+        horizon = time.time() - FORGET_DEPLOYS
+        for key in [k for k, at in self._deploys.items() if at < horizon]:
+            del self._deploys[key]
+        return {job for (name, job), at in self._deploys.items() if name == site and at >= since}
 
     def settled(self, name: str) -> bool:
         """The grace of a site that left is over: True if it is still away from every replica
@@ -194,10 +210,11 @@ class RemoteSiteDuties:
         return studies, session.resources
 
     def defers(self, job: JobRecord, targets: Iterable[str]) -> bool:
-        """Whether to leave a waiting job to another replica for now: one that holds more of its
-        sites starts it without relaying their tasks. Only for a lease TTL after its submit (the
-        lease decides between equals); past that, whichever replica comes first starts it, so
-        a job never waits on a replica that does not."""
+        """Whether to leave a waiting job to another replica for now: the one that holds most of
+        its sites starts it, relaying the fewest tasks (between equals, the first by name, so
+        where a job runs is predictable). Only for a lease TTL after its submit; past that,
+        whichever replica comes first starts it (the lease decides), so a job never waits on a
+        replica that does not."""
         if not self.shared or time.time() - job.submit_time > self.lease_ttl:
             return False
         held: dict[str, int] = {}
@@ -205,7 +222,8 @@ class RemoteSiteDuties:
             session = self.remote.get(site)
             where = session.replica if session is not None else self.replica
             held[where] = held.get(where, 0) + 1
-        return held.get(self.replica, 0) < max(held.values(), default=0)
+        most = max(held.values(), default=0)
+        return min((r for r, n in held.items() if n == most), default=self.replica) != self.replica
 
     async def send_remote(self, site: str, message: Message) -> bool | None:
         """Send ``message`` through the site's replica when the site's channel is not on this one
@@ -214,6 +232,8 @@ class RemoteSiteDuties:
             return None
         job_id = getattr(message, "job_id", None)
         run = self.runs.get(int(job_id)) if isinstance(job_id, str) and job_id.isdecimal() else None
+        if isinstance(message, Deploy):
+            self.remote.deployed(site, message.job_id)
         return await self.relay_out.send(site, message, run.tasks if run is not None else {})
 
     async def refresh_remote(self) -> None:
@@ -228,8 +248,10 @@ class RemoteSiteDuties:
             loop.call_later(RECONNECT_GRACE, self._remote_grace_expired, name)
         for session, reconnected in changes.came:
             if reconnected or self.sites.held(session.site):
-                # as a site's hello after a blip would: jobs its agent lost (it restarted) are lost
-                self.site_restarted(session.site, set(session.jobs))
+                # as a site's hello after a blip would: jobs its agent lost (it restarted) are
+                # lost; not those deployed to it on this very channel (before this replica read it)
+                kept = set(session.jobs) | self.remote.deployed_since(session.site, session.since)
+                self.site_restarted(session.site, kept)
             self.site_connected(session.site)  # its runs give it what it missed, or deploy again
         if changes.came:
             self.kick()

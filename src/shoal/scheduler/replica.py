@@ -36,6 +36,10 @@ HELD = (JobStatus.DISPATCHED, JobStatus.RUNNING)
 
 #: At most this many sites' statuses go with a job's progress into its lease row.
 SITES_SAID_MAX = 200
+#: Its curves go along with at most this many sites, each curve's last this many rounds (the
+#: row is written every second: a few tens of KB at most).
+SERIES_SAID_SITES = 20
+SERIES_SAID_POINTS = 100
 
 
 def progress_said(run: JobRun) -> dict[str, Any]:
@@ -52,6 +56,10 @@ def progress_said(run: JobRun) -> dict[str, Any]:
         "sites": sites,
         "stats": {"rounds_done": p.rounds_done, "current_round": p.current_round, "round": p.round},
         "notices": list(p.notices)[-20:],
+        # what ``job stats`` and ``job series`` answer on a replica that does not run the job
+        "server_stats": {**p.as_stats(), "participating_sites": run.sites},
+        "site_stats": p.sites_stats(run.sites) if len(run.sites) <= SITES_SAID_MAX else {},
+        "series": p.series(SERIES_SAID_POINTS) if len(run.sites) <= SERIES_SAID_SITES else None,
     }
     clean: dict[str, Any] = finite(said)
     return clean

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -65,24 +66,27 @@ def _kept_run(ctx: ServerContext, job: JobRecord, what: str, instead: str) -> Jo
 async def job_stats(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     job = ctx.job_in_study(request)
-    run = _kept_run(ctx, job, "figures", f"its metrics: 'shoal job download {job.job_id}'")
+    instead = f"its metrics: 'shoal job download {job.job_id}'"
+    said = _said_elsewhere(ctx, job)
+    if said is not None:  # another replica runs it: what it kept with its lease, a second old
+        replica, progress = said
+        server, per_site = dict(progress.get("server_stats") or {}), dict(progress.get("site_stats") or {})
+        sites: list[str] = list(server.get("participating_sites") or [])
+    else:
+        run = _kept_run(ctx, job, "figures", instead)
+        replica, sites = None, run.sites
+        server = {**run.progress.as_stats(), "participating_sites": run.sites}
+        per_site = run.progress.sites_stats(run.sites)
     site = request.query.get("site", "all")
-    sites = run.sites if site == "all" else [site]
-    if site not in ("all", "server") and site not in run.site_apps:
+    if site not in ("all", "server") and site not in sites:
         raise ShoalError("SITE_NOT_FOUND", f"it has no part in job {job.job_id}", site=site)
-    p = run.progress
     data: dict[str, object] = {"job_id": str(job.job_id), "status": job.status.value}
+    if replica is not None:
+        data["replica"] = replica
     if site in ("all", "server"):
-        data["server"] = {**p.as_stats(), "participating_sites": run.sites}
+        data["server"] = server
     if site != "server":
-        data["sites"] = {
-            s: {
-                "status": p.site_status.get(s),
-                **p.site_counts.get(s, {}),
-                "metrics": p.site_metrics.get(s, {}),
-            }
-            for s in sites
-        }
+        data["sites"] = {s: per_site.get(s, {}) for s in (sites if site == "all" else [site])}
     return json_response(data)
 
 
@@ -90,19 +94,28 @@ async def job_series(request: web.Request) -> web.Response:
     """The per-round curves of a job the server runs or keeps (``Progress.add_point``): every
     metric of the global model and of each site's logged values, rounds counted from 0 as in
     ``metrics_summary.json``. What the dashboard draws live; a job no longer kept is
-    JOB_NOT_RUNNING (its summary holds the same curves: ``job plot``)."""
+    JOB_NOT_RUNNING (its summary holds the same curves: ``job plot``). A job another replica
+    runs answers with the curves that replica keeps with its lease (their last rounds)."""
     ctx = request.app[CTX]
     job = ctx.job_in_study(request)
+    said = _said_elsewhere(ctx, job)
+    data: dict[str, object] = {"job_id": str(job.job_id), "status": job.status.value}
+    if said is not None and said[1].get("series") is not None:
+        data["replica"] = said[0]
+        data.update(said[1]["series"])
+        return json_response(data)
     run = _kept_run(ctx, job, "curves", f"a finished job's curves: 'shoal job plot {job.job_id}'")
-    p = run.progress
-    return json_response(
-        {
-            "job_id": str(job.job_id),
-            "status": job.status.value,
-            "global": {k: [list(pt) for pt in v] for k, v in p.global_series.items()},
-            "sites": {s: {k: [list(pt) for pt in v] for k, v in m.items()} for s, m in p.site_series.items()},
-        }
-    )
+    data.update(run.progress.series())
+    return json_response(data)
+
+
+def _said_elsewhere(ctx: ServerContext, job: JobRecord) -> tuple[str, dict[str, Any]] | None:
+    """For a running job another replica holds: that replica and the progress it keeps with its
+    lease (``progress_said``), if it says its figures (None otherwise: this replica's own)."""
+    if ctx.scheduler.run_of(job.job_id) is not None:
+        return None
+    said = ctx.scheduler.progress_elsewhere(job)
+    return said if said is not None and "server_stats" in said[1] else None
 
 
 #: The rights a caller may hold on one job (``shoal.security.policy.RIGHTS`` less the

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from shoal.errors import ShoalError
+from shoal.scheduler.controller_messages import TASK_ID_RE
 from shoal.server import site_jobs
 from shoal.server.context import ServerContext
 from shoal.server.relay_book import Relayed
@@ -51,7 +52,7 @@ from shoal.wire.messages import (
 from shoal.wire.relay import ForSite, FromSite, LogFromSite, ResultFromSite
 from shoal.wire.results import ResultInfo
 from shoal.wire.rules import job_id_number
-from shoal.wire.site import Ended, JobReport, TaskForSite
+from shoal.wire.site import Ended, JobReport, LogChunk, TaskForSite
 
 log = logging.getLogger("shoal.server")
 _unknown = UnknownKinds(log, "another replica")
@@ -86,11 +87,17 @@ async def receive(ctx: ServerContext, mail: Mail) -> None:
 
 
 async def _to_site(ctx: ServerContext, site: str, message: ForSite) -> None:
-    """Send what the job's replica said on the site's channel; pass it on when the site moved."""
+    """Send what the job's replica said on the site's channel; pass it on when the site moved.
+    The job and task ids name this replica's files for the site's uploads: ones the job's
+    replica could not have sent (it checks them) are dropped."""
+    task_id = str(message.message.get("task_id", ""))
+    is_task = message.message.get(SITE.key) == TaskForSite.TYPE
+    if job_id_number(message.job_id) is None or (is_task and not TASK_ID_RE.fullmatch(task_id)):
+        log.warning("site %s: a relayed message with ids no replica sends; dropped", site)
+        return
     if ctx.sites.get(site) is not None:
         entry = ctx.relays.passed(site, message.job_id, message.holder)
-        if message.message.get(SITE.key) == TaskForSite.TYPE:
-            task_id = str(message.message.get("task_id", ""))
+        if is_task:
             ctx.relays.task_passed(entry, task_id, message.model_blob, message.model_bytes or 0)
         if await ctx.sites.send(site, message.message):
             return
@@ -122,6 +129,10 @@ def pass_report(ctx: ServerContext, site: str, report: JobReport) -> bool:
     entry = entry_of(ctx, site, report.job_id)
     if entry is None:
         return False
+    if isinstance(report, LogChunk):  # what the job's replica would keep of it, at most
+        entry.log_bytes += len(report.data)
+        if entry.log_bytes > site_jobs.MAX_LOG_BYTES:
+            return True
     _post(ctx, site, entry.holder, FromSite(job_id=report.job_id, report=encode(report)))
     if isinstance(report, Ended):
         ctx.relays.forget(site, report.job_id)

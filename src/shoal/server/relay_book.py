@@ -33,6 +33,8 @@ class Relayed:
 
     holder: str
     tasks: OrderedDict[str, RelayedTask] = field(default_factory=OrderedDict)
+    #: Bytes of live log passed on: past what the job's replica keeps of a log, no more rows.
+    log_bytes: int = 0
 
 
 class RelayBook:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from shoal.scheduler.remote import RemoteSites
 from shoal.store.sessions import SiteSession
 
@@ -42,3 +44,16 @@ def test_a_site_that_moved_here_is_not_gone() -> None:
     directory.refresh([session("s2", "b")], here="a", local=set())
     moved = directory.refresh([session("s2", "a", since=3.0)], here="a", local={"s2"})
     assert moved.gone == [] and moved.came == [] and directory.names() == []
+
+
+def test_jobs_deployed_on_a_sites_new_channel_are_not_taken_for_lost() -> None:
+    """A site reconnected elsewhere and was deployed a job there before this replica read its
+    new channel: its hello's job list cannot name that job, yet its agent did not lose it."""
+    directory = RemoteSites()
+    directory.deployed("s2", "7")
+    opened = time.time()
+    time.sleep(0.01)
+    directory.deployed("s2", "8")
+    directory.deployed("s3", "8")
+    assert directory.deployed_since("s2", opened) == {"8"}
+    assert directory.deployed_since("s2", opened - 60) == {"7", "8"}
