@@ -33,7 +33,7 @@ from shoal.errors import ShoalError
 from shoal.scheduler.controller_messages import TASK_ID_RE
 from shoal.server import site_jobs
 from shoal.server.context import ServerContext
-from shoal.server.relay_book import Relayed
+from shoal.server.relay_book import Relayed, RelayedTask
 from shoal.server.site_messages import BadSiteMessage, parse_site_message
 from shoal.server.streaming import save_body, stream_blob, stream_relay
 from shoal.server.views import json_response
@@ -172,9 +172,7 @@ async def serve_archive(
 async def serve_model(request: web.Request, ctx: ServerContext, site: str, job_id: str) -> web.StreamResponse:
     """A task's model, kept as a relay blob by the job's replica until the task closes."""
     task_id = request.match_info["task_id"]
-    _entry_or_closed(ctx, site, job_id)
-    entry = ctx.relays.get(site, job_id)
-    task = entry.tasks.get(task_id) if entry is not None else None
+    task = _entry_or_closed(ctx, site, job_id).tasks.get(task_id)
     closed = ShoalError("TASK_NOT_OPEN", task_id=task_id[:80], job_id=job_id[:20])
     if task is None or task.model_blob is None:
         raise closed
@@ -189,7 +187,7 @@ def _partial(ctx: ServerContext, site: str, job_id: str, task_id: str) -> Path:
     return ctx.tmp_dir / "relay" / f"{job_id}.{task_id}.{site}.part"
 
 
-def _open(ctx: ServerContext, site: str, job_id: str, task_id: str) -> tuple[Relayed, Any]:
+def _open(ctx: ServerContext, site: str, job_id: str, task_id: str) -> tuple[Relayed, RelayedTask]:
     _entry_or_closed(ctx, site, job_id)
     found = ctx.relays.open_task(site, job_id, task_id)
     if found is None:
