@@ -12,21 +12,20 @@ import base64
 import logging
 import os
 import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.privacy.central import read_job_privacy
 from shoal.privacy.protections import filter_model_file
-from shoal.sandbox.files import claim, harvest, remove_tree
-from shoal.scheduler.controller_messages import (
-    BadControllerMessage,
-    checked_checkpoint,
-    checked_task,
-    error_message,
-    round_metrics,
-)
+from shoal.sandbox.files import claim, remove_tree
+from shoal.scheduler.controller_channel import ControllerChannel
+from shoal.scheduler.controller_messages import checked_task, error_message, round_metrics
+from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.progress import Progress
+from shoal.scheduler.run_checkpoints import RunCheckpoints
+from shoal.scheduler.run_outputs import cleanup_run_dir, keep_outputs, take_outputs
+from shoal.scheduler.run_tasks import TaskBook, TaskState
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease, LeaseLost
@@ -34,7 +33,6 @@ from shoal.wire.channel import (
     MAX_MESSAGE_BYTES,
     METRIC_KEY_MAX,
     UnreadableMessage,
-    encode,
     read_message,
 )
 from shoal.wire.controller import (
@@ -55,9 +53,7 @@ from shoal.wire.controller import (
     WorkflowLogConfig,
 )
 from shoal.wire.divergence import LossWatch
-from shoal.wire.jsonout import dumps, finite
 from shoal.wire.messages import CONTROLLER, Dispatch, Message
-from shoal.wire.messages import encode as encode_message
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.results import ResultInfo
 from shoal.wire.site import AbortJob, Deploy, EndJob, SiteLogConfig, TaskForSite
@@ -70,15 +66,15 @@ if TYPE_CHECKING:
     from shoal.scheduler.totals import ServerTotals
     from shoal.store.jobfiles import JobFiles
 
+#: ``JobPaths`` and ``TaskState`` live in ``jobpaths`` and ``run_tasks``; named here too, where
+#: the server's routes have always found them.
+__all__ = ["JobPaths", "JobRun", "RunHost", "TaskState"]
+
 log = logging.getLogger("shoal.scheduler")
 
 SITE_END_GRACE = 10.0  # seconds a site gets to stop its process and upload its log
 #: Seconds to read what is left on the workflow's channel once its process group is killed.
 CHANNEL_DRAIN_GRACE = 5.0
-#: The most bytes of lines that may wait for the workflow to read them before a small result
-#: goes to it by file instead of inside its message (``JobRun.takes_result_bytes``): 16 MiB is
-#: ~50 results of INLINE_BYTES, or a round of 2,000 results of a small model many times over.
-CONTROLLER_BACKLOG_BYTES = 16 * 2**20
 
 
 class RunHost(Protocol):
@@ -137,78 +133,6 @@ class RunHost(Protocol):
         ...
 
 
-@dataclass
-class JobPaths:
-    """Where one job's files live on the server."""
-
-    root: Path
-
-    @property
-    def job(self) -> Path:
-        """The submitted job definition, extracted."""
-        return self.root / "job"
-
-    @property
-    def run(self) -> Path:
-        """The workflow's scratch space (its working folder, where it writes each task's model);
-        the workflow's process may write here, so the server only takes files out of it
-        (``shoal.sandbox.files``)."""
-        return self.root / "run"
-
-    @property
-    def out(self) -> Path:
-        """Where the workflow writes its results (the global model, metrics_summary.json, ...);
-        moved into ``workspace`` when its process has ended."""
-        return self.root / "out"
-
-    @property
-    def models(self) -> Path:
-        """The models of the tasks in flight, taken from the workflow (server's; it cannot write)."""
-        return self.root / "models"
-
-    @property
-    def results(self) -> Path:
-        """Sites' results being received and handed to the workflow, which may read them only."""
-        return self.root / "results"
-
-    @property
-    def resume(self) -> Path:
-        """The checkpoint a resumed job starts from (``checkpoint.json``, ``model.safetensors``),
-        written by the server from the store and the blob store; the workflow reads it only."""
-        return self.root / "resume"
-
-    @property
-    def workspace(self) -> Path:
-        """The job's result: global model, metrics, logs. Downloaded as ``workspace/``. Only the
-        server writes here: the workflow's files arrive from ``out`` once it has ended."""
-        return self.root / "workspace"
-
-    def site_log(self, site: str) -> Path:
-        return self.workspace / site / "log.txt"
-
-    @property
-    def server_log(self) -> Path:
-        return self.workspace / "server" / "log.txt"
-
-
-@dataclass
-class TaskState:
-    """A task the workflow sent. A site may answer it once, while it is open: until the workflow
-    closes it (its round ended), a newer task goes to that site, or the job ends."""
-
-    task_id: str
-    model_path: Path
-    sites: set[str]
-    model_bytes: int = 0
-    answered: set[str] = field(default_factory=set)
-    closed: bool = False
-    #: Sites that may have left a file for this task in ``results/`` (a partial upload, a result
-    #: for the workflow): only theirs are looked for when a site moves on or the task closes. A
-    #: round of small results sent inline leaves none, and 2,000 sites' removals of files that
-    #: are not there cost the server ~50 ms a round.
-    files: set[str] = field(default_factory=set)
-
-
 class JobRun:
     def __init__(
         self,
@@ -250,15 +174,11 @@ class JobRun:
         self.site_apps = site_apps  # site name -> app folder it runs
         self.gpus: dict[str, list[str]] = {}  # site name -> the GPU ids the job holds there
         self.min_clients = min_clients
-        self.tasks: dict[str, TaskState] = {}
-        # Each site's latest task as sent, to send again if the site returns within its grace
-        # (only the latest: an inline model is up to 341 KiB of base64, not to be kept per round).
-        self._latest_task: dict[str, tuple[TaskState, TaskForSite]] = {}
+        self.task_book = TaskBook(paths)  # the tasks sent, each site's latest, their files
+        self.tasks = self.task_book.tasks
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._loss_watch = LossWatch()  # a diverging global loss becomes a notice
-        self._writer: asyncio.StreamWriter | None = None
-        self._to_controller: list[bytes] = []  # encoded lines for the next write (_send_controller)
-        self._to_controller_bytes = 0  # their length
+        self.channel = ControllerChannel(lambda: self._outcome is not None)  # lines to the workflow
         self._proc: JobProcess | None = None
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
         self._failed_sites: set[str] = set()
@@ -266,10 +186,18 @@ class JobRun:
         self._gone: set[str] = set()  # sites that disconnected: nobody left to confirm
         self._told_to_end: set[str] = set()  # sites sent "end"/"abort" already
         self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
-        #: The job's checkpoint row as stored (decisions/0040); ``resume_from`` is the one a
-        #: job resumed after a server restart starts from, ``attached`` the sites whose agents
-        #: still run its training script (they are not deployed to again: the script goes on).
-        self.checkpoint = Checkpoint(job_id=job_id, sites=dict(site_apps), min_clients=min_clients)
+        #: The job's checkpoints (decisions/0040): its row as stored (``checkpoint``), the
+        #: rounds' models being stored. ``resume_from`` is the row a job resumed after a server
+        #: restart starts from, ``attached`` the sites whose agents still run its training
+        #: script (they are not deployed to again: the script goes on).
+        self.round_checkpoints = RunCheckpoints(
+            host,
+            job_id,
+            paths,
+            Checkpoint(job_id=job_id, sites=dict(site_apps), min_clients=min_clients),
+            fence=lambda: self.lease,
+            notice=self.notice,
+        )
         self.resume_from: Checkpoint | None = None
         #: What the resumed run came back from, as its reason says ("the server restarted",
         #: "replica X stopped").
@@ -280,10 +208,6 @@ class JobRun:
         #: without writing anything (``forget``).
         self.lease: Lease | None = None
         self._lost = False
-        self._next_checkpoint: tuple[int, Path, dict[str, Any]] | None = None  # waiting to be stored
-        self._checkpointing: asyncio.Task[None] | None = None  # storing them, one at a time
-        #: The last checkpoint's model (round, file), kept for the task that sends it next.
-        self._held_model: tuple[int, Path] | None = None
         self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
@@ -293,6 +217,15 @@ class JobRun:
     @property
     def sites(self) -> list[str]:
         return sorted(self.site_apps)
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The job's checkpoint row as stored (``round_checkpoints`` keeps it)."""
+        return self.round_checkpoints.row
+
+    @checkpoint.setter
+    def checkpoint(self, row: Checkpoint) -> None:
+        self.round_checkpoints.row = row
 
     def to_sites(self) -> dict[str, Any]:
         """The job's ``privacy.to_sites`` (checked at submit): filters on every task's model."""
@@ -343,7 +276,7 @@ class JobRun:
         if resuming is not None:
             # the sites it runs on now (all of them, or those back in time), one more restart
             self.checkpoint = replace(resuming, sites=dict(self.site_apps), restarts=resuming.restarts + 1)
-        await self.host.checkpoints.put(self.checkpoint, fence=self.lease)
+        await self.round_checkpoints.put()
         sandbox = self.host.sandbox
         # The workflow reads its job, the results handed to it and the checkpoint it resumes
         # from, writes only its scratch and output folders, and opens no network connection:
@@ -356,7 +289,7 @@ class JobRun:
         self._proc, parent = await self.host.launcher.launch(
             argv, cwd=str(p.run), env={}, output_file=str(p.server_log), confinement=confinement
         )
-        reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
+        reader, self.channel.writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         for site, app in self.site_apps.items():
             if site in self.attached:  # its agent still runs the job: its next task goes to it
                 self.progress.site_status[site] = "running"
@@ -405,8 +338,7 @@ class JobRun:
                 f"the workflow process exited with code {returncode} without finishing",
                 {"site": "server", "type": "ProcessExit", "message": f"exit code {returncode}"},
             )
-        if self._writer is not None:
-            self._writer.close()
+        self.channel.close()
         if self._lost:
             await self._forgotten()
             return
@@ -450,7 +382,7 @@ class JobRun:
         if checked.checkpoint_round is None:
             await asyncio.to_thread(claim, self.paths.run, checked.model_path, model)
         else:  # the model the workflow checkpointed just before: the server holds its file
-            await asyncio.to_thread(os.replace, self._checkpointed_model(checked), model)
+            await asyncio.to_thread(os.replace, self.round_checkpoints.checkpointed_model(checked), model)
         to_sites = self.to_sites()
         if to_sites:  # the job's filters on what sites receive, where its code cannot skip them
             await asyncio.to_thread(filter_model_file, model, to_sites)
@@ -473,10 +405,7 @@ class JobRun:
             model=inline,
         )
         for site in sorted(task.sites):
-            previous = self._latest_task.get(site)
-            if previous is not None:  # the site's earlier task is over for it
-                self._drop_partial(previous[0], site)
-            self._latest_task[site] = (task, out)
+            self.task_book.sending(site, task, out)
             if await self.host.send_to_site(site, out):
                 self.progress.tasks_sent += 1
                 self.host.totals.tasks_sent += 1
@@ -511,13 +440,15 @@ class JobRun:
             self.close_task(closing)
 
     async def _on_release(self, message: Release) -> None:
-        self._release_result(message.task_id, message.site)
+        self.task_book.release_result(
+            message.task_id, message.site, message.site in self.site_apps, self._failed_sites
+        )
 
     async def _on_done(self, message: Done) -> None:
         reason = message.reason
         said = f"finished: {brief(reason)}" if reason else "finished"
         self._outcome = (JobStatus.FINISHED_OK, said, None)
-        self._release_controller()
+        self.channel.release()
         if not await self._still_held():  # what the sites are told is the holder's to say
             return
         # The results are written: sites can stop while the controller process exits.
@@ -526,200 +457,64 @@ class JobRun:
     async def _on_error(self, message: WorkflowError) -> None:
         status, error = error_message(message, set(self.site_apps))
         self._outcome = (status, f"{error['type']}: {error['message']}", error)
-        self._release_controller()
+        self.channel.release()
+
+    async def _on_checkpoint(self, message: RoundCheckpoint) -> None:
+        await self.round_checkpoints.take(message)
 
     async def _on_resumable(self, message: Resumable) -> None:
         self.checkpoint = replace(self.checkpoint, resumable=message.value, workflow=message.workflow[:128])
-        await self.host.checkpoints.put(self.checkpoint, fence=self.lease)
-
-    async def _on_checkpoint(self, message: RoundCheckpoint) -> None:
-        """A finished round's checkpoint: the model file is taken out of the workflow's folder
-        (never followed there) at once, in order with the other messages; storing it (the model
-        into the blob store, the state, JSON the workflow wrote, stored as data, into the job's
-        checkpoint row) runs beside the next round instead of in its way. Checkpoints are stored
-        in order; one that a newer one overtakes before its turn is skipped: a restart then
-        resumes from the newest stored, which is as consistent (an earlier round's model and
-        state) and only a round or so older."""
-        checked = checked_checkpoint(message)
-        held = self.paths.models / f"checkpoint-{checked.round}.safetensors"
-        model = await asyncio.to_thread(claim, self.paths.run, checked.model_path, held)
-        # The next task may send this very model (Task.checkpoint_round): it keeps a name of its
-        # own, since storing the checkpoint moves this one into the blob store.
-        spare = self.paths.models / f"next-{checked.round}.safetensors"
-        previous, self._held_model = self._held_model, (checked.round, spare)
-        # (a workflow that said it cannot resume has nothing to resume from: nothing is stored)
-        await asyncio.to_thread(_hold_model, model, spare, previous, self.checkpoint.resumable)
-        if not self.checkpoint.resumable:
-            return
-        state = finite(checked.state)  # stored as strict JSON: a NaN metric becomes null
-        try:
-            dumps(state)  # anything JSON cannot hold is refused here, not in the store
-        except (TypeError, ValueError):
-            model.unlink(missing_ok=True)
-            raise
-        if self._next_checkpoint is not None:
-            self._next_checkpoint[1].unlink(missing_ok=True)  # overtaken before its turn
-        self._next_checkpoint = (checked.round, model, state)
-        if self._checkpointing is None or self._checkpointing.done():
-            self._checkpointing = asyncio.get_running_loop().create_task(self._store_checkpoints())
-
-    async def _store_checkpoints(self) -> None:
-        """Store the newest checkpoint waiting, until none waits."""
-        while self._next_checkpoint is not None:
-            round_number, model, state = self._next_checkpoint
-            self._next_checkpoint = None
-            try:
-                self.checkpoint = await self.host.checkpoints.store_model(
-                    self.checkpoint, model, round_number=round_number, state=state, fence=self.lease
-                )
-            except Exception as exc:  # the blob store or the store is away: the job goes on
-                log.warning(
-                    "job %s: the checkpoint of round %d was not stored: %s", self.job_id, round_number, exc
-                )
-                last = self.checkpoint.last_round
-                since = "from its start" if last is None else f"after round {last}"
-                self.notice(
-                    f"server: the checkpoint of round {round_number} could not be stored "
-                    f"({type(exc).__name__}); after a server restart the job would resume {since}"
-                )
-            finally:
-                model.unlink(missing_ok=True)
-
-    def _checkpointed_model(self, task: Task) -> Path:
-        """The held file of the checkpoint a task names (``Task.checkpoint_round``), handed to
-        that task; a round the server holds no model of is a message it refuses."""
-        held, self._held_model = self._held_model, None
-        if held is None or held[0] != task.checkpoint_round:
-            raise BadControllerMessage(
-                f"task {task.task_id} sends the checkpoint of round {task.checkpoint_round}, "
-                "which is not the last checkpoint the workflow sent"
-            )
-        return held[1]
-
-    def result_path(self, task_id: str, site: str) -> Path:
-        """Where a site's checked result for a task waits for the workflow (a server-made name)."""
-        return self.paths.results / f"{task_id}-{site}.safetensors"
-
-    def _release_result(self, task_id: str, site: str) -> None:
-        """The workflow has folded a result in: its file goes (the workflow may only read it)."""
-        if task_id in self.tasks and site in self.site_apps:
-            self.result_path(task_id, site).unlink(missing_ok=True)
-        task = self.tasks.get(task_id)
-        if task is not None:
-            self._drop_model_once_served(task)
-
-    def _drop_model_once_served(self, task: TaskState) -> None:
-        """Every site of ``task`` has answered it or is gone: its model is not served again."""
-        # the lengths first: the subset test builds a set of every site, per result
-        if len(task.answered) + len(self._failed_sites) >= len(task.sites) and (
-            task.sites <= task.answered | self._failed_sites
-        ):
-            task.model_path.unlink(missing_ok=True)
-
-    def _release_controller(self) -> None:
-        """Its last word is read: close our side, which is what the controller waits for before
-        exiting. Until then it is alive to receive whatever we send, so a write never meets a
-        closed socket; asyncio would answer that with an error that also discards the lines not
-        yet read, such as this very outcome (SyncChannel.wait_closed)."""
-        self._flush_controller(ending=True)  # what was queued before its last word, in order
-        if self._writer is not None and self._writer.can_write_eof() and not self._writer.is_closing():
-            try:
-                self._writer.write_eof()
-            except OSError:
-                pass
-
-    def _send_controller(self, message: Message) -> None:
-        """Queue a line for the workflow; the lines queued in one turn of the event loop go out in
-        one write (``_flush_controller``). A round's results arrive together from many sites:
-        one socket write each cost the server ~0.25 ms per site (a system call that also wakes
-        the controller process), more than the rest of taking a small result."""
-        # Once there is an outcome the controller is ending (its last word read, or it is being
-        # killed for an abort): nothing more is written to it.
-        if self._writer is not None and not self._writer.is_closing() and self._outcome is None:
-            if not self._to_controller:
-                asyncio.get_running_loop().call_soon(self._flush_controller)
-            line = encode(encode_message(message))
-            self._to_controller.append(line)
-            self._to_controller_bytes += len(line)
-
-    def _flush_controller(self, ending: bool = False) -> None:
-        """Write the queued lines in order, unless the controller is being ended meanwhile (an
-        abort: see ``_send_controller``); ``ending``: its last word is read and it still waits
-        for our lines up to EOF (``_release_controller``)."""
-        lines, self._to_controller = self._to_controller, []
-        self._to_controller_bytes = 0
-        writer = self._writer
-        if lines and writer is not None and not writer.is_closing() and (ending or self._outcome is None):
-            writer.write(b"".join(lines))
+        await self.round_checkpoints.put()
 
     def task_for(self, site: str, task_id: str) -> TaskState | None:
         """The task ``task_id`` (as a site sent it) if it was sent to ``site`` and is not closed:
         its model may be fetched."""
-        task = self.tasks.get(task_id)
-        return task if task is not None and site in task.sites and not task.closed else None
+        return self.task_book.task_for(site, task_id)
 
     def open_task(self, site: str, task_id: str) -> TaskState | None:
         """The task ``task_id`` if ``site`` may answer it now: sent to that site, the latest it
         was sent, not answered by it, not closed, and the job not ending. Anything else is a
         late, repeated or foreign result, which is refused (TASK_NOT_OPEN)."""
-        task = self.task_for(site, task_id)
-        latest = self._latest_task.get(site)
-        if task is None or site in task.answered or self._outcome is not None or self._finishing:
+        if self._outcome is not None or self._finishing:
             return None
-        return task if latest is not None and latest[0] is task else None
+        return self.task_book.open_task(site, task_id)
 
     def partial_path(self, task: TaskState, site: str, kind: str = "part") -> Path:
-        """Where ``site``'s upload for ``task`` gathers: named from the server's own records
-        (a checked task id, a certificate's site name), never from a request. The site is noted
-        as one that may leave files for the task (``TaskState.files``)."""
-        task.files.add(site)
-        return self._partial(task, site, kind)
+        """Where ``site``'s upload for ``task`` gathers (``TaskBook.partial_path``)."""
+        return self.task_book.partial_path(task, site, kind)
 
-    def _partial(self, task: TaskState, site: str, kind: str = "part") -> Path:
-        return self.paths.results / f".{task.task_id}-{site}.{kind}"
-
-    def _drop_partial(self, task: TaskState, site: str) -> None:
-        if site in task.files:
-            self._partial(task, site).unlink(missing_ok=True)
+    def result_path(self, task_id: str, site: str) -> Path:
+        """Where a site's checked result for a task waits for the workflow (a server-made name)."""
+        return self.task_book.result_path(task_id, site)
 
     def close_task(self, task: TaskState) -> None:
-        """The workflow is done with ``task`` (its round ended): no more results for it, its
-        model is not served again, and what sites left of theirs (an upload cut off, a result
-        not read) is removed."""
-        task.closed = True
-        task.model_path.unlink(missing_ok=True)
-        for site in task.files:
-            self._drop_partial(task, site)
-            self.result_path(task.task_id, site).unlink(missing_ok=True)
+        """The workflow is done with ``task`` (its round ended): see ``TaskBook.close_task``."""
+        self.task_book.close_task(task)
 
     def on_result(self, site: str, task: TaskState, path: Path, info: ResultInfo) -> None:
         """A site's checked result (``site_routes.result_header``) for its open task: counted,
         and its path to the workflow, which says ``Release`` once it has folded it in."""
         self._count_result(site, task, path.stat().st_size, info)
-        self._send_controller(Result(task_id=task.task_id, site=site, path=str(path), info=info))
+        self.channel.send(Result(task_id=task.task_id, site=site, path=str(path), info=info))
 
     def takes_result_bytes(self, encoded_size: int) -> bool:
         """Whether a small result of ``encoded_size`` bytes (base64) may go to the workflow inside
         its message (``on_result_bytes``): only while the lines waiting for the workflow to read
         them stay under CONTROLLER_BACKLOG_BYTES, so a workflow that falls behind a round of many
         results cannot fill the server's memory; past that they go by file, as a large one does."""
-        writer = self._writer
-        if writer is None or writer.is_closing():
-            return False
-        queued = self._to_controller_bytes + writer.transport.get_write_buffer_size()
-        return queued + encoded_size <= CONTROLLER_BACKLOG_BYTES
+        return self.channel.takes_bytes(encoded_size)
 
     def on_result_bytes(self, site: str, task: TaskState, data: str, size: int, info: ResultInfo) -> None:
         """A site's checked small result, its bytes (``data``, base64 as the site sent them, ``size``
         decoded) straight to the workflow (decisions/0044): no file is written, none to release."""
         self._count_result(site, task, size, info)
-        self._send_controller(ResultBytes(task_id=task.task_id, site=site, data=data, info=info))
-        self._drop_model_once_served(task)
+        self.channel.send(ResultBytes(task_id=task.task_id, site=site, data=data, info=info))
+        self.task_book.drop_model_once_served(task, self._failed_sites)
 
     def _count_result(self, site: str, task: TaskState, size: int, info: ResultInfo) -> None:
         """A result taken for ``task`` from ``site``: it has answered; counted and its metrics kept."""
         task.answered.add(site)
-        self._drop_partial(task, site)  # an upload it gave up for the inline answer, say
+        self.task_book.drop_partial(task, site)  # an upload it gave up for the inline answer, say
         self.progress.site_status[site] = "running"
         self.progress.results_received += 1
         self.progress.bytes_from_sites += size
@@ -751,7 +546,7 @@ class JobRun:
         self.host.totals.metrics_logged += 1
         if self.tracking is not None and isinstance(value, int | float) and not isinstance(value, bool):
             self.tracking.log(f"{site}/{key}", value, self.progress.current_round or 0)
-        self._send_controller(SiteMetric(site=site, key=key, value=value, step=step))
+        self.channel.send(SiteMetric(site=site, key=key, value=value, step=step))
         self.host.notify(self.job_id)
 
     def notice(self, text: str, site: str | None = None) -> None:
@@ -764,7 +559,7 @@ class JobRun:
         """Push a log level or mode to the workflow and to the chosen sites, live."""
         applied: dict[str, str] = {}
         if server:
-            self._send_controller(WorkflowLogConfig(setting=setting))
+            self.channel.send(WorkflowLogConfig(setting=setting))
             applied["server"] = "sent"
         for site in sites:
             ok = await self.host.send_to_site(site, SiteLogConfig(job_id=str(self.job_id), setting=setting))
@@ -785,7 +580,7 @@ class JobRun:
         self.host.record_first_error_soon(
             self.job_id, {"site": site, "type": error.get("type", "Error"), "message": message}, self.lease
         )
-        self._send_controller(SiteFailed(site=site, reason=message))
+        self.channel.send(SiteFailed(site=site, reason=message))
 
     def _deploy_message(self, site: str, app: str) -> Deploy:
         return Deploy(
@@ -803,16 +598,16 @@ class JobRun:
         if self._finishing or self._outcome is not None:
             return
         if site not in self._gone:
-            latest = self._latest_task.get(site)
-            if latest is not None and site not in latest[0].answered:
-                await self.host.send_to_site(site, latest[1])
+            unanswered = self.task_book.unanswered(site)
+            if unanswered is not None:
+                await self.host.send_to_site(site, unanswered)
             return
         self._gone.discard(site)
         self._failed_sites.discard(site)
         self.progress.site_status[site] = "deploying"
         app = self.site_apps[site]
         if await self.host.send_to_site(site, self._deploy_message(site, app)):
-            self._send_controller(SiteJoined(site=site))
+            self.channel.send(SiteJoined(site=site))
             self.notice(f"{site} reconnected and rejoined the job", site)
 
     def site_lost(self, site: str, reason: str) -> None:
@@ -871,21 +666,17 @@ class JobRun:
             await self.tracking.close()
         # Reading the workflow's outputs and removing the run's folders touch the disk as much
         # as the job left on it: off the event loop.
-        for what in (await asyncio.to_thread(self._take_outputs))[:20]:
+        for what in (await asyncio.to_thread(take_outputs, self.paths, self.job_id, self.site_apps))[:20]:
             self.notice(f"server: a file the workflow wrote was not kept: {what}")
-        await self._keep_outputs()
+        await keep_outputs(self.host.job_files, self.job_id, self.notice)
         if error is not None:
             await self.host.record_first_error(self.job_id, error, self.lease)
-        if self._next_checkpoint is not None:  # ending: nothing to resume, nothing more to store
-            self._next_checkpoint[1].unlink(missing_ok=True)
-            self._next_checkpoint = None
-        if self._checkpointing is not None:
-            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        await self.round_checkpoints.stop()  # ending: nothing to resume, nothing more to store
         # Before the status: whoever it wakes (a job wait) finds the run's folders gone.
-        await asyncio.to_thread(self._cleanup_run_dir)
+        await asyncio.to_thread(cleanup_run_dir, self.paths, self.job_id)
         await self.host.set_status(self.job_id, status, reason, self.lease)
         try:
-            await self.host.checkpoints.drop(self.checkpoint, fence=self.lease)  # ended: nothing to resume
+            await self.round_checkpoints.drop()  # ended: nothing to resume
         except LeaseLost:  # taken over meanwhile: the row is the new holder's
             log.warning("job %s: another replica took it over as it ended here", self.job_id)
         self.done.set()
@@ -900,49 +691,6 @@ class JobRun:
             self._told_to_end.add(site)
             if not await self.host.send_to_site(site, kind(job_id=str(self.job_id), reason=reason)):
                 self._gone.add(site)
-
-    def _take_outputs(self) -> list[str]:
-        """The workflow's results into the job's workspace, now that its process has ended:
-        regular files only, never replacing the server's own (its log, the sites' logs).
-        Returns what was not kept. Runs in a worker thread: it touches no loop state."""
-        if not self.paths.out.is_dir():
-            return []
-        try:
-            # The sites' and the server's log folders are the server's to fill: a workflow's
-            # file there could pass for a site's log.
-            skipped = harvest(
-                self.paths.out, self.paths.workspace, frozenset({"server", "tensorboard", *self.site_apps})
-            )
-        except (OSError, RecursionError) as exc:  # the job's folder is its own to shape
-            log.warning("job %s: taking the workflow's outputs failed: %s", self.job_id, exc)
-            skipped = [f"its output folder could not be read: {type(exc).__name__}: {exc}"]
-        return skipped
-
-    async def _keep_outputs(self) -> None:
-        """The job's result where the blob store keeps files (the bucket: uploaded, then gone
-        from local disk), before its status says it ended: a download that follows finds it.
-        A failed upload leaves the files on this server's disk, which then serves them."""
-        try:
-            await asyncio.to_thread(self.host.job_files.keep, self.job_id)
-        except Exception as exc:  # the job's outcome stands; where its files are is secondary
-            detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
-            log.warning("job %s: keeping its files in the blob store failed: %s", self.job_id, detail)
-            self.notice(f"server: the job's files stay on the server's disk: {brief(str(detail))}")
-
-    def _cleanup_run_dir(self) -> None:
-        """What the job no longer needs: scratch, models in flight, results not taken. Removed
-        without following links (the workflow could have left some)."""
-        for folder in (
-            self.paths.run,
-            self.paths.models,
-            self.paths.results,
-            self.paths.out,
-            self.paths.resume,
-        ):
-            try:
-                remove_tree(folder)
-            except OSError as exc:  # what is left is the job's own; the job is settled anyway
-                log.warning("job %s: could not remove %s: %s", self.job_id, folder, exc)
 
     def kill(self) -> None:
         """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""
@@ -967,14 +715,10 @@ class JobRun:
     async def _forgotten(self) -> None:
         """The end of a forgotten run: only this server's own things go (its trackers, the run's
         local folders); the job's row, checkpoint and sites are left to the new holder."""
-        if self._next_checkpoint is not None:
-            self._next_checkpoint[1].unlink(missing_ok=True)
-            self._next_checkpoint = None
-        if self._checkpointing is not None:
-            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        await self.round_checkpoints.stop()
         if self.tracking is not None:
             await self.tracking.close()
-        await asyncio.to_thread(self._cleanup_run_dir)
+        await asyncio.to_thread(cleanup_run_dir, self.paths, self.job_id)
         self.done.set()
 
     def _kill_group(self) -> None:
@@ -989,15 +733,3 @@ class JobRun:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _hold_model(model: Path, spare: Path, previous: tuple[int, Path] | None, stored: bool) -> None:
-    """Keep a checkpoint's model under ``spare`` for the next task (a second link to the same
-    file when the checkpoint is also ``stored``; the one name otherwise). The model an earlier
-    checkpoint held and no task took goes."""
-    if previous is not None:
-        previous[1].unlink(missing_ok=True)
-    if stored:
-        os.link(model, spare)
-    else:
-        os.replace(model, spare)

@@ -49,8 +49,8 @@ class Channel:
 
 #: The server and a site agent: a WebSocket the agent dials (server/site_routes.py, site/agent.py).
 SITE = Channel("site", "type", "site agent ↔ server (WebSocket, JSON text frames)")
-#: The server and a job's workflow process: an inherited socketpair, JSON lines (scheduler/runner.py,
-#: workflows/base.py); the simulator's PoolTransport stands in for the server.
+#: The server and a job's workflow process: an inherited socketpair, JSON lines (scheduler/runner.py and
+#: controller_channel.py, workflows/base.py); the simulator's PoolTransport stands in for the server.
 CONTROLLER = Channel("controller", "op", "workflow process ↔ server (socketpair, JSON lines)")
 #: A site agent and its job's training script: an inherited socketpair, JSON lines (site/job.py,
 #: fl/client.py); the simulator's worker stands in for the agent.

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from shoal.scheduler import runner as runner_module
+from shoal.scheduler import controller_channel
 from shoal.scheduler.runner import JobRun
 from shoal.wire.controller import SiteMetric
 
@@ -37,7 +37,7 @@ async def run_with_channel() -> tuple[JobRun, socket.socket]:
     parent, child = socket.socketpair()
     counting = CountingSocket(fileno=parent.detach())
     run = JobRun(cast(Any, None), 7, cast(Any, None), "app", {"site-1": "app"}, 1)
-    _, run._writer = await asyncio.open_connection(sock=counting)
+    _, run.channel.writer = await asyncio.open_connection(sock=counting)
     CountingSocket.sends = 0
     return run, child
 
@@ -46,13 +46,13 @@ def test_lines_queued_in_one_turn_go_out_in_one_write_in_order() -> None:
     async def scenario() -> tuple[int, list[dict[str, Any]]]:
         run, child = await run_with_channel()
         for i in range(50):
-            run._send_controller(SiteMetric(site=f"site-{i}", key="loss", value=float(i)))
+            run.channel.send(SiteMetric(site=f"site-{i}", key="loss", value=float(i)))
         await asyncio.sleep(0)  # one turn: the flush runs
         await asyncio.sleep(0)
         sends = CountingSocket.sends
-        assert run._writer is not None
-        run._writer.close()
-        await run._writer.wait_closed()
+        assert run.channel.writer is not None
+        run.channel.writer.close()
+        await run.channel.writer.wait_closed()
         received = await asyncio.to_thread(lines_from, child)
         child.close()
         return sends, received
@@ -66,13 +66,13 @@ def test_lines_queued_in_one_turn_go_out_in_one_write_in_order() -> None:
 def test_what_was_queued_before_the_last_word_reaches_the_workflow_before_eof() -> None:
     async def scenario() -> list[dict[str, Any]]:
         run, child = await run_with_channel()
-        run._send_controller(SiteMetric(site="site-1", key="loss", value=1.0))
+        run.channel.send(SiteMetric(site="site-1", key="loss", value=1.0))
         run._outcome = (cast(Any, None), "finished", None)  # the workflow's Done was just read
-        run._release_controller()  # flushes, then EOF: the reader below ends
+        run.channel.release()  # flushes, then EOF: the reader below ends
         received = await asyncio.to_thread(lines_from, child)
         child.close()
-        assert run._writer is not None
-        run._writer.close()
+        assert run.channel.writer is not None
+        run.channel.writer.close()
         return received
 
     assert [m["site"] for m in asyncio.run(scenario())] == ["site-1"]
@@ -82,13 +82,13 @@ def test_small_results_go_as_bytes_only_while_the_workflow_keeps_up(monkeypatch:
     """A result's bytes ride the workflow's channel (decisions/0044) only while the lines it has
     not read stay under CONTROLLER_BACKLOG_BYTES: a workflow that falls behind a round of many
     results gets the rest by file, so they wait on disk, not in the server's memory."""
-    monkeypatch.setattr(runner_module, "CONTROLLER_BACKLOG_BYTES", 2**19)
+    monkeypatch.setattr(controller_channel, "CONTROLLER_BACKLOG_BYTES", 2**19)
 
     async def scenario() -> list[bool]:
         run, child = await run_with_channel()
         seen = [run.takes_result_bytes(1000)]
         for i in range(100):  # 2 MB: more than the kernel's socket buffer holds
-            run._send_controller(SiteMetric(site=f"site-{i}", key="k" * 20_000, value=1.0))
+            run.channel.send(SiteMetric(site=f"site-{i}", key="k" * 20_000, value=1.0))
         seen.append(run.takes_result_bytes(1000))  # queued in this turn
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -97,9 +97,9 @@ def test_small_results_go_as_bytes_only_while_the_workflow_keeps_up(monkeypatch:
         while not reading.done():
             await asyncio.sleep(0.01)
         seen.append(run.takes_result_bytes(1000) and len(reading.result()) == 100)
-        assert run._writer is not None
-        run._writer.close()
-        await run._writer.wait_closed()
+        assert run.channel.writer is not None
+        run.channel.writer.close()
+        await run.channel.writer.wait_closed()
         child.close()
         return seen
 
