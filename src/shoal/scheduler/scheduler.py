@@ -5,44 +5,42 @@ Nothing scans the store on a timer, except where replicas share it: each looks f
 submitted through another, and for jobs to take over, once a second (``scheduler.replica``).
 
 Every store write the scheduler makes (a status, a waiting reason, a first error) runs in ONE
-writer thread, in the order it was asked for: a durable commit waits for an fsync, tens of
-milliseconds on a busy disk, and on the event loop it held every request behind it
-(decisions/0037). One thread keeps a job's writes in order without locks of our own.
+writer thread, in the order it was asked for (``scheduler.store_writer``, decisions/0037).
+
+Its parts: where a job runs (``placement``), resuming after a server stopped (``resume``), the
+leases it holds among replicas (``replica``) and the sites of the other replicas (``remote``),
+one running job (``runner``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import shutil
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal.errors import ShoalError
 from shoal.runtime.launcher import ForkServer
+from shoal.scheduler import placement
 from shoal.scheduler.checkpoints import CheckpointKeeper
 from shoal.scheduler.events import JobEvents
+from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.remote import RECONNECT_GRACE, RelayOut, RemoteSites
 from shoal.scheduler.replica import ReplicaDuties, new_replica_id
 from shoal.scheduler.resources import ResourceBook
-from shoal.scheduler.runner import JobPaths, JobRun
+from shoal.scheduler.resume import RESUME_WAIT, Resumer
+from shoal.scheduler.runner import JobRun
 from shoal.scheduler.sites import SiteRegistry
+from shoal.scheduler.store_writer import StoreWriter
 from shoal.scheduler.totals import ServerTotals
 from shoal.store.base import JobRecord, JobStore
 from shoal.store.blobs import Blobs
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease, LeaseLost
-from shoal.wire.archive import extract_archive
-from shoal.wire.jobdef import load_job_definition
 from shoal.wire.messages import Message, encode
-from shoal.wire.resources import Need, ResourceError, check_spec
 from shoal.wire.site import AbortJob
 from shoal.wire.status import JobStatus, brief
 from shoal.workflows.update_checks import UpdateChecks
@@ -50,40 +48,16 @@ from shoal.workflows.update_checks import UpdateChecks
 if TYPE_CHECKING:
     from shoal.sandbox.confinement import Sandbox
 
+#: RESUME_WAIT lives with the resume (``scheduler.resume``); named here too, where the server's
+#: start has always found it.
+__all__ = ["RESUME_WAIT", "Scheduler"]
+
 log = logging.getLogger("shoal.scheduler")
 
 T = TypeVar("T")
 
-ALL_SITES = "@ALL"
 FINISHED_KEPT = 256
-#: Seconds after a restart that a job to resume waits for every one of its sites to reconnect;
-#: past it, it resumes with those back if they are at least its min_clients (else waits on).
-RESUME_WAIT = 30.0
 RESTARTED = "the server restarted while the job was running"
-
-
-def target_sites(
-    deploy_map: dict[str, list[str]], connected: list[str], allowed: set[str] | None = None
-) -> dict[str, str]:
-    """Which connected site runs which app. ``@ALL`` means every connected site (of the study)."""
-    if allowed is not None:
-        connected = [s for s in connected if s in allowed]
-    out: dict[str, str] = {}
-    for app, targets in deploy_map.items():
-        for target in targets:
-            if target == ALL_SITES:
-                for site in connected:
-                    out.setdefault(site, app)
-            elif target != "server" and target in connected:
-                out.setdefault(target, app)
-    return out
-
-
-def server_app_of(deploy_map: dict[str, list[str]]) -> str | None:
-    for app, targets in deploy_map.items():
-        if "server" in targets or ALL_SITES in targets:
-            return app
-    return None
 
 
 class Scheduler(ReplicaDuties):
@@ -136,7 +110,6 @@ class Scheduler(ReplicaDuties):
         self._resume_until: dict[
             int, float
         ] = {}  # until when (monotonic) a job to resume waits for all its sites
-        self._resume_timer: asyncio.TimerHandle | None = None
         self._starting: set[int] = set()  # jobs a dispatch pass is resuming right now
         # The last live facts of recently finished jobs (bounded), so meta and monitor can still
         # show their final round and metrics.
@@ -144,7 +117,8 @@ class Scheduler(ReplicaDuties):
         self._kick_pending = False
         self._passing = False  # a dispatch pass is under way; a kick meanwhile asks for another
         self._pass_again = False
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-store-writer")
+        self.writer = StoreWriter()  # the one thread of the store writes (decisions/0037)
+        self.resumer = Resumer(self)  # settles and resumes the jobs a stopped server left
         # Job controllers are forked from a process that has numpy and the workflows imported
         # (shoal.runtime.launcher): a job's first round does not wait for an interpreter to start.
         self.launcher = ForkServer(
@@ -156,67 +130,18 @@ class Scheduler(ReplicaDuties):
         return JobPaths(self.jobs_root / str(job_id))
 
     def settle_after_restart(self) -> int:
-        """At start, the jobs a previous server process left DISPATCHED or RUNNING. With SQLite
-        this process is the store's only server (the workspace lock says so), so it takes every
-        one's lease at once: a RUNNING job whose workflow said it can resume waits in
-        ``resuming`` for its sites; the others end ABANDONED, with why. With a shared store
-        (PostgreSQL) another replica may be running them: they are taken over only once their
-        lease lapses (``keep_leases``). Returns how many were settled; checkpoint rows of jobs
-        that are not running (a server died between a job's end and the row's removal) go.
-        Then the files of settled jobs still on local disk go where the blob store keeps them."""
-        rows = {c.job_id: c for c in self.store.checkpoints()}
-        held = self.store.jobs_in_status([JobStatus.DISPATCHED, JobStatus.RUNNING])
-        settled = 0
-        if not self.shared:
-            for job in held:
-                lease = self.store.take_lease(job.job_id, self.replica, self.lease_ttl, force=True)
-                assert lease is not None  # forced
-                row = self.settle_one(job, lease, "the server restarted")
-                if row is None:
-                    settled += 1
-                else:
-                    self.hold_to_resume(row, lease, "the server restarted", RESUME_WAIT)
-        active = {job.job_id for job in held}
-        for stale in rows.values():
-            if stale.job_id not in active:
-                self.checkpoints.drop_now(stale)
-        for lease in self.store.leases():  # of jobs that ended (or went) while nobody held them
-            record = self.store.get_job(lease.job_id)
-            if record is None or record.status.terminal:
-                self.store.end_lease(lease)
-        if self.resuming:
-            log.warning("%d job(s) will resume once their sites are back", len(self.resuming))
-        left = self.job_files.left_behind()
-        if left:  # in the background: a restart does not wait for uploads
-            threading.Thread(
-                target=self._keep_left_behind, args=(left,), name="shoal-keep", daemon=True
-            ).start()
-        return settled
-
-    def _keep_left_behind(self, job_ids: list[int]) -> None:
-        """``keep`` each settled job's files left on local disk (a job abandoned by a stopped
-        server, an upload that failed before); a failure leaves them for the next start."""
-        for job_id in job_ids:
-            job = self.store.get_job(job_id)
-            if job is None or not job.status.terminal:
-                continue  # deleted (its folder is the delete's to remove), or still to run
-            try:
-                self.job_files.keep(job_id)
-                log.info("job %s: its files left on local disk are kept in the blob store now", job_id)
-            except Exception as exc:
-                detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
-                log.warning("job %s: keeping its files in the blob store failed again: %s", job_id, detail)
+        """At start, the jobs a previous server process left DISPATCHED or RUNNING: to resume,
+        or ended ABANDONED (``Resumer.settle_after_restart``); how many were settled."""
+        return self.resumer.settle_after_restart()
 
     async def write(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one store write in the writer thread and wait for its commit."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, functools.partial(call, *args, **kwargs))
+        return await self.writer.write(call, *args, **kwargs)
 
     def write_soon(self, call: Callable[..., object], *args: Any) -> None:
         """Queue a store write behind those already asked for, without waiting for it (from code
         that cannot await); a failure is logged."""
-        future = self._writer.submit(call, *args)
-        future.add_done_callback(_log_write_failure)
+        self.writer.write_soon(call, *args)
 
     async def set_status(
         self, job_id: int, status: JobStatus, reason: str, fence: Lease | None = None
@@ -308,24 +233,7 @@ class Scheduler(ReplicaDuties):
         wrong with one (a record the server cannot use, a bug) is logged and said in that job's
         status_reason, and the pass goes on to the others."""
         connected = self.reachable_sites()
-        for job_id in list(self.resuming):
-            try:
-                await self._consider_resume(job_id, connected)
-            except Exception as exc:
-                log.exception("job %s: resuming it failed", job_id)
-                row = self.resuming.pop(job_id, None)
-                fence = self.leases.get(job_id)
-                event = self.resume_event.get(job_id, "the server restarted")
-                await self.set_status(
-                    job_id,
-                    JobStatus.ABANDONED,
-                    f"{event} while the job was running; resuming it failed: {exc}",
-                    fence,
-                )
-                if row is not None:
-                    with contextlib.suppress(LeaseLost):
-                        await self.checkpoints.drop(row, fence=fence)
-                self._end_lease(job_id)
+        await self.resumer.resume_waiting(connected)
         # Read in a worker thread: the queue a sweep leaves is hundreds of jobs, and reading and
         # decoding them on the loop held every answer for up to ~90 ms a pass under load.
         waiting = await asyncio.to_thread(self.store.jobs_in_status, [JobStatus.SUBMITTED])
@@ -351,8 +259,8 @@ class Scheduler(ReplicaDuties):
                 job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
             )
             return
-        serving = self._serving(connected, job.study)
-        targets = target_sites(job.meta.get("deploy_map", {}), serving, self.study_sites(job.study))
+        serving = placement.serving(self.hello_of, connected, job.study)
+        targets = placement.target_sites(job.meta.get("deploy_map", {}), serving, self.study_sites(job.study))
         min_clients = int(job.meta.get("min_clients", 1))
         if len(targets) < min_clients:
             have = ", ".join(sorted(targets)) or "none"
@@ -362,143 +270,11 @@ class Scheduler(ReplicaDuties):
             return
         if self.defers(job, targets):  # a replica holding more of its sites starts it (0048)
             return
-        gpus, waits = self._take_resources(job, targets)
+        gpus, waits = placement.take_resources(self.hello_of, self.resources, job, targets)
         if gpus is None:
             await self._set_reason(job, "waiting for resources: " + "; ".join(waits))
             return
         await self._dispatch(job, targets, min_clients, gpus)
-
-    async def _consider_resume(self, job_id: int, connected: list[str]) -> None:
-        """Start a job to resume again once its sites are back: all of them, or past
-        RESUME_WAIT at least its min_clients. A site whose agent still runs the job keeps its
-        training script (it gets the next task; decisions/0040); one that lost it is deployed to."""
-        row = self.resuming.get(job_id)
-        if row is None:  # another dispatch pass (kicks overlap) took it while this one waited
-            return
-        job = self.store.get_job(job_id)
-        if job is None or job.status is not JobStatus.RUNNING:  # aborted or deleted meanwhile
-            del self.resuming[job_id]
-            with contextlib.suppress(LeaseLost):
-                await self.checkpoints.drop(row, fence=self.leases.get(job_id))
-            self._end_lease(job_id)
-            return
-        back = {s: app for s, app in row.sites.items() if s in connected and self._serves(s, job.study)}
-        missing = sorted(set(row.sites) - set(back))
-        left = self._resume_until.get(job_id, 0.0) - time.monotonic()
-        event = self.resume_event.get(job_id, "the server restarted")
-        if missing and (left > 0 or len(back) < row.min_clients):
-            wait = f" (up to {left:.0f}s more)" if left > 0 else f"; {row.min_clients} needed"
-            await self._set_reason(job, f"resuming after {event}: waiting for {', '.join(missing)}{wait}")
-            if left > 0 and self._resume_timer is None:  # look again when the wait is over
-                self._resume_timer = asyncio.get_running_loop().call_later(left + 0.1, self._resume_wait_over)
-            return
-        if job_id in self.runs or job_id in self._starting or len(self.runs) >= self.max_running:
-            return
-        gpus, waits = self._take_resources(job, back)
-        if gpus is None:
-            await self._set_reason(job, f"resuming after {event}: waiting for resources: " + "; ".join(waits))
-            return
-        # It stays in ``resuming`` until its run is registered: a site asking about it meanwhile
-        # (an old result, the archive) is answered as for a resuming job, never "not running".
-        self._starting.add(job_id)
-        started = False
-        try:
-            started = await self._start_resumed(job, row, back, gpus)
-        finally:
-            self._starting.discard(job_id)
-            if not started:
-                self.resources.release(job_id)
-
-    def _resume_wait_over(self) -> None:
-        self._resume_timer = None
-        self.kick()
-
-    async def _start_resumed(
-        self, job: JobRecord, row: Checkpoint, targets: dict[str, str], gpus: dict[str, list[str]]
-    ) -> bool:
-        paths = self.paths(job.job_id)
-        try:
-            # the job folder again from its archive: the server that resumes it may not be the
-            # one that ran it, and a folder half-written when that one died is not trusted
-            await asyncio.to_thread(self._materialise, job, paths)
-            server_app = server_app_of(job.meta.get("deploy_map", {}))
-            if server_app is None:
-                raise ValueError("deploy_map deploys no app to the server")
-            run = JobRun(self, job.job_id, paths, server_app, targets, row.min_clients, study=job.study)
-            run.gpus = gpus
-            run.archive_sha256 = job.content_sha256
-            run.resume_from = row
-            run.resume_event = self.resume_event.get(job.job_id, "the server restarted")
-            run.lease = self.leases.get(job.job_id)
-            run.attached = {
-                s for s in targets if (c := self.sites.get(s)) is not None and str(job.job_id) in c.jobs
-            }
-            run.start_tracking(job.name, job.meta, self.jobs_root.parent)
-            self.runs[job.job_id] = run
-            self.resuming.pop(job.job_id, None)
-            await run.start()
-            return True
-        except Exception as exc:
-            log.exception("job %s could not resume", job.job_id)
-            self.resuming.pop(job.job_id, None)
-            self.runs.pop(job.job_id, None)
-            fence = self.leases.get(job.job_id)
-            await self.record_first_error(
-                job.job_id, {"site": "server", "type": type(exc).__name__, "message": str(exc)}, fence
-            )
-            event = self.resume_event.get(job.job_id, "the server restarted")
-            await self.set_status(
-                job.job_id,
-                JobStatus.ABANDONED,
-                f"{event} while the job was running; it could not resume: {exc}",
-                fence,
-            )
-            with contextlib.suppress(LeaseLost):
-                await self.checkpoints.drop(row, fence=fence)
-            self._end_lease(job.job_id)
-            return False
-
-    def _serving(self, connected: list[str], study: str) -> list[str]:
-        """The connected sites that serve ``study``. A site that cannot be judged (a bug) is
-        left out and logged: it never costs the other sites their jobs."""
-        serving = []
-        for site in connected:
-            try:
-                if self._serves(site, study):
-                    serving.append(site)
-            except Exception:
-                log.exception("site %s: judging whether it serves study %s failed; left out", site, study)
-        return serving
-
-    def _take_resources(
-        self, job: JobRecord, targets: dict[str, str]
-    ) -> tuple[dict[str, list[str]] | None, list[str]]:
-        """Hold what the job needs on every target site (all or nothing): the GPU ids per site,
-        or None and which site waits for what."""
-        try:
-            needs = check_spec(job.meta.get("resource_spec") or {})
-        except ResourceError:
-            needs = {}  # checked at submit; a record from before that check asks for nothing
-        waits = []
-        for site in sorted(targets):
-            declared = self.hello_of(site)[1]
-            short = self.resources.shortfall(site, declared, needs.get(site, Need()))
-            if short:
-                waits.append(f"{site} {short}")
-        if waits:
-            return None, waits
-        gpus = {}
-        for site in targets:
-            declared = self.hello_of(site)[1]
-            taken = self.resources.take(job.job_id, site, declared, needs.get(site, Need()))
-            if "gpus" in declared:  # a site that declares none keeps its host's own GPU settings
-                gpus[site] = taken
-        return gpus, []
-
-    def _serves(self, site: str, study: str) -> bool:
-        """A site's own policy may limit the studies it serves (``studies`` in site_policy.json)."""
-        studies = self.hello_of(site)[0]
-        return studies is None or study in studies
 
     async def _set_reason(self, job: JobRecord, reason: str) -> None:
         """Say why a job waits. One this replica holds, under its lease; one it only saw waiting,
@@ -551,12 +327,12 @@ class Scheduler(ReplicaDuties):
             return False
         paths = self.paths(job.job_id)
         try:
-            await asyncio.to_thread(self._materialise, job, paths)
+            await asyncio.to_thread(placement.materialise, self.blobs, job, paths)
             current = self.store.get_job(job.job_id)
             if current is None or current.status is not JobStatus.DISPATCHED:
                 self._end_lease(job.job_id)
                 return False  # aborted or deleted while it was being unpacked
-            server_app = server_app_of(job.meta.get("deploy_map", {}))
+            server_app = placement.server_app_of(job.meta.get("deploy_map", {}))
             if server_app is None:
                 raise ValueError("deploy_map deploys no app to the server")
             run = JobRun(self, job.job_id, paths, server_app, targets, min_clients, study=job.study)
@@ -576,14 +352,6 @@ class Scheduler(ReplicaDuties):
             await self.set_status(job.job_id, JobStatus.FAILED, f"could not start the job: {exc}", lease)
             self._end_lease(job.job_id)
             return False
-
-    def _materialise(self, job: JobRecord, paths: JobPaths) -> None:
-        """Extract the stored job archive into the job's folder (fresh each time)."""
-        if paths.job.exists():
-            shutil.rmtree(paths.job)
-        with self.blobs.local_file(job.content_sha256) as archive:
-            extract_archive(archive, paths.job)
-        load_job_definition(paths.job)
 
     async def abort(self, job: JobRecord, who: str) -> JobRecord:
         """End a job that has not finished: kill what runs, or cancel what waits."""
@@ -688,12 +456,4 @@ class Scheduler(ReplicaDuties):
     def close(self) -> None:
         """Wait for the store writes already asked for; call after the last request is done and
         before the store is closed."""
-        self._writer.shutdown(wait=True)
-
-
-def _log_write_failure(future: Future[object]) -> None:
-    exc = future.exception()
-    if isinstance(exc, LeaseLost):  # the lease renewal notices too, and forgets the job
-        log.warning("a write was refused: %s", exc)
-    elif exc is not None:
-        log.error("a store write failed", exc_info=exc)
+        self.writer.close()
