@@ -11,7 +11,6 @@ import asyncio
 import base64
 import logging
 import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,16 +24,13 @@ from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.run_checkpoints import RunCheckpoints
 from shoal.scheduler.run_outputs import cleanup_run_dir, keep_outputs, take_outputs
+from shoal.scheduler.run_sites import SiteMembership
 from shoal.scheduler.run_tasks import TaskBook, TaskState
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
+from shoal.scheduler.workflow_process import WorkflowProcess
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease, LeaseLost
-from shoal.wire.channel import (
-    MAX_MESSAGE_BYTES,
-    METRIC_KEY_MAX,
-    UnreadableMessage,
-    read_message,
-)
+from shoal.wire.channel import METRIC_KEY_MAX
 from shoal.wire.controller import (
     Done,
     PrivacySpent,
@@ -60,7 +56,7 @@ from shoal.wire.site import AbortJob, Deploy, EndJob, SiteLogConfig, TaskForSite
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
-    from shoal.runtime.launcher import ForkServer, JobProcess
+    from shoal.runtime.launcher import ForkServer
     from shoal.sandbox.confinement import Sandbox
     from shoal.scheduler.checkpoints import CheckpointKeeper
     from shoal.scheduler.totals import ServerTotals
@@ -73,8 +69,6 @@ __all__ = ["JobPaths", "JobRun", "RunHost", "TaskState"]
 log = logging.getLogger("shoal.scheduler")
 
 SITE_END_GRACE = 10.0  # seconds a site gets to stop its process and upload its log
-#: Seconds to read what is left on the workflow's channel once its process group is killed.
-CHANNEL_DRAIN_GRACE = 5.0
 
 
 class RunHost(Protocol):
@@ -179,12 +173,9 @@ class JobRun:
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
         self._loss_watch = LossWatch()  # a diverging global loss becomes a notice
         self.channel = ControllerChannel(lambda: self._outcome is not None)  # lines to the workflow
-        self._proc: JobProcess | None = None
+        self.workflow = WorkflowProcess(job_id)  # its process: started, read until it exits
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
-        self._failed_sites: set[str] = set()
-        self._confirmed: set[str] = set()  # sites that said their part of the job has ended
-        self._gone: set[str] = set()  # sites that disconnected: nobody left to confirm
-        self._told_to_end: set[str] = set()  # sites sent "end"/"abort" already
+        self.members = SiteMembership(site_apps)  # each site failed, gone, confirmed the end?
         self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
         #: The job's checkpoints (decisions/0040): its row as stored (``checkpoint``), the
         #: rounds' models being stored. ``resume_from`` is the row a job resumed after a server
@@ -208,10 +199,8 @@ class JobRun:
         #: without writing anything (``forget``).
         self.lease: Lease | None = None
         self._lost = False
-        self._settled = asyncio.Event()
         self._aborting = False
         self._finishing = False
-        self._group_killed = False
         self.done = asyncio.Event()
 
     @property
@@ -277,19 +266,9 @@ class JobRun:
             # the sites it runs on now (all of them, or those back in time), one more restart
             self.checkpoint = replace(resuming, sites=dict(self.site_apps), restarts=resuming.restarts + 1)
         await self.round_checkpoints.put()
-        sandbox = self.host.sandbox
-        # The workflow reads its job, the results handed to it and the checkpoint it resumes
-        # from, writes only its scratch and output folders, and opens no network connection:
-        # it speaks to the server over its channel alone.
-        confinement = (
-            sandbox.spec(read=[p.job, p.results, p.resume], write=[p.run, p.out], home=p.run, network=False)
-            if sandbox is not None
-            else None
+        reader, self.channel.writer = await self.workflow.launch(
+            self.host.launcher, self.host.sandbox, argv, p
         )
-        self._proc, parent = await self.host.launcher.launch(
-            argv, cwd=str(p.run), env={}, output_file=str(p.server_log), confinement=confinement
-        )
-        reader, self.channel.writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         for site, app in self.site_apps.items():
             if site in self.attached:  # its agent still runs the job: its next task goes to it
                 self.progress.site_status[site] = "running"
@@ -314,24 +293,9 @@ class JobRun:
         asyncio.get_running_loop().create_task(self._pump(reader))
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
-        """Relay the controller's messages until it exits, then settle the job.
-
-        The job ends when the controller process exits, not at EOF on its channel: a child the
-        workflow forked holds the channel open as long as it lives. So once the process is gone
-        its whole group is killed, which ends such children and lets the last messages it wrote
-        (already in the socket) be read up to EOF; a reader still waiting after that (a
-        descendant that left the group) is given up on."""
-        assert self._proc is not None
-        relay = asyncio.get_running_loop().create_task(self._relay(reader))
-        returncode = await self._proc.wait()
-        self._kill_group()
-        try:
-            await asyncio.wait_for(asyncio.shield(relay), CHANNEL_DRAIN_GRACE)
-        except TimeoutError:
-            log.warning("job %s: the workflow's channel is still held open; closing it", self.job_id)
-            relay.cancel()
-        except Exception:  # a bug in handling a message must not leave the job RUNNING
-            log.exception("job %s: handling the workflow's messages failed", self.job_id)
+        """Relay the controller's messages until it exits (``WorkflowProcess.read_until_exit``),
+        then settle the job."""
+        returncode = await self.workflow.read_until_exit(reader, self._handle, self._workflow_broke)
         if self._outcome is None:
             self._outcome = (
                 JobStatus.FINISHED_EXCEPTION,
@@ -343,20 +307,6 @@ class JobRun:
             await self._forgotten()
             return
         await self._finish()
-
-    async def _relay(self, reader: asyncio.StreamReader) -> None:
-        """Handle the controller's messages in order until EOF."""
-        try:
-            while (message := await read_message(reader)) is not None:
-                await self._handle(message)
-        except ConnectionError as exc:
-            log.warning("job %s: controller channel broke: %s", self.job_id, exc)
-        except UnreadableMessage as exc:
-            log.warning("job %s: unreadable message from the workflow process: %s", self.job_id, exc)
-            self._workflow_broke(f"the workflow process sent an unreadable message ({exc})")
-        except (ValueError, OSError) as exc:  # a message the server will not act on (see _handle)
-            log.warning("job %s: refused a message of the workflow process: %s", self.job_id, exc)
-            self._workflow_broke(f"the workflow process sent a message the server refused: {exc}")
 
     def _workflow_broke(self, reason: str) -> None:
         """The workflow's channel can no longer be trusted: the job ends with why, and the
@@ -441,7 +391,7 @@ class JobRun:
 
     async def _on_release(self, message: Release) -> None:
         self.task_book.release_result(
-            message.task_id, message.site, message.site in self.site_apps, self._failed_sites
+            message.task_id, message.site, message.site in self.site_apps, self.members.failed
         )
 
     async def _on_done(self, message: Done) -> None:
@@ -509,7 +459,7 @@ class JobRun:
         decoded) straight to the workflow (decisions/0044): no file is written, none to release."""
         self._count_result(site, task, size, info)
         self.channel.send(ResultBytes(task_id=task.task_id, site=site, data=data, info=info))
-        self.task_book.drop_model_once_served(task, self._failed_sites)
+        self.task_book.drop_model_once_served(task, self.members.failed)
 
     def _count_result(self, site: str, task: TaskState, size: int, info: ResultInfo) -> None:
         """A result taken for ``task`` from ``site``: it has answered; counted and its metrics kept."""
@@ -572,9 +522,8 @@ class JobRun:
 
     def site_failed(self, site: str, error: dict[str, Any]) -> None:
         """A site's job process failed: tell the workflow, which decides if the job can go on."""
-        if site in self._failed_sites:
+        if not self.members.fail(site):
             return
-        self._failed_sites.add(site)
         self.progress.site_status[site] = "failed"
         message = str(error.get("message", "failed"))
         self.host.record_first_error_soon(
@@ -597,13 +546,11 @@ class JobRun:
         site ignores a task it already has). Past its grace: deploy again; it joins the next round."""
         if self._finishing or self._outcome is not None:
             return
-        if site not in self._gone:
+        if not self.members.rejoin(site):
             unanswered = self.task_book.unanswered(site)
             if unanswered is not None:
                 await self.host.send_to_site(site, unanswered)
             return
-        self._gone.discard(site)
-        self._failed_sites.discard(site)
         self.progress.site_status[site] = "deploying"
         app = self.site_apps[site]
         if await self.host.send_to_site(site, self._deploy_message(site, app)):
@@ -611,19 +558,14 @@ class JobRun:
             self.notice(f"{site} reconnected and rejoined the job", site)
 
     def site_lost(self, site: str, reason: str) -> None:
-        self._gone.add(site)
+        self.members.lose(site)
         self.site_failed(site, {"type": "SiteDisconnected", "message": reason})
-        self._check_settled()
+        self.members.check_settled()
 
     def site_ended(self, site: str) -> None:
         if self.progress.site_status.get(site) != "failed":
             self.progress.site_status[site] = "ended"
-        self._confirmed.add(site)
-        self._check_settled()
-
-    def _check_settled(self) -> None:
-        if self._confirmed | self._gone >= set(self.site_apps):
-            self._settled.set()
+        self.members.confirm(site)
 
     async def abort(self, who: str) -> None:
         """Kill the workflow, have every site kill its process group, and wait until it is settled."""
@@ -654,11 +596,11 @@ class JobRun:
         assert self._outcome is not None
         status, reason, error = self._outcome
         await self._tell_sites_to_end(AbortJob if self._aborting else EndJob, reason)
-        self._check_settled()
+        self.members.check_settled()
         try:
-            await asyncio.wait_for(self._settled.wait(), SITE_END_GRACE)
+            await asyncio.wait_for(self.members.settled.wait(), SITE_END_GRACE)
         except TimeoutError:
-            stragglers = sorted(set(self.site_apps) - self._confirmed - self._gone)
+            stragglers = self.members.stragglers()
             log.warning("job %s: sites did not confirm the end: %s", self.job_id, stragglers)
             if self._aborting:
                 reason += f"; no confirmation from {', '.join(stragglers)} within {SITE_END_GRACE:g}s"
@@ -685,16 +627,13 @@ class JobRun:
     async def _tell_sites_to_end(self, kind: type[EndJob | AbortJob], reason: str) -> None:
         """Send each site still in the job its "end" (or "abort") once; a site that cannot be
         told counts as gone."""
-        for site in self.sites:
-            if site in self._confirmed or site in self._gone or site in self._told_to_end:
-                continue
-            self._told_to_end.add(site)
-            if not await self.host.send_to_site(site, kind(job_id=str(self.job_id), reason=reason)):
-                self._gone.add(site)
+        await self.members.tell_to_end(
+            lambda: kind(job_id=str(self.job_id), reason=reason), self.host.send_to_site
+        )
 
     def kill(self) -> None:
         """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""
-        self._kill_group()
+        self.workflow.kill_group()
 
     @property
     def ending(self) -> bool:
@@ -708,7 +647,7 @@ class JobRun:
         self._lost = True
         if self._outcome is None:  # nothing more goes to the controller
             self._outcome = (JobStatus.ABANDONED, "handed over to another replica", None)
-        if self._proc is None:  # never started: no pump to end it
+        if not self.workflow.started:  # never started: no pump to end it
             self.done.set()
         self.kill()
 
@@ -720,16 +659,3 @@ class JobRun:
             await self.tracking.close()
         await asyncio.to_thread(cleanup_run_dir, self.paths, self.job_id)
         self.done.set()
-
-    def _kill_group(self) -> None:
-        """SIGKILL the controller's process group: the controller and whatever it started. Done
-        at the latest when the controller has exited, and never after: once its group is empty
-        the group id may be reused by an unrelated process."""
-        if self._proc is None or self._group_killed:
-            return
-        if self._proc.returncode is not None:
-            self._group_killed = True  # this is the last kill: the group ends with it
-        try:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
