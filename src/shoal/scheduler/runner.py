@@ -3,6 +3,12 @@
 The controller (the workflow) runs in its own process group and speaks JSON lines over a
 socketpair. This object relays its tasks to the sites over their open channels, hands site
 results back to it, and settles the job to exactly one terminal status with a reason.
+
+What it does is said here; each part's workings are a small object the run owns, in a module of
+its own: the workflow's process (``workflow_process``) and the lines to it
+(``controller_channel``), the tasks sent (``run_tasks``), where each site stands
+(``run_sites``), what the run counts (``run_counts``), its checkpoints (``run_checkpoints``), and
+its files as it ends (``run_outputs``).
 """
 
 from __future__ import annotations
@@ -19,18 +25,18 @@ from shoal.privacy.central import read_job_privacy
 from shoal.privacy.protections import filter_model_file
 from shoal.sandbox.files import claim, remove_tree
 from shoal.scheduler.controller_channel import ControllerChannel
-from shoal.scheduler.controller_messages import checked_task, error_message, round_metrics
+from shoal.scheduler.controller_messages import checked_task, error_message
 from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.run_checkpoints import RunCheckpoints
+from shoal.scheduler.run_counts import RunCounts
 from shoal.scheduler.run_outputs import cleanup_run_dir, keep_outputs, take_outputs
 from shoal.scheduler.run_sites import SiteMembership
 from shoal.scheduler.run_tasks import TaskBook, TaskState
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
-from shoal.scheduler.workflow_process import WorkflowProcess
+from shoal.scheduler.workflow_process import WorkflowProcess, controller_argv
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease, LeaseLost
-from shoal.wire.channel import METRIC_KEY_MAX
 from shoal.wire.controller import (
     Done,
     PrivacySpent,
@@ -48,7 +54,6 @@ from shoal.wire.controller import (
     WorkflowError,
     WorkflowLogConfig,
 )
-from shoal.wire.divergence import LossWatch
 from shoal.wire.messages import CONTROLLER, Dispatch, Message
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.results import ResultInfo
@@ -171,12 +176,13 @@ class JobRun:
         self.task_book = TaskBook(paths)  # the tasks sent, each site's latest, their files
         self.tasks = self.task_book.tasks
         self.progress = Progress(site_status={s: "deploying" for s in site_apps})
-        self._loss_watch = LossWatch()  # a diverging global loss becomes a notice
+        self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
+        #: What the run counts (tasks, bytes, results, metrics, rounds) into its progress.
+        self.counts = RunCounts(host, job_id, self.progress, lambda: self.tracking, self.notice)
         self.channel = ControllerChannel(lambda: self._outcome is not None)  # lines to the workflow
         self.workflow = WorkflowProcess(job_id)  # its process: started, read until it exits
         self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
         self.members = SiteMembership(site_apps)  # each site failed, gone, confirmed the end?
-        self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
         #: The job's checkpoints (decisions/0040): its row as stored (``checkpoint``), the
         #: rounds' models being stored. ``resume_from`` is the row a job resumed after a server
         #: restart starts from, ``attached`` the sites whose agents still run its training
@@ -242,23 +248,14 @@ class JobRun:
                 await asyncio.to_thread(remove_tree, folder)
         for d in (p.run, p.out, p.models, p.results, p.workspace / "server"):
             d.mkdir(parents=True, exist_ok=True)
-        argv = [
-            "-m",
-            "shoal.runtime.controller",
-            "--job-id",
-            str(self.job_id),
-            "--app-dir",
-            str(self.paths.job / self.server_app),
-            "--run-dir",
-            str(self.paths.run),
-            "--workspace",
-            str(p.out),
-            "--sites",
-            ",".join(self.sites),
-            "--min-clients",
-            str(self.min_clients),
-            *self.host.controller_args(self.study),
-        ]
+        argv = controller_argv(
+            self.job_id,
+            p,
+            self.server_app,
+            self.sites,
+            self.min_clients,
+            self.host.controller_args(self.study),
+        )
         if resuming is not None and resuming.last_round is not None:
             await self.host.checkpoints.write_resume_dir(resuming, p.resume)
             argv += ["--resume-dir", str(p.resume)]
@@ -357,9 +354,7 @@ class JobRun:
         for site in sorted(task.sites):
             self.task_book.sending(site, task, out)
             if await self.host.send_to_site(site, out):
-                self.progress.tasks_sent += 1
-                self.host.totals.tasks_sent += 1
-                self.progress.count(site, "tasks")
+                self.counts.task_sent(site)
                 if inline is not None:
                     self.model_served(site, size)
             else:
@@ -367,22 +362,10 @@ class JobRun:
         self.host.notify(self.job_id)
 
     async def _on_round(self, message: RoundDone) -> None:
-        self.progress.last_metrics = round_metrics(message)
-        self.progress.last_metrics_round = message.round  # the workflow's word
-        for key, value in self.progress.last_metrics.items():
-            self.progress.add_point(key, None, self.progress.last_metrics_round or 0, value)
-        self.progress.rounds_done += 1
-        self.host.totals.rounds_done += 1
-        if self.tracking is not None:
-            for key, value in self.progress.last_metrics.items():
-                self.tracking.log(f"global/{key}", value, self.progress.last_metrics_round or 0)
-        for text in self._loss_watch.feed(self.progress.last_metrics_round, self.progress.last_metrics):
-            self.notice(text)
-        self.host.notify(self.job_id)
+        self.counts.round_done(message)
 
     async def _on_privacy(self, message: PrivacySpent) -> None:
-        self.progress.record_privacy(message.spent)
-        self.host.notify(self.job_id)
+        self.counts.privacy_spent(message)
 
     async def _on_task_closed(self, message: TaskClosed) -> None:
         closing = self.tasks.get(message.task_id)
@@ -465,39 +448,19 @@ class JobRun:
         """A result taken for ``task`` from ``site``: it has answered; counted and its metrics kept."""
         task.answered.add(site)
         self.task_book.drop_partial(task, site)  # an upload it gave up for the inline answer, say
-        self.progress.site_status[site] = "running"
-        self.progress.results_received += 1
-        self.progress.bytes_from_sites += size
-        self.host.totals.results_received += 1
-        self.host.totals.bytes_from_sites += size
-        self.progress.count(site, "results")
-        self.progress.count(site, "bytes_from_site", size)
-        for key, value in info.metrics.items():
-            self.progress.put_site_metric(site, str(key), value)
+        self.counts.result_taken(site, size, info)
 
     def model_served(self, site: str, size: int) -> None:
-        self.progress.bytes_to_sites += size
-        self.host.totals.bytes_to_sites += size
-        self.progress.count(site, "bytes_to_site", size)
+        self.counts.model_served(site, size)
 
     def site_metric(self, site: str, key: str, value: float, step: int | None) -> None:
         """A metric a training script logged with ``flare.log_metric``: kept live per site, and
         passed to the workflow, which records every one in metrics_summary.json. One the client
-        API would not have sent (a script that writes the channel itself) is dropped."""
-        if not 0 < len(key) <= METRIC_KEY_MAX or not (step is None or type(step) is int):
-            log.warning("job %s: %s sent a metric with a bad key or step; dropped", self.job_id, site)
-            return
-        if not self.progress.put_site_metric(site, key, value):  # past the site's cap: a notice said so
+        API would not have sent (a script that writes the channel itself) is dropped
+        (``RunCounts.site_metric``)."""
+        if self.counts.site_metric(site, key, value, step):
+            self.channel.send(SiteMetric(site=site, key=key, value=value, step=step))
             self.host.notify(self.job_id)
-            return
-        if step is not None:
-            self.progress.site_metrics[site][f"{key}_step"] = step
-        self.progress.add_point(key, site, self.progress.current_round or 0, value)
-        self.host.totals.metrics_logged += 1
-        if self.tracking is not None and isinstance(value, int | float) and not isinstance(value, bool):
-            self.tracking.log(f"{site}/{key}", value, self.progress.current_round or 0)
-        self.channel.send(SiteMetric(site=site, key=key, value=value, step=step))
-        self.host.notify(self.job_id)
 
     def notice(self, text: str, site: str | None = None) -> None:
         """Something a user should see in the job's meta (a site refused log streaming, ...);

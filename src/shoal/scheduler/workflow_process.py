@@ -27,6 +27,30 @@ log = logging.getLogger("shoal.scheduler")
 CHANNEL_DRAIN_GRACE = 5.0
 
 
+def controller_argv(
+    job_id: int, paths: JobPaths, server_app: str, sites: list[str], min_clients: int, server_args: list[str]
+) -> list[str]:
+    """The workflow process's arguments (after the interpreter): the controller's entry point
+    for the job, then the server's own (``RunHost.controller_args``)."""
+    return [
+        "-m",
+        "shoal.runtime.controller",
+        "--job-id",
+        str(job_id),
+        "--app-dir",
+        str(paths.job / server_app),
+        "--run-dir",
+        str(paths.run),
+        "--workspace",
+        str(paths.out),
+        "--sites",
+        ",".join(sites),
+        "--min-clients",
+        str(min_clients),
+        *server_args,
+    ]
+
+
 class WorkflowProcess:
     """One job's workflow process, once ``launch`` has started it."""
 
