@@ -57,7 +57,6 @@ log = logging.getLogger("shoal.scheduler")
 T = TypeVar("T")
 
 FINISHED_KEPT = 256
-RESTARTED = "the server restarted while the job was running"
 
 
 class Scheduler(ReplicaDuties):
