@@ -8,7 +8,8 @@ What it does is said here; each part's workings are a small object the run owns,
 its own: the workflow's process (``workflow_process``) and the lines to it
 (``controller_channel``), the tasks sent (``run_tasks``), where each site stands
 (``run_sites``), what the run counts (``run_counts``), its checkpoints (``run_checkpoints``), and
-its files as it ends (``run_outputs``).
+how it ends (``run_end``: its outcome, an abort, the sites told to end, its files kept by
+``run_outputs``, its status written; or the run forgotten when another replica took the job).
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ from shoal.scheduler.controller_channel import ControllerChannel
 from shoal.scheduler.controller_messages import checked_task, error_message
 from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.progress import Progress
-from shoal.scheduler.run_checkpoints import RunCheckpoints
-from shoal.scheduler.run_counts import RunCounts
-from shoal.scheduler.run_outputs import cleanup_run_dir, keep_outputs, take_outputs
+from shoal.scheduler.run_checkpoints import KeeperHost, RunCheckpoints
+from shoal.scheduler.run_counts import CountsHost, RunCounts
+from shoal.scheduler.run_end import EndHost, RunEnd
 from shoal.scheduler.run_sites import SiteMembership
 from shoal.scheduler.run_tasks import TaskBook, TaskState
 from shoal.scheduler.tracking import JobTracking, RunInfo, make_trackers, tracker_names
 from shoal.scheduler.workflow_process import WorkflowProcess, controller_argv
 from shoal.store.checkpoints import Checkpoint
-from shoal.store.leases import Lease, LeaseLost
+from shoal.store.leases import Lease
 from shoal.wire.controller import (
     Done,
     PrivacySpent,
@@ -54,18 +55,15 @@ from shoal.wire.controller import (
     WorkflowError,
     WorkflowLogConfig,
 )
-from shoal.wire.messages import CONTROLLER, Dispatch, Message
+from shoal.wire.messages import CONTROLLER, Dispatch
 from shoal.wire.models import INLINE_BYTES
 from shoal.wire.results import ResultInfo
-from shoal.wire.site import AbortJob, Deploy, EndJob, SiteLogConfig, TaskForSite
+from shoal.wire.site import Deploy, SiteLogConfig, TaskForSite
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
     from shoal.runtime.launcher import ForkServer
     from shoal.sandbox.confinement import Sandbox
-    from shoal.scheduler.checkpoints import CheckpointKeeper
-    from shoal.scheduler.totals import ServerTotals
-    from shoal.store.jobfiles import JobFiles
 
 #: ``JobPaths`` and ``TaskState`` live in ``jobpaths`` and ``run_tasks``; named here too, where
 #: the server's routes have always found them.
@@ -73,42 +71,17 @@ __all__ = ["JobPaths", "JobRun", "RunHost", "TaskState"]
 
 log = logging.getLogger("shoal.scheduler")
 
-SITE_END_GRACE = 10.0  # seconds a site gets to stop its process and upload its log
 
-
-class RunHost(Protocol):
+class RunHost(EndHost, CountsHost, KeeperHost, Protocol):
     """What a job run needs of the server around it (the Scheduler), and nothing more: the run
-    is given one, so it never reaches back into the scheduler's own workings."""
+    is given one, so it never reaches back into the scheduler's own workings. Its parts' needs
+    are theirs to say (``EndHost``, ``CountsHost``, ``KeeperHost``); the run's own are here."""
 
-    totals: ServerTotals  # the server's counters since start, which every run adds to
     launcher: ForkServer  # starts the workflow's process
     sandbox: Sandbox | None  # confines it (None: nothing)
-    job_files: JobFiles  # where a settled job's files are kept (its folder, or the bucket)
-    checkpoints: CheckpointKeeper  # where the job's checkpoints go (decisions/0040)
 
     def controller_args(self, study: str) -> list[str]:
         """The server's own arguments for a study's workflow process (update checks, custom code)."""
-        ...
-
-    async def send_to_site(self, site: str, message: Message) -> bool:
-        """Send on ``site``'s control channel; False if it is not connected."""
-        ...
-
-    def notify(self, job_id: int) -> None:
-        """The job's live facts changed: wake whoever waits on them (wait, monitor)."""
-        ...
-
-    async def set_status(
-        self, job_id: int, status: JobStatus, reason: str, fence: Lease | None = None
-    ) -> object:
-        """Move the job to ``status`` (the store's compare-and-set), committed off the loop; with
-        ``fence``, only while that lease holds the job (here and below: decisions/0041)."""
-        ...
-
-    async def record_first_error(
-        self, job_id: int, error: dict[str, Any], fence: Lease | None = None
-    ) -> None:
-        """Keep ``error`` as the job's first error unless it has one."""
         ...
 
     def record_first_error_soon(self, job_id: int, error: dict[str, Any], fence: Lease | None = None) -> None:
@@ -121,14 +94,6 @@ class RunHost(Protocol):
 
     def run_finished(self, run: JobRun) -> None:
         """The run has settled its job: the server may release what it held and dispatch."""
-        ...
-
-    async def holds(self, lease: Lease) -> bool:
-        """Whether ``lease`` still holds its job in the store (decisions/0041)."""
-        ...
-
-    def lease_lost(self, job_id: int, fence: Lease | None) -> None:
-        """Another replica took the job: forget its run here, writing nothing."""
         ...
 
 
@@ -179,9 +144,8 @@ class JobRun:
         self.tracking: JobTracking | None = None  # the job's experiment trackers, if it names any
         #: What the run counts (tasks, bytes, results, metrics, rounds) into its progress.
         self.counts = RunCounts(host, job_id, self.progress, lambda: self.tracking, self.notice)
-        self.channel = ControllerChannel(lambda: self._outcome is not None)  # lines to the workflow
+        self.channel = ControllerChannel(lambda: self.end.outcome is not None)  # lines to the workflow
         self.workflow = WorkflowProcess(job_id)  # its process: started, read until it exits
-        self._outcome: tuple[JobStatus, str, dict[str, Any] | None] | None = None
         self.members = SiteMembership(site_apps)  # each site failed, gone, confirmed the end?
         #: The job's checkpoints (decisions/0040): its row as stored (``checkpoint``), the
         #: rounds' models being stored. ``resume_from`` is the row a job resumed after a server
@@ -201,13 +165,22 @@ class JobRun:
         self.resume_event = "the server restarted"
         self.attached: set[str] = set()
         #: This server replica's lease on the job (decisions/0041): every write about the job
-        #: is fenced by it. ``_lost``: another replica took the job over; this run is forgotten
-        #: without writing anything (``forget``).
+        #: is fenced by it.
         self.lease: Lease | None = None
-        self._lost = False
-        self._aborting = False
-        self._finishing = False
-        self.done = asyncio.Event()
+        #: Its outcome, its abort, its sites told to end, its status written; or, the job taken
+        #: over by another replica, the run forgotten without writing anything.
+        self.end = RunEnd(
+            host,
+            job_id,
+            paths,
+            site_apps,
+            self.members,
+            self.workflow,
+            self.round_checkpoints,
+            fence=lambda: self.lease,
+            tracking=lambda: self.tracking,
+            notice=self.notice,
+        )
 
     @property
     def sites(self) -> list[str]:
@@ -293,24 +266,22 @@ class JobRun:
         """Relay the controller's messages until it exits (``WorkflowProcess.read_until_exit``),
         then settle the job."""
         returncode = await self.workflow.read_until_exit(reader, self._handle, self._workflow_broke)
-        if self._outcome is None:
-            self._outcome = (
+        if self.end.outcome is None:
+            self.end.outcome = (
                 JobStatus.FINISHED_EXCEPTION,
                 f"the workflow process exited with code {returncode} without finishing",
                 {"site": "server", "type": "ProcessExit", "message": f"exit code {returncode}"},
             )
         self.channel.close()
-        if self._lost:
-            await self._forgotten()
-            return
-        await self._finish()
+        if await self.end.finish():
+            self.host.run_finished(self)
 
     def _workflow_broke(self, reason: str) -> None:
         """The workflow's channel can no longer be trusted: the job ends with why, and the
         workflow is killed (unread, it would block on its next message and never exit)."""
-        if self._outcome is None:
+        if self.end.outcome is None:
             error = {"site": "server", "type": "ChannelError", "message": reason}
-            self._outcome = (JobStatus.FINISHED_EXCEPTION, reason, error)
+            self.end.outcome = (JobStatus.FINISHED_EXCEPTION, reason, error)
         self.kill()
 
     async def _handle(self, raw: dict[str, Any]) -> None:
@@ -380,16 +351,13 @@ class JobRun:
     async def _on_done(self, message: Done) -> None:
         reason = message.reason
         said = f"finished: {brief(reason)}" if reason else "finished"
-        self._outcome = (JobStatus.FINISHED_OK, said, None)
+        self.end.outcome = (JobStatus.FINISHED_OK, said, None)
         self.channel.release()
-        if not await self._still_held():  # what the sites are told is the holder's to say
-            return
-        # The results are written: sites can stop while the controller process exits.
-        await self._tell_sites_to_end(EndJob, "finished")
+        await self.end.tell_sites_finished()
 
     async def _on_error(self, message: WorkflowError) -> None:
         status, error = error_message(message, set(self.site_apps))
-        self._outcome = (status, f"{error['type']}: {error['message']}", error)
+        self.end.outcome = (status, f"{error['type']}: {error['message']}", error)
         self.channel.release()
 
     async def _on_checkpoint(self, message: RoundCheckpoint) -> None:
@@ -408,7 +376,7 @@ class JobRun:
         """The task ``task_id`` if ``site`` may answer it now: sent to that site, the latest it
         was sent, not answered by it, not closed, and the job not ending. Anything else is a
         late, repeated or foreign result, which is refused (TASK_NOT_OPEN)."""
-        if self._outcome is not None or self._finishing:
+        if self.end.ending:
             return None
         return self.task_book.open_task(site, task_id)
 
@@ -507,7 +475,7 @@ class JobRun:
         """A site that disconnected mid-job is back. Within its grace it still runs the job: the
         task it has not answered goes again, since one sent as the link died is lost with it (the
         site ignores a task it already has). Past its grace: deploy again; it joins the next round."""
-        if self._finishing or self._outcome is not None:
+        if self.end.ending:
             return
         if not self.members.rejoin(site):
             unanswered = self.task_book.unanswered(site)
@@ -532,67 +500,7 @@ class JobRun:
 
     async def abort(self, who: str) -> None:
         """Kill the workflow, have every site kill its process group, and wait until it is settled."""
-        if not self._finishing:
-            self._aborting = True
-            self._outcome = (JobStatus.ABORTED, f"aborted by {who}", None)
-            self.kill()
-        await self.done.wait()
-
-    async def _still_held(self) -> bool:
-        """Whether this replica still holds the job's lease, asked of the store before the run
-        tells the sites to end it (a message to a site is not fenced as a store write is). A
-        lease another replica took means the run is forgotten here at once."""
-        if self.lease is None or self._lost:
-            return not self._lost
-        if await self.host.holds(self.lease):
-            return True
-        self.host.lease_lost(self.job_id, self.lease)
-        self.forget()  # if the host had forgotten it already
-        return False
-
-    async def _finish(self) -> None:
-        """Ask the sites to stop and upload their logs (bounded wait), then settle the status."""
-        self._finishing = True
-        if not await self._still_held():
-            await self._forgotten()
-            return
-        assert self._outcome is not None
-        status, reason, error = self._outcome
-        await self._tell_sites_to_end(AbortJob if self._aborting else EndJob, reason)
-        self.members.check_settled()
-        try:
-            await asyncio.wait_for(self.members.settled.wait(), SITE_END_GRACE)
-        except TimeoutError:
-            stragglers = self.members.stragglers()
-            log.warning("job %s: sites did not confirm the end: %s", self.job_id, stragglers)
-            if self._aborting:
-                reason += f"; no confirmation from {', '.join(stragglers)} within {SITE_END_GRACE:g}s"
-        if self.tracking is not None:  # the event files are in the workspace before it is final
-            await self.tracking.close()
-        # Reading the workflow's outputs and removing the run's folders touch the disk as much
-        # as the job left on it: off the event loop.
-        for what in (await asyncio.to_thread(take_outputs, self.paths, self.job_id, self.site_apps))[:20]:
-            self.notice(f"server: a file the workflow wrote was not kept: {what}")
-        await keep_outputs(self.host.job_files, self.job_id, self.notice)
-        if error is not None:
-            await self.host.record_first_error(self.job_id, error, self.lease)
-        await self.round_checkpoints.stop()  # ending: nothing to resume, nothing more to store
-        # Before the status: whoever it wakes (a job wait) finds the run's folders gone.
-        await asyncio.to_thread(cleanup_run_dir, self.paths, self.job_id)
-        await self.host.set_status(self.job_id, status, reason, self.lease)
-        try:
-            await self.round_checkpoints.drop()  # ended: nothing to resume
-        except LeaseLost:  # taken over meanwhile: the row is the new holder's
-            log.warning("job %s: another replica took it over as it ended here", self.job_id)
-        self.done.set()
-        self.host.run_finished(self)
-
-    async def _tell_sites_to_end(self, kind: type[EndJob | AbortJob], reason: str) -> None:
-        """Send each site still in the job its "end" (or "abort") once; a site that cannot be
-        told counts as gone."""
-        await self.members.tell_to_end(
-            lambda: kind(job_id=str(self.job_id), reason=reason), self.host.send_to_site
-        )
+        await self.end.abort(who)
 
     def kill(self) -> None:
         """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""
@@ -601,24 +509,8 @@ class JobRun:
     @property
     def ending(self) -> bool:
         """Whether the run is on its way out (an outcome is known, or it is finishing)."""
-        return self._outcome is not None or self._finishing
+        return self.end.ending
 
     def forget(self) -> None:
-        """Another replica took the job over (this one's lease was lost) or this replica is
-        stopping and hands it over: kill the controller and drop the run without a word to the
-        store or the sites, which now belong to whoever resumes the job (decisions/0041)."""
-        self._lost = True
-        if self._outcome is None:  # nothing more goes to the controller
-            self._outcome = (JobStatus.ABANDONED, "handed over to another replica", None)
-        if not self.workflow.started:  # never started: no pump to end it
-            self.done.set()
-        self.kill()
-
-    async def _forgotten(self) -> None:
-        """The end of a forgotten run: only this server's own things go (its trackers, the run's
-        local folders); the job's row, checkpoint and sites are left to the new holder."""
-        await self.round_checkpoints.stop()
-        if self.tracking is not None:
-            await self.tracking.close()
-        await asyncio.to_thread(cleanup_run_dir, self.paths, self.job_id)
-        self.done.set()
+        """Another replica took the job over, or this replica hands it over: ``RunEnd.forget``."""
+        self.end.forget()

@@ -67,7 +67,7 @@ def test_what_was_queued_before_the_last_word_reaches_the_workflow_before_eof() 
     async def scenario() -> list[dict[str, Any]]:
         run, child = await run_with_channel()
         run.channel.send(SiteMetric(site="site-1", key="loss", value=1.0))
-        run._outcome = (cast(Any, None), "finished", None)  # the workflow's Done was just read
+        run.end.outcome = (cast(Any, None), "finished", None)  # the workflow's Done was just read
         run.channel.release()  # flushes, then EOF: the reader below ends
         received = await asyncio.to_thread(lines_from, child)
         child.close()
