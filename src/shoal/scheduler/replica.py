@@ -168,18 +168,18 @@ class ReplicaDuties(RemoteSiteDuties):
         self.resuming.pop(job_id, None)
         run = self.runs.pop(job_id, None)
         if run is not None:
-            run.forget()
+            run.end.forget()
             self._release_resources(job_id)
 
     async def _end_runs_ended_elsewhere(self) -> None:
         """A job of this replica's that an admin on another replica aborted (or deleted): its
         status in the store is terminal; the run ends here, telling its sites."""
         for run in list(self.runs.values()):
-            if run.ending:
+            if run.end.ending:
                 continue
             job = await asyncio.to_thread(self.store.get_job, run.job_id)
             if job is None or job.status.terminal:
-                asyncio.get_running_loop().create_task(run.abort("an admin on another replica"))
+                asyncio.get_running_loop().create_task(run.end.abort("an admin on another replica"))
 
     async def _take_over(self, wait: float) -> bool:
         """Take the lease of every held job whose lease lapsed (its replica stopped) and settle it:
@@ -256,7 +256,7 @@ class ReplicaDuties(RemoteSiteDuties):
         for job_id, lease in list(self.leases.items()):
             run = self.runs.pop(job_id, None)
             if run is not None:
-                run.forget()
+                run.end.forget()
             self.resuming.pop(job_id, None)
             await asyncio.to_thread(self.store.release_lease, lease)
             log.info("job %s: handed over to the other replicas", job_id)

@@ -7,10 +7,17 @@ sites failed and which are in the job are the run's to say, so they come in as a
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from shoal.privacy.protections import filter_model_file
+from shoal.sandbox.files import claim
 from shoal.scheduler.jobpaths import JobPaths
+from shoal.wire.controller import Task
 from shoal.wire.site import TaskForSite
 
 
@@ -41,6 +48,25 @@ class TaskBook:
         # Each site's latest task as sent, to send again if the site returns within its grace
         # (only the latest: an inline model is up to 341 KiB of base64, not to be kept per round).
         self.latest: dict[str, tuple[TaskState, TaskForSite]] = {}
+
+    async def take(
+        self, checked: Task, checkpointed: Path | None, to_sites: Callable[[], dict[str, Any]]
+    ) -> TaskState:
+        """A task the workflow sent (checked): its model file taken out of the workflow's folder,
+        never followed there, or, with ``checkpointed``, the checkpoint's model the server holds;
+        the job's filters on what sites receive (``to_sites``) applied to it where the job's code
+        cannot skip them; the task kept."""
+        model = self._paths.models / f"{checked.task_id}.safetensors"
+        if checkpointed is None:
+            await asyncio.to_thread(claim, self._paths.run, checked.model_path, model)
+        else:
+            await asyncio.to_thread(os.replace, checkpointed, model)
+        filters = to_sites()
+        if filters:
+            await asyncio.to_thread(filter_model_file, model, filters)
+        task = TaskState(checked.task_id, model, set(checked.sites), model_bytes=model.stat().st_size)
+        self.tasks[task.task_id] = task
+        return task
 
     def sending(self, site: str, task: TaskState, out: TaskForSite) -> None:
         """``task`` goes to ``site`` as ``out``: the site's earlier task is over for it."""

@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.privacy.central import read_job_privacy
-from shoal.privacy.protections import filter_model_file
-from shoal.sandbox.files import claim, remove_tree
+from shoal.sandbox.files import remove_tree
 from shoal.scheduler.controller_channel import ControllerChannel
 from shoal.scheduler.controller_messages import checked_task, error_message
 from shoal.scheduler.jobpaths import JobPaths
@@ -296,16 +294,10 @@ class JobRun:
 
     async def _on_task(self, message: Task) -> None:
         checked = checked_task(message, set(self.site_apps))
-        model = self.paths.models / f"{checked.task_id}.safetensors"
-        if checked.checkpoint_round is None:
-            await asyncio.to_thread(claim, self.paths.run, checked.model_path, model)
-        else:  # the model the workflow checkpointed just before: the server holds its file
-            await asyncio.to_thread(os.replace, self.round_checkpoints.checkpointed_model(checked), model)
-        to_sites = self.to_sites()
-        if to_sites:  # the job's filters on what sites receive, where its code cannot skip them
-            await asyncio.to_thread(filter_model_file, model, to_sites)
-        task = TaskState(checked.task_id, model, set(checked.sites), model_bytes=model.stat().st_size)
-        self.tasks[task.task_id] = task
+        checkpointed = (  # the model the workflow checkpointed just before: the server holds its file
+            None if checked.checkpoint_round is None else self.round_checkpoints.checkpointed_model(checked)
+        )
+        task = await self.task_book.take(checked, checkpointed, self.to_sites)
         self.progress.current_round = checked.round
         self.progress.total_rounds = checked.total_rounds
         size = task.model_bytes
@@ -498,19 +490,6 @@ class JobRun:
             self.progress.site_status[site] = "ended"
         self.members.confirm(site)
 
-    async def abort(self, who: str) -> None:
-        """Kill the workflow, have every site kill its process group, and wait until it is settled."""
-        await self.end.abort(who)
-
     def kill(self) -> None:
         """Stop the controller's whole process group (server shutdown, abort, a broken channel)."""
         self.workflow.kill_group()
-
-    @property
-    def ending(self) -> bool:
-        """Whether the run is on its way out (an outcome is known, or it is finishing)."""
-        return self.end.ending
-
-    def forget(self) -> None:
-        """Another replica took the job over, or this replica hands it over: ``RunEnd.forget``."""
-        self.end.forget()

@@ -362,7 +362,7 @@ class Scheduler(ReplicaDuties):
         row = self.resuming.pop(job.job_id, None)
         fence = self.leases.get(job.job_id)
         if run is not None:
-            await run.abort(who)
+            await run.end.abort(who)
         elif row is not None:  # waiting to resume: its sites may still run its scripts
             await self.set_status(
                 job.job_id, JobStatus.ABORTED, f"aborted by {who} while it waited to resume", fence
