@@ -1,6 +1,6 @@
 """Where a job runs: which reachable sites run which of its apps, what it holds of their declared
 resources, and its folder unpacked on this server. Plain functions of what each site said in its
-hello (``HelloOf``: ``RemoteSiteDuties.hello_of``, for a site here or on another replica) and of
+hello (``HelloOf``: ``RemoteSiteReach.hello_of``, for a site here or on another replica) and of
 the resource book, used by the scheduler's dispatch pass and by a job's resume alike.
 """
 

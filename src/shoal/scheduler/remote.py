@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.store import relayblobs
 from shoal.store.blobs import Blobs
@@ -176,8 +176,9 @@ class RelayOut:
                 log.warning("job %s: a relayed model's blob could not be removed", job_id, exc_info=True)
 
 
-class RemoteSiteDuties:
-    """The half of ``Scheduler`` (mixed in) that counts and reaches sites held by other replicas."""
+class RemoteHost(Protocol):
+    """What reaching the other replicas' sites needs of the scheduler: its sites here, its runs,
+    the shared store, and what a site's arrival means for its jobs."""
 
     sites: SiteRegistry
     runs: dict[int, JobRun]
@@ -185,25 +186,38 @@ class RemoteSiteDuties:
     shared: bool
     lease_ttl: float
     store: JobStore
-    remote: RemoteSites
-    relay_out: RelayOut
 
-    # the Scheduler's own (annotations only: a stub here would hide the real method)
-    kick: Callable[[], None]
-    site_restarted: Callable[[str, set[str]], None]
-    site_connected: Callable[[str], None]
+    def kick(self) -> None: ...
+
+    def site_restarted(self, name: str, jobs: set[str]) -> None: ...
+
+    def site_connected(self, name: str) -> None: ...
+
+
+class RemoteSiteReach:
+    """The scheduler's view of the sites held by other replicas (its ``remote_sites``): which
+    are there (``directory``), counting them when it places a job, and reaching them
+    (``relay_out``). ``post`` leaves a message for a site with its replica (the store's write,
+    in order with the scheduler's others)."""
+
+    def __init__(
+        self, host: RemoteHost, blobs: Blobs, post: Callable[[str, str, dict[str, Any]], Awaitable[None]]
+    ) -> None:
+        self._host = host
+        self.directory = RemoteSites()  # the sites connected to other live replicas
+        self.relay_out = RelayOut(host.replica, self.directory, blobs, post)
 
     def reachable_sites(self) -> list[str]:
         """The sites a job may be placed on now: connected here, or to another live replica."""
-        return sorted(set(self.sites.names()) | set(self.remote.names()))
+        return sorted(set(self._host.sites.names()) | set(self.directory.names()))
 
     def hello_of(self, site: str) -> tuple[frozenset[str] | None, dict[str, Any]]:
         """What a reachable site said in its hello: the studies it serves (None: every one) and
         the resources it declared."""
-        connected = self.sites.get(site)
+        connected = self._host.sites.get(site)
         if connected is not None:
             return connected.studies, connected.resources
-        session = self.remote.get(site)
+        session = self.directory.get(site)
         if session is None:
             return None, {}
         studies = frozenset(session.studies) if session.studies is not None else None
@@ -215,50 +229,51 @@ class RemoteSiteDuties:
         where a job runs is predictable). Only for a lease TTL after its submit; past that,
         whichever replica comes first starts it (the lease decides), so a job never waits on a
         replica that does not."""
-        if not self.shared or time.time() - job.submit_time > self.lease_ttl:
+        if not self._host.shared or time.time() - job.submit_time > self._host.lease_ttl:
             return False
         held: dict[str, int] = {}
         for site in targets:
-            session = self.remote.get(site)
-            where = session.replica if session is not None else self.replica
+            session = self.directory.get(site)
+            where = session.replica if session is not None else self._host.replica
             held[where] = held.get(where, 0) + 1
         most = max(held.values(), default=0)
-        return min((r for r, n in held.items() if n == most), default=self.replica) != self.replica
+        here = self._host.replica
+        return min((r for r, n in held.items() if n == most), default=here) != here
 
-    async def send_remote(self, site: str, message: Message) -> bool | None:
+    async def send(self, site: str, message: Message) -> bool | None:
         """Send ``message`` through the site's replica when the site's channel is not on this one
         but on another's; None when the site is not held elsewhere (send it here, or not at all)."""
-        if self.sites.get(site) is not None or site not in self.remote:
+        if self._host.sites.get(site) is not None or site not in self.directory:
             return None
         job_id = getattr(message, "job_id", None)
-        run = self.runs.get(int(job_id)) if isinstance(job_id, str) and job_id.isdecimal() else None
+        run = self._host.runs.get(int(job_id)) if isinstance(job_id, str) and job_id.isdecimal() else None
         if isinstance(message, Deploy):
-            self.remote.deployed(site, message.job_id)
+            self.directory.deployed(site, message.job_id)
         return await self.relay_out.send(site, message, run.tasks if run is not None else {})
 
-    async def refresh_remote(self) -> None:
+    async def refresh(self) -> None:
         """Read where every site is (a lease pass): a site gone from another replica is given its
         grace, as a local one is; one with a new channel there gets back what it missed."""
-        if not self.shared:
+        if not self._host.shared:
             return
-        sessions = await asyncio.to_thread(self.store.site_sessions)
-        changes = self.remote.refresh(sessions, self.replica, set(self.sites.names()))
+        sessions = await asyncio.to_thread(self._host.store.site_sessions)
+        changes = self.directory.refresh(sessions, self._host.replica, set(self._host.sites.names()))
         loop = asyncio.get_running_loop()
         for name in changes.gone:
-            loop.call_later(RECONNECT_GRACE, self._remote_grace_expired, name)
+            loop.call_later(RECONNECT_GRACE, self._grace_expired, name)
         for session, reconnected in changes.came:
-            if reconnected or self.sites.held(session.site):
+            if reconnected or self._host.sites.held(session.site):
                 # as a site's hello after a blip would: jobs its agent lost (it restarted) are
                 # lost; not those deployed to it on this very channel (before this replica read it)
-                kept = set(session.jobs) | self.remote.deployed_since(session.site, session.since)
-                self.site_restarted(session.site, kept)
-            self.site_connected(session.site)  # its runs give it what it missed, or deploy again
+                kept = set(session.jobs) | self.directory.deployed_since(session.site, session.since)
+                self._host.site_restarted(session.site, kept)
+            self._host.site_connected(session.site)  # its runs give it what it missed, or deploy again
         if changes.came:
-            self.kick()
+            self._host.kick()
 
-    def _remote_grace_expired(self, name: str) -> None:
-        if not self.remote.settled(name) or self.sites.get(name) is not None:
+    def _grace_expired(self, name: str) -> None:
+        if not self.directory.settled(name) or self._host.sites.get(name) is not None:
             return  # back, on another replica or on this one
-        for run in list(self.runs.values()):
+        for run in list(self._host.runs.values()):
             if name in run.site_apps:
                 run.site_lost(name, f"the site disconnected and did not return within {RECONNECT_GRACE:g}s")

@@ -16,17 +16,19 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from shoal.scheduler.remote import RemoteSiteDuties
 from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease
 from shoal.wire.jsonout import finite
 from shoal.wire.status import JobStatus, brief
 
 if TYPE_CHECKING:
+    from shoal.scheduler.remote import RemoteSiteReach
+    from shoal.scheduler.resources import ResourceBook
     from shoal.scheduler.runner import JobRun
-    from shoal.store.base import JobRecord
+    from shoal.scheduler.sites import SiteRegistry
+    from shoal.store.base import JobRecord, JobStore
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -70,30 +72,46 @@ def new_replica_id() -> str:
     return "replica-" + secrets.token_hex(4)
 
 
-class ReplicaDuties(RemoteSiteDuties):
-    """The lease half of ``Scheduler`` (mixed in): what it holds, renewing and taking over; with
-    the sites of the other replicas (``RemoteSiteDuties``), refreshed at each lease pass."""
+class LeaseHost(Protocol):
+    """What the lease keeper needs of the scheduler: its job tables (its runs, the leases it
+    holds, its jobs to resume), the store, its sites here and elsewhere, and a dispatch pass."""
 
-    resuming: dict[int, Checkpoint]
+    store: JobStore
+    sites: SiteRegistry
+    resources: ResourceBook  # what a forgotten run held goes back
+    remote_sites: RemoteSiteReach  # the sites of the other replicas, refreshed at each pass
+    replica: str
+    shared: bool
     lease_ttl: float
     lease_renew: float
+    runs: dict[int, JobRun]
     #: The leases this replica holds, by job id (its runs, jobs waiting to resume, jobs starting).
     leases: dict[int, Lease]
+    resuming: dict[int, Checkpoint]
     #: What each job waiting to resume came back from ("the server restarted", "replica X stopped").
     resume_event: dict[int, str]
     #: Until when (monotonic) a job to resume waits for all its sites.
     _resume_until: dict[int, float]
     _starting: set[int]
 
-    def _release_resources(self, job_id: int) -> None: ...
+    def kick(self) -> None: ...
+
+
+class LeaseKeeper:
+    """The scheduler's leases among replicas (its ``lease_keeper``): renewing what it holds,
+    forgetting what another replica took, taking over what a stopped one left, and what the
+    other replicas' leases say of their jobs. The tables are the scheduler's (``LeaseHost``)."""
+
+    def __init__(self, host: LeaseHost) -> None:
+        self._host = host
 
     def settle_one(self, job: JobRecord, lease: Lease, event: str) -> Checkpoint | None:
         """A job this replica just took the lease of, left DISPATCHED or RUNNING by a server that
         stopped: its checkpoint row if it is to resume (the caller keeps it in ``resuming``),
         else None once it is settled ABANDONED with why. Store calls only: run in a thread."""
-        row = self.store.get_checkpoint(job.job_id)
+        row = self._host.store.get_checkpoint(job.job_id)
         if job.status is JobStatus.RUNNING and row is not None and row.resumable:
-            self.store.set_status_reason(
+            self._host.store.set_status_reason(
                 job.job_id, f"resuming after {event}: waiting for its sites", fence=lease
             )
             return row
@@ -104,96 +122,100 @@ class ReplicaDuties(RemoteSiteDuties):
             reason = f"{stopped}, before its workflow said whether it can resume"
         else:
             reason = f"{stopped}; its workflow {row.workflow} cannot resume"
-        self.store.transition(job.job_id, JobStatus.ABANDONED, reason=brief(reason), fence=lease)
+        self._host.store.transition(job.job_id, JobStatus.ABANDONED, reason=brief(reason), fence=lease)
         if row is not None:
-            self.store.drop_checkpoint(job.job_id, fence=lease)
-        self.store.end_lease(lease)
+            self._host.store.drop_checkpoint(job.job_id, fence=lease)
+        self._host.store.end_lease(lease)
         return None
 
     def hold_to_resume(self, row: Checkpoint, lease: Lease, event: str, wait: float) -> None:
         """Keep a job to resume: its lease held, its checkpoint row waiting for its sites."""
-        self.leases[row.job_id] = lease
-        self.resuming[row.job_id] = row
-        self.resume_event[row.job_id] = event
-        self._resume_until[row.job_id] = time.monotonic() + wait
+        self._host.leases[row.job_id] = lease
+        self._host.resuming[row.job_id] = row
+        self._host.resume_event[row.job_id] = event
+        self._host._resume_until[row.job_id] = time.monotonic() + wait
 
     async def keep_leases(self, wait: float) -> None:
         """Run for the server's life: renew, forget, end and take over, once every ``lease_renew``."""
         while True:
-            await asyncio.sleep(self.lease_renew)
+            await asyncio.sleep(self._host.lease_renew)
             try:
                 await self.lease_pass(wait)
             except Exception:  # the store is away, say: the next pass tries again
-                log.exception("replica %s: renewing leases or taking jobs over failed", self.replica)
+                log.exception("replica %s: renewing leases or taking jobs over failed", self._host.replica)
 
     async def lease_pass(self, wait: float) -> None:
-        if self.shared:  # the heartbeat that keeps this replica's site sessions listed
-            await asyncio.to_thread(self.store.replica_alive, self.replica, self.lease_ttl)
-            await self.refresh_remote()  # where the other replicas' sites are (decisions/0048)
-        held = list(self.leases.values())
+        """One pass: the heartbeat, where the other replicas' sites are, the leases renewed (those
+        lost forgotten), the runs ended elsewhere ended here, the lapsed jobs taken over."""
+        host = self._host
+        if host.shared:  # the heartbeat that keeps this replica's site sessions listed
+            await asyncio.to_thread(host.store.replica_alive, host.replica, host.lease_ttl)
+            await host.remote_sites.refresh()  # where the other replicas' sites are (decisions/0048)
+        held = list(host.leases.values())
         if held:
-            said = {job_id: progress_said(run) for job_id, run in self.runs.items()}
+            said = {job_id: progress_said(run) for job_id, run in host.runs.items()}
             renewed = {
                 lease.job_id
-                for lease in await asyncio.to_thread(self.store.renew_leases, held, self.lease_ttl, said)
+                for lease in await asyncio.to_thread(host.store.renew_leases, held, host.lease_ttl, said)
             }
             for lease in held:
                 if lease.job_id not in renewed:
                     self.lease_lost(lease.job_id, lease)
             await self._end_runs_ended_elsewhere()
         taken = await self._take_over(wait)
-        waiting = self.shared and bool(
-            await asyncio.to_thread(self.store.jobs_in_status, [JobStatus.SUBMITTED])
+        waiting = host.shared and bool(
+            await asyncio.to_thread(host.store.jobs_in_status, [JobStatus.SUBMITTED])
         )
         if taken or waiting:  # a job submitted through another replica may run on this one's sites
-            self.kick()
+            host.kick()
 
     async def holds(self, lease: Lease) -> bool:
         """Whether ``lease`` still holds its job in the store (same replica and epoch)."""
-        now = await asyncio.to_thread(self.store.lease_of, lease.job_id)
+        now = await asyncio.to_thread(self._host.store.lease_of, lease.job_id)
         return now is not None and (now.replica, now.epoch) == (lease.replica, lease.epoch)
 
     def lease_lost(self, job_id: int, fence: Lease | None) -> None:
         """Another replica holds the job now: forget it here without writing anything."""
-        held = self.leases.get(job_id)
+        held = self._host.leases.get(job_id)
         if held is None or fence is None or held.epoch != fence.epoch:
             return
-        del self.leases[job_id]
+        del self._host.leases[job_id]
         log.warning(
             "job %s: replica %s lost its lease (epoch %d); another replica runs it now",
             job_id,
-            self.replica,
+            self._host.replica,
             held.epoch,
         )
-        self.resuming.pop(job_id, None)
-        run = self.runs.pop(job_id, None)
+        self._host.resuming.pop(job_id, None)
+        run = self._host.runs.pop(job_id, None)
         if run is not None:
             run.end.forget()
-            self._release_resources(job_id)
+            self._host.resources.release(job_id)
 
     async def _end_runs_ended_elsewhere(self) -> None:
         """A job of this replica's that an admin on another replica aborted (or deleted): its
         status in the store is terminal; the run ends here, telling its sites."""
-        for run in list(self.runs.values()):
+        for run in list(self._host.runs.values()):
             if run.end.ending:
                 continue
-            job = await asyncio.to_thread(self.store.get_job, run.job_id)
+            job = await asyncio.to_thread(self._host.store.get_job, run.job_id)
             if job is None or job.status.terminal:
                 asyncio.get_running_loop().create_task(run.end.abort("an admin on another replica"))
 
     async def _take_over(self, wait: float) -> bool:
         """Take the lease of every held job whose lease lapsed (its replica stopped) and settle it:
         to resume once its sites are here, or ABANDONED. Whether any was taken."""
+        host = self._host
         now = time.time()
-        orphans = await asyncio.to_thread(self.store.jobs_without_live_lease, HELD, now)
+        orphans = await asyncio.to_thread(host.store.jobs_without_live_lease, HELD, now)
         taken = False
         for job in orphans:
-            if job.job_id in self.leases or job.job_id in self._starting:
+            if job.job_id in host.leases or job.job_id in host._starting:
                 continue
-            before = await asyncio.to_thread(self.store.lease_of, job.job_id)
+            before = await asyncio.to_thread(host.store.lease_of, job.job_id)
             if not await self._may_take(job, before, now, wait):
                 continue
-            lease = await asyncio.to_thread(self.store.take_lease, job.job_id, self.replica, self.lease_ttl)
+            lease = await asyncio.to_thread(host.store.take_lease, job.job_id, host.replica, host.lease_ttl)
             if lease is None:  # another replica was quicker
                 continue
             event = f"replica {before.replica} stopped" if before is not None else "its server stopped"
@@ -201,7 +223,7 @@ class ReplicaDuties(RemoteSiteDuties):
                 "job %s: %s; replica %s takes it over (epoch %d)",
                 job.job_id,
                 event,
-                self.replica,
+                host.replica,
                 lease.epoch,
             )
             row = await asyncio.to_thread(self.settle_one, job, lease, event)
@@ -218,47 +240,49 @@ class ReplicaDuties(RemoteSiteDuties):
         (it then waits for its sites as a restarted server does, saying so)."""
         if before is not None and now - before.expires_at > wait:
             return True
-        row = await asyncio.to_thread(self.store.get_checkpoint, job.job_id)
+        row = await asyncio.to_thread(self._host.store.get_checkpoint, job.job_id)
         if row is None or not row.resumable or job.status is not JobStatus.RUNNING:
             return True  # nothing to resume: settled by whoever comes first
         need, sites = max(1, row.min_clients), set(row.sites)
-        if len(set(self.sites.names()) & sites) >= need:
+        if len(set(self._host.sites.names()) & sites) >= need:
             return True
         lapsed_for = now - before.expires_at if before is not None else float("inf")
-        return lapsed_for > self.lease_ttl and len(set(self.reachable_sites()) & sites) >= need
+        reachable = set(self._host.remote_sites.reachable_sites())
+        return lapsed_for > self._host.lease_ttl and len(reachable & sites) >= need
 
     @property
     def store_poll(self) -> float:
         """How long a long poll (job wait, monitor) may sleep before reading the store again: a
         job another replica runs changes without a word to this one."""
-        return self.lease_renew if self.shared else float("inf")
+        return self._host.lease_renew if self._host.shared else float("inf")
 
     def progress_elsewhere(self, job: JobRecord) -> tuple[str, dict[str, Any]] | None:
         """For a running job another replica holds: that replica and the progress it last kept
         with its lease (``job meta`` on any replica). None with an unshared store, for a job this
         replica runs, or one that ended."""
-        if not self.shared or job.status.terminal or job.job_id in self.runs:
+        if not self._host.shared or job.status.terminal or job.job_id in self._host.runs:
             return None
-        said = self.store.lease_progress(job.job_id)
-        return said if said is not None and said[0] != self.replica else None
+        said = self._host.store.lease_progress(job.job_id)
+        return said if said is not None and said[0] != self._host.replica else None
 
     def runs_elsewhere(self, job_id: int) -> bool:
         """Whether another replica may run ``job_id`` (or is about to take it over): a site must
         not be told to stop it. Never with a store no other replica shares."""
-        if not self.shared:
+        if not self._host.shared:
             return False
-        job = self.store.get_job(job_id)
+        job = self._host.store.get_job(job_id)
         return job is not None and job.status in HELD
 
     async def hand_over(self) -> None:
         """This replica is stopping: its jobs go to the others at once (their leases lapse now)
         instead of ending ABANDONED. Their controllers are killed; the sites keep their scripts."""
-        for job_id, lease in list(self.leases.items()):
-            run = self.runs.pop(job_id, None)
+        for job_id, lease in list(self._host.leases.items()):
+            run = self._host.runs.pop(job_id, None)
             if run is not None:
                 run.end.forget()
-            self.resuming.pop(job_id, None)
-            await asyncio.to_thread(self.store.release_lease, lease)
+            self._host.resuming.pop(job_id, None)
+            await asyncio.to_thread(self._host.store.release_lease, lease)
             log.info("job %s: handed over to the other replicas", job_id)
-        self.leases.clear()
-        await asyncio.to_thread(self.store.replica_stopped, self.replica)  # its sites' rows go now
+        self._host.leases.clear()
+        host = self._host
+        await asyncio.to_thread(host.store.replica_stopped, host.replica)  # its sites' rows go now

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.placement import materialise, server_app_of, serves, take_resources
@@ -25,6 +25,8 @@ from shoal.store.leases import Lease, LeaseLost
 from shoal.wire.status import JobStatus
 
 if TYPE_CHECKING:
+    from shoal.scheduler.remote import RemoteSiteReach
+    from shoal.scheduler.replica import LeaseKeeper
     from shoal.scheduler.resources import ResourceBook
     from shoal.scheduler.sites import SiteRegistry
     from shoal.store.base import JobStore
@@ -56,16 +58,12 @@ class ResumeHost(RunHost, Protocol):
     resume_event: dict[int, str]
     _resume_until: dict[int, float]
     _starting: set[int]
+    remote_sites: RemoteSiteReach  # what a site said in its hello, here or on another replica
+    lease_keeper: LeaseKeeper  # settles a job a stopped server left, holds one to resume
 
     def kick(self) -> None: ...
 
-    def hello_of(self, site: str) -> tuple[frozenset[str] | None, dict[str, Any]]: ...
-
     def paths(self, job_id: int) -> JobPaths: ...
-
-    def settle_one(self, job: JobRecord, lease: Lease, event: str) -> Checkpoint | None: ...
-
-    def hold_to_resume(self, row: Checkpoint, lease: Lease, event: str, wait: float) -> None: ...
 
     async def _set_reason(self, job: JobRecord, reason: str) -> None: ...
 
@@ -97,11 +95,11 @@ class Resumer:
                     job.job_id, self._host.replica, self._host.lease_ttl, force=True
                 )
                 assert lease is not None  # forced
-                row = self._host.settle_one(job, lease, "the server restarted")
+                row = self._host.lease_keeper.settle_one(job, lease, "the server restarted")
                 if row is None:
                     settled += 1
                 else:
-                    self._host.hold_to_resume(row, lease, "the server restarted", RESUME_WAIT)
+                    self._host.lease_keeper.hold_to_resume(row, lease, "the server restarted", RESUME_WAIT)
         active = {job.job_id for job in held}
         for stale in rows.values():
             if stale.job_id not in active:
@@ -172,7 +170,7 @@ class Resumer:
         back = {
             s: app
             for s, app in row.sites.items()
-            if s in connected and serves(self._host.hello_of, s, job.study)
+            if s in connected and serves(self._host.remote_sites.hello_of, s, job.study)
         }
         missing = sorted(set(row.sites) - set(back))
         left = self._host._resume_until.get(job_id, 0.0) - time.monotonic()
@@ -191,7 +189,7 @@ class Resumer:
             or len(self._host.runs) >= self._host.max_running
         ):
             return
-        gpus, waits = take_resources(self._host.hello_of, self._host.resources, job, back)
+        gpus, waits = take_resources(self._host.remote_sites.hello_of, self._host.resources, job, back)
         if gpus is None:
             await self._host._set_reason(
                 job, f"resuming after {event}: waiting for resources: " + "; ".join(waits)

@@ -7,9 +7,10 @@ submitted through another, and for jobs to take over, once a second (``scheduler
 Every store write the scheduler makes (a status, a waiting reason, a first error) runs in ONE
 writer thread, in the order it was asked for (``scheduler.store_writer``, decisions/0037).
 
-Its parts: where a job runs (``placement``), resuming after a server stopped (``resume``), the
-leases it holds among replicas (``replica``) and the sites of the other replicas (``remote``),
-one running job (``runner``).
+Its parts, each owned and seeing the scheduler through a Protocol of its own (decisions/0049):
+where a job runs (``placement``), resuming after a server stopped (``resume``: ``resumer``), the
+leases it holds among replicas (``replica``: ``lease_keeper``) and the sites of the other
+replicas (``remote``: ``remote_sites``), one running job (``runner``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from shoal.scheduler import placement
 from shoal.scheduler.checkpoints import CheckpointKeeper
 from shoal.scheduler.events import JobEvents
 from shoal.scheduler.jobpaths import JobPaths
-from shoal.scheduler.remote import RECONNECT_GRACE, RelayOut, RemoteSites
-from shoal.scheduler.replica import ReplicaDuties, new_replica_id
+from shoal.scheduler.remote import RECONNECT_GRACE, RemoteSiteReach
+from shoal.scheduler.replica import LeaseKeeper, new_replica_id
 from shoal.scheduler.resources import ResourceBook
 from shoal.scheduler.resume import RESUME_WAIT, Resumer
 from shoal.scheduler.runner import JobRun
@@ -59,7 +60,7 @@ T = TypeVar("T")
 FINISHED_KEPT = 256
 
 
-class Scheduler(ReplicaDuties):
+class Scheduler:
     def __init__(
         self,
         store: JobStore,
@@ -95,8 +96,7 @@ class Scheduler(ReplicaDuties):
         self.job_files = blobs.job_files(jobs_root)
         self.sites = sites
         # Sites whose channels are on other replicas, and the way to them (decisions/0048).
-        self.remote = RemoteSites()
-        self.relay_out = RelayOut(self.replica, self.remote, blobs, self._post_mail)
+        self.remote_sites = RemoteSiteReach(self, blobs, self._post_mail)
         self.events = JobEvents()
         self.totals = ServerTotals()  # since start, over every job (/metrics)
         self.resources = ResourceBook()  # what running jobs hold of each site's declared resources
@@ -118,6 +118,7 @@ class Scheduler(ReplicaDuties):
         self._pass_again = False
         self.writer = StoreWriter()  # the one thread of the store writes (decisions/0037)
         self.resumer = Resumer(self)  # settles and resumes the jobs a stopped server left
+        self.lease_keeper = LeaseKeeper(self)  # renews its leases, takes over what others left
         # Job controllers are forked from a process that has numpy and the workflows imported
         # (shoal.runtime.launcher): a job's first round does not wait for an interpreter to start.
         self.launcher = ForkServer(
@@ -162,7 +163,7 @@ class Scheduler(ReplicaDuties):
 
     async def send_to_site(self, site: str, message: Message) -> bool:
         """On the site's channel here, or through the replica holding it (decisions/0048)."""
-        relayed = await self.send_remote(site, message)
+        relayed = await self.remote_sites.send(site, message)
         return relayed if relayed is not None else await self.sites.send(site, encode(message))
 
     async def _post_mail(self, site: str, replica: str, message: dict[str, Any]) -> None:
@@ -231,7 +232,7 @@ class Scheduler(ReplicaDuties):
         """One pass over the waiting jobs. Each job is considered on its own: whatever goes
         wrong with one (a record the server cannot use, a bug) is logged and said in that job's
         status_reason, and the pass goes on to the others."""
-        connected = self.reachable_sites()
+        connected = self.remote_sites.reachable_sites()
         await self.resumer.resume_waiting(connected)
         # Read in a worker thread: the queue a sweep leaves is hundreds of jobs, and reading and
         # decoding them on the loop held every answer for up to ~90 ms a pass under load.
@@ -258,7 +259,7 @@ class Scheduler(ReplicaDuties):
                 job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
             )
             return
-        serving = placement.serving(self.hello_of, connected, job.study)
+        serving = placement.serving(self.remote_sites.hello_of, connected, job.study)
         targets = placement.target_sites(job.meta.get("deploy_map", {}), serving, self.study_sites(job.study))
         min_clients = int(job.meta.get("min_clients", 1))
         if len(targets) < min_clients:
@@ -267,9 +268,9 @@ class Scheduler(ReplicaDuties):
                 job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
             )
             return
-        if self.defers(job, targets):  # a replica holding more of its sites starts it (0048)
+        if self.remote_sites.defers(job, targets):  # a replica holding more of its sites starts it (0048)
             return
-        gpus, waits = placement.take_resources(self.hello_of, self.resources, job, targets)
+        gpus, waits = placement.take_resources(self.remote_sites.hello_of, self.resources, job, targets)
         if gpus is None:
             await self._set_reason(job, "waiting for resources: " + "; ".join(waits))
             return
@@ -282,7 +283,7 @@ class Scheduler(ReplicaDuties):
         if job.status_reason == reason:
             return
         fence = self.leases.get(job.job_id)
-        if fence is None and self.shared and not self.reachable_sites():
+        if fence is None and self.shared and not self.remote_sites.reachable_sites():
             return
         try:
             await self.write(
@@ -374,7 +375,7 @@ class Scheduler(ReplicaDuties):
             with contextlib.suppress(LeaseLost):
                 await self.checkpoints.drop(row, fence=fence)
             self._end_lease(job.job_id)
-        elif self.runs_elsewhere(job.job_id):
+        elif self.lease_keeper.runs_elsewhere(job.job_id):
             # Another replica runs it: the store says ABORTED, and that replica, seeing it at its
             # next lease renewal, ends the run and tells the sites (decisions/0041).
             await self.set_status(job.job_id, JobStatus.ABORTED, f"aborted by {who}")
@@ -395,7 +396,7 @@ class Scheduler(ReplicaDuties):
         if run.lease is not None and self.leases.get(run.job_id) == run.lease:
             self._end_lease(run.job_id)
         self.finished[run.job_id] = run
-        asyncio.get_running_loop().create_task(self.relay_out.job_ended(run.job_id))
+        asyncio.get_running_loop().create_task(self.remote_sites.relay_out.job_ended(run.job_id))
         while len(self.finished) > FINISHED_KEPT:
             self.finished.popitem(last=False)
         self.kick()
@@ -413,8 +414,8 @@ class Scheduler(ReplicaDuties):
         asyncio.get_running_loop().call_later(RECONNECT_GRACE, self._grace_expired, name)
 
     def _grace_expired(self, name: str) -> None:
-        if not self.sites.drop(name) or name in self.remote:
-            return  # back, here or on another replica (its runs were told: refresh_remote)
+        if not self.sites.drop(name) or name in self.remote_sites.directory:
+            return  # back, here or on another replica (its runs were told: RemoteSiteReach.refresh)
         for run in list(self.runs.values()):
             if name in run.site_apps:
                 run.site_lost(name, f"the site disconnected and did not return within {RECONNECT_GRACE:g}s")
@@ -430,7 +431,7 @@ class Scheduler(ReplicaDuties):
         """Server is stopping: kill every controller. With replicas sharing the store, their jobs
         go to the others (``hand_over``); else they end ABANDONED with a reason."""
         if self.shared:
-            await self.hand_over()
+            await self.lease_keeper.hand_over()
         await self.launcher.close()
         for run in list(self.runs.values()):
             run.kill()
@@ -441,9 +442,6 @@ class Scheduler(ReplicaDuties):
             )
         self.runs.clear()
 
-    def _release_resources(self, job_id: int) -> None:
-        self.resources.release(job_id)
-
     def _end_lease(self, job_id: int) -> None:
         """The job is no longer this replica's to hold (it ended, or never started here)."""
         lease = self.leases.pop(job_id, None)
@@ -451,6 +449,37 @@ class Scheduler(ReplicaDuties):
         self._resume_until.pop(job_id, None)
         if lease is not None:
             self.write_soon(self.store.end_lease, lease)
+
+    # What others ask of the scheduler about replicas; the lease keeper's to answer.
+
+    async def keep_leases(self, wait: float) -> None:
+        """Renew, forget, end and take over, for the server's life (``LeaseKeeper.keep_leases``)."""
+        await self.lease_keeper.keep_leases(wait)
+
+    async def lease_pass(self, wait: float) -> None:
+        """One pass of the lease keeper (``LeaseKeeper.lease_pass``)."""
+        await self.lease_keeper.lease_pass(wait)
+
+    async def holds(self, lease: Lease) -> bool:
+        """Whether ``lease`` still holds its job in the store (``LeaseKeeper.holds``)."""
+        return await self.lease_keeper.holds(lease)
+
+    def lease_lost(self, job_id: int, fence: Lease | None) -> None:
+        """Another replica holds the job now: forget it here (``LeaseKeeper.lease_lost``)."""
+        self.lease_keeper.lease_lost(job_id, fence)
+
+    @property
+    def store_poll(self) -> float:
+        """How long a long poll may sleep before reading the store again (``LeaseKeeper.store_poll``)."""
+        return self.lease_keeper.store_poll
+
+    def progress_elsewhere(self, job: JobRecord) -> tuple[str, dict[str, Any]] | None:
+        """The replica running ``job`` and its progress (``LeaseKeeper.progress_elsewhere``)."""
+        return self.lease_keeper.progress_elsewhere(job)
+
+    def runs_elsewhere(self, job_id: int) -> bool:
+        """Whether another replica may run ``job_id`` (``LeaseKeeper.runs_elsewhere``)."""
+        return self.lease_keeper.runs_elsewhere(job_id)
 
     def close(self) -> None:
         """Wait for the store writes already asked for; call after the last request is done and
