@@ -27,12 +27,12 @@ if TYPE_CHECKING:
 def load_workload(env: dict[str, str], quick: bool) -> list[Figure]:
     """50 admins for 60 s (bench/load.py says the method), on this tree's code and, first, on
     the baseline's (bench/baseline.py), each in a fresh federation of its own; ``quick``: 4
-    admins for 2 s on the suite's federation, no baseline."""
+    admins for 1 s on the suite's federation, no baseline."""
     from bench.baseline import LOAD_BASELINE, baseline_env, resolve
     from bench.load import run_load
 
     if quick:
-        return _load_figures("load", run_load(env, clients=4, seconds=2))
+        return _load_figures("load", run_load(env, clients=4, seconds=1))
     figures: list[Figure] = []
     rev = resolve(LOAD_BASELINE)
     if rev is None:

@@ -39,6 +39,13 @@ while flare.is_running():
 """
 
 
+def rounds_per_life(quick: bool) -> int:
+    """A paced job's rounds for each server (or replica) life: the kill comes a few rounds in,
+    and the job must still be running when the next life takes it up. Quick (a smoke run, one
+    kill): 15, so some 25 paced rounds (seconds) are left after the kill; else 40."""
+    return 15 if quick else 40
+
+
 def _rounds_done(fed: BenchFederation, job_id: str) -> int:
     meta: Any = fed.shoal_json("job", "meta", job_id)["data"]
     return int(((meta.get("progress") or {}).get("stats") or {}).get("rounds_done") or 0)
@@ -93,7 +100,7 @@ def resume_after_restart(_: BenchFederation, quick: bool) -> list[Any]:
         job = Path(tmp) / "paced"
         shutil.copytree(BENCH / "jobs" / "trivial", job)
         (job / "app" / "custom" / "client.py").write_text(PACED_CLIENT)
-        cfg = {"workflow": "fedavg", "args": {"num_rounds": 40 * (kills + 1)}}
+        cfg = {"workflow": "fedavg", "args": {"num_rounds": rounds_per_life(quick) * (kills + 1)}}
         (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(cfg))
         submitted: Any = fed.shoal_json("job", "submit", "-j", job)
         job_id = str(submitted["data"]["job_id"])

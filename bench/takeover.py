@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.federation import BENCH, BenchFederation
-from bench.restart import PACED_CLIENT, resume_delays
+from bench.restart import PACED_CLIENT, resume_delays, rounds_per_life
 
 
 def _rounds_done(fed: Any, store: Any, job_id: str) -> int:
@@ -54,7 +54,7 @@ def takeover(_: BenchFederation, quick: bool) -> list[Any]:
                 job = Path(tmp) / "paced"
                 shutil.copytree(BENCH / "jobs" / "trivial", job)
                 (job / "app" / "custom" / "client.py").write_text(PACED_CLIENT)
-                cfg = {"workflow": "fedavg", "args": {"num_rounds": 40 * (kills + 1)}}
+                cfg = {"workflow": "fedavg", "args": {"num_rounds": rounds_per_life(quick) * (kills + 1)}}
                 (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(cfg))
                 code, doc = fed.cli.json("job", "submit", "-j", job)
                 if code != 0:
