@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.server.app import SHUTDOWN_GRACE
 from tests.e2e.conftest import Federation, start_federation, stop_federation
 from tests.e2e.jobs import slow_job
 from tests.federation import server_address, wait_connected
@@ -65,4 +68,26 @@ def test_stop_while_a_job_runs_and_a_wait_is_attached(tmp_path: Path) -> None:
         if waiter is not None and waiter.poll() is None:
             waiter.kill()
             waiter.wait()
+        stop_federation(fed)
+
+
+def test_a_server_stopped_while_its_sites_are_connected_leaves_at_once(tmp_path: Path) -> None:
+    """SIGTERM to the server alone (a restart, a rolling upgrade) while both sites hold their
+    control channels: it closes them (going away) and exits well within its grace. Left to
+    aiohttp's shutdown, each open channel held the stop for the grace twice over (4 s)."""
+    fed = start_federation(tmp_path / "home")
+    try:
+        deadline = time.monotonic() + 30
+        while len(fed.cli.json("system", "status")[1]["data"]["sites"]) < 2:
+            assert time.monotonic() < deadline, "the sites never connected"
+            time.sleep(0.1)
+        server = int(json.loads((fed.workspace / "run" / "pids.json").read_text())["server"])
+        start = time.monotonic()
+        os.killpg(server, signal.SIGTERM)
+        while not gone(server):
+            assert time.monotonic() - start < SHUTDOWN_GRACE, "the open site channels held the stop"
+            time.sleep(0.02)
+        log = (fed.workspace / "logs" / "server.log").read_text().split("shutting down", 1)[1]
+        assert "site site-1 disconnected" in log and "site site-2 disconnected" in log, log
+    finally:
         stop_federation(fed)

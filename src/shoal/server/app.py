@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from shoal import settings
 from shoal.api.config_file import shoal_home
@@ -326,6 +326,15 @@ def close_revoked_sites(ctx: ServerContext, deny: DenyList) -> None:
         close_channel(site, 1008, "revoked")  # 1008: policy violation
 
 
+def close_site_channels(ctx: ServerContext) -> None:
+    """The server is stopping: close every site's control channel now (1001, going away). An
+    open channel is a request that never ends by itself: left to aiohttp's shutdown, each held
+    the stop for SHUTDOWN_GRACE twice over (4 s) before it was cut, and its agent learnt late
+    that this server is gone (a replica's sites move to another one sooner)."""
+    for site in ctx.sites.all():
+        close_channel(site, WSCloseCode.GOING_AWAY, "the server is stopping")
+
+
 async def watch_revocations(ctx: ServerContext, deny: DenyList) -> None:
     while True:
         try:
@@ -403,6 +412,7 @@ async def serve(kit_dir: Path, workspace: Path, host: str | None, port: int | No
         mail.cancel()
         await asyncio.gather(mail, return_exceptions=True)
     await ctx.scheduler.shutdown()
+    close_site_channels(ctx)
     await runner.cleanup()
     ctx.store.close()
     lock.close()
