@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -154,13 +155,19 @@ def test_server_sigkill_at_random_points_loses_nothing(fed: Federation, tmp_path
     listed = {row["job_id"]: row for row in doc["data"]}
     for token, job_id in accepted.items():
         assert job_id in listed, f"acknowledged job {job_id} ({token}) was lost"
-        code, doc = fed.cli.json("job", "list", "--submit-token", token)
+    # Dozens of CLI calls, each its own process: a few at a time (the answers are checked here,
+    # one by one, as before).
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        by_token = dict(zip(accepted, pool.map(submitted_with, [fed] * len(accepted), accepted), strict=True))
+        waited = dict(zip(listed, pool.map(waited_for, [fed] * len(listed), listed), strict=True))
+    for token, job_id in accepted.items():
+        code, doc = by_token[token]
         assert code == 0 and [r["job_id"] for r in doc["data"]] == [job_id], (token, doc)
 
     # every job reaches a terminal status with a reason; none is left dangling, and every job
     # whose workflow had said it can resume (all of these are FedAvg) finished
     for job_id in listed:
-        code, doc = fed.cli.json("job", "wait", job_id, "--timeout", "120")
+        code, doc = waited[job_id]
         meta = doc["data"]["job_meta"] if code in (0, 1) else doc
         assert code in (0, 1), doc
         assert meta["status"] in TERMINAL and meta.get("status_reason"), meta
@@ -181,6 +188,16 @@ def test_server_sigkill_at_random_points_loses_nothing(fed: Federation, tmp_path
     db = fed.kits / "server" / "workspace" / "store.db"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def submitted_with(fed: Federation, token: str) -> tuple[int, Any]:
+    """``job list --submit-token``: the jobs the server holds for ``token``."""
+    return fed.cli.json("job", "list", "--submit-token", token)
+
+
+def waited_for(fed: Federation, job_id: str) -> tuple[int, Any]:
+    """``job wait``: the job once it ended (two minutes at most)."""
+    return fed.cli.json("job", "wait", job_id, "--timeout", "120")
 
 
 PID_CLIENT = """
