@@ -48,6 +48,12 @@ class Replicas:
     def start_replica(self, name: str) -> int:
         """Start replica ``name`` (its own workspace; a free port the first time, the same one
         when it is started again, as HAProxy's configuration names it); its port once it serves."""
+        self.launch_replica(name)
+        return self.replica_ready(name)
+
+    def launch_replica(self, name: str) -> None:
+        """Start replica ``name``'s process without waiting for it (``replica_ready`` waits):
+        replicas may start together, their store's migrations run under one lock."""
         out = self.workspace / f"{name}.out"
         with out.open("wb") as sink, (self.workspace / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
@@ -63,6 +69,11 @@ class Replicas:
                 env={**self.cli.env(), "SHOAL_REPLICA_ID": name},
             )
         self.servers[name] = proc
+
+    def replica_ready(self, name: str) -> int:
+        """Wait until replica ``name`` says it serves (30 s at most); its port."""
+        out = self.workspace / f"{name}.out"
+        proc = self.servers[name]
         deadline = time.monotonic() + 30
         while True:
             for line in out.read_text().splitlines():
@@ -151,8 +162,10 @@ def replica_federation(
     assert prepared.returncode == 0, prepared.stderr
     fed = Replicas(cli, ws, env["SHOAL_STORE_URL"], env)
     try:
+        for name in REPLICAS:  # both start at once: each start is a second of the test's wall time
+            fed.launch_replica(name)
         for name in REPLICAS:
-            fed.start_replica(name)
+            fed.replica_ready(name)
         dialled = json.loads((ws / "poc.json").read_text())["server"]
         fed.proxy = HAProxy(
             ws / "haproxy",
