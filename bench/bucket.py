@@ -34,13 +34,13 @@ def _rounds_from_bucket(fed: BenchFederation, job_id: str, into: Path) -> list[f
 def large_model_bucket(quick: bool, model_mb: tuple[int, ...]) -> list[Figure]:
     from tests.s3server import s3_server
 
-    from bench.workloads import Figure, _end_time, _pids, _submit
+    from bench.workloads import QUICK_MODEL_MB, Figure, _end_time, _pids, _submit
 
     figures = []
     with s3_server() as s3:
         bucket = s3.new_bucket()
         with federation(env=s3.env(bucket), limits={"result_floor_bytes": 4 << 30}) as fed:
-            for mb in (20,) if quick else model_mb:
+            for mb in (QUICK_MODEL_MB,) if quick else model_mb:
                 label = f"{mb} MB model, bucket"
                 with tempfile.TemporaryDirectory() as tmp:
                     job = Path(tmp) / "big"

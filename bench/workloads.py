@@ -129,15 +129,16 @@ def _rounds(fed: BenchFederation, job_id: str) -> list[dict[str, Any]]:
 def per_round(fed: BenchFederation, quick: bool) -> list[Figure]:
     """(end of the last round - end of the first) / (rounds - 1), tiny model, 2 sites."""
     samples = []
+    rounds = 10 if quick else 50
     with tempfile.TemporaryDirectory() as tmp:
         job = Path(tmp) / "rounds"
         shutil.copytree(BENCH / "jobs" / "trivial", job)
         cfg = job / "app" / "config" / "config_fed_server.json"
-        cfg.write_text(json.dumps({"workflow": "fedavg", "args": {"num_rounds": 50}}))
+        cfg.write_text(json.dumps({"workflow": "fedavg", "args": {"num_rounds": rounds}}))
         for _ in range(1 if quick else 3):
             _idle_pause(quick)  # each run meets an idle federation
             samples.append(_per_round_once(fed, job))
-    return [Figure("per-round overhead", "50 rounds, tiny model, 2 sites", samples)]
+    return [Figure("per-round overhead", f"{rounds} rounds, tiny model, 2 sites", samples)]
 
 
 def _per_round_once(fed: BenchFederation, job: Path) -> float:
@@ -153,6 +154,9 @@ def _pids(fed: BenchFederation) -> dict[str, int]:
 
 
 LARGE_MODEL_MB: tuple[int, ...] = (100, 1024)  # python -m bench --model-mb N changes it
+#: The model of a quick run's large_model and large_model_bucket: a smoke run of the same path
+#: (streamed to disk, checkpointed, into the bucket), not a measurement of its speed.
+QUICK_MODEL_MB = 4
 
 
 #: The size measured beside its baseline in ``make bench`` (issue 19, target 4).
@@ -162,7 +166,7 @@ BASELINE_PAIRS = 2  # alternating runs of each side, a fresh federation each: th
 
 def large_model(fed: BenchFederation, quick: bool) -> list[Figure]:
     figures = []
-    for mb in (20,) if quick else LARGE_MODEL_MB:
+    for mb in (QUICK_MODEL_MB,) if quick else LARGE_MODEL_MB:
         if not quick and mb == BASELINE_MB:
             figures += _large_model_beside_baseline(mb)
         figures += _large_model_once(fed, mb, f"{mb} MB model, 2 sites")

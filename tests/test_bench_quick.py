@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.workloads import QUICK_MODEL_MB
 
 from tests.conftest import REPO
 
@@ -36,7 +37,7 @@ def test_bench_quick_runs_every_workload(tmp_path: Path) -> None:
         "per-round",
         "wait",
         "monitor",
-        "20",
+        str(QUICK_MODEL_MB),  # large_model and large_model_bucket: "4 MB model, ..."
         "5",
         "300",
         "load",
