@@ -175,8 +175,17 @@ NON_FINITE = "holds NaN or infinite values"
         (CYCLIC, {"w": ["float32", [0.5, 0.5, float("-inf")]]}, 1, f"tensor 'w' {NON_FINITE}"),
         (CROSS_EVAL, {"w": ["float32", [float("nan")] * 3]}, 1, f"tensor 'w' {NON_FINITE}"),
         (FEDAVG, GOOD, 10**15, "num_examples 1000000000000000 is more than the server allows"),
+        # past INLINE_BYTES, so uploaded and read from a file; weighing nothing, so not summed
+        (FEDAVG, {"w": ["float32", [0.5] * 70_000 + [float("nan")]]}, 0, f"tensor 'w' {NON_FINITE}"),
     ],
-    ids=["fedavg-nan", "fedavg-inf", "cyclic-minus-inf", "cross-site-eval-nan", "fedavg-num-examples"],
+    ids=[
+        "fedavg-nan",
+        "fedavg-inf",
+        "cyclic-minus-inf",
+        "cross-site-eval-nan",
+        "fedavg-num-examples",
+        "fedavg-nan-uploaded-weighing-nothing",
+    ],
 )
 def test_a_hostile_update_fails_the_job_naming_its_site(
     federation: Federation,

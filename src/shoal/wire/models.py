@@ -13,7 +13,7 @@ import io
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,12 +189,22 @@ def check_safetensors(source: Source) -> None:
     read_header(source)
 
 
+#: Looks at values a ``LazyParams`` read (a tensor's name, then the whole tensor or one chunk of
+#: it) before its reader gets them, and raises to refuse them.
+Inspect = Callable[[str, "np.ndarray"], None]
+
+
 class LazyParams(Mapping[str, "np.ndarray"]):
     """Safetensors (a file, or bytes in memory) whose tensors are read on access, or chunk by
-    chunk (``chunks``): either way a tensor read is a copy the caller owns and may change."""
+    chunk (``chunks``): either way a tensor read is a copy the caller owns and may change.
 
-    def __init__(self, source: Source) -> None:
+    ``inspect``, if given, sees every tensor or chunk as it is read and before the reader does:
+    a check folded into the reader's own pass (the server's update checks, folded into FedAvg's
+    sum) instead of a pass of its own over the whole file."""
+
+    def __init__(self, source: Source, inspect: Inspect | None = None) -> None:
         self.source = source
+        self.inspect = inspect
         self._tensors, self._data_start = read_header(source)
 
     def _spec(self, key: str) -> tuple[Any, list[int], int, int]:
@@ -213,6 +223,8 @@ class LazyParams(Mapping[str, "np.ndarray"]):
             f.seek(start)
             if nbytes and f.readinto(out.reshape(-1).view(np.uint8).data) != nbytes:
                 raise ShoalError("MODEL_INVALID", f"{_name(self.source)}: tensor {key!r} is cut short")
+        if self.inspect is not None:
+            self.inspect(key, out)
         return out
 
     def shape(self, key: str) -> tuple[tuple[int, ...], Any]:
@@ -234,6 +246,8 @@ class LazyParams(Mapping[str, "np.ndarray"]):
                 view = buffer[: take // dtype.itemsize]
                 if f.readinto(view.view(np.uint8).data) != take:
                     raise ShoalError("MODEL_INVALID", f"{_name(self.source)}: tensor {key!r} is cut short")
+                if self.inspect is not None:
+                    self.inspect(key, view)
                 yield done // dtype.itemsize, view
                 done += take
 

@@ -97,16 +97,32 @@ class WeightedSum:
         self._metric_weights: dict[str, float] = {}
         self.total_weight = 0.0
         self.count = 0
+        self._broken: str | None = None  # why the sum is no longer one of whole updates
 
     def add(
         self, params: Mapping[str, np.ndarray], weight: float, metrics: dict[str, float] | None = None
     ) -> None:
+        """Fold one update in. A read of it that raises part-way (an update whose values are
+        checked as they are read, ``LazyParams.inspect``, refused in its middle) leaves a sum
+        that is no sum of whole updates: it refuses any further use (the job fails anyway)."""
+        if self._broken is not None:
+            raise ValueError(f"this sum is incomplete: {self._broken}")
         if weight <= 0:
             raise ValueError(f"update weight must be positive, got {weight}")
         self._check(params)
+        try:
+            self._add_values(params, weight)
+        except BaseException as exc:
+            self._broken = f"an update was refused while it was being added ({type(exc).__name__}: {exc})"
+            raise
+        self._add_metrics(metrics, weight)
+        self.total_weight += weight
+        self.count += 1
+
+    def _add_values(self, params: Mapping[str, np.ndarray], weight: float) -> None:
         if isinstance(params, LazyParams):
             self._add_streamed(params, weight)
-            params = {}
+            return
         for name in params:
             arr = np.asarray(params[name])
             if name not in self._sums:
@@ -115,9 +131,6 @@ class WeightedSum:
             else:
                 self._sums[name] += _scaled(arr, weight, self._sums[name].dtype)
             del arr
-        self._add_metrics(metrics, weight)
-        self.total_weight += weight
-        self.count += 1
 
     def _check(self, params: Mapping[str, Any]) -> None:
         """Refuse the whole update before any of it is summed, so a refused one leaves the sum
@@ -165,6 +178,8 @@ class WeightedSum:
 
     def result(self) -> dict[str, np.ndarray]:
         """The weighted mean; it takes over the running sums (in place), so call it once."""
+        if self._broken is not None:
+            raise ValueError(f"this sum is incomplete: {self._broken}")
         if self.count == 0:
             raise ValueError("no updates to aggregate")
         out: dict[str, np.ndarray] = {}

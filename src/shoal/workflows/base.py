@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,8 +35,8 @@ from shoal.wire.flmodel import FLModel
 from shoal.wire.jsonout import dumps
 from shoal.wire.logconfig import apply as apply_log_setting
 from shoal.wire.messages import CONTROLLER, BadMessage, Dispatch, Message, encode
-from shoal.wire.models import LazyParams, load_params, save_params
-from shoal.workflows.update_checks import UpdateChecks
+from shoal.wire.models import Inspect, LazyParams, load_params, save_params
+from shoal.workflows.update_checks import UpdateChecks, non_finite_problem, non_finite_values
 
 log = logging.getLogger("shoal.workflow")
 
@@ -169,16 +169,25 @@ class WorkflowContext:
         return task_id
 
     def results(
-        self, task_id: str, *, min_responses: int, timeout: float | None
-    ) -> Iterator[tuple[str, FLModel]]:
+        self, task_id: str, *, min_responses: int, timeout: float | None, checks_on_read: bool = False
+    ) -> Generator[tuple[str, FLModel], None, None]:
         """Yield (site, update) as results arrive until every site answered, failed, or time ran out.
 
         Raises RoundFailed when fewer than ``min_responses`` can still answer. However it ends,
         the server is told the task is closed: it takes no more results for it and removes what
         sites left of theirs (docs/reliability.md, "late results").
+
+        Each update passed the server's checks (``_checked``) before it is yielded, or, with
+        ``checks_on_read``, its values pass them as they are read: each tensor or chunk is
+        checked before the caller gets it, in the caller's own pass over the file instead of a
+        pass of the check's own (decisions/0050). A caller that asks for this reads every value
+        of every update it is handed (``update_checks.read_through`` for one it has no use for)
+        and lets ``BadUpdate`` from a read end the job.
         """
         try:
-            yield from self._results(task_id, min_responses=min_responses, timeout=timeout)
+            yield from self._results(
+                task_id, min_responses=min_responses, timeout=timeout, checks_on_read=checks_on_read
+            )
         finally:
             try:
                 self._send(TaskClosed(task_id=task_id))
@@ -186,7 +195,7 @@ class WorkflowContext:
                 pass
 
     def _results(
-        self, task_id: str, *, min_responses: int, timeout: float | None
+        self, task_id: str, *, min_responses: int, timeout: float | None, checks_on_read: bool
     ) -> Iterator[tuple[str, FLModel]]:
         waiting = self._pending.pop(task_id, set())
         if len(waiting) < min_responses:
@@ -220,7 +229,7 @@ class WorkflowContext:
             try:
                 # Tensors load one at a time as the consumer reads them, so aggregating a
                 # large model holds one tensor of the update at a time, not the whole copy.
-                yield answer.site, self._checked(answer)
+                yield answer.site, self._checked(answer, on_read=checks_on_read)
             finally:
                 self._release(answer)
 
@@ -244,15 +253,23 @@ class WorkflowContext:
         if isinstance(result, Result):
             self._send(Release(task_id=result.task_id, site=result.site, path=result.path))
 
-    def _checked(self, result: Result | ResultBytes) -> FLModel:
+    def _checked(self, result: Result | ResultBytes, on_read: bool = False) -> FLModel:
         """A site's result as the workflow gets it, once it passed the server's update checks
         (``self.checks``): a refused one is BadUpdate naming the site, before any workflow code
-        has seen a value of it."""
+        has seen a value of it. ``on_read``: its weight is checked here, its values as they are
+        read (``results``)."""
         info = result.info
-        params = LazyParams(Path(result.path) if isinstance(result, Result) else result.payload())
-        problem = self.checks.num_examples_problem(info.num_examples) or self.checks.values_problem(params)
+        source = Path(result.path) if isinstance(result, Result) else result.payload()
+        problem = self.checks.num_examples_problem(info.num_examples)
         if problem is not None:
             raise BadUpdate(result.site, problem)
+        if on_read and self.checks.reject_non_finite:
+            params = LazyParams(source, inspect=_refuse_non_finite(result.site))
+        else:
+            params = LazyParams(source)
+            problem = self.checks.values_problem(params)
+            if problem is not None:
+                raise BadUpdate(result.site, problem)
         return FLModel(
             params=params, metrics=dict(info.metrics), meta=dict(info.meta), num_examples=info.num_examples
         )
@@ -380,6 +397,16 @@ class WorkflowContext:
         return load_params(path)
 
 
+def _refuse_non_finite(site: str) -> Inspect:
+    """The check of ``site``'s update values as they are read (``LazyParams.inspect``)."""
+
+    def inspect(name: str, values: Any) -> None:
+        if non_finite_values(values):
+            raise BadUpdate(site, non_finite_problem(name))
+
+    return inspect
+
+
 class _Collection:
     """One task's collection: what the server's answers change while ``results`` waits for
     them, one handler per message."""
@@ -471,15 +498,19 @@ class Workflow:
         round_number: int = 0,
         total_rounds: int = 1,
         min_responses: int | None = None,
-    ) -> Iterator[tuple[str, FLModel]]:
+        checks_on_read: bool = False,
+    ) -> Generator[tuple[str, FLModel], None, None]:
         """Send a task and yield ``(site, result)`` as results arrive, with this workflow's
-        k-of-n and deadline rules. Results stream: a result's tensors load as they are read."""
+        k-of-n and deadline rules. Results stream: a result's tensors load as they are read.
+        ``checks_on_read``: see ``WorkflowContext.results``."""
         task_id = self.ctx.send_task(
             task_name, model, sites=sites, round_number=round_number, total_rounds=total_rounds
         )
         del model  # sent and on disk: a caller that drops its own reference frees it while results arrive
         needed = min_responses or (min(self.min_responses, len(sites)) if sites else self.min_responses)
-        yield from self.ctx.results(task_id, min_responses=needed, timeout=self.round_timeout)
+        yield from self.ctx.results(
+            task_id, min_responses=needed, timeout=self.round_timeout, checks_on_read=checks_on_read
+        )
 
     def initial_model(self, relative: str | None) -> FLModel:
         """The model a job starts from: a safetensors file in the server app, or none (sites

@@ -3,6 +3,7 @@ example-weighted mean of their updates."""
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any
 
 from shoal.privacy.central import JobPrivacy, read_job_privacy
@@ -10,6 +11,7 @@ from shoal.wire.flmodel import FLModel
 from shoal.workflows.aggregate import UpdateMismatch, WeightedSum
 from shoal.workflows.base import BadUpdate, RoundFailed, Workflow, WorkflowContext
 from shoal.workflows.secure_round import secure_round
+from shoal.workflows.update_checks import read_through
 
 
 class FedAvg(Workflow):
@@ -130,26 +132,21 @@ class FedAvg(Workflow):
                 FLModel(params=model.params, meta={**self.task_meta, **model.meta}),
                 round_number=rnd,
                 total_rounds=self.num_rounds,
+                checks_on_read=True,  # every update is read below, checked in the same pass
             )
             # Once the task is sent the last global model lives in its file: letting go of it here
             # (collect does too) keeps one model in memory while updates arrive, the running sum.
             del model
-            for site, update in updates:
-                if final:
-                    update = FLModel(
-                        params=dict(update.params), metrics=update.metrics, num_examples=update.num_examples
-                    )
-                    last[site] = update
-                answered.append(site)
-                if update.num_examples == 0:
-                    continue  # trained on nothing (no data this round): it weighs nothing
-                params, weight = self.privacy.server_update(site, update.params, update.meta, global_params)
-                try:
-                    acc.add(params, update.num_examples if weight is None else weight, update.metrics)
-                except UpdateMismatch as exc:
-                    against = f" (the round's first update came from {summed[0]})" if summed else ""
-                    raise BadUpdate(site, f"{exc}{against}") from exc
-                summed.append(site)
+            with closing(updates):  # a refused update ends the round here: its task closes at once
+                for site, update in updates:
+                    if final:
+                        whole = dict(update.params)  # read (and checked) whole, kept for the caller
+                        update = FLModel(
+                            params=whole, metrics=update.metrics, num_examples=update.num_examples
+                        )
+                        last[site] = update
+                    answered.append(site)
+                    self._fold(site, update, acc, summed, global_params)
             if acc.count == 0:
                 raise RoundFailed(f"round {rnd}: no site reported any training examples (num_examples 0)")
             model = FLModel(params=self.privacy.noised(acc.result(), acc.count))
@@ -159,6 +156,23 @@ class FedAvg(Workflow):
                 self.ctx.report_privacy(self.privacy.report())
             self._checkpoint(rnd, model)
         return model, last
+
+    def _fold(
+        self, site: str, update: FLModel, acc: WeightedSum, summed: list[str], global_params: dict[str, Any]
+    ) -> None:
+        """One site's update into the round's sum; its values pass the server's checks as they
+        are read (``checks_on_read``), in the same pass."""
+        if update.num_examples == 0:
+            # trained on nothing (no data this round): it weighs nothing, yet is held to the checks
+            read_through(update.params)
+            return
+        params, weight = self.privacy.server_update(site, update.params, update.meta, global_params)
+        try:
+            acc.add(params, update.num_examples if weight is None else weight, update.metrics)
+        except UpdateMismatch as exc:
+            against = f" (the round's first update came from {summed[0]})" if summed else ""
+            raise BadUpdate(site, f"{exc}{against}") from exc
+        summed.append(site)
 
     def _checkpoint(self, rnd: int, model: FLModel) -> None:
         """Round ``rnd`` is done: what resuming after it needs goes to the server."""

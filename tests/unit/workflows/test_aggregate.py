@@ -213,3 +213,46 @@ def test_a_mismatch_names_only_what_differs() -> None:
     assert str(err.value) == "its tensors differ: missing ['w']"
     with pytest.raises(ValueError, match="^no updates to aggregate$"):
         WeightedSum().result()
+
+
+class Refused(Exception):
+    """What the test's inspector raises for a value it refuses."""
+
+
+def _refuse_nan(name: str, values: np.ndarray) -> None:
+    if np.isnan(values).any():
+        raise Refused(name)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["as-the-first-update", "as-a-later-update"])
+def test_an_update_refused_while_it_is_read_leaves_a_sum_that_refuses_any_further_use(
+    tmp_path: Path, first: bool
+) -> None:
+    """Its values are checked as they are read (``LazyParams.inspect``), the chunks before the
+    refused one already summed: the sum says so instead of averaging a part of an update."""
+    bad = np.ones(3 * 2**20 // 4, dtype=np.float32)  # three of LazyParams' chunks... and more
+    bad[-1] = np.nan
+    save_params({"w": bad}, tmp_path / "bad.safetensors")
+    acc = WeightedSum()
+    if not first:
+        acc.add({"w": np.ones_like(bad)}, 1.0)
+    with pytest.raises(Refused):
+        acc.add(LazyParams(tmp_path / "bad.safetensors", inspect=_refuse_nan), 2.0)
+    with pytest.raises(ValueError, match="this sum is incomplete: an update was refused"):
+        acc.result()
+    with pytest.raises(ValueError, match="this sum is incomplete"):
+        acc.add({"w": np.ones_like(bad)}, 1.0)
+
+
+def test_an_inspected_update_that_passes_sums_as_an_uninspected_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    one, two = (rng.standard_normal(3 * 2**20 // 4).astype(np.float32) for _ in range(2))
+    save_params({"w": one}, tmp_path / "one.safetensors")
+    save_params({"w": two}, tmp_path / "two.safetensors")
+    sums = []
+    for inspect in (None, _refuse_nan):
+        acc = WeightedSum()
+        acc.add(LazyParams(tmp_path / "one.safetensors", inspect=inspect), 1.0)
+        acc.add(LazyParams(tmp_path / "two.safetensors", inspect=inspect), 3.0)
+        sums.append(acc.result()["w"])
+    np.testing.assert_array_equal(sums[0], sums[1])

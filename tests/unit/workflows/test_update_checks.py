@@ -15,6 +15,7 @@ from shoal.workflows.update_checks import (
     DEFAULT_MAX_NUM_EXAMPLES,
     UpdateChecks,
     first_non_finite,
+    non_finite_values,
     update_checks_from_limits,
 )
 
@@ -45,6 +46,20 @@ def test_one_non_finite_value_anywhere_is_found(bad: complex, at: int) -> None:
     values[at] = 1.0
     assert first_non_finite({"w": values}) is None
     assert first_non_finite({"w": np.zeros(0, dtype=dtype)}) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_finite_values_whose_sum_overflows_pass_and_one_bad_value_among_them_is_found(dtype: Any) -> None:
+    """The one-pass check sums the values: a sum that overflowed from finite values alone goes
+    to the exact check, which passes them; a NaN or infinity among them is still found."""
+    big = np.full(1000, np.finfo(dtype).max / 2, dtype=dtype)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(big.sum())  # the fast path alone would refuse these
+    assert non_finite_values(big) is False and first_non_finite({"w": big}) is None
+    for bad in (np.nan, np.inf, -np.inf):
+        big[500] = bad
+        assert non_finite_values(big) is True and first_non_finite({"w": big}) == "w"
+    assert non_finite_values(np.array([1, 2], dtype=np.int64)) is False
 
 
 def test_a_value_in_a_later_chunk_of_a_streamed_tensor_is_found(tmp_path: Path) -> None:
