@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -273,3 +274,27 @@ def test_a_round_that_closes_without_a_slow_site_goes_on_and_refuses_its_late_an
     assert any("site-1" in r["sites"] for r in summary["rounds"][1:]), summary["rounds"]
     site_log = next((tmp_path / "dl").rglob("site-1/log.txt")).read_text()
     assert "no longer takes task" in site_log, site_log[-2000:]
+
+
+def _nice(pid: int, tid: str) -> int:
+    """A thread's nice value (/proc/PID/task/TID/stat, field 19)."""
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_the_server_hashes_checkpoints_in_a_thread_that_yields_the_cpu(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Storing a round's checkpoint hashes its model whole, beside the next round's transfers:
+    it runs in a thread of its own, niced below the server's event loop (decisions/0050)."""
+    from shoal.scheduler.checkpoints import HASHING_NICE
+
+    code, doc = federation.cli.json(
+        "job", "submit", "-j", _hello(tmp_path / "job"), "--wait", "--timeout", "60"
+    )
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    server = int(json.loads((federation.workspace / "run" / "pids.json").read_text())["server"])
+    nices = {tid: _nice(server, tid) for tid in os.listdir(f"/proc/{server}/task")}
+    loop = nices.pop(str(server))
+    assert min(19, loop + HASHING_NICE) in nices.values(), (loop, nices)
+    assert max(nices.values()) <= min(19, loop + HASHING_NICE)  # no other thread of it yields so

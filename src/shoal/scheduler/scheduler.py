@@ -485,3 +485,4 @@ class Scheduler:
         """Wait for the store writes already asked for; call after the last request is done and
         before the store is closed."""
         self.writer.close()
+        self.checkpoints.close()
