@@ -170,3 +170,14 @@ class TreeCpu:
         for pid, (name, used) in self._last.items():
             out[name] += used - self._first[pid]
         return out
+
+    def root_seconds(self) -> dict[str, float]:
+        """Of ``seconds``, what each tree's root process used itself (a server's or an agent's
+        event loop and its threads); the rest is its children's (its fork server and the job
+        processes forked from it: a controller, a training script)."""
+        by_pid = {root: name for name, root in self.roots.items()}
+        out = dict.fromkeys(self.roots, 0.0)
+        for pid, (_, used) in self._last.items():
+            if pid in by_pid:
+                out[by_pid[pid]] += used - self._first[pid]
+        return out

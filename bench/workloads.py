@@ -221,6 +221,14 @@ def _large_model_once(fed: BenchFederation, mb: int, label: str) -> list[Figure]
             Figure(label, f"{tree} tree CPU-s per round", [used / rounds], "s")
             for tree, used in sorted(cpu.seconds().items())
         ),
+        *(
+            # of which the job processes (the controller, a site's training script): where the
+            # round's folding and training run, apart from the processes that move the bytes
+            Figure(
+                label, f"{tree} job processes CPU-s per round", [(cpu.seconds()[tree] - own) / rounds], "s"
+            )
+            for tree, own in sorted(cpu.root_seconds().items())
+        ),
     ]
 
 
