@@ -25,13 +25,12 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from shoal.errors import ShoalError
 from shoal.scheduler.controller_messages import TASK_ID_RE
-from shoal.server import site_jobs
+from shoal.server import site_jobs, site_sessions
 from shoal.server.context import ServerContext
 from shoal.server.relay_book import Relayed, RelayedTask
 from shoal.server.site_messages import BadSiteMessage, parse_site_message
@@ -101,20 +100,11 @@ async def _to_site(ctx: ServerContext, site: str, message: ForSite) -> None:
             ctx.relays.task_passed(entry, task_id, message.model_blob, message.model_bytes or 0)
         if await ctx.sites.send(site, message.message):
             return
-    moved = await asyncio.to_thread(_post_where_site_is, ctx, site, encode(message))
+    moved = await asyncio.to_thread(site_sessions.leave_with_its_replica, ctx, site, encode(message))
     if not moved:
         log.warning(
             "site %s: a message of replica %s for it was dropped, no replica holds it", site, message.holder
         )
-
-
-def _post_where_site_is(ctx: ServerContext, site: str, message: dict[str, Any]) -> bool:
-    here = ctx.scheduler.replica
-    for session in ctx.store.site_sessions():
-        if session.site == site and session.replica != here:
-            ctx.store.post_site_mail(site, session.replica, message)
-            return True
-    return False
 
 
 def entry_of(ctx: ServerContext, site: str, job_id: str) -> Relayed | None:

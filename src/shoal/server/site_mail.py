@@ -16,7 +16,7 @@ import logging
 import threading
 from typing import Any
 
-from shoal.server import relay
+from shoal.server import relay, site_sessions
 from shoal.server.context import ServerContext
 
 log = logging.getLogger("shoal.server")
@@ -29,16 +29,7 @@ async def send_anywhere(ctx: ServerContext, name: str, message: dict[str, Any]) 
         return ctx.scheduler.replica
     if not ctx.scheduler.shared:
         return None
-    return await asyncio.to_thread(_post, ctx, name, message)
-
-
-def _post(ctx: ServerContext, name: str, message: dict[str, Any]) -> str | None:
-    here = ctx.scheduler.replica
-    for session in ctx.store.site_sessions():
-        if session.site == name and session.replica != here:
-            ctx.store.post_site_mail(name, session.replica, message)
-            return session.replica
-    return None
+    return await asyncio.to_thread(site_sessions.leave_with_its_replica, ctx, name, message)
 
 
 async def deliver(ctx: ServerContext) -> None:
@@ -84,6 +75,6 @@ async def _deliver_once(ctx: ServerContext) -> None:
             continue
         if ctx.sites.get(one.site) is not None and await ctx.sites.send(one.site, one.message):
             continue
-        moved = await asyncio.to_thread(_post, ctx, one.site, one.message)
+        moved = await asyncio.to_thread(site_sessions.leave_with_its_replica, ctx, one.site, one.message)
         if moved is None:
             log.warning("site %s: a message for it was dropped, no replica holds it", one.site)

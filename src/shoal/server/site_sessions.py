@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from shoal.scheduler.sites import ConnectedSite
 from shoal.server.context import ServerContext
@@ -52,3 +53,14 @@ async def closed(ctx: ServerContext, site: ConnectedSite) -> None:
         await asyncio.to_thread(ctx.store.site_closed, session_of(ctx, site))
     except Exception:
         log.exception("site %s: could not remove its channel from the shared store", site.name)
+
+
+def leave_with_its_replica(ctx: ServerContext, site: str, message: dict[str, Any]) -> str | None:
+    """Leave ``message`` in ``site_mail`` for the other live replica holding ``site``'s channel;
+    that replica, or None when none does. Store calls only: run in a thread."""
+    here = ctx.scheduler.replica
+    for session in ctx.store.site_sessions():
+        if session.site == site and session.replica != here:
+            ctx.store.post_site_mail(site, session.replica, message)
+            return session.replica
+    return None
