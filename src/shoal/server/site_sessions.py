@@ -29,7 +29,9 @@ def session_of(ctx: ServerContext, site: ConnectedSite) -> SiteSession:
         since=site.connected_at,
         org=site.org,
         version=site.version,
-        studies=tuple(site.studies) if site.studies is not None else None,
+        # only the studies this federation has: all scheduling needs, and what a site's hello
+        # lists beyond them would be read by every replica every second
+        studies=tuple(sorted(site.studies & set(ctx.studies.names()))) if site.studies is not None else None,
         resources=site.resources,
         jobs=tuple(sorted(site.jobs)),
     )
