@@ -59,6 +59,14 @@ def megabyte_job(dest: Path, rounds: int) -> Path:
     return dest
 
 
+def wait_split(fed: Replicas, replica: str) -> None:
+    """Until ``replica`` lists the sites apart, each on its own replica (SPLIT)."""
+    deadline = time.monotonic() + 30
+    while (seen := sites_seen_by(fed, fed.direct_kit(replica))) != SPLIT:
+        assert time.monotonic() < deadline, f"{replica} never listed the sites apart: {seen}"
+        time.sleep(0.2)
+
+
 def run_to_the_end(fed: Replicas, job: Path) -> str:
     code, doc = fed.cli.json("job", "submit", "-j", job, "--wait", "--timeout", "120")
     assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
@@ -70,10 +78,7 @@ def test_a_job_reaches_sites_on_both_replicas_and_every_round_has_both(
 ) -> None:
     fed = split
     for replica in SPLIT.values():  # each replica lists both, each on its own replica
-        deadline = time.monotonic() + 30
-        while (seen := sites_seen_by(fed, fed.direct_kit(replica))) != SPLIT:
-            assert time.monotonic() < deadline, f"{replica} never listed the sites as split: {seen}"
-            time.sleep(0.2)
+        wait_split(fed, replica)
 
     job_id = run_to_the_end(fed, megabyte_job(tmp_path / "big", rounds=3))
     got, summary = final_model(fed.cli, job_id, tmp_path / "big-out")
@@ -111,11 +116,7 @@ def test_the_replica_relaying_for_a_job_killed_mid_job_its_site_moves_and_the_jo
     what it had not answered again, and the job finishes with every round once and the model of
     an uninterrupted run; the job's replica never stopped, so nothing was resumed."""
     fed = spread
-    direct_a = fed.direct_kit("replica-a")
-    deadline = time.monotonic() + 30
-    while (seen := sites_seen_by(fed, direct_a)) != SPLIT:
-        assert time.monotonic() < deadline, f"the sites never sat apart: {seen}"
-        time.sleep(0.2)
+    wait_split(fed, "replica-a")
     job = paced_hello(tmp_path / "job", rounds=8, delay=0.4)
     want, _ = final_model(fed.cli, run_to_the_end(fed, job), tmp_path / "plain")
 
@@ -144,11 +145,7 @@ def test_a_hostile_site_on_the_other_replica_is_refused_there_as_it_would_be_on_
     result past the task's bound, one that is not a safetensors file, a model download for a
     task not sent. Nothing of it reaches A, and B keeps no file of it."""
     fed = split
-    direct_a = fed.direct_kit("replica-a")
-    deadline = time.monotonic() + 30
-    while (seen := sites_seen_by(fed, direct_a)) != SPLIT:
-        assert time.monotonic() < deadline, f"the sites never sat apart: {seen}"
-        time.sleep(0.2)
+    wait_split(fed, "replica-a")
     agent = fed.sites.pop("site-2")
     os.killpg(agent.pid, signal.SIGKILL)
     agent.wait(timeout=30)
