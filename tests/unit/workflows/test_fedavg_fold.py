@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.unit.workflows.conftest import ChannelPair
 
 from shoal.fl.model import FLModel
-from shoal.wire.channel import SyncChannel, encode
+from shoal.wire.channel import encode
 from shoal.wire.models import save_params
 from shoal.workflows.base import BadUpdate, WorkflowContext
 from shoal.workflows.fedavg import FedAvg
 
-SITES = ("site-1", "site-2")
 N = 2**20  # float32 values per update: 4 MiB, streamed from its file in chunks
 
 
@@ -48,24 +47,6 @@ def _bytes_read() -> int:
     raise AssertionError("no rchar in /proc/self/io")
 
 
-@pytest.fixture
-def context(tmp_path: Path) -> Iterator[tuple[WorkflowContext, socket.socket]]:
-    server_sock, job_sock = socket.socketpair()
-    channel = SyncChannel(job_sock)
-    ctx = WorkflowContext(
-        channel,
-        job_id="j1",
-        sites=list(SITES),
-        run_dir=tmp_path,
-        workspace=tmp_path / "workspace",
-        app_dir=tmp_path / "app",
-        min_clients=2,
-    )
-    yield ctx, server_sock
-    channel.close()
-    server_sock.close()
-
-
 def _train(
     ctx: WorkflowContext, server_sock: socket.socket, updates: dict[str, tuple[np.ndarray, int]]
 ) -> FLModel:
@@ -80,11 +61,11 @@ def _train(
 
 
 def test_each_update_is_read_once_and_the_mean_is_the_same(
-    context: tuple[WorkflowContext, socket.socket],
+    channel_pair: ChannelPair,
 ) -> None:
     """Checked and folded in one read of its file: before, the check read each update whole,
     and then the fold read it again (twice the bytes)."""
-    ctx, server_sock = context
+    ctx, server_sock = channel_pair.ctx, channel_pair.server
     rng = np.random.default_rng(0)
     one, two = rng.standard_normal(N, dtype=np.float32), rng.standard_normal(N, dtype=np.float32)
     before = _bytes_read()
@@ -97,11 +78,11 @@ def test_each_update_is_read_once_and_the_mean_is_the_same(
 
 @pytest.mark.parametrize("examples", [1, 0], ids=["weighed", "weighs-nothing"])
 def test_a_non_finite_value_in_an_updates_last_chunk_is_refused_naming_its_site(
-    context: tuple[WorkflowContext, socket.socket], examples: int
+    channel_pair: ChannelPair, examples: int
 ) -> None:
     """Found in the fold's own pass, at the update's very end; an update that weighs nothing is
     not folded in, yet is read through and refused all the same."""
-    ctx, server_sock = context
+    ctx, server_sock = channel_pair.ctx, channel_pair.server
     bad = np.ones(N, dtype=np.float32)
     bad[-1] = np.nan
     with pytest.raises(BadUpdate) as caught:

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tests.unit.workflows.conftest import SITES, ChannelPair
 
 from shoal.fl.model import FLModel
-from shoal.wire.channel import SyncChannel, encode
+from shoal.wire.channel import encode
 from shoal.wire.models import load_params, save_params
-from shoal.workflows.base import WorkflowContext
 from shoal.workflows.fedavg import FedAvg
-
-SITES = ("site-1", "site-2")
 
 
 def _fake_server(sock: socket.socket, run_dir: Path, sent: weakref.ref[np.ndarray], seen: list[Any]) -> None:
@@ -46,18 +44,8 @@ def _fake_server(sock: socket.socket, run_dir: Path, sent: weakref.ref[np.ndarra
             sock.sendall(encode({**reply, "num_examples": 1}))
 
 
-def test_the_model_sent_is_not_held_while_its_round_runs(tmp_path: Path) -> None:
-    server_sock, job_sock = socket.socketpair()
-    channel = SyncChannel(job_sock)
-    ctx = WorkflowContext(
-        channel,
-        job_id="j1",
-        sites=list(SITES),
-        run_dir=tmp_path,
-        workspace=tmp_path / "workspace",
-        app_dir=tmp_path / "app",
-        min_clients=2,
-    )
+def test_the_model_sent_is_not_held_while_its_round_runs(tmp_path: Path, channel_pair: ChannelPair) -> None:
+    ctx, server_sock = channel_pair.ctx, channel_pair.server
     handed = [FLModel(params={"w": np.zeros(1000, dtype=np.float32)})]
     sent = weakref.ref(handed[0].params["w"])
     seen: list[Any] = []
@@ -66,9 +54,8 @@ def test_the_model_sent_is_not_held_while_its_round_runs(tmp_path: Path) -> None
 
     # pop(): the call holds the only reference, as in FedAvg.run's train(self.initial_model(...))
     model, _ = FedAvg(ctx, num_rounds=2).train(handed.pop())
-    channel.close()
+    channel_pair.channel.close()  # the server's end reads to its end and stops
     server.join(timeout=10)
-    server_sock.close()
 
     assert seen == [True, True]  # freed before either round's results came in
     np.testing.assert_allclose(model.params["w"], np.full(1000, 3.0))  # 0 + 1.5 + 1.5
