@@ -153,7 +153,8 @@ class LeaseKeeper:
             await host.remote_sites.refresh()  # where the other replicas' sites are (decisions/0048)
         held = list(host.leases.values())
         if held:
-            said = {job_id: progress_said(run) for job_id, run in host.runs.items()}
+            # what the other replicas show of these jobs; a store no other replica reads needs none
+            said = {job_id: progress_said(run) for job_id, run in host.runs.items()} if host.shared else None
             renewed = {
                 lease.job_id
                 for lease in await asyncio.to_thread(host.store.renew_leases, held, host.lease_ttl, said)
