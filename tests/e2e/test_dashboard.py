@@ -175,6 +175,18 @@ def logged_in(browser: Any, dash: Dashboard) -> Any:
     return page
 
 
+def text_once_drawn(page: Any, selector: str) -> str:
+    """The text of ``selector`` once the page's script has filled it: views are drawn after the
+    page loads (from /api/session and the event streams), so an empty read means "not yet"."""
+    page.wait_for_function(
+        "sel => ((document.querySelector(sel) || {}).innerText || '').trim() !== ''",
+        arg=selector,
+        timeout=60_000,
+    )
+    text: str = page.inner_text(selector)
+    return text
+
+
 def token_of(dash: Dashboard) -> str:
     return dash.url.split("token=", 1)[1]
 
@@ -223,7 +235,7 @@ def test_the_page_opens_with_its_token_once_and_nothing_opens_without(
         cookie = next(c for c in page.context.cookies() if c["name"].startswith("shoal_dashboard_"))
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert page.evaluate("document.cookie") == "", "the page's script cannot read the session"
-        assert "admin@example.com" in page.inner_text("#who")
+        assert "admin@example.com" in text_once_drawn(page, "#who")
         response = page.goto(dash.base + "/")
         assert response is not None and response.status == 200, "the session holds without the token"
         headers = response.headers
@@ -315,12 +327,12 @@ def test_a_member_sees_no_abort_button_and_a_forged_abort_is_refused_by_the_serv
     job_id = submit(federation, slow_job(tmp_path / "member"))
     try:
         page = open_page(member_session, member_dash, f"#/job/{job_id}")
-        assert "member" in page.inner_text("#who")
+        assert "member" in text_once_drawn(page, "#who")
         page.wait_for_selector("#facts[data-status='RUNNING']", timeout=60_000)
         page.wait_for_selector("svg.chart", timeout=60_000)  # the view right shows the curves
         for button in ("#abort", "#clone", "#delete", "a.download"):
             assert page.query_selector(button) is None, button
-        assert "may not read this job's logs" in page.inner_text("#logs")  # view_logs: none for a member
+        assert "may not read this job's logs" in text_once_drawn(page, "#logs")  # a member has no view_logs
         page.on("dialog", lambda dialog: dialog.accept())
         page.evaluate(f"window.shoal.action('{job_id}', 'abort')")  # what the button would do
         page.wait_for_selector("#error[data-code='NOT_AUTHORIZED']")
