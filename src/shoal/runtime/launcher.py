@@ -13,7 +13,9 @@ What stays the same as a fresh process: its own process group (abort and shutdow
 group) in a session without a controlling terminal, stdout/stderr where the parent wants them,
 ``SHOAL_CHANNEL_FD``, exit codes
 (an uncaught exception exits 1 with its traceback, ``sys.exit`` as usual, death by a signal is
-minus its number), and fresh random state: numpy's global generator is reseeded in every child
+minus its number), what a script counts on at its exit (threads joined, ``atexit``, files
+flushed; ``shoal.runtime.job_exit``, which skips the costly teardown of the shared modules),
+and fresh random state: numpy's global generator is reseeded in every child
 (Python's ``random`` reseeds itself after a fork), so two jobs never draw the same numbers. No
 code of a job runs in the fork server before the fork, and the server and the agent never fork
 themselves. The job processes stay in the fork server's session, whose scheduling group the fork
@@ -32,13 +34,14 @@ import socket
 import sys
 
 from shoal import settings
+from shoal.runtime.job_exit import exit_code, leave
 from shoal.sandbox.priority import session_nice, yield_session
 from shoal.wire.channel import CHANNEL_FD_ENV, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
-    from typing import Any, Protocol
+    from typing import Any, NoReturn, Protocol
 
     class JobProcess(Protocol):
         """What the server and the agent need of a job's process, forked or started cold."""
@@ -409,7 +412,7 @@ def _report_exits(control: socket.socket) -> None:
         control.sendall(encode({"exited": pid, "code": os.waitstatus_to_exitcode(status)}))
 
 
-def _become(spec: dict[str, Any], fds: list[int], *, keep_stdio: bool = False) -> None:
+def _become(spec: dict[str, Any], fds: list[int], *, keep_stdio: bool = False) -> NoReturn:
     """In the forked child (already in its own process group), or a cold ``--once`` interpreter
     (``keep_stdio``: its parent set its output): its descriptors, its confinement, then the
     job's code."""
@@ -447,12 +450,16 @@ def _become(spec: dict[str, Any], fds: list[int], *, keep_stdio: bool = False) -
     sys.path[1:1] = list(spec.get("sys_path") or [])
     import runpy
 
-    if module is not None:
-        sys.argv = [module, *argv[2:]]
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = argv
-        runpy.run_path(argv[0], run_name="__main__")
+    try:
+        if module is not None:
+            sys.argv = [module, *argv[2:]]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = argv
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as exc:
+        leave(exit_code(exc))
+    leave(0)  # an uncaught exception instead goes the interpreter's way: its traceback, exit 1
 
 
 def main() -> None:

@@ -157,6 +157,63 @@ def test_modules_exceptions_signals_and_log_files(tmp_path: Path) -> None:
     assert "module ['x']" in text and "RuntimeError: boom" in text
 
 
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+import kept_open
+left_open = open("main.txt", "w")
+left_open.write("written by __main__, never closed")
+kept_open.text.write("written to a module's global file, never closed")
+def late() -> None:
+    time.sleep(0.3)
+    with open("thread.txt", "w") as f:
+        f.write("a thread joined at exit")
+threading.Thread(target=late).start()
+atexit.register(lambda: open("atexit.txt", "w").write("atexit ran"))
+print("buffered to stdout, never flushed", end="")
+if sys.argv[1:] == ["message"]:
+    sys.exit("stopped: a message")
+if sys.argv[1:] == ["code"]:
+    sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize("warm_processes", ["1", "0"], ids=["forked", "cold"])
+@pytest.mark.parametrize(("ending", "code"), [("return", 0), ("code", 4), ("message", 1)])
+def test_a_job_process_ends_as_pythons_exit_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm_processes: str, ending: str, code: int
+) -> None:
+    """The job process skips the interpreter's teardown (shoal.runtime.job_exit) but keeps
+    what a script counts on at exit: threads joined, atexit, files it left open flushed (its
+    own and a module's), stdout flushed, sys.exit's code and message."""
+    monkeypatch.setenv("SHOAL_WARM_SPARES", warm_processes)
+    (tmp_path / "ending.py").write_text(EXIT_SCRIPT)
+    (tmp_path / "kept_open.py").write_text("text = open('module.txt', 'w')\n")
+    log = tmp_path / "log.txt"
+
+    async def scenario() -> int:
+        launcher = ForkServer(("numpy",), pipe_stdout=False)
+        proc, sock = await launcher.launch(
+            [str(tmp_path / "ending.py"), ending],
+            cwd=str(tmp_path),
+            env={},
+            sys_path=[str(tmp_path)],
+            output_file=str(log),
+        )
+        returned = await asyncio.wait_for(proc.wait(), 30)
+        sock.close()
+        await launcher.close()
+        return returned
+
+    assert run(scenario()) == code
+    assert (tmp_path / "main.txt").read_text() == "written by __main__, never closed"
+    assert (tmp_path / "module.txt").read_text() == "written to a module's global file, never closed"
+    assert (tmp_path / "thread.txt").read_text() == "a thread joined at exit"
+    assert (tmp_path / "atexit.txt").read_text() == "atexit ran"
+    output = log.read_text()
+    assert "buffered to stdout, never flushed" in output
+    assert ("stopped: a message" in output) == (ending == "message")
+
+
 def test_jobs_forked_from_one_server_draw_different_random_numbers(tmp_path: Path) -> None:
     """The fork server's numpy state is shared by every child unless reseeded."""
     (tmp_path / "draw.py").write_text(
