@@ -68,6 +68,43 @@ def test_logged_metrics_reach_monitor_live(federation: Federation, tmp_path: Pat
     assert live and live[0]["metrics"]["site-1.step_loss"] == 0.5, events
 
 
+LATE_METRICS_CLIENT = """
+import time
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    flare.send(FLModel(params={"w": np.zeros(2)}, metrics={"loss": 1.0}, num_examples=1))
+    if model.current_round == model.total_rounds - 1:  # its last result is sent: the round ends
+        time.sleep(0.3)
+        flare.log_metric("after_last_result", 1.0, step=model.current_round)
+time.sleep(0.3)  # told to stop: a final evaluation, say
+flare.log_metric("final_eval", 0.9)
+"""
+
+
+def test_metrics_logged_after_the_last_result_are_in_the_summary(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """The workflow writes its summary once every site ended its part (decisions/0053): what a
+    script logs after its last result, even after it was told to stop, is not lost to a race."""
+    job = slow_job(tmp_path / "job", rounds=2, delay=0.0)
+    (job / "app" / "custom" / "client.py").write_text(LATE_METRICS_CLIENT)
+    code, doc = federation.cli.json("job", "submit", "-j", job, "--wait")
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    code, doc = federation.cli.json("job", "download", doc["data"]["job_id"], "-o", tmp_path / "dl")
+    assert code == 0, doc
+    summary = json.loads(Path(doc["data"]["artifacts"]["metrics_summary"]).read_text())
+    for site in ("site-1", "site-2"):
+        logged = [(m["key"], m["value"]) for m in summary["logged_metrics"][site]]
+        assert logged == [("after_last_result", 1.0), ("final_eval", 0.9)], (site, logged)
+
+
 DIVERGING_CLIENT = """
 import numpy as np
 from shoal.fl import FLModel

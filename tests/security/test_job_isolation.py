@@ -175,6 +175,21 @@ class Thief(Workflow):
 """
 
 
+#: Says its training is over (the sites end their part), then sends a task anyway.
+TASK_AFTER_FINISHING = r"""
+import numpy as np
+from shoal.fl.model import FLModel
+from shoal.workflows.base import Workflow
+
+class Late(Workflow):
+    def run(self):
+        self.ctx._channel.send({"op": "finishing"})
+        task = self.ctx.send_task("train", FLModel(params={"w": np.zeros(4, dtype=np.float32)}))
+        for _ in self.ctx.results(task, min_responses=1, timeout=30):
+            pass
+"""
+
+
 #: Nests 3,000 folders in its scratch and its output folder, then ends: the server's walk of
 #: them raised RecursionError, and the job was never settled.
 DEEP_WORKFLOW = r"""
@@ -406,6 +421,21 @@ def test_a_task_naming_a_checkpoint_the_server_does_not_hold_is_refused(
     for site in ("site-1", "site-2"):
         jobs = fed.kits / site / "workspace" / "jobs" / doc["data"]["job_id"]
         assert not any(b"PRIVATE KEY" in p.read_bytes() for p in jobs.rglob("*") if p.is_file())
+
+
+def test_a_task_after_the_workflow_said_its_training_was_over_ends_the_job(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """Once the workflow said ``Finishing`` its sites are ending (decisions/0053): a task after
+    it is a broken workflow's, and the job ends saying so rather than waiting on sites that left."""
+    job = _job(tmp_path / "job", server={"workflow": {"class": "late.Late"}})
+    (job / "app" / "custom" / "late.py").write_text(TASK_AFTER_FINISHING)
+    code, doc = fed.cli.json(
+        "job", "submit", "-j", job, "--wait", "--timeout", "60", "--study", CUSTOM_CODE_STUDY
+    )
+    assert code == 1 and doc["data"]["status"] == "FINISHED_EXCEPTION", doc
+    reason = doc["data"]["job_meta"]["status_reason"]
+    assert "a task after the workflow said its training was over" in reason, reason
 
 
 def test_custom_workflows_are_refused_where_the_study_does_not_allow_them(

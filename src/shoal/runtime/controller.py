@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.resume_dir is not None:
             resume(workflow, ctx, opts.resume_dir)
         workflow.run()
+        ctx.end_sites()  # the summary then holds what the sites logged after their last result
     except RoundFailed as exc:
         logging.getLogger("shoal.workflow").error("job failed: %s", exc)
         last_word: Done | WorkflowError = WorkflowError(

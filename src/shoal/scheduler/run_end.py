@@ -102,6 +102,8 @@ class RunEnd:
         self.lost = False
         self.aborting = False
         self.finishing = False
+        self.training_done = False  # the workflow said Finishing: it may send no more tasks
+        self._sites_ending: asyncio.Task[None] | None = None  # ended after Finishing
         self.done = asyncio.Event()  # the run is settled (or forgotten)
 
     @property
@@ -140,6 +142,26 @@ class RunEnd:
         self._host.lease_lost(self._job_id, lease)
         self.forget()  # if the host had forgotten it already
         return False
+
+    def training_over(self, answer: Callable[[list[str]], None]) -> None:
+        """The workflow said its training is over (``Finishing``): from now on it may send no
+        task; the sites end their part, and once each confirmed it (or is gone, or
+        SITE_END_GRACE passed) ``answer`` gets the stragglers. Every metric a site logged came
+        before its confirmation, so the workflow then writes its summary with all of them
+        (decisions/0053). The workflow's channel is read meanwhile (a release, its last word)."""
+        if self.training_done:
+            return
+        self.training_done = True
+        self._sites_ending = asyncio.get_running_loop().create_task(self._end_sites_then(answer))
+
+    async def _end_sites_then(self, answer: Callable[[list[str]], None]) -> None:
+        await self.tell_sites_finished()
+        self._members.check_settled()
+        try:
+            await asyncio.wait_for(self._members.settled.wait(), SITE_END_GRACE)
+        except TimeoutError:
+            pass
+        answer(self._members.stragglers())
 
     async def tell_sites_finished(self) -> None:
         """The workflow finished and its results are written: the sites can stop while its

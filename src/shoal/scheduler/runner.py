@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shoal.privacy.central import read_job_privacy
 from shoal.sandbox.files import remove_tree
 from shoal.scheduler.controller_channel import ControllerChannel
-from shoal.scheduler.controller_messages import checked_task, error_message
+from shoal.scheduler.controller_messages import BadControllerMessage, checked_task, error_message
 from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.progress import Progress
 from shoal.scheduler.run_checkpoints import KeeperHost, RunCheckpoints
@@ -38,6 +38,7 @@ from shoal.store.checkpoints import Checkpoint
 from shoal.store.leases import Lease
 from shoal.wire.controller import (
     Done,
+    Finishing,
     PrivacySpent,
     Release,
     Result,
@@ -48,6 +49,7 @@ from shoal.wire.controller import (
     SiteFailed,
     SiteJoined,
     SiteMetric,
+    SitesEnded,
     Task,
     TaskClosed,
     WorkflowError,
@@ -123,6 +125,7 @@ class JobRun:
                 PrivacySpent: self._on_privacy,
                 TaskClosed: self._on_task_closed,
                 Release: self._on_release,
+                Finishing: self._on_finishing,
                 Done: self._on_done,
                 WorkflowError: self._on_error,
                 Resumable: self._on_resumable,
@@ -293,6 +296,8 @@ class JobRun:
             await handle(message)
 
     async def _on_task(self, message: Task) -> None:
+        if self.end.training_done:  # its sites are ending: a broken (or hostile) workflow
+            raise BadControllerMessage("a task after the workflow said its training was over")
         checked = checked_task(message, set(self.site_apps))
         checkpointed = (  # the model the workflow checkpointed just before: the server holds its file
             None if checked.checkpoint_round is None else self.round_checkpoints.checkpointed_model(checked)
@@ -339,6 +344,11 @@ class JobRun:
         self.task_book.release_result(
             message.task_id, message.site, message.site in self.site_apps, self.members.failed
         )
+
+    async def _on_finishing(self, message: Finishing) -> None:
+        """The sites end now and the workflow hears when they did (``RunEnd.training_over``)."""
+        answer = self.channel.send
+        self.end.training_over(lambda stragglers: answer(SitesEnded(stragglers=stragglers)))
 
     async def _on_done(self, message: Done) -> None:
         reason = message.reason

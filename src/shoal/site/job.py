@@ -112,6 +112,7 @@ class SiteJob:
         self._ending = False
         self._ended = False
         self._capture: asyncio.Task[None] | None = None
+        self._pumping: asyncio.Task[None] | None = None  # relaying the script's messages (_pump)
         self._unanswered: set[str] = set()  # tasks handed to the script that it has not answered
         self._relaying_result = False  # a result from the script is being handed to the server
         self._tasks_seen: set[str] = set()
@@ -234,7 +235,7 @@ class SiteJob:
         loop = asyncio.get_running_loop()
         assert self.proc.stdout is not None
         self._capture = loop.create_task(self._capture_output(self.proc.stdout))
-        loop.create_task(self._pump(reader))
+        self._pumping = loop.create_task(self._pump(reader))
         await self.agent.send(Ready(job_id=self.job_id))
         meta = json.loads((job_dir / "meta.json").read_text())
         if not self.agent.policy.get("share_metrics", True):
@@ -655,6 +656,11 @@ class SiteJob:
             except ConnectionError:
                 pass
         await self.stop_process(polite=not kill)
+        if self._pumping is not None:
+            # What the script sent before it exited (a metric logged after its last result)
+            # reaches the server before the end is confirmed: the workflow's summary waits for
+            # the confirmation (decisions/0053). The relay's wait for it is bounded (_drain).
+            await asyncio.shield(self._pumping)
         self._ended = True
         if self._own_tracking is not None:  # what the script logged is on disk before the end is confirmed
             await self._own_tracking.close()

@@ -95,18 +95,19 @@ class SyncChannel:
         """The next message, or None when the parent closed the channel (it ended or died);
         TimeoutError if none came within ``timeout`` seconds, after which the channel is as
         good as before. (A socket file with a timeout is not: once a read timed out, every
-        later read fails, so a workflow whose round deadline passed lost its channel.)"""
+        later read fails, so a workflow whose round deadline passed lost its channel.) A
+        ``timeout`` of 0 returns what has already arrived, without waiting."""
         deadline = None if timeout is None else time.monotonic() + timeout
         searched = 0
         while (end := self._buffer.find(b"\n", searched)) < 0:
             searched = len(self._buffer)
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"no message within {timeout:g} s")
+            # Past the deadline the read does not wait (a timeout of 0), but what has arrived
+            # is still taken: only a read that finds nothing times out.
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             self._sock.settimeout(left)
             try:
                 chunk = self._sock.recv(2**16)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 raise TimeoutError(f"no message within {timeout:g} s") from None
             except OSError:
                 return None

@@ -1,11 +1,12 @@
 """The messages between the server and a job's workflow process (the controller channel).
 
 The workflow (``shoal.workflows.base.WorkflowContext``) sends tasks, the end of each task and
-round, what it spent of a privacy budget, and its last word; the server
+round, what it spent of a privacy budget, the end of its training, and its last word; the server
 (``shoal.scheduler.runner.JobRun``) sends it the sites' results and metrics, sites that dropped
-out or came back, and log settings. In ``shoal simulate`` the simulator's ``PoolTransport``
-stands in for the server. What the server accepts from a workflow beyond the types here (sites
-of the job, task ids, paths in its folder) is checked by ``shoal.scheduler.controller_messages``.
+out or came back, that they all ended, and log settings. In ``shoal simulate`` the simulator's
+``PoolTransport`` stands in for the server. What the server accepts from a workflow beyond the
+types here (sites of the job, task ids, paths in its folder) is checked by
+``shoal.scheduler.controller_messages``.
 A site's result reaches the workflow as a file (``Result``) or, when it came inline and is small,
 as its bytes in the message (``ResultBytes``).
 """
@@ -86,6 +87,15 @@ class Done(Message):
     reason: str | None = None
 
 
+@register(CONTROLLER, "finishing", sender=WORKFLOW, receiver=SERVER)
+@dataclass(frozen=True, slots=True)
+class Finishing(Message):
+    """The workflow's training is over and it sends no more tasks: the sites may end their part
+    now. The server answers ``SitesEnded`` once they did, so that the workflow's
+    metrics_summary.json holds every metric their scripts logged, also after their last result
+    (decisions/0053)."""
+
+
 @register(CONTROLLER, "error", sender=WORKFLOW, receiver=SERVER)
 @dataclass(frozen=True, slots=True)
 class WorkflowError(Message):
@@ -161,6 +171,16 @@ class SiteMetric(Message):
     key: str
     value: float
     step: int | None = None
+
+
+@register(CONTROLLER, "sites_ended", sender=SERVER, receiver=WORKFLOW)
+@dataclass(frozen=True, slots=True)
+class SitesEnded(Message):
+    """The answer to ``Finishing``: every site confirmed the end of its part or is gone, and
+    every metric they logged was sent before this. ``stragglers``: sites that did not confirm
+    within the server's grace (their late metrics may be missing)."""
+
+    stragglers: list[str] = field(default_factory=list)
 
 
 @register(CONTROLLER, "site_failed", sender=SERVER, receiver=WORKFLOW)

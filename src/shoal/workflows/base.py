@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from shoal.wire.channel import SyncChannel
 from shoal.wire.controller import (
+    Finishing,
     PrivacySpent,
     Release,
     Result,
@@ -27,6 +28,7 @@ from shoal.wire.controller import (
     SiteFailed,
     SiteJoined,
     SiteMetric,
+    SitesEnded,
     Task,
     TaskClosed,
     WorkflowLogConfig,
@@ -43,6 +45,9 @@ log = logging.getLogger("shoal.workflow")
 #: Metrics a site logs with ``flare.log_metric`` kept per site for metrics_summary.json; beyond
 #: this a site's oldest entries are dropped (the live view in stats/monitor still updates).
 MAX_LOGGED_PER_SITE = 10_000
+#: How long the workflow waits, once its training is over, for the server to say every site
+#: ended (``end_sites``): longer than the server's own bound (``run_end.SITE_END_GRACE``).
+SITES_END_WAIT = 15.0
 
 
 class RoundFailed(Exception):
@@ -113,10 +118,14 @@ class WorkflowContext:
                 ResultBytes: self._late_result,
                 SiteFailed: self._note_failed,
                 SiteJoined: self._on_joined,
+                SitesEnded: self._on_sites_ended,
             },
             log,
             "the server",
         )
+        self._metrics_seen = 0  # metrics taken (``end_sites`` rewrites a summary if more came)
+        self._summary: tuple[str, dict[str, Any]] | None = None  # the last summary's arguments
+        self._sites_ended = False
         #: Whether ``checkpoint`` hands anything on: the server's controller says yes; the
         #: simulator, which has no server to outlive, leaves it off (no file written per round).
         self.keeps_checkpoints = False
@@ -276,6 +285,7 @@ class WorkflowContext:
 
     def _on_metric(self, message: SiteMetric) -> None:
         """A metric a site logged, kept for metrics_summary.json."""
+        self._metrics_seen += 1
         series = self.logged_metrics.setdefault(message.site, [])
         series.append(
             {
@@ -307,17 +317,8 @@ class WorkflowContext:
     def write_metrics_summary(self, workflow: str, **extra: Any) -> Path:
         """``metrics_summary.json``: each round's aggregated metrics and every metric the sites
         logged with ``log_metric`` (per site, in order, with step and round), plus ``extra``."""
-        while True:  # metrics logged in the last round may still be on their way
-            try:
-                raw = self._channel.receive(0.01)
-            except TimeoutError:
-                break
-            if raw is None:
-                break
-            found = self._handler(self._side, raw)
-            if found is not None:
-                message, handle = found
-                handle(message)
+        self._summary = (workflow, extra)
+        self._take_side_messages(0)  # what has arrived, without waiting (end_sites waits)
         summary = {
             "workflow": workflow,
             **extra,
@@ -327,6 +328,41 @@ class WorkflowContext:
         if self.restarts:  # the job's history shows each server restart it resumed after
             summary["restarts"] = self.restarts
         return self.write_json("metrics_summary.json", summary)
+
+    def end_sites(self, wait: float = SITES_END_WAIT) -> None:
+        """The training is over: the server ends the sites' part of the job (``Finishing``) and
+        says when they all ended (``SitesEnded``, awaited at most ``wait`` seconds). Every metric
+        their scripts logged, also after their last result (a final evaluation, say), has come
+        by then: a summary written before is written again with those that came since
+        (decisions/0053). The job's controller calls it once the workflow's ``run`` returned."""
+        self._send(Finishing())
+        seen = self._metrics_seen
+        self._take_side_messages(wait, until_sites_ended=True)
+        if self._summary is not None and self._metrics_seen != seen:
+            workflow, extra = self._summary
+            self.write_metrics_summary(workflow, **extra)
+
+    def _take_side_messages(self, wait: float, until_sites_ended: bool = False) -> None:
+        """Handle what the server sends between tasks until nothing came within ``wait``
+        seconds (0: what has arrived), the channel ended, or (``until_sites_ended``) the
+        server said the sites ended."""
+        deadline = time.monotonic() + wait
+        while not (until_sites_ended and self._sites_ended):
+            try:
+                raw = self._channel.receive(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return
+            if raw is None:
+                return
+            found = self._handler(self._side, raw)
+            if found is not None:
+                message, handle = found
+                handle(message)
+
+    def _on_sites_ended(self, message: SitesEnded) -> None:
+        self._sites_ended = True
+        if message.stragglers:
+            log.warning("sites that did not confirm their end: %s", ", ".join(message.stragglers[:20]))
 
     def active_sites(self) -> list[str]:
         """The job's sites that have not dropped out (a site that rejoins counts again)."""

@@ -75,3 +75,25 @@ def test_a_receive_that_timed_out_leaves_the_channel_working() -> None:
         assert channel.receive(1) is None
     finally:
         channel.close()
+
+
+def test_a_receive_without_waiting_takes_what_has_arrived() -> None:
+    """A workflow's last look for metrics (``timeout=0``) reads the lines that arrived, even
+    one longer than a single read, and times out at once when nothing did."""
+    ours, theirs = socket.socketpair()
+    channel = SyncChannel(ours)
+    try:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            channel.receive(0)
+        assert time.monotonic() - start < 0.05
+        long_line = {"op": "metric", "key": "k" * 100_000}  # more than one read of 64 KiB
+        theirs.sendall(json.dumps(long_line).encode() + b"\n" + b'{"op": "two"}\n')
+        time.sleep(0.05)  # both lines are in the socket's buffer
+        assert channel.receive(0) == long_line
+        assert channel.receive(0) == {"op": "two"}
+        with pytest.raises(TimeoutError):
+            channel.receive(0)
+    finally:
+        channel.close()
+        theirs.close()
