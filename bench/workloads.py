@@ -120,6 +120,14 @@ def trivial_job(fed: BenchFederation, quick: bool) -> list[Figure]:
     return [Figure("trivial job", "1 round, 2 sites: submit -> wait returns", samples)]
 
 
+def small_jobs_beside(_: BenchFederation, quick: bool) -> list[Figure]:
+    """The trivial job and the per-round overhead beside their baseline, alternating in two
+    federations of their own (bench/beside.py); a full run's only."""
+    from bench.beside import small_jobs_beside_baseline
+
+    return [] if quick else small_jobs_beside_baseline()
+
+
 def _rounds(fed: BenchFederation, job_id: str) -> list[dict[str, Any]]:
     """Round records from the server's job workspace."""
     rounds: list[dict[str, Any]] = fed.summary(job_id)["rounds"]
@@ -577,6 +585,7 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "cold_start": cold_start,
     "trivial_job": trivial_job,
     "per_round": per_round,
+    "small_jobs_beside": small_jobs_beside,
     "wait_latency": wait_latency,
     "monitor_latency": monitor_latency,
     "large_model": large_model,
@@ -592,5 +601,6 @@ WORKLOADS: dict[str, Callable[[BenchFederation, bool], list[Figure]]] = {
     "relay": relay,
 }
 #: Workloads a quick run leaves out: the relay's path runs in tests/faults/test_split_sites.py on
-#: the same federation (two replicas, PostgreSQL, a bucket, HAProxy), which takes ~15 s to start.
-FULL_ONLY = frozenset({"relay"})
+#: the same federation (two replicas, PostgreSQL, a bucket, HAProxy), which takes ~15 s to start;
+#: the small jobs beside their baseline are trivial_job's and per_round's paths on older code.
+FULL_ONLY = frozenset({"relay", "small_jobs_beside"})

@@ -1,0 +1,73 @@
+"""The small jobs beside their baseline: the trivial job and the per-round overhead on ``main``
+before issue 19 (bench/baseline.py) and on this tree, in one run.
+
+A difference of a few milliseconds is what issue 19's fifth target (nothing regresses) is about,
+and two runs of one tree on this machine differ by about that much as the machine drifts. So
+both sides run at once, each in a federation of its own, and their samples alternate: each pair
+meets the same machine. A second between samples lets the last job's processes exit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.federation import BENCH, BenchFederation, federation
+from bench.workloads import Figure, _per_round_once, _submit
+
+#: Alternating pairs of trivial jobs, and of per-round runs (50 rounds each).
+TRIVIAL_PAIRS = 20
+PER_ROUND_PAIRS = 4
+PER_ROUND_ROUNDS = 50
+PAUSE = 1.0
+
+
+def small_jobs_beside_baseline() -> list[Figure]:
+    """The trivial job (submit to ``job wait`` returning) and the per-round overhead, each
+    beside the baseline's; none when the baseline's revision is not in this clone."""
+    from bench.baseline import LOAD_BASELINE, baseline_env, resolve
+
+    rev = resolve(LOAD_BASELINE)
+    if rev is None:
+        print(f"# beside: no baseline (revision {LOAD_BASELINE[:7]} is not in this clone)", flush=True)
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        rounds = Path(tmp) / "rounds"
+        shutil.copytree(BENCH / "jobs" / "trivial", rounds)
+        config = rounds / "app" / "config" / "config_fed_server.json"
+        config.write_text(json.dumps({"workflow": "fedavg", "args": {"num_rounds": PER_ROUND_ROUNDS}}))
+        with baseline_env(rev) as extra, federation(env=extra) as before, federation() as after:
+            trivial = _alternate(before, after, _trivial_once, TRIVIAL_PAIRS)
+            per_round = _alternate(before, after, lambda fed: _per_round_once(fed, rounds), PER_ROUND_PAIRS)
+    label = f"[baseline {rev[:7]}]"
+    what = "1 round, 2 sites: submit -> wait returns"
+    per = f"{PER_ROUND_ROUNDS} rounds, tiny model, 2 sites"
+    return [
+        Figure(f"trivial job {label}", what, trivial[0], note="alternating with the next row"),
+        Figure("trivial job [this tree, beside it]", what, trivial[1]),
+        Figure(f"per-round overhead {label}", per, per_round[0], note="alternating with the next row"),
+        Figure("per-round overhead [this tree, beside it]", per, per_round[1]),
+    ]
+
+
+def _trivial_once(fed: BenchFederation) -> float:
+    start = time.perf_counter()
+    fed.shoal("job", "wait", _submit(fed, BENCH / "jobs" / "trivial"))
+    return time.perf_counter() - start
+
+
+def _alternate(
+    before: BenchFederation, after: BenchFederation, sample: Callable[[BenchFederation], float], pairs: int
+) -> tuple[list[float], list[float]]:
+    """``pairs`` samples of each side, in turn; which side goes first alternates too."""
+    sides: tuple[list[float], list[float]] = ([], [])
+    for n in range(pairs):
+        order = ((0, before), (1, after)) if n % 2 == 0 else ((1, after), (0, before))
+        for side, fed in order:
+            time.sleep(PAUSE)
+            sides[side].append(sample(fed))
+    return sides
