@@ -121,7 +121,7 @@ def trivial_job(fed: BenchFederation, quick: bool) -> list[Figure]:
 
 
 def small_jobs_beside(_: BenchFederation, quick: bool) -> list[Figure]:
-    """The trivial job and the per-round overhead beside their baseline, alternating in two
+    """The trivial job, the per-round overhead and the cold start beside their baseline, alternating in two
     federations of their own (bench/beside.py); a full run's only."""
     from bench.beside import small_jobs_beside_baseline
 
