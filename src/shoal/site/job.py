@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -656,11 +657,13 @@ class SiteJob:
             except ConnectionError:
                 pass
         await self.stop_process(polite=not kill)
-        if self._pumping is not None:
+        if self._pumping is not None and not kill:
             # What the script sent before it exited (a metric logged after its last result)
             # reaches the server before the end is confirmed: the workflow's summary waits for
-            # the confirmation (decisions/0053). The relay's wait for it is bounded (_drain).
-            await asyncio.shield(self._pumping)
+            # the confirmation (decisions/0053). Bounded: a late result still uploading is not
+            # waited for, and an abort waits for nothing.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pumping), CHANNEL_DRAIN_GRACE)
         self._ended = True
         if self._own_tracking is not None:  # what the script logged is on disk before the end is confirmed
             await self._own_tracking.close()
