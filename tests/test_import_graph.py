@@ -17,9 +17,6 @@ SRC = REPO / "src"
 
 #: Circles closed only by imports inside functions, each on purpose.
 DEFERRED_CIRCLES = {
-    # The CLI's entry point loads a command's module only when that command runs (cold start),
-    # and the command modules call back into its shared helpers (connect, lazy) when they run.
-    frozenset({"shoal.cli.job", "shoal.cli.job_observe", "shoal.cli.job_wait", "shoal.cli.main"}),
     # The blob store loads the S3 store (and boto3) only when SHOAL_BLOBS_URL names a bucket,
     # and the S3 store its job files (kept beside the blobs) only when a job's are asked for.
     frozenset({"shoal.store.blobs", "shoal.store.s3blobs", "shoal.store.s3jobfiles"}),

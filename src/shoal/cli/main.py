@@ -309,7 +309,7 @@ def connect(args: argparse.Namespace) -> AdminClient:
     client = AdminClient(kit)
     typed = getattr(args, "job_id", None)
     if isinstance(typed, str) and len(typed) < 16:  # 'last' or a prefix: find the job it means
-        from shoal.cli.job import resolve_job_id
+        from shoal.cli.job_args import resolve_job_id
 
         args.job_id = resolve_job_id(client, args.study, typed)
     return client

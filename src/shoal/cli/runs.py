@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def run_id_arg(value: str) -> str:
     """A run id: its digits, or 'last' (the newest run of the study)."""
-    from shoal.cli.job import job_id_arg
+    from shoal.cli.job_args import job_id_arg
 
     return job_id_arg(value)
 
@@ -32,7 +32,7 @@ def run_id_arg(value: str) -> str:
 def _run_id(client: AdminClient, federation: Federation, typed: str) -> int:
     """The run ``typed`` names. Unlike ``shoal job``, no prefixes: scripts written for Flower
     pass whole ids, and a mistyped one must not find (or stop) another run."""
-    from shoal.cli.job import LAST, resolve_job_id
+    from shoal.cli.job_args import LAST, resolve_job_id
 
     return int(resolve_job_id(client, federation.study, typed) if typed == LAST else typed)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shoal.cli.job import id_prefix_arg, job_id_arg, non_negative, positive, positive_int
+from shoal.cli.job_args import id_prefix_arg, job_id_arg, non_negative, positive, positive_int
 from shoal.cli.main import main
 from shoal.wire.jobdef import holds_meta
 
