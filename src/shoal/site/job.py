@@ -2,6 +2,11 @@
 
 The script talks to us over an inherited socket (see ``shoal.fl.client``); its stdout and
 stderr go to the job's ``log.txt``, which is uploaded to the server when the job ends.
+
+The job is made of parts it owns (decisions/0049): its logs (``shoal.site.job_logs``: the
+script's output kept, streamed and uploaded) and its results (``shoal.site.job_results``:
+taken from the script, protected and delivered). What stays here is the job's life: its start,
+the tasks handed to the script, the relay of what the script says, its failure and its end.
 """
 
 from __future__ import annotations
@@ -16,30 +21,27 @@ import os
 import shutil
 import signal
 import time
-import uuid
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.errors import ShoalError
-from shoal.privacy.protections import APPLIED_META_KEY, filter_model_file, site_privacy
-from shoal.sandbox.files import UnsafeJobFile, claim, remove_tree
+from shoal.privacy.protections import filter_model_file, site_privacy
+from shoal.sandbox.files import remove_tree
+from shoal.site.job_logs import JobLogs, LogHost
+from shoal.site.job_results import JobResults, ResultHost
 from shoal.site.policy import PRIVACY_KEY
 from shoal.wire import routes
 from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
-from shoal.wire.messages import SCRIPT, BadMessage, Dispatch, Message
+from shoal.wire.messages import SCRIPT, BadMessage, Dispatch
 from shoal.wire.messages import encode as encode_message
-from shoal.wire.models import INLINE_BYTES, result_header_json
-from shoal.wire.results import ResultInfo, checked_result_info
+from shoal.wire.results import ResultInfo
 from shoal.wire.script import ScriptLogConfig, ScriptMetric, ScriptResult, ScriptTask, StopScript
 from shoal.wire.site import (
     Ended,
     ErrorInfo,
     JobFailed,
-    LogChunk,
     LoggedMetric,
     Ready,
     SiteNotice,
@@ -51,50 +53,28 @@ if TYPE_CHECKING:
     from shoal.runtime.launcher import ForkServer, JobProcess
     from shoal.sandbox.confinement import Sandbox
     from shoal.scheduler.tracking import JobTracking
-    from shoal.site.metrics import SiteCounters
 
 log = logging.getLogger("shoal.site")
 
 STOP_GRACE = 3.0  # seconds the script gets to leave on its own after "stop"
-LOG_STREAM_INTERVAL = 0.5  # seconds between live log chunks sent to the server
-LOG_CHUNK_MAX = 256 * 1024
-OUTPUT_READ = 64 * 1024  # the script's output is read in pieces of this, whatever its lines
-RECORD_MAX = 64 * 1024  # a longer output line (a progress bar redrawn with \r) is cut into records
 #: Seconds to read what is left on a script's channel once it has exited and its group is killed.
 CHANNEL_DRAIN_GRACE = 5.0
 TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
-# The server's MAX_LOG_BYTES (shoal.server.site_routes), which refuses a longer log whole; the
-# site does not import server code, and a unit test keeps the two equal.
-LOG_UPLOAD_MAX = 64 * 2**20
-CUT_NOTE_MAX = 1024  # room kept for the first line of a cut log, which says what was cut
-LINE_SEARCH = 2**20  # how far a cut log looks for the start of its first whole line
 
 
-class JobHost(Protocol):
+class JobHost(LogHost, ResultHost, Protocol):
     """What a job at a site needs of the agent that runs it (``SiteAgent``), and nothing more:
-    the job is given one, so it never reaches into the agent's own workings."""
+    the job is given one, so it never reaches into the agent's own workings. It is what the
+    job's parts need (``LogHost``: the site's name, its control channel and uploads;
+    ``ResultHost``: inline results and the site's counters), plus what the job itself asks."""
 
-    name: str  # the site's name
     workspace: Path  # the site's workspace; the job's folder is jobs/<job_id> in it
     policy: dict[str, Any]  # the site's policy (site_policy.json)
     sandbox: Sandbox  # confines the job's script
     launcher: ForkServer  # starts it
-    counters: SiteCounters  # what the site's own /metrics shows
-
-    async def send(self, message: Message, keep: bool = False) -> bool:
-        """Report to the server on the control channel."""
-        ...
-
-    async def send_result_inline(self, job_id: str, task_id: str, data: bytes, info: ResultInfo) -> bool:
-        """A small result through the control channel; True once the server took it."""
-        ...
 
     async def download(self, path: str, dest: Path) -> None:
         """Stream a file of the site API to ``dest``."""
-        ...
-
-    async def upload(self, path: str, src: Path, headers: dict[str, str]) -> None:
-        """PUT a file to the site API."""
         ...
 
 
@@ -112,10 +92,8 @@ class SiteJob:
         self._started = asyncio.Event()
         self._ending = False
         self._ended = False
-        self._capture: asyncio.Task[None] | None = None
         self._pumping: asyncio.Task[None] | None = None  # relaying the script's messages (_pump)
         self._unanswered: set[str] = set()  # tasks handed to the script that it has not answered
-        self._relaying_result = False  # a result from the script is being handed to the server
         self._tasks_seen: set[str] = set()
         self._failed = False
         self._failure = ErrorInfo(type="Error", message="")  # what was reported when it failed, to say again
@@ -128,14 +106,17 @@ class SiteJob:
             log,
             f"job {job_id}: the training script",
         )
-        # the protections applied to every result, and to every model received (to_sites)
-        self.privacy: dict[str, Any] = {}
-        self.to_sites: dict[str, Any] = {}
-        self._masked_tasks: set[str] = set()  # secure aggregation: the client API protects these
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "log.txt"
+        self.to_sites: dict[str, Any] = {}  # the protections applied to every model received
+        self.logs = JobLogs(agent, job_id, self.dir)  # log.txt and log.json: the script's output
+        self.results = JobResults(
+            agent,
+            job_id,
+            work=self.work_dir,
+            kept=self.results_dir,
+            models=self.models_dir,
+            failed=self._report_failure,
+            note=self.logs.append,
+        )
 
     @property
     def work_dir(self) -> Path:
@@ -154,23 +135,13 @@ class SiteJob:
         """Results taken from the script on their way to the server (the agent's alone)."""
         return self.dir / "results"
 
-    def _append_log(self, line: str) -> None:
-        """A line of the site's own in the job's log; best effort: the disk that refuses it
-        is often the very failure being logged, and that must still be reported."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a") as f:
-                f.write(line.rstrip("\n") + "\n")
-        except OSError as exc:
-            log.warning("job %s: cannot write to its log (%s): %s", self.job_id, exc, line)
-
     async def start(self) -> None:
         try:
             await self._start()
         except Exception as exc:
             log.exception("job %s could not start", self.job_id)
             await self._report_failure(type(exc).__name__, str(exc))
-            self._append_log(f"shoal site: could not start the job: {exc}")
+            self.logs.append(f"shoal site: could not start the job: {exc}")
         finally:
             self._started.set()
 
@@ -194,7 +165,7 @@ class SiteJob:
         if not app_dir.is_relative_to(job_dir.resolve()):
             raise ValueError(f"app folder escapes the job: {self.app}")
         # What every result of this job must get before it leaves, fixed before the script runs.
-        self.privacy = site_privacy(
+        self.results.privacy = site_privacy(
             json.loads((job_dir / "meta.json").read_text()).get("privacy"), self.agent.policy.get(PRIVACY_KEY)
         )
         self.to_sites = dict((self.agent.policy.get(PRIVACY_KEY) or {}).get("to_sites") or {})
@@ -235,7 +206,7 @@ class SiteJob:
         reader, self._writer = await asyncio.open_connection(sock=parent, limit=MAX_MESSAGE_BYTES)
         loop = asyncio.get_running_loop()
         assert self.proc.stdout is not None
-        self._capture = loop.create_task(self._capture_output(self.proc.stdout))
+        self.logs.capture(self.proc.stdout, self._output_lost)
         self._pumping = loop.create_task(self._pump(reader))
         await self.agent.send(Ready(job_id=self.job_id))
         meta = json.loads((job_dir / "meta.json").read_text())
@@ -245,80 +216,11 @@ class SiteJob:
         # show a running job (the README says logs stream). A site's policy may refuse.
         if meta.get("log_streaming", True) is not False:
             if self.agent.policy.get("allow_log_streaming", True):
-                loop.create_task(self._stream_log())
+                loop.create_task(self.logs.stream(lambda: self._ending))
             else:
                 await self.agent.send(
                     SiteNotice(job_id=self.job_id, message="log streaming refused by site policy")
                 )
-
-    @property
-    def json_log_path(self) -> Path:
-        return self.dir / "log.json"
-
-    async def _capture_output(self, stream: asyncio.StreamReader) -> None:
-        """Write the script's output twice: as it came (log.txt) and as JSON records (log.json),
-        one per line, stamped with the time the site saw it. Output is read in pieces, not
-        lines: a line of any length (a progress bar that only ever redraws with \\r) must not
-        stop the reading, or the script blocks on a full pipe. Past RECORD_MAX a line is cut
-        into several records."""
-        try:
-            await self._write_output(stream)
-        except OSError as exc:
-            # A full or read-only disk: the job cannot keep its output, so it fails now, saying
-            # why, rather than hanging on a script blocked on a pipe nobody reads.
-            log.error("job %s: cannot write the script's output: %s", self.job_id, exc)
-            await self._report_failure(type(exc).__name__, f"cannot keep the script's output: {exc}")
-            self._kill_group_of(self.proc)
-            while await stream.read(OUTPUT_READ):  # drained, so nothing blocks on the pipe
-                pass
-
-    async def _write_output(self, stream: asyncio.StreamReader) -> None:
-        with self.log_path.open("ab") as text, self.json_log_path.open("a", encoding="utf-8") as records:
-            pending = b""
-            while chunk := await stream.read(OUTPUT_READ):
-                text.write(chunk)
-                text.flush()
-                *lines, pending = (pending + chunk).split(b"\n")
-                while len(pending) >= RECORD_MAX:  # an unfinished line: its full pieces go now
-                    cut = _utf8_boundary(pending[:RECORD_MAX])
-                    lines.append(pending[:cut])
-                    pending = pending[cut:]
-                for line in lines:
-                    for piece in _pieces(line):
-                        records.write(self._record(piece))
-                records.flush()
-            if pending:
-                records.write(self._record(pending))
-
-    def _record(self, line: bytes) -> str:
-        record = {
-            "asctime": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "site": self.agent.name,
-            "job_id": self.job_id,
-            "message": line.decode("utf-8", "replace").rstrip("\r"),
-        }
-        return json.dumps(record) + "\n"
-
-    async def _stream_log(self) -> None:
-        """Send the script's new log records to the server while it runs (whole lines only).
-        The records (log.json), not the raw output: each line carries the time the site saw
-        it, which the raw output has not; log.txt follows when the job ends."""
-        offset = 0
-        while not self._ending:
-            await asyncio.sleep(LOG_STREAM_INTERVAL)
-            try:
-                with self.json_log_path.open("rb") as f:
-                    f.seek(offset)
-                    data = f.read(LOG_CHUNK_MAX)
-            except OSError:
-                continue
-            cut = data.rfind(b"\n") + 1
-            if not cut and len(data) == LOG_CHUNK_MAX:
-                cut = _utf8_boundary(data)  # a line longer than a chunk goes in pieces
-            if cut and not self._ending:
-                offset += cut
-                chunk = data[:cut].decode("utf-8", "replace")
-                await self.agent.send(LogChunk(job_id=self.job_id, file="log.json", data=chunk))
 
     async def set_log_config(self, setting: str) -> None:
         await self._started.wait()
@@ -349,7 +251,7 @@ class SiteJob:
             await asyncio.wait({relay}, timeout=max(0.0, deadline - time.monotonic()))
             if relay.done():
                 break
-            if self._relaying_result:
+            if self.results.busy:
                 deadline = time.monotonic() + CHANNEL_DRAIN_GRACE
                 continue
             log.warning("job %s: the script's channel is still held open; closing it", self.job_id)
@@ -389,34 +291,18 @@ class SiteJob:
 
     async def _report_exit(self, code: int) -> None:
         """An exit nobody asked for is a failure: an error code, or a clean exit holding a task."""
-        if self._capture is not None:
-            try:  # the script's last words, for the failure report below
-                await asyncio.wait_for(asyncio.shield(self._capture), 2.0)
-            except TimeoutError:
-                pass
-            except Exception:  # reported by the capture itself; the exit is still reported
-                log.exception("job %s: capturing the script's output failed", self.job_id)
+        await self.logs.captured(2.0, stop=False)  # the script's last words, for the report below
         if not self._ending and code != 0:
             await self._report_failure(
-                "ProcessExit", f"the training script exited with code {code}{self._tail()}"
+                "ProcessExit", f"the training script exited with code {code}{self.logs.tail()}"
             )
         elif not self._ending and self._unanswered:
             # Exiting cleanly is fine between tasks (a script that loops a fixed number of
             # rounds); with a task in hand it would leave the round waiting forever.
             await self._report_failure(
                 "ProcessExit",
-                f"the training script exited (code 0) without answering its task{self._tail()}",
+                f"the training script exited (code 0) without answering its task{self.logs.tail()}",
             )
-
-    def _tail(self, lines: int = 5, window: int = 8192) -> str:
-        """The script's last few lines of output, from the end of its log only (it can be huge)."""
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - window))
-                text = f.read().decode("utf-8", "replace").strip().splitlines()[-lines:]
-        except OSError:
-            return ""
-        return brief("; last output: " + " | ".join(text), 2000) if text else ""
 
     async def _on_result(self, message: ScriptResult) -> None:
         if message.task_id not in self._tasks_seen:
@@ -428,11 +314,7 @@ class SiteJob:
             )
             return
         self._unanswered.discard(message.task_id)
-        self._relaying_result = True
-        try:
-            await self._upload_result(message)
-        finally:
-            self._relaying_result = False
+        await self.results.take(message)
 
     async def _on_metric(self, message: ScriptMetric) -> None:
         self.agent.counters.metrics_logged += 1
@@ -443,85 +325,10 @@ class SiteJob:
                 LoggedMetric(job_id=self.job_id, key=message.key, value=message.value, step=message.step)
             )
 
-    async def _upload_result(self, message: ScriptResult) -> None:
-        """The script's result: taken out of its folder into the agent's own (never read where
-        the script could point it: a link to the site's key would be uploaded), then sent."""
-        task_id = message.task_id
-        try:
-            info = checked_result_info(message.info.header())  # the server's own rule for it
-        except BadMessage as exc:
-            await self._report_failure("ResultRefused", f"INVALID_ARGS: task {task_id[:64]}'s result: {exc}")
-            return
-        try:
-            result_header_json(info.header())  # a script that bypasses the client API is held to it too
-        except ValueError as exc:
-            await self._report_failure("ResultTooLarge", str(exc))
-            return
-        try:
-            path = await asyncio.to_thread(
-                claim,
-                self.work_dir,
-                message.path,
-                self.results_dir / f"{uuid.uuid4().hex}.safetensors",
-            )
-        except (UnsafeJobFile, OSError) as exc:
-            await self._report_failure(
-                "ResultRefused", f"the training script's result for task {task_id[:64]} was not taken: {exc}"
-            )
-            return
-        if self.privacy and task_id in self._masked_tasks:
-            self._masked_tasks.discard(task_id)
-            # masked by the client API, which applied these before masking (what it was told)
-            applied = {**self.privacy, "before_masking": True}
-            info = replace(info, meta={**info.meta, APPLIED_META_KEY: applied})
-        elif self.privacy:
-            try:
-                applied = await asyncio.to_thread(self._privatize, path, task_id)
-            except Exception as exc:  # never let an unprotected result go: the job fails instead
-                path.unlink(missing_ok=True)
-                await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}: {exc}")
-                return
-            info = replace(info, meta={**info.meta, APPLIED_META_KEY: applied})
-        else:  # only the agent says what it applied
-            info = replace(info, meta={k: v for k, v in info.meta.items() if k != APPLIED_META_KEY})
-        try:
-            await self.deliver_result(task_id, path, info)
-        except ShoalError as exc:
-            if exc.code != "TASK_NOT_OPEN":
-                raise
-            self._append_log(f"shoal site: the server no longer takes task {task_id[:64]}'s result: {exc}")
-        finally:
-            path.unlink(missing_ok=True)
-
-    def _privatize(self, path: Path, task_id: str) -> dict[str, Any]:
-        """Apply the job's and the site's privacy protections to the result file in place (the
-        agent's own copy, taken out of the script's folder); what was applied, for the header."""
-        from shoal.privacy.protections import apply_site_privacy
-        from shoal.wire.models import load_params, save_params
-
-        model = self.models_dir / f"{task_id}.safetensors"
-        global_params = load_params(model) if model.exists() else {}
-        params, applied = apply_site_privacy(load_params(path), global_params, self.privacy)
-        tmp = path.with_name(path.name + ".private")
-        save_params(params, tmp)
-        tmp.replace(path)
-        return applied
-
     async def deliver_result(self, task_id: str, path: Path, info: ResultInfo) -> None:
-        """A small result goes inside the control channel (INLINE_BYTES) when the server takes
-        it there; anything else, or if that fails, by a resumable PUT."""
-        size = path.stat().st_size
-        inline = size <= INLINE_BYTES
-        if not (
-            inline and await self.agent.send_result_inline(self.job_id, task_id, path.read_bytes(), info)
-        ):
-            await self.agent.upload(
-                routes.fill(routes.SITE_TASK_RESULT, job_id=self.job_id, task_id=task_id),
-                path,
-                {"X-Shoal-Result": result_header_json(info.header())},
-            )
-        self.agent.counters.results_sent += 1
-        self.agent.counters.bytes_to_server += size
+        """Send a result file to the server (``JobResults.deliver``; a light benchmark job
+        delivers its own results through it)."""
+        await self.results.deliver(task_id, path, info)
 
     async def fetch_model(self, task: TaskForSite, dest: Path) -> None:
         """The task's model into ``dest``: from the message itself when it is small enough to
@@ -554,9 +361,8 @@ class SiteJob:
             # A crash is reported by _pump, with the script's last output; only a script that
             # ended cleanly before its work is reported here.
             if self.proc.returncode == 0:
-                await self._report_failure(
-                    "ProcessExit", f"the training script had already exited when a task arrived{self._tail()}"
-                )
+                said = f"the training script had already exited when a task arrived{self.logs.tail()}"
+                await self._report_failure("ProcessExit", said)
             return
         models = self.models_dir
         models.mkdir(exist_ok=True)
@@ -571,7 +377,7 @@ class SiteJob:
         except ShoalError as exc:
             if exc.code != "TASK_NOT_OPEN":
                 raise
-            self._append_log(f"shoal site: task {task_id} ended before its model arrived; skipped")
+            self.logs.append(f"shoal site: task {task_id} ended before its model arrived; skipped")
             return
         if self.to_sites:  # the site policy's filters on what it receives (the job's: the server's)
             try:
@@ -618,12 +424,7 @@ class SiteJob:
         assert self._writer is not None
         if task.round is not None:
             self._round = task.round
-        privacy: dict[str, Any] = {}
-        if "secagg" in task.meta and self.privacy:
-            # A masked update cannot be protected after the script: the client API applies the
-            # protections before masking (docs/privacy.md says what that trusts).
-            privacy = dict(self.privacy)
-            self._masked_tasks.add(task.task_id)
+        privacy = self.results.masked(task.task_id) if "secagg" in task.meta else {}
         to_script = ScriptTask(
             task_id=task.task_id,
             task_name=task.task_name,
@@ -636,6 +437,12 @@ class SiteJob:
         )
         self._writer.write(encode(encode_message(to_script)))
         await self._writer.drain()
+
+    async def _output_lost(self, exc: OSError) -> None:
+        """The disk refused the script's output: the job cannot keep it, so it fails now, saying
+        why, rather than hanging on a script blocked on a pipe nobody reads."""
+        await self._report_failure(type(exc).__name__, f"cannot keep the script's output: {exc}")
+        self._kill_group_of(self.proc)
 
     async def _report_failure(self, kind: str, message: str) -> None:
         if self._failed or self._ending:
@@ -667,63 +474,9 @@ class SiteJob:
         self._ended = True
         if self._own_tracking is not None:  # what the script logged is on disk before the end is confirmed
             await self._own_tracking.close()
-        if self._capture is not None:
-            try:
-                await asyncio.wait_for(self._capture, 5.0)  # the output written before the exit
-            except TimeoutError:
-                self._capture.cancel()
-            except Exception:  # the log is incomplete; the job's end is still confirmed below
-                log.exception("job %s: capturing the script's output failed", self.job_id)
-        # One after the other: the server receives both files of a site through the same
-        # temporary file name (log.part), so two uploads at once could swap their contents.
-        for path, route in (
-            (self.log_path, routes.fill(routes.SITE_JOB_LOG, job_id=self.job_id)),
-            (self.json_log_path, routes.fill(routes.SITE_JOB_LOG, job_id=self.job_id) + "?file=log.json"),
-        ):
-            try:
-                await self._upload_log(path, route)
-            except Exception as exc:  # the job's end is still confirmed below
-                log.warning("job %s: could not upload %s: %s", self.job_id, path.name, exc)
+        await self.logs.captured(5.0, stop=True)  # the output written before the exit
+        await self.logs.upload()  # whatever it manages, the end is confirmed below
         await self.agent.send(Ended(job_id=self.job_id), keep=True)
-
-    async def _upload_log(self, path: Path, route: str) -> None:
-        """Upload one log file. The server refuses a log past LOG_UPLOAD_MAX whole, so a longer
-        one goes as its last part (what explains a failure is at the end), from a line (or
-        record) boundary, and the job's meta gets a notice saying it was cut."""
-        if not path.exists():
-            return  # the script never started, or the disk refused the file: nothing to send
-        size = path.stat().st_size
-        if size <= LOG_UPLOAD_MAX:
-            await self.agent.upload(route, path, {})
-            return
-        tail = path.with_name(path.name + ".tail")
-        try:
-            dropped = await asyncio.to_thread(self._write_log_tail, path, tail, size)
-            said = (
-                f"{path.name} was cut for upload: its first {dropped} of {size} bytes were dropped "
-                f"(the server keeps at most {LOG_UPLOAD_MAX // 2**20} MiB); the whole file is in the "
-                "site's workspace"
-            )
-            await self.agent.send(SiteNotice(job_id=self.job_id, message=said), keep=True)
-            await self.agent.upload(route, tail, {})
-        finally:
-            tail.unlink(missing_ok=True)
-
-    def _write_log_tail(self, path: Path, tail: Path, size: int) -> int:
-        """Write the end of ``path`` that fits the server's limit to ``tail``, after a first
-        line saying how much was cut; the bytes dropped."""
-        start = size - (LOG_UPLOAD_MAX - CUT_NOTE_MAX)
-        with path.open("rb") as src:
-            src.seek(start)
-            newline = src.read(LINE_SEARCH).find(b"\n")
-            start += newline + 1  # the first whole line; a line longer than LINE_SEARCH is cut
-            src.seek(start)
-            note = f"shoal site: the first {start} of {size} bytes of this log were cut (server limit)"
-            line = self._record(note.encode()) if path == self.json_log_path else note + "\n"
-            with tail.open("wb") as out:
-                out.write(line.encode("utf-8")[:CUT_NOTE_MAX])
-                shutil.copyfileobj(src, out, OUTPUT_READ)
-        return start
 
     async def stop_process(self, polite: bool = False) -> None:
         """Wait for the script to leave (if ``polite``), then SIGTERM, then SIGKILL its group."""
@@ -759,26 +512,3 @@ class SiteJob:
 def _sha256_of(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _utf8_boundary(data: bytes) -> int:
-    """How much of ``data`` to send so that no UTF-8 character is split: all of it, unless it
-    ends inside a multi-byte character; then up to that character's lead byte."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte < 0x80:  # ASCII: nothing open
-            return len(data)
-        if byte >= 0xC0:  # the lead byte of the last character: complete if all of it is here
-            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-            return len(data) if back >= need else len(data) - back
-    return len(data)  # not UTF-8: cut anywhere
-
-
-def _pieces(line: bytes) -> list[bytes]:
-    """A line as records of at most RECORD_MAX bytes, cut between characters."""
-    pieces = []
-    while len(line) > RECORD_MAX:
-        cut = _utf8_boundary(line[:RECORD_MAX])
-        pieces.append(line[:cut])
-        line = line[cut:]
-    return [*pieces, line]

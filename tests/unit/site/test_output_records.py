@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.site.job import RECORD_MAX, _pieces, _utf8_boundary
+from shoal.site.job_logs import RECORD_MAX, _pieces, _utf8_boundary
 
 
 @pytest.mark.parametrize("line", [b"x" * 100_000, ("é" * 70_000).encode(), ("a€" * 30_000).encode(), b""])

@@ -64,6 +64,6 @@ def test_a_bad_policy_is_refused_naming_file_and_key(
 def test_the_site_uploads_no_more_log_than_the_server_accepts() -> None:
     """The site does not import server code; the two limits must still agree."""
     from shoal.server.site_jobs import MAX_LOG_BYTES
-    from shoal.site.job import LOG_UPLOAD_MAX
+    from shoal.site.job_logs import LOG_UPLOAD_MAX
 
     assert LOG_UPLOAD_MAX == MAX_LOG_BYTES
