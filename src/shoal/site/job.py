@@ -4,8 +4,9 @@ The script talks to us over an inherited socket (see ``shoal.fl.client``); its s
 stderr go to the job's ``log.txt``, which is uploaded to the server when the job ends.
 
 The job is made of parts it owns (decisions/0049): its logs (``shoal.site.job_logs``: the
-script's output kept, streamed and uploaded) and its results (``shoal.site.job_results``:
-taken from the script, protected and delivered). What stays here is the job's life: its start,
+script's output kept, streamed and uploaded), its results (``shoal.site.job_results``: taken
+from the script, protected and delivered) and its metrics (``shoal.site.job_metrics``: to the
+server, or kept on the site). What stays here is the job's life: its start,
 the tasks handed to the script, the relay of what the script says, its failure and its end.
 """
 
@@ -28,11 +29,12 @@ from shoal.errors import ShoalError
 from shoal.privacy.protections import filter_model_file, site_privacy
 from shoal.sandbox.files import remove_tree
 from shoal.site.job_logs import JobLogs, LogHost
+from shoal.site.job_metrics import JobMetrics, MetricsHost
 from shoal.site.job_results import JobResults, ResultHost
 from shoal.site.policy import PRIVACY_KEY
 from shoal.wire import routes
 from shoal.wire.archive import extract_archive
-from shoal.wire.channel import MAX_MESSAGE_BYTES, METRIC_KEY_MAX, UnreadableMessage, encode, read_message
+from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
 from shoal.wire.messages import SCRIPT, BadMessage, Dispatch
 from shoal.wire.messages import encode as encode_message
@@ -42,7 +44,6 @@ from shoal.wire.site import (
     Ended,
     ErrorInfo,
     JobFailed,
-    LoggedMetric,
     Ready,
     SiteNotice,
     TaskForSite,
@@ -52,7 +53,6 @@ from shoal.wire.status import brief
 if TYPE_CHECKING:
     from shoal.runtime.launcher import ForkServer, JobProcess
     from shoal.sandbox.confinement import Sandbox
-    from shoal.scheduler.tracking import JobTracking
 
 log = logging.getLogger("shoal.site")
 
@@ -62,11 +62,12 @@ CHANNEL_DRAIN_GRACE = 5.0
 TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
 
 
-class JobHost(LogHost, ResultHost, Protocol):
+class JobHost(LogHost, ResultHost, MetricsHost, Protocol):
     """What a job at a site needs of the agent that runs it (``SiteAgent``), and nothing more:
     the job is given one, so it never reaches into the agent's own workings. It is what the
     job's parts need (``LogHost``: the site's name, its control channel and uploads;
-    ``ResultHost``: inline results and the site's counters), plus what the job itself asks."""
+    ``ResultHost``: inline results and the site's counters; ``MetricsHost``), plus what the
+    job itself asks."""
 
     workspace: Path  # the site's workspace; the job's folder is jobs/<job_id> in it
     policy: dict[str, Any]  # the site's policy (site_policy.json)
@@ -97,12 +98,11 @@ class SiteJob:
         self._tasks_seen: set[str] = set()
         self._failed = False
         self._failure = ErrorInfo(type="Error", message="")  # what was reported when it failed, to say again
-        self._round = 0  # the round of the latest task (a step for metrics kept on the site)
-        self._own_tracking: JobTracking | None = None  # share_metrics: false (site policy)
+        self.metrics = JobMetrics(agent, job_id, study, self.dir)  # what the script logs
         # What the script may say, and what the agent does with each (an unknown kind: one notice).
         self._from_script = Dispatch(
             SCRIPT,
-            {ScriptResult: self._on_result, ScriptMetric: self._on_metric},
+            {ScriptResult: self._on_result, ScriptMetric: self.metrics.logged},
             log,
             f"job {job_id}: the training script",
         )
@@ -211,7 +211,7 @@ class SiteJob:
         await self.agent.send(Ready(job_id=self.job_id))
         meta = json.loads((job_dir / "meta.json").read_text())
         if not self.agent.policy.get("share_metrics", True):
-            await self._keep_metrics(str(meta.get("name", "")))
+            await self.metrics.keep_here(str(meta.get("name", "")))
         # Logs stream unless the job says "log_streaming": false: people expect `job logs` to
         # show a running job (the README says logs stream). A site's policy may refuse.
         if meta.get("log_streaming", True) is not False:
@@ -316,15 +316,6 @@ class SiteJob:
         self._unanswered.discard(message.task_id)
         await self.results.take(message)
 
-    async def _on_metric(self, message: ScriptMetric) -> None:
-        self.agent.counters.metrics_logged += 1
-        if self._own_tracking is not None:
-            self._track_here(message)
-        else:
-            await self.agent.send(
-                LoggedMetric(job_id=self.job_id, key=message.key, value=message.value, step=message.step)
-            )
-
     async def deliver_result(self, task_id: str, path: Path, info: ResultInfo) -> None:
         """Send a result file to the server (``JobResults.deliver``; a light benchmark job
         delivers its own results through it)."""
@@ -394,36 +385,10 @@ class SiteJob:
             # and last output, is what _pump reports; this write's error would only hide it.
             log.info("job %s: the script was gone when task %s arrived", self.job_id, task_id)
 
-    async def _keep_metrics(self, job_name: str) -> None:
-        """The site's policy keeps its metrics: they go to TensorBoard event files in the job's
-        folder on the site (``tensorboard/``, the round as the step), never to the server; the
-        job's notices say so once."""
-        from shoal.scheduler.tracking import JobTracking, RunInfo, TensorBoardTracker
-
-        loop = asyncio.get_running_loop()
-
-        def notice(text: str) -> None:
-            message = SiteNotice(job_id=self.job_id, message=text.removeprefix("server: "))
-            loop.create_task(self.agent.send(message))
-
-        run = RunInfo(int(self.job_id) if self.job_id.isdecimal() else 0, job_name, self.study)
-        self._own_tracking = JobTracking(run, [TensorBoardTracker(self.dir / "tensorboard")], notice)
-        notice(
-            "logged metrics stay on this site (site policy share_metrics: false), "
-            "in its own TensorBoard files"
-        )
-
-    def _track_here(self, message: ScriptMetric) -> None:
-        key, value = message.key, message.value
-        if not 0 < len(key) <= METRIC_KEY_MAX:
-            return
-        assert self._own_tracking is not None
-        self._own_tracking.log(key, value, self._round)
-
     async def _hand_task(self, task: TaskForSite, model_path: Path) -> None:
         assert self._writer is not None
         if task.round is not None:
-            self._round = task.round
+            self.metrics.round = task.round
         privacy = self.results.masked(task.task_id) if "secagg" in task.meta else {}
         to_script = ScriptTask(
             task_id=task.task_id,
@@ -472,8 +437,7 @@ class SiteJob:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._pumping), CHANNEL_DRAIN_GRACE)
         self._ended = True
-        if self._own_tracking is not None:  # what the script logged is on disk before the end is confirmed
-            await self._own_tracking.close()
+        await self.metrics.close()  # what the script logged is on disk before the end is confirmed
         await self.logs.captured(5.0, stop=True)  # the output written before the exit
         await self.logs.upload()  # whatever it manages, the end is confirmed below
         await self.agent.send(Ended(job_id=self.job_id), keep=True)
