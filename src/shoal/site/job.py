@@ -3,37 +3,36 @@
 The script talks to us over an inherited socket (see ``shoal.fl.client``); its stdout and
 stderr go to the job's ``log.txt``, which is uploaded to the server when the job ends.
 
-The job is made of parts it owns (decisions/0049): its logs (``shoal.site.job_logs``: the
-script's output kept, streamed and uploaded), its results (``shoal.site.job_results``: taken
-from the script, protected and delivered) and its metrics (``shoal.site.job_metrics``: to the
-server, or kept on the site). What stays here is the job's life: its start,
-the tasks handed to the script, the relay of what the script says, its failure and its end.
+The job is made of parts it owns (decisions/0049): its inputs (``shoal.site.job_inputs``: its
+archive checked and unpacked, each task's model fetched and filtered), its logs
+(``shoal.site.job_logs``: the script's output kept, streamed and uploaded), its results
+(``shoal.site.job_results``: taken from the script, protected and delivered) and its metrics
+(``shoal.site.job_metrics``: to the server, or kept on the site). What stays here is the job's
+life, and the decisions the parts leave to it: its start (the site policy's checks, the
+script's confinement and launch), the tasks handed to the script, the relay of what the script
+says, a failure reported once, and its end (the script stopped, then its log, then the
+confirmation).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shoal.errors import ShoalError
-from shoal.privacy.protections import filter_model_file, site_privacy
+from shoal.privacy.protections import site_privacy
 from shoal.sandbox.files import remove_tree
+from shoal.site.job_inputs import InputHost, JobInputs
 from shoal.site.job_logs import JobLogs, LogHost
 from shoal.site.job_metrics import JobMetrics, MetricsHost
 from shoal.site.job_results import JobResults, ResultHost
 from shoal.site.policy import PRIVACY_KEY
-from shoal.wire import routes
-from shoal.wire.archive import extract_archive
 from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
 from shoal.wire.messages import SCRIPT, BadMessage, Dispatch
@@ -62,21 +61,16 @@ CHANNEL_DRAIN_GRACE = 5.0
 TERM_GRACE = 2.0  # then SIGTERM to its process group; then SIGKILL
 
 
-class JobHost(LogHost, ResultHost, MetricsHost, Protocol):
+class JobHost(LogHost, ResultHost, MetricsHost, InputHost, Protocol):
     """What a job at a site needs of the agent that runs it (``SiteAgent``), and nothing more:
     the job is given one, so it never reaches into the agent's own workings. It is what the
-    job's parts need (``LogHost``: the site's name, its control channel and uploads;
-    ``ResultHost``: inline results and the site's counters; ``MetricsHost``), plus what the
-    job itself asks."""
+    job's parts need (the site's name, counters, control channel, downloads, uploads and
+    inline results), plus what the job itself asks."""
 
     workspace: Path  # the site's workspace; the job's folder is jobs/<job_id> in it
     policy: dict[str, Any]  # the site's policy (site_policy.json)
     sandbox: Sandbox  # confines the job's script
     launcher: ForkServer  # starts it
-
-    async def download(self, path: str, dest: Path) -> None:
-        """Stream a file of the site API to ``dest``."""
-        ...
 
 
 class SiteJob:
@@ -106,8 +100,15 @@ class SiteJob:
             log,
             f"job {job_id}: the training script",
         )
-        self.to_sites: dict[str, Any] = {}  # the protections applied to every model received
         self.logs = JobLogs(agent, job_id, self.dir)  # log.txt and log.json: the script's output
+        self.inputs = JobInputs(  # the job's archive and each task's model
+            agent,
+            job_id,
+            folder=self.dir,
+            models=self.models_dir,
+            failed=self._report_failure,
+            note=self.logs.append,
+        )
         self.results = JobResults(
             agent,
             job_id,
@@ -146,29 +147,12 @@ class SiteJob:
             self._started.set()
 
     async def _start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        archive = self.dir / "job.zip"
-        await self.agent.download(routes.fill(routes.SITE_ARCHIVE, job_id=self.job_id), archive)
-        if self.archive_sha256:
-            got = await asyncio.to_thread(_sha256_of, archive)
-            if got != self.archive_sha256:
-                archive.unlink(missing_ok=True)
-                raise ValueError(
-                    f"the job archive does not match the server's record (SHA-256 {got[:16]}..., "
-                    f"expected {self.archive_sha256[:16]}...): altered or damaged on its way; not run"
-                )
-        job_dir = self.dir / "job"
-        if job_dir.exists():  # left by an earlier agent process that ran this job and died
-            await asyncio.to_thread(shutil.rmtree, job_dir)
-        await asyncio.to_thread(extract_archive, archive, job_dir)
-        app_dir = (job_dir / self.app).resolve()
-        if not app_dir.is_relative_to(job_dir.resolve()):
-            raise ValueError(f"app folder escapes the job: {self.app}")
+        job_dir, app_dir = await self.inputs.unpack(self.app, self.archive_sha256)
         # What every result of this job must get before it leaves, fixed before the script runs.
         self.results.privacy = site_privacy(
             json.loads((job_dir / "meta.json").read_text()).get("privacy"), self.agent.policy.get(PRIVACY_KEY)
         )
-        self.to_sites = dict((self.agent.policy.get(PRIVACY_KEY) or {}).get("to_sites") or {})
+        self.inputs.to_sites = dict((self.agent.policy.get(PRIVACY_KEY) or {}).get("to_sites") or {})
         served = self.agent.policy.get("studies")
         if served is not None and self.study not in served:
             raise PermissionError(f"site {self.agent.name} does not serve study '{self.study}' (site policy)")
@@ -322,17 +306,9 @@ class SiteJob:
         await self.results.deliver(task_id, path, info)
 
     async def fetch_model(self, task: TaskForSite, dest: Path) -> None:
-        """The task's model into ``dest``: from the message itself when it is small enough to
-        ride along (INLINE_BYTES), else streamed down (resumable)."""
-        if task.model is not None:
-            part = dest.with_name(dest.name + ".part")
-            part.write_bytes(base64.b64decode(task.model))
-            part.replace(dest)
-        else:
-            await self.agent.download(
-                routes.fill(routes.SITE_TASK_MODEL, job_id=self.job_id, task_id=task.task_id), dest
-            )
-        self.agent.counters.bytes_from_server += dest.stat().st_size
+        """The task's model into ``dest`` (``JobInputs.fetch_model``; a light benchmark job
+        fetches its models through it)."""
+        await self.inputs.fetch_model(task, dest)
 
     async def on_task(self, task: TaskForSite) -> None:
         await self._started.wait()
@@ -355,28 +331,9 @@ class SiteJob:
                 said = f"the training script had already exited when a task arrived{self.logs.tail()}"
                 await self._report_failure("ProcessExit", said)
             return
-        models = self.models_dir
-        models.mkdir(exist_ok=True)
-        for old in models.glob("*.safetensors"):
-            # Earlier models go: the script answered the tasks they came with. (Results live in
-            # results_dir until delivered: one whose inline answer was lost with the link is
-            # still going by PUT while the server, which had it, moves on to this task.)
-            old.unlink(missing_ok=True)
-        model_path = models / f"{task_id}.safetensors"
-        try:
-            await self.fetch_model(task, model_path)
-        except ShoalError as exc:
-            if exc.code != "TASK_NOT_OPEN":
-                raise
-            self.logs.append(f"shoal site: task {task_id} ended before its model arrived; skipped")
+        model_path = await self.inputs.model(task)
+        if model_path is None:
             return
-        if self.to_sites:  # the site policy's filters on what it receives (the job's: the server's)
-            try:
-                await asyncio.to_thread(filter_model_file, model_path, self.to_sites)
-            except Exception as exc:  # never hand the script a model its filters did not pass
-                model_path.unlink(missing_ok=True)
-                await self._report_failure("PrivacyFilterFailed", f"task {task_id[:64]}'s model: {exc}")
-                return
         self._unanswered.add(task_id)
         try:
             await self._hand_task(task, model_path)
@@ -471,8 +428,3 @@ class SiteJob:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _sha256_of(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
