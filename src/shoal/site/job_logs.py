@@ -34,7 +34,7 @@ LOG_STREAM_INTERVAL = 0.5  # seconds between live log chunks sent to the server
 LOG_CHUNK_MAX = 256 * 1024
 OUTPUT_READ = 64 * 1024  # the script's output is read in pieces of this, whatever its lines
 RECORD_MAX = 64 * 1024  # a longer output line (a progress bar redrawn with \r) is cut into records
-# The server's MAX_LOG_BYTES (shoal.server.site_routes), which refuses a longer log whole; the
+# The server's MAX_LOG_BYTES (shoal.server.site_jobs), which refuses a longer log whole; the
 # site does not import server code, and a unit test keeps the two equal.
 LOG_UPLOAD_MAX = 64 * 2**20
 CUT_NOTE_MAX = 1024  # room kept for the first line of a cut log, which says what was cut
