@@ -32,6 +32,7 @@ from shoal.site.job_inputs import InputHost, JobInputs
 from shoal.site.job_logs import JobLogs, LogHost
 from shoal.site.job_metrics import JobMetrics, MetricsHost
 from shoal.site.job_results import JobResults, ResultHost
+from shoal.site.job_ties import JobTies
 from shoal.site.policy import PRIVACY_KEY
 from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, read_message
 from shoal.wire.jobdef import client_command
@@ -101,22 +102,10 @@ class SiteJob:
             f"job {job_id}: the training script",
         )
         self.logs = JobLogs(agent, job_id, self.dir)  # log.txt and log.json: the script's output
-        self.inputs = JobInputs(  # the job's archive and each task's model
-            agent,
-            job_id,
-            folder=self.dir,
-            models=self.models_dir,
-            failed=self._report_failure,
-            note=self.logs.append,
-        )
+        ties = JobTies(job_id, failed=self._report_failure, note=self.logs.append)
+        self.inputs = JobInputs(agent, ties, folder=self.dir, models=self.models_dir)  # archive, models
         self.results = JobResults(
-            agent,
-            job_id,
-            work=self.work_dir,
-            kept=self.results_dir,
-            models=self.models_dir,
-            failed=self._report_failure,
-            note=self.logs.append,
+            agent, ties, work=self.work_dir, kept=self.results_dir, models=self.models_dir
         )
 
     @property

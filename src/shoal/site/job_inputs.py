@@ -6,9 +6,9 @@ inside the task's message when it is small (INLINE_BYTES), else streamed down; i
 last task's, and passes the site policy's filters on what the site receives (``to_sites``)
 before the script may read it.
 
-A part the job (``shoal.site.job.SiteJob``) owns, as decisions/0049 describes: what a model the
-filters refuse means for the job stays the job's (``failed`` reports it). It sees the agent
-through ``InputHost`` only.
+A part the job (``shoal.site.job.SiteJob``) owns, as decisions/0049 describes: what a model
+the filters refuse means for the job stays the job's (``JobTies.failed`` reports it). It sees
+the agent through ``InputHost`` only.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import asyncio
 import base64
 import hashlib
 import shutil
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.errors import ShoalError
 from shoal.privacy.protections import filter_model_file
+from shoal.site.job_ties import JobTies
 from shoal.wire import routes
 from shoal.wire.archive import extract_archive
 from shoal.wire.site import TaskForSite
@@ -48,19 +48,17 @@ class JobInputs:
     def __init__(
         self,
         agent: InputHost,
-        job_id: str,
+        job: JobTies,
         *,
         folder: Path,
         models: Path,
-        failed: Callable[[str, str], Awaitable[None]],
-        note: Callable[[str], None],
     ) -> None:
         self.agent = agent
-        self.job_id = job_id
+        self.job_id = job.job_id
         self.folder = folder
         self.models = models
-        self._failed = failed  # the job fails, saying why (its kind, its message)
-        self._note = note  # a line in the job's log
+        self._failed = job.failed
+        self._note = job.note
         self.to_sites: dict[str, Any] = {}  # the protections applied to every model received
 
     async def unpack(self, app: str, sha256: str) -> tuple[Path, Path]:

@@ -8,7 +8,7 @@ channel when small, else by a resumable PUT.
 
 A part the job (``shoal.site.job.SiteJob``) owns, as decisions/0049 describes: it keeps the
 protections and the tasks whose results come masked; whether the script may answer a task at
-all, and what a refused result means for the job, stay the job's (``failed`` reports it). It
+all, and what a refused result means for the job, stay the job's (``JobTies.failed``). It
 sees the agent through ``ResultHost`` only.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shoal.errors import ShoalError
 from shoal.privacy.protections import APPLIED_META_KEY
 from shoal.sandbox.files import UnsafeJobFile, claim
+from shoal.site.job_ties import JobTies
 from shoal.wire import routes
 from shoal.wire.messages import BadMessage
 from shoal.wire.models import INLINE_BYTES, result_header_json
@@ -56,21 +56,19 @@ class JobResults:
     def __init__(
         self,
         agent: ResultHost,
-        job_id: str,
+        job: JobTies,
         *,
         work: Path,
         kept: Path,
         models: Path,
-        failed: Callable[[str, str], Awaitable[None]],
-        note: Callable[[str], None],
     ) -> None:
         self.agent = agent
-        self.job_id = job_id
+        self.job_id = job.job_id
         self.work = work
         self.kept = kept
         self.models = models
-        self._failed = failed  # the job fails, saying why (its kind, its message)
-        self._note = note  # a line in the job's log
+        self._failed = job.failed
+        self._note = job.note
         self.privacy: dict[str, Any] = {}  # the protections applied to every result
         self.busy = False  # a result from the script is being handed to the server
         self._masked_tasks: set[str] = set()  # secure aggregation: the client API protects these
