@@ -93,6 +93,13 @@ class SiteJob:
         self._tasks_seen: set[str] = set()
         self._failed = False
         self._failure = ErrorInfo(type="Error", message="")  # what was reported when it failed, to say again
+        # Its parts (decisions/0049): each keeps its own state; what it means for the job is the job's.
+        self.logs = JobLogs(agent, job_id, self.dir)  # log.txt and log.json: the script's output
+        ties = JobTies(job_id, failed=self._report_failure, note=self.logs.append)
+        self.inputs = JobInputs(agent, ties, folder=self.dir, models=self.models_dir)  # archive, models
+        self.results = JobResults(
+            agent, ties, work=self.work_dir, kept=self.results_dir, models=self.models_dir
+        )
         self.metrics = JobMetrics(agent, job_id, study, self.dir)  # what the script logs
         # What the script may say, and what the agent does with each (an unknown kind: one notice).
         self._from_script = Dispatch(
@@ -100,12 +107,6 @@ class SiteJob:
             {ScriptResult: self._on_result, ScriptMetric: self.metrics.logged},
             log,
             f"job {job_id}: the training script",
-        )
-        self.logs = JobLogs(agent, job_id, self.dir)  # log.txt and log.json: the script's output
-        ties = JobTies(job_id, failed=self._report_failure, note=self.logs.append)
-        self.inputs = JobInputs(agent, ties, folder=self.dir, models=self.models_dir)  # archive, models
-        self.results = JobResults(
-            agent, ties, work=self.work_dir, kept=self.results_dir, models=self.models_dir
         )
 
     @property
