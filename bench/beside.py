@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.federation import BENCH, BenchFederation, federation
-from bench.workloads import Figure, _per_round_once, _submit
+from bench.workloads import Figure, _cli_times, _per_round_once, trivial_once
 
 #: Alternating pairs of trivial jobs, of per-round runs (50 rounds each), of CLI calls.
 TRIVIAL_PAIRS = 20
@@ -43,7 +43,7 @@ def small_jobs_beside_baseline() -> list[Figure]:
         config = rounds / "app" / "config" / "config_fed_server.json"
         config.write_text(json.dumps({"workflow": "fedavg", "args": {"num_rounds": PER_ROUND_ROUNDS}}))
         with baseline_env(rev) as extra, federation(env=extra) as before, federation() as after:
-            trivial = _alternate(before, after, _trivial_once, TRIVIAL_PAIRS)
+            trivial = _alternate(before, after, trivial_once, TRIVIAL_PAIRS)
             per_round = _alternate(before, after, lambda fed: _per_round_once(fed, rounds), PER_ROUND_PAIRS)
             cold = _alternate(before, after, _job_list_once, COLD_START_PAIRS, pause=0.2)
     label = f"[baseline {rev[:7]}]"
@@ -60,16 +60,9 @@ def small_jobs_beside_baseline() -> list[Figure]:
     ]
 
 
-def _trivial_once(fed: BenchFederation) -> float:
-    start = time.perf_counter()
-    fed.shoal("job", "wait", _submit(fed, BENCH / "jobs" / "trivial"))
-    return time.perf_counter() - start
-
-
 def _job_list_once(fed: BenchFederation) -> float:
-    start = time.perf_counter()
-    fed.shoal("job", "list", "--format", "json")
-    return time.perf_counter() - start
+    """One cold start, called as cold_start calls it (the console script users run)."""
+    return _cli_times(fed, ["job", "list", "--format", "json"], 1)[0]
 
 
 def _alternate(

@@ -114,10 +114,15 @@ def trivial_job(fed: BenchFederation, quick: bool) -> list[Figure]:
     samples = []
     for _ in range(1 if quick else 5):
         _idle_pause(quick)
-        start = time.perf_counter()
-        fed.shoal("job", "wait", _submit(fed, BENCH / "jobs" / "trivial"))
-        samples.append(time.perf_counter() - start)
+        samples.append(trivial_once(fed))
     return [Figure("trivial job", "1 round, 2 sites: submit -> wait returns", samples)]
+
+
+def trivial_once(fed: BenchFederation) -> float:
+    """Seconds from submitting the trivial job to ``job wait`` returning."""
+    start = time.perf_counter()
+    fed.shoal("job", "wait", _submit(fed, BENCH / "jobs" / "trivial"))
+    return time.perf_counter() - start
 
 
 def small_jobs_beside(_: BenchFederation, quick: bool) -> list[Figure]:

@@ -156,12 +156,7 @@ class RunEnd:
 
     async def _end_sites_then(self, answer: Callable[[list[str]], None]) -> None:
         await self.tell_sites_finished()
-        self._members.check_settled()
-        try:
-            await asyncio.wait_for(self._members.settled.wait(), SITE_END_GRACE)
-        except TimeoutError:
-            pass
-        answer(self._members.stragglers())
+        answer(await self._members.settle_within(SITE_END_GRACE))
 
     async def tell_sites_finished(self) -> None:
         """The workflow finished and its results are written: the sites can stop while its
@@ -183,11 +178,8 @@ class RunEnd:
         assert self.outcome is not None
         status, reason, error = self.outcome
         await self._tell_sites(AbortJob if self.aborting else EndJob, reason)
-        self._members.check_settled()
-        try:
-            await asyncio.wait_for(self._members.settled.wait(), SITE_END_GRACE)
-        except TimeoutError:
-            stragglers = self._members.stragglers()
+        stragglers = await self._members.settle_within(SITE_END_GRACE)
+        if stragglers:
             log.warning("job %s: sites did not confirm the end: %s", self._job_id, stragglers)
             if self.aborting:
                 reason += f"; no confirmation from {', '.join(stragglers)} within {SITE_END_GRACE:g}s"

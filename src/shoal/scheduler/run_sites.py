@@ -50,6 +50,16 @@ class SiteMembership:
         if self.confirmed | self.gone >= set(self._sites):
             self.settled.set()
 
+    async def settle_within(self, grace: float) -> list[str]:
+        """Wait up to ``grace`` seconds for every site to confirm the end or be gone; the
+        stragglers then (none once settled)."""
+        self.check_settled()
+        try:
+            await asyncio.wait_for(self.settled.wait(), grace)
+        except TimeoutError:
+            pass
+        return self.stragglers()
+
     def stragglers(self) -> list[str]:
         """The sites that neither confirmed the end nor are gone."""
         return sorted(set(self._sites) - self.confirmed - self.gone)
