@@ -58,6 +58,32 @@ def claim(root: Path, named: str, dest: Path) -> Path:
     return dest
 
 
+def give(src: Path, root: Path, name: str) -> bool:
+    """Move the host's file ``src`` into the job's folder ``root`` (a folder the job may write
+    but not replace) as ``name``, for the job to write over (decisions/0054). ``root`` is opened
+    without following a link and the rename replaces whatever the job left under ``name`` (a
+    link is replaced, never written through); the file takes the folder's owner. False, with
+    ``src`` removed, when it cannot be (``name`` is a folder there, another file system): the
+    host never keeps a file it gave up."""
+    try:
+        target = os.open(root, _DIR_FLAGS)
+    except OSError:
+        src.unlink(missing_ok=True)
+        return False
+    try:
+        owner = os.fstat(target)  # a root host's job runs as the job user, who owns its folder
+        if os.stat(src).st_uid != owner.st_uid:
+            os.chown(src, owner.st_uid, owner.st_gid)
+        os.chmod(src, 0o600)
+        os.rename(src, name, dst_dir_fd=target)
+        return True
+    except OSError:
+        src.unlink(missing_ok=True)
+        return False
+    finally:
+        os.close(target)
+
+
 def harvest(src: Path, dest: Path, reserved: frozenset[str] = frozenset()) -> list[str]:
     """Move every regular file under ``src`` (a job's output folder) to the same place under
     ``dest`` (the host's), never replacing a file there, and never into a top-level name in

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal.privacy.protections import filter_model_file
-from shoal.sandbox.files import claim
+from shoal.sandbox.files import claim, give
 from shoal.scheduler.jobpaths import JobPaths
-from shoal.wire.controller import Task
+from shoal.wire.controller import SPARE_MODEL, Task
 from shoal.wire.site import TaskForSite
 
 
@@ -85,9 +85,12 @@ class TaskBook:
         return self._paths.results / f"{task_id}-{site}.safetensors"
 
     def release_result(self, task_id: str, site: str, in_job: bool, failed: set[str]) -> None:
-        """The workflow has folded a result in: its file goes (the workflow may only read it)."""
+        """The workflow has folded a result in: its file goes (the workflow may only read it),
+        handed to the workflow's folder as the file to write its next model over: its pages,
+        written by the upload moments ago, take that model instead of fresh ones (decisions/0054).
+        The workflow reads every result of its job, so the bytes it gets back are no news to it."""
         if task_id in self.tasks and in_job:
-            self.result_path(task_id, site).unlink(missing_ok=True)
+            give(self.result_path(task_id, site), self._paths.run, SPARE_MODEL)
         task = self.tasks.get(task_id)
         if task is not None:
             self.drop_model_once_served(task, failed)

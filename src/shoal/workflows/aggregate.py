@@ -90,7 +90,10 @@ class WeightedSum:
     1 and 2 (weights 1 and 2) at 2 rather than 1. Exact while values stay below 2**53.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reuse: Mapping[str, np.ndarray] | None = None) -> None:
+        # Arrays the caller is done with (the previous round's model, which a task already
+        # carries): the running sums take their memory instead of fresh pages (decisions/0054).
+        self._spare = dict(reuse or {})
         self._sums: dict[str, np.ndarray] = {}
         self._dtypes: dict[str, np.dtype[Any]] = {}
         self._metric_sums: dict[str, float] = {}
@@ -151,15 +154,18 @@ class WeightedSum:
             if name not in self._sums:
                 self._dtypes[name] = dtype
                 accumulator = _accumulator(dtype)
+                spare = self._take_spare(name, shape, accumulator)
                 if accumulator == dtype:
                     # The first update becomes the running sum as it is read: no zero-filled
                     # array to add it into (a pass over the model saved per round).
-                    first = params[name]
+                    first = params.read(name, spare)
                     if weight != 1:
                         first *= weight
                     self._sums[name] = first
                     continue
-                self._sums[name] = np.zeros(shape, dtype=accumulator)
+                if spare is not None:
+                    spare.fill(0)
+                self._sums[name] = np.zeros(shape, dtype=accumulator) if spare is None else spare
             flat = self._sums[name].reshape(-1)
             for start, chunk in params.chunks(name):
                 part = flat[start : start + chunk.size]
@@ -170,6 +176,21 @@ class WeightedSum:
                     part += chunk
                 else:
                     part += _scaled(chunk, weight, part.dtype)
+
+    def _take_spare(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+        """The caller's array for tensor ``name`` if it can hold its sum: same shape and dtype,
+        contiguous, writable, and its own memory (not a view into another array or a file)."""
+        spare = self._spare.pop(name, None)
+        if (
+            isinstance(spare, np.ndarray)
+            and spare.shape == shape
+            and spare.dtype == dtype
+            and spare.flags.c_contiguous
+            and spare.flags.writeable
+            and spare.flags.owndata
+        ):
+            return spare
+        return None
 
     def _add_metrics(self, metrics: dict[str, float] | None, weight: float) -> None:
         for key, val in (metrics or {}).items():
@@ -182,6 +203,7 @@ class WeightedSum:
             raise ValueError(f"this sum is incomplete: {self._broken}")
         if self.count == 0:
             raise ValueError("no updates to aggregate")
+        self._spare.clear()
         out: dict[str, np.ndarray] = {}
         for name in list(self._sums):
             total = self._sums.pop(name)

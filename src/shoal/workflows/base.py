@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from shoal.wire.channel import SyncChannel
 from shoal.wire.controller import (
+    SPARE_MODEL,
     Finishing,
     PrivacySpent,
     Release,
@@ -160,7 +161,7 @@ class WorkflowContext:
         else:
             from_checkpoint = None
             model_path = self.run_dir / "models" / f"{task_id}.safetensors"
-            save_params(model.params, model_path)
+            save_params(model.params, model_path, reuse=self.run_dir / SPARE_MODEL)
         targets = [s for s in (sites if sites is not None else self.sites) if s not in self._failed_sites]
         self._send(
             Task(
@@ -389,7 +390,7 @@ class WorkflowContext:
         if not self.keeps_checkpoints:
             return
         name = f"checkpoint-{round_number}.safetensors"
-        save_params(model.params, self.run_dir / name)
+        save_params(model.params, self.run_dir / name, reuse=self.run_dir / SPARE_MODEL)
         context = {"rounds": self.rounds, "logged_metrics": self.logged_metrics, "restarts": self.restarts}
         saved = {"workflow": state, "context": context}
         self._send(RoundCheckpoint(round=round_number, model_path=name, state=saved))
@@ -417,7 +418,7 @@ class WorkflowContext:
 
     def save_model(self, model: FLModel, name: str = "FL_global_model.safetensors") -> Path:
         path = self.workspace / name
-        save_params(model.params, path)
+        save_params(model.params, path, reuse=self.run_dir / SPARE_MODEL)
         return path
 
     def write_json(self, name: str, obj: Any) -> Path:

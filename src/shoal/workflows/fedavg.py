@@ -96,8 +96,12 @@ class FedAvg(Workflow):
     def train(self, model: FLModel, keep_last: bool = False) -> tuple[FLModel, dict[str, FLModel]]:
         """Run every round from ``model``; return the global model and, with ``keep_last``, each
         site's update of the last round in memory (for workflows that evaluate them; plain
-        FedAvg streams every update and never holds one whole)."""
+        FedAvg streams every update and never holds one whole). ``model``'s arrays are only
+        read; the arrays of the rounds' models are this loop's until it returns: each round's
+        sum is made in the last one's (decisions/0054), so a subclass that keeps a round's
+        model past its round keeps a copy."""
         last: dict[str, FLModel] = {}
+        made_here = False  # ``model`` is one this loop made (not the caller's): its arrays are ours
         for rnd in range(self.next_round, self.num_rounds):
             blocked = self.privacy.blocked(self.ctx.active_sites())
             if blocked is not None:
@@ -123,7 +127,9 @@ class FedAvg(Workflow):
                 continue
             # central DP clips each update around the round's global model: it is kept for that
             global_params = dict(model.params) if self.privacy.server_dp else {}
-            acc = WeightedSum()
+            # Once its task is out, the last round's model lives in its file: its arrays, if
+            # this loop made them and nothing else reads them, hold the new sum (decisions/0054).
+            acc = WeightedSum(reuse=model.params if made_here and not global_params else None)
             answered: list[str] = []
             summed: list[str] = []  # the sites whose updates are in the sum, first one first
             final = keep_last and rnd == self.num_rounds - 1
@@ -135,7 +141,8 @@ class FedAvg(Workflow):
                 checks_on_read=True,  # every update is read below, checked in the same pass
             )
             # Once the task is sent the last global model lives in its file: letting go of it here
-            # (collect does too) keeps one model in memory while updates arrive, the running sum.
+            # (collect does too) keeps one model in memory while updates arrive, the running sum
+            # (in the last model's arrays, when the sum took them).
             del model
             with closing(updates):  # a refused update ends the round here: its task closes at once
                 for site, update in updates:
@@ -150,6 +157,7 @@ class FedAvg(Workflow):
             if acc.count == 0:
                 raise RoundFailed(f"round {rnd}: no site reported any training examples (num_examples 0)")
             model = FLModel(params=self.privacy.noised(acc.result(), acc.count))
+            made_here = True
             del global_params
             self.ctx.record_round(rnd, acc.metrics(), sorted(answered))
             if self.privacy.active:

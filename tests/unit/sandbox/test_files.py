@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.sandbox.files import UnsafeJobFile, claim, harvest, relative_inside, remove_tree
+from shoal.sandbox.files import UnsafeJobFile, claim, give, harvest, relative_inside, remove_tree
 
 
 @pytest.fixture
@@ -146,3 +146,34 @@ def test_remove_tree_takes_any_depth_and_follows_no_link(tmp_path: Path, secret:
     remove_tree(job)
     assert not job.exists() and secret.read_text() == "PRIVATE KEY"
     remove_tree(job)  # already gone: nothing to do
+
+
+# --- give: a host's file handed to the job to write over (decisions/0054) -----------------------
+
+
+def test_give_moves_the_file_in_and_replaces_a_link_without_writing_through(
+    dirs: tuple[Path, Path], secret: Path
+) -> None:
+    """A job that left a link under the spare's name gets the link replaced: the file the link
+    named (the host's key here) is neither written nor removed."""
+    work, mine = dirs
+    (work / "spare").symlink_to(secret)
+    released = mine / "result"
+    released.write_bytes(b"an update the job already read")
+    assert give(released, work, "spare")
+    assert not released.exists()
+    assert not (work / "spare").is_symlink() and (work / "spare").read_bytes() == b"an update the job already read"
+    assert secret.read_text() == "PRIVATE KEY"
+    assert (work / "spare").stat().st_mode & 0o777 == 0o600
+
+
+def test_give_to_a_name_that_is_a_folder_keeps_nothing(dirs: tuple[Path, Path]) -> None:
+    """The host never keeps a file it gave up: when the job's folder cannot take it, it goes."""
+    work, mine = dirs
+    (work / "spare").mkdir()
+    (work / "spare" / "x").write_text("job's own")
+    released = mine / "result"
+    released.write_bytes(b"bytes")
+    assert not give(released, work, "spare")
+    assert not released.exists()
+    assert (work / "spare" / "x").read_text() == "job's own"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -114,3 +115,50 @@ def test_checking_a_result_does_not_import_numpy(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- writing over a spare file (decisions/0054) ------------------------------------------------
+
+
+def test_save_params_writes_over_a_spare_in_place(tmp_path: Path) -> None:
+    """The spare's inode (and so its pages) takes the model; a longer spare is cut to size."""
+    spare = tmp_path / "spare.safetensors"
+    spare.write_bytes(b"\xff" * 100_000)
+    inode = spare.stat().st_ino
+    params = {"w": np.arange(1000, dtype=np.float32), "b": np.ones(3, dtype=np.float64)}
+    target = tmp_path / "checkpoint-0.safetensors"
+    save_params(params, target, reuse=spare)
+    assert not spare.exists()
+    assert target.stat().st_ino == inode
+    assert target.read_bytes() == params_bytes(params)  # byte for byte what a new file would hold
+
+
+def test_save_params_does_not_write_over_a_link_or_a_file_named_twice(tmp_path: Path) -> None:
+    """A spare that is a link, or a file with another name (writing over it would change that
+    one too), is left as it is: the model goes to a new file."""
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"keep me")
+    params = {"w": np.arange(10, dtype=np.float32)}
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(other)
+    save_params(params, tmp_path / "a.safetensors", reuse=link)
+    twice = tmp_path / "twice.safetensors"
+    os.link(other, twice)
+    save_params(params, tmp_path / "b.safetensors", reuse=twice)
+    assert other.read_bytes() == b"keep me" and link.is_symlink() and twice.exists()
+    for name in ("a", "b"):
+        assert (tmp_path / f"{name}.safetensors").read_bytes() == params_bytes(params)
+    save_params(params, tmp_path / "c.safetensors", reuse=tmp_path / "absent")  # no spare: a new file
+    assert (tmp_path / "c.safetensors").read_bytes() == params_bytes(params)
+
+
+def test_lazy_read_into_a_buffer_takes_its_memory_or_refuses_a_wrong_one(tmp_path: Path) -> None:
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_params({"w": values}, tmp_path / "m.safetensors")
+    lazy = LazyParams(tmp_path / "m.safetensors")
+    buffer = np.empty((3, 4), dtype=np.float32)
+    got = lazy.read("w", buffer)
+    assert got is buffer and np.array_equal(buffer, values)
+    for wrong in (np.empty((4, 3), np.float32), np.empty((3, 4), np.float64), np.empty((4, 3), np.float32).T):
+        with pytest.raises(ValueError, match="cannot take it"):
+            lazy.read("w", wrong)

@@ -256,3 +256,30 @@ def test_an_inspected_update_that_passes_sums_as_an_uninspected_one(tmp_path: Pa
         acc.add(LazyParams(tmp_path / "two.safetensors", inspect=inspect), 3.0)
         sums.append(acc.result()["w"])
     np.testing.assert_array_equal(sums[0], sums[1])
+
+
+def test_a_sum_takes_the_memory_of_a_spare_array_that_fits_and_only_then(tmp_path: Path) -> None:
+    """``reuse`` (decisions/0054): the running sum lives in the caller's array when it has the
+    tensor's shape and the sum's dtype and owns its memory; anything else is not touched. The
+    mean is the same either way."""
+    one, two = np.full(1000, 2.0, np.float32), np.full(1000, 4.0, np.float32)
+    save_params({"w": one}, tmp_path / "1.safetensors")
+    save_params({"w": two}, tmp_path / "2.safetensors")
+
+    def mean(reuse: dict[str, np.ndarray] | None) -> np.ndarray:
+        acc = WeightedSum(reuse=reuse)
+        acc.add(LazyParams(tmp_path / "1.safetensors"), 1)
+        acc.add(LazyParams(tmp_path / "2.safetensors"), 3)
+        return acc.result()["w"]
+
+    spare = np.zeros(1000, np.float32)
+    got = mean({"w": spare})
+    assert np.shares_memory(got, spare) and np.allclose(got, 3.5)
+    base = np.zeros(2000, np.float32)
+    unfit = [np.zeros(1000, np.float64), np.zeros(999, np.float32), base[:1000]]  # dtype, shape, a view
+    frozen = np.zeros(1000, np.float32)
+    frozen.flags.writeable = False
+    for other in [*unfit, frozen]:
+        got = mean({"w": other})
+        assert not np.shares_memory(got, other) and np.allclose(got, 3.5)
+        assert not other.any()  # left as it was
