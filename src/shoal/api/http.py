@@ -105,6 +105,10 @@ class Connection:
         if self._sock is not None:
             self._sock.settimeout(timeout)
 
+    def fileno(self) -> int | None:
+        """The socket's descriptor while connected (to poll an idle kept-alive connection)."""
+        return None if self._sock is None else self._sock.fileno()
+
     def interrupt(self) -> None:
         """Make a request another thread is waiting in fail now (see TLSSocket.shutdown)."""
         if self._sock is not None:

@@ -59,6 +59,9 @@ class TLSSocket:
     def close(self) -> None:
         self._raw.close()
 
+    def fileno(self) -> int:
+        return int(self._raw.fileno())
+
     def shutdown(self) -> None:
         """End the connection under a thread blocked reading it (``close`` alone does not wake
         it on Linux): its read sees the end at once."""

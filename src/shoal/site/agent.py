@@ -14,19 +14,20 @@ import os
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import aiohttp
 
 from shoal import __version__
 from shoal.api.config_file import shoal_home
+from shoal.api.http import Response
 from shoal.errors import ShoalError
 from shoal.runtime.launcher import ForkServer
 from shoal.sandbox.confinement import Sandbox
 from shoal.security.kitfiles import KIT_HINT
 from shoal.security.tls import client_ssl_context, read_kit_json
+from shoal.site.bulk import BROKEN, BulkLink, json_answer, raise_if_task_closed
 from shoal.site.job import SiteJob
 from shoal.site.metrics import SiteCounters, load_metrics_config
 from shoal.site.policy import load_site_policy, load_site_resources
@@ -58,19 +59,10 @@ log = logging.getLogger("shoal.site")
 BACKOFF_START = 0.1
 BACKOFF_MAX = 10.0
 TRANSFER_ATTEMPTS = 12  # a transfer retries (resuming) through about a minute of lost link
-UPLOAD_PIECE = 256 * 2**10
 INLINE_ACK_TIMEOUT = 10.0  # seconds for the server to confirm a result sent inline, else PUT
 KEPT_MAX = 1000  # failure and end reports held for the next connection (each a few KB at most)
 # What ends one transfer attempt and starts the next (resuming), rather than failing the job.
-TRANSFER_BROKEN = (aiohttp.ClientError, ConnectionError, TimeoutError, TransferStalled)
-
-
-async def _read_ticking(f: BinaryIO, progress: Progress) -> AsyncIterator[bytes]:
-    """A file as an upload body, read from a worker thread. The writer asks for the next piece
-    only once the last one went out, so each read is a sign of progress."""
-    while data := await asyncio.to_thread(f.read, UPLOAD_PIECE):
-        progress.tick()
-        yield data
+TRANSFER_BROKEN = (aiohttp.ClientError, *BROKEN, TransferStalled)
 
 
 class SiteAgent:
@@ -87,6 +79,7 @@ class SiteAgent:
         self.name = str(config["name"])
         server = config["server"]
         self.base_url = f"https://{server['host']}:{server['port']}"
+        self._server = (str(server["host"]), int(server["port"]))
         self.workspace = workspace or kit_dir / "workspace"
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.policy: dict[str, Any] = load_site_policy(kit_dir)  # refuses to start on a bad one
@@ -120,6 +113,7 @@ class SiteAgent:
         self._kept: list[Message] = []  # send(keep=True) while disconnected
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._bulk: BulkLink | None = None
         self._stop = asyncio.Event()
         # Training processes are forked from a process that has numpy and the client API
         # imported (shoal.runtime.launcher): a job's script starts without waiting for an interpreter.
@@ -131,6 +125,12 @@ class SiteAgent:
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None
         return self._session
+
+    @property
+    def bulk(self) -> BulkLink:
+        """Where models and results move (``shoal.site.bulk``), apart from the event loop."""
+        assert self._bulk is not None
+        return self._bulk
 
     async def send(self, message: Message, keep: bool = False) -> bool:
         """Report to the server. A message sent while disconnected is dropped (the server learns
@@ -189,18 +189,25 @@ class SiteAgent:
         raise RuntimeError(f"GET {path}: gave up after {TRANSFER_ATTEMPTS} attempts")
 
     async def _download_once(self, path: str, tmp: Path, progress: Progress) -> None:
+        """One GET onto the end of ``tmp`` (``Range`` from what it holds), on a bulk connection."""
         have = tmp.stat().st_size if tmp.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
-        async with self.session.get(self.base_url + path, headers=headers) as resp:
-            await _task_not_open(resp)
+
+        def take(resp: Response) -> None:  # in the transfer's thread
+            if resp.status == 409:
+                raise_if_task_closed(said := json_answer(resp))
+                raise RuntimeError(f"GET {path}: HTTP 409: {said}")
             if resp.status not in (200, 206):
-                raise RuntimeError(f"GET {path}: HTTP {resp.status}: {await resp.text()}")
+                text = resp.read()[:500].decode("utf-8", "replace")
+                raise RuntimeError(f"GET {path}: HTTP {resp.status}: {text}")
             if have:
                 log.info("resuming download of %s at byte %d (HTTP %d)", path, have, resp.status)
             with tmp.open("ab" if resp.status == 206 else "wb") as out:
-                async for chunk in resp.content.iter_any():
-                    out.write(chunk)
+                for piece in resp.iter_body():
+                    out.write(piece)
                     progress.tick()
+
+        await self.bulk.exchange("GET", path, headers, progress, take)
 
     async def upload(self, path: str, src: Path, headers: dict[str, str]) -> None:
         """PUT a file; a broken or stalled result upload resumes from the bytes the server says
@@ -229,21 +236,23 @@ class SiteAgent:
         size = src.stat().st_size
         query = f"{'&' if '?' in path else '?'}offset={offset}"
         send = {**headers, "X-Shoal-Total": str(size), "Content-Length": str(size - offset)}
+
+        def take(resp: Response) -> int | None:  # in the transfer's thread
+            if resp.status == 409:
+                raise_if_task_closed(said := json_answer(resp))
+                if not isinstance(said, dict) or "received" not in said:
+                    raise RuntimeError(f"PUT {path}: HTTP 409: {said}")  # not about offsets: say so
+                return int(said["received"])
+            text = resp.read()[:500].decode("utf-8", "replace")
+            if resp.status == 504:  # the server gave up waiting for our bytes first: resume
+                raise TransferStalled(f"the server dropped the upload: {text}")
+            if resp.status != 200:
+                raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {text}")
+            return None
+
         with src.open("rb") as f:
             f.seek(offset)
-            body = _read_ticking(f, progress)
-            async with self.session.put(self.base_url + path + query, data=body, headers=send) as resp:
-                await _task_not_open(resp)
-                if resp.status == 409:
-                    answer = await resp.json()
-                    if "received" not in answer:  # not about offsets: the task is gone, say so
-                        raise RuntimeError(f"PUT {path}: HTTP 409: {answer}")
-                    return int(answer["received"])
-                if resp.status == 504:  # the server gave up waiting for our bytes first: resume
-                    raise TransferStalled(f"the server dropped the upload: {await resp.text()}")
-                if resp.status != 200:
-                    raise RuntimeError(f"PUT {path}: HTTP {resp.status}: {await resp.text()}")
-                return None
+            return await self.bulk.exchange("PUT", path + query, send, progress, take, body=f)
 
     async def _received(self, path: str) -> int:
         """Bytes of an interrupted upload the server holds (0 where it cannot say)."""
@@ -274,7 +283,9 @@ class SiteAgent:
         log.log(logging.INFO if self.sandbox.abi >= 1 else logging.WARNING, "%s", self.sandbox.notice())
         if self.warm_processes:
             self.launcher.warm_up()
-        connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.kit_dir), limit=16)
+        context = client_ssl_context(self.kit_dir)
+        connector = aiohttp.TCPConnector(ssl=context, limit=16)
+        self._bulk = BulkLink(*self._server, context, idle_timeout())
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=None)
         ) as session:
@@ -343,6 +354,7 @@ class SiteAgent:
                     pass
                 backoff = min(backoff * 2, BACKOFF_MAX)
             await self._end_all("the site agent is stopping")
+        self._bulk.close()
 
     async def _listen(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
         """Dispatch the server's messages until the channel ends; the close code the server
@@ -430,15 +442,6 @@ class SiteAgent:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-async def _task_not_open(resp: aiohttp.ClientResponse) -> None:
-    """TASK_NOT_OPEN (a ShoalError) if the server answered that the task is over for this
-    site: its round ended without it, so its model or its result is not wanted any more."""
-    if resp.status == 409 and resp.content_type == "application/json":
-        answer = await resp.json()
-        if isinstance(answer, dict) and answer.get("error_code") == "TASK_NOT_OPEN":
-            raise ShoalError.from_wire(answer)
 
 
 def run_site(kit_dir: Path, workspace: Path | None = None) -> int:

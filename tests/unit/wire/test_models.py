@@ -125,7 +125,10 @@ def test_save_params_writes_over_a_spare_in_place(tmp_path: Path) -> None:
     spare = tmp_path / "spare.safetensors"
     spare.write_bytes(b"\xff" * 100_000)
     inode = spare.stat().st_ino
-    params = {"w": np.arange(1000, dtype=np.float32), "b": np.ones(3, dtype=np.float64)}
+    params: dict[str, np.ndarray] = {
+        "w": np.arange(1000, dtype=np.float32),
+        "b": np.ones(3, dtype=np.float64),
+    }
     target = tmp_path / "checkpoint-0.safetensors"
     save_params(params, target, reuse=spare)
     assert not spare.exists()

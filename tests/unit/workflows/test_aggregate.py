@@ -276,7 +276,11 @@ def test_a_sum_takes_the_memory_of_a_spare_array_that_fits_and_only_then(tmp_pat
     got = mean({"w": spare})
     assert np.shares_memory(got, spare) and np.allclose(got, 3.5)
     base = np.zeros(2000, np.float32)
-    unfit = [np.zeros(1000, np.float64), np.zeros(999, np.float32), base[:1000]]  # dtype, shape, a view
+    unfit: list[np.ndarray] = [
+        np.zeros(1000, np.float64),
+        np.zeros(999, np.float32),
+        base[:1000],
+    ]  # dtype, shape, a view
     frozen = np.zeros(1000, np.float32)
     frozen.flags.writeable = False
     for other in [*unfit, frozen]:
