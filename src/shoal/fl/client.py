@@ -27,7 +27,7 @@ from shoal.fl.model import FLModel
 from shoal.wire.channel import METRIC_KEY_MAX, SyncChannel
 from shoal.wire.logconfig import apply as apply_log_setting
 from shoal.wire.messages import SCRIPT, BadMessage, Dispatch, encode
-from shoal.wire.models import load_params, result_header_json, save_params
+from shoal.wire.models import SPARE_MODEL, load_params, result_header_json, save_params
 from shoal.wire.results import ResultInfo
 from shoal.wire.script import ScriptLogConfig, ScriptMetric, ScriptResult, ScriptTask, StopScript
 
@@ -191,7 +191,8 @@ def send(model: FLModel) -> None:
     )
     result_header_json(info.header())  # too large (or not JSON) fails here, in the script, saying why
     name = _result_file(task)
-    save_params(params, Path(name))
+    # over the spare the agent handed back (its last result, decisions/0054) where there is one
+    save_params(params, Path(name), reuse=Path(name).parent / SPARE_MODEL)
     channel.send(encode(ScriptResult(task_id=task.task_id, path=name, info=info)))
     _current_task = None
 

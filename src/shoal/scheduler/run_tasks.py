@@ -17,7 +17,8 @@ from typing import Any
 from shoal.privacy.protections import filter_model_file
 from shoal.sandbox.files import claim, give
 from shoal.scheduler.jobpaths import JobPaths
-from shoal.wire.controller import SPARE_MODEL, Task
+from shoal.wire.controller import Task
+from shoal.wire.models import SPARE_MODEL
 from shoal.wire.site import TaskForSite
 
 

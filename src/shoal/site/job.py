@@ -38,6 +38,7 @@ from shoal.wire.channel import MAX_MESSAGE_BYTES, UnreadableMessage, encode, rea
 from shoal.wire.jobdef import client_command
 from shoal.wire.messages import SCRIPT, BadMessage, Dispatch
 from shoal.wire.messages import encode as encode_message
+from shoal.wire.models import SPARE_MODEL
 from shoal.wire.results import ResultInfo
 from shoal.wire.script import ScriptLogConfig, ScriptMetric, ScriptResult, ScriptTask, StopScript
 from shoal.wire.site import (
@@ -384,6 +385,8 @@ class SiteJob:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._pumping), CHANNEL_DRAIN_GRACE)
         self._ended = True
+        # the script writes no more results: the spare of its last one (decisions/0054) goes
+        (self.work_dir / SPARE_MODEL).unlink(missing_ok=True)
         await self.metrics.close()  # what the script logged is on disk before the end is confirmed
         await self.logs.captured(5.0, stop=True)  # the output written before the exit
         await self.logs.upload()  # whatever it manages, the end is confirmed below

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.errors import ShoalError
 from shoal.privacy.protections import APPLIED_META_KEY
-from shoal.sandbox.files import UnsafeJobFile, claim
+from shoal.sandbox.files import UnsafeJobFile, claim, give
 from shoal.site.job_ties import JobTies
 from shoal.wire import routes
 from shoal.wire.messages import BadMessage
-from shoal.wire.models import INLINE_BYTES, result_header_json
+from shoal.wire.models import INLINE_BYTES, SPARE_MODEL, result_header_json
 from shoal.wire.results import ResultInfo, checked_result_info
 from shoal.wire.script import ScriptResult
 
@@ -138,7 +138,9 @@ class JobResults:
                 raise
             self._note(f"shoal site: the server no longer takes task {task_id[:64]}'s result: {exc}")
         finally:
-            path.unlink(missing_ok=True)
+            # back to the script's folder, for its next result to be written over (its pages,
+            # in memory, take it instead of fresh ones: decisions/0054); its own bytes, as sent
+            give(path, self.work, SPARE_MODEL)
 
     def _privatize(self, path: Path, task_id: str) -> dict[str, Any]:
         """Apply the job's and the site's privacy protections to the result file in place (the

@@ -20,10 +20,6 @@ from typing import Any
 from shoal.wire.messages import CONTROLLER, FLAT, SERVER, WORKFLOW, Message, register
 from shoal.wire.results import ResultInfo
 
-#: The name, in the workflow's run folder, of a model file the server is done with and hands
-#: back (decisions/0054): the workflow writes its next model over it (``save_params(reuse=)``).
-SPARE_MODEL = "spare.safetensors"
-
 # --- workflow -> server ------------------------------------------------------------------------
 
 

@@ -63,6 +63,11 @@ def result_header_json(header: Mapping[str, Any]) -> str:
     return text
 
 
+#: The name, in a job's folder, of a model file its host is done with and hands back (the server
+#: a released result to the workflow, the agent a sent result to the script; decisions/0054): the
+#: job writes its next model over it (``save_params(reuse=)``).
+SPARE_MODEL = "spare.safetensors"
+
 # safetensors dtype name <-> numpy dtype string
 DTYPES = {
     "F64": "<f8",

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 from shoal.wire.channel import SyncChannel
 from shoal.wire.controller import (
-    SPARE_MODEL,
     Finishing,
     PrivacySpent,
     Release,
@@ -38,7 +37,7 @@ from shoal.wire.flmodel import FLModel
 from shoal.wire.jsonout import dumps
 from shoal.wire.logconfig import apply as apply_log_setting
 from shoal.wire.messages import CONTROLLER, BadMessage, Dispatch, Message, encode
-from shoal.wire.models import Inspect, LazyParams, load_params, save_params
+from shoal.wire.models import SPARE_MODEL, Inspect, LazyParams, load_params, save_params
 from shoal.workflows.update_checks import UpdateChecks, non_finite_problem, non_finite_values
 
 log = logging.getLogger("shoal.workflow")

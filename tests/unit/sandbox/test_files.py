@@ -162,7 +162,10 @@ def test_give_moves_the_file_in_and_replaces_a_link_without_writing_through(
     released.write_bytes(b"an update the job already read")
     assert give(released, work, "spare")
     assert not released.exists()
-    assert not (work / "spare").is_symlink() and (work / "spare").read_bytes() == b"an update the job already read"
+    assert (
+        not (work / "spare").is_symlink()
+        and (work / "spare").read_bytes() == b"an update the job already read"
+    )
     assert secret.read_text() == "PRIVATE KEY"
     assert (work / "spare").stat().st_mode & 0o777 == 0o600
 

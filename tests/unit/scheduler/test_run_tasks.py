@@ -6,7 +6,7 @@ from pathlib import Path
 
 from shoal.scheduler.jobpaths import JobPaths
 from shoal.scheduler.run_tasks import TaskBook, TaskState
-from shoal.wire.controller import SPARE_MODEL
+from shoal.wire.models import SPARE_MODEL
 
 
 def _book(tmp_path: Path) -> tuple[JobPaths, TaskBook, TaskState]:
