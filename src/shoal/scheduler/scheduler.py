@@ -237,9 +237,10 @@ class Scheduler:
         # Read in a worker thread: the queue a sweep leaves is hundreds of jobs, and reading and
         # decoding them on the loop held every answer for up to ~90 ms a pass under load.
         waiting = await asyncio.to_thread(self.store.jobs_in_status, [JobStatus.SUBMITTED])
+        full = False  # the bound on running jobs held one back: none after it starts in this pass
         for job in waiting:
             try:
-                await self._consider(job, connected)
+                full = await self._consider(job, connected, full)
             except Exception as exc:
                 log.exception("job %s: considering it for dispatch failed", job.job_id)
                 try:
@@ -251,14 +252,21 @@ class Scheduler:
                 except Exception:  # the store itself failed: the next pass tries again
                     log.exception("job %s: recording why it waits failed", job.job_id)
 
-    async def _consider(self, job: JobRecord, connected: list[str]) -> None:
+    async def _consider(self, job: JobRecord, connected: list[str], full: bool) -> bool:
+        """Start ``job`` if it can start now, else say why it waits; True once the bound on
+        running jobs holds it back (``full``: it held back one before it in this pass). Jobs
+        start in the order they were submitted: when a run ends during a pass (the pass awaits
+        its store writes), the slot it frees goes to the first job waiting, in the pass its end
+        kicks, not to whichever job this pass reaches next."""
         if job.job_id in self.runs:
-            return
+            return full
         if len(self.runs) >= self.max_running:
             await self._set_reason(
                 job, f"waiting: {len(self.runs)} jobs already running (limit {self.max_running})"
             )
-            return
+            return True
+        if full:
+            return True
         serving = placement.serving(self.remote_sites.hello_of, connected, job.study)
         targets = placement.target_sites(job.meta.get("deploy_map", {}), serving, self.study_sites(job.study))
         min_clients = int(job.meta.get("min_clients", 1))
@@ -267,14 +275,15 @@ class Scheduler:
             await self._set_reason(
                 job, f"waiting for sites: {min_clients} needed, connected and deployable: {have}"
             )
-            return
+            return False
         if self.remote_sites.defers(job, targets):  # a replica holding more of its sites starts it (0048)
-            return
+            return False
         gpus, waits = placement.take_resources(self.remote_sites.hello_of, self.resources, job, targets)
         if gpus is None:
             await self._set_reason(job, "waiting for resources: " + "; ".join(waits))
-            return
+            return False
         await self._dispatch(job, targets, min_clients, gpus)
+        return False
 
     async def _set_reason(self, job: JobRecord, reason: str) -> None:
         """Say why a job waits. One this replica holds, under its lease; one it only saw waiting,
