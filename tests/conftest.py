@@ -22,6 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
 
+def takes_ctrl_c() -> None:
+    """``preexec_fn`` for a child a test will send SIGINT: it takes it as a terminal's Ctrl-C.
+    A suite started as a background job of a non-interactive shell (``make test &``) runs with
+    SIGINT ignored, which every child inherits and Python then leaves ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Cli:
     """The ``shoal`` command with an isolated SHOAL_HOME."""

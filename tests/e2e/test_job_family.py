@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, takes_ctrl_c
 from tests.e2e.conftest import Federation
 from tests.e2e.jobs import copy_hello, slow_job, stubborn_job
 from tests.federation import server_address, wait_connected
@@ -421,6 +421,7 @@ def test_an_interrupted_wait_or_monitor_still_ends_with_one_document(
             stderr=subprocess.PIPE,
             text=True,
             env=federation.cli.env(),
+            preexec_fn=takes_ctrl_c,
         )
 
     waiter = start("wait", job_id, "--format", "json")

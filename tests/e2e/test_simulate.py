@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import EXAMPLES, Cli
+from tests.conftest import EXAMPLES, Cli, takes_ctrl_c
 from tests.e2e.test_federation import expected_fedavg
 
 pytestmark = pytest.mark.e2e
@@ -92,6 +92,7 @@ def start_hanging_simulation(cli: Cli, tmp_path: Path) -> tuple[subprocess.Popen
         stdin=subprocess.DEVNULL,
         text=True,
         env=cli.env(),
+        preexec_fn=takes_ctrl_c,
     )
     deadline = time.monotonic() + 30
     while len(list(out.glob("sites/site-*/started"))) < 2:
