@@ -100,7 +100,7 @@ def _safetensors_dtype(arr: np.ndarray) -> str:
 def save_params(params: Mapping[str, np.ndarray], path: Path, *, reuse: Path | None = None) -> None:
     """Write weights atomically (temp file, then rename), streaming each array's own buffer.
 
-    ``reuse``: a file this process may overwrite (a spare the server handed back, decisions/0054);
+    ``reuse``: a file this process may overwrite (a spare its host handed back, decisions/0054);
     when it is there, the weights are written over it in place, so the file's pages, still in
     memory, take them instead of pages the kernel must find (on a VM whose freed memory goes back
     to its host, each fresh page is a fault on the host: 0.2-0.5 s per 100 MB against 0.025)."""
