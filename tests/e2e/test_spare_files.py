@@ -11,6 +11,7 @@ from tests.federation import Federation
 
 SPARE_CLIENT = """
 import os
+import time
 
 import numpy as np
 from shoal.fl import FLModel
@@ -21,6 +22,9 @@ while flare.is_running():
     model = flare.receive()
     if model is None:
         break
+    deadline = time.monotonic() + (10 if model.current_round else 0)  # handed back after its upload
+    while not os.path.exists("spare.safetensors") and time.monotonic() < deadline:
+        time.sleep(0.01)
     had = os.path.exists("spare.safetensors")  # the script's folder is its working folder
     flare.send(FLModel(params={"w": np.full(100_000, 1.0, np.float32)}, num_examples=1))
     print(f"round {model.current_round}: spare before {had}, after {os.path.exists('spare.safetensors')}")

@@ -210,6 +210,49 @@ class Deep(Workflow):
 """
 
 
+#: Leaves, before each round's end, a link to the server's key where the server hands back the
+#: workflow's spare (decisions/0054), and says what it finds there the next time.
+SPARE_LINKER = r"""
+import os, time
+from shoal.workflows.fedavg import FedAvg
+
+class Linker(FedAvg):
+    def _checkpoint(self, rnd, model):
+        spare = os.path.join(self.ctx.run_dir, "spare.safetensors")
+        deadline = time.monotonic() + 10  # the server takes this round's releases in its own time
+        while os.path.islink(spare) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if os.path.lexists(spare):
+            print(f"round {rnd}: the spare is a regular file: {not os.path.islink(spare)}", flush=True)
+        os.symlink(KEY, spare + ".link")
+        os.replace(spare + ".link", spare)  # the server may be handing a spare over right now
+        super()._checkpoint(rnd, model)
+"""
+
+#: The same at a site: a link to the site's key where the agent hands back the sent result.
+SPARE_LINKING_CLIENT = r"""
+import os, time
+import numpy as np
+from shoal.fl import FLModel
+from shoal.fl import client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if model is None:
+        break
+    deadline = time.monotonic() + 10  # the agent hands it back once the upload is done
+    while os.path.islink("spare.safetensors") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if os.path.lexists("spare.safetensors"):
+        regular = not os.path.islink("spare.safetensors")
+        print(f"round {model.current_round}: the spare is a regular file: {regular}")
+    os.symlink(KEY, "spare.link")
+    os.replace("spare.link", "spare.safetensors")
+    flare.send(FLModel(params={"w": np.full(100_000, 1.0, np.float32)}, num_examples=1))
+"""
+
+
 @pytest.fixture(scope="module", params=["forked", "cold"])
 def fed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Federation]:
     """Job processes forked from the warm fork servers, and started cold (SHOAL_WARM_SPARES=0):
@@ -397,6 +440,38 @@ def test_a_checkpoint_naming_a_file_outside_the_workflows_folder_is_refused(
     assert key.exists() and b"PRIVATE KEY" in key.read_bytes()
     added = {p for p in blobs.rglob("*") if p.is_file()} - before
     assert not any(b"PRIVATE KEY" in p.read_bytes() for p in added), added
+
+
+def test_a_link_left_where_a_host_hands_back_a_spare_is_replaced_and_the_key_never_written(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """decisions/0054: the server gives a folded result to the workflow's folder, the agent a
+    sent result to the script's, under one fixed name. A job that leaves a link to its host's
+    key there has the link replaced by the file (never written through, never followed), every
+    round; the keys stay as they were and the job ends well."""
+    server_key = fed.kits / "server" / "startup" / "server.key"
+    site_key = fed.kits / "site-1" / "startup" / "client.key"
+    before = server_key.read_bytes(), site_key.read_bytes()
+    job = _job(
+        tmp_path / "job",
+        server={"workflow": {"class": "linker.Linker"}, "args": {"num_rounds": 3}},
+        client=f"KEY = {str(site_key)!r}\n" + SPARE_LINKING_CLIENT,
+    )
+    (job / "app" / "custom" / "linker.py").write_text(f"KEY = {str(server_key)!r}\n" + SPARE_LINKER)
+    code, doc = fed.cli.json(
+        "job", "submit", "-j", job, "--wait", "--timeout", "90", "--study", CUSTOM_CODE_STUDY
+    )
+    assert code == 0 and doc["data"]["status"] == "FINISHED_OK", doc
+    assert (server_key.read_bytes(), site_key.read_bytes()) == before
+    code, got = fed.cli.json(
+        "job", "download", doc["data"]["job_id"], "-o", tmp_path / "dl", "--study", CUSTOM_CODE_STUDY
+    )
+    assert code == 0, got
+    logs = {p.parent.name: p.read_text() for p in (tmp_path / "dl").rglob("log.txt")}
+    server_log = "".join(text for name, text in logs.items() if not name.startswith("site-"))
+    for rnd in (1, 2):  # the link left at the last round's end was replaced by a released result
+        assert f"round {rnd}: the spare is a regular file: True" in server_log, server_log[-3000:]
+        assert f"round {rnd}: the spare is a regular file: True" in logs["site-1"], logs["site-1"][-3000:]
 
 
 @pytest.mark.parametrize("how", ["never", "twice"])
