@@ -4,6 +4,7 @@ training script's folder, and the script's next result is written over it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.e2e.jobs import copy_hello
@@ -26,8 +27,9 @@ while flare.is_running():
     while not os.path.exists("spare.safetensors") and time.monotonic() < deadline:
         time.sleep(0.01)
     had = os.path.exists("spare.safetensors")  # the script's folder is its working folder
+    inode = os.stat("spare.safetensors").st_ino if had else None
     flare.send(FLModel(params={"w": np.full(100_000, 1.0, np.float32)}, num_examples=1))
-    print(f"round {model.current_round}: spare before {had}, after {os.path.exists('spare.safetensors')}")
+    print(f"round {model.current_round}: spare {had}, inode {inode}")
 """
 
 
@@ -44,6 +46,10 @@ def test_each_result_after_the_first_is_written_over_the_last_one_sent(
     assert code == 0, doc
     for site in ("site-1", "site-2"):
         log = next((tmp_path / "dl").rglob(f"{site}/log.txt")).read_text()
-        assert "round 0: spare before False, after False" in log, log[-2000:]
-        for rnd in (1, 2):  # the last result came back before this task; this one took it
-            assert f"round {rnd}: spare before True, after False" in log, log[-2000:]
+        assert "round 0: spare False, inode None" in log, log[-2000:]
+        # Each later round finds the last result handed back, and it is the same file every
+        # time: the result was written over the spare, and that file came back. (A result
+        # written to a new file would be created while the spare still exists, so it could not
+        # have the spare's inode number.)
+        inodes = re.findall(r"round [12]: spare True, inode (\d+)", log)
+        assert len(inodes) == 2 and inodes[0] == inodes[1], log[-2000:]
