@@ -286,75 +286,81 @@ class SiteAgent:
         context = client_ssl_context(self.kit_dir)
         connector = aiohttp.TCPConnector(ssl=context, limit=16)
         self._bulk = BulkLink(*self._server, context, idle_timeout())
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None)
-        ) as session:
-            self._session = session
-            backoff = BACKOFF_START
-            while not self._stop.is_set():
-                try:
-                    async with session.ws_connect(self.base_url + routes.SITE_CHANNEL, heartbeat=15.0) as ws:
-                        self._ws = ws
-                        self.counters.connected = True
-                        self.counters.connections += 1
-                        hello = Hello(
-                            version=__version__,
-                            # What the server schedules by; the site's data paths stay here.
-                            policy={k: v for k, v in self.policy.items() if k != "data_paths"},
-                            resources=self.resources,
-                            jobs=list(self.jobs),
-                        )
-                        await ws.send_json(encode(hello))
-                        log.info("connected to %s", self.base_url)
-                        while self._kept:  # sent before anything else; kept until it went
-                            await ws.send_json(encode(self._kept[0]))
-                            self._kept.pop(0)
-                        backoff = BACKOFF_START
-                        closed_with = await self._listen(ws)
-                        if closed_with == CLOSE_REPLACED:
-                            log.warning("another agent with this site's kit connected; retrying in a while")
-                            backoff = BACKOFF_MAX
-                        elif closed_with == CLOSE_MALFORMED:
-                            log.error(
-                                "the server refused this agent's hello (see its log); retrying in a while"
+        try:
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+            ) as session:
+                self._session = session
+                backoff = BACKOFF_START
+                while not self._stop.is_set():
+                    try:
+                        async with session.ws_connect(
+                            self.base_url + routes.SITE_CHANNEL, heartbeat=15.0
+                        ) as ws:
+                            self._ws = ws
+                            self.counters.connected = True
+                            self.counters.connections += 1
+                            hello = Hello(
+                                version=__version__,
+                                # What the server schedules by; the site's data paths stay here.
+                                policy={k: v for k, v in self.policy.items() if k != "data_paths"},
+                                resources=self.resources,
+                                jobs=list(self.jobs),
                             )
-                            backoff = BACKOFF_MAX
-                except aiohttp.ClientConnectorCertificateError as exc:
-                    # not a network blip: the server (or something posing as it) presents a
-                    # certificate this kit does not trust for the host it dials; said loudly,
-                    # and retried only because a server being re-provisioned looks the same
-                    log.error(
-                        "refusing the server at %s: %s; run 'shoal preflight --startup-kit %s'",
-                        self.base_url,
-                        exc.certificate_error,
-                        self.kit_dir,
-                    )
-                except aiohttp.WSServerHandshakeError as exc:
-                    if exc.status not in (401, 403):
-                        log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
-                    else:  # the server knows this certificate and says no: revoked or replaced
+                            await ws.send_json(encode(hello))
+                            log.info("connected to %s", self.base_url)
+                            while self._kept:  # sent before anything else; kept until it went
+                                await ws.send_json(encode(self._kept[0]))
+                                self._kept.pop(0)
+                            backoff = BACKOFF_START
+                            closed_with = await self._listen(ws)
+                            if closed_with == CLOSE_REPLACED:
+                                log.warning(
+                                    "another agent with this site's kit connected; retrying in a while"
+                                )
+                                backoff = BACKOFF_MAX
+                            elif closed_with == CLOSE_MALFORMED:
+                                log.error(
+                                    "the server refused this agent's hello (see its log); retrying in a while"
+                                )
+                                backoff = BACKOFF_MAX
+                    except aiohttp.ClientConnectorCertificateError as exc:
+                        # not a network blip: the server (or something posing as it) presents a
+                        # certificate this kit does not trust for the host it dials; said loudly,
+                        # and retried only because a server being re-provisioned looks the same
                         log.error(
-                            "the server refuses this site's certificate (HTTP %s): it was revoked or "
-                            "replaced by a renewed kit; ask the project admin for the current kit",
-                            exc.status,
+                            "refusing the server at %s: %s; run 'shoal preflight --startup-kit %s'",
+                            self.base_url,
+                            exc.certificate_error,
+                            self.kit_dir,
                         )
-                except (aiohttp.ClientError, OSError) as exc:
-                    log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
-                finally:
-                    self._ws = None
-                    self.counters.connected = False
-                    for answer in self._acks.values():  # their answers went with the channel
-                        if not answer.done():
-                            answer.set_exception(ConnectionError("control channel closed"))
-                if self._stop.is_set():
-                    break
-                try:
-                    await asyncio.wait_for(self._stop.wait(), backoff * (0.5 + random.random()))
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, BACKOFF_MAX)
-            await self._end_all("the site agent is stopping")
-        self._bulk.close()
+                    except aiohttp.WSServerHandshakeError as exc:
+                        if exc.status not in (401, 403):
+                            log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
+                        else:  # the server knows this certificate and says no: revoked or replaced
+                            log.error(
+                                "the server refuses this site's certificate (HTTP %s): it was revoked or "
+                                "replaced by a renewed kit; ask the project admin for the current kit",
+                                exc.status,
+                            )
+                    except (aiohttp.ClientError, OSError) as exc:
+                        log.info("cannot reach the server (%s); retrying in %.1fs", exc, backoff)
+                    finally:
+                        self._ws = None
+                        self.counters.connected = False
+                        for answer in self._acks.values():  # their answers went with the channel
+                            if not answer.done():
+                                answer.set_exception(ConnectionError("control channel closed"))
+                    if self._stop.is_set():
+                        break
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), backoff * (0.5 + random.random()))
+                    except TimeoutError:
+                        pass
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                await self._end_all("the site agent is stopping")
+        finally:
+            self._bulk.close()  # its threads must not hold the agent's exit
 
     async def _listen(self, ws: aiohttp.ClientWebSocketResponse) -> int | None:
         """Dispatch the server's messages until the channel ends; the close code the server
