@@ -226,6 +226,17 @@ def check_safetensors(source: Source) -> None:
 Inspect = Callable[[str, "np.ndarray"], None]
 
 
+def holds(buffer: np.ndarray, shape: tuple[int, ...], dtype: Any) -> bool:
+    """Whether ``buffer`` can take a tensor of ``shape`` and ``dtype`` in place: the same
+    shape and dtype, one contiguous block, writable (decisions/0054)."""
+    return (
+        buffer.shape == shape
+        and buffer.dtype == dtype
+        and bool(buffer.flags.c_contiguous)
+        and bool(buffer.flags.writeable)
+    )
+
+
 class LazyParams(Mapping[str, "np.ndarray"]):
     """Safetensors (a file, or bytes in memory) whose tensors are read on access, or chunk by
     chunk (``chunks``): either way a tensor read is a copy the caller owns and may change.
@@ -257,12 +268,7 @@ class LazyParams(Mapping[str, "np.ndarray"]):
         dtype, shape, start, nbytes = self._spec(key)
         if out is None:
             out = np.empty(shape, dtype=dtype)
-        elif (
-            out.shape != tuple(shape)
-            or out.dtype != dtype
-            or not out.flags.c_contiguous
-            or not out.flags.writeable
-        ):
+        elif not holds(out, tuple(shape), dtype):
             raise ValueError(f"tensor {key!r}: a buffer of {out.shape} {out.dtype} cannot take it")
         with _open(self.source) as f:
             f.seek(start)

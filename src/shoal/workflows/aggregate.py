@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from shoal.wire.models import LazyParams
+from shoal.wire.models import LazyParams, holds
 
 #: A tensor's shape and dtype: what every update of a round must agree on, tensor by tensor.
 TensorSpec = tuple[tuple[int, ...], np.dtype[Any]]
@@ -181,14 +181,7 @@ class WeightedSum:
         """The caller's array for tensor ``name`` if it can hold its sum: same shape and dtype,
         contiguous, writable, and its own memory (not a view into another array or a file)."""
         spare = self._spare.pop(name, None)
-        if (
-            isinstance(spare, np.ndarray)
-            and spare.shape == shape
-            and spare.dtype == dtype
-            and spare.flags.c_contiguous
-            and spare.flags.writeable
-            and spare.flags.owndata
-        ):
+        if isinstance(spare, np.ndarray) and holds(spare, shape, dtype) and spare.flags.owndata:
             return spare
         return None
 

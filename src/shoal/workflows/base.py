@@ -101,6 +101,9 @@ class WorkflowContext:
         self.job_id = job_id
         self.sites = list(sites)
         self.run_dir = run_dir
+        # where the server hands back a folded result, for the next model to be written over
+        # (decisions/0054): every model this context writes may take it
+        self._spare = run_dir / SPARE_MODEL
         self.workspace = workspace
         self.app_dir = app_dir
         self.min_clients = min_clients
@@ -160,7 +163,7 @@ class WorkflowContext:
         else:
             from_checkpoint = None
             model_path = self.run_dir / "models" / f"{task_id}.safetensors"
-            save_params(model.params, model_path, reuse=self.run_dir / SPARE_MODEL)
+            save_params(model.params, model_path, reuse=self._spare)
         targets = [s for s in (sites if sites is not None else self.sites) if s not in self._failed_sites]
         self._send(
             Task(
@@ -389,7 +392,7 @@ class WorkflowContext:
         if not self.keeps_checkpoints:
             return
         name = f"checkpoint-{round_number}.safetensors"
-        save_params(model.params, self.run_dir / name, reuse=self.run_dir / SPARE_MODEL)
+        save_params(model.params, self.run_dir / name, reuse=self._spare)
         context = {"rounds": self.rounds, "logged_metrics": self.logged_metrics, "restarts": self.restarts}
         saved = {"workflow": state, "context": context}
         self._send(RoundCheckpoint(round=round_number, model_path=name, state=saved))
@@ -417,7 +420,7 @@ class WorkflowContext:
 
     def save_model(self, model: FLModel, name: str = "FL_global_model.safetensors") -> Path:
         path = self.workspace / name
-        save_params(model.params, path, reuse=self.run_dir / SPARE_MODEL)
+        save_params(model.params, path, reuse=self._spare)
         return path
 
     def write_json(self, name: str, obj: Any) -> Path:
